@@ -1,0 +1,221 @@
+//! Metric batches: what processors hand to exporters.
+//!
+//! A batch is a flat list of points, each naming its Resource, its metric
+//! and its attributes. Flat is what aggregation and cardinality limits want;
+//! exporters group by Resource and metric when they encode OTLP. Sums are
+//! deltas over `[start, time]`; exporters that want cumulative temporality
+//! keep running totals themselves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::attr::Attrs;
+use crate::flow::{FailReason, Flow, Transport};
+use crate::hist::Histogram;
+use crate::names::{attr, metric};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Monotonic sum.
+    Sum,
+    Gauge,
+    Histogram,
+}
+
+/// A metric of the contract: name, unit and instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricId {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub kind: Kind,
+}
+
+impl MetricId {
+    pub const fn sum(m: (&'static str, &'static str)) -> Self {
+        Self { name: m.0, unit: m.1, kind: Kind::Sum }
+    }
+    pub const fn gauge(m: (&'static str, &'static str)) -> Self {
+        Self { name: m.0, unit: m.1, kind: Kind::Gauge }
+    }
+    pub const fn histogram(m: (&'static str, &'static str)) -> Self {
+        Self { name: m.0, unit: m.1, kind: Kind::Histogram }
+    }
+}
+
+pub const FLOW_IO: MetricId = MetricId::sum(metric::FLOW_IO);
+pub const FLOW_PACKETS: MetricId = MetricId::sum(metric::FLOW_PACKETS);
+pub const TCP_RETRANSMITS: MetricId = MetricId::sum(metric::TCP_RETRANSMITS);
+pub const TCP_RTT: MetricId = MetricId::histogram(metric::TCP_RTT);
+pub const TCP_RTT_VARIANCE: MetricId = MetricId::gauge(metric::TCP_RTT_VARIANCE);
+pub const TCP_OPENED: MetricId = MetricId::sum(metric::TCP_OPENED);
+pub const TCP_CLOSED: MetricId = MetricId::sum(metric::TCP_CLOSED);
+pub const TCP_FAILED: MetricId = MetricId::sum(metric::TCP_FAILED);
+pub const TCP_ACTIVE: MetricId = MetricId::gauge(metric::TCP_ACTIVE);
+pub const TCP_RESETS: MetricId = MetricId::sum(metric::TCP_RESETS);
+pub const TCP_DURATION: MetricId = MetricId::histogram(metric::TCP_DURATION);
+pub const UDP_ACTIVE: MetricId = MetricId::gauge(metric::UDP_ACTIVE);
+pub const FLOW_COST: MetricId = MetricId::sum(metric::FLOW_COST);
+pub const DNS_DURATION: MetricId = MetricId::histogram(metric::DNS_DURATION);
+pub const DNS_TIMEOUTS: MetricId = MetricId::sum(metric::DNS_TIMEOUTS);
+
+/// A point's value. Gauges that are means (RTT variance) carry their sum and
+/// count so that merging two of them stays a correct mean.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PointValue {
+    Int(u64),
+    Double(f64),
+    Mean { sum: f64, count: u64 },
+    Histogram(Histogram),
+}
+
+impl PointValue {
+    /// Merges `other` into `self` for a point of kind `kind`: sums and
+    /// counting gauges add (the receiver reports one gauge point per flow,
+    /// so merged flows add up), means pool, histograms merge.
+    pub fn merge(&mut self, other: &PointValue) {
+        match (self, other) {
+            (PointValue::Int(a), PointValue::Int(b)) => *a += b,
+            (PointValue::Double(a), PointValue::Double(b)) => *a += b,
+            (PointValue::Double(a), PointValue::Int(b)) => *a += *b as f64,
+            (PointValue::Mean { sum, count }, PointValue::Mean { sum: s, count: c }) => {
+                *sum += s;
+                *count += c;
+            }
+            (PointValue::Histogram(a), PointValue::Histogram(b)) => a.merge(b),
+            // Kinds never mix for one metric; keep what we have.
+            _ => {}
+        }
+    }
+
+    /// The number a sum or gauge point exports.
+    pub fn as_f64(&self) -> f64 {
+        match self {
+            PointValue::Int(v) => *v as f64,
+            PointValue::Double(v) => *v,
+            PointValue::Mean { sum, count } => {
+                if *count == 0 {
+                    0.0
+                } else {
+                    sum / *count as f64
+                }
+            }
+            PointValue::Histogram(h) => h.sum,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    pub resource: Arc<Attrs>,
+    pub metric: MetricId,
+    pub attrs: Attrs,
+    pub value: PointValue,
+}
+
+/// One interval's points.
+#[derive(Clone, Debug, Default)]
+pub struct MetricBatch {
+    pub start_unix_nanos: u64,
+    pub time_unix_nanos: u64,
+    pub points: Vec<Point>,
+}
+
+impl MetricBatch {
+    pub fn new(start_unix_nanos: u64, time_unix_nanos: u64) -> Self {
+        Self { start_unix_nanos, time_unix_nanos, points: Vec::new() }
+    }
+
+    /// Merges points with the same Resource, metric and attributes.
+    pub fn coalesce(&mut self) {
+        let mut index: HashMap<(Arc<Attrs>, MetricId, Attrs), usize> = HashMap::new();
+        let mut out: Vec<Point> = Vec::with_capacity(self.points.len());
+        for p in self.points.drain(..) {
+            let key = (p.resource.clone(), p.metric, p.attrs.clone());
+            match index.get(&key) {
+                Some(&i) => out[i].value.merge(&p.value),
+                None => {
+                    index.insert(key, out.len());
+                    out.push(p);
+                }
+            }
+        }
+        self.points = out;
+    }
+
+    /// Points of metric `name`, for tests and the console.
+    pub fn points_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Point> + 'a {
+        self.points.iter().filter(move |p| p.metric.name == name)
+    }
+}
+
+/// Turns one flow into the contract's points, appending them to `out`.
+/// Zero counters emit no point, except that a flow always reports its
+/// `active` gauge while a connection is open.
+pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
+    let s = &flow.stats;
+    let res = &flow.resource;
+    let push = |out: &mut Vec<Point>, metric: MetricId, attrs: Attrs, value: PointValue| {
+        out.push(Point { resource: res.clone(), metric, attrs, value });
+    };
+    let dir = |d: &'static str| flow.attrs.clone().with(attr::IO_DIRECTION, d);
+
+    for (metric, tx, rx) in [
+        (FLOW_IO, s.bytes_tx, s.bytes_rx),
+        (FLOW_PACKETS, s.packets_tx, s.packets_rx),
+    ] {
+        if tx > 0 {
+            push(out, metric, dir(attr::TRANSMIT), PointValue::Int(tx));
+        }
+        if rx > 0 {
+            push(out, metric, dir(attr::RECEIVE), PointValue::Int(rx));
+        }
+    }
+    match flow.transport {
+        Transport::Udp => {
+            if s.active > 0 {
+                push(out, UDP_ACTIVE, flow.attrs.clone(), PointValue::Int(s.active));
+            }
+        }
+        Transport::Tcp => {
+            for (metric, v) in [
+                (TCP_RETRANSMITS, s.retransmits),
+                (TCP_OPENED, s.opened),
+                (TCP_CLOSED, s.closed),
+            ] {
+                if v > 0 {
+                    push(out, metric, flow.attrs.clone(), PointValue::Int(v));
+                }
+            }
+            for reason in FailReason::ALL {
+                let v = s.failed(reason);
+                if v > 0 {
+                    let a = flow.attrs.clone().with(attr::ERROR_TYPE, reason.as_str());
+                    push(out, TCP_FAILED, a, PointValue::Int(v));
+                }
+            }
+            if s.resets_tx > 0 {
+                push(out, TCP_RESETS, dir(attr::TRANSMIT), PointValue::Int(s.resets_tx));
+            }
+            if s.resets_rx > 0 {
+                push(out, TCP_RESETS, dir(attr::RECEIVE), PointValue::Int(s.resets_rx));
+            }
+            if s.active > 0 {
+                push(out, TCP_ACTIVE, flow.attrs.clone(), PointValue::Int(s.active));
+            }
+            if let Some(h) = &s.rtt {
+                push(out, TCP_RTT, flow.attrs.clone(), PointValue::Histogram(h.clone()));
+            }
+            if s.rtt_var_count > 0 {
+                push(
+                    out,
+                    TCP_RTT_VARIANCE,
+                    flow.attrs.clone(),
+                    PointValue::Mean { sum: s.rtt_var_sum, count: s.rtt_var_count },
+                );
+            }
+            if let Some(h) = &s.duration {
+                push(out, TCP_DURATION, flow.attrs.clone(), PointValue::Histogram(h.clone()));
+            }
+        }
+    }
+}
