@@ -217,4 +217,7 @@ pub struct FlowBatch {
     /// End of the interval, Unix nanoseconds.
     pub end_unix_nanos: u64,
     pub flows: Vec<Flow>,
+    /// Points a receiver produced directly (DNS lookups, say). Processors
+    /// pass them through aggregation and cardinality limits with the rest.
+    pub points: Vec<crate::metrics::Point>,
 }
