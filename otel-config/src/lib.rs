@@ -1,1 +1,398 @@
+//! flowscope's configuration: YAML in the OpenTelemetry Collector's shape.
+//!
+//! ```yaml
+//! receivers:
+//!   ebpf:
+//!     collection_interval: 10s
+//! exporters:
+//!   console: {}
+//!   file:
+//!     path: /tmp/x.jsonl
+//! service:
+//!   pipelines:
+//!     metrics:
+//!       receivers: [ebpf]
+//!       exporters: [console, file]
+//! ```
+//!
+//! [`load_file`] / [`load_str`] substitute `${env:NAME}` references, parse
+//! the YAML in ONE serde pass (each component's settings are read by the seed
+//! its area file picks from the component type, so every error keeps its line,
+//! column and key path), then check the pipelines against the defined
+//! components. The typed settings of every component live here, one file per
+//! area: [`receivers`], [`processors`], [`exporters`].
+//!
+//! The user reference is docs/configuration.md.
 
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+mod de;
+mod env;
+mod error;
+pub mod exporters;
+mod id;
+pub mod processors;
+pub mod receivers;
+
+pub use error::{ConfigError, Location};
+pub use exporters::ExporterConfig;
+pub use id::{ComponentId, IdError, PipelineId};
+pub use indexmap;
+pub use processors::ProcessorConfig;
+pub use receivers::ReceiverConfig;
+
+/// The default configuration, used when the agent is started without one:
+/// the `ebpf` receiver every 10 s into the `console` exporter and a `file`
+/// exporter writing `flowscope-metrics.jsonl` in the working directory.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `receivers:`, in file order.
+    pub receivers: IndexMap<ComponentId, ReceiverConfig>,
+    /// `processors:`, in file order.
+    pub processors: IndexMap<ComponentId, ProcessorConfig>,
+    /// `exporters:`, in file order.
+    pub exporters: IndexMap<ComponentId, ExporterConfig>,
+    /// `service:`.
+    pub service: Service,
+}
+
+/// `service:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// `service.pipelines`, in file order; at least one.
+    pub pipelines: IndexMap<PipelineId, Pipeline>,
+}
+
+/// One pipeline: receivers feed the processors in order, whose output goes
+/// to every exporter. Every id refers to a defined component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pipeline {
+    /// At least one.
+    pub receivers: Vec<ComponentId>,
+    /// Applied in this order; may be empty.
+    pub processors: Vec<ComponentId>,
+    /// At least one.
+    pub exporters: Vec<ComponentId>,
+}
+
+/// A configuration that loaded, and what is suspicious about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Human-readable warnings, e.g. components that no pipeline uses. The
+    /// agent logs them and runs.
+    pub warnings: Vec<String>,
+}
+
+/// Loads, substitutes and validates the configuration file at `path`.
+///
+/// # Errors
+/// [`ConfigError`]: the file cannot be read, a variable is unset, the YAML
+/// is malformed or does not match, or the pipelines are inconsistent.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: origin.clone(),
+        source,
+    })?;
+    load_str(&text, &origin)
+}
+
+/// Loads configuration text; `origin` names it in error messages (usually
+/// the file name). Environment variables come from the process environment.
+///
+/// # Errors
+/// As [`load_file`].
+pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    load_str_with_env(text, origin, &|name| {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    })
+}
+
+/// As [`load_str`], with `env(name)` giving each variable's value (`None`
+/// when unset) instead of the process environment. Useful in tests.
+///
+/// # Errors
+/// As [`load_file`].
+pub fn load_str_with_env(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let substituted = env::substitute(text, origin, env)?;
+    let raw = parse(&substituted, origin)?;
+    validate(raw, &substituted, origin)
+}
+
+/// The built-in default ([`DEFAULT_CONFIG`]), loaded.
+pub fn default_config() -> Loaded {
+    match load_str_with_env(DEFAULT_CONFIG, "<default config>", &|_| None) {
+        Ok(loaded) => loaded,
+        // The default is a constant, and `default_config_loads` tests it.
+        Err(e) => unreachable!("the built-in default configuration is invalid: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing: the file's shape, with source spans kept for validation.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, deserialize_with = "receiver_map")]
+    receivers: IndexMap<ComponentId, ReceiverConfig>,
+    #[serde(default, deserialize_with = "processor_map")]
+    processors: IndexMap<ComponentId, ProcessorConfig>,
+    #[serde(default, deserialize_with = "exporter_map")]
+    exporters: IndexMap<ComponentId, ExporterConfig>,
+    service: RawService,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    pipelines: Spanned<IndexMap<PipelineId, Spanned<RawPipeline>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    receivers: Vec<Spanned<ComponentId>>,
+    #[serde(default)]
+    processors: Vec<Spanned<ComponentId>>,
+    #[serde(default)]
+    exporters: Vec<Spanned<ComponentId>>,
+}
+
+fn receiver_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<IndexMap<ComponentId, ReceiverConfig>, D::Error> {
+    de::component_map(d, "receiver", |id| receivers::ReceiverSeed {
+        id: id.clone(),
+    })
+}
+
+fn processor_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<IndexMap<ComponentId, ProcessorConfig>, D::Error> {
+    de::component_map(d, "processor", |id| processors::ProcessorSeed {
+        id: id.clone(),
+    })
+}
+
+fn exporter_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<IndexMap<ComponentId, ExporterConfig>, D::Error> {
+    de::component_map(d, "exporter", |id| exporters::ExporterSeed {
+        id: id.clone(),
+    })
+}
+
+fn parse(text: &env::Substituted, origin: &str) -> Result<RawConfig, ConfigError> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let mut path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str_with_options(&text.text, options, |de| {
+        let mut track = serde_path_to_error::Track::new();
+        let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
+        RawConfig::deserialize(tracked).inspect_err(|_| {
+            path = track.path().to_string();
+        })
+    });
+    result.map_err(|err| {
+        use serde_saphyr::MessageFormatter;
+        let (line, column) = match err.location() {
+            Some(loc) if loc.line() > 0 => {
+                let line = u32::try_from(loc.line()).ok();
+                let column = u32::try_from(loc.column())
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .zip(line)
+                    .map(|(c, l)| text.original_column(l, c));
+                (line, column)
+            }
+            _ => (None, None),
+        };
+        let message = serde_saphyr::DefaultMessageFormatter
+            .format_message(&err)
+            .into_owned();
+        ConfigError::Parse {
+            at: Location::new(origin, line, column),
+            path: if path == "." { String::new() } else { path },
+            message,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Validation: what one serde pass cannot see (references across sections).
+
+fn spanned_location<T>(origin: &str, text: &env::Substituted, s: &Spanned<T>) -> Location {
+    let line = u32::try_from(s.referenced.line()).ok().filter(|l| *l > 0);
+    let column = u32::try_from(s.referenced.column())
+        .ok()
+        .filter(|c| *c > 0)
+        .zip(line)
+        .map(|(c, l)| text.original_column(l, c));
+    Location::new(origin, line, column)
+}
+
+fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loaded, ConfigError> {
+    let invalid =
+        |at: Location, path: String, message: String| ConfigError::Invalid { at, path, message };
+    if raw.service.pipelines.value.is_empty() {
+        return Err(invalid(
+            spanned_location(origin, text, &raw.service.pipelines),
+            "service.pipelines".to_owned(),
+            "at least one pipeline is required, e.g. `metrics: {receivers: [ebpf], exporters: [console]}`"
+                .to_owned(),
+        ));
+    }
+
+    let mut used_receivers = vec![false; raw.receivers.len()];
+    let mut used_processors = vec![false; raw.processors.len()];
+    let mut used_exporters = vec![false; raw.exporters.len()];
+    let mut pipelines = IndexMap::new();
+    for (pid, spanned) in raw.service.pipelines.value {
+        let p = &spanned.value;
+        let base = format!("service.pipelines.{pid}");
+        for (list, what) in [(&p.receivers, "receiver"), (&p.exporters, "exporter")] {
+            if list.is_empty() {
+                return Err(invalid(
+                    spanned_location(origin, text, &spanned),
+                    base.clone(),
+                    format!("pipeline `{pid}` has no {what}s; list at least one under `{what}s`"),
+                ));
+            }
+        }
+        let receivers = resolve(
+            &p.receivers,
+            "receiver",
+            &raw.receivers,
+            &mut used_receivers,
+            &base,
+            origin,
+            text,
+        )?;
+        let processors = resolve(
+            &p.processors,
+            "processor",
+            &raw.processors,
+            &mut used_processors,
+            &base,
+            origin,
+            text,
+        )?;
+        let exporters = resolve(
+            &p.exporters,
+            "exporter",
+            &raw.exporters,
+            &mut used_exporters,
+            &base,
+            origin,
+            text,
+        )?;
+        pipelines.insert(
+            pid,
+            Pipeline {
+                receivers,
+                processors,
+                exporters,
+            },
+        );
+    }
+
+    let mut warnings = Vec::new();
+    let unused =
+        |section: &str, ids: Vec<&ComponentId>, used: &[bool], warnings: &mut Vec<String>| {
+            for (id, used) in ids.into_iter().zip(used) {
+                if !used {
+                    warnings.push(format!(
+                    "{origin}: {section}.{id} is defined but no pipeline uses it; it will not run"
+                ));
+                }
+            }
+        };
+    unused(
+        "receivers",
+        raw.receivers.keys().collect(),
+        &used_receivers,
+        &mut warnings,
+    );
+    unused(
+        "processors",
+        raw.processors.keys().collect(),
+        &used_processors,
+        &mut warnings,
+    );
+    unused(
+        "exporters",
+        raw.exporters.keys().collect(),
+        &used_exporters,
+        &mut warnings,
+    );
+
+    Ok(Loaded {
+        config: Config {
+            receivers: raw.receivers,
+            processors: raw.processors,
+            exporters: raw.exporters,
+            service: Service { pipelines },
+        },
+        warnings,
+    })
+}
+
+/// Checks one pipeline list against its section: every id defined, none
+/// listed twice. Marks the ones used.
+fn resolve<V>(
+    list: &[Spanned<ComponentId>],
+    what: &str,
+    defined: &IndexMap<ComponentId, V>,
+    used: &mut [bool],
+    base: &str,
+    origin: &str,
+    text: &env::Substituted,
+) -> Result<Vec<ComponentId>, ConfigError> {
+    let mut out: Vec<ComponentId> = Vec::with_capacity(list.len());
+    for (i, id) in list.iter().enumerate() {
+        let path = format!("{base}.{what}s[{i}]");
+        let at = || spanned_location(origin, text, id);
+        if out.contains(&id.value) {
+            return Err(ConfigError::Invalid {
+                at: at(),
+                path,
+                message: format!("{what} `{}` is listed twice", id.value),
+            });
+        }
+        let Some(index) = defined.get_index_of(&id.value) else {
+            let known: Vec<String> = defined.keys().map(ToString::to_string).collect();
+            let known = if known.is_empty() {
+                format!("no {what}s are defined")
+            } else {
+                format!("defined {what}s: {}", known.join(", "))
+            };
+            return Err(ConfigError::Invalid {
+                at: at(),
+                path,
+                message: format!(
+                    "{what} `{}` is not defined under `{what}s` ({known})",
+                    id.value
+                ),
+            });
+        };
+        if let Some(flag) = used.get_mut(index) {
+            *flag = true;
+        }
+        out.push(id.value.clone());
+    }
+    Ok(out)
+}
