@@ -16,36 +16,39 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use crate::ComponentId;
 
-/// Deserializes a `type[/name] -> config` mapping, asking `seed(&id)` for
-/// the seed that reads each value. A missing or null section is an empty map.
-pub(crate) fn component_map<'de, D, S, F>(
+/// One section of components (`receivers`, ...): its name in messages, its
+/// config enum, and the seed that reads one component's settings given its
+/// id (the area files define the seeds; lib.rs implements this trait).
+pub(crate) trait Area {
+    /// Singular, for messages: `receiver`.
+    const NAME: &'static str;
+    /// The area's config enum.
+    type Config;
+    /// Reads one component's settings, dispatching on `id.kind`.
+    type Seed<'a>: for<'de> DeserializeSeed<'de, Value = Self::Config>;
+    /// The seed for the component `id`.
+    fn seed(id: &ComponentId) -> Self::Seed<'_>;
+}
+
+/// Deserializes a `type[/name] -> config` mapping, reading each value with
+/// the area's seed for its id. A missing or null section is an empty map.
+pub(crate) fn component_map<'de, D, A>(
     deserializer: D,
-    area: &'static str,
-    seed: F,
-) -> Result<IndexMap<ComponentId, S::Value>, D::Error>
+) -> Result<IndexMap<ComponentId, A::Config>, D::Error>
 where
     D: Deserializer<'de>,
-    S: DeserializeSeed<'de>,
-    F: Fn(&ComponentId) -> S,
+    A: Area,
 {
-    struct MapVisitor<F, S> {
-        area: &'static str,
-        seed: F,
-        marker: PhantomData<fn() -> S>,
-    }
+    struct MapVisitor<A>(PhantomData<fn() -> A>);
 
-    impl<'de, F, S> Visitor<'de> for MapVisitor<F, S>
-    where
-        S: DeserializeSeed<'de>,
-        F: Fn(&ComponentId) -> S,
-    {
-        type Value = IndexMap<ComponentId, S::Value>;
+    impl<'de, A: Area> Visitor<'de> for MapVisitor<A> {
+        type Value = IndexMap<ComponentId, A::Config>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(
                 f,
                 "a mapping of {} ids (`type` or `type/name`) to their settings",
-                self.area
+                A::NAME
             )
         }
 
@@ -57,27 +60,23 @@ where
             Ok(IndexMap::new())
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
             let mut out = IndexMap::new();
             while let Some(id) = map.next_key::<ComponentId>()? {
                 if out.contains_key(&id) {
                     return Err(de::Error::custom(format_args!(
                         "{} `{id}` is defined twice",
-                        self.area
+                        A::NAME
                     )));
                 }
-                let value = map.next_value_seed((self.seed)(&id))?;
+                let value = map.next_value_seed(A::seed(&id))?;
                 out.insert(id, value);
             }
             Ok(out)
         }
     }
 
-    deserializer.deserialize_map(MapVisitor {
-        area,
-        seed,
-        marker: PhantomData,
-    })
+    deserializer.deserialize_map(MapVisitor::<A>(PhantomData))
 }
 
 /// Reads one component's settings. An empty value (`console:`) means "all

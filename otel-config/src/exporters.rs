@@ -45,11 +45,11 @@ impl ExporterConfig {
 }
 
 /// Reads an exporter's settings for the type named by its id.
-pub(crate) struct ExporterSeed {
-    pub(crate) id: ComponentId,
+pub(crate) struct ExporterSeed<'a> {
+    pub(crate) id: &'a ComponentId,
 }
 
-impl<'de> DeserializeSeed<'de> for ExporterSeed {
+impl<'de> DeserializeSeed<'de> for ExporterSeed<'_> {
     type Value = ExporterConfig;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {

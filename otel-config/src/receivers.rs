@@ -42,11 +42,11 @@ impl ReceiverConfig {
 }
 
 /// Reads a receiver's settings for the type named by its id.
-pub(crate) struct ReceiverSeed {
-    pub(crate) id: ComponentId,
+pub(crate) struct ReceiverSeed<'a> {
+    pub(crate) id: &'a ComponentId,
 }
 
-impl<'de> DeserializeSeed<'de> for ReceiverSeed {
+impl<'de> DeserializeSeed<'de> for ReceiverSeed<'_> {
     type Value = ReceiverConfig;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
