@@ -1,0 +1,349 @@
+//! `console` exporter: every interval, a table of the busiest flows.
+//!
+//! [`render`] is a pure function from a batch to text, so its output is
+//! tested exactly; the exporter writes that text to stdout. One row per
+//! (local service, role, transport, peer): bytes each way, retransmits, mean
+//! smoothed RTT, failed connects. Rows are sorted by total bytes, busiest
+//! first; points of the agent's own telemetry (`flowscope.*`) and points
+//! without a flow role are not rows.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write;
+
+use flowscope_model::names::{attr, metric, resource};
+use flowscope_model::{Histogram, MetricBatch, PointValue, Value};
+
+use crate::{Outcome, Sink};
+
+#[derive(Default)]
+struct Row {
+    tx: u64,
+    rx: u64,
+    retransmits: u64,
+    failed: u64,
+    rtt_sum: f64,
+    rtt_count: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RowKey {
+    service: String,
+    role: String,
+    transport: String,
+    peer: String,
+}
+
+fn int(v: &PointValue) -> u64 {
+    match v {
+        PointValue::Int(i) => *i,
+        PointValue::Double(d) => d.max(0.0) as u64,
+        _ => 0,
+    }
+}
+
+fn str_or<'a>(v: Option<&'a Value>, default: &'a str) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => default.to_string(),
+    }
+}
+
+/// Renders one interval's table: a title line, a header, at most `max_rows`
+/// rows and one summary line, each ending in `\n`.
+pub fn render(batch: &MetricBatch, max_rows: usize) -> String {
+    let mut rows: HashMap<RowKey, Row> = HashMap::new();
+    for p in &batch.points {
+        let Some(role) = p.attrs.get_str(attr::FLOW_ROLE) else {
+            continue;
+        };
+        let mut service = p
+            .resource
+            .get_str(resource::SERVICE_NAME)
+            .or_else(|| p.resource.get_str(resource::PROCESS_EXECUTABLE_NAME))
+            .unwrap_or("?")
+            .to_string();
+        if let Some(port) = p.attrs.get(attr::LOCAL_PORT) {
+            let _ = write!(service, ":{port}");
+        }
+        let addr = str_or(p.attrs.get(attr::PEER_ADDRESS), "?");
+        let peer = match p.attrs.get(attr::PEER_PORT) {
+            Some(port) if addr.contains(':') => format!("[{addr}]:{port}"),
+            Some(port) => format!("{addr}:{port}"),
+            None => addr,
+        };
+        let key = RowKey {
+            service,
+            role: role.to_string(),
+            transport: str_or(p.attrs.get(attr::NETWORK_TRANSPORT), "?"),
+            peer,
+        };
+        let row = rows.entry(key).or_default();
+        let name = p.metric.name;
+        if name == metric::FLOW_IO.0 {
+            match p.attrs.get_str(attr::IO_DIRECTION) {
+                Some(attr::TRANSMIT) => row.tx += int(&p.value),
+                Some(attr::RECEIVE) => row.rx += int(&p.value),
+                _ => {}
+            }
+        } else if name == metric::TCP_RETRANSMITS.0 {
+            row.retransmits += int(&p.value);
+        } else if name == metric::TCP_FAILED.0 {
+            row.failed += int(&p.value);
+        } else if name == metric::TCP_RTT.0
+            && let PointValue::Histogram(Histogram { sum, count, .. }) = &p.value
+        {
+            row.rtt_sum += sum;
+            row.rtt_count += count;
+        }
+    }
+
+    let mut sorted: Vec<(RowKey, Row)> = rows.into_iter().collect();
+    sorted.sort_by(|(ka, a), (kb, b)| (b.tx + b.rx).cmp(&(a.tx + a.rx)).then_with(|| ka.cmp(kb)));
+
+    let total = |f: fn(&Row) -> u64| sorted.iter().map(|(_, r)| f(r)).sum::<u64>();
+    let (tx, rx) = (total(|r| r.tx), total(|r| r.rx));
+    let (retransmits, failed) = (total(|r| r.retransmits), total(|r| r.failed));
+
+    let header = [
+        "SERVICE", "ROLE", "PROTO", "PEER", "TX", "RX", "RETRANS", "RTT ms", "FAILED",
+    ];
+    let mut table: Vec<[String; 9]> = vec![header.map(str::to_string)];
+    for (k, r) in sorted.iter().take(max_rows) {
+        let rtt = if r.rtt_count > 0 {
+            format!("{:.2}", r.rtt_sum / r.rtt_count as f64 * 1000.0)
+        } else {
+            "-".to_string()
+        };
+        table.push([
+            k.service.clone(),
+            k.role.clone(),
+            k.transport.clone(),
+            k.peer.clone(),
+            bytes(r.tx),
+            bytes(r.rx),
+            r.retransmits.to_string(),
+            rtt,
+            r.failed.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for line in &table {
+        for (w, cell) in widths.iter_mut().zip(line.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+
+    let secs = batch.time_unix_nanos.saturating_sub(batch.start_unix_nanos) as f64 / 1e9;
+    let mut out = format!(
+        "flowscope {} UTC, interval {secs:.1} s\n",
+        clock(batch.time_unix_nanos)
+    );
+    for line in &table {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            // Names left, numbers right.
+            if i < 4 {
+                let _ = write!(text, "{cell:<w$}", w = widths[i]);
+            } else {
+                let _ = write!(text, "{cell:>w$}", w = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{} flows ({} shown), tx {}, rx {}, {retransmits} retransmits, {failed} failed connects",
+        sorted.len(),
+        sorted.len().min(max_rows),
+        bytes(tx),
+        bytes(rx),
+    );
+    out
+}
+
+/// `1536` -> `1.5 KiB`; below 1 KiB the exact count.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `HH:MM:SS` of a Unix time in nanoseconds.
+fn clock(unix_nanos: u64) -> String {
+    let s = unix_nanos / 1_000_000_000;
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
+/// Writes [`render`]'s table for each batch to a writer (stdout in the agent).
+pub(crate) struct ConsoleSink {
+    out: Box<dyn Write + Send>,
+    max_rows: usize,
+}
+
+impl ConsoleSink {
+    pub(crate) fn new(out: Box<dyn Write + Send>, max_rows: usize) -> Self {
+        Self { out, max_rows }
+    }
+}
+
+impl Sink for ConsoleSink {
+    async fn export(&mut self, batch: &MetricBatch) -> Outcome {
+        let text = render(batch, self.max_rows);
+        let n = batch.points.len() as u64;
+        match self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush())
+        {
+            Ok(()) => Outcome::sent(n),
+            Err(e) => Outcome::failed(n, "io", format!("writing the console table: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowscope_model::metrics::{FLOW_IO, TCP_FAILED, TCP_RETRANSMITS, TCP_RTT};
+    use flowscope_model::telemetry::EXPORTER_SENT;
+    use flowscope_model::{Attrs, MetricId, Point};
+
+    use super::*;
+
+    fn push(b: &mut MetricBatch, res: &Arc<Attrs>, m: MetricId, attrs: Attrs, v: PointValue) {
+        b.points.push(Point {
+            resource: res.clone(),
+            metric: m,
+            attrs,
+            value: v,
+        });
+    }
+
+    #[test]
+    fn renders_exact_table() {
+        let checkout = Arc::new(Attrs::new().with(resource::SERVICE_NAME, "checkout"));
+        let nginx = Arc::new(Attrs::new().with(resource::PROCESS_EXECUTABLE_NAME, "nginx"));
+        let client = Attrs::new()
+            .with(attr::FLOW_ROLE, "client")
+            .with(attr::NETWORK_TRANSPORT, "tcp")
+            .with(attr::PEER_ADDRESS, "198.18.0.2")
+            .with(attr::PEER_PORT, 443u16);
+        let server = Attrs::new()
+            .with(attr::FLOW_ROLE, "server")
+            .with(attr::NETWORK_TRANSPORT, "tcp")
+            .with(attr::PEER_ADDRESS, "fd00::1")
+            .with(attr::LOCAL_PORT, 80u16);
+        let v6client = Attrs::new()
+            .with(attr::FLOW_ROLE, "client")
+            .with(attr::NETWORK_TRANSPORT, "udp")
+            .with(attr::PEER_ADDRESS, "fd00::53")
+            .with(attr::PEER_PORT, 53u16);
+        let dir = |a: &Attrs, d: &'static str| a.clone().with(attr::IO_DIRECTION, d);
+
+        // 3661 s after midnight, a 10 s interval.
+        let mut b = MetricBatch::new(3_651_000_000_000, 3_661_000_000_000);
+        push(
+            &mut b,
+            &checkout,
+            FLOW_IO,
+            dir(&client, attr::TRANSMIT),
+            PointValue::Int(1_000_000),
+        );
+        push(
+            &mut b,
+            &checkout,
+            FLOW_IO,
+            dir(&client, attr::RECEIVE),
+            PointValue::Int(250_000),
+        );
+        push(
+            &mut b,
+            &checkout,
+            TCP_RETRANSMITS,
+            client.clone(),
+            PointValue::Int(7),
+        );
+        let mut h = Histogram::new(Arc::from(&[0.01][..]));
+        h.record(0.002);
+        h.record(0.004);
+        push(
+            &mut b,
+            &checkout,
+            TCP_RTT,
+            client.clone(),
+            PointValue::Histogram(h),
+        );
+        push(
+            &mut b,
+            &nginx,
+            FLOW_IO,
+            dir(&server, attr::RECEIVE),
+            PointValue::Int(500),
+        );
+        push(
+            &mut b,
+            &checkout,
+            TCP_FAILED,
+            client.clone().with(attr::ERROR_TYPE, "refused"),
+            PointValue::Int(2),
+        );
+        push(
+            &mut b,
+            &checkout,
+            FLOW_IO,
+            dir(&v6client, attr::TRANSMIT),
+            PointValue::Int(100),
+        );
+        // Self-telemetry never becomes a row.
+        push(
+            &mut b,
+            &checkout,
+            EXPORTER_SENT,
+            Attrs::new().with(attr::EXPORTER, "file"),
+            PointValue::Int(9),
+        );
+
+        let want = "\
+flowscope 01:01:01 UTC, interval 10.0 s
+SERVICE   ROLE    PROTO  PEER                   TX         RX  RETRANS  RTT ms  FAILED
+checkout  client  tcp    198.18.0.2:443  976.6 KiB  244.1 KiB        7    3.00       2
+nginx:80  server  tcp    fd00::1               0 B      500 B        0       -       0
+3 flows (2 shown), tx 976.7 KiB, rx 244.6 KiB, 7 retransmits, 2 failed connects
+";
+        assert_eq!(render(&b, 2), want);
+        // The third row (100 B over UDP to an IPv6 peer) shows with room for it.
+        let all = render(&b, 10);
+        assert!(
+            all.contains("checkout  client  udp    [fd00::53]:53       100 B        0 B"),
+            "{all}"
+        );
+        assert!(all.ends_with(
+            "3 flows (3 shown), tx 976.7 KiB, rx 244.6 KiB, 7 retransmits, 2 failed connects\n"
+        ));
+    }
+
+    #[test]
+    fn empty_batch_has_header_and_summary() {
+        let b = MetricBatch::new(0, 10_000_000_000);
+        assert_eq!(
+            render(&b, 5),
+            "flowscope 00:00:10 UTC, interval 10.0 s\n\
+             SERVICE  ROLE  PROTO  PEER  TX  RX  RETRANS  RTT ms  FAILED\n\
+             0 flows (0 shown), tx 0 B, rx 0 B, 0 retransmits, 0 failed connects\n"
+        );
+    }
+}

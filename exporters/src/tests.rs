@@ -1,0 +1,143 @@
+//! Tests of the queue and task seam with a sink the test controls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowscope_model::metrics::FLOW_IO;
+use flowscope_model::names::attr;
+use flowscope_model::telemetry::{
+    EXPORTER_FAILED, EXPORTER_QUEUE_CAPACITY, EXPORTER_QUEUE_SIZE, EXPORTER_SENT,
+};
+use flowscope_model::{Attrs, MetricBatch, Point, PointValue, Telemetry};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::*;
+
+/// A batch with `n` points, tagged with `id` as its start time.
+fn batch(id: u64, n: usize) -> Arc<MetricBatch> {
+    let r = Arc::new(Attrs::new().with("service.name", "t"));
+    let mut b = MetricBatch::new(id, id + 1);
+    for i in 0..n {
+        b.points.push(Point {
+            resource: r.clone(),
+            metric: FLOW_IO,
+            attrs: Attrs::new().with(attr::PEER_PORT, i as i64),
+            value: PointValue::Int(1),
+        });
+    }
+    Arc::new(b)
+}
+
+/// Reports each batch it starts, then waits for a permit before sending it.
+struct Gated {
+    started: mpsc::UnboundedSender<u64>,
+    gate: Arc<Semaphore>,
+}
+
+impl Sink for Gated {
+    async fn export(&mut self, batch: &MetricBatch) -> Outcome {
+        let _ = self.started.send(batch.start_unix_nanos);
+        match self.gate.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Outcome::failed(batch.points.len() as u64, "closed", "gate".into()),
+        }
+        Outcome::sent(batch.points.len() as u64)
+    }
+}
+
+fn ex() -> Attrs {
+    Attrs::new().with(attr::EXPORTER, "test")
+}
+
+fn failed(t: &Telemetry, ty: &str) -> u64 {
+    t.total(EXPORTER_FAILED, &ex().with(attr::ERROR_TYPE, ty))
+}
+
+#[tokio::test]
+async fn full_queue_drops_oldest_and_counts_every_point() {
+    let t = Telemetry::new();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(0));
+    let h = spawn(
+        "test".into(),
+        Gated {
+            started: tx,
+            gate: gate.clone(),
+        },
+        3,
+        Duration::from_secs(30),
+        t.clone(),
+    );
+    assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex()), Some(3));
+    // Batch 0 (1 point) is taken by the task and held at the gate.
+    h.submit(batch(0, 1));
+    assert_eq!(started.recv().await, Some(0));
+    // Batches 1..=6 with 10, 20, ... 60 points: the queue keeps the last 3.
+    for id in 1..=6u64 {
+        h.submit(batch(id, id as usize * 10));
+    }
+    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(3));
+    assert_eq!(failed(&t, QUEUE_FULL), 10 + 20 + 30);
+
+    gate.add_permits(100);
+    h.clone().shutdown().await;
+    let order: Vec<u64> = std::iter::from_fn(|| started.try_recv().ok()).collect();
+    assert_eq!(order, [4, 5, 6]);
+    let sent = t.total(EXPORTER_SENT, &ex());
+    assert_eq!(sent, 1 + 40 + 50 + 60);
+    let submitted = 1 + 10 + 20 + 30 + 40 + 50 + 60;
+    assert_eq!(sent + t.total_matching(EXPORTER_FAILED, &ex()), submitted);
+    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
+    assert!(h.health().delivering);
+
+    // After shutdown a batch is refused and counted, not lost.
+    h.submit(batch(7, 5));
+    assert_eq!(failed(&t, SHUTDOWN), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_bound_counts_what_it_abandons() {
+    let t = Telemetry::new();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(0));
+    let h = spawn(
+        "test".into(),
+        Gated { started: tx, gate },
+        8,
+        Duration::from_millis(500),
+        t.clone(),
+    );
+    h.submit(batch(0, 4));
+    assert_eq!(started.recv().await, Some(0));
+    h.submit(batch(1, 6));
+    h.submit(batch(2, 7));
+    // The gate never opens: after 500 ms (virtual) shutdown gives up on the
+    // in-flight batch (4 points) and the two queued ones (13).
+    h.shutdown().await;
+    assert_eq!(failed(&t, SHUTDOWN), 17);
+    assert_eq!(t.total(EXPORTER_SENT, &ex()), 0);
+    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
+}
+
+/// Fails every batch with one error type.
+struct Broken;
+
+impl Sink for Broken {
+    async fn export(&mut self, batch: &MetricBatch) -> Outcome {
+        Outcome::failed(batch.points.len() as u64, "io", "disk on fire".into())
+    }
+}
+
+#[tokio::test]
+async fn failures_are_counted_and_reported_unhealthy() {
+    let t = Telemetry::new();
+    let h = spawn("test".into(), Broken, 4, Duration::from_secs(5), t.clone());
+    h.submit(batch(0, 3));
+    h.submit(batch(1, 2));
+    h.clone().shutdown().await;
+    assert_eq!(failed(&t, "io"), 5);
+    let health = h.health();
+    assert!(!health.delivering);
+    assert_eq!(health.consecutive_failures, 2);
+    assert_eq!(health.last_error.as_deref(), Some("disk on fire"));
+}
