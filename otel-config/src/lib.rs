@@ -508,3 +508,6 @@ fn resolve<V>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
