@@ -1,0 +1,121 @@
+//! The processing chain of one pipeline: flows in, metric points out.
+//!
+//! Order, whatever the order of the pipeline's `processors` list says about
+//! the stages among themselves:
+//! 1. flow processors (`filter`, `cloud`, `peer`, `locality`, `cost`) in the
+//!    order the pipeline lists them; a filter can drop a flow, the others
+//!    add attributes (and `cost` a price);
+//! 2. aggregation: the pipeline's `aggregate` processor, or without one
+//!    every key kept (each flow becomes its contract points, equal series
+//!    merged);
+//! 3. the batch's ready-made points (DNS, ...) join, equal series merged;
+//! 4. cardinality limits (default 2,000 series per metric, always on;
+//!    configured on `aggregate`);
+//! 5. metric processors, in pipeline order.
+//!
+//! Every pipeline owns its chain, so two pipelines fed by one receiver can
+//! group differently; the flow batch is cloned per pipeline by the caller.
+
+use flowscope_model::{FlowBatch, MetricBatch, Point, Telemetry};
+
+use crate::aggregate::{GroupBy, Grouper};
+use crate::limit::{DEFAULT_MAX_SERIES, Limiter};
+use crate::{FlowStage, MetricFn, Processor, Stage, Verdict};
+
+/// One pipeline's processors, with the state that lives across intervals
+/// (cardinality slots, caches).
+pub struct Chain {
+    flow_stages: Vec<FlowStage>,
+    group_by: GroupBy,
+    limiter: Limiter,
+    metric_stages: Vec<MetricFn>,
+}
+
+impl Chain {
+    /// A chain from the pipeline's processors, in the order the pipeline
+    /// lists them. When several `aggregate` processors are listed only the
+    /// first is used (config validation rejects that case; a warning is
+    /// logged here).
+    pub fn new(processors: Vec<Processor>, telemetry: Telemetry) -> Chain {
+        let mut flow_stages = Vec::new();
+        let mut metric_stages = Vec::new();
+        let mut aggregate = None;
+        for p in processors {
+            match p.stage {
+                Stage::Flow(s) => flow_stages.push(s),
+                Stage::Metric(m) => metric_stages.push(m),
+                Stage::Aggregate(a) => {
+                    if aggregate.is_some() {
+                        tracing::warn!(processor = %p.id, "a pipeline uses one aggregate processor; ignoring this one");
+                    } else {
+                        aggregate = Some(a);
+                    }
+                }
+            }
+        }
+        let (group_by, limiter) = match aggregate {
+            Some(a) => (
+                a.group_by,
+                Limiter::new(a.max_series, a.max_series_per_metric, telemetry),
+            ),
+            None => (
+                GroupBy::all(),
+                Limiter::new(DEFAULT_MAX_SERIES, Default::default(), telemetry),
+            ),
+        };
+        Chain {
+            flow_stages,
+            group_by,
+            limiter,
+            metric_stages,
+        }
+    }
+
+    /// Turns one interval's flows (and ready-made points) into metric points.
+    pub fn process(&mut self, batch: FlowBatch) -> MetricBatch {
+        let FlowBatch {
+            start_unix_nanos,
+            end_unix_nanos,
+            flows,
+            points: ready,
+        } = batch;
+        for s in &mut self.flow_stages {
+            s.begin_batch(&flows);
+        }
+        let mut grouper = Grouper::new(&self.group_by);
+        'flows: for mut flow in flows {
+            let mut cost = 0.0;
+            for s in &mut self.flow_stages {
+                if let Verdict::Drop = s.apply(&mut flow, &mut cost) {
+                    continue 'flows;
+                }
+            }
+            grouper.add(flow, cost);
+        }
+        let mut points: Vec<Point> = Vec::new();
+        grouper.finish(&mut points);
+        if !ready.is_empty() {
+            let mut r = MetricBatch {
+                points: ready,
+                ..Default::default()
+            };
+            r.coalesce();
+            points.append(&mut r.points);
+        }
+        let mut out = MetricBatch {
+            start_unix_nanos,
+            time_unix_nanos: end_unix_nanos,
+            points: self.limiter.apply(points),
+        };
+        for m in &mut self.metric_stages {
+            m(&mut out);
+        }
+        out
+    }
+
+    /// Series holding a cardinality slot for `metric` (for tests and
+    /// diagnostics).
+    pub fn series_held(&self, metric: &str) -> usize {
+        self.limiter.held(metric)
+    }
+}
