@@ -276,29 +276,32 @@ fn out_of_range_values_are_rejected_where_they_are() {
 #[test]
 fn unknown_component_type_lists_known_types() {
     let e = err(&format!(
-        "receivers:\n  ebpf:\n  kafka/in: {{brokers: [a]}}\nexporters:\n  console:\n{SERVICE}"
-    ));
-    assert_eq!(
-        e,
-        "config.yaml:3:13: receivers.kafka/in: unknown receiver type `kafka`; known receiver types: ebpf"
-    );
-    let e = err(&format!(
-        "receivers:\n  ebpf:\nexporters:\n  console:\n  prometheus:\n{SERVICE}"
+        "receivers:\n  ebpf:\n  nosuch/in: {{brokers: [a]}}\nexporters:\n  console:\n{SERVICE}"
     ));
     assert_eq!(
         e,
         format!(
-            "config.yaml:5:13: exporters.prometheus: unknown exporter type `prometheus`; known exporter types: {}",
+            "config.yaml:3:14: receivers.nosuch/in: unknown receiver type `nosuch`; known receiver types: {}",
+            ReceiverConfig::KINDS.join(", ")
+        )
+    );
+    let e = err(&format!(
+        "receivers:\n  ebpf:\nexporters:\n  console:\n  nosuch:\n{SERVICE}"
+    ));
+    assert_eq!(
+        e,
+        format!(
+            "config.yaml:5:9: exporters.nosuch: unknown exporter type `nosuch`; known exporter types: {}",
             ExporterConfig::KINDS.join(", ")
         )
     );
     let e = err(&format!(
-        "receivers:\n  ebpf:\nprocessors:\n  batch:\nexporters:\n  console:\n{SERVICE}"
+        "receivers:\n  ebpf:\nprocessors:\n  nosuch:\nexporters:\n  console:\n{SERVICE}"
     ));
     assert_eq!(
         e,
         format!(
-            "config.yaml:4:8: processors.batch: unknown processor type `batch`; known processor types: {}",
+            "config.yaml:4:9: processors.nosuch: unknown processor type `nosuch`; known processor types: {}",
             ProcessorConfig::KINDS.join(", ")
         )
     );
