@@ -1,1 +1,224 @@
+//! Plain-old-data shared by flowscope's eBPF programs and user space.
+//!
+//! Every struct here is `#[repr(C)]`, has explicit padding and only integer
+//! fields, so both sides agree on its layout byte for byte. User space
+//! implements `aya::Pod` for them (feature `user`).
+#![no_std]
 
+/// Kernel struct member offsets and tracepoint field offsets.
+///
+/// There are no kprobes and no CO-RE relocations for Rust eBPF programs
+/// here, so user space reads every offset it needs at start-up, struct
+/// members from BTF (`/sys/kernel/btf/vmlinux`) and tracepoint record
+/// fields from tracefs `format` files, and writes them into the programs'
+/// read-only data before loading. The verifier then sees constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    // struct sock_common, through struct sock.
+    pub sk_family: u32,
+    pub sk_state: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    /// `sk_common.skc_net.net`: the `struct net *` of the socket's netns.
+    pub sk_net: u32,
+    pub sk_cookie: u32,
+    /// `struct sock.sk_err`.
+    pub sk_err: u32,
+    /// `struct sock.sk_protocol` (a u16 on current kernels).
+    pub sk_protocol: u32,
+    /// `struct net.ns.inum`.
+    pub net_ns_inum: u32,
+    // struct tcp_sock.
+    pub tcp_srtt_us: u32,
+    pub tcp_mdev_us: u32,
+    pub tcp_segs_in: u32,
+    pub tcp_segs_out: u32,
+    pub tcp_total_retrans: u32,
+    // Tracepoint record fields.
+    pub set_state_skaddr: u32,
+    pub set_state_oldstate: u32,
+    pub set_state_newstate: u32,
+    pub set_state_protocol: u32,
+    pub send_len_sk: u32,
+    pub send_len_protocol: u32,
+    pub send_len_ret: u32,
+    pub send_len_flags: u32,
+    pub recv_len_sk: u32,
+    pub recv_len_protocol: u32,
+    pub recv_len_ret: u32,
+    pub recv_len_flags: u32,
+    pub send_reset_skaddr: u32,
+    pub recv_reset_skaddr: u32,
+    pub retransmit_skaddr: u32,
+    /// Size of the sk_protocol member (1 or 2); it was a bitfield once.
+    pub sk_protocol_size: u32,
+}
+
+/// Configuration the programs read from their read-only data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// 1 to track TCP.
+    pub tcp: u32,
+    /// 1 to track UDP.
+    pub udp: u32,
+}
+
+/// Role of the local side of a TCP connection, as the kernel saw it open.
+pub mod role {
+    /// The open was not seen (the connection predates the agent).
+    pub const UNKNOWN: u8 = 0;
+    /// connect(): SYN_SENT -> ESTABLISHED.
+    pub const CLIENT: u8 = 1;
+    /// accept(): SYN_RECV -> ESTABLISHED.
+    pub const SERVER: u8 = 2;
+}
+
+/// TCP states from include/net/tcp_states.h.
+pub mod tcp_state {
+    pub const ESTABLISHED: i32 = 1;
+    pub const SYN_SENT: i32 = 2;
+    pub const SYN_RECV: i32 = 3;
+    pub const CLOSE: i32 = 7;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// One TCP connection, keyed in the `CONNS` map by its `struct sock *`.
+///
+/// Byte counts are summed from `sock:sock_send_length`/`sock_recv_length`
+/// (what the application wrote and read); segment, retransmit and RTT
+/// fields are snapshots of `struct tcp_sock` taken at every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// bpf_ktime_get_ns() when the open was seen (0 when it was not).
+    pub opened_ns: u64,
+    pub bytes_tx: u64,
+    pub bytes_rx: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub total_retrans: u32,
+    /// Smoothed RTT, microseconds (tcp_sock.srtt_us >> 3).
+    pub srtt_us: u32,
+    /// RTT mean deviation, microseconds (tcp_sock.mdev_us >> 2, as tcp_info).
+    pub rttvar_us: u32,
+    pub resets_tx: u32,
+    pub resets_rx: u32,
+    /// Thread group id of the process that connected or first read/wrote.
+    pub tgid: u32,
+    pub netns: u32,
+    pub family: u16,
+    /// Local and peer port, host byte order.
+    pub lport: u16,
+    pub rport: u16,
+    pub role: u8,
+    /// 1 once the connection reached ESTABLISHED while observed.
+    pub established: u8,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub comm: [u8; 16],
+    pub _pad: [u8; 4],
+}
+
+/// What a ring buffer [`Event`] reports.
+pub mod event_kind {
+    /// The connection closed; `conn` holds its final counters.
+    pub const CLOSE: u32 = 1;
+    /// A connect failed before ESTABLISHED; `errno` is sk_err.
+    pub const FAILED: u32 = 2;
+    /// Bytes moved on a socket already closed and forgotten (an application
+    /// reading what was buffered after the peer's FIN); `conn` carries the
+    /// tuple and the bytes.
+    pub const LATE: u32 = 3;
+}
+
+/// A ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub errno: i32,
+    /// The `struct sock *`, to match [`Conn`]s seen by map iteration.
+    pub sk: u64,
+    /// bpf_ktime_get_ns() at the event.
+    pub ts_ns: u64,
+    pub conn: Conn,
+}
+
+/// Key of the `UDP_FLOWS` map: one local socket and one peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpKey {
+    /// Socket cookie (bpf_get_socket_cookie).
+    pub cookie: u64,
+    pub raddr: [u8; 16],
+    pub rport: u16,
+    pub family: u16,
+    pub _pad: u32,
+}
+
+/// Value of the `UDP_FLOWS` map, counted by the cgroup_skb programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    pub bytes_tx: u64,
+    pub bytes_rx: u64,
+    pub packets_tx: u64,
+    pub packets_rx: u64,
+    pub laddr: [u8; 16],
+    pub lport: u16,
+    pub _pad: [u8; 6],
+    /// bpf_ktime_get_ns() of the last packet.
+    pub last_ns: u64,
+}
+
+/// Value of the `UDP_OWNERS` map (key: socket cookie): who owns a UDP
+/// socket, recorded from the send/recv tracepoints in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub netns: u32,
+    pub comm: [u8; 16],
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// TCP tracepoint hits handled.
+    pub const TCP_EVENTS: u32 = 0;
+    /// UDP packets and socket calls handled.
+    pub const UDP_EVENTS: u32 = 1;
+    /// Ring buffer full: an Event was not written.
+    pub const RINGBUF_FULL: u32 = 2;
+    /// CONNS full: a connection was not tracked.
+    pub const TCP_MAP_FULL: u32 = 3;
+    /// UDP_FLOWS full: a UDP flow was not tracked.
+    pub const UDP_MAP_FULL: u32 = 4;
+    /// A kernel read (bpf_probe_read_kernel) failed.
+    pub const READ_ERROR: u32 = 5;
+    /// UDP_OWNERS full.
+    pub const OWNER_MAP_FULL: u32 = 6;
+    pub const COUNT: u32 = 8;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is repr(C), Copy, made of integers and byte arrays
+    // with explicit padding, so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::UdpKey {}
+    unsafe impl aya::Pod for super::UdpStats {}
+    unsafe impl aya::Pod for super::Owner {}
+}

@@ -1,0 +1,527 @@
+//! The connection table: turns what the kernel side reports (live
+//! connections in `CONNS`, UDP flows in `UDP_FLOWS`, close/fail/late events
+//! from the ring buffer) into per-interval flow deltas.
+//!
+//! The kernel keeps running totals per socket; this table remembers the
+//! totals it last reported for each socket, so every interval's delta is
+//! `now - last`, and a connection's final delta comes with its close event.
+//! Connections are then grouped into flows by (process, role, local server
+//! port or peer server port, peer address), which is where the client's
+//! ephemeral port disappears, as the contract wants.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
+use flowscope_model::names::{attr, resource};
+use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
+
+use crate::process::{ProcessCache, comm_str};
+
+/// Looks up the DNS name a client resolved to reach `ip` (DNS snooping).
+pub trait PeerNames: Send + Sync {
+    fn name_of(&self, netns: u32, ip: IpAddr) -> Option<Arc<str>>;
+}
+
+/// How the Resource of a flow is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    /// service.name, container, host.
+    Service,
+    /// Adds process.pid, process.executable.name, process.command.
+    Process,
+}
+
+/// Settings of the table.
+#[derive(Clone, Debug)]
+pub struct CollectorSettings {
+    pub max_tracked: usize,
+    pub granularity: Granularity,
+    pub rtt_bounds: Arc<[f64]>,
+    pub duration_bounds: Arc<[f64]>,
+    /// The host's ephemeral port range, to tell a client from a server when
+    /// the connection's open was not seen (ip_local_port_range).
+    pub ephemeral: (u16, u16),
+    /// Host attributes on every Resource (host.name, host.id, os.type).
+    pub host: Attrs,
+}
+
+/// A flow's identity within one interval.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    transport: Transport,
+    role: Role,
+    netns: u32,
+    pid: u32,
+    comm: [u8; 16],
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TcpLast {
+    bytes_tx: u64,
+    bytes_rx: u64,
+    segs_out: u32,
+    segs_in: u32,
+    retrans: u32,
+    resets_tx: u32,
+    resets_rx: u32,
+}
+
+impl TcpLast {
+    fn of(c: &Conn) -> Self {
+        Self {
+            bytes_tx: c.bytes_tx,
+            bytes_rx: c.bytes_rx,
+            segs_out: c.segs_out,
+            segs_in: c.segs_in,
+            retrans: c.total_retrans,
+            resets_tx: c.resets_tx,
+            resets_rx: c.resets_rx,
+        }
+    }
+}
+
+struct TcpTrack {
+    last: TcpLast,
+    opened_counted: bool,
+    seen_round: u64,
+}
+
+struct UdpTrack {
+    last: UdpStats,
+    seen_round: u64,
+}
+
+/// The connection table. Not thread-safe by design: the receiver task owns it.
+pub struct Collector {
+    settings: CollectorSettings,
+    telemetry: Telemetry,
+    procs: ProcessCache,
+    names: Option<Arc<dyn PeerNames>>,
+    tcp: HashMap<u64, TcpTrack>,
+    /// Keys of connections closed recently, for late bytes and resets.
+    closed: HashMap<u64, (FlowKey, u64)>,
+    udp: HashMap<UdpKey, UdpTrack>,
+    acc: HashMap<FlowKey, FlowStats>,
+    round: u64,
+}
+
+/// Normalises an address from the kernel: IPv4-mapped IPv6 becomes IPv4.
+pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        let v6 = Ipv6Addr::from(*raw);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+impl Collector {
+    pub fn new(settings: CollectorSettings, telemetry: Telemetry, names: Option<Arc<dyn PeerNames>>) -> Self {
+        let max = settings.max_tracked;
+        Self {
+            settings,
+            telemetry,
+            procs: ProcessCache::new("/proc", std::time::Duration::from_secs(60), max.max(1024)),
+            names,
+            tcp: HashMap::new(),
+            closed: HashMap::new(),
+            udp: HashMap::new(),
+            acc: HashMap::new(),
+            round: 0,
+        }
+    }
+
+    /// Number of sockets and UDP flows tracked now.
+    pub fn tracked(&self) -> usize {
+        self.tcp.len() + self.udp.len()
+    }
+
+    fn role_by_ports(&self, local_port: u16, peer_port: u16) -> Role {
+        let (lo, hi) = self.settings.ephemeral;
+        let eph = |p: u16| p >= lo && p <= hi;
+        match (eph(local_port), eph(peer_port)) {
+            (true, false) => Role::Client,
+            (false, true) => Role::Server,
+            _ if local_port < peer_port => Role::Server,
+            _ => Role::Client,
+        }
+    }
+
+    fn tcp_key(&self, c: &Conn) -> FlowKey {
+        let role = match c.role {
+            role::CLIENT => Role::Client,
+            role::SERVER => Role::Server,
+            _ => self.role_by_ports(c.lport, c.rport),
+        };
+        self.key(Transport::Tcp, role, c.netns, c.tgid, c.comm, ip_from(c.family, &c.laddr), c.lport, ip_from(c.family, &c.raddr), c.rport)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn key(
+        &self,
+        transport: Transport,
+        role: Role,
+        netns: u32,
+        pid: u32,
+        comm: [u8; 16],
+        lip: IpAddr,
+        lport: u16,
+        rip: IpAddr,
+        rport: u16,
+    ) -> FlowKey {
+        // The client's ephemeral port is never part of a flow's identity.
+        let (lport, rport) = match role {
+            Role::Client => (0, rport),
+            Role::Server => (lport, 0),
+        };
+        FlowKey {
+            transport,
+            role,
+            netns,
+            pid,
+            comm,
+            local: SocketAddr::new(lip, lport),
+            peer: SocketAddr::new(rip, rport),
+        }
+    }
+
+    fn stats(&mut self, key: FlowKey) -> &mut FlowStats {
+        self.acc.entry(key).or_default()
+    }
+
+    fn add_tcp_delta(&mut self, key: &FlowKey, now: &Conn, last: &TcpLast) {
+        let s = self.stats(key.clone());
+        s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
+        s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
+        s.packets_tx += u64::from(now.segs_out.saturating_sub(last.segs_out));
+        s.packets_rx += u64::from(now.segs_in.saturating_sub(last.segs_in));
+        s.retransmits += u64::from(now.total_retrans.saturating_sub(last.retrans));
+        s.resets_tx += u64::from(now.resets_tx.saturating_sub(last.resets_tx));
+        s.resets_rx += u64::from(now.resets_rx.saturating_sub(last.resets_rx));
+    }
+
+    fn record_rtt(&mut self, key: &FlowKey, c: &Conn) {
+        if c.srtt_us > 0 {
+            let bounds = self.settings.rtt_bounds.clone();
+            self.stats(key.clone())
+                .record_rtt(&bounds, f64::from(c.srtt_us) / 1e6, f64::from(c.rttvar_us) / 1e6);
+        }
+    }
+
+    /// A live connection from the `CONNS` map, read once per interval.
+    pub fn on_conn(&mut self, sk: u64, c: &Conn) {
+        let key = self.tcp_key(c);
+        let round = self.round;
+        let tracked_len = self.tcp.len() + self.udp.len();
+        let max = self.settings.max_tracked;
+        let (last, count_open) = match self.tcp.entry(sk) {
+            Entry::Occupied(mut e) => {
+                let t = e.get_mut();
+                let last = t.last;
+                t.last = TcpLast::of(c);
+                t.seen_round = round;
+                let open = !t.opened_counted && c.established == 1 && c.opened_ns != 0;
+                if open {
+                    t.opened_counted = true;
+                }
+                (last, open)
+            }
+            Entry::Vacant(v) => {
+                if tracked_len >= max {
+                    self.telemetry.events_lost("ebpf.tcp", "table_full", 1);
+                    return;
+                }
+                let open = c.established == 1 && c.opened_ns != 0;
+                v.insert(TcpTrack { last: TcpLast::of(c), opened_counted: open, seen_round: round });
+                (TcpLast::default(), open)
+            }
+        };
+        self.add_tcp_delta(&key, c, &last);
+        if c.established == 1 {
+            self.record_rtt(&key, c);
+            let s = self.stats(key);
+            s.active += 1;
+            if count_open {
+                s.opened += 1;
+            }
+        }
+    }
+
+    /// A ring buffer event.
+    pub fn on_event(&mut self, ev: &Event) {
+        let c = &ev.conn;
+        match ev.kind {
+            event_kind::CLOSE => {
+                let key = self.tcp_key(c);
+                let (last, opened_counted) = match self.tcp.remove(&ev.sk) {
+                    Some(t) => (t.last, t.opened_counted),
+                    None => (TcpLast::default(), false),
+                };
+                self.add_tcp_delta(&key, c, &last);
+                self.record_rtt(&key, c);
+                let bounds = self.settings.duration_bounds.clone();
+                let s = self.stats(key.clone());
+                if c.established == 1 && c.opened_ns != 0 && !opened_counted {
+                    s.opened += 1;
+                }
+                s.closed += 1;
+                if c.opened_ns != 0 && ev.ts_ns >= c.opened_ns {
+                    s.record_duration(&bounds, (ev.ts_ns - c.opened_ns) as f64 / 1e9);
+                }
+                self.closed.insert(ev.sk, (key, self.round));
+            }
+            event_kind::FAILED => {
+                self.tcp.remove(&ev.sk);
+                let key = self.tcp_key(c);
+                self.stats(key).add_failed(FailReason::from_errno(ev.errno), 1);
+            }
+            event_kind::LATE => {
+                let key = match self.closed.get(&ev.sk) {
+                    Some((k, _)) => k.clone(),
+                    None => self.tcp_key(c),
+                };
+                let s = self.stats(key);
+                s.bytes_tx += c.bytes_tx;
+                s.bytes_rx += c.bytes_rx;
+                s.resets_tx += u64::from(c.resets_tx);
+                s.resets_rx += u64::from(c.resets_rx);
+            }
+            _ => self.telemetry.events_lost("ebpf.tcp", "parse_error", 1),
+        }
+    }
+
+    /// A UDP flow from the `UDP_FLOWS` map, with its owner when known.
+    /// Returns true when the flow has been idle long enough that the caller
+    /// should delete it from the kernel map.
+    pub fn on_udp(&mut self, key: &UdpKey, now: &UdpStats, owner: Option<&Owner>) -> bool {
+        let round = self.round;
+        let tracked_len = self.tcp.len() + self.udp.len();
+        let last = match self.udp.get_mut(key) {
+            Some(t) => {
+                let last = t.last;
+                t.last = *now;
+                if last.packets_tx != now.packets_tx || last.packets_rx != now.packets_rx {
+                    t.seen_round = round;
+                }
+                last
+            }
+            None => {
+                if tracked_len >= self.settings.max_tracked {
+                    self.telemetry.events_lost("ebpf.udp", "table_full", 1);
+                    return false;
+                }
+                self.udp.insert(*key, UdpTrack { last: *now, seen_round: round });
+                UdpStats::default()
+            }
+        };
+        let (pid, comm, netns) = owner.map_or((0, [0; 16], 0), |o| (o.tgid, o.comm, o.netns));
+        let lip = ip_from(key.family, &now.laddr);
+        let rip = ip_from(key.family, &key.raddr);
+        let role = self.role_by_ports(now.lport, key.rport);
+        let fk = self.key(Transport::Udp, role, netns, pid, comm, lip, now.lport, rip, key.rport);
+        let s = self.stats(fk);
+        let moved = now.packets_tx != last.packets_tx || now.packets_rx != last.packets_rx;
+        s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
+        s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
+        s.packets_tx += now.packets_tx.saturating_sub(last.packets_tx);
+        s.packets_rx += now.packets_rx.saturating_sub(last.packets_rx);
+        if moved {
+            s.active += 1;
+        }
+        // Idle for three rounds: all its counts are reported, forget it.
+        let idle = self.udp.get(key).is_some_and(|t| round.saturating_sub(t.seen_round) >= 3);
+        if idle {
+            self.udp.remove(key);
+        }
+        idle
+    }
+
+    fn resource(&mut self, key: &FlowKey, cache: &mut HashMap<(u32, [u8; 16]), Arc<Attrs>>) -> Arc<Attrs> {
+        if let Some(r) = cache.get(&(key.pid, key.comm)) {
+            return r.clone();
+        }
+        let mut attrs = self.settings.host.clone();
+        if key.pid == 0 {
+            let name = comm_str(&key.comm);
+            attrs.set(resource::SERVICE_NAME, if name.is_empty() { "unknown".to_string() } else { name });
+        } else {
+            let info = self.procs.get(key.pid, &key.comm);
+            attrs.set(resource::SERVICE_NAME, info.service_name.clone());
+            if let Some(c) = &info.container_id {
+                attrs.set(resource::CONTAINER_ID, c.clone());
+            }
+            if self.settings.granularity == Granularity::Process {
+                attrs.set(resource::PROCESS_PID, key.pid);
+                attrs.set(resource::PROCESS_EXECUTABLE_NAME, info.executable_name.clone());
+                if let Some(cmd) = &info.command {
+                    attrs.set(resource::PROCESS_COMMAND, cmd.clone());
+                }
+            }
+        }
+        let r = Arc::new(attrs);
+        cache.insert((key.pid, key.comm), r.clone());
+        r
+    }
+
+    /// Ends the interval: the flows with anything to report, and the table
+    /// forgets what is stale.
+    pub fn finish(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) -> FlowBatch {
+        let acc = std::mem::take(&mut self.acc);
+        let mut resources = HashMap::new();
+        let mut flows = Vec::with_capacity(acc.len());
+        for (key, stats) in acc {
+            if stats.is_empty() {
+                continue;
+            }
+            let res = self.resource(&key, &mut resources);
+            let mut attrs = Attrs::new()
+                .with(attr::NETWORK_TRANSPORT, key.transport.as_str())
+                .with(attr::NETWORK_TYPE, if key.peer.is_ipv4() { "ipv4" } else { "ipv6" })
+                .with(attr::FLOW_ROLE, key.role.as_str())
+                .with(attr::PEER_ADDRESS, key.peer.ip().to_string());
+            match key.role {
+                Role::Client => attrs.set(attr::PEER_PORT, key.peer.port()),
+                Role::Server => attrs.set(attr::LOCAL_PORT, key.local.port()),
+            }
+            if let Some(names) = &self.names
+                && let Some(name) = names.name_of(key.netns, key.peer.ip())
+            {
+                attrs.set(attr::PEER_DOMAIN, name);
+            }
+            flows.push(Flow {
+                resource: res,
+                attrs,
+                transport: key.transport,
+                role: key.role,
+                local: key.local,
+                peer: key.peer,
+                netns: key.netns,
+                pid: key.pid,
+                stats,
+            });
+        }
+        // Close records serve late events for one more interval.
+        let round = self.round;
+        self.closed.retain(|_, (_, r)| round.saturating_sub(*r) < 2);
+        // A socket not seen in CONNS for three rounds and never closed was
+        // freed without a CLOSE we saw (map entry lost): forget it.
+        self.tcp.retain(|_, t| round.saturating_sub(t.seen_round) < 3);
+        self.procs.expire();
+        self.round += 1;
+        FlowBatch { start_unix_nanos, end_unix_nanos, flows, points: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowscope_common::{AF_INET6, role};
+
+    fn settings() -> CollectorSettings {
+        CollectorSettings {
+            max_tracked: 100,
+            granularity: Granularity::Service,
+            rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
+            duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
+            ephemeral: (32768, 60999),
+            host: Attrs::new().with("host.name", "h"),
+        }
+    }
+
+    fn conn(role: u8, lport: u16, rport: u16) -> Conn {
+        let mut c = Conn { family: AF_INET, lport, rport, role, established: 1, opened_ns: 1, ..Conn::default() };
+        c.laddr[..4].copy_from_slice(&[198, 18, 0, 1]);
+        c.raddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+        c.comm[..4].copy_from_slice(b"curl");
+        c
+    }
+
+    #[test]
+    fn deltas_across_intervals_and_close() {
+        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut c = conn(role::CLIENT, 40000, 80);
+        c.bytes_tx = 100;
+        col.on_conn(1, &c);
+        let b = col.finish(0, 1);
+        assert_eq!(b.flows.len(), 1);
+        let f = &b.flows[0];
+        assert_eq!((f.stats.bytes_tx, f.stats.opened, f.stats.active), (100, 1, 1));
+        assert_eq!(f.attrs.get(attr::PEER_PORT), Some(&flowscope_model::Value::Int(80)));
+        assert_eq!(f.local.port(), 0, "ephemeral port dropped");
+
+        c.bytes_tx = 250;
+        c.bytes_rx = 7;
+        col.on_event(&Event { kind: event_kind::CLOSE, errno: 0, sk: 1, ts_ns: 2_000_000_001, conn: c });
+        // Late bytes read after the close land on the same flow.
+        let mut late = conn(role::UNKNOWN, 40000, 80);
+        late.bytes_rx = 5;
+        col.on_event(&Event { kind: event_kind::LATE, errno: 0, sk: 1, ts_ns: 0, conn: late });
+        let b = col.finish(1, 2);
+        assert_eq!(b.flows.len(), 1);
+        let s = &b.flows[0].stats;
+        assert_eq!((s.bytes_tx, s.bytes_rx, s.opened, s.closed, s.active), (150, 12, 0, 1, 0));
+        assert_eq!(s.duration.as_ref().map(|h| h.count), Some(1));
+        assert!(col.finish(2, 3).flows.is_empty());
+    }
+
+    #[test]
+    fn failed_connect_reason() {
+        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut c = conn(role::CLIENT, 40000, 81);
+        c.established = 0;
+        col.on_event(&Event { kind: event_kind::FAILED, errno: 111, sk: 9, ts_ns: 5, conn: c });
+        let b = col.finish(0, 1);
+        assert_eq!(b.flows[0].stats.failed(FailReason::Refused), 1);
+        assert_eq!(b.flows[0].stats.opened, 0);
+    }
+
+    #[test]
+    fn unknown_role_by_ports_and_v4_mapped() {
+        let col = Collector::new(settings(), Telemetry::new(), None);
+        assert_eq!(col.role_by_ports(443, 50000), Role::Server);
+        assert_eq!(col.role_by_ports(50000, 443), Role::Client);
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[198, 18, 0, 9]);
+        assert_eq!(ip_from(AF_INET6, &raw), "198.18.0.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn table_bound_is_counted() {
+        let mut s = settings();
+        s.max_tracked = 1;
+        let t = Telemetry::new();
+        let mut col = Collector::new(s, t.clone(), None);
+        col.on_conn(1, &conn(role::CLIENT, 40000, 80));
+        col.on_conn(2, &conn(role::CLIENT, 40001, 80));
+        let f = Attrs::new().with(attr::REASON, "table_full");
+        assert_eq!(t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f), 1);
+    }
+
+    #[test]
+    fn udp_deltas_and_idle_expiry() {
+        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let key = UdpKey { cookie: 7, rport: 53, family: AF_INET, ..UdpKey::default() };
+        let mut st = UdpStats { lport: 40000, bytes_tx: 30, packets_tx: 1, ..UdpStats::default() };
+        st.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert!(!col.on_udp(&key, &st, None));
+        let b = col.finish(0, 1);
+        assert_eq!(b.flows[0].stats.bytes_tx, 30);
+        assert_eq!(b.flows[0].role, Role::Client);
+        let mut idle = false;
+        for i in 0..3 {
+            idle = col.on_udp(&key, &st, None);
+            col.finish(i, i + 1);
+        }
+        assert!(idle);
+    }
+}

@@ -1,0 +1,1 @@
+//! DNS capture and lookup matching (see issue 5).

@@ -1,0 +1,220 @@
+//! Process attribution from /proc, with a cache.
+//!
+//! The kernel side records the thread group id and `comm` of the process
+//! that owns a socket at the moment it connects or first reads or writes,
+//! so even a process that exited before the interval ended is attributed
+//! (by its `comm`). For live processes /proc adds the executable name, the
+//! command line, the container id (from the cgroup path) and the service
+//! name from the environment: `OTEL_SERVICE_NAME`, then `service.name` in
+//! `OTEL_RESOURCE_ATTRIBUTES`, then `DD_SERVICE`, else the executable name.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the receiver knows of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub executable_name: Arc<str>,
+    pub command: Option<Arc<str>>,
+    pub service_name: Arc<str>,
+    pub container_id: Option<Arc<str>>,
+}
+
+struct Entry {
+    info: Arc<ProcessInfo>,
+    comm: [u8; 16],
+    fetched: Instant,
+}
+
+/// Cache of [`ProcessInfo`] by pid. An entry is refreshed when the kernel
+/// reports another `comm` for the pid (exec, or pid reuse) or when it is
+/// older than the TTL; it is forgotten when unused for a few TTLs.
+pub struct ProcessCache {
+    proc_root: PathBuf,
+    ttl: Duration,
+    entries: HashMap<u32, Entry>,
+    max_entries: usize,
+}
+
+/// `comm` as the kernel reported it (NUL-padded) to a string.
+pub fn comm_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl ProcessCache {
+    pub fn new(proc_root: impl Into<PathBuf>, ttl: Duration, max_entries: usize) -> Self {
+        Self { proc_root: proc_root.into(), ttl, entries: HashMap::new(), max_entries }
+    }
+
+    /// Info for `pid`, whose kernel-reported `comm` is `comm`.
+    pub fn get(&mut self, pid: u32, comm: &[u8; 16]) -> Arc<ProcessInfo> {
+        let now = Instant::now();
+        if let Some(e) = self.entries.get(&pid)
+            && e.comm == *comm
+            && now.duration_since(e.fetched) < self.ttl
+        {
+            return e.info.clone();
+        }
+        let info = Arc::new(self.read(pid, comm));
+        if self.entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            self.entries.retain(|_, e| now.duration_since(e.fetched) < ttl);
+            if self.entries.len() >= self.max_entries {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(pid, Entry { info: info.clone(), comm: *comm, fetched: now });
+        info
+    }
+
+    /// Drops entries not refreshed for three TTLs.
+    pub fn expire(&mut self) {
+        let now = Instant::now();
+        let keep = self.ttl * 3;
+        self.entries.retain(|_, e| now.duration_since(e.fetched) < keep);
+    }
+
+    fn read(&self, pid: u32, comm: &[u8; 16]) -> ProcessInfo {
+        let dir = self.proc_root.join(pid.to_string());
+        let kernel_comm = comm_str(comm);
+        // The executable's file name; a process that exited, or a kernel
+        // thread, leaves only the kernel's comm.
+        let executable_name: Arc<str> = std::fs::read_link(dir.join("exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .map(|n| n.trim_end_matches(" (deleted)").to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| if kernel_comm.is_empty() { "unknown".into() } else { kernel_comm })
+            .into();
+        let command = std::fs::read(dir.join("cmdline")).ok().and_then(|raw| {
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (!args.is_empty()).then(|| Arc::from(args.join(" ")))
+        });
+        let service_name = std::fs::read(dir.join("environ"))
+            .ok()
+            .and_then(|env| service_from_environ(&env))
+            .map(Arc::from)
+            .unwrap_or_else(|| executable_name.clone());
+        let container_id = std::fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .and_then(|c| container_id_from_cgroup(&c))
+            .map(Arc::from);
+        ProcessInfo { pid, executable_name, command, service_name, container_id }
+    }
+}
+
+/// The service name a process declares in its environment (NUL-separated
+/// `KEY=VALUE` pairs, as /proc/<pid>/environ holds them).
+pub fn service_from_environ(environ: &[u8]) -> Option<String> {
+    let mut otel = None;
+    let mut resource = None;
+    let mut dd = None;
+    for pair in environ.split(|b| *b == 0) {
+        let pair = String::from_utf8_lossy(pair);
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "OTEL_SERVICE_NAME" if !v.is_empty() => otel = Some(v.to_string()),
+            "OTEL_RESOURCE_ATTRIBUTES" => {
+                resource = v.split(',').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k.trim() == "service.name" && !v.trim().is_empty())
+                        .then(|| percent_decode(v.trim()))
+                })
+            }
+            "DD_SERVICE" if !v.is_empty() => dd = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    otel.or(resource).or(dd)
+}
+
+/// OTEL_RESOURCE_ATTRIBUTES values are percent-encoded (W3C Baggage).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A container id in a cgroup path: the 64-hex-digit id that Docker,
+/// containerd and CRI-O put in the path (`docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `/docker/<id>`, `crio-<id>`...).
+pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or(line);
+        for segment in path.rsplit('/') {
+            let seg = segment.trim_end_matches(".scope");
+            let candidate = seg.rsplit(['-', ':']).next().unwrap_or(seg);
+            if candidate.len() == 64 && candidate.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Some(candidate.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_name_precedence() {
+        let env = b"PATH=/bin\0DD_SERVICE=dd\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=res%20svc\0";
+        assert_eq!(service_from_environ(env).as_deref(), Some("res svc"));
+        let env = b"DD_SERVICE=dd\0OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=x\0";
+        assert_eq!(service_from_environ(env).as_deref(), Some("checkout"));
+        assert_eq!(service_from_environ(b"DD_SERVICE=dd\0").as_deref(), Some("dd"));
+        assert_eq!(service_from_environ(b"HOME=/\0\xff\xfe\0").as_deref(), None);
+    }
+
+    #[test]
+    fn container_ids() {
+        let id = "a".repeat(64);
+        let v2 = format!("0::/system.slice/docker-{id}.scope\n");
+        assert_eq!(container_id_from_cgroup(&v2).as_deref(), Some(id.as_str()));
+        let v1 = format!("12:pids:/docker/{id}\n");
+        assert_eq!(container_id_from_cgroup(&v1).as_deref(), Some(id.as_str()));
+        let k8s = format!("0::/kubepods/burstable/pod1/cri-containerd-{id}.scope");
+        assert_eq!(container_id_from_cgroup(&k8s).as_deref(), Some(id.as_str()));
+        assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let mut cache = ProcessCache::new("/proc", Duration::from_secs(60), 16);
+        let pid = std::process::id();
+        let info = cache.get(pid, &[0; 16]);
+        assert_eq!(info.pid, pid);
+        assert!(!info.executable_name.is_empty());
+        assert!(info.command.is_some());
+        // A pid that does not exist falls back to the kernel's comm.
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"gone");
+        let gone = cache.get(u32::MAX - 1, &comm);
+        assert_eq!(&*gone.executable_name, "gone");
+        assert_eq!(&*gone.service_name, "gone");
+    }
+}
