@@ -244,7 +244,7 @@ pub enum CloudProviderName {
 }
 
 /// Base URLs (`http://host[:port]`) of the metadata services.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudEndpoints {
     /// Default `http://169.254.169.254`.

@@ -12,8 +12,13 @@
 pub mod aggregate;
 pub mod chain;
 pub mod cidr;
+pub mod cloud;
+pub mod cost;
 pub mod filter;
 pub mod limit;
+pub mod local;
+pub mod locality;
+pub mod peer;
 pub mod ranges;
 
 use std::collections::HashMap;
@@ -24,6 +29,7 @@ use flowscope_otel_config::processors::ProcessorConfig;
 
 pub use aggregate::{GroupBy, KeySet};
 pub use chain::Chain;
+pub use local::LocalServices;
 
 /// Why a processor could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,13 @@ pub enum BuildError {
         id: String,
         key: String,
         message: String,
+    },
+    /// A cloud range file named in the configuration cannot be loaded.
+    #[error("processor `{id}`: cannot load its cloud range files")]
+    Ranges {
+        id: String,
+        #[source]
+        source: peer::PeerError,
     },
 }
 
@@ -67,27 +80,37 @@ pub(crate) enum Verdict {
 /// The flow processors.
 pub(crate) enum FlowStage {
     Filter(filter::Filter),
+    Cloud(Box<cloud::Cloud>),
+    Peer(Box<peer::Peer>),
+    Locality(Box<locality::Locality>),
+    Cost(cost::Cost),
 }
 
 impl FlowStage {
     /// Called once per batch before any flow goes through `apply`.
-    fn begin_batch(&mut self, _flows: &[Flow]) {
+    fn begin_batch(&mut self, flows: &[Flow]) {
         match self {
-            FlowStage::Filter(_) => {}
+            FlowStage::Filter(_) | FlowStage::Cost(_) => {}
+            FlowStage::Cloud(c) => c.begin_batch(),
+            FlowStage::Peer(p) => p.begin_batch(flows),
+            FlowStage::Locality(l) => l.begin_batch(flows),
         }
     }
 
     /// Filters or enriches one flow; `cost_usd` accumulates its price.
-    fn apply(&mut self, flow: &mut Flow, _cost_usd: &mut f64) -> Verdict {
+    fn apply(&mut self, flow: &mut Flow, cost_usd: &mut f64) -> Verdict {
         match self {
             FlowStage::Filter(f) => {
-                if f.keeps(flow) {
-                    Verdict::Keep
-                } else {
-                    Verdict::Drop
+                if !f.keeps(flow) {
+                    return Verdict::Drop;
                 }
             }
+            FlowStage::Cloud(c) => c.enrich(flow),
+            FlowStage::Peer(p) => p.enrich(flow),
+            FlowStage::Locality(l) => l.enrich(flow),
+            FlowStage::Cost(c) => *cost_usd += c.of(flow),
         }
+        Verdict::Keep
     }
 }
 
@@ -126,17 +149,32 @@ impl Processor {
     }
 }
 
-/// Builds the processor configured as `id`.
+/// Builds the processor configured as `id`. `peer` and `locality` share
+/// [`LocalServices::global`]; use [`build_with`] to give them another table.
 ///
 /// # Errors
-/// A [`BuildError`] naming the processor and the key whose value cannot be
-/// used.
+/// A [`BuildError`] naming the processor and what cannot be used.
 pub fn build(
     id: &ComponentId,
     config: &ProcessorConfig,
     telemetry: Telemetry,
 ) -> Result<Processor, BuildError> {
-    let _ = &telemetry;
+    build_with(id, config, telemetry, LocalServices::global())
+}
+
+/// As [`build`], with `local` as the table of this host's listeners.
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with(
+    id: &ComponentId,
+    config: &ProcessorConfig,
+    telemetry: Telemetry,
+    local: &LocalServices,
+) -> Result<Processor, BuildError> {
+    // Telemetry is counted by the chain (cardinality overflow); the
+    // processors themselves drop nothing that needs counting.
+    let _ = telemetry;
     let stage = match config {
         ProcessorConfig::Aggregate(c) => {
             let keys =
@@ -157,11 +195,29 @@ pub fn build(
         ProcessorConfig::Filter(c) => {
             Stage::Flow(FlowStage::Filter(filter::Filter::from_config(c)))
         }
+        ProcessorConfig::Cloud(c) => {
+            Stage::Flow(FlowStage::Cloud(Box::new(cloud::Cloud::from_config(c))))
+        }
+        ProcessorConfig::Peer(c) => {
+            let p =
+                peer::Peer::from_config(c, local.clone()).map_err(|source| BuildError::Ranges {
+                    id: id.to_string(),
+                    source,
+                })?;
+            Stage::Flow(FlowStage::Peer(Box::new(p)))
+        }
+        ProcessorConfig::Locality(c) => Stage::Flow(FlowStage::Locality(Box::new(
+            locality::Locality::from_config(c, local.clone()),
+        ))),
+        ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
         other => {
             return Err(BuildError::Invalid {
                 id: id.to_string(),
                 key: "type".to_owned(),
-                message: format!("processor type `{}` is not implemented yet", other.kind()),
+                message: format!(
+                    "processor type `{}` is not supported by this build",
+                    other.kind()
+                ),
             });
         }
     };

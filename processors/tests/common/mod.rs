@@ -79,3 +79,62 @@ pub fn value_of<'a>(points: &'a [Point], metric: &str, want: &[(&str, &str)]) ->
     );
     &found[0].value
 }
+
+/// Builds one chain per named pipeline from a full YAML config (processors
+/// given as the text under `processors:`, indented by 2), the way the agent
+/// does: `build_with` for each listed processor, in order.
+pub fn chains_from_yaml(
+    processors: &str,
+    pipelines: &[(&str, &[&str])],
+    telemetry: &flowscope_model::Telemetry,
+    local: &flowscope_processors::LocalServices,
+) -> Vec<flowscope_processors::Chain> {
+    let mut text = format!(
+        "receivers:\n  ebpf:\nprocessors:\n{processors}\nexporters:\n  console:\nservice:\n  pipelines:\n"
+    );
+    for (name, procs) in pipelines {
+        text.push_str(&format!(
+            "    {name}:\n      receivers: [ebpf]\n      processors: [{}]\n      exporters: [console]\n",
+            procs.join(", ")
+        ));
+    }
+    let loaded = flowscope_otel_config::load_str_with_env(&text, "test.yaml", &|_| None)
+        .unwrap_or_else(|e| panic!("config: {e}\n{text}"));
+    pipelines
+        .iter()
+        .map(|(_, procs)| {
+            let built = procs
+                .iter()
+                .map(|p| {
+                    let id: flowscope_otel_config::ComponentId = p.parse().expect("id");
+                    flowscope_processors::build_with(
+                        &id,
+                        &loaded.config.processors[&id],
+                        telemetry.clone(),
+                        local,
+                    )
+                    .unwrap_or_else(|e| panic!("build {p}: {e}"))
+                })
+                .collect();
+            flowscope_processors::Chain::new(built, telemetry.clone())
+        })
+        .collect()
+}
+
+pub fn chain_from_yaml(processors: &str, list: &[&str]) -> flowscope_processors::Chain {
+    let local = flowscope_processors::LocalServices::new();
+    chains_from_yaml(
+        processors,
+        &[("metrics", list)],
+        &flowscope_model::Telemetry::new(),
+        &local,
+    )
+    .remove(0)
+}
+
+/// The attribute `key` of the only point of `metric` as a string.
+pub fn attr_of(points: &[Point], metric: &str, key: &str) -> Option<String> {
+    let found: Vec<&Point> = points.iter().filter(|p| p.metric.name == metric).collect();
+    assert_eq!(found.len(), 1, "points of {metric}: {found:#?}");
+    found[0].attrs.get(key).map(|v| v.to_string())
+}

@@ -1,0 +1,447 @@
+//! `cloud`: where the local host runs, from the instance metadata services of
+//! AWS, GCP and Azure, added to every local Resource.
+//!
+//! Detection asks every configured provider at once, each on its own
+//! background thread with a time limit per request, and the first provider
+//! in the configured order that answered wins. The pipeline never waits:
+//! until detection finishes (and for good on a host where no provider
+//! answers) flows get only the values configured under `set`, and the
+//! location counts as unknown. Results are cached for the life of the
+//! process: every `cloud` processor with the same detectors, endpoints and
+//! timeout shares one detection.
+//!
+//! What is asked, per provider (facts from the providers' documentation):
+//! - AWS (IMDSv2): `PUT /latest/api/token` with
+//!   `X-aws-ec2-metadata-token-ttl-seconds`, then
+//!   `GET /latest/dynamic/instance-identity/document` with
+//!   `X-aws-ec2-metadata-token`: `region`, `availabilityZone`, `accountId`,
+//!   `instanceId`. Platform `aws_ec2`.
+//! - GCP: `GET /computeMetadata/v1/instance/zone`, `.../project/project-id`,
+//!   `.../instance/id` with `Metadata-Flavor: Google`; the answer must carry
+//!   the same header. The zone is the last part of
+//!   `projects/<n>/zones/<zone>`, the region the zone without its last
+//!   `-<letter>`. Platform `gcp_compute_engine`.
+//! - Azure: `GET /metadata/instance/compute?api-version=2021-02-01` with
+//!   `Metadata: true`: `location`, `zone`, `subscriptionId`, `vmId`.
+//!   Platform `azure_vm`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use flowscope_model::names::resource;
+use flowscope_model::{Attrs, Flow};
+use flowscope_otel_config::processors::{
+    CloudAttributes, CloudEndpoints, CloudProcessorConfig, CloudProviderName,
+};
+use serde::Deserialize;
+
+/// Why one provider's metadata could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("request to {url} failed")]
+    Http {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} did not answer as a {provider} metadata server ({why})")]
+    NotProvider {
+        url: String,
+        provider: &'static str,
+        why: &'static str,
+    },
+    #[error("{url} answered a document that is not the expected JSON")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What detection found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudInfo {
+    pub provider: Option<String>,
+    pub platform: Option<String>,
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub account_id: Option<String>,
+    pub host_id: Option<String>,
+}
+
+impl CloudInfo {
+    /// `other`'s values where it has them, else ours.
+    fn overridden_by(mut self, other: &CloudAttributes) -> Self {
+        let pick = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if let Some(v) = theirs {
+                *mine = Some(v.clone());
+            }
+        };
+        pick(&mut self.provider, &other.provider);
+        pick(&mut self.platform, &other.platform);
+        pick(&mut self.region, &other.region);
+        pick(&mut self.availability_zone, &other.availability_zone);
+        pick(&mut self.account_id, &other.account_id);
+        pick(&mut self.host_id, &other.host_id);
+        self
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, Arc<str>)> {
+        [
+            (resource::CLOUD_PROVIDER, &self.provider),
+            (resource::CLOUD_PLATFORM, &self.platform),
+            (resource::CLOUD_REGION, &self.region),
+            (resource::CLOUD_AVAILABILITY_ZONE, &self.availability_zone),
+            (resource::CLOUD_ACCOUNT_ID, &self.account_id),
+            (resource::HOST_ID, &self.host_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, Arc::from(v)))
+        })
+        .collect()
+    }
+}
+
+/// One detection run, shared by every processor with the same settings.
+pub struct Detection {
+    result: OnceLock<Option<CloudInfo>>,
+    started: Instant,
+}
+
+impl Detection {
+    /// `None` while running; then `Some(None)` when no provider answered.
+    pub fn result(&self) -> Option<&Option<CloudInfo>> {
+        self.result.get()
+    }
+
+    /// How long detection took, once finished.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+type DetectKey = (Vec<&'static str>, CloudEndpoints, Duration);
+
+/// Starts (or joins) the detection for these settings. Returns at once.
+pub fn detect(
+    detectors: &[CloudProviderName],
+    endpoints: &CloudEndpoints,
+    timeout: Duration,
+) -> Arc<Detection> {
+    static RUNS: OnceLock<Mutex<HashMap<DetectKey, Arc<Detection>>>> = OnceLock::new();
+    let names: Vec<&'static str> = detectors.iter().map(|d| provider_name(*d)).collect();
+    let key = (names, endpoints.clone(), timeout);
+    let mut runs = RUNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = runs.get(&key) {
+        return d.clone();
+    }
+    let d = Arc::new(Detection {
+        result: OnceLock::new(),
+        started: Instant::now(),
+    });
+    runs.insert(key, d.clone());
+    let detectors = detectors.to_vec();
+    let endpoints = endpoints.clone();
+    let run = d.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flowscope-cloud".into())
+        .spawn(move || {
+            let found = run_detection(&detectors, &endpoints, timeout);
+            match &found {
+                Some(info) => tracing::info!(provider = ?info.provider, region = ?info.region, zone = ?info.availability_zone, "cloud detected"),
+                None => tracing::info!("no cloud metadata service answered; cloud location unknown"),
+            }
+            let _ = run.result.set(found);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start cloud detection; cloud location unknown");
+        let _ = d.result.set(None);
+    }
+    d
+}
+
+fn provider_name(p: CloudProviderName) -> &'static str {
+    match p {
+        CloudProviderName::Aws => "aws",
+        CloudProviderName::Gcp => "gcp",
+        CloudProviderName::Azure => "azure",
+    }
+}
+
+fn run_detection(
+    detectors: &[CloudProviderName],
+    endpoints: &CloudEndpoints,
+    timeout: Duration,
+) -> Option<CloudInfo> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // Metadata services are link-local: never through a proxy.
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let handles: Vec<_> = detectors
+        .iter()
+        .map(|d| {
+            let agent = agent.clone();
+            let d = *d;
+            let endpoints = endpoints.clone();
+            std::thread::Builder::new().name("flowscope-cloud".into()).spawn(move || {
+                let r = match d {
+                    CloudProviderName::Aws => aws(&agent, &endpoints.aws),
+                    CloudProviderName::Gcp => gcp(&agent, &endpoints.gcp),
+                    CloudProviderName::Azure => azure(&agent, &endpoints.azure),
+                };
+                if let Err(e) = &r {
+                    tracing::debug!(provider = provider_name(d), error = %e, cause = ?std::error::Error::source(e), "cloud metadata not available");
+                }
+                r.ok()
+            })
+        })
+        .collect();
+    // Join all, then take the first provider in the configured order.
+    let results: Vec<Option<CloudInfo>> = handles
+        .into_iter()
+        .map(|h| h.ok().and_then(|h| h.join().ok().flatten()))
+        .collect();
+    results.into_iter().flatten().next()
+}
+
+fn fetch(
+    agent: &ureq::Agent,
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+) -> Result<(String, http_headers::Map), DetectError> {
+    let resp = match method {
+        "PUT" => {
+            let mut r = agent.put(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send_empty()
+        }
+        _ => {
+            let mut r = agent.get(&url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+    }
+    .map_err(|source| DetectError::Http {
+        url: url.clone(),
+        source,
+    })?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(DetectError::Status { url, status });
+    }
+    let flavor = resp
+        .headers()
+        .get("metadata-flavor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .map_err(|source| DetectError::Http {
+            url: url.clone(),
+            source,
+        })?;
+    Ok((body, http_headers::Map { flavor }))
+}
+
+mod http_headers {
+    /// The response headers detection looks at.
+    pub struct Map {
+        pub flavor: Option<String>,
+    }
+}
+
+fn json<T: for<'de> Deserialize<'de>>(url: &str, body: &str) -> Result<T, DetectError> {
+    serde_json::from_str(body).map_err(|source| DetectError::Json {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
+    let (token, _) = fetch(
+        agent,
+        "PUT",
+        format!("{base}/latest/api/token"),
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+    )?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(DetectError::NotProvider {
+            url: format!("{base}/latest/api/token"),
+            provider: "AWS",
+            why: "empty token",
+        });
+    }
+    let url = format!("{base}/latest/dynamic/instance-identity/document");
+    let (doc, _) = fetch(
+        agent,
+        "GET",
+        url.clone(),
+        &[("X-aws-ec2-metadata-token", token)],
+    )?;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Doc {
+        region: Option<String>,
+        availability_zone: Option<String>,
+        account_id: Option<String>,
+        instance_id: Option<String>,
+    }
+    let d: Doc = json(&url, &doc)?;
+    Ok(CloudInfo {
+        provider: Some("aws".into()),
+        platform: Some("aws_ec2".into()),
+        region: d.region,
+        availability_zone: d.availability_zone,
+        account_id: d.account_id,
+        host_id: d.instance_id,
+    })
+}
+
+fn gcp(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
+    let get = |path: &str| -> Result<String, DetectError> {
+        let url = format!("{base}/computeMetadata/v1/{path}");
+        let (body, h) = fetch(agent, "GET", url.clone(), &[("Metadata-Flavor", "Google")])?;
+        if h.flavor.as_deref() != Some("Google") {
+            return Err(DetectError::NotProvider {
+                url,
+                provider: "GCP",
+                why: "no `Metadata-Flavor: Google` header",
+            });
+        }
+        Ok(body.trim().to_owned())
+    };
+    let zone_path = get("instance/zone")?;
+    let zone = zone_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&zone_path)
+        .to_owned();
+    let region = zone.rsplit_once('-').map(|(r, _)| r.to_owned());
+    let project = get("project/project-id").ok();
+    let id = get("instance/id").ok();
+    Ok(CloudInfo {
+        provider: Some("gcp".into()),
+        platform: Some("gcp_compute_engine".into()),
+        region,
+        availability_zone: Some(zone).filter(|z| !z.is_empty()),
+        account_id: project,
+        host_id: id,
+    })
+}
+
+fn azure(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
+    let url = format!("{base}/metadata/instance/compute?api-version=2021-02-01");
+    let (body, _) = fetch(agent, "GET", url.clone(), &[("Metadata", "true")])?;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Compute {
+        location: Option<String>,
+        zone: Option<String>,
+        subscription_id: Option<String>,
+        vm_id: Option<String>,
+    }
+    let c: Compute = json(&url, &body)?;
+    Ok(CloudInfo {
+        provider: Some("azure".into()),
+        platform: Some("azure_vm".into()),
+        region: c.location,
+        availability_zone: c.zone.filter(|z| !z.is_empty()),
+        account_id: c.subscription_id,
+        host_id: c.vm_id,
+    })
+}
+
+/// The `cloud` processor.
+pub struct Cloud {
+    detection: Option<Arc<Detection>>,
+    set: CloudAttributes,
+    /// Pairs added to every Resource; final once detection has finished.
+    pairs: Vec<(&'static str, Arc<str>)>,
+    settled: bool,
+    /// Enriched Resources by the address of the original, per batch (the
+    /// original is held so its address is not reused within the batch).
+    cache: HashMap<usize, (Arc<Attrs>, Arc<Attrs>)>,
+}
+
+impl Cloud {
+    /// Starts (or joins) detection in the background and returns at once.
+    pub fn from_config(c: &CloudProcessorConfig) -> Self {
+        let detection =
+            (!c.detectors.is_empty()).then(|| detect(&c.detectors, &c.endpoints, c.timeout));
+        let mut cloud = Cloud {
+            detection,
+            set: c.set.clone(),
+            pairs: Vec::new(),
+            settled: false,
+            cache: HashMap::new(),
+        };
+        cloud.refresh();
+        cloud
+    }
+
+    /// The detection this processor follows (none when detection is off).
+    pub fn detection(&self) -> Option<&Arc<Detection>> {
+        self.detection.as_ref()
+    }
+
+    fn refresh(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (info, settled) = match &self.detection {
+            None => (CloudInfo::default(), true),
+            Some(d) => match d.result() {
+                None => (CloudInfo::default(), false),
+                Some(found) => (found.clone().unwrap_or_default(), true),
+            },
+        };
+        self.pairs = info.overridden_by(&self.set).pairs();
+        self.settled = settled;
+    }
+
+    pub(crate) fn begin_batch(&mut self) {
+        self.refresh();
+        self.cache.clear();
+    }
+
+    /// Adds the cloud keys to the flow's Resource.
+    pub fn enrich(&mut self, flow: &mut Flow) {
+        if self.pairs.is_empty() {
+            return;
+        }
+        let addr = Arc::as_ptr(&flow.resource) as usize;
+        if let Some((_, enriched)) = self.cache.get(&addr) {
+            flow.resource = enriched.clone();
+            return;
+        }
+        let mut attrs = (*flow.resource).clone();
+        for (k, v) in &self.pairs {
+            attrs.set(*k, v.clone());
+        }
+        let enriched = Arc::new(attrs);
+        let original = std::mem::replace(&mut flow.resource, enriched.clone());
+        self.cache.insert(addr, (original, enriched));
+    }
+}
