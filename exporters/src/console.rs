@@ -200,6 +200,8 @@ impl ConsoleSink {
 }
 
 impl Sink for ConsoleSink {
+    type Item = MetricBatch;
+
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
         let text = render(batch, self.max_rows);
         let n = batch.points.len() as u64;

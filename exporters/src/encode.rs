@@ -486,3 +486,188 @@ mod tests {
         assert_eq!(rtt.data_points[0].bucket_counts, [0, 0]);
     }
 }
+
+/// Bytes a length-delimited field can add besides its payload: one tag byte
+/// (field numbers below 16) and a varint length of at most 10 bytes.
+const FIELD: usize = 11;
+
+/// Splits `req` into requests whose encoded size is at most `max` bytes:
+/// whole Resources while they fit, then metrics of one Resource (repeating
+/// its Resource and scope), then data points of one metric. Only a single
+/// data point larger than `max` can exceed it; it travels alone. Points are
+/// neither lost nor duplicated, and keep their order.
+pub fn split(req: ExportMetricsServiceRequest, max: usize) -> Vec<ExportMetricsServiceRequest> {
+    use prost::Message;
+    if req.encoded_len() <= max {
+        return vec![req];
+    }
+    let pieces = req
+        .resource_metrics
+        .into_iter()
+        .flat_map(|rm| split_resource(rm, max));
+    chunk(pieces, max)
+        .into_iter()
+        .map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
+        .collect()
+}
+
+/// Groups messages into runs whose summed field size fits `budget` (a run
+/// holds at least one message).
+fn chunk<T: prost::Message>(items: impl IntoIterator<Item = T>, budget: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_len = 0;
+    for item in items {
+        let len = FIELD + item.encoded_len();
+        if !cur.is_empty() && cur_len + len > budget {
+            out.push(std::mem::take(&mut cur));
+            cur_len = 0;
+        }
+        cur.push(item);
+        cur_len += len;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn split_resource(rm: ResourceMetrics, max: usize) -> Vec<ResourceMetrics> {
+    use prost::Message;
+    if FIELD + rm.encoded_len() <= max {
+        return vec![rm];
+    }
+    let mut out = Vec::new();
+    for sm in rm.scope_metrics {
+        let rm_shell = ResourceMetrics {
+            resource: rm.resource.clone(),
+            scope_metrics: Vec::new(),
+            schema_url: rm.schema_url.clone(),
+        };
+        let sm_shell = ScopeMetrics {
+            scope: sm.scope.clone(),
+            metrics: Vec::new(),
+            schema_url: sm.schema_url.clone(),
+        };
+        let overhead = 2 * FIELD + rm_shell.encoded_len() + FIELD + sm_shell.encoded_len();
+        let budget = max.saturating_sub(overhead).max(1);
+        let metrics = sm.metrics.into_iter().flat_map(|m| split_metric(m, budget));
+        for run in chunk(metrics, budget) {
+            let mut piece = rm_shell.clone();
+            let mut s = sm_shell.clone();
+            s.metrics = run;
+            piece.scope_metrics.push(s);
+            out.push(piece);
+        }
+    }
+    out
+}
+
+fn split_metric(m: Metric, budget: usize) -> Vec<Metric> {
+    use prost::Message;
+    if FIELD + m.encoded_len() <= budget {
+        return vec![m];
+    }
+    let mut shell = m.clone();
+    let dp_budget = |shell: &Metric| {
+        budget
+            .saturating_sub(2 * FIELD + shell.encoded_len())
+            .max(1)
+    };
+    macro_rules! split_points {
+        ($variant:ident, $inner:expr) => {{
+            let mut inner = $inner;
+            let points = std::mem::take(&mut inner.data_points);
+            shell.data = Some(metric::Data::$variant(inner.clone()));
+            let b = dp_budget(&shell);
+            chunk(points, b)
+                .into_iter()
+                .map(|run| {
+                    let mut piece = shell.clone();
+                    let mut i = inner.clone();
+                    i.data_points = run;
+                    piece.data = Some(metric::Data::$variant(i));
+                    piece
+                })
+                .collect()
+        }};
+    }
+    match m.data {
+        Some(metric::Data::Sum(s)) => split_points!(Sum, s),
+        Some(metric::Data::Gauge(g)) => split_points!(Gauge, g),
+        Some(metric::Data::Histogram(h)) => split_points!(Histogram, h),
+        // The encoder never produces other kinds; send them whole.
+        _ => vec![m],
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use flowscope_model::metrics::{FLOW_IO, TCP_RTT};
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn split_respects_the_limit_and_keeps_every_point_in_order() {
+        let mut batch = MetricBatch::new(1, 2);
+        for r in 0..3 {
+            let res = Arc::new(Attrs::new().with("service.name", format!("svc-{r}")));
+            for i in 0..400i64 {
+                batch.points.push(Point {
+                    resource: res.clone(),
+                    metric: if i % 2 == 0 { FLOW_IO } else { TCP_RTT },
+                    attrs: Attrs::new().with("network.peer.port", i),
+                    value: if i % 2 == 0 {
+                        PointValue::Int(i as u64)
+                    } else {
+                        let mut h = Histogram::new(Arc::from(&[0.1, 1.0][..]));
+                        h.record(i as f64);
+                        PointValue::Histogram(h)
+                    },
+                });
+            }
+        }
+        let whole = encode(&batch).request;
+        let total = whole.encoded_len();
+        let parts = split(whole.clone(), 4096);
+        assert!(
+            parts.len() >= total / 4096,
+            "{} parts for {total} bytes",
+            parts.len()
+        );
+        for p in &parts {
+            assert!(p.encoded_len() <= 4096, "{}", p.encoded_len());
+        }
+        assert_eq!(parts.iter().map(request_points).sum::<u64>(), 1200);
+        // Same points, same order: flatten (resource, metric, attrs) of both.
+        let flat = |reqs: &[ExportMetricsServiceRequest]| -> Vec<(String, String, Vec<KeyValue>)> {
+            let mut v = Vec::new();
+            for r in reqs {
+                for rm in &r.resource_metrics {
+                    let res = format!("{:?}", rm.resource);
+                    for m in &rm.scope_metrics[0].metrics {
+                        let attrs: Vec<Vec<KeyValue>> = match &m.data {
+                            Some(metric::Data::Sum(s)) => {
+                                s.data_points.iter().map(|p| p.attributes.clone()).collect()
+                            }
+                            Some(metric::Data::Histogram(h)) => {
+                                h.data_points.iter().map(|p| p.attributes.clone()).collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        for a in attrs {
+                            v.push((res.clone(), m.name.clone(), a));
+                        }
+                    }
+                }
+            }
+            v
+        };
+        let a = flat(std::slice::from_ref(&whole));
+        assert_eq!(a.len(), 1200);
+        assert_eq!(a, flat(&parts));
+        // Under the limit nothing changes.
+        assert_eq!(split(whole.clone(), total), vec![whole]);
+    }
+}

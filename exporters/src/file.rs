@@ -139,6 +139,8 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
+    type Item = MetricBatch;
+
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
         let enc = encode(batch);
         let mut out = Outcome::default();

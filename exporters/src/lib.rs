@@ -2,14 +2,16 @@
 //!
 //! Every exporter is one spawned task fed by a bounded queue ([`queue`]).
 //! [`build`] starts it and returns an [`ExporterHandle`]; the pipeline calls
-//! [`ExporterHandle::submit`], which never waits (when the queue is full the
-//! oldest batch is dropped and counted). On shutdown the task exports what is
-//! still queued, within a time bound, then stops.
+//! [`ExporterHandle::submit`], which never waits on the backend (when the
+//! queue is full the oldest batch is dropped and counted). On shutdown the
+//! task exports what is still queued, within a time bound, then stops.
 //!
 //! Accounting: for every batch the task counts each point exactly once, as
 //! `flowscope.exporter.sent{exporter}` or as
 //! `flowscope.exporter.failed{exporter, error.type}`, so that
-//! points submitted = sent + failed at all times once the queue is drained.
+//! points submitted = sent + failed once the queue is drained (a
+//! persistent queue's batches left on disk at shutdown are counted when a
+//! later run delivers them).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -22,14 +24,25 @@ use tokio::task::JoinHandle;
 pub mod console;
 pub mod encode;
 pub mod file;
+pub mod grpc;
+pub mod http;
 pub mod json;
+pub mod otlp;
+pub mod persist;
+pub mod prometheus;
 mod queue;
+pub mod server;
+pub mod settings;
+pub mod temporality;
+pub mod tls;
 
 pub use console::render;
 pub use encode::{Encoded, Temporality, encode};
 pub use queue::{QUEUE_FULL, SHUTDOWN};
 
-/// Batches an exporter holds before dropping the oldest, unless configured.
+use queue::{Item, Persistence, Queue};
+
+/// Batches console/file/prometheus hold before dropping the oldest.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
 /// How long [`ExporterHandle::shutdown`] waits for the queue to drain.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,13 +56,44 @@ pub enum BuildError {
         #[source]
         source: file::FileError,
     },
+    #[error("exporter `{id}`")]
+    Settings {
+        id: String,
+        #[source]
+        source: settings::SettingsError,
+    },
+    #[error("exporter `{id}`")]
+    Grpc {
+        id: String,
+        #[source]
+        source: grpc::GrpcError,
+    },
+    #[error("exporter `{id}`")]
+    Http {
+        id: String,
+        #[source]
+        source: http::HttpError,
+    },
+    #[error("exporter `{id}`: sending_queue.storage")]
+    Storage {
+        id: String,
+        #[source]
+        source: persist::StoreError,
+    },
+    #[error("exporter `{id}`: listening on `{endpoint}`")]
+    Listen {
+        id: String,
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("exporter `{id}`: type `{kind}` is not supported by this build")]
     Unsupported { id: String, kind: &'static str },
     #[error("exporter `{id}`: build() must be called inside a tokio runtime")]
     NoRuntime { id: String },
 }
 
-/// What one export attempt did with a batch's points.
+/// What one export did with a batch's points.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     /// Points the backend accepted.
@@ -58,6 +102,8 @@ pub(crate) struct Outcome {
     pub failed: Vec<(String, u64)>,
     /// The last error, for the log and `/healthz`.
     pub error: Option<String>,
+    /// Tries repeated after a retryable error.
+    pub retries: u64,
 }
 
 impl Outcome {
@@ -90,7 +136,8 @@ impl Outcome {
 /// One exporter's delivery: encode, send, retry as it sees fit, and say
 /// what became of every point.
 pub(crate) trait Sink: Send + 'static {
-    fn export(&mut self, batch: &MetricBatch) -> impl Future<Output = Outcome> + Send;
+    type Item: Item;
+    fn export(&mut self, item: &Self::Item) -> impl Future<Output = Outcome> + Send;
 }
 
 /// Whether an exporter is delivering, for `/healthz`.
@@ -107,15 +154,21 @@ pub struct Health {
     pub last_success_unix_nanos: u64,
     /// The last delivery error, if any.
     pub last_error: Option<String>,
+    /// Batches waiting in the queue.
+    pub queued: u64,
 }
 
-struct Shared {
-    queue: queue::Queue,
+/// Turns a pipeline batch into the queue's item (None: nothing to send).
+type PrepareFn<T> = Box<dyn Fn(Arc<MetricBatch>) -> Option<Arc<T>> + Send + Sync>;
+
+struct Shared<T> {
+    queue: Queue<T>,
+    prepare: PrepareFn<T>,
     health: Mutex<Health>,
     shutdown_timeout: Duration,
 }
 
-impl Shared {
+impl<T> Shared<T> {
     fn record(&self, out: &Outcome) {
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         if out.failed.is_empty() {
@@ -132,59 +185,101 @@ impl Shared {
     }
 }
 
+/// The type-erased face of a running exporter.
+trait Intake: Send + Sync {
+    fn submit(&self, batch: Arc<MetricBatch>);
+    fn name(&self) -> &str;
+    fn health(&self) -> Health;
+    fn close(&self);
+    fn abandon(&self) -> (u64, usize);
+    fn shutdown_timeout(&self) -> Duration;
+}
+
+impl<T: Item> Intake for Shared<T> {
+    fn submit(&self, batch: Arc<MetricBatch>) {
+        if let Some(item) = (self.prepare)(batch) {
+            self.queue.push(item);
+        }
+    }
+    fn name(&self) -> &str {
+        self.queue.name()
+    }
+    fn health(&self) -> Health {
+        let mut h = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        h.queued = self.queue.len() as u64;
+        h
+    }
+    fn close(&self) {
+        self.queue.close();
+    }
+    fn abandon(&self) -> (u64, usize) {
+        self.queue.abandon()
+    }
+    fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+}
+
 /// The pipeline's handle on one running exporter. Cheap to clone; every
 /// clone feeds the same queue.
 #[derive(Clone)]
 pub struct ExporterHandle {
-    shared: Arc<Shared>,
+    shared: Arc<dyn Intake>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Tasks that live as long as the exporter (the Prometheus listener).
+    extra: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl ExporterHandle {
-    /// Queues a batch for export. Never waits: when the queue is full the
-    /// oldest batch is dropped and its points counted as
+    /// Queues a batch for export. Never waits on the backend: when the
+    /// queue is full the oldest batch is dropped and its points counted as
     /// `flowscope.exporter.failed{error.type="queue_full"}`; after shutdown
-    /// the batch is counted with `error.type="shutdown"`.
+    /// the batch is counted with `error.type="shutdown"`. OTLP exporters
+    /// encode here; with a persistent queue the batch is on disk when this
+    /// returns.
     pub fn submit(&self, batch: Arc<MetricBatch>) {
-        self.shared.queue.push(batch);
+        self.shared.submit(batch);
     }
 
     /// The exporter's id as configured (`file`, `otlp/gateway`).
     pub fn name(&self) -> &str {
-        self.shared.queue.name()
+        self.shared.name()
     }
 
     /// Whether the exporter is delivering.
     pub fn health(&self) -> Health {
-        self.shared
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.health()
     }
 
     /// Stops accepting batches, lets the task export what is queued, and
-    /// waits for it at most the shutdown bound (5 s unless configured).
-    /// What is still queued or in flight after that is counted as
-    /// `failed{error.type="shutdown"}`.
+    /// waits for it at most the shutdown bound (5 s). What is still queued
+    /// or in flight after that is counted as `failed{error.type="shutdown"}`
+    /// (batches in a persistent queue stay on disk for the next start).
     pub fn shutdown(self) -> impl Future<Output = ()> + Send + 'static {
         let shared = self.shared.clone();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let extra: Vec<_> =
+            std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
         async move {
-            shared.queue.close();
+            shared.close();
+            for t in extra {
+                t.abort();
+            }
             let Some(mut task) = task else { return };
-            if tokio::time::timeout(shared.shutdown_timeout, &mut task)
-                .await
-                .is_err()
-            {
+            let bound = shared.shutdown_timeout();
+            if tokio::time::timeout(bound, &mut task).await.is_err() {
                 task.abort();
                 let _ = task.await;
-                let n = shared.queue.abandon();
+                let (points, kept) = shared.abandon();
                 tracing::warn!(
-                    exporter = %shared.queue.name(),
-                    points = n,
-                    "exporter did not drain its queue in {:?}; dropped the rest",
-                    shared.shutdown_timeout
+                    exporter = %shared.name(),
+                    points,
+                    kept_on_disk = kept,
+                    "exporter did not drain its queue in {bound:?}; dropped the rest"
                 );
             }
         }
@@ -193,22 +288,31 @@ impl ExporterHandle {
 
 /// Starts the exporter `id` configured by `config`, reporting into
 /// `telemetry`. Must be called inside a tokio runtime (it spawns the
-/// exporter's task).
+/// exporter's task). OTLP exporters read the `OTEL_EXPORTER_OTLP_*`
+/// variables of the process for what the config leaves unset.
 pub fn build(
     id: &ComponentId,
     config: &ExporterConfig,
     telemetry: Telemetry,
+) -> Result<ExporterHandle, BuildError> {
+    build_with_env(id, config, telemetry, &|k| std::env::var(k).ok())
+}
+
+/// As [`build`], with `env` in place of the process environment.
+pub fn build_with_env(
+    id: &ComponentId,
+    config: &ExporterConfig,
+    telemetry: Telemetry,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExporterHandle, BuildError> {
     let name = id.to_string();
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::NoRuntime { id: name });
     }
     match config {
-        ExporterConfig::Console(c) => Ok(spawn(
+        ExporterConfig::Console(c) => Ok(spawn_batches(
             name,
             console::ConsoleSink::new(Box::new(std::io::stdout()), c.max_rows),
-            DEFAULT_QUEUE_CAPACITY,
-            DEFAULT_SHUTDOWN_TIMEOUT,
             telemetry,
         )),
         ExporterConfig::File(c) => {
@@ -219,13 +323,64 @@ pub fn build(
                     source,
                 },
             )?;
-            Ok(spawn(
-                name,
-                file::FileSink::new(f),
-                DEFAULT_QUEUE_CAPACITY,
-                DEFAULT_SHUTDOWN_TIMEOUT,
-                telemetry,
-            ))
+            Ok(spawn_batches(name, file::FileSink::new(f), telemetry))
+        }
+        ExporterConfig::Otlp(c) => {
+            let s = settings::resolve_grpc(c, env).map_err(|source| BuildError::Settings {
+                id: name.clone(),
+                source,
+            })?;
+            let t = grpc::Grpc::new(&s).map_err(|source| BuildError::Grpc {
+                id: name.clone(),
+                source,
+            })?;
+            spawn_otlp(name, &s, t, telemetry)
+        }
+        ExporterConfig::OtlpHttp(c) => {
+            let s = settings::resolve_http(c, env).map_err(|source| BuildError::Settings {
+                id: name.clone(),
+                source,
+            })?;
+            let t = http::Http::new(&s).map_err(|source| BuildError::Http {
+                id: name.clone(),
+                source,
+            })?;
+            spawn_otlp(name, &s, t, telemetry)
+        }
+        ExporterConfig::Prometheus(c) => {
+            let listener = server::bind(&c.endpoint).map_err(|source| BuildError::Listen {
+                id: name.clone(),
+                endpoint: c.endpoint.clone(),
+                source,
+            })?;
+            let state = Arc::new(Mutex::new(temporality::Cumulative::new(
+                c.metric_expiration,
+            )));
+            let opts = prometheus::Options::from(c);
+            let st = state.clone();
+            let handler: server::Handler = Arc::new(move |path| match path {
+                "/metrics" => {
+                    let text =
+                        prometheus::render(&st.lock().unwrap_or_else(|e| e.into_inner()), &opts);
+                    (
+                        ::http::StatusCode::OK,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        text,
+                    )
+                }
+                _ => (
+                    ::http::StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found: try /metrics\n".into(),
+                ),
+            });
+            let serve = tokio::spawn(server::serve(listener, handler));
+            let h = spawn_batches(name, prometheus::PrometheusSink { state }, telemetry);
+            h.extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(serve);
+            Ok(h)
         }
         other => Err(BuildError::Unsupported {
             id: name,
@@ -234,16 +389,75 @@ pub fn build(
     }
 }
 
+fn spawn_otlp<T: otlp::Transport>(
+    name: String,
+    s: &settings::Resolved,
+    transport: T,
+    telemetry: Telemetry,
+) -> Result<ExporterHandle, BuildError> {
+    let persist = match &s.queue.storage {
+        Some(dir) => Some(Persistence {
+            store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
+                id: name.clone(),
+                source,
+            })?,
+            codec: Box::new(otlp::PreparedCodec) as Box<dyn queue::Codec<otlp::Prepared>>,
+            max_bytes: s.queue.max_storage_mib.saturating_mul(1024 * 1024),
+        }),
+        None => None,
+    };
+    let preparer = otlp::Preparer::new(
+        name.clone(),
+        telemetry.clone(),
+        s.temporality,
+        s.series_idle,
+        s.max_request_bytes,
+    );
+    let prepare: PrepareFn<otlp::Prepared> = Box::new(move |b| preparer.prepare(&b).map(Arc::new));
+    Ok(spawn(
+        name,
+        otlp::OtlpSink {
+            transport,
+            retry: s.retry.clone(),
+        },
+        prepare,
+        s.queue.queue_size,
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        telemetry,
+        persist,
+    ))
+}
+
+/// A sink of whole batches with the default in-memory queue.
+fn spawn_batches<S: Sink<Item = MetricBatch>>(
+    name: String,
+    sink: S,
+    telemetry: Telemetry,
+) -> ExporterHandle {
+    spawn(
+        name,
+        sink,
+        Box::new(Some),
+        DEFAULT_QUEUE_CAPACITY,
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        telemetry,
+        None,
+    )
+}
+
 /// Spawns the task that feeds `sink` from a new queue.
 pub(crate) fn spawn<S: Sink>(
     name: String,
     mut sink: S,
+    prepare: PrepareFn<S::Item>,
     capacity: usize,
     shutdown_timeout: Duration,
     telemetry: Telemetry,
+    persist: Option<Persistence<S::Item>>,
 ) -> ExporterHandle {
     let shared = Arc::new(Shared {
-        queue: queue::Queue::new(name.clone(), capacity, telemetry),
+        queue: Queue::new(name.clone(), capacity, telemetry, persist),
+        prepare,
         health: Mutex::new(Health {
             exporter: name,
             delivering: true,
@@ -253,9 +467,9 @@ pub(crate) fn spawn<S: Sink>(
     });
     let s = shared.clone();
     let task = tokio::spawn(async move {
-        while let Some(batch) = s.queue.pop().await {
-            let out = sink.export(&batch).await;
-            s.queue.finish(|| {
+        while let Some(entry) = s.queue.pop().await {
+            let out = sink.export(&entry.item).await;
+            s.queue.finish(&entry, || {
                 let t = s.queue.telemetry();
                 t.exporter_sent(s.queue.name(), out.sent);
                 for (ty, n) in &out.failed {
@@ -272,7 +486,55 @@ pub(crate) fn spawn<S: Sink>(
     ExporterHandle {
         shared,
         task: Arc::new(Mutex::new(Some(task))),
+        extra: Arc::new(Mutex::new(Vec::new())),
     }
+}
+
+/// `/healthz`: 200 and `ok` when every exporter is delivering, else 503;
+/// the body is JSON with each exporter's [`Health`].
+pub fn healthz(handles: &[ExporterHandle]) -> (u16, String) {
+    let all = handles
+        .iter()
+        .map(ExporterHandle::health)
+        .collect::<Vec<_>>();
+    let ok = all.iter().all(|h| h.delivering);
+    let exporters: Vec<serde_json::Value> = all
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "exporter": h.exporter,
+                "delivering": h.delivering,
+                "consecutive_failures": h.consecutive_failures,
+                "last_success_unix_nanos": h.last_success_unix_nanos.to_string(),
+                "last_error": h.last_error,
+                "queued_batches": h.queued,
+            })
+        })
+        .collect();
+    let body =
+        serde_json::json!({ "status": if ok { "ok" } else { "degraded" }, "exporters": exporters });
+    (if ok { 200 } else { 503 }, format!("{body}\n"))
+}
+
+/// Serves [`healthz`] at `/healthz` on `addr` (bound before this returns);
+/// the returned task runs until aborted.
+pub fn serve_healthz(addr: &str, handles: Vec<ExporterHandle>) -> std::io::Result<JoinHandle<()>> {
+    let listener = server::bind(addr)?;
+    let handler: server::Handler = Arc::new(move |path| {
+        if path == "/healthz" {
+            let (code, body) = healthz(&handles);
+            let status = ::http::StatusCode::from_u16(code)
+                .unwrap_or(::http::StatusCode::INTERNAL_SERVER_ERROR);
+            (status, "application/json", body)
+        } else {
+            (
+                ::http::StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /healthz\n".into(),
+            )
+        }
+    });
+    Ok(tokio::spawn(server::serve(listener, handler)))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ struct Gated {
 }
 
 impl Sink for Gated {
+    type Item = MetricBatch;
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
         let _ = self.started.send(batch.start_unix_nanos);
         match self.gate.acquire().await {
@@ -64,9 +65,11 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
             started: tx,
             gate: gate.clone(),
         },
+        Box::new(Some),
         3,
         Duration::from_secs(30),
         t.clone(),
+        None,
     );
     assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex()), Some(3));
     // Batch 0 (1 point) is taken by the task and held at the gate.
@@ -103,9 +106,11 @@ async fn shutdown_bound_counts_what_it_abandons() {
     let h = spawn(
         "test".into(),
         Gated { started: tx, gate },
+        Box::new(Some),
         8,
         Duration::from_millis(500),
         t.clone(),
+        None,
     );
     h.submit(batch(0, 4));
     assert_eq!(started.recv().await, Some(0));
@@ -123,6 +128,7 @@ async fn shutdown_bound_counts_what_it_abandons() {
 struct Broken;
 
 impl Sink for Broken {
+    type Item = MetricBatch;
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
         Outcome::failed(batch.points.len() as u64, "io", "disk on fire".into())
     }
@@ -131,7 +137,15 @@ impl Sink for Broken {
 #[tokio::test]
 async fn failures_are_counted_and_reported_unhealthy() {
     let t = Telemetry::new();
-    let h = spawn("test".into(), Broken, 4, Duration::from_secs(5), t.clone());
+    let h = spawn(
+        "test".into(),
+        Broken,
+        Box::new(Some),
+        4,
+        Duration::from_secs(5),
+        t.clone(),
+        None,
+    );
     h.submit(batch(0, 3));
     h.submit(batch(1, 2));
     h.clone().shutdown().await;

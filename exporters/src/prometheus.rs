@@ -1,0 +1,423 @@
+//! `prometheus` exporter: a pull endpoint in the Prometheus text format
+//! (0.0.4), names translated as the OpenTelemetry "Prometheus and
+//! OpenMetrics compatibility" specification says:
+//!
+//! - the name's characters outside `[a-zA-Z0-9_:]` become `_` (repeated
+//!   `_` collapse), then the unit is appended (`By` -> `_bytes`, `s` ->
+//!   `_seconds`, `1` on a gauge -> `_ratio`, `a/b` -> `_a_per_b`,
+//!   annotations in braces like `{packet}` dropped), then `_total` on
+//!   counters: `network.flow.io` (By, sum) -> `network_flow_io_bytes_total`,
+//!   `network.tcp.rtt` (s, histogram) -> `network_tcp_rtt_seconds`;
+//! - attribute keys become label names the same way (`network.peer.port` ->
+//!   `network_peer_port`);
+//! - `service.name` becomes `job` (prefixed by `service.namespace/`),
+//!   `service.instance.id` becomes `instance`; with
+//!   `resource_to_telemetry_conversion` (default on) every Resource attribute
+//!   is also a label, otherwise they go on one `target_info` series per
+//!   Resource.
+//!
+//! Sums are cumulative here (Prometheus counters): the exporter folds every
+//! delta batch into running totals ([`crate::temporality`]) and forgets
+//! series not updated for `metric_expiration`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use flowscope_model::names::resource;
+use flowscope_model::{Attrs, Kind, MetricBatch, MetricId, PointValue};
+use flowscope_otel_config::exporters::PrometheusExporterConfig;
+
+use crate::temporality::Cumulative;
+use crate::{Outcome, Sink};
+
+/// Rendering options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub namespace: Option<String>,
+    pub add_metric_suffixes: bool,
+    pub resource_labels: bool,
+}
+
+impl From<&PrometheusExporterConfig> for Options {
+    fn from(c: &PrometheusExporterConfig) -> Self {
+        Self {
+            namespace: c.namespace.clone(),
+            add_metric_suffixes: c.add_metric_suffixes,
+            resource_labels: c.resource_to_telemetry_conversion.enabled,
+        }
+    }
+}
+
+/// Characters outside `[a-zA-Z0-9_:]` -> `_`, runs of `_` collapsed, a
+/// leading digit prefixed by `_`.
+pub fn sanitize(s: &str, allow_colon: bool) -> String {
+    let mut out = String::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        let ok = c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':');
+        let c = if ok { c } else { '_' };
+        if c == '_' && out.ends_with('_') {
+            continue;
+        }
+        out.push(c);
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The Prometheus word for a UCUM unit, or None to add no suffix.
+fn unit_word(unit: &str, kind: Kind) -> Option<String> {
+    // Annotations (`{packet}`) carry no unit.
+    let mut u = String::new();
+    let mut depth = 0;
+    for c in unit.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ if depth == 0 => u.push(c),
+            _ => {}
+        }
+    }
+    let u = u.trim();
+    if u.is_empty() {
+        return None;
+    }
+    if u == "1" {
+        return (kind == Kind::Gauge).then(|| "ratio".to_string());
+    }
+    let word = |w: &str| -> String {
+        match w {
+            "d" => "days",
+            "h" => "hours",
+            "min" => "minutes",
+            "s" => "seconds",
+            "ms" => "milliseconds",
+            "us" => "microseconds",
+            "ns" => "nanoseconds",
+            "By" => "bytes",
+            "KiBy" => "kibibytes",
+            "MiBy" => "mebibytes",
+            "GiBy" => "gibibytes",
+            "KBy" => "kilobytes",
+            "MBy" => "megabytes",
+            "GBy" => "gigabytes",
+            "bit" => "bits",
+            "m" => "meters",
+            "V" => "volts",
+            "A" => "amperes",
+            "J" => "joules",
+            "W" => "watts",
+            "g" => "grams",
+            "Cel" => "celsius",
+            "Hz" => "hertz",
+            "%" => "percent",
+            other => return sanitize(other, false),
+        }
+        .to_string()
+    };
+    Some(match u.split_once('/') {
+        Some(("", b)) => format!("per_{}", word(b)),
+        Some((a, b)) => format!("{}_per_{}", word(a), word(b)),
+        None => word(u),
+    })
+}
+
+/// The Prometheus metric name of `m` (without `_bucket`/`_sum`/`_count`).
+pub fn metric_name(m: MetricId, o: &Options) -> String {
+    let mut name = sanitize(m.name, true);
+    if o.add_metric_suffixes {
+        if let Some(unit) = unit_word(m.unit, m.kind)
+            && !name.ends_with(&format!("_{unit}"))
+        {
+            name.push('_');
+            name.push_str(&unit);
+        }
+        if m.kind == Kind::Sum && !name.ends_with("_total") {
+            name.push_str("_total");
+        }
+    }
+    if let Some(ns) = &o.namespace {
+        name = format!("{}_{name}", sanitize(ns, true));
+    }
+    name
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Labels of a series: point attributes, then job/instance, then (when
+/// enabled) Resource attributes; a label already set is not overwritten.
+fn labels(res: &Attrs, attrs: &Attrs, o: &Options) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    for (k, v) in attrs.iter() {
+        l.entry(sanitize(k, false)).or_insert_with(|| v.to_string());
+    }
+    for (k, v) in job_instance(res) {
+        l.entry(k.to_string()).or_insert(v);
+    }
+    if o.resource_labels {
+        for (k, v) in res.iter() {
+            l.entry(sanitize(k, false)).or_insert_with(|| v.to_string());
+        }
+    }
+    l
+}
+
+fn job_instance(res: &Attrs) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(name) = res.get(resource::SERVICE_NAME) {
+        let job = match res.get("service.namespace") {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_string(),
+        };
+        out.push(("job", job));
+    }
+    if let Some(id) = res.get("service.instance.id") {
+        out.push(("instance", id.to_string()));
+    }
+    out
+}
+
+fn label_text(l: &BTreeMap<String, String>, extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{}\"", escape(v)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// The text exposition of every live series.
+pub fn render(state: &Cumulative, o: &Options) -> String {
+    // family name -> (type, per series: (labels, sample lines))
+    type Family = (&'static str, Vec<(String, Vec<String>)>);
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    let mut resources: BTreeMap<String, ()> = BTreeMap::new();
+    for ((res, metric, attrs), series) in state.iter() {
+        let name = metric_name(*metric, o);
+        let l = labels(res, attrs, o);
+        if !o.resource_labels {
+            let mut rl = BTreeMap::new();
+            for (k, v) in job_instance(res) {
+                rl.insert(k.to_string(), v);
+            }
+            for (k, v) in res.iter() {
+                rl.entry(sanitize(k, false))
+                    .or_insert_with(|| v.to_string());
+            }
+            resources.insert(label_text(&rl, None), ());
+        }
+        let (ty, blocks) = families.entry(name.clone()).or_insert_with(|| {
+            let ty = match metric.kind {
+                Kind::Sum => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            (ty, Vec::new())
+        });
+        let mut lines = Vec::new();
+        match (&series.value, *ty) {
+            (PointValue::Histogram(h), "histogram") => {
+                let mut cum = 0u64;
+                for (i, c) in h.counts.iter().enumerate() {
+                    cum += c;
+                    let le = h
+                        .bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| number(*b));
+                    lines.push(format!(
+                        "{name}_bucket{} {cum}",
+                        label_text(&l, Some(("le", &le)))
+                    ));
+                }
+                lines.push(format!(
+                    "{name}_sum{} {}",
+                    label_text(&l, None),
+                    number(h.sum)
+                ));
+                lines.push(format!("{name}_count{} {}", label_text(&l, None), h.count));
+            }
+            (PointValue::Int(v), _) => lines.push(format!("{name}{} {v}", label_text(&l, None))),
+            (v, _) => lines.push(format!(
+                "{name}{} {}",
+                label_text(&l, None),
+                number(v.as_f64())
+            )),
+        }
+        blocks.push((label_text(&l, None), lines));
+    }
+    let mut out = String::new();
+    for (name, (ty, mut blocks)) in families {
+        // Series in label order; a histogram's lines stay in bucket order.
+        blocks.sort();
+        let _ = writeln!(out, "# TYPE {name} {ty}");
+        for line in blocks.into_iter().flat_map(|(_, lines)| lines) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    if !resources.is_empty() {
+        let _ = writeln!(out, "# TYPE target_info gauge");
+        for l in resources.keys() {
+            let _ = writeln!(out, "target_info{l} 1");
+        }
+    }
+    out
+}
+
+/// Folds batches into the state the endpoint renders.
+pub(crate) struct PrometheusSink {
+    pub(crate) state: Arc<Mutex<Cumulative>>,
+}
+
+impl Sink for PrometheusSink {
+    type Item = MetricBatch;
+
+    async fn export(&mut self, batch: &MetricBatch) -> Outcome {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.update(batch);
+        Outcome::sent(batch.points.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flowscope_model::metrics::{FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_RTT};
+    use flowscope_model::names::attr;
+    use flowscope_model::{Histogram, Point};
+
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            namespace: None,
+            add_metric_suffixes: true,
+            resource_labels: true,
+        }
+    }
+
+    #[test]
+    fn names_follow_the_compatibility_spec() {
+        let o = opts();
+        assert_eq!(metric_name(FLOW_IO, &o), "network_flow_io_bytes_total");
+        assert_eq!(metric_name(FLOW_PACKETS, &o), "network_flow_packets_total");
+        assert_eq!(metric_name(TCP_RTT, &o), "network_tcp_rtt_seconds");
+        assert_eq!(
+            metric_name(TCP_ACTIVE, &o),
+            "network_tcp_connections_active"
+        );
+        let ratio = MetricId::gauge(("network.path.reachable", "1"));
+        assert_eq!(metric_name(ratio, &o), "network_path_reachable_ratio");
+        let rate = MetricId::gauge(("x.rate", "By/s"));
+        assert_eq!(metric_name(rate, &o), "x_rate_bytes_per_seconds");
+        let o2 = Options {
+            namespace: Some("fs".into()),
+            add_metric_suffixes: false,
+            resource_labels: true,
+        };
+        assert_eq!(metric_name(FLOW_IO, &o2), "fs_network_flow_io");
+        assert_eq!(sanitize("9a..b-c", false), "_9a_b_c");
+    }
+
+    #[test]
+    fn renders_counters_gauges_histograms_exactly() {
+        let r = Arc::new(
+            Attrs::new()
+                .with(resource::SERVICE_NAME, "checkout")
+                .with(resource::PROCESS_PID, 42i64),
+        );
+        let a = Attrs::new()
+            .with(attr::PEER_ADDRESS, "198.18.0.2")
+            .with(attr::PEER_PORT, 443u16);
+        let mut h = Histogram::new(Arc::from(&[0.001, 0.01][..]));
+        h.record(0.0005);
+        h.record(0.02);
+        let mut b = MetricBatch::new(0, 10_000_000_000);
+        b.points = vec![
+            Point {
+                resource: r.clone(),
+                metric: FLOW_IO,
+                attrs: a.clone().with(attr::IO_DIRECTION, "transmit"),
+                value: PointValue::Int(1000),
+            },
+            Point {
+                resource: r.clone(),
+                metric: TCP_ACTIVE,
+                attrs: a.clone(),
+                value: PointValue::Int(2),
+            },
+            Point {
+                resource: r.clone(),
+                metric: TCP_RTT,
+                attrs: a.clone(),
+                value: PointValue::Histogram(h),
+            },
+        ];
+        let mut st = Cumulative::new(Duration::from_secs(300));
+        st.update(&b);
+        // A second interval adds to the counter and replaces the gauge.
+        let mut b2 = MetricBatch::new(10_000_000_000, 20_000_000_000);
+        b2.points = vec![
+            Point {
+                resource: r.clone(),
+                metric: FLOW_IO,
+                attrs: a.clone().with(attr::IO_DIRECTION, "transmit"),
+                value: PointValue::Int(500),
+            },
+            Point {
+                resource: r,
+                metric: TCP_ACTIVE,
+                attrs: a,
+                value: PointValue::Int(1),
+            },
+        ];
+        st.update(&b2);
+        let l = r#"job="checkout",network_peer_address="198.18.0.2",network_peer_port="443",process_pid="42",service_name="checkout""#;
+        let want = format!(
+            "# TYPE network_flow_io_bytes_total counter\n\
+             network_flow_io_bytes_total{{job=\"checkout\",network_io_direction=\"transmit\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",process_pid=\"42\",service_name=\"checkout\"}} 1500\n\
+             # TYPE network_tcp_connections_active gauge\n\
+             network_tcp_connections_active{{{l}}} 1\n\
+             # TYPE network_tcp_rtt_seconds histogram\n\
+             network_tcp_rtt_seconds_bucket{{{l},le=\"0.001\"}} 1\n\
+             network_tcp_rtt_seconds_bucket{{{l},le=\"0.01\"}} 1\n\
+             network_tcp_rtt_seconds_bucket{{{l},le=\"+Inf\"}} 2\n\
+             network_tcp_rtt_seconds_sum{{{l}}} 0.0205\n\
+             network_tcp_rtt_seconds_count{{{l}}} 2\n"
+        );
+        assert_eq!(render(&st, &opts()), want);
+
+        let o = Options {
+            resource_labels: false,
+            ..opts()
+        };
+        let text = render(&st, &o);
+        assert!(text.contains("network_tcp_connections_active{job=\"checkout\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\"} 1\n"), "{text}");
+        assert!(text.ends_with("# TYPE target_info gauge\ntarget_info{job=\"checkout\",process_pid=\"42\",service_name=\"checkout\"} 1\n"), "{text}");
+    }
+}
