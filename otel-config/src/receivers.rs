@@ -27,16 +27,19 @@ use crate::de::{bucket_bounds, component_body, duration, unknown_kind};
 pub enum ReceiverConfig {
     /// `ebpf`: TCP and UDP flows from the kernel.
     Ebpf(EbpfReceiverConfig),
+    /// `dns`: every DNS lookup on the host, from captured packets.
+    Dns(DnsReceiverConfig),
 }
 
 impl ReceiverConfig {
     /// Every receiver type this build knows, as written in the config.
-    pub const KINDS: &'static [&'static str] = &["ebpf"];
+    pub const KINDS: &'static [&'static str] = &["ebpf", "dns"];
 
     /// The component type of these settings (`ebpf`).
     pub fn kind(&self) -> &'static str {
         match self {
             ReceiverConfig::Ebpf(_) => "ebpf",
+            ReceiverConfig::Dns(_) => "dns",
         }
     }
 }
@@ -52,6 +55,7 @@ impl<'de> DeserializeSeed<'de> for ReceiverSeed<'_> {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         match self.id.kind.as_str() {
             "ebpf" => component_body(deserializer).map(ReceiverConfig::Ebpf),
+            "dns" => component_body(deserializer).map(ReceiverConfig::Dns),
             other => unknown_kind(deserializer, "receiver", other, ReceiverConfig::KINDS),
         }
     }
@@ -158,4 +162,174 @@ fn ring_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         )));
     }
     Ok(value)
+}
+
+/// `dns` receiver: every DNS lookup on the host (UDP and TCP, IPv4 and
+/// IPv6, in every network namespace), matched query to response, reported
+/// as `dns.lookup.duration` and `dns.lookup.timeouts` every
+/// `collection_interval`. See docs/dns.md.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsReceiverConfig {
+    /// UDP and TCP ports whose packets are DNS. Default `[53]`; 1 to 16
+    /// ports, none 0.
+    #[serde(deserialize_with = "dns_ports")]
+    pub ports: Vec<u16>,
+    /// How long a query waits for its response before it is counted in
+    /// `dns.lookup.timeouts`. Default `5s`; between `10ms` and `1m`.
+    #[serde(deserialize_with = "query_timeout")]
+    pub query_timeout: Duration,
+    /// Most queries waiting for a response at once; queries beyond it are
+    /// counted in `flowscope.events.lost{source=dns, reason=table_full}`.
+    /// Default 65536, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_outstanding_queries: usize,
+    /// Question names kept per client; past them names fold to their
+    /// registrable domain, and past as many domains to `_other`.
+    /// Default 100, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub top_k: usize,
+    /// Entries of the IP -> name cache that sets `network.peer.domain` on
+    /// flows. Default 65536, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub name_cache_size: usize,
+    /// How long a name stays in that cache after its record's TTL ran out,
+    /// so flows reported at the end of an interval keep it. Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub name_ttl_grace: Duration,
+    /// Bucket bounds in seconds for `dns.lookup.duration`; strictly
+    /// increasing. Default [`flowscope_model::hist::DNS_BOUNDS`].
+    #[serde(deserialize_with = "bucket_bounds")]
+    pub buckets: Vec<f64>,
+    /// How often lookups are reported (Go-style duration). Default `10s`,
+    /// at least `1s`.
+    #[serde(deserialize_with = "collection_interval")]
+    pub collection_interval: Duration,
+}
+
+impl DnsReceiverConfig {
+    /// Default `ports`.
+    pub const DEFAULT_PORTS: [u16; 1] = [53];
+    /// Most `ports`.
+    pub const MAX_PORTS: usize = 16;
+    /// Default `query_timeout`.
+    pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `max_outstanding_queries`.
+    pub const DEFAULT_MAX_OUTSTANDING_QUERIES: usize = 65_536;
+    /// Default `top_k`.
+    pub const DEFAULT_TOP_K: usize = 100;
+    /// Default `name_cache_size`.
+    pub const DEFAULT_NAME_CACHE_SIZE: usize = 65_536;
+    /// Default `name_ttl_grace`.
+    pub const DEFAULT_NAME_TTL_GRACE: Duration = Duration::from_secs(30);
+}
+
+impl Default for DnsReceiverConfig {
+    fn default() -> Self {
+        DnsReceiverConfig {
+            ports: Self::DEFAULT_PORTS.to_vec(),
+            query_timeout: Self::DEFAULT_QUERY_TIMEOUT,
+            max_outstanding_queries: Self::DEFAULT_MAX_OUTSTANDING_QUERIES,
+            top_k: Self::DEFAULT_TOP_K,
+            name_cache_size: Self::DEFAULT_NAME_CACHE_SIZE,
+            name_ttl_grace: Self::DEFAULT_NAME_TTL_GRACE,
+            buckets: flowscope_model::hist::DNS_BOUNDS.to_vec(),
+            collection_interval: EbpfReceiverConfig::DEFAULT_COLLECTION_INTERVAL,
+        }
+    }
+}
+
+fn dns_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let ports = Vec::<u16>::deserialize(d)?;
+    if ports.is_empty() || ports.len() > DnsReceiverConfig::MAX_PORTS {
+        return Err(de::Error::custom(format_args!(
+            "ports must list between 1 and {} ports, got {}",
+            DnsReceiverConfig::MAX_PORTS,
+            ports.len()
+        )));
+    }
+    if ports.contains(&0) {
+        return Err(de::Error::custom("ports: 0 is not a port"));
+    }
+    Ok(ports)
+}
+
+fn query_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value < Duration::from_millis(10) || value > Duration::from_secs(60) {
+        return Err(de::Error::custom(format_args!(
+            "query_timeout {value:?} must be between 10ms and 1m"
+        )));
+    }
+    Ok(value)
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(d)?;
+    if value == 0 {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    /// Loads a config whose only receiver is `kind` with settings `body`
+    /// (YAML at indentation 0), returning that receiver or the message.
+    fn parse_receiver(kind: &str, body: &str) -> Result<ReceiverConfig, String> {
+        let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
+        let text = format!(
+            "receivers:\n  {kind}:\n{indented}exporters:\n  console:\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [{kind}]\n      exporters: [console]\n"
+        );
+        let loaded =
+            crate::load_str_with_env(&text, "config.yaml", &|_| None).map_err(|e| e.to_string())?;
+        loaded
+            .config
+            .receivers
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| "no receiver".to_string())
+    }
+
+    #[test]
+    fn dns_defaults_and_fields() {
+        let c = parse_receiver("dns", "{}").unwrap();
+        assert_eq!(c, ReceiverConfig::Dns(DnsReceiverConfig::default()));
+        let c = parse_receiver(
+            "dns",
+            "ports: [53, 5353]\nquery_timeout: 2s\nmax_outstanding_queries: 10\ntop_k: 5\n\
+             name_cache_size: 7\nname_ttl_grace: 1m\nbuckets: [0.001, 0.1]\ncollection_interval: 30s",
+        )
+        .unwrap();
+        let ReceiverConfig::Dns(d) = c else {
+            panic!("not dns: {c:?}")
+        };
+        assert_eq!(d.ports, vec![53, 5353]);
+        assert_eq!(d.query_timeout, Duration::from_secs(2));
+        assert_eq!(
+            (d.max_outstanding_queries, d.top_k, d.name_cache_size),
+            (10, 5, 7)
+        );
+        assert_eq!(d.name_ttl_grace, Duration::from_secs(60));
+        assert_eq!(d.buckets, vec![0.001, 0.1]);
+        assert_eq!(d.collection_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn dns_rejects_bad_values() {
+        for (body, want) in [
+            ("ports: []", "between 1 and 16 ports"),
+            ("ports: [0]", "0 is not a port"),
+            ("query_timeout: 1ms", "between 10ms and 1m"),
+            ("top_k: 0", "at least 1"),
+            ("bogus: 1", "unknown field `bogus`"),
+        ] {
+            let e = parse_receiver("dns", body).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
 }
