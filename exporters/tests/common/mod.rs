@@ -1,0 +1,437 @@
+//! Test OTLP receivers on 127.0.0.1 (gRPC through tonic, HTTP through
+//! hyper), optionally with TLS/mTLS, each answering from a script of
+//! replies, recording what arrived and when; and batch builders.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flowscope_exporters::encode::request_points;
+use flowscope_model::metrics::{FLOW_IO, TCP_ACTIVE};
+use flowscope_model::names::{attr, resource};
+use flowscope_model::{Attrs, MetricBatch, Point, PointValue, Telemetry};
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// What the receiver answers to one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Ok,
+    /// gRPC status code.
+    Grpc(tonic::Code),
+    /// HTTP status with an optional `Retry-After`.
+    Http(u16, Option<&'static str>),
+    /// Accept, rejecting this many points in a partial success.
+    Partial(i64),
+    /// Answer OK only after this long.
+    Hang(Duration),
+}
+
+/// One request as it arrived.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub at: Instant,
+    pub request: ExportMetricsServiceRequest,
+    pub headers: Vec<(String, String)>,
+    pub reply: Reply,
+}
+
+#[derive(Default)]
+pub struct Receiver {
+    script: Mutex<VecDeque<Reply>>,
+    arrivals: Mutex<Vec<Arrival>>,
+}
+
+impl Receiver {
+    pub fn new(script: impl IntoIterator<Item = Reply>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.into_iter().collect()),
+            arrivals: Mutex::default(),
+        })
+    }
+
+    fn next(&self, request: ExportMetricsServiceRequest, headers: Vec<(String, String)>) -> Reply {
+        let reply = self.script.lock().unwrap().pop_front().unwrap_or(Reply::Ok);
+        self.arrivals.lock().unwrap().push(Arrival {
+            at: Instant::now(),
+            request,
+            headers,
+            reply: reply.clone(),
+        });
+        reply
+    }
+
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Points the receiver accepted (not those it answered with an error,
+    /// rejected in a partial success, or answered after a hang the client
+    /// gave up on).
+    pub fn accepted_points(&self) -> u64 {
+        self.arrivals()
+            .iter()
+            .map(|a| match a.reply {
+                Reply::Ok => request_points(&a.request),
+                Reply::Partial(n) => request_points(&a.request) - n as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Accepted requests, in arrival order.
+    pub fn accepted(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.arrivals()
+            .into_iter()
+            .filter(|a| matches!(a.reply, Reply::Ok | Reply::Partial(_)))
+            .map(|a| a.request)
+            .collect()
+    }
+}
+
+struct Grpc(Arc<Receiver>);
+
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        match self.0.next(request.into_inner(), headers) {
+            Reply::Ok => Ok(tonic::Response::new(ExportMetricsServiceResponse::default())),
+            Reply::Partial(n) => Ok(tonic::Response::new(ExportMetricsServiceResponse {
+                partial_success: Some(ExportMetricsPartialSuccess {
+                    rejected_data_points: n,
+                    error_message: "too old".into(),
+                }),
+            })),
+            Reply::Hang(d) => {
+                tokio::time::sleep(d).await;
+                Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+            }
+            Reply::Grpc(code) => Err(tonic::Status::new(code, "scripted failure")),
+            Reply::Http(..) => Err(tonic::Status::internal("HTTP reply scripted on gRPC")),
+        }
+    }
+}
+
+/// TLS material for a test server.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Require client certificates signed by this CA (mTLS).
+    pub client_ca_pem: Option<String>,
+}
+
+/// Starts a gRPC receiver on `addr` (port 0 for any); returns its address.
+pub async fn grpc_receiver(addr: &str, rx: Arc<Receiver>, tls: Option<ServerTls>) -> SocketAddr {
+    use tonic::codec::CompressionEncoding;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let svc = MetricsServiceServer::new(Grpc(rx))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem));
+        if let Some(ca) = t.client_ca_pem {
+            cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(cfg).unwrap();
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let _ = builder.add_service(svc).serve_with_incoming(incoming).await;
+    });
+    local
+}
+
+fn decompress(enc: Option<&str>, body: &[u8]) -> Vec<u8> {
+    match enc {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        Some("zstd") => zstd::decode_all(body).unwrap(),
+        _ => body.to_vec(),
+    }
+}
+
+/// Starts an OTLP/HTTP receiver on `addr`; returns its address.
+pub async fn http_receiver(addr: &str, rx: Arc<Receiver>, tls: Option<ServerTls>) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let acceptor = tls.map(|t| {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(t.cert_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(t.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let cfg = match t.client_ca_pem {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let v = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap();
+                b.with_client_cert_verifier(v)
+                    .with_single_cert(certs, key)
+                    .unwrap()
+            }
+            None => b
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        };
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let rx = rx.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let rx = rx.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle_http(&rx, req).await) }
+                    },
+                );
+                let builder = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    local
+}
+
+async fn handle_http(
+    rx: &Receiver,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<Full<Bytes>> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let json = get("content-type").as_deref() == Some("application/json");
+    let enc = get("content-encoding");
+    let path = req.uri().path().to_string();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let raw = decompress(enc.as_deref(), &body);
+    let request = if json {
+        flowscope_exporters::json::request_from_json(std::str::from_utf8(&raw).unwrap()).unwrap()
+    } else {
+        ExportMetricsServiceRequest::decode(raw.as_slice()).unwrap()
+    };
+    assert_eq!(path, "/v1/metrics");
+    let respond = |status: u16, body: Vec<u8>| {
+        let mut r = http::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(if json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            }),
+        );
+        r
+    };
+    match rx.next(request, headers) {
+        Reply::Ok => respond(200, Vec::new()),
+        Reply::Hang(d) => {
+            tokio::time::sleep(d).await;
+            respond(200, Vec::new())
+        }
+        Reply::Partial(n) => {
+            let resp = ExportMetricsServiceResponse {
+                partial_success: Some(ExportMetricsPartialSuccess {
+                    rejected_data_points: n,
+                    error_message: "too old".into(),
+                }),
+            };
+            if json {
+                let body = format!(
+                    r#"{{"partialSuccess":{{"rejectedDataPoints":"{n}","errorMessage":"too old"}}}}"#
+                );
+                respond(200, body.into_bytes())
+            } else {
+                respond(200, resp.encode_to_vec())
+            }
+        }
+        Reply::Http(code, retry_after) => {
+            let mut r = respond(code, b"scripted failure".to_vec());
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static(ra),
+                );
+            }
+            r
+        }
+        Reply::Grpc(_) => respond(500, b"gRPC reply scripted on HTTP".to_vec()),
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Batch `id` of an interval: `flows` client flows of service `checkout`,
+/// flow `i` sending `1000 * (id + 1) + i` bytes and holding 1 connection.
+pub fn batch(id: u64, flows: usize) -> Arc<MetricBatch> {
+    let r = Arc::new(Attrs::new().with(resource::SERVICE_NAME, "checkout"));
+    let start = 1_700_000_000_000_000_000 + id * 10_000_000_000;
+    let mut b = MetricBatch::new(start, start + 10_000_000_000);
+    for i in 0..flows {
+        let a = Attrs::new()
+            .with(attr::FLOW_ROLE, "client")
+            .with(attr::PEER_ADDRESS, "198.18.0.2")
+            .with(attr::PEER_PORT, 1000 + i as i64);
+        b.points.push(Point {
+            resource: r.clone(),
+            metric: FLOW_IO,
+            attrs: a.clone().with(attr::IO_DIRECTION, attr::TRANSMIT),
+            value: PointValue::Int(1000 * (id + 1) + i as u64),
+        });
+        b.points.push(Point {
+            resource: r.clone(),
+            metric: TCP_ACTIVE,
+            attrs: a,
+            value: PointValue::Int(1),
+        });
+    }
+    Arc::new(b)
+}
+
+/// `network.flow.io` values by peer port, from accepted requests.
+pub fn io_values(reqs: &[ExportMetricsServiceRequest]) -> Vec<(i64, i64, u64, u64)> {
+    let mut out = Vec::new();
+    for r in reqs {
+        for rm in &r.resource_metrics {
+            for m in &rm.scope_metrics[0].metrics {
+                if m.name != "network.flow.io" {
+                    continue;
+                }
+                let Some(metric::Data::Sum(s)) = &m.data else {
+                    panic!("io not a sum")
+                };
+                for p in &s.data_points {
+                    let port = p
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == attr::PEER_PORT)
+                        .and_then(|kv| kv.value.as_ref())
+                        .and_then(|v| match v.value {
+                            Some(
+                                opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(
+                                    i,
+                                ),
+                            ) => Some(i),
+                            _ => None,
+                        })
+                        .unwrap();
+                    let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                        panic!("not int")
+                    };
+                    out.push((port, v, p.start_time_unix_nano, p.time_unix_nano));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Exporter accounting from the shared telemetry.
+pub fn sent(t: &Telemetry, exporter: &str) -> u64 {
+    t.total(
+        flowscope_model::telemetry::EXPORTER_SENT,
+        &Attrs::new().with(attr::EXPORTER, exporter),
+    )
+}
+
+pub fn failed(t: &Telemetry, exporter: &str, error_type: &str) -> u64 {
+    t.total(
+        flowscope_model::telemetry::EXPORTER_FAILED,
+        &Attrs::new()
+            .with(attr::EXPORTER, exporter)
+            .with(attr::ERROR_TYPE, error_type),
+    )
+}
+
+pub fn failed_all(t: &Telemetry, exporter: &str) -> u64 {
+    t.total_matching(
+        flowscope_model::telemetry::EXPORTER_FAILED,
+        &Attrs::new().with(attr::EXPORTER, exporter),
+    )
+}
+
+/// Polls `cond` every 20 ms until it holds or `deadline` passes.
+pub async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
