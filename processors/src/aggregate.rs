@@ -14,11 +14,13 @@
 //!
 //! [`MetricBatch::coalesce`]: flowscope_model::MetricBatch::coalesce
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
 use flowscope_model::metrics::{FLOW_COST, flow_points};
-use flowscope_model::{Attrs, Flow, Point, PointValue, Transport};
+use flowscope_model::{Attrs, Flow, Point, PointValue};
 
 /// Which keys of a set survive grouping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,8 +92,6 @@ impl GroupBy {
     }
 }
 
-type GroupKey = (Transport, Arc<Attrs>, Attrs);
-
 struct Group {
     /// The first flow of the group, carrying the projected Resource and
     /// attributes and the merged stats.
@@ -102,7 +102,9 @@ struct Group {
 /// Groups one interval's flows. Built fresh for every batch by the chain.
 pub(crate) struct Grouper<'a> {
     by: &'a GroupBy,
-    index: HashMap<GroupKey, usize>,
+    state: DefaultHashBuilder,
+    /// Indices into `groups`, hashed by (transport, Resource, attributes).
+    index: HashTable<usize>,
     groups: Vec<Group>,
     /// Projected Resources by the address of the original `Arc`; the
     /// original is kept so its address cannot be reused within the batch.
@@ -115,7 +117,8 @@ impl<'a> Grouper<'a> {
     pub(crate) fn new(by: &'a GroupBy) -> Self {
         Grouper {
             by,
-            index: HashMap::new(),
+            state: DefaultHashBuilder::default(),
+            index: HashTable::new(),
             groups: Vec::new(),
             resources: HashMap::new(),
             interned: HashMap::new(),
@@ -148,17 +151,31 @@ impl<'a> Grouper<'a> {
     pub(crate) fn add(&mut self, mut flow: Flow, cost_usd: f64) {
         let resource = self.project_resource(&flow.resource);
         self.by.attributes.project(&mut flow.attrs);
-        let key = (flow.transport, resource.clone(), flow.attrs.clone());
-        match self.index.get(&key) {
+        let hash = self
+            .state
+            .hash_one((flow.transport, &*resource, &flow.attrs));
+        let groups = &mut self.groups;
+        let found = self.index.find(hash, |&i| {
+            let g = &groups[i].flow;
+            g.transport == flow.transport
+                && (Arc::ptr_eq(&g.resource, &resource) || g.resource == resource)
+                && g.attrs == flow.attrs
+        });
+        match found {
             Some(&i) => {
-                let g = &mut self.groups[i];
+                let g = &mut groups[i];
                 g.flow.stats.merge(&flow.stats);
                 g.cost_usd += cost_usd;
             }
             None => {
                 flow.resource = resource;
-                self.index.insert(key, self.groups.len());
-                self.groups.push(Group { flow, cost_usd });
+                let i = groups.len();
+                groups.push(Group { flow, cost_usd });
+                let (state, groups) = (&self.state, &self.groups);
+                self.index.insert_unique(hash, i, |&j| {
+                    let f = &groups[j].flow;
+                    state.hash_one((f.transport, &*f.resource, &f.attrs))
+                });
             }
         }
     }

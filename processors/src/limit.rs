@@ -15,27 +15,42 @@
 //! `flowscope.flows.overflow{metric}`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, MetricId, Point, Telemetry};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Default series per metric.
 pub const DEFAULT_MAX_SERIES: usize = 2_000;
 
-type SeriesKey = (Arc<Attrs>, Attrs);
+/// One series holding a slot.
+struct Slot {
+    resource: Arc<Attrs>,
+    attrs: Attrs,
+    /// The last interval it reported in.
+    last: u64,
+}
+
+impl Slot {
+    fn is(&self, p: &Point) -> bool {
+        (Arc::ptr_eq(&self.resource, &p.resource) || self.resource == p.resource)
+            && self.attrs == p.attrs
+    }
+}
 
 #[derive(Default)]
 struct Slots {
-    /// Series -> the last interval it reported in.
-    held: HashMap<SeriesKey, u64>,
+    held: HashTable<Slot>,
 }
 
 /// Per-metric series limits with slots that persist across intervals.
 pub struct Limiter {
     default_max: usize,
     per_metric: HashMap<String, usize>,
-    slots: HashMap<&'static str, Slots>,
+    slots: hashbrown::HashMap<&'static str, Slots>,
+    state: DefaultHashBuilder,
     interval: u64,
     telemetry: Telemetry,
 }
@@ -51,7 +66,8 @@ impl Limiter {
         Limiter {
             default_max,
             per_metric,
-            slots: HashMap::new(),
+            slots: hashbrown::HashMap::new(),
+            state: DefaultHashBuilder::default(),
             interval: 0,
             telemetry,
         }
@@ -74,40 +90,52 @@ impl Limiter {
     pub fn apply(&mut self, points: Vec<Point>) -> Vec<Point> {
         self.interval += 1;
         let now = self.interval;
+        let state = &self.state;
+        let hashes: Vec<u64> = points
+            .iter()
+            .map(|p| state.hash_one((&*p.resource, &p.attrs)))
+            .collect();
 
         // 1. Series that hold a slot keep it.
         let mut keep = vec![false; points.len()];
         for (i, p) in points.iter().enumerate() {
             if let Some(s) = self.slots.get_mut(p.metric.name)
-                && let Some(last) = s.held.get_mut(&(p.resource.clone(), p.attrs.clone()))
+                && let Some(slot) = s.held.find_mut(hashes[i], |s| s.is(p))
             {
-                *last = now;
+                slot.last = now;
                 keep[i] = true;
             }
         }
         // 2. Slots of series that did not report are released.
         for s in self.slots.values_mut() {
-            s.held.retain(|_, last| *last == now);
+            s.held.retain(|slot| slot.last == now);
         }
         self.slots.retain(|_, s| !s.held.is_empty());
 
         // 3. New series take free slots in arrival order; the rest overflow.
         let mut out = Vec::with_capacity(points.len());
         let mut overflow: Vec<(MetricId, Point, u64)> = Vec::new();
-        for (p, kept) in points.into_iter().zip(keep) {
+        for ((p, kept), hash) in points.into_iter().zip(keep).zip(hashes) {
             if kept {
                 out.push(p);
                 continue;
             }
             let max = self.max_for(p.metric.name);
             let slots = self.slots.entry(p.metric.name).or_default();
-            let key = (p.resource.clone(), p.attrs.clone());
-            if let Some(last) = slots.held.get_mut(&key) {
+            if let Some(slot) = slots.held.find_mut(hash, |s| s.is(&p)) {
                 // A duplicate of a series admitted earlier in this batch.
-                *last = now;
+                slot.last = now;
                 out.push(p);
             } else if slots.held.len() < max {
-                slots.held.insert(key, now);
+                let slot = Slot {
+                    resource: p.resource.clone(),
+                    attrs: p.attrs.clone(),
+                    last: now,
+                };
+                let state = &self.state;
+                slots
+                    .held
+                    .insert_unique(hash, slot, |s| state.hash_one((&*s.resource, &s.attrs)));
                 out.push(p);
             } else {
                 match overflow.iter_mut().find(|(m, _, _)| *m == p.metric) {

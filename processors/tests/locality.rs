@@ -176,13 +176,27 @@ fn without_a_known_cloud_cloud_peers_are_internet() {
 /// The snippet docs/processors.md gives for the end-to-end test.
 #[test]
 fn the_documented_cidr_tag_snippet() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/processors.md")).expect("docs");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/processors.md"
+    ))
+    .expect("docs");
     let start = doc.find("  peer/lab:").expect("snippet start");
     let end = doc[start..].find("service:").expect("snippet end") + start;
     let snippet = &doc[start..end];
     let mut chain = chain_from_yaml(snippet, &["peer/lab", "locality"]);
 
-    let client = with_bytes(flow(&resource("app"), Transport::Tcp, Role::Client, "198.18.0.1:40000", "198.18.1.5:5432"), 10, 0);
+    let client = with_bytes(
+        flow(
+            &resource("app"),
+            Transport::Tcp,
+            Role::Client,
+            "198.18.0.1:40000",
+            "198.18.1.5:5432",
+        ),
+        10,
+        0,
+    );
     let out = chain.process(batch(vec![client.clone()]));
     let p = &out.points[0];
     assert_eq!(p.attrs.get_str("network.peer.tag.env"), Some("lab"));
@@ -190,7 +204,17 @@ fn the_documented_cidr_tag_snippet() {
     assert_eq!(p.attrs.get_str(attr::LOCALITY), Some("cross_zone"));
 
     // With the server's side in the batch, the peer is this host.
-    let server = with_bytes(flow(&resource("db"), Transport::Tcp, Role::Server, "198.18.1.5:5432", "198.18.0.1:40000"), 0, 10);
+    let server = with_bytes(
+        flow(
+            &resource("db"),
+            Transport::Tcp,
+            Role::Server,
+            "198.18.1.5:5432",
+            "198.18.0.1:40000",
+        ),
+        0,
+        10,
+    );
     let out = chain.process(batch(vec![client, server]));
     for p in out.points_named("network.flow.io") {
         assert_eq!(p.attrs.get_str(attr::LOCALITY), Some("same_host"), "{p:?}");
