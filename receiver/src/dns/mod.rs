@@ -1,1 +1,319 @@
-//! DNS capture and lookup matching (see issue 5).
+//! DNS monitoring: every lookup on the host, its latency, answer and
+//! failures (issue 5; user docs in docs/dns.md).
+//!
+//! - [`capture`]: an `AF_PACKET` socket per network namespace with the eBPF
+//!   socket filter `flowscope-dns` (receiver-ebpf/src/bin/dns.rs) that keeps
+//!   only packets to or from the DNS ports.
+//! - [`packet`], [`tcp`], [`message`]: IP/UDP/TCP headers, DNS-over-TCP
+//!   reassembly, DNS parsing (simple-dns).
+//! - [`engine`]: query/response matching, timeouts, aggregation into
+//!   `dns.lookup.duration` / `dns.lookup.timeouts` points.
+//! - [`topk`]: per-client top-K of question names, folded to registrable
+//!   domains and `_other`.
+//! - [`names`]: the IP -> name cache the flow receiver uses for
+//!   `network.peer.domain`.
+//! - [`owner`]: the process owning the local DNS socket, from /proc.
+//!
+//! [`DnsReceiver::start`] loads the filter and starts the capture thread;
+//! [`DnsReceiver::run`] sends one [`FlowBatch`] of points per interval and
+//! the last, partial one on shutdown.
+
+pub mod capture;
+pub mod engine;
+pub mod message;
+pub mod names;
+pub mod owner;
+pub mod packet;
+pub mod tcp;
+pub mod topk;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aya::programs::SocketFilter;
+use aya::{Ebpf, EbpfError};
+use flowscope_model::{FlowBatch, Telemetry};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use crate::loader::{LoadError, check_privileges};
+use crate::{host_attrs, unix_nanos};
+
+pub use engine::{Engine, EngineSettings, OwnerResolver};
+pub use names::DnsNames;
+
+/// The DNS socket filter, built by build.rs for the bpf target.
+static DNS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowscope-dns"));
+
+const PROGRAM: &str = "dns_filter";
+const PORTS_MAP: &str = "DNS_PORTS";
+/// Entries of the filter's port map.
+pub const MAX_PORTS: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum DnsError {
+    #[error(transparent)]
+    Privileges(#[from] LoadError),
+    #[error("invalid dns receiver settings: {0}")]
+    Settings(String),
+    #[error("the kernel rejected flowscope's DNS socket filter")]
+    Load(#[source] EbpfError),
+    #[error("eBPF {0} is missing from the DNS object (a build problem)")]
+    Missing(&'static str),
+    #[error("loading the DNS socket filter")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("configuring the DNS port map")]
+    Map(#[source] aya::maps::MapError),
+    #[error("duplicating the socket filter's fd")]
+    Fd(#[source] std::io::Error),
+    #[error("starting the DNS capture thread")]
+    Thread(#[source] std::io::Error),
+    #[error("the DNS capture thread panicked")]
+    Panicked,
+}
+
+/// The `dns` receiver's settings (validated by [`DnsReceiver::start`]).
+#[derive(Clone, Debug)]
+pub struct DnsSettings {
+    /// UDP and TCP ports whose packets are DNS (1 to [`MAX_PORTS`]).
+    pub ports: Vec<u16>,
+    /// How long a query waits for its response before it counts as a
+    /// timeout.
+    pub query_timeout: Duration,
+    /// Most queries waiting for a response at once.
+    pub max_outstanding_queries: usize,
+    /// Question names kept per client before folding.
+    pub top_k: usize,
+    /// Entries of the IP -> name cache.
+    pub name_cache_size: usize,
+    /// How long a name outlives its record's TTL in the cache.
+    pub name_ttl_grace: Duration,
+    /// Bucket bounds (seconds) of `dns.lookup.duration`.
+    pub buckets: Vec<f64>,
+    pub collection_interval: Duration,
+    /// How often network namespaces are rescanned.
+    pub namespace_rescan: Duration,
+    /// Most DNS-over-TCP stream directions followed at once.
+    pub max_tcp_streams: usize,
+    /// Receive buffer of each capture socket in bytes.
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            ports: vec![53],
+            query_timeout: Duration::from_secs(5),
+            max_outstanding_queries: 65_536,
+            top_k: 100,
+            name_cache_size: 65_536,
+            name_ttl_grace: Duration::from_secs(30),
+            buckets: flowscope_model::hist::DNS_BOUNDS.to_vec(),
+            collection_interval: Duration::from_secs(10),
+            namespace_rescan: Duration::from_secs(2),
+            max_tcp_streams: 4096,
+            socket_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+impl DnsSettings {
+    fn validate(&self) -> Result<(), DnsError> {
+        let bad = |m: String| Err(DnsError::Settings(m));
+        if self.ports.is_empty() || self.ports.len() > MAX_PORTS {
+            return bad(format!(
+                "ports: between 1 and {MAX_PORTS} ports, got {}",
+                self.ports.len()
+            ));
+        }
+        if self.ports.contains(&0) {
+            return bad("ports: 0 is not a port".into());
+        }
+        if self.query_timeout.is_zero()
+            || self.collection_interval.is_zero()
+            || self.namespace_rescan.is_zero()
+        {
+            return bad(
+                "query_timeout, collection_interval and namespace_rescan must be positive".into(),
+            );
+        }
+        if self.max_outstanding_queries == 0
+            || self.top_k == 0
+            || self.name_cache_size == 0
+            || self.max_tcp_streams == 0
+        {
+            return bad("max_outstanding_queries, top_k, name_cache_size and max_tcp_streams must be at least 1".into());
+        }
+        if self.buckets.is_empty()
+            || self.buckets.windows(2).any(|w| w[0] >= w[1])
+            || self.buckets.iter().any(|b| !b.is_finite())
+        {
+            return bad("buckets must be finite and strictly increasing".into());
+        }
+        Ok(())
+    }
+
+    fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            timeout: self.query_timeout,
+            max_outstanding: self.max_outstanding_queries,
+            top_k: self.top_k,
+            buckets: Arc::from(self.buckets.as_slice()),
+            max_tcp_streams: self.max_tcp_streams,
+        }
+    }
+}
+
+/// The running DNS receiver.
+pub struct DnsReceiver {
+    engine: Arc<Mutex<Engine>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    interval: Duration,
+    open: Arc<Mutex<Vec<u32>>>,
+    /// Keeps the loaded object (and its port map) alive.
+    _ebpf: Ebpf,
+}
+
+impl DnsReceiver {
+    /// Loads the socket filter and starts capturing in every network
+    /// namespace. Returns the receiver and the IP -> name cache to hand to
+    /// the flow receiver (`EbpfReceiver::start(.., Some(names))`).
+    pub fn start(
+        settings: DnsSettings,
+        telemetry: Telemetry,
+    ) -> Result<(Self, Arc<DnsNames>), DnsError> {
+        settings.validate()?;
+        check_privileges()?;
+        let mut ebpf = Ebpf::load(DNS_OBJECT).map_err(DnsError::Load)?;
+        {
+            let map = ebpf
+                .map_mut(PORTS_MAP)
+                .ok_or(DnsError::Missing("map DNS_PORTS"))?;
+            let mut ports: aya::maps::HashMap<_, u16, u8> =
+                aya::maps::HashMap::try_from(map).map_err(DnsError::Map)?;
+            for p in &settings.ports {
+                ports.insert(p, 1, 0).map_err(DnsError::Map)?;
+            }
+        }
+        let prog: &mut SocketFilter = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DnsError::Missing("program dns_filter"))?
+            .try_into()
+            .map_err(DnsError::Program)?;
+        prog.load().map_err(DnsError::Program)?;
+        let prog_fd: OwnedFd = prog
+            .fd()
+            .map_err(DnsError::Program)?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(DnsError::Fd)?;
+
+        let names = Arc::new(DnsNames::new(
+            settings.name_cache_size,
+            settings.name_ttl_grace,
+        ));
+        let ns_paths: owner::NsPaths = Arc::new(Mutex::new(HashMap::new()));
+        let owners = owner::ProcOwners::new(ns_paths.clone(), host_attrs());
+        let engine = Arc::new(Mutex::new(Engine::new(
+            settings.engine(),
+            telemetry.clone(),
+            names.clone(),
+            Box::new(owners),
+        )));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let cap = capture::Capture {
+            settings: capture::CaptureSettings {
+                rescan: settings.namespace_rescan,
+                rcvbuf: settings.socket_buffer_bytes,
+            },
+            prog_fd,
+            telemetry,
+            ns_paths,
+            engine: engine.clone(),
+            stop: stop.clone(),
+            open: open.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("flowscope-dns".into())
+            .spawn(move || cap.run())
+            .map_err(DnsError::Thread)?;
+        let rx = Self {
+            engine,
+            stop,
+            thread: Some(thread),
+            interval: settings.collection_interval,
+            open,
+            _ebpf: ebpf,
+        };
+        Ok((rx, names))
+    }
+
+    /// Inodes of the network namespaces being captured now.
+    pub fn namespaces(&self) -> Vec<u32> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Shared handle on the engine (tests read its counters).
+    pub fn engine(&self) -> Arc<Mutex<Engine>> {
+        self.engine.clone()
+    }
+
+    /// Sends a batch of points every interval until `shutdown` turns true,
+    /// then stops the capture, sends the last partial interval and returns.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<FlowBatch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), DnsError> {
+        let mut start = SystemTime::now();
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
+            };
+            if last {
+                self.stop.store(true, Ordering::Relaxed);
+                if let Some(t) = self.thread.take() {
+                    tokio::task::spawn_blocking(move || t.join())
+                        .await
+                        .map_err(|_| DnsError::Panicked)?
+                        .map_err(|_| DnsError::Panicked)?;
+                }
+            }
+            let points = self
+                .engine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish();
+            let now = SystemTime::now();
+            let batch = FlowBatch {
+                start_unix_nanos: unix_nanos(start),
+                end_unix_nanos: unix_nanos(now),
+                flows: Vec::new(),
+                points,
+            };
+            start = now;
+            if tx.send(batch).await.is_err() {
+                self.stop.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for DnsReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,438 @@
+//! Packet capture: one `AF_PACKET` socket per network namespace, each with
+//! the eBPF DNS filter attached.
+//!
+//! - Namespaces are found in `/proc/<pid>/ns/net` (every namespace with a
+//!   process) and `/run/netns/*` (named ones, `ip netns add`, which may have
+//!   none), deduplicated by inode, and rescanned every
+//!   [`CaptureSettings::rescan`]. A namespace no longer found has its socket
+//!   closed (the socket would otherwise keep the namespace alive).
+//! - A socket is opened from a short-lived thread that enters the namespace
+//!   with setns(2): a packet socket belongs to the namespace it was created
+//!   in, whichever thread reads it later.
+//! - The socket is created with protocol 0 (it receives nothing), gets the
+//!   filter (SO_ATTACH_BPF), and only then is bound to `ETH_P_ALL`, so no
+//!   unfiltered packet is ever queued. `SOCK_DGRAM` (cooked) sockets deliver
+//!   packets from the IP header on, whatever the link type.
+//! - `SO_TIMESTAMPNS` stamps each packet with the kernel's receive time,
+//!   which is what lookup latency is computed from.
+//! - On a loopback device each packet shows twice (`PACKET_OUTGOING`, then
+//!   incoming); only the incoming copy is kept.
+//! - Packets the kernel dropped because a socket's queue was full are read
+//!   from `PACKET_STATISTICS` and counted as
+//!   `flowscope.events.lost{source=dns, reason=socket_full}`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flowscope_model::Telemetry;
+use thiserror::Error;
+
+use super::engine::{Captured, Direction, Engine, SOURCE};
+use super::owner::NsPaths;
+
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("opening {path}")]
+    OpenNs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("entering network namespace {netns} (setns)")]
+    Setns {
+        netns: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} on the packet socket in network namespace {netns}")]
+    Socket {
+        what: &'static str,
+        netns: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the thread opening a socket in network namespace {0} panicked")]
+    Thread(u32),
+}
+
+/// Capture settings.
+#[derive(Clone, Debug)]
+pub struct CaptureSettings {
+    pub rescan: Duration,
+    /// SO_RCVBUF of each socket.
+    pub rcvbuf: usize,
+}
+
+const ARPHRD_LOOPBACK: u16 = 772;
+const PACKET_OUTGOING: u8 = 4;
+const SO_ATTACH_BPF: libc::c_int = 50;
+
+/// A network namespace found by the scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub inode: u32,
+    pub path: PathBuf,
+}
+
+/// Every network namespace on the host, by inode, with one path to it.
+pub fn scan_namespaces() -> HashMap<u32, PathBuf> {
+    let mut out = HashMap::new();
+    let mut add = |path: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&path) {
+            out.entry(m.ino() as u32).or_insert(path);
+        }
+    };
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            add(e.path());
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                add(e.path().join("ns/net"));
+            }
+        }
+    }
+    out
+}
+
+/// The inode of this thread's network namespace.
+pub fn current_netns() -> Option<u32> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino() as u32)
+}
+
+fn sock_err(what: &'static str, netns: u32) -> CaptureError {
+    CaptureError::Socket {
+        what,
+        netns,
+        source: io::Error::last_os_error(),
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> bool {
+    // SAFETY: `v` points to a live T of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Opens a filtered packet socket in the namespace at `path` (inode `netns`).
+pub fn open_in(
+    path: &Path,
+    netns: u32,
+    prog_fd: RawFd,
+    rcvbuf: usize,
+) -> Result<OwnedFd, CaptureError> {
+    let ns = File::open(path).map_err(|source| CaptureError::OpenNs {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match ns.metadata() {
+        Ok(m) if m.ino() as u32 == netns => {}
+        // The pid exited and its number was reused: not that namespace.
+        _ => {
+            return Err(CaptureError::OpenNs {
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotFound, "namespace changed"),
+            });
+        }
+    }
+    let handle = std::thread::Builder::new()
+        .name("flowscope-dns-ns".into())
+        .spawn(move || -> Result<OwnedFd, CaptureError> {
+            // SAFETY: setns on this short-lived thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(CaptureError::Setns {
+                    netns,
+                    source: io::Error::last_os_error(),
+                });
+            }
+            open_here(netns, prog_fd, rcvbuf)
+        })
+        .map_err(|source| CaptureError::Socket {
+            what: "spawning the setns thread",
+            netns,
+            source,
+        })?;
+    handle.join().map_err(|_| CaptureError::Thread(netns))?
+}
+
+/// Opens the filtered packet socket in this thread's namespace.
+pub fn open_here(netns: u32, prog_fd: RawFd, rcvbuf: usize) -> Result<OwnedFd, CaptureError> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(sock_err("socket(AF_PACKET)", netns));
+    }
+    // SAFETY: raw is a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if !setsockopt(raw, libc::SOL_SOCKET, SO_ATTACH_BPF, &prog_fd) {
+        return Err(sock_err("SO_ATTACH_BPF", netns));
+    }
+    let one: libc::c_int = 1;
+    if !setsockopt(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one) {
+        return Err(sock_err("SO_TIMESTAMPNS", netns));
+    }
+    let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+    // FORCE ignores rmem_max (needs CAP_NET_ADMIN, which loading eBPF needs
+    // too); fall back to the capped option.
+    if !setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size) {
+        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
+    }
+    // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = 0;
+    // SAFETY: sll is a valid sockaddr_ll of the given size.
+    let r = unsafe {
+        libc::bind(
+            raw,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(sock_err("bind(ETH_P_ALL)", netns));
+    }
+    Ok(fd)
+}
+
+struct Sock {
+    fd: OwnedFd,
+    /// Cumulative drops read so far.
+    drops: u64,
+}
+
+/// Reads the kernel's drop count since the last read (PACKET_STATISTICS
+/// resets on read).
+fn drops(fd: BorrowedFd<'_>) -> u64 {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: st and len are valid for the kernel to write.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 { u64::from(st.tp_drops) } else { 0 }
+}
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME, the clock of
+/// SO_TIMESTAMPNS).
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The capture loop, run on its own thread until `stop` is set.
+pub struct Capture {
+    pub settings: CaptureSettings,
+    pub prog_fd: OwnedFd,
+    pub telemetry: Telemetry,
+    pub ns_paths: NsPaths,
+    pub engine: Arc<Mutex<Engine>>,
+    pub stop: Arc<AtomicBool>,
+    /// Namespaces with an open socket, for tests and health.
+    pub open: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Capture {
+    pub fn run(self) {
+        let mut socks: HashMap<u32, Sock> = HashMap::new();
+        let mut failed: HashMap<u32, Instant> = HashMap::new();
+        let mut last_scan: Option<Instant> = None;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut cbuf = [0u64; 16];
+        let mut pollfds: Vec<libc::pollfd> = Vec::new();
+        let mut order: Vec<u32> = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
+                last_scan = Some(Instant::now());
+                self.rescan(&mut socks, &mut failed);
+                pollfds.clear();
+                order.clear();
+                for (ns, s) in &socks {
+                    pollfds.push(libc::pollfd {
+                        fd: s.fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    order.push(*ns);
+                }
+            }
+            for p in pollfds.iter_mut() {
+                p.revents = 0;
+            }
+            // SAFETY: pollfds is a valid array of its length.
+            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
+            if n > 0 {
+                let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+                for (p, ns) in pollfds.iter().zip(order.iter()) {
+                    if p.revents & libc::POLLIN != 0 {
+                        read_all(p.fd, *ns, &mut buf, &mut cbuf, &mut engine, &self.telemetry);
+                    }
+                }
+            }
+            let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            engine.expire(realtime_ns());
+        }
+    }
+
+    fn rescan(&self, socks: &mut HashMap<u32, Sock>, failed: &mut HashMap<u32, Instant>) {
+        let found = scan_namespaces();
+        socks.retain(|ns, s| {
+            if found.contains_key(ns) {
+                let d = drops(s.fd.as_fd());
+                s.drops += d;
+                self.telemetry.events_lost(SOURCE, "socket_full", d);
+                true
+            } else {
+                tracing::debug!(
+                    netns = ns,
+                    "network namespace gone; closing its DNS capture socket"
+                );
+                false
+            }
+        });
+        failed.retain(|ns, _| found.contains_key(ns));
+        for (ns, path) in &found {
+            if socks.contains_key(ns) {
+                continue;
+            }
+            // Retry a failed namespace only every 30 s (it may be going away).
+            if failed
+                .get(ns)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+            {
+                continue;
+            }
+            match open_in(path, *ns, self.prog_fd.as_raw_fd(), self.settings.rcvbuf) {
+                Ok(fd) => {
+                    tracing::debug!(netns = ns, path = %path.display(), "capturing DNS");
+                    socks.insert(*ns, Sock { fd, drops: 0 });
+                }
+                Err(e) => {
+                    tracing::debug!(netns = ns, error = %e, "cannot capture DNS in this namespace");
+                    failed.insert(*ns, Instant::now());
+                }
+            }
+        }
+        *self.ns_paths.lock().unwrap_or_else(|e| e.into_inner()) = found;
+        let mut open: Vec<u32> = socks.keys().copied().collect();
+        open.sort_unstable();
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
+    }
+}
+
+/// Reads every queued packet of one socket into the engine.
+fn read_all(
+    fd: RawFd,
+    netns: u32,
+    buf: &mut [u8],
+    cbuf: &mut [u64; 16],
+    engine: &mut Engine,
+    telemetry: &Telemetry,
+) {
+    // A bound on one socket's turn, so a flood in one namespace does not
+    // starve the others or the timeout sweep.
+    for _ in 0..4096 {
+        // SAFETY: zeroed sockaddr_ll/msghdr are valid; pointers set below
+        // reference live buffers of the given lengths.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(cbuf);
+        // SAFETY: msg describes valid buffers.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+        if n < 0 {
+            return;
+        }
+        let n = n as usize;
+        if n > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0 {
+            telemetry.events_received(SOURCE, 1);
+            telemetry.events_lost(SOURCE, "parse_error", 1);
+            continue;
+        }
+        let loopback = sll.sll_hatype == ARPHRD_LOOPBACK;
+        let outgoing = sll.sll_pkttype == PACKET_OUTGOING;
+        if loopback && outgoing {
+            // The same packet comes back as incoming on lo.
+            continue;
+        }
+        let ts_ns = timestamp(&msg).unwrap_or_else(realtime_ns);
+        engine.on_packet(&Captured {
+            netns,
+            ts_ns,
+            direction: if outgoing {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            },
+            loopback,
+            data: &buf[..n],
+        });
+    }
+}
+
+/// The SCM_TIMESTAMPNS of a received message.
+fn timestamp(msg: &libc::msghdr) -> Option<u64> {
+    // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled, within
+    // msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
+}

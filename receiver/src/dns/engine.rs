@@ -1,0 +1,580 @@
+//! From captured packets to lookups and points: decoding, TCP reassembly,
+//! query/response matching, timeouts, top-K folding and aggregation.
+//!
+//! The engine has no I/O of its own: the capture thread feeds it packets
+//! ([`Engine::on_packet`]) and the clock ([`Engine::expire`]); the receiver
+//! takes each interval's points ([`Engine::finish`]). Benchmarks and the
+//! fuzz target drive it the same way.
+//!
+//! Matching: a query waits in the outstanding table under (netns,
+//! transport, client ip:port, server ip:port, transaction id, question)
+//! until the response with the same key arrives (answered: latency and
+//! RCODE) or the timeout passes (counted once in `dns.lookup.timeouts`).
+//! A repeated query with the same key keeps the first one's time. The table
+//! is bounded; a query that finds it full is counted as
+//! `flowscope.events.lost{source=dns, reason=table_full}`.
+//!
+//! Sides: a query leaving the namespace (`PACKET_OUTGOING`) was asked by a
+//! local client (`network.flow.role=client`, Resource = the asking
+//! process); a query arriving was asked of a local server (`server`,
+//! Resource = the server process). On loopback the capture keeps one copy
+//! of each packet, and the lookup counts once, as the client's.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowscope_model::metrics::{DNS_DURATION, DNS_TIMEOUTS};
+use flowscope_model::names::attr;
+use flowscope_model::{Attrs, Histogram, Point, PointValue, Role, Telemetry, Transport};
+
+use super::message::{self, Message, Question};
+use super::names::DnsNames;
+use super::packet;
+use super::tcp::{StreamKey, Streams};
+use super::topk::TopK;
+
+/// `source` of the DNS receiver's self-telemetry.
+pub const SOURCE: &str = "dns";
+
+/// Which way a captured packet went, from the capture socket's namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Sent by this namespace (`PACKET_OUTGOING`).
+    Outgoing,
+    /// Received by this namespace.
+    Incoming,
+}
+
+/// One captured packet, starting at its IP header.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<'a> {
+    pub netns: u32,
+    /// Kernel receive time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub direction: Direction,
+    /// Seen on a loopback device (only one copy of each packet is fed).
+    pub loopback: bool,
+    pub data: &'a [u8],
+}
+
+/// Attributes a lookup to the local process that made or served it.
+pub trait OwnerResolver: Send {
+    /// The Resource of the process owning the local `transport` socket
+    /// `local` in `netns`.
+    fn resource(&mut self, netns: u32, transport: Transport, local: SocketAddr) -> Arc<Attrs>;
+}
+
+/// Resolves every socket to one fixed Resource (tests, benchmarks).
+pub struct FixedOwner(pub Arc<Attrs>);
+
+impl OwnerResolver for FixedOwner {
+    fn resource(&mut self, _: u32, _: Transport, _: SocketAddr) -> Arc<Attrs> {
+        self.0.clone()
+    }
+}
+
+/// Limits and defaults of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub timeout: Duration,
+    pub max_outstanding: usize,
+    pub top_k: usize,
+    pub buckets: Arc<[f64]>,
+    /// Most TCP stream directions followed at once.
+    pub max_tcp_streams: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingKey {
+    netns: u32,
+    transport: Transport,
+    client: SocketAddr,
+    server: SocketAddr,
+    id: u16,
+    question: Question,
+}
+
+struct Pending {
+    ts_ns: u64,
+    role: Role,
+    resource: Arc<Attrs>,
+}
+
+#[derive(Default)]
+struct Acc {
+    hist: Option<Histogram>,
+    timeouts: u64,
+}
+
+pub struct Engine {
+    settings: EngineSettings,
+    telemetry: Telemetry,
+    names: Arc<DnsNames>,
+    owners: Box<dyn OwnerResolver>,
+    streams: Streams,
+    pending: HashMap<PendingKey, Pending>,
+    /// Queries in arrival order with their deadlines (one timeout for all,
+    /// so this is deadline order too).
+    deadlines: VecDeque<(u64, PendingKey)>,
+    topk: TopK<Arc<Attrs>>,
+    acc: HashMap<(Arc<Attrs>, Attrs), Acc>,
+    /// Lookups answered and timed out since start (for tests and benches).
+    pub answered: u64,
+    pub timed_out: u64,
+}
+
+impl Engine {
+    pub fn new(
+        settings: EngineSettings,
+        telemetry: Telemetry,
+        names: Arc<DnsNames>,
+        owners: Box<dyn OwnerResolver>,
+    ) -> Self {
+        Self {
+            streams: Streams::new(settings.max_tcp_streams),
+            topk: TopK::new(settings.top_k),
+            settings,
+            telemetry,
+            names,
+            owners,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            acc: HashMap::new(),
+            answered: 0,
+            timed_out: 0,
+        }
+    }
+
+    /// Queries waiting for their response.
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Feeds one captured packet. Never panics on its contents.
+    pub fn on_packet(&mut self, p: &Captured<'_>) {
+        self.telemetry.events_received(SOURCE, 1);
+        let seg = match packet::decode(p.data) {
+            Ok(s) => s,
+            Err(_) => {
+                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                return;
+            }
+        };
+        match seg.tcp {
+            None => self.on_message(p, seg.transport, seg.src, seg.dst, seg.payload),
+            Some(h) => {
+                let key = StreamKey {
+                    netns: p.netns,
+                    src: seg.src,
+                    dst: seg.dst,
+                };
+                let mut messages: Vec<Vec<u8>> = Vec::new();
+                let fed = self
+                    .streams
+                    .feed(key, h, seg.payload, p.ts_ns, |m| messages.push(m.to_vec()));
+                if fed.table_full {
+                    self.telemetry.events_lost(SOURCE, "table_full", 1);
+                }
+                if fed.gap {
+                    self.telemetry.events_lost(SOURCE, "tcp_gap", 1);
+                }
+                for m in messages {
+                    self.on_message(p, Transport::Tcp, seg.src, seg.dst, &m);
+                }
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        p: &Captured<'_>,
+        transport: Transport,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let msg = match message::parse(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                return;
+            }
+        };
+        if msg.response {
+            self.on_response(p, transport, src, dst, msg);
+        } else {
+            self.on_query(p, transport, src, dst, msg);
+        }
+    }
+
+    fn on_query(
+        &mut self,
+        p: &Captured<'_>,
+        transport: Transport,
+        src: SocketAddr,
+        dst: SocketAddr,
+        msg: Message,
+    ) {
+        let key = PendingKey {
+            netns: p.netns,
+            transport,
+            client: src,
+            server: dst,
+            id: msg.id,
+            question: msg.question,
+        };
+        if self.pending.contains_key(&key) {
+            return;
+        }
+        if self.pending.len() >= self.settings.max_outstanding {
+            self.telemetry.events_lost(SOURCE, "table_full", 1);
+            return;
+        }
+        let role = if p.loopback || p.direction == Direction::Outgoing {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        let local = match role {
+            Role::Client => src,
+            Role::Server => dst,
+        };
+        let resource = self.owners.resource(p.netns, transport, local);
+        let deadline = p
+            .ts_ns
+            .saturating_add(self.settings.timeout.as_nanos() as u64);
+        self.deadlines.push_back((deadline, key.clone()));
+        self.pending.insert(
+            key,
+            Pending {
+                ts_ns: p.ts_ns,
+                role,
+                resource,
+            },
+        );
+    }
+
+    fn on_response(
+        &mut self,
+        p: &Captured<'_>,
+        transport: Transport,
+        src: SocketAddr,
+        dst: SocketAddr,
+        msg: Message,
+    ) {
+        // Responses reaching a local client name the addresses it will use.
+        let to_local_client = p.loopback || p.direction == Direction::Incoming;
+        if to_local_client && msg.rcode == 0 && !msg.answers.is_empty() {
+            self.names.learn(p.netns, &msg.question.name, &msg.answers);
+        }
+        let key = PendingKey {
+            netns: p.netns,
+            transport,
+            client: dst,
+            server: src,
+            id: msg.id,
+            question: msg.question,
+        };
+        let Some(q) = self.pending.remove(&key) else {
+            // The query was before the agent started, timed out already, or
+            // was not kept (table full): no latency to report.
+            self.telemetry.events_lost(SOURCE, "unmatched_response", 1);
+            return;
+        };
+        let secs = p.ts_ns.saturating_sub(q.ts_ns) as f64 / 1e9;
+        let attrs = self
+            .series(&q, &key)
+            .with(attr::DNS_RESPONSE_CODE, message::rcode_name(msg.rcode));
+        let buckets = &self.settings.buckets;
+        let acc = self.acc.entry((q.resource, attrs)).or_default();
+        acc.hist
+            .get_or_insert_with(|| Histogram::new(buckets.clone()))
+            .record(secs);
+        self.answered += 1;
+    }
+
+    fn series(&mut self, q: &Pending, key: &PendingKey) -> Attrs {
+        let name = self.topk.fold(&q.resource, &key.question.name);
+        Attrs::new()
+            .with(attr::NETWORK_TRANSPORT, key.transport.as_str())
+            .with(
+                attr::NETWORK_TYPE,
+                if key.server.is_ipv4() { "ipv4" } else { "ipv6" },
+            )
+            .with(attr::FLOW_ROLE, q.role.as_str())
+            .with(attr::SERVER_ADDRESS, key.server.ip().to_string())
+            .with(attr::DNS_QUESTION_NAME, name)
+            .with(
+                attr::DNS_QUESTION_TYPE,
+                message::qtype_name(key.question.qtype).into_owned(),
+            )
+    }
+
+    /// Counts the queries whose deadline passed by `now_ns` (Unix epoch
+    /// nanoseconds) as timeouts, once each. Also forgets idle TCP streams.
+    pub fn expire(&mut self, now_ns: u64) {
+        while let Some((deadline, _)) = self.deadlines.front() {
+            if *deadline > now_ns {
+                break;
+            }
+            let Some((deadline, key)) = self.deadlines.pop_front() else {
+                break;
+            };
+            // Answered already, or re-queued under the same key later.
+            let Some(q) = self.pending.get(&key) else {
+                continue;
+            };
+            if q.ts_ns
+                .saturating_add(self.settings.timeout.as_nanos() as u64)
+                != deadline
+            {
+                continue;
+            }
+            let Some(q) = self.pending.remove(&key) else {
+                continue;
+            };
+            let attrs = self.series(&q, &key);
+            self.acc.entry((q.resource, attrs)).or_default().timeouts += 1;
+            self.timed_out += 1;
+        }
+        // A stream idle for twice the timeout has nothing left to answer.
+        let idle = 2 * self.settings.timeout.as_nanos() as u64;
+        self.streams.expire(now_ns.saturating_sub(idle));
+    }
+
+    /// The interval's points; starts the next interval.
+    pub fn finish(&mut self) -> Vec<Point> {
+        let mut out = Vec::with_capacity(self.acc.len());
+        for ((resource, attrs), acc) in self.acc.drain() {
+            if let Some(h) = acc.hist {
+                out.push(Point {
+                    resource: resource.clone(),
+                    metric: DNS_DURATION,
+                    attrs: attrs.clone(),
+                    value: PointValue::Histogram(h),
+                });
+            }
+            if acc.timeouts > 0 {
+                // Timeouts carry no response code.
+                let mut attrs = attrs;
+                attrs.remove(attr::DNS_RESPONSE_CODE);
+                out.push(Point {
+                    resource,
+                    metric: DNS_TIMEOUTS,
+                    attrs,
+                    value: PointValue::Int(acc.timeouts),
+                });
+            }
+        }
+        self.topk.end_interval();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::PeerNames;
+    use crate::dns::message::tests::query;
+    use crate::dns::packet::build;
+    use flowscope_model::telemetry::EVENTS_LOST;
+
+    /// A response to `q` with RCODE `rcode` and one A record.
+    fn response(q: &[u8], rcode: u8, addr: [u8; 4]) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x80 | rcode;
+        r[7] = 1; // ANCOUNT
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&addr);
+        r
+    }
+
+    fn engine(max: usize) -> (Engine, Telemetry, Arc<DnsNames>) {
+        let t = Telemetry::new();
+        let names = Arc::new(DnsNames::new(16, Duration::from_secs(1)));
+        let res = Arc::new(Attrs::new().with("service.name", "app"));
+        let settings = EngineSettings {
+            timeout: Duration::from_secs(5),
+            max_outstanding: max,
+            top_k: 100,
+            buckets: Arc::from(flowscope_model::hist::DNS_BOUNDS),
+            max_tcp_streams: 8,
+        };
+        (
+            Engine::new(
+                settings,
+                t.clone(),
+                names.clone(),
+                Box::new(FixedOwner(res)),
+            ),
+            t,
+            names,
+        )
+    }
+
+    fn feed(e: &mut Engine, ts_ns: u64, direction: Direction, data: &[u8]) {
+        e.on_packet(&Captured {
+            netns: 1,
+            ts_ns,
+            direction,
+            loopback: false,
+            data,
+        });
+    }
+
+    const C: &str = "198.18.0.2:40000";
+    const S: &str = "198.18.0.1:53";
+
+    #[test]
+    fn matches_times_out_once_and_bounds_the_table() {
+        let (mut e, t, names) = engine(2);
+        let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
+        let q1 = query(1, "known.test", 1);
+        feed(
+            &mut e,
+            1_000_000,
+            Direction::Outgoing,
+            &build::udp(c, s, &q1),
+        );
+        // A retransmission with the same key keeps the first time.
+        feed(
+            &mut e,
+            2_000_000,
+            Direction::Outgoing,
+            &build::udp(c, s, &q1),
+        );
+        feed(
+            &mut e,
+            3_500_000,
+            Direction::Incoming,
+            &build::udp(s, c, &response(&q1, 0, [198, 18, 0, 9])),
+        );
+        let q2 = query(2, "slow.test", 1);
+        feed(
+            &mut e,
+            10_000_000,
+            Direction::Outgoing,
+            &build::udp(c, s, &q2),
+        );
+        let q3 = query(3, "a.test", 28);
+        feed(
+            &mut e,
+            10_000_000,
+            Direction::Outgoing,
+            &build::udp(c, s, &q3),
+        );
+        // Table of 2 is full: the third outstanding query is counted lost.
+        let q4 = query(4, "b.test", 1);
+        feed(
+            &mut e,
+            10_000_000,
+            Direction::Outgoing,
+            &build::udp(c, s, &q4),
+        );
+        let lost = |reason: &str| {
+            t.total(
+                EVENTS_LOST,
+                &Attrs::new()
+                    .with("source", "dns")
+                    .with("reason", reason.to_string()),
+            )
+        };
+        assert_eq!(lost("table_full"), 1);
+        e.expire(10_000_000 + 4_999_999_999);
+        assert_eq!(e.timed_out, 0);
+        e.expire(10_000_000 + 5_000_000_000);
+        e.expire(20_000_000_000);
+        assert_eq!((e.answered, e.timed_out), (1, 2));
+        // A late response to a timed-out query is not an answer.
+        feed(
+            &mut e,
+            20_000_000_000,
+            Direction::Incoming,
+            &build::udp(s, c, &response(&q2, 0, [1, 1, 1, 1])),
+        );
+        assert_eq!(e.answered, 1);
+        assert_eq!(lost("unmatched_response"), 1);
+        assert_eq!(
+            names.name_of(1, "198.18.0.9".parse().unwrap()).as_deref(),
+            Some("known.test")
+        );
+
+        let points = e.finish();
+        let dur: Vec<_> = points.iter().filter(|p| p.metric == DNS_DURATION).collect();
+        assert_eq!(dur.len(), 1);
+        let PointValue::Histogram(h) = &dur[0].value else {
+            panic!("not a histogram")
+        };
+        assert_eq!(h.count, 1);
+        assert!((h.sum - 0.0025).abs() < 1e-12, "latency {}", h.sum);
+        let a = &dur[0].attrs;
+        assert_eq!(a.get_str(attr::DNS_QUESTION_NAME), Some("known.test"));
+        assert_eq!(a.get_str(attr::DNS_QUESTION_TYPE), Some("A"));
+        assert_eq!(a.get_str(attr::DNS_RESPONSE_CODE), Some("NOERROR"));
+        assert_eq!(a.get_str(attr::SERVER_ADDRESS), Some("198.18.0.1"));
+        assert_eq!(a.get_str(attr::FLOW_ROLE), Some("client"));
+        let timeouts: u64 = points
+            .iter()
+            .filter(|p| p.metric == DNS_TIMEOUTS)
+            .map(|p| {
+                assert_eq!(p.attrs.get(attr::DNS_RESPONSE_CODE), None);
+                match p.value {
+                    PointValue::Int(n) => n,
+                    _ => panic!("not an int"),
+                }
+            })
+            .sum();
+        assert_eq!(timeouts, 2);
+        assert!(e.finish().is_empty());
+    }
+
+    #[test]
+    fn server_side_and_tcp_split_messages() {
+        let (mut e, _t, _) = engine(16);
+        let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
+        let q = query(9, "known.test", 1);
+        let r = response(&q, 3, [0, 0, 0, 0]);
+        let mut qs = (q.len() as u16).to_be_bytes().to_vec();
+        qs.extend_from_slice(&q);
+        let mut rs = (r.len() as u16).to_be_bytes().to_vec();
+        rs.extend_from_slice(&r);
+        // The query arrives at the local server in two segments.
+        feed(
+            &mut e,
+            1_000,
+            Direction::Incoming,
+            &build::tcp(c, s, 100, 0x02, &[]),
+        );
+        feed(
+            &mut e,
+            2_000,
+            Direction::Incoming,
+            &build::tcp(c, s, 101, 0x18, &qs[..3]),
+        );
+        feed(
+            &mut e,
+            3_000,
+            Direction::Incoming,
+            &build::tcp(c, s, 104, 0x18, &qs[3..]),
+        );
+        feed(
+            &mut e,
+            9_000,
+            Direction::Outgoing,
+            &build::tcp(s, c, 500, 0x18, &rs),
+        );
+        assert_eq!(e.answered, 1);
+        let points = e.finish();
+        let a = &points[0].attrs;
+        assert_eq!(a.get_str(attr::FLOW_ROLE), Some("server"));
+        assert_eq!(a.get_str(attr::NETWORK_TRANSPORT), Some("tcp"));
+        assert_eq!(a.get_str(attr::DNS_RESPONSE_CODE), Some("NXDOMAIN"));
+        let PointValue::Histogram(h) = &points[0].value else {
+            panic!("not a histogram")
+        };
+        assert!((h.sum - 6e-6).abs() < 1e-12);
+    }
+}
