@@ -22,7 +22,7 @@ use flowscope_otel_config::exporters::Compression;
 
 use crate::otlp::{Attempt, Transport};
 use crate::settings::Resolved;
-use crate::tls::{TlsError, connector};
+use crate::tls::{ForceTls, TlsError, connector};
 
 /// Why the gRPC exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,14 @@ pub(crate) struct Grpc {
 
 impl Grpc {
     pub(crate) fn new(s: &Resolved) -> Result<Self, GrpcError> {
-        let url = s.url.to_string();
+        // With TLS, tonic gets an `http://` URI and the connector does TLS
+        // (tonic refuses `https://` unless its own TLS is compiled in).
+        let url = if s.plaintext {
+            s.url.to_string()
+        } else {
+            let authority = s.url.authority().map_or("", |a| a.as_str());
+            format!("http://{authority}")
+        };
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| GrpcError::Endpoint {
                 url: url.clone(),
@@ -58,7 +65,7 @@ impl Grpc {
         let channel = if s.plaintext {
             endpoint.connect_lazy()
         } else {
-            endpoint.connect_with_connector_lazy(connector(&s.tls, true)?)
+            endpoint.connect_with_connector_lazy(ForceTls(connector(&s.tls, true)?))
         };
         let mut client = MetricsServiceClient::new(channel)
             .max_decoding_message_size(16 * 1024 * 1024)

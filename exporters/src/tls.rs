@@ -120,16 +120,15 @@ pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
-/// An HTTPS-or-HTTP connector: `http2_only` for gRPC (ALPN `h2`), else
-/// HTTP/1.1.
+/// A connector doing TLS for `https://` URIs: HTTP/2 only (ALPN `h2`) for
+/// gRPC (`grpc`, wrap it in [`ForceTls`]), else HTTP/1.1.
 pub fn connector(
     tls: &TlsClientConfig,
-    http2_only: bool,
+    grpc: bool,
 ) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let config = client_config(tls)?;
-    let b = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http();
+    let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+    let b = b.https_or_http();
     let b = match &tls.server_name_override {
         Some(name) => {
             let sn = ServerName::try_from(name.clone())
@@ -138,11 +137,36 @@ pub fn connector(
         }
         None => b,
     };
-    Ok(if http2_only {
+    Ok(if grpc {
         b.enable_http2().build()
     } else {
         b.enable_http1().build()
     })
+}
+
+/// The gRPC connector: rewrites tonic's `http://` URI to `https://` so the
+/// inner connector always does TLS.
+#[derive(Clone)]
+pub struct ForceTls(pub HttpsConnector<HttpConnector>);
+
+impl tower_service::Service<http::Uri> for ForceTls {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        let uri = http::Uri::from_parts(parts).unwrap_or(uri);
+        self.0.call(uri)
+    }
 }
 
 /// `insecure_skip_verify`: accepts any certificate, still checks the

@@ -1,0 +1,218 @@
+//! TLS and mTLS against loopback receivers, with a CA made at test time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use flowscope_exporters::build_with_env;
+use flowscope_model::Telemetry;
+use flowscope_otel_config::exporters::{
+    OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig, TlsClientConfig,
+};
+use flowscope_otel_config::{ComponentId, ExporterConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "flowscope test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name
+                .push(DnType::CommonName, "flowscope test");
+            p.extended_key_usages = vec![usage];
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let server = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let client = leaf(vec!["agent".into()], ExtendedKeyUsagePurpose::ClientAuth);
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Self {
+            dir,
+            ca_pem: ca_cert.pem(),
+            server,
+            client,
+        };
+        std::fs::write(pki.path("ca.pem"), &pki.ca_pem).unwrap();
+        std::fs::write(pki.path("client.pem"), &pki.client.0).unwrap();
+        std::fs::write(pki.path("client.key"), &pki.client.1).unwrap();
+        pki
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn server_tls(&self, mtls: bool) -> ServerTls {
+        ServerTls {
+            cert_pem: self.server.0.clone(),
+            key_pem: self.server.1.clone(),
+            client_ca_pem: mtls.then(|| self.ca_pem.clone()),
+        }
+    }
+
+    fn client(&self, ca: bool, client_cert: bool) -> TlsClientConfig {
+        TlsClientConfig {
+            ca_file: ca.then(|| self.path("ca.pem")),
+            cert_file: client_cert.then(|| self.path("client.pem")),
+            key_file: client_cert.then(|| self.path("client.key")),
+            ..Default::default()
+        }
+    }
+}
+
+fn no_retry() -> RetryConfig {
+    RetryConfig {
+        enabled: false,
+        ..Default::default()
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+async fn run(cfg: ExporterConfig) -> (Telemetry, u64, u64) {
+    let t = Telemetry::new();
+    let h = build_with_env(
+        &"x".parse::<ComponentId>().unwrap(),
+        &cfg,
+        t.clone(),
+        &no_env,
+    )
+    .unwrap();
+    h.submit(batch(0, 3));
+    h.shutdown().await;
+    let (s, f) = (sent(&t, "x"), failed_all(&t, "x"));
+    (t, s, f)
+}
+
+fn grpc(port: u16, tls: TlsClientConfig) -> ExporterConfig {
+    ExporterConfig::Otlp(OtlpExporterConfig {
+        endpoint: Some(format!("localhost:{port}")),
+        tls,
+        retry_on_failure: no_retry(),
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    })
+}
+
+fn http(port: u16, tls: TlsClientConfig) -> ExporterConfig {
+    ExporterConfig::OtlpHttp(OtlpHttpExporterConfig {
+        endpoint: Some(format!("https://localhost:{port}")),
+        tls,
+        retry_on_failure: no_retry(),
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn grpc_tls_and_mtls() {
+    let pki = Pki::new();
+    // Server-authenticated TLS with the test CA.
+    let rx = Receiver::new([]);
+    let addr = grpc_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(false))).await;
+    assert_eq!(run(grpc(addr.port(), pki.client(true, false))).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+
+    // mTLS: with the client certificate it is accepted ...
+    let rx = Receiver::new([]);
+    let addr = grpc_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(true))).await;
+    assert_eq!(run(grpc(addr.port(), pki.client(true, true))).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+    // ... without it the handshake fails and the points are counted.
+    let (_, s, f) = run(grpc(addr.port(), pki.client(true, false))).await;
+    assert_eq!((s, f), (0, 6));
+    assert_eq!(rx.accepted_points(), 6);
+
+    // Without the test CA (public roots only) the server is not trusted.
+    let (_, s, f) = run(grpc(addr.port(), pki.client(false, true))).await;
+    assert_eq!((s, f), (0, 6));
+}
+
+#[tokio::test]
+async fn http_tls_mtls_and_skip_verify() {
+    let pki = Pki::new();
+    let rx = Receiver::new([]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(true))).await;
+    assert_eq!(run(http(addr.port(), pki.client(true, true))).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+    let (t, s, f) = run(http(addr.port(), pki.client(true, false))).await;
+    assert_eq!((s, f), (0, 6));
+    assert_eq!(failed(&t, "x", "connection"), 6);
+
+    let rx = Receiver::new([]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(false))).await;
+    let (_, s, f) = run(http(addr.port(), pki.client(false, false))).await;
+    assert_eq!((s, f), (0, 6), "public roots must not trust the test CA");
+    let skip = TlsClientConfig {
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    assert_eq!(run(http(addr.port(), skip)).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+}
+
+#[tokio::test]
+async fn bad_tls_files_are_build_errors_naming_the_key() {
+    let pki = Pki::new();
+    let missing = TlsClientConfig {
+        ca_file: Some(Path::new("/nonexistent/ca.pem").into()),
+        ..Default::default()
+    };
+    let t = Telemetry::new();
+    let id: ComponentId = "otlp".parse().unwrap();
+    let err = build_with_env(&id, &grpc(4317, missing), t.clone(), &no_env)
+        .err()
+        .unwrap();
+    let mut msg = err.to_string();
+    let mut src = std::error::Error::source(&err);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    assert!(
+        msg.contains("tls.ca_file") && msg.contains("/nonexistent/ca.pem"),
+        "{msg}"
+    );
+    let half = TlsClientConfig {
+        cert_file: Some(pki.path("client.pem")),
+        ..Default::default()
+    };
+    let err = build_with_env(&id, &http(4318, half), t, &no_env)
+        .err()
+        .unwrap();
+    let src = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        src.contains("cert_file") && src.contains("key_file"),
+        "{src}"
+    );
+}
