@@ -60,6 +60,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static UDP_FLOWS: HashMap<UdpKey, UdpStats> = HashMap::with_max_entries(65536, 0);
 /// Owner of a UDP socket by cookie. An LRU map: it is a cache that user
 /// space backs with /proc, not data, so eviction loses nothing counted.
+/// Processes already announced to user space (tgid -> 1). LRU: a process
+/// evicted is announced again, which only refreshes a cache.
+#[map]
+static SEEN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
@@ -159,6 +163,31 @@ fn snapshot(sk: u64, c: &mut Conn) {
 fn set_process(c: &mut Conn) {
     c.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    announce(c.tgid, &c.comm);
+}
+
+/// Tells user space about a process the first time it owns a socket, so
+/// /proc is read while the process still runs: short-lived clients keep
+/// their executable name and service name.
+#[inline(always)]
+fn announce(tgid: u32, comm: &[u8; 16]) {
+    if tgid == 0 || SEEN_PIDS.get_ptr(&tgid).is_some() {
+        return;
+    }
+    let _ = SEEN_PIDS.insert(&tgid, &1, 0);
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            unsafe {
+                (*ev) = Event::default();
+                (*ev).kind = event_kind::PROCESS;
+                (*ev).conn.tgid = tgid;
+                (*ev).conn.comm = *comm;
+            }
+            entry.submit(0);
+        }
+        None => bump(counter::RINGBUF_FULL),
+    }
 }
 
 #[inline(always)]
@@ -340,6 +369,7 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
             netns: netns_of(sk),
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
+        announce(owner.tgid, &owner.comm);
         if UDP_OWNERS.insert(&cookie, &owner, 0).is_err() {
             bump(counter::OWNER_MAP_FULL);
         }

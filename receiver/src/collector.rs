@@ -283,6 +283,10 @@ impl Collector {
                 let key = self.tcp_key(c);
                 self.stats(key).add_failed(FailReason::from_errno(ev.errno), 1);
             }
+            event_kind::PROCESS => {
+                // Read /proc now, while the process runs.
+                let _ = self.procs.get(c.tgid, &c.comm);
+            }
             event_kind::LATE => {
                 let key = match self.closed.get(&ev.sk) {
                     Some((k, _)) => k.clone(),

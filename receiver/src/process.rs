@@ -23,6 +23,11 @@ pub struct ProcessInfo {
     pub container_id: Option<Arc<str>>,
 }
 
+struct Read {
+    info: ProcessInfo,
+    alive: bool,
+}
+
 struct Entry {
     info: Arc<ProcessInfo>,
     comm: [u8; 16],
@@ -59,7 +64,13 @@ impl ProcessCache {
         {
             return e.info.clone();
         }
-        let info = Arc::new(self.read(pid, comm));
+        let read = self.read(pid, comm);
+        // A process that exited since we last read it keeps what we read
+        // while it ran (same pid, same comm: the same process).
+        let info = match self.entries.get(&pid) {
+            Some(e) if e.comm == *comm && !read.alive => e.info.clone(),
+            _ => Arc::new(read.info),
+        };
         if self.entries.len() >= self.max_entries {
             let ttl = self.ttl;
             self.entries.retain(|_, e| now.duration_since(e.fetched) < ttl);
@@ -78,13 +89,14 @@ impl ProcessCache {
         self.entries.retain(|_, e| now.duration_since(e.fetched) < keep);
     }
 
-    fn read(&self, pid: u32, comm: &[u8; 16]) -> ProcessInfo {
+    fn read(&self, pid: u32, comm: &[u8; 16]) -> Read {
         let dir = self.proc_root.join(pid.to_string());
         let kernel_comm = comm_str(comm);
         // The executable's file name; a process that exited, or a kernel
         // thread, leaves only the kernel's comm.
-        let executable_name: Arc<str> = std::fs::read_link(dir.join("exe"))
-            .ok()
+        let exe = std::fs::read_link(dir.join("exe")).ok();
+        let alive = exe.is_some();
+        let executable_name: Arc<str> = exe
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .map(|n| n.trim_end_matches(" (deleted)").to_string())
             .filter(|n| !n.is_empty())
@@ -107,7 +119,7 @@ impl ProcessCache {
             .ok()
             .and_then(|c| container_id_from_cgroup(&c))
             .map(Arc::from);
-        ProcessInfo { pid, executable_name, command, service_name, container_id }
+        Read { info: ProcessInfo { pid, executable_name, command, service_name, container_id }, alive }
     }
 }
 

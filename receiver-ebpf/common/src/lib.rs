@@ -139,6 +139,10 @@ pub mod event_kind {
     /// reading what was buffered after the peer's FIN); `conn` carries the
     /// tuple and the bytes.
     pub const LATE: u32 = 3;
+    /// A process was seen owning a socket for the first time (recently):
+    /// user space reads /proc for it while it still runs. `conn` carries
+    /// only `tgid` and `comm`.
+    pub const PROCESS: u32 = 4;
 }
 
 /// A ring buffer record.

@@ -1,0 +1,209 @@
+//! Test traffic with exact, known sizes, for the end-to-end tests. Each
+//! subcommand prints nothing on success and exits non-zero, saying why, on
+//! any deviation (short read, wrong byte count), so a test can trust that
+//! the bytes it asked for really crossed the network.
+//!
+//! ```text
+//! flowscope-traffic tcp-server ADDR EXPECT REPLY [--reset]
+//! flowscope-traffic tcp-client ADDR SEND EXPECT
+//! flowscope-traffic tcp-hold ADDR CHUNK EVERY_MS COUNT
+//! flowscope-traffic tcp-connect ADDR          (expects the connect to fail)
+//! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
+//! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
+//! ```
+//! A server serves one connection (or one UDP exchange) and exits.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, String>;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
+    args.get(i)
+        .ok_or_else(|| format!("missing argument {what}"))?
+        .parse()
+        .map_err(|_| format!("bad {what}: {:?}", args[i]))
+}
+
+fn read_exact_count(s: &mut TcpStream, n: u64) -> Result<()> {
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0u64;
+    while got < n {
+        let want = buf.len().min((n - got) as usize);
+        let r = s.read(&mut buf[..want]).map_err(|e| format!("read after {got} bytes: {e}"))?;
+        if r == 0 {
+            return Err(format!("peer closed after {got} of {n} bytes"));
+        }
+        got += r as u64;
+    }
+    Ok(())
+}
+
+fn write_count(s: &mut TcpStream, n: u64) -> Result<()> {
+    let buf = vec![b'f'; 65536];
+    let mut left = n;
+    while left > 0 {
+        let chunk = buf.len().min(left as usize);
+        s.write_all(&buf[..chunk]).map_err(|e| format!("write: {e}"))?;
+        left -= chunk as u64;
+    }
+    Ok(())
+}
+
+/// Closes with a RST instead of a FIN (SO_LINGER with a zero timeout).
+fn abort(s: TcpStream) -> Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket fd and a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("SO_LINGER: {}", std::io::Error::last_os_error()));
+    }
+    drop(s);
+    Ok(())
+}
+
+fn tcp_server(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let expect: u64 = arg(args, 1, "EXPECT")?;
+    let reply: u64 = arg(args, 2, "REPLY")?;
+    let reset = args.get(3).is_some_and(|a| a == "--reset");
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    // Tell the test we listen: it waits for this line.
+    println!("listening");
+    std::io::stdout().flush().ok();
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    read_exact_count(&mut s, expect)?;
+    write_count(&mut s, reply)?;
+    if reset {
+        return abort(s);
+    }
+    s.shutdown(std::net::Shutdown::Write).ok();
+    // Wait for the client's FIN so both sides close cleanly.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| format!("draining: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} unexpected extra bytes", rest.len()));
+    }
+    Ok(())
+}
+
+fn tcp_client(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let send: u64 = arg(args, 1, "SEND")?;
+    let expect: u64 = arg(args, 2, "EXPECT")?;
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    write_count(&mut s, send)?;
+    read_exact_count(&mut s, expect)?;
+    // The server closes first (or resets); read to its end.
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => Ok(()),
+        Ok(_) => Err(format!("{} unexpected extra bytes", rest.len())),
+        // A reset after all expected bytes is what --reset servers do.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Err(e) => Err(format!("reading the end: {e}")),
+    }
+}
+
+fn tcp_hold(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let chunk: u64 = arg(args, 1, "CHUNK")?;
+    let every: u64 = arg(args, 2, "EVERY_MS")?;
+    let count: u64 = arg(args, 3, "COUNT")?;
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    for _ in 0..count {
+        write_count(&mut s, chunk)?;
+        std::thread::sleep(Duration::from_millis(every));
+    }
+    s.shutdown(std::net::Shutdown::Write).ok();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| format!("reading the end: {e}"))?;
+    Ok(())
+}
+
+fn tcp_connect(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    match TcpStream::connect(addr) {
+        Ok(_) => Err(format!("connect {addr} succeeded; the test expected a failure")),
+        Err(e) => {
+            println!("{:?}", e.kind());
+            Ok(())
+        }
+    }
+}
+
+fn udp_server(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: u64 = arg(args, 1, "COUNT")?;
+    let replies: u64 = arg(args, 2, "REPLIES")?;
+    let size: usize = arg(args, 3, "REPLY_SIZE")?;
+    let s = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().ok();
+    let mut buf = vec![0u8; 65536];
+    let mut peer = None;
+    for i in 0..count {
+        let (_, from) = s.recv_from(&mut buf).map_err(|e| format!("recv {i}: {e}"))?;
+        peer = Some(from);
+    }
+    let peer = peer.ok_or("no datagram")?;
+    let reply = vec![b'r'; size];
+    for _ in 0..replies {
+        s.send_to(&reply, peer).map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(())
+}
+
+fn udp_client(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: u64 = arg(args, 1, "COUNT")?;
+    let size: usize = arg(args, 2, "SIZE")?;
+    let replies: u64 = arg(args, 3, "REPLIES")?;
+    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| "bind address")?;
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let payload = vec![b'u'; size];
+    for _ in 0..count {
+        // Unconnected sendto: the peer is only in the packet.
+        s.send_to(&payload, addr).map_err(|e| format!("send: {e}"))?;
+    }
+    let mut buf = vec![0u8; 65536];
+    for i in 0..replies {
+        s.recv_from(&mut buf).map_err(|e| format!("reply {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let r = match args.first().map(String::as_str) {
+        Some("tcp-server") => tcp_server(rest),
+        Some("tcp-client") => tcp_client(rest),
+        Some("tcp-hold") => tcp_hold(rest),
+        Some("tcp-connect") => tcp_connect(rest),
+        Some("udp-server") => udp_server(rest),
+        Some("udp-client") => udp_client(rest),
+        _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowscope-traffic: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

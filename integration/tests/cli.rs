@@ -1,0 +1,60 @@
+//! The command line: config validation errors name the key path and the
+//! line; the embedded default is valid.
+
+use std::process::Command;
+
+use flowscope_integration::built_binary;
+
+fn validate(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(built_binary("flowscope"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const GOOD: &str = "receivers:
+  ebpf:
+    collection_interval: 5s
+exporters:
+  file:
+    path: /tmp/x.jsonl
+service:
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      exporters: [file]
+";
+
+#[test]
+fn unknown_key_names_path_and_line() {
+    let (ok, err) = validate(&GOOD.replace("collection_interval: 5s", "collection_interval: 5s\n    colection: 1"));
+    assert!(!ok);
+    assert!(err.contains("bad.yaml:4:"), "{err}");
+    assert!(err.contains("receivers.ebpf"), "{err}");
+    assert!(err.contains("colection"), "{err}");
+}
+
+#[test]
+fn bad_type_names_path_and_line() {
+    let (ok, err) = validate(&GOOD.replace("path: /tmp/x.jsonl", "path: /tmp/x.jsonl\n    rotation:\n      max_megabytes: lots"));
+    assert!(!ok);
+    assert!(err.contains("bad.yaml:8:"), "{err}");
+    assert!(err.contains("exporters.file.rotation.max_megabytes"), "{err}");
+}
+
+#[test]
+fn good_config_and_embedded_default_validate() {
+    let (ok, err) = validate(GOOD);
+    assert!(ok, "{err}");
+    let out = Command::new(built_binary("flowscope")).arg("default-config").output().unwrap();
+    let default = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ok, err) = validate(&default);
+    assert!(ok, "{err}");
+    let out = Command::new(built_binary("flowscope")).arg("version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("flowscope "));
+}

@@ -1,0 +1,236 @@
+//! Wires a loaded config into running components.
+//!
+//! ```text
+//! receiver --(bounded)--> fan-out --(bounded)--> pipeline: Chain -> exporters
+//! self-telemetry tick ----^
+//! ```
+//! Every receiver runs in its own task and sends one `FlowBatch` per
+//! interval. A fan-out task per receiver clones the batch to each pipeline
+//! that lists it; a pipeline task runs its processor chain and submits the
+//! result to its exporters, whose queues never block. Shutdown runs the same
+//! way: receivers send their last partial interval and close their channels,
+//! the pipelines drain, and the exporters flush.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use flowscope_exporters::ExporterHandle;
+use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
+use flowscope_otel_config::receivers::ResourceGranularity;
+use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
+use flowscope_processors::Chain;
+use flowscope_receiver::{
+    CollectorSettings, EbpfReceiver, Granularity, LoadOptions, ReceiverSettings, ephemeral_ports,
+    host_attrs, self_resource, unix_nanos,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Batches waiting between stages. Small: a batch is a whole interval.
+const STAGE_QUEUE: usize = 4;
+
+/// The running agent.
+pub struct Agent {
+    shutdown: watch::Sender<bool>,
+    sources: Vec<JoinHandle<()>>,
+    self_stop: watch::Sender<bool>,
+    self_task: JoinHandle<()>,
+    pipelines: Vec<JoinHandle<()>>,
+    exporters: Vec<ExporterHandle>,
+}
+
+fn ebpf_settings(cfg: &flowscope_otel_config::receivers::EbpfReceiverConfig) -> anyhow::Result<ReceiverSettings> {
+    let max_flows = u32::try_from(cfg.max_tracked_flows)
+        .map_err(|_| anyhow!("max_tracked_flows {} does not fit a kernel map", cfg.max_tracked_flows))?;
+    Ok(ReceiverSettings {
+        interval: cfg.collection_interval,
+        load: LoadOptions { tcp: cfg.tcp, udp: cfg.udp, max_flows, ring_buffer_bytes: cfg.ring_buffer_bytes },
+        collector: CollectorSettings {
+            max_tracked: cfg.max_tracked_flows,
+            granularity: match cfg.resource_granularity {
+                ResourceGranularity::Service => Granularity::Service,
+                ResourceGranularity::Process => Granularity::Process,
+            },
+            rtt_bounds: Arc::from(cfg.rtt_buckets.as_slice()),
+            duration_bounds: Arc::from(cfg.duration_buckets.as_slice()),
+            ephemeral: ephemeral_ports(),
+            host: host_attrs(),
+        },
+    })
+}
+
+impl Agent {
+    /// Starts every component the pipelines use. Must run inside a tokio
+    /// runtime. Fails, naming the component, when one cannot start.
+    pub fn start(config: &Config, telemetry: Telemetry) -> anyhow::Result<Agent> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        // Exporters: one instance per id, shared by the pipelines naming it.
+        let mut exporters: HashMap<ComponentId, ExporterHandle> = HashMap::new();
+        for pipeline in config.service.pipelines.values() {
+            for id in &pipeline.exporters {
+                if exporters.contains_key(id) {
+                    continue;
+                }
+                let cfg = config
+                    .exporters
+                    .get(id)
+                    .ok_or_else(|| anyhow!("exporter {id} is not defined"))?;
+                let handle = flowscope_exporters::build(id, cfg, telemetry.clone())
+                    .with_context(|| format!("starting exporter {id}"))?;
+                exporters.insert(id.clone(), handle);
+            }
+        }
+
+        // Pipelines: a chain each, fed by a bounded channel.
+        let mut inputs: HashMap<ComponentId, Vec<mpsc::Sender<FlowBatch>>> = HashMap::new();
+        let mut self_inputs = Vec::new();
+        let mut pipelines = Vec::new();
+        for (pid, pipeline) in &config.service.pipelines {
+            let procs = pipeline
+                .processors
+                .iter()
+                .map(|id| {
+                    let cfg = config
+                        .processors
+                        .get(id)
+                        .ok_or_else(|| anyhow!("processor {id} is not defined"))?;
+                    flowscope_processors::build(id, cfg, telemetry.clone())
+                        .with_context(|| format!("starting processor {id} of pipeline {pid}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let chain = Chain::new(procs, telemetry.clone());
+            let outs: Vec<ExporterHandle> = pipeline.exporters.iter().filter_map(|id| exporters.get(id).cloned()).collect();
+            let (tx, rx) = mpsc::channel(STAGE_QUEUE);
+            for r in &pipeline.receivers {
+                inputs.entry(r.clone()).or_default().push(tx.clone());
+            }
+            self_inputs.push(tx);
+            pipelines.push(tokio::spawn(run_pipeline(pid.to_string(), chain, rx, outs)));
+        }
+
+        // Receivers.
+        let mut sources = Vec::new();
+        let mut interval = Duration::from_secs(10);
+        for (id, outs) in inputs {
+            let cfg = config
+                .receivers
+                .get(&id)
+                .ok_or_else(|| anyhow!("receiver {id} is not defined"))?;
+            let (tx, rx) = mpsc::channel(STAGE_QUEUE);
+            match cfg {
+                ReceiverConfig::Ebpf(c) => {
+                    interval = interval.min(c.collection_interval);
+                    let settings = ebpf_settings(c)?;
+                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), None)
+                        .with_context(|| format!("starting receiver {id}"))?;
+                    let stop = shutdown_rx.clone();
+                    let name = id.to_string();
+                    sources.push(tokio::spawn(async move {
+                        if let Err(e) = receiver.run(tx, stop).await {
+                            tracing::error!(receiver = %name, "stopped: {e:#}");
+                        }
+                    }));
+                }
+                other => bail!("receiver {id}: type {} is not supported by this build", other.kind()),
+            }
+            sources.push(tokio::spawn(fan_out(rx, outs)));
+        }
+
+        // The agent's own telemetry, once per (shortest) interval.
+        let (self_stop, self_stop_rx) = watch::channel(false);
+        let self_task = tokio::spawn(self_telemetry(telemetry, interval, self_inputs, self_stop_rx));
+
+        Ok(Agent {
+            shutdown,
+            sources,
+            self_stop,
+            self_task,
+            pipelines,
+            exporters: exporters.into_values().collect(),
+        })
+    }
+
+    /// Stops the receivers (each sends its last partial interval), lets the
+    /// pipelines drain and flushes the exporters.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for s in self.sources {
+            let _ = s.await;
+        }
+        // Only now is every count of the last interval in: report them.
+        let _ = self.self_stop.send(true);
+        let _ = self.self_task.await;
+        for p in self.pipelines {
+            let _ = p.await;
+        }
+        for e in self.exporters {
+            e.shutdown().await;
+        }
+    }
+}
+
+async fn fan_out(mut rx: mpsc::Receiver<FlowBatch>, outs: Vec<mpsc::Sender<FlowBatch>>) {
+    while let Some(batch) = rx.recv().await {
+        if let Some((last, rest)) = outs.split_last() {
+            for o in rest {
+                let _ = o.send(batch.clone()).await;
+            }
+            let _ = last.send(batch).await;
+        }
+    }
+}
+
+async fn run_pipeline(
+    name: String,
+    mut chain: Chain,
+    mut rx: mpsc::Receiver<FlowBatch>,
+    exporters: Vec<ExporterHandle>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let metrics: MetricBatch = chain.process(batch);
+        tracing::debug!(pipeline = %name, points = metrics.points.len(), "interval processed");
+        let metrics = Arc::new(metrics);
+        for e in &exporters {
+            e.submit(metrics.clone());
+        }
+    }
+    info!(pipeline = %name, "pipeline drained");
+}
+
+async fn self_telemetry(
+    telemetry: Telemetry,
+    interval: Duration,
+    outs: Vec<mpsc::Sender<FlowBatch>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let resource = self_resource();
+    let mut start = std::time::SystemTime::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let now = std::time::SystemTime::now();
+        let points = telemetry.drain(&resource);
+        let batch = FlowBatch {
+            start_unix_nanos: unix_nanos(start),
+            end_unix_nanos: unix_nanos(now),
+            flows: Vec::new(),
+            points,
+        };
+        start = now;
+        for o in &outs {
+            if o.send(batch.clone()).await.is_err() {
+                warn!("a pipeline stopped before the agent");
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
