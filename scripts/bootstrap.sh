@@ -49,7 +49,9 @@ if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linke
 fi
 
 if [ $want_test -eq 1 ]; then
-  apt_install nftables dnsmasq-base bind9-dnsutils nginx-light conntrack prometheus
+  # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
+  # Prometheus (scrapes the prometheus exporter).
+  apt_install nftables dnsmasq-base bind9-dnsutils prometheus
 fi
 
 # tracefs carries the tracepoint format files the receiver reads offsets from.
