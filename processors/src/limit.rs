@@ -25,19 +25,15 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 /// Default series per metric.
 pub const DEFAULT_MAX_SERIES: usize = 2_000;
 
-/// One series holding a slot.
+/// One series holding a slot. The series is known by a 128-bit
+/// fingerprint of its Resource and attributes (two independently seeded
+/// 64-bit hashes) rather than by a copy of them: a slot then costs a few
+/// dozen bytes instead of a copy of every attribute, and even with millions
+/// of series the chance that two share a fingerprint is below 10^-25.
 struct Slot {
-    resource: Arc<Attrs>,
-    attrs: Attrs,
+    fingerprint: (u64, u64),
     /// The last interval it reported in.
     last: u64,
-}
-
-impl Slot {
-    fn is(&self, p: &Point) -> bool {
-        (Arc::ptr_eq(&self.resource, &p.resource) || self.resource == p.resource)
-            && self.attrs == p.attrs
-    }
 }
 
 #[derive(Default)]
@@ -50,7 +46,9 @@ pub struct Limiter {
     default_max: usize,
     per_metric: HashMap<String, usize>,
     slots: hashbrown::HashMap<&'static str, Slots>,
-    state: DefaultHashBuilder,
+    /// Two independently seeded hashers for the fingerprint; the first
+    /// also places the slot in its table.
+    state: (DefaultHashBuilder, DefaultHashBuilder),
     interval: u64,
     telemetry: Telemetry,
 }
@@ -67,7 +65,7 @@ impl Limiter {
             default_max,
             per_metric,
             slots: hashbrown::HashMap::new(),
-            state: DefaultHashBuilder::default(),
+            state: (DefaultHashBuilder::default(), DefaultHashBuilder::default()),
             interval: 0,
             telemetry,
         }
@@ -90,17 +88,20 @@ impl Limiter {
     pub fn apply(&mut self, points: Vec<Point>) -> Vec<Point> {
         self.interval += 1;
         let now = self.interval;
-        let state = &self.state;
-        let hashes: Vec<u64> = points
+        let (a, b) = &self.state;
+        let hashes: Vec<(u64, u64)> = points
             .iter()
-            .map(|p| state.hash_one((&*p.resource, &p.attrs)))
+            .map(|p| {
+                let key = (&*p.resource, &p.attrs);
+                (a.hash_one(key), b.hash_one(key))
+            })
             .collect();
 
         // 1. Series that hold a slot keep it.
         let mut keep = vec![false; points.len()];
         for (i, p) in points.iter().enumerate() {
             if let Some(s) = self.slots.get_mut(p.metric.name)
-                && let Some(slot) = s.held.find_mut(hashes[i], |s| s.is(p))
+                && let Some(slot) = s.held.find_mut(hashes[i].0, |s| s.fingerprint == hashes[i])
             {
                 slot.last = now;
                 keep[i] = true;
@@ -122,20 +123,16 @@ impl Limiter {
             }
             let max = self.max_for(p.metric.name);
             let slots = self.slots.entry(p.metric.name).or_default();
-            if let Some(slot) = slots.held.find_mut(hash, |s| s.is(&p)) {
+            if let Some(slot) = slots.held.find_mut(hash.0, |s| s.fingerprint == hash) {
                 // A duplicate of a series admitted earlier in this batch.
                 slot.last = now;
                 out.push(p);
             } else if slots.held.len() < max {
                 let slot = Slot {
-                    resource: p.resource.clone(),
-                    attrs: p.attrs.clone(),
+                    fingerprint: hash,
                     last: now,
                 };
-                let state = &self.state;
-                slots
-                    .held
-                    .insert_unique(hash, slot, |s| state.hash_one((&*s.resource, &s.attrs)));
+                slots.held.insert_unique(hash.0, slot, |s| s.fingerprint.0);
                 out.push(p);
             } else {
                 match overflow.iter_mut().find(|(m, _, _)| *m == p.metric) {
