@@ -283,3 +283,31 @@ fn sigterm_flushes_the_last_interval() {
     assert_eq!(total(&p, IO, &client, &[("network.io.direction", "transmit")]), 4321.0);
     assert_eq!(total(&p, IO, &client, &[("network.io.direction", "receive")]), 1234.0);
 }
+
+#[test]
+fn full_kernel_map_is_counted_not_fatal() {
+    let net = NetPair::new().unwrap();
+    // Room for two connections in the kernel; twenty will be open at once.
+    let agent = Agent::start_with(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n    max_tracked_flows: 2\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n",
+    )
+    .unwrap();
+    let t = traffic();
+    let addr = format!("{}:5009", net.a_v4());
+    let server = net.serve(&net.a, &[&t, "tcp-many-server", &addr, "20"]).unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-many", &addr, "20", "1500"]).unwrap();
+    server.finish().unwrap();
+    let lost = agent.wait_for("map_full counted", WAIT, |p| {
+        let n = sum(p, "flowscope.events.lost", &[("source", "ebpf.tcp"), ("reason", "map_full")]);
+        (n > 0.0).then_some(n)
+    });
+    // Every connection either was tracked or was counted as lost: 20 client
+    // and 20 server sockets competed for 2 slots (other host traffic may
+    // take slots too, so at least 36 were refused).
+    assert!(lost >= 36.0, "only {lost} connections counted as lost");
+    // And the agent keeps exporting.
+    let before = agent.points().len();
+    agent.wait_for("more intervals", WAIT, |p| (p.len() > before).then_some(()));
+}

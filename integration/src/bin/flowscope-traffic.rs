@@ -8,6 +8,8 @@
 //! flowscope-traffic tcp-client ADDR SEND EXPECT
 //! flowscope-traffic tcp-hold ADDR CHUNK EVERY_MS COUNT
 //! flowscope-traffic tcp-connect ADDR          (expects the connect to fail)
+//! flowscope-traffic tcp-many-server ADDR COUNT  (accepts COUNT, reads each to its end)
+//! flowscope-traffic tcp-many ADDR COUNT HOLD_MS (COUNT connections open at once)
 //! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
 //! ```
@@ -143,6 +145,43 @@ fn tcp_connect(args: &[String]) -> Result<()> {
     }
 }
 
+fn tcp_many_server(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: usize = arg(args, 1, "COUNT")?;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().ok();
+    let mut handles = Vec::new();
+    for _ in 0..count {
+        let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+        handles.push(std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).map(|_| rest.len())
+        }));
+    }
+    for h in handles {
+        let n = h.join().map_err(|_| "reader panicked")?.map_err(|e| format!("read: {e}"))?;
+        if n != 100 {
+            return Err(format!("a connection carried {n} bytes, not 100"));
+        }
+    }
+    Ok(())
+}
+
+fn tcp_many(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: usize = arg(args, 1, "COUNT")?;
+    let hold: u64 = arg(args, 2, "HOLD_MS")?;
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        write_count(&mut s, 100)?;
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(hold));
+    Ok(())
+}
+
 fn udp_server(args: &[String]) -> Result<()> {
     let addr: SocketAddr = arg(args, 0, "ADDR")?;
     let count: u64 = arg(args, 1, "COUNT")?;
@@ -195,6 +234,8 @@ fn main() -> ExitCode {
         Some("tcp-client") => tcp_client(rest),
         Some("tcp-hold") => tcp_hold(rest),
         Some("tcp-connect") => tcp_connect(rest),
+        Some("tcp-many-server") => tcp_many_server(rest),
+        Some("tcp-many") => tcp_many(rest),
         Some("udp-server") => udp_server(rest),
         Some("udp-client") => udp_client(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
