@@ -203,8 +203,14 @@ impl Sink for ConsoleSink {
     type Item = MetricBatch;
 
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
-        let text = render(batch, self.max_rows);
         let n = batch.points.len() as u64;
+        // The agent's own telemetry arrives in batches of its own each
+        // interval; the table is about the host's traffic, so those print
+        // nothing (and an idle interval still prints its empty table).
+        if !batch.points.is_empty() && batch.points.iter().all(|p| p.metric.name.starts_with("flowscope.")) {
+            return Outcome::sent(n);
+        }
+        let text = render(batch, self.max_rows);
         match self
             .out
             .write_all(text.as_bytes())
