@@ -27,7 +27,6 @@ pub mod packet;
 pub mod tcp;
 pub mod topk;
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -216,8 +215,7 @@ impl DnsReceiver {
             settings.name_cache_size,
             settings.name_ttl_grace,
         ));
-        let ns_paths: owner::NsPaths = Arc::new(Mutex::new(HashMap::new()));
-        let owners = owner::ProcOwners::new(ns_paths.clone(), host_attrs());
+        let owners = owner::ProcOwners::new(host_attrs());
         let engine = Arc::new(Mutex::new(Engine::new(
             settings.engine(),
             telemetry.clone(),
@@ -233,7 +231,6 @@ impl DnsReceiver {
             },
             prog_fd,
             telemetry,
-            ns_paths,
             engine: engine.clone(),
             stop: stop.clone(),
             open: open.clone(),
