@@ -139,6 +139,8 @@ impl Pair {
                 &s,
                 "--listen-address",
                 &s6,
+                "--listen-address",
+                "127.0.0.1",
             ])
             .arg(format!("--address=/known.test/{s}"))
             .arg(format!("--address=/known.test/{s6}"))
@@ -193,11 +195,15 @@ impl Pair {
     }
 
     fn dig(&self, args: &[&str]) -> String {
+        self.dig_in(&self.b, args)
+    }
+
+    fn dig_in(&self, ns: &str, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &self.b,
+                ns,
                 "env",
                 "OTEL_SERVICE_NAME=dig-client",
                 "dig",
@@ -632,6 +638,43 @@ fn dropped_responses_time_out_once_each() {
             .sum();
         assert_eq!(one, 1, "{name}");
     }
+    agent.stop();
+}
+
+/// On loopback the kernel shows each packet twice (outgoing, then
+/// incoming): each lookup still counts once, as the client's.
+#[test]
+fn loopback_lookups_count_once() {
+    let mut pair = Pair::new(3);
+    pair.start_dnsmasq();
+    let mut agent = Agent::start(test_settings(), &pair);
+    const N: u64 = 5;
+    for _ in 0..N {
+        let out = pair.dig_in(
+            &pair.a,
+            &["+tries=1", "+time=2", "@127.0.0.1", "known.test", "A"],
+        );
+        assert!(out.contains("status: NOERROR"), "{out}");
+    }
+    let any = [
+        (attr::SERVER_ADDRESS, "127.0.0.1"),
+        (attr::DNS_QUESTION_NAME, "known.test"),
+    ];
+    let client = [
+        (attr::SERVER_ADDRESS, "127.0.0.1"),
+        (attr::FLOW_ROLE, "client"),
+    ];
+    agent.wait_for(20, "the loopback lookups", |p| count(p, DUR, &any) >= N);
+    agent.settle(2);
+    // Every receiver captures every namespace, but only this test asks
+    // 127.0.0.1.
+    assert_eq!(
+        count(&agent.points, DUR, &any),
+        N,
+        "{:#?}",
+        summary(&agent.points)
+    );
+    assert_eq!(count(&agent.points, DUR, &client), N);
     agent.stop();
 }
 

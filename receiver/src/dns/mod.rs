@@ -172,6 +172,7 @@ pub struct DnsReceiver {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     interval: Duration,
+    telemetry: Telemetry,
     open: Arc<Mutex<Vec<u32>>>,
     /// Keeps the loaded object (and its port map) alive.
     _ebpf: Ebpf,
@@ -230,7 +231,7 @@ impl DnsReceiver {
                 rcvbuf: settings.socket_buffer_bytes,
             },
             prog_fd,
-            telemetry,
+            telemetry: telemetry.clone(),
             engine: engine.clone(),
             stop: stop.clone(),
             open: open.clone(),
@@ -244,6 +245,7 @@ impl DnsReceiver {
             stop,
             thread: Some(thread),
             interval: settings.collection_interval,
+            telemetry,
             open,
             _ebpf: ebpf,
         };
@@ -298,7 +300,11 @@ impl DnsReceiver {
                 points,
             };
             start = now;
+            let n = batch.points.len() as u64;
             if tx.send(batch).await.is_err() {
+                // The pipeline is gone (shutting down): say what it held.
+                self.telemetry
+                    .events_lost(engine::SOURCE, "pipeline_closed", n);
                 self.stop.store(true, Ordering::Relaxed);
                 return Ok(());
             }
