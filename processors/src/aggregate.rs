@@ -13,6 +13,8 @@
 //! [`MetricBatch::coalesce`].
 //!
 //! [`MetricBatch::coalesce`]: flowscope_model::MetricBatch::coalesce
+//! [`FlowStats`]: flowscope_model::FlowStats
+//! [`FlowStats::merge`]: flowscope_model::FlowStats::merge
 
 use std::hash::BuildHasher;
 use std::sync::Arc;

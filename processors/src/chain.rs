@@ -53,6 +53,7 @@ impl Chain {
                 }
             }
         }
+        warn_on_order(&flow_stages);
         let (group_by, limiter) = match aggregate {
             Some(a) => (
                 a.group_by,
@@ -117,5 +118,29 @@ impl Chain {
     /// diagnostics).
     pub fn series_held(&self, metric: &str) -> usize {
         self.limiter.held(metric)
+    }
+}
+
+/// Each enrichment reads what the earlier ones wrote; say so when the
+/// configured order makes one of them see nothing.
+fn warn_on_order(stages: &[FlowStage]) {
+    let pos = |f: fn(&FlowStage) -> bool| stages.iter().position(f);
+    let cloud = pos(|s| matches!(s, FlowStage::Cloud(_)));
+    let peer = pos(|s| matches!(s, FlowStage::Peer(_)));
+    let locality = pos(|s| matches!(s, FlowStage::Locality(_)));
+    let cost = pos(|s| matches!(s, FlowStage::Cost(_)));
+    let before = |a: Option<usize>, b: Option<usize>| matches!((a, b), (Some(a), Some(b)) if a > b);
+    if before(cloud, locality) || before(peer, locality) {
+        tracing::warn!(
+            "`locality` runs before `cloud` or `peer` in this pipeline and will not see their attributes; list it after them"
+        );
+    }
+    if before(locality, cost) {
+        tracing::warn!(
+            "`cost` runs before `locality` in this pipeline and prices nothing; list it after `locality`"
+        );
+    }
+    if cost.is_some() && locality.is_none() {
+        tracing::warn!("`cost` without `locality` in this pipeline prices nothing");
     }
 }

@@ -226,3 +226,15 @@ pub fn build_with(
         stage,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The agent moves each pipeline's chain into its own task.
+    #[test]
+    fn chains_and_processors_can_move_between_threads() {
+        fn send<T: Send + 'static>() {}
+        send::<crate::Chain>();
+        send::<crate::Processor>();
+        send::<crate::LocalServices>();
+    }
+}

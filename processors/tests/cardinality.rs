@@ -190,3 +190,30 @@ fn overflow_resource_is_what_all_overflowing_resources_share() {
     let keys: Vec<&str> = over[0].resource.iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["host.name", "os.type"]);
 }
+
+#[test]
+fn histograms_past_the_limit_merge_bucket_by_bucket() {
+    let telemetry = Telemetry::new();
+    let mut chain = limited(2, &telemetry);
+    let bounds: Arc<[f64]> = Arc::from(&[0.001, 0.01][..]);
+    let mut flows = peers(&resource("svc"), 0..5);
+    for (i, f) in flows.iter_mut().enumerate() {
+        // Peers 2, 3, 4 overflow with samples 0.0005, 0.005 and 0.05.
+        f.stats
+            .record_rtt(&bounds, [0.0001, 0.0001, 0.0005, 0.005, 0.05][i], 0.0);
+    }
+    let out = chain.process(batch(flows));
+    let PointValue::Histogram(h) =
+        value_of(&out.points, "network.tcp.rtt", &[(attr::OVERFLOW, "true")])
+    else {
+        panic!("not a histogram")
+    };
+    assert_eq!(h.counts, vec![1, 1, 1]);
+    assert_eq!(h.count, 3);
+    assert_eq!((h.min, h.max), (0.0005, 0.05));
+    let counted = telemetry.total(
+        FLOWS_OVERFLOW,
+        &Attrs::new().with(attr::METRIC, "network.tcp.rtt"),
+    );
+    assert_eq!(counted, 3);
+}

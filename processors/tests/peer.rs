@@ -72,6 +72,9 @@ fn shipped_aws_and_gcp_ranges_longest_prefix_wins() {
         cloud(&a),
         (Some("gcp"), Some("africa-south1"), Some("Google Cloud"))
     );
+    // An IPv4-mapped IPv6 peer is looked up as IPv4.
+    let a = enrich(&mut chain, "[::ffff:140.179.36.210]:443");
+    assert_eq!(cloud(&a), (Some("aws"), Some("cn-north-1"), Some("S3")));
     // Not a cloud address.
     let a = enrich(&mut chain, "198.18.9.9:443");
     assert_eq!(cloud(&a), (None, None, None));

@@ -35,7 +35,6 @@ use flowscope_model::Telemetry;
 use thiserror::Error;
 
 use super::engine::{Captured, Direction, Engine, SOURCE};
-use super::owner::NsPaths;
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
@@ -267,7 +266,6 @@ pub struct Capture {
     pub settings: CaptureSettings,
     pub prog_fd: OwnedFd,
     pub telemetry: Telemetry,
-    pub ns_paths: NsPaths,
     pub engine: Arc<Mutex<Engine>>,
     pub stop: Arc<AtomicBool>,
     /// Namespaces with an open socket, for tests and health.
@@ -355,7 +353,6 @@ impl Capture {
                 }
             }
         }
-        *self.ns_paths.lock().unwrap_or_else(|e| e.into_inner()) = found;
         let mut open: Vec<u32> = socks.keys().copied().collect();
         open.sort_unstable();
         *self.open.lock().unwrap_or_else(|e| e.into_inner()) = open;

@@ -27,7 +27,6 @@ pub mod packet;
 pub mod tcp;
 pub mod topk;
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,6 +172,7 @@ pub struct DnsReceiver {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     interval: Duration,
+    telemetry: Telemetry,
     open: Arc<Mutex<Vec<u32>>>,
     /// Keeps the loaded object (and its port map) alive.
     _ebpf: Ebpf,
@@ -216,8 +216,7 @@ impl DnsReceiver {
             settings.name_cache_size,
             settings.name_ttl_grace,
         ));
-        let ns_paths: owner::NsPaths = Arc::new(Mutex::new(HashMap::new()));
-        let owners = owner::ProcOwners::new(ns_paths.clone(), host_attrs());
+        let owners = owner::ProcOwners::new(host_attrs());
         let engine = Arc::new(Mutex::new(Engine::new(
             settings.engine(),
             telemetry.clone(),
@@ -232,8 +231,7 @@ impl DnsReceiver {
                 rcvbuf: settings.socket_buffer_bytes,
             },
             prog_fd,
-            telemetry,
-            ns_paths,
+            telemetry: telemetry.clone(),
             engine: engine.clone(),
             stop: stop.clone(),
             open: open.clone(),
@@ -247,6 +245,7 @@ impl DnsReceiver {
             stop,
             thread: Some(thread),
             interval: settings.collection_interval,
+            telemetry,
             open,
             _ebpf: ebpf,
         };
@@ -301,7 +300,11 @@ impl DnsReceiver {
                 points,
             };
             start = now;
+            let n = batch.points.len() as u64;
             if tx.send(batch).await.is_err() {
+                // The pipeline is gone (shutting down): say what it held.
+                self.telemetry
+                    .events_lost(engine::SOURCE, "pipeline_closed", n);
                 self.stop.store(true, Ordering::Relaxed);
                 return Ok(());
             }

@@ -1,29 +1,26 @@
 //! Which local process owns a DNS socket, from /proc.
 //!
 //! A captured packet names a local address and port, not a process. The
-//! kernel's socket tables of the packet's namespace (`/proc/net/udp`,
-//! `udp6`, `tcp`, `tcp6`, read after entering the namespace with setns, so
-//! namespaces without any process, like `ip netns add` ones, work too) give
-//! the socket inode for the port; the `/proc/<pid>/fd` links of the
-//! processes in that namespace give the process holding that inode. The
+//! processes of the packet's namespace are those whose `/proc/<pid>/ns/net`
+//! names it; the socket tables any of them shows (`/proc/<pid>/net/udp`,
+//! `udp6`, `tcp`, `tcp6`) give the socket inode for the port, and the
+//! `/proc/<pid>/fd` links give the process holding that inode. The
 //! process becomes a Resource as the flow receiver builds them
 //! ([`ProcessCache`]: service.name, container.id, host.*).
 //!
 //! Every step is cached and rate-limited so that a flood of lookups from
 //! fresh sockets costs a bounded amount of /proc reading: a port's owner is
-//! cached for [`OWNER_TTL`]; a namespace's socket table is read at most
-//! every [`TABLE_MIN_AGE`] and its processes' fds scanned at most every
-//! [`SCAN_MIN_AGE`]. A socket that cannot be attributed (closed already,
+//! cached for [`OWNER_TTL`], and /proc is searched at most every
+//! [`SCAN_MIN_AGE`] per namespace. The search runs when the query is
+//! captured, while the asking process still waits for its answer; a
+//! process that is gone by then (the capture thread was behind) cannot be
+//! found. A socket that cannot be attributed (closed already,
 //! or the budget spent) gets `service.name=unknown_service`, as OpenTelemetry
 //! SDKs name an unknown service.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowscope_model::names::resource;
@@ -33,99 +30,67 @@ use super::engine::OwnerResolver;
 use crate::process::ProcessCache;
 
 pub const OWNER_TTL: Duration = Duration::from_secs(5);
-pub const TABLE_MIN_AGE: Duration = Duration::from_millis(5);
-pub const SCAN_MIN_AGE: Duration = Duration::from_millis(20);
+pub const SCAN_MIN_AGE: Duration = Duration::from_millis(2);
 /// `service.name` of lookups whose process is unknown.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
-/// Where each known network namespace can be entered: netns inode -> a
-/// path to its ns file (`/proc/<pid>/ns/net` or `/run/netns/<name>`).
-/// Filled by the capture's namespace scan.
-pub type NsPaths = Arc<Mutex<HashMap<u32, PathBuf>>>;
-
-struct NsState {
-    /// (transport, ipv6, port) -> socket inode, from the last table read.
-    table: HashMap<(Transport, u16), u64>,
-    table_read: Option<Instant>,
-    scanned: Option<Instant>,
-}
+type ServiceKey = (Arc<str>, Option<Arc<str>>);
 
 pub struct ProcOwners {
-    ns_paths: NsPaths,
-    home: Option<File>,
     host: Attrs,
     procs: ProcessCache,
     owners: HashMap<(u32, Transport, u16), (Arc<Attrs>, Instant)>,
-    ns: HashMap<u32, NsState>,
-    inode_pid: HashMap<u64, u32>,
-    resources: HashMap<(Arc<str>, Option<Arc<str>>), Arc<Attrs>>,
+    /// Last /proc pass per namespace (rate limit).
+    scanned: HashMap<u32, Instant>,
+    /// Shared Resources by (service.name, container.id).
+    resources: HashMap<ServiceKey, Arc<Attrs>>,
     unknown: Arc<Attrs>,
 }
 
 impl ProcOwners {
     /// `host` are the host attributes put on every Resource.
-    pub fn new(ns_paths: NsPaths, host: Attrs) -> Self {
+    pub fn new(host: Attrs) -> Self {
         let unknown = Arc::new(host.clone().with(resource::SERVICE_NAME, UNKNOWN_SERVICE));
         Self {
-            ns_paths,
-            // The namespace to return to after reading another one's tables.
-            home: File::open("/proc/thread-self/ns/net").ok(),
             host,
             procs: ProcessCache::new("/proc", Duration::from_secs(60), 4096),
             owners: HashMap::new(),
-            ns: HashMap::new(),
-            inode_pid: HashMap::new(),
+            scanned: HashMap::new(),
             resources: HashMap::new(),
             unknown,
         }
     }
 
-    fn inode_of(&mut self, netns: u32, transport: Transport, port: u16) -> Option<u64> {
+    /// The pid holding the `transport` socket on local `port` in `netns`.
+    fn pid_of(&mut self, netns: u32, transport: Transport, port: u16) -> Option<u32> {
         let now = Instant::now();
-        let st = self.ns.entry(netns).or_insert(NsState {
-            table: HashMap::new(),
-            table_read: None,
-            scanned: None,
-        });
-        if let Some(i) = st.table.get(&(transport, port)) {
-            return Some(*i);
-        }
-        if st
-            .table_read
-            .is_some_and(|t| now.duration_since(t) < TABLE_MIN_AGE)
-        {
-            return None;
-        }
-        st.table_read = Some(now);
-        let path = self
-            .ns_paths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&netns)
-            .cloned()?;
-        let tables = read_tables_in(&path, netns, self.home.as_ref())?;
-        let st = self.ns.get_mut(&netns)?;
-        st.table = tables;
-        st.table.get(&(transport, port)).copied()
-    }
-
-    fn pid_of(&mut self, netns: u32, inode: u64) -> Option<u32> {
-        if let Some(pid) = self.inode_pid.get(&inode) {
-            return Some(*pid);
-        }
-        let now = Instant::now();
-        let st = self.ns.get_mut(&netns)?;
-        if st
+        if self
             .scanned
-            .is_some_and(|t| now.duration_since(t) < SCAN_MIN_AGE)
+            .get(&netns)
+            .is_some_and(|t| now.duration_since(*t) < SCAN_MIN_AGE)
         {
             return None;
         }
-        st.scanned = Some(now);
-        // Rebuild the map for this namespace's processes.
-        self.inode_pid.retain(|_, _| false);
-        scan_fds(netns, &mut self.inode_pid);
-        self.inode_pid.get(&inode).copied()
+        if self.scanned.len() > 4096 {
+            self.scanned
+                .retain(|_, t| now.duration_since(*t) < SCAN_MIN_AGE);
+        }
+        self.scanned.insert(netns, now);
+        let pids = pids_in(netns);
+        // Any process of the namespace shows its socket tables.
+        let first = *pids.first()?;
+        let mut table = HashMap::new();
+        let files: &[&str] = match transport {
+            Transport::Udp => &["udp", "udp6"],
+            Transport::Tcp => &["tcp", "tcp6"],
+        };
+        for file in files {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{first}/net/{file}")) {
+                parse_table(&text, transport, &mut table);
+            }
+        }
+        let inode = *table.get(&(transport, port))?;
+        pids.into_iter().find(|pid| holds_socket(*pid, inode))
     }
 
     fn resource_of(&mut self, pid: u32) -> Arc<Attrs> {
@@ -162,13 +127,10 @@ impl OwnerResolver for ProcOwners {
         {
             return r.clone();
         }
-        let found = self
-            .inode_of(netns, transport, local.port())
-            .and_then(|inode| self.pid_of(netns, inode))
-            .map(|pid| self.resource_of(pid));
-        let Some(r) = found else {
+        let Some(pid) = self.pid_of(netns, transport, local.port()) else {
             return self.unknown.clone();
         };
+        let r = self.resource_of(pid);
         if self.owners.len() >= 65_536 {
             self.owners
                 .retain(|_, (_, at)| now.duration_since(*at) < OWNER_TTL);
@@ -181,42 +143,6 @@ impl OwnerResolver for ProcOwners {
         }
         r
     }
-}
-
-/// Enters the namespace at `path` (checking it is `netns`), reads its TCP
-/// and UDP socket tables, and returns to `home`.
-fn read_tables_in(
-    path: &PathBuf,
-    netns: u32,
-    home: Option<&File>,
-) -> Option<HashMap<(Transport, u16), u64>> {
-    let ns = File::open(path).ok()?;
-    if ns.metadata().ok()?.ino() != u64::from(netns) {
-        return None;
-    }
-    let home = home?;
-    // SAFETY: setns on this thread only, with valid namespace fds; the
-    // thread goes back to `home` before returning.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return None;
-    }
-    let mut table = HashMap::new();
-    for (file, transport) in [
-        ("udp", Transport::Udp),
-        ("udp6", Transport::Udp),
-        ("tcp", Transport::Tcp),
-        ("tcp6", Transport::Tcp),
-    ] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
-            parse_table(&text, transport, &mut table);
-        }
-    }
-    // SAFETY: as above.
-    let back = unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
-    if back != 0 {
-        tracing::error!("cannot return the DNS capture thread to its network namespace");
-    }
-    Some(table)
 }
 
 /// Adds `port -> inode` for each socket of a /proc/net/{tcp,udp}{,6} table.
@@ -244,12 +170,13 @@ pub fn parse_table(text: &str, transport: Transport, out: &mut HashMap<(Transpor
     }
 }
 
-/// Maps socket inodes to pids for every process in namespace `netns`.
-fn scan_fds(netns: u32, out: &mut HashMap<u64, u32>) {
+/// The pids of the processes in network namespace `netns`.
+fn pids_in(netns: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
     let want = format!("net:[{netns}]");
+    let mut pids = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -258,29 +185,23 @@ fn scan_fds(netns: u32, out: &mut HashMap<u64, u32>) {
         else {
             continue;
         };
-        let base = entry.path();
-        match std::fs::read_link(base.join("ns/net")) {
-            Ok(l) if l.as_os_str() == want.as_str() => {}
-            _ => continue,
-        }
-        let Ok(fds) = std::fs::read_dir(base.join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let Some(inode) = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            out.entry(inode).or_insert(pid);
+        if std::fs::read_link(entry.path().join("ns/net"))
+            .is_ok_and(|l| l.as_os_str() == want.as_str())
+        {
+            pids.push(pid);
         }
     }
+    pids
+}
+
+/// Whether process `pid` has socket `inode` open.
+fn holds_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
 }
 
 #[cfg(test)]
