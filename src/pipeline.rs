@@ -90,6 +90,19 @@ impl Agent {
         let mut self_inputs = Vec::new();
         let mut pipelines = Vec::new();
         for (pid, pipeline) in &config.service.pipelines {
+            let aggregates: Vec<String> = pipeline
+                .processors
+                .iter()
+                .filter(|id| config.processors.get(*id).is_some_and(|c| c.kind() == "aggregate"))
+                .map(ToString::to_string)
+                .collect();
+            if aggregates.len() > 1 {
+                bail!(
+                    "pipeline {pid} lists {} aggregate processors ({}); a pipeline groups its flows once, so use one",
+                    aggregates.len(),
+                    aggregates.join(", ")
+                );
+            }
             let procs = pipeline
                 .processors
                 .iter()
