@@ -12,7 +12,11 @@ use flowscope_otel_config::Loaded;
 use tracing::{info, warn};
 
 #[derive(Parser)]
-#[command(name = "flowscope", version, about = "OpenTelemetry-native network monitoring agent")]
+#[command(
+    name = "flowscope",
+    version,
+    about = "OpenTelemetry-native network monitoring agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -42,12 +42,23 @@ pub struct Agent {
     exporters: Vec<ExporterHandle>,
 }
 
-fn ebpf_settings(cfg: &flowscope_otel_config::receivers::EbpfReceiverConfig) -> anyhow::Result<ReceiverSettings> {
-    let max_flows = u32::try_from(cfg.max_tracked_flows)
-        .map_err(|_| anyhow!("max_tracked_flows {} does not fit a kernel map", cfg.max_tracked_flows))?;
+fn ebpf_settings(
+    cfg: &flowscope_otel_config::receivers::EbpfReceiverConfig,
+) -> anyhow::Result<ReceiverSettings> {
+    let max_flows = u32::try_from(cfg.max_tracked_flows).map_err(|_| {
+        anyhow!(
+            "max_tracked_flows {} does not fit a kernel map",
+            cfg.max_tracked_flows
+        )
+    })?;
     Ok(ReceiverSettings {
         interval: cfg.collection_interval,
-        load: LoadOptions { tcp: cfg.tcp, udp: cfg.udp, max_flows, ring_buffer_bytes: cfg.ring_buffer_bytes },
+        load: LoadOptions {
+            tcp: cfg.tcp,
+            udp: cfg.udp,
+            max_flows,
+            ring_buffer_bytes: cfg.ring_buffer_bytes,
+        },
         collector: CollectorSettings {
             max_tracked: cfg.max_tracked_flows,
             granularity: match cfg.resource_granularity {
@@ -93,7 +104,12 @@ impl Agent {
             let aggregates: Vec<String> = pipeline
                 .processors
                 .iter()
-                .filter(|id| config.processors.get(*id).is_some_and(|c| c.kind() == "aggregate"))
+                .filter(|id| {
+                    config
+                        .processors
+                        .get(*id)
+                        .is_some_and(|c| c.kind() == "aggregate")
+                })
                 .map(ToString::to_string)
                 .collect();
             if aggregates.len() > 1 {
@@ -116,7 +132,11 @@ impl Agent {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let chain = Chain::new(procs, telemetry.clone());
-            let outs: Vec<ExporterHandle> = pipeline.exporters.iter().filter_map(|id| exporters.get(id).cloned()).collect();
+            let outs: Vec<ExporterHandle> = pipeline
+                .exporters
+                .iter()
+                .filter_map(|id| exporters.get(id).cloned())
+                .collect();
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
             for r in &pipeline.receivers {
                 inputs.entry(r.clone()).or_default().push(tx.clone());
@@ -148,14 +168,22 @@ impl Agent {
                         }
                     }));
                 }
-                other => bail!("receiver {id}: type {} is not supported by this build", other.kind()),
+                other => bail!(
+                    "receiver {id}: type {} is not supported by this build",
+                    other.kind()
+                ),
             }
             sources.push(tokio::spawn(fan_out(rx, outs)));
         }
 
         // The agent's own telemetry, once per (shortest) interval.
         let (self_stop, self_stop_rx) = watch::channel(false);
-        let self_task = tokio::spawn(self_telemetry(telemetry, interval, self_inputs, self_stop_rx));
+        let self_task = tokio::spawn(self_telemetry(
+            telemetry,
+            interval,
+            self_inputs,
+            self_stop_rx,
+        ));
 
         Ok(Agent {
             shutdown,

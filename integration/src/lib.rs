@@ -20,10 +20,9 @@ static NEXT_NET: AtomicU32 = AtomicU32::new(1);
 
 /// Runs a command, failing with its stderr when it fails.
 pub fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<Output> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd} (is it installed? scripts/bootstrap.sh --test installs it)"))?;
+    let out = Command::new(cmd).args(args).output().with_context(|| {
+        format!("running {cmd} (is it installed? scripts/bootstrap.sh --test installs it)")
+    })?;
     if !out.status.success() {
         bail!(
             "{cmd} {} failed: {}",
@@ -38,7 +37,10 @@ pub fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<Output> {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the end-to-end tests need root (eBPF, network namespaces); run them with sudo");
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests need root (eBPF, network namespaces); run them with sudo"
+    );
 }
 
 /// Two network namespaces, `a` and `b`, joined by a veth pair:
@@ -57,11 +59,18 @@ impl NetPair {
         let n = NEXT_NET.fetch_add(1, Ordering::SeqCst) + (std::process::id() % 100) * 2;
         let n = n % 250 + 1;
         let tag = format!("{}{}", std::process::id(), n);
-        let pair = NetPair { a: format!("fsa{tag}"), b: format!("fsb{tag}"), n };
+        let pair = NetPair {
+            a: format!("fsa{tag}"),
+            b: format!("fsb{tag}"),
+            n,
+        };
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
         sh("ip", &["netns", "add", &pair.a])?;
         sh("ip", &["netns", "add", &pair.b])?;
-        sh("ip", &["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
+        sh(
+            "ip",
+            &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+        )?;
         sh("ip", &["link", "set", &va, "netns", &pair.a])?;
         sh("ip", &["link", "set", &vb, "netns", &pair.b])?;
         for (ns, dev, host) in [(&pair.a, &va, 1), (&pair.b, &vb, 2)] {
@@ -98,7 +107,11 @@ impl NetPair {
             .output()
             .context("ip netns exec")?;
         if !out.status.success() {
-            bail!("{} in {ns} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{} in {ns} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -118,7 +131,10 @@ impl NetPair {
         if line.trim() != "listening" {
             let _ = child.kill();
             let out = child.wait_with_output()?;
-            bail!("server did not start: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "server did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(Server { child: Some(child) })
     }
@@ -139,10 +155,16 @@ pub struct Server {
 
 impl Server {
     pub fn finish(mut self) -> anyhow::Result<()> {
-        let child = self.child.take().ok_or_else(|| anyhow!("server already finished"))?;
+        let child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("server already finished"))?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("server failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "server failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -202,7 +224,10 @@ impl Agent {
         let dir = tempfile::tempdir()?;
         let output = dir.path().join("metrics.jsonl");
         let cfg = dir.path().join("flowscope.yaml");
-        std::fs::write(&cfg, config.replace("OUTPUT", &output.display().to_string()))?;
+        std::fs::write(
+            &cfg,
+            config.replace("OUTPUT", &output.display().to_string()),
+        )?;
         let log = std::fs::File::create(dir.path().join("agent.log"))?;
         let mut cmd = Command::new(built_binary("flowscope"));
         cmd.args(["run", "--config"])
@@ -222,7 +247,11 @@ impl Agent {
             });
         }
         let child = cmd.spawn().context("starting flowscope")?;
-        let agent = Agent { child: Some(child), output, dir };
+        let agent = Agent {
+            child: Some(child),
+            output,
+            dir,
+        };
         agent.wait_ready()?;
         Ok(agent)
     }
@@ -262,7 +291,12 @@ impl Agent {
     }
 
     /// Polls until `check` over all points returns Some, or the deadline.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, check: impl Fn(&[Point]) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Point]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             let pts = self.points();
@@ -316,7 +350,9 @@ fn attrs_of(v: &Value) -> BTreeMap<String, String> {
         let s = if let Some(s) = val["stringValue"].as_str() {
             s.to_string()
         } else if let Some(i) = val.get("intValue") {
-            i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())
+            i.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| i.to_string())
         } else if let Some(b) = val["boolValue"].as_bool() {
             b.to_string()
         } else {
@@ -328,7 +364,8 @@ fn attrs_of(v: &Value) -> BTreeMap<String, String> {
 }
 
 fn num(v: &Value) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// Parses the file exporter's output (one ExportMetricsServiceRequest per
@@ -346,7 +383,9 @@ pub fn read_points(path: &Path) -> Vec<Point> {
                 for m in sm["metrics"].as_array().into_iter().flatten() {
                     let name = m["name"].as_str().unwrap_or_default().to_string();
                     let unit = m["unit"].as_str().unwrap_or_default().to_string();
-                    for (kind, field) in [("sum", None), ("gauge", None), ("histogram", Some("count"))] {
+                    for (kind, field) in
+                        [("sum", None), ("gauge", None), ("histogram", Some("count"))]
+                    {
                         for dp in m[kind]["dataPoints"].as_array().into_iter().flatten() {
                             let value = match field {
                                 Some(f) => num(&dp[f]),
@@ -359,7 +398,10 @@ pub fn read_points(path: &Path) -> Vec<Point> {
                                 unit: unit.clone(),
                                 attrs: attrs_of(&dp["attributes"]),
                                 value,
-                                time: dp["timeUnixNano"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0),
+                                time: dp["timeUnixNano"]
+                                    .as_str()
+                                    .and_then(|s| s.parse().ok())
+                                    .unwrap_or(0),
                             });
                         }
                     }

@@ -14,7 +14,10 @@ fn validate(yaml: &str) -> (bool, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = "receivers:
@@ -32,7 +35,10 @@ service:
 
 #[test]
 fn unknown_key_names_path_and_line() {
-    let (ok, err) = validate(&GOOD.replace("collection_interval: 5s", "collection_interval: 5s\n    colection: 1"));
+    let (ok, err) = validate(&GOOD.replace(
+        "collection_interval: 5s",
+        "collection_interval: 5s\n    colection: 1",
+    ));
     assert!(!ok);
     assert!(err.contains("bad.yaml:4:"), "{err}");
     assert!(err.contains("receivers.ebpf"), "{err}");
@@ -41,20 +47,32 @@ fn unknown_key_names_path_and_line() {
 
 #[test]
 fn bad_type_names_path_and_line() {
-    let (ok, err) = validate(&GOOD.replace("path: /tmp/x.jsonl", "path: /tmp/x.jsonl\n    rotation:\n      max_megabytes: lots"));
+    let (ok, err) = validate(&GOOD.replace(
+        "path: /tmp/x.jsonl",
+        "path: /tmp/x.jsonl\n    rotation:\n      max_megabytes: lots",
+    ));
     assert!(!ok);
     assert!(err.contains("bad.yaml:8:"), "{err}");
-    assert!(err.contains("exporters.file.rotation.max_megabytes"), "{err}");
+    assert!(
+        err.contains("exporters.file.rotation.max_megabytes"),
+        "{err}"
+    );
 }
 
 #[test]
 fn good_config_and_embedded_default_validate() {
     let (ok, err) = validate(GOOD);
     assert!(ok, "{err}");
-    let out = Command::new(built_binary("flowscope")).arg("default-config").output().unwrap();
+    let out = Command::new(built_binary("flowscope"))
+        .arg("default-config")
+        .output()
+        .unwrap();
     let default = String::from_utf8_lossy(&out.stdout).into_owned();
     let (ok, err) = validate(&default);
     assert!(ok, "{err}");
-    let out = Command::new(built_binary("flowscope")).arg("version").output().unwrap();
+    let out = Command::new(built_binary("flowscope"))
+        .arg("version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("flowscope "));
 }

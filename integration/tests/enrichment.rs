@@ -27,16 +27,27 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
     // A first exchange lets the agent see both ends of a connection between
     // the namespaces, which is how it learns they are this host.
     let addr = format!("{server_ip}:5010");
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"])
+        .unwrap();
     server.finish().unwrap();
     agent.wait_for("the warm-up flow", WAIT, |p| {
-        (sum(p, "network.tcp.connections.closed", &[("network.peer.address", server_ip.as_str())]) >= 1.0).then_some(())
+        (sum(
+            p,
+            "network.tcp.connections.closed",
+            &[("network.peer.address", server_ip.as_str())],
+        ) >= 1.0)
+            .then_some(())
     });
 
     let addr = format!("{server_ip}:5432");
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "31337", "4242"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "31337", "4242"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "31337", "4242"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "31337", "4242"])
+        .unwrap();
     server.finish().unwrap();
     let filter = [
         ("network.flow.role", "client"),
@@ -44,11 +55,15 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
         ("network.peer.port", "5432"),
         ("network.io.direction", "transmit"),
     ];
-    agent.wait_for("the tagged flow", WAIT, |p| (sum(p, "network.flow.io", &filter) >= 31337.0).then_some(()));
+    agent.wait_for("the tagged flow", WAIT, |p| {
+        (sum(p, "network.flow.io", &filter) >= 31337.0).then_some(())
+    });
     let points = agent.points();
     let tagged: Vec<_> = points
         .iter()
-        .filter(|p| p.metric == "network.flow.io" && filter.iter().all(|(k, v)| p.attr(k) == Some(*v)))
+        .filter(|p| {
+            p.metric == "network.flow.io" && filter.iter().all(|(k, v)| p.attr(k) == Some(*v))
+        })
         .collect();
     assert!(!tagged.is_empty());
     for p in &tagged {

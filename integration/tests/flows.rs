@@ -12,10 +12,18 @@ const IO: &str = "network.flow.io";
 const PACKETS: &str = "network.flow.packets";
 
 fn peer(role: &str, addr: &str) -> Vec<(&'static str, String)> {
-    vec![("network.flow.role", role.to_string()), ("network.peer.address", addr.to_string())]
+    vec![
+        ("network.flow.role", role.to_string()),
+        ("network.peer.address", addr.to_string()),
+    ]
 }
 
-fn total(points: &[Point], metric: &str, base: &[(&'static str, String)], extra: &[(&str, &str)]) -> f64 {
+fn total(
+    points: &[Point],
+    metric: &str,
+    base: &[(&'static str, String)],
+    extra: &[(&str, &str)],
+) -> f64 {
     let mut f: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
     f.extend_from_slice(extra);
     sum(points, metric, &f)
@@ -26,11 +34,22 @@ fn total(points: &[Point], metric: &str, base: &[(&'static str, String)], extra:
 fn exact_tcp(v6: bool) {
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
-    let (server_ip, client_ip) = if v6 { (net.a_v6(), net.b_v6()) } else { (net.a_v4(), net.b_v4()) };
-    let addr = if v6 { format!("[{server_ip}]:5001") } else { format!("{server_ip}:5001") };
+    let (server_ip, client_ip) = if v6 {
+        (net.a_v6(), net.b_v6())
+    } else {
+        (net.a_v4(), net.b_v4())
+    };
+    let addr = if v6 {
+        format!("[{server_ip}]:5001")
+    } else {
+        format!("{server_ip}:5001")
+    };
     let t = traffic();
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "1000000", "250000"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "1000000", "250000"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "1000000", "250000"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "1000000", "250000"])
+        .unwrap();
     server.finish().unwrap();
 
     let client = peer("client", &server_ip);
@@ -43,14 +62,65 @@ fn exact_tcp(v6: bool) {
     let p = agent.points();
     let net_type = if v6 { "ipv6" } else { "ipv4" };
     // Client side: its peer is the server, port kept; no local port.
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "transmit"), ("network.peer.port", "5001")]), 1_000_000.0);
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "receive"), ("network.peer.port", "5001")]), 250_000.0);
+    assert_eq!(
+        total(
+            &p,
+            IO,
+            &client,
+            &[
+                ("network.io.direction", "transmit"),
+                ("network.peer.port", "5001")
+            ]
+        ),
+        1_000_000.0
+    );
+    assert_eq!(
+        total(
+            &p,
+            IO,
+            &client,
+            &[
+                ("network.io.direction", "receive"),
+                ("network.peer.port", "5001")
+            ]
+        ),
+        250_000.0
+    );
     // Server side: the local port is the server port; the client's
     // ephemeral port is nowhere.
-    assert_eq!(total(&p, IO, &srv, &[("network.io.direction", "receive"), ("network.local.port", "5001")]), 1_000_000.0);
-    assert_eq!(total(&p, IO, &srv, &[("network.io.direction", "transmit"), ("network.local.port", "5001")]), 250_000.0);
-    for pt in p.iter().filter(|pt| pt.attr("network.peer.address") == Some(client_ip.as_str())) {
-        assert_eq!(pt.attr("network.peer.port"), None, "client port leaked: {pt:?}");
+    assert_eq!(
+        total(
+            &p,
+            IO,
+            &srv,
+            &[
+                ("network.io.direction", "receive"),
+                ("network.local.port", "5001")
+            ]
+        ),
+        1_000_000.0
+    );
+    assert_eq!(
+        total(
+            &p,
+            IO,
+            &srv,
+            &[
+                ("network.io.direction", "transmit"),
+                ("network.local.port", "5001")
+            ]
+        ),
+        250_000.0
+    );
+    for pt in p
+        .iter()
+        .filter(|pt| pt.attr("network.peer.address") == Some(client_ip.as_str()))
+    {
+        assert_eq!(
+            pt.attr("network.peer.port"),
+            None,
+            "client port leaked: {pt:?}"
+        );
         assert_eq!(pt.attr("network.type"), Some(net_type));
         assert_eq!(pt.attr("network.transport"), Some("tcp"));
     }
@@ -59,7 +129,10 @@ fn exact_tcp(v6: bool) {
         assert_eq!(total(&p, "network.tcp.connections.closed", side, &[]), 1.0);
         assert_eq!(total(&p, "network.tcp.connection.duration", side, &[]), 1.0);
         assert!(total(&p, PACKETS, side, &[("network.io.direction", "transmit")]) > 0.0);
-        assert!(total(&p, "network.tcp.rtt", side, &[]) >= 1.0, "an RTT sample");
+        assert!(
+            total(&p, "network.tcp.rtt", side, &[]) >= 1.0,
+            "an RTT sample"
+        );
     }
     // The flow's Resource is the traffic generator's process.
     let r = p
@@ -67,7 +140,10 @@ fn exact_tcp(v6: bool) {
         .find(|pt| pt.metric == IO && pt.attr("network.peer.address") == Some(server_ip.as_str()))
         .map(|pt| pt.resource.clone())
         .unwrap();
-    assert_eq!(r.get("service.name").map(String::as_str), Some("flowscope-traffic"));
+    assert_eq!(
+        r.get("service.name").map(String::as_str),
+        Some("flowscope-traffic")
+    );
     assert_eq!(r.get("os.type").map(String::as_str), Some("linux"));
     assert!(r.contains_key("host.name"));
 }
@@ -89,8 +165,11 @@ fn udp_exact_bytes_and_packets() {
     let t = traffic();
     let addr = format!("{}:5002", net.a_v4());
     // 10 datagrams of 1,000 bytes up, 4 of 300 back.
-    let server = net.serve(&net.a, &[&t, "udp-server", &addr, "10", "4", "300"]).unwrap();
-    net.run(&net.b, &[], &[&t, "udp-client", &addr, "10", "1000", "4"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "10", "4", "300"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-client", &addr, "10", "1000", "4"])
+        .unwrap();
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
     let srv = peer("server", &net.b_v4());
@@ -106,15 +185,37 @@ fn udp_exact_bytes_and_packets() {
     ];
     agent.wait_for("UDP totals", WAIT, |p| {
         want.iter()
-            .all(|(m, side, dir, v)| total(p, m, side, &[("network.transport", "udp"), ("network.io.direction", dir)]) >= *v)
+            .all(|(m, side, dir, v)| {
+                total(
+                    p,
+                    m,
+                    side,
+                    &[("network.transport", "udp"), ("network.io.direction", dir)],
+                ) >= *v
+            })
             .then_some(())
     });
     let p = agent.points();
     for (m, side, dir, v) in want {
-        assert_eq!(total(&p, m, side, &[("network.transport", "udp"), ("network.io.direction", dir)]), v, "{m} {side:?} {dir}");
+        assert_eq!(
+            total(
+                &p,
+                m,
+                side,
+                &[("network.transport", "udp"), ("network.io.direction", dir)]
+            ),
+            v,
+            "{m} {side:?} {dir}"
+        );
     }
-    assert_eq!(total(&p, IO, &client, &[("network.peer.port", "5002")]), 11_200.0);
-    assert_eq!(total(&p, IO, &srv, &[("network.local.port", "5002")]), 11_200.0);
+    assert_eq!(
+        total(&p, IO, &client, &[("network.peer.port", "5002")]),
+        11_200.0
+    );
+    assert_eq!(
+        total(&p, IO, &srv, &[("network.local.port", "5002")]),
+        11_200.0
+    );
 }
 
 #[test]
@@ -123,27 +224,77 @@ fn refused_and_timed_out_connects() {
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
     // Nothing listens on 5999: the server's kernel answers with a RST.
-    let out = net.run(&net.b, &[], &[&t, "tcp-connect", &format!("{}:5999", net.a_v4())]).unwrap();
+    let out = net
+        .run(
+            &net.b,
+            &[],
+            &[&t, "tcp-connect", &format!("{}:5999", net.a_v4())],
+        )
+        .unwrap();
     assert_eq!(out.trim(), "ConnectionRefused");
     // SYNs to 6000 vanish; one SYN retry keeps the timeout near 3 s.
-    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"]).unwrap();
-    net.run(&net.a, &[], &["nft", "add chain inet fs input { type filter hook input priority 0; }"]).unwrap();
-    net.run(&net.a, &[], &["nft", "add rule inet fs input tcp dport 6000 drop"]).unwrap();
-    net.run(&net.b, &[], &["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"]).unwrap();
-    let out = net.run(&net.b, &[], &[&t, "tcp-connect", &format!("{}:6000", net.a_v4())]).unwrap();
+    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"])
+        .unwrap();
+    net.run(
+        &net.a,
+        &[],
+        &[
+            "nft",
+            "add chain inet fs input { type filter hook input priority 0; }",
+        ],
+    )
+    .unwrap();
+    net.run(
+        &net.a,
+        &[],
+        &["nft", "add rule inet fs input tcp dport 6000 drop"],
+    )
+    .unwrap();
+    net.run(
+        &net.b,
+        &[],
+        &["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"],
+    )
+    .unwrap();
+    let out = net
+        .run(
+            &net.b,
+            &[],
+            &[&t, "tcp-connect", &format!("{}:6000", net.a_v4())],
+        )
+        .unwrap();
     assert_eq!(out.trim(), "TimedOut");
 
     let client = peer("client", &net.a_v4());
     let failed = "network.tcp.connections.failed";
     agent.wait_for("both failures", WAIT, |p| {
-        let r = total(p, failed, &client, &[("error.type", "refused"), ("network.peer.port", "5999")]);
-        let t = total(p, failed, &client, &[("error.type", "timeout"), ("network.peer.port", "6000")]);
+        let r = total(
+            p,
+            failed,
+            &client,
+            &[("error.type", "refused"), ("network.peer.port", "5999")],
+        );
+        let t = total(
+            p,
+            failed,
+            &client,
+            &[("error.type", "timeout"), ("network.peer.port", "6000")],
+        );
         (r >= 1.0 && t >= 1.0).then_some(())
     });
     let p = agent.points();
-    assert_eq!(total(&p, failed, &client, &[("error.type", "refused")]), 1.0);
-    assert_eq!(total(&p, failed, &client, &[("error.type", "timeout")]), 1.0);
-    assert_eq!(total(&p, "network.tcp.connections.opened", &client, &[]), 0.0);
+    assert_eq!(
+        total(&p, failed, &client, &[("error.type", "refused")]),
+        1.0
+    );
+    assert_eq!(
+        total(&p, failed, &client, &[("error.type", "timeout")]),
+        1.0
+    );
+    assert_eq!(
+        total(&p, "network.tcp.connections.opened", &client, &[]),
+        0.0
+    );
 }
 
 #[test]
@@ -152,8 +303,11 @@ fn reset_by_server_is_counted_on_both_sides() {
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
     let addr = format!("{}:5004", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "1000", "500", "--reset"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "1000", "500"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "1000", "500", "--reset"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "1000", "500"])
+        .unwrap();
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
     let srv = peer("server", &net.b_v4());
@@ -164,11 +318,23 @@ fn reset_by_server_is_counted_on_both_sides() {
             .then_some(())
     });
     let p = agent.points();
-    assert_eq!(total(&p, resets, &client, &[("network.io.direction", "receive")]), 1.0);
-    assert_eq!(total(&p, resets, &srv, &[("network.io.direction", "transmit")]), 1.0);
+    assert_eq!(
+        total(&p, resets, &client, &[("network.io.direction", "receive")]),
+        1.0
+    );
+    assert_eq!(
+        total(&p, resets, &srv, &[("network.io.direction", "transmit")]),
+        1.0
+    );
     // The bytes before the reset are all there.
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "transmit")]), 1000.0);
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "receive")]), 500.0);
+    assert_eq!(
+        total(&p, IO, &client, &[("network.io.direction", "transmit")]),
+        1000.0
+    );
+    assert_eq!(
+        total(&p, IO, &client, &[("network.io.direction", "receive")]),
+        500.0
+    );
 }
 
 #[test]
@@ -177,21 +343,45 @@ fn dropped_segments_are_retransmitted() {
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
     // Drop one in eight data segments arriving at the server.
-    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"]).unwrap();
-    net.run(&net.a, &[], &["nft", "add chain inet fs input { type filter hook input priority 0; }"]).unwrap();
-    net.run(&net.a, &[], &["nft", "add rule inet fs input tcp dport 5003 meta length > 200 numgen random mod 8 == 0 drop"])
+    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"])
         .unwrap();
+    net.run(
+        &net.a,
+        &[],
+        &[
+            "nft",
+            "add chain inet fs input { type filter hook input priority 0; }",
+        ],
+    )
+    .unwrap();
+    net.run(
+        &net.a,
+        &[],
+        &[
+            "nft",
+            "add rule inet fs input tcp dport 5003 meta length > 200 numgen random mod 8 == 0 drop",
+        ],
+    )
+    .unwrap();
     let addr = format!("{}:5003", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "2000000", "0"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "2000000", "0"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "2000000", "0"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "2000000", "0"])
+        .unwrap();
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
-    agent.wait_for("the close", WAIT, |p| (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(()));
+    agent.wait_for("the close", WAIT, |p| {
+        (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(())
+    });
     let p = agent.points();
     let retrans = total(&p, "network.tcp.retransmits", &client, &[]);
     assert!(retrans > 0.0, "no retransmits counted for a lossy path");
     // Retransmissions are not application bytes: still exactly 2,000,000.
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "transmit")]), 2_000_000.0);
+    assert_eq!(
+        total(&p, IO, &client, &[("network.io.direction", "transmit")]),
+        2_000_000.0
+    );
 }
 
 #[test]
@@ -201,11 +391,16 @@ fn long_lived_connection_reports_every_interval() {
     let t = traffic();
     let addr = format!("{}:5005", net.a_v4());
     // 10,000 bytes every 250 ms for 5 s: five intervals of traffic.
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "200000", "0"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-hold", &addr, "10000", "250", "20"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "200000", "0"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-hold", &addr, "10000", "250", "20"])
+        .unwrap();
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
-    agent.wait_for("the close", WAIT, |p| (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(()));
+    agent.wait_for("the close", WAIT, |p| {
+        (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(())
+    });
     let p = agent.points();
     let tx: Vec<&Point> = p
         .iter()
@@ -219,7 +414,11 @@ fn long_lived_connection_reports_every_interval() {
     let mut times: Vec<u64> = tx.iter().map(|pt| pt.time).collect();
     times.sort();
     times.dedup();
-    assert!(times.len() >= 3, "bytes reported in only {} intervals", times.len());
+    assert!(
+        times.len() >= 3,
+        "bytes reported in only {} intervals",
+        times.len()
+    );
     assert_eq!(tx.iter().map(|pt| pt.value).sum::<f64>(), 200_000.0);
     // While open, the connection was counted active.
     assert!(total(&p, "network.tcp.connections.active", &client, &[]) >= 2.0);
@@ -231,8 +430,15 @@ fn service_name_from_the_environment() {
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
     let addr = format!("{}:5006", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "100", "100"]).unwrap();
-    net.run(&net.b, &[("OTEL_SERVICE_NAME", "checkout")], &[&t, "tcp-client", &addr, "100", "100"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "100", "100"])
+        .unwrap();
+    net.run(
+        &net.b,
+        &[("OTEL_SERVICE_NAME", "checkout")],
+        &[&t, "tcp-client", &addr, "100", "100"],
+    )
+    .unwrap();
     server.finish().unwrap();
     let server_ip = net.a_v4();
     let resource = agent.wait_for("the client's flow", WAIT, |p| {
@@ -244,7 +450,10 @@ fn service_name_from_the_environment() {
             })
             .map(|pt| pt.resource.clone())
     });
-    assert_eq!(resource.get("service.name").map(String::as_str), Some("checkout"));
+    assert_eq!(
+        resource.get("service.name").map(String::as_str),
+        Some("checkout")
+    );
 }
 
 #[test]
@@ -253,14 +462,23 @@ fn self_telemetry_counts_kernel_events() {
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
     let addr = format!("{}:5007", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"])
+        .unwrap();
     server.finish().unwrap();
     let p = agent.wait_for("self telemetry", WAIT, |p| {
         (sum(p, "flowscope.events.received", &[("source", "ebpf.tcp")]) > 0.0).then(|| p.to_vec())
     });
-    let own = p.iter().find(|pt| pt.metric == "flowscope.events.received").unwrap();
-    assert_eq!(own.resource.get("service.name").map(String::as_str), Some("flowscope"));
+    let own = p
+        .iter()
+        .find(|pt| pt.metric == "flowscope.events.received")
+        .unwrap();
+    assert_eq!(
+        own.resource.get("service.name").map(String::as_str),
+        Some("flowscope")
+    );
     assert_eq!(own.unit, "{event}");
     assert!(p.iter().any(|pt| pt.metric == "flowscope.flows.tracked"));
 }
@@ -272,16 +490,28 @@ fn sigterm_flushes_the_last_interval() {
     let mut agent = Agent::start("300s").unwrap();
     let t = traffic();
     let addr = format!("{}:5008", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-server", &addr, "4321", "1234"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "4321", "1234"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "4321", "1234"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "4321", "1234"])
+        .unwrap();
     server.finish().unwrap();
-    assert!(agent.points().is_empty(), "nothing is written before the interval ends");
+    assert!(
+        agent.points().is_empty(),
+        "nothing is written before the interval ends"
+    );
     let status = agent.terminate().unwrap();
     assert!(status.success(), "agent exit: {status}");
     let p = agent.points();
     let client = peer("client", &net.a_v4());
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "transmit")]), 4321.0);
-    assert_eq!(total(&p, IO, &client, &[("network.io.direction", "receive")]), 1234.0);
+    assert_eq!(
+        total(&p, IO, &client, &[("network.io.direction", "transmit")]),
+        4321.0
+    );
+    assert_eq!(
+        total(&p, IO, &client, &[("network.io.direction", "receive")]),
+        1234.0
+    );
 }
 
 #[test]
@@ -296,11 +526,18 @@ fn full_kernel_map_is_counted_not_fatal() {
     .unwrap();
     let t = traffic();
     let addr = format!("{}:5009", net.a_v4());
-    let server = net.serve(&net.a, &[&t, "tcp-many-server", &addr, "20"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-many", &addr, "20", "1500"]).unwrap();
+    let server = net
+        .serve(&net.a, &[&t, "tcp-many-server", &addr, "20"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-many", &addr, "20", "1500"])
+        .unwrap();
     server.finish().unwrap();
     let lost = agent.wait_for("map_full counted", WAIT, |p| {
-        let n = sum(p, "flowscope.events.lost", &[("source", "ebpf.tcp"), ("reason", "map_full")]);
+        let n = sum(
+            p,
+            "flowscope.events.lost",
+            &[("source", "ebpf.tcp"), ("reason", "map_full")],
+        );
         (n > 0.0).then_some(n)
     });
     // Every connection either was tracked or was counted as lost: 20 client

@@ -78,7 +78,10 @@ impl Attrs {
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
-        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
+        match self
+            .0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()))
+        {
             Ok(i) => self.0[i].1 = value,
             Err(i) => self.0.insert(i, (key, value)),
         }

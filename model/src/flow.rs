@@ -80,11 +80,11 @@ impl FailReason {
     /// errno) to the contract's value.
     pub fn from_errno(errno: i32) -> Self {
         match errno {
-            111 => FailReason::Refused,                  // ECONNREFUSED
-            110 => FailReason::Timeout,                  // ETIMEDOUT
-            104 => FailReason::Reset,                    // ECONNRESET
-            113 | 112 => FailReason::HostUnreachable,    // EHOSTUNREACH, EHOSTDOWN
-            101 | 100 => FailReason::NetUnreachable,     // ENETUNREACH, ENETDOWN
+            111 => FailReason::Refused,               // ECONNREFUSED
+            110 => FailReason::Timeout,               // ETIMEDOUT
+            104 => FailReason::Reset,                 // ECONNRESET
+            113 | 112 => FailReason::HostUnreachable, // EHOSTUNREACH, EHOSTDOWN
+            101 | 100 => FailReason::NetUnreachable,  // ENETUNREACH, ENETDOWN
             _ => FailReason::Other,
         }
     }

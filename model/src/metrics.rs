@@ -32,13 +32,25 @@ pub struct MetricId {
 
 impl MetricId {
     pub const fn sum(m: (&'static str, &'static str)) -> Self {
-        Self { name: m.0, unit: m.1, kind: Kind::Sum }
+        Self {
+            name: m.0,
+            unit: m.1,
+            kind: Kind::Sum,
+        }
     }
     pub const fn gauge(m: (&'static str, &'static str)) -> Self {
-        Self { name: m.0, unit: m.1, kind: Kind::Gauge }
+        Self {
+            name: m.0,
+            unit: m.1,
+            kind: Kind::Gauge,
+        }
     }
     pub const fn histogram(m: (&'static str, &'static str)) -> Self {
-        Self { name: m.0, unit: m.1, kind: Kind::Histogram }
+        Self {
+            name: m.0,
+            unit: m.1,
+            kind: Kind::Histogram,
+        }
     }
 }
 
@@ -122,7 +134,11 @@ pub struct MetricBatch {
 
 impl MetricBatch {
     pub fn new(start_unix_nanos: u64, time_unix_nanos: u64) -> Self {
-        Self { start_unix_nanos, time_unix_nanos, points: Vec::new() }
+        Self {
+            start_unix_nanos,
+            time_unix_nanos,
+            points: Vec::new(),
+        }
     }
 
     /// Merges points with the same Resource, metric and attributes.
@@ -155,7 +171,12 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
     let s = &flow.stats;
     let res = &flow.resource;
     let push = |out: &mut Vec<Point>, metric: MetricId, attrs: Attrs, value: PointValue| {
-        out.push(Point { resource: res.clone(), metric, attrs, value });
+        out.push(Point {
+            resource: res.clone(),
+            metric,
+            attrs,
+            value,
+        });
     };
     let dir = |d: &'static str| flow.attrs.clone().with(attr::IO_DIRECTION, d);
 
@@ -173,7 +194,12 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
     match flow.transport {
         Transport::Udp => {
             if s.active > 0 {
-                push(out, UDP_ACTIVE, flow.attrs.clone(), PointValue::Int(s.active));
+                push(
+                    out,
+                    UDP_ACTIVE,
+                    flow.attrs.clone(),
+                    PointValue::Int(s.active),
+                );
             }
         }
         Transport::Tcp => {
@@ -194,27 +220,55 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
                 }
             }
             if s.resets_tx > 0 {
-                push(out, TCP_RESETS, dir(attr::TRANSMIT), PointValue::Int(s.resets_tx));
+                push(
+                    out,
+                    TCP_RESETS,
+                    dir(attr::TRANSMIT),
+                    PointValue::Int(s.resets_tx),
+                );
             }
             if s.resets_rx > 0 {
-                push(out, TCP_RESETS, dir(attr::RECEIVE), PointValue::Int(s.resets_rx));
+                push(
+                    out,
+                    TCP_RESETS,
+                    dir(attr::RECEIVE),
+                    PointValue::Int(s.resets_rx),
+                );
             }
             if s.active > 0 {
-                push(out, TCP_ACTIVE, flow.attrs.clone(), PointValue::Int(s.active));
+                push(
+                    out,
+                    TCP_ACTIVE,
+                    flow.attrs.clone(),
+                    PointValue::Int(s.active),
+                );
             }
             if let Some(h) = &s.rtt {
-                push(out, TCP_RTT, flow.attrs.clone(), PointValue::Histogram(h.clone()));
+                push(
+                    out,
+                    TCP_RTT,
+                    flow.attrs.clone(),
+                    PointValue::Histogram(h.clone()),
+                );
             }
             if s.rtt_var_count > 0 {
                 push(
                     out,
                     TCP_RTT_VARIANCE,
                     flow.attrs.clone(),
-                    PointValue::Mean { sum: s.rtt_var_sum, count: s.rtt_var_count },
+                    PointValue::Mean {
+                        sum: s.rtt_var_sum,
+                        count: s.rtt_var_count,
+                    },
                 );
             }
             if let Some(h) = &s.duration {
-                push(out, TCP_DURATION, flow.attrs.clone(), PointValue::Histogram(h.clone()));
+                push(
+                    out,
+                    TCP_DURATION,
+                    flow.attrs.clone(),
+                    PointValue::Histogram(h.clone()),
+                );
             }
         }
     }

@@ -54,7 +54,11 @@ impl Telemetry {
         if n == 0 {
             return;
         }
-        self.lock().counters.entry((metric, attrs)).or_default().total += n;
+        self.lock()
+            .counters
+            .entry((metric, attrs))
+            .or_default()
+            .total += n;
     }
 
     pub fn set_gauge(&self, metric: MetricId, attrs: Attrs, v: i64) {
@@ -91,13 +95,19 @@ impl Telemetry {
     pub fn events_lost(&self, source: &'static str, reason: &'static str, n: u64) {
         self.add(
             EVENTS_LOST,
-            Attrs::new().with(attr::SOURCE, source).with(attr::REASON, reason),
+            Attrs::new()
+                .with(attr::SOURCE, source)
+                .with(attr::REASON, reason),
             n,
         );
     }
 
     pub fn exporter_sent(&self, exporter: &str, n: u64) {
-        self.add(EXPORTER_SENT, Attrs::new().with(attr::EXPORTER, exporter), n);
+        self.add(
+            EXPORTER_SENT,
+            Attrs::new().with(attr::EXPORTER, exporter),
+            n,
+        );
     }
 
     pub fn exporter_failed(&self, exporter: &str, error_type: &str, n: u64) {
@@ -111,7 +121,11 @@ impl Telemetry {
     }
 
     pub fn flows_overflow(&self, metric_name: &str, n: u64) {
-        self.add(FLOWS_OVERFLOW, Attrs::new().with(attr::METRIC, metric_name), n);
+        self.add(
+            FLOWS_OVERFLOW,
+            Attrs::new().with(attr::METRIC, metric_name),
+            n,
+        );
     }
 
     /// Points for everything that changed since the last drain: counter

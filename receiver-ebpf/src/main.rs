@@ -236,7 +236,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 
     if new == tcp_state::SYN_SENT {
         // connect(): runs in the caller's context, the port is assigned.
-        let mut c = Conn { role: role::CLIENT, opened_ns: unsafe { bpf_ktime_get_ns() }, ..Conn::default() };
+        let mut c = Conn {
+            role: role::CLIENT,
+            opened_ns: unsafe { bpf_ktime_get_ns() },
+            ..Conn::default()
+        };
         set_process(&mut c);
         fill_tuple(sk, &mut c)?;
         if CONNS.insert(&sk, &c, 0).is_err() {
@@ -298,9 +302,19 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
     let offs = o();
     let (sk_field, proto_field, ret_field, flags_field) = if transmit {
-        (&offs.send_len_sk, &offs.send_len_protocol, &offs.send_len_ret, &offs.send_len_flags)
+        (
+            &offs.send_len_sk,
+            &offs.send_len_protocol,
+            &offs.send_len_ret,
+            &offs.send_len_flags,
+        )
     } else {
-        (&offs.recv_len_sk, &offs.recv_len_protocol, &offs.recv_len_ret, &offs.recv_len_flags)
+        (
+            &offs.recv_len_sk,
+            &offs.recv_len_protocol,
+            &offs.recv_len_ret,
+            &offs.recv_len_flags,
+        )
     };
     let ret: i32 = tp_read(ctx, ret_field)?;
     if ret <= 0 {
@@ -320,7 +334,11 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         if let Some(c) = CONNS.get_ptr_mut(&sk) {
             let c = unsafe { &mut *c };
             // Two threads may write one socket at once: add atomically.
-            let counter = if transmit { &mut c.bytes_tx } else { &mut c.bytes_rx };
+            let counter = if transmit {
+                &mut c.bytes_tx
+            } else {
+                &mut c.bytes_rx
+            };
             atomic_add(counter, bytes);
             if c.tgid == 0 {
                 set_process(c);
@@ -502,7 +520,11 @@ fn count_udp(ctx: &SkBuffContext, egress: bool) -> Result<(), i32> {
     }
     sport = u16::from_be(ctx.load(l4 as usize).map_err(|_| 0)?);
     dport = u16::from_be(ctx.load(l4 as usize + 2).map_err(|_| 0)?);
-    let (lport, rport) = if egress { (sport, dport) } else { (dport, sport) };
+    let (lport, rport) = if egress {
+        (sport, dport)
+    } else {
+        (dport, sport)
+    };
     key.rport = rport;
     key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let payload = len - l4 - 8;
@@ -512,7 +534,12 @@ fn count_udp(ctx: &SkBuffContext, egress: bool) -> Result<(), i32> {
     if add_udp(&key, egress, payload, segs, now) {
         return Ok(());
     }
-    let mut s = UdpStats { laddr, lport, last_ns: now, ..UdpStats::default() };
+    let mut s = UdpStats {
+        laddr,
+        lport,
+        last_ns: now,
+        ..UdpStats::default()
+    };
     if egress {
         s.bytes_tx = payload;
         s.packets_tx = segs;
@@ -553,7 +580,9 @@ fn atomic_add(v: &mut u64, n: u64) {
     // AtomicU64 has no fetch_add on the bpf target; the intrinsic lowers
     // to the BPF atomic add instruction.
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(v, n);
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            v, n,
+        );
     }
 }
 

@@ -7,10 +7,18 @@ use flowscope_receiver::*;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let settings = ReceiverSettings {
         interval: Duration::from_secs(secs),
-        load: LoadOptions { tcp: true, udp: true, max_flows: 65536, ring_buffer_bytes: 1 << 20 },
+        load: LoadOptions {
+            tcp: true,
+            udp: true,
+            max_flows: 65536,
+            ring_buffer_bytes: 1 << 20,
+        },
         collector: CollectorSettings {
             max_tracked: 65536,
             granularity: Granularity::Process,
@@ -28,7 +36,15 @@ async fn main() -> anyhow::Result<()> {
     while let Some(b) = brx.recv().await {
         println!("--- {} flows", b.flows.len());
         for f in &b.flows {
-            println!("{:?} {:?} {} -> {} res={:?} {:?}", f.transport, f.role, f.local, f.peer, f.resource.get_str("service.name"), f.stats);
+            println!(
+                "{:?} {:?} {} -> {} res={:?} {:?}",
+                f.transport,
+                f.role,
+                f.local,
+                f.peer,
+                f.resource.get_str("service.name"),
+                f.stats
+            );
         }
         for p in telemetry.drain(&self_resource()) {
             println!("  self {} {:?} {:?}", p.metric.name, p.attrs, p.value);

@@ -94,17 +94,19 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn u32(&mut self) -> Result<u32, BtfError> {
-        let b = self
-            .data
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| BtfError::Malformed(format!("type section truncated at byte {}", self.pos)))?;
+        let b = self.data.get(self.pos..self.pos + 4).ok_or_else(|| {
+            BtfError::Malformed(format!("type section truncated at byte {}", self.pos))
+        })?;
         self.pos += 4;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn skip(&mut self, n: usize) -> Result<(), BtfError> {
         if self.pos + n > self.data.len() {
-            return Err(BtfError::Malformed(format!("type section truncated at byte {}", self.pos)));
+            return Err(BtfError::Malformed(format!(
+                "type section truncated at byte {}",
+                self.pos
+            )));
         }
         self.pos += n;
         Ok(())
@@ -156,8 +158,17 @@ impl Btf {
             .to_vec();
 
         // Type id 0 is void.
-        let mut types = vec![Type { name: 0, kind: 0, size_or_type: 0, array: None, members: Vec::new() }];
-        let mut c = Cursor { data: type_data, pos: 0 };
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            size_or_type: 0,
+            array: None,
+            members: Vec::new(),
+        }];
+        let mut c = Cursor {
+            data: type_data,
+            pos: 0,
+        };
         while c.pos < type_data.len() {
             let name = c.u32()?;
             let info = c.u32()?;
@@ -165,7 +176,13 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let kind_flag = info >> 31 == 1;
-            let mut t = Type { name, kind, size_or_type, array: None, members: Vec::new() };
+            let mut t = Type {
+                name,
+                kind,
+                size_or_type,
+                array: None,
+                members: Vec::new(),
+            };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => c.skip(4)?,
                 KIND_ARRAY => {
@@ -184,7 +201,12 @@ impl Btf {
                         } else {
                             (off, 0)
                         };
-                        t.members.push(Member { name, ty, bit_offset, bitfield });
+                        t.members.push(Member {
+                            name,
+                            ty,
+                            bit_offset,
+                            bitfield,
+                        });
                     }
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => c.skip(8 * vlen)?,
@@ -194,7 +216,11 @@ impl Btf {
             types.push(t);
         }
 
-        let mut btf = Btf { types, strings, structs_by_name: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            structs_by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let name = btf.string(t.name).to_string();
@@ -230,7 +256,9 @@ impl Btf {
                 _ => return Ok(id),
             }
         }
-        Err(BtfError::Malformed(format!("type chain from id {id} too long")))
+        Err(BtfError::Malformed(format!(
+            "type chain from id {id} too long"
+        )))
     }
 
     fn size_of(&self, id: u32) -> Result<u32, BtfError> {
@@ -248,7 +276,12 @@ impl Btf {
 
     /// Finds member `name` in struct/union `id`, looking through anonymous
     /// members; returns its bit offset and type.
-    fn find_member(&self, id: u32, name: &str, depth: u32) -> Result<Option<(u32, &Member)>, BtfError> {
+    fn find_member(
+        &self,
+        id: u32,
+        name: &str,
+        depth: u32,
+    ) -> Result<Option<(u32, &Member)>, BtfError> {
         if depth > 8 {
             return Ok(None);
         }
@@ -275,17 +308,23 @@ impl Btf {
         let mut id = candidates
             .iter()
             .copied()
-            .find(|id| self.types.get(*id as usize).is_some_and(|t| !t.members.is_empty()))
+            .find(|id| {
+                self.types
+                    .get(*id as usize)
+                    .is_some_and(|t| !t.members.is_empty())
+            })
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
         let mut bits = 0u32;
         let mut current = strukt.to_string();
         let mut last: Option<&Member> = None;
         for part in path.split('.') {
-            let (off, m) = self.find_member(id, part, 0)?.ok_or_else(|| BtfError::NoMember {
-                strukt: current.clone(),
-                member: part.to_string(),
-                path: format!("{strukt}.{path}"),
-            })?;
+            let (off, m) = self
+                .find_member(id, part, 0)?
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: current.clone(),
+                    member: part.to_string(),
+                    path: format!("{strukt}.{path}"),
+                })?;
             bits += off;
             id = m.ty;
             current = part.to_string();
@@ -296,10 +335,13 @@ impl Btf {
             member: String::new(),
             path: path.to_string(),
         })?;
-        if m.bitfield != 0 || bits % 8 != 0 {
+        if m.bitfield != 0 || !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield(format!("{strukt}.{path}")));
         }
-        Ok(MemberInfo { offset: bits / 8, size: self.size_of(m.ty)? })
+        Ok(MemberInfo {
+            offset: bits / 8,
+            size: self.size_of(m.ty)?,
+        })
     }
 }
 
@@ -327,9 +369,32 @@ mod tests {
         // 3: anonymous union { int b; int c; }
         t.extend([0, (KIND_UNION << 24) | 2, 4, s("b"), 1, 0, s("c"), 1, 0]);
         // 4: struct inner { long x; int y; }
-        t.extend([s("inner"), (KIND_STRUCT << 24) | 2, 16, s("x"), 2, 0, s("y"), 1, 64]);
+        t.extend([
+            s("inner"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            s("x"),
+            2,
+            0,
+            s("y"),
+            1,
+            64,
+        ]);
         // 5: struct outer { int a; union; struct inner s; }
-        t.extend([s("outer"), (KIND_STRUCT << 24) | 3, 24, s("a"), 1, 0, 0, 3, 32, s("s"), 4, 64]);
+        t.extend([
+            s("outer"),
+            (KIND_STRUCT << 24) | 3,
+            24,
+            s("a"),
+            1,
+            0,
+            0,
+            3,
+            32,
+            s("s"),
+            4,
+            64,
+        ]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());
@@ -347,10 +412,28 @@ mod tests {
     #[test]
     fn finds_nested_and_anonymous_members() {
         let btf = Btf::parse(&sample()).unwrap();
-        assert_eq!(btf.member("outer", "a").unwrap(), MemberInfo { offset: 0, size: 4 });
-        assert_eq!(btf.member("outer", "c").unwrap(), MemberInfo { offset: 4, size: 4 });
-        assert_eq!(btf.member("outer", "s.y").unwrap(), MemberInfo { offset: 16, size: 4 });
-        assert_eq!(btf.member("outer", "s").unwrap(), MemberInfo { offset: 8, size: 16 });
+        assert_eq!(
+            btf.member("outer", "a").unwrap(),
+            MemberInfo { offset: 0, size: 4 }
+        );
+        assert_eq!(
+            btf.member("outer", "c").unwrap(),
+            MemberInfo { offset: 4, size: 4 }
+        );
+        assert_eq!(
+            btf.member("outer", "s.y").unwrap(),
+            MemberInfo {
+                offset: 16,
+                size: 4
+            }
+        );
+        assert_eq!(
+            btf.member("outer", "s").unwrap(),
+            MemberInfo {
+                offset: 8,
+                size: 16
+            }
+        );
     }
 
     #[test]
@@ -359,7 +442,10 @@ mod tests {
         let e = btf.member("outer", "s.z").unwrap_err().to_string();
         assert!(e.contains("`inner`") || e.contains("`s`"), "{e}");
         assert!(e.contains("`z`"), "{e}");
-        assert!(matches!(btf.member("nope", "a"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member("nope", "a"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]

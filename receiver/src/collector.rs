@@ -124,7 +124,11 @@ pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
 }
 
 impl Collector {
-    pub fn new(settings: CollectorSettings, telemetry: Telemetry, names: Option<Arc<dyn PeerNames>>) -> Self {
+    pub fn new(
+        settings: CollectorSettings,
+        telemetry: Telemetry,
+        names: Option<Arc<dyn PeerNames>>,
+    ) -> Self {
         let max = settings.max_tracked;
         Self {
             settings,
@@ -161,7 +165,17 @@ impl Collector {
             role::SERVER => Role::Server,
             _ => self.role_by_ports(c.lport, c.rport),
         };
-        self.key(Transport::Tcp, role, c.netns, c.tgid, c.comm, ip_from(c.family, &c.laddr), c.lport, ip_from(c.family, &c.raddr), c.rport)
+        self.key(
+            Transport::Tcp,
+            role,
+            c.netns,
+            c.tgid,
+            c.comm,
+            ip_from(c.family, &c.laddr),
+            c.lport,
+            ip_from(c.family, &c.raddr),
+            c.rport,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -211,8 +225,11 @@ impl Collector {
     fn record_rtt(&mut self, key: &FlowKey, c: &Conn) {
         if c.srtt_us > 0 {
             let bounds = self.settings.rtt_bounds.clone();
-            self.stats(key.clone())
-                .record_rtt(&bounds, f64::from(c.srtt_us) / 1e6, f64::from(c.rttvar_us) / 1e6);
+            self.stats(key.clone()).record_rtt(
+                &bounds,
+                f64::from(c.srtt_us) / 1e6,
+                f64::from(c.rttvar_us) / 1e6,
+            );
         }
     }
 
@@ -240,7 +257,11 @@ impl Collector {
                     return;
                 }
                 let open = c.established == 1 && c.opened_ns != 0;
-                v.insert(TcpTrack { last: TcpLast::of(c), opened_counted: open, seen_round: round });
+                v.insert(TcpTrack {
+                    last: TcpLast::of(c),
+                    opened_counted: open,
+                    seen_round: round,
+                });
                 (TcpLast::default(), open)
             }
         };
@@ -281,7 +302,8 @@ impl Collector {
             event_kind::FAILED => {
                 self.tcp.remove(&ev.sk);
                 let key = self.tcp_key(c);
-                self.stats(key).add_failed(FailReason::from_errno(ev.errno), 1);
+                self.stats(key)
+                    .add_failed(FailReason::from_errno(ev.errno), 1);
             }
             event_kind::PROCESS => {
                 // Read /proc now, while the process runs.
@@ -322,7 +344,13 @@ impl Collector {
                     self.telemetry.events_lost("ebpf.udp", "table_full", 1);
                     return false;
                 }
-                self.udp.insert(*key, UdpTrack { last: *now, seen_round: round });
+                self.udp.insert(
+                    *key,
+                    UdpTrack {
+                        last: *now,
+                        seen_round: round,
+                    },
+                );
                 UdpStats::default()
             }
         };
@@ -330,7 +358,17 @@ impl Collector {
         let lip = ip_from(key.family, &now.laddr);
         let rip = ip_from(key.family, &key.raddr);
         let role = self.role_by_ports(now.lport, key.rport);
-        let fk = self.key(Transport::Udp, role, netns, pid, comm, lip, now.lport, rip, key.rport);
+        let fk = self.key(
+            Transport::Udp,
+            role,
+            netns,
+            pid,
+            comm,
+            lip,
+            now.lport,
+            rip,
+            key.rport,
+        );
         let s = self.stats(fk);
         let moved = now.packets_tx != last.packets_tx || now.packets_rx != last.packets_rx;
         s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
@@ -341,21 +379,35 @@ impl Collector {
             s.active += 1;
         }
         // Idle for three rounds: all its counts are reported, forget it.
-        let idle = self.udp.get(key).is_some_and(|t| round.saturating_sub(t.seen_round) >= 3);
+        let idle = self
+            .udp
+            .get(key)
+            .is_some_and(|t| round.saturating_sub(t.seen_round) >= 3);
         if idle {
             self.udp.remove(key);
         }
         idle
     }
 
-    fn resource(&mut self, key: &FlowKey, cache: &mut HashMap<(u32, [u8; 16]), Arc<Attrs>>) -> Arc<Attrs> {
+    fn resource(
+        &mut self,
+        key: &FlowKey,
+        cache: &mut HashMap<(u32, [u8; 16]), Arc<Attrs>>,
+    ) -> Arc<Attrs> {
         if let Some(r) = cache.get(&(key.pid, key.comm)) {
             return r.clone();
         }
         let mut attrs = self.settings.host.clone();
         if key.pid == 0 {
             let name = comm_str(&key.comm);
-            attrs.set(resource::SERVICE_NAME, if name.is_empty() { "unknown".to_string() } else { name });
+            attrs.set(
+                resource::SERVICE_NAME,
+                if name.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    name
+                },
+            );
         } else {
             let info = self.procs.get(key.pid, &key.comm);
             attrs.set(resource::SERVICE_NAME, info.service_name.clone());
@@ -364,7 +416,10 @@ impl Collector {
             }
             if self.settings.granularity == Granularity::Process {
                 attrs.set(resource::PROCESS_PID, key.pid);
-                attrs.set(resource::PROCESS_EXECUTABLE_NAME, info.executable_name.clone());
+                attrs.set(
+                    resource::PROCESS_EXECUTABLE_NAME,
+                    info.executable_name.clone(),
+                );
                 if let Some(cmd) = &info.command {
                     attrs.set(resource::PROCESS_COMMAND, cmd.clone());
                 }
@@ -388,7 +443,10 @@ impl Collector {
             let res = self.resource(&key, &mut resources);
             let mut attrs = Attrs::new()
                 .with(attr::NETWORK_TRANSPORT, key.transport.as_str())
-                .with(attr::NETWORK_TYPE, if key.peer.is_ipv4() { "ipv4" } else { "ipv6" })
+                .with(
+                    attr::NETWORK_TYPE,
+                    if key.peer.is_ipv4() { "ipv4" } else { "ipv6" },
+                )
                 .with(attr::FLOW_ROLE, key.role.as_str())
                 .with(attr::PEER_ADDRESS, key.peer.ip().to_string());
             match key.role {
@@ -417,10 +475,16 @@ impl Collector {
         self.closed.retain(|_, (_, r)| round.saturating_sub(*r) < 2);
         // A socket not seen in CONNS for three rounds and never closed was
         // freed without a CLOSE we saw (map entry lost): forget it.
-        self.tcp.retain(|_, t| round.saturating_sub(t.seen_round) < 3);
+        self.tcp
+            .retain(|_, t| round.saturating_sub(t.seen_round) < 3);
         self.procs.expire();
         self.round += 1;
-        FlowBatch { start_unix_nanos, end_unix_nanos, flows, points: Vec::new() }
+        FlowBatch {
+            start_unix_nanos,
+            end_unix_nanos,
+            flows,
+            points: Vec::new(),
+        }
     }
 }
 
@@ -441,7 +505,15 @@ mod tests {
     }
 
     fn conn(role: u8, lport: u16, rport: u16) -> Conn {
-        let mut c = Conn { family: AF_INET, lport, rport, role, established: 1, opened_ns: 1, ..Conn::default() };
+        let mut c = Conn {
+            family: AF_INET,
+            lport,
+            rport,
+            role,
+            established: 1,
+            opened_ns: 1,
+            ..Conn::default()
+        };
         c.laddr[..4].copy_from_slice(&[198, 18, 0, 1]);
         c.raddr[..4].copy_from_slice(&[198, 18, 0, 2]);
         c.comm[..4].copy_from_slice(b"curl");
@@ -457,21 +529,42 @@ mod tests {
         let b = col.finish(0, 1);
         assert_eq!(b.flows.len(), 1);
         let f = &b.flows[0];
-        assert_eq!((f.stats.bytes_tx, f.stats.opened, f.stats.active), (100, 1, 1));
-        assert_eq!(f.attrs.get(attr::PEER_PORT), Some(&flowscope_model::Value::Int(80)));
+        assert_eq!(
+            (f.stats.bytes_tx, f.stats.opened, f.stats.active),
+            (100, 1, 1)
+        );
+        assert_eq!(
+            f.attrs.get(attr::PEER_PORT),
+            Some(&flowscope_model::Value::Int(80))
+        );
         assert_eq!(f.local.port(), 0, "ephemeral port dropped");
 
         c.bytes_tx = 250;
         c.bytes_rx = 7;
-        col.on_event(&Event { kind: event_kind::CLOSE, errno: 0, sk: 1, ts_ns: 2_000_000_001, conn: c });
+        col.on_event(&Event {
+            kind: event_kind::CLOSE,
+            errno: 0,
+            sk: 1,
+            ts_ns: 2_000_000_001,
+            conn: c,
+        });
         // Late bytes read after the close land on the same flow.
         let mut late = conn(role::UNKNOWN, 40000, 80);
         late.bytes_rx = 5;
-        col.on_event(&Event { kind: event_kind::LATE, errno: 0, sk: 1, ts_ns: 0, conn: late });
+        col.on_event(&Event {
+            kind: event_kind::LATE,
+            errno: 0,
+            sk: 1,
+            ts_ns: 0,
+            conn: late,
+        });
         let b = col.finish(1, 2);
         assert_eq!(b.flows.len(), 1);
         let s = &b.flows[0].stats;
-        assert_eq!((s.bytes_tx, s.bytes_rx, s.opened, s.closed, s.active), (150, 12, 0, 1, 0));
+        assert_eq!(
+            (s.bytes_tx, s.bytes_rx, s.opened, s.closed, s.active),
+            (150, 12, 0, 1, 0)
+        );
         assert_eq!(s.duration.as_ref().map(|h| h.count), Some(1));
         assert!(col.finish(2, 3).flows.is_empty());
     }
@@ -481,7 +574,13 @@ mod tests {
         let mut col = Collector::new(settings(), Telemetry::new(), None);
         let mut c = conn(role::CLIENT, 40000, 81);
         c.established = 0;
-        col.on_event(&Event { kind: event_kind::FAILED, errno: 111, sk: 9, ts_ns: 5, conn: c });
+        col.on_event(&Event {
+            kind: event_kind::FAILED,
+            errno: 111,
+            sk: 9,
+            ts_ns: 5,
+            conn: c,
+        });
         let b = col.finish(0, 1);
         assert_eq!(b.flows[0].stats.failed(FailReason::Refused), 1);
         assert_eq!(b.flows[0].stats.opened, 0);
@@ -496,7 +595,10 @@ mod tests {
         raw[10] = 0xff;
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[198, 18, 0, 9]);
-        assert_eq!(ip_from(AF_INET6, &raw), "198.18.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            ip_from(AF_INET6, &raw),
+            "198.18.0.9".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -508,14 +610,27 @@ mod tests {
         col.on_conn(1, &conn(role::CLIENT, 40000, 80));
         col.on_conn(2, &conn(role::CLIENT, 40001, 80));
         let f = Attrs::new().with(attr::REASON, "table_full");
-        assert_eq!(t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f), 1);
+        assert_eq!(
+            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
+            1
+        );
     }
 
     #[test]
     fn udp_deltas_and_idle_expiry() {
         let mut col = Collector::new(settings(), Telemetry::new(), None);
-        let key = UdpKey { cookie: 7, rport: 53, family: AF_INET, ..UdpKey::default() };
-        let mut st = UdpStats { lport: 40000, bytes_tx: 30, packets_tx: 1, ..UdpStats::default() };
+        let key = UdpKey {
+            cookie: 7,
+            rport: 53,
+            family: AF_INET,
+            ..UdpKey::default()
+        };
+        let mut st = UdpStats {
+            lport: 40000,
+            bytes_tx: 30,
+            packets_tx: 1,
+            ..UdpStats::default()
+        };
         st.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         assert!(!col.on_udp(&key, &st, None));
         let b = col.finish(0, 1);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscope_common::{Event, counter};
-use flowscope_model::names::{resource, SELF_SERVICE_NAME};
+use flowscope_model::names::{SELF_SERVICE_NAME, resource};
 use flowscope_model::telemetry::FLOWS_TRACKED;
 use flowscope_model::{Attrs, FlowBatch, Telemetry};
 use thiserror::Error;
@@ -81,7 +81,8 @@ pub fn ephemeral_ports() -> (u16, u16) {
 }
 
 pub fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The loaded eBPF receiver.
@@ -117,11 +118,25 @@ impl EbpfReceiver {
         tx: mpsc::Sender<FlowBatch>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
-        let Self { loaded, mut collector, telemetry, interval, mut counters_last } = self;
-        let Loaded { ebpf: _ebpf, mut conns, mut udp_flows, udp_owners, events, counters } = loaded;
+        let Self {
+            loaded,
+            mut collector,
+            telemetry,
+            interval,
+            mut counters_last,
+        } = self;
+        let Loaded {
+            ebpf: _ebpf,
+            mut conns,
+            mut udp_flows,
+            udp_owners,
+            events,
+            counters,
+        } = loaded;
         // SAFETY: the ring buffer owns its map fd and keeps it open for as
         // long as the AsyncFd owns the ring buffer.
-        let mut ring = unsafe { AsyncFd::register(events) }.map_err(|e| RunError::RingBuffer(e.into()))?;
+        let mut ring =
+            unsafe { AsyncFd::register(events) }.map_err(|e| RunError::RingBuffer(e.into()))?;
         let mut start = SystemTime::now();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,7 +194,11 @@ impl EbpfReceiver {
     }
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, collector: &mut Collector, telemetry: &Telemetry) {
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    collector: &mut Collector,
+    telemetry: &Telemetry,
+) {
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<Event>() {
             telemetry.events_lost("ebpf.tcp", "parse_error", 1);

@@ -16,7 +16,8 @@ use thiserror::Error;
 use crate::offsets::{self, OffsetsError};
 
 /// The flow programs, built by build.rs for the bpf target.
-static FLOWS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowscope-flows"));
+static FLOWS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowscope-flows"));
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -51,7 +52,9 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
-    #[error("no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); UDP needs one: mount -t cgroup2 none /sys/fs/cgroup/unified")]
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); UDP needs one: mount -t cgroup2 none /sys/fs/cgroup/unified"
+    )]
     NoCgroup2,
     #[error("opening cgroup {path}")]
     Cgroup {
@@ -116,7 +119,9 @@ pub fn check_privileges() -> Result<(), LoadError> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) {
         Ok(())
     } else {
-        Err(LoadError::Privileges { effective: format!("{cap_eff:#x}") })
+        Err(LoadError::Privileges {
+            effective: format!("{cap_eff:#x}"),
+        })
     }
 }
 
@@ -150,7 +155,10 @@ where
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     check_privileges()?;
     let offsets: Offsets = offsets::discover()?;
-    let settings = Settings { tcp: u32::from(opts.tcp), udp: u32::from(opts.udp) };
+    let settings = Settings {
+        tcp: u32::from(opts.tcp),
+        udp: u32::from(opts.udp),
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global("SETTINGS", &settings, true)
@@ -167,27 +175,42 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             .ok_or(LoadError::MissingProgram(program))?
             .try_into()
             .map_err(|source| LoadError::Program { program, source })?;
-        tp.load().map_err(|source| LoadError::Program { program, source })?;
+        tp.load()
+            .map_err(|source| LoadError::Program { program, source })?;
         tp.attach(category, name)
-            .map_err(|source| LoadError::Attach { category, name, source })?;
+            .map_err(|source| LoadError::Attach {
+                category,
+                name,
+                source,
+            })?;
     }
 
     if opts.udp {
         let root = cgroup2_root()?;
-        let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup { path: root.clone(), source })?;
-        for (program, kind) in [("udp_egress", CgroupSkbAttachType::Egress), ("udp_ingress", CgroupSkbAttachType::Ingress)] {
+        let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
+            path: root.clone(),
+            source,
+        })?;
+        for (program, kind) in [
+            ("udp_egress", CgroupSkbAttachType::Egress),
+            ("udp_ingress", CgroupSkbAttachType::Ingress),
+        ] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(program)
                 .ok_or(LoadError::MissingProgram(program))?
                 .try_into()
                 .map_err(|source| LoadError::Program { program, source })?;
-            prog.load().map_err(|source| LoadError::Program { program, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
             // Through a bpf_link (kernel >= 5.7) the program always coexists
             // with others on the cgroup (systemd's, say); the link API
             // rejects the legacy ALLOW_MULTI flag, so the mode is Single.
-            prog.attach(&cgroup, kind, CgroupAttachMode::Single).map_err(|source| {
-                LoadError::AttachCgroup { program, path: Path::new(&root).to_path_buf(), source }
-            })?;
+            prog.attach(&cgroup, kind, CgroupAttachMode::Single)
+                .map_err(|source| LoadError::AttachCgroup {
+                    program,
+                    path: Path::new(&root).to_path_buf(),
+                    source,
+                })?;
         }
     }
 

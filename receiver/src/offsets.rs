@@ -13,13 +13,21 @@ pub enum OffsetsError {
     #[error("tracepoint layout")]
     Tracefs(#[from] TracefsError),
     #[error("kernel struct member {path} is {size} bytes, flowscope expects {expected}")]
-    Size { path: String, size: u32, expected: u32 },
+    Size {
+        path: String,
+        size: u32,
+        expected: u32,
+    },
 }
 
 fn member(btf: &Btf, strukt: &str, path: &str, size: u32) -> Result<u32, OffsetsError> {
     let m = btf.member(strukt, path)?;
     if m.size != size {
-        return Err(OffsetsError::Size { path: format!("{strukt}.{path}"), size: m.size, expected: size });
+        return Err(OffsetsError::Size {
+            path: format!("{strukt}.{path}"),
+            size: m.size,
+            expected: size,
+        });
     }
     Ok(m.offset)
 }
@@ -38,7 +46,11 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
 
     let sk_protocol = btf.member("sock", "sk_protocol")?;
     if sk_protocol.size != 2 && sk_protocol.size != 1 {
-        return Err(OffsetsError::Size { path: "sock.sk_protocol".into(), size: sk_protocol.size, expected: 2 });
+        return Err(OffsetsError::Size {
+            path: "sock.sk_protocol".into(),
+            size: sk_protocol.size,
+            expected: 2,
+        });
     }
     Ok(Offsets {
         sk_family: member(&btf, "sock", "__sk_common.skc_family", 2)?,
@@ -83,7 +95,8 @@ mod tests {
     #[test]
     fn this_kernel_has_every_offset() {
         // Needs tracefs mounted (scripts/bootstrap.sh does it) and BTF.
-        let o = super::discover().unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
+        let o = super::discover()
+            .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
         // sock_common begins struct sock; the family sits past the addresses.
         assert!(o.sk_family > 0 && o.sk_family < 64);
         assert_eq!(o.set_state_skaddr, 8);

@@ -52,7 +52,12 @@ pub fn comm_str(comm: &[u8; 16]) -> String {
 
 impl ProcessCache {
     pub fn new(proc_root: impl Into<PathBuf>, ttl: Duration, max_entries: usize) -> Self {
-        Self { proc_root: proc_root.into(), ttl, entries: HashMap::new(), max_entries }
+        Self {
+            proc_root: proc_root.into(),
+            ttl,
+            entries: HashMap::new(),
+            max_entries,
+        }
     }
 
     /// Info for `pid`, whose kernel-reported `comm` is `comm`.
@@ -73,12 +78,20 @@ impl ProcessCache {
         };
         if self.entries.len() >= self.max_entries {
             let ttl = self.ttl;
-            self.entries.retain(|_, e| now.duration_since(e.fetched) < ttl);
+            self.entries
+                .retain(|_, e| now.duration_since(e.fetched) < ttl);
             if self.entries.len() >= self.max_entries {
                 self.entries.clear();
             }
         }
-        self.entries.insert(pid, Entry { info: info.clone(), comm: *comm, fetched: now });
+        self.entries.insert(
+            pid,
+            Entry {
+                info: info.clone(),
+                comm: *comm,
+                fetched: now,
+            },
+        );
         info
     }
 
@@ -86,7 +99,8 @@ impl ProcessCache {
     pub fn expire(&mut self) {
         let now = Instant::now();
         let keep = self.ttl * 3;
-        self.entries.retain(|_, e| now.duration_since(e.fetched) < keep);
+        self.entries
+            .retain(|_, e| now.duration_since(e.fetched) < keep);
     }
 
     fn read(&self, pid: u32, comm: &[u8; 16]) -> Read {
@@ -100,7 +114,13 @@ impl ProcessCache {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .map(|n| n.trim_end_matches(" (deleted)").to_string())
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| if kernel_comm.is_empty() { "unknown".into() } else { kernel_comm })
+            .unwrap_or_else(|| {
+                if kernel_comm.is_empty() {
+                    "unknown".into()
+                } else {
+                    kernel_comm
+                }
+            })
             .into();
         let command = std::fs::read(dir.join("cmdline")).ok().and_then(|raw| {
             let args: Vec<String> = raw
@@ -119,7 +139,16 @@ impl ProcessCache {
             .ok()
             .and_then(|c| container_id_from_cgroup(&c))
             .map(Arc::from);
-        Read { info: ProcessInfo { pid, executable_name, command, service_name, container_id }, alive }
+        Read {
+            info: ProcessInfo {
+                pid,
+                executable_name,
+                command,
+                service_name,
+                container_id,
+            },
+            alive,
+        }
     }
 }
 
@@ -159,7 +188,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -194,11 +225,16 @@ mod tests {
 
     #[test]
     fn service_name_precedence() {
-        let env = b"PATH=/bin\0DD_SERVICE=dd\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=res%20svc\0";
+        let env =
+            b"PATH=/bin\0DD_SERVICE=dd\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=res%20svc\0";
         assert_eq!(service_from_environ(env).as_deref(), Some("res svc"));
-        let env = b"DD_SERVICE=dd\0OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=x\0";
+        let env =
+            b"DD_SERVICE=dd\0OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=x\0";
         assert_eq!(service_from_environ(env).as_deref(), Some("checkout"));
-        assert_eq!(service_from_environ(b"DD_SERVICE=dd\0").as_deref(), Some("dd"));
+        assert_eq!(
+            service_from_environ(b"DD_SERVICE=dd\0").as_deref(),
+            Some("dd")
+        );
         assert_eq!(service_from_environ(b"HOME=/\0\xff\xfe\0").as_deref(), None);
     }
 
@@ -211,7 +247,10 @@ mod tests {
         assert_eq!(container_id_from_cgroup(&v1).as_deref(), Some(id.as_str()));
         let k8s = format!("0::/kubepods/burstable/pod1/cri-containerd-{id}.scope");
         assert_eq!(container_id_from_cgroup(&k8s).as_deref(), Some(id.as_str()));
-        assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope"), None);
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/session-1.scope"),
+            None
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub enum TracefsError {
     },
     #[error("tracepoint {tracepoint} has no field `{field}`")]
     NoField { tracepoint: String, field: String },
-    #[error("tracepoint {tracepoint} field `{field}` is {size} bytes, flowscope expects {expected}")]
+    #[error(
+        "tracepoint {tracepoint} field `{field}` is {size} bytes, flowscope expects {expected}"
+    )]
     FieldSize {
         tracepoint: String,
         field: String,
@@ -116,15 +118,21 @@ impl Format {
             };
             fields.insert(name.to_string(), Field { offset, size });
         }
-        Ok(Self { tracepoint: tracepoint.into(), fields })
+        Ok(Self {
+            tracepoint: tracepoint.into(),
+            fields,
+        })
     }
 
     /// Offset of `field`, checking it is `size` bytes wide.
     pub fn offset(&self, field: &str, size: u32) -> Result<u32, TracefsError> {
-        let f = self.fields.get(field).ok_or_else(|| TracefsError::NoField {
-            tracepoint: self.tracepoint.clone(),
-            field: field.into(),
-        })?;
+        let f = self
+            .fields
+            .get(field)
+            .ok_or_else(|| TracefsError::NoField {
+                tracepoint: self.tracepoint.clone(),
+                field: field.into(),
+            })?;
         if f.size != size {
             return Err(TracefsError::FieldSize {
                 tracepoint: self.tracepoint.clone(),
@@ -161,14 +169,21 @@ print fmt: \"family=%s\"
         let e = f.offset("oldstate", 2).unwrap_err().to_string();
         assert!(e.contains("4 bytes"), "{e}");
         let e = f.offset("nope", 4).unwrap_err().to_string();
-        assert!(e.contains("sock:inet_sock_set_state") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("sock:inet_sock_set_state") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_line_names_where() {
-        let e = Format::parse("a:b", Path::new("/f"), "\tfield:int x;\toffset:zz;\tsize:4;\n")
-            .unwrap_err()
-            .to_string();
+        let e = Format::parse(
+            "a:b",
+            Path::new("/f"),
+            "\tfield:int x;\toffset:zz;\tsize:4;\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 1"), "{e}");
     }
 }

@@ -35,7 +35,9 @@ fn read_exact_count(s: &mut TcpStream, n: u64) -> Result<()> {
     let mut got = 0u64;
     while got < n {
         let want = buf.len().min((n - got) as usize);
-        let r = s.read(&mut buf[..want]).map_err(|e| format!("read after {got} bytes: {e}"))?;
+        let r = s
+            .read(&mut buf[..want])
+            .map_err(|e| format!("read after {got} bytes: {e}"))?;
         if r == 0 {
             return Err(format!("peer closed after {got} of {n} bytes"));
         }
@@ -49,7 +51,8 @@ fn write_count(s: &mut TcpStream, n: u64) -> Result<()> {
     let mut left = n;
     while left > 0 {
         let chunk = buf.len().min(left as usize);
-        s.write_all(&buf[..chunk]).map_err(|e| format!("write: {e}"))?;
+        s.write_all(&buf[..chunk])
+            .map_err(|e| format!("write: {e}"))?;
         left -= chunk as u64;
     }
     Ok(())
@@ -57,7 +60,10 @@ fn write_count(s: &mut TcpStream, n: u64) -> Result<()> {
 
 /// Closes with a RST instead of a FIN (SO_LINGER with a zero timeout).
 fn abort(s: TcpStream) -> Result<()> {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid socket fd and a correctly sized linger struct.
     let rc = unsafe {
         libc::setsockopt(
@@ -93,7 +99,8 @@ fn tcp_server(args: &[String]) -> Result<()> {
     s.shutdown(std::net::Shutdown::Write).ok();
     // Wait for the client's FIN so both sides close cleanly.
     let mut rest = Vec::new();
-    s.read_to_end(&mut rest).map_err(|e| format!("draining: {e}"))?;
+    s.read_to_end(&mut rest)
+        .map_err(|e| format!("draining: {e}"))?;
     if !rest.is_empty() {
         return Err(format!("{} unexpected extra bytes", rest.len()));
     }
@@ -130,14 +137,17 @@ fn tcp_hold(args: &[String]) -> Result<()> {
     }
     s.shutdown(std::net::Shutdown::Write).ok();
     let mut rest = Vec::new();
-    s.read_to_end(&mut rest).map_err(|e| format!("reading the end: {e}"))?;
+    s.read_to_end(&mut rest)
+        .map_err(|e| format!("reading the end: {e}"))?;
     Ok(())
 }
 
 fn tcp_connect(args: &[String]) -> Result<()> {
     let addr: SocketAddr = arg(args, 0, "ADDR")?;
     match TcpStream::connect(addr) {
-        Ok(_) => Err(format!("connect {addr} succeeded; the test expected a failure")),
+        Ok(_) => Err(format!(
+            "connect {addr} succeeded; the test expected a failure"
+        )),
         Err(e) => {
             println!("{:?}", e.kind());
             Ok(())
@@ -160,7 +170,10 @@ fn tcp_many_server(args: &[String]) -> Result<()> {
         }));
     }
     for h in handles {
-        let n = h.join().map_err(|_| "reader panicked")?.map_err(|e| format!("read: {e}"))?;
+        let n = h
+            .join()
+            .map_err(|_| "reader panicked")?
+            .map_err(|e| format!("read: {e}"))?;
         if n != 100 {
             return Err(format!("a connection carried {n} bytes, not 100"));
         }
@@ -193,7 +206,9 @@ fn udp_server(args: &[String]) -> Result<()> {
     let mut buf = vec![0u8; 65536];
     let mut peer = None;
     for i in 0..count {
-        let (_, from) = s.recv_from(&mut buf).map_err(|e| format!("recv {i}: {e}"))?;
+        let (_, from) = s
+            .recv_from(&mut buf)
+            .map_err(|e| format!("recv {i}: {e}"))?;
         peer = Some(from);
     }
     let peer = peer.ok_or("no datagram")?;
@@ -209,19 +224,25 @@ fn udp_client(args: &[String]) -> Result<()> {
     let count: u64 = arg(args, 1, "COUNT")?;
     let size: usize = arg(args, 2, "SIZE")?;
     let replies: u64 = arg(args, 3, "REPLIES")?;
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .map_err(|_| "bind address")?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .map_err(|_| "bind address")?;
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let payload = vec![b'u'; size];
     for _ in 0..count {
         // Unconnected sendto: the peer is only in the packet.
-        s.send_to(&payload, addr).map_err(|e| format!("send: {e}"))?;
+        s.send_to(&payload, addr)
+            .map_err(|e| format!("send: {e}"))?;
     }
     let mut buf = vec![0u8; 65536];
     for i in 0..replies {
-        s.recv_from(&mut buf).map_err(|e| format!("reply {i}: {e}"))?;
+        s.recv_from(&mut buf)
+            .map_err(|e| format!("reply {i}: {e}"))?;
     }
     Ok(())
 }
