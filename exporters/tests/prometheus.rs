@@ -1,0 +1,181 @@
+//! The `prometheus` exporter scraped by a real Prometheus (Debian's
+//! package, installed by `scripts/bootstrap.sh --test`), started by the
+//! test on loopback with its own data directory; its HTTP API must then
+//! return the flow series with the exact value.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use flowscope_exporters::build;
+use flowscope_model::Telemetry;
+use flowscope_otel_config::exporters::PrometheusExporterConfig;
+use flowscope_otel_config::{ComponentId, ExporterConfig};
+
+/// GET `path` from 127.0.0.1:`port`; (status line, body).
+fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn endpoint_serves_translated_cumulative_series() {
+    let port = free_port();
+    let cfg = ExporterConfig::Prometheus(PrometheusExporterConfig {
+        endpoint: format!("127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    let t = Telemetry::new();
+    let h = build(
+        &"prometheus".parse::<ComponentId>().unwrap(),
+        &cfg,
+        t.clone(),
+    )
+    .unwrap();
+    h.submit(batch(0, 2));
+    h.submit(batch(1, 2));
+    wait_for("both batches", Duration::from_secs(5), || {
+        sent(&t, "prometheus") == 8
+    })
+    .await;
+    let (status, body) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.contains("200"), "{status}");
+    let l = |p: u16| {
+        format!(
+            r#"job="checkout",network_flow_role="client",network_io_direction="transmit",network_peer_address="198.18.0.2",network_peer_port="{p}",service_name="checkout""#
+        )
+    };
+    // 1000 + 2000 for port 1000, 1001 + 2001 for port 1001.
+    assert!(
+        body.contains(&format!(
+            "network_flow_io_bytes_total{{{}}} 3000\n",
+            l(1000)
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "network_flow_io_bytes_total{{{}}} 3002\n",
+            l(1001)
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE network_tcp_connections_active gauge\n"),
+        "{body}"
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || get(port, "/nope"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.contains("404"), "{status}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn real_prometheus_scrapes_the_flow_series() {
+    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+    let version = Command::new(&bin).arg("--version").output();
+    assert!(
+        version.is_ok_and(|o| o.status.success()),
+        "`{bin}` not found: install it with `scripts/bootstrap.sh --test` (apt-get install prometheus)"
+    );
+    let port = free_port();
+    let cfg = ExporterConfig::Prometheus(PrometheusExporterConfig {
+        endpoint: format!("127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    let t = Telemetry::new();
+    let h = build(
+        &"prometheus".parse::<ComponentId>().unwrap(),
+        &cfg,
+        t.clone(),
+    )
+    .unwrap();
+    h.submit(batch(4, 3));
+    wait_for("the batch", Duration::from_secs(5), || {
+        sent(&t, "prometheus") == 6
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let prom_port = free_port();
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: flowscope\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Killed(
+        Command::new(&bin)
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let query =
+        "/api/v1/query?query=network_flow_io_bytes_total%7Bnetwork_peer_port%3D%221002%22%7D";
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Ok((_, body))) = tokio::task::spawn_blocking(move || get(prom_port, query)).await
+            && body.contains("\"result\":[{")
+        {
+            last = body;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never returned the series: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let result = &v["data"]["result"];
+    assert_eq!(result.as_array().unwrap().len(), 1, "{last}");
+    let series = &result[0];
+    // Batch 4, flow 2: 1000 * 5 + 2 bytes.
+    assert_eq!(series["value"][1], "5002");
+    assert_eq!(series["metric"]["__name__"], "network_flow_io_bytes_total");
+    assert_eq!(series["metric"]["service_name"], "checkout");
+    assert_eq!(series["metric"]["network_peer_address"], "198.18.0.2");
+    // Our `job` label yields to the scrape job (honor_labels is off).
+    assert_eq!(series["metric"]["job"], "flowscope");
+    assert_eq!(series["metric"]["exported_job"], "checkout");
+    h.shutdown().await;
+}
