@@ -76,3 +76,21 @@ fn good_config_and_embedded_default_validate() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("flowscope "));
 }
+
+#[test]
+fn missing_privileges_give_one_clear_error() {
+    flowscope_integration::require_root();
+    // Drop to nobody, without capabilities: loading must fail up front,
+    // naming what is missing, and exit non-zero.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(built_binary("flowscope"))
+        .args(["run"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+}

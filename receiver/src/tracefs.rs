@@ -59,14 +59,33 @@ pub struct Format {
     fields: HashMap<String, Field>,
 }
 
-/// The tracefs mount point, mounting it is the caller's job.
+/// The tracefs mount point. When tracefs is not mounted anywhere, mounts it
+/// at /sys/kernel/tracing (which needs root), as `mount -t tracefs` would.
 pub fn root() -> Result<PathBuf, TracefsError> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if Path::new(p).join("events").is_dir() {
-            return Ok(PathBuf::from(p));
-        }
+    let find = || {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .find(|p| Path::new(p).join("events").is_dir())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = find() {
+        return Ok(p);
     }
-    Err(TracefsError::NotMounted)
+    // SAFETY: constant NUL-terminated strings; mount(2) has no other
+    // preconditions, and failure is reported through the return value.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    }
+    find().ok_or(TracefsError::NotMounted)
 }
 
 impl Format {
