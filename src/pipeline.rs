@@ -21,8 +21,9 @@ use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::receivers::ResourceGranularity;
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
+use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
 use flowscope_receiver::{
-    CollectorSettings, EbpfReceiver, Granularity, LoadOptions, ReceiverSettings, ephemeral_ports,
+    CollectorSettings, EbpfReceiver, PeerNames, Granularity, LoadOptions, ReceiverSettings, ephemeral_ports,
     host_attrs, self_resource, unix_nanos,
 };
 use tokio::sync::{mpsc, watch};
@@ -40,6 +41,20 @@ pub struct Agent {
     self_task: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterHandle>,
+}
+
+fn dns_settings(c: &flowscope_otel_config::receivers::DnsReceiverConfig) -> DnsSettings {
+    DnsSettings {
+        ports: c.ports.clone(),
+        query_timeout: c.query_timeout,
+        max_outstanding_queries: c.max_outstanding_queries,
+        top_k: c.top_k,
+        name_cache_size: c.name_cache_size,
+        name_ttl_grace: c.name_ttl_grace,
+        buckets: c.buckets.clone(),
+        collection_interval: c.collection_interval,
+        ..DnsSettings::default()
+    }
 }
 
 fn ebpf_settings(
@@ -145,33 +160,47 @@ impl Agent {
             pipelines.push(tokio::spawn(run_pipeline(pid.to_string(), chain, rx, outs)));
         }
 
-        // Receivers.
+        // Receivers. DNS first: its IP -> name cache feeds the flow
+        // receiver, which sets network.peer.domain from it.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
+        let mut inputs: Vec<(ComponentId, Vec<mpsc::Sender<FlowBatch>>)> = inputs.into_iter().collect();
+        inputs.sort_by_key(|(id, _)| (id.kind != "dns", id.to_string()));
+        let mut names: Option<Arc<dyn PeerNames>> = None;
         for (id, outs) in inputs {
             let cfg = config
                 .receivers
                 .get(&id)
                 .ok_or_else(|| anyhow!("receiver {id} is not defined"))?;
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
+            let stop = shutdown_rx.clone();
+            let name = id.to_string();
             match cfg {
                 ReceiverConfig::Ebpf(c) => {
                     interval = interval.min(c.collection_interval);
                     let settings = ebpf_settings(c)?;
-                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), None)
+                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), names.clone())
                         .with_context(|| format!("starting receiver {id}"))?;
-                    let stop = shutdown_rx.clone();
-                    let name = id.to_string();
                     sources.push(tokio::spawn(async move {
                         if let Err(e) = receiver.run(tx, stop).await {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
                         }
                     }));
                 }
-                other => bail!(
-                    "receiver {id}: type {} is not supported by this build",
-                    other.kind()
-                ),
+                ReceiverConfig::Dns(c) => {
+                    interval = interval.min(c.collection_interval);
+                    let (receiver, cache) = DnsReceiver::start(dns_settings(c), telemetry.clone())
+                        .with_context(|| format!("starting receiver {id}"))?;
+                    if names.is_none() {
+                        names = Some(cache);
+                    }
+                    sources.push(tokio::spawn(async move {
+                        if let Err(e) = receiver.run(tx, stop).await {
+                            tracing::error!(receiver = %name, "stopped: {e:#}");
+                        }
+                    }));
+                }
+                other => bail!("receiver {id}: type {} is not supported by this build", other.kind()),
             }
             sources.push(tokio::spawn(fan_out(rx, outs)));
         }

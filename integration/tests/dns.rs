@@ -1,0 +1,91 @@
+//! End to end with DNS (issue 5): a lookup answered by a real dnsmasq is a
+//! `dns.lookup.duration` point with its rcode, and the connection the client
+//! then makes to the answered address carries `network.peer.domain`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use flowscope_integration::{Agent, NetPair, sum, traffic};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// dnsmasq in the server namespace; killed on drop.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn resolved_name_reaches_the_flow() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start_with(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n  dns:\n    collection_interval: 1s\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      exporters: [file]\n",
+    )
+    .unwrap();
+    let server = net.a_v4();
+    let _dns = Dnsmasq(
+        Command::new("ip")
+            .args(["netns", "exec", &net.a, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", "--listen-address", &server, "--local=/test/"])
+            .arg(format!("--address=/db.lab.test/{server}"))
+            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
+    );
+    // Wait until dnsmasq answers (polling dig, which retries itself).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let out = net
+            .run(&net.b, &[], &["dig", "+short", "+time=1", "+tries=1", &format!("@{server}"), "db.lab.test", "A"])
+            .unwrap_or_default();
+        if !out.trim().is_empty() || std::time::Instant::now() > deadline {
+            break out.trim().to_string();
+        }
+    };
+    assert_eq!(answer, server, "dnsmasq answered {answer:?}");
+
+    let t = traffic();
+    let addr = format!("{server}:5011");
+    let srv = net.serve(&net.a, &[&t, "tcp-server", &addr, "777", "0"]).unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "777", "0"]).unwrap();
+    srv.finish().unwrap();
+
+    let filter = [
+        ("network.flow.role", "client"),
+        ("network.peer.address", server.as_str()),
+        ("network.peer.port", "5011"),
+        ("network.io.direction", "transmit"),
+    ];
+    agent.wait_for("the flow", WAIT, |p| (sum(p, "network.flow.io", &filter) >= 777.0).then_some(()));
+    let points = agent.points();
+    let flow: Vec<_> = points
+        .iter()
+        .filter(|p| p.metric == "network.flow.io" && filter.iter().all(|(k, v)| p.attr(k) == Some(*v)))
+        .collect();
+    for p in &flow {
+        assert_eq!(p.attr("network.peer.domain"), Some("db.lab.test"), "{p:?}");
+    }
+    assert_eq!(flow.iter().map(|p| p.value).sum::<f64>(), 777.0);
+
+    // The lookup itself: answered NOERROR by the server's address. The
+    // first successful dig is one lookup; earlier tries while dnsmasq
+    // started may have timed out, and they are not in this histogram.
+    let dns = [
+        ("dns.question.name", "db.lab.test"),
+        ("dns.response.code", "NOERROR"),
+        ("server.address", server.as_str()),
+    ];
+    let n = agent.wait_for("the lookup", WAIT, |p| {
+        let n = sum(p, "dns.lookup.duration", &dns);
+        (n >= 1.0).then_some(n)
+    });
+    // Seen from the client and from dnsmasq's side: one answered lookup each.
+    assert_eq!(n, 2.0, "{:?}", agent.points().iter().filter(|p| p.metric.starts_with("dns.")).collect::<Vec<_>>());
+}
