@@ -204,10 +204,10 @@ impl Sink for ConsoleSink {
 
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
         let n = batch.points.len() as u64;
-        // The agent's own telemetry arrives in batches of its own each
-        // interval; the table is about the host's traffic, so those print
-        // nothing (and an idle interval still prints its empty table).
-        if !batch.points.is_empty() && batch.points.iter().all(|p| p.metric.name.starts_with("flowscope.")) {
+        // The table is about the host's traffic. Batches without any flow
+        // point (the agent's own telemetry, the DNS receiver's lookups, an
+        // idle interval) print nothing, so each interval prints one table.
+        if !batch.points.iter().any(|p| p.metric.name.starts_with("network.")) {
             return Outcome::sent(n);
         }
         let text = render(batch, self.max_rows);

@@ -72,15 +72,20 @@ fn default_config_loads_with_documented_values() {
             },
         }))
     );
-    assert!(c.processors.is_empty());
+    assert_eq!(
+        c.receivers.get(&id("dns")),
+        Some(&ReceiverConfig::Dns(crate::receivers::DnsReceiverConfig::default()))
+    );
+    let kinds: Vec<&str> = c.processors.values().map(|p| p.kind()).collect();
+    assert_eq!(kinds, vec!["peer", "locality"]);
     let pipelines: Vec<_> = c.service.pipelines.iter().collect();
     assert_eq!(
         pipelines,
         vec![(
             &"metrics".parse::<PipelineId>().unwrap(),
             &Pipeline {
-                receivers: vec![id("ebpf")],
-                processors: vec![],
+                receivers: vec![id("ebpf"), id("dns")],
+                processors: vec![id("peer"), id("locality")],
                 exporters: vec![id("console"), id("file")],
             }
         )]
