@@ -1,6 +1,7 @@
 //! The flowscope agent: every TCP and UDP flow on the host as OpenTelemetry
 //! metrics.
 
+mod bench;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     Version,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Measure the user-space pipeline's throughput on synthetic kernel
+    /// records (no eBPF, no network); prints JSON.
+    Bench(bench::BenchArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
                 c.service.pipelines.len()
             );
         }),
+        Command::Bench(args) => bench::run(args),
         Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

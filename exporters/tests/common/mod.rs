@@ -53,6 +53,9 @@ pub struct Arrival {
 pub struct Receiver {
     script: Mutex<VecDeque<Reply>>,
     arrivals: Mutex<Vec<Arrival>>,
+    /// Count only (benchmarks): keep no arrivals.
+    count_only: bool,
+    points: std::sync::atomic::AtomicU64,
 }
 
 impl Receiver {

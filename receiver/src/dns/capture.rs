@@ -70,6 +70,9 @@ pub struct CaptureSettings {
 }
 
 const ARPHRD_LOOPBACK: u16 = 772;
+/// A wake-up this soon after the previous one means load: batch.
+const BATCH_AFTER: Duration = Duration::from_millis(2);
+const BATCH_WAIT: Duration = Duration::from_millis(1);
 const PACKET_OUTGOING: u8 = 4;
 const SO_ATTACH_BPF: libc::c_int = 50;
 
@@ -281,6 +284,7 @@ impl Capture {
         let mut cbuf = [0u64; 16];
         let mut pollfds: Vec<libc::pollfd> = Vec::new();
         let mut order: Vec<u32> = Vec::new();
+        let mut last_wake = Instant::now() - BATCH_AFTER;
         while !self.stop.load(Ordering::Relaxed) {
             if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
                 last_scan = Some(Instant::now());
@@ -302,6 +306,17 @@ impl Capture {
             // SAFETY: pollfds is a valid array of its length.
             let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
             if n > 0 {
+                // Under load, let packets gather for a millisecond so one
+                // wake-up reads many: latency comes from kernel timestamps,
+                // so waiting changes no number, and wake-ups dominate the
+                // cost at thousands of packets per second. A quiet host
+                // is served at once (attribution races short-lived
+                // clients, see owner.rs).
+                let now = Instant::now();
+                if now.duration_since(last_wake) < BATCH_AFTER {
+                    std::thread::sleep(BATCH_WAIT);
+                }
+                last_wake = now;
                 let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
                 for (p, ns) in pollfds.iter().zip(order.iter()) {
                     if p.revents & libc::POLLIN != 0 {

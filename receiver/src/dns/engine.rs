@@ -21,7 +21,7 @@
 //! of each packet, and the lookup counts once, as the client's.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +102,20 @@ struct Pending {
     resource: Arc<Attrs>,
 }
 
+/// One series of the interval; its attributes are built when reported.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    resource: Arc<Attrs>,
+    role: Role,
+    transport: Transport,
+    server: IpAddr,
+    /// The question name after top-K folding.
+    name: Arc<str>,
+    qtype: u16,
+    /// None for timeouts.
+    rcode: Option<u8>,
+}
+
 #[derive(Default)]
 struct Acc {
     hist: Option<Histogram>,
@@ -119,7 +133,10 @@ pub struct Engine {
     /// so this is deadline order too).
     deadlines: VecDeque<(u64, PendingKey)>,
     topk: TopK<Arc<Attrs>>,
-    acc: HashMap<(Arc<Attrs>, Attrs), Acc>,
+    acc: HashMap<SeriesKey, Acc>,
+    /// Packets fed since the last [`Engine::expire`] (counted in
+    /// self-telemetry there, once per batch rather than per packet).
+    received: u64,
     /// Lookups answered and timed out since start (for tests and benches).
     pub answered: u64,
     pub timed_out: u64,
@@ -142,6 +159,7 @@ impl Engine {
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             acc: HashMap::new(),
+            received: 0,
             answered: 0,
             timed_out: 0,
         }
@@ -154,7 +172,7 @@ impl Engine {
 
     /// Feeds one captured packet. Never panics on its contents.
     pub fn on_packet(&mut self, p: &Captured<'_>) {
-        self.telemetry.events_received(SOURCE, 1);
+        self.received += 1;
         let seg = match packet::decode(p.data) {
             Ok(s) => s,
             Err(_) => {
@@ -284,37 +302,32 @@ impl Engine {
             return;
         };
         let secs = p.ts_ns.saturating_sub(q.ts_ns) as f64 / 1e9;
-        let attrs = self
-            .series(&q, &key)
-            .with(attr::DNS_RESPONSE_CODE, message::rcode_name(msg.rcode));
+        let series = self.series(&q, &key, Some(msg.rcode));
         let buckets = &self.settings.buckets;
-        let acc = self.acc.entry((q.resource, attrs)).or_default();
+        let acc = self.acc.entry(series).or_default();
         acc.hist
             .get_or_insert_with(|| Histogram::new(buckets.clone()))
             .record(secs);
         self.answered += 1;
     }
 
-    fn series(&mut self, q: &Pending, key: &PendingKey) -> Attrs {
-        let name = self.topk.fold(&q.resource, &key.question.name);
-        Attrs::new()
-            .with(attr::NETWORK_TRANSPORT, key.transport.as_str())
-            .with(
-                attr::NETWORK_TYPE,
-                if key.server.is_ipv4() { "ipv4" } else { "ipv6" },
-            )
-            .with(attr::FLOW_ROLE, q.role.as_str())
-            .with(attr::SERVER_ADDRESS, key.server.ip().to_string())
-            .with(attr::DNS_QUESTION_NAME, name)
-            .with(
-                attr::DNS_QUESTION_TYPE,
-                message::qtype_name(key.question.qtype).into_owned(),
-            )
+    fn series(&mut self, q: &Pending, key: &PendingKey, rcode: Option<u8>) -> SeriesKey {
+        SeriesKey {
+            resource: q.resource.clone(),
+            role: q.role,
+            transport: key.transport,
+            server: key.server.ip(),
+            name: self.topk.fold(&q.resource, &key.question.name),
+            qtype: key.question.qtype,
+            rcode,
+        }
     }
 
     /// Counts the queries whose deadline passed by `now_ns` (Unix epoch
     /// nanoseconds) as timeouts, once each. Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
+        self.telemetry
+            .events_received(SOURCE, std::mem::take(&mut self.received));
         while let Some((deadline, _)) = self.deadlines.front() {
             if *deadline > now_ns {
                 break;
@@ -335,8 +348,8 @@ impl Engine {
             let Some(q) = self.pending.remove(&key) else {
                 continue;
             };
-            let attrs = self.series(&q, &key);
-            self.acc.entry((q.resource, attrs)).or_default().timeouts += 1;
+            let series = self.series(&q, &key, None);
+            self.acc.entry(series).or_default().timeouts += 1;
             self.timed_out += 1;
         }
         // A stream idle for twice the timeout has nothing left to answer.
@@ -346,8 +359,27 @@ impl Engine {
 
     /// The interval's points; starts the next interval.
     pub fn finish(&mut self) -> Vec<Point> {
+        self.telemetry
+            .events_received(SOURCE, std::mem::take(&mut self.received));
         let mut out = Vec::with_capacity(self.acc.len());
-        for ((resource, attrs), acc) in self.acc.drain() {
+        for (k, acc) in self.acc.drain() {
+            let mut attrs = Attrs::new()
+                .with(attr::NETWORK_TRANSPORT, k.transport.as_str())
+                .with(
+                    attr::NETWORK_TYPE,
+                    if k.server.is_ipv4() { "ipv4" } else { "ipv6" },
+                )
+                .with(attr::FLOW_ROLE, k.role.as_str())
+                .with(attr::SERVER_ADDRESS, k.server.to_string())
+                .with(attr::DNS_QUESTION_NAME, k.name)
+                .with(
+                    attr::DNS_QUESTION_TYPE,
+                    message::qtype_name(k.qtype).into_owned(),
+                );
+            if let Some(rcode) = k.rcode {
+                attrs.set(attr::DNS_RESPONSE_CODE, message::rcode_name(rcode));
+            }
+            let resource = k.resource;
             if let Some(h) = acc.hist {
                 out.push(Point {
                     resource: resource.clone(),
@@ -357,9 +389,6 @@ impl Engine {
                 });
             }
             if acc.timeouts > 0 {
-                // Timeouts carry no response code.
-                let mut attrs = attrs;
-                attrs.remove(attr::DNS_RESPONSE_CODE);
                 out.push(Point {
                     resource,
                     metric: DNS_TIMEOUTS,

@@ -10,7 +10,8 @@
 //!
 //! Every step is cached and rate-limited so that a flood of lookups from
 //! fresh sockets costs a bounded amount of /proc reading: a port's owner is
-//! cached for [`OWNER_TTL`], and /proc is searched at most every
+//! cached for [`OWNER_TTL`] (a port whose owner was not found for
+//! [`NEGATIVE_TTL`]), and /proc is searched at most every
 //! [`SCAN_MIN_AGE`] per namespace. The search runs when the query is
 //! captured, while the asking process still waits for its answer; a
 //! process that is gone by then (the capture thread was behind) cannot be
@@ -31,6 +32,8 @@ use crate::process::ProcessCache;
 
 pub const OWNER_TTL: Duration = Duration::from_secs(5);
 pub const SCAN_MIN_AGE: Duration = Duration::from_millis(2);
+/// How long a socket whose owner was not found stays unattributed.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// `service.name` of lookups whose process is unknown.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
@@ -127,16 +130,25 @@ impl OwnerResolver for ProcOwners {
         {
             return r.clone();
         }
-        let Some(pid) = self.pid_of(netns, transport, local.port()) else {
-            return self.unknown.clone();
+        // A socket not found is remembered too (for NEGATIVE_TTL), so a
+        // busy socket whose owner cannot be seen (gone, or a thread of a
+        // process that lives in another namespace) costs one search, not
+        // one per packet.
+        let r = match self.pid_of(netns, transport, local.port()) {
+            Some(pid) => self.resource_of(pid),
+            None => self.unknown.clone(),
         };
-        let r = self.resource_of(pid);
+        let at = if Arc::ptr_eq(&r, &self.unknown) {
+            now.checked_sub(OWNER_TTL - NEGATIVE_TTL).unwrap_or(now)
+        } else {
+            now
+        };
         if self.owners.len() >= 65_536 {
             self.owners
                 .retain(|_, (_, at)| now.duration_since(*at) < OWNER_TTL);
         }
         if self.owners.len() < 65_536 {
-            self.owners.insert(key, (r.clone(), now));
+            self.owners.insert(key, (r.clone(), at));
         }
         if self.resources.len() > 4096 {
             self.resources.clear();

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Load benchmark: agent CPU and memory while the host makes many short TCP
+# connections, against the same load with the agent off.
+#
+# Two network namespaces joined by a veth pair (198.19.254.1 and .2, inside
+# 198.18.0.0/15; nothing leaves them). For each rate, `flowscope-load`
+# opens that many connections per second from one namespace to an echo
+# server in the other (connect, send BYTES, read them back, close), for
+# SECONDS:
+#   off: the agent is not running; host CPU from /proc/stat;
+#   on:  `flowscope run` (ebpf receiver, 10 s interval, file exporter only)
+#        runs; also agent CPU (utime+stime from /proc/PID/stat over the
+#        window) and RSS (VmRSS sampled every 250 ms, VmHWM at the end).
+# Results: target/bench/load.json and a summary in target/bench/load.txt.
+# This measures; it asserts nothing.
+#
+# usage: scripts/bench-load.sh [--seconds N] [--rates "1000 10000"] [--bytes N] [--no-build]
+set -euo pipefail
+source "$(dirname "$0")/as-root.sh"
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SECONDS_EACH=20
+RATES="1000 10000"
+BYTES=100
+BUILD=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) SECONDS_EACH=$2; shift 2 ;;
+    --rates) RATES=$2; shift 2 ;;
+    --bytes) BYTES=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    *) echo "bench-load.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+if [ "$BUILD" = 1 ]; then
+  scripts/bootstrap.sh
+  cargo build --release --bin flowscope
+  cargo build --release -p flowscope-integration --bin flowscope-load
+fi
+for b in flowscope flowscope-load; do
+  [ -x "$BIN/$b" ] || { echo "bench-load.sh: $BIN/$b is missing (run without --no-build)" >&2; exit 1; }
+done
+
+CNS=fsbench-c-$$
+SNS=fsbench-s-$$
+CIP=198.19.254.1
+SIP=198.19.254.2
+PORT=7000
+TMP=$(mktemp -d /tmp/fsbench.XXXXXX)
+AGENT_PID=
+SERVER_PID=
+SAMPLER_PID=
+
+cleanup() {
+  for p in $SAMPLER_PID $AGENT_PID $SERVER_PID; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  ip netns del "$CNS" 2>/dev/null || true
+  ip netns del "$SNS" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+ip netns add "$CNS"
+ip netns add "$SNS"
+ip link add "fsbc$$" type veth peer name "fsbs$$"
+ip link set "fsbc$$" netns "$CNS"
+ip link set "fsbs$$" netns "$SNS"
+ip -n "$CNS" addr add "$CIP/24" dev "fsbc$$"
+ip -n "$SNS" addr add "$SIP/24" dev "fsbs$$"
+for ns in "$CNS" "$SNS"; do
+  ip -n "$ns" link set lo up
+done
+ip -n "$CNS" link set "fsbc$$" up
+ip -n "$SNS" link set "fsbs$$" up
+# Per-namespace sysctls, so 10,000 closes/s do not run the client out of
+# ports (its side holds TIME_WAIT) and bursts are not dropped at the
+# listener. They change nothing outside these namespaces.
+ip netns exec "$CNS" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+ip netns exec "$SNS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# Busy and total jiffies of all CPUs (busy excludes idle and iowait).
+host_cpu() {
+  awk '/^cpu / { t = $2+$3+$4+$5+$6+$7+$8+$9; print t - $5 - $6, t }' /proc/stat
+}
+
+# utime+stime of a process, in clock ticks (fields after the comm).
+proc_ticks() {
+  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+start_server() {
+  ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    grep -q listening "$TMP/server.out" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench-load.sh: server did not start: $(cat "$TMP/server.err")" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+start_agent() {
+  cat > "$TMP/agent.yaml" <<EOF
+receivers:
+  ebpf:
+    collection_interval: 10s
+exporters:
+  file:
+    path: $TMP/metrics.jsonl
+service:
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      exporters: [file]
+EOF
+  rm -f "$TMP/metrics.jsonl"
+  RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2> "$TMP/agent.log" &
+  AGENT_PID=$!
+  for _ in $(seq 600); do
+    grep -q running "$TMP/agent.log" 2>/dev/null && return 0
+    if ! kill -0 "$AGENT_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "bench-load.sh: agent did not start:" >&2
+  cat "$TMP/agent.log" >&2
+  exit 1
+}
+
+stop_agent() {
+  kill -TERM "$AGENT_PID" 2>/dev/null || true
+  wait "$AGENT_PID" 2>/dev/null || true
+  AGENT_PID=
+}
+
+# Sum of a metric's data points in the agent's output; with a peer-address
+# prefix, only points whose network.peer.address starts with it. Needs jq;
+# prints null without it.
+metric_sum() {
+  local name=$1 prefix=${2:-}
+  if ! command -v jq > /dev/null 2>&1 || [ ! -s "$TMP/metrics.jsonl" ]; then
+    echo null
+    return
+  fi
+  jq -s --arg n "$name" --arg p "$prefix" '
+    [ .[] | .resourceMetrics[]? | .scopeMetrics[]? | .metrics[]?
+      | select(.name == $n) | (.sum // .gauge) | .dataPoints[]?
+      | select($p == "" or any(.attributes[]?; .key == "network.peer.address"
+                                and (.value.stringValue // "" | startswith($p))))
+      | ((.asInt // .asDouble // 0) | tonumber) ] | add // 0' "$TMP/metrics.jsonl"
+}
+
+RUNS=()
+SUMMARY=()
+
+measure() {
+  local rate=$1 mode=$2
+  start_server
+  local agent_json=null
+  if [ "$mode" = on ]; then
+    start_agent
+    sleep 1
+    : > "$TMP/rss"
+    (while kill -0 "$AGENT_PID" 2>/dev/null; do
+       awk '/^VmRSS:/ { print $2 }' "/proc/$AGENT_PID/status" >> "$TMP/rss" 2>/dev/null || true
+       sleep 0.25
+     done) &
+    SAMPLER_PID=$!
+  fi
+  local loadavg srv0 srv1
+  loadavg=$(cut -d' ' -f1 /proc/loadavg)
+  read -r busy0 total0 < <(host_cpu)
+  local t0 ticks0=0
+  t0=$(date +%s.%N)
+  [ "$mode" = on ] && ticks0=$(proc_ticks "$AGENT_PID")
+  srv0=$(proc_ticks "$SERVER_PID")
+  local load
+  load=$(ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$rate" "$SECONDS_EACH" "$BYTES")
+  read -r busy1 total1 < <(host_cpu)
+  local t1 ticks1=0
+  t1=$(date +%s.%N)
+  [ "$mode" = on ] && ticks1=$(proc_ticks "$AGENT_PID")
+  srv1=$(proc_ticks "$SERVER_PID")
+  local window host_pct host_cores load_cpu
+  window=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  host_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" 'BEGIN { printf "%.1f", 100 * b / t }')
+  # CPU of the load itself: the client's own (getrusage) plus the server's.
+  # The eBPF programs run in these processes' syscalls, so the difference
+  # between agent on and off includes the kernel side's cost.
+  load_cpu=$(awk -v c="$(echo "$load" | sed 's/.*"cpu_seconds":\([0-9.]*\).*/\1/')" -v d="$((srv1 - srv0))" \
+    -v w="$window" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * (c + d / hz) / w }')
+  host_cores=$(awk -v b="$((busy1 - busy0))" -v w="$window" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", b / hz / w }')
+  if [ "$mode" = on ]; then
+    local agent_pct hwm rss_avg rss_peak
+    agent_pct=$(awk -v d="$((ticks1 - ticks0))" -v w="$window" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * d / hz / w }')
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=
+    read -r rss_avg rss_peak < <(awk '{ s += $1; if ($1 > m) m = $1; n++ } END { if (n) printf "%d %d\n", s / n, m; else print "0 0" }' "$TMP/rss")
+    stop_agent
+    local closed lost received
+    closed=$(metric_sum network.tcp.connections.closed 198.19.254.)
+    lost=$(metric_sum flowscope.events.lost)
+    received=$(metric_sum flowscope.events.received)
+    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
+      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$closed" "$received" "$lost")
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %6s' "$rate" on \
+      "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" "$agent_pct" "$rss_avg" "$hwm" "$loadavg")")
+  else
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %6s' "$rate" off \
+      "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - "$loadavg")")
+  fi
+  stop_server
+  RUNS+=("$(printf '{"rate":%s,"agent":"%s","window_seconds":%s,"host_cpu_pct_of_all_cpus":%s,"host_busy_cores":%s,"load_cpu_pct_of_one_core":%s,"loadavg_1m_before":%s,"load":%s,"agent_stats":%s}' \
+    "$rate" "$mode" "$window" "$host_pct" "$host_cores" "$load_cpu" "$loadavg" "$load" "$agent_json")")
+}
+
+for rate in $RATES; do
+  measure "$rate" off
+  measure "$rate" on
+done
+
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+{
+  printf '{"benchmark":"scripts/bench-load.sh","date":"%s","kernel":"%s","cpus":%s,"cpu_model":"%s",' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -r)" "$(nproc)" "$CPU_MODEL"
+  printf '"commit":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$SECONDS_EACH" "$BYTES"
+  (IFS=,; printf '%s' "${RUNS[*]}")
+  printf ']}\n'
+} > "$OUT/load.json"
+
+{
+  echo "flowscope load benchmark, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs ($CPU_MODEL)"
+  echo "$SECONDS_EACH s per run, $BYTES bytes each way per connection"
+  echo "host: busy % of all CPUs (/proc/stat); load: client+server CPU, % of one core; agent: % of one core"
+  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm loadavg
+  printf '%s\n' "${SUMMARY[@]}"
+  echo "(rss in KiB; details: target/bench/load.json)"
+} | tee "$OUT/load.txt"
