@@ -469,6 +469,8 @@ pub(crate) fn spawn<S: Sink>(
     let task = tokio::spawn(async move {
         while let Some(entry) = s.queue.pop().await {
             let out = sink.export(&entry.item).await;
+            // Health first, so anyone who sees the counters sees the health too.
+            s.record(&out);
             s.queue.finish(&entry, || {
                 let t = s.queue.telemetry();
                 t.exporter_sent(s.queue.name(), out.sent);
@@ -480,7 +482,6 @@ pub(crate) fn spawn<S: Sink>(
                 let failed: u64 = out.failed.iter().map(|(_, n)| n).sum();
                 tracing::warn!(exporter = %s.queue.name(), failed, "export failed: {e}");
             }
-            s.record(&out);
         }
     });
     ExporterHandle {

@@ -408,3 +408,76 @@ async fn retries_exhausted_are_counted_with_the_last_error() {
     assert_eq!(code, 503);
     assert!(body.contains(r#""delivering":false"#), "{body}");
 }
+
+#[tokio::test]
+async fn grpc_resource_exhausted_with_retry_info_waits_the_given_delay() {
+    let rx = Receiver::new([
+        Reply::GrpcRetryInfo(tonic::Code::ResourceExhausted, Duration::from_millis(1500)),
+        Reply::Ok,
+    ]);
+    let addr = grpc_receiver("127.0.0.1:0", rx.clone(), None).await;
+    let t = Telemetry::new();
+    let h = build_with_env(
+        &id("otlp"),
+        &ExporterConfig::Otlp(grpc(addr.port())),
+        t.clone(),
+        &no_env,
+    )
+    .unwrap();
+    h.submit(batch(0, 2));
+    h.clone().shutdown().await;
+    let a = rx.arrivals();
+    assert_eq!(a.len(), 2);
+    // The backoff alone would have waited about 100 ms.
+    assert!(
+        a[1].at - a[0].at >= Duration::from_millis(1500),
+        "{:?}",
+        a[1].at - a[0].at
+    );
+    assert_eq!((sent(&t, "otlp"), failed_all(&t, "otlp")), (4, 0));
+}
+
+#[tokio::test]
+async fn healthz_is_served_over_http() {
+    let rx = Receiver::new([Reply::Http(401, None)]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
+    let t = Telemetry::new();
+    let h = build_with_env(
+        &id("otlphttp"),
+        &ExporterConfig::OtlpHttp(http(addr.port())),
+        t.clone(),
+        &no_env,
+    )
+    .unwrap();
+    let port = free_port();
+    let server =
+        flowscope_exporters::serve_healthz(&format!("127.0.0.1:{port}"), vec![h.clone()]).unwrap();
+    let get = move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let before = tokio::task::spawn_blocking(get).await.unwrap();
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(before.contains(r#""status":"ok""#), "{before}");
+    h.submit(batch(0, 1));
+    wait_for("the 401", Duration::from_secs(5), || {
+        failed(&t, "otlphttp", "401") == 2
+    })
+    .await;
+    let after = tokio::task::spawn_blocking(get).await.unwrap();
+    assert!(after.starts_with("HTTP/1.1 503"), "{after}");
+    assert!(
+        after.contains(r#""exporter":"otlphttp""#) && after.contains("HTTP 401"),
+        "{after}"
+    );
+    server.abort();
+    h.shutdown().await;
+}

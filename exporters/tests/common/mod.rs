@@ -32,6 +32,8 @@ pub enum Reply {
     Ok,
     /// gRPC status code.
     Grpc(tonic::Code),
+    /// gRPC status code with a `google.rpc.RetryInfo` delay.
+    GrpcRetryInfo(tonic::Code, Duration),
     /// HTTP status with an optional `Retry-After`.
     Http(u16, Option<&'static str>),
     /// Accept, rejecting this many points in a partial success.
@@ -62,11 +64,31 @@ impl Receiver {
     pub fn new(script: impl IntoIterator<Item = Reply>) -> Arc<Self> {
         Arc::new(Self {
             script: Mutex::new(script.into_iter().collect()),
-            arrivals: Mutex::default(),
+            ..Default::default()
         })
     }
 
+    /// A receiver that answers OK and only counts points.
+    pub fn counting() -> Arc<Self> {
+        Arc::new(Self {
+            count_only: true,
+            ..Default::default()
+        })
+    }
+
+    /// Points received by a counting receiver.
+    pub fn counted(&self) -> u64 {
+        self.points.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn next(&self, request: ExportMetricsServiceRequest, headers: Vec<(String, String)>) -> Reply {
+        if self.count_only {
+            self.points.fetch_add(
+                request_points(&request),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            return Reply::Ok;
+        }
         let reply = self.script.lock().unwrap().pop_front().unwrap_or(Reply::Ok);
         self.arrivals.lock().unwrap().push(Arrival {
             at: Instant::now(),
@@ -136,6 +158,9 @@ impl MetricsService for Grpc {
                 Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
             }
             Reply::Grpc(code) => Err(tonic::Status::new(code, "scripted failure")),
+            Reply::GrpcRetryInfo(code, delay) => Err(
+                flowscope_exporters::grpc::status_with_retry_info(code, "scripted throttle", delay),
+            ),
             Reply::Http(..) => Err(tonic::Status::internal("HTTP reply scripted on gRPC")),
         }
     }
@@ -325,7 +350,9 @@ async fn handle_http(
             }
             r
         }
-        Reply::Grpc(_) => respond(500, b"gRPC reply scripted on HTTP".to_vec()),
+        Reply::Grpc(_) | Reply::GrpcRetryInfo(..) => {
+            respond(500, b"gRPC reply scripted on HTTP".to_vec())
+        }
     }
 }
 
