@@ -31,6 +31,10 @@ enum Command {
         /// Configuration file (YAML, OpenTelemetry Collector shape).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Serve /healthz on this address (e.g. 127.0.0.1:13133): 200 when
+        /// every exporter delivers, 503 otherwise, with details as JSON.
+        #[arg(long, value_name = "ADDR")]
+        healthz: Option<String>,
     },
     /// Check a configuration file and print what it would run.
     Validate {
@@ -57,10 +61,17 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
-async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
     let loaded = load(config.as_ref())?;
     let telemetry = Telemetry::new();
     let agent = pipeline::Agent::start(&loaded.config, telemetry)?;
+    let health = match healthz {
+        Some(addr) => Some(
+            flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec())
+                .map_err(|e| anyhow::anyhow!("serving /healthz on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     info!(
         pipelines = loaded.config.service.pipelines.len(),
         "flowscope {} running; SIGINT or SIGTERM flushes the last interval and exits",
@@ -72,6 +83,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         _ = term.recv() => info!("SIGTERM: flushing"),
     }
     agent.stop().await;
+    if let Some(h) = health {
+        h.abort();
+    }
     info!("stopped");
     Ok(())
 }
@@ -106,12 +120,12 @@ fn main() -> ExitCode {
             );
         }),
         Command::Bench(args) => bench::run(args),
-        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(config))),
+            .and_then(|rt| rt.block_on(run(config, healthz))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

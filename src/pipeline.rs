@@ -224,6 +224,11 @@ impl Agent {
         })
     }
 
+    /// The running exporters (for /healthz).
+    pub fn exporters(&self) -> &[ExporterHandle] {
+        &self.exporters
+    }
+
     /// Stops the receivers (each sends its last partial interval), lets the
     /// pipelines drain and flushes the exporters.
     pub async fn stop(self) {

@@ -220,6 +220,11 @@ impl Agent {
     /// Starts `flowscope run` with `config`, where `OUTPUT` stands for the
     /// output file's path.
     pub fn start_with(config: &str) -> anyhow::Result<Agent> {
+        Self::start_args(config, &[])
+    }
+
+    /// Like [`Agent::start_with`], with extra `flowscope run` arguments.
+    pub fn start_args(config: &str, args: &[&str]) -> anyhow::Result<Agent> {
         require_root();
         let dir = tempfile::tempdir()?;
         let output = dir.path().join("metrics.jsonl");
@@ -232,6 +237,7 @@ impl Agent {
         let mut cmd = Command::new(built_binary("flowscope"));
         cmd.args(["run", "--config"])
             .arg(&cfg)
+            .args(args)
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
