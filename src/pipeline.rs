@@ -23,8 +23,8 @@ use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
 use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
 use flowscope_receiver::{
-    CollectorSettings, EbpfReceiver, PeerNames, Granularity, LoadOptions, ReceiverSettings, ephemeral_ports,
-    host_attrs, self_resource, unix_nanos,
+    CollectorSettings, EbpfReceiver, Granularity, LoadOptions, PeerNames, ReceiverSettings,
+    ephemeral_ports, host_attrs, self_resource, unix_nanos,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -164,7 +164,8 @@ impl Agent {
         // receiver, which sets network.peer.domain from it.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
-        let mut inputs: Vec<(ComponentId, Vec<mpsc::Sender<FlowBatch>>)> = inputs.into_iter().collect();
+        let mut inputs: Vec<(ComponentId, Vec<mpsc::Sender<FlowBatch>>)> =
+            inputs.into_iter().collect();
         inputs.sort_by_key(|(id, _)| (id.kind != "dns", id.to_string()));
         let mut names: Option<Arc<dyn PeerNames>> = None;
         for (id, outs) in inputs {
@@ -200,7 +201,10 @@ impl Agent {
                         }
                     }));
                 }
-                other => bail!("receiver {id}: type {} is not supported by this build", other.kind()),
+                other => bail!(
+                    "receiver {id}: type {} is not supported by this build",
+                    other.kind()
+                ),
             }
             sources.push(tokio::spawn(fan_out(rx, outs)));
         }

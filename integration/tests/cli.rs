@@ -83,7 +83,12 @@ fn missing_privileges_give_one_clear_error() {
     // Drop to nobody, without capabilities: loading must fail up front,
     // naming what is missing, and exit non-zero.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(built_binary("flowscope"))
         .args(["run"])
         .current_dir(std::env::temp_dir())
@@ -91,7 +96,10 @@ fn missing_privileges_give_one_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
 }
 
@@ -99,16 +107,25 @@ fn missing_privileges_give_one_clear_error() {
 fn healthz_reports_each_exporter() {
     use std::io::{Read, Write};
     // A free loopback port, released just before the agent binds it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let config = "receivers:\n  ebpf:\n    collection_interval: 1s\n\
                   exporters:\n  file:\n    path: OUTPUT\n\
                   service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n";
     let agent = flowscope_integration::Agent::start_args(config, &["--healthz", &addr]).unwrap();
     // After one delivered interval the file exporter reports delivering.
-    agent.wait_for("a first interval", std::time::Duration::from_secs(30), |p| (!p.is_empty()).then_some(()));
+    agent.wait_for(
+        "a first interval",
+        std::time::Duration::from_secs(30),
+        |p| (!p.is_empty()).then_some(()),
+    );
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

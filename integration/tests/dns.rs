@@ -31,8 +31,21 @@ fn resolved_name_reaches_the_flow() {
     let server = net.a_v4();
     let _dns = Dnsmasq(
         Command::new("ip")
-            .args(["netns", "exec", &net.a, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts"])
-            .args(["--bind-interfaces", "--listen-address", &server, "--local=/test/"])
+            .args([
+                "netns",
+                "exec",
+                &net.a,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--bind-interfaces",
+                "--listen-address",
+                &server,
+                "--local=/test/",
+            ])
             .arg(format!("--address=/db.lab.test/{server}"))
             .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
             .stdout(Stdio::null())
@@ -43,7 +56,19 @@ fn resolved_name_reaches_the_flow() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let answer = loop {
         let out = net
-            .run(&net.b, &[], &["dig", "+short", "+time=1", "+tries=1", &format!("@{server}"), "db.lab.test", "A"])
+            .run(
+                &net.b,
+                &[],
+                &[
+                    "dig",
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                    &format!("@{server}"),
+                    "db.lab.test",
+                    "A",
+                ],
+            )
             .unwrap_or_default();
         if !out.trim().is_empty() || std::time::Instant::now() > deadline {
             break out.trim().to_string();
@@ -53,8 +78,11 @@ fn resolved_name_reaches_the_flow() {
 
     let t = traffic();
     let addr = format!("{server}:5011");
-    let srv = net.serve(&net.a, &[&t, "tcp-server", &addr, "777", "0"]).unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "777", "0"]).unwrap();
+    let srv = net
+        .serve(&net.a, &[&t, "tcp-server", &addr, "777", "0"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "777", "0"])
+        .unwrap();
     srv.finish().unwrap();
 
     let filter = [
@@ -63,11 +91,15 @@ fn resolved_name_reaches_the_flow() {
         ("network.peer.port", "5011"),
         ("network.io.direction", "transmit"),
     ];
-    agent.wait_for("the flow", WAIT, |p| (sum(p, "network.flow.io", &filter) >= 777.0).then_some(()));
+    agent.wait_for("the flow", WAIT, |p| {
+        (sum(p, "network.flow.io", &filter) >= 777.0).then_some(())
+    });
     let points = agent.points();
     let flow: Vec<_> = points
         .iter()
-        .filter(|p| p.metric == "network.flow.io" && filter.iter().all(|(k, v)| p.attr(k) == Some(*v)))
+        .filter(|p| {
+            p.metric == "network.flow.io" && filter.iter().all(|(k, v)| p.attr(k) == Some(*v))
+        })
         .collect();
     for p in &flow {
         assert_eq!(p.attr("network.peer.domain"), Some("db.lab.test"), "{p:?}");
@@ -87,5 +119,14 @@ fn resolved_name_reaches_the_flow() {
         (n >= 1.0).then_some(n)
     });
     // Seen from the client and from dnsmasq's side: one answered lookup each.
-    assert_eq!(n, 2.0, "{:?}", agent.points().iter().filter(|p| p.metric.starts_with("dns.")).collect::<Vec<_>>());
+    assert_eq!(
+        n,
+        2.0,
+        "{:?}",
+        agent
+            .points()
+            .iter()
+            .filter(|p| p.metric.starts_with("dns."))
+            .collect::<Vec<_>>()
+    );
 }
