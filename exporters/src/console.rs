@@ -207,7 +207,11 @@ impl Sink for ConsoleSink {
         // The table is about the host's traffic. Batches without any flow
         // point (the agent's own telemetry, the DNS receiver's lookups, an
         // idle interval) print nothing, so each interval prints one table.
-        if !batch.points.iter().any(|p| p.metric.name.starts_with("network.")) {
+        if !batch
+            .points
+            .iter()
+            .any(|p| p.metric.name.starts_with("network."))
+        {
             return Outcome::sent(n);
         }
         let text = render(batch, self.max_rows);
