@@ -190,6 +190,11 @@ impl Engine {
         self.local_addrs.retain(|ns, _| keep(*ns));
     }
 
+    /// Whether the addresses of `netns` are known yet.
+    pub fn knows_addrs_of(&self, netns: u32) -> bool {
+        self.local_addrs.contains_key(&netns)
+    }
+
     fn is_local(&self, netns: u32, ip: IpAddr) -> bool {
         ip.is_loopback()
             || self
