@@ -733,14 +733,15 @@ fn routed_lookups_are_reported_where_they_are_local() {
         "via",
         "198.18.5.1",
     ]);
+    // /proc/sys/net is per namespace (no procps needed).
     run(&[
         "ip",
         "netns",
         "exec",
         &r,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
     ]);
     // A process in the router namespace, as a host always has.
     nets.children.push(
