@@ -963,3 +963,37 @@ fn hostile_corpus_is_counted_never_panics() {
     engine.expire(u64::MAX);
     let _ = engine.finish();
 }
+
+/// A namespace created after the receiver started gets a capture socket at
+/// the next rescan; a deleted one has its socket closed (which also lets
+/// the kernel free the namespace).
+#[test]
+fn namespaces_are_picked_up_and_dropped() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the DNS tests need root");
+    let telemetry = Telemetry::new();
+    let (receiver, _names) = DnsReceiver::start(test_settings(), telemetry).expect("start");
+    let name = format!("fsdns-{}-late", std::process::id());
+    run(&["ip", "netns", "add", &name]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let guard = Del(name.clone());
+    let inode = Pair::inode(&name);
+    let wait = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receiver.namespaces().contains(&inode) != want {
+            assert!(
+                Instant::now() < deadline,
+                "namespace {inode} open={} after 10 s",
+                !want
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(true);
+    drop(guard);
+    wait(false);
+}
