@@ -223,7 +223,7 @@ impl Workload {
             bytes_rx: 200 + i % 5000,
             segs_out: 4,
             segs_in: 5,
-            total_retrans: u32::from(i % 50 == 0),
+            total_retrans: u32::from(i.is_multiple_of(50)),
             srtt_us: 50 + (i % 400) as u32,
             rttvar_us: 10 + (i % 40) as u32,
             tgid: p.pid,

@@ -43,6 +43,9 @@ pub enum HttpError {
     Tls(#[from] TlsError),
 }
 
+/// Largest response body read (bigger is a connection error).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 pub(crate) struct Http {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
@@ -200,7 +203,12 @@ impl Transport for Http {
             let resp = self.client.request(request).await?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp.into_body().collect().await?.to_bytes();
+            // A response is a status and maybe a partial success: cap what
+            // a misbehaving server can make us buffer.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, headers, body))
         };
         let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {

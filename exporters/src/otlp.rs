@@ -167,10 +167,16 @@ impl Backoff {
     /// `max_interval`.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = base.mul_f64(self.cfg.multiplier).min(self.cfg.max_interval);
+        self.next = scale(base, self.cfg.multiplier).min(self.cfg.max_interval);
         let r = self.cfg.randomization_factor;
-        base.mul_f64(1.0 - r + 2.0 * r * fastrand::f64())
+        scale(base, 1.0 - r + 2.0 * r * fastrand::f64())
     }
+}
+
+/// `d * f`, saturating instead of panicking on overflow (intervals come
+/// from the config, which may hold absurd values).
+fn scale(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
 }
 
 /// Delivers `req`, retrying per the module docs. `started` is the batch's
@@ -218,7 +224,9 @@ pub(crate) async fn deliver<T: Transport>(
                     Some(d) => d,
                     None => backoff.next_delay(),
                 };
-                if !retry.enabled || started.elapsed() + delay > retry.max_elapsed_time {
+                if !retry.enabled
+                    || started.elapsed().saturating_add(delay) > retry.max_elapsed_time
+                {
                     let why = if retry.enabled {
                         "retries exhausted"
                     } else {
@@ -391,6 +399,25 @@ mod tests {
             out.failed,
             vec![("400".to_string(), 4), (REJECTED.to_string(), 2)]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_server_delays_and_intervals_do_not_panic() {
+        let huge = Attempt::Retry {
+            error_type: "503".into(),
+            after: Some(Duration::MAX),
+            message: "x".into(),
+        };
+        let mut t = Script(VecDeque::from([huge]), Vec::new());
+        let mut out = Outcome::default();
+        deliver(&mut t, &req(1), &retry(60), Instant::now(), &mut out).await;
+        assert_eq!(out.failed, vec![("503".to_string(), 1)]);
+        let mut cfg = retry(60);
+        cfg.initial_interval = Duration::MAX;
+        cfg.max_interval = Duration::MAX;
+        let mut b = Backoff::new(&cfg);
+        assert_eq!(b.next_delay(), Duration::MAX);
+        assert_eq!(b.next_delay(), Duration::MAX);
     }
 
     #[test]

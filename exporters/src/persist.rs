@@ -29,6 +29,14 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("queue directory `{path}` is in use by another exporter or agent (locked)")]
+    Locked { path: PathBuf },
+    #[error("locking the queue directory `{path}`")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("listing the queue directory `{path}`")]
     List {
         path: PathBuf,
@@ -49,6 +57,9 @@ pub(crate) type Record = (u64, Vec<u8>, u64);
 
 pub(crate) struct DiskStore {
     dir: PathBuf,
+    /// Held (locked) while the store is open: two exporters or two agents
+    /// on one directory would send and delete each other's batches.
+    _lock: File,
 }
 
 impl DiskStore {
@@ -57,8 +68,28 @@ impl DiskStore {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lock_err = |source| StoreError::Lock {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("queue.lock"))
+            .map_err(lock_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -205,5 +236,12 @@ mod tests {
         // Damaged records are set aside, not read again.
         let (good, bad) = s.load().unwrap();
         assert_eq!((good.len(), bad.len()), (1, 0));
+        // A second user of the directory is refused while the first lives.
+        assert!(matches!(
+            DiskStore::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(s);
+        assert!(DiskStore::open(dir.path()).is_ok());
     }
 }

@@ -61,7 +61,7 @@ pub fn sanitize(s: &str, allow_colon: bool) -> String {
         }
         out.push(c);
     }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
     out
@@ -342,6 +342,7 @@ mod tests {
         };
         assert_eq!(metric_name(FLOW_IO, &o2), "fs_network_flow_io");
         assert_eq!(sanitize("9a..b-c", false), "_9a_b_c");
+        assert_eq!(sanitize("", false), "_");
     }
 
     #[test]

@@ -481,3 +481,34 @@ async fn healthz_is_served_over_http() {
     server.abort();
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn http_cumulative_json_keeps_running_totals() {
+    let rx = Receiver::new([]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
+    let t = Telemetry::new();
+    let mut c = http(addr.port());
+    c.encoding = HttpEncoding::Json;
+    c.temporality = Some(Temporality::Cumulative);
+    let h = build_with_env(
+        &id("otlphttp"),
+        &ExporterConfig::OtlpHttp(c),
+        t.clone(),
+        &no_env,
+    )
+    .unwrap();
+    for i in 0..3 {
+        h.submit(batch(i, 2));
+    }
+    h.clone().shutdown().await;
+    assert_eq!((sent(&t, "otlphttp"), failed_all(&t, "otlphttp")), (12, 0));
+    let start = 1_700_000_000_000_000_000;
+    let io = io_values(&rx.accepted());
+    // Port 1001: 1001, then +2001, then +3001; always from the first start.
+    let p1001: Vec<_> = io
+        .iter()
+        .filter(|x| x.0 == 1001)
+        .map(|x| (x.1, x.2))
+        .collect();
+    assert_eq!(p1001, [(1001, start), (3002, start), (6003, start)]);
+}

@@ -38,6 +38,17 @@ fn config(port: u16, dir: &Path) -> ExporterConfig {
     })
 }
 
+/// Queue records (`*.rec`) in `dir`.
+fn records(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rec"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn id() -> ComponentId {
     "otlphttp/durable".parse().unwrap()
 }
@@ -100,8 +111,11 @@ async fn sigkill_while_backend_down_loses_no_accepted_batch() {
     // SIGKILL: no shutdown, no flush.
     child.kill().unwrap();
     child.wait().unwrap();
-    let records = std::fs::read_dir(dir.path()).unwrap().count();
-    assert_eq!(records, 7, "one record per accepted batch");
+    assert_eq!(
+        records(dir.path()).len(),
+        7,
+        "one record per accepted batch"
+    );
 
     // Restart with the backend up: every batch arrives, in order.
     let rx = Receiver::new([]);
@@ -121,7 +135,7 @@ async fn sigkill_while_backend_down_loses_no_accepted_batch() {
     }
     assert_eq!(sent(&t, "otlphttp/durable"), 140);
     // Delivered records are gone.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert_eq!(records(dir.path()).len(), 0);
 }
 
 #[tokio::test]
@@ -140,11 +154,7 @@ async fn damaged_record_is_skipped_and_the_rest_delivered() {
         0,
         "batches on disk are not counted as lost"
     );
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = records(dir.path());
     assert_eq!(files.len(), 3);
     // Flip a byte in the middle record's payload.
     let mut b = std::fs::read(&files[1]).unwrap();
@@ -165,12 +175,14 @@ async fn damaged_record_is_skipped_and_the_rest_delivered() {
     let values: Vec<i64> = io.iter().map(|x| x.1).collect();
     assert_eq!(values, [1000, 1001, 1002, 1003, 3000, 3001, 3002, 3003]);
     // The damaged record was set aside (renamed .bad), not deleted silently.
-    let left: Vec<String> = std::fs::read_dir(dir.path())
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 1);
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
     assert!(left[0].ends_with(".bad"), "{left:?}");
+    assert_eq!(left[1], "queue.lock");
 }
 
 #[tokio::test]
@@ -187,15 +199,21 @@ async fn size_cap_drops_oldest_and_counts_it() {
     for i in 0..40 {
         h.submit(batch(i, 400));
     }
-    let bytes: u64 = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+    let bytes: u64 = records(dir.path())
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
         .sum();
     assert!(bytes <= 1024 * 1024, "{bytes} bytes on disk");
     let dropped = failed(&t, "otlphttp/durable", "queue_full");
     assert!(dropped > 0 && dropped.is_multiple_of(800), "{dropped}");
-    let kept = std::fs::read_dir(dir.path()).unwrap().count() as u64;
+    let kept = records(dir.path()).len() as u64;
     // Every batch is either on disk or counted as dropped (one may be in flight, still on disk).
     assert_eq!(kept * 800 + dropped, 40 * 800);
+    // A second exporter on the same directory is refused while this one runs.
+    let err = build_with_env(&id(), &cfg, Telemetry::new(), &no_env)
+        .err()
+        .unwrap();
+    let why = std::error::Error::source(&err).unwrap().to_string();
+    assert!(why.contains("in use"), "{why}");
     h.shutdown().await;
 }

@@ -246,6 +246,7 @@ impl Drop for Pair {
 /// A receiver running on its own runtime, collecting every point it sends.
 struct Agent {
     rt: tokio::runtime::Runtime,
+    engine: Arc<std::sync::Mutex<Engine>>,
     names: Arc<DnsNames>,
     telemetry: Telemetry,
     points: Vec<Point>,
@@ -256,7 +257,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(settings: DnsSettings, pair: &Pair) -> Self {
+    fn start(settings: DnsSettings, namespaces: &[&str]) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -266,7 +267,7 @@ impl Agent {
         let (receiver, names) =
             DnsReceiver::start(settings, telemetry.clone()).expect("start the dns receiver");
         // Capturing in both namespaces before any traffic.
-        let want = [Pair::inode(&pair.a), Pair::inode(&pair.b)];
+        let want: Vec<u32> = namespaces.iter().map(|n| Pair::inode(n)).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut namespaces_ok = false;
         while Instant::now() < deadline {
@@ -281,6 +282,7 @@ impl Agent {
             namespaces_ok,
             "the receiver did not open sockets in the test namespaces within 10 s"
         );
+        let engine = receiver.engine();
         let (tx, rx) = mpsc::channel(64);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = rt.spawn(async move {
@@ -291,6 +293,7 @@ impl Agent {
         });
         Agent {
             rt,
+            engine,
             names,
             telemetry,
             points: Vec::new(),
@@ -419,7 +422,7 @@ const TIMEOUTS: &str = "dns.lookup.timeouts";
 fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
     let mut pair = Pair::new(1);
     pair.start_dnsmasq();
-    let mut agent = Agent::start(test_settings(), &pair);
+    let mut agent = Agent::start(test_settings(), &[&pair.a, &pair.b]);
     let (s, s6) = (pair.server(), pair.server6());
     let at = format!("@{s}");
     const N: u64 = 20;
@@ -596,7 +599,7 @@ fn dropped_responses_time_out_once_each() {
         query_timeout: Duration::from_millis(500),
         ..test_settings()
     };
-    let mut agent = Agent::start(settings, &pair);
+    let mut agent = Agent::start(settings, &[&pair.a, &pair.b]);
     // The server's answers never leave its namespace.
     pair.nft(
         &pair.a,
@@ -641,13 +644,209 @@ fn dropped_responses_time_out_once_each() {
     agent.stop();
 }
 
+/// Namespaces and processes of the routed test, removed on drop.
+struct Routed {
+    names: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A client namespace reaches a server namespace through a router
+/// namespace (as a host routes its containers' traffic): the lookup is
+/// reported once per side, never by the router that only forwards it.
+#[test]
+fn routed_lookups_are_reported_where_they_are_local() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the DNS tests need root");
+    let pid = std::process::id();
+    let [c, r, s] = ["c", "r", "s"].map(|x| format!("fsdns-{pid}-4{x}"));
+    let mut nets = Routed {
+        names: vec![c.clone(), r.clone(), s.clone()],
+        children: Vec::new(),
+    };
+    for ns in &nets.names {
+        run(&["ip", "netns", "add", ns]);
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    let dev = |x: &str| {
+        let d = format!("fr{pid}{x}");
+        d[d.len().saturating_sub(15)..].to_string()
+    };
+    for (left, right, l, rr, net) in [
+        (&c, &r, dev("cr"), dev("rc"), 4),
+        (&r, &s, dev("rs"), dev("sr"), 5),
+    ] {
+        run(&["ip", "link", "add", &l, "type", "veth", "peer", "name", &rr]);
+        run(&["ip", "link", "set", &l, "netns", left]);
+        run(&["ip", "link", "set", &rr, "netns", right]);
+        let (lh, rh) = if net == 4 { (2, 1) } else { (1, 2) };
+        run(&[
+            "ip",
+            "-n",
+            left,
+            "addr",
+            "add",
+            &format!("198.18.{net}.{lh}/24"),
+            "dev",
+            &l,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            right,
+            "addr",
+            "add",
+            &format!("198.18.{net}.{rh}/24"),
+            "dev",
+            &rr,
+        ]);
+        run(&["ip", "-n", left, "link", "set", &l, "up"]);
+        run(&["ip", "-n", right, "link", "set", &rr, "up"]);
+    }
+    run(&[
+        "ip",
+        "-n",
+        &c,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.4.1",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &s,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.5.1",
+    ]);
+    // /proc/sys/net is per namespace (no procps needed).
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &r,
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+    ]);
+    // A process in the router namespace, as a host always has.
+    nets.children.push(
+        Command::new("ip")
+            .args(["netns", "exec", &r, "sleep", "300"])
+            .spawn()
+            .expect("sleep"),
+    );
+    nets.children.push(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &s,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--bind-interfaces",
+                "--listen-address",
+                "198.18.5.2",
+                "--local=/test/",
+            ])
+            .args([
+                "--address=/known.test/198.18.5.2",
+                "--cache-size=0",
+                "--log-facility=/dev/null",
+                "--pid-file=",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dnsmasq"),
+    );
+    let dig = |args: &[&str]| -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &c, "dig"])
+            .args(args)
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dig(&["+tries=1", "+time=1", "@198.18.5.2", "ready.known.test"]).contains("NOERROR") {
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq did not answer through the router"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut agent = Agent::start(test_settings(), &[&c, &r, &s]);
+    // The router's addresses are read at a rescan once it has a process.
+    let router = Pair::inode(&r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent
+        .engine
+        .lock()
+        .map(|e| e.knows_addrs_of(router))
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the router's addresses were not read within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    const N: u64 = 5;
+    for _ in 0..N {
+        let out = dig(&["+tries=1", "+time=2", "@198.18.5.2", "known.test", "A"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+    }
+    let side = |role: &'static str| {
+        [
+            (attr::SERVER_ADDRESS, "198.18.5.2"),
+            (attr::DNS_QUESTION_NAME, "known.test"),
+            (attr::FLOW_ROLE, role),
+        ]
+    };
+    agent.wait_for(20, "both sides", |p| {
+        count(p, DUR, &side("client")) >= N && count(p, DUR, &side("server")) >= N
+    });
+    agent.settle(2);
+    assert_eq!(
+        count(&agent.points, DUR, &side("client")),
+        N,
+        "{:#?}",
+        summary(&agent.points)
+    );
+    assert_eq!(
+        count(&agent.points, DUR, &side("server")),
+        N,
+        "{:#?}",
+        summary(&agent.points)
+    );
+    agent.stop();
+}
+
 /// On loopback the kernel shows each packet twice (outgoing, then
 /// incoming): each lookup still counts once, as the client's.
 #[test]
 fn loopback_lookups_count_once() {
     let mut pair = Pair::new(3);
     pair.start_dnsmasq();
-    let mut agent = Agent::start(test_settings(), &pair);
+    let mut agent = Agent::start(test_settings(), &[&pair.a, &pair.b]);
     const N: u64 = 5;
     for _ in 0..N {
         let out = pair.dig_in(
@@ -763,4 +962,38 @@ fn hostile_corpus_is_counted_never_panics() {
     assert_eq!(parse_errors, 3 * bad + files.len() as u64);
     engine.expire(u64::MAX);
     let _ = engine.finish();
+}
+
+/// A namespace created after the receiver started gets a capture socket at
+/// the next rescan; a deleted one has its socket closed (which also lets
+/// the kernel free the namespace).
+#[test]
+fn namespaces_are_picked_up_and_dropped() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the DNS tests need root");
+    let telemetry = Telemetry::new();
+    let (receiver, _names) = DnsReceiver::start(test_settings(), telemetry).expect("start");
+    let name = format!("fsdns-{}-late", std::process::id());
+    run(&["ip", "netns", "add", &name]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let guard = Del(name.clone());
+    let inode = Pair::inode(&name);
+    let wait = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receiver.namespaces().contains(&inode) != want {
+            assert!(
+                Instant::now() < deadline,
+                "namespace {inode} open={} after 10 s",
+                !want
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(true);
+    drop(guard);
+    wait(false);
 }

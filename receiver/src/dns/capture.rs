@@ -1,6 +1,9 @@
 //! Packet capture: one `AF_PACKET` socket per network namespace, each with
 //! the eBPF DNS filter attached.
 //!
+//! - Each rescan also reads every namespace's own addresses (from a process
+//!   in it), so the engine can tell lookups made or served there from
+//!   queries merely routed through it.
 //! - Namespaces are found in `/proc/<pid>/ns/net` (every namespace with a
 //!   process) and `/run/netns/*` (named ones, `ip netns add`, which may have
 //!   none), deduplicated by inode, and rescanned every
@@ -21,9 +24,10 @@
 //!   from `PACKET_STATISTICS` and counted as
 //!   `flowscope.events.lost{source=dns, reason=socket_full}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -83,30 +87,72 @@ pub struct Namespace {
     pub path: PathBuf,
 }
 
-/// Every network namespace on the host, by inode, with one path to it.
-pub fn scan_namespaces() -> HashMap<u32, PathBuf> {
-    let mut out = HashMap::new();
-    let mut add = |path: PathBuf| {
-        if let Ok(m) = std::fs::metadata(&path) {
-            out.entry(m.ino() as u32).or_insert(path);
-        }
-    };
+/// Every network namespace on the host, by inode: one path to it, and a
+/// process in it if there is one.
+pub fn scan_namespaces() -> HashMap<u32, (PathBuf, Option<u32>)> {
+    let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/run/netns") {
         for e in dir.flatten() {
-            add(e.path());
+            if let Ok(m) = std::fs::metadata(e.path()) {
+                out.entry(m.ino() as u32).or_insert((e.path(), None));
+            }
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            {
-                add(e.path().join("ns/net"));
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let path = e.path().join("ns/net");
+            if let Ok(m) = std::fs::metadata(&path) {
+                let entry = out.entry(m.ino() as u32).or_insert((path, None));
+                entry.1.get_or_insert(pid);
             }
         }
     }
     out
+}
+
+/// The addresses of the namespace process `pid` is in: IPv4 from the
+/// `LOCAL` host routes of `/proc/<pid>/net/fib_trie`, IPv6 from
+/// `/proc/<pid>/net/if_inet6`. None when unreadable.
+pub fn local_addrs(pid: u32) -> Option<HashSet<IpAddr>> {
+    let trie = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).ok()?;
+    let mut out = HashSet::new();
+    parse_fib_trie(&trie, &mut out);
+    if let Ok(v6) = std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+        parse_if_inet6(&v6, &mut out);
+    }
+    Some(out)
+}
+
+/// Adds every address of a `/32 host LOCAL` leaf of a fib_trie dump.
+pub fn parse_fib_trie(text: &str, out: &mut HashSet<IpAddr>) {
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(a) = t.strip_prefix("|-- ") {
+            last = a.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last
+        {
+            out.insert(IpAddr::V4(a));
+        }
+    }
+}
+
+/// Adds the addresses of `/proc/net/if_inet6` (32 hex digits first).
+pub fn parse_if_inet6(text: &str, out: &mut HashSet<IpAddr>) {
+    for line in text.lines() {
+        let Some(hex) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Ok(v) = u128::from_str_radix(hex, 16)
+            && hex.len() == 32
+        {
+            out.insert(IpAddr::V6(Ipv6Addr::from(v)));
+        }
+    }
 }
 
 /// The inode of this thread's network namespace.
@@ -346,7 +392,16 @@ impl Capture {
             }
         });
         failed.retain(|ns, _| found.contains_key(ns));
-        for (ns, path) in &found {
+        {
+            let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            engine.retain_local_addrs(|ns| found.contains_key(&ns));
+            for (ns, (_, pid)) in &found {
+                if let Some(addrs) = pid.and_then(local_addrs) {
+                    engine.set_local_addrs(*ns, addrs);
+                }
+            }
+        }
+        for (ns, (path, _)) in &found {
             if socks.contains_key(ns) {
                 continue;
             }
@@ -447,4 +502,33 @@ fn timestamp(msg: &libc::msghdr) -> Option<u64> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_local_addresses() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    Local:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 127.0.0.1\n        /32 host LOCAL\n\
+                    |-- 198.18.1.255\n        /32 link BROADCAST\n     |-- 198.18.1.1\n        /32 host LOCAL\n";
+        let mut out = HashSet::new();
+        parse_fib_trie(trie, &mut out);
+        parse_if_inet6(
+            "fd000001000000000000000000000001 02 40 00 80 veth0\n",
+            &mut out,
+        );
+        let want: HashSet<IpAddr> = ["127.0.0.1", "198.18.1.1", "fd00:1::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(out, want);
+        // This process's namespace has at least loopback.
+        let mine = local_addrs(std::process::id()).unwrap();
+        assert!(
+            mine.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()),
+            "{mine:?}"
+        );
+    }
 }

@@ -14,13 +14,19 @@
 //! is bounded; a query that finds it full is counted as
 //! `flowscope.events.lost{source=dns, reason=table_full}`.
 //!
+//! Only lookups local to the namespace count: the client's address (client
+//! side) or the server's (server side) must be one of the namespace's own
+//! ([`Engine::set_local_addrs`]); a host that routes its containers'
+//! queries sees them pass, but they are reported in the containers'
+//! namespaces, once.
+//!
 //! Sides: a query leaving the namespace (`PACKET_OUTGOING`) was asked by a
 //! local client (`network.flow.role=client`, Resource = the asking
 //! process); a query arriving was asked of a local server (`server`,
 //! Resource = the server process). On loopback the capture keeps one copy
 //! of each packet, and the lookup counts once, as the client's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +140,8 @@ pub struct Engine {
     deadlines: VecDeque<(u64, PendingKey)>,
     topk: TopK<Arc<Attrs>>,
     acc: HashMap<SeriesKey, Acc>,
+    /// Addresses of each namespace, to tell local lookups from routed ones.
+    local_addrs: HashMap<u32, HashSet<IpAddr>>,
     /// Packets fed since the last [`Engine::expire`] (counted in
     /// self-telemetry there, once per batch rather than per packet).
     received: u64,
@@ -159,6 +167,7 @@ impl Engine {
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             acc: HashMap::new(),
+            local_addrs: HashMap::new(),
             received: 0,
             answered: 0,
             timed_out: 0,
@@ -168,6 +177,30 @@ impl Engine {
     /// Queries waiting for their response.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Sets the addresses of namespace `netns` (from its routing table).
+    /// Until they are known, every address counts as local there.
+    pub fn set_local_addrs(&mut self, netns: u32, addrs: HashSet<IpAddr>) {
+        self.local_addrs.insert(netns, addrs);
+    }
+
+    /// Forgets the addresses of namespaces for which `keep` is false.
+    pub fn retain_local_addrs(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.local_addrs.retain(|ns, _| keep(*ns));
+    }
+
+    /// Whether the addresses of `netns` are known yet.
+    pub fn knows_addrs_of(&self, netns: u32) -> bool {
+        self.local_addrs.contains_key(&netns)
+    }
+
+    fn is_local(&self, netns: u32, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .local_addrs
+                .get(&netns)
+                .is_none_or(|set| set.contains(&ip))
     }
 
     /// Feeds one captured packet. Never panics on its contents.
@@ -246,19 +279,25 @@ impl Engine {
         if self.pending.contains_key(&key) {
             return;
         }
-        if self.pending.len() >= self.settings.max_outstanding {
-            self.telemetry.events_lost(SOURCE, "table_full", 1);
-            return;
-        }
         let role = if p.loopback || p.direction == Direction::Outgoing {
             Role::Client
         } else {
             Role::Server
         };
+        // Traffic routed through this namespace (a host forwarding its
+        // containers' queries) is neither asked nor served here; the
+        // namespace where it is local reports it.
         let local = match role {
             Role::Client => src,
             Role::Server => dst,
         };
+        if !self.is_local(p.netns, local.ip()) {
+            return;
+        }
+        if self.pending.len() >= self.settings.max_outstanding {
+            self.telemetry.events_lost(SOURCE, "table_full", 1);
+            return;
+        }
         let resource = self.owners.resource(p.netns, transport, local);
         let deadline = p
             .ts_ns
@@ -282,8 +321,13 @@ impl Engine {
         dst: SocketAddr,
         msg: Message,
     ) {
+        if !self.is_local(p.netns, src.ip()) && !self.is_local(p.netns, dst.ip()) {
+            // Routed through this namespace (see on_query).
+            return;
+        }
         // Responses reaching a local client name the addresses it will use.
-        let to_local_client = p.loopback || p.direction == Direction::Incoming;
+        let to_local_client =
+            (p.loopback || p.direction == Direction::Incoming) && self.is_local(p.netns, dst.ip());
         if to_local_client && msg.rcode == 0 && !msg.answers.is_empty() {
             self.names.learn(p.netns, &msg.question.name, &msg.answers);
         }
@@ -605,5 +649,42 @@ mod tests {
             panic!("not a histogram")
         };
         assert!((h.sum - 6e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn routed_lookups_are_not_this_namespaces() {
+        let (mut e, t, names) = engine(16);
+        let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
+        // This namespace is a router at 198.18.0.254: neither end is local.
+        e.set_local_addrs(1, ["198.18.0.254".parse().unwrap()].into_iter().collect());
+        let q = query(5, "known.test", 1);
+        feed(&mut e, 1_000, Direction::Incoming, &build::udp(c, s, &q));
+        feed(&mut e, 2_000, Direction::Outgoing, &build::udp(c, s, &q));
+        feed(
+            &mut e,
+            3_000,
+            Direction::Incoming,
+            &build::udp(s, c, &response(&q, 0, [198, 18, 0, 9])),
+        );
+        feed(
+            &mut e,
+            4_000,
+            Direction::Outgoing,
+            &build::udp(s, c, &response(&q, 0, [198, 18, 0, 9])),
+        );
+        assert_eq!((e.answered, e.outstanding()), (0, 0));
+        assert_eq!(t.total_matching(EVENTS_LOST, &Attrs::new()), 0);
+        assert_eq!(names.name_of(1, "198.18.0.9".parse().unwrap()), None);
+        // Once the client address is this namespace's, it is a lookup here.
+        e.set_local_addrs(1, [c.ip()].into_iter().collect());
+        feed(&mut e, 5_000, Direction::Outgoing, &build::udp(c, s, &q));
+        feed(
+            &mut e,
+            6_000,
+            Direction::Incoming,
+            &build::udp(s, c, &response(&q, 0, [198, 18, 0, 9])),
+        );
+        assert_eq!(e.answered, 1);
+        assert!(names.name_of(1, "198.18.0.9".parse().unwrap()).is_some());
     }
 }

@@ -186,6 +186,22 @@ impl DnsReceiver {
         settings: DnsSettings,
         telemetry: Telemetry,
     ) -> Result<(Self, Arc<DnsNames>), DnsError> {
+        Self::start_with_owners(
+            settings,
+            telemetry,
+            Box::new(owner::ProcOwners::new(host_attrs())),
+        )
+    }
+
+    /// As [`DnsReceiver::start`], with `owners` attributing each lookup to
+    /// a local process instead of the /proc search ([`owner::ProcOwners`]).
+    /// It is called on the capture thread when a query is seen, so it must
+    /// answer quickly.
+    pub fn start_with_owners(
+        settings: DnsSettings,
+        telemetry: Telemetry,
+        owners: Box<dyn OwnerResolver>,
+    ) -> Result<(Self, Arc<DnsNames>), DnsError> {
         settings.validate()?;
         check_privileges()?;
         let mut ebpf = Ebpf::load(DNS_OBJECT).map_err(DnsError::Load)?;
@@ -216,12 +232,11 @@ impl DnsReceiver {
             settings.name_cache_size,
             settings.name_ttl_grace,
         ));
-        let owners = owner::ProcOwners::new(host_attrs());
         let engine = Arc::new(Mutex::new(Engine::new(
             settings.engine(),
             telemetry.clone(),
             names.clone(),
-            Box::new(owners),
+            owners,
         )));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
