@@ -145,7 +145,8 @@ pub(crate) trait Sink: Send + 'static {
 pub struct Health {
     /// The exporter's id, e.g. `otlp/gateway`.
     pub exporter: String,
-    /// False once the last batch had undelivered points; true again after a
+    /// False once the last batch had undelivered points (for OTLP exporters,
+    /// already at a failed try that is being retried); true again after a
     /// batch is delivered whole. True before the first batch.
     pub delivering: bool,
     /// Batches in a row with undelivered points.
@@ -161,10 +162,22 @@ pub struct Health {
 /// Turns a pipeline batch into the queue's item (None: nothing to send).
 type PrepareFn<T> = Box<dyn Fn(Arc<MetricBatch>) -> Option<Arc<T>> + Send + Sync>;
 
+/// An exporter's health, shared by its task and (for retrying sinks) its
+/// sink, which reports a failing backend before the batch gives up.
+pub(crate) type HealthCell = Arc<Mutex<Health>>;
+
+fn new_health(name: &str) -> HealthCell {
+    Arc::new(Mutex::new(Health {
+        exporter: name.to_string(),
+        delivering: true,
+        ..Default::default()
+    }))
+}
+
 struct Shared<T> {
     queue: Queue<T>,
     prepare: PrepareFn<T>,
-    health: Mutex<Health>,
+    health: HealthCell,
     shutdown_timeout: Duration,
 }
 
@@ -414,17 +427,22 @@ fn spawn_otlp<T: otlp::Transport>(
         s.max_request_bytes,
     );
     let prepare: PrepareFn<otlp::Prepared> = Box::new(move |b| preparer.prepare(&b).map(Arc::new));
+    let health = new_health(&name);
     Ok(spawn(
         name,
         otlp::OtlpSink {
             transport,
             retry: s.retry.clone(),
+            health: Some(health.clone()),
         },
         prepare,
-        s.queue.queue_size,
-        DEFAULT_SHUTDOWN_TIMEOUT,
+        QueueSpec {
+            capacity: s.queue.queue_size,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            persist,
+        },
         telemetry,
-        persist,
+        health,
     ))
 }
 
@@ -434,15 +452,26 @@ fn spawn_batches<S: Sink<Item = MetricBatch>>(
     sink: S,
     telemetry: Telemetry,
 ) -> ExporterHandle {
+    let health = new_health(&name);
     spawn(
         name,
         sink,
         Box::new(Some),
-        DEFAULT_QUEUE_CAPACITY,
-        DEFAULT_SHUTDOWN_TIMEOUT,
+        QueueSpec {
+            capacity: DEFAULT_QUEUE_CAPACITY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            persist: None,
+        },
         telemetry,
-        None,
+        health,
     )
+}
+
+/// The queue in front of an exporter task.
+pub(crate) struct QueueSpec<T> {
+    pub(crate) capacity: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) persist: Option<Persistence<T>>,
 }
 
 /// Spawns the task that feeds `sink` from a new queue.
@@ -450,19 +479,19 @@ pub(crate) fn spawn<S: Sink>(
     name: String,
     mut sink: S,
     prepare: PrepareFn<S::Item>,
-    capacity: usize,
-    shutdown_timeout: Duration,
+    spec: QueueSpec<S::Item>,
     telemetry: Telemetry,
-    persist: Option<Persistence<S::Item>>,
+    health: HealthCell,
 ) -> ExporterHandle {
+    let QueueSpec {
+        capacity,
+        shutdown_timeout,
+        persist,
+    } = spec;
     let shared = Arc::new(Shared {
         queue: Queue::new(name.clone(), capacity, telemetry, persist),
         prepare,
-        health: Mutex::new(Health {
-            exporter: name,
-            delivering: true,
-            ..Default::default()
-        }),
+        health,
         shutdown_timeout,
     });
     let s = shared.clone();

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::encode::{Temporality, encode, encode_points, request_points, split};
 use crate::queue::{Codec, Item};
 use crate::temporality::Cumulative;
-use crate::{Outcome, Sink};
+use crate::{HealthCell, Outcome, Sink};
 
 /// `error.type` of points a backend refused in a `partial_success`.
 pub const REJECTED: &str = "rejected";
@@ -187,6 +187,7 @@ pub(crate) async fn deliver<T: Transport>(
     retry: &RetryConfig,
     started: Instant,
     out: &mut Outcome,
+    health: Option<&HealthCell>,
 ) {
     let points = request_points(req);
     let mut backoff = Backoff::new(retry);
@@ -236,6 +237,12 @@ pub(crate) async fn deliver<T: Transport>(
                     return;
                 }
                 tracing::debug!(error_type, ?delay, "export failed, retrying: {message}");
+                // Say so now rather than when the batch finally gives up.
+                if let Some(h) = health {
+                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                    h.delivering = false;
+                    h.last_error = Some(format!("{message} (retrying)"));
+                }
                 out.retries += 1;
                 tokio::time::sleep(delay).await;
             }
@@ -247,6 +254,7 @@ pub(crate) async fn deliver<T: Transport>(
 pub(crate) struct OtlpSink<T> {
     pub(crate) transport: T,
     pub(crate) retry: RetryConfig,
+    pub(crate) health: Option<HealthCell>,
 }
 
 impl<T: Transport> Sink for OtlpSink<T> {
@@ -256,7 +264,15 @@ impl<T: Transport> Sink for OtlpSink<T> {
         let mut out = Outcome::default();
         let started = Instant::now();
         for req in &item.requests {
-            deliver(&mut self.transport, req, &self.retry, started, &mut out).await;
+            deliver(
+                &mut self.transport,
+                req,
+                &self.retry,
+                started,
+                &mut out,
+                self.health.as_ref(),
+            )
+            .await;
         }
         out
     }
@@ -353,7 +369,7 @@ mod tests {
         );
         let mut out = Outcome::default();
         let start = Instant::now();
-        deliver(&mut t, &req(3), &retry(60), start, &mut out).await;
+        deliver(&mut t, &req(3), &retry(60), start, &mut out, None).await;
         let gaps: Vec<u64> =
             t.1.windows(2)
                 .map(|w| (w[1] - w[0]).as_millis() as u64)
@@ -368,7 +384,7 @@ mod tests {
     async fn gives_up_at_max_elapsed_and_counts_with_the_last_error() {
         let mut t = Script(VecDeque::from(vec![unavailable(); 10]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(5), &retry(6), Instant::now(), &mut out).await;
+        deliver(&mut t, &req(5), &retry(6), Instant::now(), &mut out, None).await;
         // Tries at 0, 1, 3 s; the next wait (4 s) would end past 6 s.
         assert_eq!(t.1.len(), 3);
         assert_eq!(out.failed, vec![("unavailable".to_string(), 5)]);
@@ -391,8 +407,8 @@ mod tests {
             Vec::new(),
         );
         let mut out = Outcome::default();
-        deliver(&mut t, &req(4), &retry(60), Instant::now(), &mut out).await;
-        deliver(&mut t, &req(5), &retry(60), Instant::now(), &mut out).await;
+        deliver(&mut t, &req(4), &retry(60), Instant::now(), &mut out, None).await;
+        deliver(&mut t, &req(5), &retry(60), Instant::now(), &mut out, None).await;
         assert_eq!(t.1.len(), 2);
         assert_eq!(out.sent, 3);
         assert_eq!(
@@ -410,7 +426,7 @@ mod tests {
         };
         let mut t = Script(VecDeque::from([huge]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(1), &retry(60), Instant::now(), &mut out).await;
+        deliver(&mut t, &req(1), &retry(60), Instant::now(), &mut out, None).await;
         assert_eq!(out.failed, vec![("503".to_string(), 1)]);
         let mut cfg = retry(60);
         cfg.initial_interval = Duration::MAX;

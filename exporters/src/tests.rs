@@ -66,10 +66,13 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
             gate: gate.clone(),
         },
         Box::new(Some),
-        3,
-        Duration::from_secs(30),
+        QueueSpec {
+            capacity: 3,
+            shutdown_timeout: Duration::from_secs(30),
+            persist: None,
+        },
         t.clone(),
-        None,
+        new_health("test"),
     );
     assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex()), Some(3));
     // Batch 0 (1 point) is taken by the task and held at the gate.
@@ -107,10 +110,13 @@ async fn shutdown_bound_counts_what_it_abandons() {
         "test".into(),
         Gated { started: tx, gate },
         Box::new(Some),
-        8,
-        Duration::from_millis(500),
+        QueueSpec {
+            capacity: 8,
+            shutdown_timeout: Duration::from_millis(500),
+            persist: None,
+        },
         t.clone(),
-        None,
+        new_health("test"),
     );
     h.submit(batch(0, 4));
     assert_eq!(started.recv().await, Some(0));
@@ -141,10 +147,13 @@ async fn failures_are_counted_and_reported_unhealthy() {
         "test".into(),
         Broken,
         Box::new(Some),
-        4,
-        Duration::from_secs(5),
+        QueueSpec {
+            capacity: 4,
+            shutdown_timeout: Duration::from_secs(5),
+            persist: None,
+        },
         t.clone(),
-        None,
+        new_health("test"),
     );
     h.submit(batch(0, 3));
     h.submit(batch(1, 2));

@@ -208,7 +208,17 @@ async fn receiver_down_for_20s_then_back_loses_nothing() {
     // The scenario: nobody listens for 20 s.
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(sent(&t, "otlp"), 0);
-    assert!(!h.health().delivering || h.health().queued > 0);
+    // /healthz says so while the first batch is still being retried.
+    let health = h.health();
+    assert!(!health.delivering, "{health:?}");
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("retrying")),
+        "{health:?}"
+    );
+    assert_eq!(health.queued, 4);
     let rx = Receiver::new([]);
     grpc_receiver(&format!("127.0.0.1:{port}"), rx.clone(), None).await;
     wait_for("all 200 points", Duration::from_secs(30), || {
@@ -220,6 +230,7 @@ async fn receiver_down_for_20s_then_back_loses_nothing() {
     let io = io_values(&rx.accepted());
     assert_eq!(io.len(), 100);
     assert_eq!(io[99].1, 5019);
+    assert!(h.health().delivering);
 }
 
 #[tokio::test]
