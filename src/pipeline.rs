@@ -206,7 +206,7 @@ impl Agent {
                     other.kind()
                 ),
             }
-            sources.push(tokio::spawn(fan_out(rx, outs)));
+            sources.push(tokio::spawn(fan_out(rx, outs, telemetry.clone())));
         }
 
         // The agent's own telemetry, once per (shortest) interval.
@@ -252,13 +252,30 @@ impl Agent {
     }
 }
 
-async fn fan_out(mut rx: mpsc::Receiver<FlowBatch>, outs: Vec<mpsc::Sender<FlowBatch>>) {
+async fn fan_out(
+    mut rx: mpsc::Receiver<FlowBatch>,
+    outs: Vec<mpsc::Sender<FlowBatch>>,
+    telemetry: Telemetry,
+) {
+    // A pipeline only closes its input when its task died; what would have
+    // gone to it is counted, not silently dropped.
+    let lost = |b: &FlowBatch| {
+        telemetry.events_lost(
+            "pipeline",
+            "pipeline_closed",
+            (b.flows.len() + b.points.len()) as u64,
+        )
+    };
     while let Some(batch) = rx.recv().await {
         if let Some((last, rest)) = outs.split_last() {
             for o in rest {
-                let _ = o.send(batch.clone()).await;
+                if let Err(e) = o.send(batch.clone()).await {
+                    lost(&e.0);
+                }
             }
-            let _ = last.send(batch).await;
+            if let Err(e) = last.send(batch).await {
+                lost(&e.0);
+            }
         }
     }
 }
@@ -304,8 +321,9 @@ async fn self_telemetry(
         };
         start = now;
         for o in &outs {
-            if o.send(batch.clone()).await.is_err() {
+            if let Err(e) = o.send(batch.clone()).await {
                 warn!("a pipeline stopped before the agent");
+                telemetry.events_lost("pipeline", "pipeline_closed", e.0.points.len() as u64);
             }
         }
         if last {
