@@ -122,6 +122,11 @@ fn encoding(c: &mut Criterion) {
     let points = batch.points.len() as u64;
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(points));
+    g.bench_function("build_request", |b| b.iter(|| black_box(encode(&batch))));
+    let req = encode(&batch).request;
+    g.bench_function("serialize_protobuf", |b| {
+        b.iter(|| black_box(req.encode_to_vec()))
+    });
     g.bench_function("otlp_protobuf", |b| {
         b.iter(|| black_box(encode(&batch).request.encode_to_vec()))
     });
