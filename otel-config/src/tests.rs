@@ -74,7 +74,9 @@ fn default_config_loads_with_documented_values() {
     );
     assert_eq!(
         c.receivers.get(&id("dns")),
-        Some(&ReceiverConfig::Dns(crate::receivers::DnsReceiverConfig::default()))
+        Some(&ReceiverConfig::Dns(
+            crate::receivers::DnsReceiverConfig::default()
+        ))
     );
     let kinds: Vec<&str> = c.processors.values().map(|p| p.kind()).collect();
     assert_eq!(kinds, vec!["peer", "locality"]);
