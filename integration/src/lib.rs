@@ -116,6 +116,23 @@ impl NetPair {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// One TCP exchange: a `flowscope-traffic tcp-server` in `a` on `addr`
+    /// receives `up` bytes and answers `down`; a client in `b` (with `envs`)
+    /// sends and reads them. Fails unless both sides moved exactly that.
+    pub fn tcp_exchange(
+        &self,
+        addr: &str,
+        up: u64,
+        down: u64,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let t = traffic();
+        let (up, down) = (up.to_string(), down.to_string());
+        let server = self.serve(&self.a, &[&t, "tcp-server", addr, &up, &down])?;
+        self.run(&self.b, envs, &[&t, "tcp-client", addr, &up, &down])?;
+        server.finish()
+    }
+
     /// Starts a server in `ns` and waits until it prints `listening`.
     pub fn serve(&self, ns: &str, args: &[&str]) -> anyhow::Result<Server> {
         let mut child = Command::new("ip")

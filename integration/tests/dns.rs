@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flowscope_integration::{Agent, NetPair, sum, traffic};
+use flowscope_integration::{Agent, NetPair, sum};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -76,14 +76,8 @@ fn resolved_name_reaches_the_flow() {
     };
     assert_eq!(answer, server, "dnsmasq answered {answer:?}");
 
-    let t = traffic();
     let addr = format!("{server}:5011");
-    let srv = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "777", "0"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "777", "0"])
-        .unwrap();
-    srv.finish().unwrap();
+    net.tcp_exchange(&addr, 777, 0, &[]).unwrap();
 
     let filter = [
         ("network.flow.role", "client"),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flowscope_integration::{Agent, NetPair, sum, traffic};
+use flowscope_integration::{Agent, NetPair, sum};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -21,18 +21,12 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
          service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [peer/lab, locality]\n      exporters: [file]\n"
     );
     let agent = Agent::start_with(&config).unwrap();
-    let t = traffic();
     let server_ip = net.a_v4();
 
     // A first exchange lets the agent see both ends of a connection between
     // the namespaces, which is how it learns they are this host.
     let addr = format!("{server_ip}:5010");
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 10, 10, &[]).unwrap();
     agent.wait_for("the warm-up flow", WAIT, |p| {
         (sum(
             p,
@@ -43,12 +37,7 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
     });
 
     let addr = format!("{server_ip}:5432");
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "31337", "4242"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "31337", "4242"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 31337, 4242, &[]).unwrap();
     let filter = [
         ("network.flow.role", "client"),
         ("network.peer.address", server_ip.as_str()),

@@ -44,13 +44,7 @@ fn exact_tcp(v6: bool) {
     } else {
         format!("{server_ip}:5001")
     };
-    let t = traffic();
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "1000000", "250000"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "1000000", "250000"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 1000000, 250000, &[]).unwrap();
 
     let client = peer("client", &server_ip);
     let srv = peer("server", &client_ip);
@@ -341,7 +335,6 @@ fn reset_by_server_is_counted_on_both_sides() {
 fn dropped_segments_are_retransmitted() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
-    let t = traffic();
     // Drop one in eight data segments arriving at the server.
     net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"])
         .unwrap();
@@ -364,12 +357,7 @@ fn dropped_segments_are_retransmitted() {
     )
     .unwrap();
     let addr = format!("{}:5003", net.a_v4());
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "2000000", "0"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "2000000", "0"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 2000000, 0, &[]).unwrap();
     let client = peer("client", &net.a_v4());
     agent.wait_for("the close", WAIT, |p| {
         (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(())
@@ -428,18 +416,9 @@ fn long_lived_connection_reports_every_interval() {
 fn service_name_from_the_environment() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
-    let t = traffic();
     let addr = format!("{}:5006", net.a_v4());
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "100", "100"])
+    net.tcp_exchange(&addr, 100, 100, &[("OTEL_SERVICE_NAME", "checkout")])
         .unwrap();
-    net.run(
-        &net.b,
-        &[("OTEL_SERVICE_NAME", "checkout")],
-        &[&t, "tcp-client", &addr, "100", "100"],
-    )
-    .unwrap();
-    server.finish().unwrap();
     let server_ip = net.a_v4();
     let resource = agent.wait_for("the client's flow", WAIT, |p| {
         p.iter()
@@ -460,14 +439,8 @@ fn service_name_from_the_environment() {
 fn self_telemetry_counts_kernel_events() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
-    let t = traffic();
     let addr = format!("{}:5007", net.a_v4());
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "10", "10"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "10", "10"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 10, 10, &[]).unwrap();
     let p = agent.wait_for("self telemetry", WAIT, |p| {
         (sum(p, "flowscope.events.received", &[("source", "ebpf.tcp")]) > 0.0).then(|| p.to_vec())
     });
@@ -488,14 +461,8 @@ fn sigterm_flushes_the_last_interval() {
     let net = NetPair::new().unwrap();
     // An interval far longer than the test: only the shutdown flush writes.
     let mut agent = Agent::start("300s").unwrap();
-    let t = traffic();
     let addr = format!("{}:5008", net.a_v4());
-    let server = net
-        .serve(&net.a, &[&t, "tcp-server", &addr, "4321", "1234"])
-        .unwrap();
-    net.run(&net.b, &[], &[&t, "tcp-client", &addr, "4321", "1234"])
-        .unwrap();
-    server.finish().unwrap();
+    net.tcp_exchange(&addr, 4321, 1234, &[]).unwrap();
     assert!(
         agent.points().is_empty(),
         "nothing is written before the interval ends"
