@@ -140,8 +140,16 @@ impl EbpfReceiver {
         let mut start = SystemTime::now();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The kernel side wakes us only for process announcements and when
+        // 64 KiB of events wait; this timer drains the rest.
+        let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let last = tokio::select! {
+                _ = drain_tick.tick() => {
+                    drain(ring.get_mut(), &mut collector, &telemetry);
+                    continue;
+                }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(RunError::RingBuffer)?;
                     drain(guard.get_inner_mut(), &mut collector, &telemetry);
