@@ -184,7 +184,9 @@ fn announce(tgid: u32, comm: &[u8; 16]) {
                 (*ev).conn.tgid = tgid;
                 (*ev).conn.comm = *comm;
             }
-            entry.submit(0);
+            // Forced: records submitted without a wakeup may be pending, and
+            // the adaptive default would then not wake user space at all.
+            entry.submit(BPF_RB_FORCE_WAKEUP);
         }
         None => bump(counter::RINGBUF_FULL),
     }

@@ -250,7 +250,26 @@ fn udp_client(args: &[String]) -> Result<()> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
-    let r = match args.first().map(String::as_str) {
+    let r = run(&args, rest);
+    // FLOWSCOPE_TRAFFIC_LINGER_MS keeps the process alive after its work,
+    // for tests of what only /proc of a running process tells (environment).
+    if let Some(ms) = std::env::var("FLOWSCOPE_TRAFFIC_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowscope-traffic: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String], rest: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
         Some("tcp-server") => tcp_server(rest),
         Some("tcp-client") => tcp_client(rest),
         Some("tcp-hold") => tcp_hold(rest),
@@ -260,12 +279,5 @@ fn main() -> ExitCode {
         Some("udp-server") => udp_server(rest),
         Some("udp-client") => udp_client(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flowscope-traffic: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
