@@ -11,7 +11,16 @@ scripts/bootstrap.sh --test
 # (Default members only: the eBPF crate builds for the bpf target, through
 # receiver/build.rs.)
 cargo build --locked --bins
-cargo test --locked --no-fail-fast
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 if [ -x scripts/fuzz-dns.sh ]; then
   scripts/fuzz-dns.sh "${FLOWSCOPE_FUZZ_SECONDS:-60}"
 fi
+# One closing line over every test binary's result.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
