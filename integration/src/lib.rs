@@ -133,6 +133,15 @@ impl NetPair {
         server.finish()
     }
 
+    /// Drops packets arriving in `ns` that match the nft expression `what`
+    /// (e.g. `tcp dport 6000`), in a table of its own.
+    pub fn drop_input(&self, ns: &str, what: &str) -> anyhow::Result<()> {
+        let script = format!(
+            "table inet fs {{ chain input {{ type filter hook input priority 0; {what} drop; }}; }}"
+        );
+        self.run(ns, &[], &["nft", &script]).map(|_| ())
+    }
+
     /// Starts a server in `ns` and waits until it prints `listening`.
     pub fn serve(&self, ns: &str, args: &[&str]) -> anyhow::Result<Server> {
         let mut child = Command::new("ip")

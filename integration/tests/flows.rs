@@ -230,23 +230,7 @@ fn refused_and_timed_out_connects() {
         .unwrap();
     assert_eq!(out.trim(), "ConnectionRefused");
     // SYNs to 6000 vanish; one SYN retry keeps the timeout near 3 s.
-    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"])
-        .unwrap();
-    net.run(
-        &net.a,
-        &[],
-        &[
-            "nft",
-            "add chain inet fs input { type filter hook input priority 0; }",
-        ],
-    )
-    .unwrap();
-    net.run(
-        &net.a,
-        &[],
-        &["nft", "add rule inet fs input tcp dport 6000 drop"],
-    )
-    .unwrap();
+    net.drop_input(&net.a, "tcp dport 6000").unwrap();
     net.run(
         &net.b,
         &[],
@@ -339,24 +323,9 @@ fn dropped_segments_are_retransmitted() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
     // Drop one in eight data segments arriving at the server.
-    net.run(&net.a, &[], &["nft", "add", "table", "inet", "fs"])
-        .unwrap();
-    net.run(
+    net.drop_input(
         &net.a,
-        &[],
-        &[
-            "nft",
-            "add chain inet fs input { type filter hook input priority 0; }",
-        ],
-    )
-    .unwrap();
-    net.run(
-        &net.a,
-        &[],
-        &[
-            "nft",
-            "add rule inet fs input tcp dport 5003 meta length > 200 numgen random mod 8 == 0 drop",
-        ],
+        "tcp dport 5003 meta length > 200 numgen random mod 8 == 0",
     )
     .unwrap();
     let addr = format!("{}:5003", net.a_v4());
