@@ -213,8 +213,8 @@ impl Collector {
         self.acc.entry(key).or_default()
     }
 
-    fn add_tcp_delta(&mut self, key: &FlowKey, now: &Conn, last: &TcpLast) {
-        let s = self.stats(key.clone());
+    /// Adds a connection's counters since `last` to its flow's stats.
+    fn add_tcp_delta(s: &mut FlowStats, now: &Conn, last: &TcpLast) {
         s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
         s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
         s.packets_tx += u64::from(now.segs_out.saturating_sub(last.segs_out));
@@ -224,11 +224,11 @@ impl Collector {
         s.resets_rx += u64::from(now.resets_rx.saturating_sub(last.resets_rx));
     }
 
-    fn record_rtt(&mut self, key: &FlowKey, c: &Conn) {
+    /// One RTT sample of connection `c`, when the kernel has measured one.
+    fn record_rtt(s: &mut FlowStats, bounds: &Arc<[f64]>, c: &Conn) {
         if c.srtt_us > 0 {
-            let bounds = self.settings.rtt_bounds.clone();
-            self.stats(key.clone()).record_rtt(
-                &bounds,
+            s.record_rtt(
+                bounds,
                 f64::from(c.srtt_us) / 1e6,
                 f64::from(c.rttvar_us) / 1e6,
             );
@@ -267,10 +267,12 @@ impl Collector {
                 (TcpLast::default(), open)
             }
         };
-        self.add_tcp_delta(&key, c, &last);
+        // One lookup of the flow's stats per connection and interval.
+        let bounds = self.settings.rtt_bounds.clone();
+        let s = self.stats(key);
+        Self::add_tcp_delta(s, c, &last);
         if c.established == 1 {
-            self.record_rtt(&key, c);
-            let s = self.stats(key);
+            Self::record_rtt(s, &bounds, c);
             s.active += 1;
             if count_open {
                 s.opened += 1;
@@ -288,10 +290,11 @@ impl Collector {
                     Some(t) => (t.last, t.opened_counted),
                     None => (TcpLast::default(), false),
                 };
-                self.add_tcp_delta(&key, c, &last);
-                self.record_rtt(&key, c);
+                let rtt_bounds = self.settings.rtt_bounds.clone();
                 let bounds = self.settings.duration_bounds.clone();
                 let s = self.stats(key.clone());
+                Self::add_tcp_delta(s, c, &last);
+                Self::record_rtt(s, &rtt_bounds, c);
                 if c.established == 1 && c.opened_ns != 0 && !opened_counted {
                     s.opened += 1;
                 }

@@ -127,7 +127,7 @@ impl EbpfReceiver {
         } = self;
         let Loaded {
             ebpf: _ebpf,
-            mut conns,
+            conns,
             mut udp_flows,
             udp_owners,
             events,
@@ -183,7 +183,6 @@ impl EbpfReceiver {
                 let _ = udp_flows.remove(&k);
             }
             report_counters(&counters, &mut counters_last, &telemetry);
-            let _ = &mut conns;
             telemetry.set_gauge(FLOWS_TRACKED, Attrs::new(), collector.tracked() as i64);
             let now = SystemTime::now();
             let batch = collector.finish(unix_nanos(start), unix_nanos(now));

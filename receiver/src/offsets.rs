@@ -44,14 +44,6 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
     let recv_reset = Format::read(&root, "tcp", "tcp_receive_reset")?;
     let retransmit = Format::read(&root, "tcp", "tcp_retransmit_skb")?;
 
-    let sk_protocol = btf.member("sock", "sk_protocol")?;
-    if sk_protocol.size != 2 && sk_protocol.size != 1 {
-        return Err(OffsetsError::Size {
-            path: "sock.sk_protocol".into(),
-            size: sk_protocol.size,
-            expected: 2,
-        });
-    }
     Ok(Offsets {
         sk_family: member(&btf, "sock", "__sk_common.skc_family", 2)?,
         sk_state: member(&btf, "sock", "__sk_common.skc_state", 1)?,
@@ -64,8 +56,6 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
         sk_net: member(&btf, "sock", "__sk_common.skc_net.net", 8)?,
         sk_cookie: member(&btf, "sock", "__sk_common.skc_cookie", 8)?,
         sk_err: member(&btf, "sock", "sk_err", 4)?,
-        sk_protocol: sk_protocol.offset,
-        sk_protocol_size: sk_protocol.size,
         net_ns_inum: member(&btf, "net", "ns.inum", 4)?,
         tcp_srtt_us: member(&btf, "tcp_sock", "srtt_us", 4)?,
         tcp_mdev_us: member(&btf, "tcp_sock", "mdev_us", 4)?,

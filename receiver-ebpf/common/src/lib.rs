@@ -29,8 +29,6 @@ pub struct Offsets {
     pub sk_cookie: u32,
     /// `struct sock.sk_err`.
     pub sk_err: u32,
-    /// `struct sock.sk_protocol` (a u16 on current kernels).
-    pub sk_protocol: u32,
     /// `struct net.ns.inum`.
     pub net_ns_inum: u32,
     // struct tcp_sock.
@@ -55,8 +53,6 @@ pub struct Offsets {
     pub send_reset_skaddr: u32,
     pub recv_reset_skaddr: u32,
     pub retransmit_skaddr: u32,
-    /// Size of the sk_protocol member (1 or 2); it was a bitfield once.
-    pub sk_protocol_size: u32,
 }
 
 /// Configuration the programs read from their read-only data.
