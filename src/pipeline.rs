@@ -313,12 +313,7 @@ async fn self_telemetry(
         };
         let now = std::time::SystemTime::now();
         let points = telemetry.drain(&resource);
-        let batch = FlowBatch {
-            start_unix_nanos: unix_nanos(start),
-            end_unix_nanos: unix_nanos(now),
-            flows: Vec::new(),
-            points,
-        };
+        let batch = FlowBatch::of_points(unix_nanos(start), unix_nanos(now), points);
         start = now;
         for o in &outs {
             if let Err(e) = o.send(batch.clone()).await {

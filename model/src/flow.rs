@@ -221,3 +221,19 @@ pub struct FlowBatch {
     /// pass them through aggregation and cardinality limits with the rest.
     pub points: Vec<crate::metrics::Point>,
 }
+
+impl FlowBatch {
+    /// A batch of ready-made points only (DNS lookups, self-telemetry).
+    pub fn of_points(
+        start_unix_nanos: u64,
+        end_unix_nanos: u64,
+        points: Vec<crate::metrics::Point>,
+    ) -> Self {
+        Self {
+            start_unix_nanos,
+            end_unix_nanos,
+            flows: Vec::new(),
+            points,
+        }
+    }
+}

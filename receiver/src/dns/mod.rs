@@ -308,12 +308,7 @@ impl DnsReceiver {
                 .unwrap_or_else(|e| e.into_inner())
                 .finish();
             let now = SystemTime::now();
-            let batch = FlowBatch {
-                start_unix_nanos: unix_nanos(start),
-                end_unix_nanos: unix_nanos(now),
-                flows: Vec::new(),
-                points,
-            };
+            let batch = FlowBatch::of_points(unix_nanos(start), unix_nanos(now), points);
             start = now;
             let n = batch.points.len() as u64;
             if tx.send(batch).await.is_err() {
