@@ -52,6 +52,21 @@ if [ $want_test -eq 1 ]; then
   # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
   # Prometheus (scrapes the prometheus exporter).
   apt_install nftables dnsmasq-base bind9-dnsutils prometheus
+  # The deploy tests: build and run the container image (buildah, podman,
+  # objcopy from binutils to drop debug info
+  # with runc: crun refuses this machine's hybrid cgroups), check the
+  # systemd unit (systemd-analyze), validate the Kubernetes manifests
+  # (kubernetes-validate from PyPI in a venv of its own).
+  apt_install buildah podman runc binutils systemd python3-venv
+  venv="${FLOWSCOPE_TOOLS:-$HOME/.cache/flowscope/tools}"
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'kubernetes-validate==1.31.*'
+  fi
+  if ! command -v kubectl >/dev/null 2>&1; then
+    log "kubectl is missing: no registry here serves it; install kubectl 1.32 (with kustomize) by hand for the Kubernetes manifest tests"
+  fi
 fi
 
 # tracefs carries the tracepoint format files the receiver reads offsets from.
