@@ -30,6 +30,25 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+/// Checks, before anything starts, every capability the pipelines'
+/// receivers need, so one error names all that are missing.
+fn check_capabilities(config: &Config) -> anyhow::Result<()> {
+    use flowscope_receiver::capabilities::{Feature, check};
+    let mut features = Vec::new();
+    for pipeline in config.service.pipelines.values() {
+        for id in &pipeline.receivers {
+            match config.receivers.get(id) {
+                Some(ReceiverConfig::Ebpf(_)) => features.push(Feature::Flows),
+                Some(ReceiverConfig::Dns(_)) => features.push(Feature::Dns),
+                // A new receiver type adds its Feature here.
+                Some(_) | None => {}
+            }
+        }
+    }
+    check(&features)?;
+    Ok(())
+}
+
 /// Batches waiting between stages. Small: a batch is a whole interval.
 const STAGE_QUEUE: usize = 4;
 
@@ -92,6 +111,7 @@ impl Agent {
     /// Starts every component the pipelines use. Must run inside a tokio
     /// runtime. Fails, naming the component, when one cannot start.
     pub fn start(config: &Config, telemetry: Telemetry) -> anyhow::Result<Agent> {
+        check_capabilities(config)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         // Exporters: one instance per id, shared by the pipelines naming it.

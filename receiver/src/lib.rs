@@ -8,6 +8,7 @@
 //! shutdown, when it sends the last, partial interval.
 
 pub mod btf;
+pub mod capabilities;
 pub mod collector;
 pub mod dns;
 pub mod loader;

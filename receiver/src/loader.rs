@@ -1,8 +1,8 @@
 //! Loads the flow programs into the kernel and attaches them.
 //!
 //! Everything that can be missing is checked up front and reported once,
-//! naming what is missing: privileges (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
-//! or root), tracefs, BTF, a tracepoint, the cgroup v2 mount.
+//! naming what is missing: capabilities (every one missing, see
+//! [`crate::capabilities`]), tracefs, BTF, a tracepoint, the cgroup v2 mount.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,10 +21,8 @@ static FLOWS_OBJECT: &[u8] =
 
 #[derive(Debug, Error)]
 pub enum LoadError {
-    #[error(
-        "flowscope needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (effective: {effective}); run it with sudo or grant them"
-    )]
-    Privileges { effective: String },
+    #[error(transparent)]
+    Privileges(#[from] crate::capabilities::MissingCapabilities),
     #[error("cannot read the kernel layout flowscope relies on")]
     Offsets(#[from] OffsetsError),
     #[error("the kernel rejected flowscope's eBPF object")]
@@ -102,27 +100,11 @@ const TRACEPOINTS: [(&str, &str, &str); 6] = [
     ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
 ];
 
-/// Checks privileges: root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, or
-/// CAP_SYS_ADMIN (which covers them on older kernels).
+/// Checks the capabilities the flow programs need
+/// ([`crate::capabilities`]), naming every missing one.
 pub fn check_privileges() -> Result<(), LoadError> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) {
-        Ok(())
-    } else {
-        Err(LoadError::Privileges {
-            effective: format!("{cap_eff:#x}"),
-        })
-    }
+    crate::capabilities::check(&[crate::capabilities::Feature::Flows])?;
+    Ok(())
 }
 
 /// Finds the cgroup v2 mount: /sys/fs/cgroup on unified hosts,

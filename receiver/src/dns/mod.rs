@@ -38,7 +38,8 @@ use flowscope_model::{FlowBatch, Telemetry};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::loader::{LoadError, check_privileges};
+use crate::capabilities::{self, Feature};
+use crate::loader::LoadError;
 use crate::{host_attrs, unix_nanos};
 
 pub use engine::{Engine, EngineSettings, OwnerResolver};
@@ -203,7 +204,7 @@ impl DnsReceiver {
         owners: Box<dyn OwnerResolver>,
     ) -> Result<(Self, Arc<DnsNames>), DnsError> {
         settings.validate()?;
-        check_privileges()?;
+        capabilities::check(&[Feature::Dns]).map_err(LoadError::from)?;
         let mut ebpf = Ebpf::load(DNS_OBJECT).map_err(DnsError::Load)?;
         {
             let map = ebpf
