@@ -333,3 +333,34 @@ fn security_doc_explains_every_capability() {
     caps.sort();
     assert_eq!(caps, code_caps_short());
 }
+
+#[test]
+fn startup_check_names_every_missing_capability_at_once() {
+    flowscope_integration::require_root();
+    // The agent as root but without CAP_NET_RAW and CAP_SYS_PTRACE in its
+    // bounding set (as a unit or pod missing them would run it): one error
+    // naming both, before anything is loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("flowscope.yaml");
+    std::fs::write(
+        &cfg,
+        "receivers:\n  ebpf: {}\n  dns: {}\n\
+         exporters:\n  console: {}\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      exporters: [console]\n",
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_raw,-sys_ptrace", "--inh-caps=-all", "--"])
+        .arg(built_binary("flowscope"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("flowscope lacks CAP_NET_RAW, CAP_SYS_PTRACE (effective capabilities "),
+        "{err}"
+    );
+    assert!(err.contains("docs/security.md"), "{err}");
+}
