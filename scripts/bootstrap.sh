@@ -52,11 +52,11 @@ if [ $want_test -eq 1 ]; then
   # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
   # Prometheus (scrapes the prometheus exporter).
   apt_install nftables dnsmasq-base bind9-dnsutils prometheus
-  # The deploy tests: build and run the container image (buildah, podman,
-  # objcopy from binutils to drop debug info
-  # with runc: crun refuses this machine's hybrid cgroups), check the
-  # systemd unit (systemd-analyze), validate the Kubernetes manifests
-  # (kubernetes-validate from PyPI in a venv of its own).
+  # The deploy tests: build and run the container image (buildah; podman
+  # with runc, as crun refuses this machine's hybrid cgroups; objcopy from
+  # binutils drops the binary's debug info), check the systemd unit
+  # (systemd-analyze), validate the Kubernetes manifests (kubernetes-validate
+  # from PyPI, in a venv of its own).
   apt_install buildah podman runc binutils systemd python3-venv
   venv="${FLOWSCOPE_TOOLS:-$HOME/.cache/flowscope/tools}"
   if [ ! -x "$venv/bin/kubernetes-validate" ]; then

@@ -28,7 +28,9 @@ impl Drop for Podman {
         let _ = Command::new("podman")
             .args(["rm", "-f", "-t", "5", &self.container])
             .output();
-        let _ = Command::new("podman").args(["rmi", "-f", &self.image]).output();
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &self.image])
+            .output();
     }
 }
 
@@ -77,7 +79,10 @@ fn containerised_agent_sees_exact_bytes() {
     let nofile = hard_limit(libc::RLIMIT_NOFILE);
     // Lowering is always allowed; the agent runs a handful of threads.
     let nproc = hard_limit(libc::RLIMIT_NPROC).min(4096);
-    let cfg = format!("{}:/etc/flowscope/flowscope.yaml:ro", dir.path().join("flowscope.yaml").display());
+    let cfg = format!(
+        "{}:/etc/flowscope/flowscope.yaml:ro",
+        dir.path().join("flowscope.yaml").display()
+    );
     let outdir = format!("{}:/out", dir.path().display());
     run(
         Command::new("podman")
@@ -146,11 +151,18 @@ fn containerised_agent_sees_exact_bytes() {
         ("udp", "5302", "transmit", 3_500.0),
         ("udp", "5302", "receive", 600.0),
     ];
-    let got = |points: &[flowscope_integration::Point], (proto, p, d, _): (&str, &str, &str, f64)| {
+    let got = |points: &[flowscope_integration::Point],
+               (proto, p, d, _): (&str, &str, &str, f64)| {
         sum(
             points,
             io,
-            &[(role, "client"), (peer, &a), (port, p), (dir_key, d), (transport, proto)],
+            &[
+                (role, "client"),
+                (peer, &a),
+                (port, p),
+                (dir_key, d),
+                (transport, proto),
+            ],
         )
     };
     let deadline = Instant::now() + WAIT;

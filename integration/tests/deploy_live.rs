@@ -62,7 +62,10 @@ fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
 }
 
 /// An instant query's answer: Ok(result vector) or Err(Prometheus's error).
@@ -87,12 +90,16 @@ fn grafana(expr: &str) -> String {
 /// (where, expression) of every rule and every dashboard query.
 fn expressions() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/flowscope-rules.yaml")).unwrap();
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/prometheus/flowscope-rules.yaml")).unwrap();
     let rules: Value = serde_saphyr::from_str(&rules).unwrap();
     for g in rules["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
             let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
-            out.push((format!("rule {name}"), r["expr"].as_str().unwrap().to_string()));
+            out.push((
+                format!("rule {name}"),
+                r["expr"].as_str().unwrap().to_string(),
+            ));
         }
     }
     let mut files: Vec<_> = std::fs::read_dir(repo().join("deploy/grafana"))
@@ -108,7 +115,11 @@ fn expressions() -> Vec<(String, String)> {
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().unwrap() {
                 out.push((
-                    format!("{dash} / {} / {}", p["title"].as_str().unwrap(), t["refId"].as_str().unwrap()),
+                    format!(
+                        "{dash} / {} / {}",
+                        p["title"].as_str().unwrap(),
+                        t["refId"].as_str().unwrap()
+                    ),
                     grafana(t["expr"].as_str().unwrap()),
                 ));
             }
@@ -137,8 +148,21 @@ fn dnsmasq(net: &NetPair) -> Killed {
     let server = net.a_v4();
     Killed(
         Command::new("ip")
-            .args(["netns", "exec", &net.a, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts"])
-            .args(["--bind-interfaces", "--listen-address", &server, "--local=/test/"])
+            .args([
+                "netns",
+                "exec",
+                &net.a,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--bind-interfaces",
+                "--listen-address",
+                &server,
+                "--local=/test/",
+            ])
             .arg(format!("--address=/db.lab.test/{server}"))
             .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
             .stdout(Stdio::null())
@@ -190,7 +214,10 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
     let _prom = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", conf.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -212,17 +239,39 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
 
     // Traffic. Clients linger so /proc still names them ("checkout").
     let t = traffic();
-    let client_env = [("OTEL_SERVICE_NAME", "checkout"), ("FLOWSCOPE_TRAFFIC_LINGER_MS", "3000")];
+    let client_env = [
+        ("OTEL_SERVICE_NAME", "checkout"),
+        ("FLOWSCOPE_TRAFFIC_LINGER_MS", "3000"),
+    ];
     let tcp = format!("{a}:5401");
     let server = net
-        .serve(&net.a, &["env", "OTEL_SERVICE_NAME=api", &t, "tcp-server", &tcp, "3000", "5000"])
+        .serve(
+            &net.a,
+            &[
+                "env",
+                "OTEL_SERVICE_NAME=api",
+                &t,
+                "tcp-server",
+                &tcp,
+                "3000",
+                "5000",
+            ],
+        )
         .unwrap();
-    net.run(&net.b, &client_env, &[&t, "tcp-client", &tcp, "3000", "5000"])
-        .unwrap();
+    net.run(
+        &net.b,
+        &client_env,
+        &[&t, "tcp-client", &tcp, "3000", "5000"],
+    )
+    .unwrap();
     server.finish().unwrap();
     // Nothing listens on 5402: the connect is refused (RST).
-    net.run(&net.b, &client_env, &[&t, "tcp-connect", &format!("{a}:5402")])
-        .unwrap();
+    net.run(
+        &net.b,
+        &client_env,
+        &[&t, "tcp-connect", &format!("{a}:5402")],
+    )
+    .unwrap();
     let _dns = dnsmasq(&net);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -247,7 +296,10 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
         ("network_peer_port", "5402"),
     ];
     // (what, expression, labels, expected value or None for "present")
-    let nxdomain = [("flowscope_dns_response_code", "NXDOMAIN"), ("server_address", a.as_str())];
+    let nxdomain = [
+        ("flowscope_dns_response_code", "NXDOMAIN"),
+        ("server_address", a.as_str()),
+    ];
     let failed_lookup = [
         ("dns_question_name", "nope.lab.test"),
         ("flowscope_dns_response_code", "NXDOMAIN"),
@@ -259,15 +311,30 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
     let raw_rx = raw_tx.replace("transmit", "receive");
     let alerts = "ALERTS{alertname=\"FlowscopeTcpConnectionFailures\",alertstate=\"firing\"}";
     let checks: Vec<(&str, String, Vec<(&str, &str)>, Option<f64>)> = vec![
-        ("bytes sent, as scraped", raw_tx.clone(), vec![], Some(3000.0)),
-        ("bytes received, as scraped", raw_rx.clone(), vec![], Some(5000.0)),
+        (
+            "bytes sent, as scraped",
+            raw_tx.clone(),
+            vec![],
+            Some(3000.0),
+        ),
+        (
+            "bytes received, as scraped",
+            raw_rx.clone(),
+            vec![],
+            Some(5000.0),
+        ),
         (
             "rule FlowscopeTcpConnectionFailures",
             expr_of(&all, "rule FlowscopeTcpConnectionFailures").to_string(),
             refused.to_vec(),
             Some(1.0),
         ),
-        ("the firing alert", alerts.to_string(), refused.to_vec(), Some(1.0)),
+        (
+            "the firing alert",
+            alerts.to_string(),
+            refused.to_vec(),
+            Some(1.0),
+        ),
         (
             "rule FlowscopeDnsFailures",
             expr_of(&all, "rule FlowscopeDnsFailures").to_string(),
@@ -276,7 +343,11 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
         ),
         (
             "TCP dashboard: failed connects by error type",
-            expr_of(&all, "flowscope / TCP health / Failed connects by error type / A").to_string(),
+            expr_of(
+                &all,
+                "flowscope / TCP health / Failed connects by error type / A",
+            )
+            .to_string(),
             refused.to_vec(),
             Some(1.0),
         ),
@@ -314,13 +385,19 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
                 Ok(result) => match (value_of(&result, labels), want) {
                     (Some(v), Some(w)) if v == *w => {}
                     (Some(_), None) => {}
-                    (got, _) => missing.push(format!("{what}: got {got:?}, want {want:?} for {labels:?}")),
+                    (got, _) => {
+                        missing.push(format!("{what}: got {got:?}, want {want:?} for {labels:?}"))
+                    }
                 },
             }
         }
         // The map's edge: checkout -> the server (by service or address),
         // carrying both directions' bytes.
-        let edges = query(prom_port, expr_of(&all, "flowscope / Network Map / Service map / edges")).unwrap();
+        let edges = query(
+            prom_port,
+            expr_of(&all, "flowscope / Network Map / Service map / edges"),
+        )
+        .unwrap();
         let edge = edges.iter().find(|s| {
             s["metric"]["source"] == "checkout"
                 && (s["metric"]["target"] == "api" || s["metric"]["target"] == a.as_str())
@@ -339,7 +416,13 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
             Instant::now() < deadline,
             "after {WAIT:?}:\n{}\nscraped: {}",
             missing.join("\n"),
-            get(exporter, "/metrics").map(|r| r.1).unwrap_or_default().lines().filter(|l| l.contains(a.as_str()) || l.starts_with("# TYPE")).collect::<Vec<_>>().join("\n")
+            get(exporter, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(a.as_str()) || l.starts_with("# TYPE"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -205,7 +205,11 @@ mod tests {
             "{text}"
         );
         let all: u64 = CAPABILITIES.iter().map(|c| 1u64 << c.bit).sum();
-        check_set(all, &[Feature::Flows, Feature::Dns, Feature::Path, Feature::Nat]).unwrap();
+        check_set(
+            all,
+            &[Feature::Flows, Feature::Dns, Feature::Path, Feature::Nat],
+        )
+        .unwrap();
         // DNS needs more than flows.
         let flows: u64 = required(&[Feature::Flows])
             .iter()
@@ -214,7 +218,10 @@ mod tests {
         check_set(flows, &[Feature::Flows]).unwrap();
         let e = check_set(flows, &[Feature::Dns]).unwrap_err();
         let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["CAP_DAC_READ_SEARCH", "CAP_NET_RAW", "CAP_SYS_ADMIN"]);
+        assert_eq!(
+            names,
+            ["CAP_DAC_READ_SEARCH", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
+        );
     }
 
     #[test]
