@@ -143,6 +143,9 @@ fn value_of(result: &[Value], labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|s| s["value"][1].as_str()?.parse().ok())
 }
 
+/// (what, expression, labels of the series, its value or None for any).
+type Check<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Option<f64>);
+
 /// dnsmasq in a namespace; killed on drop.
 fn dnsmasq(net: &NetPair) -> Killed {
     let server = net.a_v4();
@@ -310,7 +313,7 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
     );
     let raw_rx = raw_tx.replace("transmit", "receive");
     let alerts = "ALERTS{alertname=\"FlowscopeTcpConnectionFailures\",alertstate=\"firing\"}";
-    let checks: Vec<(&str, String, Vec<(&str, &str)>, Option<f64>)> = vec![
+    let checks: Vec<Check> = vec![
         (
             "bytes sent, as scraped",
             raw_tx.clone(),
