@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+args=("$@")
 config="" start=1 root=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
-  exec sudo -E "$0" "$@"
+  exec sudo -E "$0" "${args[@]}"
 fi
 
 bin="${FLOWSCOPE_BIN:-}"
