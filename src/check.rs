@@ -34,7 +34,11 @@ fn located(loaded: &Loaded, section: &str, id: &ComponentId, e: &dyn std::error:
 pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
     let config = &loaded.config;
     let used = |list: fn(&flowscope_otel_config::Pipeline) -> &Vec<ComponentId>, id| {
-        config.service.pipelines.values().any(|p| list(p).contains(id))
+        config
+            .service
+            .pipelines
+            .values()
+            .any(|p| list(p).contains(id))
     };
     for (id, exporter) in &config.exporters {
         if !used(|p| &p.exporters, id) {
@@ -64,9 +68,21 @@ pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
 fn range_files(c: &PeerProcessorConfig) -> Result<(), String> {
     type Add = fn(&mut RangeTable, &[u8]) -> Result<(), flowscope_processors::ranges::RangesError>;
     let files: [(&str, Option<&std::path::PathBuf>, Add); 3] = [
-        ("aws_ip_ranges", c.aws_ip_ranges.as_ref(), RangeTable::add_aws),
-        ("gcp_cloud_ranges", c.gcp_cloud_ranges.as_ref(), RangeTable::add_gcp),
-        ("azure_service_tags", c.azure_service_tags.as_ref(), RangeTable::add_azure),
+        (
+            "aws_ip_ranges",
+            c.aws_ip_ranges.as_ref(),
+            RangeTable::add_aws,
+        ),
+        (
+            "gcp_cloud_ranges",
+            c.gcp_cloud_ranges.as_ref(),
+            RangeTable::add_gcp,
+        ),
+        (
+            "azure_service_tags",
+            c.azure_service_tags.as_ref(),
+            RangeTable::add_azure,
+        ),
     ];
     for (key, path, add) in files {
         let Some(path) = path else { continue };

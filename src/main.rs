@@ -113,16 +113,16 @@ fn main() -> ExitCode {
         Command::Validate { config } => load(Some(&config))
             .and_then(|l| check::components(&l).map(|()| l))
             .map(|l| {
-            let c = &l.config;
-            println!(
-                "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
-                config.display(),
-                c.receivers.len(),
-                c.processors.len(),
-                c.exporters.len(),
-                c.service.pipelines.len()
-            );
-        }),
+                let c = &l.config;
+                println!(
+                    "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+                    config.display(),
+                    c.receivers.len(),
+                    c.processors.len(),
+                    c.exporters.len(),
+                    c.service.pipelines.len()
+                );
+            }),
         Command::Bench(args) => bench::run(args),
         Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

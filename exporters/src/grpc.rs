@@ -86,9 +86,7 @@ impl Grpc {
     pub(crate) fn new(s: &Resolved) -> Result<Self, GrpcError> {
         // With TLS, tonic gets an `http://` URI and the connector does TLS
         // (tonic refuses `https://` unless its own TLS is compiled in).
-        let endpoint = endpoint(s)?
-            .connect_timeout(s.timeout)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(s)?.connect_timeout(s.timeout).tcp_nodelay(true);
         let channel = if s.plaintext {
             endpoint.connect_lazy()
         } else {

@@ -76,10 +76,7 @@ fn pem_source(
     pem: Option<&String>,
 ) -> Result<Option<(Vec<u8>, String)>, TlsError> {
     Ok(match (file, pem) {
-        (Some(path), _) => Some((
-            read(file_key, path)?,
-            format!("file `{}`", path.display()),
-        )),
+        (Some(path), _) => Some((read(file_key, path)?, format!("file `{}`", path.display()))),
         (None, Some(pem)) => Some((pem.as_bytes().to_vec(), "inline PEM".to_owned())),
         (None, None) => None,
     })
@@ -137,9 +134,10 @@ pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     let with_system = custom.is_none() || tls.include_system_ca_certs_pool;
     if let Some(ca) = custom {
         for c in ca {
-            roots
-                .add(c)
-                .map_err(|source| TlsError::Root { key: "ca_file", source })?;
+            roots.add(c).map_err(|source| TlsError::Root {
+                key: "ca_file",
+                source,
+            })?;
         }
     }
     if with_system {

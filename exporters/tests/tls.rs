@@ -179,7 +179,9 @@ async fn min_and_max_version_decide_the_handshake() {
     // Default (1.2 to 1.3) and max 1.2 reach a TLS 1.2-only server ...
     assert_eq!(run(http(addr.port(), with(None, None))).await.1, 6);
     assert_eq!(
-        run(http(addr.port(), with(None, Some(TlsVersion::V1_2)))).await.1,
+        run(http(addr.port(), with(None, Some(TlsVersion::V1_2))))
+            .await
+            .1,
         6
     );
     // ... min 1.3 does not.

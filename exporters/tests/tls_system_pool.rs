@@ -57,12 +57,18 @@ async fn a_ca_in_the_system_pool_directory_is_trusted() {
 
     // An empty pool: only the bundled public roots, which do not know the CA.
     set_pool(pool.path());
-    assert_eq!(deliver(addr.port(), TlsClientConfig::default()).await, (0, 6));
+    assert_eq!(
+        deliver(addr.port(), TlsClientConfig::default()).await,
+        (0, 6)
+    );
     assert_eq!(rx.accepted_points(), 0);
 
     // The CA copied into the pool directory, as update-ca-certificates does.
     std::fs::write(pool.path().join("flowscope-test-ca.pem"), &pki.ca_pem).unwrap();
-    assert_eq!(deliver(addr.port(), TlsClientConfig::default()).await, (6, 0));
+    assert_eq!(
+        deliver(addr.port(), TlsClientConfig::default()).await,
+        (6, 0)
+    );
     assert_eq!(rx.accepted_points(), 6);
 
     // With a CA of its own the exporter trusts only that one ...

@@ -181,7 +181,12 @@ fn validate_takes_a_collector_config_with_one_warning() {
         out.ends_with(": valid (1 receivers, 0 processors, 1 exporters, 1 pipelines)\n"),
         "{out}"
     );
-    assert_eq!(err.matches("Collector settings accepted and ignored").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Collector settings accepted and ignored")
+            .count(),
+        1,
+        "{err}"
+    );
     assert!(
         err.contains(
             "exporters.otlp_grpc/gateway.sending_queue.enabled, \

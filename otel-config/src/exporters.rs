@@ -490,10 +490,17 @@ fn storage_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Er
 fn check_queue_dir(path: &std::path::Path) -> Result<(), String> {
     let mut at = Some(path);
     while let Some(p) = at {
-        match std::fs::metadata(if p.as_os_str().is_empty() { ".".as_ref() } else { p }) {
+        match std::fs::metadata(if p.as_os_str().is_empty() {
+            ".".as_ref()
+        } else {
+            p
+        }) {
             Ok(m) if m.is_dir() => return Ok(()),
             Ok(_) if p == path => {
-                return Err(format!("`{}` exists and is not a directory", path.display()));
+                return Err(format!(
+                    "`{}` exists and is not a directory",
+                    path.display()
+                ));
             }
             Ok(_) => {
                 return Err(format!(
@@ -853,7 +860,8 @@ impl ExporterConfig {
             ExporterConfig::OtlpHttp(c) => c.unused(&mut out),
             ExporterConfig::Prometheus(c) => {
                 c.send_timestamps.note("", "send_timestamps", &mut out);
-                c.enable_open_metrics.note("", "enable_open_metrics", &mut out);
+                c.enable_open_metrics
+                    .note("", "enable_open_metrics", &mut out);
             }
             ExporterConfig::Console(_) | ExporterConfig::File(_) => {}
         }
@@ -888,7 +896,9 @@ pub fn parse_http_url(url: &str) -> Result<http::Uri, String> {
 fn parse_url(written: &str, url: &str) -> Result<http::Uri, String> {
     let example = "write `host:port` or `http(s)://host:port`";
     if !url.contains("://") {
-        return Err(format!("`{written}` has no scheme; write `http(s)://host:port`"));
+        return Err(format!(
+            "`{written}` has no scheme; write `http(s)://host:port`"
+        ));
     }
     if let Some((scheme, _)) = url.split_once("://")
         && !matches!(scheme, "http" | "https")
@@ -952,7 +962,10 @@ pub fn check_header(name: &str, value: &str, grpc: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn headers<'de, D: Deserializer<'de>>(d: D, grpc: bool) -> Result<BTreeMap<String, String>, D::Error> {
+fn headers<'de, D: Deserializer<'de>>(
+    d: D,
+    grpc: bool,
+) -> Result<BTreeMap<String, String>, D::Error> {
     let map = BTreeMap::<String, String>::deserialize(d)?;
     for (k, v) in &map {
         check_header(k, v, grpc).map_err(de::Error::custom)?;

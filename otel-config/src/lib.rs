@@ -433,8 +433,13 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
             origin,
             text,
         )?;
-        check_aggregates(&pid, &processors, &raw.processors)
-            .map_err(|message| invalid(spanned_location(origin, text, &spanned), base.clone(), message))?;
+        check_aggregates(&pid, &processors, &raw.processors).map_err(|message| {
+            invalid(
+                spanned_location(origin, text, &spanned),
+                base.clone(),
+                message,
+            )
+        })?;
         let exporters = resolve(
             &p.exporters,
             "exporter",

@@ -132,12 +132,20 @@ fn a_storage_extension_id_is_refused_never_read_as_a_path() {
     let ExporterConfig::Otlp(c) = exporter(&l, "otlp") else {
         panic!()
     };
-    assert_eq!(c.sending_queue.storage, Some(PathBuf::from("flowscope-queue")));
+    assert_eq!(
+        c.sending_queue.storage,
+        Some(PathBuf::from("flowscope-queue"))
+    );
 }
 
 #[test]
 fn collector_keys_that_would_change_behaviour_are_errors() {
-    let q = |body: &str| err(&with_exporter("otlp", &format!("    sending_queue:\n{body}")));
+    let q = |body: &str| {
+        err(&with_exporter(
+            "otlp",
+            &format!("    sending_queue:\n{body}"),
+        ))
+    };
     assert_eq!(
         q("      enabled: false"),
         "c.yaml:6:16: exporters.otlp.sending_queue.enabled: flowscope cannot turn the queue off: \
@@ -157,7 +165,10 @@ fn collector_keys_that_would_change_behaviour_are_errors() {
          oldest batch is dropped and counted. Remove the key (raise `queue_size` or set \
          `storage` to hold more)"
     );
-    let e = err(&with_exporter("otlphttp", "    auth:\n      authenticator: oauth2client"));
+    let e = err(&with_exporter(
+        "otlphttp",
+        "    auth:\n      authenticator: oauth2client",
+    ));
     assert_eq!(
         e,
         "c.yaml:6:7: exporters.otlphttp.auth: flowscope has no authenticator extensions; send \
@@ -174,12 +185,18 @@ fn bad_endpoints_fail_at_load_with_line_and_key() {
          authority); write `host:port` or `http(s)://host:port`"
     );
     assert_eq!(
-        err(&with_exporter("otlp", "    endpoint: unix:///run/otel.sock")),
+        err(&with_exporter(
+            "otlp",
+            "    endpoint: unix:///run/otel.sock"
+        )),
         "c.yaml:5:15: exporters.otlp.endpoint: `unix:///run/otel.sock`: scheme `unix` is not \
          supported, only `http` and `https`; write `host:port` or `http(s)://host:port`"
     );
     assert_eq!(
-        err(&with_exporter("otlphttp", "    metrics_endpoint: gw:4318/v1/metrics")),
+        err(&with_exporter(
+            "otlphttp",
+            "    metrics_endpoint: gw:4318/v1/metrics"
+        )),
         "c.yaml:5:23: exporters.otlphttp.metrics_endpoint: `gw:4318/v1/metrics` has no scheme; \
          write `http(s)://host:port`"
     );
@@ -193,12 +210,18 @@ fn bad_endpoints_fail_at_load_with_line_and_key() {
 #[test]
 fn bad_headers_fail_at_load() {
     assert_eq!(
-        err(&with_exporter("otlp", "    headers:\n      \"bad name\": x")),
+        err(&with_exporter(
+            "otlp",
+            "    headers:\n      \"bad name\": x"
+        )),
         "c.yaml:6:7: exporters.otlp.headers: `bad name` is not a valid header name (letters, \
          digits and `!#$%&'*+-.^_`|~`)"
     );
     assert_eq!(
-        err(&with_exporter("otlphttp", "    headers:\n      x-key: \"a\\nb\"")),
+        err(&with_exporter(
+            "otlphttp",
+            "    headers:\n      x-key: \"a\\nb\""
+        )),
         "c.yaml:6:7: exporters.otlphttp.headers: the value of header `x-key` may only hold \
          visible ASCII characters, spaces and tabs"
     );
@@ -291,11 +314,16 @@ fn tls_files_and_inline_pem_are_read_and_parsed_at_load() {
             p.path("cert.pem").display()
         )
     );
-    let e = err(&tls(&format!("      cert_file: {}", p.path("cert.pem").display())));
+    let e = err(&tls(&format!(
+        "      cert_file: {}",
+        p.path("cert.pem").display()
+    )));
     assert!(
         e.starts_with("c.yaml:")
-            && e.contains(": exporters.otlp.tls: a client certificate needs its key: give \
-                `cert_file` (or `cert_pem`) together with `key_file` (or `key_pem`)"),
+            && e.contains(
+                ": exporters.otlp.tls: a client certificate needs its key: give \
+                `cert_file` (or `cert_pem`) together with `key_file` (or `key_pem`)"
+            ),
         "{e}"
     );
     assert_eq!(
@@ -333,7 +361,10 @@ fn files_and_directories_run_needs_are_checked_at_load() {
     assert_eq!(
         err(&with_exporter(
             "otlp",
-            &format!("    sending_queue:\n      storage: {}", under_file.display())
+            &format!(
+                "    sending_queue:\n      storage: {}",
+                under_file.display()
+            )
         )),
         format!(
             "c.yaml:6:16: exporters.otlp.sending_queue.storage: `{}` cannot be created: `{}` is \
@@ -344,7 +375,10 @@ fn files_and_directories_run_needs_are_checked_at_load() {
     );
     let nowhere = p.path("no/such/dir/out.jsonl");
     assert_eq!(
-        err(&with_exporter("file", &format!("    path: {}", nowhere.display()))),
+        err(&with_exporter(
+            "file",
+            &format!("    path: {}", nowhere.display())
+        )),
         format!(
             "c.yaml:5:11: exporters.file.path: the directory `{}` of `{}` does not exist",
             nowhere.parent().unwrap().display(),
@@ -382,8 +416,14 @@ fn what_two_exporters_cannot_share_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
     let e = err(&two_exporters(
-        &format!("  otlp/a:\n    sending_queue:\n      storage: {}\n", q.display()),
-        &format!("  otlphttp/b:\n    sending_queue:\n      storage: {}/\n", q.display()),
+        &format!(
+            "  otlp/a:\n    sending_queue:\n      storage: {}\n",
+            q.display()
+        ),
+        &format!(
+            "  otlphttp/b:\n    sending_queue:\n      storage: {}/\n",
+            q.display()
+        ),
     ));
     assert_eq!(
         e,
@@ -406,7 +446,9 @@ fn what_two_exporters_cannot_share_is_refused_at_load() {
 
 #[test]
 fn two_aggregate_processors_in_one_pipeline_fail_at_load() {
-    let e = err("receivers:\n  ebpf:\nprocessors:\n  aggregate/a:\n  aggregate/b:\nexporters:\n  console:\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [aggregate/a, aggregate/b]\n      exporters: [console]\n");
+    let e = err(
+        "receivers:\n  ebpf:\nprocessors:\n  aggregate/a:\n  aggregate/b:\nexporters:\n  console:\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [aggregate/a, aggregate/b]\n      exporters: [console]\n",
+    );
     assert_eq!(
         e,
         "c.yaml:11:7: service.pipelines.metrics: pipeline `metrics` lists 2 aggregate \
@@ -416,8 +458,15 @@ fn two_aggregate_processors_in_one_pipeline_fail_at_load() {
 
 #[test]
 fn component_locations_are_kept() {
-    let l = load(&with_exporter("otlp_grpc/gw", "    endpoint: ${OTLP_ENDPOINT}")).unwrap();
-    assert_eq!(l.locations["exporters.otlp_grpc/gw"].to_string(), "c.yaml:4:3");
+    let l = load(&with_exporter(
+        "otlp_grpc/gw",
+        "    endpoint: ${OTLP_ENDPOINT}",
+    ))
+    .unwrap();
+    assert_eq!(
+        l.locations["exporters.otlp_grpc/gw"].to_string(),
+        "c.yaml:4:3"
+    );
     assert_eq!(l.locations["receivers.ebpf"].to_string(), "c.yaml:2:3");
     let _ = Path::new("");
 }
