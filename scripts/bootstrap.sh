@@ -57,7 +57,7 @@ if [ $want_test -eq 1 ]; then
   # binutils drops the binary's debug info), check the systemd unit
   # (systemd-analyze), validate the Kubernetes manifests (kubernetes-validate
   # from PyPI, in a venv of its own).
-  apt_install buildah podman runc binutils systemd python3-venv
+  apt_install buildah podman runc binutils systemd python3-venv openssl
   venv="${FLOWSCOPE_TOOLS:-$HOME/.cache/flowscope/tools}"
   if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     log "installing kubernetes-validate into $venv"

@@ -152,7 +152,22 @@ fn kustomize_renders_valid_objects_and_configs() {
         );
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("flowscope.yaml");
-        std::fs::write(&file, config).unwrap();
+        // validate reads the TLS files: give it a self-signed certificate
+        // (as CA and client certificate) where the Secret would be mounted.
+        let config_here = if config.contains("/etc/flowscope/tls/") {
+            run(
+                Command::new("openssl")
+                    .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+                    .args(["-subj", "/CN=flowscope", "-days", "1", "-keyout", "tls.key", "-out", "tls.crt"])
+                    .current_dir(tmp.path()),
+                "openssl (scripts/bootstrap.sh --test)",
+            );
+            std::fs::copy(tmp.path().join("tls.crt"), tmp.path().join("ca.crt")).unwrap();
+            config.replace("/etc/flowscope/tls/", &format!("{}/", tmp.path().display()))
+        } else {
+            config.to_string()
+        };
+        std::fs::write(&file, config_here).unwrap();
         let env = &spec["containers"][0]["env"];
         let endpoint = env
             .as_array()
