@@ -157,8 +157,25 @@ fn kustomize_renders_valid_objects_and_configs() {
         let config_here = if config.contains("/etc/flowscope/tls/") {
             run(
                 Command::new("openssl")
-                    .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-                    .args(["-subj", "/CN=flowscope", "-days", "1", "-keyout", "tls.key", "-out", "tls.crt"])
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-nodes",
+                    ])
+                    .args([
+                        "-subj",
+                        "/CN=flowscope",
+                        "-days",
+                        "1",
+                        "-keyout",
+                        "tls.key",
+                        "-out",
+                        "tls.crt",
+                    ])
                     .current_dir(tmp.path()),
                 "openssl (scripts/bootstrap.sh --test)",
             );
