@@ -72,7 +72,7 @@ impl FailReason {
             FailReason::Reset => "reset",
             FailReason::HostUnreachable => "host_unreachable",
             FailReason::NetUnreachable => "net_unreachable",
-            FailReason::Other => "other",
+            FailReason::Other => crate::names::attr::ERROR_OTHER,
         }
     }
 
