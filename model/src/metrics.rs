@@ -77,6 +77,23 @@ pub const UDP_ACTIVE: MetricId = MetricId::up_down_counter(metric::UDP_ACTIVE);
 pub const FLOW_COST: MetricId = MetricId::sum(metric::FLOW_COST);
 pub const DNS_DURATION: MetricId = MetricId::histogram(metric::DNS_DURATION);
 
+/// Every metric a flow produces ([`flow_points`] and the cost processor).
+pub const FLOW_METRICS: [MetricId; 13] = [
+    FLOW_IO,
+    FLOW_PACKETS,
+    TCP_RETRANSMITS,
+    TCP_RTT,
+    TCP_RTT_VARIANCE,
+    TCP_OPENED,
+    TCP_CLOSED,
+    TCP_FAILED,
+    TCP_ACTIVE,
+    TCP_RESETS,
+    TCP_DURATION,
+    UDP_ACTIVE,
+    FLOW_COST,
+];
+
 /// A point's value. Gauges that are means (RTT variance) carry their sum and
 /// count so that merging two of them stays a correct mean.
 #[derive(Clone, Debug, PartialEq)]

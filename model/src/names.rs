@@ -209,6 +209,19 @@ pub mod attr {
     pub const RECEIVE: &str = "receive";
 }
 
+/// Values of registry enums that flowscope sets, exactly as the registry
+/// (v1.44.0) lists them; the registry test checks each is a current,
+/// non-deprecated member.
+pub mod value {
+    pub const CLOUD_PROVIDER_AWS: &str = "aws";
+    pub const CLOUD_PROVIDER_GCP: &str = "gcp";
+    pub const CLOUD_PROVIDER_AZURE: &str = "azure";
+    pub const CLOUD_PLATFORM_AWS_EC2: &str = "aws_ec2";
+    pub const CLOUD_PLATFORM_GCP_COMPUTE_ENGINE: &str = "gcp_compute_engine";
+    /// Renamed from `azure_vm` in the registry.
+    pub const CLOUD_PLATFORM_AZURE_VM: &str = "azure.vm";
+}
+
 /// `service.name` of the agent's own telemetry.
 pub const SELF_SERVICE_NAME: &str = "flowscope";
 /// Instrumentation scope name on every ScopeMetrics the agent emits.

@@ -4,7 +4,7 @@
 //! that owns a socket at the moment it connects or first reads or writes,
 //! so even a process that exited before the interval ended is attributed
 //! (by its `comm`). For live processes /proc adds the executable name, the
-//! command line, the container id (from the cgroup path) and the service
+//! command (argv\[0\]) and the whole command line, the container id (from the cgroup path) and the service
 //! name from the environment: `OTEL_SERVICE_NAME`, then `service.name` in
 //! `OTEL_RESOURCE_ATTRIBUTES`, then `DD_SERVICE`, else the executable name.
 
@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 pub struct ProcessInfo {
     pub pid: u32,
     pub executable_name: Arc<str>,
+    /// argv\[0\] as the process was started (`process.command`).
     pub command: Option<Arc<str>>,
+    /// Every argument joined by spaces (`process.command_line`; emitted
+    /// only when opted in, since arguments can carry secrets).
+    pub command_line: Option<Arc<str>>,
     pub service_name: Arc<str>,
     pub container_id: Option<Arc<str>>,
 }
@@ -122,14 +126,16 @@ impl ProcessCache {
                 }
             })
             .into();
-        let command = std::fs::read(dir.join("cmdline")).ok().and_then(|raw| {
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            (!args.is_empty()).then(|| Arc::from(args.join(" ")))
-        });
+        let args: Vec<String> = std::fs::read(dir.join("cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let command = args.first().map(|a| Arc::from(a.as_str()));
+        let command_line = (!args.is_empty()).then(|| Arc::from(args.join(" ")));
         let service_name = std::fs::read(dir.join("environ"))
             .ok()
             .and_then(|env| service_from_environ(&env))
@@ -144,6 +150,7 @@ impl ProcessCache {
                 pid,
                 executable_name,
                 command,
+                command_line,
                 service_name,
                 container_id,
             },
@@ -260,7 +267,10 @@ mod tests {
         let info = cache.get(pid, &[0; 16]);
         assert_eq!(info.pid, pid);
         assert!(!info.executable_name.is_empty());
-        assert!(info.command.is_some());
+        // argv[0] alone; the whole command line separately.
+        let argv: Vec<String> = std::env::args().collect();
+        assert_eq!(info.command.as_deref(), Some(argv[0].as_str()));
+        assert_eq!(info.command_line.as_deref(), Some(argv.join(" ").as_str()));
         // A pid that does not exist falls back to the kernel's comm.
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"gone");
