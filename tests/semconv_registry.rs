@@ -4,9 +4,10 @@
 //!
 //! What it checks (docs/telemetry.md, "The naming rule"):
 //! - every attribute key outside `flowscope.` is defined in the registry,
-//!   not deprecated, with the type flowscope emits it with; a value of an
-//!   enum attribute is one of its current members (`error.type` is open by
-//!   definition and only lists its `_OTHER` fallback);
+//!   not deprecated, with the type flowscope emits it with; no value is a
+//!   deprecated enum member, and the values of the enums flowscope fills
+//!   from the registry (`cloud.platform`, `network.transport`, ...) are
+//!   current members;
 //! - every metric outside `flowscope.` (bar `network.flow.io`, the open
 //!   network flow proposal the contract keeps) is a registry metric with the
 //!   registry's instrument and unit, and every point carries its required
@@ -40,10 +41,14 @@ use serde_json::Value as J;
 // ---------------------------------------------------------------------------
 // The registry
 
+/// A registry file: `groups` (definition/1), or top-level `attributes`
+/// keyed by `key` (definition/2, e.g. `server/registry.yaml`).
 #[derive(Deserialize)]
 struct File {
     #[serde(default)]
     groups: Vec<Group>,
+    #[serde(default)]
+    attributes: Vec<AttrDef>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +65,7 @@ struct Group {
 
 #[derive(Deserialize)]
 struct AttrDef {
+    #[serde(alias = "key")]
     id: Option<String>,
     #[serde(rename = "ref")]
     reference: Option<String>,
@@ -126,6 +132,20 @@ const KEY_EXCEPTIONS: &[(&str, &str)] = &[(
     "otel.metric.overflow",
     "the OpenTelemetry metrics SDK specification's cardinality-limit overflow attribute",
 )];
+/// Enum attributes whose values flowscope takes from the registry's
+/// members. (Registry enums are open: `otel.component.type` lists SDK
+/// component types and asks for the implementation's own type name
+/// otherwise, which is what flowscope sets: the config type, `otlp`.) A
+/// deprecated member is rejected for every enum.
+const CLOSED_ENUMS: &[&str] = &[
+    "cloud.provider",
+    "cloud.platform",
+    "network.transport",
+    "network.type",
+    "network.io.direction",
+    "os.type",
+];
+
 /// Metrics outside `flowscope.` that the registry does not define.
 const METRIC_EXCEPTIONS: &[(&str, &str)] = &[(
     "network.flow.io",
@@ -159,7 +179,15 @@ impl Registry {
             let text = std::fs::read_to_string(path).expect("read registry file");
             let file: File = serde_saphyr::from_str(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            for g in file.groups {
+            let top = Group {
+                kind: "attribute_group".to_owned(),
+                attributes: file.attributes,
+                metric_name: None,
+                instrument: None,
+                unit: None,
+                deprecated: None,
+            };
+            for g in file.groups.into_iter().chain([top]) {
                 for a in &g.attributes {
                     let (Some(id), Some(ty)) = (&a.id, &a.ty) else {
                         continue;
@@ -264,19 +292,21 @@ impl Registry {
             return Err(format!("`{key}` is emitted as {ty}, the registry says {want}"));
         }
         if let Some(v) = value
-            && key != attr::ERROR_TYPE
-            && !a.members.is_empty()
             && !a.members.iter().any(|m| m == v)
         {
             let why = if a.deprecated_members.iter().any(|m| m == v) {
-                "a deprecated member"
+                Some("a deprecated member")
+            } else if CLOSED_ENUMS.contains(&key) {
+                Some("not a member")
             } else {
-                "not a member"
+                None
             };
-            return Err(format!(
-                "`{key}={v}` is {why} of the registry's enum (members: {})",
-                a.members.join(", ")
-            ));
+            if let Some(why) = why {
+                return Err(format!(
+                    "`{key}={v}` is {why} of the registry's enum (members: {})",
+                    a.members.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -862,6 +892,11 @@ fn the_checker_rejects_what_the_registry_does_not_define() {
         .check_key("cloud.platform", Some("string"), Some("azure_vm"))
         .unwrap_err();
     assert!(e.contains("deprecated member"), "{e}");
+    assert!(reg.check_key("cloud.platform", Some("string"), Some("aws.ec2")).is_err());
+    assert!(reg.check_key("network.transport", Some("string"), Some("sctp")).is_err());
+    // The definition/2 format (server/registry.yaml) is read too.
+    reg.check_key("server.address", Some("string"), Some("198.18.0.1"))
+        .unwrap();
     // Metrics: unknown, wrong instrument, wrong unit, missing required key.
     let full: Vec<BTreeSet<String>> = vec![["dns.question.name".to_owned()].into()];
     reg.check_metric("dns.lookup.duration", "histogram", "s", &full)
