@@ -172,13 +172,17 @@ impl Registry {
         let mut files = Vec::new();
         yaml_files(dir, &mut files);
         files.sort();
-        assert!(!files.is_empty(), "no registry YAML under {}", dir.display());
+        assert!(
+            !files.is_empty(),
+            "no registry YAML under {}",
+            dir.display()
+        );
         let mut attributes = BTreeMap::new();
         let mut metric_groups = Vec::new();
         for path in &files {
             let text = std::fs::read_to_string(path).expect("read registry file");
-            let file: File = serde_saphyr::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let file: File =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let top = Group {
                 kind: "attribute_group".to_owned(),
                 attributes: file.attributes,
@@ -281,15 +285,16 @@ impl Registry {
         if a.deprecated {
             return Err(format!("`{key}` is deprecated in the registry"));
         }
-        let want = a
-            .ty
-            .strip_prefix("template[")
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(&a.ty);
+        let want =
+            a.ty.strip_prefix("template[")
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or(&a.ty);
         if let Some(ty) = ty
             && ty != want
         {
-            return Err(format!("`{key}` is emitted as {ty}, the registry says {want}"));
+            return Err(format!(
+                "`{key}` is emitted as {ty}, the registry says {want}"
+            ));
         }
         if let Some(v) = value
             && !a.members.iter().any(|m| m == v)
@@ -424,9 +429,10 @@ impl Emitted {
                     for dp in data["dataPoints"].as_array().into_iter().flatten() {
                         points.push(attributes(&dp["attributes"], self));
                     }
-                    let e = self.metrics.entry(name).or_insert_with(|| {
-                        (instrument.to_owned(), unit, description, Vec::new())
-                    });
+                    let e = self
+                        .metrics
+                        .entry(name)
+                        .or_insert_with(|| (instrument.to_owned(), unit, description, Vec::new()));
                     e.3.extend(points);
                 }
             }
@@ -622,7 +628,11 @@ fn dns_output(telemetry: &Telemetry) -> MetricBatch {
         let q = query(id, &format!("n{id}.example.com"));
         feed(1_000, Direction::Outgoing, build::udp(c, s, &q));
         if let Some(rcode) = rcode {
-            feed(2_000_000, Direction::Incoming, build::udp(s, c, &response(&q, rcode)));
+            feed(
+                2_000_000,
+                Direction::Incoming,
+                build::udp(s, c, &response(&q, rcode)),
+            );
         }
     }
     e.expire(10_000_000_000);
@@ -639,11 +649,7 @@ fn self_output(telemetry: &Telemetry) -> MetricBatch {
     telemetry.flows_overflow(metric::FLOW_IO.0, 2);
     telemetry.exporter_sent("otlp/backend", 5);
     telemetry.exporter_failed("otlp/backend", "queue_full", 1);
-    telemetry.set_gauge(
-        flowscope_model::telemetry::FLOWS_TRACKED,
-        Attrs::new(),
-        7,
-    );
+    telemetry.set_gauge(flowscope_model::telemetry::FLOWS_TRACKED, Attrs::new(), 7);
     telemetry.set_gauge(
         flowscope_model::telemetry::EXPORTER_QUEUE_SIZE,
         flowscope_model::telemetry::component_attrs("otlp/backend"),
@@ -766,7 +772,10 @@ fn names_rs_follows_the_registry() {
         (resource::CLOUD_PROVIDER, value::CLOUD_PROVIDER_GCP),
         (resource::CLOUD_PROVIDER, value::CLOUD_PROVIDER_AZURE),
         (resource::CLOUD_PLATFORM, value::CLOUD_PLATFORM_AWS_EC2),
-        (resource::CLOUD_PLATFORM, value::CLOUD_PLATFORM_GCP_COMPUTE_ENGINE),
+        (
+            resource::CLOUD_PLATFORM,
+            value::CLOUD_PLATFORM_GCP_COMPUTE_ENGINE,
+        ),
         (resource::CLOUD_PLATFORM, value::CLOUD_PLATFORM_AZURE_VM),
         (attr::NETWORK_TRANSPORT, "tcp"),
         (attr::NETWORK_TRANSPORT, "udp"),
@@ -783,7 +792,10 @@ fn names_rs_follows_the_registry() {
     // error.type's fallback is the registry's own member.
     let error_type = reg.attribute(attr::ERROR_TYPE).expect("error.type");
     if !error_type.members.iter().any(|m| m == attr::ERROR_OTHER) {
-        errors.push(format!("`{}` is not error.type's fallback", attr::ERROR_OTHER));
+        errors.push(format!(
+            "`{}` is not error.type's fallback",
+            attr::ERROR_OTHER
+        ));
     }
     assert!(errors.is_empty(), "{errors:#?}");
 }
@@ -818,7 +830,10 @@ fn emitted_output_follows_the_registry() {
     // and the keys that matter most to this test.
     let names: BTreeSet<&str> = emitted.metrics.keys().map(String::as_str).collect();
     for (name, _, _) in NAME_METRICS {
-        assert!(names.contains(name), "{name} not emitted; emitted: {names:?}");
+        assert!(
+            names.contains(name),
+            "{name} not emitted; emitted: {names:?}"
+        );
     }
     let keys: BTreeSet<&str> = emitted.keys.iter().map(|(k, _, _)| k.as_str()).collect();
     for key in [
@@ -859,7 +874,14 @@ fn emitted_output_follows_the_registry() {
         .filter(|(k, _, _)| k == attr::ERROR_TYPE)
         .map(|(_, _, v)| v.as_str())
         .collect();
-    for v in ["refused", "_OTHER", "NXDOMAIN", "SERVFAIL", "timeout", "queue_full"] {
+    for v in [
+        "refused",
+        "_OTHER",
+        "NXDOMAIN",
+        "SERVFAIL",
+        "timeout",
+        "queue_full",
+    ] {
         assert!(errors.contains(v), "error.type={v} missing: {errors:?}");
     }
 }
@@ -892,8 +914,14 @@ fn the_checker_rejects_what_the_registry_does_not_define() {
         .check_key("cloud.platform", Some("string"), Some("azure_vm"))
         .unwrap_err();
     assert!(e.contains("deprecated member"), "{e}");
-    assert!(reg.check_key("cloud.platform", Some("string"), Some("aws.ec2")).is_err());
-    assert!(reg.check_key("network.transport", Some("string"), Some("sctp")).is_err());
+    assert!(
+        reg.check_key("cloud.platform", Some("string"), Some("aws.ec2"))
+            .is_err()
+    );
+    assert!(
+        reg.check_key("network.transport", Some("string"), Some("sctp"))
+            .is_err()
+    );
     // The definition/2 format (server/registry.yaml) is read too.
     reg.check_key("server.address", Some("string"), Some("198.18.0.1"))
         .unwrap();
@@ -901,9 +929,18 @@ fn the_checker_rejects_what_the_registry_does_not_define() {
     let full: Vec<BTreeSet<String>> = vec![["dns.question.name".to_owned()].into()];
     reg.check_metric("dns.lookup.duration", "histogram", "s", &full)
         .unwrap();
-    assert!(reg.check_metric("dns.lookup.timeouts", "counter", "{lookup}", &full).is_err());
-    assert!(reg.check_metric("dns.lookup.duration", "counter", "s", &full).is_err());
-    assert!(reg.check_metric("dns.lookup.duration", "histogram", "ms", &full).is_err());
+    assert!(
+        reg.check_metric("dns.lookup.timeouts", "counter", "{lookup}", &full)
+            .is_err()
+    );
+    assert!(
+        reg.check_metric("dns.lookup.duration", "counter", "s", &full)
+            .is_err()
+    );
+    assert!(
+        reg.check_metric("dns.lookup.duration", "histogram", "ms", &full)
+            .is_err()
+    );
     let e = reg
         .check_metric("dns.lookup.duration", "histogram", "s", &[BTreeSet::new()])
         .unwrap_err();

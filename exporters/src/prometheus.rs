@@ -339,7 +339,10 @@ mod tests {
     fn names_follow_the_compatibility_spec() {
         let o = opts();
         assert_eq!(metric_name(FLOW_IO, &o), "network_flow_io_bytes_total");
-        assert_eq!(metric_name(FLOW_PACKETS, &o), "flowscope_flow_packets_total");
+        assert_eq!(
+            metric_name(FLOW_PACKETS, &o),
+            "flowscope_flow_packets_total"
+        );
         assert_eq!(metric_name(TCP_RTT, &o), "flowscope_tcp_rtt_seconds");
         assert_eq!(
             metric_name(TCP_ACTIVE, &o),

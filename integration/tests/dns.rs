@@ -96,7 +96,11 @@ fn resolved_name_reaches_the_flow() {
         })
         .collect();
     for p in &flow {
-        assert_eq!(p.attr("flowscope.peer.domain"), Some("db.lab.test"), "{p:?}");
+        assert_eq!(
+            p.attr("flowscope.peer.domain"),
+            Some("db.lab.test"),
+            "{p:?}"
+        );
     }
     assert_eq!(flow.iter().map(|p| p.value).sum::<f64>(), 777.0);
 

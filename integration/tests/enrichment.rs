@@ -58,7 +58,11 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
     for p in &tagged {
         assert_eq!(p.attr("flowscope.peer.tag.env"), Some("lab"), "{p:?}");
         assert_eq!(p.attr("flowscope.peer.tag.tier"), Some("db"), "{p:?}");
-        assert_eq!(p.attr("flowscope.network.locality"), Some("same_host"), "{p:?}");
+        assert_eq!(
+            p.attr("flowscope.network.locality"),
+            Some("same_host"),
+            "{p:?}"
+        );
     }
     assert_eq!(tagged.iter().map(|p| p.value).sum::<f64>(), 31337.0);
 }

@@ -121,7 +121,10 @@ fn exact_tcp(v6: bool) {
     for side in [&client, &srv] {
         assert_eq!(total(&p, "flowscope.tcp.connection.opened", side, &[]), 1.0);
         assert_eq!(total(&p, "flowscope.tcp.connection.closed", side, &[]), 1.0);
-        assert_eq!(total(&p, "flowscope.tcp.connection.duration", side, &[]), 1.0);
+        assert_eq!(
+            total(&p, "flowscope.tcp.connection.duration", side, &[]),
+            1.0
+        );
         assert!(total(&p, PACKETS, side, &[("network.io.direction", "transmit")]) > 0.0);
         assert!(
             total(&p, "flowscope.tcp.rtt", side, &[]) >= 1.0,
@@ -425,7 +428,12 @@ fn self_telemetry_counts_kernel_events() {
     let addr = format!("{}:5007", net.a_v4());
     net.tcp_exchange(&addr, 10, 10, &[]).unwrap();
     let p = agent.wait_for("self telemetry", WAIT, |p| {
-        (sum(p, "flowscope.events.received", &[("flowscope.source", "ebpf.tcp")]) > 0.0).then(|| p.to_vec())
+        (sum(
+            p,
+            "flowscope.events.received",
+            &[("flowscope.source", "ebpf.tcp")],
+        ) > 0.0)
+            .then(|| p.to_vec())
     });
     let own = p
         .iter()
@@ -486,7 +494,10 @@ fn full_kernel_map_is_counted_not_fatal() {
         let n = sum(
             p,
             "flowscope.events.lost",
-            &[("flowscope.source", "ebpf.tcp"), ("flowscope.reason", "map_full")],
+            &[
+                ("flowscope.source", "ebpf.tcp"),
+                ("flowscope.reason", "map_full"),
+            ],
         );
         (n > 0.0).then_some(n)
     });

@@ -113,11 +113,7 @@ impl Telemetry {
     }
 
     pub fn exporter_sent(&self, exporter: &str, n: u64) {
-        self.add(
-            EXPORTER_SENT,
-            component_attrs(exporter),
-            n,
-        );
+        self.add(EXPORTER_SENT, component_attrs(exporter), n);
     }
 
     pub fn exporter_failed(&self, exporter: &str, error_type: &str, n: u64) {

@@ -130,10 +130,12 @@ impl EbpfReceiverConfig {
     /// The checks that involve more than one field.
     fn check(self) -> Result<Self, String> {
         if self.include_command_line && self.resource_granularity != ResourceGranularity::Process {
-            return Err("include_command_line: true needs resource_granularity: process \
+            return Err(
+                "include_command_line: true needs resource_granularity: process \
                         (the command line goes on a process's Resource); set both, \
                         or remove include_command_line"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         Ok(self)
     }

@@ -138,7 +138,8 @@ fn two_pipelines_group_one_receivers_flows_differently() {
         *value_of(&coarse.points, "flowscope.udp.flow.active", &[]),
         PointValue::Int(1)
     );
-    let PointValue::Mean { sum, count } = value_of(&coarse.points, "flowscope.tcp.rtt.variance", &[])
+    let PointValue::Mean { sum, count } =
+        value_of(&coarse.points, "flowscope.tcp.rtt.variance", &[])
     else {
         panic!("not a mean")
     };
@@ -151,7 +152,8 @@ fn two_pipelines_group_one_receivers_flows_differently() {
     assert_eq!(h.counts, vec![1, 1, 0, 1]);
     assert_eq!(h.count, 3);
     assert_eq!((h.min, h.max), (0.0005, 0.5));
-    let PointValue::Histogram(d) = value_of(&coarse.points, "flowscope.tcp.connection.duration", &[])
+    let PointValue::Histogram(d) =
+        value_of(&coarse.points, "flowscope.tcp.connection.duration", &[])
     else {
         panic!("not a histogram")
     };
@@ -200,8 +202,10 @@ fn dropping_transport_merges_tcp_and_udp_bytes() {
 fn wildcard_keeps_tag_attributes_only() {
     let mut f = flows();
     for (i, fl) in f.iter_mut().enumerate() {
-        fl.attrs
-            .set("flowscope.peer.tag.team", if i == 2 { "cache" } else { "db" });
+        fl.attrs.set(
+            "flowscope.peer.tag.team",
+            if i == 2 { "cache" } else { "db" },
+        );
     }
     let mut chain = chain_from_yaml(
         "  aggregate:\n    group_by:\n      attributes: [\"flowscope.peer.tag.*\"]",

@@ -203,9 +203,11 @@ fn histograms_past_the_limit_merge_bucket_by_bucket() {
             .record_rtt(&bounds, [0.0001, 0.0001, 0.0005, 0.005, 0.05][i], 0.0);
     }
     let out = chain.process(batch(flows));
-    let PointValue::Histogram(h) =
-        value_of(&out.points, "flowscope.tcp.rtt", &[(attr::OVERFLOW, "true")])
-    else {
+    let PointValue::Histogram(h) = value_of(
+        &out.points,
+        "flowscope.tcp.rtt",
+        &[(attr::OVERFLOW, "true")],
+    ) else {
         panic!("not a histogram")
     };
     assert_eq!(h.counts, vec![1, 1, 1]);

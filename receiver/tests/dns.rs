@@ -498,7 +498,10 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
         count(
             p,
             DUR,
-            &[(attr::SERVER_ADDRESS, s_static), (attr::ERROR_TYPE, "timeout")]
+            &[
+                (attr::SERVER_ADDRESS, s_static),
+                (attr::ERROR_TYPE, "timeout")
+            ]
         ),
         0
     );
