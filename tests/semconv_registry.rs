@@ -368,13 +368,24 @@ impl Registry {
 // ---------------------------------------------------------------------------
 // What flowscope emits
 
+/// One metric as emitted.
+struct Seen {
+    /// `counter`, `updowncounter`, `gauge` or `histogram`, as the registry
+    /// names instruments.
+    instrument: String,
+    unit: String,
+    description: String,
+    /// The attribute keys of each point.
+    points: Vec<BTreeSet<String>>,
+}
+
 /// Every key and metric of an OTLP JSON request.
 #[derive(Default)]
 struct Emitted {
     /// (key, type, value as text)
     keys: BTreeSet<(String, String, String)>,
-    /// name -> (instrument, unit, description, attribute keys of each point)
-    metrics: BTreeMap<String, (String, String, String, Vec<BTreeSet<String>>)>,
+    /// By metric name.
+    metrics: BTreeMap<String, Seen>,
 }
 
 fn attributes(list: &J, out: &mut Emitted) -> BTreeSet<String> {
@@ -429,11 +440,13 @@ impl Emitted {
                     for dp in data["dataPoints"].as_array().into_iter().flatten() {
                         points.push(attributes(&dp["attributes"], self));
                     }
-                    let e = self
-                        .metrics
-                        .entry(name)
-                        .or_insert_with(|| (instrument.to_owned(), unit, description, Vec::new()));
-                    e.3.extend(points);
+                    let e = self.metrics.entry(name).or_insert_with(|| Seen {
+                        instrument: instrument.to_owned(),
+                        unit,
+                        description,
+                        points: Vec::new(),
+                    });
+                    e.points.extend(points);
                 }
             }
         }
@@ -670,6 +683,8 @@ fn self_output(telemetry: &Telemetry) -> MetricBatch {
 /// emitted output).
 const NAME_KEYS: &[&str] = &[
     resource::SERVICE_NAME,
+    resource::SERVICE_NAMESPACE,
+    resource::SERVICE_VERSION,
     resource::HOST_NAME,
     resource::HOST_ID,
     resource::OS_TYPE,
@@ -815,7 +830,13 @@ fn emitted_output_follows_the_registry() {
             errors.push(e);
         }
     }
-    for (name, (instrument, unit, description, points)) in &emitted.metrics {
+    for (name, m) in &emitted.metrics {
+        let Seen {
+            instrument,
+            unit,
+            description,
+            points,
+        } = m;
         if description.is_empty() {
             errors.push(format!("`{name}` is emitted without a description"));
         }
@@ -858,7 +879,7 @@ fn emitted_output_follows_the_registry() {
         assert!(keys.contains(key), "{key} not emitted; emitted: {keys:?}");
     }
     // Instruments as the contract has them.
-    let kind = |n: &str| emitted.metrics[n].0.as_str();
+    let kind = |n: &str| emitted.metrics[n].instrument.as_str();
     assert_eq!(kind(metric::TCP_ACTIVE.0), "updowncounter");
     assert_eq!(kind(metric::UDP_ACTIVE.0), "updowncounter");
     assert_eq!(kind(metric::FLOWS_TRACKED.0), "updowncounter");

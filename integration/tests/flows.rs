@@ -401,6 +401,10 @@ fn service_name_from_the_environment() {
         100,
         &[
             ("OTEL_SERVICE_NAME", "checkout"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.namespace=shop,service.version=1.4.2",
+            ),
             ("FLOWSCOPE_TRAFFIC_LINGER_MS", "500"),
         ],
     )
@@ -418,6 +422,14 @@ fn service_name_from_the_environment() {
     assert_eq!(
         resource.get("service.name").map(String::as_str),
         Some("checkout")
+    );
+    assert_eq!(
+        resource.get("service.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(
+        resource.get("service.version").map(String::as_str),
+        Some("1.4.2")
     );
 }
 

@@ -140,6 +140,10 @@ pub mod resource {
     use super::sc;
 
     pub const SERVICE_NAME: &str = sc::SERVICE_NAME;
+    /// When the process's environment sets it.
+    pub const SERVICE_NAMESPACE: &str = sc::SERVICE_NAMESPACE;
+    /// When the process's environment sets it.
+    pub const SERVICE_VERSION: &str = sc::SERVICE_VERSION;
     pub const HOST_NAME: &str = sc::HOST_NAME;
     pub const HOST_ID: &str = sc::HOST_ID;
     pub const OS_TYPE: &str = sc::OS_TYPE;

@@ -422,6 +422,12 @@ impl Collector {
         } else {
             let info = self.procs.get(key.pid, &key.comm);
             attrs.set(resource::SERVICE_NAME, info.service_name.clone());
+            if let Some(ns) = &info.service_namespace {
+                attrs.set(resource::SERVICE_NAMESPACE, ns.clone());
+            }
+            if let Some(v) = &info.service_version {
+                attrs.set(resource::SERVICE_VERSION, v.clone());
+            }
             if let Some(c) = &info.container_id {
                 attrs.set(resource::CONTAINER_ID, c.clone());
             }

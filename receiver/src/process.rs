@@ -24,6 +24,10 @@ pub struct ProcessInfo {
     /// only when opted in, since arguments can carry secrets).
     pub command_line: Option<Arc<str>>,
     pub service_name: Arc<str>,
+    /// `service.namespace` from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub service_namespace: Option<Arc<str>>,
+    /// `service.version` from `OTEL_RESOURCE_ATTRIBUTES`, else `DD_VERSION`.
+    pub service_version: Option<Arc<str>>,
     pub container_id: Option<Arc<str>>,
 }
 
@@ -136,11 +140,14 @@ impl ProcessCache {
             .unwrap_or_default();
         let command = args.first().map(|a| Arc::from(a.as_str()));
         let command_line = (!args.is_empty()).then(|| Arc::from(args.join(" ")));
-        let service_name = std::fs::read(dir.join("environ"))
-            .ok()
-            .and_then(|env| service_from_environ(&env))
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        let service_name = service_from_environ(&environ)
             .map(Arc::from)
             .unwrap_or_else(|| executable_name.clone());
+        let service_namespace = resource_attribute(&environ, "service.namespace").map(Arc::from);
+        let service_version = resource_attribute(&environ, "service.version")
+            .or_else(|| env_var(&environ, "DD_VERSION"))
+            .map(Arc::from);
         let container_id = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
             .and_then(|c| container_id_from_cgroup(&c))
@@ -152,6 +159,8 @@ impl ProcessCache {
                 command,
                 command_line,
                 service_name,
+                service_namespace,
+                service_version,
                 container_id,
             },
             alive,
@@ -185,6 +194,26 @@ pub fn service_from_environ(environ: &[u8]) -> Option<String> {
         }
     }
     otel.or(resource).or(dd)
+}
+
+/// The non-empty value of variable `name` in an environ block.
+fn env_var(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|pair| {
+        let pair = String::from_utf8_lossy(pair);
+        let (k, v) = pair.split_once('=')?;
+        (k == name && !v.trim().is_empty()).then(|| v.trim().to_string())
+    })
+}
+
+/// The non-empty value of `key` in the `OTEL_RESOURCE_ATTRIBUTES` of an
+/// environ block (`service.namespace`, `service.version`).
+pub fn resource_attribute(environ: &[u8], key: &str) -> Option<String> {
+    env_var(environ, "OTEL_RESOURCE_ATTRIBUTES")?
+        .split(',')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == key && !v.trim().is_empty()).then(|| percent_decode(v.trim()))
+        })
 }
 
 /// OTEL_RESOURCE_ATTRIBUTES values are percent-encoded (W3C Baggage).
@@ -243,6 +272,20 @@ mod tests {
             Some("dd")
         );
         assert_eq!(service_from_environ(b"HOME=/\0\xff\xfe\0").as_deref(), None);
+        let env = b"OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop,service.version=1.2%2B3\0DD_VERSION=9\0";
+        assert_eq!(
+            resource_attribute(env, "service.namespace").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            resource_attribute(env, "service.version").as_deref(),
+            Some("1.2+3")
+        );
+        assert_eq!(
+            resource_attribute(b"DD_VERSION=9\0", "service.version"),
+            None
+        );
+        assert_eq!(env_var(env, "DD_VERSION").as_deref(), Some("9"));
     }
 
     #[test]
