@@ -203,7 +203,7 @@ pub struct DnsReceiverConfig {
     #[serde(deserialize_with = "query_timeout")]
     pub query_timeout: Duration,
     /// Most queries waiting for a response at once; queries beyond it are
-    /// counted in `flowscope.events.lost{source=dns, reason=table_full}`.
+    /// counted in `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
     /// Default 65536, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub max_outstanding_queries: usize,

@@ -17,7 +17,7 @@
 //! once, with the timeout as its duration and `error.type=timeout`.
 //! A repeated query with the same key keeps the first one's time. The table
 //! is bounded; a query that finds it full is counted as
-//! `flowscope.events.lost{source=dns, reason=table_full}`.
+//! `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
 //!
 //! Only lookups local to the namespace count: the client's address (client
 //! side) or the server's (server side) must be one of the namespace's own

@@ -15,7 +15,7 @@ use simple_dns::rdata::RData;
 use thiserror::Error;
 
 /// Why a message was not parsed. All of these count as
-/// `flowscope.events.lost{source=dns, reason=parse_error}`.
+/// `flowscope.events.lost{flowscope.source=dns, flowscope.reason=parse_error}`.
 #[derive(Debug, Error, PartialEq)]
 pub enum MessageError {
     #[error("DNS message of {0} bytes is shorter than its 12-byte header")]
