@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(u("", sum), None);
         // Unknown units are kept, sanitized.
         assert_eq!(u("flows", sum).as_deref(), Some("flows"));
-        let m = MetricId::gauge(("net.speed", "kBy/s"));
+        let m = MetricId::gauge(("net.speed", "kBy/s", ""));
         assert_eq!(metric_name(m, &opts()), "net_speed_kilobytes_per_second");
         assert_eq!(sanitize("", false), "_");
     }
