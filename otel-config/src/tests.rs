@@ -95,6 +95,24 @@ fn default_config_loads_with_documented_values() {
 }
 
 #[test]
+fn command_line_needs_process_granularity() {
+    let text = format!(
+        "receivers:
+  ebpf:
+    include_command_line: true
+exporters:
+  console:
+{SERVICE}"
+    );
+    let e = err(&text);
+    assert!(
+        e.contains("receivers.ebpf")
+            && e.contains("include_command_line: true needs resource_granularity: process"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ebpf_receiver_reads_every_field() {
     let loaded = load(&format!(
         "receivers:
@@ -105,6 +123,7 @@ fn ebpf_receiver_reads_every_field() {
     tcp: false
     udp: true
     resource_granularity: process
+    include_command_line: true
     rtt_buckets: [0.001, 0.01]
     duration_buckets: [1, 60]
 exporters:
@@ -121,6 +140,7 @@ exporters:
             tcp: false,
             udp: true,
             resource_granularity: ResourceGranularity::Process,
+            include_command_line: true,
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
         })
@@ -147,7 +167,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, rtt_buckets, duration_buckets"
+         resource_granularity, include_command_line, rtt_buckets, duration_buckets"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -535,7 +555,7 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, rtt_buckets, duration_buckets",
+             resource_granularity, include_command_line, rtt_buckets, duration_buckets",
             path.display()
         )
     );
