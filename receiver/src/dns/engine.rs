@@ -31,6 +31,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
 use flowscope_model::metrics::{DNS_DURATION, DNS_TIMEOUTS};
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, Histogram, Point, PointValue, Role, Telemetry, Transport};
@@ -42,7 +43,7 @@ use super::tcp::{StreamKey, Streams};
 use super::topk::TopK;
 
 /// `source` of the DNS receiver's self-telemetry.
-pub const SOURCE: &str = "dns";
+pub const SOURCE: Source = Source::Dns;
 
 /// Which way a captured packet went, from the capture socket's namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,7 +210,8 @@ impl Engine {
         let seg = match packet::decode(p.data) {
             Ok(s) => s,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -226,10 +228,12 @@ impl Engine {
                     .streams
                     .feed(key, h, seg.payload, p.ts_ns, |m| messages.push(m.to_vec()));
                 if fed.table_full {
-                    self.telemetry.events_lost(SOURCE, "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
                 }
                 if fed.gap {
-                    self.telemetry.events_lost(SOURCE, "tcp_gap", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TcpGap, 1));
                 }
                 for m in messages {
                     self.on_message(p, Transport::Tcp, seg.src, seg.dst, &m);
@@ -249,7 +253,8 @@ impl Engine {
         let msg = match message::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -295,7 +300,8 @@ impl Engine {
             return;
         }
         if self.pending.len() >= self.settings.max_outstanding {
-            self.telemetry.events_lost(SOURCE, "table_full", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
             return;
         }
         let resource = self.owners.resource(p.netns, transport, local);
@@ -342,7 +348,8 @@ impl Engine {
         let Some(q) = self.pending.remove(&key) else {
             // The query was before the agent started, timed out already, or
             // was not kept (table full): no latency to report.
-            self.telemetry.events_lost(SOURCE, "unmatched_response", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::UnmatchedResponse, 1));
             return;
         };
         let secs = p.ts_ns.saturating_sub(q.ts_ns) as f64 / 1e9;
@@ -370,8 +377,10 @@ impl Engine {
     /// Counts the queries whose deadline passed by `now_ns` (Unix epoch
     /// nanoseconds) as timeouts, once each. Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         while let Some((deadline, _)) = self.deadlines.front() {
             if *deadline > now_ns {
                 break;
@@ -403,8 +412,10 @@ impl Engine {
 
     /// The interval's points; starts the next interval.
     pub fn finish(&mut self) -> Vec<Point> {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         let mut out = Vec::with_capacity(self.acc.len());
         for (k, acc) in self.acc.drain() {
             let mut attrs = Attrs::new()
@@ -449,7 +460,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::PeerNames;
     use crate::dns::message::tests::query;
     use crate::dns::packet::build;
     use flowscope_model::telemetry::EVENTS_LOST;
