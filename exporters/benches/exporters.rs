@@ -19,7 +19,7 @@ use flowscope_exporters::{ExporterHandle, build_with_env, encode, json::request_
 use flowscope_model::hist::RTT_BOUNDS;
 use flowscope_model::metrics::{FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_RETRANSMITS, TCP_RTT};
 use flowscope_model::names::{attr, resource};
-use flowscope_model::{Attrs, Context, Histogram, MetricBatch, Point, PointValue, Telemetry};
+use flowscope_model::{Attrs, Context, Histogram, MetricBatch, Point, PointValue};
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, SendingQueueConfig,
     TlsClientConfig,
