@@ -122,6 +122,7 @@ if [ -n "$BPF_STATS_WAS" ]; then
 fi
 
 # One line per eBPF program the agent holds: id run_time_ns run_cnt name
+# instructions (after the verifier's rewrites, `bpftool prog dump xlated`)
 # (a program is reached through its own fd or a link's fd; each counted
 # once). Names come from bpftool (15 characters, the kernel's limit) when
 # it is installed (scripts/bootstrap.sh), else the id stands in.
@@ -133,7 +134,7 @@ prog_stats() {
   for id in $ids; do
     if command -v bpftool > /dev/null 2>&1; then
       bpftool prog show id "$id" --json 2>/dev/null \
-        | jq -r '"\(.id) \(.run_time_ns // 0) \(.run_cnt // 0) \(.name // "?")"'
+        | jq -r '"\(.id) \(.run_time_ns // 0) \(.run_cnt // 0) \(.name // "?") \((.bytes_xlated // 0) / 8 | floor)"'
     fi
   done
 }
@@ -286,10 +287,10 @@ measure() {
     completed=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
     kernel_json=$(join -j 1 <(sort "$TMP/prog0") <(sort "$TMP/prog1") | awk -v n="$completed" -v w="$window" '
       BEGIN { printf "{\"programs\":["; first = 1 }
-      { ns = $5 - $2; runs = $6 - $3; name = $7
+      { ns = $6 - $2; runs = $7 - $3; name = $8
         tns += ns; truns += runs
-        printf "%s{\"id\":%s,\"name\":\"%s\",\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
-          (first ? "" : ","), $1, name, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
+        printf "%s{\"id\":%s,\"name\":\"%s\",\"xlated_insns\":%d,\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
+          (first ? "" : ","), $1, name, $9, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
         first = 0 }
       END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f}", \
           n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0 }')
@@ -300,9 +301,9 @@ measure() {
     mem_kib=$((rss_avg + maps_kib))
     {
       echo "rate $rate/s, agent on: eBPF programs over the window ($completed connections)"
-      printf '  %-16s %12s %10s %12s %12s\n' program runs ns/run runs/conn ns/conn
-      echo "$kernel_json" | jq -r '.programs[] | "  \(.name) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
-        | awk '{ printf "  %-16s %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5 }'
+      printf '  %-16s %6s %12s %10s %12s %12s\n' program insns runs ns/run runs/conn ns/conn
+      echo "$kernel_json" | jq -r '.programs[] | "  \(.name) \(.xlated_insns) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
+        | awk '{ printf "  %-16s %6d %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5, $6 }'
       echo "$kernel_json" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core"'
       printf '  maps: %s KiB (' "$maps_kib"
       awk '{ printf "%s%s %d KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }' "$TMP/maps"

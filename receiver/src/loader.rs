@@ -128,14 +128,38 @@ pub const HOOKS_ENV: &str = "FLOWSCOPE_EBPF_HOOKS";
 
 /// (classic program, BTF-typed program, category, tracepoint).
 const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
-    ("inet_sock_set_state", "btf_set_state", "sock", "inet_sock_set_state"),
-    ("sock_send_length", "btf_send_length", "sock", "sock_send_length"),
-    ("sock_recv_length", "btf_recv_length", "sock", "sock_recv_length"),
+    (
+        "inet_sock_set_state",
+        "btf_set_state",
+        "sock",
+        "inet_sock_set_state",
+    ),
+    (
+        "sock_send_length",
+        "btf_send_length",
+        "sock",
+        "sock_send_length",
+    ),
+    (
+        "sock_recv_length",
+        "btf_recv_length",
+        "sock",
+        "sock_recv_length",
+    ),
     ("tcp_send_reset", "btf_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_receive_reset", "btf_recv_reset", "tcp", "tcp_receive_reset"),
-    ("tcp_retransmit_skb", "btf_retransmit", "tcp", "tcp_retransmit_skb"),
+    (
+        "tcp_receive_reset",
+        "btf_recv_reset",
+        "tcp",
+        "tcp_receive_reset",
+    ),
+    (
+        "tcp_retransmit_skb",
+        "btf_retransmit",
+        "tcp",
+        "tcp_retransmit_skb",
+    ),
 ];
-
 
 /// Checks privileges: root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, or
 /// CAP_SYS_ADMIN (which covers them on older kernels).
@@ -338,12 +362,11 @@ fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             .ok_or(LoadError::MissingProgram(program))?
             .try_into()
             .map_err(|source| LoadError::Program { program, source })?;
-        tp.attach()
-            .map_err(|source| LoadError::AttachBtf {
-                program,
-                name,
-                source,
-            })?;
+        tp.attach().map_err(|source| LoadError::AttachBtf {
+            program,
+            name,
+            source,
+        })?;
     }
     Ok(())
 }
