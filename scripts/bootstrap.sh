@@ -34,6 +34,10 @@ apt_install() {
 
 # The eBPF object is linked by bpf-linker against LLVM 22 (the nightly's LLVM).
 apt_install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config iproute2
+# bpftool: scripts/bench-load.sh reads the programs' run_time_ns/run_cnt and
+# the maps' memory with it; also the tool to inspect the programs
+# (`bpftool prog dump xlated`).
+apt_install bpftool
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"

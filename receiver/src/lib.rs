@@ -141,6 +141,7 @@ impl EbpfReceiver {
             udp_owners,
             events,
             counters,
+            hooks: _,
         } = loaded;
         // SAFETY: the ring buffer owns its map fd and keeps it open for as
         // long as the AsyncFd owns the ring buffer.
