@@ -21,6 +21,7 @@ use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::receivers::ResourceGranularity;
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
+use flowscope_receiver::conntrack::{Conntrack, ConntrackSettings};
 use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
 use flowscope_receiver::{
     CollectorSettings, EbpfReceiver, Granularity, LoadOptions, PeerNames, ReceiverSettings,
@@ -41,6 +42,19 @@ pub struct Agent {
     self_task: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterHandle>,
+    /// Shared services the receivers consult (stopped last).
+    conntrack: Option<Conntrack>,
+}
+
+/// The conntrack service's settings from an ebpf receiver's `nat` block.
+fn conntrack_settings(c: &flowscope_otel_config::receivers::NatConfig) -> ConntrackSettings {
+    ConntrackSettings {
+        max_tracked: c.max_tracked,
+        retention: c.retention,
+        rescan: c.namespace_rescan,
+        events: c.events,
+        ..ConntrackSettings::default()
+    }
 }
 
 fn dns_settings(c: &flowscope_otel_config::receivers::DnsReceiverConfig) -> DnsSettings {
@@ -168,6 +182,9 @@ impl Agent {
             inputs.into_iter().collect();
         inputs.sort_by_key(|(id, _)| (id.kind != "dns", id.to_string()));
         let mut names: Option<Arc<dyn PeerNames>> = None;
+        // One conntrack service for the host, started by the first ebpf
+        // receiver that wants NAT resolved, shared by all of them.
+        let mut conntrack: Option<Conntrack> = None;
         for (id, outs) in inputs {
             let cfg = config
                 .receivers
@@ -180,8 +197,20 @@ impl Agent {
                 ReceiverConfig::Ebpf(c) => {
                     interval = interval.min(c.collection_interval);
                     let settings = ebpf_settings(c)?;
-                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), names.clone())
-                        .with_context(|| format!("starting receiver {id}"))?;
+                    let mut receiver =
+                        EbpfReceiver::start(settings, telemetry.clone(), names.clone())
+                            .with_context(|| format!("starting receiver {id}"))?;
+                    if c.nat.enabled {
+                        if conntrack.is_none() {
+                            conntrack = Some(
+                                Conntrack::start(conntrack_settings(&c.nat), telemetry.clone())
+                                    .with_context(|| format!("starting NAT resolution for {id}"))?,
+                            );
+                        }
+                        if let Some(ct) = &conntrack {
+                            receiver = receiver.with_nat(ct.resolver());
+                        }
+                    }
                     sources.push(tokio::spawn(async move {
                         if let Err(e) = receiver.run(tx, stop).await {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
@@ -225,6 +254,7 @@ impl Agent {
             self_task,
             pipelines,
             exporters: exporters.into_values().collect(),
+            conntrack,
         })
     }
 
@@ -249,6 +279,7 @@ impl Agent {
         for e in self.exporters {
             e.shutdown().await;
         }
+        drop(self.conntrack);
     }
 }
 

@@ -123,6 +123,7 @@ exporters:
             resource_granularity: ResourceGranularity::Process,
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
+            nat: Default::default(),
         })
     );
     // `console:` with no value means all defaults, as in the Collector.

@@ -9,8 +9,10 @@
 
 pub mod btf;
 pub mod collector;
+pub mod conntrack;
 pub mod dns;
 pub mod loader;
+pub mod netns;
 pub mod offsets;
 pub mod process;
 pub mod tracefs;
@@ -109,6 +111,12 @@ impl EbpfReceiver {
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],
         })
+    }
+
+    /// Resolves NATed peers through conntrack (the agent's shared service).
+    pub fn with_nat(mut self, nat: conntrack::NatResolver) -> Self {
+        self.collector = self.collector.with_nat(nat);
+        self
     }
 
     /// Sends a batch every interval until `shutdown` turns true, then sends
