@@ -222,8 +222,16 @@ impl Worker {
         let mut order: Vec<u32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
+                let first = last_scan.is_none();
                 last_scan = Some(Instant::now());
                 self.rescan();
+                if first {
+                    tracing::info!(
+                        namespaces = self.socks.len(),
+                        nat_entries = self.resolver.tracked(),
+                        "conntrack followed"
+                    );
+                }
                 pollfds.clear();
                 order.clear();
                 for (ns, s) in &self.socks {
