@@ -369,6 +369,37 @@ mod dns_tests {
     }
 
     #[test]
+    fn ebpf_nat_block() {
+        let c = parse_receiver(
+            "ebpf",
+            "nat:\n  max_tracked: 10\n  retention: 5s\n  namespace_rescan: 1s\n  events: false",
+        )
+        .unwrap();
+        let ReceiverConfig::Ebpf(e) = c else {
+            panic!("not ebpf: {c:?}")
+        };
+        assert_eq!(
+            e.nat,
+            NatConfig {
+                enabled: true,
+                max_tracked: 10,
+                retention: Duration::from_secs(5),
+                namespace_rescan: Duration::from_secs(1),
+                events: false,
+            }
+        );
+        for (body, want) in [
+            ("nat: {max_tracked: 0}", "at least 1"),
+            ("nat: {namespace_rescan: 0s}", "must be positive"),
+            ("nat: {evnts: true}", "unknown field `evnts`"),
+        ] {
+            let e = parse_receiver("ebpf", body).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.contains("receivers.ebpf.nat"), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn dns_rejects_bad_values() {
         for (body, want) in [
             ("ports: []", "between 1 and 16 ports"),

@@ -148,7 +148,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, rtt_buckets, duration_buckets"
+         resource_granularity, rtt_buckets, duration_buckets, nat"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -536,7 +536,7 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, rtt_buckets, duration_buckets",
+             resource_granularity, rtt_buckets, duration_buckets, nat",
             path.display()
         )
     );
