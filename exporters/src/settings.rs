@@ -39,6 +39,58 @@ pub enum SettingsError {
     },
     #[error("endpoint `{0}` is not a valid URL (write `host:port` or `scheme://host:port`)")]
     Endpoint(String),
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` asks for the other transport.
+    #[error("`{var}`=`{value}` {message}")]
+    Protocol {
+        var: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The transport an exporter type speaks, to check
+/// `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL` against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `otlp` / `otlp_grpc`.
+    Grpc,
+    /// `otlphttp` / `otlp_http`.
+    Http,
+}
+
+/// The OTLP specification lets `OTEL_EXPORTER_OTLP_PROTOCOL` choose the
+/// transport; in flowscope the exporter type chooses it, so a variable that
+/// asks for the other one is an error naming the fix rather than being
+/// silently ignored. `http/json` with `otlphttp` is accepted (the body
+/// encoding is the exporter's `encoding`).
+pub fn check_protocol(
+    env: &dyn Fn(&str) -> Option<String>,
+    ours: Protocol,
+) -> Result<(), SettingsError> {
+    let Some((var, value, _)) = lookup(env, "PROTOCOL") else {
+        return Ok(());
+    };
+    let message = match (value.as_str(), ours) {
+        ("grpc", Protocol::Grpc) | ("http/protobuf" | "http/json", Protocol::Http) => {
+            return Ok(());
+        }
+        ("http/protobuf" | "http/json", Protocol::Grpc) => {
+            "asks for OTLP/HTTP, but this exporter (type `otlp`/`otlp_grpc`) sends OTLP/gRPC: \
+             for OTLP/HTTP use an `otlp_http` (or `otlphttp`) exporter with the :4318 endpoint, \
+             or unset the variable (or set it to `grpc`)"
+        }
+        ("grpc", Protocol::Http) => {
+            "asks for OTLP/gRPC, but this exporter (type `otlphttp`/`otlp_http`) sends \
+             OTLP/HTTP: for OTLP/gRPC use an `otlp_grpc` (or `otlp`) exporter with the :4317 \
+             endpoint, or unset the variable (or set it to `http/protobuf`)"
+        }
+        _ => "is not an OTLP protocol; expected `grpc`, `http/protobuf` or `http/json`",
+    };
+    Err(SettingsError::Protocol {
+        var,
+        value,
+        message: message.to_owned(),
+    })
 }
 
 /// An OTLP exporter's settings after env and defaults.
@@ -193,6 +245,7 @@ pub fn resolve_grpc(
     c: &OtlpExporterConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, SettingsError> {
+    check_protocol(env, Protocol::Grpc)?;
     let endpoint = match &c.endpoint {
         Some(e) => e.clone(),
         None => {
@@ -239,6 +292,7 @@ pub fn resolve_http(
     c: &OtlpHttpExporterConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, SettingsError> {
+    check_protocol(env, Protocol::Http)?;
     let join = |base: &str| format!("{}/v1/metrics", base.trim_end_matches('/'));
     let url = if let Some(m) = &c.metrics_endpoint {
         m.clone()
@@ -380,6 +434,48 @@ mod tests {
             (r.timeout, r.compression, r.temporality),
             (DEFAULT_TIMEOUT, Compression::Gzip, Temporality::Delta)
         );
+    }
+
+    #[test]
+    fn a_protocol_variable_asking_for_the_other_transport_is_an_error() {
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert_eq!(
+            resolve_grpc(&OtlpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string(),
+            "`OTEL_EXPORTER_OTLP_PROTOCOL`=`http/protobuf` asks for OTLP/HTTP, but this exporter \
+             (type `otlp`/`otlp_grpc`) sends OTLP/gRPC: for OTLP/HTTP use an `otlp_http` (or \
+             `otlphttp`) exporter with the :4318 endpoint, or unset the variable (or set it to \
+             `grpc`)"
+        );
+        assert!(resolve_http(&OtlpHttpExporterConfig::default(), &e).is_ok());
+        let e = env(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")]);
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_err());
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+        ]);
+        // The metrics-specific variable wins.
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_ok());
+        let err = resolve_http(&OtlpHttpExporterConfig::default(), &e)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`=`grpc` asks for OTLP/gRPC, but this exporter \
+             (type `otlphttp`/`otlp_http`) sends OTLP/HTTP: for OTLP/gRPC use an `otlp_grpc` (or \
+             `otlp`) exporter with the :4317 endpoint, or unset the variable (or set it to \
+             `http/protobuf`)"
+        );
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")]);
+        assert!(
+            resolve_grpc(&OtlpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string()
+                .contains("expected `grpc`, `http/protobuf` or `http/json`")
+        );
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_ok());
     }
 
     #[test]

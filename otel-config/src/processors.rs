@@ -290,6 +290,26 @@ pub struct CloudAttributes {
 
 // --------------------------------------------------------------------- peer
 
+/// A file the processor reads at start: it must exist and be readable now,
+/// so `flowscope validate` reports it with its line (its content is checked
+/// by `flowscope validate` too, after loading).
+fn readable_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if let Err(e) = std::fs::File::open(&path) {
+        return Err(de::Error::custom(format_args!(
+            "cannot read `{}`: {e}",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(de::Error::custom(format_args!(
+            "`{}` is a directory; give the file",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
 /// `peer` processor: names the remote side of each flow. Adds
 /// `network.peer.cloud.provider`/`region`/`service` from published cloud IP
 /// ranges (longest prefix wins), `network.peer.tag.<key>` from `tags`, and
@@ -302,11 +322,14 @@ pub struct PeerProcessorConfig {
     /// binary for a provider whose file is not named below. Default true.
     pub builtin_ranges: bool,
     /// An AWS `ip-ranges.json` replacing the built-in one.
+    #[serde(deserialize_with = "readable_file")]
     pub aws_ip_ranges: Option<PathBuf>,
     /// A GCP `cloud.json` replacing the built-in one.
+    #[serde(deserialize_with = "readable_file")]
     pub gcp_cloud_ranges: Option<PathBuf>,
     /// An Azure service tags file (`ServiceTags_Public_*.json`); Azure ranges
     /// are only known with it.
+    #[serde(deserialize_with = "readable_file")]
     pub azure_service_tags: Option<PathBuf>,
     /// How often the named files are checked for changes (size or
     /// modification time) and reloaded. Default `60s`.
