@@ -201,7 +201,11 @@ fn check_client(agent: &Agent, lab: &Lab, pods: [&str; 2], count: usize, answers
     let points = agent.points();
     let io = client_flows(&points, &svc, "network.flow.io");
     for p in &io {
-        assert_eq!(p.attr("flowscope.peer.nat.address"), Some(svc.as_str()), "{p:?}");
+        assert_eq!(
+            p.attr("flowscope.peer.nat.address"),
+            Some(svc.as_str()),
+            "{p:?}"
+        );
         assert_eq!(p.attr("flowscope.peer.nat.port"), Some("80"), "{p:?}");
         assert_eq!(p.attr("network.peer.port"), Some("8080"), "{p:?}");
         assert_eq!(p.attr("network.locality"), Some("same_host"), "{p:?}");
@@ -270,11 +274,17 @@ fn service_dnat_in_the_client_namespace() {
     let (_, d2) = lab.link(&c, 5, &p2, 6);
     let (pod1, pod2) = (lab.ip(2), lab.ip(6));
     let svc = lab.service();
-    lab.exec(&c, &["ip", "route", "add", &format!("{svc}/32"), "dev", &dc]);
+    lab.exec(
+        &c,
+        &["ip", "route", "add", &format!("{svc}/32"), "dev", &dc],
+    );
     for (p, dev) in [(&p1, &d1), (&p2, &d2)] {
         lab.exec(p, &["ip", "route", "add", "default", "dev", dev]);
     }
-    lab.exec(&c, &["nft", &lab.service_rules("output", [&pod1, &pod2], "")]);
+    lab.exec(
+        &c,
+        &["nft", &lab.service_rules("output", [&pod1, &pod2], "")],
+    );
     for (k, v) in [
         ("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1"),
         ("net.netfilter.nf_conntrack_tcp_timeout_close", "1"),
@@ -318,7 +328,10 @@ fn service_dnat_in_a_router_namespace() {
     );
     lab.exec(
         &r,
-        &["nft", &lab.service_rules("prerouting", [&pod1, &pod2], &masq)],
+        &[
+            "nft",
+            &lab.service_rules("prerouting", [&pod1, &pod2], &masq),
+        ],
     );
     let agent = agent("2s");
     let count = 4;

@@ -217,7 +217,13 @@ impl Collector {
     fn target(&mut self, key: FlowKey, pend: Option<PendKey>) -> &mut FlowStats {
         match pend {
             None => self.acc.entry(key).or_default(),
-            Some(p) => &mut self.pending.entry(p).or_insert((key, FlowStats::default())).1,
+            Some(p) => {
+                &mut self
+                    .pending
+                    .entry(p)
+                    .or_insert((key, FlowStats::default()))
+                    .1
+            }
         }
     }
 
@@ -861,12 +867,25 @@ mod tests {
             got,
             vec![
                 (sa("198.18.0.2:80"), None, None, 3),
-                (sa("198.18.1.2:8080"), s("198.18.0.2"), Some(80i64.into()), 100),
-                (sa("198.18.1.3:8080"), s("198.18.0.2"), Some(80i64.into()), 20),
+                (
+                    sa("198.18.1.2:8080"),
+                    s("198.18.0.2"),
+                    Some(80i64.into()),
+                    100
+                ),
+                (
+                    sa("198.18.1.3:8080"),
+                    s("198.18.0.2"),
+                    Some(80i64.into()),
+                    20
+                ),
             ]
         );
         let f = Attrs::new().with(attr::REASON, nat::REASON_NAT_UNRESOLVED);
-        assert_eq!(t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f), 1);
+        assert_eq!(
+            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
+            1
+        );
         // The resolution is remembered for the connection's later intervals,
         // even once conntrack has forgotten it.
         b.bytes_rx = 25;

@@ -129,8 +129,8 @@ mod tests {
         let me = current_netns().unwrap();
         let all = scan_namespaces();
         let (path, _) = all.get(&me).expect("own namespace scanned").clone();
-        let seen = in_namespace::<_, NetnsError>(&path, me, "fs-test-ns", || Ok(current_netns()))
-            .unwrap();
+        let seen =
+            in_namespace::<_, NetnsError>(&path, me, "fs-test-ns", || Ok(current_netns())).unwrap();
         assert_eq!(seen, Some(me));
         // A wrong inode is refused, not entered.
         assert!(in_namespace::<_, NetnsError>(&path, me ^ 1, "fs-test-ns", || Ok(())).is_err());

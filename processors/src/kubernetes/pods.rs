@@ -18,7 +18,10 @@ pub enum Workload {
     DaemonSet(String),
     Job(String),
     /// A ReplicaSet without a Deployment, or any other controller kind.
-    Other { kind: String, name: String },
+    Other {
+        kind: String,
+        name: String,
+    },
 }
 
 impl Workload {
@@ -211,7 +214,11 @@ mod tests {
         let web = &pods[0];
         assert_eq!(
             (web.name.as_str(), web.namespace.as_str(), web.uid.as_str()),
-            ("web-7d4b9c6f8-x2k9p", "shop", "8f3c2a1e-5b6d-4c7e-9f80-1a2b3c4d5e6f")
+            (
+                "web-7d4b9c6f8-x2k9p",
+                "shop",
+                "8f3c2a1e-5b6d-4c7e-9f80-1a2b3c4d5e6f"
+            )
         );
         assert_eq!(web.node.as_deref(), Some("node-1"));
         assert_eq!(web.workload, Some(Workload::Deployment("web".into())));
@@ -234,6 +241,10 @@ mod tests {
         for body in [&b"<html>"[..], b"{\"items\": 3}", b""] {
             assert!(parse_pod_list(body).is_err());
         }
-        assert!(parse_pod_list(b"{\"kind\":\"PodList\"}").unwrap().is_empty());
+        assert!(
+            parse_pod_list(b"{\"kind\":\"PodList\"}")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

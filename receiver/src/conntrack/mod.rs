@@ -145,7 +145,10 @@ pub struct Conntrack {
 impl Conntrack {
     /// Starts the thread. Namespaces where conntrack cannot be read are
     /// logged and retried; the agent runs on without their entries.
-    pub fn start(settings: ConntrackSettings, telemetry: Telemetry) -> Result<Self, ConntrackError> {
+    pub fn start(
+        settings: ConntrackSettings,
+        telemetry: Telemetry,
+    ) -> Result<Self, ConntrackError> {
         let resolver = NatResolver::new(settings.max_tracked, settings.retention);
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
@@ -178,7 +181,10 @@ impl Conntrack {
 
     /// Namespaces whose conntrack is followed now.
     pub fn watched(&self) -> Vec<u32> {
-        self.watched.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -286,7 +292,10 @@ impl Worker {
             .copied()
             .collect();
         for ns in gone {
-            tracing::debug!(netns = ns, "network namespace gone; closing its conntrack socket");
+            tracing::debug!(
+                netns = ns,
+                "network namespace gone; closing its conntrack socket"
+            );
             self.socks.remove(&ns);
             // Its connections may still be reported: keep their entries for
             // the retention, as if destroyed now.
@@ -325,7 +334,11 @@ impl Worker {
                         );
                     }
                     self.apply_dump(ns, &entries, bad);
-                    tracing::debug!(netns = ns, nat_entries = entries.len(), "following conntrack");
+                    tracing::debug!(
+                        netns = ns,
+                        nat_entries = entries.len(),
+                        "following conntrack"
+                    );
                     self.socks.insert(
                         ns,
                         NsSock {
@@ -393,7 +406,8 @@ impl Worker {
             .events_received(SOURCE, entries.len() as u64 + bad);
         self.telemetry.events_lost(SOURCE, "parse_error", bad);
         let full = self.resolver.lock().resync(ns, entries, Instant::now());
-        self.telemetry.events_lost(SOURCE, "table_full", full as u64);
+        self.telemetry
+            .events_lost(SOURCE, "table_full", full as u64);
     }
 
     /// Reads every queued event of one namespace's socket.
