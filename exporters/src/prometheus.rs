@@ -7,7 +7,10 @@
 //!   `_seconds`, `1` on a gauge -> `_ratio`, `a/b` -> `_a_per_b`,
 //!   annotations in braces like `{packet}` dropped), then `_total` on
 //!   counters: `network.flow.io` (By, sum) -> `network_flow_io_bytes_total`,
-//!   `network.tcp.rtt` (s, histogram) -> `network_tcp_rtt_seconds`;
+//!   `flowscope.tcp.rtt` (s, histogram) -> `flowscope_tcp_rtt_seconds`;
+//! - non-monotonic sums (UpDownCounters such as
+//!   `flowscope.tcp.connection.active`) are gauges, without `_total`;
+//! - every family has a `# HELP` line: the metric's description;
 //! - attribute keys become label names the same way (`network.peer.port` ->
 //!   `network_peer_port`);
 //! - `service.name` becomes `job` (prefixed by `service.namespace/`),
@@ -260,8 +263,8 @@ fn label_text(l: &BTreeMap<String, String>, extra: Option<(&str, &str)>) -> Stri
 
 /// The text exposition of every live series.
 pub fn render(state: &Cumulative, o: &Options) -> String {
-    // family name -> (type, per series: (labels, sample lines))
-    type Family = (&'static str, Vec<(String, Vec<String>)>);
+    // family name -> (type, help, per series: (labels, sample lines))
+    type Family = (&'static str, &'static str, Vec<(String, Vec<String>)>);
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     let mut resources: BTreeMap<String, ()> = BTreeMap::new();
     for ((res, metric, attrs), series) in state.iter() {
@@ -278,13 +281,15 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
             }
             resources.insert(label_text(&rl, None), ());
         }
-        let (ty, blocks) = families.entry(name.clone()).or_insert_with(|| {
+        let (ty, _, blocks) = families.entry(name.clone()).or_insert_with(|| {
             let ty = match metric.kind {
                 Kind::Sum => "counter",
-                Kind::Gauge => "gauge",
+                // A non-monotonic sum is a gauge in Prometheus (the
+                // compatibility specification's mapping).
+                Kind::UpDownCounter | Kind::Gauge => "gauge",
                 Kind::Histogram => "histogram",
             };
-            (ty, Vec::new())
+            (ty, metric.description, Vec::new())
         });
         let mut lines = Vec::new();
         match (&series.value, *ty) {
@@ -318,9 +323,12 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
         blocks.push((label_text(&l, None), lines));
     }
     let mut out = String::new();
-    for (name, (ty, mut blocks)) in families {
+    for (name, (ty, help, mut blocks)) in families {
         // Series in label order; a histogram's lines stay in bucket order.
         blocks.sort();
+        if !help.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+        }
         let _ = writeln!(out, "# TYPE {name} {ty}");
         for line in blocks.into_iter().flat_map(|(_, lines)| lines) {
             out.push_str(&line);
@@ -334,6 +342,12 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
         }
     }
     out
+}
+
+/// A `# HELP` text as the exposition format wants it: backslash and line
+/// feed escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Folds batches into the state the endpoint renders.
@@ -373,15 +387,18 @@ mod tests {
     fn names_follow_the_compatibility_spec() {
         let o = opts();
         assert_eq!(metric_name(FLOW_IO, &o), "network_flow_io_bytes_total");
-        assert_eq!(metric_name(FLOW_PACKETS, &o), "network_flow_packets_total");
-        assert_eq!(metric_name(TCP_RTT, &o), "network_tcp_rtt_seconds");
+        assert_eq!(
+            metric_name(FLOW_PACKETS, &o),
+            "flowscope_flow_packets_total"
+        );
+        assert_eq!(metric_name(TCP_RTT, &o), "flowscope_tcp_rtt_seconds");
         assert_eq!(
             metric_name(TCP_ACTIVE, &o),
-            "network_tcp_connections_active"
+            "flowscope_tcp_connection_active"
         );
-        let ratio = MetricId::gauge(("network.path.reachable", "1"));
-        assert_eq!(metric_name(ratio, &o), "network_path_reachable_ratio");
-        let rate = MetricId::gauge(("x.rate", "By/s"));
+        let ratio = MetricId::gauge(("flowscope.path.reachable", "1", ""));
+        assert_eq!(metric_name(ratio, &o), "flowscope_path_reachable_ratio");
+        let rate = MetricId::gauge(("x.rate", "By/s", ""));
         assert_eq!(metric_name(rate, &o), "x_rate_bytes_per_second");
         let o2 = Options {
             namespace: Some("fs".into()),
@@ -422,7 +439,7 @@ mod tests {
         assert_eq!(u("", sum), None);
         // Unknown units are kept, sanitized.
         assert_eq!(u("flows", sum).as_deref(), Some("flows"));
-        let m = MetricId::gauge(("net.speed", "kBy/s"));
+        let m = MetricId::gauge(("net.speed", "kBy/s", ""));
         assert_eq!(metric_name(m, &opts()), "net_speed_kilobytes_per_second");
         assert_eq!(sanitize("", false), "_");
     }
@@ -485,25 +502,30 @@ mod tests {
             r#"job="checkout",network_peer_address="198.18.0.2",network_peer_port="443",otel_scope_name="flowscope",otel_scope_version="{v}",process_pid="42",service_name="checkout""#
         );
         let want = format!(
-            "# TYPE network_flow_io_bytes_total counter\n\
-             network_flow_io_bytes_total{{job=\"checkout\",network_io_direction=\"transmit\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\",process_pid=\"42\",service_name=\"checkout\"}} 1500\n\
-             # TYPE network_tcp_connections_active gauge\n\
-             network_tcp_connections_active{{{l}}} 1\n\
-             # TYPE network_tcp_rtt_seconds histogram\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"0.001\"}} 1\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"0.01\"}} 1\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"+Inf\"}} 2\n\
-             network_tcp_rtt_seconds_sum{{{l}}} 0.0205\n\
-             network_tcp_rtt_seconds_count{{{l}}} 2\n"
+            "# HELP flowscope_tcp_connection_active TCP connections open now.\n\
+             # TYPE flowscope_tcp_connection_active gauge\n\
+             flowscope_tcp_connection_active{{{l}}} 1\n\
+             # HELP flowscope_tcp_rtt_seconds Smoothed TCP round-trip time, one sample per connection and interval.\n\
+             # TYPE flowscope_tcp_rtt_seconds histogram\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"0.001\"}} 1\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"0.01\"}} 1\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"+Inf\"}} 2\n\
+             flowscope_tcp_rtt_seconds_sum{{{l}}} 0.0205\n\
+             flowscope_tcp_rtt_seconds_count{{{l}}} 2\n\
+             # HELP network_flow_io_bytes_total Bytes a flow carried, by direction.\n\
+             # TYPE network_flow_io_bytes_total counter\n\
+             network_flow_io_bytes_total{{job=\"checkout\",network_io_direction=\"transmit\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\",process_pid=\"42\",service_name=\"checkout\"}} 1500\n"
         );
         assert_eq!(render(&st, &opts()), want);
+        // A description with a backslash or a line feed stays on its line.
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
 
         let o = Options {
             resource_labels: false,
             ..opts()
         };
         let text = render(&st, &o);
-        assert!(text.contains(&format!("network_tcp_connections_active{{job=\"checkout\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\"}} 1\n")), "{text}");
+        assert!(text.contains(&format!("flowscope_tcp_connection_active{{job=\"checkout\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\"}} 1\n")), "{text}");
         assert!(text.ends_with("# TYPE target_info gauge\ntarget_info{job=\"checkout\",process_pid=\"42\",service_name=\"checkout\"} 1\n"), "{text}");
     }
 }

@@ -39,6 +39,14 @@ pub enum SettingsError {
     },
     #[error("endpoint `{0}` is not a valid URL (write `host:port` or `scheme://host:port`)")]
     Endpoint(String),
+    /// A file named by a variable cannot be read.
+    #[error("`{var}` names `{}`, which cannot be read", path.display())]
+    EnvFile {
+        var: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `OTEL_EXPORTER_OTLP_PROTOCOL` asks for the other transport.
     #[error("`{var}`=`{value}` {message}")]
     Protocol {
@@ -146,15 +154,28 @@ fn resolve_common(
 ) -> Result<Resolved, SettingsError> {
     let bad = |var: String, value: String, why| SettingsError::Env { var, value, why };
     let mut tls = c.tls.clone();
-    let path = |suffix| lookup(env, suffix).map(|(_, v, _)| PathBuf::from(v));
-    if tls.ca_file.is_none() {
-        tls.ca_file = path("CERTIFICATE");
+    // A file named by a variable must be readable; the error names the
+    // variable (the config's own files were checked when it loaded).
+    let path = |suffix| -> Result<Option<PathBuf>, SettingsError> {
+        let Some((var, v, _)) = lookup(env, suffix) else {
+            return Ok(None);
+        };
+        let p = PathBuf::from(v);
+        std::fs::File::open(&p).map_err(|source| SettingsError::EnvFile {
+            var,
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Some(p))
+    };
+    if tls.ca_file.is_none() && tls.ca_pem.is_none() {
+        tls.ca_file = path("CERTIFICATE")?;
     }
-    if tls.cert_file.is_none() {
-        tls.cert_file = path("CLIENT_CERTIFICATE");
+    if tls.cert_file.is_none() && tls.cert_pem.is_none() {
+        tls.cert_file = path("CLIENT_CERTIFICATE")?;
     }
-    if tls.key_file.is_none() {
-        tls.key_file = path("CLIENT_KEY");
+    if tls.key_file.is_none() && tls.key_pem.is_none() {
+        tls.key_file = path("CLIENT_KEY")?;
     }
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     if let Some((var, v, _)) = lookup(env, "HEADERS") {
@@ -490,5 +511,16 @@ mod tests {
         );
         let e = env(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]);
         assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_err());
+        let e = env(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            "/nonexistent/ca.pem",
+        )]);
+        assert_eq!(
+            resolve_http(&OtlpHttpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string(),
+            "`OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE` names `/nonexistent/ca.pem`, which cannot \
+             be read"
+        );
     }
 }

@@ -233,7 +233,13 @@ fn validate_refuses_what_run_would_refuse() {
         ],
     );
     assert!(!ok);
-    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    assert!(
+        err.contains(
+            "exporters.otlp_grpc/gateway: `OTEL_EXPORTER_OTLP_CERTIFICATE` names \
+             `/nonexistent/ca.pem`, which cannot be read: No such file or directory"
+        ),
+        "{err}"
+    );
     // The storage extension mistake.
     let (ok, _, err) = validate_env(
         &COLLECTOR.replace("num_consumers: 4", "storage: file_storage"),

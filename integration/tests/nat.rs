@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use flowscope_integration::{Agent, Point, require_root, sh, sum, traffic};
+use flowscope_model::names::{attr, metric, nat};
 
 const WAIT: Duration = Duration::from_secs(60);
 static NEXT: AtomicU32 = AtomicU32::new(1);
@@ -175,9 +176,9 @@ fn client_flows<'a>(points: &'a [Point], svc: &str, metric: &str) -> Vec<&'a Poi
         .iter()
         .filter(|p| {
             p.metric == metric
-                && p.attr("network.flow.role") == Some("client")
-                && (p.attr("flowscope.peer.nat.address") == Some(svc)
-                    || p.attr("network.peer.address") == Some(svc))
+                && p.attr(attr::FLOW_ROLE) == Some("client")
+                && (p.attr(nat::PEER_NAT_ADDRESS) == Some(svc)
+                    || p.attr(attr::PEER_ADDRESS) == Some(svc))
         })
         .collect()
 }
@@ -189,9 +190,9 @@ fn check_client(agent: &Agent, lab: &Lab, pods: [&str; 2], count: usize, answers
     let svc = lab.service();
     let total: f64 = answers.iter().map(|a| (a * count as u64) as f64).sum();
     agent.wait_for("every client byte", WAIT, |p| {
-        let got: f64 = client_flows(p, &svc, "network.flow.io")
+        let got: f64 = client_flows(p, &svc, metric::FLOW_IO.0)
             .iter()
-            .filter(|p| p.attr("network.io.direction") == Some("receive"))
+            .filter(|p| p.attr(attr::IO_DIRECTION) == Some("receive"))
             .map(|p| p.value)
             .sum();
         (got >= total).then_some(())
@@ -199,43 +200,39 @@ fn check_client(agent: &Agent, lab: &Lab, pods: [&str; 2], count: usize, answers
     // One more interval, so nothing trails.
     std::thread::sleep(Duration::from_secs(1));
     let points = agent.points();
-    let io = client_flows(&points, &svc, "network.flow.io");
+    let io = client_flows(&points, &svc, metric::FLOW_IO.0);
     for p in &io {
-        assert_eq!(
-            p.attr("flowscope.peer.nat.address"),
-            Some(svc.as_str()),
-            "{p:?}"
-        );
-        assert_eq!(p.attr("flowscope.peer.nat.port"), Some("80"), "{p:?}");
-        assert_eq!(p.attr("network.peer.port"), Some("8080"), "{p:?}");
-        assert_eq!(p.attr("network.locality"), Some("same_host"), "{p:?}");
+        assert_eq!(p.attr(nat::PEER_NAT_ADDRESS), Some(svc.as_str()), "{p:?}");
+        assert_eq!(p.attr(nat::PEER_NAT_PORT), Some("80"), "{p:?}");
+        assert_eq!(p.attr(attr::PEER_PORT), Some("8080"), "{p:?}");
+        assert_eq!(p.attr(attr::LOCALITY), Some("same_host"), "{p:?}");
     }
     for (pod, answer) in pods.iter().zip(answers) {
         let f = |dir| {
             [
-                ("network.flow.role", "client"),
-                ("network.peer.address", *pod),
-                ("flowscope.peer.nat.address", svc.as_str()),
-                ("network.io.direction", dir),
+                (attr::FLOW_ROLE, "client"),
+                (attr::PEER_ADDRESS, *pod),
+                (nat::PEER_NAT_ADDRESS, svc.as_str()),
+                (attr::IO_DIRECTION, dir),
             ]
         };
         assert_eq!(
-            sum(&points, "network.flow.io", &f("receive")),
+            sum(&points, metric::FLOW_IO.0, &f("receive")),
             (answer * count as u64) as f64,
             "bytes {pod} served"
         );
         assert_eq!(
-            sum(&points, "network.flow.io", &f("transmit")),
+            sum(&points, metric::FLOW_IO.0, &f("transmit")),
             (100 * count) as f64,
             "bytes sent to {pod}"
         );
         let conn = [
-            ("network.flow.role", "client"),
-            ("network.peer.address", *pod),
-            ("flowscope.peer.nat.address", svc.as_str()),
+            (attr::FLOW_ROLE, "client"),
+            (attr::PEER_ADDRESS, *pod),
+            (nat::PEER_NAT_ADDRESS, svc.as_str()),
         ];
         assert_eq!(
-            sum(&points, "network.tcp.connections.closed", &conn),
+            sum(&points, metric::TCP_CLOSED.0, &conn),
             count as f64,
             "connections to {pod}"
         );
@@ -244,16 +241,16 @@ fn check_client(agent: &Agent, lab: &Lab, pods: [&str; 2], count: usize, answers
     assert_eq!(
         sum(
             &points,
-            "network.flow.io",
-            &[("network.peer.address", svc.as_str())]
+            metric::FLOW_IO.0,
+            &[(attr::PEER_ADDRESS, svc.as_str())]
         ),
         0.0
     );
     assert_eq!(
         sum(
             &points,
-            "flowscope.events.lost",
-            &[("reason", "nat_unresolved")]
+            metric::EVENTS_LOST.0,
+            &[(attr::REASON, nat::REASON_NAT_UNRESOLVED)]
         ),
         0.0
     );
@@ -347,17 +344,17 @@ fn service_dnat_in_a_router_namespace() {
     // (what masquerade made of it) is kept as the translated one.
     for (router, answer) in [(lab.ip(5), 3000u64), (lab.ip(9), 700)] {
         let f = [
-            ("network.flow.role", "server"),
-            ("network.local.port", "8080"),
-            ("network.peer.address", client.as_str()),
-            ("flowscope.peer.nat.address", router.as_str()),
-            ("network.io.direction", "transmit"),
+            (attr::FLOW_ROLE, "server"),
+            (attr::LOCAL_PORT, "8080"),
+            (attr::PEER_ADDRESS, client.as_str()),
+            (nat::PEER_NAT_ADDRESS, router.as_str()),
+            (attr::IO_DIRECTION, "transmit"),
         ];
         agent.wait_for("the pods' flows", WAIT, |p| {
-            (sum(p, "network.flow.io", &f) >= (answer * count as u64) as f64).then_some(())
+            (sum(p, metric::FLOW_IO.0, &f) >= (answer * count as u64) as f64).then_some(())
         });
         assert_eq!(
-            sum(&agent.points(), "network.flow.io", &f),
+            sum(&agent.points(), metric::FLOW_IO.0, &f),
             (answer * count as u64) as f64
         );
     }

@@ -95,6 +95,24 @@ fn default_config_loads_with_documented_values() {
 }
 
 #[test]
+fn command_line_needs_process_granularity() {
+    let text = format!(
+        "receivers:
+  ebpf:
+    include_command_line: true
+exporters:
+  console:
+{SERVICE}"
+    );
+    let e = err(&text);
+    assert!(
+        e.contains("receivers.ebpf")
+            && e.contains("include_command_line: true needs resource_granularity: process"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ebpf_receiver_reads_every_field() {
     let loaded = load(&format!(
         "receivers:
@@ -105,6 +123,7 @@ fn ebpf_receiver_reads_every_field() {
     tcp: false
     udp: true
     resource_granularity: process
+    include_command_line: true
     rtt_buckets: [0.001, 0.01]
     duration_buckets: [1, 60]
 exporters:
@@ -121,6 +140,7 @@ exporters:
             tcp: false,
             udp: true,
             resource_granularity: ResourceGranularity::Process,
+            include_command_line: true,
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
             nat: Default::default(),
@@ -148,7 +168,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, rtt_buckets, duration_buckets, nat"
+         resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -237,7 +257,11 @@ fn out_of_range_values_are_rejected_where_they_are() {
         ),
         (
             "max_tracked_flows: 0",
-            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be at least 1",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
+        ),
+        (
+            "max_tracked_flows: 4294967296",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
         ),
         (
             "ring_buffer_bytes: 6000",
@@ -536,7 +560,7 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, rtt_buckets, duration_buckets, nat",
+             resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat",
             path.display()
         )
     );

@@ -17,23 +17,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::names::{attr, nat as nat_names, resource};
 use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
 
 use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
 use crate::process::{ProcessCache, comm_str};
 
-/// Looks up the DNS name a client resolved to reach `ip` (DNS snooping).
-pub trait PeerNames: Send + Sync {
-    fn name_of(&self, netns: u32, ip: IpAddr) -> Option<Arc<str>>;
-}
-
 /// How the Resource of a flow is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {
     /// service.name, container, host.
     Service,
-    /// Adds process.pid, process.executable.name, process.command.
+    /// Adds process.pid, process.executable.name, process.command
+    /// (argv\[0\]), and process.command_line when
+    /// [`CollectorSettings::include_command_line`] is set.
     Process,
 }
 
@@ -42,6 +40,10 @@ pub enum Granularity {
 pub struct CollectorSettings {
     pub max_tracked: usize,
     pub granularity: Granularity,
+    /// With [`Granularity::Process`]: also put the whole command line on
+    /// the Resource (`process.command_line`). Off by default: arguments can
+    /// carry secrets.
+    pub include_command_line: bool,
     pub rtt_bounds: Arc<[f64]>,
     pub duration_bounds: Arc<[f64]>,
     /// The host's ephemeral port range, to tell a client from a server when
@@ -127,7 +129,6 @@ pub struct Collector {
     settings: CollectorSettings,
     telemetry: Telemetry,
     procs: ProcessCache,
-    names: Option<Arc<dyn PeerNames>>,
     tcp: HashMap<u64, TcpTrack>,
     /// Keys of connections closed recently, for late bytes and resets.
     closed: HashMap<u64, (FlowKey, u64)>,
@@ -155,17 +156,12 @@ pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
 }
 
 impl Collector {
-    pub fn new(
-        settings: CollectorSettings,
-        telemetry: Telemetry,
-        names: Option<Arc<dyn PeerNames>>,
-    ) -> Self {
+    pub fn new(settings: CollectorSettings, telemetry: Telemetry) -> Self {
         let max = settings.max_tracked;
         Self {
             settings,
             telemetry,
             procs: ProcessCache::new("/proc", std::time::Duration::from_secs(60), max.max(1024)),
-            names,
             tcp: HashMap::new(),
             closed: HashMap::new(),
             udp: HashMap::new(),
@@ -374,7 +370,8 @@ impl Collector {
             }
             Entry::Vacant(v) => {
                 if tracked_len >= max {
-                    self.telemetry.events_lost("ebpf.tcp", "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(Source::EbpfTcp, LossReason::TableFull, 1));
                     return;
                 }
                 let open = c.established == 1 && c.opened_ns != 0;
@@ -453,7 +450,9 @@ impl Collector {
                 s.resets_tx += u64::from(c.resets_tx);
                 s.resets_rx += u64::from(c.resets_rx);
             }
-            _ => self.telemetry.events_lost("ebpf.tcp", "parse_error", 1),
+            _ => self
+                .telemetry
+                .emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1)),
         }
     }
 
@@ -474,7 +473,8 @@ impl Collector {
             }
             None => {
                 if tracked_len >= self.settings.max_tracked {
-                    self.telemetry.events_lost("ebpf.udp", "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(Source::EbpfUdp, LossReason::TableFull, 1));
                     return false;
                 }
                 self.udp.insert(
@@ -562,6 +562,12 @@ impl Collector {
         } else {
             let info = self.procs.get(key.pid, &key.comm);
             attrs.set(resource::SERVICE_NAME, info.service_name.clone());
+            if let Some(ns) = &info.service_namespace {
+                attrs.set(resource::SERVICE_NAMESPACE, ns.clone());
+            }
+            if let Some(v) = &info.service_version {
+                attrs.set(resource::SERVICE_VERSION, v.clone());
+            }
             if let Some(c) = &info.container_id {
                 attrs.set(resource::CONTAINER_ID, c.clone());
             }
@@ -573,6 +579,11 @@ impl Collector {
                 );
                 if let Some(cmd) = &info.command {
                     attrs.set(resource::PROCESS_COMMAND, cmd.clone());
+                }
+                if self.settings.include_command_line
+                    && let Some(line) = &info.command_line
+                {
+                    attrs.set(resource::PROCESS_COMMAND_LINE, line.clone());
                 }
             }
         }
@@ -613,10 +624,16 @@ impl Collector {
             self.acc.entry(key).or_default().merge(&stats);
         }
         self.closed_pending.clear();
-        self.telemetry
-            .events_lost("ebpf.tcp", nat_names::REASON_NAT_UNRESOLVED, tcp_lost);
-        self.telemetry
-            .events_lost("ebpf.udp", nat_names::REASON_NAT_UNRESOLVED, udp_lost);
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfTcp,
+            LossReason::NatUnresolved,
+            tcp_lost,
+        ));
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfUdp,
+            LossReason::NatUnresolved,
+            udp_lost,
+        ));
     }
 
     /// Ends the interval: the flows with anything to report, and the table
@@ -643,19 +660,13 @@ impl Collector {
                 Role::Client => attrs.set(attr::PEER_PORT, key.peer.port()),
                 Role::Server => attrs.set(attr::LOCAL_PORT, key.local.port()),
             }
+            // The `peer` processor names the peer from the address the
+            // client used: this one when NAT rewrote it.
             if let Some(nat) = key.nat {
                 attrs.set(nat_names::PEER_NAT_ADDRESS, nat.ip().to_string());
                 if key.role == Role::Client {
                     attrs.set(nat_names::PEER_NAT_PORT, nat.port());
                 }
-            }
-            // The name was resolved for the address the client used (the
-            // Service IP when NAT rewrote it).
-            let named = key.nat.map_or(key.peer.ip(), |n| n.ip());
-            if let Some(names) = &self.names
-                && let Some(name) = names.name_of(key.netns, named)
-            {
-                attrs.set(attr::PEER_DOMAIN, name);
             }
             flows.push(Flow {
                 resource: res,
@@ -699,6 +710,7 @@ mod tests {
         CollectorSettings {
             max_tracked: 100,
             granularity: Granularity::Service,
+            include_command_line: false,
             rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
             duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
             ephemeral: (32768, 60999),
@@ -724,7 +736,7 @@ mod tests {
 
     #[test]
     fn deltas_across_intervals_and_close() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let mut c = conn(role::CLIENT, 40000, 80);
         c.bytes_tx = 100;
         col.on_conn(1, &c);
@@ -773,7 +785,7 @@ mod tests {
 
     #[test]
     fn failed_connect_reason() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let mut c = conn(role::CLIENT, 40000, 81);
         c.established = 0;
         col.on_event(&Event {
@@ -790,7 +802,7 @@ mod tests {
 
     #[test]
     fn unknown_role_by_ports_and_v4_mapped() {
-        let col = Collector::new(settings(), Telemetry::new(), None);
+        let col = Collector::new(settings(), Telemetry::new());
         assert_eq!(col.role_by_ports(443, 50000), Role::Server);
         assert_eq!(col.role_by_ports(50000, 443), Role::Client);
         let mut raw = [0u8; 16];
@@ -808,7 +820,7 @@ mod tests {
         let mut s = settings();
         s.max_tracked = 1;
         let t = Telemetry::new();
-        let mut col = Collector::new(s, t.clone(), None);
+        let mut col = Collector::new(s, t.clone());
         col.on_conn(1, &conn(role::CLIENT, 40000, 80));
         col.on_conn(2, &conn(role::CLIENT, 40001, 80));
         let f = Attrs::new().with(attr::REASON, "table_full");
@@ -836,7 +848,7 @@ mod tests {
         let nat = NatResolver::new(100, std::time::Duration::from_secs(30));
         nat.insert(0, &entry(40000, "198.18.1.2:8080"));
         let t = Telemetry::new();
-        let mut col = Collector::new(settings(), t.clone(), None).with_nat(nat.clone());
+        let mut col = Collector::new(settings(), t.clone()).with_nat(nat.clone());
         let mut a = conn(role::CLIENT, 40000, 80);
         a.bytes_rx = 100;
         col.on_conn(1, &a);
@@ -897,7 +909,7 @@ mod tests {
 
     #[test]
     fn udp_deltas_and_idle_expiry() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let key = UdpKey {
             cookie: 7,
             rport: 53,

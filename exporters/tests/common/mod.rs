@@ -443,23 +443,21 @@ pub fn io_values(reqs: &[ExportMetricsServiceRequest]) -> Vec<(i64, i64, u64, u6
 pub fn sent(t: &Telemetry, exporter: &str) -> u64 {
     t.total(
         flowscope_model::telemetry::EXPORTER_SENT,
-        &Attrs::new().with(attr::EXPORTER, exporter),
+        &flowscope_model::telemetry::component_attrs(exporter),
     )
 }
 
 pub fn failed(t: &Telemetry, exporter: &str, error_type: &str) -> u64 {
     t.total(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &Attrs::new()
-            .with(attr::EXPORTER, exporter)
-            .with(attr::ERROR_TYPE, error_type),
+        &flowscope_model::telemetry::component_attrs(exporter).with(attr::ERROR_TYPE, error_type),
     )
 }
 
 pub fn failed_all(t: &Telemetry, exporter: &str) -> u64 {
     t.total_matching(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &Attrs::new().with(attr::EXPORTER, exporter),
+        &flowscope_model::telemetry::component_attrs(exporter),
     )
 }
 

@@ -470,3 +470,15 @@ fn component_locations_are_kept() {
     assert_eq!(l.locations["receivers.ebpf"].to_string(), "c.yaml:2:3");
     let _ = Path::new("");
 }
+
+#[test]
+fn a_flow_table_larger_than_a_kernel_map_fails_at_load() {
+    let e = err(
+        "receivers:\n  ebpf:\n    max_tracked_flows: 4294967296\nexporters:\n  console:\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [console]\n",
+    );
+    assert_eq!(
+        e,
+        "c.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows 4294967296 does not \
+         fit a kernel map (at most 4294967295)"
+    );
+}

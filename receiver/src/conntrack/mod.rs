@@ -30,27 +30,29 @@
 //! timestamps) is passed through as raw attributes and not needed here.
 
 pub mod netlink;
-pub mod table;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flowscope_model::Telemetry;
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
+use flowscope_model::nat::Refused;
+use flowscope_model::{Context, Telemetry};
 use thiserror::Error;
 
 use crate::netns::{NetnsError, in_namespace, scan_namespaces};
+pub use flowscope_model::nat::{
+    CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
+};
 use netlink::CtEvent;
-pub use table::{CtEntry, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple};
 
 /// `flowscope.source` of the service's own counts.
-pub const SOURCE: &str = "conntrack";
+const SOURCE: Source = Source::Conntrack;
 
 #[derive(Debug, Error)]
 pub enum ConntrackError {
@@ -94,46 +96,6 @@ impl Default for ConntrackSettings {
     }
 }
 
-/// The handle the flow collector consults. Cheap to clone.
-#[derive(Clone)]
-pub struct NatResolver {
-    table: Arc<Mutex<NatTable>>,
-}
-
-impl NatResolver {
-    /// A resolver over an empty table of its own (tests, benchmarks).
-    pub fn new(max_tracked: usize, retention: Duration) -> Self {
-        Self {
-            table: Arc::new(Mutex::new(NatTable::new(max_tracked, retention))),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, NatTable> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// See [`NatTable::resolve`]; `proto` is [`PROTO_TCP`] or [`PROTO_UDP`].
-    pub fn resolve(
-        &self,
-        proto: u8,
-        netns: u32,
-        local: SocketAddr,
-        peer: SocketAddr,
-    ) -> Resolution {
-        self.lock().resolve(proto, netns, local, peer)
-    }
-
-    /// Adds an entry as if an event had said so (tests, benchmarks).
-    pub fn insert(&self, netns: u32, e: &CtEntry) {
-        let _ = self.lock().insert(netns, e, Instant::now());
-    }
-
-    /// NAT entries held now.
-    pub fn tracked(&self) -> usize {
-        self.lock().len()
-    }
-}
-
 /// The running service; stops its thread when dropped.
 pub struct Conntrack {
     resolver: NatResolver,
@@ -143,13 +105,14 @@ pub struct Conntrack {
 }
 
 impl Conntrack {
-    /// Starts the thread. Namespaces where conntrack cannot be read are
-    /// logged and retried; the agent runs on without their entries.
-    pub fn start(
-        settings: ConntrackSettings,
-        telemetry: Telemetry,
-    ) -> Result<Self, ConntrackError> {
-        let resolver = NatResolver::new(settings.max_tracked, settings.retention);
+    /// Starts the thread, writing into the context's [`NatResolver`]
+    /// (emptied and given the settings' bounds) and counting on its
+    /// telemetry. Namespaces where conntrack cannot be read are logged and
+    /// retried; the agent runs on without their entries.
+    pub fn start(settings: ConntrackSettings, ctx: &Context) -> Result<Self, ConntrackError> {
+        let telemetry = ctx.telemetry.clone();
+        let resolver = ctx.nat.clone();
+        resolver.reset(settings.max_tracked, settings.retention);
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
         let worker = Worker {
@@ -276,8 +239,11 @@ impl Worker {
             table.sweep(Instant::now());
             let evicted = table.evicted_live;
             drop(table);
-            self.telemetry
-                .events_lost(SOURCE, "table_full", evicted - self.evicted_reported);
+            self.telemetry.emit(EventsLost::new(
+                SOURCE,
+                LossReason::TableFull,
+                evicted - self.evicted_reported,
+            ));
             self.evicted_reported = evicted;
         }
     }
@@ -402,12 +368,15 @@ impl Worker {
     }
 
     fn apply_dump(&self, ns: u32, entries: &[CtEntry], bad: u64) {
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: entries.len() as u64 + bad,
+        });
         self.telemetry
-            .events_received(SOURCE, entries.len() as u64 + bad);
-        self.telemetry.events_lost(SOURCE, "parse_error", bad);
+            .emit(EventsLost::new(SOURCE, LossReason::ParseError, bad));
         let full = self.resolver.lock().resync(ns, entries, Instant::now());
         self.telemetry
-            .events_lost(SOURCE, "table_full", full as u64);
+            .emit(EventsLost::new(SOURCE, LossReason::TableFull, full as u64));
     }
 
     /// Reads every queued event of one namespace's socket.
@@ -425,7 +394,7 @@ impl Worker {
                         received += 1;
                         match ev {
                             CtEvent::New(e) => {
-                                if table.insert(ns, &e, now) == Err(table::Refused::Full) {
+                                if table.insert(ns, &e, now) == Err(Refused::Full) {
                                     full += 1;
                                 }
                             }
@@ -440,7 +409,8 @@ impl Worker {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     // The kernel dropped events: count, and dump again.
-                    self.telemetry.events_lost(SOURCE, "socket_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::SocketFull, 1));
                     if let Some(s) = self.socks.get_mut(&ns) {
                         s.resync = true;
                     }
@@ -448,9 +418,14 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        self.telemetry.events_received(SOURCE, received + bad);
-        self.telemetry.events_lost(SOURCE, "parse_error", bad);
-        self.telemetry.events_lost(SOURCE, "table_full", full);
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: received + bad,
+        });
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::ParseError, bad));
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::TableFull, full));
     }
 }
 

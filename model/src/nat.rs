@@ -1,6 +1,12 @@
 //! The NAT table: the conntrack entries of every watched namespace whose
 //! translation changed an address or port, and the lookups the flow
-//! collector makes. Sans-IO: the netlink side feeds it entries and times.
+//! collector makes. Sans-IO: the receiver's conntrack service
+//! (`flowscope_receiver::conntrack`) feeds it entries and times.
+//!
+//! The shared handle, [`NatResolver`], lives in the agent's
+//! [`crate::Context`]: the conntrack service writes into it, the `ebpf`
+//! receiver's flow collector reads it. Without the service it stays empty
+//! and every lookup answers [`Resolution::NotNat`].
 //!
 //! A conntrack entry has two tuples. The *original* one is the first
 //! packet as it entered conntrack (the client's socket: client -> Service
@@ -22,7 +28,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hashbrown::HashMap;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// IP protocol numbers conntrack reports.
 pub const PROTO_TCP: u8 = 6;
@@ -268,7 +275,7 @@ impl NatTable {
     /// Marks as destroyed every live entry of `netns` not in `live` (a
     /// fresh dump after events were lost), then inserts `live`.
     pub fn resync(&mut self, netns: u32, live: &[CtEntry], now: Instant) -> usize {
-        let keep: hashbrown::HashSet<(u8, Tuple)> =
+        let keep: std::collections::HashSet<(u8, Tuple)> =
             live.iter().map(|e| (e.proto, e.orig)).collect();
         let mut gone = Vec::new();
         for (k, slots) in &self.by_orig {
@@ -419,6 +426,73 @@ impl NatTable {
         } else {
             Resolution::NotNat
         }
+    }
+}
+
+/// The shared handle on one [`NatTable`]: what the agent's
+/// [`crate::Context`] holds. Cheap to clone; clones share the table.
+#[derive(Clone)]
+pub struct NatResolver {
+    table: Arc<Mutex<NatTable>>,
+}
+
+impl std::fmt::Debug for NatResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatResolver")
+            .field("tracked", &self.tracked())
+            .finish()
+    }
+}
+
+/// Bounds of a resolver nobody configured (the `nat` block's defaults).
+pub const DEFAULT_MAX_TRACKED: usize = 65_536;
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
+
+impl Default for NatResolver {
+    /// An empty table with the default bounds.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_TRACKED, DEFAULT_RETENTION)
+    }
+}
+
+impl NatResolver {
+    /// A resolver over an empty table of its own.
+    pub fn new(max_tracked: usize, retention: Duration) -> Self {
+        Self {
+            table: Arc::new(Mutex::new(NatTable::new(max_tracked, retention))),
+        }
+    }
+
+    /// Replaces the shared table with an empty one with these bounds (the
+    /// conntrack service, when it starts with its configured bounds).
+    pub fn reset(&self, max_tracked: usize, retention: Duration) {
+        *self.lock() = NatTable::new(max_tracked, retention);
+    }
+
+    /// The table, for the writer's batched updates.
+    pub fn lock(&self) -> MutexGuard<'_, NatTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`NatTable::resolve`]; `proto` is [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub fn resolve(
+        &self,
+        proto: u8,
+        netns: u32,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Resolution {
+        self.lock().resolve(proto, netns, local, peer)
+    }
+
+    /// Adds an entry as if an event had said so (tests, benchmarks).
+    pub fn insert(&self, netns: u32, e: &CtEntry) {
+        let _ = self.lock().insert(netns, e, Instant::now());
+    }
+
+    /// NAT entries held now.
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
     }
 }
 
