@@ -27,6 +27,7 @@ use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::{Context, FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
+use flowscope_receiver::conntrack::{Conntrack, ConntrackSettings};
 use flowscope_receiver::dns::DnsReceiver;
 use flowscope_receiver::{EbpfReceiver, unix_nanos};
 use tokio::sync::{mpsc, watch};
@@ -41,7 +42,12 @@ fn check_capabilities(config: &Config) -> anyhow::Result<()> {
     for pipeline in config.service.pipelines.values() {
         for id in &pipeline.receivers {
             match config.receivers.get(id) {
-                Some(ReceiverConfig::Ebpf(_)) => features.push(Feature::Flows),
+                Some(ReceiverConfig::Ebpf(c)) => {
+                    features.push(Feature::Flows);
+                    if c.nat.enabled {
+                        features.push(Feature::Nat);
+                    }
+                }
                 Some(ReceiverConfig::Dns(_)) => features.push(Feature::Dns),
                 // A new receiver type adds its Feature here.
                 Some(_) | None => {}
@@ -63,6 +69,19 @@ pub struct Agent {
     self_task: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterHandle>,
+    /// Shared services the receivers consult (stopped last).
+    conntrack: Option<Conntrack>,
+}
+
+/// The conntrack service's settings from an ebpf receiver's `nat` block.
+fn conntrack_settings(c: &flowscope_otel_config::receivers::NatConfig) -> ConntrackSettings {
+    ConntrackSettings {
+        max_tracked: c.max_tracked,
+        retention: c.retention,
+        rescan: c.namespace_rescan,
+        events: c.events,
+        ..ConntrackSettings::default()
+    }
 }
 
 impl Agent {
@@ -151,6 +170,10 @@ impl Agent {
         // Receivers, in the order the pipelines name them.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
+        // One conntrack service for the host, started for the first ebpf
+        // receiver that wants NAT resolved. It fills the context's NAT
+        // table, which every such receiver reads.
+        let mut conntrack: Option<Conntrack> = None;
         for id in receiver_order {
             let outs = inputs.remove(&id).unwrap_or_default();
             let cfg = config
@@ -163,6 +186,12 @@ impl Agent {
             match cfg {
                 ReceiverConfig::Ebpf(c) => {
                     interval = interval.min(c.collection_interval);
+                    if c.nat.enabled && conntrack.is_none() {
+                        conntrack = Some(
+                            Conntrack::start(conntrack_settings(&c.nat), ctx)
+                                .with_context(|| format!("starting NAT resolution for {id}"))?,
+                        );
+                    }
                     let receiver = EbpfReceiver::start(c, ctx)
                         .with_context(|| format!("starting receiver {id}"))?;
                     sources.push(tokio::spawn(async move {
@@ -205,6 +234,7 @@ impl Agent {
             self_task,
             pipelines,
             exporters: exporters.into_values().collect(),
+            conntrack,
         })
     }
 
@@ -229,6 +259,7 @@ impl Agent {
         for e in self.exporters {
             e.shutdown().await;
         }
+        drop(self.conntrack);
     }
 }
 

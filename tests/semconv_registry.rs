@@ -620,7 +620,9 @@ fn dns_output(telemetry: &Telemetry) -> MetricBatch {
         telemetry.clone(),
         Arc::new(DnsNames::new(16, Duration::from_secs(1))),
         Box::new(FixedOwner(Arc::new(
-            flowscope_model::HostFacts::detect().attrs.with(resource::SERVICE_NAME, "app"),
+            flowscope_model::HostFacts::detect()
+                .attrs
+                .with(resource::SERVICE_NAME, "app"),
         ))),
     );
     let c: SocketAddr = "198.18.0.2:40000".parse().unwrap();

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::attr::Attrs;
 use crate::local::LocalServices;
 use crate::names::{SELF_SERVICE_NAME, resource};
+use crate::nat::NatResolver;
 use crate::peer_names::PeerNames;
 use crate::telemetry::Telemetry;
 
@@ -36,6 +37,10 @@ pub struct Context {
     /// This host's addresses and listening services: filled from the flows
     /// (and by receivers that know more), read by `peer` and `locality`.
     pub local_services: LocalServices,
+    /// Conntrack's NAT translations: written by the conntrack service (the
+    /// agent starts it when an `ebpf` receiver has `nat.enabled`), read by
+    /// that receiver's flow collector (the real peer behind a Service IP).
+    pub nat: NatResolver,
     /// What is known about the host at start.
     pub host: Arc<HostFacts>,
 }
@@ -48,6 +53,7 @@ impl Context {
             telemetry: Telemetry::with_resource(&host.self_resource),
             peer_names: PeerNames::new(),
             local_services: LocalServices::new(),
+            nat: NatResolver::default(),
             host: Arc::new(host),
         }
     }

@@ -11,7 +11,7 @@
 
 use opentelemetry::KeyValue;
 
-use crate::names::attr;
+use crate::names::{self, attr};
 use crate::telemetry::Telemetry;
 
 /// One event the agent counts about itself.
@@ -33,6 +33,8 @@ pub enum Source {
     Dns,
     /// The agent's own pipeline (fan-out, self-telemetry).
     Pipeline,
+    /// The conntrack service behind NAT resolution (netlink events, dumps).
+    Conntrack,
 }
 
 impl Source {
@@ -43,6 +45,7 @@ impl Source {
             Source::EbpfUdp => "ebpf.udp",
             Source::Dns => "dns",
             Source::Pipeline => "pipeline",
+            Source::Conntrack => "conntrack",
         }
     }
 }
@@ -70,6 +73,9 @@ pub enum LossReason {
     SocketFull,
     /// The next stage had stopped (shutting down, or its task died).
     PipelineClosed,
+    /// A connection to a NAT-translated address (a Service IP) whose own
+    /// conntrack entry was not found: reported with the address it used.
+    NatUnresolved,
 }
 
 impl LossReason {
@@ -85,6 +91,7 @@ impl LossReason {
             LossReason::UnmatchedResponse => "unmatched_response",
             LossReason::SocketFull => "socket_full",
             LossReason::PipelineClosed => "pipeline_closed",
+            LossReason::NatUnresolved => names::nat::REASON_NAT_UNRESOLVED,
         }
     }
 }
@@ -215,10 +222,9 @@ impl InternalEvent for ExporterSent<'_> {
             return;
         }
         tracing::trace!(exporter = self.exporter, points = self.count, "exported");
-        t.instruments().exporter_sent.add(
-            self.count,
-            &component_kvs(self.exporter),
-        );
+        t.instruments()
+            .exporter_sent
+            .add(self.count, &component_kvs(self.exporter));
     }
 }
 

@@ -16,6 +16,7 @@ pub mod internal_events;
 pub mod local;
 pub mod metrics;
 pub mod names;
+pub mod nat;
 pub mod peer_names;
 pub mod telemetry;
 
@@ -25,5 +26,6 @@ pub use flow::{FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
 pub use hist::Histogram;
 pub use local::LocalServices;
 pub use metrics::{Kind, MetricBatch, MetricId, Point, PointValue};
+pub use nat::NatResolver;
 pub use peer_names::PeerNames;
 pub use telemetry::Telemetry;

@@ -230,3 +230,16 @@ pub mod value {
 pub const SELF_SERVICE_NAME: &str = "flowscope";
 /// Instrumentation scope name on every ScopeMetrics the agent emits.
 pub const SCOPE_NAME: &str = "flowscope";
+
+/// NAT resolution (conntrack): flow attributes and the self-telemetry
+/// reason of a connection whose translation was not found (issue 9).
+pub mod nat {
+    /// What the local socket addressed when NAT rewrote the peer (a
+    /// Kubernetes Service IP); `network.peer.address` is then the real peer.
+    pub const PEER_NAT_ADDRESS: &str = "flowscope.peer.nat.address";
+    /// Its port, only when the peer is the server (as `network.peer.port`).
+    pub const PEER_NAT_PORT: &str = "flowscope.peer.nat.port";
+    /// `flowscope.reason` of a connection to a translated address whose own
+    /// conntrack entry was not found.
+    pub const REASON_NAT_UNRESOLVED: &str = "nat_unresolved";
+}

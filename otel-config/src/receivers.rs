@@ -113,6 +113,54 @@ pub struct EbpfReceiverConfig {
     /// strictly increasing. Default [`flowscope_model::hist::DURATION_BOUNDS`].
     #[serde(deserialize_with = "bucket_bounds")]
     pub duration_buckets: Vec<f64>,
+    /// NAT resolution through conntrack; see [`NatConfig`].
+    pub nat: NatConfig,
+}
+
+/// `ebpf.nat`: resolve the real peer of connections NAT rewrote (a
+/// Kubernetes Service IP DNATed to a pod) from conntrack, in every network
+/// namespace.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatConfig {
+    /// Follow conntrack. Default `true`; where conntrack cannot be read the
+    /// agent warns once and reports peers as the sockets saw them.
+    pub enabled: bool,
+    /// Most translated conntrack entries kept (live and recently ended);
+    /// the oldest make room. Default 65536, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_tracked: usize,
+    /// How long an ended connection's entry still resolves, for flows
+    /// reported after the connection closed. Default `30s`, at least the
+    /// collection interval is advisable.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// How often new network namespaces are looked for. Default `2s`.
+    #[serde(deserialize_with = "positive_duration")]
+    pub namespace_rescan: Duration,
+    /// Follow conntrack's NEW/DESTROY events (default `true`); `false`
+    /// dumps every namespace each `namespace_rescan` instead.
+    pub events: bool,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            enabled: true,
+            max_tracked: 65_536,
+            retention: Duration::from_secs(30),
+            namespace_rescan: Duration::from_secs(2),
+            events: true,
+        }
+    }
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value.is_zero() {
+        return Err(de::Error::custom("must be positive"));
+    }
+    Ok(value)
 }
 
 impl EbpfReceiverConfig {
@@ -156,6 +204,7 @@ impl Default for EbpfReceiverConfig {
             include_command_line: false,
             rtt_buckets: flowscope_model::hist::RTT_BOUNDS.to_vec(),
             duration_buckets: flowscope_model::hist::DURATION_BOUNDS.to_vec(),
+            nat: NatConfig::default(),
         }
     }
 }
@@ -391,6 +440,37 @@ mod dns_tests {
         assert_eq!(d.name_ttl_grace, Duration::from_secs(60));
         assert_eq!(d.buckets, vec![0.001, 0.1]);
         assert_eq!(d.collection_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ebpf_nat_block() {
+        let c = parse_receiver(
+            "ebpf",
+            "nat:\n  max_tracked: 10\n  retention: 5s\n  namespace_rescan: 1s\n  events: false",
+        )
+        .unwrap();
+        let ReceiverConfig::Ebpf(e) = c else {
+            panic!("not ebpf: {c:?}")
+        };
+        assert_eq!(
+            e.nat,
+            NatConfig {
+                enabled: true,
+                max_tracked: 10,
+                retention: Duration::from_secs(5),
+                namespace_rescan: Duration::from_secs(1),
+                events: false,
+            }
+        );
+        for (body, want) in [
+            ("nat: {max_tracked: 0}", "at least 1"),
+            ("nat: {namespace_rescan: 0s}", "must be positive"),
+            ("nat: {evnts: true}", "unknown field `evnts`"),
+        ] {
+            let e = parse_receiver("ebpf", body).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.contains("receivers.ebpf.nat"), "{body}: {e}");
+        }
     }
 
     #[test]

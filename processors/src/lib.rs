@@ -15,6 +15,7 @@ pub mod cidr;
 pub mod cloud;
 pub mod cost;
 pub mod filter;
+pub mod kubernetes;
 pub mod limit;
 pub mod local;
 pub mod locality;

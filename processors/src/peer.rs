@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use flowscope_model::names::attr;
+use flowscope_model::names::{attr, nat};
 use flowscope_model::{Context, Flow, PeerNames, Role, Value};
 use flowscope_otel_config::processors::PeerProcessorConfig;
 
@@ -313,7 +313,14 @@ impl Peer {
     /// Adds the peer attributes to one flow.
     pub fn enrich(&self, flow: &mut Flow) {
         let ip = canonical(flow.peer.ip());
-        if let Some(name) = self.names.name_of(flow.netns, ip) {
+        // The name was resolved for the address the client used: the
+        // Service address when NAT rewrote the peer.
+        let named = flow
+            .attrs
+            .get_str(nat::PEER_NAT_ADDRESS)
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+            .map_or(ip, canonical);
+        if let Some(name) = self.names.name_of(flow.netns, named) {
             flow.attrs.set(attr::PEER_DOMAIN, name);
         }
         let cloud = self.table.lookup(ip);

@@ -28,7 +28,8 @@ pub enum Feature {
     Dns,
     /// Network Path tests: raw ICMP sockets and TCP/UDP probes with a TTL.
     Path,
-    /// NAT resolution: the conntrack table over netlink.
+    /// NAT resolution: the conntrack table over netlink, in every network
+    /// namespace (found through /proc, entered with setns).
     Nat,
 }
 
@@ -83,16 +84,16 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "CAP_SYS_PTRACE",
         bit: 19,
-        features: &[Flows, Dns],
-        why: "read /proc/<pid>/environ, exe, ns/net and fd links of other users' processes (ptrace access mode checks) for service names and socket owners",
-        without: "processes of other users keep only their kernel comm as service name; DNS capture misses their network namespaces",
+        features: &[Flows, Dns, Nat],
+        why: "read /proc/<pid>/environ, exe, ns/net and fd links of other users' processes (ptrace access mode checks) for service names, socket owners and network namespaces",
+        without: "processes of other users keep only their kernel comm as service name; DNS capture and NAT resolution miss their network namespaces",
     },
     Capability {
         name: "CAP_SYS_ADMIN",
         bit: 21,
-        features: &[Dns, Path],
-        why: "setns(2) into each network namespace (containers, pods) to capture DNS and to probe from there",
-        without: "DNS is captured in the agent's own network namespace only",
+        features: &[Dns, Path, Nat],
+        why: "setns(2) into each network namespace (containers, pods) to capture DNS, to read its conntrack table and to probe from there",
+        without: "DNS is captured and NAT resolved in the agent's own network namespace only",
     },
     Capability {
         name: "CAP_PERFMON",
@@ -210,6 +211,17 @@ mod tests {
             &[Feature::Flows, Feature::Dns, Feature::Path, Feature::Nat],
         )
         .unwrap();
+        // NAT needs setns on top of flows.
+        let e = check_set(
+            required(&[Feature::Flows])
+                .iter()
+                .map(|c| 1u64 << c.bit)
+                .sum(),
+            &[Feature::Flows, Feature::Nat],
+        )
+        .unwrap_err();
+        let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["CAP_SYS_ADMIN"]);
         // DNS needs more than flows.
         let flows: u64 = required(&[Feature::Flows])
             .iter()

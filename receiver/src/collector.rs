@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
-use flowscope_model::names::{attr, resource};
+use flowscope_model::names::{attr, nat as nat_names, resource};
 use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
 
+use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
 use crate::process::{ProcessCache, comm_str};
 
 /// How the Resource of a flow is built.
@@ -62,7 +63,27 @@ struct FlowKey {
     comm: [u8; 16],
     local: SocketAddr,
     peer: SocketAddr,
+    /// The peer as the socket addressed it, when NAT rewrote it (the port
+    /// follows the same rule as `peer`'s).
+    nat: Option<SocketAddr>,
 }
+
+/// A connection or UDP flow whose peer looked translated but whose
+/// conntrack entry was not found yet: its stats wait until the end of the
+/// interval for the entry, apart from the flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PendKey {
+    transport: Transport,
+    netns: u32,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// The TCP socket, to remember the answer for its later intervals.
+    sk: Option<u64>,
+}
+
+/// A socket's resolved peer: (real, as the socket addressed it), full
+/// addresses with ports.
+type NatPeer = (SocketAddr, SocketAddr);
 
 #[derive(Clone, Copy, Default)]
 struct TcpLast {
@@ -93,6 +114,9 @@ struct TcpTrack {
     last: TcpLast,
     opened_counted: bool,
     seen_round: u64,
+    /// The resolved peer, once known: conntrack may forget the entry of a
+    /// long-lived connection before the connection ends.
+    nat: Option<NatPeer>,
 }
 
 struct UdpTrack {
@@ -111,6 +135,11 @@ pub struct Collector {
     udp: HashMap<UdpKey, UdpTrack>,
     acc: HashMap<FlowKey, FlowStats>,
     round: u64,
+    /// Conntrack, when NAT resolution is on.
+    nat: Option<NatResolver>,
+    pending: HashMap<PendKey, (FlowKey, FlowStats)>,
+    /// Keys of closed connections whose stats wait in `pending`.
+    closed_pending: HashMap<u64, PendKey>,
 }
 
 /// Normalises an address from the kernel: IPv4-mapped IPv6 becomes IPv4.
@@ -138,6 +167,97 @@ impl Collector {
             udp: HashMap::new(),
             acc: HashMap::new(),
             round: 0,
+            nat: None,
+            pending: HashMap::new(),
+            closed_pending: HashMap::new(),
+        }
+    }
+
+    /// Resolves every connection's peer through conntrack (see
+    /// [`crate::conntrack`]).
+    pub fn with_nat(mut self, nat: NatResolver) -> Self {
+        self.nat = Some(nat);
+        self
+    }
+
+    /// What conntrack says about a socket sending `local -> peer`.
+    fn resolve(
+        &self,
+        transport: Transport,
+        netns: u32,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Resolution {
+        let Some(nat) = &self.nat else {
+            return Resolution::NotNat;
+        };
+        let proto = match transport {
+            Transport::Tcp => PROTO_TCP,
+            Transport::Udp => PROTO_UDP,
+        };
+        nat.resolve(proto, netns, local, peer)
+    }
+
+    /// Rewrites a key's peer to the real one, keeping the translated one.
+    fn apply_nat(key: &mut FlowKey, (real, nat): NatPeer) {
+        let port = |a: SocketAddr| match key.role {
+            Role::Client => a.port(),
+            Role::Server => 0,
+        };
+        key.peer = SocketAddr::new(real.ip(), port(real));
+        key.nat = Some(SocketAddr::new(nat.ip(), port(nat)));
+    }
+
+    /// The stats a socket's counts go to: its flow's, or a pending slot of
+    /// its own when its peer looked translated but was not resolved.
+    fn target(&mut self, key: FlowKey, pend: Option<PendKey>) -> &mut FlowStats {
+        match pend {
+            None => self.acc.entry(key).or_default(),
+            Some(p) => {
+                &mut self
+                    .pending
+                    .entry(p)
+                    .or_insert((key, FlowStats::default()))
+                    .1
+            }
+        }
+    }
+
+    /// A TCP socket's flow key with its peer resolved (`cached` is what an
+    /// earlier interval found), the resolution to remember, and the pending
+    /// slot when unresolved.
+    fn tcp_key_resolved(
+        &self,
+        sk: u64,
+        c: &Conn,
+        cached: Option<NatPeer>,
+    ) -> (FlowKey, Option<NatPeer>, Option<PendKey>) {
+        let mut key = self.tcp_key(c);
+        if self.nat.is_none() {
+            return (key, None, None);
+        }
+        let local = SocketAddr::new(ip_from(c.family, &c.laddr), c.lport);
+        let peer = SocketAddr::new(ip_from(c.family, &c.raddr), c.rport);
+        let res = match cached {
+            Some((real, nat)) => Resolution::Nat { real, nat },
+            None => self.resolve(Transport::Tcp, c.netns, local, peer),
+        };
+        match res {
+            Resolution::Nat { real, nat } => {
+                Self::apply_nat(&mut key, (real, nat));
+                (key, Some((real, nat)), None)
+            }
+            Resolution::NotNat => (key, None, None),
+            Resolution::Missing => {
+                let p = PendKey {
+                    transport: Transport::Tcp,
+                    netns: c.netns,
+                    local,
+                    peer,
+                    sk: Some(sk),
+                };
+                (key, None, Some(p))
+            }
         }
     }
 
@@ -202,11 +322,8 @@ impl Collector {
             comm,
             local: SocketAddr::new(lip, lport),
             peer: SocketAddr::new(rip, rport),
+            nat: None,
         }
-    }
-
-    fn stats(&mut self, key: FlowKey) -> &mut FlowStats {
-        self.acc.entry(key).or_default()
     }
 
     /// Adds a connection's counters since `last` to its flow's stats.
@@ -233,7 +350,8 @@ impl Collector {
 
     /// A live connection from the `CONNS` map, read once per interval.
     pub fn on_conn(&mut self, sk: u64, c: &Conn) {
-        let key = self.tcp_key(c);
+        let cached = self.tcp.get(&sk).and_then(|t| t.nat);
+        let (key, resolved, pend) = self.tcp_key_resolved(sk, c, cached);
         let round = self.round;
         let tracked_len = self.tcp.len() + self.udp.len();
         let max = self.settings.max_tracked;
@@ -243,6 +361,7 @@ impl Collector {
                 let last = t.last;
                 t.last = TcpLast::of(c);
                 t.seen_round = round;
+                t.nat = resolved;
                 let open = !t.opened_counted && c.established == 1 && c.opened_ns != 0;
                 if open {
                     t.opened_counted = true;
@@ -260,13 +379,14 @@ impl Collector {
                     last: TcpLast::of(c),
                     opened_counted: open,
                     seen_round: round,
+                    nat: resolved,
                 });
                 (TcpLast::default(), open)
             }
         };
         // One lookup of the flow's stats per connection and interval.
         let bounds = self.settings.rtt_bounds.clone();
-        let s = self.stats(key);
+        let s = self.target(key, pend);
         Self::add_tcp_delta(s, c, &last);
         if c.established == 1 {
             Self::record_rtt(s, &bounds, c);
@@ -282,14 +402,17 @@ impl Collector {
         let c = &ev.conn;
         match ev.kind {
             event_kind::CLOSE => {
-                let key = self.tcp_key(c);
-                let (last, opened_counted) = match self.tcp.remove(&ev.sk) {
-                    Some(t) => (t.last, t.opened_counted),
-                    None => (TcpLast::default(), false),
+                let (last, opened_counted, cached) = match self.tcp.remove(&ev.sk) {
+                    Some(t) => (t.last, t.opened_counted, t.nat),
+                    None => (TcpLast::default(), false, None),
                 };
+                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached);
                 let rtt_bounds = self.settings.rtt_bounds.clone();
                 let bounds = self.settings.duration_bounds.clone();
-                let s = self.stats(key.clone());
+                if let Some(p) = pend {
+                    self.closed_pending.insert(ev.sk, p);
+                }
+                let s = self.target(key.clone(), pend);
                 Self::add_tcp_delta(s, c, &last);
                 Self::record_rtt(s, &rtt_bounds, c);
                 if c.established == 1 && c.opened_ns != 0 && !opened_counted {
@@ -302,9 +425,9 @@ impl Collector {
                 self.closed.insert(ev.sk, (key, self.round));
             }
             event_kind::FAILED => {
-                self.tcp.remove(&ev.sk);
-                let key = self.tcp_key(c);
-                self.stats(key)
+                let cached = self.tcp.remove(&ev.sk).and_then(|t| t.nat);
+                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached);
+                self.target(key, pend)
                     .add_failed(FailReason::from_errno(ev.errno), 1);
             }
             event_kind::PROCESS => {
@@ -316,7 +439,12 @@ impl Collector {
                     Some((k, _)) => k.clone(),
                     None => self.tcp_key(c),
                 };
-                let s = self.stats(key);
+                let pend = self
+                    .closed_pending
+                    .get(&ev.sk)
+                    .copied()
+                    .filter(|p| self.pending.contains_key(p));
+                let s = self.target(key, pend);
                 s.bytes_tx += c.bytes_tx;
                 s.bytes_rx += c.bytes_rx;
                 s.resets_tx += u64::from(c.resets_tx);
@@ -363,7 +491,7 @@ impl Collector {
         let lip = ip_from(key.family, &now.laddr);
         let rip = ip_from(key.family, &key.raddr);
         let role = self.role_by_ports(now.lport, key.rport);
-        let fk = self.key(
+        let mut fk = self.key(
             Transport::Udp,
             role,
             netns,
@@ -374,7 +502,25 @@ impl Collector {
             rip,
             key.rport,
         );
-        let s = self.stats(fk);
+        let (local, peer) = (
+            SocketAddr::new(lip, now.lport),
+            SocketAddr::new(rip, key.rport),
+        );
+        let pend = match self.resolve(Transport::Udp, netns, local, peer) {
+            Resolution::Nat { real, nat } => {
+                Self::apply_nat(&mut fk, (real, nat));
+                None
+            }
+            Resolution::NotNat => None,
+            Resolution::Missing => Some(PendKey {
+                transport: Transport::Udp,
+                netns,
+                local,
+                peer,
+                sk: None,
+            }),
+        };
+        let s = self.target(fk, pend);
         let moved = now.packets_tx != last.packets_tx || now.packets_rx != last.packets_rx;
         s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
         s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
@@ -446,9 +592,54 @@ impl Collector {
         r
     }
 
+    /// Gives the connections whose peer looked translated a last chance to
+    /// find their conntrack entry (events may trail the close a little),
+    /// then adds them to their flows: resolved, or as they were, counted in
+    /// `flowscope.events.lost{reason=nat_unresolved}` (one per connection
+    /// or UDP flow and interval).
+    fn settle_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (mut tcp_lost, mut udp_lost) = (0, 0);
+        for (p, (mut key, stats)) in pending {
+            match self.resolve(p.transport, p.netns, p.local, p.peer) {
+                Resolution::Nat { real, nat } => {
+                    Self::apply_nat(&mut key, (real, nat));
+                    if let Some(sk) = p.sk {
+                        if let Some(t) = self.tcp.get_mut(&sk) {
+                            t.nat = Some((real, nat));
+                        }
+                        if let Some((k, _)) = self.closed.get_mut(&sk) {
+                            *k = key.clone();
+                        }
+                    }
+                }
+                _ => match p.transport {
+                    Transport::Tcp => tcp_lost += 1,
+                    Transport::Udp => udp_lost += 1,
+                },
+            }
+            self.acc.entry(key).or_default().merge(&stats);
+        }
+        self.closed_pending.clear();
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfTcp,
+            LossReason::NatUnresolved,
+            tcp_lost,
+        ));
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfUdp,
+            LossReason::NatUnresolved,
+            udp_lost,
+        ));
+    }
+
     /// Ends the interval: the flows with anything to report, and the table
     /// forgets what is stale.
     pub fn finish(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) -> FlowBatch {
+        self.settle_pending();
         let acc = std::mem::take(&mut self.acc);
         let mut resources = HashMap::new();
         let mut flows = Vec::with_capacity(acc.len());
@@ -469,6 +660,14 @@ impl Collector {
                 Role::Client => attrs.set(attr::PEER_PORT, key.peer.port()),
                 Role::Server => attrs.set(attr::LOCAL_PORT, key.local.port()),
             }
+            // The `peer` processor names the peer from the address the
+            // client used: this one when NAT rewrote it.
+            if let Some(nat) = key.nat {
+                attrs.set(nat_names::PEER_NAT_ADDRESS, nat.ip().to_string());
+                if key.role == Role::Client {
+                    attrs.set(nat_names::PEER_NAT_PORT, nat.port());
+                }
+            }
             flows.push(Flow {
                 resource: res,
                 attrs,
@@ -484,6 +683,8 @@ impl Collector {
         // Close records serve late events for one more interval.
         let round = self.round;
         self.closed.retain(|_, (_, r)| round.saturating_sub(*r) < 2);
+        let closed = &self.closed;
+        self.closed_pending.retain(|sk, _| closed.contains_key(sk));
         // A socket not seen in CONNS for three rounds and never closed was
         // freed without a CLOSE we saw (map entry lost): forget it.
         self.tcp
@@ -503,6 +704,7 @@ impl Collector {
 mod tests {
     use super::*;
     use flowscope_common::{AF_INET6, role};
+    use flowscope_model::names::nat;
 
     fn settings() -> CollectorSettings {
         CollectorSettings {
@@ -626,6 +828,83 @@ mod tests {
             t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
             1
         );
+    }
+
+    #[test]
+    fn nat_resolves_now_at_interval_end_or_counts_the_miss() {
+        use crate::conntrack::{CtEntry, NatResolver, Tuple};
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let entry = |port: u16, pod: &str| CtEntry {
+            proto: PROTO_TCP,
+            orig: Tuple {
+                src: SocketAddr::new("198.18.0.1".parse().unwrap(), port),
+                dst: sa("198.18.0.2:80"),
+            },
+            reply: Tuple {
+                src: sa(pod),
+                dst: SocketAddr::new("198.18.0.1".parse().unwrap(), port),
+            },
+        };
+        let nat = NatResolver::new(100, std::time::Duration::from_secs(30));
+        nat.insert(0, &entry(40000, "198.18.1.2:8080"));
+        let t = Telemetry::new();
+        let mut col = Collector::new(settings(), t.clone()).with_nat(nat.clone());
+        let mut a = conn(role::CLIENT, 40000, 80);
+        a.bytes_rx = 100;
+        col.on_conn(1, &a);
+        // Entry not known yet when the connection is seen...
+        let mut b = conn(role::CLIENT, 40001, 80);
+        b.bytes_rx = 20;
+        col.on_conn(2, &b);
+        // ...and never known.
+        let mut c = conn(role::CLIENT, 40002, 80);
+        c.bytes_rx = 3;
+        col.on_conn(3, &c);
+        nat.insert(0, &entry(40001, "198.18.1.3:8080"));
+        let mut flows = col.finish(0, 1).flows;
+        flows.sort_by_key(|f| f.peer);
+        let got: Vec<_> = flows
+            .iter()
+            .map(|f| {
+                (
+                    f.peer,
+                    f.attrs.get(nat::PEER_NAT_ADDRESS).cloned(),
+                    f.attrs.get(nat::PEER_NAT_PORT).cloned(),
+                    f.stats.bytes_rx,
+                )
+            })
+            .collect();
+        let s = |v: &str| Some(flowscope_model::Value::from(v.to_string()));
+        assert_eq!(
+            got,
+            vec![
+                (sa("198.18.0.2:80"), None, None, 3),
+                (
+                    sa("198.18.1.2:8080"),
+                    s("198.18.0.2"),
+                    Some(80i64.into()),
+                    100
+                ),
+                (
+                    sa("198.18.1.3:8080"),
+                    s("198.18.0.2"),
+                    Some(80i64.into()),
+                    20
+                ),
+            ]
+        );
+        let f = Attrs::new().with(attr::REASON, nat::REASON_NAT_UNRESOLVED);
+        assert_eq!(
+            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
+            1
+        );
+        // The resolution is remembered for the connection's later intervals,
+        // even once conntrack has forgotten it.
+        b.bytes_rx = 25;
+        col.on_conn(2, &b);
+        let flows = col.finish(1, 2).flows;
+        let f = flows.iter().find(|f| f.stats.bytes_rx == 5).unwrap();
+        assert_eq!(f.peer, sa("198.18.1.3:8080"));
     }
 
     #[test]

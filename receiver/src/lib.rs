@@ -14,8 +14,10 @@
 pub mod btf;
 pub mod capabilities;
 pub mod collector;
+pub mod conntrack;
 pub mod dns;
 pub mod loader;
+pub mod netns;
 pub mod offsets;
 pub mod process;
 pub mod tracefs;
@@ -102,8 +104,15 @@ pub struct EbpfReceiver {
 impl EbpfReceiver {
     /// Loads and attaches the programs `config` asks for; everything shared
     /// (self-telemetry, host facts) comes from `ctx`.
+    /// With `nat.enabled`, the flow collector resolves NATed peers through
+    /// the context's [`flowscope_model::NatResolver`] (filled by the
+    /// [`conntrack`] service the agent starts).
     pub fn start(config: &EbpfReceiverConfig, ctx: &Context) -> Result<Self, LoadError> {
-        Self::start_with(ReceiverSettings::new(config, &ctx.host), ctx)
+        let mut receiver = Self::start_with(ReceiverSettings::new(config, &ctx.host), ctx)?;
+        if config.nat.enabled {
+            receiver.collector = receiver.collector.with_nat(ctx.nat.clone());
+        }
+        Ok(receiver)
     }
 
     /// As [`EbpfReceiver::start`], with settings already mapped (examples

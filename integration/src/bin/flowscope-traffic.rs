@@ -12,6 +12,8 @@
 //! flowscope-traffic tcp-many ADDR COUNT HOLD_MS (COUNT connections open at once)
 //! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
+//! flowscope-traffic tcp-serve-each ADDR COUNT EXPECT REPLY  (COUNT connections, one after another)
+//! flowscope-traffic tcp-client-each ADDR COUNT SEND  (prints each reply's size, one a line)
 //! ```
 //! A server serves one connection (or one UDP exchange) and exits.
 
@@ -195,6 +197,49 @@ fn tcp_many(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn tcp_serve_each(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: usize = arg(args, 1, "COUNT")?;
+    let expect: u64 = arg(args, 2, "EXPECT")?;
+    let reply: u64 = arg(args, 3, "REPLY")?;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().ok();
+    for i in 0..count {
+        let (mut s, _) = l.accept().map_err(|e| format!("accept {i}: {e}"))?;
+        read_exact_count(&mut s, expect)?;
+        write_count(&mut s, reply)?;
+        s.shutdown(std::net::Shutdown::Write).ok();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .map_err(|e| format!("draining {i}: {e}"))?;
+        if !rest.is_empty() {
+            return Err(format!("{} unexpected extra bytes", rest.len()));
+        }
+    }
+    Ok(())
+}
+
+/// COUNT connections one after another to ADDR (a Service address whose
+/// backends answer different sizes): each sends SEND bytes and reads the
+/// answer to its end; prints each answer's size.
+fn tcp_client_each(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let count: usize = arg(args, 1, "COUNT")?;
+    let send: u64 = arg(args, 2, "SEND")?;
+    let mut out = String::new();
+    for i in 0..count {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {i} {addr}: {e}"))?;
+        write_count(&mut s, send)?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .map_err(|e| format!("reading answer {i}: {e}"))?;
+        out.push_str(&format!("{}\n", got.len()));
+    }
+    print!("{out}");
+    Ok(())
+}
+
 fn udp_server(args: &[String]) -> Result<()> {
     let addr: SocketAddr = arg(args, 0, "ADDR")?;
     let count: u64 = arg(args, 1, "COUNT")?;
@@ -278,6 +323,8 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("tcp-many") => tcp_many(rest),
         Some("udp-server") => udp_server(rest),
         Some("udp-client") => udp_client(rest),
+        Some("tcp-serve-each") => tcp_serve_each(rest),
+        Some("tcp-client-each") => tcp_client_each(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
     }
 }

@@ -88,31 +88,8 @@ pub struct Namespace {
     pub path: PathBuf,
 }
 
-/// Every network namespace on the host, by inode: one path to it, and a
-/// process in it if there is one.
-pub fn scan_namespaces() -> HashMap<u32, (PathBuf, Option<u32>)> {
-    let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for e in dir.flatten() {
-            if let Ok(m) = std::fs::metadata(e.path()) {
-                out.entry(m.ino() as u32).or_insert((e.path(), None));
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let path = e.path().join("ns/net");
-            if let Ok(m) = std::fs::metadata(&path) {
-                let entry = out.entry(m.ino() as u32).or_insert((path, None));
-                entry.1.get_or_insert(pid);
-            }
-        }
-    }
-    out
-}
+// The namespace scan is shared with the conntrack service.
+pub use crate::netns::scan_namespaces;
 
 /// The addresses of the namespace process `pid` is in: IPv4 from the
 /// `LOCAL` host routes of `/proc/<pid>/net/fib_trie`, IPv6 from
@@ -156,12 +133,7 @@ pub fn parse_if_inet6(text: &str, out: &mut HashSet<IpAddr>) {
     }
 }
 
-/// The inode of this thread's network namespace.
-pub fn current_netns() -> Option<u32> {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .ok()
-        .map(|m| m.ino() as u32)
-}
+pub use crate::netns::current_netns;
 
 fn sock_err(what: &'static str, netns: u32) -> CaptureError {
     CaptureError::Socket {

@@ -1,0 +1,446 @@
+//! Conntrack: who is really on the other end of a NATed connection.
+//!
+//! A shared service, not a receiver: it emits no flows. The agent starts
+//! one [`Conntrack`] and hands its [`NatResolver`] to the flow collector,
+//! which asks it about every TCP connection and UDP flow (see
+//! [`table`] for how an entry answers).
+//!
+//! - Every network namespace the agent watches ([`crate::netns`]) gets an
+//!   event socket, opened from a thread inside it, and an initial dump
+//!   ([`netlink`]). One thread then polls all event sockets; namespaces are
+//!   rescanned every [`ConntrackSettings::rescan`], and a namespace that is
+//!   gone has its entries kept for the retention like destroyed ones.
+//! - Only entries NAT changed are kept, at most
+//!   [`ConntrackSettings::max_tracked`] (the oldest destroyed, then the
+//!   oldest live ones make room). A destroyed entry stays for
+//!   [`ConntrackSettings::retention`], so a connection that ended before the
+//!   collector reported it still resolves.
+//! - Lost events (`ENOBUFS`) are counted in
+//!   `flowscope.events.lost{source=conntrack, reason=socket_full}` and the
+//!   namespace is dumped again. A namespace with events off
+//!   (`net.netfilter.nf_conntrack_events=0`), or every namespace with
+//!   `events: false`, is dumped every `rescan` instead.
+//!
+//! Why `netlink-packet-netfilter` and `netlink-sys`: they are the
+//! rust-netlink project's crates (the ones behind `rtnetlink`), version
+//! 0.4 types ctnetlink's NEW/GET/DELETE messages with their original and
+//! reply tuples, which is all the resolution needs, and frames the dump
+//! request; multicast groups and non-blocking reads come from
+//! `netlink-sys`. What 0.4 does not type (`CTA_ID`, zones, counters,
+//! timestamps) is passed through as raw attributes and not needed here.
+
+pub mod netlink;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
+use flowscope_model::nat::Refused;
+use flowscope_model::{Context, Telemetry};
+use thiserror::Error;
+
+use crate::netns::{NetnsError, in_namespace, scan_namespaces};
+pub use flowscope_model::nat::{
+    CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
+};
+use netlink::CtEvent;
+
+/// `flowscope.source` of the service's own counts.
+const SOURCE: Source = Source::Conntrack;
+
+#[derive(Debug, Error)]
+pub enum ConntrackError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("{what} in network namespace {netns}")]
+    Netlink {
+        what: &'static str,
+        netns: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("starting the conntrack thread")]
+    Spawn(#[source] io::Error),
+}
+
+/// Settings of the service (the `nat` block of the `ebpf` receiver).
+#[derive(Clone, Debug)]
+pub struct ConntrackSettings {
+    /// Most NAT entries kept, live and recently destroyed.
+    pub max_tracked: usize,
+    /// How long a destroyed entry still resolves.
+    pub retention: Duration,
+    /// How often namespaces are rescanned (and, without events, dumped).
+    pub rescan: Duration,
+    /// Follow the NEW/DESTROY event stream (else dump every `rescan`).
+    pub events: bool,
+    /// SO_RCVBUF of each event socket.
+    pub rcvbuf: usize,
+}
+
+impl Default for ConntrackSettings {
+    fn default() -> Self {
+        Self {
+            max_tracked: 65_536,
+            retention: Duration::from_secs(30),
+            rescan: Duration::from_secs(2),
+            events: true,
+            rcvbuf: 4 << 20,
+        }
+    }
+}
+
+/// The running service; stops its thread when dropped.
+pub struct Conntrack {
+    resolver: NatResolver,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    watched: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Conntrack {
+    /// Starts the thread, writing into the context's [`NatResolver`]
+    /// (emptied and given the settings' bounds) and counting on its
+    /// telemetry. Namespaces where conntrack cannot be read are logged and
+    /// retried; the agent runs on without their entries.
+    pub fn start(settings: ConntrackSettings, ctx: &Context) -> Result<Self, ConntrackError> {
+        let telemetry = ctx.telemetry.clone();
+        let resolver = ctx.nat.clone();
+        resolver.reset(settings.max_tracked, settings.retention);
+        let stop = Arc::new(AtomicBool::new(false));
+        let watched = Arc::new(Mutex::new(Vec::new()));
+        let worker = Worker {
+            settings,
+            telemetry,
+            resolver: resolver.clone(),
+            stop: stop.clone(),
+            watched: watched.clone(),
+            socks: HashMap::new(),
+            failed: HashMap::new(),
+            evicted_reported: 0,
+            warned_host: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flowscope-conntrack".into())
+            .spawn(move || worker.run())
+            .map_err(ConntrackError::Spawn)?;
+        Ok(Self {
+            resolver,
+            stop,
+            thread: Some(thread),
+            watched,
+        })
+    }
+
+    pub fn resolver(&self) -> NatResolver {
+        self.resolver.clone()
+    }
+
+    /// Namespaces whose conntrack is followed now.
+    pub fn watched(&self) -> Vec<u32> {
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Conntrack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct NsSock {
+    path: PathBuf,
+    /// None: this namespace is dumped every rescan instead.
+    events: Option<OwnedFd>,
+    resync: bool,
+}
+
+struct Worker {
+    settings: ConntrackSettings,
+    telemetry: Telemetry,
+    resolver: NatResolver,
+    stop: Arc<AtomicBool>,
+    watched: Arc<Mutex<Vec<u32>>>,
+    socks: HashMap<u32, NsSock>,
+    failed: HashMap<u32, Instant>,
+    evicted_reported: u64,
+    warned_host: bool,
+}
+
+/// What opening a namespace yields: its event socket (if events are on
+/// there) and its NAT entries now.
+type Opened = (Option<OwnedFd>, Vec<CtEntry>, u64);
+
+impl Worker {
+    fn run(mut self) {
+        let mut last_scan: Option<Instant> = None;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut pollfds: Vec<libc::pollfd> = Vec::new();
+        let mut order: Vec<u32> = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
+                let first = last_scan.is_none();
+                last_scan = Some(Instant::now());
+                self.rescan();
+                if first {
+                    tracing::info!(
+                        namespaces = self.socks.len(),
+                        nat_entries = self.resolver.tracked(),
+                        "conntrack followed"
+                    );
+                }
+                pollfds.clear();
+                order.clear();
+                for (ns, s) in &self.socks {
+                    if let Some(fd) = &s.events {
+                        pollfds.push(libc::pollfd {
+                            fd: fd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        order.push(*ns);
+                    }
+                }
+            }
+            for p in pollfds.iter_mut() {
+                p.revents = 0;
+            }
+            // SAFETY: pollfds is a valid array of its length.
+            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
+            if n > 0 {
+                for (p, ns) in pollfds.iter().zip(order.iter()) {
+                    if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
+                        self.read_all(p.fd, *ns, &mut buf);
+                    }
+                }
+            }
+            let resync: Vec<u32> = self
+                .socks
+                .iter()
+                .filter(|(_, s)| s.resync)
+                .map(|(ns, _)| *ns)
+                .collect();
+            for ns in resync {
+                self.redump(ns);
+            }
+            let mut table = self.resolver.lock();
+            table.sweep(Instant::now());
+            let evicted = table.evicted_live;
+            drop(table);
+            self.telemetry.emit(EventsLost::new(
+                SOURCE,
+                LossReason::TableFull,
+                evicted - self.evicted_reported,
+            ));
+            self.evicted_reported = evicted;
+        }
+    }
+
+    fn rescan(&mut self) {
+        let found = scan_namespaces();
+        let now = Instant::now();
+        let gone: Vec<u32> = self
+            .socks
+            .keys()
+            .filter(|ns| !found.contains_key(ns))
+            .copied()
+            .collect();
+        for ns in gone {
+            tracing::debug!(
+                netns = ns,
+                "network namespace gone; closing its conntrack socket"
+            );
+            self.socks.remove(&ns);
+            // Its connections may still be reported: keep their entries for
+            // the retention, as if destroyed now.
+            self.resolver.lock().resync(ns, &[], now);
+        }
+        self.failed.retain(|ns, _| found.contains_key(ns));
+        let dump_only: Vec<u32> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.events.is_none())
+            .map(|(ns, _)| *ns)
+            .collect();
+        for ns in dump_only {
+            self.redump(ns);
+        }
+        let own = crate::netns::current_netns();
+        for (ns, (path, _)) in found {
+            if self.socks.contains_key(&ns)
+                || self
+                    .failed
+                    .get(&ns)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+            {
+                continue;
+            }
+            match self.open(ns, path.clone()) {
+                Ok((events, entries, bad)) => {
+                    if events.is_none() && self.settings.events {
+                        tracing::warn!(
+                            netns = ns,
+                            "conntrack events are off in this network namespace \
+                             (net.netfilter.nf_conntrack_events=0): NAT is resolved \
+                             from a dump every {:?}, so connections shorter than that may \
+                             not be",
+                            self.settings.rescan
+                        );
+                    }
+                    self.apply_dump(ns, &entries, bad);
+                    tracing::debug!(
+                        netns = ns,
+                        nat_entries = entries.len(),
+                        "following conntrack"
+                    );
+                    self.socks.insert(
+                        ns,
+                        NsSock {
+                            path,
+                            events,
+                            resync: false,
+                        },
+                    );
+                }
+                Err(e) => {
+                    if Some(ns) == own && !self.warned_host {
+                        self.warned_host = true;
+                        tracing::warn!(
+                            "cannot read conntrack ({e}); NAT (Kubernetes Service IPs) is not \
+                             resolved in this namespace. Is nf_conntrack_netlink available?"
+                        );
+                    } else {
+                        tracing::debug!(netns = ns, error = %e, "cannot read conntrack here");
+                    }
+                    self.failed.insert(ns, Instant::now());
+                }
+            }
+        }
+        let mut w: Vec<u32> = self.socks.keys().copied().collect();
+        w.sort_unstable();
+        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) = w;
+    }
+
+    fn open(&self, ns: u32, path: PathBuf) -> Result<Opened, ConntrackError> {
+        let (events, rcvbuf) = (self.settings.events, self.settings.rcvbuf);
+        in_namespace(&path, ns, "flowscope-ct-ns", move || {
+            let on = events
+                && std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_events")
+                    .map_or(true, |v| v.trim() != "0");
+            let fd = if on {
+                Some(
+                    netlink::open_events(rcvbuf).map_err(|source| ConntrackError::Netlink {
+                        what: "opening the conntrack event socket",
+                        netns: ns,
+                        source,
+                    })?,
+                )
+            } else {
+                None
+            };
+            let (entries, bad) = dump_nat(ns)?;
+            Ok((fd, entries, bad))
+        })
+    }
+
+    fn redump(&mut self, ns: u32) {
+        let Some(s) = self.socks.get_mut(&ns) else {
+            return;
+        };
+        s.resync = false;
+        let path = s.path.clone();
+        match in_namespace(&path, ns, "flowscope-ct-ns", move || dump_nat(ns)) {
+            Ok((entries, bad)) => self.apply_dump(ns, &entries, bad),
+            Err(e) => tracing::debug!(netns = ns, error = %e, "conntrack dump failed"),
+        }
+    }
+
+    fn apply_dump(&self, ns: u32, entries: &[CtEntry], bad: u64) {
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: entries.len() as u64 + bad,
+        });
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::ParseError, bad));
+        let full = self.resolver.lock().resync(ns, entries, Instant::now());
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::TableFull, full as u64));
+    }
+
+    /// Reads every queued event of one namespace's socket.
+    fn read_all(&mut self, fd: i32, ns: u32, buf: &mut [u8]) {
+        let (mut received, mut bad, mut full) = (0u64, 0u64, 0u64);
+        // A bound on one socket's turn, so one busy namespace does not
+        // starve the others or the sweep.
+        for _ in 0..4096 {
+            match netlink::recv(fd, buf, libc::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = Instant::now();
+                    let mut table = self.resolver.lock();
+                    let r = netlink::parse_datagram(&buf[..n], |ev| {
+                        received += 1;
+                        match ev {
+                            CtEvent::New(e) => {
+                                if table.insert(ns, &e, now) == Err(Refused::Full) {
+                                    full += 1;
+                                }
+                            }
+                            CtEvent::Destroy(e) => table.destroy(ns, &e, now),
+                            CtEvent::Ignored | CtEvent::Done => {}
+                        }
+                    });
+                    match r {
+                        Ok(b) => bad += b,
+                        Err(_) => bad += 1,
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // The kernel dropped events: count, and dump again.
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::SocketFull, 1));
+                    if let Some(s) = self.socks.get_mut(&ns) {
+                        s.resync = true;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: received + bad,
+        });
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::ParseError, bad));
+        self.telemetry
+            .emit(EventsLost::new(SOURCE, LossReason::TableFull, full));
+    }
+}
+
+/// Dumps this thread's namespace and keeps its NAT entries.
+fn dump_nat(ns: u32) -> Result<(Vec<CtEntry>, u64), ConntrackError> {
+    let mut entries = Vec::new();
+    let bad = netlink::dump(|e| {
+        if e.is_nat() {
+            entries.push(e);
+        }
+    })
+    .map_err(|source| ConntrackError::Netlink {
+        what: "dumping conntrack",
+        netns: ns,
+        source,
+    })?;
+    Ok((entries, bad))
+}

@@ -1,0 +1,292 @@
+//! ctnetlink over `NETLINK_NETFILTER`: the initial dump of a namespace's
+//! conntrack table and its NEW/DESTROY event stream.
+//!
+//! - Both sockets must be opened from a thread inside the namespace (see
+//!   [`crate::netns::in_namespace`]): a netlink socket talks to the
+//!   namespace it was created in.
+//! - The event socket joins `NFNLGRP_CONNTRACK_NEW` and
+//!   `NFNLGRP_CONNTRACK_DESTROY` *before* the dump is requested on a second
+//!   socket, so no connection falls in a gap between the two; an entry in
+//!   both is simply inserted twice.
+//! - The kernel sends a NEW event when an entry is confirmed, at the end of
+//!   the first packet's trip through the hooks, after every NAT binding of
+//!   that packet is made: its reply tuple already says where the
+//!   connection really goes.
+//! - With `net.netfilter.nf_conntrack_events=2` (the default since Linux
+//!   6.0) events are generated only while someone listens, which the
+//!   event socket does; with `0` there are none, and the service falls
+//!   back to periodic dumps.
+//! - When the socket's queue overflows the kernel drops events and the next
+//!   read fails with `ENOBUFS`; the caller counts it and re-dumps.
+//! - A dump's answers have type `IPCTNL_MSG_CT_GET` (the request's), events
+//!   `IPCTNL_MSG_CT_NEW` and `IPCTNL_MSG_CT_DELETE`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple as NlTuple,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_NETFILTER};
+
+use flowscope_model::nat::{CtEntry, PROTO_TCP, PROTO_UDP, Tuple};
+
+const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+
+/// What one netlink message said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtEvent {
+    /// A new entry (event) or one of a dump.
+    New(CtEntry),
+    Destroy(CtEntry),
+    /// A conntrack message of another protocol, or without the tuples we
+    /// need (ICMP, an update): nothing to do.
+    Ignored,
+    /// The end of a dump.
+    Done,
+}
+
+/// Opens the event socket of this thread's namespace: non-blocking, with a
+/// receive queue of `rcvbuf` bytes, joined to the NEW and DESTROY groups.
+pub fn open_events(rcvbuf: usize) -> io::Result<OwnedFd> {
+    let mut s = Socket::new(NETLINK_NETFILTER)?;
+    s.bind(&NlAddr::new(0, 0))?;
+    let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+    // FORCE ignores rmem_max (needs CAP_NET_ADMIN, which the agent has);
+    // fall back to the capped option.
+    // SAFETY: size is a live c_int of the size passed.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = s.set_rx_buf_sz(rcvbuf);
+    }
+    s.add_membership(NFNLGRP_CONNTRACK_NEW)?;
+    s.add_membership(NFNLGRP_CONNTRACK_DESTROY)?;
+    s.set_non_blocking(true)?;
+    // SAFETY: the fd is taken over from the Socket, which no longer closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
+}
+
+/// Dumps this thread's namespace's conntrack table (IPv4 and IPv6),
+/// calling `f` for every entry. Returns the number of messages that could
+/// not be parsed.
+pub fn dump(mut f: impl FnMut(CtEntry)) -> io::Result<u64> {
+    let mut s = Socket::new(NETLINK_NETFILTER)?;
+    s.bind_auto()?;
+    s.connect(&NlAddr::new(0, 0))?;
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut req = NetlinkMessage::new(
+        hdr,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+            ConntrackMessage::Get(vec![]),
+        )),
+    );
+    req.finalize();
+    let mut out = vec![0u8; req.buffer_len()];
+    req.serialize(&mut out);
+    s.send(&out, 0)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut bad = 0;
+    loop {
+        let n = recv(s.as_raw_fd(), &mut buf, 0)?;
+        let mut done = false;
+        bad += parse_datagram(&buf[..n], |ev| match ev {
+            CtEvent::New(e) => f(e),
+            CtEvent::Done => done = true,
+            _ => {}
+        })?;
+        if done || n == 0 {
+            return Ok(bad);
+        }
+    }
+}
+
+/// One recv(2) into `buf`; `flags` such as `MSG_DONTWAIT`.
+pub fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Parses every netlink message of one datagram. Returns the number that
+/// could not be parsed; a netlink error answer (a refused dump) is an
+/// error.
+pub fn parse_datagram(mut data: &[u8], mut f: impl FnMut(CtEvent)) -> io::Result<u64> {
+    let mut bad = 0;
+    while data.len() >= 16 {
+        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if len < 16 || len > data.len() {
+            return Ok(bad + 1);
+        }
+        let one = &data[..len];
+        // Messages are 4-byte aligned within a datagram.
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+        match NetlinkMessage::<NetfilterMessage>::deserialize(one) {
+            Ok(m) => match m.payload {
+                NetlinkPayload::Done(_) => f(CtEvent::Done),
+                NetlinkPayload::Error(e) => {
+                    if let Some(code) = e.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
+                    }
+                }
+                NetlinkPayload::InnerMessage(m) => f(event_of(m)),
+                _ => {}
+            },
+            Err(_) => bad += 1,
+        }
+    }
+    Ok(bad)
+}
+
+fn event_of(m: NetfilterMessage) -> CtEvent {
+    let NetfilterMessageInner::Conntrack(ct) = m.inner else {
+        return CtEvent::Ignored;
+    };
+    match ct {
+        ConntrackMessage::New(a) | ConntrackMessage::Get(a) => {
+            entry_of(&a).map_or(CtEvent::Ignored, CtEvent::New)
+        }
+        ConntrackMessage::Delete(a) => entry_of(&a).map_or(CtEvent::Ignored, CtEvent::Destroy),
+        _ => CtEvent::Ignored,
+    }
+}
+
+/// The TCP or UDP entry the attributes describe.
+pub fn entry_of(attrs: &[ConntrackAttribute]) -> Option<CtEntry> {
+    let mut orig = None;
+    let mut reply = None;
+    for a in attrs {
+        match a {
+            ConntrackAttribute::CtaTupleOrig(t) => orig = tuple_of(t),
+            ConntrackAttribute::CtaTupleReply(t) => reply = tuple_of(t),
+            _ => {}
+        }
+    }
+    let (p1, orig) = orig?;
+    let (p2, reply) = reply?;
+    (p1 == p2 && (p1 == PROTO_TCP || p1 == PROTO_UDP)).then_some(CtEntry {
+        proto: p1,
+        orig,
+        reply,
+    })
+}
+
+fn tuple_of(parts: &[NlTuple]) -> Option<(u8, Tuple)> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
+    for p in parts {
+        match p {
+            NlTuple::Ip(ips) => {
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst = Some(*a),
+                        _ => {}
+                    }
+                }
+            }
+            NlTuple::Proto(ps) => {
+                for x in ps {
+                    match x {
+                        ProtoTuple::Protocol(pr) => proto = Some(u8::from(*pr)),
+                        ProtoTuple::SourcePort(v) => sport = Some(*v),
+                        ProtoTuple::DestinationPort(v) => dport = Some(*v),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((
+        proto?,
+        Tuple {
+            src: SocketAddr::new(src?, sport?),
+            dst: SocketAddr::new(dst?, dport?),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_netfilter::conntrack::Protocol;
+
+    fn nl_tuple(src: &str, dst: &str) -> Vec<NlTuple> {
+        let (s, d): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        vec![
+            NlTuple::Ip(vec![
+                IPTuple::SourceAddress(s.ip()),
+                IPTuple::DestinationAddress(d.ip()),
+            ]),
+            NlTuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Tcp),
+                ProtoTuple::SourcePort(s.port()),
+                ProtoTuple::DestinationPort(d.port()),
+            ]),
+        ]
+    }
+
+    /// Serializes a message the way the kernel frames an event, and parses
+    /// it back through the same path the event socket uses.
+    #[test]
+    fn event_round_trip() {
+        let attrs = vec![
+            ConntrackAttribute::CtaTupleOrig(nl_tuple("198.18.0.1:40000", "198.18.9.9:80")),
+            ConntrackAttribute::CtaTupleReply(nl_tuple("198.18.1.2:8080", "198.18.0.1:40000")),
+        ];
+        let mut msgs = Vec::new();
+        for m in [
+            ConntrackMessage::New(attrs.clone()),
+            ConntrackMessage::Delete(attrs),
+        ] {
+            let mut nl = NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::from(NetfilterMessage::new(
+                    NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+                    m,
+                )),
+            );
+            nl.finalize();
+            let mut b = vec![0u8; nl.buffer_len()];
+            nl.serialize(&mut b);
+            msgs.extend_from_slice(&b);
+        }
+        let mut got = Vec::new();
+        assert_eq!(parse_datagram(&msgs, |e| got.push(e)).unwrap(), 0);
+        let want = CtEntry {
+            proto: PROTO_TCP,
+            orig: Tuple {
+                src: "198.18.0.1:40000".parse().unwrap(),
+                dst: "198.18.9.9:80".parse().unwrap(),
+            },
+            reply: Tuple {
+                src: "198.18.1.2:8080".parse().unwrap(),
+                dst: "198.18.0.1:40000".parse().unwrap(),
+            },
+        };
+        assert_eq!(got, vec![CtEvent::New(want), CtEvent::Destroy(want)]);
+        // A truncated datagram is one bad message, not a panic.
+        assert_eq!(parse_datagram(&msgs[..20], |_| {}).unwrap(), 1);
+    }
+}

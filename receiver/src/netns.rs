@@ -1,0 +1,138 @@
+//! Network namespaces the agent watches, shared by the services that open a
+//! socket in each of them (DNS capture, conntrack).
+//!
+//! - Namespaces are found in `/proc/<pid>/ns/net` (every namespace with a
+//!   process) and `/run/netns/*` (named ones, `ip netns add`, which may have
+//!   none), deduplicated by inode: the inode is what the eBPF side reports
+//!   as a socket's `netns`, so the two line up.
+//! - A socket belongs to the namespace it was created in, whichever thread
+//!   uses it later. [`in_namespace`] runs a closure on a short-lived thread
+//!   that first enters the namespace with setns(2), so the calling thread
+//!   (and the tokio runtime) never changes namespace.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error("opening {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("entering network namespace {netns} (setns)")]
+    Setns {
+        netns: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spawning the thread that enters network namespace {netns}")]
+    Spawn {
+        netns: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the thread working in network namespace {0} panicked")]
+    Thread(u32),
+}
+
+/// Every network namespace on the host, by inode: one path to it, and a
+/// process in it if there is one.
+pub fn scan_namespaces() -> HashMap<u32, (PathBuf, Option<u32>)> {
+    let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if let Ok(m) = std::fs::metadata(e.path()) {
+                out.entry(m.ino() as u32).or_insert((e.path(), None));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let path = e.path().join("ns/net");
+            if let Ok(m) = std::fs::metadata(&path) {
+                let entry = out.entry(m.ino() as u32).or_insert((path, None));
+                entry.1.get_or_insert(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The inode of this thread's network namespace.
+pub fn current_netns() -> Option<u32> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino() as u32)
+}
+
+/// Runs `f` on a short-lived thread named `name` inside the namespace at
+/// `path`, which must still be the namespace with inode `netns` (a pid's
+/// `ns/net` path names another one once the pid is reused).
+pub fn in_namespace<T, E>(
+    path: &Path,
+    netns: u32,
+    name: &str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<NetnsError> + Send + 'static,
+{
+    let ns = File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match ns.metadata() {
+        Ok(m) if m.ino() as u32 == netns => {}
+        _ => {
+            return Err(NetnsError::Open {
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotFound, "namespace changed"),
+            }
+            .into());
+        }
+    }
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || -> Result<T, E> {
+            // SAFETY: setns on this short-lived thread only; it ends with f.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(NetnsError::Setns {
+                    netns,
+                    source: io::Error::last_os_error(),
+                }
+                .into());
+            }
+            f()
+        })
+        .map_err(|source| NetnsError::Spawn { netns, source })?;
+    handle.join().map_err(|_| NetnsError::Thread(netns))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_own_namespace_and_runs_in_it() {
+        let me = current_netns().unwrap();
+        let all = scan_namespaces();
+        let (path, _) = all.get(&me).expect("own namespace scanned").clone();
+        let seen =
+            in_namespace::<_, NetnsError>(&path, me, "fs-test-ns", || Ok(current_netns())).unwrap();
+        assert_eq!(seen, Some(me));
+        // A wrong inode is refused, not entered.
+        assert!(in_namespace::<_, NetnsError>(&path, me ^ 1, "fs-test-ns", || Ok(())).is_err());
+    }
+}
