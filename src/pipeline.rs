@@ -21,7 +21,10 @@ use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::receivers::ResourceGranularity;
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
+use flowscope_model::destinations::destinations;
 use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
+use flowscope_receiver::path::PathReceiver;
+use flowscope_receiver::path::prober::TrippyProber;
 use flowscope_receiver::{
     CollectorSettings, EbpfReceiver, Granularity, LoadOptions, PeerNames, ReceiverSettings,
     ephemeral_ports, host_attrs, self_resource, unix_nanos,
@@ -168,6 +171,28 @@ impl Agent {
             inputs.into_iter().collect();
         inputs.sort_by_key(|(id, _)| (id.kind != "dns", id.to_string()));
         let mut names: Option<Arc<dyn PeerNames>> = None;
+        // Dynamic path tests learn destinations from the flow receiver
+        // through this pair (neither component knows the other).
+        let dynamic_paths = inputs.iter().any(|(id, _)| {
+            matches!(config.receivers.get(id), Some(ReceiverConfig::Path(c)) if c.dynamic.enabled)
+        });
+        let (dest_sink, dest_source) = if dynamic_paths {
+            let max = inputs
+                .iter()
+                .filter_map(|(id, _)| match config.receivers.get(id) {
+                    Some(ReceiverConfig::Path(c)) => Some(c.dynamic.max_destinations),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(1000);
+            let (sink, source) = destinations((max * 4).clamp(1024, 65_536));
+            (Some(sink), Some(Arc::new(source)))
+        } else {
+            (None, None)
+        };
+        let has_flow_source = inputs
+            .iter()
+            .any(|(id, _)| matches!(config.receivers.get(id), Some(ReceiverConfig::Ebpf(_))));
         for (id, outs) in inputs {
             let cfg = config
                 .receivers
@@ -180,8 +205,12 @@ impl Agent {
                 ReceiverConfig::Ebpf(c) => {
                     interval = interval.min(c.collection_interval);
                     let settings = ebpf_settings(c)?;
-                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), names.clone())
-                        .with_context(|| format!("starting receiver {id}"))?;
+                    let mut receiver =
+                        EbpfReceiver::start(settings, telemetry.clone(), names.clone())
+                            .with_context(|| format!("starting receiver {id}"))?;
+                    if let Some(sink) = &dest_sink {
+                        receiver = receiver.with_destinations(sink.clone());
+                    }
                     sources.push(tokio::spawn(async move {
                         if let Err(e) = receiver.run(tx, stop).await {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
@@ -200,6 +229,23 @@ impl Agent {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
                         }
                     }));
+                }
+                ReceiverConfig::Path(c) => {
+                    let settings = crate::path::settings(c)
+                        .with_context(|| format!("receiver {id}"))?;
+                    let source = if has_flow_source {
+                        dest_source.clone()
+                    } else {
+                        None
+                    };
+                    let receiver = PathReceiver::start(
+                        settings,
+                        telemetry.clone(),
+                        Arc::new(TrippyProber),
+                        source,
+                    )
+                    .with_context(|| format!("starting receiver {id}"))?;
+                    sources.push(tokio::spawn(receiver.run(tx, stop)));
                 }
                 other => bail!(
                     "receiver {id}: type {} is not supported by this build",

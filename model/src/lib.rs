@@ -6,6 +6,7 @@
 //! shared self-telemetry handle ([`Telemetry`]); it has no I/O.
 
 pub mod attr;
+pub mod destinations;
 pub mod flow;
 pub mod hist;
 pub mod metrics;

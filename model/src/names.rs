@@ -96,3 +96,33 @@ pub mod attr {
 pub const SELF_SERVICE_NAME: &str = "flowscope";
 /// Instrumentation scope name on every ScopeMetrics the agent emits.
 pub const SCOPE_NAME: &str = "flowscope";
+
+/// Network Path (contract v2, "Network Path"): metric names with units,
+/// attribute keys and fixed values of the `path` receiver.
+pub mod path {
+    pub const REACHABLE: (&str, &str) = ("flowscope.path.reachable", "1");
+    pub const HOPS: (&str, &str) = ("flowscope.path.hops", "{hop}");
+    pub const RTT: (&str, &str) = ("flowscope.path.rtt", "s");
+    pub const PROBES_SENT: (&str, &str) = ("flowscope.path.probes.sent", "{probe}");
+    pub const PROBES_LOST: (&str, &str) = ("flowscope.path.probes.lost", "{probe}");
+    pub const JITTER: (&str, &str) = ("flowscope.path.jitter", "s");
+    pub const HOP_RTT: (&str, &str) = ("flowscope.path.hop.rtt", "s");
+    pub const HOP_PROBES_SENT: (&str, &str) = ("flowscope.path.hop.probes.sent", "{probe}");
+    pub const HOP_PROBES_LOST: (&str, &str) = ("flowscope.path.hop.probes.lost", "{probe}");
+
+    /// The destination as configured or observed (a name or an IP).
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
+    /// `tcp`, `udp` or `icmp`.
+    pub const PROTOCOL: &str = "flowscope.path.protocol";
+    /// `scheduled` or `dynamic`.
+    pub const TEST: &str = "flowscope.path.test";
+    /// The hop's TTL (1 is the first router).
+    pub const HOP_INDEX: &str = "flowscope.path.hop.index";
+    /// The address that answered at this TTL, or [`NO_ANSWER`].
+    pub const HOP_ADDRESS: &str = "flowscope.path.hop.address";
+
+    pub const NO_ANSWER: &str = "*";
+    pub const SCHEDULED: &str = "scheduled";
+    pub const DYNAMIC: &str = "dynamic";
+}

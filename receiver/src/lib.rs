@@ -12,6 +12,7 @@ pub mod collector;
 pub mod dns;
 pub mod loader;
 pub mod offsets;
+pub mod path;
 pub mod process;
 pub mod tracefs;
 
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flowscope_common::{Event, counter};
 use flowscope_model::names::{SELF_SERVICE_NAME, resource};
 use flowscope_model::telemetry::FLOWS_TRACKED;
+use flowscope_model::destinations::{DestinationSink, ObservedDestination};
 use flowscope_model::{Attrs, FlowBatch, Telemetry};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -92,6 +94,8 @@ pub struct EbpfReceiver {
     telemetry: Telemetry,
     interval: Duration,
     counters_last: [u64; counter::COUNT as usize],
+    /// Where outgoing client flows' servers go for dynamic path tests.
+    destinations: Option<DestinationSink>,
 }
 
 impl EbpfReceiver {
@@ -108,7 +112,16 @@ impl EbpfReceiver {
             telemetry,
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],
+            destinations: None,
         })
+    }
+
+    /// Offers the server side of every outgoing client flow to `sink`
+    /// each interval (for dynamic Network Path tests). Never blocks: a full
+    /// sink drops and counts.
+    pub fn with_destinations(mut self, sink: DestinationSink) -> Self {
+        self.destinations = Some(sink);
+        self
     }
 
     /// Sends a batch every interval until `shutdown` turns true, then sends
@@ -124,6 +137,7 @@ impl EbpfReceiver {
             telemetry,
             interval,
             mut counters_last,
+            destinations,
         } = self;
         let Loaded {
             ebpf: _ebpf,
@@ -187,6 +201,9 @@ impl EbpfReceiver {
             let now = SystemTime::now();
             let batch = collector.finish(unix_nanos(start), unix_nanos(now));
             start = now;
+            if let Some(sink) = &destinations {
+                offer_destinations(sink, &batch);
+            }
             let n = batch.flows.len() as u64;
             if tx.send(batch).await.is_err() {
                 // The pipeline is gone (shutting down): what this batch held
@@ -198,6 +215,28 @@ impl EbpfReceiver {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Hands the server side of each outgoing client flow to the path
+/// receiver's dynamic tests (the sink counts what it cannot take).
+fn offer_destinations(sink: &DestinationSink, batch: &FlowBatch) {
+    for f in &batch.flows {
+        if f.role != flowscope_model::Role::Client {
+            continue;
+        }
+        sink.offer(ObservedDestination {
+            server: f.peer,
+            local: f.local,
+            transport: f.transport,
+            netns: f.netns,
+            pid: f.pid,
+            resource: f.resource.clone(),
+            domain: match f.attrs.get(flowscope_model::names::attr::PEER_DOMAIN) {
+                Some(flowscope_model::Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            },
+        });
     }
 }
 
