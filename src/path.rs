@@ -66,17 +66,22 @@ pub fn settings(c: &PathReceiverConfig) -> anyhow::Result<PathSettings> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let d = &c.dynamic;
     let dynamic = if d.enabled {
-        let exclude_cidrs = d
-            .exclude_cidrs
-            .iter()
-            .map(|s| Cidr::parse(s).ok_or_else(|| anyhow!("dynamic.exclude_cidrs: {s:?} is not a CIDR")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cidrs = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|s| {
+                    Cidr::parse(s).ok_or_else(|| anyhow!("dynamic.{key}: {s:?} is not a CIDR"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        let include_cidrs = cidrs("include_cidrs", &d.include_cidrs)?;
+        let exclude_cidrs = cidrs("exclude_cidrs", &d.exclude_cidrs)?;
         Some(DynamicSettings {
             table: TableSettings {
                 interval: d.interval,
                 ttl: d.ttl,
                 max_new_per_minute: d.max_new_per_minute,
                 max_destinations: d.max_destinations,
+                include_cidrs,
                 exclude_cidrs,
                 exclude_domains: d.exclude_domains.clone(),
             },

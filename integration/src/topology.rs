@@ -51,6 +51,11 @@ impl Topology {
             sh("ip", &["netns", "add", ns])?;
             sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
             for (k, v) in [
+                // No duplicate address detection: a tentative link-local
+                // address delays neighbour discovery, and the first IPv6
+                // probes would be lost to it.
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
                 ("net.ipv4.icmp_ratelimit", "0"),
                 ("net.ipv6.icmp.ratelimit", "0"),
                 ("net.ipv4.icmp_msgs_per_sec", "100000"),
@@ -96,6 +101,20 @@ impl Topology {
             let mut a = vec!["-n", ns.as_str()];
             a.extend_from_slice(args);
             sh("ip", &a)?;
+        }
+        // Every address usable (none tentative) before a test probes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for ns in [&t.client, &t.router1, &t.router2, &t.server] {
+            loop {
+                let out = sh("ip", &["-n", ns, "-6", "addr", "show", "tentative"])?;
+                if out.stdout.is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("IPv6 addresses in {ns} stay tentative");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         Ok(t)
     }

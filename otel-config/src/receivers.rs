@@ -450,8 +450,12 @@ pub struct PathDynamicConfig {
     /// Most destinations tracked at once. Default 1000, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub max_destinations: usize,
-    /// Destinations never tested (CIDRs such as `10.0.0.0/8`, or single
-    /// addresses).
+    /// When not empty, only destinations inside these networks are tested
+    /// (CIDRs such as `10.0.0.0/8`, or single addresses). Default empty:
+    /// every destination.
+    #[serde(deserialize_with = "cidrs")]
+    pub include_cidrs: Vec<String>,
+    /// Destinations never tested (CIDRs or single addresses).
     #[serde(deserialize_with = "cidrs")]
     pub exclude_cidrs: Vec<String>,
     /// Destinations whose DNS name (`network.peer.domain`) ends with one of
@@ -492,6 +496,7 @@ impl Default for PathDynamicConfig {
             workers: Self::DEFAULT_WORKERS,
             max_new_per_minute: Self::DEFAULT_MAX_NEW_PER_MINUTE,
             max_destinations: Self::DEFAULT_MAX_DESTINATIONS,
+            include_cidrs: Vec::new(),
             exclude_cidrs: Vec::new(),
             exclude_domains: Vec::new(),
             max_ttl: PathProbeConfig::DEFAULT_MAX_TTL,
@@ -594,14 +599,14 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             None => (v.as_str(), None),
         };
         let ip: std::net::IpAddr = addr.parse().map_err(|_| {
-            de::Error::custom(format_args!("exclude_cidrs: {v:?} is not an address or CIDR"))
+            de::Error::custom(format_args!("{v:?} is not an address or CIDR"))
         })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         if let Some(l) = len
             && l.parse::<u8>().ok().filter(|l| *l <= max).is_none()
         {
             return Err(de::Error::custom(format_args!(
-                "exclude_cidrs: {v:?} has a prefix length outside 0..={max}"
+                "{v:?} has a prefix length outside 0..={max}"
             )));
         }
     }

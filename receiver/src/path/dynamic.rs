@@ -73,6 +73,8 @@ pub struct TableSettings {
     pub ttl: Duration,
     pub max_new_per_minute: usize,
     pub max_destinations: usize,
+    /// When not empty, only destinations inside these are tested.
+    pub include_cidrs: Vec<Cidr>,
     pub exclude_cidrs: Vec<Cidr>,
     pub exclude_domains: Vec<String>,
 }
@@ -182,6 +184,11 @@ impl Table {
             v4 => v4,
         };
         if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip == local {
+            return true;
+        }
+        if !self.settings.include_cidrs.is_empty()
+            && !self.settings.include_cidrs.iter().any(|c| c.contains(ip))
+        {
             return true;
         }
         if self.settings.exclude_cidrs.iter().any(|c| c.contains(ip)) {
@@ -318,6 +325,7 @@ mod tests {
             ttl: Duration::from_secs(1800),
             max_new_per_minute: 150,
             max_destinations: 1000,
+            include_cidrs: vec![Cidr::parse("198.18.0.0/15").unwrap(), Cidr::parse("127.0.0.0/8").unwrap()],
             exclude_cidrs: vec![Cidr::parse("198.19.128.0/17").unwrap()],
             exclude_domains: vec!["internal.example".into()],
         }
@@ -356,6 +364,7 @@ mod tests {
             dest([198, 18, 0, 2], 80), // the client's own address
             dest([198, 19, 200, 1], 80),
             dest([0, 0, 0, 0], 80),
+            dest([10, 0, 0, 1], 80), // outside include_cidrs
         ] {
             assert_eq!(t.observe(&d, now, own), Ok(Observed::Excluded), "{d:?}");
         }

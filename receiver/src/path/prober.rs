@@ -254,7 +254,10 @@ impl Prober for TrippyProber {
         // End to end: one probe per round, with the full TTL.
         if req.e2e_probes > 0 {
             let e2e: RefCell<(u64, u64, Vec<Duration>)> = RefCell::new((0, 0, Vec::new()));
+            // trippy sends a TTL only while it is less than `max_inflight`
+            // above the highest TTL answered so far (none yet here).
             let builder = Self::builder(req, req.max_ttl, req.e2e_probes)
+                .max_inflight(req.max_ttl.saturating_add(1))
                 .min_round_duration(Duration::from_millis(10))
                 .grace_duration(Duration::from_millis(5));
             Self::run(req, builder, |round| {
