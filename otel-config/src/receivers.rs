@@ -674,3 +674,81 @@ mod dns_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PathReceiverConfig, String> {
+        let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
+        let text = format!(
+            "receivers:\n  path:\n{indented}exporters:\n  console:\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [console]\n"
+        );
+        let loaded =
+            crate::load_str_with_env(&text, "config.yaml", &|_| None).map_err(|e| e.to_string())?;
+        match loaded.config.receivers.values().next() {
+            Some(ReceiverConfig::Path(p)) => Ok(p.clone()),
+            other => Err(format!("not path: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn path_defaults_and_fields() {
+        assert_eq!(parse("{}").unwrap(), PathReceiverConfig::default());
+        let c = parse(
+            "tests:\n  - host: db.example\n    port: 5432\n  - host: 198.18.0.1\n    protocol: icmp\n    \
+             interval: 5m\n    max_ttl: 64\n    timeout: 200ms\n    queries: 10\n    e2e_probes: 0\n    \
+             tags: {team: core}\n    netns: /run/netns/blue\n\
+             dynamic:\n  enabled: true\n  interval: 1m\n  workers: 2\n  max_new_per_minute: 5\n  \
+             include_cidrs: [10.0.0.0/8, fd00::/8]\n  exclude_domains: [internal.example]",
+        )
+        .unwrap();
+        let t = &c.tests[0];
+        assert_eq!((t.host.as_str(), t.port, t.protocol), ("db.example", Some(5432), PathProtocol::Tcp));
+        assert_eq!(t.interval, PathTestConfig::DEFAULT_INTERVAL);
+        assert_eq!(t.probe(), PathProbeConfig::default());
+        let t = &c.tests[1];
+        assert_eq!((t.protocol, t.port), (PathProtocol::Icmp, None));
+        assert_eq!(
+            t.probe(),
+            PathProbeConfig {
+                max_ttl: 64,
+                timeout: Duration::from_millis(200),
+                queries: 10,
+                e2e_probes: 0
+            }
+        );
+        assert_eq!(t.tags.get("team").map(String::as_str), Some("core"));
+        assert_eq!(t.netns.as_deref(), Some(std::path::Path::new("/run/netns/blue")));
+        let d = &c.dynamic;
+        assert!(d.enabled);
+        assert_eq!((d.interval, d.workers, d.max_new_per_minute), (Duration::from_secs(60), 2, 5));
+        assert_eq!(d.max_destinations, PathDynamicConfig::DEFAULT_MAX_DESTINATIONS);
+        assert_eq!(d.ttl, PathDynamicConfig::DEFAULT_TTL);
+        assert_eq!(d.include_cidrs, vec!["10.0.0.0/8", "fd00::/8"]);
+    }
+
+    #[test]
+    fn path_rejects_bad_values_naming_the_key() {
+        for (body, want) in [
+            ("tests:\n  - host: a\n    max_ttl: 0", "max_ttl 0 must be between 1 and 64"),
+            ("tests:\n  - host: a\n    max_ttl: 300", "max_ttl 300 must be between 1 and 64"),
+            ("tests:\n  - host: a\n    queries: 0", "queries 0 must be between 1 and 10"),
+            ("tests:\n  - host: a\n    timeout: 1ms", "between 10ms and 10s"),
+            ("tests:\n  - host: a\n    port: 0", "port 0 must be between 1 and 65535"),
+            ("tests:\n  - host: a\n    protocol: sctp", "unknown variant `sctp`"),
+            ("tests:\n  - host: \"\"", "host must not be empty"),
+            ("tests:\n  - port: 80", "missing field `host`"),
+            ("dynamic:\n  workers: 0", "workers 0 must be between 1 and 64"),
+            ("dynamic:\n  exclude_cidrs: [10.0.0.0/40]", "prefix length outside 0..=32"),
+            ("dynamic:\n  include_cidrs: [nope]", "\"nope\" is not an address or CIDR"),
+            ("dynamic:\n  bogus: 1", "unknown field `bogus`"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let e = parse("tests:\n  - host: a\n    max_ttl: 300").unwrap_err();
+        assert!(e.contains("max_ttl"), "{e}");
+    }
+}
