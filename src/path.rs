@@ -147,7 +147,11 @@ pub fn report(host: &str, target: std::net::IpAddr, r: &TraceResult) -> String {
             let avg = ms.iter().sum::<f64>() / ms.len() as f64;
             let best = ms.iter().copied().fold(f64::INFINITY, f64::min);
             let worst = ms.iter().copied().fold(0.0, f64::max);
-            (format!("{avg:.2}"), format!("{best:.2}"), format!("{worst:.2}"))
+            (
+                format!("{avg:.2}"),
+                format!("{best:.2}"),
+                format!("{worst:.2}"),
+            )
         };
         let loss = if h.sent == 0 {
             0.0
@@ -181,7 +185,11 @@ pub fn report(host: &str, target: std::net::IpAddr, r: &TraceResult) -> String {
     let _ = writeln!(
         s,
         "{}: {} hops, end to end {} sent, {:.1}% loss, avg {avg} ms, jitter {jitter} ms",
-        if r.reachable { "reachable" } else { "UNREACHABLE" },
+        if r.reachable {
+            "reachable"
+        } else {
+            "UNREACHABLE"
+        },
         r.hop_count(),
         r.e2e_sent,
         e2e_loss

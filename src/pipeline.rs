@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use flowscope_exporters::ExporterHandle;
+use flowscope_model::destinations::destinations;
 use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::receivers::ResourceGranularity;
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
-use flowscope_model::destinations::destinations;
 use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
 use flowscope_receiver::path::PathReceiver;
 use flowscope_receiver::path::prober::TrippyProber;
@@ -231,8 +231,8 @@ impl Agent {
                     }));
                 }
                 ReceiverConfig::Path(c) => {
-                    let settings = crate::path::settings(c)
-                        .with_context(|| format!("receiver {id}"))?;
+                    let settings =
+                        crate::path::settings(c).with_context(|| format!("receiver {id}"))?;
                     let source = if has_flow_source {
                         dest_source.clone()
                     } else {

@@ -468,12 +468,48 @@ nginx:80  server  tcp    fd00::1               0 B      500 B        0       -  
         };
         let mut b = MetricBatch::new(0, 1_000_000_000);
         let g = |m| MetricId::gauge(m);
-        push(&mut b, &host, g(path::REACHABLE), base.clone(), PointValue::Int(1));
-        push(&mut b, &host, MetricId::sum(path::PROBES_SENT), base.clone(), PointValue::Int(10));
-        push(&mut b, &host, MetricId::sum(path::PROBES_LOST), base.clone(), PointValue::Int(1));
-        push(&mut b, &host, MetricId::histogram(path::HOP_RTT), hop(1, "198.18.1.1"), hist(0.001));
-        push(&mut b, &host, MetricId::sum(path::HOP_PROBES_SENT), hop(2, "*"), PointValue::Int(3));
-        push(&mut b, &host, MetricId::histogram(path::HOP_RTT), hop(3, "198.18.3.2"), hist(0.0025));
+        push(
+            &mut b,
+            &host,
+            g(path::REACHABLE),
+            base.clone(),
+            PointValue::Int(1),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::PROBES_SENT),
+            base.clone(),
+            PointValue::Int(10),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::PROBES_LOST),
+            base.clone(),
+            PointValue::Int(1),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::histogram(path::HOP_RTT),
+            hop(1, "198.18.1.1"),
+            hist(0.001),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::HOP_PROBES_SENT),
+            hop(2, "*"),
+            PointValue::Int(3),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::histogram(path::HOP_RTT),
+            hop(3, "198.18.3.2"),
+            hist(0.0025),
+        );
         assert_eq!(
             render_paths(&b),
             "path node1 -> 198.18.3.2:5432 tcp scheduled: 198.18.1.1 1.00ms > * > 198.18.3.2 2.50ms | reachable, loss 1/10\n"

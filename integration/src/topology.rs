@@ -40,7 +40,11 @@ impl Topology {
 
     pub fn new() -> anyhow::Result<Self> {
         require_root();
-        let tag = format!("{}{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let tag = format!(
+            "{}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let t = Topology {
             client: format!("fpc{tag}"),
             router1: format!("fpa{tag}"),
@@ -60,42 +64,93 @@ impl Topology {
                 ("net.ipv6.icmp.ratelimit", "0"),
                 ("net.ipv4.icmp_msgs_per_sec", "100000"),
             ] {
-                sh("ip", &["netns", "exec", ns, "sysctl", "-qw", &format!("{k}={v}")])?;
+                sh(
+                    "ip",
+                    &["netns", "exec", ns, "sysctl", "-qw", &format!("{k}={v}")],
+                )?;
             }
         }
         for ns in [&t.router1, &t.router2] {
             for k in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-                sh("ip", &["netns", "exec", ns, "sysctl", "-qw", &format!("{k}=1")])?;
+                sh(
+                    "ip",
+                    &["netns", "exec", ns, "sysctl", "-qw", &format!("{k}=1")],
+                )?;
             }
         }
         // link L joins (left, right): left is .1 / ::1, right is .2 / ::2
-        let links = [(1, &t.client, &t.router1), (2, &t.router1, &t.router2), (3, &t.router2, &t.server)];
+        let links = [
+            (1, &t.client, &t.router1),
+            (2, &t.router1, &t.router2),
+            (3, &t.router2, &t.server),
+        ];
         for (l, left, right) in links {
             let (dl, dr) = (format!("p{l}l{tag}"), format!("p{l}r{tag}"));
             let (dl, dr) = (&dl[..dl.len().min(15)], &dr[..dr.len().min(15)]);
-            sh("ip", &["link", "add", dl, "type", "veth", "peer", "name", dr])?;
+            sh(
+                "ip",
+                &["link", "add", dl, "type", "veth", "peer", "name", dr],
+            )?;
             // The client side of link 1 is "right" in address terms: keep
             // router addresses at .1 on their client-facing links.
             let (ns_a, ns_b) = if l == 1 { (right, left) } else { (left, right) };
             for (ns, dev, host) in [(ns_a, dl, 1), (ns_b, dr, 2)] {
                 sh("ip", &["link", "set", dev, "netns", ns])?;
-                sh("ip", &["-n", ns, "addr", "add", &format!("198.19.{l}.{host}/24"), "dev", dev])?;
                 sh(
                     "ip",
-                    &["-n", ns, "addr", "add", &format!("fd00:{l}::{host}/64"), "dev", dev, "nodad"],
+                    &[
+                        "-n",
+                        ns,
+                        "addr",
+                        "add",
+                        &format!("198.19.{l}.{host}/24"),
+                        "dev",
+                        dev,
+                    ],
+                )?;
+                sh(
+                    "ip",
+                    &[
+                        "-n",
+                        ns,
+                        "addr",
+                        "add",
+                        &format!("fd00:{l}::{host}/64"),
+                        "dev",
+                        dev,
+                        "nodad",
+                    ],
                 )?;
                 sh("ip", &["-n", ns, "link", "set", dev, "up"])?;
             }
         }
         let routes: [(&String, &[&str]); 8] = [
             (&t.client, &["route", "add", "default", "via", "198.19.1.1"]),
-            (&t.client, &["-6", "route", "add", "default", "via", "fd00:1::1"]),
-            (&t.router1, &["route", "add", "198.19.3.0/24", "via", "198.19.2.2"]),
-            (&t.router1, &["-6", "route", "add", "fd00:3::/64", "via", "fd00:2::2"]),
-            (&t.router2, &["route", "add", "198.19.1.0/24", "via", "198.19.2.1"]),
-            (&t.router2, &["-6", "route", "add", "fd00:1::/64", "via", "fd00:2::1"]),
+            (
+                &t.client,
+                &["-6", "route", "add", "default", "via", "fd00:1::1"],
+            ),
+            (
+                &t.router1,
+                &["route", "add", "198.19.3.0/24", "via", "198.19.2.2"],
+            ),
+            (
+                &t.router1,
+                &["-6", "route", "add", "fd00:3::/64", "via", "fd00:2::2"],
+            ),
+            (
+                &t.router2,
+                &["route", "add", "198.19.1.0/24", "via", "198.19.2.1"],
+            ),
+            (
+                &t.router2,
+                &["-6", "route", "add", "fd00:1::/64", "via", "fd00:2::1"],
+            ),
             (&t.server, &["route", "add", "default", "via", "198.19.3.1"]),
-            (&t.server, &["-6", "route", "add", "default", "via", "fd00:3::1"]),
+            (
+                &t.server,
+                &["-6", "route", "add", "default", "via", "fd00:3::1"],
+            ),
         ];
         for (ns, args) in routes {
             let mut a = vec!["-n", ns.as_str()];
@@ -158,13 +213,19 @@ impl Topology {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         if line.trim() != "listening" {
             let _ = child.kill();
             let out = child.wait_with_output()?;
-            anyhow::bail!("server did not start: {}", String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!(
+                "server did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(Server { child: Some(child) })
     }

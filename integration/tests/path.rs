@@ -66,9 +66,9 @@ impl Run {
 
 fn first_run(agent: &Agent, filter: &[(&str, &str)], timeout: Duration) -> Run {
     agent.wait_for("a path run", timeout, |pts| {
-        let r = pts.iter().find(|p| {
-            p.metric == REACHABLE && filter.iter().all(|(k, v)| p.attr(k) == Some(*v))
-        })?;
+        let r = pts
+            .iter()
+            .find(|p| p.metric == REACHABLE && filter.iter().all(|(k, v)| p.attr(k) == Some(*v)))?;
         let same = |p: &&Point| {
             p.time == r.time
                 && p.resource == r.resource
@@ -92,7 +92,13 @@ fn scheduled_agent(test: &str) -> Agent {
     Agent::start_with(&cfg).expect("agent starts")
 }
 
-fn test_yaml(topo: &Topology, host: &str, protocol: &str, port: Option<u16>, extra: &str) -> String {
+fn test_yaml(
+    topo: &Topology,
+    host: &str,
+    protocol: &str,
+    port: Option<u16>,
+    extra: &str,
+) -> String {
     let mut s = format!(
         "host: \"{host}\"\nprotocol: {protocol}\ninterval: 3s\ntimeout: 500ms\n\
          queries: 3\ne2e_probes: 10\nnetns: {}\ntags:\n  env: lab\n",
@@ -128,9 +134,17 @@ fn assert_clean_path(run: &Run, want: [&str; 3], queries: f64, e2e: f64) {
 fn clean_path(protocol: &str, port: Option<u16>, v6: bool) {
     let topo = Topology::new().unwrap();
     let (server, r1, r2) = if v6 {
-        (Topology::SERVER_V6, Topology::ROUTER1_V6, Topology::ROUTER2_V6)
+        (
+            Topology::SERVER_V6,
+            Topology::ROUTER1_V6,
+            Topology::ROUTER2_V6,
+        )
     } else {
-        (Topology::SERVER_V4, Topology::ROUTER1_V4, Topology::ROUTER2_V4)
+        (
+            Topology::SERVER_V4,
+            Topology::ROUTER1_V4,
+            Topology::ROUTER2_V4,
+        )
     };
     let _listener = match port {
         Some(p) if protocol == "tcp" => Some(
@@ -144,7 +158,11 @@ fn clean_path(protocol: &str, port: Option<u16>, v6: bool) {
         _ => None,
     };
     let agent = scheduled_agent(&test_yaml(&topo, server, protocol, port, ""));
-    let run = first_run(&agent, &[("server.address", server)], Duration::from_secs(60));
+    let run = first_run(
+        &agent,
+        &[("server.address", server)],
+        Duration::from_secs(60),
+    );
     assert_clean_path(&run, [r1, r2, server], 3.0, 10.0);
     let p = &run.points[0];
     assert_eq!(p.attr("flowscope.path.protocol"), Some(protocol));
@@ -206,7 +224,8 @@ fn silent_router_is_a_star_and_the_destination_stays_reachable() {
 #[test]
 fn dropping_server_is_unreachable_with_the_hops_before_it() {
     let topo = Topology::new().unwrap();
-    topo.nft(&topo.server, "input", "tcp dport 5000 drop").unwrap();
+    topo.nft(&topo.server, "input", "tcp dport 5000 drop")
+        .unwrap();
     let agent = scheduled_agent(&test_yaml(
         &topo,
         Topology::SERVER_V4,
@@ -245,16 +264,12 @@ fn random_drop_shows_as_loss() {
         "icmp type echo-request numgen random mod 100 < 30 drop",
     )
     .unwrap();
-    let agent = scheduled_agent(&test_yaml(
-        &topo,
-        Topology::SERVER_V4,
-        "icmp",
-        None,
-        "",
-    )
-    .replace("e2e_probes: 10", "e2e_probes: 300")
-    .replace("timeout: 500ms", "timeout: 200ms")
-    .replace("interval: 3s", "interval: 5m"));
+    let agent = scheduled_agent(
+        &test_yaml(&topo, Topology::SERVER_V4, "icmp", None, "")
+            .replace("e2e_probes: 10", "e2e_probes: 300")
+            .replace("timeout: 500ms", "timeout: 200ms")
+            .replace("interval: 3s", "interval: 5m"),
+    );
     let run = first_run(
         &agent,
         &[("server.address", Topology::SERVER_V4)],
@@ -263,7 +278,11 @@ fn random_drop_shows_as_loss() {
     assert_eq!(run.value(SENT), 300.0);
     let lost = run.value(LOST);
     assert!((60.0..=120.0).contains(&lost), "lost {lost} of 300");
-    assert_eq!(run.value(RTT), 300.0 - lost, "RTT samples = answered probes");
+    assert_eq!(
+        run.value(RTT),
+        300.0 - lost,
+        "RTT samples = answered probes"
+    );
     assert_eq!(run.value(REACHABLE), 1.0);
 }
 
@@ -307,7 +326,9 @@ fn bad_destinations_report_unreachable_and_the_worker_goes_on() {
         |pts| {
             let good_runs = pts
                 .iter()
-                .filter(|p| p.metric == REACHABLE && p.value == 1.0 && p.attr("good") == Some("yes"))
+                .filter(|p| {
+                    p.metric == REACHABLE && p.value == 1.0 && p.attr("good") == Some("yes")
+                })
                 .count();
             (unreachable(pts, &[("server.address", "no-such-host.invalid")])
                 && unreachable(pts, &[("server.address", "198.19.99.1")])
@@ -317,11 +338,17 @@ fn bad_destinations_report_unreachable_and_the_worker_goes_on() {
         },
     );
     let pts = agent.points();
-    assert!(unreachable(&pts, &[("server.address", "no-such-host.invalid")]));
+    assert!(unreachable(
+        &pts,
+        &[("server.address", "no-such-host.invalid")]
+    ));
     assert!(unreachable(&pts, &[("server.address", "198.19.99.1")]));
     assert!(bad_ns(&pts));
     let log = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
-    assert!(log.contains(&missing), "the log names the missing namespace:\n{log}");
+    assert!(
+        log.contains(&missing),
+        "the log names the missing namespace:\n{log}"
+    );
     assert!(log.contains("no-such-host.invalid"), "{log}");
 }
 
@@ -347,7 +374,10 @@ fn max_ttl_out_of_range_is_a_config_error_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "max_ttl {bad} accepted");
         assert!(err.contains("max_ttl"), "{err}");
-        assert!(err.contains(&format!("max_ttl {bad} must be between 1 and 64")), "{err}");
+        assert!(
+            err.contains(&format!("max_ttl {bad} must be between 1 and 64")),
+            "{err}"
+        );
         assert!(err.contains("f.yaml:6"), "names the line: {err}");
     }
 }
@@ -355,7 +385,9 @@ fn max_ttl_out_of_range_is_a_config_error_naming_the_key() {
 #[test]
 fn cli_prints_the_hops() {
     let topo = Topology::new().unwrap();
-    let _l = topo.listen(&format!("{}:5000", Topology::SERVER_V4)).unwrap();
+    let _l = topo
+        .listen(&format!("{}:5000", Topology::SERVER_V4))
+        .unwrap();
     let out = Command::new(built_binary("flowscope"))
         .args([
             "path",
@@ -376,10 +408,19 @@ fn cli_prints_the_hops() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let hops: Vec<&str> = text
         .lines()
-        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
         .collect();
     assert_eq!(hops.len(), 3, "{text}");
     for (line, (i, addr)) in hops.iter().zip([
@@ -400,7 +441,12 @@ fn cli_prints_the_hops() {
 
     // Bad input: a clear error, non-zero exit.
     let out = Command::new(built_binary("flowscope"))
-        .args(["path", Topology::SERVER_V4, "--netns", "/run/netns/fs-no-such-ns"])
+        .args([
+            "path",
+            Topology::SERVER_V4,
+            "--netns",
+            "/run/netns/fs-no-such-ns",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -439,7 +485,10 @@ fn cli_prints_the_hops() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("starting receiver path") && err.contains("CAP_NET_RAW"), "{err}");
+    assert!(
+        err.contains("starting receiver path") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
 }
 
 /// Dynamic tests: a client in the client namespace talks to the server;
@@ -457,16 +506,34 @@ fn dynamic_tests_follow_observed_flows() {
                service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, path]\n      exporters: [file]\n";
     let agent = Agent::start_with(cfg).unwrap();
     let t = traffic();
-    let linger = [("OTEL_SERVICE_NAME", "checkout"), ("FLOWSCOPE_TRAFFIC_LINGER_MS", "4000")];
+    let linger = [
+        ("OTEL_SERVICE_NAME", "checkout"),
+        ("FLOWSCOPE_TRAFFIC_LINGER_MS", "4000"),
+    ];
     // A loopback exchange inside the client namespace, then the real one.
-    let lo = topo.serve(&topo.client, &[&t, "tcp-server", "127.0.0.1:7000", "10", "10"]).unwrap();
-    topo.run(&topo.client, &linger, &[&t, "tcp-client", "127.0.0.1:7000", "10", "10"])
+    let lo = topo
+        .serve(
+            &topo.client,
+            &[&t, "tcp-server", "127.0.0.1:7000", "10", "10"],
+        )
         .unwrap();
+    topo.run(
+        &topo.client,
+        &linger,
+        &[&t, "tcp-client", "127.0.0.1:7000", "10", "10"],
+    )
+    .unwrap();
     lo.finish().unwrap();
     let srv = format!("{}:6000", Topology::SERVER_V4);
-    let server = topo.serve(&topo.server, &[&t, "tcp-server", &srv, "100", "100"]).unwrap();
-    topo.run(&topo.client, &linger, &[&t, "tcp-client", &srv, "100", "100"])
+    let server = topo
+        .serve(&topo.server, &[&t, "tcp-server", &srv, "100", "100"])
         .unwrap();
+    topo.run(
+        &topo.client,
+        &linger,
+        &[&t, "tcp-client", &srv, "100", "100"],
+    )
+    .unwrap();
     server.finish().unwrap();
 
     let filter = [
@@ -475,36 +542,55 @@ fn dynamic_tests_follow_observed_flows() {
         ("flowscope.path.test", "dynamic"),
     ];
     let run = first_run(&agent, &filter, Duration::from_secs(60));
-    assert_eq!(run.points[0].resource.get("service.name").map(String::as_str), Some("checkout"));
+    assert_eq!(
+        run.points[0]
+            .resource
+            .get("service.name")
+            .map(String::as_str),
+        Some("checkout")
+    );
     assert_eq!(run.value(REACHABLE), 1.0, "{run:#?}");
     assert_eq!(run.value(HOPS), 3.0);
     assert_eq!(
         run.addresses(),
-        vec![Topology::ROUTER1_V4, Topology::ROUTER2_V4, Topology::SERVER_V4]
+        vec![
+            Topology::ROUTER1_V4,
+            Topology::ROUTER2_V4,
+            Topology::SERVER_V4
+        ]
     );
     assert_eq!(run.points[0].attr("flowscope.path.protocol"), Some("tcp"));
 
     // 500 destinations at once (UDP, traced with ICMP): at most 20 new
     // tests a minute, the rest counted as rate_limited.
-    topo.run(&topo.client, &[], &[&t, "udp-spray", "198.19.200.0", "500", "9999"])
-        .unwrap();
+    topo.run(
+        &topo.client,
+        &[],
+        &[&t, "udp-spray", "198.19.200.0", "500", "9999"],
+    )
+    .unwrap();
     let in_spray = |p: &Point| {
         p.attr("flowscope.path.test") == Some("dynamic")
-            && p.attr("server.address").is_some_and(|a| a.starts_with("198.19.200.") || a.starts_with("198.19.201."))
+            && p.attr("server.address")
+                .is_some_and(|a| a.starts_with("198.19.200.") || a.starts_with("198.19.201."))
     };
-    let (tested, limited) = agent.wait_for("500 destinations accounted", Duration::from_secs(90), |pts| {
-        let tested: BTreeSet<String> = pts
-            .iter()
-            .filter(|p| p.metric == REACHABLE && in_spray(p))
-            .filter_map(|p| p.attr("server.address").map(str::to_string))
-            .collect();
-        let limited = sum(
-            pts,
-            "flowscope.events.lost",
-            &[("source", "path.dynamic"), ("reason", "rate_limited")],
-        );
-        (tested.len() as f64 + limited == 500.0).then_some((tested.len(), limited))
-    });
+    let (tested, limited) = agent.wait_for(
+        "500 destinations accounted",
+        Duration::from_secs(90),
+        |pts| {
+            let tested: BTreeSet<String> = pts
+                .iter()
+                .filter(|p| p.metric == REACHABLE && in_spray(p))
+                .filter_map(|p| p.attr("server.address").map(str::to_string))
+                .collect();
+            let limited = sum(
+                pts,
+                "flowscope.events.lost",
+                &[("source", "path.dynamic"), ("reason", "rate_limited")],
+            );
+            (tested.len() as f64 + limited == 500.0).then_some((tested.len(), limited))
+        },
+    );
     eprintln!("500 destinations: {tested} tested, {limited} rate_limited");
     // The minute's budget of 20 minus the server's test admitted before:
     // the spray comes seconds after it, well inside the same minute.
@@ -512,13 +598,15 @@ fn dynamic_tests_follow_observed_flows() {
     // The loopback flow was seen, and no test ever went to it.
     let pts = agent.points();
     assert!(
-        pts.iter().any(|p| p.attr("network.peer.address") == Some("127.0.0.1")
-            && p.attr("network.peer.port") == Some("7000")),
+        pts.iter()
+            .any(|p| p.attr("network.peer.address") == Some("127.0.0.1")
+                && p.attr("network.peer.port") == Some("7000")),
         "the loopback flow was observed"
     );
     assert!(
         !pts.iter().any(|p| p.metric == REACHABLE
-            && p.attr("server.address").is_some_and(|a| a.starts_with("127."))),
+            && p.attr("server.address")
+                .is_some_and(|a| a.starts_with("127."))),
         "a loopback peer was tested"
     );
 }

@@ -598,9 +598,9 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             Some((a, l)) => (a, Some(l)),
             None => (v.as_str(), None),
         };
-        let ip: std::net::IpAddr = addr.parse().map_err(|_| {
-            de::Error::custom(format_args!("{v:?} is not an address or CIDR"))
-        })?;
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| de::Error::custom(format_args!("{v:?} is not an address or CIDR")))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         if let Some(l) = len
             && l.parse::<u8>().ok().filter(|l| *l <= max).is_none()
@@ -705,7 +705,10 @@ mod path_tests {
         )
         .unwrap();
         let t = &c.tests[0];
-        assert_eq!((t.host.as_str(), t.port, t.protocol), ("db.example", Some(5432), PathProtocol::Tcp));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.protocol),
+            ("db.example", Some(5432), PathProtocol::Tcp)
+        );
         assert_eq!(t.interval, PathTestConfig::DEFAULT_INTERVAL);
         assert_eq!(t.probe(), PathProbeConfig::default());
         let t = &c.tests[1];
@@ -720,11 +723,20 @@ mod path_tests {
             }
         );
         assert_eq!(t.tags.get("team").map(String::as_str), Some("core"));
-        assert_eq!(t.netns.as_deref(), Some(std::path::Path::new("/run/netns/blue")));
+        assert_eq!(
+            t.netns.as_deref(),
+            Some(std::path::Path::new("/run/netns/blue"))
+        );
         let d = &c.dynamic;
         assert!(d.enabled);
-        assert_eq!((d.interval, d.workers, d.max_new_per_minute), (Duration::from_secs(60), 2, 5));
-        assert_eq!(d.max_destinations, PathDynamicConfig::DEFAULT_MAX_DESTINATIONS);
+        assert_eq!(
+            (d.interval, d.workers, d.max_new_per_minute),
+            (Duration::from_secs(60), 2, 5)
+        );
+        assert_eq!(
+            d.max_destinations,
+            PathDynamicConfig::DEFAULT_MAX_DESTINATIONS
+        );
         assert_eq!(d.ttl, PathDynamicConfig::DEFAULT_TTL);
         assert_eq!(d.include_cidrs, vec!["10.0.0.0/8", "fd00::/8"]);
     }
@@ -732,17 +744,44 @@ mod path_tests {
     #[test]
     fn path_rejects_bad_values_naming_the_key() {
         for (body, want) in [
-            ("tests:\n  - host: a\n    max_ttl: 0", "max_ttl 0 must be between 1 and 64"),
-            ("tests:\n  - host: a\n    max_ttl: 300", "max_ttl 300 must be between 1 and 64"),
-            ("tests:\n  - host: a\n    queries: 0", "queries 0 must be between 1 and 10"),
-            ("tests:\n  - host: a\n    timeout: 1ms", "between 10ms and 10s"),
-            ("tests:\n  - host: a\n    port: 0", "port 0 must be between 1 and 65535"),
-            ("tests:\n  - host: a\n    protocol: sctp", "unknown variant `sctp`"),
+            (
+                "tests:\n  - host: a\n    max_ttl: 0",
+                "max_ttl 0 must be between 1 and 64",
+            ),
+            (
+                "tests:\n  - host: a\n    max_ttl: 300",
+                "max_ttl 300 must be between 1 and 64",
+            ),
+            (
+                "tests:\n  - host: a\n    queries: 0",
+                "queries 0 must be between 1 and 10",
+            ),
+            (
+                "tests:\n  - host: a\n    timeout: 1ms",
+                "between 10ms and 10s",
+            ),
+            (
+                "tests:\n  - host: a\n    port: 0",
+                "port 0 must be between 1 and 65535",
+            ),
+            (
+                "tests:\n  - host: a\n    protocol: sctp",
+                "unknown variant `sctp`",
+            ),
             ("tests:\n  - host: \"\"", "host must not be empty"),
             ("tests:\n  - port: 80", "missing field `host`"),
-            ("dynamic:\n  workers: 0", "workers 0 must be between 1 and 64"),
-            ("dynamic:\n  exclude_cidrs: [10.0.0.0/40]", "prefix length outside 0..=32"),
-            ("dynamic:\n  include_cidrs: [nope]", "\"nope\" is not an address or CIDR"),
+            (
+                "dynamic:\n  workers: 0",
+                "workers 0 must be between 1 and 64",
+            ),
+            (
+                "dynamic:\n  exclude_cidrs: [10.0.0.0/40]",
+                "prefix length outside 0..=32",
+            ),
+            (
+                "dynamic:\n  include_cidrs: [nope]",
+                "\"nope\" is not an address or CIDR",
+            ),
             ("dynamic:\n  bogus: 1", "unknown field `bogus`"),
         ] {
             let e = parse(body).unwrap_err();

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscope_common::{Event, counter};
+use flowscope_model::destinations::{DestinationSink, ObservedDestination};
 use flowscope_model::names::{SELF_SERVICE_NAME, resource};
 use flowscope_model::telemetry::FLOWS_TRACKED;
-use flowscope_model::destinations::{DestinationSink, ObservedDestination};
 use flowscope_model::{Attrs, FlowBatch, Telemetry};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;

@@ -325,7 +325,10 @@ mod tests {
             ttl: Duration::from_secs(1800),
             max_new_per_minute: 150,
             max_destinations: 1000,
-            include_cidrs: vec![Cidr::parse("198.18.0.0/15").unwrap(), Cidr::parse("127.0.0.0/8").unwrap()],
+            include_cidrs: vec![
+                Cidr::parse("198.18.0.0/15").unwrap(),
+                Cidr::parse("127.0.0.0/8").unwrap(),
+            ],
             exclude_cidrs: vec![Cidr::parse("198.19.128.0/17").unwrap()],
             exclude_domains: vec!["internal.example".into()],
         }
@@ -349,8 +352,16 @@ mod tests {
         assert!(c.contains("198.19.255.255".parse().unwrap()));
         assert!(!c.contains("198.20.0.0".parse().unwrap()));
         assert!(c.contains("::ffff:198.18.0.1".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("198.18.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("198.18.0.1".parse().unwrap())
+        );
         assert_eq!(Cidr::parse("198.18.0.0/33"), None);
     }
 

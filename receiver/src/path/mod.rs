@@ -237,7 +237,11 @@ impl PathReceiver {
     }
 }
 
-async fn send(tx: &mpsc::Sender<FlowBatch>, start: SystemTime, points: Vec<flowscope_model::Point>) {
+async fn send(
+    tx: &mpsc::Sender<FlowBatch>,
+    start: SystemTime,
+    points: Vec<flowscope_model::Point>,
+) {
     let batch = FlowBatch::of_points(unix_nanos(start), unix_nanos(SystemTime::now()), points);
     let _ = tx.send(batch).await;
 }
@@ -300,7 +304,11 @@ async fn scheduled(
 /// Opens the way into an observed client's namespace: `/proc/PID/ns/net`
 /// when it still names the flow's namespace (a pid can be reused), or the
 /// agent's own when the flow was seen there.
-fn open_origin(d: &ObservedDestination, own: u64, cache: &mut HashMap<u32, Netns>) -> Option<Netns> {
+fn open_origin(
+    d: &ObservedDestination,
+    own: u64,
+    cache: &mut HashMap<u32, Netns>,
+) -> Option<Netns> {
     if u64::from(d.netns) == own {
         return Some(Netns::Own);
     }
@@ -413,7 +421,8 @@ async fn dynamic_loop(
                             None
                         }
                     };
-                    let pts = points::run_points(&entry.resource, &labels, result.as_ref(), &bounds);
+                    let pts =
+                        points::run_points(&entry.resource, &labels, result.as_ref(), &bounds);
                     send(&tx, start, pts).await;
                 }
                 let _ = done.send((key, local));

@@ -76,7 +76,11 @@ pub fn run_points(
         push(HOPS, base, PointValue::Int(0));
         return out;
     };
-    push(REACHABLE, base.clone(), PointValue::Int(u64::from(r.reachable)));
+    push(
+        REACHABLE,
+        base.clone(),
+        PointValue::Int(u64::from(r.reachable)),
+    );
     push(HOPS, base.clone(), PointValue::Int(r.hop_count()));
     push(PROBES_SENT, base.clone(), PointValue::Int(r.e2e_sent));
     push(PROBES_LOST, base.clone(), PointValue::Int(r.e2e_lost));

@@ -165,7 +165,11 @@ impl TrippyProber {
             .tcp_connect_timeout(req.timeout)
     }
 
-    fn run(req: &TraceRequest, builder: Builder, on_round: impl Fn(&Round<'_>)) -> Result<(), ProbeError> {
+    fn run(
+        req: &TraceRequest,
+        builder: Builder,
+        on_round: impl Fn(&Round<'_>),
+    ) -> Result<(), ProbeError> {
         let tracer = builder.build().map_err(|source| ProbeError::Build {
             target: req.target,
             source,
@@ -211,7 +215,10 @@ impl Prober for TrippyProber {
                 let (ttl, answer) = match p {
                     ProbeStatus::Complete(c) => (
                         c.ttl.0,
-                        Some((c.host, c.received.duration_since(c.sent).unwrap_or_default())),
+                        Some((
+                            c.host,
+                            c.received.duration_since(c.sent).unwrap_or_default(),
+                        )),
                     ),
                     ProbeStatus::Awaited(a) => (a.ttl.0, None),
                     ProbeStatus::Failed(f) => (f.ttl.0, None),
