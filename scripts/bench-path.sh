@@ -11,14 +11,15 @@
 # namespace (an nft counter on its output), as probes per second.
 #
 # Usage: scripts/bench-path.sh [N] [INTERVAL] [SECONDS]   (as root, after
-# cargo build --release --bins)
+# cargo build --release --bins; PROFILE=debug measures the debug build)
 set -euo pipefail
 N=${1:-1000}
 INTERVAL=${2:-2m}
 SECONDS_RUN=${3:-120}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/flowscope
-TRAFFIC=$ROOT/target/release/flowscope-traffic
+PROFILE=${PROFILE:-release}
+BIN=$ROOT/target/$PROFILE/flowscope
+TRAFFIC=$ROOT/target/$PROFILE/flowscope-traffic
 [ -x "$BIN" ] && [ -x "$TRAFFIC" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 T=bp$$
 C=${T}c; A=${T}a; B=${T}b; S=${T}s
@@ -27,7 +28,7 @@ AGENT=
 cleanup() {
     [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null || true
     for ns in $C $A $B $S; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    [ -n "${KEEP:-}" ] && cp "$WORK/agent.log" "$WORK/out.jsonl" /tmp/; rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -74,9 +75,13 @@ service:
       receivers: [ebpf, path]
       exporters: [file]
 EOF
-RUST_LOG=warn "$BIN" run --config "$WORK/cfg.yaml" 2>"$WORK/agent.log" &
+RUST_LOG=info "$BIN" run --config "$WORK/cfg.yaml" 2>"$WORK/agent.log" &
 AGENT=$!
-sleep 3
+# Wait until the eBPF programs are attached (the agent says "running").
+for _ in $(seq 1 120); do
+    grep -q running "$WORK/agent.log" && break
+    sleep 0.5
+done
 ip netns exec "$C" "$TRAFFIC" udp-spray 198.19.200.1 "$N" 9999
 # Wait for the first test to run (admission happens at the next interval).
 for _ in $(seq 1 60); do
@@ -91,8 +96,27 @@ sleep "$SECONDS_RUN"
 t1=$(ticks); p1=$(probes); s1=$(date +%s.%N)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$AGENT/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$AGENT/status")
-runs=$(grep -o '"flowscope.path.reachable"' "$WORK/out.jsonl" | wc -l)
-tested=$(grep -o '"stringValue":"198\.19\.20[0-3]\.[0-9]*"' "$WORK/out.jsonl" | sort -u | wc -l)
+read -r runs tested < <(python3 - "$WORK/out.jsonl" <<'EOF'
+import sys, json
+runs, dests = 0, set()
+for line in open(sys.argv[1]):
+    try:
+        req = json.loads(line)
+    except ValueError:
+        continue
+    for rm in req.get("resourceMetrics", []):
+        for sm in rm.get("scopeMetrics", []):
+            for m in sm.get("metrics", []):
+                if m.get("name") != "flowscope.path.reachable":
+                    continue
+                for dp in m.get("gauge", {}).get("dataPoints", []):
+                    runs += 1
+                    for kv in dp.get("attributes", []):
+                        if kv["key"] == "server.address":
+                            dests.add(kv["value"].get("stringValue"))
+print(runs, len(dests))
+EOF
+)
 python3 - "$t0" "$t1" "$p0" "$p1" "$s0" "$s1" "$HZ" "$rss" "$hwm" "$runs" "$tested" "$N" "$INTERVAL" <<'EOF'
 import sys, json
 t0, t1, p0, p1, s0, s1, hz, rss, hwm, runs, tested, n, interval = sys.argv[1:]
