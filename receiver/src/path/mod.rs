@@ -302,8 +302,9 @@ async fn scheduled(
 }
 
 /// Opens the way into an observed client's namespace: `/proc/PID/ns/net`
-/// when it still names the flow's namespace (a pid can be reused), or the
-/// agent's own when the flow was seen there.
+/// when it still names the flow's namespace (a pid can be reused), else a
+/// bound namespace file with the same inode, or the agent's own when the
+/// flow was seen there.
 fn open_origin(
     d: &ObservedDestination,
     own: u64,
@@ -315,14 +316,14 @@ fn open_origin(
     if let Some(n) = cache.get(&d.netns) {
         return Some(n.clone());
     }
-    if d.pid == 0 {
-        return None;
-    }
-    let path = PathBuf::from(format!("/proc/{}/ns/net", d.pid));
-    let (file, ino) = netns::open_netns(&path).ok()?;
-    if ino != u64::from(d.netns) {
-        return None;
-    }
+    let by_pid = (d.pid != 0)
+        .then(|| netns::open_netns(std::path::Path::new(&format!("/proc/{}/ns/net", d.pid))).ok())
+        .flatten()
+        .filter(|(_, ino)| *ino == u64::from(d.netns))
+        .map(|(f, _)| f);
+    // A client that already exited: its namespace may still be bound
+    // where `ip netns` and container runtimes keep them.
+    let file = by_pid.or_else(|| netns::find_bound(u64::from(d.netns)))?;
     let n = Netns::Open(Arc::new(file));
     cache.insert(d.netns, n.clone());
     Some(n)

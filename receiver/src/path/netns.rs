@@ -59,6 +59,20 @@ pub fn open_netns(path: &Path) -> Result<(File, u64), NetnsError> {
     Ok((f, ino))
 }
 
+/// Where `ip netns` and container runtimes bind network namespaces.
+pub const BOUND_DIRS: &[&str] = &["/run/netns", "/var/run/docker/netns"];
+
+/// Finds a bound namespace file whose inode is `ino`.
+pub fn find_bound(ino: u64) -> Option<File> {
+    BOUND_DIRS
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino))
+        .and_then(|e| File::open(e.path()).ok())
+}
+
 fn enter(file: &File, label: &str) -> Result<(), NetnsError> {
     // SAFETY: setns takes a valid open descriptor and a flag; it changes only
     // this thread's namespace.
