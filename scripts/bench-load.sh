@@ -214,7 +214,7 @@ measure() {
     read -r rss_avg rss_peak < <(awk '{ s += $1; if ($1 > m) m = $1; n++ } END { if (n) printf "%d %d\n", s / n, m; else print "0 0" }' "$TMP/rss")
     stop_agent
     local closed lost received
-    closed=$(metric_sum network.tcp.connections.closed 198.19.254.)
+    closed=$(metric_sum flowscope.tcp.connection.closed 198.19.254.)
     lost=$(metric_sum flowscope.events.lost)
     received=$(metric_sum flowscope.events.received)
     agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \

@@ -364,6 +364,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             Granularity::Service
         },
+        include_command_line: false,
         rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
         duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
         ephemeral: ephemeral_ports(),

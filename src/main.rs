@@ -2,6 +2,7 @@
 //! metrics.
 
 mod bench;
+mod check;
 mod path;
 mod pipeline;
 
@@ -67,6 +68,7 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
 
 async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
     let loaded = load(config.as_ref())?;
+    check::components(&loaded)?;
     let telemetry = Telemetry::new();
     let agent = pipeline::Agent::start(&loaded.config, telemetry)?;
     let health = match healthz {
@@ -112,17 +114,19 @@ fn main() -> ExitCode {
             print!("{}", flowscope_otel_config::DEFAULT_CONFIG);
             Ok(())
         }
-        Command::Validate { config } => load(Some(&config)).map(|l| {
-            let c = &l.config;
-            println!(
-                "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
-                config.display(),
-                c.receivers.len(),
-                c.processors.len(),
-                c.exporters.len(),
-                c.service.pipelines.len()
-            );
-        }),
+        Command::Validate { config } => load(Some(&config))
+            .and_then(|l| check::components(&l).map(|()| l))
+            .map(|l| {
+                let c = &l.config;
+                println!(
+                    "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+                    config.display(),
+                    c.receivers.len(),
+                    c.processors.len(),
+                    c.exporters.len(),
+                    c.service.pipelines.len()
+                );
+            }),
         Command::Bench(args) => bench::run(args),
         Command::Path(args) => path::command(args),
         Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()

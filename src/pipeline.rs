@@ -83,6 +83,7 @@ fn ebpf_settings(
                 ResourceGranularity::Service => Granularity::Service,
                 ResourceGranularity::Process => Granularity::Process,
             },
+            include_command_line: cfg.include_command_line,
             rtt_bounds: Arc::from(cfg.rtt_buckets.as_slice()),
             duration_bounds: Arc::from(cfg.duration_buckets.as_slice()),
             ephemeral: ephemeral_ports(),
@@ -164,7 +165,7 @@ impl Agent {
         }
 
         // Receivers. DNS first: its IP -> name cache feeds the flow
-        // receiver, which sets network.peer.domain from it.
+        // receiver, which sets flowscope.peer.domain from it.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
         let mut inputs: Vec<(ComponentId, Vec<mpsc::Sender<FlowBatch>>)> =

@@ -311,6 +311,54 @@ pub fn build(
     build_with_env(id, config, telemetry, &|k| std::env::var(k).ok())
 }
 
+/// Checks the exporter `id` as [`build`] would, without starting it: the
+/// OTLP settings resolved with the `OTEL_EXPORTER_OTLP_*` variables of the
+/// process (a bad value, or `OTEL_EXPORTER_OTLP_PROTOCOL` asking for the
+/// other transport, is an error), the TLS material read and parsed, the
+/// headers and endpoint turned into what the transport sends. What the
+/// configuration alone decides was checked when it loaded. Nothing is
+/// bound, created or connected, and no runtime is needed: this is what
+/// `flowscope validate` adds to loading.
+pub fn check(id: &ComponentId, config: &ExporterConfig) -> Result<(), BuildError> {
+    check_with_env(id, config, &|k| std::env::var(k).ok())
+}
+
+/// As [`check`], with `env` in place of the process environment.
+pub fn check_with_env(
+    id: &ComponentId,
+    config: &ExporterConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), BuildError> {
+    let name = id.to_string();
+    let settings = |source| BuildError::Settings {
+        id: name.clone(),
+        source,
+    };
+    match config {
+        ExporterConfig::Otlp(c) => {
+            let s = settings::resolve_grpc(c, env).map_err(settings)?;
+            grpc::check(&s).map_err(|source| BuildError::Grpc {
+                id: name.clone(),
+                source,
+            })
+        }
+        ExporterConfig::OtlpHttp(c) => {
+            let s = settings::resolve_http(c, env).map_err(settings)?;
+            http::check(&s).map_err(|source| BuildError::Http {
+                id: name.clone(),
+                source,
+            })
+        }
+        ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Prometheus(_) => {
+            Ok(())
+        }
+        other => Err(BuildError::Unsupported {
+            id: name,
+            kind: other.kind(),
+        }),
+    }
+}
+
 /// As [`build`], with `env` in place of the process environment.
 pub fn build_with_env(
     id: &ComponentId,

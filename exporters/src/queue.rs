@@ -14,9 +14,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flowscope_model::names::attr;
-use flowscope_model::telemetry::{EXPORTER_QUEUE_CAPACITY, EXPORTER_QUEUE_SIZE};
-use flowscope_model::{Attrs, MetricBatch, Telemetry};
+use flowscope_model::telemetry::{EXPORTER_QUEUE_CAPACITY, EXPORTER_QUEUE_SIZE, component_attrs};
+use flowscope_model::{MetricBatch, Telemetry};
 use tokio::sync::Notify;
 
 use crate::persist::DiskStore;
@@ -96,7 +95,7 @@ impl<T: Item> Queue<T> {
         persist: Option<Persistence<T>>,
     ) -> Self {
         let capacity = capacity.max(1);
-        let attrs = Attrs::new().with(attr::EXPORTER, name.as_str());
+        let attrs = component_attrs(name.as_str());
         telemetry.set_gauge(EXPORTER_QUEUE_CAPACITY, attrs, capacity as i64);
         let q = Self {
             name,
@@ -179,7 +178,7 @@ impl<T: Item> Queue<T> {
     fn set_size(&self, len: usize) {
         self.telemetry.set_gauge(
             EXPORTER_QUEUE_SIZE,
-            Attrs::new().with(attr::EXPORTER, self.name.as_str()),
+            component_attrs(self.name.as_str()),
             len as i64,
         );
     }

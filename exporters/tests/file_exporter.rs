@@ -84,7 +84,7 @@ async fn writes_one_parseable_request_per_batch_with_exact_values() {
     assert_eq!(dp["asInt"], "250000");
     assert_eq!(dp["timeUnixNano"], "11000000000");
 
-    let ex = Attrs::new().with(attr::EXPORTER, "file");
+    let ex = flowscope_model::telemetry::component_attrs("file");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 4 + 2);
     assert_eq!(t.total_matching(EXPORTER_FAILED, &ex), 0);
 }
@@ -116,7 +116,7 @@ async fn rotates_at_the_configured_size() {
         let req = request_from_json(l).unwrap();
         assert_eq!(flowscope_exporters::encode::request_points(&req), 2000);
     }
-    let ex = Attrs::new().with(attr::EXPORTER, "file/rot");
+    let ex = flowscope_model::telemetry::component_attrs("file/rot");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 6_000);
 }
 

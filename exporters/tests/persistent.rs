@@ -27,6 +27,7 @@ fn config(port: u16, dir: &Path) -> ExporterConfig {
             queue_size: 100,
             storage: Some(dir.to_path_buf()),
             max_storage_mib: 64,
+            ..Default::default()
         },
         retry_on_failure: RetryConfig {
             initial_interval: Duration::from_millis(100),

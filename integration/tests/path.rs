@@ -586,7 +586,10 @@ fn dynamic_tests_follow_observed_flows() {
             let limited = sum(
                 pts,
                 "flowscope.events.lost",
-                &[("source", "path.dynamic"), ("reason", "rate_limited")],
+                &[
+                    ("flowscope.source", "path.dynamic"),
+                    ("flowscope.reason", "rate_limited"),
+                ],
             );
             (tested.len() as f64 + limited == 500.0).then_some((tested.len(), limited))
         },

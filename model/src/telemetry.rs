@@ -15,12 +15,22 @@ use crate::names::{attr, metric};
 
 pub const EVENTS_RECEIVED: MetricId = MetricId::sum(metric::EVENTS_RECEIVED);
 pub const EVENTS_LOST: MetricId = MetricId::sum(metric::EVENTS_LOST);
-pub const FLOWS_TRACKED: MetricId = MetricId::gauge(metric::FLOWS_TRACKED);
+pub const FLOWS_TRACKED: MetricId = MetricId::up_down_counter(metric::FLOWS_TRACKED);
 pub const FLOWS_OVERFLOW: MetricId = MetricId::sum(metric::FLOWS_OVERFLOW);
 pub const EXPORTER_SENT: MetricId = MetricId::sum(metric::EXPORTER_SENT);
 pub const EXPORTER_FAILED: MetricId = MetricId::sum(metric::EXPORTER_FAILED);
-pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::gauge(metric::EXPORTER_QUEUE_SIZE);
-pub const EXPORTER_QUEUE_CAPACITY: MetricId = MetricId::gauge(metric::EXPORTER_QUEUE_CAPACITY);
+pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPORTER_QUEUE_SIZE);
+pub const EXPORTER_QUEUE_CAPACITY: MetricId =
+    MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
+
+/// The attributes naming a component by its config id (`otlp/backend`):
+/// `otel.component.name` (the id) and `otel.component.type` (`otlp`).
+pub fn component_attrs(id: &str) -> Attrs {
+    let kind = id.split_once('/').map_or(id, |(kind, _)| kind);
+    Attrs::new()
+        .with(attr::COMPONENT_TYPE, kind.to_string())
+        .with(attr::COMPONENT_NAME, id.to_string())
+}
 
 #[derive(Default)]
 struct Counter {
@@ -103,19 +113,13 @@ impl Telemetry {
     }
 
     pub fn exporter_sent(&self, exporter: &str, n: u64) {
-        self.add(
-            EXPORTER_SENT,
-            Attrs::new().with(attr::EXPORTER, exporter),
-            n,
-        );
+        self.add(EXPORTER_SENT, component_attrs(exporter), n);
     }
 
     pub fn exporter_failed(&self, exporter: &str, error_type: &str, n: u64) {
         self.add(
             EXPORTER_FAILED,
-            Attrs::new()
-                .with(attr::EXPORTER, exporter)
-                .with(attr::ERROR_TYPE, error_type),
+            component_attrs(exporter).with(attr::ERROR_TYPE, error_type),
             n,
         );
     }

@@ -57,7 +57,9 @@ impl<'de> DeserializeSeed<'de> for ReceiverSeed<'_> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         match self.id.kind.as_str() {
-            "ebpf" => component_body(deserializer).map(ReceiverConfig::Ebpf),
+            "ebpf" => component_body(deserializer)
+                .and_then(|c: EbpfReceiverConfig| c.check().map_err(de::Error::custom))
+                .map(ReceiverConfig::Ebpf),
             "dns" => component_body(deserializer).map(ReceiverConfig::Dns),
             "path" => component_body(deserializer).map(ReceiverConfig::Path),
             other => unknown_kind(deserializer, "receiver", other, ReceiverConfig::KINDS),
@@ -74,7 +76,8 @@ pub enum ResourceGranularity {
     #[default]
     Service,
     /// One Resource per process: adds `process.pid`,
-    /// `process.executable.name` and `process.command` to the Resource.
+    /// `process.executable.name` and `process.command` (argv\[0\]) to the
+    /// Resource, and `process.command_line` with `include_command_line`.
     Process,
 }
 
@@ -101,11 +104,16 @@ pub struct EbpfReceiverConfig {
     pub udp: bool,
     /// `service` (default) or `process`; see [`ResourceGranularity`].
     pub resource_granularity: ResourceGranularity,
-    /// Bucket bounds in seconds for `network.tcp.rtt`; strictly increasing.
+    /// With `resource_granularity: process`, also put the whole command line
+    /// on the Resource as `process.command_line`. Default `false`: arguments
+    /// can carry secrets (`--password=...`). Without process granularity it
+    /// is an error (there is no process on a service's Resource).
+    pub include_command_line: bool,
+    /// Bucket bounds in seconds for `flowscope.tcp.rtt`; strictly increasing.
     /// Default [`flowscope_model::hist::RTT_BOUNDS`].
     #[serde(deserialize_with = "bucket_bounds")]
     pub rtt_buckets: Vec<f64>,
-    /// Bucket bounds in seconds for `network.tcp.connection.duration`;
+    /// Bucket bounds in seconds for `flowscope.tcp.connection.duration`;
     /// strictly increasing. Default [`flowscope_model::hist::DURATION_BOUNDS`].
     #[serde(deserialize_with = "bucket_bounds")]
     pub duration_buckets: Vec<f64>,
@@ -122,6 +130,19 @@ impl EbpfReceiverConfig {
     pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
     /// Smallest accepted `ring_buffer_bytes` (one page).
     pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
+
+    /// The checks that involve more than one field.
+    fn check(self) -> Result<Self, String> {
+        if self.include_command_line && self.resource_granularity != ResourceGranularity::Process {
+            return Err(
+                "include_command_line: true needs resource_granularity: process \
+                        (the command line goes on a process's Resource); set both, \
+                        or remove include_command_line"
+                    .to_owned(),
+            );
+        }
+        Ok(self)
+    }
 }
 
 impl Default for EbpfReceiverConfig {
@@ -133,6 +154,7 @@ impl Default for EbpfReceiverConfig {
             tcp: true,
             udp: true,
             resource_granularity: ResourceGranularity::Service,
+            include_command_line: false,
             rtt_buckets: flowscope_model::hist::RTT_BOUNDS.to_vec(),
             duration_buckets: flowscope_model::hist::DURATION_BOUNDS.to_vec(),
         }
@@ -154,6 +176,13 @@ fn max_tracked_flows<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error>
     if value == 0 {
         return Err(de::Error::custom("max_tracked_flows must be at least 1"));
     }
+    // The kernel's flow map is sized by it (a u32).
+    if u32::try_from(value).is_err() {
+        return Err(de::Error::custom(format_args!(
+            "max_tracked_flows {value} does not fit a kernel map (at most {})",
+            u32::MAX
+        )));
+    }
     Ok(value)
 }
 
@@ -170,8 +199,8 @@ fn ring_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// `dns` receiver: every DNS lookup on the host (UDP and TCP, IPv4 and
 /// IPv6, in every network namespace), matched query to response, reported
-/// as `dns.lookup.duration` and `dns.lookup.timeouts` every
-/// `collection_interval`. See docs/dns.md.
+/// as `dns.lookup.duration` (timeouts included, with `error.type=timeout`)
+/// every `collection_interval`. See docs/dns.md.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsReceiverConfig {
@@ -179,12 +208,13 @@ pub struct DnsReceiverConfig {
     /// ports, none 0.
     #[serde(deserialize_with = "dns_ports")]
     pub ports: Vec<u16>,
-    /// How long a query waits for its response before it is counted in
-    /// `dns.lookup.timeouts`. Default `5s`; between `10ms` and `1m`.
+    /// How long a query waits for its response before it is recorded as a
+    /// timed-out lookup (`dns.lookup.duration` with `error.type=timeout`,
+    /// lasting this long). Default `5s`; between `10ms` and `1m`.
     #[serde(deserialize_with = "query_timeout")]
     pub query_timeout: Duration,
     /// Most queries waiting for a response at once; queries beyond it are
-    /// counted in `flowscope.events.lost{source=dns, reason=table_full}`.
+    /// counted in `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
     /// Default 65536, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub max_outstanding_queries: usize,
@@ -193,7 +223,7 @@ pub struct DnsReceiverConfig {
     /// Default 100, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub top_k: usize,
-    /// Entries of the IP -> name cache that sets `network.peer.domain` on
+    /// Entries of the IP -> name cache that sets `flowscope.peer.domain` on
     /// flows. Default 65536, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub name_cache_size: usize,

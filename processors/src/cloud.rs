@@ -23,13 +23,14 @@
 //!   `-<letter>`. Platform `gcp_compute_engine`.
 //! - Azure: `GET /metadata/instance/compute?api-version=2021-02-01` with
 //!   `Metadata: true`: `location`, `zone`, `subscriptionId`, `vmId`.
-//!   Platform `azure_vm`.
+//!   Platform `azure.vm` (the registry renamed `azure_vm`; values are the
+//!   registry's, v1.44.0).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use flowscope_model::names::resource;
+use flowscope_model::names::{resource, value};
 use flowscope_model::{Attrs, Flow};
 use flowscope_otel_config::processors::{
     CloudAttributes, CloudEndpoints, CloudProcessorConfig, CloudProviderName,
@@ -310,8 +311,8 @@ fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     }
     let d: Doc = json(&url, &doc)?;
     Ok(CloudInfo {
-        provider: Some("aws".into()),
-        platform: Some("aws_ec2".into()),
+        provider: Some(value::CLOUD_PROVIDER_AWS.into()),
+        platform: Some(value::CLOUD_PLATFORM_AWS_EC2.into()),
         region: d.region,
         availability_zone: d.availability_zone,
         account_id: d.account_id,
@@ -342,8 +343,8 @@ fn gcp(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     let project = get("project/project-id").ok();
     let id = get("instance/id").ok();
     Ok(CloudInfo {
-        provider: Some("gcp".into()),
-        platform: Some("gcp_compute_engine".into()),
+        provider: Some(value::CLOUD_PROVIDER_GCP.into()),
+        platform: Some(value::CLOUD_PLATFORM_GCP_COMPUTE_ENGINE.into()),
         region,
         availability_zone: Some(zone).filter(|z| !z.is_empty()),
         account_id: project,
@@ -364,8 +365,8 @@ fn azure(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     }
     let c: Compute = json(&url, &body)?;
     Ok(CloudInfo {
-        provider: Some("azure".into()),
-        platform: Some("azure_vm".into()),
+        provider: Some(value::CLOUD_PROVIDER_AZURE.into()),
+        platform: Some(value::CLOUD_PLATFORM_AZURE_VM.into()),
         region: c.location,
         availability_zone: c.zone.filter(|z| !z.is_empty()),
         account_id: c.subscription_id,

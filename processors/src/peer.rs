@@ -1,10 +1,10 @@
 //! `peer`: names the remote side of each flow.
 //!
-//! - `network.peer.cloud.provider`/`region`/`service` from the published
+//! - `flowscope.peer.cloud.provider`/`region`/`service` from the published
 //!   cloud ranges ([`crate::ranges`]), longest prefix wins;
-//! - `network.peer.tag.<key>` from configured CIDR tags; when several
+//! - `flowscope.peer.tag.<key>` from configured CIDR tags; when several
 //!   networks containing the peer set one key, the longest network wins;
-//! - `network.peer.service.name`, first of: the local process behind the
+//! - `service.peer.name`, first of: the local process behind the
 //!   peer address (same host; [`LocalServices`], or the client side of the
 //!   same connection seen in this batch), the configured service whose
 //!   network (longest wins) and ports match, the cloud service when the

@@ -297,7 +297,7 @@ fn azure_instance_metadata() {
         kv(&[
             ("cloud.account.id", "sub-1"),
             ("cloud.availability_zone", "2"),
-            ("cloud.platform", "azure_vm"),
+            ("cloud.platform", "azure.vm"),
             ("cloud.provider", "azure"),
             ("cloud.region", "westeurope"),
             ("host.id", "vm-9"),

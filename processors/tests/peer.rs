@@ -219,19 +219,19 @@ fn cidr_tags_and_named_services_longest_network_wins() {
         cidrs: [198.18.0.0/15]";
     let mut chain = chain_from_yaml(yaml, &["peer"]);
     let a = enrich(&mut chain, "198.18.7.9:5432");
-    assert_eq!(a.get_str("network.peer.tag.env"), Some("lab"));
-    assert_eq!(a.get_str("network.peer.tag.team"), Some("storage"));
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), Some("lab"));
+    assert_eq!(a.get_str("flowscope.peer.tag.team"), Some("storage"));
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("postgres"));
     let a = enrich(&mut chain, "198.18.7.9:80");
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("anything-in-lab"));
     let a = enrich(&mut chain, "198.18.7.7:5432");
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("storage-node"));
     let a = enrich(&mut chain, "198.18.1.1:80");
-    assert_eq!(a.get_str("network.peer.tag.team"), Some("net"));
+    assert_eq!(a.get_str("flowscope.peer.tag.team"), Some("net"));
     let a = enrich(&mut chain, "[fd00::5]:80");
-    assert_eq!(a.get_str("network.peer.tag.env"), Some("lab"));
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), Some("lab"));
     let a = enrich(&mut chain, "127.0.0.1:80");
-    assert_eq!(a.get_str("network.peer.tag.env"), None);
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), None);
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), None);
 }
 

@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         collector: CollectorSettings {
             max_tracked: 65536,
             granularity: Granularity::Process,
+            include_command_line: false,
             rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
             duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
             ephemeral: ephemeral_ports(),

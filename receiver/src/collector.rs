@@ -32,7 +32,9 @@ pub trait PeerNames: Send + Sync {
 pub enum Granularity {
     /// service.name, container, host.
     Service,
-    /// Adds process.pid, process.executable.name, process.command.
+    /// Adds process.pid, process.executable.name, process.command
+    /// (argv\[0\]), and process.command_line when
+    /// [`CollectorSettings::include_command_line`] is set.
     Process,
 }
 
@@ -41,6 +43,10 @@ pub enum Granularity {
 pub struct CollectorSettings {
     pub max_tracked: usize,
     pub granularity: Granularity,
+    /// With [`Granularity::Process`]: also put the whole command line on
+    /// the Resource (`process.command_line`). Off by default: arguments can
+    /// carry secrets.
+    pub include_command_line: bool,
     pub rtt_bounds: Arc<[f64]>,
     pub duration_bounds: Arc<[f64]>,
     /// The host's ephemeral port range, to tell a client from a server when
@@ -416,6 +422,12 @@ impl Collector {
         } else {
             let info = self.procs.get(key.pid, &key.comm);
             attrs.set(resource::SERVICE_NAME, info.service_name.clone());
+            if let Some(ns) = &info.service_namespace {
+                attrs.set(resource::SERVICE_NAMESPACE, ns.clone());
+            }
+            if let Some(v) = &info.service_version {
+                attrs.set(resource::SERVICE_VERSION, v.clone());
+            }
             if let Some(c) = &info.container_id {
                 attrs.set(resource::CONTAINER_ID, c.clone());
             }
@@ -427,6 +439,11 @@ impl Collector {
                 );
                 if let Some(cmd) = &info.command {
                     attrs.set(resource::PROCESS_COMMAND, cmd.clone());
+                }
+                if self.settings.include_command_line
+                    && let Some(line) = &info.command_line
+                {
+                    attrs.set(resource::PROCESS_COMMAND_LINE, line.clone());
                 }
             }
         }
@@ -502,6 +519,7 @@ mod tests {
         CollectorSettings {
             max_tracked: 100,
             granularity: Granularity::Service,
+            include_command_line: false,
             rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
             duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
             ephemeral: (32768, 60999),

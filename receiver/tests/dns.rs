@@ -399,7 +399,7 @@ fn histograms<'a>(
 ) -> impl Iterator<Item = &'a flowscope_model::Histogram> + 'a {
     points
         .iter()
-        .filter(|p| p.metric.name == "dns.lookup.duration")
+        .filter(|p| p.metric.name == DUR)
         .filter(move |p| filter.iter().all(|(k, v)| p.attrs.get_str(k) == Some(v)))
         .filter_map(|p| match &p.value {
             PointValue::Histogram(h) => Some(h),
@@ -415,8 +415,7 @@ fn test_settings() -> DnsSettings {
     }
 }
 
-const DUR: &str = "dns.lookup.duration";
-const TIMEOUTS: &str = "dns.lookup.timeouts";
+const DUR: &str = flowscope_model::names::metric::DNS_DURATION.0;
 
 #[test]
 fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
@@ -459,13 +458,16 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
         (attr::DNS_QUESTION_TYPE, "A"),
         (attr::DNS_RESPONSE_CODE, "NOERROR"),
     ]);
+    // Failed lookups carry their RCODE's name as error.type too.
     let nx = client(&[
         (attr::SERVER_ADDRESS, s_static),
         (attr::DNS_RESPONSE_CODE, "NXDOMAIN"),
+        (attr::ERROR_TYPE, "NXDOMAIN"),
     ]);
     let sf = client(&[
         (attr::SERVER_ADDRESS, s_static),
         (attr::DNS_RESPONSE_CODE, "SERVFAIL"),
+        (attr::ERROR_TYPE, "SERVFAIL"),
     ]);
     let tcp = client(&[
         (attr::SERVER_ADDRESS, s_static),
@@ -492,7 +494,27 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
     assert_eq!(count(p, DUR, &sf), 1);
     assert_eq!(count(p, DUR, &tcp), 1);
     assert_eq!(count(p, DUR, &v6), 1);
-    assert_eq!(count(p, TIMEOUTS, &[(attr::SERVER_ADDRESS, s_static)]), 0);
+    assert_eq!(
+        count(
+            p,
+            DUR,
+            &[
+                (attr::SERVER_ADDRESS, s_static),
+                (attr::ERROR_TYPE, "timeout")
+            ]
+        ),
+        0
+    );
+    // error.type is set if and only if the lookup failed.
+    for pt in p.iter().filter(|pt| pt.metric.name == DUR) {
+        let rcode = pt.attrs.get_str(attr::DNS_RESPONSE_CODE);
+        let error = pt.attrs.get_str(attr::ERROR_TYPE);
+        match rcode {
+            Some("NOERROR") => assert_eq!(error, None, "{pt:?}"),
+            Some(code) => assert_eq!(error, Some(code), "{pt:?}"),
+            None => assert_eq!(error, Some("timeout"), "{pt:?}"),
+        }
+    }
     for h in histograms(p, &udp_known) {
         assert!(
             h.min > 0.0 && h.sum > 0.0,
@@ -580,12 +602,12 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
 
     let lost = agent
         .telemetry
-        .total_matching(EVENTS_LOST, &Attrs::new().with("reason", "parse_error"));
+        .total_matching(EVENTS_LOST, &Attrs::new().with(attr::REASON, "parse_error"));
     assert_eq!(lost, 0, "no parse errors on real traffic");
     assert!(
         agent
             .telemetry
-            .total_matching(EVENTS_RECEIVED, &Attrs::new().with("source", "dns"))
+            .total_matching(EVENTS_RECEIVED, &Attrs::new().with(attr::SOURCE, "dns"))
             > 0
     );
     agent.stop();
@@ -622,22 +644,43 @@ fn dropped_responses_time_out_once_each() {
         (attr::FLOW_ROLE, "client"),
         (attr::SERVER_ADDRESS, s_static),
     ];
-    agent.wait_for(20, "the timeouts", |p| count(p, TIMEOUTS, &f) >= N);
+    let timed_out = [
+        (attr::FLOW_ROLE, "client"),
+        (attr::SERVER_ADDRESS, s_static),
+        (attr::ERROR_TYPE, "timeout"),
+    ];
+    agent.wait_for(20, "the timeouts", |p| count(p, DUR, &timed_out) >= N);
     // Several more intervals: nothing is counted twice.
     agent.settle(4);
     let p = &agent.points;
-    assert_eq!(count(p, TIMEOUTS, &f), N, "{:#?}", summary(p));
-    assert_eq!(count(p, DUR, &f), 0);
+    // Every lookup is a dns.lookup.duration sample: the client's N
+    // timed-out ones, each lasting exactly the timeout, with no response
+    // code, and nothing else on the client's side.
+    assert_eq!(count(p, DUR, &timed_out), N, "{:#?}", summary(p));
+    assert_eq!(count(p, DUR, &f), N);
+    let total: f64 = histograms(p, &timed_out).map(|h| h.sum).sum();
+    assert!((total - N as f64 * 0.5).abs() < 1e-9, "{total}");
+    assert!(
+        p.iter()
+            .filter(|pt| pt.metric.name == DUR)
+            .filter(|pt| f.iter().all(|(k, v)| pt.attrs.get_str(k) == Some(v)))
+            .all(|pt| pt.attrs.get(attr::DNS_RESPONSE_CODE).is_none()),
+        "{:#?}",
+        summary(p)
+    );
     for i in 0..N {
         let name = format!("t{i}.known.test");
         let one: u64 = p
             .iter()
             .filter(|pt| {
-                pt.metric.name == TIMEOUTS
+                pt.metric.name == DUR
                     && pt.attrs.get_str(attr::DNS_QUESTION_NAME) == Some(name.as_str())
             })
             .filter(|pt| pt.attrs.get_str(attr::FLOW_ROLE) == Some("client"))
-            .map(|pt| pt.value.as_f64() as u64)
+            .map(|pt| match &pt.value {
+                PointValue::Histogram(h) => h.count,
+                v => panic!("not a histogram: {v:?}"),
+            })
             .sum();
         assert_eq!(one, 1, "{name}");
     }
@@ -951,8 +994,8 @@ fn hostile_corpus_is_counted_never_panics() {
     let parse_errors = t.total(
         EVENTS_LOST,
         &Attrs::new()
-            .with("reason", "parse_error")
-            .with("source", "dns"),
+            .with(attr::REASON, "parse_error")
+            .with(attr::SOURCE, "dns"),
     );
     let raw_ok = files
         .values()

@@ -22,7 +22,7 @@
 //!   incoming); only the incoming copy is kept.
 //! - Packets the kernel dropped because a socket's queue was full are read
 //!   from `PACKET_STATISTICS` and counted as
-//!   `flowscope.events.lost{source=dns, reason=socket_full}`.
+//!   `flowscope.events.lost{flowscope.source=dns, flowscope.reason=socket_full}`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

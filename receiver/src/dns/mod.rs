@@ -7,11 +7,11 @@
 //! - [`packet`], [`tcp`], [`message`]: IP/UDP/TCP headers, DNS-over-TCP
 //!   reassembly, DNS parsing (simple-dns).
 //! - [`engine`]: query/response matching, timeouts, aggregation into
-//!   `dns.lookup.duration` / `dns.lookup.timeouts` points.
+//!   `dns.lookup.duration` points (failures and timeouts included).
 //! - [`topk`]: per-client top-K of question names, folded to registrable
 //!   domains and `_other`.
 //! - [`names`]: the IP -> name cache the flow receiver uses for
-//!   `network.peer.domain`.
+//!   `flowscope.peer.domain`.
 //! - [`owner`]: the process owning the local DNS socket, from /proc.
 //!
 //! [`DnsReceiver::start`] loads the filter and starts the capture thread;

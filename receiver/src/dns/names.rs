@@ -5,7 +5,7 @@
 //! CNAME `edge.cdn.example` A `198.18.0.9`) maps to the name the client
 //! asked for, in that client's network namespace. That is the name the
 //! client resolved to reach the address, which the flow receiver puts in
-//! `network.peer.domain` ([`PeerNames`]).
+//! `flowscope.peer.domain` ([`PeerNames`]).
 //!
 //! An entry lives for the record's TTL plus a grace period: the flow
 //! receiver asks at the end of each interval, so a connection made just
