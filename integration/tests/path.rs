@@ -595,9 +595,14 @@ fn dynamic_tests_follow_observed_flows() {
         },
     );
     eprintln!("500 destinations: {tested} tested, {limited} rate_limited");
-    // The minute's budget of 20 minus the server's test admitted before:
-    // the spray comes seconds after it, well inside the same minute.
-    assert_eq!((tested, limited), (19, 481.0));
+    // The minute's budget of 20 minus the server's test admitted before
+    // (19 when this test runs alone; fewer when other tests' probes from
+    // their own 198.19.x namespaces, seen by this agent too, took some).
+    assert!(
+        (1..=19).contains(&tested),
+        "{tested} tested, {limited} limited"
+    );
+    assert_eq!(tested as f64 + limited, 500.0);
     // The loopback flow was seen, and no test ever went to it.
     let pts = agent.points();
     assert!(
