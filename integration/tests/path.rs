@@ -591,7 +591,7 @@ fn dynamic_tests_follow_observed_flows() {
                     ("flowscope.reason", "rate_limited"),
                 ],
             );
-            (tested.len() as f64 + limited == 500.0).then_some((tested.len(), limited))
+            (tested.len() as f64 + limited >= 500.0).then_some((tested.len(), limited))
         },
     );
     eprintln!("500 destinations: {tested} tested, {limited} rate_limited");
@@ -602,7 +602,9 @@ fn dynamic_tests_follow_observed_flows() {
         (1..=19).contains(&tested),
         "{tested} tested, {limited} limited"
     );
-    assert_eq!(tested as f64 + limited, 500.0);
+    // Every spray destination is tested or counted (alone: exactly 500;
+    // other tests' refused flows can only add).
+    assert!(tested as f64 + limited >= 500.0);
     // The loopback flow was seen, and no test ever went to it.
     let pts = agent.points();
     assert!(
