@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flowscope_model::Telemetry;
+use flowscope_model::{Context, HostFacts};
 use flowscope_otel_config::Loaded;
 use tracing::{info, warn};
 
@@ -69,8 +69,11 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
 async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
     let loaded = load(config.as_ref())?;
     check::components(&loaded)?;
-    let telemetry = Telemetry::new();
-    let agent = pipeline::Agent::start(&loaded.config, telemetry)?;
+    // The one context every component is built with: host facts (with the
+    // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
+    // self-telemetry provider, and the shared services.
+    let ctx = Context::new(HostFacts::detect());
+    let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
     let health = match healthz {
         Some(addr) => Some(
             flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec())

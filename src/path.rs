@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use flowscope_model::HostFacts;
 use flowscope_otel_config::receivers::{
     PathProbeConfig, PathProtocol, PathReceiverConfig, PathTestConfig,
 };
@@ -45,8 +46,9 @@ fn test_port(t: &PathTestConfig) -> anyhow::Result<u16> {
     }
 }
 
-/// The `path` receiver's settings from its config.
-pub fn settings(c: &PathReceiverConfig) -> anyhow::Result<PathSettings> {
+/// The `path` receiver's settings from its config; scheduled tests' points
+/// carry the host's Resource attributes (`host`).
+pub fn settings(c: &PathReceiverConfig, host: &HostFacts) -> anyhow::Result<PathSettings> {
     let tests = c
         .tests
         .iter()
@@ -94,7 +96,7 @@ pub fn settings(c: &PathReceiverConfig) -> anyhow::Result<PathSettings> {
     Ok(PathSettings {
         tests,
         dynamic,
-        resource: Arc::new(flowscope_receiver::host_attrs()),
+        resource: Arc::new(host.attrs.clone()),
         rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
     })
 }

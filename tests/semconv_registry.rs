@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::names::{attr, metric, resource, value};
-use flowscope_model::{Attrs, MetricBatch, Telemetry};
+use flowscope_model::{MetricBatch, Telemetry};
 use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
 use flowscope_receiver::dns::engine::{Captured, Direction, FixedOwner};
 use flowscope_receiver::dns::packet::build;
@@ -493,9 +493,9 @@ fn flow_output(telemetry: &Telemetry) -> MetricBatch {
         rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
         duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
         ephemeral: (32768, 60999),
-        host: flowscope_receiver::host_attrs(),
+        host: flowscope_model::HostFacts::detect().attrs,
     };
-    let mut col = Collector::new(settings, telemetry.clone(), None);
+    let mut col = Collector::new(settings, telemetry.clone());
     // A live client connection, one closed with resets, a server side, and
     // failed connects (refused, and one with an errno without a value).
     col.on_conn(64, &conn(40000, 5432, [198, 18, 7, 7], role::CLIENT));
@@ -571,21 +571,18 @@ service:\n  pipelines:\n    metrics:
       exporters: [console]\n";
     let loaded = flowscope_otel_config::load_str_with_env(yaml, "test.yaml", &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let local = flowscope_processors::LocalServices::new();
+    let ctx = flowscope_model::Context::with_telemetry(telemetry.clone());
+    let builder = flowscope_processors::Builder::new(&ctx);
     let procs = ["cloud", "peer", "locality", "cost"]
         .iter()
         .map(|p| {
             let id: flowscope_otel_config::ComponentId = p.parse().expect("id");
-            flowscope_processors::build_with(
-                &id,
-                &loaded.config.processors[&id],
-                telemetry.clone(),
-                &local,
-            )
-            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            builder
+                .build(&id, &loaded.config.processors[&id])
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
         })
         .collect();
-    flowscope_processors::Chain::new(procs, telemetry.clone()).process(batch)
+    builder.chain(procs).process(batch)
 }
 
 /// A DNS query for `name` (type A) with id `id`, in wire format.
@@ -623,7 +620,9 @@ fn dns_output(telemetry: &Telemetry) -> MetricBatch {
         telemetry.clone(),
         Arc::new(DnsNames::new(16, Duration::from_secs(1))),
         Box::new(FixedOwner(Arc::new(
-            flowscope_receiver::host_attrs().with(resource::SERVICE_NAME, "app"),
+            flowscope_model::HostFacts::detect()
+                .attrs
+                .with(resource::SERVICE_NAME, "app"),
         ))),
     );
     let c: SocketAddr = "198.18.0.2:40000".parse().unwrap();
@@ -657,25 +656,40 @@ fn dns_output(telemetry: &Telemetry) -> MetricBatch {
 
 /// Every kind of self-telemetry, drained as the agent drains it.
 fn self_output(telemetry: &Telemetry) -> MetricBatch {
-    telemetry.events_received("ebpf.tcp", 3);
-    telemetry.events_lost("ebpf.tcp", "ringbuf_full", 1);
-    telemetry.flows_overflow(metric::FLOW_IO.0, 2);
-    telemetry.exporter_sent("otlp/backend", 5);
-    telemetry.exporter_failed("otlp/backend", "queue_full", 1);
-    telemetry.set_gauge(flowscope_model::telemetry::FLOWS_TRACKED, Attrs::new(), 7);
-    telemetry.set_gauge(
-        flowscope_model::telemetry::EXPORTER_QUEUE_SIZE,
-        flowscope_model::telemetry::component_attrs("otlp/backend"),
-        1,
-    );
-    telemetry.set_gauge(
-        flowscope_model::telemetry::EXPORTER_QUEUE_CAPACITY,
-        flowscope_model::telemetry::component_attrs("otlp/backend"),
-        100,
-    );
-    let res = Arc::new(Attrs::new().with(resource::SERVICE_NAME, "flowscope"));
+    use flowscope_model::internal_events::*;
+    telemetry.emit(EventsReceived {
+        source: Source::EbpfTcp,
+        count: 3,
+    });
+    telemetry.emit(EventsLost {
+        source: Source::EbpfTcp,
+        reason: LossReason::RingbufFull,
+        count: 1,
+    });
+    telemetry.emit(FlowsOverflow {
+        metric: metric::FLOW_IO.0,
+        count: 2,
+    });
+    telemetry.emit(ExporterSent {
+        exporter: "otlp/backend",
+        count: 5,
+    });
+    telemetry.emit(ExporterFailed {
+        exporter: "otlp/backend",
+        error_type: "queue_full",
+        count: 1,
+    });
+    telemetry.emit(FlowsTracked { count: 7 });
+    telemetry.emit(ExporterQueue {
+        exporter: "otlp/backend",
+        size: 1,
+    });
+    telemetry.emit(ExporterQueueCapacity {
+        exporter: "otlp/backend",
+        capacity: 100,
+    });
     let mut batch = MetricBatch::new(0, 10_000_000_000);
-    batch.points = telemetry.drain(&res);
+    batch.points = telemetry.collect_interval();
     batch
 }
 

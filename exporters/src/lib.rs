@@ -17,7 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscope_model::{MetricBatch, Telemetry};
+use flowscope_model::internal_events::{ExporterFailed, ExporterSent};
+use flowscope_model::{Context, MetricBatch, Telemetry};
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 use tokio::task::JoinHandle;
 
@@ -299,16 +300,17 @@ impl ExporterHandle {
     }
 }
 
-/// Starts the exporter `id` configured by `config`, reporting into
-/// `telemetry`. Must be called inside a tokio runtime (it spawns the
-/// exporter's task). OTLP exporters read the `OTEL_EXPORTER_OTLP_*`
-/// variables of the process for what the config leaves unset.
+/// Starts the exporter `id` configured by `config`; what it shares with the
+/// rest of the agent (self-telemetry) comes from `ctx`. Must be called
+/// inside a tokio runtime (it spawns the exporter's task). OTLP exporters
+/// read the `OTEL_EXPORTER_OTLP_*` variables of the process for what the
+/// config leaves unset.
 pub fn build(
     id: &ComponentId,
     config: &ExporterConfig,
-    telemetry: Telemetry,
+    ctx: &Context,
 ) -> Result<ExporterHandle, BuildError> {
-    build_with_env(id, config, telemetry, &|k| std::env::var(k).ok())
+    build_with_env(id, config, ctx, &|k| std::env::var(k).ok())
 }
 
 /// Checks the exporter `id` as [`build`] would, without starting it: the
@@ -363,9 +365,10 @@ pub fn check_with_env(
 pub fn build_with_env(
     id: &ComponentId,
     config: &ExporterConfig,
-    telemetry: Telemetry,
+    ctx: &Context,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExporterHandle, BuildError> {
+    let telemetry = ctx.telemetry.clone();
     let name = id.to_string();
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::NoRuntime { id: name });
@@ -550,9 +553,16 @@ pub(crate) fn spawn<S: Sink>(
             s.record(&out);
             s.queue.finish(&entry, || {
                 let t = s.queue.telemetry();
-                t.exporter_sent(s.queue.name(), out.sent);
+                t.emit(ExporterSent {
+                    exporter: s.queue.name(),
+                    count: out.sent,
+                });
                 for (ty, n) in &out.failed {
-                    t.exporter_failed(s.queue.name(), ty, *n);
+                    t.emit(ExporterFailed {
+                        exporter: s.queue.name(),
+                        error_type: ty,
+                        count: *n,
+                    });
                 }
             });
             if let Some(e) = &out.error {

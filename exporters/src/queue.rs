@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flowscope_model::telemetry::{EXPORTER_QUEUE_CAPACITY, EXPORTER_QUEUE_SIZE, component_attrs};
+use flowscope_model::internal_events::{ExporterFailed, ExporterQueue, ExporterQueueCapacity};
 use flowscope_model::{MetricBatch, Telemetry};
 use tokio::sync::Notify;
 
@@ -95,8 +95,10 @@ impl<T: Item> Queue<T> {
         persist: Option<Persistence<T>>,
     ) -> Self {
         let capacity = capacity.max(1);
-        let attrs = component_attrs(name.as_str());
-        telemetry.set_gauge(EXPORTER_QUEUE_CAPACITY, attrs, capacity as i64);
+        telemetry.emit(ExporterQueueCapacity {
+            exporter: &name,
+            capacity,
+        });
         let q = Self {
             name,
             capacity,
@@ -176,11 +178,10 @@ impl<T: Item> Queue<T> {
     }
 
     fn set_size(&self, len: usize) {
-        self.telemetry.set_gauge(
-            EXPORTER_QUEUE_SIZE,
-            component_attrs(self.name.as_str()),
-            len as i64,
-        );
+        self.telemetry.emit(ExporterQueue {
+            exporter: &self.name,
+            size: len,
+        });
     }
 
     fn drop_oldest(&self, st: &mut State<T>) {
@@ -189,7 +190,11 @@ impl<T: Item> Queue<T> {
         };
         self.forget(st, old.seq, old.disk);
         let n = old.item.points();
-        self.telemetry.exporter_failed(&self.name, QUEUE_FULL, n);
+        self.telemetry.emit(ExporterFailed {
+            exporter: &self.name,
+            error_type: QUEUE_FULL,
+            count: n,
+        });
         tracing::warn!(exporter = %self.name, points = n, "exporter queue full; dropped the oldest batch");
     }
 
@@ -213,8 +218,11 @@ impl<T: Item> Queue<T> {
         let mut st = self.lock();
         if st.closed {
             drop(st);
-            self.telemetry
-                .exporter_failed(&self.name, SHUTDOWN, item.points());
+            self.telemetry.emit(ExporterFailed {
+                exporter: &self.name,
+                error_type: SHUTDOWN,
+                count: item.points(),
+            });
             return;
         }
         let seq = st.next_seq;
@@ -309,7 +317,11 @@ impl<T: Item> Queue<T> {
                 n += e.item.points();
             }
         }
-        self.telemetry.exporter_failed(&self.name, SHUTDOWN, n);
+        self.telemetry.emit(ExporterFailed {
+            exporter: &self.name,
+            error_type: SHUTDOWN,
+            count: n,
+        });
         self.set_size(0);
         (n, kept)
     }

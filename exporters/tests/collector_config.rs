@@ -65,7 +65,8 @@ async fn a_collector_otlp_grpc_config_validates_and_delivers() {
     check_with_env(&id, config, &no_env).unwrap();
 
     let t = Telemetry::new();
-    let h = build_with_env(&id, config, t.clone(), &no_env).unwrap();
+    let ctx = flowscope_model::Context::with_telemetry(t.clone());
+    let h = build_with_env(&id, config, &ctx, &no_env).unwrap();
     // 3 batches of 5 flows: 2 points per flow.
     for i in 0..3 {
         h.submit(batch(i, 5));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use flowscope_exporters::build;
-use flowscope_model::Telemetry;
+use flowscope_model::{Context, Telemetry};
 use flowscope_otel_config::exporters::PrometheusExporterConfig;
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 
@@ -53,7 +53,7 @@ async fn endpoint_serves_translated_cumulative_series() {
     let h = build(
         &"prometheus".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
     )
     .unwrap();
     h.submit(batch(0, 2));
@@ -117,7 +117,7 @@ async fn real_prometheus_scrapes_the_flow_series() {
     let h = build(
         &"prometheus".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
     )
     .unwrap();
     h.submit(batch(4, 3));

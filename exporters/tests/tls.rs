@@ -2,6 +2,7 @@
 
 mod common;
 
+use flowscope_model::Context;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ async fn run(cfg: ExporterConfig) -> (Telemetry, u64, u64) {
     let h = build_with_env(
         &"x".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -116,9 +117,14 @@ async fn bad_tls_files_are_build_errors_naming_the_key() {
     };
     let t = Telemetry::new();
     let id: ComponentId = "otlp".parse().unwrap();
-    let err = build_with_env(&id, &grpc(4317, missing), t.clone(), &no_env)
-        .err()
-        .unwrap();
+    let err = build_with_env(
+        &id,
+        &grpc(4317, missing),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .err()
+    .unwrap();
     let mut msg = err.to_string();
     let mut src = std::error::Error::source(&err);
     while let Some(s) = src {
@@ -134,7 +140,7 @@ async fn bad_tls_files_are_build_errors_naming_the_key() {
         cert_file: Some(pki.path("client.pem")),
         ..Default::default()
     };
-    let err = build_with_env(&id, &http(4318, half), t, &no_env)
+    let err = build_with_env(&id, &http(4318, half), &Context::with_telemetry(t), &no_env)
         .err()
         .unwrap();
     let src = std::error::Error::source(&err).unwrap().to_string();

@@ -32,7 +32,8 @@ async fn deliver(port: u16, tls: TlsClientConfig) -> (u64, u64) {
     });
     let t = Telemetry::new();
     let id: ComponentId = "x".parse().unwrap();
-    let h = build_with_env(&id, &cfg, t.clone(), &no_env).unwrap();
+    let ctx = flowscope_model::Context::with_telemetry(t.clone());
+    let h = build_with_env(&id, &cfg, &ctx, &no_env).unwrap();
     h.submit(batch(0, 3));
     h.shutdown().await;
     (sent(&t, "x"), failed_all(&t, "x"))

@@ -253,6 +253,12 @@ impl Agent {
 
     /// Like [`Agent::start_with`], with extra `flowscope run` arguments.
     pub fn start_args(config: &str, args: &[&str]) -> anyhow::Result<Agent> {
+        Self::start_env(config, args, &[])
+    }
+
+    /// Like [`Agent::start_args`], with `envs` set in the agent's
+    /// environment (e.g. `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn start_env(config: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Agent> {
         require_root();
         let dir = tempfile::tempdir()?;
         let output = dir.path().join("metrics.jsonl");
@@ -268,6 +274,7 @@ impl Agent {
             .args(args)
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         // SAFETY: prctl is async-signal-safe; the agent dies with this test

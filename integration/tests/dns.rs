@@ -1,6 +1,8 @@
 //! End to end with DNS (issue 5): a lookup answered by a real dnsmasq is a
 //! `dns.lookup.duration` point with its rcode, and the connection the client
-//! then makes to the answered address carries `flowscope.peer.domain`.
+//! then makes to the answered address carries `flowscope.peer.domain`, set by
+//! the `peer` processor from the name cache the DNS receiver fills (the two
+//! share only the agent's context).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,8 +26,9 @@ fn resolved_name_reaches_the_flow() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start_with(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n  dns:\n    collection_interval: 1s\n\
+         processors:\n  peer:\n    builtin_ranges: false\n\
          exporters:\n  file:\n    path: OUTPUT\n\
-         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      exporters: [file]\n",
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      processors: [peer]\n      exporters: [file]\n",
     )
     .unwrap();
     let server = net.a_v4();

@@ -465,7 +465,9 @@ fn cli_prints_the_hops() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_NET_RAW"), "{err}");
 
-    // The agent with a path receiver: fails at start, naming it.
+    // The agent with a path receiver: its start-up capability check
+    // (Feature::Path) fails before anything starts, naming exactly the one
+    // capability missing and what the path receiver uses it for.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("f.yaml");
     std::fs::write(
@@ -486,7 +488,8 @@ fn cli_prints_the_hops() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("starting receiver path") && err.contains("CAP_NET_RAW"),
+        err.contains("flowscope lacks CAP_NET_RAW (effective")
+            && err.contains("raw ICMP sockets of Network Path probes"),
         "{err}"
     );
 }

@@ -1,16 +1,18 @@
 //! Destinations observed in flows, handed from the flow receiver to the
 //! Network Path receiver's dynamic tests.
 //!
-//! The agent creates one [`destinations`] pair and gives the sink to the
-//! `ebpf` receiver and the source to the `path` receiver, so neither
-//! component knows the other. The sink never blocks the flow receiver: it
-//! is a bounded queue, and an offer that finds it full is dropped and
+//! [`Destinations`] is a shared service of the [`crate::Context`]: the
+//! `ebpf` receiver writes to it, the `path` receiver reads from it, and
+//! neither knows the other. The queue exists only once a reader has
+//! [`Destinations::subscribe`]d, so an agent without dynamic path tests
+//! builds no destination at all. The sink never blocks the flow receiver:
+//! it is a bounded queue, and an offer that finds it full is dropped and
 //! counted ([`DestinationSink::dropped`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::attr::Attrs;
 use crate::flow::Transport;
@@ -96,6 +98,39 @@ pub fn destinations(capacity: usize) -> (DestinationSink, DestinationSource) {
     )
 }
 
+/// The shared service: one queue from the flow receiver to the path
+/// receivers, opened by the first reader. Clones share it; the default is
+/// empty (no reader, so writers offer nothing).
+#[derive(Clone, Debug, Default)]
+pub struct Destinations {
+    queue: Arc<OnceLock<(DestinationSink, Arc<DestinationSource>)>>,
+}
+
+impl Destinations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The reader's end. The first call opens the queue with room for
+    /// `capacity` waiting destinations; later calls (a second `path`
+    /// receiver) share that queue and its capacity.
+    pub fn subscribe(&self, capacity: usize) -> Arc<DestinationSource> {
+        self.queue
+            .get_or_init(|| {
+                let (sink, source) = destinations(capacity);
+                (sink, Arc::new(source))
+            })
+            .1
+            .clone()
+    }
+
+    /// The writer's end, once some reader has subscribed; `None` before
+    /// (the writer then skips building destinations).
+    pub fn sink(&self) -> Option<&DestinationSink> {
+        self.queue.get().map(|(sink, _)| sink)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +158,20 @@ mod tests {
         let got: Vec<u16> = source.drain().iter().map(|d| d.server.port()).collect();
         assert_eq!(got, vec![1, 2]);
         assert!(sink.offer(dest(4)));
+        assert_eq!(source.drain().len(), 1);
+    }
+
+    #[test]
+    fn service_opens_on_first_subscribe_and_is_shared_by_clones() {
+        let d = Destinations::new();
+        let writer = d.clone();
+        assert!(writer.sink().is_none(), "no reader yet");
+        let source = d.subscribe(1);
+        let again = d.subscribe(100);
+        let sink = writer.sink().expect("reader subscribed");
+        assert!(sink.offer(dest(7)));
+        assert!(!sink.offer(dest(8)), "capacity of the first subscribe");
+        assert_eq!(again.dropped(), 1);
         assert_eq!(source.drain().len(), 1);
     }
 }

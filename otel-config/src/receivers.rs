@@ -126,6 +126,9 @@ impl EbpfReceiverConfig {
     pub const MIN_COLLECTION_INTERVAL: Duration = Duration::from_secs(1);
     /// Default `max_tracked_flows`.
     pub const DEFAULT_MAX_TRACKED_FLOWS: usize = 65_536;
+    /// Largest accepted `max_tracked_flows`: the kernel maps are sized by it,
+    /// and a map's size is a `u32`.
+    pub const MAX_TRACKED_FLOWS: usize = u32::MAX as usize;
     /// Default `ring_buffer_bytes` (1 MiB).
     pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
     /// Smallest accepted `ring_buffer_bytes` (one page).
@@ -161,20 +164,28 @@ impl Default for EbpfReceiverConfig {
     }
 }
 
+fn check_collection_interval(value: Duration) -> Result<(), String> {
+    if value < EbpfReceiverConfig::MIN_COLLECTION_INTERVAL {
+        return Err(format!(
+            "collection_interval {value:?} is below the minimum of 1s"
+        ));
+    }
+    Ok(())
+}
+
 fn collection_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
-    if value < EbpfReceiverConfig::MIN_COLLECTION_INTERVAL {
-        return Err(de::Error::custom(format_args!(
-            "collection_interval {value:?} is below the minimum of 1s"
-        )));
-    }
+    check_collection_interval(value).map_err(de::Error::custom)?;
     Ok(value)
 }
 
 fn max_tracked_flows<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("max_tracked_flows must be at least 1"));
+    if value == 0 || value > EbpfReceiverConfig::MAX_TRACKED_FLOWS {
+        return Err(de::Error::custom(format_args!(
+            "max_tracked_flows must be between 1 and {} (a kernel map's size)",
+            EbpfReceiverConfig::MAX_TRACKED_FLOWS
+        )));
     }
     // The kernel's flow map is sized by it (a u32).
     if u32::try_from(value).is_err() {
@@ -256,6 +267,30 @@ impl DnsReceiverConfig {
     pub const DEFAULT_NAME_CACHE_SIZE: usize = 65_536;
     /// Default `name_ttl_grace`.
     pub const DEFAULT_NAME_TTL_GRACE: Duration = Duration::from_secs(30);
+    /// Accepted `query_timeout` range.
+    pub const QUERY_TIMEOUT_RANGE: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(60));
+
+    /// Checks every field against the same rules the config loader applies
+    /// key by key (one definition: the loader calls the same functions), for
+    /// settings built in code. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str, r: Result<(), String>| r.map_err(|m| format!("{k}: {m}"));
+        key("ports", check_dns_ports(&self.ports))?;
+        key("query_timeout", check_query_timeout(self.query_timeout))?;
+        key(
+            "max_outstanding_queries",
+            check_at_least_one(self.max_outstanding_queries),
+        )?;
+        key("top_k", check_at_least_one(self.top_k))?;
+        key("name_cache_size", check_at_least_one(self.name_cache_size))?;
+        key("buckets", crate::de::check_bounds(&self.buckets))?;
+        key(
+            "collection_interval",
+            check_collection_interval(self.collection_interval),
+        )?;
+        Ok(())
+    }
 }
 
 impl Default for DnsReceiverConfig {
@@ -273,36 +308,52 @@ impl Default for DnsReceiverConfig {
     }
 }
 
-fn dns_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
-    let ports = Vec::<u16>::deserialize(d)?;
+fn check_dns_ports(ports: &[u16]) -> Result<(), String> {
     if ports.is_empty() || ports.len() > DnsReceiverConfig::MAX_PORTS {
-        return Err(de::Error::custom(format_args!(
+        return Err(format!(
             "ports must list between 1 and {} ports, got {}",
             DnsReceiverConfig::MAX_PORTS,
             ports.len()
-        )));
+        ));
     }
     if ports.contains(&0) {
-        return Err(de::Error::custom("ports: 0 is not a port"));
+        return Err("ports: 0 is not a port".into());
     }
+    Ok(())
+}
+
+fn dns_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let ports = Vec::<u16>::deserialize(d)?;
+    check_dns_ports(&ports).map_err(de::Error::custom)?;
     Ok(ports)
+}
+
+fn check_query_timeout(value: Duration) -> Result<(), String> {
+    let (lo, hi) = DnsReceiverConfig::QUERY_TIMEOUT_RANGE;
+    if value < lo || value > hi {
+        return Err(format!(
+            "query_timeout {value:?} must be between 10ms and 1m"
+        ));
+    }
+    Ok(())
 }
 
 fn query_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
-    if value < Duration::from_millis(10) || value > Duration::from_secs(60) {
-        return Err(de::Error::custom(format_args!(
-            "query_timeout {value:?} must be between 10ms and 1m"
-        )));
-    }
+    check_query_timeout(value).map_err(de::Error::custom)?;
     Ok(value)
+}
+
+fn check_at_least_one(value: usize) -> Result<(), String> {
+    if value == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(())
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
+    check_at_least_one(value).map_err(de::Error::custom)?;
     Ok(value)
 }
 

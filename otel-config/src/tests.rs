@@ -256,7 +256,11 @@ fn out_of_range_values_are_rejected_where_they_are() {
         ),
         (
             "max_tracked_flows: 0",
-            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be at least 1",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
+        ),
+        (
+            "max_tracked_flows: 4294967296",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
         ),
         (
             "ring_buffer_bytes: 6000",

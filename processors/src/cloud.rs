@@ -129,27 +129,47 @@ impl Detection {
 
 type DetectKey = (Vec<&'static str>, CloudEndpoints, Duration);
 
-/// Starts (or joins) the detection for these settings. Returns at once.
-pub fn detect(
+/// The detection runs of one agent, by settings: every `cloud` processor
+/// built with the same detectors, endpoints and timeout follows one run, so
+/// the metadata services are asked once however many pipelines list the
+/// processor. One registry per [`crate::Builder`] (per agent), never a
+/// global.
+#[derive(Clone, Default)]
+pub struct Detections(Arc<Mutex<HashMap<DetectKey, Arc<Detection>>>>);
+
+impl Detections {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts (or joins) the detection for these settings. Returns at once.
+    pub fn detect(
+        &self,
+        detectors: &[CloudProviderName],
+        endpoints: &CloudEndpoints,
+        timeout: Duration,
+    ) -> Arc<Detection> {
+        let names: Vec<&'static str> = detectors.iter().map(|d| provider_name(*d)).collect();
+        let key = (names, endpoints.clone(), timeout);
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = runs.get(&key) {
+            return d.clone();
+        }
+        let d = start_detection(detectors, endpoints, timeout);
+        runs.insert(key, d.clone());
+        d
+    }
+}
+
+fn start_detection(
     detectors: &[CloudProviderName],
     endpoints: &CloudEndpoints,
     timeout: Duration,
 ) -> Arc<Detection> {
-    static RUNS: OnceLock<Mutex<HashMap<DetectKey, Arc<Detection>>>> = OnceLock::new();
-    let names: Vec<&'static str> = detectors.iter().map(|d| provider_name(*d)).collect();
-    let key = (names, endpoints.clone(), timeout);
-    let mut runs = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(d) = runs.get(&key) {
-        return d.clone();
-    }
     let d = Arc::new(Detection {
         result: OnceLock::new(),
         started: Instant::now(),
     });
-    runs.insert(key, d.clone());
     let detectors = detectors.to_vec();
     let endpoints = endpoints.clone();
     let run = d.clone();
@@ -387,10 +407,11 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Starts (or joins) detection in the background and returns at once.
-    pub fn from_config(c: &CloudProcessorConfig) -> Self {
-        let detection =
-            (!c.detectors.is_empty()).then(|| detect(&c.detectors, &c.endpoints, c.timeout));
+    /// Starts (or joins, through `detections`) detection in the background
+    /// and returns at once.
+    pub fn from_config(c: &CloudProcessorConfig, detections: &Detections) -> Self {
+        let detection = (!c.detectors.is_empty())
+            .then(|| detections.detect(&c.detectors, &c.endpoints, c.timeout));
         let mut cloud = Cloud {
             detection,
             set: c.set.clone(),

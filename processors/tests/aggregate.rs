@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use flowscope_model::names::{attr, resource as res};
-use flowscope_model::{Attrs, Flow, PointValue, Role, Telemetry, Transport};
-use flowscope_processors::LocalServices;
+use flowscope_model::{Attrs, Context, Flow, PointValue, Role, Transport};
 
 fn process_resource(service: &str, pid: i64) -> Arc<Attrs> {
     Arc::new((*resource(service)).clone().with(res::PROCESS_PID, pid))
@@ -71,15 +70,14 @@ const COARSE: &str = "  aggregate/coarse:
 
 #[test]
 fn two_pipelines_group_one_receivers_flows_differently() {
-    let telemetry = Telemetry::new();
+    let ctx = Context::default();
     let mut chains = chains_from_yaml(
         COARSE,
         &[
             ("metrics/fine", &[]),
             ("metrics/coarse", &["aggregate/coarse"]),
         ],
-        &telemetry,
-        &LocalServices::new(),
+        &ctx,
     );
     let batch = batch(flows());
     let fine = chains[0].process(batch.clone());

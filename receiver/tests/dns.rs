@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use flowscope_model::names::attr;
 use flowscope_model::telemetry::{EVENTS_LOST, EVENTS_RECEIVED};
-use flowscope_model::{Attrs, FlowBatch, Point, PointValue, Telemetry};
-use flowscope_receiver::PeerNames;
+use flowscope_model::{Attrs, Context, FlowBatch, PeerNames, Point, PointValue, Telemetry};
+use flowscope_otel_config::receivers::DnsReceiverConfig;
 use flowscope_receiver::dns::engine::{Captured, Direction, Engine, EngineSettings, FixedOwner};
 use flowscope_receiver::dns::packet::build;
 use flowscope_receiver::dns::{DnsNames, DnsReceiver, DnsSettings, message};
@@ -247,7 +247,7 @@ impl Drop for Pair {
 struct Agent {
     rt: tokio::runtime::Runtime,
     engine: Arc<std::sync::Mutex<Engine>>,
-    names: Arc<DnsNames>,
+    names: PeerNames,
     telemetry: Telemetry,
     points: Vec<Point>,
     rx: mpsc::Receiver<FlowBatch>,
@@ -263,9 +263,12 @@ impl Agent {
             .enable_all()
             .build()
             .expect("runtime");
-        let telemetry = Telemetry::new();
-        let (receiver, names) =
-            DnsReceiver::start(settings, telemetry.clone()).expect("start the dns receiver");
+        // The receiver writes names into the context's shared cache; this
+        // test reads them where the `peer` processor would.
+        let ctx = Context::default();
+        let telemetry = ctx.telemetry.clone();
+        let names = ctx.peer_names.clone();
+        let receiver = DnsReceiver::start_with(settings, &ctx).expect("start the dns receiver");
         // Capturing in both namespaces before any traffic.
         let want: Vec<u32> = namespaces.iter().map(|n| Pair::inode(n)).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -407,9 +410,14 @@ fn histograms<'a>(
         })
 }
 
+/// The shortest interval the configuration accepts (1 s), and a fast
+/// namespace rescan (a tunable the configuration does not expose).
 fn test_settings() -> DnsSettings {
     DnsSettings {
-        collection_interval: Duration::from_millis(300),
+        config: DnsReceiverConfig {
+            collection_interval: Duration::from_secs(1),
+            ..DnsReceiverConfig::default()
+        },
         namespace_rescan: Duration::from_millis(100),
         ..DnsSettings::default()
     }
@@ -617,10 +625,8 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
 fn dropped_responses_time_out_once_each() {
     let mut pair = Pair::new(2);
     pair.start_dnsmasq();
-    let settings = DnsSettings {
-        query_timeout: Duration::from_millis(500),
-        ..test_settings()
-    };
+    let mut settings = test_settings();
+    settings.config.query_timeout = Duration::from_millis(500);
     let mut agent = Agent::start(settings, &[&pair.a, &pair.b]);
     // The server's answers never leave its namespace.
     pair.nft(
@@ -1013,8 +1019,7 @@ fn hostile_corpus_is_counted_never_panics() {
 #[test]
 fn namespaces_are_picked_up_and_dropped() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the DNS tests need root");
-    let telemetry = Telemetry::new();
-    let (receiver, _names) = DnsReceiver::start(test_settings(), telemetry).expect("start");
+    let receiver = DnsReceiver::start_with(test_settings(), &Context::default()).expect("start");
     let name = format!("fsdns-{}-late", std::process::id());
     run(&["ip", "netns", "add", &name]);
     struct Del(String);

@@ -36,6 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
 use flowscope_model::metrics::DNS_DURATION;
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, Histogram, Point, PointValue, Role, Telemetry, Transport};
@@ -47,7 +48,7 @@ use super::tcp::{StreamKey, Streams};
 use super::topk::TopK;
 
 /// `flowscope.source` of the DNS receiver's self-telemetry.
-pub const SOURCE: &str = "dns";
+pub const SOURCE: Source = Source::Dns;
 
 /// `error.type` of a lookup that got no answer within the timeout.
 pub const TIMEOUT: &str = "timeout";
@@ -211,7 +212,8 @@ impl Engine {
         let seg = match packet::decode(p.data) {
             Ok(s) => s,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -228,10 +230,12 @@ impl Engine {
                     .streams
                     .feed(key, h, seg.payload, p.ts_ns, |m| messages.push(m.to_vec()));
                 if fed.table_full {
-                    self.telemetry.events_lost(SOURCE, "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
                 }
                 if fed.gap {
-                    self.telemetry.events_lost(SOURCE, "tcp_gap", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TcpGap, 1));
                 }
                 for m in messages {
                     self.on_message(p, Transport::Tcp, seg.src, seg.dst, &m);
@@ -251,7 +255,8 @@ impl Engine {
         let msg = match message::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -297,7 +302,8 @@ impl Engine {
             return;
         }
         if self.pending.len() >= self.settings.max_outstanding {
-            self.telemetry.events_lost(SOURCE, "table_full", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
             return;
         }
         let resource = self.owners.resource(p.netns, transport, local);
@@ -344,7 +350,8 @@ impl Engine {
         let Some(q) = self.pending.remove(&key) else {
             // The query was before the agent started, timed out already, or
             // was not kept (table full): no latency to report.
-            self.telemetry.events_lost(SOURCE, "unmatched_response", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::UnmatchedResponse, 1));
             return;
         };
         let secs = p.ts_ns.saturating_sub(q.ts_ns) as f64 / 1e9;
@@ -377,8 +384,10 @@ impl Engine {
     /// nanoseconds) as timed-out lookups, once each, lasting the timeout.
     /// Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         while let Some((deadline, _)) = self.deadlines.front() {
             if *deadline > now_ns {
                 break;
@@ -410,8 +419,10 @@ impl Engine {
 
     /// The interval's points; starts the next interval.
     pub fn finish(&mut self) -> Vec<Point> {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         let mut out = Vec::with_capacity(self.acc.len());
         for (k, hist) in self.acc.drain() {
             let mut attrs = Attrs::new()
@@ -451,7 +462,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::PeerNames;
     use crate::dns::message::tests::query;
     use crate::dns::packet::build;
     use flowscope_model::telemetry::EVENTS_LOST;

@@ -2,8 +2,8 @@
 //!
 //! Scheduled tests run every `interval` to the destinations the config
 //! names. Dynamic tests are created from the client flows the `ebpf`
-//! receiver observed (handed over through a
-//! [`flowscope_model::destinations::DestinationSource`] the agent creates),
+//! receiver observed (handed over through the context's
+//! [`flowscope_model::destinations::Destinations`] service),
 //! and probe from the client's own network namespace. Every run emits the
 //! contract's `flowscope.path.*` points as one batch. See docs/path.md.
 //!
@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flowscope_model::destinations::{DestinationSource, ObservedDestination};
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::names::path as names;
-use flowscope_model::{Attrs, FlowBatch, Telemetry};
+use flowscope_model::{Attrs, Context, FlowBatch, Telemetry};
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -36,7 +37,7 @@ use points::TestLabels;
 use prober::{Prober, Protocol, TraceRequest, TraceResult};
 
 /// Self-telemetry source of the dynamic tests' limits.
-pub const SOURCE: &str = "path.dynamic";
+pub const SOURCE: Source = Source::PathDynamic;
 
 /// How each run probes.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,23 +186,26 @@ pub struct PathReceiver {
 }
 
 impl PathReceiver {
-    /// Checks what the receiver needs: CAP_NET_RAW, and a flow source when
-    /// dynamic tests are on.
+    /// Checks what the receiver needs (CAP_NET_RAW) and, when dynamic tests
+    /// are on, subscribes to the destinations the flow receiver observes
+    /// (`ctx.destinations`). Whether a flow receiver runs in the same agent
+    /// is the agent's check (`PathError::NoFlowSource`).
     pub fn start(
         settings: PathSettings,
-        telemetry: Telemetry,
+        ctx: &Context,
         prober: Arc<dyn Prober>,
-        destinations: Option<Arc<DestinationSource>>,
     ) -> Result<Self, PathError> {
         if !netns::has_net_raw() {
             return Err(PathError::NoNetRaw);
         }
-        if settings.dynamic.is_some() && destinations.is_none() {
-            return Err(PathError::NoFlowSource);
-        }
+        // Room for a few intervals' worth of the table's destinations.
+        let destinations = settings.dynamic.as_ref().map(|d| {
+            ctx.destinations
+                .subscribe((d.table.max_destinations * 4).clamp(1024, 65_536))
+        });
         Ok(PathReceiver {
             settings,
-            telemetry,
+            telemetry: ctx.telemetry.clone(),
             prober,
             destinations,
         })
@@ -362,7 +366,11 @@ async fn dynamic_loop(
         let now = Instant::now();
         let dropped = source.dropped();
         if dropped > queue_dropped {
-            telemetry.events_lost(SOURCE, "queue_full", dropped - queue_dropped);
+            telemetry.emit(EventsLost::new(
+                SOURCE,
+                LossReason::QueueFull,
+                dropped - queue_dropped,
+            ));
             queue_dropped = dropped;
         }
         for d in source.drain() {
@@ -374,9 +382,15 @@ async fn dynamic_loop(
             match table.observe(&d, now, || open_origin(&d, own_ns, &mut ns_cache)) {
                 Ok(Observed::New) => debug!(server = %d.server, "dynamic path test added"),
                 Ok(Observed::Refreshed | Observed::Excluded) => {}
-                Ok(Observed::RateLimited) => telemetry.events_lost(SOURCE, "rate_limited", 1),
-                Ok(Observed::TableFull) => telemetry.events_lost(SOURCE, "table_full", 1),
-                Err(dynamic::NetnsGone) => telemetry.events_lost(SOURCE, "netns_gone", 1),
+                Ok(Observed::RateLimited) => {
+                    telemetry.emit(EventsLost::new(SOURCE, LossReason::RateLimited, 1))
+                }
+                Ok(Observed::TableFull) => {
+                    telemetry.emit(EventsLost::new(SOURCE, LossReason::TableFull, 1))
+                }
+                Err(dynamic::NetnsGone) => {
+                    telemetry.emit(EventsLost::new(SOURCE, LossReason::NetnsGone, 1))
+                }
             }
         }
         table.expire(now);
@@ -388,7 +402,7 @@ async fn dynamic_loop(
         for key in table.due(now) {
             let Ok(permit) = workers.clone().try_acquire_owned() else {
                 if table.postpone(&key) {
-                    telemetry.events_lost(SOURCE, "workers_busy", 1);
+                    telemetry.emit(EventsLost::new(SOURCE, LossReason::WorkersBusy, 1));
                 }
                 continue;
             };
