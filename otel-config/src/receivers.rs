@@ -187,13 +187,6 @@ fn max_tracked_flows<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error>
             EbpfReceiverConfig::MAX_TRACKED_FLOWS
         )));
     }
-    // The kernel's flow map is sized by it (a u32).
-    if u32::try_from(value).is_err() {
-        return Err(de::Error::custom(format_args!(
-            "max_tracked_flows {value} does not fit a kernel map (at most {})",
-            u32::MAX
-        )));
-    }
     Ok(value)
 }
 

@@ -478,7 +478,7 @@ fn a_flow_table_larger_than_a_kernel_map_fails_at_load() {
     );
     assert_eq!(
         e,
-        "c.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows 4294967296 does not \
-         fit a kernel map (at most 4294967295)"
+        "c.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 \
+         and 4294967295 (a kernel map's size)"
     );
 }
