@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod path;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ enum Command {
     /// Measure the user-space pipeline's throughput on synthetic kernel
     /// records (no eBPF, no network); prints JSON.
     Bench(bench::BenchArgs),
+    /// Trace the path to HOST once and print its hops (like `mtr --report`).
+    /// Needs CAP_NET_RAW.
+    Path(path::PathArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
                 );
             }),
         Command::Bench(args) => bench::run(args),
+        Command::Path(args) => path::command(args),
         Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -29,6 +29,8 @@ use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
 use flowscope_receiver::conntrack::{Conntrack, ConntrackSettings};
 use flowscope_receiver::dns::DnsReceiver;
+use flowscope_receiver::path::prober::TrippyProber;
+use flowscope_receiver::path::{PathError, PathReceiver};
 use flowscope_receiver::{EbpfReceiver, unix_nanos};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -49,6 +51,7 @@ fn check_capabilities(config: &Config) -> anyhow::Result<()> {
                     }
                 }
                 Some(ReceiverConfig::Dns(_)) => features.push(Feature::Dns),
+                Some(ReceiverConfig::Path(_)) => features.push(Feature::Path),
                 // A new receiver type adds its Feature here.
                 Some(_) | None => {}
             }
@@ -174,6 +177,11 @@ impl Agent {
         // receiver that wants NAT resolved. It fills the context's NAT
         // table, which every such receiver reads.
         let mut conntrack: Option<Conntrack> = None;
+        // Dynamic path tests learn destinations from the flow receiver
+        // (through ctx.destinations): without one they would never run.
+        let has_flow_source = receiver_order
+            .iter()
+            .any(|id| matches!(config.receivers.get(id), Some(ReceiverConfig::Ebpf(_))));
         for id in receiver_order {
             let outs = inputs.remove(&id).unwrap_or_default();
             let cfg = config
@@ -209,6 +217,17 @@ impl Agent {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
                         }
                     }));
+                }
+                ReceiverConfig::Path(c) => {
+                    if c.dynamic.enabled && !has_flow_source {
+                        return Err(PathError::NoFlowSource)
+                            .with_context(|| format!("starting receiver {id}"));
+                    }
+                    let settings = crate::path::settings(c, &ctx.host)
+                        .with_context(|| format!("receiver {id}"))?;
+                    let receiver = PathReceiver::start(settings, ctx, Arc::new(TrippyProber))
+                        .with_context(|| format!("starting receiver {id}"))?;
+                    sources.push(tokio::spawn(receiver.run(tx, stop)));
                 }
                 other => bail!(
                     "receiver {id}: type {} is not supported by this build",

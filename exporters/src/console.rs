@@ -163,6 +163,105 @@ pub fn render(batch: &MetricBatch, max_rows: usize) -> String {
         bytes(tx),
         bytes(rx),
     );
+    out.push_str(&render_paths(batch));
+    out
+}
+
+/// One line per Network Path run in the batch: the destination, then its
+/// hops in TTL order (`*` for a silent one, with the hop's mean RTT), then
+/// reachability and end-to-end loss. Empty when the batch has no path.
+pub fn render_paths(batch: &MetricBatch) -> String {
+    use flowscope_model::names::path;
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct PathLine {
+        reachable: Option<u64>,
+        sent: u64,
+        lost: u64,
+        hops: BTreeMap<i64, (String, f64, u64)>,
+    }
+    let mut paths: BTreeMap<(String, String, String, String), PathLine> = BTreeMap::new();
+    for p in &batch.points {
+        let name = p.metric.name;
+        if !name.starts_with("flowscope.path.") {
+            continue;
+        }
+        let a = |k: &str| str_or(p.attrs.get(k), "");
+        let dest = match p.attrs.get(path::SERVER_PORT) {
+            Some(port) => {
+                let addr = a(path::SERVER_ADDRESS);
+                if addr.contains(':') {
+                    format!("[{addr}]:{port}")
+                } else {
+                    format!("{addr}:{port}")
+                }
+            }
+            None => a(path::SERVER_ADDRESS),
+        };
+        let service = p
+            .resource
+            .get_str(resource::SERVICE_NAME)
+            .or_else(|| p.resource.get_str(resource::HOST_NAME))
+            .unwrap_or("?")
+            .to_string();
+        let line = paths
+            .entry((service, a(path::PROTOCOL), dest, a(path::TEST)))
+            .or_default();
+        let hop = match p.attrs.get(path::HOP_INDEX) {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        };
+        match (name, hop) {
+            (n, None) if n == path::REACHABLE.0 => line.reachable = Some(int(&p.value)),
+            (n, None) if n == path::PROBES_SENT.0 => line.sent += int(&p.value),
+            (n, None) if n == path::PROBES_LOST.0 => line.lost += int(&p.value),
+            (n, Some(i)) if n == path::HOP_RTT.0 => {
+                if let PointValue::Histogram(Histogram { sum, count, .. }) = &p.value {
+                    let e = line.hops.entry(i).or_default();
+                    e.0 = a(path::HOP_ADDRESS);
+                    e.1 += sum;
+                    e.2 += count;
+                }
+            }
+            (_, Some(i)) => {
+                line.hops.entry(i).or_default().0 = a(path::HOP_ADDRESS);
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for ((service, proto, dest, test), l) in paths {
+        let Some(reachable) = l.reachable else {
+            continue;
+        };
+        let hops: Vec<String> = l
+            .hops
+            .values()
+            .map(|(addr, sum, count)| {
+                if *count > 0 {
+                    format!("{addr} {:.2}ms", sum / *count as f64 * 1000.0)
+                } else {
+                    addr.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "path {service} -> {dest} {proto} {test}: {} | {}, loss {}/{}",
+            if hops.is_empty() {
+                "-".to_string()
+            } else {
+                hops.join(" > ")
+            },
+            if reachable == 1 {
+                "reachable"
+            } else {
+                "unreachable"
+            },
+            l.lost,
+            l.sent
+        );
+    }
     out
 }
 
@@ -346,6 +445,76 @@ nginx:80  server  tcp    fd00::1               0 B      500 B        0       -  
         assert!(all.ends_with(
             "3 flows (3 shown), tx 976.7 KiB, rx 244.6 KiB, 7 retransmits, 2 failed connects\n"
         ));
+    }
+
+    #[test]
+    fn path_is_a_line_of_hops() {
+        use flowscope_model::names::path;
+        let host = Arc::new(Attrs::new().with(resource::HOST_NAME, "node1"));
+        let base = Attrs::new()
+            .with(path::SERVER_ADDRESS, "198.18.3.2")
+            .with(path::SERVER_PORT, 5432u16)
+            .with(path::PROTOCOL, "tcp")
+            .with(path::TEST, "scheduled");
+        let hop = |i: i64, a: &str| {
+            base.clone()
+                .with(path::HOP_INDEX, i)
+                .with(path::HOP_ADDRESS, a)
+        };
+        let hist = |v: f64| {
+            let mut h = Histogram::new(Arc::from(&[0.1][..]));
+            h.record(v);
+            PointValue::Histogram(h)
+        };
+        let mut b = MetricBatch::new(0, 1_000_000_000);
+        let g = |m| MetricId::gauge(m);
+        push(
+            &mut b,
+            &host,
+            g(path::REACHABLE),
+            base.clone(),
+            PointValue::Int(1),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::PROBES_SENT),
+            base.clone(),
+            PointValue::Int(10),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::PROBES_LOST),
+            base.clone(),
+            PointValue::Int(1),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::histogram(path::HOP_RTT),
+            hop(1, "198.18.1.1"),
+            hist(0.001),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::sum(path::HOP_PROBES_SENT),
+            hop(2, "*"),
+            PointValue::Int(3),
+        );
+        push(
+            &mut b,
+            &host,
+            MetricId::histogram(path::HOP_RTT),
+            hop(3, "198.18.3.2"),
+            hist(0.0025),
+        );
+        assert_eq!(
+            render_paths(&b),
+            "path node1 -> 198.18.3.2:5432 tcp scheduled: 198.18.1.1 1.00ms > * > 198.18.3.2 2.50ms | reachable, loss 1/10\n"
+        );
+        assert!(render(&b, 10).ends_with("failed connects\npath node1 -> 198.18.3.2:5432 tcp scheduled: 198.18.1.1 1.00ms > * > 198.18.3.2 2.50ms | reachable, loss 1/10\n"));
     }
 
     #[test]

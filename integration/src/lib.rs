@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
+pub mod topology;
+
 static NEXT_NET: AtomicU32 = AtomicU32::new(1);
 
 /// Runs a command, failing with its stderr when it fails.

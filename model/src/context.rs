@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use crate::attr::Attrs;
+use crate::destinations::Destinations;
 use crate::local::LocalServices;
 use crate::names::{SELF_SERVICE_NAME, resource};
 use crate::nat::NatResolver;
@@ -43,6 +44,9 @@ pub struct Context {
     pub nat: NatResolver,
     /// What is known about the host at start.
     pub host: Arc<HostFacts>,
+    /// Servers of outgoing client flows: written by the `ebpf` receiver,
+    /// read by the `path` receiver's dynamic tests.
+    pub destinations: Destinations,
 }
 
 impl Context {
@@ -55,6 +59,7 @@ impl Context {
             local_services: LocalServices::new(),
             nat: NatResolver::default(),
             host: Arc::new(host),
+            destinations: Destinations::new(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Source {
     Pipeline,
     /// The conntrack service behind NAT resolution (netlink events, dumps).
     Conntrack,
+    /// The Network Path receiver's dynamic tests (their limits).
+    PathDynamic,
 }
 
 impl Source {
@@ -46,6 +48,7 @@ impl Source {
             Source::Dns => "dns",
             Source::Pipeline => "pipeline",
             Source::Conntrack => "conntrack",
+            Source::PathDynamic => "path.dynamic",
         }
     }
 }
@@ -76,6 +79,14 @@ pub enum LossReason {
     /// A connection to a NAT-translated address (a Service IP) whose own
     /// conntrack entry was not found: reported with the address it used.
     NatUnresolved,
+    /// A per-minute budget (new dynamic path tests) was spent.
+    RateLimited,
+    /// Every worker (path test runner) was busy.
+    WorkersBusy,
+    /// A bounded hand-over queue (flow receiver -> path receiver) was full.
+    QueueFull,
+    /// The network namespace to work in no longer exists.
+    NetnsGone,
 }
 
 impl LossReason {
@@ -92,6 +103,10 @@ impl LossReason {
             LossReason::SocketFull => "socket_full",
             LossReason::PipelineClosed => "pipeline_closed",
             LossReason::NatUnresolved => names::nat::REASON_NAT_UNRESOLVED,
+            LossReason::RateLimited => "rate_limited",
+            LossReason::WorkersBusy => "workers_busy",
+            LossReason::QueueFull => "queue_full",
+            LossReason::NetnsGone => "netns_gone",
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod attr;
 pub mod context;
+pub mod destinations;
 pub mod flow;
 pub mod hist;
 pub mod internal_events;

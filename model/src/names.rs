@@ -243,3 +243,71 @@ pub mod nat {
     /// conntrack entry was not found.
     pub const REASON_NAT_UNRESOLVED: &str = "nat_unresolved";
 }
+
+/// Network Path (contract v2, "Network Path"): metric names with units,
+/// attribute keys and fixed values of the `path` receiver.
+pub mod path {
+    use super::metric::Def;
+
+    pub const REACHABLE: Def = (
+        "flowscope.path.reachable",
+        "1",
+        "1 when the destination answered in the last run, else 0.",
+    );
+    pub const HOPS: Def = (
+        "flowscope.path.hops",
+        "{hop}",
+        "Hops to the destination, or to the last hop that answered.",
+    );
+    pub const RTT: Def = (
+        "flowscope.path.rtt",
+        "s",
+        "End-to-end round trips of a path run.",
+    );
+    pub const PROBES_SENT: Def = (
+        "flowscope.path.probes.sent",
+        "{probe}",
+        "End-to-end probes sent.",
+    );
+    pub const PROBES_LOST: Def = (
+        "flowscope.path.probes.lost",
+        "{probe}",
+        "End-to-end probes without an answer.",
+    );
+    pub const JITTER: Def = (
+        "flowscope.path.jitter",
+        "s",
+        "Mean absolute difference of consecutive end-to-end RTTs.",
+    );
+    pub const HOP_RTT: Def = (
+        "flowscope.path.hop.rtt",
+        "s",
+        "Round trips to one hop of a path.",
+    );
+    pub const HOP_PROBES_SENT: Def = (
+        "flowscope.path.hop.probes.sent",
+        "{probe}",
+        "Probes sent to one hop of a path.",
+    );
+    pub const HOP_PROBES_LOST: Def = (
+        "flowscope.path.hop.probes.lost",
+        "{probe}",
+        "Probes to one hop of a path without an answer.",
+    );
+
+    /// The destination as configured or observed (a name or an IP).
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
+    /// `tcp`, `udp` or `icmp`.
+    pub const PROTOCOL: &str = "flowscope.path.protocol";
+    /// `scheduled` or `dynamic`.
+    pub const TEST: &str = "flowscope.path.test";
+    /// The hop's TTL (1 is the first router).
+    pub const HOP_INDEX: &str = "flowscope.path.hop.index";
+    /// The address that answered at this TTL, or [`NO_ANSWER`].
+    pub const HOP_ADDRESS: &str = "flowscope.path.hop.address";
+
+    pub const NO_ANSWER: &str = "*";
+    pub const SCHEDULED: &str = "scheduled";
+    pub const DYNAMIC: &str = "dynamic";
+}

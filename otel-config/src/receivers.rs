@@ -29,17 +29,20 @@ pub enum ReceiverConfig {
     Ebpf(EbpfReceiverConfig),
     /// `dns`: every DNS lookup on the host, from captured packets.
     Dns(DnsReceiverConfig),
+    /// `path`: Network Path, scheduled and dynamic traceroute tests.
+    Path(PathReceiverConfig),
 }
 
 impl ReceiverConfig {
     /// Every receiver type this build knows, as written in the config.
-    pub const KINDS: &'static [&'static str] = &["ebpf", "dns"];
+    pub const KINDS: &'static [&'static str] = &["ebpf", "dns", "path"];
 
     /// The component type of these settings (`ebpf`).
     pub fn kind(&self) -> &'static str {
         match self {
             ReceiverConfig::Ebpf(_) => "ebpf",
             ReceiverConfig::Dns(_) => "dns",
+            ReceiverConfig::Path(_) => "path",
         }
     }
 }
@@ -58,6 +61,7 @@ impl<'de> DeserializeSeed<'de> for ReceiverSeed<'_> {
                 .and_then(|c: EbpfReceiverConfig| c.check().map_err(de::Error::custom))
                 .map(ReceiverConfig::Ebpf),
             "dns" => component_body(deserializer).map(ReceiverConfig::Dns),
+            "path" => component_body(deserializer).map(ReceiverConfig::Path),
             other => unknown_kind(deserializer, "receiver", other, ReceiverConfig::KINDS),
         }
     }
@@ -395,6 +399,343 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     Ok(value)
 }
 
+/// `path` receiver: Network Path. Scheduled traceroute tests to the
+/// destinations listed in `tests`, and with `dynamic.enabled` tests the
+/// agent creates itself for the servers the `ebpf` receiver sees clients
+/// talk to. See docs/path.md.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathReceiverConfig {
+    /// Scheduled tests, one per destination.
+    pub tests: Vec<PathTestConfig>,
+    /// Dynamic tests to destinations observed in flows.
+    pub dynamic: PathDynamicConfig,
+}
+
+/// How probes travel: `tcp` (SYN), `udp` or `icmp` (echo request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathProtocol {
+    #[default]
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl PathProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathProtocol::Tcp => "tcp",
+            PathProtocol::Udp => "udp",
+            PathProtocol::Icmp => "icmp",
+        }
+    }
+}
+
+/// How each run of a test probes (the fields scheduled and dynamic tests
+/// share; see their docs there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathProbeConfig {
+    pub max_ttl: u8,
+    pub timeout: Duration,
+    pub queries: u32,
+    pub e2e_probes: u32,
+}
+
+impl PathProbeConfig {
+    pub const DEFAULT_MAX_TTL: u8 = 30;
+    pub const MAX_MAX_TTL: u64 = 64;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_QUERIES: u32 = 3;
+    pub const MAX_QUERIES: u64 = 10;
+    pub const DEFAULT_E2E_PROBES: u32 = 20;
+    pub const MAX_E2E_PROBES: u64 = 1000;
+}
+
+impl Default for PathProbeConfig {
+    fn default() -> Self {
+        PathProbeConfig {
+            max_ttl: Self::DEFAULT_MAX_TTL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            queries: Self::DEFAULT_QUERIES,
+            e2e_probes: Self::DEFAULT_E2E_PROBES,
+        }
+    }
+}
+
+/// One scheduled test.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathTestConfig {
+    /// Destination: a host name (resolved at each run) or an IP address.
+    #[serde(deserialize_with = "non_empty")]
+    pub host: String,
+    /// Destination port of TCP and UDP probes. Required for `tcp`; default
+    /// 33434 for `udp` (a closed port answers with ICMP port unreachable);
+    /// unused by `icmp`.
+    #[serde(default, deserialize_with = "port")]
+    pub port: Option<u16>,
+    /// `tcp` (default), `udp` or `icmp`.
+    #[serde(default)]
+    pub protocol: PathProtocol,
+    /// Time between runs. Default `60s`, at least `1s`.
+    #[serde(default = "default_test_interval", deserialize_with = "at_least_1s")]
+    pub interval: Duration,
+    /// Highest TTL probed. Default 30; between 1 and 64.
+    #[serde(default = "default_max_ttl", deserialize_with = "max_ttl")]
+    pub max_ttl: u8,
+    /// How long a probe waits for its answer. Default `1s`; between `10ms`
+    /// and `10s`.
+    #[serde(default = "default_timeout", deserialize_with = "probe_timeout")]
+    pub timeout: Duration,
+    /// Probes per hop (traceroute rounds). Default 3; between 1 and 10.
+    #[serde(default = "default_queries", deserialize_with = "queries")]
+    pub queries: u32,
+    /// End-to-end probes per run (sent with the full TTL, they measure RTT,
+    /// loss and jitter to the destination). Default 20; 0 to 1000.
+    #[serde(default = "default_e2e_probes", deserialize_with = "e2e_probes")]
+    pub e2e_probes: u32,
+    /// Attributes added to every point of this test.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Network namespace to probe from: a path such as `/run/netns/NAME`
+    /// or `/proc/PID/ns/net`. Default: the agent's own.
+    #[serde(default)]
+    pub netns: Option<std::path::PathBuf>,
+}
+
+impl PathTestConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_UDP_PORT: u16 = 33434;
+}
+
+fn default_test_interval() -> Duration {
+    PathTestConfig::DEFAULT_INTERVAL
+}
+fn default_max_ttl() -> u8 {
+    PathProbeConfig::DEFAULT_MAX_TTL
+}
+fn default_timeout() -> Duration {
+    PathProbeConfig::DEFAULT_TIMEOUT
+}
+fn default_queries() -> u32 {
+    PathProbeConfig::DEFAULT_QUERIES
+}
+fn default_e2e_probes() -> u32 {
+    PathProbeConfig::DEFAULT_E2E_PROBES
+}
+
+impl PathTestConfig {
+    /// The probing settings of this test.
+    pub fn probe(&self) -> PathProbeConfig {
+        PathProbeConfig {
+            max_ttl: self.max_ttl,
+            timeout: self.timeout,
+            queries: self.queries,
+            e2e_probes: self.e2e_probes,
+        }
+    }
+}
+
+impl PathDynamicConfig {
+    /// The probing settings of dynamic tests.
+    pub fn probe(&self) -> PathProbeConfig {
+        PathProbeConfig {
+            max_ttl: self.max_ttl,
+            timeout: self.timeout,
+            queries: self.queries,
+            e2e_probes: self.e2e_probes,
+        }
+    }
+}
+
+/// Dynamic tests: destinations taken from observed client flows.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathDynamicConfig {
+    /// Switches dynamic tests on (needs an `ebpf` receiver). Default false.
+    pub enabled: bool,
+    /// Least time between two runs to one destination. Default `10m`, at
+    /// least `1s`.
+    #[serde(deserialize_with = "at_least_1s")]
+    pub interval: Duration,
+    /// A destination without traffic for this long is forgotten. Default
+    /// `30m`, at least `1s`.
+    #[serde(deserialize_with = "at_least_1s")]
+    pub ttl: Duration,
+    /// Most tests running at once. Default 4; 1 to 64.
+    #[serde(deserialize_with = "workers")]
+    pub workers: usize,
+    /// Most new destinations taken per minute; more are counted and
+    /// skipped until they are seen again. Default 150, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_new_per_minute: usize,
+    /// Most destinations tracked at once. Default 1000, at least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_destinations: usize,
+    /// When not empty, only destinations inside these networks are tested
+    /// (CIDRs such as `10.0.0.0/8`, or single addresses). Default empty:
+    /// every destination.
+    #[serde(deserialize_with = "cidrs")]
+    pub include_cidrs: Vec<String>,
+    /// Destinations never tested (CIDRs or single addresses).
+    #[serde(deserialize_with = "cidrs")]
+    pub exclude_cidrs: Vec<String>,
+    /// Destinations whose DNS name (`network.peer.domain`) ends with one of
+    /// these are never tested (`example.com` also excludes
+    /// `api.example.com`).
+    pub exclude_domains: Vec<String>,
+    /// Highest TTL probed. Default 30; between 1 and 64.
+    #[serde(deserialize_with = "max_ttl")]
+    pub max_ttl: u8,
+    /// How long a probe waits for its answer. Default `1s`; between `10ms`
+    /// and `10s`.
+    #[serde(deserialize_with = "probe_timeout")]
+    pub timeout: Duration,
+    /// Probes per hop (traceroute rounds). Default 3; between 1 and 10.
+    #[serde(deserialize_with = "queries")]
+    pub queries: u32,
+    /// End-to-end probes per run (sent with the full TTL, they measure RTT,
+    /// loss and jitter to the destination). Default 20; 0 to 1000.
+    #[serde(deserialize_with = "e2e_probes")]
+    pub e2e_probes: u32,
+}
+
+impl PathDynamicConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(1800);
+    pub const DEFAULT_WORKERS: usize = 4;
+    pub const MAX_WORKERS: usize = 64;
+    pub const DEFAULT_MAX_NEW_PER_MINUTE: usize = 150;
+    pub const DEFAULT_MAX_DESTINATIONS: usize = 1000;
+}
+
+impl Default for PathDynamicConfig {
+    fn default() -> Self {
+        PathDynamicConfig {
+            enabled: false,
+            interval: Self::DEFAULT_INTERVAL,
+            ttl: Self::DEFAULT_TTL,
+            workers: Self::DEFAULT_WORKERS,
+            max_new_per_minute: Self::DEFAULT_MAX_NEW_PER_MINUTE,
+            max_destinations: Self::DEFAULT_MAX_DESTINATIONS,
+            include_cidrs: Vec::new(),
+            exclude_cidrs: Vec::new(),
+            exclude_domains: Vec::new(),
+            max_ttl: PathProbeConfig::DEFAULT_MAX_TTL,
+            timeout: PathProbeConfig::DEFAULT_TIMEOUT,
+            queries: PathProbeConfig::DEFAULT_QUERIES,
+            e2e_probes: PathProbeConfig::DEFAULT_E2E_PROBES,
+        }
+    }
+}
+
+fn max_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let value = u64::deserialize(d)?;
+    if value == 0 || value > PathProbeConfig::MAX_MAX_TTL {
+        return Err(de::Error::custom(format_args!(
+            "max_ttl {value} must be between 1 and {}",
+            PathProbeConfig::MAX_MAX_TTL
+        )));
+    }
+    Ok(value as u8)
+}
+
+fn probe_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value < Duration::from_millis(10) || value > Duration::from_secs(10) {
+        return Err(de::Error::custom(format_args!(
+            "timeout {value:?} must be between 10ms and 10s"
+        )));
+    }
+    Ok(value)
+}
+
+fn queries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let value = u64::deserialize(d)?;
+    if value == 0 || value > PathProbeConfig::MAX_QUERIES {
+        return Err(de::Error::custom(format_args!(
+            "queries {value} must be between 1 and {}",
+            PathProbeConfig::MAX_QUERIES
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn e2e_probes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let value = u64::deserialize(d)?;
+    if value > PathProbeConfig::MAX_E2E_PROBES {
+        return Err(de::Error::custom(format_args!(
+            "e2e_probes {value} must be at most {}",
+            PathProbeConfig::MAX_E2E_PROBES
+        )));
+    }
+    Ok(value as u32)
+}
+
+fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = usize::deserialize(d)?;
+    if value == 0 || value > PathDynamicConfig::MAX_WORKERS {
+        return Err(de::Error::custom(format_args!(
+            "workers {value} must be between 1 and {}",
+            PathDynamicConfig::MAX_WORKERS
+        )));
+    }
+    Ok(value)
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    if value.trim().is_empty() {
+        return Err(de::Error::custom("host must not be empty"));
+    }
+    Ok(value)
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let value = u64::deserialize(d)?;
+    if value == 0 || value > 65535 {
+        return Err(de::Error::custom(format_args!(
+            "port {value} must be between 1 and 65535"
+        )));
+    }
+    Ok(Some(value as u16))
+}
+
+fn at_least_1s<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value < Duration::from_secs(1) {
+        return Err(de::Error::custom(format_args!(
+            "{value:?} is below the minimum of 1s"
+        )));
+    }
+    Ok(value)
+}
+
+/// Checks `a.b.c.d/len` (or a bare address) syntax; the receiver parses
+/// them again into networks.
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let values = Vec::<String>::deserialize(d)?;
+    for v in &values {
+        let (addr, len) = match v.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (v.as_str(), None),
+        };
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| de::Error::custom(format_args!("{v:?} is not an address or CIDR")))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if let Some(l) = len
+            && l.parse::<u8>().ok().filter(|l| *l <= max).is_none()
+        {
+            return Err(de::Error::custom(format_args!(
+                "{v:?} has a prefix length outside 0..={max}"
+            )));
+        }
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod dns_tests {
     use super::*;
@@ -485,5 +826,122 @@ mod dns_tests {
             let e = parse_receiver("dns", body).unwrap_err();
             assert!(e.contains(want), "{body}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PathReceiverConfig, String> {
+        let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
+        let text = format!(
+            "receivers:\n  path:\n{indented}exporters:\n  console:\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [console]\n"
+        );
+        let loaded =
+            crate::load_str_with_env(&text, "config.yaml", &|_| None).map_err(|e| e.to_string())?;
+        match loaded.config.receivers.values().next() {
+            Some(ReceiverConfig::Path(p)) => Ok(p.clone()),
+            other => Err(format!("not path: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn path_defaults_and_fields() {
+        assert_eq!(parse("{}").unwrap(), PathReceiverConfig::default());
+        let c = parse(
+            "tests:\n  - host: db.example\n    port: 5432\n  - host: 198.18.0.1\n    protocol: icmp\n    \
+             interval: 5m\n    max_ttl: 64\n    timeout: 200ms\n    queries: 10\n    e2e_probes: 0\n    \
+             tags: {team: core}\n    netns: /run/netns/blue\n\
+             dynamic:\n  enabled: true\n  interval: 1m\n  workers: 2\n  max_new_per_minute: 5\n  \
+             include_cidrs: [10.0.0.0/8, fd00::/8]\n  exclude_domains: [internal.example]",
+        )
+        .unwrap();
+        let t = &c.tests[0];
+        assert_eq!(
+            (t.host.as_str(), t.port, t.protocol),
+            ("db.example", Some(5432), PathProtocol::Tcp)
+        );
+        assert_eq!(t.interval, PathTestConfig::DEFAULT_INTERVAL);
+        assert_eq!(t.probe(), PathProbeConfig::default());
+        let t = &c.tests[1];
+        assert_eq!((t.protocol, t.port), (PathProtocol::Icmp, None));
+        assert_eq!(
+            t.probe(),
+            PathProbeConfig {
+                max_ttl: 64,
+                timeout: Duration::from_millis(200),
+                queries: 10,
+                e2e_probes: 0
+            }
+        );
+        assert_eq!(t.tags.get("team").map(String::as_str), Some("core"));
+        assert_eq!(
+            t.netns.as_deref(),
+            Some(std::path::Path::new("/run/netns/blue"))
+        );
+        let d = &c.dynamic;
+        assert!(d.enabled);
+        assert_eq!(
+            (d.interval, d.workers, d.max_new_per_minute),
+            (Duration::from_secs(60), 2, 5)
+        );
+        assert_eq!(
+            d.max_destinations,
+            PathDynamicConfig::DEFAULT_MAX_DESTINATIONS
+        );
+        assert_eq!(d.ttl, PathDynamicConfig::DEFAULT_TTL);
+        assert_eq!(d.include_cidrs, vec!["10.0.0.0/8", "fd00::/8"]);
+    }
+
+    #[test]
+    fn path_rejects_bad_values_naming_the_key() {
+        for (body, want) in [
+            (
+                "tests:\n  - host: a\n    max_ttl: 0",
+                "max_ttl 0 must be between 1 and 64",
+            ),
+            (
+                "tests:\n  - host: a\n    max_ttl: 300",
+                "max_ttl 300 must be between 1 and 64",
+            ),
+            (
+                "tests:\n  - host: a\n    queries: 0",
+                "queries 0 must be between 1 and 10",
+            ),
+            (
+                "tests:\n  - host: a\n    timeout: 1ms",
+                "between 10ms and 10s",
+            ),
+            (
+                "tests:\n  - host: a\n    port: 0",
+                "port 0 must be between 1 and 65535",
+            ),
+            (
+                "tests:\n  - host: a\n    protocol: sctp",
+                "unknown variant `sctp`",
+            ),
+            ("tests:\n  - host: \"\"", "host must not be empty"),
+            ("tests:\n  - port: 80", "missing field `host`"),
+            (
+                "dynamic:\n  workers: 0",
+                "workers 0 must be between 1 and 64",
+            ),
+            (
+                "dynamic:\n  exclude_cidrs: [10.0.0.0/40]",
+                "prefix length outside 0..=32",
+            ),
+            (
+                "dynamic:\n  include_cidrs: [nope]",
+                "\"nope\" is not an address or CIDR",
+            ),
+            ("dynamic:\n  bogus: 1", "unknown field `bogus`"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let e = parse("tests:\n  - host: a\n    max_ttl: 300").unwrap_err();
+        assert!(e.contains("max_ttl"), "{e}");
     }
 }

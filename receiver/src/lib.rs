@@ -19,6 +19,7 @@ pub mod dns;
 pub mod loader;
 pub mod netns;
 pub mod offsets;
+pub mod path;
 pub mod process;
 pub mod tracefs;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscope_common::{Event, counter};
+use flowscope_model::destinations::{DestinationSink, Destinations, ObservedDestination};
 use flowscope_model::internal_events::{
     EventsLost, EventsReceived, FlowsTracked, LossReason, Source,
 };
@@ -99,6 +101,9 @@ pub struct EbpfReceiver {
     telemetry: Telemetry,
     interval: Duration,
     counters_last: [u64; counter::COUNT as usize],
+    /// Where outgoing client flows' servers go for dynamic path tests
+    /// (offered only once a `path` receiver subscribed).
+    destinations: Destinations,
 }
 
 impl EbpfReceiver {
@@ -126,6 +131,7 @@ impl EbpfReceiver {
             telemetry,
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],
+            destinations: ctx.destinations.clone(),
         })
     }
 
@@ -142,6 +148,7 @@ impl EbpfReceiver {
             telemetry,
             interval,
             mut counters_last,
+            destinations,
         } = self;
         let Loaded {
             ebpf: _ebpf,
@@ -216,6 +223,9 @@ impl EbpfReceiver {
             let now = SystemTime::now();
             let batch = collector.finish(unix_nanos(start), unix_nanos(now));
             start = now;
+            if let Some(sink) = destinations.sink() {
+                offer_destinations(sink, &batch);
+            }
             let n = batch.flows.len() as u64;
             if tx.send(batch).await.is_err() {
                 // The pipeline is gone (shutting down): what this batch held
@@ -227,6 +237,28 @@ impl EbpfReceiver {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Hands the server side of each outgoing client flow to the path
+/// receiver's dynamic tests (the sink counts what it cannot take).
+fn offer_destinations(sink: &DestinationSink, batch: &FlowBatch) {
+    for f in &batch.flows {
+        if f.role != flowscope_model::Role::Client {
+            continue;
+        }
+        sink.offer(ObservedDestination {
+            server: f.peer,
+            local: f.local,
+            transport: f.transport,
+            netns: f.netns,
+            pid: f.pid,
+            resource: f.resource.clone(),
+            domain: match f.attrs.get(flowscope_model::names::attr::PEER_DOMAIN) {
+                Some(flowscope_model::Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            },
+        });
     }
 }
 

@@ -14,6 +14,9 @@
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
 //! flowscope-traffic tcp-serve-each ADDR COUNT EXPECT REPLY  (COUNT connections, one after another)
 //! flowscope-traffic tcp-client-each ADDR COUNT SEND  (prints each reply's size, one a line)
+//! flowscope-traffic tcp-listen ADDR           (accepts and closes, forever)
+//! flowscope-traffic udp-spray FIRST_IP COUNT PORT (one datagram to each of
+//!                                              COUNT consecutive addresses)
 //! ```
 //! A server serves one connection (or one UDP exchange) and exits.
 
@@ -313,6 +316,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// A server for path probes: accepts every connection and closes it,
+/// until killed.
+fn tcp_listen(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => drop(s),
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
+}
+
+/// One datagram to each of COUNT consecutive IPv4 addresses from FIRST_IP:
+/// COUNT distinct client flows at once.
+fn udp_spray(args: &[String]) -> Result<()> {
+    let first: std::net::Ipv4Addr = arg(args, 0, "FIRST_IP")?;
+    let count: u32 = arg(args, 1, "COUNT")?;
+    let port: u16 = arg(args, 2, "PORT")?;
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    for i in 0..count {
+        let ip = std::net::Ipv4Addr::from(u32::from(first) + i);
+        // An unreachable answer for an earlier datagram can surface as an
+        // error on this send; the datagram itself still goes out or is
+        // reported again, so it is retried once.
+        if s.send_to(b"x", (ip, port)).is_err() {
+            let _ = s.send_to(b"x", (ip, port));
+        }
+    }
+    Ok(())
+}
+
 fn run(args: &[String], rest: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("tcp-server") => tcp_server(rest),
@@ -325,6 +362,8 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("udp-client") => udp_client(rest),
         Some("tcp-serve-each") => tcp_serve_each(rest),
         Some("tcp-client-each") => tcp_client_each(rest),
+        Some("tcp-listen") => tcp_listen(rest),
+        Some("udp-spray") => udp_spray(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
     }
 }

@@ -1,0 +1,179 @@
+//! One run's result as the contract's `flowscope.path.*` points.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use flowscope_model::metrics::{MetricId, Point, PointValue};
+use flowscope_model::names::path;
+use flowscope_model::{Attrs, Histogram};
+
+use super::prober::{Protocol, TraceResult};
+
+pub const REACHABLE: MetricId = MetricId::gauge(path::REACHABLE);
+pub const HOPS: MetricId = MetricId::gauge(path::HOPS);
+pub const RTT: MetricId = MetricId::histogram(path::RTT);
+pub const PROBES_SENT: MetricId = MetricId::sum(path::PROBES_SENT);
+pub const PROBES_LOST: MetricId = MetricId::sum(path::PROBES_LOST);
+pub const JITTER: MetricId = MetricId::gauge(path::JITTER);
+pub const HOP_RTT: MetricId = MetricId::histogram(path::HOP_RTT);
+pub const HOP_PROBES_SENT: MetricId = MetricId::sum(path::HOP_PROBES_SENT);
+pub const HOP_PROBES_LOST: MetricId = MetricId::sum(path::HOP_PROBES_LOST);
+
+/// Identifies a test on every point it emits.
+#[derive(Clone, Debug)]
+pub struct TestLabels {
+    /// The destination as configured (a name or an IP) or observed.
+    pub server_address: String,
+    /// TCP/UDP tests only.
+    pub server_port: Option<u16>,
+    pub protocol: Protocol,
+    /// [`path::SCHEDULED`] or [`path::DYNAMIC`].
+    pub test: &'static str,
+    /// The user's tags.
+    pub tags: Vec<(String, String)>,
+}
+
+impl TestLabels {
+    pub fn attrs(&self) -> Attrs {
+        let mut a = Attrs::new()
+            .with(path::SERVER_ADDRESS, self.server_address.as_str())
+            .with(path::PROTOCOL, self.protocol.as_str())
+            .with(path::TEST, self.test);
+        if let Some(p) = self.server_port {
+            a.set(path::SERVER_PORT, p);
+        }
+        for (k, v) in &self.tags {
+            a.set(k.as_str(), v.as_str());
+        }
+        a
+    }
+}
+
+fn hop_address(a: Option<IpAddr>) -> String {
+    a.map_or_else(|| path::NO_ANSWER.to_string(), |a| a.to_string())
+}
+
+/// The points of one run. A run that could not probe at all (`result`
+/// `None`: unknown host, no route) reports only `reachable` 0 and `hops` 0.
+pub fn run_points(
+    resource: &Arc<Attrs>,
+    labels: &TestLabels,
+    result: Option<&TraceResult>,
+    bounds: &Arc<[f64]>,
+) -> Vec<Point> {
+    let base = labels.attrs();
+    let mut out = Vec::new();
+    let mut push = |metric: MetricId, attrs: Attrs, value: PointValue| {
+        out.push(Point {
+            resource: resource.clone(),
+            metric,
+            attrs,
+            value,
+        });
+    };
+    let Some(r) = result else {
+        push(REACHABLE, base.clone(), PointValue::Int(0));
+        push(HOPS, base, PointValue::Int(0));
+        return out;
+    };
+    push(
+        REACHABLE,
+        base.clone(),
+        PointValue::Int(u64::from(r.reachable)),
+    );
+    push(HOPS, base.clone(), PointValue::Int(r.hop_count()));
+    push(PROBES_SENT, base.clone(), PointValue::Int(r.e2e_sent));
+    push(PROBES_LOST, base.clone(), PointValue::Int(r.e2e_lost));
+    if !r.e2e_rtts.is_empty() {
+        let mut h = Histogram::new(bounds.clone());
+        for rtt in &r.e2e_rtts {
+            h.record(rtt.as_secs_f64());
+        }
+        push(RTT, base.clone(), PointValue::Histogram(h));
+    }
+    if let Some(j) = r.jitter() {
+        push(JITTER, base.clone(), PointValue::Double(j));
+    }
+    for hop in &r.hops {
+        let attrs = base
+            .clone()
+            .with(path::HOP_INDEX, i64::from(hop.ttl))
+            .with(path::HOP_ADDRESS, hop_address(hop.address));
+        push(HOP_PROBES_SENT, attrs.clone(), PointValue::Int(hop.sent));
+        push(HOP_PROBES_LOST, attrs.clone(), PointValue::Int(hop.lost));
+        if !hop.rtts.is_empty() {
+            let mut h = Histogram::new(bounds.clone());
+            for rtt in &hop.rtts {
+                h.record(rtt.as_secs_f64());
+            }
+            push(HOP_RTT, attrs, PointValue::Histogram(h));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::prober::HopResult;
+    use std::time::Duration;
+
+    #[test]
+    fn points_of_a_run() {
+        let labels = TestLabels {
+            server_address: "db.example".into(),
+            server_port: Some(5432),
+            protocol: Protocol::Tcp,
+            test: path::SCHEDULED,
+            tags: vec![("team".into(), "core".into())],
+        };
+        let r = TraceResult {
+            hops: vec![
+                HopResult {
+                    ttl: 1,
+                    address: Some("198.18.0.1".parse().unwrap()),
+                    sent: 3,
+                    lost: 0,
+                    rtts: vec![Duration::from_millis(1); 3],
+                },
+                HopResult {
+                    ttl: 2,
+                    address: None,
+                    sent: 3,
+                    lost: 3,
+                    rtts: vec![],
+                },
+            ],
+            reachable: false,
+            e2e_sent: 4,
+            e2e_lost: 4,
+            e2e_rtts: vec![],
+        };
+        let bounds: Arc<[f64]> = Arc::from(flowscope_model::hist::RTT_BOUNDS);
+        let res = Arc::new(Attrs::new());
+        let pts = run_points(&res, &labels, Some(&r), &bounds);
+        let find = |name: &str, hop: Option<i64>| {
+            pts.iter()
+                .find(|p| {
+                    p.metric.name == name
+                        && hop.is_none_or(|h| p.attrs.get(path::HOP_INDEX) == Some(&h.into()))
+                })
+                .map(|p| p.value.clone())
+        };
+        assert_eq!(find(path::REACHABLE.0, None), Some(PointValue::Int(0)));
+        assert_eq!(find(path::HOPS.0, None), Some(PointValue::Int(1)));
+        assert_eq!(find(path::PROBES_LOST.0, None), Some(PointValue::Int(4)));
+        assert_eq!(find(path::RTT.0, None), None);
+        assert_eq!(
+            find(path::HOP_PROBES_LOST.0, Some(2)),
+            Some(PointValue::Int(3))
+        );
+        let hop2 = pts
+            .iter()
+            .find(|p| p.attrs.get(path::HOP_INDEX) == Some(&2i64.into()))
+            .unwrap();
+        assert_eq!(hop2.attrs.get_str(path::HOP_ADDRESS), Some("*"));
+        assert_eq!(hop2.attrs.get_str("team"), Some("core"));
+        assert_eq!(hop2.attrs.get(path::SERVER_PORT), Some(&5432u16.into()));
+    }
+}
