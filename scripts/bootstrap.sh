@@ -52,6 +52,9 @@ if [ $want_test -eq 1 ]; then
   # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
   # Prometheus (scrapes the prometheus exporter).
   apt_install nftables dnsmasq-base bind9-dnsutils prometheus
+  # Headless Chromium and its WebDriver server: integration/tests/ui.rs
+  # drives the ui exporter's pages in a real browser.
+  apt_install chromium chromium-driver
 fi
 
 # tracefs carries the tracepoint format files the receiver reads offsets from.

@@ -96,3 +96,12 @@ pub mod attr {
 pub const SELF_SERVICE_NAME: &str = "flowscope";
 /// Instrumentation scope name on every ScopeMetrics the agent emits.
 pub const SCOPE_NAME: &str = "flowscope";
+
+/// Names the `ui` exporter reads that the blocks above do not have yet
+/// (the Network Path receiver's probe counters). Kept apart so that the v2
+/// rename and the path receiver's own constants merge without conflicts;
+/// fold them into `metric` once those land.
+pub mod ui {
+    pub const PATH_PROBES_SENT: (&str, &str) = ("flowscope.path.probes.sent", "{probe}");
+    pub const PATH_PROBES_LOST: (&str, &str) = ("flowscope.path.probes.lost", "{probe}");
+}
