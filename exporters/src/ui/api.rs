@@ -420,6 +420,11 @@ fn keys(ui: &Ui, st: &Store) -> Json {
     json!({
         "keys": st.keys().collect::<Vec<_>>(),
         "suggested": query::SUGGESTED_KEYS,
+        "defaults": {
+            "group": resource::SERVICE_NAME,
+            "client_key": resource::SERVICE_NAME,
+            "server_key": flowscope_model::names::attr::PEER_SERVICE_NAME,
+        },
         "status": status(ui, st),
     })
 }

@@ -7,12 +7,14 @@
   const { el, api, state, save } = FS;
   const $ = id => document.getElementById(id);
   let rows = [];
+  // The API names the default keys (they follow the telemetry contract).
+  let DEF = { client_key: 'service.name', server_key: 'service.name' };
   let sort = { col: state.get('sort') || 'bytes_client_to_server', desc: state.get('order') !== 'asc' };
 
   function params() {
     const p = FS.rangeParams(new URLSearchParams());
-    p.set('client_key', state.get('client_key') || 'service.name');
-    p.set('server_key', state.get('server_key') || 'service.peer.name');
+    p.set('client_key', state.get('client_key') || DEF.client_key);
+    p.set('server_key', state.get('server_key') || DEF.server_key);
     for (const f of (state.get('filter') || '').split(',')) if (f.trim()) p.append('filter', f.trim());
     if (state.get('cidr')) p.set('cidr', state.get('cidr'));
     return p;
@@ -21,8 +23,9 @@
   const CELLS = [
     ['client', r => r.client],
     ['server', r => r.server],
-    ['bytes_client_to_server', r => FS.bytes(r.bytes_client_to_server)],
-    ['bytes_server_to_client', r => FS.bytes(r.bytes_server_to_client)],
+    // Exact byte counts: this is the table to reconcile against.
+    ['bytes_client_to_server', r => FS.num(r.bytes_client_to_server) + ' B'],
+    ['bytes_server_to_client', r => FS.num(r.bytes_server_to_client) + ' B'],
     ['throughput_bytes_per_second', r => FS.bytes(r.throughput_bytes_per_second) + '/s'],
     ['retransmits', r => FS.num(r.retransmits)],
     ['rtt_p50_ms', r => FS.ms(r.rtt_p50_ms)],
@@ -111,8 +114,9 @@
 
   (async () => {
     const keys = await FS.status();
-    FS.fillKeys($('client_key'), keys, state.get('client_key') || 'service.name');
-    FS.fillKeys($('server_key'), keys, state.get('server_key') || 'service.peer.name');
+    if (keys.defaults) DEF = keys.defaults;
+    FS.fillKeys($('client_key'), keys, state.get('client_key') || DEF.client_key);
+    FS.fillKeys($('server_key'), keys, state.get('server_key') || DEF.server_key);
     $('filter').value = state.get('filter') || '';
     $('cidr').value = state.get('cidr') || '';
     for (const id of ['client_key', 'server_key', 'range']) $(id).addEventListener('change', apply);

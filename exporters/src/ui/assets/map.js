@@ -24,13 +24,15 @@
     ],
   });
   window.flowscopeMap = cy;
+  let DEF = { group: 'service.name' };
 
   function params() {
     const p = FS.rangeParams(new URLSearchParams());
-    p.set('group', state.get('group') || 'service.name');
+    p.set('group', state.get('group') || DEF.group);
     p.set('metric', state.get('metric') || 'retransmit_ratio');
     if (state.get('hide_unresolved') === 'true') p.set('hide_unresolved', 'true');
     for (const f of (state.get('filter') || '').split(',')) if (f.trim()) p.append('filter', f.trim());
+    if (state.get('cidr')) p.set('cidr', state.get('cidr'));
     return p;
   }
 
@@ -101,6 +103,7 @@
     state.set('metric', $('metric').value);
     state.set('range', $('range').value);
     state.set('filter', $('filter').value);
+    state.set('cidr', $('cidr').value);
     state.set('hide_unresolved', $('hide_unresolved').checked ? 'true' : 'false');
     save();
     load();
@@ -108,13 +111,15 @@
 
   (async () => {
     const keys = await FS.status();
-    FS.fillKeys($('group'), keys, state.get('group') || 'service.name');
+    if (keys.defaults) DEF = keys.defaults;
+    FS.fillKeys($('group'), keys, state.get('group') || DEF.group);
     $('metric').value = state.get('metric') || 'retransmit_ratio';
     $('filter').value = state.get('filter') || '';
+    $('cidr').value = state.get('cidr') || '';
     $('hide_unresolved').checked = state.get('hide_unresolved') === 'true';
     for (const id of ['group', 'metric', 'range', 'hide_unresolved']) $(id).addEventListener('change', apply);
     $('apply').addEventListener('click', apply);
-    $('filter').addEventListener('keydown', e => { if (e.key === 'Enter') apply(); });
+    for (const id of ['filter', 'cidr']) $(id).addEventListener('keydown', e => { if (e.key === 'Enter') apply(); });
     await load();
   })();
 })();
