@@ -321,6 +321,17 @@ async fn map_analytics_and_health_in_a_browser() {
     let api_db = row(&rows, "api", "db").unwrap();
     assert_eq!(api_db["bytes_server_to_client"], API_DOWN, "{api_db}");
     assert!(row(&rows, "web", "db").is_none(), "{rows:#}");
+    // Each connection once: batch only ever failed to connect.
+    let batch: Vec<&Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["client"] == "batch")
+        .collect();
+    assert_eq!(batch.len(), 1, "{batch:#?}");
+    assert_eq!(batch[0]["server"], server.as_str());
+    assert_eq!(batch[0]["connections_failed"], 1);
+    assert_eq!(batch[0]["bytes_client_to_server"], 0);
     let (_, csv) = get(port, &format!("/api/analytics.csv?{q}"), None);
     assert!(
         csv.lines()

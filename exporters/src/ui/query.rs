@@ -14,9 +14,12 @@
 //!   a peer or flow-level key is read as is. A remote side without a value
 //!   is *unresolved* and shows as its address.
 //!
-//! When both ends of a connection run on the monitored host each is
-//! reported once; per dependency, the client side's report is used when
-//! there is one, else the server side's, so nothing is counted twice.
+//! When both ends of a connection run on the monitored host each end
+//! reports it. The server's report of a connection whose client is local
+//! (`flowscope.network.locality` is `same_host`, or the peer was named
+//! after a local process) is left out: the client's report has the same
+//! bytes, so nothing is counted twice. Servers' reports of remote clients
+//! are kept.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -91,6 +94,15 @@ pub fn remote_value(res: &Attrs, attrs: &Attrs, key: &str) -> Option<String> {
         return value(attrs, key);
     }
     None
+}
+
+/// The locality of a flow between two processes of this host.
+const SAME_HOST: &str = "same_host";
+
+/// Whether the client of a server-side point runs on this host, and so
+/// reports the same connection itself.
+fn client_is_local(attrs: &Attrs) -> bool {
+    attrs.get_str(attr::LOCALITY) == Some(SAME_HOST) || attrs.get(attr::PEER_SERVICE_NAME).is_some()
 }
 
 /// Whether the local side of a point is the client (None: not a flow).
@@ -358,8 +370,7 @@ fn resolve(
 /// The dependencies of `sel`, busiest first; with `buckets`, each with its
 /// numbers per interval (or minute, past the full-resolution span).
 pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
-    // (client, server, seen from the client) -> edge
-    let mut views: HashMap<(String, String, bool), Edge> = HashMap::new();
+    let mut edges: HashMap<(String, String), Edge> = HashMap::new();
     for ((res, m, attrs), slot) in store.slots(sel.from, sel.to) {
         if !is_flow_metric(m) {
             continue;
@@ -367,6 +378,9 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
         let Some(local_client) = local_is_client(attrs) else {
             continue;
         };
+        if !local_client && client_is_local(attrs) {
+            continue;
+        }
         if let Some(c) = &sel.cidr {
             let inside = attrs
                 .get_str(attr::PEER_ADDRESS)
@@ -391,8 +405,8 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
         if sel.hide_unresolved && (cu || su) {
             continue;
         }
-        let e = views
-            .entry((client.clone(), server.clone(), local_client))
+        let e = edges
+            .entry((client.clone(), server.clone()))
             .or_insert_with(|| Edge {
                 client,
                 server,
@@ -408,24 +422,7 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
                 .add_point(m, attrs, &slot.value, local_client);
         }
     }
-    let mut out: Vec<Edge> = Vec::new();
-    let mut server_views = Vec::new();
-    for ((c, s, from_client), e) in views {
-        if from_client {
-            out.push(e);
-        } else {
-            server_views.push((c, s, e));
-        }
-    }
-    let seen: BTreeSet<(String, String)> = out
-        .iter()
-        .map(|e| (e.client.clone(), e.server.clone()))
-        .collect();
-    for (c, s, e) in server_views {
-        if !seen.contains(&(c, s)) {
-            out.push(e);
-        }
-    }
+    let mut out: Vec<Edge> = edges.into_values().collect();
     out.sort_by(|a, b| {
         b.totals
             .bytes()
@@ -738,6 +735,9 @@ mod tests {
         b.points.push(io(&svc("api"), &api_s, attr::RECEIVE, 1000));
         b.points.push(io(&svc("api"), &api_s, attr::TRANSMIT, 50));
         b.points.push(io(&svc("api"), &api_c, attr::TRANSMIT, 7));
+        // A remote client of api, seen only by api.
+        let ext = flow(Role::Server, "203.0.113.5", None);
+        b.points.push(io(&svc("api"), &ext, attr::RECEIVE, 3));
         let mut h = Histogram::new(Arc::from(&[0.001, 0.01][..]));
         h.record(0.0005);
         h.record(0.004);
@@ -789,6 +789,7 @@ mod tests {
             vec![
                 ("web", "api", 1000, 50),
                 ("api", "198.18.0.3", 7, 0),
+                ("203.0.113.5", "api", 3, 0),
                 ("cli", "198.18.0.9", 0, 0)
             ]
         );
@@ -811,7 +812,8 @@ mod tests {
             names,
             vec![
                 ("web".to_string(), "api".to_string()),
-                ("api".to_string(), "198.18.0.3".to_string())
+                ("api".to_string(), "198.18.0.3".to_string()),
+                ("203.0.113.5".to_string(), "api".to_string())
             ]
         );
         let mut s = sel(resource::SERVICE_NAME, resource::SERVICE_NAME);

@@ -15,6 +15,7 @@
       { selector: 'node', style: {
         'background-color': 'data(color)', label: 'data(label)', 'font-size': 12, color: '#1d2330',
         'text-valign': 'bottom', 'text-margin-y': 4, width: 'data(size)', height: 'data(size)',
+        'text-background-color': '#ffffff', 'text-background-opacity': 0.85, 'text-background-padding': 2,
         'border-width': 2, 'border-color': '#ffffff' } },
       { selector: 'node[?unresolved]', style: { shape: 'round-rectangle', 'background-color': '#90a4ae', color: '#5f6b7a' } },
       { selector: 'edge', style: {
@@ -77,7 +78,10 @@
     }
     cy.elements().remove();
     cy.add(elements);
-    cy.layout({ name: 'cose', animate: false, padding: 40, nodeRepulsion: () => 90000, idealEdgeLength: () => 120, randomize: false }).run();
+    cy.layout({
+      name: 'cose', animate: false, padding: 40, randomize: false,
+      nodeRepulsion: () => 400000, idealEdgeLength: () => 140, nodeOverlap: 40, componentSpacing: 120,
+    }).run();
     cy.fit(undefined, 40);
 
     const body = $('edges').tBodies[0];
