@@ -24,6 +24,9 @@ const WEB_UP: u64 = 123_457;
 const WEB_DOWN: u64 = 4_321;
 const API_UP: u64 = 54_321;
 const API_DOWN: u64 = 999;
+/// Traffic processes stay this long after their exchange, so the agent can
+/// read their service name from /proc before they are gone.
+const LINGER: (&str, &str) = ("FLOWSCOPE_TRAFFIC_LINGER_MS", "2500");
 
 /// A child process killed on drop.
 struct Kill(Child);
@@ -243,12 +246,14 @@ async fn map_analytics_and_health_in_a_browser() {
     let t = traffic();
     let serve = |name: &str, port: u16, up: u64, down: u64| {
         let env = format!("OTEL_SERVICE_NAME={name}");
+        let linger = format!("{}={}", LINGER.0, LINGER.1);
         let addr = format!("{server}:{port}");
         net.serve(
             &net.a,
             &[
                 "env",
                 &env,
+                &linger,
                 &t,
                 "tcp-server",
                 &addr,
@@ -261,7 +266,7 @@ async fn map_analytics_and_health_in_a_browser() {
     let client = |name: &str, port: u16, up: u64, down: u64| {
         net.run(
             &net.b,
-            &[("OTEL_SERVICE_NAME", name)],
+            &[("OTEL_SERVICE_NAME", name), LINGER],
             &[
                 &t,
                 "tcp-client",
@@ -283,7 +288,7 @@ async fn map_analytics_and_health_in_a_browser() {
     db.finish().unwrap();
     net.run(
         &net.b,
-        &[("OTEL_SERVICE_NAME", "batch")],
+        &[("OTEL_SERVICE_NAME", "batch"), LINGER],
         &[&t, "tcp-connect", &format!("{server}:7009")],
     )
     .unwrap();

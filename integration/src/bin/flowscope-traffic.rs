@@ -13,6 +13,7 @@
 //! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
 //! ```
+//! With `FLOWSCOPE_TRAFFIC_LINGER_MS` set, it waits that long before exiting.
 //! A server serves one connection (or one UDP exchange) and exits.
 
 use std::io::{Read, Write};
@@ -253,6 +254,15 @@ fn main() -> ExitCode {
     let r = run(&args, rest);
     // FLOWSCOPE_TRAFFIC_LINGER_MS keeps the process alive after its work,
     // for tests of what only /proc of a running process tells (environment).
+    if let Some(ms) = std::env::var("FLOWSCOPE_TRAFFIC_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    // A process that exits at once can be gone before the agent reads its
+    // /proc entry (service name from the environment); tests that assert
+    // on service names keep it around a little.
     if let Some(ms) = std::env::var("FLOWSCOPE_TRAFFIC_LINGER_MS")
         .ok()
         .and_then(|v| v.parse().ok())
