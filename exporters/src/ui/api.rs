@@ -444,8 +444,12 @@ fn status(ui: &Ui, st: &Store) -> Json {
 
 fn health(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
     let (from, to) = time_range(p, st)?;
+    let cidr = match p.get("cidr") {
+        Some(c) => Some(c.parse::<Cidr>().map_err(|e| bad("cidr", e))?),
+        None => None,
+    };
     let h = &ui.config.health;
-    let findings = query::health(st, from, to, h);
+    let findings = query::health(st, from, to, cidr, h);
     Ok(json!({
         "from_ms": from / MS,
         "to_ms": to / MS,

@@ -495,7 +495,15 @@ struct DnsAcc {
 }
 
 /// The findings of `(from, to]`, worst first.
-pub fn health(store: &Store, from: u64, to: u64, th: &UiHealthConfig) -> Vec<Finding> {
+/// With `cidr`, only flows whose peer address, and lookups and paths whose
+/// server address, is inside.
+pub fn health(
+    store: &Store,
+    from: u64,
+    to: u64,
+    cidr: Option<Cidr>,
+    th: &UiHealthConfig,
+) -> Vec<Finding> {
     let mut out = Vec::new();
 
     // DNS: failed lookups per client and server, by error type.
@@ -505,6 +513,15 @@ pub fn health(store: &Store, from: u64, to: u64, th: &UiHealthConfig) -> Vec<Fin
     let mut probes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for ((res, m, attrs), slot) in store.slots(from, to) {
         let server = attrs.get_str(attr::SERVER_ADDRESS).unwrap_or(UNKNOWN);
+        if let Some(c) = &cidr
+            && !server.parse::<IpAddr>().is_ok_and(|ip| c.contains(ip))
+            && (is(m, metric::DNS_DURATION)
+                || is(m, metric::PATH_REACHABLE)
+                || is(m, ui::PATH_PROBES_SENT)
+                || is(m, ui::PATH_PROBES_LOST))
+        {
+            continue;
+        }
         if is(m, metric::DNS_DURATION) {
             if local_is_client(attrs) == Some(false) {
                 if let Some(name) = res.get_str(resource::SERVICE_NAME) {
@@ -581,7 +598,7 @@ pub fn health(store: &Store, from: u64, to: u64, th: &UiHealthConfig) -> Vec<Fin
         client_key: resource::SERVICE_NAME.to_string(),
         server_key: resource::SERVICE_NAME.to_string(),
         filters: Vec::new(),
-        cidr: None,
+        cidr,
         hide_unresolved: false,
     };
     for e in edges(store, &sel, false) {
@@ -834,7 +851,15 @@ mod tests {
     #[test]
     fn health_names_the_refused_client_and_server() {
         let st = store();
-        let f = health(&st, 0, u64::MAX, &UiHealthConfig::default());
+        let f = health(&st, 0, u64::MAX, None, &UiHealthConfig::default());
+        let none = health(
+            &st,
+            0,
+            u64::MAX,
+            Some("198.18.0.0/30".parse().unwrap()),
+            &UiHealthConfig::default(),
+        );
+        assert!(none.is_empty(), "{none:?}");
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, "connection_failure");
         assert_eq!(f[0].client, "cli");

@@ -14,7 +14,9 @@
     const list = $('findings');
     let data;
     try {
-      data = await api('health', FS.rangeParams(new URLSearchParams()));
+      const p = FS.rangeParams(new URLSearchParams());
+      if (state.get('cidr')) p.set('cidr', state.get('cidr'));
+      data = await api('health', p);
       FS.showError(null);
     } catch (e) {
       FS.showError(e);
@@ -43,7 +45,11 @@
 
   (async () => {
     await FS.status();
-    $('range').addEventListener('change', () => { state.set('range', $('range').value); save(); load(); });
+    $('cidr').value = state.get('cidr') || '';
+    const apply = () => { state.set('range', $('range').value); state.set('cidr', $('cidr').value); save(); load(); };
+    $('range').addEventListener('change', apply);
+    $('apply').addEventListener('click', apply);
+    $('cidr').addEventListener('keydown', e => { if (e.key === 'Enter') apply(); });
     await load();
   })();
 })();
