@@ -15,8 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flowscope_exporters::ui::{Ui, api};
 use flowscope_model::hist::RTT_BOUNDS;
 use flowscope_model::metrics::{
-    FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_CLOSED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS,
-    TCP_RTT,
+    FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_CLOSED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
 };
 use flowscope_model::names::{attr, resource};
 use flowscope_model::{Attrs, Histogram, MetricBatch, Point, PointValue, Role};
@@ -82,7 +81,11 @@ fn batch(i: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
         push(TCP_OPENED, a.clone(), PointValue::Int(2));
         push(TCP_CLOSED, a.clone(), PointValue::Int(2));
         push(TCP_RETRANSMITS, a.clone(), PointValue::Int(1));
-        push(TCP_RESETS, a.clone().with(attr::IO_DIRECTION, attr::RECEIVE), PointValue::Int(1));
+        push(
+            TCP_RESETS,
+            a.clone().with(attr::IO_DIRECTION, attr::RECEIVE),
+            PointValue::Int(1),
+        );
         push(TCP_ACTIVE, a.clone(), PointValue::Int(3));
         let mut h = Histogram::new(Arc::from(RTT_BOUNDS));
         for k in 0..4 {

@@ -149,8 +149,7 @@ async fn browser() -> (Kill, tempfile::TempDir, Client) {
             ],
         }),
     );
-    let mut builder =
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
     builder.capabilities(caps);
     let client = builder
         .connect(&format!("http://127.0.0.1:{port}"))
@@ -236,7 +235,14 @@ async fn map_analytics_and_health_in_a_browser() {
         net.run(
             &net.b,
             envs,
-            &["dig", "+time=2", "+tries=1", &format!("@{server}"), name, "A"],
+            &[
+                "dig",
+                "+time=2",
+                "+tries=1",
+                &format!("@{server}"),
+                name,
+                "A",
+            ],
         )
         .unwrap_or_default()
     };
@@ -309,7 +315,8 @@ async fn map_analytics_and_health_in_a_browser() {
             && row(&a["rows"], "api", "db").is_some_and(|r| r["bytes_client_to_server"] == API_UP)
             && row(&a["rows"], XSS, "db").is_some()
             && h["findings"].as_array().is_some_and(|f| {
-                f.iter().any(|f| f["kind"] == "dns_failure" && f["client"] == "lookup")
+                f.iter()
+                    .any(|f| f["kind"] == "dns_failure" && f["client"] == "lookup")
                     && f.iter()
                         .any(|f| f["kind"] == "connection_failure" && f["client"] == "batch")
             });
@@ -389,7 +396,10 @@ async fn map_analytics_and_health_in_a_browser() {
     )
     .await;
     assert!(cell.as_array().unwrap().iter().any(|t| t == XSS), "{cell}");
-    assert_eq!(js(&c, "return document.querySelectorAll('img').length").await, 0);
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('img').length").await,
+        0
+    );
     assert!(c.get_alert_text().await.is_err(), "an alert opened");
     screenshot(&c, "map").await;
     // Regroup by the transport: other nodes.
@@ -418,21 +428,43 @@ async fn map_analytics_and_health_in_a_browser() {
         .unwrap();
     assert_eq!(sent, format!("{} B", thousands(WEB_UP)));
     let rows_before = table_rows(&c).await;
-    assert!(rows_before.iter().any(|(a, b)| a == XSS && b == "db"), "{rows_before:?}");
+    assert!(
+        rows_before.iter().any(|(a, b)| a == XSS && b == "db"),
+        "{rows_before:?}"
+    );
     assert!(!rows_before.iter().any(|(a, b)| a == "web" && b == "db"));
     tr.click().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while js(&c, "return document.querySelectorAll('#series-chart path.series').length").await != 2 {
-        assert!(Instant::now() < deadline, "no time series for the selected row");
+    while js(
+        &c,
+        "return document.querySelectorAll('#series-chart path.series').length",
+    )
+    .await
+        != 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no time series for the selected row"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     screenshot(&c, "analytics").await;
     // A filter keeps the rows where web is either side.
     let f = c.find(Locator::Css("#filter")).await.unwrap();
-    f.send_keys(&format!("{}=web", resource::SERVICE_NAME)).await.unwrap();
-    c.find(Locator::Css("#apply")).await.unwrap().click().await.unwrap();
+    f.send_keys(&format!("{}=web", resource::SERVICE_NAME))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     loaded(&c, 2).await;
-    assert_eq!(table_rows(&c).await, vec![("web".to_string(), "api".to_string())]);
+    assert_eq!(
+        table_rows(&c).await,
+        vec![("web".to_string(), "api".to_string())]
+    );
     f.clear().await.unwrap();
     // Server group by port: one row per port.
     c.find(Locator::Css("#server_key"))
@@ -443,10 +475,21 @@ async fn map_analytics_and_health_in_a_browser() {
         .unwrap();
     loaded(&c, 3).await;
     let rows = table_rows(&c).await;
-    for (a, b) in [("web", "7001"), ("api", "7002"), (XSS, "7003"), ("batch", "7009")] {
-        assert!(rows.iter().any(|(x, y)| x == a && y == b), "{a} -> {b}: {rows:?}");
+    for (a, b) in [
+        ("web", "7001"),
+        ("api", "7002"),
+        (XSS, "7003"),
+        ("batch", "7009"),
+    ] {
+        assert!(
+            rows.iter().any(|(x, y)| x == a && y == b),
+            "{a} -> {b}: {rows:?}"
+        );
     }
-    assert_eq!(js(&c, "return document.querySelectorAll('img').length").await, 0);
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('img').length").await,
+        0
+    );
 
     // Network Health.
     c.goto(&format!("{base}/health?{q}")).await.unwrap();

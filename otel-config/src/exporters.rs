@@ -602,7 +602,10 @@ mod tests {
         assert_eq!(u.health.retransmit_ratio, 0.1);
         assert_eq!(u.health.min_packets, 100);
         let e = exporter("    retention: 2d", "ui").unwrap_err();
-        assert!(e.contains("retention") && e.contains("between 1m and 24h"), "{e}");
+        assert!(
+            e.contains("retention") && e.contains("between 1m and 24h"),
+            "{e}"
+        );
         let e = exporter("    health:\n      path_loss_ratio: 3", "ui").unwrap_err();
         assert!(e.contains("path_loss_ratio"), "{e}");
     }

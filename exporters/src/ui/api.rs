@@ -112,7 +112,8 @@ fn parse_time(s: &str) -> Option<u64> {
 /// `to`, default the newest data); default: the whole retention.
 fn time_range(p: &Params, st: &Store) -> Result<(u64, u64), Bad> {
     let to = match p.get("to") {
-        Some(t) => parse_time(t).ok_or_else(|| bad("to", format!("`{t}` is not a unix time in seconds")))?,
+        Some(t) => parse_time(t)
+            .ok_or_else(|| bad("to", format!("`{t}` is not a unix time in seconds")))?,
         None => st.latest(),
     };
     let from = match (p.get("from"), p.get("range")) {
@@ -120,7 +121,10 @@ fn time_range(p: &Params, st: &Store) -> Result<(u64, u64), Bad> {
             .ok_or_else(|| bad("from", format!("`{f}` is not a unix time in seconds")))?,
         (None, Some(r)) => {
             let span = parse_span(r).filter(|s| *s > 0).ok_or_else(|| {
-                bad("range", format!("`{r}` is not a duration like 90s, 15m or 1h"))
+                bad(
+                    "range",
+                    format!("`{r}` is not a duration like 90s, 15m or 1h"),
+                )
             })?;
             to.saturating_sub(span)
         }
@@ -140,7 +144,9 @@ fn group_key(p: &Params, name: &'static str, default: &str, st: &Store) -> Resul
     } else {
         Err(bad(
             name,
-            format!("unknown group key `{k}`: not a Resource or attribute key of the data (see /api/keys)"),
+            format!(
+                "unknown group key `{k}`: not a Resource or attribute key of the data (see /api/keys)"
+            ),
         ))
     }
 }
@@ -175,7 +181,12 @@ fn selection(p: &Params, st: &Store, default_server: &str) -> Result<Selection, 
     let hide_unresolved = match p.get("hide_unresolved") {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
-        Some(o) => return Err(bad("hide_unresolved", format!("`{o}` is not true or false"))),
+        Some(o) => {
+            return Err(bad(
+                "hide_unresolved",
+                format!("`{o}` is not true or false"),
+            ));
+        }
     };
     Ok(Selection {
         from,
@@ -260,7 +271,12 @@ fn map(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
     // node -> (sent, received, unresolved, worst colour level, colour value)
     let mut nodes: std::collections::BTreeMap<&str, (u64, u64, bool, u8, f64)> =
         std::collections::BTreeMap::new();
-    let max_bytes = edges.iter().map(|e| e.totals.bytes()).max().unwrap_or(0).max(1);
+    let max_bytes = edges
+        .iter()
+        .map(|e| e.totals.bytes())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut out_edges = Vec::new();
     for e in &edges {
         let t = &e.totals;
@@ -395,7 +411,11 @@ fn timeseries(st: &Store, p: &Params) -> Result<Json, Bad> {
     let sel = selection(p, st, flowscope_model::names::attr::PEER_SERVICE_NAME)?;
     let edges = query::edges(st, &sel, true);
     let buckets = if let Some(node) = p.get("node") {
-        query::merged_buckets(edges.iter().filter(|e| e.client == node || e.server == node))
+        query::merged_buckets(
+            edges
+                .iter()
+                .filter(|e| e.client == node || e.server == node),
+        )
     } else {
         let client = p
             .get("client")
@@ -403,7 +423,11 @@ fn timeseries(st: &Store, p: &Params) -> Result<Json, Bad> {
         let server = p
             .get("server")
             .ok_or_else(|| bad("server", "give client and server, or node"))?;
-        query::merged_buckets(edges.iter().filter(|e| e.client == client && e.server == server))
+        query::merged_buckets(
+            edges
+                .iter()
+                .filter(|e| e.client == client && e.server == server),
+        )
     };
     let points: Vec<Json> = buckets
         .iter()
@@ -500,7 +524,10 @@ mod tests {
     #[test]
     fn params_decode() {
         let p = Params::parse("filter=service.name%3Dweb&filter=a%3Db+c&cidr=10.0.0.0%2F8&x=%zz");
-        assert_eq!(p.all("filter").collect::<Vec<_>>(), vec!["service.name=web", "a=b c"]);
+        assert_eq!(
+            p.all("filter").collect::<Vec<_>>(),
+            vec!["service.name=web", "a=b c"]
+        );
         assert_eq!(p.get("cidr"), Some("10.0.0.0/8"));
         assert_eq!(p.get("x"), Some("%zz"));
         assert_eq!(parse_span("15m"), Some(900 * SECOND));

@@ -152,7 +152,12 @@ impl Ui {
     }
 
     /// Answers one request.
-    pub fn handle(&self, method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> Reply {
+    pub fn handle(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Reply {
         if method != http::Method::GET && method != http::Method::HEAD {
             return Reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -280,7 +285,11 @@ impl Reply {
         );
         h.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static(if self.cache { "max-age=300" } else { "no-store" }),
+            HeaderValue::from_static(if self.cache {
+                "max-age=300"
+            } else {
+                "no-store"
+            }),
         );
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(
@@ -378,7 +387,11 @@ mod tests {
     fn non_loopback_needs_a_token() {
         let e = Ui::new(&cfg("0.0.0.0:0", None), &|_| None).err().unwrap();
         assert!(e.to_string().contains("auth.token"), "{e}");
-        assert!(Ui::new(&cfg("0.0.0.0:0", None), &|k| (k == TOKEN_ENV).then(|| "t".into())).is_ok());
+        assert!(
+            Ui::new(&cfg("0.0.0.0:0", None), &|k| (k == TOKEN_ENV)
+                .then(|| "t".into()))
+            .is_ok()
+        );
         assert!(Ui::new(&cfg("127.0.0.1:0", None), &|_| None).is_ok());
         assert!(Ui::new(&cfg("[::1]:0", None), &|_| None).is_ok());
     }
@@ -387,14 +400,24 @@ mod tests {
     fn token_checked_on_every_request() {
         let ui = Ui::new(&cfg("0.0.0.0:0", Some("s3cret")), &|_| None).unwrap();
         for path in ["/map", "/api/keys", "/assets/app.css", "/nope"] {
-            assert_eq!(get(&ui, path, None).status, StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                get(&ui, path, None).status,
+                StatusCode::UNAUTHORIZED,
+                "{path}"
+            );
             assert_eq!(
                 get(&ui, path, Some("Bearer wrong")).status,
                 StatusCode::UNAUTHORIZED
             );
         }
-        assert_eq!(get(&ui, "/map", Some("Bearer s3cret")).status, StatusCode::OK);
-        assert_eq!(get(&ui, "/?token=bad", None).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get(&ui, "/map", Some("Bearer s3cret")).status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&ui, "/?token=bad", None).status,
+            StatusCode::UNAUTHORIZED
+        );
         let r = get(&ui, "/?token=s3cret", None);
         assert_eq!(r.status, StatusCode::SEE_OTHER);
         let mut h = http::HeaderMap::new();

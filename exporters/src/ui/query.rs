@@ -345,12 +345,7 @@ pub struct Edge {
     pub buckets: BTreeMap<u64, Totals>,
 }
 
-fn resolve(
-    res: &Attrs,
-    attrs: &Attrs,
-    key: &str,
-    local: bool,
-) -> (String, /* unresolved */ bool) {
+fn resolve(res: &Attrs, attrs: &Attrs, key: &str, local: bool) -> (String, /* unresolved */ bool) {
     if local {
         match local_value(res, attrs, key) {
             Some(v) => (v, false),
@@ -644,7 +639,12 @@ pub fn health(
                 "retransmits",
                 false,
                 t.retransmits as f64,
-                format!("Retransmits {:.1} %: {} → {}", ratio * 100.0, e.client, e.server),
+                format!(
+                    "Retransmits {:.1} %: {} → {}",
+                    ratio * 100.0,
+                    e.client,
+                    e.server
+                ),
                 format!(
                     "{} of {} packets retransmitted (threshold {:.1} %)",
                     t.retransmits,
@@ -789,7 +789,11 @@ mod tests {
     #[test]
     fn each_dependency_once_with_exact_bytes() {
         let st = store();
-        let e = edges(&st, &sel(resource::SERVICE_NAME, resource::SERVICE_NAME), false);
+        let e = edges(
+            &st,
+            &sel(resource::SERVICE_NAME, resource::SERVICE_NAME),
+            false,
+        );
         let pairs: Vec<(&str, &str, u64, u64)> = e
             .iter()
             .map(|e| {
@@ -814,7 +818,11 @@ mod tests {
         let p50 = e[0].totals.rtt_quantile(0.5).unwrap();
         assert!((p50 - 0.001).abs() < 1e-9, "{p50}");
         // The peer key asks for the same thing from the other end.
-        let e2 = edges(&st, &sel(resource::SERVICE_NAME, attr::PEER_SERVICE_NAME), false);
+        let e2 = edges(
+            &st,
+            &sel(resource::SERVICE_NAME, attr::PEER_SERVICE_NAME),
+            false,
+        );
         assert_eq!(e2[0].server, "api");
     }
 
@@ -824,7 +832,10 @@ mod tests {
         let mut s = sel(resource::SERVICE_NAME, resource::SERVICE_NAME);
         s.filters = vec![(resource::SERVICE_NAME.into(), "api".into())];
         let e = edges(&st, &s, false);
-        let names: Vec<_> = e.iter().map(|e| (e.client.clone(), e.server.clone())).collect();
+        let names: Vec<_> = e
+            .iter()
+            .map(|e| (e.client.clone(), e.server.clone()))
+            .collect();
         assert_eq!(
             names,
             vec![
