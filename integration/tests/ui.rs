@@ -310,22 +310,36 @@ async fn map_analytics_and_health_in_a_browser() {
     let rows = loop {
         let a = get_json(port, &format!("/api/analytics?{q}"));
         let h = get_json(port, &format!("/api/health?{q}"));
-        let done = row(&a["rows"], "web", "api")
-            .is_some_and(|r| r["bytes_client_to_server"] == WEB_UP)
-            && row(&a["rows"], "api", "db").is_some_and(|r| r["bytes_client_to_server"] == API_UP)
-            && row(&a["rows"], XSS, "db").is_some()
-            && h["findings"].as_array().is_some_and(|f| {
-                f.iter()
-                    .any(|f| f["kind"] == "dns_failure" && f["client"] == "lookup")
-                    && f.iter()
-                        .any(|f| f["kind"] == "connection_failure" && f["client"] == "batch")
-            });
+        let finding = |kind: &str, client: &str| {
+            h["findings"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["kind"] == kind && f["client"] == client))
+        };
+        let missing: Vec<&str> = [
+            (
+                row(&a["rows"], "web", "api")
+                    .is_some_and(|r| r["bytes_client_to_server"] == WEB_UP),
+                "web -> api",
+            ),
+            (
+                row(&a["rows"], "api", "db").is_some_and(|r| r["bytes_client_to_server"] == API_UP),
+                "api -> db",
+            ),
+            (row(&a["rows"], XSS, "db").is_some(), "html -> db"),
+            (finding("dns_failure", "lookup"), "NXDOMAIN of lookup"),
+            (finding("connection_failure", "batch"), "refused of batch"),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| what)
+        .collect();
+        let done = missing.is_empty();
         if done {
             break a["rows"].clone();
         }
         assert!(
             Instant::now() < deadline,
-            "the UI API never showed all the traffic: analytics {a:#}\nhealth {h:#}"
+            "the UI API never showed {missing:?}: analytics {a:#}\nhealth {h:#}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
