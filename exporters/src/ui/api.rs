@@ -105,7 +105,7 @@ fn parse_span(s: &str) -> Option<u64> {
 /// Unix seconds (fractions allowed) to ns.
 fn parse_time(s: &str) -> Option<u64> {
     let v: f64 = s.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0 && v < 1e11).then(|| (v * 1e9) as u64)
+    (0.0..1e11).contains(&v).then_some((v * 1e9) as u64)
 }
 
 /// `(from, to]` from `from`/`to` (unix seconds) or `range` (relative to

@@ -459,6 +459,7 @@ pub struct Finding {
     pub count: u64,
 }
 
+#[allow(clippy::too_many_arguments)] // one constructor for every kind of finding
 fn finding(
     kind: &'static str,
     critical: bool,
