@@ -11,10 +11,26 @@
 #   on:  `flowscope run` (ebpf receiver, 10 s interval, file exporter only)
 #        runs; also agent CPU (utime+stime from /proc/PID/stat over the
 #        window) and RSS (VmRSS sampled every 250 ms, VmHWM at the end).
-# Results: target/bench/load.json and a summary in target/bench/load.txt.
-# This measures; it asserts nothing.
+#        The kernel side's cost is measured too: the script turns on
+#        kernel.bpf_stats_enabled for its runs (restored on exit) and reads
+#        each of the agent's eBPF programs' run_time_ns / run_cnt (found
+#        through the agent's bpf-prog fds in /proc/PID/fdinfo) before and
+#        after the window: ns per run, runs per connection and ns per
+#        connection (both ends of every connection are on this host). The
+#        kernel's run_time_ns times the programs themselves, so other work
+#        on the machine does not inflate it (cache and TLB pressure aside).
+#        The maps' memory (memlock in the map fds' fdinfo, what
+#        `bpftool map show` calls bytes_memlock) is read at the end of the
+#        window and added to the agent's RSS.
+# Results: target/bench/load.json and a summary in target/bench/load.txt
+# (or in --out DIR). This measures; it asserts nothing.
 #
 # usage: scripts/bench-load.sh [--seconds N] [--rates "1000 10000"] [--bytes N] [--no-build]
+#                              [--bin DIR] [--out DIR] [--agent-only]
+#   --bin DIR     run the flowscope and flowscope-load binaries in DIR (e.g. another
+#                 worktree's target/release, to compare two builds back to back);
+#                 implies --no-build. The JSON names DIR's git commit.
+#   --agent-only  skip the runs without the agent.
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
@@ -24,19 +40,27 @@ SECONDS_EACH=20
 RATES="1000 10000"
 BYTES=100
 BUILD=1
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+OUT=$ROOT/target/bench
+MODES="off on"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_EACH=$2; shift 2 ;;
     --rates) RATES=$2; shift 2 ;;
     --bytes) BYTES=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --bin) BIN=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --agent-only) MODES=on; shift ;;
     *) echo "bench-load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-OUT=$ROOT/target/bench
 mkdir -p "$OUT"
+COMMIT=$(git -C "$BIN" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$COMMIT" != unknown ] && ! git -C "$BIN" diff --quiet HEAD 2>/dev/null; then
+  COMMIT="$COMMIT+dirty"
+fi
 if [ "$BUILD" = 1 ]; then
   scripts/bootstrap.sh
   cargo build --release --bin flowscope
@@ -55,12 +79,16 @@ TMP=$(mktemp -d /tmp/fsbench.XXXXXX)
 AGENT_PID=
 SERVER_PID=
 SAMPLER_PID=
+BPF_STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo)
 
 cleanup() {
   for p in $SAMPLER_PID $AGENT_PID $SERVER_PID; do
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
+  if [ -n "$BPF_STATS_WAS" ]; then
+    sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_WAS" || true
+  fi
   ip netns del "$CNS" 2>/dev/null || true
   ip netns del "$SNS" 2>/dev/null || true
   rm -rf "$TMP"
@@ -86,6 +114,42 @@ ip netns exec "$CNS" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ip
 ip netns exec "$SNS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 
 CLK_TCK=$(getconf CLK_TCK)
+
+# Per-program run statistics cost two clock reads per run while on; only
+# this script's window needs them.
+if [ -n "$BPF_STATS_WAS" ]; then
+  sysctl -qw kernel.bpf_stats_enabled=1
+fi
+
+# One line per eBPF program the agent holds: id run_time_ns run_cnt name
+# instructions (after the verifier's rewrites, `bpftool prog dump xlated`)
+# (a program is reached through its own fd or a link's fd; each counted
+# once). Names come from bpftool (15 characters, the kernel's limit) when
+# it is installed (scripts/bootstrap.sh), else the id stands in.
+prog_stats() {
+  local pid=$1 ids id fd
+  ids=$(for fd in /proc/"$pid"/fdinfo/*; do
+          awk '/^prog_id:/ { print $2 }' "$fd" 2>/dev/null || true
+        done | sort -un)
+  for id in $ids; do
+    if command -v bpftool > /dev/null 2>&1; then
+      bpftool prog show id "$id" --json 2>/dev/null \
+        | jq -r '"\(.id) \(.run_time_ns // 0) \(.run_cnt // 0) \(.name // "?") \((.bytes_xlated // 0) / 8 | floor)"'
+    fi
+  done
+}
+
+# Memory of the agent's eBPF maps: "name bytes" per map (fdinfo memlock,
+# which since Linux 6.4 is each map's own account of what it uses).
+map_mem() {
+  local pid=$1 fd ids id
+  ids=$(for fd in /proc/"$pid"/fdinfo/*; do
+          awk '/^map_id:/ { print $2 }' "$fd" 2>/dev/null || true
+        done | sort -un)
+  for id in $ids; do
+    bpftool map show id "$id" --json 2>/dev/null | jq -r '"\(.name // "?") \(.bytes_memlock // 0)"'
+  done
+}
 
 # Busy and total jiffies of all CPUs (busy excludes idle and iowait).
 host_cpu() {
@@ -186,14 +250,14 @@ measure() {
   read -r busy0 total0 < <(host_cpu)
   local t0 ticks0=0
   t0=$(date +%s.%N)
-  [ "$mode" = on ] && ticks0=$(proc_ticks "$AGENT_PID")
+  [ "$mode" = on ] && ticks0=$(proc_ticks "$AGENT_PID") && prog_stats "$AGENT_PID" > "$TMP/prog0"
   srv0=$(proc_ticks "$SERVER_PID")
   local load
   load=$(ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$rate" "$SECONDS_EACH" "$BYTES")
   read -r busy1 total1 < <(host_cpu)
   local t1 ticks1=0
   t1=$(date +%s.%N)
-  [ "$mode" = on ] && ticks1=$(proc_ticks "$AGENT_PID")
+  [ "$mode" = on ] && ticks1=$(proc_ticks "$AGENT_PID") && prog_stats "$AGENT_PID" > "$TMP/prog1"
   srv1=$(proc_ticks "$SERVER_PID")
   local window host_pct host_cores load_cpu
   window=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
@@ -208,33 +272,64 @@ measure() {
     local agent_pct hwm rss_avg rss_peak
     agent_pct=$(awk -v d="$((ticks1 - ticks0))" -v w="$window" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * d / hz / w }')
     hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+    map_mem "$AGENT_PID" > "$TMP/maps"
     kill "$SAMPLER_PID" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
     SAMPLER_PID=
     read -r rss_avg rss_peak < <(awk '{ s += $1; if ($1 > m) m = $1; n++ } END { if (n) printf "%d %d\n", s / n, m; else print "0 0" }' "$TMP/rss")
     stop_agent
     local closed lost received
-    closed=$(metric_sum network.tcp.connections.closed 198.19.254.)
+    closed=$(metric_sum flowscope.tcp.connection.closed 198.19.254.)
     lost=$(metric_sum flowscope.events.lost)
     received=$(metric_sum flowscope.events.received)
-    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
-      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$closed" "$received" "$lost")
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %6s' "$rate" on \
+    # Kernel side: per program, the deltas over the window.
+    local completed kernel_json maps_json maps_kib mem_kib
+    completed=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
+    kernel_json=$(join -j 1 <(sort "$TMP/prog0") <(sort "$TMP/prog1") | awk -v n="$completed" -v w="$window" '
+      BEGIN { printf "{\"programs\":["; first = 1 }
+      { ns = $6 - $2; runs = $7 - $3; name = $8
+        tns += ns; truns += runs
+        printf "%s{\"id\":%s,\"name\":\"%s\",\"xlated_insns\":%d,\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
+          (first ? "" : ","), $1, name, $9, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
+        first = 0 }
+      END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f}", \
+          n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0 }')
+    maps_json=$(awk 'BEGIN { printf "["; first = 1 }
+      { printf "%s{\"name\":\"%s\",\"bytes_memlock\":%d}", (first ? "" : ","), $1, $2; first = 0 }
+      END { printf "]" }' "$TMP/maps")
+    maps_kib=$(awk '{ s += $2 } END { printf "%d", s / 1024 }' "$TMP/maps")
+    mem_kib=$((rss_avg + maps_kib))
+    {
+      echo "rate $rate/s, agent on: eBPF programs over the window ($completed connections)"
+      printf '  %-16s %6s %12s %10s %12s %12s\n' program insns runs ns/run runs/conn ns/conn
+      echo "$kernel_json" | jq -r '.programs[] | "  \(.name) \(.xlated_insns) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
+        | awk '{ printf "  %-16s %6d %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5, $6 }'
+      echo "$kernel_json" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core"'
+      printf '  maps: %s KiB (' "$maps_kib"
+      awk '{ printf "%s%s %d KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }' "$TMP/maps"
+      printf '); agent RSS avg %s KiB; RSS + maps %s KiB\n' "$rss_avg" "$mem_kib"
+    } >> "$TMP/kernel.txt"
+    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"maps_kib":%s,"rss_avg_plus_maps_kib":%s,"maps":%s,"kernel":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
+      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$maps_kib" "$mem_kib" "$maps_json" "$kernel_json" "$closed" "$received" "$lost")
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %9s %8s %6s' "$rate" on \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
-      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" "$agent_pct" "$rss_avg" "$hwm" "$loadavg")")
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" "$agent_pct" "$rss_avg" "$hwm" "$maps_kib" \
+      "$(echo "$kernel_json" | jq -r '.us_per_connection')" "$loadavg")")
   else
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %6s' "$rate" off \
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %9s %8s %6s' "$rate" off \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
-      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - "$loadavg")")
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - "$loadavg")")
   fi
   stop_server
   RUNS+=("$(printf '{"rate":%s,"agent":"%s","window_seconds":%s,"host_cpu_pct_of_all_cpus":%s,"host_busy_cores":%s,"load_cpu_pct_of_one_core":%s,"loadavg_1m_before":%s,"load":%s,"agent_stats":%s}' \
     "$rate" "$mode" "$window" "$host_pct" "$host_cores" "$load_cpu" "$loadavg" "$load" "$agent_json")")
 }
 
+: > "$TMP/kernel.txt"
 for rate in $RATES; do
-  measure "$rate" off
-  measure "$rate" on
+  for mode in $MODES; do
+    measure "$rate" "$mode"
+  done
 done
 
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -242,16 +337,18 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   printf '{"benchmark":"scripts/bench-load.sh","date":"%s","kernel":"%s","cpus":%s,"cpu_model":"%s",' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -r)" "$(nproc)" "$CPU_MODEL"
   printf '"commit":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
-    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$SECONDS_EACH" "$BYTES"
+    "$COMMIT" "$SECONDS_EACH" "$BYTES"
   (IFS=,; printf '%s' "${RUNS[*]}")
   printf ']}\n'
 } > "$OUT/load.json"
 
 {
   echo "flowscope load benchmark, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs ($CPU_MODEL)"
-  echo "$SECONDS_EACH s per run, $BYTES bytes each way per connection"
+  echo "build $COMMIT ($BIN); $SECONDS_EACH s per run, $BYTES bytes each way per connection"
   echo "host: busy % of all CPUs (/proc/stat); load: client+server CPU, % of one core; agent: % of one core"
-  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm loadavg
+  echo "ebpf: the agent's eBPF programs' run_time_ns per connection (both ends), microseconds"
+  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us loadavg
   printf '%s\n' "${SUMMARY[@]}"
-  echo "(rss in KiB; details: target/bench/load.json)"
+  echo "(rss and maps in KiB; details: $OUT/load.json)"
+  cat "$TMP/kernel.txt"
 } | tee "$OUT/load.txt"

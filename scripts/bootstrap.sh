@@ -34,6 +34,10 @@ apt_install() {
 
 # The eBPF object is linked by bpf-linker against LLVM 22 (the nightly's LLVM).
 apt_install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config iproute2
+# bpftool: scripts/bench-load.sh reads the programs' run_time_ns/run_cnt and
+# the maps' memory with it; also the tool to inspect the programs
+# (`bpftool prog dump xlated`).
+apt_install bpftool
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"
@@ -52,6 +56,21 @@ if [ $want_test -eq 1 ]; then
   # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
   # Prometheus (scrapes the prometheus exporter).
   apt_install nftables dnsmasq-base bind9-dnsutils prometheus
+  # The deploy tests: build and run the container image (buildah; podman
+  # with runc, as crun refuses this machine's hybrid cgroups; objcopy from
+  # binutils drops the binary's debug info), check the systemd unit
+  # (systemd-analyze), validate the Kubernetes manifests (kubernetes-validate
+  # from PyPI, in a venv of its own).
+  apt_install buildah podman runc binutils systemd python3-venv openssl
+  venv="${FLOWSCOPE_TOOLS:-$HOME/.cache/flowscope/tools}"
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'kubernetes-validate==1.31.*'
+  fi
+  if ! command -v kubectl >/dev/null 2>&1; then
+    log "kubectl is missing: no registry here serves it; install kubectl 1.32 (with kustomize) by hand for the Kubernetes manifest tests"
+  fi
   # Headless Chromium and its WebDriver server: integration/tests/ui.rs
   # drives the ui exporter's pages in a real browser.
   apt_install chromium chromium-driver

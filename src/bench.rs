@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use flowscope_common::{AF_INET, Conn, Event, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::telemetry::FLOWS_OVERFLOW;
-use flowscope_model::{Attrs, FlowBatch, Telemetry};
+use flowscope_model::{Attrs, Context, FlowBatch, HostFacts};
 use flowscope_processors::Chain;
 use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
-use flowscope_receiver::{ephemeral_ports, host_attrs};
 use serde_json::json;
 
 /// Options of `flowscope bench`.
@@ -356,7 +355,8 @@ fn peak_rss_kib() -> Option<u64> {
 /// Runs the bench and prints (or writes) one JSON object.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let w = Workload::new(&args)?;
-    let telemetry = Telemetry::new();
+    let ctx = Context::new(HostFacts::detect());
+    let telemetry = ctx.telemetry.clone();
     let settings = CollectorSettings {
         max_tracked: 65_536,
         granularity: if args.process_granularity {
@@ -364,12 +364,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             Granularity::Service
         },
+        include_command_line: false,
         rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
         duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
-        ephemeral: ephemeral_ports(),
-        host: host_attrs(),
+        ephemeral: ctx.host.ephemeral_ports,
+        host: ctx.host.attrs.clone(),
     };
-    let mut col = Collector::new(settings, telemetry.clone(), None);
+    let mut col = Collector::new(settings, telemetry.clone());
     let mut chain = Chain::new(Vec::new(), telemetry.clone());
 
     let started = Instant::now();

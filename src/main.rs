@@ -2,13 +2,14 @@
 //! metrics.
 
 mod bench;
+mod check;
 mod pipeline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flowscope_model::Telemetry;
+use flowscope_model::{Context, HostFacts};
 use flowscope_otel_config::Loaded;
 use tracing::{info, warn};
 
@@ -63,8 +64,12 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
 
 async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
     let loaded = load(config.as_ref())?;
-    let telemetry = Telemetry::new();
-    let agent = pipeline::Agent::start(&loaded.config, telemetry)?;
+    check::components(&loaded)?;
+    // The one context every component is built with: host facts (with the
+    // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
+    // self-telemetry provider, and the shared services.
+    let ctx = Context::new(HostFacts::detect());
+    let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
     let health = match healthz {
         Some(addr) => Some(
             flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec())
@@ -108,17 +113,19 @@ fn main() -> ExitCode {
             print!("{}", flowscope_otel_config::DEFAULT_CONFIG);
             Ok(())
         }
-        Command::Validate { config } => load(Some(&config)).map(|l| {
-            let c = &l.config;
-            println!(
-                "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
-                config.display(),
-                c.receivers.len(),
-                c.processors.len(),
-                c.exporters.len(),
-                c.service.pipelines.len()
-            );
-        }),
+        Command::Validate { config } => load(Some(&config))
+            .and_then(|l| check::components(&l).map(|()| l))
+            .map(|l| {
+                let c = &l.config;
+                println!(
+                    "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+                    config.display(),
+                    c.receivers.len(),
+                    c.processors.len(),
+                    c.exporters.len(),
+                    c.service.pipelines.len()
+                );
+            }),
         Command::Bench(args) => bench::run(args),
         Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

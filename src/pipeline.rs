@@ -4,6 +4,12 @@
 //! receiver --(bounded)--> fan-out --(bounded)--> pipeline: Chain -> exporters
 //! self-telemetry tick ----^
 //! ```
+//! The agent builds one [`Context`] (self-telemetry, the DNS name cache,
+//! the table of local listeners, host facts) and hands it to every
+//! receiver, processor and exporter it builds; that is the only state they
+//! share. Receivers start in the order the configuration lists them: none
+//! needs another.
+//!
 //! Every receiver runs in its own task and sends one `FlowBatch` per
 //! interval. A fan-out task per receiver clones the batch to each pipeline
 //! that lists it; a pipeline task runs its processor chain and submits the
@@ -17,18 +23,34 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use flowscope_exporters::ExporterHandle;
-use flowscope_model::{FlowBatch, MetricBatch, Telemetry};
-use flowscope_otel_config::receivers::ResourceGranularity;
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
+use flowscope_model::{Context, FlowBatch, MetricBatch, Telemetry};
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
-use flowscope_receiver::dns::{DnsReceiver, DnsSettings};
-use flowscope_receiver::{
-    CollectorSettings, EbpfReceiver, Granularity, LoadOptions, PeerNames, ReceiverSettings,
-    ephemeral_ports, host_attrs, self_resource, unix_nanos,
-};
+use flowscope_receiver::dns::DnsReceiver;
+use flowscope_receiver::{EbpfReceiver, unix_nanos};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+/// Checks, before anything starts, every capability the pipelines'
+/// receivers need, so one error names all that are missing.
+fn check_capabilities(config: &Config) -> anyhow::Result<()> {
+    use flowscope_receiver::capabilities::{Feature, check};
+    let mut features = Vec::new();
+    for pipeline in config.service.pipelines.values() {
+        for id in &pipeline.receivers {
+            match config.receivers.get(id) {
+                Some(ReceiverConfig::Ebpf(_)) => features.push(Feature::Flows),
+                Some(ReceiverConfig::Dns(_)) => features.push(Feature::Dns),
+                // A new receiver type adds its Feature here.
+                Some(_) | None => {}
+            }
+        }
+    }
+    check(&features)?;
+    Ok(())
+}
 
 /// Batches waiting between stages. Small: a batch is a whole interval.
 const STAGE_QUEUE: usize = 4;
@@ -43,55 +65,13 @@ pub struct Agent {
     exporters: Vec<ExporterHandle>,
 }
 
-fn dns_settings(c: &flowscope_otel_config::receivers::DnsReceiverConfig) -> DnsSettings {
-    DnsSettings {
-        ports: c.ports.clone(),
-        query_timeout: c.query_timeout,
-        max_outstanding_queries: c.max_outstanding_queries,
-        top_k: c.top_k,
-        name_cache_size: c.name_cache_size,
-        name_ttl_grace: c.name_ttl_grace,
-        buckets: c.buckets.clone(),
-        collection_interval: c.collection_interval,
-        ..DnsSettings::default()
-    }
-}
-
-fn ebpf_settings(
-    cfg: &flowscope_otel_config::receivers::EbpfReceiverConfig,
-) -> anyhow::Result<ReceiverSettings> {
-    let max_flows = u32::try_from(cfg.max_tracked_flows).map_err(|_| {
-        anyhow!(
-            "max_tracked_flows {} does not fit a kernel map",
-            cfg.max_tracked_flows
-        )
-    })?;
-    Ok(ReceiverSettings {
-        interval: cfg.collection_interval,
-        load: LoadOptions {
-            tcp: cfg.tcp,
-            udp: cfg.udp,
-            max_flows,
-            ring_buffer_bytes: cfg.ring_buffer_bytes,
-        },
-        collector: CollectorSettings {
-            max_tracked: cfg.max_tracked_flows,
-            granularity: match cfg.resource_granularity {
-                ResourceGranularity::Service => Granularity::Service,
-                ResourceGranularity::Process => Granularity::Process,
-            },
-            rtt_bounds: Arc::from(cfg.rtt_buckets.as_slice()),
-            duration_bounds: Arc::from(cfg.duration_buckets.as_slice()),
-            ephemeral: ephemeral_ports(),
-            host: host_attrs(),
-        },
-    })
-}
-
 impl Agent {
-    /// Starts every component the pipelines use. Must run inside a tokio
-    /// runtime. Fails, naming the component, when one cannot start.
-    pub fn start(config: &Config, telemetry: Telemetry) -> anyhow::Result<Agent> {
+    /// Starts every component the pipelines use, each built with `ctx`.
+    /// Must run inside a tokio runtime. Fails, naming the component, when
+    /// one cannot start.
+    pub fn start(config: &Config, ctx: &Context) -> anyhow::Result<Agent> {
+        check_capabilities(config)?;
+        let telemetry = ctx.telemetry.clone();
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         // Exporters: one instance per id, shared by the pipelines naming it.
@@ -105,14 +85,18 @@ impl Agent {
                     .exporters
                     .get(id)
                     .ok_or_else(|| anyhow!("exporter {id} is not defined"))?;
-                let handle = flowscope_exporters::build(id, cfg, telemetry.clone())
+                let handle = flowscope_exporters::build(id, cfg, ctx)
                     .with_context(|| format!("starting exporter {id}"))?;
                 exporters.insert(id.clone(), handle);
             }
         }
 
-        // Pipelines: a chain each, fed by a bounded channel.
+        // Pipelines: a chain each, fed by a bounded channel. One builder,
+        // so processors of several pipelines share what they may (one cloud
+        // detection per settings).
+        let processors = flowscope_processors::Builder::new(ctx);
         let mut inputs: HashMap<ComponentId, Vec<mpsc::Sender<FlowBatch>>> = HashMap::new();
+        let mut receiver_order: Vec<ComponentId> = Vec::new();
         let mut self_inputs = Vec::new();
         let mut pipelines = Vec::new();
         for (pid, pipeline) in &config.service.pipelines {
@@ -142,11 +126,12 @@ impl Agent {
                         .processors
                         .get(id)
                         .ok_or_else(|| anyhow!("processor {id} is not defined"))?;
-                    flowscope_processors::build(id, cfg, telemetry.clone())
+                    processors
+                        .build(id, cfg)
                         .with_context(|| format!("starting processor {id} of pipeline {pid}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let chain = Chain::new(procs, telemetry.clone());
+            let chain = processors.chain(procs);
             let outs: Vec<ExporterHandle> = pipeline
                 .exporters
                 .iter()
@@ -154,21 +139,20 @@ impl Agent {
                 .collect();
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
             for r in &pipeline.receivers {
+                if !inputs.contains_key(r) {
+                    receiver_order.push(r.clone());
+                }
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }
             self_inputs.push(tx);
             pipelines.push(tokio::spawn(run_pipeline(pid.to_string(), chain, rx, outs)));
         }
 
-        // Receivers. DNS first: its IP -> name cache feeds the flow
-        // receiver, which sets network.peer.domain from it.
+        // Receivers, in the order the pipelines name them.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
-        let mut inputs: Vec<(ComponentId, Vec<mpsc::Sender<FlowBatch>>)> =
-            inputs.into_iter().collect();
-        inputs.sort_by_key(|(id, _)| (id.kind != "dns", id.to_string()));
-        let mut names: Option<Arc<dyn PeerNames>> = None;
-        for (id, outs) in inputs {
+        for id in receiver_order {
+            let outs = inputs.remove(&id).unwrap_or_default();
             let cfg = config
                 .receivers
                 .get(&id)
@@ -179,8 +163,7 @@ impl Agent {
             match cfg {
                 ReceiverConfig::Ebpf(c) => {
                     interval = interval.min(c.collection_interval);
-                    let settings = ebpf_settings(c)?;
-                    let receiver = EbpfReceiver::start(settings, telemetry.clone(), names.clone())
+                    let receiver = EbpfReceiver::start(c, ctx)
                         .with_context(|| format!("starting receiver {id}"))?;
                     sources.push(tokio::spawn(async move {
                         if let Err(e) = receiver.run(tx, stop).await {
@@ -190,11 +173,8 @@ impl Agent {
                 }
                 ReceiverConfig::Dns(c) => {
                     interval = interval.min(c.collection_interval);
-                    let (receiver, cache) = DnsReceiver::start(dns_settings(c), telemetry.clone())
+                    let receiver = DnsReceiver::start(c, ctx)
                         .with_context(|| format!("starting receiver {id}"))?;
-                    if names.is_none() {
-                        names = Some(cache);
-                    }
                     sources.push(tokio::spawn(async move {
                         if let Err(e) = receiver.run(tx, stop).await {
                             tracing::error!(receiver = %name, "stopped: {e:#}");
@@ -260,11 +240,11 @@ async fn fan_out(
     // A pipeline only closes its input when its task died; what would have
     // gone to it is counted, not silently dropped.
     let lost = |b: &FlowBatch| {
-        telemetry.events_lost(
-            "pipeline",
-            "pipeline_closed",
+        telemetry.emit(EventsLost::new(
+            Source::Pipeline,
+            LossReason::PipelineClosed,
             (b.flows.len() + b.points.len()) as u64,
-        )
+        ))
     };
     while let Some(batch) = rx.recv().await {
         if let Some((last, rest)) = outs.split_last() {
@@ -303,7 +283,6 @@ async fn self_telemetry(
     outs: Vec<mpsc::Sender<FlowBatch>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let resource = self_resource();
     let mut start = std::time::SystemTime::now();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
@@ -312,13 +291,19 @@ async fn self_telemetry(
             _ = shutdown.changed() => true,
         };
         let now = std::time::SystemTime::now();
-        let points = telemetry.drain(&resource);
+        // The SDK's interval reader: counter deltas, gauge values, under
+        // the agent's own Resource.
+        let points = telemetry.collect_interval();
         let batch = FlowBatch::of_points(unix_nanos(start), unix_nanos(now), points);
         start = now;
         for o in &outs {
             if let Err(e) = o.send(batch.clone()).await {
                 warn!("a pipeline stopped before the agent");
-                telemetry.events_lost("pipeline", "pipeline_closed", e.0.points.len() as u64);
+                telemetry.emit(EventsLost::new(
+                    Source::Pipeline,
+                    LossReason::PipelineClosed,
+                    e.0.points.len() as u64,
+                ));
             }
         }
         if last {

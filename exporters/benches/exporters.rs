@@ -19,7 +19,7 @@ use flowscope_exporters::{ExporterHandle, build_with_env, encode, json::request_
 use flowscope_model::hist::RTT_BOUNDS;
 use flowscope_model::metrics::{FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_RETRANSMITS, TCP_RTT};
 use flowscope_model::names::{attr, resource};
-use flowscope_model::{Attrs, Histogram, MetricBatch, Point, PointValue, Telemetry};
+use flowscope_model::{Attrs, Context, Histogram, MetricBatch, Point, PointValue};
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, SendingQueueConfig,
     TlsClientConfig,
@@ -198,7 +198,7 @@ fn delivery(c: &mut Criterion) {
             });
             let id: ComponentId = "otlp".parse().unwrap();
             (
-                build_with_env(&id, &cfg, Telemetry::new(), &no_env).unwrap(),
+                build_with_env(&id, &cfg, &Context::default(), &no_env).unwrap(),
                 rx,
             )
         });
@@ -225,7 +225,7 @@ fn delivery(c: &mut Criterion) {
             });
             let id: ComponentId = "otlphttp".parse().unwrap();
             (
-                build_with_env(&id, &cfg, Telemetry::new(), &no_env).unwrap(),
+                build_with_env(&id, &cfg, &Context::default(), &no_env).unwrap(),
                 rx,
             )
         });

@@ -210,7 +210,7 @@ impl Sink for ConsoleSink {
         if !batch
             .points
             .iter()
-            .any(|p| p.metric.name.starts_with("network."))
+            .any(|p| flowscope_model::metrics::FLOW_METRICS.contains(&p.metric))
         {
             return Outcome::sent(n);
         }
@@ -325,7 +325,7 @@ mod tests {
             &mut b,
             &checkout,
             EXPORTER_SENT,
-            Attrs::new().with(attr::EXPORTER, "file"),
+            flowscope_model::telemetry::component_attrs("file"),
             PointValue::Int(9),
         );
 

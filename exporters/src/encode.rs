@@ -4,10 +4,14 @@
 //! Resource and their metric. The encoder groups them in first-seen order:
 //! one `ResourceMetrics` per distinct Resource, one `ScopeMetrics` (scope
 //! `flowscope`, this crate's version) per Resource, one `Metric` per
-//! (name, unit, instrument). Sums are monotonic with the temporality the
-//! caller chooses; each point carries its own start time so that the
-//! cumulative state (see [`crate::temporality`]) can give every series the
-//! time it was first seen.
+//! (name, unit, instrument), with the metric's description. Monotonic sums
+//! and histograms have the temporality the caller chooses. UpDownCounters
+//! (non-monotonic sums: active connections, queue sizes) carry the current
+//! count and are always cumulative, as the OpenTelemetry SDKs export them
+//! under a delta preference; their start time is the interval start under
+//! delta and the series' first sight under cumulative. Each point carries its
+//! own start time so that the cumulative state (see [`crate::temporality`])
+//! can give every series the time it was first seen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -151,6 +155,13 @@ fn new_metric(id: MetricId, temporality: Temporality) -> Metric {
             aggregation_temporality: temporality.proto(),
             is_monotonic: true,
         }),
+        // The current count, so always cumulative: the temporality the
+        // OpenTelemetry SDKs give UpDownCounters under a delta preference.
+        Kind::UpDownCounter => metric::Data::Sum(Sum {
+            data_points: Vec::new(),
+            aggregation_temporality: Temporality::Cumulative.proto(),
+            is_monotonic: false,
+        }),
         Kind::Gauge => metric::Data::Gauge(Gauge {
             data_points: Vec::new(),
         }),
@@ -163,6 +174,7 @@ fn new_metric(id: MetricId, temporality: Temporality) -> Metric {
     };
     Metric {
         name: id.name.to_string(),
+        description: id.description.to_string(),
         unit: id.unit.to_string(),
         data: Some(data),
         ..Default::default()
@@ -373,8 +385,8 @@ mod tests {
             names,
             [
                 ("network.flow.io", "By"),
-                ("network.tcp.rtt", "s"),
-                ("network.tcp.rtt.variance", "s")
+                ("flowscope.tcp.rtt", "s"),
+                ("flowscope.tcp.rtt.variance", "s")
             ]
         );
 
@@ -446,10 +458,18 @@ mod tests {
 
         let sb = &rms[1].scope_metrics[0];
         assert_eq!(sb.metrics.len(), 1);
-        let Some(metric::Data::Gauge(active)) = &sb.metrics[0].data else {
+        // An UpDownCounter: cumulative and non-monotonic whatever the
+        // exporter's temporality, carrying the current count.
+        let Some(metric::Data::Sum(active)) = &sb.metrics[0].data else {
             panic!("active")
         };
+        assert!(!active.is_monotonic);
+        assert_eq!(
+            active.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
         assert_eq!(int(&active.data_points[0]), 3);
+        assert_eq!(sb.metrics[0].description, TCP_ACTIVE.description);
         assert_eq!(request_points(&e.request), 5);
     }
 

@@ -45,23 +45,48 @@ pub(crate) struct Grpc {
     timeout: Duration,
 }
 
+/// The channel's endpoint: with TLS, tonic gets an `http://` URI and the
+/// connector does TLS (tonic refuses `https://` unless its own TLS is
+/// compiled in).
+fn endpoint(s: &Resolved) -> Result<Endpoint, GrpcError> {
+    let url = if s.plaintext {
+        s.url.to_string()
+    } else {
+        let authority = s.url.authority().map_or("", |a| a.as_str());
+        format!("http://{authority}")
+    };
+    Endpoint::from_shared(url.clone()).map_err(|source| GrpcError::Endpoint { url, source })
+}
+
+/// The configured headers as gRPC metadata.
+fn metadata(s: &Resolved) -> Result<MetadataMap, GrpcError> {
+    let mut headers = MetadataMap::new();
+    for (k, v) in &s.headers {
+        let key =
+            MetadataKey::from_bytes(k.as_bytes()).map_err(|_| GrpcError::Header(k.clone()))?;
+        let value =
+            MetadataValue::try_from(v.as_str()).map_err(|_| GrpcError::Header(k.clone()))?;
+        headers.insert(key, value);
+    }
+    Ok(headers)
+}
+
+/// Everything [`Grpc::new`] checks, without opening a channel (which needs
+/// a runtime).
+pub(crate) fn check(s: &Resolved) -> Result<(), GrpcError> {
+    endpoint(s)?;
+    if !s.plaintext {
+        connector(&s.tls, true)?;
+    }
+    metadata(s)?;
+    Ok(())
+}
+
 impl Grpc {
     pub(crate) fn new(s: &Resolved) -> Result<Self, GrpcError> {
         // With TLS, tonic gets an `http://` URI and the connector does TLS
         // (tonic refuses `https://` unless its own TLS is compiled in).
-        let url = if s.plaintext {
-            s.url.to_string()
-        } else {
-            let authority = s.url.authority().map_or("", |a| a.as_str());
-            format!("http://{authority}")
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|source| GrpcError::Endpoint {
-                url: url.clone(),
-                source,
-            })?
-            .connect_timeout(s.timeout)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(s)?.connect_timeout(s.timeout).tcp_nodelay(true);
         let channel = if s.plaintext {
             endpoint.connect_lazy()
         } else {
@@ -75,14 +100,7 @@ impl Grpc {
             Compression::Zstd => client.send_compressed(CompressionEncoding::Zstd),
             Compression::None => client,
         };
-        let mut headers = MetadataMap::new();
-        for (k, v) in &s.headers {
-            let key =
-                MetadataKey::from_bytes(k.as_bytes()).map_err(|_| GrpcError::Header(k.clone()))?;
-            let value =
-                MetadataValue::try_from(v.as_str()).map_err(|_| GrpcError::Header(k.clone()))?;
-            headers.insert(key, value);
-        }
+        let headers = metadata(s)?;
         Ok(Self {
             client,
             headers,

@@ -55,16 +55,29 @@ pub(crate) struct Http {
     encoding: HttpEncoding,
 }
 
+/// The configured headers as HTTP headers.
+pub(crate) fn header_map(s: &Resolved) -> Result<HeaderMap, HttpError> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &s.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| HttpError::Header(k.clone()))?;
+        let value = HeaderValue::from_str(v).map_err(|_| HttpError::Header(k.clone()))?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// Everything [`Http::new`] checks, without building the client.
+pub(crate) fn check(s: &Resolved) -> Result<(), HttpError> {
+    connector(&s.tls, false)?;
+    header_map(s)?;
+    Ok(())
+}
+
 impl Http {
     pub(crate) fn new(s: &Resolved) -> Result<Self, HttpError> {
         let client = Client::builder(TokioExecutor::new()).build(connector(&s.tls, false)?);
-        let mut headers = HeaderMap::new();
-        for (k, v) in &s.headers {
-            let name =
-                HeaderName::from_bytes(k.as_bytes()).map_err(|_| HttpError::Header(k.clone()))?;
-            let value = HeaderValue::from_str(v).map_err(|_| HttpError::Header(k.clone()))?;
-            headers.insert(name, value);
-        }
+        let mut headers = header_map(s)?;
         let ua = concat!("flowscope/", env!("CARGO_PKG_VERSION"));
         headers.insert(USER_AGENT, HeaderValue::from_static(ua));
         Ok(Self {

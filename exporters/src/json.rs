@@ -87,6 +87,7 @@ mod tests {
         let io = &sm["metrics"][0];
         assert_eq!(io["name"], "network.flow.io");
         assert_eq!(io["unit"], "By");
+        assert_eq!(io["description"], FLOW_IO.description);
         assert_eq!(io["sum"]["aggregationTemporality"], 1);
         assert_eq!(io["sum"]["isMonotonic"], true);
         let dp = &io["sum"]["dataPoints"][0];
@@ -97,8 +98,14 @@ mod tests {
         assert_eq!(dp["attributes"][0]["value"]["intValue"], "443");
         assert_eq!(dp["attributes"][1]["value"]["boolValue"], true);
 
-        let g = &sm["metrics"][1]["gauge"]["dataPoints"][0];
+        // An UpDownCounter: a cumulative, non-monotonic sum.
+        let active = &sm["metrics"][1];
+        assert_eq!(active["name"], "flowscope.tcp.connection.active");
+        assert_eq!(active["sum"]["isMonotonic"], false);
+        assert_eq!(active["sum"]["aggregationTemporality"], 2);
+        let g = &active["sum"]["dataPoints"][0];
         assert_eq!(g["asDouble"], 1.5);
+        assert_eq!(g["startTimeUnixNano"], "1700000000123456789");
 
         let hp = &sm["metrics"][2]["histogram"]["dataPoints"][0];
         assert_eq!(sm["metrics"][2]["histogram"]["aggregationTemporality"], 1);

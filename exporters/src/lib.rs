@@ -17,7 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscope_model::{MetricBatch, Telemetry};
+use flowscope_model::internal_events::{ExporterFailed, ExporterSent};
+use flowscope_model::{Context, MetricBatch, Telemetry};
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 use tokio::task::JoinHandle;
 
@@ -306,25 +307,80 @@ impl ExporterHandle {
     }
 }
 
-/// Starts the exporter `id` configured by `config`, reporting into
-/// `telemetry`. Must be called inside a tokio runtime (it spawns the
-/// exporter's task). OTLP exporters read the `OTEL_EXPORTER_OTLP_*`
-/// variables of the process for what the config leaves unset.
+/// Starts the exporter `id` configured by `config`; what it shares with the
+/// rest of the agent (self-telemetry) comes from `ctx`. Must be called
+/// inside a tokio runtime (it spawns the exporter's task). OTLP exporters
+/// read the `OTEL_EXPORTER_OTLP_*` variables of the process for what the
+/// config leaves unset.
 pub fn build(
     id: &ComponentId,
     config: &ExporterConfig,
-    telemetry: Telemetry,
+    ctx: &Context,
 ) -> Result<ExporterHandle, BuildError> {
-    build_with_env(id, config, telemetry, &|k| std::env::var(k).ok())
+    build_with_env(id, config, ctx, &|k| std::env::var(k).ok())
+}
+
+/// Checks the exporter `id` as [`build`] would, without starting it: the
+/// OTLP settings resolved with the `OTEL_EXPORTER_OTLP_*` variables of the
+/// process (a bad value, or `OTEL_EXPORTER_OTLP_PROTOCOL` asking for the
+/// other transport, is an error), the TLS material read and parsed, the
+/// headers and endpoint turned into what the transport sends. What the
+/// configuration alone decides was checked when it loaded. Nothing is
+/// bound, created or connected, and no runtime is needed: this is what
+/// `flowscope validate` adds to loading.
+pub fn check(id: &ComponentId, config: &ExporterConfig) -> Result<(), BuildError> {
+    check_with_env(id, config, &|k| std::env::var(k).ok())
+}
+
+/// As [`check`], with `env` in place of the process environment.
+pub fn check_with_env(
+    id: &ComponentId,
+    config: &ExporterConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), BuildError> {
+    let name = id.to_string();
+    let settings = |source| BuildError::Settings {
+        id: name.clone(),
+        source,
+    };
+    match config {
+        ExporterConfig::Otlp(c) => {
+            let s = settings::resolve_grpc(c, env).map_err(settings)?;
+            grpc::check(&s).map_err(|source| BuildError::Grpc {
+                id: name.clone(),
+                source,
+            })
+        }
+        ExporterConfig::OtlpHttp(c) => {
+            let s = settings::resolve_http(c, env).map_err(settings)?;
+            http::check(&s).map_err(|source| BuildError::Http {
+                id: name.clone(),
+                source,
+            })
+        }
+        // The token rule (none on a non-loopback endpoint) and the
+        // endpoint's resolution; binding is left to the start.
+        ExporterConfig::Ui(c) => ui::Ui::new(c, env)
+            .map(drop)
+            .map_err(|source| BuildError::Ui { id: name, source }),
+        ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Prometheus(_) => {
+            Ok(())
+        }
+        other => Err(BuildError::Unsupported {
+            id: name,
+            kind: other.kind(),
+        }),
+    }
 }
 
 /// As [`build`], with `env` in place of the process environment.
 pub fn build_with_env(
     id: &ComponentId,
     config: &ExporterConfig,
-    telemetry: Telemetry,
+    ctx: &Context,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ExporterHandle, BuildError> {
+    let telemetry = ctx.telemetry.clone();
     let name = id.to_string();
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::NoRuntime { id: name });
@@ -526,9 +582,16 @@ pub(crate) fn spawn<S: Sink>(
             s.record(&out);
             s.queue.finish(&entry, || {
                 let t = s.queue.telemetry();
-                t.exporter_sent(s.queue.name(), out.sent);
+                t.emit(ExporterSent {
+                    exporter: s.queue.name(),
+                    count: out.sent,
+                });
                 for (ty, n) in &out.failed {
-                    t.exporter_failed(s.queue.name(), ty, *n);
+                    t.emit(ExporterFailed {
+                        exporter: s.queue.name(),
+                        error_type: ty,
+                        count: *n,
+                    });
                 }
             });
             if let Some(e) = &out.error {

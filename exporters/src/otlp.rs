@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use flowscope_model::internal_events::ExporterFailed;
 use flowscope_model::{MetricBatch, Telemetry};
 use flowscope_otel_config::exporters::RetryConfig;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -113,8 +114,11 @@ impl Preparer {
             }
         };
         if enc.skipped > 0 {
-            self.telemetry
-                .exporter_failed(&self.name, "encode", enc.skipped);
+            self.telemetry.emit(ExporterFailed {
+                exporter: &self.name,
+                error_type: "encode",
+                count: enc.skipped,
+            });
             tracing::warn!(exporter = %self.name, points = enc.skipped, "points whose value does not match their instrument were not exported");
         }
         if enc.points == 0 {

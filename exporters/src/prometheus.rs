@@ -7,7 +7,10 @@
 //!   `_seconds`, `1` on a gauge -> `_ratio`, `a/b` -> `_a_per_b`,
 //!   annotations in braces like `{packet}` dropped), then `_total` on
 //!   counters: `network.flow.io` (By, sum) -> `network_flow_io_bytes_total`,
-//!   `network.tcp.rtt` (s, histogram) -> `network_tcp_rtt_seconds`;
+//!   `flowscope.tcp.rtt` (s, histogram) -> `flowscope_tcp_rtt_seconds`;
+//! - non-monotonic sums (UpDownCounters such as
+//!   `flowscope.tcp.connection.active`) are gauges, without `_total`;
+//! - every family has a `# HELP` line: the metric's description;
 //! - attribute keys become label names the same way (`network.peer.port` ->
 //!   `network_peer_port`);
 //! - `service.name` becomes `job` (prefixed by `service.namespace/`),
@@ -24,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use flowscope_model::names::resource;
+use flowscope_model::names::{SCOPE_NAME, resource};
 use flowscope_model::{Attrs, Kind, MetricBatch, MetricId, PointValue};
 use flowscope_otel_config::exporters::PrometheusExporterConfig;
 
@@ -67,61 +70,98 @@ pub fn sanitize(s: &str, allow_colon: bool) -> String {
     out
 }
 
-/// The Prometheus word for a UCUM unit, or None to add no suffix.
-fn unit_word(unit: &str, kind: Kind) -> Option<String> {
-    // Annotations (`{packet}`) carry no unit.
+/// The Prometheus word for a UCUM unit (`By` -> `bytes`), as the
+/// compatibility specification's translator maps them; other units are
+/// kept, sanitized.
+fn main_unit_word(u: &str) -> String {
+    match u {
+        "d" => "days",
+        "h" => "hours",
+        "min" => "minutes",
+        "s" => "seconds",
+        "ms" => "milliseconds",
+        "us" => "microseconds",
+        "ns" => "nanoseconds",
+        "By" => "bytes",
+        "KiBy" => "kibibytes",
+        "MiBy" => "mebibytes",
+        "GiBy" => "gibibytes",
+        "TiBy" => "tebibytes",
+        // UCUM writes the kilo prefix `k`; `KBy` is the spelling the
+        // Collector's table uses. Both mean 1000 bytes.
+        "kBy" | "KBy" => "kilobytes",
+        "MBy" => "megabytes",
+        "GBy" => "gigabytes",
+        "TBy" => "terabytes",
+        "bit" => "bits",
+        "m" => "meters",
+        "V" => "volts",
+        "A" => "amperes",
+        "J" => "joules",
+        "W" => "watts",
+        "g" => "grams",
+        "Cel" => "celsius",
+        "Hz" => "hertz",
+        "%" => "percent",
+        other => return sanitize(other, false).trim_matches('_').to_string(),
+    }
+    .to_string()
+}
+
+/// The word for the unit after `/` (singular: `By/s` -> `bytes_per_second`).
+fn per_unit_word(u: &str) -> String {
+    match u {
+        "s" => "second",
+        "m" => "minute",
+        "min" => "minute",
+        "h" => "hour",
+        "d" => "day",
+        "w" | "wk" => "week",
+        "mo" => "month",
+        "y" | "a" => "year",
+        other => return main_unit_word(other),
+    }
+    .to_string()
+}
+
+/// Drops `{annotations}`: a count of packets (`{packet}`) has no unit.
+fn strip_annotations(unit: &str) -> String {
     let mut u = String::new();
-    let mut depth = 0;
+    let mut depth = 0u32;
     for c in unit.chars() {
         match c {
             '{' => depth += 1,
-            '}' => depth -= 1,
+            '}' => depth = depth.saturating_sub(1),
             _ if depth == 0 => u.push(c),
             _ => {}
         }
     }
-    let u = u.trim();
-    if u.is_empty() {
-        return None;
-    }
-    if u == "1" {
-        return (kind == Kind::Gauge).then(|| "ratio".to_string());
-    }
-    let word = |w: &str| -> String {
-        match w {
-            "d" => "days",
-            "h" => "hours",
-            "min" => "minutes",
-            "s" => "seconds",
-            "ms" => "milliseconds",
-            "us" => "microseconds",
-            "ns" => "nanoseconds",
-            "By" => "bytes",
-            "KiBy" => "kibibytes",
-            "MiBy" => "mebibytes",
-            "GiBy" => "gibibytes",
-            "KBy" => "kilobytes",
-            "MBy" => "megabytes",
-            "GBy" => "gigabytes",
-            "bit" => "bits",
-            "m" => "meters",
-            "V" => "volts",
-            "A" => "amperes",
-            "J" => "joules",
-            "W" => "watts",
-            "g" => "grams",
-            "Cel" => "celsius",
-            "Hz" => "hertz",
-            "%" => "percent",
-            other => return sanitize(other, false),
-        }
-        .to_string()
+    u.trim().to_string()
+}
+
+/// The Prometheus unit suffix for a UCUM unit, or None to add none: words
+/// for abbreviations, annotations dropped, `1` -> `ratio` on gauges only,
+/// `a/b` -> `a_per_b`.
+fn unit_word(unit: &str, kind: Kind) -> Option<String> {
+    let (main, per) = match unit.split_once('/') {
+        Some((a, b)) => (strip_annotations(a), strip_annotations(b)),
+        None => (strip_annotations(unit), String::new()),
     };
-    Some(match u.split_once('/') {
-        Some(("", b)) => format!("per_{}", word(b)),
-        Some((a, b)) => format!("{}_per_{}", word(a), word(b)),
-        None => word(u),
-    })
+    let main = match main.as_str() {
+        "" => None,
+        "1" => (kind == Kind::Gauge && per.is_empty()).then(|| "ratio".to_string()),
+        u => Some(main_unit_word(u)).filter(|w| !w.is_empty()),
+    };
+    let per = match per.as_str() {
+        "" | "1" => None,
+        u => Some(per_unit_word(u)).filter(|w| !w.is_empty()),
+    };
+    match (main, per) {
+        (None, None) => None,
+        (Some(m), None) => Some(m),
+        (None, Some(p)) => Some(format!("per_{p}")),
+        (Some(m), Some(p)) => Some(format!("{m}_per_{p}")),
+    }
 }
 
 /// The Prometheus metric name of `m` (without `_bucket`/`_sum`/`_count`).
@@ -162,13 +202,24 @@ fn number(v: f64) -> String {
     }
 }
 
-/// Labels of a series: point attributes, then job/instance, then (when
-/// enabled) Resource attributes; a label already set is not overwritten.
+/// `otel_scope_name`, the label the compatibility specification puts on
+/// every series: the instrumentation scope of flowscope's metrics.
+pub const SCOPE_NAME_LABEL: &str = "otel_scope_name";
+/// `otel_scope_version`: the scope's version (flowscope's).
+pub const SCOPE_VERSION_LABEL: &str = "otel_scope_version";
+
+/// Labels of a series: point attributes, then the scope's name and version,
+/// then job/instance, then (when enabled) Resource attributes; a label
+/// already set is not overwritten.
 fn labels(res: &Attrs, attrs: &Attrs, o: &Options) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     for (k, v) in attrs.iter() {
         l.entry(sanitize(k, false)).or_insert_with(|| v.to_string());
     }
+    l.entry(SCOPE_NAME_LABEL.to_string())
+        .or_insert_with(|| SCOPE_NAME.to_string());
+    l.entry(SCOPE_VERSION_LABEL.to_string())
+        .or_insert_with(|| env!("CARGO_PKG_VERSION").to_string());
     for (k, v) in job_instance(res) {
         l.entry(k.to_string()).or_insert(v);
     }
@@ -212,8 +263,8 @@ fn label_text(l: &BTreeMap<String, String>, extra: Option<(&str, &str)>) -> Stri
 
 /// The text exposition of every live series.
 pub fn render(state: &Cumulative, o: &Options) -> String {
-    // family name -> (type, per series: (labels, sample lines))
-    type Family = (&'static str, Vec<(String, Vec<String>)>);
+    // family name -> (type, help, per series: (labels, sample lines))
+    type Family = (&'static str, &'static str, Vec<(String, Vec<String>)>);
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     let mut resources: BTreeMap<String, ()> = BTreeMap::new();
     for ((res, metric, attrs), series) in state.iter() {
@@ -230,13 +281,15 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
             }
             resources.insert(label_text(&rl, None), ());
         }
-        let (ty, blocks) = families.entry(name.clone()).or_insert_with(|| {
+        let (ty, _, blocks) = families.entry(name.clone()).or_insert_with(|| {
             let ty = match metric.kind {
                 Kind::Sum => "counter",
-                Kind::Gauge => "gauge",
+                // A non-monotonic sum is a gauge in Prometheus (the
+                // compatibility specification's mapping).
+                Kind::UpDownCounter | Kind::Gauge => "gauge",
                 Kind::Histogram => "histogram",
             };
-            (ty, Vec::new())
+            (ty, metric.description, Vec::new())
         });
         let mut lines = Vec::new();
         match (&series.value, *ty) {
@@ -270,9 +323,12 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
         blocks.push((label_text(&l, None), lines));
     }
     let mut out = String::new();
-    for (name, (ty, mut blocks)) in families {
+    for (name, (ty, help, mut blocks)) in families {
         // Series in label order; a histogram's lines stay in bucket order.
         blocks.sort();
+        if !help.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+        }
         let _ = writeln!(out, "# TYPE {name} {ty}");
         for line in blocks.into_iter().flat_map(|(_, lines)| lines) {
             out.push_str(&line);
@@ -286,6 +342,12 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
         }
     }
     out
+}
+
+/// A `# HELP` text as the exposition format wants it: backslash and line
+/// feed escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Folds batches into the state the endpoint renders.
@@ -325,16 +387,19 @@ mod tests {
     fn names_follow_the_compatibility_spec() {
         let o = opts();
         assert_eq!(metric_name(FLOW_IO, &o), "network_flow_io_bytes_total");
-        assert_eq!(metric_name(FLOW_PACKETS, &o), "network_flow_packets_total");
-        assert_eq!(metric_name(TCP_RTT, &o), "network_tcp_rtt_seconds");
+        assert_eq!(
+            metric_name(FLOW_PACKETS, &o),
+            "flowscope_flow_packets_total"
+        );
+        assert_eq!(metric_name(TCP_RTT, &o), "flowscope_tcp_rtt_seconds");
         assert_eq!(
             metric_name(TCP_ACTIVE, &o),
-            "network_tcp_connections_active"
+            "flowscope_tcp_connection_active"
         );
-        let ratio = MetricId::gauge(("network.path.reachable", "1"));
-        assert_eq!(metric_name(ratio, &o), "network_path_reachable_ratio");
-        let rate = MetricId::gauge(("x.rate", "By/s"));
-        assert_eq!(metric_name(rate, &o), "x_rate_bytes_per_seconds");
+        let ratio = MetricId::gauge(("flowscope.path.reachable", "1", ""));
+        assert_eq!(metric_name(ratio, &o), "flowscope_path_reachable_ratio");
+        let rate = MetricId::gauge(("x.rate", "By/s", ""));
+        assert_eq!(metric_name(rate, &o), "x_rate_bytes_per_second");
         let o2 = Options {
             namespace: Some("fs".into()),
             add_metric_suffixes: false,
@@ -342,6 +407,40 @@ mod tests {
         };
         assert_eq!(metric_name(FLOW_IO, &o2), "fs_network_flow_io");
         assert_eq!(sanitize("9a..b-c", false), "_9a_b_c");
+    }
+
+    #[test]
+    fn units_follow_the_compatibility_spec() {
+        let u = |unit, kind| unit_word(unit, kind);
+        let sum = Kind::Sum;
+        let gauge = Kind::Gauge;
+        assert_eq!(u("By", sum).as_deref(), Some("bytes"));
+        assert_eq!(u("kBy", sum).as_deref(), Some("kilobytes"));
+        assert_eq!(u("KBy", sum).as_deref(), Some("kilobytes"));
+        assert_eq!(u("KiBy", sum).as_deref(), Some("kibibytes"));
+        assert_eq!(u("MiBy", gauge).as_deref(), Some("mebibytes"));
+        assert_eq!(u("s", Kind::Histogram).as_deref(), Some("seconds"));
+        assert_eq!(u("ms", Kind::Histogram).as_deref(), Some("milliseconds"));
+        assert_eq!(u("us", sum).as_deref(), Some("microseconds"));
+        assert_eq!(u("min", sum).as_deref(), Some("minutes"));
+        assert_eq!(u("%", gauge).as_deref(), Some("percent"));
+        assert_eq!(u("Cel", gauge).as_deref(), Some("celsius"));
+        // `1`: a ratio on a gauge, nothing on a counter.
+        assert_eq!(u("1", gauge).as_deref(), Some("ratio"));
+        assert_eq!(u("1", sum), None);
+        // Annotations carry no unit, alone or around a rate.
+        assert_eq!(u("{packet}", sum), None);
+        assert_eq!(u("{connection}", gauge), None);
+        assert_eq!(u("{packet}/s", gauge).as_deref(), Some("per_second"));
+        assert_eq!(u("By/s", gauge).as_deref(), Some("bytes_per_second"));
+        assert_eq!(u("m/s", gauge).as_deref(), Some("meters_per_second"));
+        assert_eq!(u("By/h", gauge).as_deref(), Some("bytes_per_hour"));
+        assert_eq!(u("1/s", gauge).as_deref(), Some("per_second"));
+        assert_eq!(u("", sum), None);
+        // Unknown units are kept, sanitized.
+        assert_eq!(u("flows", sum).as_deref(), Some("flows"));
+        let m = MetricId::gauge(("net.speed", "kBy/s", ""));
+        assert_eq!(metric_name(m, &opts()), "net_speed_kilobytes_per_second");
         assert_eq!(sanitize("", false), "_");
     }
 
@@ -398,27 +497,35 @@ mod tests {
             },
         ];
         st.update(&b2);
-        let l = r#"job="checkout",network_peer_address="198.18.0.2",network_peer_port="443",process_pid="42",service_name="checkout""#;
+        let v = env!("CARGO_PKG_VERSION");
+        let l = format!(
+            r#"job="checkout",network_peer_address="198.18.0.2",network_peer_port="443",otel_scope_name="flowscope",otel_scope_version="{v}",process_pid="42",service_name="checkout""#
+        );
         let want = format!(
-            "# TYPE network_flow_io_bytes_total counter\n\
-             network_flow_io_bytes_total{{job=\"checkout\",network_io_direction=\"transmit\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",process_pid=\"42\",service_name=\"checkout\"}} 1500\n\
-             # TYPE network_tcp_connections_active gauge\n\
-             network_tcp_connections_active{{{l}}} 1\n\
-             # TYPE network_tcp_rtt_seconds histogram\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"0.001\"}} 1\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"0.01\"}} 1\n\
-             network_tcp_rtt_seconds_bucket{{{l},le=\"+Inf\"}} 2\n\
-             network_tcp_rtt_seconds_sum{{{l}}} 0.0205\n\
-             network_tcp_rtt_seconds_count{{{l}}} 2\n"
+            "# HELP flowscope_tcp_connection_active TCP connections open now.\n\
+             # TYPE flowscope_tcp_connection_active gauge\n\
+             flowscope_tcp_connection_active{{{l}}} 1\n\
+             # HELP flowscope_tcp_rtt_seconds Smoothed TCP round-trip time, one sample per connection and interval.\n\
+             # TYPE flowscope_tcp_rtt_seconds histogram\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"0.001\"}} 1\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"0.01\"}} 1\n\
+             flowscope_tcp_rtt_seconds_bucket{{{l},le=\"+Inf\"}} 2\n\
+             flowscope_tcp_rtt_seconds_sum{{{l}}} 0.0205\n\
+             flowscope_tcp_rtt_seconds_count{{{l}}} 2\n\
+             # HELP network_flow_io_bytes_total Bytes a flow carried, by direction.\n\
+             # TYPE network_flow_io_bytes_total counter\n\
+             network_flow_io_bytes_total{{job=\"checkout\",network_io_direction=\"transmit\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\",process_pid=\"42\",service_name=\"checkout\"}} 1500\n"
         );
         assert_eq!(render(&st, &opts()), want);
+        // A description with a backslash or a line feed stays on its line.
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
 
         let o = Options {
             resource_labels: false,
             ..opts()
         };
         let text = render(&st, &o);
-        assert!(text.contains("network_tcp_connections_active{job=\"checkout\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\"} 1\n"), "{text}");
+        assert!(text.contains(&format!("flowscope_tcp_connection_active{{job=\"checkout\",network_peer_address=\"198.18.0.2\",network_peer_port=\"443\",otel_scope_name=\"flowscope\",otel_scope_version=\"{v}\"}} 1\n")), "{text}");
         assert!(text.ends_with("# TYPE target_info gauge\ntarget_info{job=\"checkout\",process_pid=\"42\",service_name=\"checkout\"} 1\n"), "{text}");
     }
 }

@@ -14,9 +14,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flowscope_model::names::attr;
-use flowscope_model::telemetry::{EXPORTER_QUEUE_CAPACITY, EXPORTER_QUEUE_SIZE};
-use flowscope_model::{Attrs, MetricBatch, Telemetry};
+use flowscope_model::internal_events::{ExporterFailed, ExporterQueue, ExporterQueueCapacity};
+use flowscope_model::{MetricBatch, Telemetry};
 use tokio::sync::Notify;
 
 use crate::persist::DiskStore;
@@ -96,8 +95,10 @@ impl<T: Item> Queue<T> {
         persist: Option<Persistence<T>>,
     ) -> Self {
         let capacity = capacity.max(1);
-        let attrs = Attrs::new().with(attr::EXPORTER, name.as_str());
-        telemetry.set_gauge(EXPORTER_QUEUE_CAPACITY, attrs, capacity as i64);
+        telemetry.emit(ExporterQueueCapacity {
+            exporter: &name,
+            capacity,
+        });
         let q = Self {
             name,
             capacity,
@@ -177,11 +178,10 @@ impl<T: Item> Queue<T> {
     }
 
     fn set_size(&self, len: usize) {
-        self.telemetry.set_gauge(
-            EXPORTER_QUEUE_SIZE,
-            Attrs::new().with(attr::EXPORTER, self.name.as_str()),
-            len as i64,
-        );
+        self.telemetry.emit(ExporterQueue {
+            exporter: &self.name,
+            size: len,
+        });
     }
 
     fn drop_oldest(&self, st: &mut State<T>) {
@@ -190,7 +190,11 @@ impl<T: Item> Queue<T> {
         };
         self.forget(st, old.seq, old.disk);
         let n = old.item.points();
-        self.telemetry.exporter_failed(&self.name, QUEUE_FULL, n);
+        self.telemetry.emit(ExporterFailed {
+            exporter: &self.name,
+            error_type: QUEUE_FULL,
+            count: n,
+        });
         tracing::warn!(exporter = %self.name, points = n, "exporter queue full; dropped the oldest batch");
     }
 
@@ -214,8 +218,11 @@ impl<T: Item> Queue<T> {
         let mut st = self.lock();
         if st.closed {
             drop(st);
-            self.telemetry
-                .exporter_failed(&self.name, SHUTDOWN, item.points());
+            self.telemetry.emit(ExporterFailed {
+                exporter: &self.name,
+                error_type: SHUTDOWN,
+                count: item.points(),
+            });
             return;
         }
         let seq = st.next_seq;
@@ -310,7 +317,11 @@ impl<T: Item> Queue<T> {
                 n += e.item.points();
             }
         }
-        self.telemetry.exporter_failed(&self.name, SHUTDOWN, n);
+        self.telemetry.emit(ExporterFailed {
+            exporter: &self.name,
+            error_type: SHUTDOWN,
+            count: n,
+        });
         self.set_size(0);
         (n, kept)
     }

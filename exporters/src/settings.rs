@@ -39,6 +39,66 @@ pub enum SettingsError {
     },
     #[error("endpoint `{0}` is not a valid URL (write `host:port` or `scheme://host:port`)")]
     Endpoint(String),
+    /// A file named by a variable cannot be read.
+    #[error("`{var}` names `{}`, which cannot be read", path.display())]
+    EnvFile {
+        var: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` asks for the other transport.
+    #[error("`{var}`=`{value}` {message}")]
+    Protocol {
+        var: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The transport an exporter type speaks, to check
+/// `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL` against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `otlp` / `otlp_grpc`.
+    Grpc,
+    /// `otlphttp` / `otlp_http`.
+    Http,
+}
+
+/// The OTLP specification lets `OTEL_EXPORTER_OTLP_PROTOCOL` choose the
+/// transport; in flowscope the exporter type chooses it, so a variable that
+/// asks for the other one is an error naming the fix rather than being
+/// silently ignored. `http/json` with `otlphttp` is accepted (the body
+/// encoding is the exporter's `encoding`).
+pub fn check_protocol(
+    env: &dyn Fn(&str) -> Option<String>,
+    ours: Protocol,
+) -> Result<(), SettingsError> {
+    let Some((var, value, _)) = lookup(env, "PROTOCOL") else {
+        return Ok(());
+    };
+    let message = match (value.as_str(), ours) {
+        ("grpc", Protocol::Grpc) | ("http/protobuf" | "http/json", Protocol::Http) => {
+            return Ok(());
+        }
+        ("http/protobuf" | "http/json", Protocol::Grpc) => {
+            "asks for OTLP/HTTP, but this exporter (type `otlp`/`otlp_grpc`) sends OTLP/gRPC: \
+             for OTLP/HTTP use an `otlp_http` (or `otlphttp`) exporter with the :4318 endpoint, \
+             or unset the variable (or set it to `grpc`)"
+        }
+        ("grpc", Protocol::Http) => {
+            "asks for OTLP/gRPC, but this exporter (type `otlphttp`/`otlp_http`) sends \
+             OTLP/HTTP: for OTLP/gRPC use an `otlp_grpc` (or `otlp`) exporter with the :4317 \
+             endpoint, or unset the variable (or set it to `http/protobuf`)"
+        }
+        _ => "is not an OTLP protocol; expected `grpc`, `http/protobuf` or `http/json`",
+    };
+    Err(SettingsError::Protocol {
+        var,
+        value,
+        message: message.to_owned(),
+    })
 }
 
 /// An OTLP exporter's settings after env and defaults.
@@ -94,15 +154,28 @@ fn resolve_common(
 ) -> Result<Resolved, SettingsError> {
     let bad = |var: String, value: String, why| SettingsError::Env { var, value, why };
     let mut tls = c.tls.clone();
-    let path = |suffix| lookup(env, suffix).map(|(_, v, _)| PathBuf::from(v));
-    if tls.ca_file.is_none() {
-        tls.ca_file = path("CERTIFICATE");
+    // A file named by a variable must be readable; the error names the
+    // variable (the config's own files were checked when it loaded).
+    let path = |suffix| -> Result<Option<PathBuf>, SettingsError> {
+        let Some((var, v, _)) = lookup(env, suffix) else {
+            return Ok(None);
+        };
+        let p = PathBuf::from(v);
+        std::fs::File::open(&p).map_err(|source| SettingsError::EnvFile {
+            var,
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Some(p))
+    };
+    if tls.ca_file.is_none() && tls.ca_pem.is_none() {
+        tls.ca_file = path("CERTIFICATE")?;
     }
-    if tls.cert_file.is_none() {
-        tls.cert_file = path("CLIENT_CERTIFICATE");
+    if tls.cert_file.is_none() && tls.cert_pem.is_none() {
+        tls.cert_file = path("CLIENT_CERTIFICATE")?;
     }
-    if tls.key_file.is_none() {
-        tls.key_file = path("CLIENT_KEY");
+    if tls.key_file.is_none() && tls.key_pem.is_none() {
+        tls.key_file = path("CLIENT_KEY")?;
     }
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     if let Some((var, v, _)) = lookup(env, "HEADERS") {
@@ -193,6 +266,7 @@ pub fn resolve_grpc(
     c: &OtlpExporterConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, SettingsError> {
+    check_protocol(env, Protocol::Grpc)?;
     let endpoint = match &c.endpoint {
         Some(e) => e.clone(),
         None => {
@@ -239,6 +313,7 @@ pub fn resolve_http(
     c: &OtlpHttpExporterConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, SettingsError> {
+    check_protocol(env, Protocol::Http)?;
     let join = |base: &str| format!("{}/v1/metrics", base.trim_end_matches('/'));
     let url = if let Some(m) = &c.metrics_endpoint {
         m.clone()
@@ -383,6 +458,48 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_variable_asking_for_the_other_transport_is_an_error() {
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert_eq!(
+            resolve_grpc(&OtlpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string(),
+            "`OTEL_EXPORTER_OTLP_PROTOCOL`=`http/protobuf` asks for OTLP/HTTP, but this exporter \
+             (type `otlp`/`otlp_grpc`) sends OTLP/gRPC: for OTLP/HTTP use an `otlp_http` (or \
+             `otlphttp`) exporter with the :4318 endpoint, or unset the variable (or set it to \
+             `grpc`)"
+        );
+        assert!(resolve_http(&OtlpHttpExporterConfig::default(), &e).is_ok());
+        let e = env(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")]);
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_err());
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+        ]);
+        // The metrics-specific variable wins.
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_ok());
+        let err = resolve_http(&OtlpHttpExporterConfig::default(), &e)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`=`grpc` asks for OTLP/gRPC, but this exporter \
+             (type `otlphttp`/`otlp_http`) sends OTLP/HTTP: for OTLP/gRPC use an `otlp_grpc` (or \
+             `otlp`) exporter with the :4317 endpoint, or unset the variable (or set it to \
+             `http/protobuf`)"
+        );
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")]);
+        assert!(
+            resolve_grpc(&OtlpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string()
+                .contains("expected `grpc`, `http/protobuf` or `http/json`")
+        );
+        let e = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_ok());
+    }
+
+    #[test]
     fn bad_env_values_name_the_variable() {
         let e = env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]);
         let err = resolve_grpc(&OtlpExporterConfig::default(), &e)
@@ -394,5 +511,16 @@ mod tests {
         );
         let e = env(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]);
         assert!(resolve_grpc(&OtlpExporterConfig::default(), &e).is_err());
+        let e = env(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            "/nonexistent/ca.pem",
+        )]);
+        assert_eq!(
+            resolve_http(&OtlpHttpExporterConfig::default(), &e)
+                .unwrap_err()
+                .to_string(),
+            "`OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE` names `/nonexistent/ca.pem`, which cannot \
+             be read"
+        );
     }
 }

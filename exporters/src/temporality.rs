@@ -3,8 +3,9 @@
 //! The pipeline hands exporters deltas. An exporter configured for
 //! `cumulative` (and the Prometheus exporter, whose counters are cumulative
 //! by nature) keeps, per series (Resource, metric, attributes), the start
-//! time of its first delta and the running total. Gauges are not summed:
-//! their latest value is kept. A series not updated for `idle_timeout` is
+//! time of its first delta and the running total. Gauges and UpDownCounters
+//! (whose points are current counts) are not summed: their latest value is
+//! kept. A series not updated for `idle_timeout` is
 //! forgotten, so memory stays bounded by the series seen recently; if it
 //! comes back it starts again with a new start time, which is how OTLP
 //! signals a reset.
@@ -57,7 +58,8 @@ impl Cumulative {
                 last_unix_nanos: now,
             });
             match p.metric.kind {
-                Kind::Gauge => s.value = p.value.clone(),
+                // Both carry the current value: the latest replaces.
+                Kind::Gauge | Kind::UpDownCounter => s.value = p.value.clone(),
                 Kind::Sum | Kind::Histogram => s.value.merge(&p.value),
             }
             s.last_unix_nanos = now;

@@ -47,7 +47,7 @@ impl Sink for Gated {
 }
 
 fn ex() -> Attrs {
-    Attrs::new().with(attr::EXPORTER, "test")
+    flowscope_model::telemetry::component_attrs("test")
 }
 
 fn failed(t: &Telemetry, ty: &str) -> u64 {

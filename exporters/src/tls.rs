@@ -1,18 +1,25 @@
 //! TLS for the network exporters: one rustls client configuration (custom
-//! CA, client certificate for mTLS, or verification off for tests) turned
-//! into a hyper-rustls connector that both the gRPC channel and the HTTP
-//! client use. Without `ca_file` the Mozilla roots of `webpki-roots` are
-//! trusted, which works the same in a minimal container without a system
-//! CA bundle.
+//! CA, client certificate for mTLS, protocol versions, or verification off
+//! for tests) turned into a hyper-rustls connector that both the gRPC
+//! channel and the HTTP client use.
+//!
+//! Trust, as the Collector's `configtls`: without `ca_file`/`ca_pem` the
+//! system CA pool (what OpenSSL reads: `/etc/ssl/certs`, or the files named
+//! by `SSL_CERT_FILE`/`SSL_CERT_DIR`) AND the Mozilla roots of
+//! `webpki-roots` are trusted, so a private CA installed on the host works
+//! and a minimal container without a CA bundle still reaches public
+//! backends. With `ca_file` or `ca_pem` only that CA is trusted, unless
+//! `include_system_ca_certs_pool` adds both sets back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flowscope_otel_config::exporters::TlsClientConfig;
+use flowscope_otel_config::exporters::{
+    TlsClientConfig, TlsVersion, parse_pem_certs, parse_pem_key,
+};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -26,24 +33,29 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`tls.{key}` file `{path}` holds no usable PEM {what}")]
+    #[error("`tls.{key}` {source_name}: {why}")]
     Pem {
         key: &'static str,
-        path: PathBuf,
-        what: &'static str,
+        source_name: String,
+        why: String,
     },
-    #[error("`tls.ca_file` `{path}`: certificate not accepted as a root")]
+    #[error("`tls.{key}`: certificate not accepted as a root")]
     Root {
-        path: PathBuf,
+        key: &'static str,
         #[source]
         source: rustls::Error,
     },
-    #[error("`tls.cert_file` and `tls.key_file` must be given together")]
+    #[error(
+        "a client certificate needs its key: give `tls.cert_file` (or `cert_pem`) together with \
+         `tls.key_file` (or `key_pem`)"
+    )]
     HalfClientAuth,
     #[error("client certificate and key do not form a usable identity")]
     ClientAuth(#[source] rustls::Error),
     #[error("TLS protocol versions")]
     Versions(#[source] rustls::Error),
+    #[error("`tls.min_version` is above `tls.max_version`")]
+    NoVersion,
     #[error("`tls.server_name_override` `{0}` is not a valid server name")]
     ServerName(String),
 }
@@ -56,57 +68,99 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// PEM from `<key>_file` or `<key>_pem`, whichever is set, with a name for
+/// messages (`file \`/x.pem\`` or `inline PEM`).
+fn pem_source(
+    file_key: &'static str,
+    file: Option<&PathBuf>,
+    pem: Option<&String>,
+) -> Result<Option<(Vec<u8>, String)>, TlsError> {
+    Ok(match (file, pem) {
+        (Some(path), _) => Some((read(file_key, path)?, format!("file `{}`", path.display()))),
+        (None, Some(pem)) => Some((pem.as_bytes().to_vec(), "inline PEM".to_owned())),
+        (None, None) => None,
+    })
+}
+
+fn certs(
+    key: &'static str,
+    file: Option<&PathBuf>,
+    pem: Option<&String>,
+) -> Result<Option<Vec<CertificateDer<'static>>>, TlsError> {
+    let Some((bytes, source_name)) = pem_source(key, file, pem)? else {
+        return Ok(None);
+    };
+    parse_pem_certs(&bytes)
+        .map(Some)
+        .map_err(|why| TlsError::Pem {
+            key,
+            source_name,
+            why,
+        })
+}
+
+/// The system CA pool: what OpenSSL would trust on this host. Unreadable
+/// entries are skipped (logged); an empty pool is not an error because the
+/// bundled roots remain.
+pub fn system_roots() -> Vec<CertificateDer<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!("system CA pool: {e}");
+    }
+    found.certs
+}
+
 /// The rustls client configuration for `tls`.
 pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let min = tls.min_version.unwrap_or(TlsVersion::V1_2);
+    let max = tls.max_version.unwrap_or(TlsVersion::V1_3);
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::V1_2, &rustls::version::TLS12),
+        (TlsVersion::V1_3, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    if versions.is_empty() {
+        return Err(TlsError::NoVersion);
+    }
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(TlsError::Versions)?;
     let mut roots = RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let pem = read("ca_file", path)?;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .collect();
-            if certs.is_empty() {
-                return Err(TlsError::Pem {
-                    key: "ca_file",
-                    path: path.clone(),
-                    what: "certificate",
-                });
-            }
-            for c in certs {
-                roots.add(c).map_err(|source| TlsError::Root {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
+    let custom = certs("ca_file", tls.ca_file.as_ref(), tls.ca_pem.as_ref())?;
+    let with_system = custom.is_none() || tls.include_system_ca_certs_pool;
+    if let Some(ca) = custom {
+        for c in ca {
+            roots.add(c).map_err(|source| TlsError::Root {
+                key: "ca_file",
+                source,
+            })?;
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    if with_system {
+        // Certificates a system bundle holds that rustls cannot parse as
+        // roots are skipped, as other rustls-based clients do.
+        let (_added, _ignored) = roots.add_parsable_certificates(system_roots());
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
     let builder = builder.with_root_certificates(roots);
-    let mut config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let pem = read("cert_file", cert)?;
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .collect();
-            if chain.is_empty() {
-                return Err(TlsError::Pem {
-                    key: "cert_file",
-                    path: cert.clone(),
-                    what: "certificate",
-                });
-            }
-            let key_pem = read("key_file", key)?;
-            let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
-                key: "key_file",
-                path: key.clone(),
-                what: "private key",
-            })?;
+    let chain = certs("cert_file", tls.cert_file.as_ref(), tls.cert_pem.as_ref())?;
+    let key = match pem_source("key_file", tls.key_file.as_ref(), tls.key_pem.as_ref())? {
+        Some((bytes, source_name)) => Some(parse_pem_key(&bytes).map_err(|why| TlsError::Pem {
+            key: "key_file",
+            source_name,
+            why,
+        })?),
+        None => None,
+    };
+    let mut config = match (chain, key) {
+        (Some(chain), Some(key)) => {
+            let key: PrivateKeyDer<'static> = key;
             builder
-                .with_client_auth_cert(chain, key_der)
+                .with_client_auth_cert(chain, key)
                 .map_err(TlsError::ClientAuth)?
         }
         (None, None) => builder.with_no_client_auth(),

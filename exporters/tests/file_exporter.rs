@@ -8,7 +8,7 @@ use flowscope_exporters::{build, json::request_from_json};
 use flowscope_model::metrics::{FLOW_IO, TCP_ACTIVE};
 use flowscope_model::names::{attr, resource};
 use flowscope_model::telemetry::{EXPORTER_FAILED, EXPORTER_SENT};
-use flowscope_model::{Attrs, MetricBatch, Point, PointValue, Telemetry};
+use flowscope_model::{Attrs, Context, MetricBatch, Point, PointValue, Telemetry};
 use flowscope_otel_config::exporters::{FileExporterConfig, Rotation};
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
@@ -62,7 +62,12 @@ async fn writes_one_parseable_request_per_batch_with_exact_values() {
     let path = dir.path().join("metrics.jsonl");
     let t = Telemetry::new();
     let id = ComponentId::new("file").unwrap();
-    let h = build(&id, &config(&path, 100, 3), t.clone()).unwrap();
+    let h = build(
+        &id,
+        &config(&path, 100, 3),
+        &Context::with_telemetry(t.clone()),
+    )
+    .unwrap();
     h.submit(batch("checkout", 2, 1_000_000));
     h.submit(batch("cart", 1, 250_000));
     h.clone().shutdown().await;
@@ -84,7 +89,7 @@ async fn writes_one_parseable_request_per_batch_with_exact_values() {
     assert_eq!(dp["asInt"], "250000");
     assert_eq!(dp["timeUnixNano"], "11000000000");
 
-    let ex = Attrs::new().with(attr::EXPORTER, "file");
+    let ex = flowscope_model::telemetry::component_attrs("file");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 4 + 2);
     assert_eq!(t.total_matching(EXPORTER_FAILED, &ex), 0);
 }
@@ -95,7 +100,12 @@ async fn rotates_at_the_configured_size() {
     let path = dir.path().join("m.jsonl");
     let t = Telemetry::new();
     let id: ComponentId = "file/rot".parse().unwrap();
-    let h = build(&id, &config(&path, 1, 1), t.clone()).unwrap();
+    let h = build(
+        &id,
+        &config(&path, 1, 1),
+        &Context::with_telemetry(t.clone()),
+    )
+    .unwrap();
     // Each batch encodes to well over half a MiB, so every batch after the
     // first starts a new file; with one backup, 3 batches leave 2 files.
     let one = batch("svc", 1000, 7);
@@ -116,7 +126,7 @@ async fn rotates_at_the_configured_size() {
         let req = request_from_json(l).unwrap();
         assert_eq!(flowscope_exporters::encode::request_points(&req), 2000);
     }
-    let ex = Attrs::new().with(attr::EXPORTER, "file/rot");
+    let ex = flowscope_model::telemetry::component_attrs("file/rot");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 6_000);
 }
 
@@ -125,7 +135,7 @@ async fn unwritable_path_is_a_build_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing-dir").join("m.jsonl");
     let id = ComponentId::new("file").unwrap();
-    let err = build(&id, &config(&path, 1, 1), Telemetry::new())
+    let err = build(&id, &config(&path, 1, 1), &Context::default())
         .err()
         .unwrap();
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());

@@ -5,6 +5,7 @@
 
 mod common;
 
+use flowscope_model::Context;
 use std::time::Duration;
 
 use common::*;
@@ -65,7 +66,13 @@ async fn grpc_delta_delivers_exact_values_split_by_size() {
     let mut c = grpc(addr.port());
     c.max_request_bytes = Some(4096);
     c.headers.insert("api-key".into(), "s3cret".into());
-    let h = build_with_env(&id("otlp"), &ExporterConfig::Otlp(c), t.clone(), &no_env).unwrap();
+    let h = build_with_env(
+        &id("otlp"),
+        &ExporterConfig::Otlp(c),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap();
     h.submit(batch(0, 100));
     h.submit(batch(1, 100));
     h.clone().shutdown().await;
@@ -106,7 +113,7 @@ async fn grpc_cumulative_keeps_start_and_running_totals() {
     let h = build_with_env(
         &id("otlp/cum"),
         &ExporterConfig::Otlp(c),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -172,7 +179,7 @@ async fn http_proto_gzip_and_json_zstd_with_env_headers() {
         let h = build_with_env(
             &id("otlphttp"),
             &ExporterConfig::OtlpHttp(c),
-            t.clone(),
+            &Context::with_telemetry(t.clone()),
             &env,
         )
         .unwrap();
@@ -201,7 +208,13 @@ async fn receiver_down_for_20s_then_back_loses_nothing() {
     let mut c = grpc(port);
     c.retry_on_failure.max_interval = Duration::from_secs(2);
     c.timeout = Some(Duration::from_secs(1));
-    let h = build_with_env(&id("otlp"), &ExporterConfig::Otlp(c), t.clone(), &no_env).unwrap();
+    let h = build_with_env(
+        &id("otlp"),
+        &ExporterConfig::Otlp(c),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap();
     for i in 0..5 {
         h.submit(batch(i, 20));
     }
@@ -241,7 +254,7 @@ async fn http_503_retry_after_is_honoured() {
     let h = build_with_env(
         &id("otlphttp"),
         &ExporterConfig::OtlpHttp(http(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -266,7 +279,7 @@ async fn http_400_is_not_retried_and_counted() {
     let h = build_with_env(
         &id("otlphttp"),
         &ExporterConfig::OtlpHttp(http(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -293,7 +306,7 @@ async fn grpc_unavailable_then_ok() {
     let h = build_with_env(
         &id("otlp"),
         &ExporterConfig::Otlp(grpc(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -312,7 +325,7 @@ async fn grpc_permanent_error_is_not_retried() {
     let h = build_with_env(
         &id("otlp"),
         &ExporterConfig::Otlp(grpc(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -334,7 +347,7 @@ async fn partial_success_counts_rejected_points_without_retry() {
     let h = build_with_env(
         &id("otlp"),
         &ExporterConfig::Otlp(grpc(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -351,7 +364,7 @@ async fn partial_success_counts_rejected_points_without_retry() {
     let h = build_with_env(
         &id("otlphttp/json"),
         &ExporterConfig::OtlpHttp(c),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -382,7 +395,8 @@ async fn a_receiver_that_hangs_past_the_timeout_is_retried() {
             c.timeout = Some(Duration::from_millis(300));
             ExporterConfig::OtlpHttp(c)
         };
-        let h = build_with_env(&id("x"), &cfg, t.clone(), &no_env).unwrap();
+        let h =
+            build_with_env(&id("x"), &cfg, &Context::with_telemetry(t.clone()), &no_env).unwrap();
         let started = tokio::time::Instant::now();
         h.submit(batch(0, 5));
         h.clone().shutdown().await;
@@ -407,7 +421,7 @@ async fn retries_exhausted_are_counted_with_the_last_error() {
     let h = build_with_env(
         &id("otlphttp"),
         &ExporterConfig::OtlpHttp(c),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -431,7 +445,7 @@ async fn grpc_resource_exhausted_with_retry_info_waits_the_given_delay() {
     let h = build_with_env(
         &id("otlp"),
         &ExporterConfig::Otlp(grpc(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -456,7 +470,7 @@ async fn healthz_is_served_over_http() {
     let h = build_with_env(
         &id("otlphttp"),
         &ExporterConfig::OtlpHttp(http(addr.port())),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -504,7 +518,7 @@ async fn http_cumulative_json_keeps_running_totals() {
     let h = build_with_env(
         &id("otlphttp"),
         &ExporterConfig::OtlpHttp(c),
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();

@@ -8,6 +8,7 @@
 
 mod common;
 
+use flowscope_model::Context;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,6 +28,7 @@ fn config(port: u16, dir: &Path) -> ExporterConfig {
             queue_size: 100,
             storage: Some(dir.to_path_buf()),
             max_storage_mib: 64,
+            ..Default::default()
         },
         retry_on_failure: RetryConfig {
             initial_interval: Duration::from_millis(100),
@@ -75,7 +77,7 @@ async fn helper_agent() {
     let h = build_with_env(
         &id(),
         &config(port, Path::new(&dir)),
-        Telemetry::new(),
+        &Context::default(),
         &no_env,
     )
     .unwrap();
@@ -121,7 +123,13 @@ async fn sigkill_while_backend_down_loses_no_accepted_batch() {
     let rx = Receiver::new([]);
     http_receiver(&format!("127.0.0.1:{port}"), rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(&id(), &config(port, dir.path()), t.clone(), &no_env).unwrap();
+    let h = build_with_env(
+        &id(),
+        &config(port, dir.path()),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap();
     wait_for("7 batches", Duration::from_secs(20), || {
         rx.accepted_points() == 140
     })
@@ -144,7 +152,13 @@ async fn damaged_record_is_skipped_and_the_rest_delivered() {
     let port = free_port();
     let t = Telemetry::new();
     // Backend down: three batches go to disk; shutdown leaves them there.
-    let h = build_with_env(&id(), &config(port, dir.path()), t.clone(), &no_env).unwrap();
+    let h = build_with_env(
+        &id(),
+        &config(port, dir.path()),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap();
     for i in 0..3 {
         h.submit(batch(i, 4));
     }
@@ -165,7 +179,13 @@ async fn damaged_record_is_skipped_and_the_rest_delivered() {
     let rx = Receiver::new([]);
     http_receiver(&format!("127.0.0.1:{port}"), rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(&id(), &config(port, dir.path()), t.clone(), &no_env).unwrap();
+    let h = build_with_env(
+        &id(),
+        &config(port, dir.path()),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap();
     wait_for("batches 0 and 2", Duration::from_secs(20), || {
         rx.accepted_points() == 16
     })
@@ -194,7 +214,7 @@ async fn size_cap_drops_oldest_and_counts_it() {
     if let ExporterConfig::OtlpHttp(c) = &mut cfg {
         c.sending_queue.max_storage_mib = 1;
     }
-    let h = build_with_env(&id(), &cfg, t.clone(), &no_env).unwrap();
+    let h = build_with_env(&id(), &cfg, &Context::with_telemetry(t.clone()), &no_env).unwrap();
     // ~60 KB per batch: the 1 MiB cap holds about 17 of 40.
     for i in 0..40 {
         h.submit(batch(i, 400));
@@ -210,7 +230,7 @@ async fn size_cap_drops_oldest_and_counts_it() {
     // Every batch is either on disk or counted as dropped (one may be in flight, still on disk).
     assert_eq!(kept * 800 + dropped, 40 * 800);
     // A second exporter on the same directory is refused while this one runs.
-    let err = build_with_env(&id(), &cfg, Telemetry::new(), &no_env)
+    let err = build_with_env(&id(), &cfg, &Context::default(), &no_env)
         .err()
         .unwrap();
     let why = std::error::Error::source(&err).unwrap().to_string();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use flowscope_exporters::build;
-use flowscope_model::Telemetry;
+use flowscope_model::{Context, Telemetry};
 use flowscope_otel_config::exporters::PrometheusExporterConfig;
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 
@@ -53,7 +53,7 @@ async fn endpoint_serves_translated_cumulative_series() {
     let h = build(
         &"prometheus".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
     )
     .unwrap();
     h.submit(batch(0, 2));
@@ -69,7 +69,8 @@ async fn endpoint_serves_translated_cumulative_series() {
     assert!(status.contains("200"), "{status}");
     let l = |p: u16| {
         format!(
-            r#"job="checkout",network_flow_role="client",network_io_direction="transmit",network_peer_address="198.18.0.2",network_peer_port="{p}",service_name="checkout""#
+            r#"flowscope_flow_role="client",job="checkout",network_io_direction="transmit",network_peer_address="198.18.0.2",network_peer_port="{p}",otel_scope_name="flowscope",otel_scope_version="{v}",service_name="checkout""#,
+            v = env!("CARGO_PKG_VERSION")
         )
     };
     // 1000 + 2000 for port 1000, 1001 + 2001 for port 1001.
@@ -88,7 +89,7 @@ async fn endpoint_serves_translated_cumulative_series() {
         "{body}"
     );
     assert!(
-        body.contains("# TYPE network_tcp_connections_active gauge\n"),
+        body.contains("# TYPE flowscope_tcp_connection_active gauge\n"),
         "{body}"
     );
     let (status, _) = tokio::task::spawn_blocking(move || get(port, "/nope"))
@@ -116,7 +117,7 @@ async fn real_prometheus_scrapes_the_flow_series() {
     let h = build(
         &"prometheus".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
     )
     .unwrap();
     h.submit(batch(4, 3));

@@ -2,90 +2,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use flowscope_model::Context;
+use std::path::Path;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::*;
 use flowscope_exporters::build_with_env;
 use flowscope_model::Telemetry;
 use flowscope_otel_config::exporters::{
-    OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig, TlsClientConfig,
+    OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig, TlsClientConfig, TlsVersion,
 };
 use flowscope_otel_config::{ComponentId, ExporterConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-impl Pki {
-    fn new() -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "flowscope test CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(names).unwrap();
-            p.distinguished_name
-                .push(DnType::CommonName, "flowscope test");
-            p.extended_key_usages = vec![usage];
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let server = leaf(
-            vec!["localhost".into(), "127.0.0.1".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let client = leaf(vec!["agent".into()], ExtendedKeyUsagePurpose::ClientAuth);
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Self {
-            dir,
-            ca_pem: ca_cert.pem(),
-            server,
-            client,
-        };
-        std::fs::write(pki.path("ca.pem"), &pki.ca_pem).unwrap();
-        std::fs::write(pki.path("client.pem"), &pki.client.0).unwrap();
-        std::fs::write(pki.path("client.key"), &pki.client.1).unwrap();
-        pki
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn server_tls(&self, mtls: bool) -> ServerTls {
-        ServerTls {
-            cert_pem: self.server.0.clone(),
-            key_pem: self.server.1.clone(),
-            client_ca_pem: mtls.then(|| self.ca_pem.clone()),
-        }
-    }
-
-    fn client(&self, ca: bool, client_cert: bool) -> TlsClientConfig {
-        TlsClientConfig {
-            ca_file: ca.then(|| self.path("ca.pem")),
-            cert_file: client_cert.then(|| self.path("client.pem")),
-            key_file: client_cert.then(|| self.path("client.key")),
-            ..Default::default()
-        }
-    }
-}
 
 fn no_retry() -> RetryConfig {
     RetryConfig {
@@ -103,7 +31,7 @@ async fn run(cfg: ExporterConfig) -> (Telemetry, u64, u64) {
     let h = build_with_env(
         &"x".parse::<ComponentId>().unwrap(),
         &cfg,
-        t.clone(),
+        &Context::with_telemetry(t.clone()),
         &no_env,
     )
     .unwrap();
@@ -189,9 +117,14 @@ async fn bad_tls_files_are_build_errors_naming_the_key() {
     };
     let t = Telemetry::new();
     let id: ComponentId = "otlp".parse().unwrap();
-    let err = build_with_env(&id, &grpc(4317, missing), t.clone(), &no_env)
-        .err()
-        .unwrap();
+    let err = build_with_env(
+        &id,
+        &grpc(4317, missing),
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .err()
+    .unwrap();
     let mut msg = err.to_string();
     let mut src = std::error::Error::source(&err);
     while let Some(s) = src {
@@ -207,7 +140,7 @@ async fn bad_tls_files_are_build_errors_naming_the_key() {
         cert_file: Some(pki.path("client.pem")),
         ..Default::default()
     };
-    let err = build_with_env(&id, &http(4318, half), t, &no_env)
+    let err = build_with_env(&id, &http(4318, half), &Context::with_telemetry(t), &no_env)
         .err()
         .unwrap();
     let src = std::error::Error::source(&err).unwrap().to_string();
@@ -215,4 +148,61 @@ async fn bad_tls_files_are_build_errors_naming_the_key() {
         src.contains("cert_file") && src.contains("key_file"),
         "{src}"
     );
+}
+
+#[tokio::test]
+async fn inline_pem_as_in_the_collector() {
+    let pki = Pki::new();
+    let rx = Receiver::new([]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(true))).await;
+    let inline = TlsClientConfig {
+        ca_pem: Some(pki.ca_pem.clone()),
+        cert_pem: Some(pki.client.0.clone()),
+        key_pem: Some(pki.client.1.clone()),
+        ..Default::default()
+    };
+    assert_eq!(run(http(addr.port(), inline.clone())).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+    // Same over gRPC.
+    let rx = Receiver::new([]);
+    let addr = grpc_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(true))).await;
+    assert_eq!(run(grpc(addr.port(), inline)).await.1, 6);
+    assert_eq!(rx.accepted_points(), 6);
+}
+
+#[tokio::test]
+async fn min_and_max_version_decide_the_handshake() {
+    let pki = Pki::new();
+    let rx = Receiver::new([]);
+    let mut server = pki.server_tls(false);
+    server.tls12_only = true;
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), Some(server)).await;
+    let with = |min, max| TlsClientConfig {
+        min_version: min,
+        max_version: max,
+        ..pki.client(true, false)
+    };
+    // Default (1.2 to 1.3) and max 1.2 reach a TLS 1.2-only server ...
+    assert_eq!(run(http(addr.port(), with(None, None))).await.1, 6);
+    assert_eq!(
+        run(http(addr.port(), with(None, Some(TlsVersion::V1_2))))
+            .await
+            .1,
+        6
+    );
+    // ... min 1.3 does not.
+    let (t, s, f) = run(http(addr.port(), with(Some(TlsVersion::V1_3), None))).await;
+    assert_eq!((s, f), (0, 6));
+    assert_eq!(failed(&t, "x", "connection"), 6);
+    assert_eq!(rx.accepted_points(), 12);
+    // A TLS 1.3 server takes min 1.3.
+    let rx = Receiver::new([]);
+    let addr = http_receiver("127.0.0.1:0", rx.clone(), Some(pki.server_tls(false))).await;
+    assert_eq!(
+        run(http(addr.port(), with(Some(TlsVersion::V1_3), None)))
+            .await
+            .1,
+        6
+    );
+    assert_eq!(rx.accepted_points(), 6);
 }

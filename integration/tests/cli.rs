@@ -135,3 +135,137 @@ fn healthz_reports_each_exporter() {
     assert_eq!(v["exporters"][0]["exporter"], "file");
     assert_eq!(v["exporters"][0]["delivering"], true);
 }
+
+/// `flowscope validate` with `env` set: (success, stdout, stderr).
+fn validate_env(yaml: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(built_binary("flowscope"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const COLLECTOR: &str = "receivers:
+  ebpf:
+exporters:
+  otlp_grpc/gateway:
+    endpoint: ${OTLP_ENDPOINT}
+    sending_queue:
+      enabled: true
+      num_consumers: 4
+      queue_size: 50
+service:
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      exporters: [otlp_grpc/gateway]
+";
+
+#[test]
+fn validate_takes_a_collector_config_with_one_warning() {
+    let (ok, out, err) = validate_env(COLLECTOR, &[("OTLP_ENDPOINT", "gw.example:4317")]);
+    assert!(ok, "{err}");
+    assert!(
+        out.ends_with(": valid (1 receivers, 0 processors, 1 exporters, 1 pipelines)\n"),
+        "{out}"
+    );
+    assert_eq!(
+        err.matches("Collector settings accepted and ignored")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "exporters.otlp_grpc/gateway.sending_queue.enabled, \
+             exporters.otlp_grpc/gateway.sending_queue.num_consumers"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_refuses_what_run_would_refuse() {
+    // A malformed endpoint, with its line and key.
+    let (ok, _, err) = validate_env(COLLECTOR, &[("OTLP_ENDPOINT", "http://[::1")]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "collector.yaml:5:15: exporters.otlp_grpc/gateway.endpoint: `http://[::1` is not a \
+             valid URL"
+        ),
+        "{err}"
+    );
+    // The OTLP protocol variable asking for HTTP on a gRPC exporter.
+    let (ok, _, err) = validate_env(
+        COLLECTOR,
+        &[
+            ("OTLP_ENDPOINT", "gw.example:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "collector.yaml:4:3: exporters.otlp_grpc/gateway: `OTEL_EXPORTER_OTLP_PROTOCOL`=\
+             `http/protobuf` asks for OTLP/HTTP"
+        ) && err.contains("use an `otlp_http` (or `otlphttp`) exporter"),
+        "{err}"
+    );
+    // A CA file named by the environment that does not exist.
+    let (ok, _, err) = validate_env(
+        COLLECTOR,
+        &[
+            ("OTLP_ENDPOINT", "gw.example:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "exporters.otlp_grpc/gateway: `OTEL_EXPORTER_OTLP_CERTIFICATE` names \
+             `/nonexistent/ca.pem`, which cannot be read: No such file or directory"
+        ),
+        "{err}"
+    );
+    // The storage extension mistake.
+    let (ok, _, err) = validate_env(
+        &COLLECTOR.replace("num_consumers: 4", "storage: file_storage"),
+        &[("OTLP_ENDPOINT", "gw.example:4317")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "collector.yaml:8:16: exporters.otlp_grpc/gateway.sending_queue.storage: \
+             `file_storage` names a Collector storage extension"
+        ),
+        "{err}"
+    );
+    // A peer processor's range file that is not the format it claims.
+    let dir = tempfile::tempdir().unwrap();
+    let ranges = dir.path().join("ip-ranges.json");
+    std::fs::write(&ranges, "{\"prefixes\": 7}").unwrap();
+    let yaml = format!(
+        "receivers:\n  ebpf:\nprocessors:\n  peer:\n    aws_ip_ranges: {}\nexporters:\n  console:\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [peer]\n      exporters: [console]\n",
+        ranges.display()
+    );
+    let (ok, _, err) = validate_env(&yaml, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("collector.yaml:4:3: processors.peer.aws_ip_ranges: `")
+            && err.contains("not valid"),
+        "{err}"
+    );
+}

@@ -1,6 +1,8 @@
 //! End to end with DNS (issue 5): a lookup answered by a real dnsmasq is a
 //! `dns.lookup.duration` point with its rcode, and the connection the client
-//! then makes to the answered address carries `network.peer.domain`.
+//! then makes to the answered address carries `flowscope.peer.domain`, set by
+//! the `peer` processor from the name cache the DNS receiver fills (the two
+//! share only the agent's context).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,8 +26,9 @@ fn resolved_name_reaches_the_flow() {
     let net = NetPair::new().unwrap();
     let agent = Agent::start_with(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n  dns:\n    collection_interval: 1s\n\
+         processors:\n  peer:\n    builtin_ranges: false\n\
          exporters:\n  file:\n    path: OUTPUT\n\
-         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      exporters: [file]\n",
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf, dns]\n      processors: [peer]\n      exporters: [file]\n",
     )
     .unwrap();
     let server = net.a_v4();
@@ -80,7 +83,7 @@ fn resolved_name_reaches_the_flow() {
     net.tcp_exchange(&addr, 777, 0, &[]).unwrap();
 
     let filter = [
-        ("network.flow.role", "client"),
+        ("flowscope.flow.role", "client"),
         ("network.peer.address", server.as_str()),
         ("network.peer.port", "5011"),
         ("network.io.direction", "transmit"),
@@ -96,16 +99,22 @@ fn resolved_name_reaches_the_flow() {
         })
         .collect();
     for p in &flow {
-        assert_eq!(p.attr("network.peer.domain"), Some("db.lab.test"), "{p:?}");
+        assert_eq!(
+            p.attr("flowscope.peer.domain"),
+            Some("db.lab.test"),
+            "{p:?}"
+        );
     }
     assert_eq!(flow.iter().map(|p| p.value).sum::<f64>(), 777.0);
 
     // The lookup itself: answered NOERROR by the server's address. The
     // first successful dig is one lookup; earlier tries while dnsmasq
-    // started may have timed out, and they are not in this histogram.
+    // started may have timed out: they are samples of the same histogram
+    // with error.type=timeout and no response code, so this filter leaves
+    // them out.
     let dns = [
         ("dns.question.name", "db.lab.test"),
-        ("dns.response.code", "NOERROR"),
+        ("flowscope.dns.response.code", "NOERROR"),
         ("server.address", server.as_str()),
     ];
     let n = agent.wait_for("the lookup", WAIT, |p| {

@@ -30,7 +30,7 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
     agent.wait_for("the warm-up flow", WAIT, |p| {
         (sum(
             p,
-            "network.tcp.connections.closed",
+            "flowscope.tcp.connection.closed",
             &[("network.peer.address", server_ip.as_str())],
         ) >= 1.0)
             .then_some(())
@@ -39,7 +39,7 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
     let addr = format!("{server_ip}:5432");
     net.tcp_exchange(&addr, 31337, 4242, &[]).unwrap();
     let filter = [
-        ("network.flow.role", "client"),
+        ("flowscope.flow.role", "client"),
         ("network.peer.address", server_ip.as_str()),
         ("network.peer.port", "5432"),
         ("network.io.direction", "transmit"),
@@ -56,9 +56,13 @@ fn cidr_tagged_peer_carries_tag_and_locality() {
         .collect();
     assert!(!tagged.is_empty());
     for p in &tagged {
-        assert_eq!(p.attr("network.peer.tag.env"), Some("lab"), "{p:?}");
-        assert_eq!(p.attr("network.peer.tag.tier"), Some("db"), "{p:?}");
-        assert_eq!(p.attr("network.locality"), Some("same_host"), "{p:?}");
+        assert_eq!(p.attr("flowscope.peer.tag.env"), Some("lab"), "{p:?}");
+        assert_eq!(p.attr("flowscope.peer.tag.tier"), Some("db"), "{p:?}");
+        assert_eq!(
+            p.attr("flowscope.network.locality"),
+            Some("same_host"),
+            "{p:?}"
+        );
     }
     assert_eq!(tagged.iter().map(|p| p.value).sum::<f64>(), 31337.0);
 }

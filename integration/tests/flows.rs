@@ -9,11 +9,11 @@ use flowscope_integration::{Agent, NetPair, Point, sum, traffic};
 
 const WAIT: Duration = Duration::from_secs(40);
 const IO: &str = "network.flow.io";
-const PACKETS: &str = "network.flow.packets";
+const PACKETS: &str = "flowscope.flow.packets";
 
 fn peer(role: &str, addr: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("network.flow.role", role.to_string()),
+        ("flowscope.flow.role", role.to_string()),
         ("network.peer.address", addr.to_string()),
     ]
 }
@@ -49,8 +49,8 @@ fn exact_tcp(v6: bool) {
     let client = peer("client", &server_ip);
     let srv = peer("server", &client_ip);
     agent.wait_for("both flows closed", WAIT, |p| {
-        let closed = total(p, "network.tcp.connections.closed", &client, &[])
-            + total(p, "network.tcp.connections.closed", &srv, &[]);
+        let closed = total(p, "flowscope.tcp.connection.closed", &client, &[])
+            + total(p, "flowscope.tcp.connection.closed", &srv, &[]);
         (closed >= 2.0).then_some(())
     });
     let p = agent.points();
@@ -119,12 +119,15 @@ fn exact_tcp(v6: bool) {
         assert_eq!(pt.attr("network.transport"), Some("tcp"));
     }
     for side in [&client, &srv] {
-        assert_eq!(total(&p, "network.tcp.connections.opened", side, &[]), 1.0);
-        assert_eq!(total(&p, "network.tcp.connections.closed", side, &[]), 1.0);
-        assert_eq!(total(&p, "network.tcp.connection.duration", side, &[]), 1.0);
+        assert_eq!(total(&p, "flowscope.tcp.connection.opened", side, &[]), 1.0);
+        assert_eq!(total(&p, "flowscope.tcp.connection.closed", side, &[]), 1.0);
+        assert_eq!(
+            total(&p, "flowscope.tcp.connection.duration", side, &[]),
+            1.0
+        );
         assert!(total(&p, PACKETS, side, &[("network.io.direction", "transmit")]) > 0.0);
         assert!(
-            total(&p, "network.tcp.rtt", side, &[]) >= 1.0,
+            total(&p, "flowscope.tcp.rtt", side, &[]) >= 1.0,
             "an RTT sample"
         );
     }
@@ -247,7 +250,7 @@ fn refused_and_timed_out_connects() {
     assert_eq!(out.trim(), "TimedOut");
 
     let client = peer("client", &net.a_v4());
-    let failed = "network.tcp.connections.failed";
+    let failed = "flowscope.tcp.connection.failed";
     agent.wait_for("both failures", WAIT, |p| {
         let r = total(
             p,
@@ -273,7 +276,7 @@ fn refused_and_timed_out_connects() {
         1.0
     );
     assert_eq!(
-        total(&p, "network.tcp.connections.opened", &client, &[]),
+        total(&p, "flowscope.tcp.connection.opened", &client, &[]),
         0.0
     );
 }
@@ -292,7 +295,7 @@ fn reset_by_server_is_counted_on_both_sides() {
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
     let srv = peer("server", &net.b_v4());
-    let resets = "network.tcp.resets";
+    let resets = "flowscope.tcp.resets";
     agent.wait_for("resets", WAIT, |p| {
         (total(p, resets, &client, &[("network.io.direction", "receive")]) >= 1.0
             && total(p, resets, &srv, &[("network.io.direction", "transmit")]) >= 1.0)
@@ -332,10 +335,10 @@ fn dropped_segments_are_retransmitted() {
     net.tcp_exchange(&addr, 2000000, 0, &[]).unwrap();
     let client = peer("client", &net.a_v4());
     agent.wait_for("the close", WAIT, |p| {
-        (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(())
+        (total(p, "flowscope.tcp.connection.closed", &client, &[]) >= 1.0).then_some(())
     });
     let p = agent.points();
-    let retrans = total(&p, "network.tcp.retransmits", &client, &[]);
+    let retrans = total(&p, "flowscope.tcp.retransmits", &client, &[]);
     assert!(retrans > 0.0, "no retransmits counted for a lossy path");
     // Retransmissions are not application bytes: still exactly 2,000,000.
     assert_eq!(
@@ -359,14 +362,14 @@ fn long_lived_connection_reports_every_interval() {
     server.finish().unwrap();
     let client = peer("client", &net.a_v4());
     agent.wait_for("the close", WAIT, |p| {
-        (total(p, "network.tcp.connections.closed", &client, &[]) >= 1.0).then_some(())
+        (total(p, "flowscope.tcp.connection.closed", &client, &[]) >= 1.0).then_some(())
     });
     let p = agent.points();
     let tx: Vec<&Point> = p
         .iter()
         .filter(|pt| {
             pt.metric == IO
-                && pt.attr("network.flow.role") == Some("client")
+                && pt.attr("flowscope.flow.role") == Some("client")
                 && pt.attr("network.peer.address") == Some(net.a_v4().as_str())
                 && pt.attr("network.io.direction") == Some("transmit")
         })
@@ -381,7 +384,7 @@ fn long_lived_connection_reports_every_interval() {
     );
     assert_eq!(tx.iter().map(|pt| pt.value).sum::<f64>(), 200_000.0);
     // While open, the connection was counted active.
-    assert!(total(&p, "network.tcp.connections.active", &client, &[]) >= 2.0);
+    assert!(total(&p, "flowscope.tcp.connection.active", &client, &[]) >= 2.0);
 }
 
 #[test]
@@ -398,6 +401,10 @@ fn service_name_from_the_environment() {
         100,
         &[
             ("OTEL_SERVICE_NAME", "checkout"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.namespace=shop,service.version=1.4.2",
+            ),
             ("FLOWSCOPE_TRAFFIC_LINGER_MS", "500"),
         ],
     )
@@ -407,7 +414,7 @@ fn service_name_from_the_environment() {
         p.iter()
             .find(|pt| {
                 pt.metric == IO
-                    && pt.attr("network.flow.role") == Some("client")
+                    && pt.attr("flowscope.flow.role") == Some("client")
                     && pt.attr("network.peer.address") == Some(server_ip.as_str())
             })
             .map(|pt| pt.resource.clone())
@@ -415,6 +422,14 @@ fn service_name_from_the_environment() {
     assert_eq!(
         resource.get("service.name").map(String::as_str),
         Some("checkout")
+    );
+    assert_eq!(
+        resource.get("service.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(
+        resource.get("service.version").map(String::as_str),
+        Some("1.4.2")
     );
 }
 
@@ -425,7 +440,12 @@ fn self_telemetry_counts_kernel_events() {
     let addr = format!("{}:5007", net.a_v4());
     net.tcp_exchange(&addr, 10, 10, &[]).unwrap();
     let p = agent.wait_for("self telemetry", WAIT, |p| {
-        (sum(p, "flowscope.events.received", &[("source", "ebpf.tcp")]) > 0.0).then(|| p.to_vec())
+        (sum(
+            p,
+            "flowscope.events.received",
+            &[("flowscope.source", "ebpf.tcp")],
+        ) > 0.0)
+            .then(|| p.to_vec())
     });
     let own = p
         .iter()
@@ -486,7 +506,10 @@ fn full_kernel_map_is_counted_not_fatal() {
         let n = sum(
             p,
             "flowscope.events.lost",
-            &[("source", "ebpf.tcp"), ("reason", "map_full")],
+            &[
+                ("flowscope.source", "ebpf.tcp"),
+                ("flowscope.reason", "map_full"),
+            ],
         );
         (n > 0.0).then_some(n)
     });

@@ -5,29 +5,36 @@
 //! connects are refused, `lookup` asks a real dnsmasq for a name that does
 //! not exist, and a client whose service name is HTML shows as text.
 //! Screenshots of the three pages land in target/ui-screenshots/.
+//!
+//! Nothing here races the agent: every traffic process (the `lookup`
+//! included, whose DNS socket stays open) lives until the test ends, so the
+//! agent reads its service name from /proc however late it looks; the
+//! pair's addresses (198.19.N.0/24) are not those of any other test's
+//! namespaces, and every request asks for that CIDR; the API is polled
+//! until everything expected is there, and then checked exactly.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use flowscope_integration::{Agent, NetPair, traffic};
-use flowscope_model::names::{attr, resource};
+use flowscope_integration::{Agent, NetPair, sum, traffic};
+use flowscope_model::names::{attr, metric, resource};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(90);
+/// How long the agent may take to show what the traffic did (the machine
+/// may be loaded).
+const WAIT: Duration = Duration::from_secs(120);
+/// How long a page may take to load its data.
+const PAGE_WAIT: Duration = Duration::from_secs(60);
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const TOKEN: &str = "ui-test-token-5d1e";
 const WEB_UP: u64 = 123_457;
 const WEB_DOWN: u64 = 4_321;
 const API_UP: u64 = 54_321;
 const API_DOWN: u64 = 999;
-/// Traffic processes stay this long after their exchange, so the agent can
-/// read their service name from /proc before they are gone.
-const LINGER: (&str, &str) = ("FLOWSCOPE_TRAFFIC_LINGER_MS", "2500");
-
 /// A child process killed on drop.
 struct Kill(Child);
 
@@ -36,6 +43,84 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A `flowscope-traffic` process in hold mode: once its work succeeded it
+/// says `done` and stays until dropped, so its /proc entry (service name,
+/// open sockets) is there whenever the agent reads it.
+struct Held {
+    what: String,
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Held {
+    /// Starts `args` in namespace `ns` as service `service`.
+    fn start(ns: &str, service: &str, args: &[&str]) -> Held {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .env("OTEL_SERVICE_NAME", service)
+            .env("FLOWSCOPE_TRAFFIC_HOLD", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec flowscope-traffic");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Held {
+            what: format!("{service}: {}", args[1..].join(" ")),
+            child,
+            out,
+        }
+    }
+
+    /// The lines printed before `line`; fails with the process's stderr
+    /// when it exits first.
+    fn until(&mut self, line: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            let mut l = String::new();
+            let n = self.out.read_line(&mut l).unwrap();
+            if n == 0 {
+                let mut err = String::new();
+                if let Some(e) = self.child.stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                let status = self.child.wait().unwrap();
+                panic!(
+                    "{} exited ({status}) before saying {line:?}; said {before:?}: {}",
+                    self.what,
+                    err.trim()
+                );
+            }
+            if l.trim_end() == line {
+                return before;
+            }
+            before.push(l.trim_end().to_string());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One TCP exchange of exactly `up` and `down` bytes between `client` in b
+/// and `server` in a; both hold.
+fn exchange(net: &NetPair, client: &str, server: &str, port: u16, up: u64, down: u64) -> [Held; 2] {
+    let t = traffic();
+    let addr = format!("{}:{port}", net.a_v4());
+    let (up, down) = (up.to_string(), down.to_string());
+    let mut srv = Held::start(&net.a, server, &[&t, "tcp-server", &addr, &up, &down]);
+    srv.until("listening");
+    let mut cli = Held::start(&net.b, client, &[&t, "tcp-client", &addr, &up, &down]);
+    cli.until("done");
+    srv.until("done");
+    [srv, cli]
 }
 
 fn free_port() -> u16 {
@@ -126,7 +211,7 @@ async fn browser() -> (Kill, tempfile::TempDir, Client) {
             .spawn()
             .expect("chromedriver (scripts/bootstrap.sh --test installs chromium-driver)"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PAGE_WAIT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "chromedriver did not listen");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -164,7 +249,7 @@ async fn js(c: &Client, script: &str) -> Value {
 
 /// Waits until the page finished its `n`th load of API data.
 async fn loaded(c: &Client, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PAGE_WAIT;
     loop {
         let v = js(c, "return Number(document.body.dataset.loads || 0)").await;
         if v.as_u64().unwrap_or(0) >= n {
@@ -205,7 +290,7 @@ async fn table_rows(c: &Client) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn map_analytics_and_health_in_a_browser() {
-    let net = NetPair::new().unwrap();
+    let net = NetPair::new_apart().unwrap();
     let (port, remote_port) = (free_port(), free_port());
     let agent = Agent::start_with(&format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n  dns:\n    collection_interval: 1s\n\
@@ -217,7 +302,8 @@ async fn map_analytics_and_health_in_a_browser() {
     ))
     .unwrap();
     let server = net.a_v4();
-    let cidr = format!("198.18.{}.0/24", net.n);
+    let cidr = net.v4_cidr();
+    let t = traffic();
 
     // A real DNS server answering NXDOMAIN for unknown names under test.
     let _dns = Kill(
@@ -231,78 +317,54 @@ async fn map_analytics_and_health_in_a_browser() {
             .spawn()
             .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
     );
-    let dig = |name: &str, envs: &[(&str, &str)]| {
-        net.run(
-            &net.b,
-            envs,
-            &[
-                "dig",
-                "+time=2",
-                "+tries=1",
-                &format!("@{server}"),
-                name,
-                "A",
-            ],
-        )
-        .unwrap_or_default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dig("ok.lab.test", &[]).contains("NOERROR") {
-        assert!(Instant::now() < deadline, "dnsmasq did not answer");
+    // Until dnsmasq answers and the agent's DNS capture saw an answered
+    // lookup in this pair (it finds new namespaces on a rescan).
+    let deadline = Instant::now() + WAIT;
+    let probe = [
+        (attr::DNS_QUESTION_NAME, "ok.lab.test"),
+        (attr::SERVER_ADDRESS, server.as_str()),
+        (attr::DNS_RESPONSE_CODE, "NOERROR"),
+    ];
+    'ready: loop {
+        let rcode = net
+            .run(&net.b, &[], &[&t, "dns-query", &server, "ok.lab.test"])
+            .unwrap_or_default();
+        if rcode.trim() == "NOERROR" {
+            let seen = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < seen {
+                if sum(&agent.points(), metric::DNS_DURATION.0, &probe) >= 1.0 {
+                    break 'ready;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq never answered ok.lab.test (last: {rcode:?}) or the agent never saw it"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 
-    // web -> api, api -> db, the HTML-named client -> db, refused, NXDOMAIN.
-    let t = traffic();
-    let serve = |name: &str, port: u16, up: u64, down: u64| {
-        let env = format!("OTEL_SERVICE_NAME={name}");
-        let linger = format!("{}={}", LINGER.0, LINGER.1);
-        let addr = format!("{server}:{port}");
-        net.serve(
-            &net.a,
-            &[
-                "env",
-                &env,
-                &linger,
-                &t,
-                "tcp-server",
-                &addr,
-                &up.to_string(),
-                &down.to_string(),
-            ],
-        )
-        .unwrap()
-    };
-    let client = |name: &str, port: u16, up: u64, down: u64| {
-        net.run(
-            &net.b,
-            &[("OTEL_SERVICE_NAME", name), LINGER],
-            &[
-                &t,
-                "tcp-client",
-                &format!("{server}:{port}"),
-                &up.to_string(),
-                &down.to_string(),
-            ],
-        )
-        .unwrap();
-    };
-    let api = serve("api", 7001, WEB_UP, WEB_DOWN);
-    client("web", 7001, WEB_UP, WEB_DOWN);
-    api.finish().unwrap();
-    let db = serve("db", 7002, API_UP, API_DOWN);
-    client("api", 7002, API_UP, API_DOWN);
-    db.finish().unwrap();
-    let db = serve("db", 7003, 100, 10);
-    client(XSS, 7003, 100, 10);
-    db.finish().unwrap();
-    net.run(
+    // web -> api, api -> db, the HTML-named client -> db, refused, NXDOMAIN;
+    // every process stays until the end of the test.
+    let mut held = Vec::new();
+    held.extend(exchange(&net, "web", "api", 7001, WEB_UP, WEB_DOWN));
+    held.extend(exchange(&net, "api", "db", 7002, API_UP, API_DOWN));
+    held.extend(exchange(&net, XSS, "db", 7003, 100, 10));
+    let mut batch = Held::start(
         &net.b,
-        &[("OTEL_SERVICE_NAME", "batch"), LINGER],
+        "batch",
         &[&t, "tcp-connect", &format!("{server}:7009")],
-    )
-    .unwrap();
-    let answer = dig("missing.lab.test", &[("OTEL_SERVICE_NAME", "lookup")]);
-    assert!(answer.contains("NXDOMAIN"), "{answer}");
+    );
+    assert_eq!(batch.until("done"), ["ConnectionRefused"]);
+    held.push(batch);
+    let mut lookup = Held::start(
+        &net.b,
+        "lookup",
+        &[&t, "dns-query", &server, "missing.lab.test"],
+    );
+    assert_eq!(lookup.until("done"), ["NXDOMAIN"]);
+    held.push(lookup);
 
     // The API first: wait until every interval is in, then check exactly.
     let q = format!("range=1h&cidr={}", enc(&cidr));
@@ -534,5 +596,6 @@ async fn map_analytics_and_health_in_a_browser() {
     screenshot(&c, "health").await;
 
     c.close().await.unwrap();
+    drop(held);
     drop(agent);
 }

@@ -27,7 +27,7 @@ impl Transport {
     }
 }
 
-/// The local side's role, as `network.flow.role` defines it.
+/// The local side's role, as `flowscope.flow.role` defines it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Client,
@@ -44,7 +44,7 @@ impl Role {
 }
 
 /// Why a TCP connect failed: the `error.type` of
-/// `network.tcp.connections.failed`.
+/// `flowscope.tcp.connection.failed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailReason {
     Refused,
@@ -72,7 +72,7 @@ impl FailReason {
             FailReason::Reset => "reset",
             FailReason::HostUnreachable => "host_unreachable",
             FailReason::NetUnreachable => "net_unreachable",
-            FailReason::Other => "other",
+            FailReason::Other => crate::names::attr::ERROR_OTHER,
         }
     }
 

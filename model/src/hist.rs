@@ -58,11 +58,11 @@ impl Histogram {
     }
 }
 
-/// Default bounds (seconds) for `network.tcp.rtt`.
+/// Default bounds (seconds) for `flowscope.tcp.rtt`.
 pub const RTT_BOUNDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
-/// Default bounds (seconds) for `network.tcp.connection.duration`.
+/// Default bounds (seconds) for `flowscope.tcp.connection.duration`.
 pub const DURATION_BOUNDS: &[f64] = &[
     0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
 ];

@@ -2,18 +2,28 @@
 //!
 //! Data flows one way: a receiver produces [`FlowBatch`]es, processors
 //! enrich and aggregate them into [`MetricBatch`]es, exporters encode those.
-//! This crate holds those types, the contract's names ([`names`]) and the
-//! shared self-telemetry handle ([`Telemetry`]); it has no I/O.
+//! This crate holds those types, the contract's names ([`names`]), and the
+//! one [`Context`] the agent hands every component: self-telemetry
+//! ([`Telemetry`], typed [`internal_events`]), the shared IP -> name cache
+//! ([`PeerNames`]), the table of local listeners ([`LocalServices`]) and the
+//! host's facts ([`HostFacts`]). Its only I/O is [`HostFacts::detect`].
 
 pub mod attr;
+pub mod context;
 pub mod flow;
 pub mod hist;
+pub mod internal_events;
+pub mod local;
 pub mod metrics;
 pub mod names;
+pub mod peer_names;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};
+pub use context::{Context, HostFacts};
 pub use flow::{FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
 pub use hist::Histogram;
+pub use local::LocalServices;
 pub use metrics::{Kind, MetricBatch, MetricId, Point, PointValue};
+pub use peer_names::PeerNames;
 pub use telemetry::Telemetry;

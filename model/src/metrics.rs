@@ -16,41 +16,49 @@ use crate::names::{attr, metric};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
-    /// Monotonic sum.
+    /// Monotonic sum: things that happened (bytes, opens). Points are
+    /// deltas over their interval.
     Sum,
+    /// Non-monotonic sum (an UpDownCounter): a count of things that exist
+    /// now (active connections, queue size). A point carries the current
+    /// count; exporters send it as a cumulative non-monotonic Sum, as the
+    /// OpenTelemetry SDKs do for UpDownCounters under a delta preference,
+    /// so that a backend dropping an attribute adds the counts correctly.
+    UpDownCounter,
     Gauge,
     Histogram,
 }
 
-/// A metric of the contract: name, unit and instrument.
+/// A metric of the contract: name, unit, instrument and description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricId {
     pub name: &'static str,
     pub unit: &'static str,
     pub kind: Kind,
+    /// One line for OTLP `Metric.description` and Prometheus `# HELP`.
+    pub description: &'static str,
 }
 
 impl MetricId {
-    pub const fn sum(m: (&'static str, &'static str)) -> Self {
+    const fn new(m: metric::Def, kind: Kind) -> Self {
         Self {
             name: m.0,
             unit: m.1,
-            kind: Kind::Sum,
+            kind,
+            description: m.2,
         }
     }
-    pub const fn gauge(m: (&'static str, &'static str)) -> Self {
-        Self {
-            name: m.0,
-            unit: m.1,
-            kind: Kind::Gauge,
-        }
+    pub const fn sum(m: metric::Def) -> Self {
+        Self::new(m, Kind::Sum)
     }
-    pub const fn histogram(m: (&'static str, &'static str)) -> Self {
-        Self {
-            name: m.0,
-            unit: m.1,
-            kind: Kind::Histogram,
-        }
+    pub const fn up_down_counter(m: metric::Def) -> Self {
+        Self::new(m, Kind::UpDownCounter)
+    }
+    pub const fn gauge(m: metric::Def) -> Self {
+        Self::new(m, Kind::Gauge)
+    }
+    pub const fn histogram(m: metric::Def) -> Self {
+        Self::new(m, Kind::Histogram)
     }
 }
 
@@ -62,13 +70,29 @@ pub const TCP_RTT_VARIANCE: MetricId = MetricId::gauge(metric::TCP_RTT_VARIANCE)
 pub const TCP_OPENED: MetricId = MetricId::sum(metric::TCP_OPENED);
 pub const TCP_CLOSED: MetricId = MetricId::sum(metric::TCP_CLOSED);
 pub const TCP_FAILED: MetricId = MetricId::sum(metric::TCP_FAILED);
-pub const TCP_ACTIVE: MetricId = MetricId::gauge(metric::TCP_ACTIVE);
+pub const TCP_ACTIVE: MetricId = MetricId::up_down_counter(metric::TCP_ACTIVE);
 pub const TCP_RESETS: MetricId = MetricId::sum(metric::TCP_RESETS);
 pub const TCP_DURATION: MetricId = MetricId::histogram(metric::TCP_DURATION);
-pub const UDP_ACTIVE: MetricId = MetricId::gauge(metric::UDP_ACTIVE);
+pub const UDP_ACTIVE: MetricId = MetricId::up_down_counter(metric::UDP_ACTIVE);
 pub const FLOW_COST: MetricId = MetricId::sum(metric::FLOW_COST);
 pub const DNS_DURATION: MetricId = MetricId::histogram(metric::DNS_DURATION);
-pub const DNS_TIMEOUTS: MetricId = MetricId::sum(metric::DNS_TIMEOUTS);
+
+/// Every metric a flow produces ([`flow_points`] and the cost processor).
+pub const FLOW_METRICS: [MetricId; 13] = [
+    FLOW_IO,
+    FLOW_PACKETS,
+    TCP_RETRANSMITS,
+    TCP_RTT,
+    TCP_RTT_VARIANCE,
+    TCP_OPENED,
+    TCP_CLOSED,
+    TCP_FAILED,
+    TCP_ACTIVE,
+    TCP_RESETS,
+    TCP_DURATION,
+    UDP_ACTIVE,
+    FLOW_COST,
+];
 
 /// A point's value. Gauges that are means (RTT variance) carry their sum and
 /// count so that merging two of them stays a correct mean.
@@ -82,7 +106,7 @@ pub enum PointValue {
 
 impl PointValue {
     /// Merges `other` into `self` for a point of kind `kind`: sums and
-    /// counting gauges add (the receiver reports one gauge point per flow,
+    /// up-down counters add (the receiver reports one gauge point per flow,
     /// so merged flows add up), means pool, histograms merge.
     pub fn merge(&mut self, other: &PointValue) {
         match (self, other) {
@@ -166,7 +190,7 @@ impl MetricBatch {
 
 /// Turns one flow into the contract's points, appending them to `out`.
 /// Zero counters emit no point, except that a flow always reports its
-/// `active` gauge while a connection is open.
+/// `active` count while a connection is open.
 pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
     let s = &flow.stats;
     let res = &flow.resource;

@@ -1,95 +1,229 @@
-//! Every metric name, unit and attribute key of the telemetry contract
-//! (`docs/telemetry.md`, copied from the shared spec). Code names these
-//! constants, never string literals, so a rename is one edit here plus the
-//! docs and the tests that assert on the emitted names.
+//! Every metric name, unit, description and attribute key of the telemetry
+//! contract (`docs/telemetry.md`, v2, copied from the shared spec). Code
+//! names these constants, never string literals, so a rename is one edit
+//! here plus the docs and the tests that assert on the emitted names.
+//!
+//! The naming rule: a name the OpenTelemetry semantic conventions define is
+//! used exactly as defined (and taken from the
+//! `opentelemetry-semantic-conventions` crate where it has it, so a typo
+//! cannot compile); everything else lives under `flowscope.`. The one
+//! exception is `network.flow.io`, the name of the open network flow
+//! metrics proposal (semantic-conventions PR 3828). The registry test
+//! (`tests/semconv_registry.rs`) holds every key below against the vendored
+//! registry (`model/semconv/`).
 
-/// Metric names with their units.
+use opentelemetry_semantic_conventions::{attribute as sc, metric as scm};
+
+/// Metric names with their units and one-line descriptions (OTLP
+/// `Metric.description`, the Prometheus `# HELP` line).
 pub mod metric {
-    pub const FLOW_IO: (&str, &str) = ("network.flow.io", "By");
-    pub const FLOW_PACKETS: (&str, &str) = ("network.flow.packets", "{packet}");
-    pub const TCP_RETRANSMITS: (&str, &str) = ("network.tcp.retransmits", "{segment}");
-    pub const TCP_RTT: (&str, &str) = ("network.tcp.rtt", "s");
-    pub const TCP_RTT_VARIANCE: (&str, &str) = ("network.tcp.rtt.variance", "s");
-    pub const TCP_OPENED: (&str, &str) = ("network.tcp.connections.opened", "{connection}");
-    pub const TCP_CLOSED: (&str, &str) = ("network.tcp.connections.closed", "{connection}");
-    pub const TCP_FAILED: (&str, &str) = ("network.tcp.connections.failed", "{connection}");
-    pub const TCP_ACTIVE: (&str, &str) = ("network.tcp.connections.active", "{connection}");
-    pub const TCP_RESETS: (&str, &str) = ("network.tcp.resets", "{reset}");
-    pub const TCP_DURATION: (&str, &str) = ("network.tcp.connection.duration", "s");
-    pub const UDP_ACTIVE: (&str, &str) = ("network.udp.flows.active", "{flow}");
-    pub const FLOW_COST: (&str, &str) = ("network.flow.cost", "{USD}");
-    pub const DNS_DURATION: (&str, &str) = ("dns.lookup.duration", "s");
-    pub const DNS_TIMEOUTS: (&str, &str) = ("dns.lookup.timeouts", "{lookup}");
-    pub const PATH_HOP_RTT: (&str, &str) = ("network.path.hop.rtt", "s");
-    pub const PATH_REACHABLE: (&str, &str) = ("network.path.reachable", "1");
-    pub const PATH_HOPS: (&str, &str) = ("network.path.hops", "{hop}");
+    use super::scm;
 
-    pub const EVENTS_RECEIVED: (&str, &str) = ("flowscope.events.received", "{event}");
-    pub const EVENTS_LOST: (&str, &str) = ("flowscope.events.lost", "{event}");
-    pub const FLOWS_TRACKED: (&str, &str) = ("flowscope.flows.tracked", "{flow}");
-    pub const FLOWS_OVERFLOW: (&str, &str) = ("flowscope.flows.overflow", "{point}");
-    pub const EXPORTER_SENT: (&str, &str) = ("flowscope.exporter.sent", "{point}");
-    pub const EXPORTER_FAILED: (&str, &str) = ("flowscope.exporter.failed", "{point}");
-    pub const EXPORTER_QUEUE_SIZE: (&str, &str) = ("flowscope.exporter.queue.size", "{batch}");
-    pub const EXPORTER_QUEUE_CAPACITY: (&str, &str) =
-        ("flowscope.exporter.queue.capacity", "{batch}");
+    /// `(name, unit, description)`.
+    pub type Def = (&'static str, &'static str, &'static str);
+
+    pub const FLOW_IO: Def = (
+        "network.flow.io",
+        "By",
+        "Bytes a flow carried, by direction.",
+    );
+    pub const FLOW_PACKETS: Def = (
+        "flowscope.flow.packets",
+        "{packet}",
+        "Packets a flow carried, by direction.",
+    );
+    pub const TCP_RETRANSMITS: Def = (
+        "flowscope.tcp.retransmits",
+        "{segment}",
+        "TCP segments retransmitted by the local side.",
+    );
+    pub const TCP_RTT: Def = (
+        "flowscope.tcp.rtt",
+        "s",
+        "Smoothed TCP round-trip time, one sample per connection and interval.",
+    );
+    pub const TCP_RTT_VARIANCE: Def = (
+        "flowscope.tcp.rtt.variance",
+        "s",
+        "Mean TCP round-trip time variance (jitter) over the interval.",
+    );
+    pub const TCP_OPENED: Def = (
+        "flowscope.tcp.connection.opened",
+        "{connection}",
+        "TCP connections established.",
+    );
+    pub const TCP_CLOSED: Def = (
+        "flowscope.tcp.connection.closed",
+        "{connection}",
+        "TCP connections closed.",
+    );
+    pub const TCP_FAILED: Def = (
+        "flowscope.tcp.connection.failed",
+        "{connection}",
+        "TCP connection attempts that failed, by error type.",
+    );
+    pub const TCP_ACTIVE: Def = (
+        "flowscope.tcp.connection.active",
+        "{connection}",
+        "TCP connections open now.",
+    );
+    pub const TCP_RESETS: Def = (
+        "flowscope.tcp.resets",
+        "{reset}",
+        "TCP resets sent (transmit) or received (receive) by the local side.",
+    );
+    pub const TCP_DURATION: Def = (
+        "flowscope.tcp.connection.duration",
+        "s",
+        "Lifetime of TCP connections, recorded when they close.",
+    );
+    pub const UDP_ACTIVE: Def = (
+        "flowscope.udp.flow.active",
+        "{flow}",
+        "UDP flows active now.",
+    );
+    pub const FLOW_COST: Def = (
+        "flowscope.flow.cost",
+        "{USD}",
+        "Estimated transfer cost of a flow, with prices configured.",
+    );
+    pub const DNS_DURATION: Def = (
+        scm::DNS_LOOKUP_DURATION,
+        "s",
+        "Time taken by DNS lookups, failures and timeouts included.",
+    );
+
+    pub const EVENTS_RECEIVED: Def = (
+        "flowscope.events.received",
+        "{event}",
+        "Events a source handed to the agent.",
+    );
+    pub const EVENTS_LOST: Def = (
+        "flowscope.events.lost",
+        "{event}",
+        "Events lost before they became flows, by source and reason.",
+    );
+    pub const FLOWS_TRACKED: Def = (
+        "flowscope.flows.tracked",
+        "{flow}",
+        "Flows held in the agent's connection table now.",
+    );
+    pub const FLOWS_OVERFLOW: Def = (
+        "flowscope.flows.overflow",
+        "{data_point}",
+        "Data points merged into an overflow series by a cardinality limit.",
+    );
+    pub const EXPORTER_SENT: Def = (
+        "flowscope.exporter.sent",
+        "{data_point}",
+        "Data points an exporter delivered.",
+    );
+    pub const EXPORTER_FAILED: Def = (
+        "flowscope.exporter.failed",
+        "{data_point}",
+        "Data points an exporter could not deliver, by error type.",
+    );
+    pub const EXPORTER_QUEUE_SIZE: Def = (
+        "flowscope.exporter.queue.size",
+        "{batch}",
+        "Batches waiting in an exporter's queue now.",
+    );
+    pub const EXPORTER_QUEUE_CAPACITY: Def = (
+        "flowscope.exporter.queue.capacity",
+        "{batch}",
+        "Batches an exporter's queue can hold.",
+    );
 }
 
 /// Resource keys (the local endpoint).
 pub mod resource {
-    pub const SERVICE_NAME: &str = "service.name";
-    pub const HOST_NAME: &str = "host.name";
-    pub const HOST_ID: &str = "host.id";
-    pub const OS_TYPE: &str = "os.type";
-    pub const PROCESS_PID: &str = "process.pid";
-    pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
-    pub const PROCESS_COMMAND: &str = "process.command";
-    pub const CONTAINER_ID: &str = "container.id";
-    pub const CONTAINER_NAME: &str = "container.name";
-    pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
-    pub const K8S_POD_NAME: &str = "k8s.pod.name";
-    pub const K8S_POD_UID: &str = "k8s.pod.uid";
-    pub const K8S_NODE_NAME: &str = "k8s.node.name";
-    pub const CLOUD_PROVIDER: &str = "cloud.provider";
-    pub const CLOUD_PLATFORM: &str = "cloud.platform";
-    pub const CLOUD_REGION: &str = "cloud.region";
-    pub const CLOUD_AVAILABILITY_ZONE: &str = "cloud.availability_zone";
-    pub const CLOUD_ACCOUNT_ID: &str = "cloud.account.id";
+    use super::sc;
+
+    pub const SERVICE_NAME: &str = sc::SERVICE_NAME;
+    /// When the process's environment sets it.
+    pub const SERVICE_NAMESPACE: &str = sc::SERVICE_NAMESPACE;
+    /// When the process's environment sets it.
+    pub const SERVICE_VERSION: &str = sc::SERVICE_VERSION;
+    pub const HOST_NAME: &str = sc::HOST_NAME;
+    pub const HOST_ID: &str = sc::HOST_ID;
+    pub const OS_TYPE: &str = sc::OS_TYPE;
+    pub const PROCESS_PID: &str = sc::PROCESS_PID;
+    pub const PROCESS_EXECUTABLE_NAME: &str = sc::PROCESS_EXECUTABLE_NAME;
+    /// argv\[0\] (process granularity).
+    pub const PROCESS_COMMAND: &str = sc::PROCESS_COMMAND;
+    /// The whole command line (process granularity and opted in: it can
+    /// carry secrets).
+    pub const PROCESS_COMMAND_LINE: &str = sc::PROCESS_COMMAND_LINE;
+    pub const CONTAINER_ID: &str = sc::CONTAINER_ID;
+    pub const CONTAINER_NAME: &str = sc::CONTAINER_NAME;
+    pub const K8S_NAMESPACE_NAME: &str = sc::K8S_NAMESPACE_NAME;
+    pub const K8S_POD_NAME: &str = sc::K8S_POD_NAME;
+    pub const K8S_POD_UID: &str = sc::K8S_POD_UID;
+    pub const K8S_NODE_NAME: &str = sc::K8S_NODE_NAME;
+    pub const CLOUD_PROVIDER: &str = sc::CLOUD_PROVIDER;
+    pub const CLOUD_PLATFORM: &str = sc::CLOUD_PLATFORM;
+    pub const CLOUD_REGION: &str = sc::CLOUD_REGION;
+    pub const CLOUD_AVAILABILITY_ZONE: &str = sc::CLOUD_AVAILABILITY_ZONE;
+    pub const CLOUD_ACCOUNT_ID: &str = sc::CLOUD_ACCOUNT_ID;
 }
 
 /// Data point attribute keys (the flow) and their fixed values.
 pub mod attr {
-    pub const NETWORK_TRANSPORT: &str = "network.transport";
-    pub const NETWORK_TYPE: &str = "network.type";
-    pub const FLOW_ROLE: &str = "network.flow.role";
-    pub const PEER_ADDRESS: &str = "network.peer.address";
-    pub const PEER_PORT: &str = "network.peer.port";
-    pub const LOCAL_PORT: &str = "network.local.port";
-    pub const PEER_DOMAIN: &str = "network.peer.domain";
-    pub const PEER_SERVICE_NAME: &str = "network.peer.service.name";
-    pub const PEER_CLOUD_PROVIDER: &str = "network.peer.cloud.provider";
-    pub const PEER_CLOUD_REGION: &str = "network.peer.cloud.region";
-    pub const PEER_CLOUD_SERVICE: &str = "network.peer.cloud.service";
-    /// Prefix of user CIDR tags: `network.peer.tag.<key>`.
-    pub const PEER_TAG_PREFIX: &str = "network.peer.tag.";
-    pub const LOCALITY: &str = "network.locality";
-    pub const IO_DIRECTION: &str = "network.io.direction";
-    pub const ERROR_TYPE: &str = "error.type";
+    use super::sc;
+
+    pub const NETWORK_TRANSPORT: &str = sc::NETWORK_TRANSPORT;
+    pub const NETWORK_TYPE: &str = sc::NETWORK_TYPE;
+    pub const FLOW_ROLE: &str = "flowscope.flow.role";
+    pub const PEER_ADDRESS: &str = sc::NETWORK_PEER_ADDRESS;
+    pub const PEER_PORT: &str = sc::NETWORK_PEER_PORT;
+    pub const LOCAL_PORT: &str = sc::NETWORK_LOCAL_PORT;
+    pub const PEER_DOMAIN: &str = "flowscope.peer.domain";
+    pub const PEER_SERVICE_NAME: &str = sc::SERVICE_PEER_NAME;
+    pub const PEER_CLOUD_PROVIDER: &str = "flowscope.peer.cloud.provider";
+    pub const PEER_CLOUD_REGION: &str = "flowscope.peer.cloud.region";
+    pub const PEER_CLOUD_SERVICE: &str = "flowscope.peer.cloud.service";
+    /// Prefix of user CIDR tags: `flowscope.peer.tag.<key>`.
+    pub const PEER_TAG_PREFIX: &str = "flowscope.peer.tag.";
+    pub const LOCALITY: &str = "flowscope.network.locality";
+    pub const IO_DIRECTION: &str = sc::NETWORK_IO_DIRECTION;
+    pub const ERROR_TYPE: &str = sc::ERROR_TYPE;
+    /// `error.type` when no more specific value applies (the registry's
+    /// fallback member).
+    pub const ERROR_OTHER: &str = "_OTHER";
+    /// Set on the point that merges series over a cardinality limit, as the
+    /// OpenTelemetry metrics SDK specification names it (not a registry
+    /// attribute; the registry test lists it as a known exception).
     pub const OVERFLOW: &str = "otel.metric.overflow";
 
-    pub const DNS_QUESTION_NAME: &str = "dns.question.name";
-    pub const DNS_QUESTION_TYPE: &str = "dns.question.type";
-    pub const DNS_RESPONSE_CODE: &str = "dns.response.code";
-    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const DNS_QUESTION_NAME: &str = sc::DNS_QUESTION_NAME;
+    pub const DNS_QUESTION_TYPE: &str = "flowscope.dns.question.type";
+    pub const DNS_RESPONSE_CODE: &str = "flowscope.dns.response.code";
+    pub const SERVER_ADDRESS: &str = sc::SERVER_ADDRESS;
 
     /// Self-telemetry attribute keys.
-    pub const SOURCE: &str = "source";
-    pub const REASON: &str = "reason";
-    pub const METRIC: &str = "metric";
-    pub const EXPORTER: &str = "exporter";
+    pub const SOURCE: &str = "flowscope.source";
+    pub const REASON: &str = "flowscope.reason";
+    pub const METRIC: &str = "flowscope.metric";
+    /// The component's config id (`otlp/backend`).
+    pub const COMPONENT_NAME: &str = sc::OTEL_COMPONENT_NAME;
+    /// The component's type (`otlp`), the part of the id before `/`.
+    pub const COMPONENT_TYPE: &str = sc::OTEL_COMPONENT_TYPE;
 
     pub const TRANSMIT: &str = "transmit";
     pub const RECEIVE: &str = "receive";
+}
+
+/// Values of registry enums that flowscope sets, exactly as the registry
+/// (v1.44.0) lists them; the registry test checks each is a current,
+/// non-deprecated member.
+pub mod value {
+    pub const CLOUD_PROVIDER_AWS: &str = "aws";
+    pub const CLOUD_PROVIDER_GCP: &str = "gcp";
+    pub const CLOUD_PROVIDER_AZURE: &str = "azure";
+    pub const CLOUD_PLATFORM_AWS_EC2: &str = "aws_ec2";
+    pub const CLOUD_PLATFORM_GCP_COMPUTE_ENGINE: &str = "gcp_compute_engine";
+    /// Renamed from `azure_vm` in the registry.
+    pub const CLOUD_PLATFORM_AZURE_VM: &str = "azure.vm";
 }
 
 /// `service.name` of the agent's own telemetry.
@@ -98,10 +232,25 @@ pub const SELF_SERVICE_NAME: &str = "flowscope";
 pub const SCOPE_NAME: &str = "flowscope";
 
 /// Names the `ui` exporter reads that the blocks above do not have yet
-/// (the Network Path receiver's probe counters). Kept apart so that the v2
-/// rename and the path receiver's own constants merge without conflicts;
-/// fold them into `metric` once those land.
+/// (the Network Path receiver's, v2 names). Kept apart so that the path
+/// receiver's own constants merge without conflicts; fold them into
+/// `metric` once those land.
 pub mod ui {
-    pub const PATH_PROBES_SENT: (&str, &str) = ("flowscope.path.probes.sent", "{probe}");
-    pub const PATH_PROBES_LOST: (&str, &str) = ("flowscope.path.probes.lost", "{probe}");
+    use super::metric::Def;
+
+    pub const PATH_REACHABLE: Def = (
+        "flowscope.path.reachable",
+        "1",
+        "1 when the destination answered in the last run, else 0.",
+    );
+    pub const PATH_PROBES_SENT: Def = (
+        "flowscope.path.probes.sent",
+        "{probe}",
+        "End-to-end probes sent to a path's destination.",
+    );
+    pub const PATH_PROBES_LOST: Def = (
+        "flowscope.path.probes.lost",
+        "{probe}",
+        "End-to-end probes to a path's destination that got no answer.",
+    );
 }

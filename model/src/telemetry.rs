@@ -1,178 +1,444 @@
-//! Self-telemetry: the agent's own counters (`flowscope.*`).
+//! Self-telemetry: the agent's own metrics (`flowscope.*`), made with the
+//! OpenTelemetry Rust SDK.
 //!
-//! Every stage holds a clone of one [`Telemetry`] and counts what it
-//! received, dropped, sent or failed to send. Once an interval the pipeline
-//! drains it into points with `service.name=flowscope`, so the agent reports
-//! on itself through the same exporters as the flows. Cumulative totals stay
-//! readable for health checks and tests.
+//! Components never name a metric or an attribute here: they emit typed
+//! events ([`crate::internal_events`]), each of which logs and records on
+//! an SDK instrument. The instruments belong to one `SdkMeterProvider`
+//! with two readers:
+//!
+//! - the *interval* reader: delta temporality for counters, the current
+//!   value for gauges. Once an interval the agent calls
+//!   [`Telemetry::collect_interval`], which collects its `ResourceMetrics`
+//!   and turns them into the model's [`Point`]s ([`points_of`]); they go
+//!   through the same processors and exporters as the flows.
+//! - the *totals* reader: cumulative, read on demand by
+//!   [`Telemetry::total`], [`Telemetry::total_matching`] and
+//!   [`Telemetry::gauge`] (health checks, tests, benchmarks).
+//!
+//! The SDK's `ManualReader` does the collecting; a thin [`MetricReader`]
+//! wrapper around it chooses the temporality per instrument kind and lets
+//! the handle keep a reference to collect from (the SDK takes its readers
+//! by value).
+//!
+//! The SDK carries only these metrics: flows are pre-aggregated per
+//! interval with one Resource per workload, which the SDK's data types
+//! cannot hold (see docs/architecture.md), so they stay on the hand-built
+//! `opentelemetry-proto` path.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use crate::attr::Attrs;
+use opentelemetry::metrics::{Counter, Gauge, MeterProvider as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+
+use crate::attr::{Attrs, Value};
 use crate::metrics::{MetricId, Point, PointValue};
-use crate::names::{attr, metric};
+use crate::names::{SCOPE_NAME, SELF_SERVICE_NAME, attr, metric, resource};
+
+pub use crate::internal_events::InternalEvent;
 
 pub const EVENTS_RECEIVED: MetricId = MetricId::sum(metric::EVENTS_RECEIVED);
 pub const EVENTS_LOST: MetricId = MetricId::sum(metric::EVENTS_LOST);
-pub const FLOWS_TRACKED: MetricId = MetricId::gauge(metric::FLOWS_TRACKED);
+pub const FLOWS_TRACKED: MetricId = MetricId::up_down_counter(metric::FLOWS_TRACKED);
 pub const FLOWS_OVERFLOW: MetricId = MetricId::sum(metric::FLOWS_OVERFLOW);
 pub const EXPORTER_SENT: MetricId = MetricId::sum(metric::EXPORTER_SENT);
 pub const EXPORTER_FAILED: MetricId = MetricId::sum(metric::EXPORTER_FAILED);
-pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::gauge(metric::EXPORTER_QUEUE_SIZE);
-pub const EXPORTER_QUEUE_CAPACITY: MetricId = MetricId::gauge(metric::EXPORTER_QUEUE_CAPACITY);
+pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPORTER_QUEUE_SIZE);
+pub const EXPORTER_QUEUE_CAPACITY: MetricId =
+    MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
 
-#[derive(Default)]
-struct Counter {
-    total: u64,
-    drained: u64,
+/// The attributes naming a component by its config id (`otlp/backend`):
+/// `otel.component.name` (the id) and `otel.component.type` (`otlp`).
+pub fn component_attrs(id: &str) -> Attrs {
+    let kind = id.split_once('/').map_or(id, |(kind, _)| kind);
+    Attrs::new()
+        .with(attr::COMPONENT_TYPE, kind.to_string())
+        .with(attr::COMPONENT_NAME, id.to_string())
 }
 
-#[derive(Default)]
+/// Every self-telemetry metric, so that what the SDK collects maps back to
+/// the contract's [`MetricId`] (name, unit, kind).
+pub const SELF_METRICS: [MetricId; 8] = [
+    EVENTS_RECEIVED,
+    EVENTS_LOST,
+    FLOWS_TRACKED,
+    FLOWS_OVERFLOW,
+    EXPORTER_SENT,
+    EXPORTER_FAILED,
+    EXPORTER_QUEUE_SIZE,
+    EXPORTER_QUEUE_CAPACITY,
+];
+
+/// The instruments the typed events record on.
+pub(crate) struct Instruments {
+    pub(crate) events_received: Counter<u64>,
+    pub(crate) events_lost: Counter<u64>,
+    pub(crate) flows_tracked: Gauge<i64>,
+    pub(crate) flows_overflow: Counter<u64>,
+    pub(crate) exporter_sent: Counter<u64>,
+    pub(crate) exporter_failed: Counter<u64>,
+    pub(crate) exporter_queue_size: Gauge<i64>,
+    pub(crate) exporter_queue_capacity: Gauge<i64>,
+}
+
+/// A `ManualReader` shared between the provider (which registers it) and
+/// the handle (which collects from it), with its own temporality choice.
+#[derive(Clone)]
+struct SharedReader {
+    inner: Arc<ManualReader>,
+    temporality: fn(InstrumentKind) -> Temporality,
+}
+
+impl fmt::Debug for SharedReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("flowscope::SharedReader")
+    }
+}
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.inner.register_pipeline(pipeline);
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.inner.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        (self.temporality)(kind)
+    }
+}
+
+/// Once an interval: what counters added since the last collection, what
+/// gauges hold now.
+fn interval_temporality(kind: InstrumentKind) -> Temporality {
+    match kind {
+        InstrumentKind::Counter | InstrumentKind::Histogram => Temporality::Delta,
+        _ => Temporality::Cumulative,
+    }
+}
+
+fn cumulative(_: InstrumentKind) -> Temporality {
+    Temporality::Cumulative
+}
+
 struct Inner {
-    counters: BTreeMap<(MetricId, Attrs), Counter>,
-    gauges: BTreeMap<(MetricId, Attrs), i64>,
+    provider: SdkMeterProvider,
+    interval: SharedReader,
+    totals: SharedReader,
+    resource: Arc<Attrs>,
+    pub(crate) instruments: Instruments,
 }
 
-/// Shared handle to the agent's self-telemetry. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Telemetry(Arc<Mutex<Inner>>);
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Shared handle to the agent's self-telemetry. Cheap to clone; every clone
+/// records into the same provider.
+#[derive(Clone)]
+pub struct Telemetry(Arc<Inner>);
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("resource", &self.0.resource)
+            .finish()
+    }
+}
 
 impl Telemetry {
+    /// Self-telemetry under a Resource with only `service.name=flowscope`
+    /// (tests, benchmarks). The agent uses [`Telemetry::with_resource`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_resource(&Attrs::new().with(resource::SERVICE_NAME, SELF_SERVICE_NAME))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the maps half-written
-        // (every update is one insert or add), so a poisoned lock is usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// Self-telemetry whose points carry `resource`.
+    pub fn with_resource(resource: &Attrs) -> Self {
+        let interval = SharedReader {
+            inner: Arc::new(ManualReader::builder().build()),
+            temporality: interval_temporality,
+        };
+        let totals = SharedReader {
+            inner: Arc::new(ManualReader::builder().build()),
+            temporality: cumulative,
+        };
+        let provider = SdkMeterProvider::builder()
+            .with_resource(
+                Resource::builder_empty()
+                    .with_attributes(resource.iter().map(|(k, v)| {
+                        KeyValue::new(
+                            k.to_string(),
+                            match v {
+                                Value::Str(s) => opentelemetry::Value::from(s.to_string()),
+                                Value::Int(i) => opentelemetry::Value::I64(*i),
+                                Value::Bool(b) => opentelemetry::Value::Bool(*b),
+                            },
+                        )
+                    }))
+                    .build(),
+            )
+            .with_reader(interval.clone())
+            .with_reader(totals.clone())
+            .build();
+        let meter = provider.meter_with_scope(
+            InstrumentationScope::builder(SCOPE_NAME)
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
+        let counter = |m: MetricId| meter.u64_counter(m.name).with_unit(m.unit).build();
+        let gauge = |m: MetricId| meter.i64_gauge(m.name).with_unit(m.unit).build();
+        let instruments = Instruments {
+            events_received: counter(EVENTS_RECEIVED),
+            events_lost: counter(EVENTS_LOST),
+            flows_tracked: gauge(FLOWS_TRACKED),
+            flows_overflow: counter(FLOWS_OVERFLOW),
+            exporter_sent: counter(EXPORTER_SENT),
+            exporter_failed: counter(EXPORTER_FAILED),
+            exporter_queue_size: gauge(EXPORTER_QUEUE_SIZE),
+            exporter_queue_capacity: gauge(EXPORTER_QUEUE_CAPACITY),
+        };
+        Telemetry(Arc::new(Inner {
+            provider,
+            interval,
+            totals,
+            resource: Arc::new(resource.clone()),
+            instruments,
+        }))
     }
 
-    /// Adds `n` to counter `metric` with `attrs`.
-    pub fn add(&self, metric: MetricId, attrs: Attrs, n: u64) {
-        if n == 0 {
-            return;
+    /// Records one typed event (it logs and counts itself).
+    pub fn emit(&self, event: impl InternalEvent) {
+        event.emit(self);
+    }
+
+    pub(crate) fn instruments(&self) -> &Instruments {
+        &self.0.instruments
+    }
+
+    /// The Resource of the agent's own points.
+    pub fn resource(&self) -> &Arc<Attrs> {
+        &self.0.resource
+    }
+
+    /// Collects the interval reader: counter deltas since the last call and
+    /// every gauge's current value, as points under [`Telemetry::resource`].
+    pub fn collect_interval(&self) -> Vec<Point> {
+        let mut rm = ResourceMetrics::default();
+        match self.0.interval.collect(&mut rm) {
+            Ok(()) => points_of(&rm),
+            Err(e) => {
+                tracing::warn!(error = %e, "collecting self-telemetry failed");
+                Vec::new()
+            }
         }
-        self.lock()
-            .counters
-            .entry((metric, attrs))
-            .or_default()
-            .total += n;
     }
 
-    pub fn set_gauge(&self, metric: MetricId, attrs: Attrs, v: i64) {
-        self.lock().gauges.insert((metric, attrs), v);
+    fn totals(&self) -> Vec<Point> {
+        let mut rm = ResourceMetrics::default();
+        match self.0.totals.collect(&mut rm) {
+            Ok(()) => points_of(&rm),
+            Err(_) => Vec::new(),
+        }
     }
 
-    /// The running total of a counter since start.
+    /// The running total of counter `metric` with exactly `attrs` since
+    /// start.
     pub fn total(&self, metric: MetricId, attrs: &Attrs) -> u64 {
-        self.lock()
-            .counters
-            .get(&(metric, attrs.clone()))
-            .map_or(0, |c| c.total)
+        self.totals()
+            .into_iter()
+            .filter(|p| p.metric == metric && p.attrs == *attrs)
+            .map(|p| int(&p.value))
+            .sum()
     }
 
     /// Sum over every attribute set of counter `metric` whose attributes
     /// include all of `filter`.
     pub fn total_matching(&self, metric: MetricId, filter: &Attrs) -> u64 {
-        self.lock()
-            .counters
-            .iter()
-            .filter(|((m, a), _)| *m == metric && filter.iter().all(|(k, v)| a.get(k) == Some(v)))
-            .map(|(_, c)| c.total)
+        self.totals()
+            .into_iter()
+            .filter(|p| p.metric == metric && filter.iter().all(|(k, v)| p.attrs.get(k) == Some(v)))
+            .map(|p| int(&p.value))
             .sum()
     }
 
+    /// The last value set on gauge `metric` with exactly `attrs`.
     pub fn gauge(&self, metric: MetricId, attrs: &Attrs) -> Option<i64> {
-        self.lock().gauges.get(&(metric, attrs.clone())).copied()
-    }
-
-    pub fn events_received(&self, source: &'static str, n: u64) {
-        self.add(EVENTS_RECEIVED, Attrs::new().with(attr::SOURCE, source), n);
-    }
-
-    pub fn events_lost(&self, source: &'static str, reason: &'static str, n: u64) {
-        self.add(
-            EVENTS_LOST,
-            Attrs::new()
-                .with(attr::SOURCE, source)
-                .with(attr::REASON, reason),
-            n,
-        );
-    }
-
-    pub fn exporter_sent(&self, exporter: &str, n: u64) {
-        self.add(
-            EXPORTER_SENT,
-            Attrs::new().with(attr::EXPORTER, exporter),
-            n,
-        );
-    }
-
-    pub fn exporter_failed(&self, exporter: &str, error_type: &str, n: u64) {
-        self.add(
-            EXPORTER_FAILED,
-            Attrs::new()
-                .with(attr::EXPORTER, exporter)
-                .with(attr::ERROR_TYPE, error_type),
-            n,
-        );
-    }
-
-    pub fn flows_overflow(&self, metric_name: &str, n: u64) {
-        self.add(
-            FLOWS_OVERFLOW,
-            Attrs::new().with(attr::METRIC, metric_name),
-            n,
-        );
-    }
-
-    /// Points for everything that changed since the last drain: counter
-    /// deltas and every gauge's current value, under `resource`.
-    pub fn drain(&self, resource: &Arc<Attrs>) -> Vec<Point> {
-        let mut inner = self.lock();
-        let mut out = Vec::new();
-        for ((metric, attrs), c) in inner.counters.iter_mut() {
-            let delta = c.total - c.drained;
-            if delta > 0 {
-                c.drained = c.total;
-                out.push(Point {
-                    resource: resource.clone(),
-                    metric: *metric,
-                    attrs: attrs.clone(),
-                    value: PointValue::Int(delta),
-                });
+        let mut rm = ResourceMetrics::default();
+        self.0.totals.collect(&mut rm).ok()?;
+        for sm in rm.scope_metrics() {
+            for m in sm.metrics().filter(|m| m.name() == metric.name) {
+                if let AggregatedMetrics::I64(MetricData::Gauge(g)) = m.data() {
+                    for dp in g.data_points() {
+                        if attrs_of(dp.attributes()) == *attrs {
+                            return Some(dp.value());
+                        }
+                    }
+                }
             }
         }
-        for ((metric, attrs), v) in inner.gauges.iter() {
-            out.push(Point {
-                resource: resource.clone(),
-                metric: *metric,
-                attrs: attrs.clone(),
-                value: PointValue::Int((*v).max(0) as u64),
-            });
-        }
-        out
+        None
     }
+}
+
+fn int(v: &PointValue) -> u64 {
+    match v {
+        PointValue::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn value_of(v: &opentelemetry::Value) -> Value {
+    match v {
+        opentelemetry::Value::Bool(b) => Value::Bool(*b),
+        opentelemetry::Value::I64(i) => Value::Int(*i),
+        opentelemetry::Value::String(s) => Value::from(s.as_str()),
+        other => Value::from(other.to_string()),
+    }
+}
+
+fn attrs_of<'a>(kvs: impl Iterator<Item = &'a KeyValue>) -> Attrs {
+    kvs.map(|kv| (Arc::<str>::from(kv.key.as_str()), value_of(&kv.value)))
+        .collect()
+}
+
+/// The model's points for what a reader collected: each SDK metric maps back
+/// to its [`MetricId`] in [`SELF_METRICS`] by name (metrics of other names
+/// are skipped), each data point keeps its attributes, and every point
+/// carries the collected Resource. Counters become integer sums (deltas or
+/// totals, as the reader's temporality says), gauges their value (negative
+/// values as 0, as the model's integers are unsigned).
+pub fn points_of(rm: &ResourceMetrics) -> Vec<Point> {
+    let resource: Arc<Attrs> = Arc::new(
+        rm.resource()
+            .iter()
+            .map(|(k, v)| (Arc::<str>::from(k.as_str()), value_of(v)))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    for sm in rm.scope_metrics() {
+        for m in sm.metrics() {
+            let Some(id) = SELF_METRICS.iter().find(|id| id.name == m.name()) else {
+                tracing::debug!(metric = m.name(), "self-telemetry metric without an id");
+                continue;
+            };
+            let mut push = |attrs: Attrs, value: PointValue| {
+                out.push(Point {
+                    resource: resource.clone(),
+                    metric: *id,
+                    attrs,
+                    value,
+                })
+            };
+            match m.data() {
+                AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                    for dp in s.data_points() {
+                        push(attrs_of(dp.attributes()), PointValue::Int(dp.value()));
+                    }
+                }
+                AggregatedMetrics::I64(MetricData::Gauge(g)) => {
+                    for dp in g.data_points() {
+                        push(
+                            attrs_of(dp.attributes()),
+                            PointValue::Int(dp.value().max(0) as u64),
+                        );
+                    }
+                }
+                AggregatedMetrics::I64(MetricData::Sum(s)) => {
+                    for dp in s.data_points() {
+                        push(
+                            attrs_of(dp.attributes()),
+                            PointValue::Int(dp.value().max(0) as u64),
+                        );
+                    }
+                }
+                other => {
+                    tracing::debug!(metric = m.name(), data = ?std::mem::discriminant(other), "self-telemetry data kind not converted");
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::internal_events::{EventsLost, ExporterQueue, LossReason, Source};
+    use crate::names::attr;
 
     #[test]
-    fn drain_reports_deltas_once() {
+    fn interval_reader_reports_exact_deltas_once() {
         let t = Telemetry::new();
-        t.events_lost("ebpf.tcp", "ringbuf_full", 3);
-        let r = Arc::new(Attrs::new());
-        let p = t.drain(&r);
-        assert_eq!(p.len(), 1);
+        t.emit(EventsLost::new(Source::EbpfTcp, LossReason::RingbufFull, 3));
+        let p = t.collect_interval();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].metric, EVENTS_LOST);
         assert_eq!(p[0].value, PointValue::Int(3));
-        assert!(t.drain(&r).is_empty());
-        t.events_lost("ebpf.tcp", "ringbuf_full", 2);
-        assert_eq!(t.drain(&r)[0].value, PointValue::Int(2));
+        assert_eq!(
+            p[0].attrs,
+            Attrs::new()
+                .with(attr::SOURCE, "ebpf.tcp")
+                .with(attr::REASON, "ringbuf_full")
+        );
+        assert_eq!(
+            p[0].resource.get_str(resource::SERVICE_NAME),
+            Some(SELF_SERVICE_NAME)
+        );
+        assert!(t.collect_interval().is_empty(), "no change, no point");
+        t.emit(EventsLost::new(Source::EbpfTcp, LossReason::RingbufFull, 2));
+        // Zero counts record nothing at all.
+        t.emit(EventsLost::new(Source::EbpfUdp, LossReason::MapFull, 0));
+        let p = t.collect_interval();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].value, PointValue::Int(2));
+        // The totals reader is independent of the interval reader.
         let f = Attrs::new().with(attr::SOURCE, "ebpf.tcp");
         assert_eq!(t.total_matching(EVENTS_LOST, &f), 5);
+        assert_eq!(t.total_matching(EVENTS_LOST, &Attrs::new()), 5);
+    }
+
+    #[test]
+    fn gauges_report_their_value_every_interval() {
+        let t = Telemetry::with_resource(&Attrs::new().with(resource::SERVICE_NAME, "agent-7"));
+        t.emit(ExporterQueue {
+            exporter: "otlp/a",
+            size: 4,
+        });
+        let ex = component_attrs("otlp/a");
+        for _ in 0..2 {
+            let p = t.collect_interval();
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].metric, EXPORTER_QUEUE_SIZE);
+            assert_eq!(p[0].value, PointValue::Int(4));
+            assert_eq!(p[0].attrs, ex);
+            assert_eq!(
+                p[0].resource.get_str(resource::SERVICE_NAME),
+                Some("agent-7")
+            );
+        }
+        assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex), Some(4));
+        assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex), None);
     }
 }

@@ -7,6 +7,8 @@
 //! - `${env:NAME}`: the variable's value; an error naming the variable and
 //!   the line if it is unset (a variable set to the empty string is empty).
 //! - `${env:NAME:-default}`: the default when the variable is unset.
+//! - `${NAME}`, `${NAME:-default}`: the same; `env` is the Collector's
+//!   default scheme. Other schemes (`file:`, `http:`, `yaml:`) are errors.
 //! - `$$`: a literal `$` (so `$${env:X}` is the text `${env:X}`).
 //! - any other `${...}` is an error; a `$` followed by anything else is kept.
 //!
@@ -231,14 +233,22 @@ fn reference(
         });
     };
     let inner: String = chars[2..close].iter().collect();
-    let Some(spec) = inner.strip_prefix("env:") else {
-        return Err(ConfigError::Substitution {
-            at: at(),
-            message: format!(
-                "unsupported reference `${{{inner}}}`: only `${{env:NAME}}` and \
-                 `${{env:NAME:-default}}` are supported (write `$$` for a literal `$`)"
-            ),
-        });
+    // `scheme:rest`, unless the first `:` opens a `:-default` (then the
+    // reference has no scheme and `env` is meant, as in the Collector).
+    let spec = match inner.split_once(':') {
+        Some((_, rest)) if rest.starts_with('-') => inner.as_str(),
+        Some(("env", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(ConfigError::Substitution {
+                at: at(),
+                message: format!(
+                    "unsupported reference `${{{inner}}}`: the `{scheme}:` scheme is not \
+                     supported, only environment variables (`${{NAME}}`, `${{env:NAME}}`, \
+                     with an optional `:-default`; write `$$` for a literal `$`)"
+                ),
+            });
+        }
+        None => inner.as_str(),
     };
     let (name, default) = match spec.split_once(":-") {
         Some((name, default)) => (name, Some(default)),
@@ -314,6 +324,15 @@ mod tests {
     }
 
     #[test]
+    fn references_without_a_scheme_are_environment_variables() {
+        // The Collector's default scheme is `env`.
+        let s = sub("a: ${HOST}\nb: ${MISSING:-dflt}\nc: x${EMPTY:-dflt}y\n").unwrap();
+        assert_eq!(s.text, "a: example.test\nb: dflt\nc: xy\n");
+        let s = sub("a: $${HOST}\n").unwrap();
+        assert_eq!(s.text, "a: ${HOST}\n");
+    }
+
+    #[test]
     fn dollar_dollar_is_a_literal_dollar() {
         let s = sub("a: $${env:HOST} costs $$5 or $5\n").unwrap();
         assert_eq!(s.text, "a: ${env:HOST} costs $5 or $5\n");
@@ -351,9 +370,15 @@ mod tests {
     fn bad_references_are_errors() {
         let msg = |t: &str| sub(t).unwrap_err().to_string();
         assert_eq!(
-            msg("a: ${HOST}"),
-            "t.yaml:1:4: unsupported reference `${HOST}`: only `${env:NAME}` and \
-             `${env:NAME:-default}` are supported (write `$$` for a literal `$`)"
+            msg("a: ${file:/etc/x}"),
+            "t.yaml:1:4: unsupported reference `${file:/etc/x}`: the `file:` scheme is not \
+             supported, only environment variables (`${NAME}`, `${env:NAME}`, with an \
+             optional `:-default`; write `$$` for a literal `$`)"
+        );
+        assert_eq!(
+            msg("a: ${NOPE}"),
+            "t.yaml:1:4: environment variable `NOPE` is not set (referenced as ${env:NOPE}; \
+             set it or give a default: ${env:NOPE:-value})"
         );
         assert_eq!(
             msg("a: ${env:HOST"),

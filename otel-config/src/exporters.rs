@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer};
 
@@ -31,9 +33,10 @@ pub enum ExporterConfig {
     Console(ConsoleExporterConfig),
     /// `file`: OTLP JSON lines in a file, rotated by size.
     File(FileExporterConfig),
-    /// `otlp`: OTLP over gRPC.
+    /// `otlp` (alias `otlp_grpc`): OTLP over gRPC.
     Otlp(OtlpExporterConfig),
-    /// `otlphttp`: OTLP over HTTP (protobuf or JSON) to `/v1/metrics`.
+    /// `otlphttp` (alias `otlp_http`): OTLP over HTTP (protobuf or JSON) to
+    /// `/v1/metrics`.
     OtlpHttp(OtlpHttpExporterConfig),
     /// `prometheus`: a pull endpoint in the Prometheus text format.
     Prometheus(PrometheusExporterConfig),
@@ -43,8 +46,18 @@ pub enum ExporterConfig {
 
 impl ExporterConfig {
     /// Every exporter type this build knows, as written in the config.
-    pub const KINDS: &'static [&'static str] =
-        &["console", "file", "otlp", "otlphttp", "prometheus", "ui"];
+    /// `otlp_grpc` and `otlp_http` are the Collector's newer names of
+    /// `otlp` and `otlphttp` (same settings).
+    pub const KINDS: &'static [&'static str] = &[
+        "console",
+        "file",
+        "otlp",
+        "otlp_grpc",
+        "otlphttp",
+        "otlp_http",
+        "prometheus",
+        "ui",
+    ];
 
     /// The component type of these settings (`console`, `file`).
     pub fn kind(&self) -> &'static str {
@@ -71,8 +84,8 @@ impl<'de> DeserializeSeed<'de> for ExporterSeed<'_> {
         match self.id.kind.as_str() {
             "console" => component_body(deserializer).map(ExporterConfig::Console),
             "file" => component_body(deserializer).map(ExporterConfig::File),
-            "otlp" => component_body(deserializer).map(ExporterConfig::Otlp),
-            "otlphttp" => component_body(deserializer).map(ExporterConfig::OtlpHttp),
+            "otlp" | "otlp_grpc" => component_body(deserializer).map(ExporterConfig::Otlp),
+            "otlphttp" | "otlp_http" => component_body(deserializer).map(ExporterConfig::OtlpHttp),
             "prometheus" => component_body(deserializer).map(ExporterConfig::Prometheus),
             "ui" => component_body(deserializer).map(ExporterConfig::Ui),
             other => unknown_kind(deserializer, "exporter", other, ExporterConfig::KINDS),
@@ -102,8 +115,9 @@ impl Default for ConsoleExporterConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileExporterConfig {
     /// File to write (required). Relative paths are relative to the agent's
-    /// working directory. Created if missing, appended to if present.
-    #[serde(deserialize_with = "non_empty_path")]
+    /// working directory. Created if missing, appended to if present; its
+    /// directory must exist.
+    #[serde(deserialize_with = "output_file")]
     pub path: PathBuf,
     /// When to start a new file; see [`Rotation`].
     #[serde(default)]
@@ -167,7 +181,8 @@ pub enum HttpEncoding {
 
 /// TLS client settings, as the Collector's `configtls`. Unset fields fall
 /// back to the `OTEL_EXPORTER_OTLP_*` environment variables, then to the
-/// defaults named here.
+/// defaults named here. Files and inline PEM are read and parsed when the
+/// configuration loads, so `flowscope validate` reports a missing or bad one.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsClientConfig {
@@ -176,17 +191,195 @@ pub struct TlsClientConfig {
     pub insecure: Option<bool>,
     /// Use TLS but accept any server certificate. For tests only. Default false.
     pub insecure_skip_verify: bool,
-    /// PEM file of CA certificates to trust instead of the built-in roots.
+    /// PEM file of CA certificates to trust instead of the system pool and
+    /// the built-in roots.
+    #[serde(deserialize_with = "pem_file_certs")]
     pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain for mTLS (needs `key_file`).
+    /// The same certificates inline (PEM text); not together with `ca_file`.
+    #[serde(deserialize_with = "pem_certs")]
+    pub ca_pem: Option<String>,
+    /// With `ca_file`/`ca_pem`: trust the system pool and the built-in
+    /// roots as well. Without them both are always trusted. Default false.
+    pub include_system_ca_certs_pool: bool,
+    /// PEM client certificate chain for mTLS (needs `key_file` or `key_pem`).
+    #[serde(deserialize_with = "pem_file_certs")]
     pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
+    /// The client certificate chain inline (PEM text).
+    #[serde(deserialize_with = "pem_certs")]
+    pub cert_pem: Option<String>,
+    /// PEM private key of the client certificate.
+    #[serde(deserialize_with = "pem_file_key")]
     pub key_file: Option<PathBuf>,
+    /// The private key inline (PEM text).
+    #[serde(deserialize_with = "pem_key")]
+    pub key_pem: Option<String>,
+    /// Lowest TLS version offered: `"1.2"` (default) or `"1.3"`. `"1.0"` and
+    /// `"1.1"` are refused (rustls implements neither).
+    pub min_version: Option<TlsVersion>,
+    /// Highest TLS version offered: `"1.2"` or `"1.3"` (default).
+    pub max_version: Option<TlsVersion>,
     /// Server name to verify instead of the endpoint's host.
     pub server_name_override: Option<String>,
+    /// Collector setting accepted and ignored (a warning names it): the
+    /// files are read once at start.
+    pub reload_interval: Unused,
+}
+
+/// A TLS protocol version, written `"1.2"` or `"1.3"` as in the Collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim() {
+            "1.2" => Ok(TlsVersion::V1_2),
+            "1.3" => Ok(TlsVersion::V1_3),
+            "1.0" | "1.1" => Err(de::Error::custom(format_args!(
+                "TLS {text} is not supported (flowscope's TLS library, rustls, implements \
+                 only 1.2 and 1.3); write \"1.2\" or \"1.3\""
+            ))),
+            _ => Err(de::Error::custom(format_args!(
+                "unknown TLS version `{text}`; write \"1.2\" or \"1.3\""
+            ))),
+        }
+    }
+}
+
+impl TlsClientConfig {
+    /// Cross-field rules, checked when the configuration loads.
+    fn check(&self) -> Result<(), String> {
+        if self.ca_file.is_some() && self.ca_pem.is_some() {
+            return Err("give either `ca_file` or `ca_pem`, not both".to_owned());
+        }
+        if self.cert_file.is_some() && self.cert_pem.is_some() {
+            return Err("give either `cert_file` or `cert_pem`, not both".to_owned());
+        }
+        if self.key_file.is_some() && self.key_pem.is_some() {
+            return Err("give either `key_file` or `key_pem`, not both".to_owned());
+        }
+        let cert = self.cert_file.is_some() || self.cert_pem.is_some();
+        let key = self.key_file.is_some() || self.key_pem.is_some();
+        if cert != key {
+            return Err(
+                "a client certificate needs its key: give `cert_file` (or `cert_pem`) \
+                 together with `key_file` (or `key_pem`)"
+                    .to_owned(),
+            );
+        }
+        if let (Some(min), Some(max)) = (self.min_version, self.max_version)
+            && min > max
+        {
+            return Err("`min_version` is above `max_version`".to_owned());
+        }
+        Ok(())
+    }
+
+    fn unused(&self, prefix: &str, out: &mut Vec<String>) {
+        self.reload_interval.note(prefix, "reload_interval", out);
+    }
+}
+
+fn tls_settings<'de, D: Deserializer<'de>>(d: D) -> Result<TlsClientConfig, D::Error> {
+    let tls = TlsClientConfig::deserialize(d)?;
+    tls.check().map_err(de::Error::custom)?;
+    Ok(tls)
+}
+
+/// Parses PEM certificates; the error says what is wrong.
+pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut certs = Vec::new();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        certs.push(c.map_err(|e| format!("bad PEM certificate: {e}"))?);
+    }
+    if certs.is_empty() {
+        return Err("no PEM certificate (`-----BEGIN CERTIFICATE-----`) found".to_owned());
+    }
+    Ok(certs)
+}
+
+/// Parses one PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no PEM private key (`-----BEGIN PRIVATE KEY-----`) found".to_owned()
+        }
+        e => format!("bad PEM private key: {e}"),
+    })
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+fn pem_file_certs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = non_empty_path(d)?;
+    let bytes = read_file(&path).map_err(de::Error::custom)?;
+    parse_pem_certs(&bytes)
+        .map_err(|e| de::Error::custom(format_args!("`{}`: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
+fn pem_file_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = non_empty_path(d)?;
+    let bytes = read_file(&path).map_err(de::Error::custom)?;
+    parse_pem_key(&bytes)
+        .map_err(|e| de::Error::custom(format_args!("`{}`: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
+fn pem_certs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let pem = String::deserialize(d)?;
+    parse_pem_certs(pem.as_bytes()).map_err(de::Error::custom)?;
+    Ok(Some(pem))
+}
+
+fn pem_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let pem = String::deserialize(d)?;
+    parse_pem_key(pem.as_bytes()).map_err(de::Error::custom)?;
+    Ok(Some(pem))
+}
+
+/// A Collector setting flowscope accepts without acting on it, because it
+/// changes nothing that matters here: whether the file sets it. Loading
+/// warns once, naming every such key that is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unused {
+    /// The key is in the file.
+    pub set: bool,
+}
+
+impl Unused {
+    const SET: Unused = Unused { set: true };
+
+    fn note(self, prefix: &str, key: &str, out: &mut Vec<String>) {
+        if self.set {
+            out.push(format!("{prefix}{key}"));
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Unused {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::IgnoredAny::deserialize(d)?;
+        Ok(Unused::SET)
+    }
 }
 
 /// The queue between the pipeline and the exporter (`sending_queue`).
+///
+/// Besides its own keys it takes the Collector's: `enabled: true`,
+/// `num_consumers`, `sizer: requests`, `wait_for_result: false`,
+/// `block_on_overflow: false`, `blocking: false` and `batch` are accepted
+/// and ignored (one warning names them); `enabled: false`, `sizer: items`
+/// or `bytes`, `wait_for_result: true`, `block_on_overflow: true`,
+/// `blocking: true` and a storage extension id in `storage` are errors
+/// that say what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SendingQueueConfig {
@@ -197,12 +390,40 @@ pub struct SendingQueueConfig {
     /// Directory of the persistent queue. When set, every batch is written
     /// there before the pipeline moves on and removed only once the backend
     /// accepted it (or rejected it for good), so a crash or restart loses
-    /// nothing accepted. Unset: memory only.
+    /// nothing accepted. Unset: memory only. Created if missing; a
+    /// Collector storage extension id (`file_storage`, `file_storage/x`) is
+    /// refused, never read as a relative path.
+    #[serde(deserialize_with = "storage_dir")]
     pub storage: Option<PathBuf>,
     /// Most MiB the persistent queue may take on disk; the oldest batches
     /// are dropped (and counted) beyond it. Default 256, at least 1.
     #[serde(deserialize_with = "positive_u64")]
     pub max_storage_mib: u64,
+    /// Collector: `true` is accepted (flowscope always queues), `false` is
+    /// an error.
+    #[serde(deserialize_with = "queue_enabled")]
+    pub enabled: Unused,
+    /// Collector: accepted and ignored; one task per exporter sends the
+    /// batches in order.
+    pub num_consumers: Unused,
+    /// Collector: `requests` is accepted (`queue_size` counts batches, one
+    /// request each); `items` and `bytes` are errors.
+    #[serde(deserialize_with = "queue_sizer")]
+    pub sizer: Unused,
+    /// Collector: `false` accepted; `true` is an error (the pipeline never
+    /// waits on a backend).
+    #[serde(deserialize_with = "must_be_false")]
+    pub wait_for_result: Unused,
+    /// Collector: `false` accepted; `true` is an error (a full queue drops
+    /// its oldest batch, it never blocks the kernel reader).
+    #[serde(deserialize_with = "must_be_false")]
+    pub block_on_overflow: Unused,
+    /// Collector (older name of `block_on_overflow`): as that.
+    #[serde(deserialize_with = "must_be_false")]
+    pub blocking: Unused,
+    /// Collector: accepted and ignored; each interval is one batch already,
+    /// split at `max_request_bytes`.
+    pub batch: Unused,
 }
 
 impl Default for SendingQueueConfig {
@@ -211,8 +432,185 @@ impl Default for SendingQueueConfig {
             queue_size: 100,
             storage: None,
             max_storage_mib: 256,
+            enabled: Unused::default(),
+            num_consumers: Unused::default(),
+            sizer: Unused::default(),
+            wait_for_result: Unused::default(),
+            block_on_overflow: Unused::default(),
+            blocking: Unused::default(),
+            batch: Unused::default(),
         }
     }
+}
+
+impl SendingQueueConfig {
+    fn unused(&self, prefix: &str, out: &mut Vec<String>) {
+        let p = format!("{prefix}sending_queue.");
+        self.enabled.note(&p, "enabled", out);
+        self.num_consumers.note(&p, "num_consumers", out);
+        self.sizer.note(&p, "sizer", out);
+        self.wait_for_result.note(&p, "wait_for_result", out);
+        self.block_on_overflow.note(&p, "block_on_overflow", out);
+        self.blocking.note(&p, "blocking", out);
+        self.batch.note(&p, "batch", out);
+    }
+}
+
+/// Types of the Collector's storage extensions (core and contrib). A
+/// `storage` value naming one, alone or as `type/name`, is an extension id.
+const STORAGE_EXTENSIONS: &[&str] = &["file_storage", "db_storage", "redis_storage"];
+
+/// Whether `value` is a Collector extension id (`file_storage`,
+/// `file_storage/queue`) rather than a path: `^[a-z_]+(/[^/]*)?$` whose type
+/// is a storage extension (or ends in `_storage`).
+pub fn is_extension_id(value: &str) -> bool {
+    let (kind, name) = match value.split_once('/') {
+        Some((kind, name)) => (kind, Some(name)),
+        None => (value, None),
+    };
+    let kind_ok = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    let name_ok = name.is_none_or(|n| !n.contains('/'));
+    kind_ok && name_ok && (STORAGE_EXTENSIONS.contains(&kind) || kind.ends_with("_storage"))
+}
+
+fn storage_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    if is_extension_id(&text) {
+        return Err(de::Error::custom(format_args!(
+            "`{text}` names a Collector storage extension; flowscope has no extensions and \
+             keeps its persistent queue itself: give the directory to keep it in, e.g. \
+             `storage: /var/lib/flowscope/queue` (a path, created if missing)"
+        )));
+    }
+    if text.trim().is_empty() {
+        return Err(de::Error::custom("must be a directory path"));
+    }
+    let path = PathBuf::from(&text);
+    check_queue_dir(&path).map_err(de::Error::custom)?;
+    Ok(Some(path))
+}
+
+/// The queue directory is usable: it is a directory, or can be created
+/// (its nearest existing ancestor is a directory).
+fn check_queue_dir(path: &std::path::Path) -> Result<(), String> {
+    let mut at = Some(path);
+    while let Some(p) = at {
+        match std::fs::metadata(if p.as_os_str().is_empty() {
+            ".".as_ref()
+        } else {
+            p
+        }) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) if p == path => {
+                return Err(format!(
+                    "`{}` exists and is not a directory",
+                    path.display()
+                ));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "`{}` cannot be created: `{}` is not a directory",
+                    path.display(),
+                    p.display()
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                at = p.parent();
+            }
+            Err(e) => return Err(format!("`{}`: {e}", p.display())),
+        }
+    }
+    Ok(())
+}
+
+fn queue_enabled<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    if bool::deserialize(d)? {
+        Ok(Unused::SET)
+    } else {
+        Err(de::Error::custom(
+            "flowscope cannot turn the queue off: every exporter has one, so a slow backend \
+             never stalls the pipeline; remove `enabled: false` (use `queue_size: 1` for the \
+             smallest queue)",
+        ))
+    }
+}
+
+fn queue_sizer<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "requests" => Ok(Unused::SET),
+        "items" | "bytes" => Err(de::Error::custom(format_args!(
+            "`sizer: {text}` is not supported: flowscope's `queue_size` counts batches (one \
+             per collection interval); remove `sizer` and give `queue_size` in batches"
+        ))),
+        _ => Err(de::Error::custom(format_args!(
+            "unknown sizer `{text}`; flowscope's queue counts batches (`requests`)"
+        ))),
+    }
+}
+
+fn must_be_false<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    if bool::deserialize(d)? {
+        Err(de::Error::custom(
+            "`true` is not supported: flowscope never makes the pipeline wait on a backend; \
+             when the queue is full the oldest batch is dropped and counted. Remove the key \
+             (raise `queue_size` or set `storage` to hold more)",
+        ))
+    } else {
+        Ok(Unused::SET)
+    }
+}
+
+/// A Collector setting that would change behaviour flowscope does not
+/// have; the message says what to write instead.
+fn rejected<'de, D: Deserializer<'de>>(d: D, message: &'static str) -> Result<Unused, D::Error> {
+    de::IgnoredAny::deserialize(d)?;
+    Err(de::Error::custom(message))
+}
+
+fn reject_auth<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    rejected(
+        d,
+        "flowscope has no authenticator extensions; send the credential as a header \
+         instead, e.g. `headers: {authorization: \"Bearer ${env:TOKEN}\"}`",
+    )
+}
+
+fn reject_authority<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    rejected(
+        d,
+        "not supported: flowscope sends the endpoint's host:port as the authority; to verify \
+         the server under another name set `tls.server_name_override`",
+    )
+}
+
+fn reject_proxy<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    rejected(
+        d,
+        "flowscope does not send through a proxy; point `endpoint` at the backend or at a \
+         Collector that forwards",
+    )
+}
+
+fn reject_const_labels<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    rejected(
+        d,
+        "not supported: add the labels as Resource attributes instead \
+         (`resource_to_telemetry_conversion` copies them onto every series)",
+    )
+}
+
+fn reject_server_tls<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
+    rejected(
+        d,
+        "the prometheus exporter serves plain HTTP; put a TLS-terminating proxy in front, or \
+         listen on 127.0.0.1 only",
+    )
 }
 
 /// Retries of a failed request (`retry_on_failure`), as the OTLP
@@ -262,11 +660,14 @@ pub struct OtlpExporterConfig {
     /// `host:port` or `http(s)://host:port`. Default from
     /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`/`OTEL_EXPORTER_OTLP_ENDPOINT`,
     /// else `https://localhost:4317`.
+    #[serde(deserialize_with = "grpc_endpoint")]
     pub endpoint: Option<String>,
     /// TLS settings.
+    #[serde(deserialize_with = "tls_settings")]
     pub tls: TlsClientConfig,
     /// Headers (gRPC metadata) sent with every request, e.g. an API key:
     /// `api-key: ${env:KEY}`. Added to `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(deserialize_with = "grpc_headers")]
     pub headers: BTreeMap<String, String>,
     /// `gzip` (default), `zstd` or `none`.
     pub compression: Option<Compression>,
@@ -288,6 +689,24 @@ pub struct OtlpExporterConfig {
     pub sending_queue: SendingQueueConfig,
     /// Retries of failed requests.
     pub retry_on_failure: RetryConfig,
+    /// Collector, ignored: one connection to the endpoint's address.
+    pub balancer_name: Unused,
+    /// Collector, ignored: HTTP/2 keepalive pings.
+    pub keepalive: Unused,
+    /// Collector, ignored: a request waits for the connection anyway.
+    pub wait_for_ready: Unused,
+    /// Collector, ignored: socket buffer sizes.
+    pub read_buffer_size: Unused,
+    /// Collector, ignored: socket buffer sizes.
+    pub write_buffer_size: Unused,
+    /// Collector, ignored: compression level.
+    pub compression_params: Unused,
+    /// Collector: an error (no authenticator extensions; use `headers`).
+    #[serde(deserialize_with = "reject_auth")]
+    pub auth: Unused,
+    /// Collector: an error (see `tls.server_name_override`).
+    #[serde(deserialize_with = "reject_authority")]
+    pub authority: Unused,
 }
 
 /// `otlphttp` exporter: OTLP/HTTP `POST` of protobuf or JSON.
@@ -296,16 +715,20 @@ pub struct OtlpExporterConfig {
 pub struct OtlpHttpExporterConfig {
     /// Base URL; requests go to `<endpoint>/v1/metrics`. Default from
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `https://localhost:4318`.
+    #[serde(deserialize_with = "http_url")]
     pub endpoint: Option<String>,
     /// Full URL of the metrics endpoint, used as is (wins over `endpoint`).
     /// Default from `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
+    #[serde(deserialize_with = "http_url")]
     pub metrics_endpoint: Option<String>,
     /// `proto` (default) or `json`.
     pub encoding: HttpEncoding,
     /// TLS settings (`insecure` does not apply: use an `http://` endpoint).
+    #[serde(deserialize_with = "tls_settings")]
     pub tls: TlsClientConfig,
     /// HTTP headers sent with every request, e.g.
     /// `Authorization: Bearer ${env:TOKEN}`.
+    #[serde(deserialize_with = "http_headers")]
     pub headers: BTreeMap<String, String>,
     /// `gzip` (default), `zstd` or `none`.
     pub compression: Option<Compression>,
@@ -325,6 +748,40 @@ pub struct OtlpHttpExporterConfig {
     pub sending_queue: SendingQueueConfig,
     /// Retries of failed requests.
     pub retry_on_failure: RetryConfig,
+    /// Collector, ignored: flowscope sends metrics only.
+    pub traces_endpoint: Unused,
+    /// Collector, ignored: flowscope sends metrics only.
+    pub logs_endpoint: Unused,
+    /// Collector, ignored: flowscope sends metrics only.
+    pub profiles_endpoint: Unused,
+    /// Collector, ignored: connection pool and buffer tuning.
+    pub read_buffer_size: Unused,
+    /// Collector, ignored.
+    pub write_buffer_size: Unused,
+    /// Collector, ignored.
+    pub max_idle_conns: Unused,
+    /// Collector, ignored.
+    pub max_idle_conns_per_host: Unused,
+    /// Collector, ignored.
+    pub max_conns_per_host: Unused,
+    /// Collector, ignored.
+    pub idle_conn_timeout: Unused,
+    /// Collector, ignored.
+    pub disable_keep_alives: Unused,
+    /// Collector, ignored.
+    pub http2_read_idle_timeout: Unused,
+    /// Collector, ignored.
+    pub http2_ping_timeout: Unused,
+    /// Collector, ignored: compression level.
+    pub compression_params: Unused,
+    /// Collector, ignored: no cookies are kept.
+    pub cookies: Unused,
+    /// Collector: an error (no authenticator extensions; use `headers`).
+    #[serde(deserialize_with = "reject_auth")]
+    pub auth: Unused,
+    /// Collector: an error (no proxy support).
+    #[serde(deserialize_with = "reject_proxy")]
+    pub proxy_url: Unused,
 }
 
 /// `prometheus` exporter: serves `/metrics` in the Prometheus text format,
@@ -334,6 +791,7 @@ pub struct OtlpHttpExporterConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PrometheusExporterConfig {
     /// `address:port` to listen on. Default `127.0.0.1:9464`.
+    #[serde(deserialize_with = "listen_address")]
     pub endpoint: String,
     /// Prefix added to every metric name (`namespace_`). Default none.
     pub namespace: Option<String>,
@@ -346,6 +804,205 @@ pub struct PrometheusExporterConfig {
     /// Forget a series not updated for this long. Default `5m`.
     #[serde(deserialize_with = "duration")]
     pub metric_expiration: Duration,
+    /// Collector, ignored: samples carry no timestamps.
+    pub send_timestamps: Unused,
+    /// Collector, ignored: the text format 0.0.4 is served.
+    pub enable_open_metrics: Unused,
+    /// Collector: an error (use Resource attributes).
+    #[serde(deserialize_with = "reject_const_labels")]
+    pub const_labels: Unused,
+    /// Collector: an error (plain HTTP only).
+    #[serde(deserialize_with = "reject_server_tls")]
+    pub tls: Unused,
+}
+
+impl OtlpExporterConfig {
+    fn unused(&self, out: &mut Vec<String>) {
+        self.tls.unused("tls.", out);
+        self.sending_queue.unused("", out);
+        self.balancer_name.note("", "balancer_name", out);
+        self.keepalive.note("", "keepalive", out);
+        self.wait_for_ready.note("", "wait_for_ready", out);
+        self.read_buffer_size.note("", "read_buffer_size", out);
+        self.write_buffer_size.note("", "write_buffer_size", out);
+        self.compression_params.note("", "compression_params", out);
+    }
+}
+
+impl OtlpHttpExporterConfig {
+    fn unused(&self, out: &mut Vec<String>) {
+        self.tls.unused("tls.", out);
+        self.sending_queue.unused("", out);
+        for (u, key) in [
+            (self.traces_endpoint, "traces_endpoint"),
+            (self.logs_endpoint, "logs_endpoint"),
+            (self.profiles_endpoint, "profiles_endpoint"),
+            (self.read_buffer_size, "read_buffer_size"),
+            (self.write_buffer_size, "write_buffer_size"),
+            (self.max_idle_conns, "max_idle_conns"),
+            (self.max_idle_conns_per_host, "max_idle_conns_per_host"),
+            (self.max_conns_per_host, "max_conns_per_host"),
+            (self.idle_conn_timeout, "idle_conn_timeout"),
+            (self.disable_keep_alives, "disable_keep_alives"),
+            (self.http2_read_idle_timeout, "http2_read_idle_timeout"),
+            (self.http2_ping_timeout, "http2_ping_timeout"),
+            (self.compression_params, "compression_params"),
+            (self.cookies, "cookies"),
+        ] {
+            u.note("", key, out);
+        }
+    }
+}
+
+impl ExporterConfig {
+    /// The Collector settings this exporter's config sets that flowscope
+    /// accepts without acting on (key paths relative to the exporter, e.g.
+    /// `sending_queue.num_consumers`). Loading warns about them.
+    pub fn unused_collector_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self {
+            ExporterConfig::Otlp(c) => c.unused(&mut out),
+            ExporterConfig::OtlpHttp(c) => c.unused(&mut out),
+            ExporterConfig::Prometheus(c) => {
+                c.send_timestamps.note("", "send_timestamps", &mut out);
+                c.enable_open_metrics
+                    .note("", "enable_open_metrics", &mut out);
+            }
+            ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Ui(_) => {}
+        }
+        out
+    }
+}
+
+/// The gRPC endpoint as [`OtlpExporterConfig::endpoint`] takes it: the URL
+/// it stands for (`host:port` gets `https://`, or `http://` if `insecure`
+/// is decided later; the scheme does not change what is checked here).
+///
+/// # Errors
+/// A message saying what is wrong and what to write.
+pub fn parse_grpc_endpoint(endpoint: &str) -> Result<http::Uri, String> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    };
+    let uri = parse_url(endpoint, &url)?;
+    Ok(uri)
+}
+
+/// An `http://` or `https://` URL with a host.
+///
+/// # Errors
+/// A message saying what is wrong and what to write.
+pub fn parse_http_url(url: &str) -> Result<http::Uri, String> {
+    parse_url(url, url)
+}
+
+fn parse_url(written: &str, url: &str) -> Result<http::Uri, String> {
+    let example = "write `host:port` or `http(s)://host:port`";
+    if !url.contains("://") {
+        return Err(format!(
+            "`{written}` has no scheme; write `http(s)://host:port`"
+        ));
+    }
+    if let Some((scheme, _)) = url.split_once("://")
+        && !matches!(scheme, "http" | "https")
+    {
+        return Err(format!(
+            "`{written}`: scheme `{scheme}` is not supported, only `http` and `https`; {example}"
+        ));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{written}` is not a valid URL ({e}); {example}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{written}`: scheme `{other}` is not supported, only `http` and `https`; \
+                 {example}"
+            ));
+        }
+        None => return Err(format!("`{written}` has no scheme; {example}")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{written}` has no host; {example}"));
+    }
+    Ok(uri)
+}
+
+fn grpc_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_grpc_endpoint(&text).map_err(de::Error::custom)?;
+    Ok(Some(text))
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_http_url(&text).map_err(de::Error::custom)?;
+    Ok(Some(text))
+}
+
+/// Checks one header as [`OtlpExporterConfig::headers`] (`grpc`) or
+/// [`OtlpHttpExporterConfig::headers`] send it.
+///
+/// # Errors
+/// A message naming the header and what is wrong.
+pub fn check_header(name: &str, value: &str, grpc: bool) -> Result<(), String> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "`{name}` is not a valid header name (letters, digits and `!#$%&'*+-.^_`|~`)"
+        ));
+    }
+    if grpc && name.to_ascii_lowercase().ends_with("-bin") {
+        return Err(format!(
+            "`{name}`: gRPC metadata ending in `-bin` is binary, which headers cannot carry"
+        ));
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err(format!(
+            "the value of header `{name}` may only hold visible ASCII characters, spaces and tabs"
+        ));
+    }
+    Ok(())
+}
+
+fn headers<'de, D: Deserializer<'de>>(
+    d: D,
+    grpc: bool,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    for (k, v) in &map {
+        check_header(k, v, grpc).map_err(de::Error::custom)?;
+    }
+    Ok(map)
+}
+
+fn grpc_headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    headers(d, true)
+}
+
+fn http_headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    headers(d, false)
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(d)?;
+    let fail = |why: String| {
+        de::Error::custom(format_args!(
+            "`{text}` is not an address to listen on ({why}); write `address:port`, e.g. \
+             `127.0.0.1:9464` or `[::]:9464`"
+        ))
+    };
+    if text.contains("://") {
+        return Err(fail("no scheme".to_owned()));
+    }
+    let addrs = text.to_socket_addrs().map_err(|e| fail(e.to_string()))?;
+    if addrs.count() == 0 {
+        return Err(fail("it resolves to no address".to_owned()));
+    }
+    Ok(text)
 }
 
 /// `resource_to_telemetry_conversion` (as in the Collector).
@@ -370,6 +1027,10 @@ impl Default for PrometheusExporterConfig {
             add_metric_suffixes: true,
             resource_to_telemetry_conversion: ResourceToTelemetry::default(),
             metric_expiration: Duration::from_secs(300),
+            send_timestamps: Unused::default(),
+            enable_open_metrics: Unused::default(),
+            const_labels: Unused::default(),
+            tls: Unused::default(),
         }
     }
 }
@@ -520,6 +1181,28 @@ fn non_empty_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> 
     Ok(value)
 }
 
+fn output_file<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = non_empty_path(d)?;
+    if path.is_dir() {
+        return Err(de::Error::custom(format_args!(
+            "`{}` is a directory; give a file path",
+            path.display()
+        )));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(de::Error::custom(format_args!(
+            "the directory `{}` of `{}` does not exist",
+            parent.display(),
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,8 +1225,12 @@ mod tests {
 
     #[test]
     fn otlp_with_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["gateway".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
         let c = exporter(
-            "    endpoint: gateway:4317\n    tls:\n      ca_file: /ca.pem\n    headers:\n      api-key: ${env:KEY}\n    compression: zstd\n    timeout: 3s\n    temporality: cumulative\n    sending_queue:\n      queue_size: 7\n      storage: /var/lib/q\n    retry_on_failure:\n      initial_interval: 1s\n      multiplier: 2",
+            &format!("    endpoint: gateway:4317\n    tls:\n      ca_file: {}\n    headers:\n      api-key: ${{env:KEY}}\n    compression: zstd\n    timeout: 3s\n    temporality: cumulative\n    sending_queue:\n      queue_size: 7\n      storage: /tmp/flowscope-test-q\n    retry_on_failure:\n      initial_interval: 1s\n      multiplier: 2", ca.display()),
             "otlp/gw",
         )
         .unwrap();
@@ -551,13 +1238,16 @@ mod tests {
             panic!("not otlp: {c:?}")
         };
         assert_eq!(c.endpoint.as_deref(), Some("gateway:4317"));
-        assert_eq!(c.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.tls.ca_file, Some(ca.clone()));
         assert_eq!(c.headers.get("api-key").map(String::as_str), Some("s3cret"));
         assert_eq!(c.compression, Some(Compression::Zstd));
         assert_eq!(c.timeout, Some(Duration::from_secs(3)));
         assert_eq!(c.temporality, Some(Temporality::Cumulative));
         assert_eq!(c.sending_queue.queue_size, 7);
-        assert_eq!(c.sending_queue.storage, Some(PathBuf::from("/var/lib/q")));
+        assert_eq!(
+            c.sending_queue.storage,
+            Some(PathBuf::from("/tmp/flowscope-test-q"))
+        );
         assert_eq!(c.sending_queue.max_storage_mib, 256);
         assert_eq!(c.retry_on_failure.initial_interval, Duration::from_secs(1));
         assert_eq!(c.retry_on_failure.multiplier, 2.0);
@@ -627,3 +1317,6 @@ mod tests {
         assert!(e.contains("compression"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod collector_tests;

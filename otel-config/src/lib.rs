@@ -90,6 +90,9 @@ pub struct Loaded {
     /// Human-readable warnings, e.g. components that no pipeline uses. The
     /// agent logs them and runs.
     pub warnings: Vec<String>,
+    /// Where each component is defined, by its key path
+    /// (`exporters.otlp/gateway`), for errors found after loading.
+    pub locations: IndexMap<String, Location>,
 }
 
 /// Loads, substitutes and validates the configuration file at `path`.
@@ -357,7 +360,34 @@ fn spanned_location<T>(origin: &str, text: &env::Substituted, s: &Spanned<T>) ->
     Location::new(origin, line, column)
 }
 
+/// Where each component id is written, read in a second, lenient pass over
+/// the text (the first pass keeps plain string keys, so its error paths name
+/// the component).
+fn component_locations(text: &env::Substituted, origin: &str) -> IndexMap<String, Location> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Sections {
+        receivers: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
+        processors: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
+        exporters: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
+    }
+    let sections: Sections = serde_saphyr::from_str(&text.text).unwrap_or_default();
+    let mut out = IndexMap::new();
+    for (name, section) in [
+        ("receivers", sections.receivers),
+        ("processors", sections.processors),
+        ("exporters", sections.exporters),
+    ] {
+        for key in section.unwrap_or_default().into_keys() {
+            let at = spanned_location(origin, text, &key);
+            out.insert(format!("{name}.{}", key.value), at);
+        }
+    }
+    out
+}
+
 fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loaded, ConfigError> {
+    let locations = component_locations(text, origin);
     let invalid =
         |at: Location, path: String, message: String| ConfigError::Invalid { at, path, message };
     if raw.service.pipelines.value.is_empty() {
@@ -403,6 +433,13 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
             origin,
             text,
         )?;
+        check_aggregates(&pid, &processors, &raw.processors).map_err(|message| {
+            invalid(
+                spanned_location(origin, text, &spanned),
+                base.clone(),
+                message,
+            )
+        })?;
         let exporters = resolve(
             &p.exporters,
             "exporter",
@@ -452,7 +489,26 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
         &mut warnings,
     );
 
+    check_exporter_resources(&raw.exporters, &used_exporters, &locations, origin)?;
+    let unused: Vec<String> = raw
+        .exporters
+        .iter()
+        .flat_map(|(id, c)| {
+            c.unused_collector_keys()
+                .into_iter()
+                .map(move |key| format!("exporters.{id}.{key}"))
+        })
+        .collect();
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "{origin}: Collector settings accepted and ignored (they change nothing in \
+             flowscope, see \"Coming from the Collector\" in docs/configuration.md): {}",
+            unused.join(", ")
+        ));
+    }
+
     Ok(Loaded {
+        locations,
         config: Config {
             receivers: raw.receivers,
             processors: raw.processors,
@@ -461,6 +517,75 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
         },
         warnings,
     })
+}
+
+/// A pipeline groups its flows once: at most one `aggregate` processor.
+fn check_aggregates(
+    pid: &PipelineId,
+    processors: &[ComponentId],
+    defined: &IndexMap<ComponentId, ProcessorConfig>,
+) -> Result<(), String> {
+    let aggregates: Vec<String> = processors
+        .iter()
+        .filter(|id| defined.get(*id).is_some_and(|c| c.kind() == "aggregate"))
+        .map(ToString::to_string)
+        .collect();
+    if aggregates.len() > 1 {
+        return Err(format!(
+            "pipeline `{pid}` lists {} aggregate processors ({}); a pipeline groups its flows \
+             once, so list one",
+            aggregates.len(),
+            aggregates.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// What two running exporters cannot share: a queue directory (it is
+/// locked), a Prometheus listen address, an output file.
+fn check_exporter_resources(
+    exporters: &IndexMap<ComponentId, ExporterConfig>,
+    used: &[bool],
+    locations: &IndexMap<String, Location>,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    use std::path::PathBuf;
+    let mut taken: Vec<(String, &'static str, &ComponentId)> = Vec::new();
+    for ((id, config), used) in exporters.iter().zip(used) {
+        if !used {
+            continue;
+        }
+        let normal = |p: &PathBuf| p.components().collect::<PathBuf>().display().to_string();
+        let (resource, key, what) = match config {
+            ExporterConfig::Otlp(c) => match &c.sending_queue.storage {
+                Some(dir) => (normal(dir), "sending_queue.storage", "queue directory"),
+                None => continue,
+            },
+            ExporterConfig::OtlpHttp(c) => match &c.sending_queue.storage {
+                Some(dir) => (normal(dir), "sending_queue.storage", "queue directory"),
+                None => continue,
+            },
+            ExporterConfig::File(c) => (normal(&c.path), "path", "output file"),
+            ExporterConfig::Prometheus(c) => (c.endpoint.clone(), "endpoint", "listen address"),
+            ExporterConfig::Ui(c) => (c.endpoint.clone(), "endpoint", "listen address"),
+            ExporterConfig::Console(_) => continue,
+        };
+        if let Some((_, _, other)) = taken.iter().find(|(r, w, _)| *r == resource && *w == what) {
+            return Err(ConfigError::Invalid {
+                at: locations
+                    .get(&format!("exporters.{id}"))
+                    .cloned()
+                    .unwrap_or_else(|| Location::new(origin, None, None)),
+                path: format!("exporters.{id}.{key}"),
+                message: format!(
+                    "`{resource}` is also the {what} of exporter `{other}`; each exporter needs \
+                     its own"
+                ),
+            });
+        }
+        taken.push((resource, what, id));
+    }
+    Ok(())
 }
 
 /// Checks one pipeline list against its section: every id defined, none

@@ -119,7 +119,7 @@ impl Default for AggregateConfig {
 
 /// The keys an `aggregate` processor keeps. A list omitted keeps every key
 /// of that kind; an empty list keeps none. A key ending in `*` keeps every
-/// key starting with the part before it (`network.peer.tag.*`). Attributes
+/// key starting with the part before it (`flowscope.peer.tag.*`). Attributes
 /// that belong to a metric itself (`network.io.direction`, `error.type`)
 /// are always kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -129,7 +129,7 @@ pub struct GroupBy {
     #[serde(deserialize_with = "some_keys")]
     pub resource: Option<Vec<String>>,
     /// Flow attributes to keep, e.g. `[network.transport,
-    /// network.peer.service.name, network.locality]`.
+    /// service.peer.name, flowscope.network.locality]`.
     #[serde(deserialize_with = "some_keys")]
     pub attributes: Option<Vec<String>>,
 }
@@ -276,7 +276,7 @@ impl Default for CloudEndpoints {
 pub struct CloudAttributes {
     /// `cloud.provider` (`aws`, `gcp`, `azure`, ...).
     pub provider: Option<String>,
-    /// `cloud.platform` (`aws_ec2`, `gcp_compute_engine`, `azure_vm`, ...).
+    /// `cloud.platform` (`aws_ec2`, `gcp_compute_engine`, `azure.vm`, ...).
     pub platform: Option<String>,
     /// `cloud.region`.
     pub region: Option<String>,
@@ -290,10 +290,30 @@ pub struct CloudAttributes {
 
 // --------------------------------------------------------------------- peer
 
+/// A file the processor reads at start: it must exist and be readable now,
+/// so `flowscope validate` reports it with its line (its content is checked
+/// by `flowscope validate` too, after loading).
+fn readable_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if let Err(e) = std::fs::File::open(&path) {
+        return Err(de::Error::custom(format_args!(
+            "cannot read `{}`: {e}",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(de::Error::custom(format_args!(
+            "`{}` is a directory; give the file",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
 /// `peer` processor: names the remote side of each flow. Adds
-/// `network.peer.cloud.provider`/`region`/`service` from published cloud IP
-/// ranges (longest prefix wins), `network.peer.tag.<key>` from `tags`, and
-/// `network.peer.service.name` from a local process listening on the peer
+/// `flowscope.peer.cloud.provider`/`region`/`service` from published cloud IP
+/// ranges (longest prefix wins), `flowscope.peer.tag.<key>` from `tags`, and
+/// `service.peer.name` from a local process listening on the peer
 /// address, else from `services`, else from a specific cloud service.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -302,11 +322,14 @@ pub struct PeerProcessorConfig {
     /// binary for a provider whose file is not named below. Default true.
     pub builtin_ranges: bool,
     /// An AWS `ip-ranges.json` replacing the built-in one.
+    #[serde(deserialize_with = "readable_file")]
     pub aws_ip_ranges: Option<PathBuf>,
     /// A GCP `cloud.json` replacing the built-in one.
+    #[serde(deserialize_with = "readable_file")]
     pub gcp_cloud_ranges: Option<PathBuf>,
     /// An Azure service tags file (`ServiceTags_Public_*.json`); Azure ranges
     /// are only known with it.
+    #[serde(deserialize_with = "readable_file")]
     pub azure_service_tags: Option<PathBuf>,
     /// How often the named files are checked for changes (size or
     /// modification time) and reloaded. Default `60s`.
@@ -336,7 +359,7 @@ impl Default for PeerProcessorConfig {
     }
 }
 
-/// `network.peer.tag.<key>: <value>` for every peer in `cidrs`. When several
+/// `flowscope.peer.tag.<key>: <value>` for every peer in `cidrs`. When several
 /// entries set the same key for a peer, the most specific network wins.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,7 +372,7 @@ pub struct CidrTag {
     pub tags: BTreeMap<String, String>,
 }
 
-/// `network.peer.service.name: <name>` for peers in `cidrs` (and on `ports`
+/// `service.peer.name: <name>` for peers in `cidrs` (and on `ports`
 /// when given). The most specific network wins.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,9 +389,9 @@ pub struct NamedService {
 
 // ----------------------------------------------------------------- locality
 
-/// `locality` processor: sets `network.locality` from where the local side
+/// `locality` processor: sets `flowscope.network.locality` from where the local side
 /// is (its Resource's `cloud.*`, else `subnets`) and where the peer is (the
-/// `peer` processor's `network.peer.cloud.*`, else `subnets`). Put it after
+/// `peer` processor's `flowscope.peer.cloud.*`, else `subnets`). Put it after
 /// `cloud` and `peer` in the pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -393,8 +416,8 @@ pub struct Subnet {
 
 // --------------------------------------------------------------------- cost
 
-/// `cost` processor: prices each flow's bytes by its `network.locality` and
-/// adds them up in `network.flow.cost` (USD). Put it after `locality`.
+/// `cost` processor: prices each flow's bytes by its `flowscope.network.locality` and
+/// adds them up in `flowscope.flow.cost` (USD). Put it after `locality`.
 /// docs/costs.md explains the numbers and where prices come from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -415,7 +438,7 @@ impl Default for CostProcessorConfig {
     }
 }
 
-/// USD per GiB for each `network.locality` that is billed. Every price is a
+/// USD per GiB for each `flowscope.network.locality` that is billed. Every price is a
 /// finite number >= 0; default 0 (not billed).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -665,7 +688,7 @@ mod tests {
             ProcessorConfig::Aggregate(AggregateConfig::default())
         );
         let c = one(
-            "  aggregate/coarse:\n    group_by:\n      resource: [service.name]\n      attributes: [network.peer.tag.*]\n    max_series: 100\n    max_series_per_metric: {network.flow.io: 5}",
+            "  aggregate/coarse:\n    group_by:\n      resource: [service.name]\n      attributes: [flowscope.peer.tag.*]\n    max_series: 100\n    max_series_per_metric: {network.flow.io: 5}",
             "aggregate/coarse",
         );
         let ProcessorConfig::Aggregate(a) = c else {
@@ -674,7 +697,7 @@ mod tests {
         assert_eq!(a.group_by.resource, Some(vec!["service.name".to_owned()]));
         assert_eq!(
             a.group_by.attributes,
-            Some(vec!["network.peer.tag.*".to_owned()])
+            Some(vec!["flowscope.peer.tag.*".to_owned()])
         );
         assert_eq!(a.max_series, 100);
         assert_eq!(a.max_series_per_metric["network.flow.io"], 5);

@@ -54,7 +54,9 @@ impl<'de> DeserializeSeed<'de> for ReceiverSeed<'_> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         match self.id.kind.as_str() {
-            "ebpf" => component_body(deserializer).map(ReceiverConfig::Ebpf),
+            "ebpf" => component_body(deserializer)
+                .and_then(|c: EbpfReceiverConfig| c.check().map_err(de::Error::custom))
+                .map(ReceiverConfig::Ebpf),
             "dns" => component_body(deserializer).map(ReceiverConfig::Dns),
             other => unknown_kind(deserializer, "receiver", other, ReceiverConfig::KINDS),
         }
@@ -70,7 +72,8 @@ pub enum ResourceGranularity {
     #[default]
     Service,
     /// One Resource per process: adds `process.pid`,
-    /// `process.executable.name` and `process.command` to the Resource.
+    /// `process.executable.name` and `process.command` (argv\[0\]) to the
+    /// Resource, and `process.command_line` with `include_command_line`.
     Process,
 }
 
@@ -97,11 +100,16 @@ pub struct EbpfReceiverConfig {
     pub udp: bool,
     /// `service` (default) or `process`; see [`ResourceGranularity`].
     pub resource_granularity: ResourceGranularity,
-    /// Bucket bounds in seconds for `network.tcp.rtt`; strictly increasing.
+    /// With `resource_granularity: process`, also put the whole command line
+    /// on the Resource as `process.command_line`. Default `false`: arguments
+    /// can carry secrets (`--password=...`). Without process granularity it
+    /// is an error (there is no process on a service's Resource).
+    pub include_command_line: bool,
+    /// Bucket bounds in seconds for `flowscope.tcp.rtt`; strictly increasing.
     /// Default [`flowscope_model::hist::RTT_BOUNDS`].
     #[serde(deserialize_with = "bucket_bounds")]
     pub rtt_buckets: Vec<f64>,
-    /// Bucket bounds in seconds for `network.tcp.connection.duration`;
+    /// Bucket bounds in seconds for `flowscope.tcp.connection.duration`;
     /// strictly increasing. Default [`flowscope_model::hist::DURATION_BOUNDS`].
     #[serde(deserialize_with = "bucket_bounds")]
     pub duration_buckets: Vec<f64>,
@@ -114,10 +122,26 @@ impl EbpfReceiverConfig {
     pub const MIN_COLLECTION_INTERVAL: Duration = Duration::from_secs(1);
     /// Default `max_tracked_flows`.
     pub const DEFAULT_MAX_TRACKED_FLOWS: usize = 65_536;
+    /// Largest accepted `max_tracked_flows`: the kernel maps are sized by it,
+    /// and a map's size is a `u32`.
+    pub const MAX_TRACKED_FLOWS: usize = u32::MAX as usize;
     /// Default `ring_buffer_bytes` (1 MiB).
     pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
     /// Smallest accepted `ring_buffer_bytes` (one page).
     pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
+
+    /// The checks that involve more than one field.
+    fn check(self) -> Result<Self, String> {
+        if self.include_command_line && self.resource_granularity != ResourceGranularity::Process {
+            return Err(
+                "include_command_line: true needs resource_granularity: process \
+                        (the command line goes on a process's Resource); set both, \
+                        or remove include_command_line"
+                    .to_owned(),
+            );
+        }
+        Ok(self)
+    }
 }
 
 impl Default for EbpfReceiverConfig {
@@ -129,26 +153,42 @@ impl Default for EbpfReceiverConfig {
             tcp: true,
             udp: true,
             resource_granularity: ResourceGranularity::Service,
+            include_command_line: false,
             rtt_buckets: flowscope_model::hist::RTT_BOUNDS.to_vec(),
             duration_buckets: flowscope_model::hist::DURATION_BOUNDS.to_vec(),
         }
     }
 }
 
+fn check_collection_interval(value: Duration) -> Result<(), String> {
+    if value < EbpfReceiverConfig::MIN_COLLECTION_INTERVAL {
+        return Err(format!(
+            "collection_interval {value:?} is below the minimum of 1s"
+        ));
+    }
+    Ok(())
+}
+
 fn collection_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
-    if value < EbpfReceiverConfig::MIN_COLLECTION_INTERVAL {
-        return Err(de::Error::custom(format_args!(
-            "collection_interval {value:?} is below the minimum of 1s"
-        )));
-    }
+    check_collection_interval(value).map_err(de::Error::custom)?;
     Ok(value)
 }
 
 fn max_tracked_flows<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("max_tracked_flows must be at least 1"));
+    if value == 0 || value > EbpfReceiverConfig::MAX_TRACKED_FLOWS {
+        return Err(de::Error::custom(format_args!(
+            "max_tracked_flows must be between 1 and {} (a kernel map's size)",
+            EbpfReceiverConfig::MAX_TRACKED_FLOWS
+        )));
+    }
+    // The kernel's flow map is sized by it (a u32).
+    if u32::try_from(value).is_err() {
+        return Err(de::Error::custom(format_args!(
+            "max_tracked_flows {value} does not fit a kernel map (at most {})",
+            u32::MAX
+        )));
     }
     Ok(value)
 }
@@ -166,8 +206,8 @@ fn ring_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// `dns` receiver: every DNS lookup on the host (UDP and TCP, IPv4 and
 /// IPv6, in every network namespace), matched query to response, reported
-/// as `dns.lookup.duration` and `dns.lookup.timeouts` every
-/// `collection_interval`. See docs/dns.md.
+/// as `dns.lookup.duration` (timeouts included, with `error.type=timeout`)
+/// every `collection_interval`. See docs/dns.md.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsReceiverConfig {
@@ -175,12 +215,13 @@ pub struct DnsReceiverConfig {
     /// ports, none 0.
     #[serde(deserialize_with = "dns_ports")]
     pub ports: Vec<u16>,
-    /// How long a query waits for its response before it is counted in
-    /// `dns.lookup.timeouts`. Default `5s`; between `10ms` and `1m`.
+    /// How long a query waits for its response before it is recorded as a
+    /// timed-out lookup (`dns.lookup.duration` with `error.type=timeout`,
+    /// lasting this long). Default `5s`; between `10ms` and `1m`.
     #[serde(deserialize_with = "query_timeout")]
     pub query_timeout: Duration,
     /// Most queries waiting for a response at once; queries beyond it are
-    /// counted in `flowscope.events.lost{source=dns, reason=table_full}`.
+    /// counted in `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
     /// Default 65536, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub max_outstanding_queries: usize,
@@ -189,7 +230,7 @@ pub struct DnsReceiverConfig {
     /// Default 100, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub top_k: usize,
-    /// Entries of the IP -> name cache that sets `network.peer.domain` on
+    /// Entries of the IP -> name cache that sets `flowscope.peer.domain` on
     /// flows. Default 65536, at least 1.
     #[serde(deserialize_with = "at_least_one")]
     pub name_cache_size: usize,
@@ -222,6 +263,30 @@ impl DnsReceiverConfig {
     pub const DEFAULT_NAME_CACHE_SIZE: usize = 65_536;
     /// Default `name_ttl_grace`.
     pub const DEFAULT_NAME_TTL_GRACE: Duration = Duration::from_secs(30);
+    /// Accepted `query_timeout` range.
+    pub const QUERY_TIMEOUT_RANGE: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(60));
+
+    /// Checks every field against the same rules the config loader applies
+    /// key by key (one definition: the loader calls the same functions), for
+    /// settings built in code. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str, r: Result<(), String>| r.map_err(|m| format!("{k}: {m}"));
+        key("ports", check_dns_ports(&self.ports))?;
+        key("query_timeout", check_query_timeout(self.query_timeout))?;
+        key(
+            "max_outstanding_queries",
+            check_at_least_one(self.max_outstanding_queries),
+        )?;
+        key("top_k", check_at_least_one(self.top_k))?;
+        key("name_cache_size", check_at_least_one(self.name_cache_size))?;
+        key("buckets", crate::de::check_bounds(&self.buckets))?;
+        key(
+            "collection_interval",
+            check_collection_interval(self.collection_interval),
+        )?;
+        Ok(())
+    }
 }
 
 impl Default for DnsReceiverConfig {
@@ -239,36 +304,52 @@ impl Default for DnsReceiverConfig {
     }
 }
 
-fn dns_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
-    let ports = Vec::<u16>::deserialize(d)?;
+fn check_dns_ports(ports: &[u16]) -> Result<(), String> {
     if ports.is_empty() || ports.len() > DnsReceiverConfig::MAX_PORTS {
-        return Err(de::Error::custom(format_args!(
+        return Err(format!(
             "ports must list between 1 and {} ports, got {}",
             DnsReceiverConfig::MAX_PORTS,
             ports.len()
-        )));
+        ));
     }
     if ports.contains(&0) {
-        return Err(de::Error::custom("ports: 0 is not a port"));
+        return Err("ports: 0 is not a port".into());
     }
+    Ok(())
+}
+
+fn dns_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let ports = Vec::<u16>::deserialize(d)?;
+    check_dns_ports(&ports).map_err(de::Error::custom)?;
     Ok(ports)
+}
+
+fn check_query_timeout(value: Duration) -> Result<(), String> {
+    let (lo, hi) = DnsReceiverConfig::QUERY_TIMEOUT_RANGE;
+    if value < lo || value > hi {
+        return Err(format!(
+            "query_timeout {value:?} must be between 10ms and 1m"
+        ));
+    }
+    Ok(())
 }
 
 fn query_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
-    if value < Duration::from_millis(10) || value > Duration::from_secs(60) {
-        return Err(de::Error::custom(format_args!(
-            "query_timeout {value:?} must be between 10ms and 1m"
-        )));
-    }
+    check_query_timeout(value).map_err(de::Error::custom)?;
     Ok(value)
+}
+
+fn check_at_least_one(value: usize) -> Result<(), String> {
+    if value == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(())
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
+    check_at_least_one(value).map_err(de::Error::custom)?;
     Ok(value)
 }
 

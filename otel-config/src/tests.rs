@@ -101,6 +101,24 @@ fn default_config_loads_with_documented_values() {
 }
 
 #[test]
+fn command_line_needs_process_granularity() {
+    let text = format!(
+        "receivers:
+  ebpf:
+    include_command_line: true
+exporters:
+  console:
+{SERVICE}"
+    );
+    let e = err(&text);
+    assert!(
+        e.contains("receivers.ebpf")
+            && e.contains("include_command_line: true needs resource_granularity: process"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ebpf_receiver_reads_every_field() {
     let loaded = load(&format!(
         "receivers:
@@ -111,6 +129,7 @@ fn ebpf_receiver_reads_every_field() {
     tcp: false
     udp: true
     resource_granularity: process
+    include_command_line: true
     rtt_buckets: [0.001, 0.01]
     duration_buckets: [1, 60]
 exporters:
@@ -127,6 +146,7 @@ exporters:
             tcp: false,
             udp: true,
             resource_granularity: ResourceGranularity::Process,
+            include_command_line: true,
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
         })
@@ -153,7 +173,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, rtt_buckets, duration_buckets"
+         resource_granularity, include_command_line, rtt_buckets, duration_buckets"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -242,7 +262,11 @@ fn out_of_range_values_are_rejected_where_they_are() {
         ),
         (
             "max_tracked_flows: 0",
-            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be at least 1",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
+        ),
+        (
+            "max_tracked_flows: 4294967296",
+            "config.yaml:3:24: receivers.ebpf.max_tracked_flows: max_tracked_flows must be between 1 and 4294967295 (a kernel map's size)",
         ),
         (
             "ring_buffer_bytes: 6000",
@@ -336,7 +360,7 @@ fn bad_component_ids_are_rejected() {
 fn env_substitution_with_value_and_default() {
     let env = |name: &str| match name {
         "FLOWS" => Some("1234".to_owned()),
-        "OUT" => Some("/var/lib/flowscope/out.jsonl".to_owned()),
+        "OUT" => Some("/tmp/out.jsonl".to_owned()),
         _ => None,
     };
     let text = format!(
@@ -357,7 +381,7 @@ exporters:
     let Some(ExporterConfig::File(file)) = loaded.config.exporters.get(&id("file")) else {
         panic!("no file exporter");
     };
-    assert_eq!(file.path, PathBuf::from("/var/lib/flowscope/out.jsonl"));
+    assert_eq!(file.path, PathBuf::from("/tmp/out.jsonl"));
     // `file` is defined but not in the pipeline.
     assert_eq!(
         loaded.warnings,
@@ -406,13 +430,13 @@ fn errors_after_a_substitution_point_at_the_text_as_written() {
 #[test]
 fn dollar_dollar_is_a_literal_dollar() {
     let text = format!(
-        "receivers:\n  ebpf:\nexporters:\n  console:\n  file:\n    path: /tmp/$${{env:HOME}}/a$$b.jsonl\n{SERVICE}"
+        "receivers:\n  ebpf:\nexporters:\n  console:\n  file:\n    path: /tmp/a$${{env:HOME}}$$b.jsonl\n{SERVICE}"
     );
     let loaded = load(&text).unwrap();
     let Some(ExporterConfig::File(file)) = loaded.config.exporters.get(&id("file")) else {
         panic!("no file exporter");
     };
-    assert_eq!(file.path, PathBuf::from("/tmp/${env:HOME}/a$b.jsonl"));
+    assert_eq!(file.path, PathBuf::from("/tmp/a${env:HOME}$b.jsonl"));
 }
 
 #[test]
@@ -541,12 +565,14 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, rtt_buckets, duration_buckets",
+             resource_granularity, include_command_line, rtt_buckets, duration_buckets",
             path.display()
         )
     );
     std::fs::write(&path, DEFAULT_CONFIG).unwrap();
-    assert_eq!(load_file(&path).unwrap(), default_config());
+    let loaded = load_file(&path).unwrap();
+    assert_eq!(loaded.config, default_config().config);
+    assert_eq!(loaded.warnings, default_config().warnings);
 
     let missing = dir.path().join("missing.yaml");
     let e = load_file(&missing).unwrap_err();

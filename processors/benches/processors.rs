@@ -70,7 +70,7 @@ const ENRICH: &str = "  cloud:
   aggregate:
     group_by:
       resource: [service.name, host.name, cloud.region, cloud.availability_zone]
-      attributes: [network.transport, network.peer.port, network.peer.service.name, network.peer.cloud.provider, network.peer.cloud.region, network.locality, network.peer.tag.env]";
+      attributes: [network.transport, network.peer.port, service.peer.name, flowscope.peer.cloud.provider, flowscope.peer.cloud.region, flowscope.network.locality, flowscope.peer.tag.env]";
 
 fn chain_throughput(c: &mut Criterion) {
     const N: usize = 10_000;

@@ -30,7 +30,7 @@ pub enum KeySet {
     /// Every key is kept.
     All,
     /// Only these keys. A key ending in `*` keeps every key starting with
-    /// what comes before it (`network.peer.tag.*`).
+    /// what comes before it (`flowscope.peer.tag.*`).
     Only {
         exact: Vec<Arc<str>>,
         prefixes: Vec<Arc<str>>,

@@ -23,13 +23,14 @@
 //!   `-<letter>`. Platform `gcp_compute_engine`.
 //! - Azure: `GET /metadata/instance/compute?api-version=2021-02-01` with
 //!   `Metadata: true`: `location`, `zone`, `subscriptionId`, `vmId`.
-//!   Platform `azure_vm`.
+//!   Platform `azure.vm` (the registry renamed `azure_vm`; values are the
+//!   registry's, v1.44.0).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use flowscope_model::names::resource;
+use flowscope_model::names::{resource, value};
 use flowscope_model::{Attrs, Flow};
 use flowscope_otel_config::processors::{
     CloudAttributes, CloudEndpoints, CloudProcessorConfig, CloudProviderName,
@@ -128,27 +129,47 @@ impl Detection {
 
 type DetectKey = (Vec<&'static str>, CloudEndpoints, Duration);
 
-/// Starts (or joins) the detection for these settings. Returns at once.
-pub fn detect(
+/// The detection runs of one agent, by settings: every `cloud` processor
+/// built with the same detectors, endpoints and timeout follows one run, so
+/// the metadata services are asked once however many pipelines list the
+/// processor. One registry per [`crate::Builder`] (per agent), never a
+/// global.
+#[derive(Clone, Default)]
+pub struct Detections(Arc<Mutex<HashMap<DetectKey, Arc<Detection>>>>);
+
+impl Detections {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts (or joins) the detection for these settings. Returns at once.
+    pub fn detect(
+        &self,
+        detectors: &[CloudProviderName],
+        endpoints: &CloudEndpoints,
+        timeout: Duration,
+    ) -> Arc<Detection> {
+        let names: Vec<&'static str> = detectors.iter().map(|d| provider_name(*d)).collect();
+        let key = (names, endpoints.clone(), timeout);
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = runs.get(&key) {
+            return d.clone();
+        }
+        let d = start_detection(detectors, endpoints, timeout);
+        runs.insert(key, d.clone());
+        d
+    }
+}
+
+fn start_detection(
     detectors: &[CloudProviderName],
     endpoints: &CloudEndpoints,
     timeout: Duration,
 ) -> Arc<Detection> {
-    static RUNS: OnceLock<Mutex<HashMap<DetectKey, Arc<Detection>>>> = OnceLock::new();
-    let names: Vec<&'static str> = detectors.iter().map(|d| provider_name(*d)).collect();
-    let key = (names, endpoints.clone(), timeout);
-    let mut runs = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(d) = runs.get(&key) {
-        return d.clone();
-    }
     let d = Arc::new(Detection {
         result: OnceLock::new(),
         started: Instant::now(),
     });
-    runs.insert(key, d.clone());
     let detectors = detectors.to_vec();
     let endpoints = endpoints.clone();
     let run = d.clone();
@@ -310,8 +331,8 @@ fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     }
     let d: Doc = json(&url, &doc)?;
     Ok(CloudInfo {
-        provider: Some("aws".into()),
-        platform: Some("aws_ec2".into()),
+        provider: Some(value::CLOUD_PROVIDER_AWS.into()),
+        platform: Some(value::CLOUD_PLATFORM_AWS_EC2.into()),
         region: d.region,
         availability_zone: d.availability_zone,
         account_id: d.account_id,
@@ -342,8 +363,8 @@ fn gcp(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     let project = get("project/project-id").ok();
     let id = get("instance/id").ok();
     Ok(CloudInfo {
-        provider: Some("gcp".into()),
-        platform: Some("gcp_compute_engine".into()),
+        provider: Some(value::CLOUD_PROVIDER_GCP.into()),
+        platform: Some(value::CLOUD_PLATFORM_GCP_COMPUTE_ENGINE.into()),
         region,
         availability_zone: Some(zone).filter(|z| !z.is_empty()),
         account_id: project,
@@ -364,8 +385,8 @@ fn azure(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     }
     let c: Compute = json(&url, &body)?;
     Ok(CloudInfo {
-        provider: Some("azure".into()),
-        platform: Some("azure_vm".into()),
+        provider: Some(value::CLOUD_PROVIDER_AZURE.into()),
+        platform: Some(value::CLOUD_PLATFORM_AZURE_VM.into()),
         region: c.location,
         availability_zone: c.zone.filter(|z| !z.is_empty()),
         account_id: c.subscription_id,
@@ -386,10 +407,11 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Starts (or joins) detection in the background and returns at once.
-    pub fn from_config(c: &CloudProcessorConfig) -> Self {
-        let detection =
-            (!c.detectors.is_empty()).then(|| detect(&c.detectors, &c.endpoints, c.timeout));
+    /// Starts (or joins, through `detections`) detection in the background
+    /// and returns at once.
+    pub fn from_config(c: &CloudProcessorConfig, detections: &Detections) -> Self {
+        let detection = (!c.detectors.is_empty())
+            .then(|| detections.detect(&c.detectors, &c.endpoints, c.timeout));
         let mut cloud = Cloud {
             detection,
             set: c.set.clone(),

@@ -1,5 +1,5 @@
-//! `cost`: what a flow's bytes cost, from its `network.locality` and a
-//! configured price per GiB (2^30 bytes), reported as `network.flow.cost`
+//! `cost`: what a flow's bytes cost, from its `flowscope.network.locality` and a
+//! configured price per GiB (2^30 bytes), reported as `flowscope.flow.cost`
 //! in USD next to the flow's other points. Only the configured directions
 //! count (egress, `transmit`, by default). docs/costs.md explains the
 //! numbers.

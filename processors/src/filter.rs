@@ -7,7 +7,6 @@
 //! one of them matches, and when no `exclude` rule matches. Flows a filter
 //! drops are the user's choice, not a loss, so they are not counted as lost.
 
-use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use flowscope_model::names::resource;
@@ -58,12 +57,7 @@ pub fn service_port(flow: &Flow) -> u16 {
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so v4 CIDRs match them.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+pub use flowscope_model::local::canonical;
 
 /// The `filter` processor.
 #[derive(Clone, Debug)]

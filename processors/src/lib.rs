@@ -23,7 +23,7 @@ pub mod ranges;
 
 use std::collections::HashMap;
 
-use flowscope_model::{Flow, MetricBatch, Telemetry};
+use flowscope_model::{Context, Flow, MetricBatch};
 use flowscope_otel_config::ComponentId;
 use flowscope_otel_config::processors::ProcessorConfig;
 
@@ -149,32 +149,68 @@ impl Processor {
     }
 }
 
-/// Builds the processor configured as `id`. `peer` and `locality` share
-/// [`LocalServices::global`]; use [`build_with`] to give them another table.
+/// Builds processors for one agent. Everything shared comes from the
+/// agent's [`Context`] (the table of local listeners, the DNS name cache,
+/// self-telemetry); the builder adds the processors' own per-agent state
+/// (one cloud detection per settings, [`cloud::Detections`]). Build every
+/// processor of an agent with one builder.
+pub struct Builder {
+    ctx: Context,
+    detections: cloud::Detections,
+}
+
+impl Builder {
+    pub fn new(ctx: &Context) -> Self {
+        Builder {
+            ctx: ctx.clone(),
+            detections: cloud::Detections::new(),
+        }
+    }
+
+    /// The cloud detections this builder's processors follow.
+    pub fn detections(&self) -> &cloud::Detections {
+        &self.detections
+    }
+
+    /// Builds the processor configured as `id`.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the processor and what cannot be used.
+    pub fn build(
+        &self,
+        id: &ComponentId,
+        config: &ProcessorConfig,
+    ) -> Result<Processor, BuildError> {
+        build_stage(id, config, &self.ctx, &self.detections)
+    }
+
+    /// A chain of `processors` counting on this agent's self-telemetry.
+    pub fn chain(&self, processors: Vec<Processor>) -> Chain {
+        Chain::new(processors, self.ctx.telemetry.clone())
+    }
+}
+
+/// Builds the processor configured as `id` with its own builder (tests,
+/// one-off tools); the agent uses one [`Builder`] for all.
 ///
 /// # Errors
 /// A [`BuildError`] naming the processor and what cannot be used.
 pub fn build(
     id: &ComponentId,
     config: &ProcessorConfig,
-    telemetry: Telemetry,
+    ctx: &Context,
 ) -> Result<Processor, BuildError> {
-    build_with(id, config, telemetry, LocalServices::global())
+    Builder::new(ctx).build(id, config)
 }
 
-/// As [`build`], with `local` as the table of this host's listeners.
-///
-/// # Errors
-/// As [`build`].
-pub fn build_with(
+fn build_stage(
     id: &ComponentId,
     config: &ProcessorConfig,
-    telemetry: Telemetry,
-    local: &LocalServices,
+    ctx: &Context,
+    detections: &cloud::Detections,
 ) -> Result<Processor, BuildError> {
     // Telemetry is counted by the chain (cardinality overflow); the
     // processors themselves drop nothing that needs counting.
-    let _ = telemetry;
     let stage = match config {
         ProcessorConfig::Aggregate(c) => {
             let keys =
@@ -195,19 +231,18 @@ pub fn build_with(
         ProcessorConfig::Filter(c) => {
             Stage::Flow(FlowStage::Filter(filter::Filter::from_config(c)))
         }
-        ProcessorConfig::Cloud(c) => {
-            Stage::Flow(FlowStage::Cloud(Box::new(cloud::Cloud::from_config(c))))
-        }
+        ProcessorConfig::Cloud(c) => Stage::Flow(FlowStage::Cloud(Box::new(
+            cloud::Cloud::from_config(c, detections),
+        ))),
         ProcessorConfig::Peer(c) => {
-            let p =
-                peer::Peer::from_config(c, local.clone()).map_err(|source| BuildError::Ranges {
-                    id: id.to_string(),
-                    source,
-                })?;
+            let p = peer::Peer::from_config(c, ctx).map_err(|source| BuildError::Ranges {
+                id: id.to_string(),
+                source,
+            })?;
             Stage::Flow(FlowStage::Peer(Box::new(p)))
         }
         ProcessorConfig::Locality(c) => Stage::Flow(FlowStage::Locality(Box::new(
-            locality::Locality::from_config(c, local.clone()),
+            locality::Locality::from_config(c, ctx.local_services.clone()),
         ))),
         ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
         other => {

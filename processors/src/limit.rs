@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use flowscope_model::internal_events::FlowsOverflow;
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, MetricId, Point, Telemetry};
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -156,12 +157,10 @@ impl Limiter {
             }
         }
         for (metric, point, n) in overflow {
-            tracing::debug!(
-                metric = metric.name,
-                points = n,
-                "cardinality limit reached; merged into overflow point"
-            );
-            self.telemetry.flows_overflow(metric.name, n);
+            self.telemetry.emit(FlowsOverflow {
+                metric: metric.name,
+                count: n,
+            });
             out.push(point);
         }
         out

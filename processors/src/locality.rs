@@ -1,10 +1,10 @@
-//! `locality`: `network.locality`, how far the traffic of a flow travels.
+//! `locality`: `flowscope.network.locality`, how far the traffic of a flow travels.
 //!
 //! The local location is the Resource's `cloud.provider`, `cloud.region` and
 //! `cloud.availability_zone` (from the `cloud` processor), completed by the
 //! configured subnet that contains the local address. The peer's location
 //! is the configured subnet that contains its address (zone known), else
-//! the `peer` processor's `network.peer.cloud.provider`/`region` (zone
+//! the `peer` processor's `flowscope.peer.cloud.provider`/`region` (zone
 //! unknown). Then, first match wins:
 //!
 //! | value | when |
@@ -27,7 +27,7 @@ use crate::cidr::{CidrMap, to_net};
 use crate::filter::canonical;
 use crate::local::LocalServices;
 
-/// The contract's values of `network.locality`.
+/// The contract's values of `flowscope.network.locality`.
 pub mod value {
     pub const SAME_HOST: &str = "same_host";
     pub const SAME_ZONE: &str = "same_zone";
@@ -78,7 +78,7 @@ impl Locality {
         self.local.learn(flows);
     }
 
-    /// Sets `network.locality` on one flow.
+    /// Sets `flowscope.network.locality` on one flow.
     pub fn enrich(&self, flow: &mut Flow) {
         let v = self.classify(flow);
         flow.attrs.set(attr::LOCALITY, v);

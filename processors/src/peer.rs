@@ -1,10 +1,14 @@
 //! `peer`: names the remote side of each flow.
 //!
-//! - `network.peer.cloud.provider`/`region`/`service` from the published
+//! - `flowscope.peer.cloud.provider`/`region`/`service` from the published
 //!   cloud ranges ([`crate::ranges`]), longest prefix wins;
-//! - `network.peer.tag.<key>` from configured CIDR tags; when several
+//! - `flowscope.peer.tag.<key>` from configured CIDR tags; when several
 //!   networks containing the peer set one key, the longest network wins;
-//! - `network.peer.service.name`, first of: the local process behind the
+//! - the peer's DNS name (`flowscope.peer.domain`, [`attr::PEER_DOMAIN`]):
+//!   the name the client resolved to reach the address, from the agent's
+//!   shared name cache ([`PeerNames`], filled by the `dns` receiver; empty
+//!   without one);
+//! - `service.peer.name`, first of: the local process behind the
 //!   peer address (same host; [`LocalServices`], or the client side of the
 //!   same connection seen in this batch), the configured service whose
 //!   network (longest wins) and ports match, the cloud service when the
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use flowscope_model::names::attr;
-use flowscope_model::{Flow, Role, Value};
+use flowscope_model::{Context, Flow, PeerNames, Role, Value};
 use flowscope_otel_config::processors::PeerProcessorConfig;
 
 use crate::cidr::{CidrMap, to_net};
@@ -196,16 +200,18 @@ pub struct Peer {
     tags: CidrMap<Vec<(Arc<str>, Value)>>,
     services: CidrMap<Vec<NamedService>>,
     local: Option<LocalServices>,
+    names: PeerNames,
     batch: BatchEndpoints,
 }
 
 impl Peer {
-    /// The processor the configuration describes; `local` is the table of
-    /// this host's listeners (`None` when `local_services` is off).
+    /// The processor the configuration describes, reading the context's
+    /// table of this host's listeners (unless `local_services` is off) and
+    /// its DNS name cache.
     ///
     /// # Errors
     /// A named range file cannot be read or parsed.
-    pub fn from_config(c: &PeerProcessorConfig, local: LocalServices) -> Result<Self, PeerError> {
+    pub fn from_config(c: &PeerProcessorConfig, ctx: &Context) -> Result<Self, PeerError> {
         let mut files = Vec::new();
         for (p, f) in [
             (Provider::Aws, &c.aws_ip_ranges),
@@ -283,7 +289,8 @@ impl Peer {
             reloader,
             tags: tag_map,
             services,
-            local: c.local_services.then_some(local),
+            local: c.local_services.then(|| ctx.local_services.clone()),
+            names: ctx.peer_names.clone(),
             batch: BatchEndpoints::default(),
         })
     }
@@ -306,6 +313,9 @@ impl Peer {
     /// Adds the peer attributes to one flow.
     pub fn enrich(&self, flow: &mut Flow) {
         let ip = canonical(flow.peer.ip());
+        if let Some(name) = self.names.name_of(flow.netns, ip) {
+            flow.attrs.set(attr::PEER_DOMAIN, name);
+        }
         let cloud = self.table.lookup(ip);
         if let Some(c) = cloud {
             flow.attrs.set(attr::PEER_CLOUD_PROVIDER, c.provider);

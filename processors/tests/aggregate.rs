@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use flowscope_model::names::{attr, resource as res};
-use flowscope_model::{Attrs, Flow, PointValue, Role, Telemetry, Transport};
-use flowscope_processors::LocalServices;
+use flowscope_model::{Attrs, Context, Flow, PointValue, Role, Transport};
 
 fn process_resource(service: &str, pid: i64) -> Arc<Attrs> {
     Arc::new((*resource(service)).clone().with(res::PROCESS_PID, pid))
@@ -71,15 +70,14 @@ const COARSE: &str = "  aggregate/coarse:
 
 #[test]
 fn two_pipelines_group_one_receivers_flows_differently() {
-    let telemetry = Telemetry::new();
+    let ctx = Context::default();
     let mut chains = chains_from_yaml(
         COARSE,
         &[
             ("metrics/fine", &[]),
             ("metrics/coarse", &["aggregate/coarse"]),
         ],
-        &telemetry,
-        &LocalServices::new(),
+        &ctx,
     );
     let batch = batch(flows());
     let fine = chains[0].process(batch.clone());
@@ -131,27 +129,29 @@ fn two_pipelines_group_one_receivers_flows_differently() {
     }
     // Gauges: open connections add up; the mean of RTT variance pools.
     assert_eq!(
-        *value_of(&coarse.points, "network.tcp.connections.active", &[]),
+        *value_of(&coarse.points, "flowscope.tcp.connection.active", &[]),
         PointValue::Int(4)
     );
     assert_eq!(
-        *value_of(&coarse.points, "network.udp.flows.active", &[]),
+        *value_of(&coarse.points, "flowscope.udp.flow.active", &[]),
         PointValue::Int(1)
     );
-    let PointValue::Mean { sum, count } = value_of(&coarse.points, "network.tcp.rtt.variance", &[])
+    let PointValue::Mean { sum, count } =
+        value_of(&coarse.points, "flowscope.tcp.rtt.variance", &[])
     else {
         panic!("not a mean")
     };
     assert_eq!(*count, 3);
     assert!((sum - 0.0006).abs() < 1e-15, "{sum}");
     // Histograms: buckets merged.
-    let PointValue::Histogram(h) = value_of(&coarse.points, "network.tcp.rtt", &[]) else {
+    let PointValue::Histogram(h) = value_of(&coarse.points, "flowscope.tcp.rtt", &[]) else {
         panic!("not a histogram")
     };
     assert_eq!(h.counts, vec![1, 1, 0, 1]);
     assert_eq!(h.count, 3);
     assert_eq!((h.min, h.max), (0.0005, 0.5));
-    let PointValue::Histogram(d) = value_of(&coarse.points, "network.tcp.connection.duration", &[])
+    let PointValue::Histogram(d) =
+        value_of(&coarse.points, "flowscope.tcp.connection.duration", &[])
     else {
         panic!("not a histogram")
     };
@@ -183,11 +183,11 @@ fn dropping_transport_merges_tcp_and_udp_bytes() {
     );
     // TCP-only and UDP-only metrics stay apart.
     assert_eq!(
-        *value_of(&out.points, "network.tcp.connections.active", &[]),
+        *value_of(&out.points, "flowscope.tcp.connection.active", &[]),
         PointValue::Int(4)
     );
     assert_eq!(
-        *value_of(&out.points, "network.udp.flows.active", &[]),
+        *value_of(&out.points, "flowscope.udp.flow.active", &[]),
         PointValue::Int(1)
     );
     for p in &out.points {
@@ -200,17 +200,19 @@ fn dropping_transport_merges_tcp_and_udp_bytes() {
 fn wildcard_keeps_tag_attributes_only() {
     let mut f = flows();
     for (i, fl) in f.iter_mut().enumerate() {
-        fl.attrs
-            .set("network.peer.tag.team", if i == 2 { "cache" } else { "db" });
+        fl.attrs.set(
+            "flowscope.peer.tag.team",
+            if i == 2 { "cache" } else { "db" },
+        );
     }
     let mut chain = chain_from_yaml(
-        "  aggregate:\n    group_by:\n      attributes: [\"network.peer.tag.*\"]",
+        "  aggregate:\n    group_by:\n      attributes: [\"flowscope.peer.tag.*\"]",
         &["aggregate"],
     );
     let out = chain.process(batch(f));
     let want = [
         (attr::IO_DIRECTION, "transmit"),
-        ("network.peer.tag.team", "db"),
+        ("flowscope.peer.tag.team", "db"),
     ];
     // Resources are kept whole: the two checkout processes stay apart.
     let db: Vec<_> = out

@@ -111,13 +111,13 @@ fn per_metric_limits_from_config() {
     let out = chain.process(batch(flows));
     assert_eq!(out.points_named("network.flow.io").count(), 4);
     assert_eq!(
-        out.points_named("network.tcp.connections.opened").count(),
+        out.points_named("flowscope.tcp.connection.opened").count(),
         11
     );
     assert_eq!(
         *value_of(
             &out.points,
-            "network.tcp.connections.opened",
+            "flowscope.tcp.connection.opened",
             &[(attr::OVERFLOW, "true")]
         ),
         PointValue::Int(10)
@@ -203,9 +203,11 @@ fn histograms_past_the_limit_merge_bucket_by_bucket() {
             .record_rtt(&bounds, [0.0001, 0.0001, 0.0005, 0.005, 0.05][i], 0.0);
     }
     let out = chain.process(batch(flows));
-    let PointValue::Histogram(h) =
-        value_of(&out.points, "network.tcp.rtt", &[(attr::OVERFLOW, "true")])
-    else {
+    let PointValue::Histogram(h) = value_of(
+        &out.points,
+        "flowscope.tcp.rtt",
+        &[(attr::OVERFLOW, "true")],
+    ) else {
         panic!("not a histogram")
     };
     assert_eq!(h.counts, vec![1, 1, 1]);
@@ -213,7 +215,7 @@ fn histograms_past_the_limit_merge_bucket_by_bucket() {
     assert_eq!((h.min, h.max), (0.0005, 0.05));
     let counted = telemetry.total(
         FLOWS_OVERFLOW,
-        &Attrs::new().with(attr::METRIC, "network.tcp.rtt"),
+        &Attrs::new().with(attr::METRIC, "flowscope.tcp.rtt"),
     );
     assert_eq!(counted, 3);
 }

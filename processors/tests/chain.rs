@@ -140,7 +140,7 @@ fn ready_made_points_join_and_merge() {
     let attrs = Attrs::new().with(attr::DNS_QUESTION_NAME, "example.com");
     let p = point(
         &res,
-        flowscope_model::metrics::DNS_TIMEOUTS,
+        flowscope_model::telemetry::EVENTS_LOST,
         attrs,
         PointValue::Int(2),
     );

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use flowscope_model::names::resource as res;
-use flowscope_model::{Attrs, Role, Transport};
+use flowscope_model::{Attrs, Context, Role, Transport};
 use flowscope_otel_config::processors::{CloudEndpoints, CloudProviderName};
-use flowscope_processors::Chain;
+use flowscope_processors::{Builder, Chain};
 
 /// One request as the fake server saw it.
 #[derive(Clone, Debug)]
@@ -254,13 +254,20 @@ fn aws_imdsv2_token_then_identity_document() {
             )
         ]
     );
-    // A second processor with the same settings shares the cached result.
-    let mut again = cloud_chain(&format!(
-        "  cloud:\n    detectors: [aws]\n    timeout: 2s\n    endpoints: {{aws: \"{}\"}}",
-        aws.url()
-    ));
-    assert_eq!(cloud_keys(&until_detected(&mut again)), cloud_keys(&r));
-    assert_eq!(aws.requests().len(), 2);
+    // Two processors with the same settings built for one agent (one
+    // builder, two pipelines) share one detection: two more requests, not
+    // four.
+    let mut both = chains_from_yaml(
+        &format!(
+            "  cloud:\n    detectors: [aws]\n    timeout: 2s\n    endpoints: {{aws: \"{}\"}}",
+            aws.url()
+        ),
+        &[("metrics/a", &["cloud"]), ("metrics/b", &["cloud"])],
+        &Context::default(),
+    );
+    assert_eq!(cloud_keys(&until_detected(&mut both[0])), cloud_keys(&r));
+    assert_eq!(cloud_keys(&until_detected(&mut both[1])), cloud_keys(&r));
+    assert_eq!(aws.requests().len(), 4);
 }
 
 #[test]
@@ -297,7 +304,7 @@ fn azure_instance_metadata() {
         kv(&[
             ("cloud.account.id", "sub-1"),
             ("cloud.availability_zone", "2"),
-            ("cloud.platform", "azure_vm"),
+            ("cloud.platform", "azure.vm"),
             ("cloud.provider", "azure"),
             ("cloud.region", "westeurope"),
             ("host.id", "vm-9"),
@@ -341,7 +348,8 @@ fn with_no_metadata_service_the_pipeline_starts_at_once_with_unknown_location() 
     // take the full 300 ms timeout to fail). 1 s leaves room for a loaded CI
     // machine; the real cost is microseconds (see docs/benchmarks).
     let t0 = Instant::now();
-    let mut chain = cloud_chain(&yaml);
+    let builder = Builder::new(&Context::default());
+    let mut chain = chains_from_yaml_with(&yaml, &[("metrics", &["cloud"])], &builder).remove(0);
     let r = one_resource(&mut chain);
     let elapsed = t0.elapsed();
     assert!(elapsed < Duration::from_secs(1), "startup took {elapsed:?}");
@@ -349,7 +357,8 @@ fn with_no_metadata_service_the_pipeline_starts_at_once_with_unknown_location() 
 
     // Once every provider has failed (the black hole only after its
     // timeout), flows still carry only the configured value. The detection
-    // is shared per settings, so asking for the same one finds it.
+    // is shared per settings within a builder, so asking for the same one
+    // finds it.
     let endpoints = CloudEndpoints {
         aws: hole_url.clone(),
         gcp: gcp_url,
@@ -360,8 +369,9 @@ fn with_no_metadata_service_the_pipeline_starts_at_once_with_unknown_location() 
         CloudProviderName::Gcp,
         CloudProviderName::Azure,
     ];
-    let detection =
-        flowscope_processors::cloud::detect(&all, &endpoints, Duration::from_millis(300));
+    let detection = builder
+        .detections()
+        .detect(&all, &endpoints, Duration::from_millis(300));
     let deadline = Instant::now() + Duration::from_secs(10);
     while detection.result().is_none() {
         assert!(Instant::now() < deadline, "detection never finished");

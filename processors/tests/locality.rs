@@ -1,5 +1,5 @@
 //! Locality and cost: flows between configured zones, regions and clouds get
-//! the right `network.locality` and an exact `network.flow.cost`.
+//! the right `flowscope.network.locality` and an exact `flowscope.flow.cost`.
 
 mod common;
 
@@ -69,7 +69,7 @@ fn flows_between_zones_get_locality_and_exact_cost() {
         for p in &io {
             assert_eq!(p.attrs.get_str(attr::LOCALITY), Some(*locality), "{peer}");
         }
-        let costs: Vec<_> = out.points_named("network.flow.cost").collect();
+        let costs: Vec<_> = out.points_named("flowscope.flow.cost").collect();
         match cost {
             None => assert!(costs.is_empty(), "{peer}: {costs:?}"),
             Some(usd) => {
@@ -86,7 +86,7 @@ fn flows_between_zones_get_locality_and_exact_cost() {
 #[test]
 fn both_directions_and_aggregated_costs_add_up() {
     let yaml = format!(
-        "{PIPELINE}\n    directions: [transmit, receive]\n  aggregate:\n    group_by:\n      resource: [service.name]\n      attributes: [network.locality]"
+        "{PIPELINE}\n    directions: [transmit, receive]\n  aggregate:\n    group_by:\n      resource: [service.name]\n      attributes: [flowscope.network.locality]"
     );
     let mut chain = chain_from_yaml(&yaml, &["cloud", "peer", "locality", "cost", "aggregate"]);
     // Two cross-zone flows and one internet flow; receive counts too now.
@@ -129,7 +129,7 @@ fn both_directions_and_aggregated_costs_add_up() {
     assert_eq!(
         *value_of(
             &out.points,
-            "network.flow.cost",
+            "flowscope.flow.cost",
             &[(attr::LOCALITY, "cross_zone")]
         ),
         PointValue::Double(4.0 * 0.25)
@@ -137,7 +137,7 @@ fn both_directions_and_aggregated_costs_add_up() {
     assert_eq!(
         *value_of(
             &out.points,
-            "network.flow.cost",
+            "flowscope.flow.cost",
             &[(attr::LOCALITY, "internet")]
         ),
         PointValue::Double(1.0)
@@ -199,8 +199,8 @@ fn the_documented_cidr_tag_snippet() {
     );
     let out = chain.process(batch(vec![client.clone()]));
     let p = &out.points[0];
-    assert_eq!(p.attrs.get_str("network.peer.tag.env"), Some("lab"));
-    assert_eq!(p.attrs.get_str("network.peer.tag.tier"), Some("db"));
+    assert_eq!(p.attrs.get_str("flowscope.peer.tag.env"), Some("lab"));
+    assert_eq!(p.attrs.get_str("flowscope.peer.tag.tier"), Some("db"));
     assert_eq!(p.attrs.get_str(attr::LOCALITY), Some("cross_zone"));
 
     // With the server's side in the batch, the peer is this host.

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use flowscope_model::names::attr;
-use flowscope_model::{Flow, Role, Telemetry, Transport};
-use flowscope_processors::LocalServices;
+use flowscope_model::{Context, Flow, Role, Transport};
 
 /// The flow attributes after the `peer` processor of `yaml` saw a client
 /// flow to `peer`.
@@ -142,7 +141,8 @@ fn a_bad_ranges_file_fails_the_build_with_its_path() {
         flowscope_otel_config::load_str_with_env(&text, "t.yaml", &|_| None).expect("config");
     let id: flowscope_otel_config::ComponentId = "peer".parse().expect("id");
     let err =
-        match flowscope_processors::build(&id, &loaded.config.processors[&id], Telemetry::new()) {
+        match flowscope_processors::build(&id, &loaded.config.processors[&id], &Context::default())
+        {
             Ok(_) => panic!("a bad file must fail the build"),
             Err(e) => e,
         };
@@ -219,19 +219,19 @@ fn cidr_tags_and_named_services_longest_network_wins() {
         cidrs: [198.18.0.0/15]";
     let mut chain = chain_from_yaml(yaml, &["peer"]);
     let a = enrich(&mut chain, "198.18.7.9:5432");
-    assert_eq!(a.get_str("network.peer.tag.env"), Some("lab"));
-    assert_eq!(a.get_str("network.peer.tag.team"), Some("storage"));
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), Some("lab"));
+    assert_eq!(a.get_str("flowscope.peer.tag.team"), Some("storage"));
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("postgres"));
     let a = enrich(&mut chain, "198.18.7.9:80");
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("anything-in-lab"));
     let a = enrich(&mut chain, "198.18.7.7:5432");
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), Some("storage-node"));
     let a = enrich(&mut chain, "198.18.1.1:80");
-    assert_eq!(a.get_str("network.peer.tag.team"), Some("net"));
+    assert_eq!(a.get_str("flowscope.peer.tag.team"), Some("net"));
     let a = enrich(&mut chain, "[fd00::5]:80");
-    assert_eq!(a.get_str("network.peer.tag.env"), Some("lab"));
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), Some("lab"));
     let a = enrich(&mut chain, "127.0.0.1:80");
-    assert_eq!(a.get_str("network.peer.tag.env"), None);
+    assert_eq!(a.get_str("flowscope.peer.tag.env"), None);
     assert_eq!(a.get_str(attr::PEER_SERVICE_NAME), None);
 }
 
@@ -259,12 +259,12 @@ fn pair(res_client: &str, res_server: &str, netns: u32) -> Vec<Flow> {
 
 #[test]
 fn a_peer_on_the_same_host_gets_its_service_name() {
-    let local = LocalServices::new();
+    let ctx = Context::default();
+    let local = ctx.local_services.clone();
     let mut chain = chains_from_yaml(
         "  peer:\n    builtin_ranges: false",
         &[("metrics", &["peer"])],
-        &Telemetry::new(),
-        &local,
+        &ctx,
     )
     .remove(0);
     // Both ends of one connection in one batch: each names the other.
@@ -360,12 +360,12 @@ fn a_peer_on_the_same_host_gets_its_service_name() {
 
 #[test]
 fn loopback_listeners_are_per_network_namespace() {
-    let local = LocalServices::new();
+    let ctx = Context::default();
+    let local = ctx.local_services.clone();
     let mut chain = chains_from_yaml(
         "  peer:\n    builtin_ranges: false",
         &[("metrics", &["peer"])],
-        &Telemetry::new(),
-        &local,
+        &ctx,
     )
     .remove(0);
     local.insert(
@@ -399,4 +399,67 @@ fn loopback_listeners_are_per_network_namespace() {
             Some(want)
         );
     }
+}
+
+/// The DNS receiver and the `peer` processor share nothing but the agent's
+/// context: a name written into `ctx.peer_names` (as the receiver does) is
+/// what the processor puts on the flow, per network namespace and only
+/// while the entry lives.
+#[test]
+fn the_peer_domain_comes_from_the_contexts_name_cache() {
+    let ctx = Context::default();
+    let mut chain = chains_from_yaml(
+        "  peer:\n    builtin_ranges: false",
+        &[("metrics", &["peer"])],
+        &ctx,
+    )
+    .remove(0);
+    let to = |peer: &str, netns: u32| {
+        let mut f = with_bytes(
+            flow(
+                &resource("app"),
+                Transport::Tcp,
+                Role::Client,
+                "198.18.0.1:40000",
+                peer,
+            ),
+            100,
+            0,
+        );
+        f.netns = netns;
+        f
+    };
+    let ip = "198.18.0.9".parse().expect("ip");
+    let expires = ctx.peer_names.now_ns() + 60_000_000_000;
+    ctx.peer_names
+        .insert(4026531840, ip, "db.lab.test".into(), expires, 16);
+    let out = chain.process(batch(vec![
+        to("198.18.0.9:5432", 4026531840),
+        to("198.18.0.9:5433", 7),
+        to("198.18.0.10:5432", 4026531840),
+    ]));
+    let mut named: Vec<(String, Option<String>)> = out
+        .points_named("network.flow.io")
+        .map(|p| {
+            (
+                p.attrs
+                    .get(attr::PEER_PORT)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+                    + "@"
+                    + p.attrs.get_str(attr::PEER_ADDRESS).unwrap_or(""),
+                p.attrs.get_str(attr::PEER_DOMAIN).map(str::to_owned),
+            )
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(
+        named,
+        vec![
+            ("5432@198.18.0.10".to_owned(), None),
+            ("5432@198.18.0.9".to_owned(), Some("db.lab.test".to_owned())),
+            ("5433@198.18.0.9".to_owned(), None),
+        ]
+    );
 }

@@ -5,11 +5,22 @@
 //!   is a connect() (process context, so the owner is known), SYN_RECV ->
 //!   ESTABLISHED an accepted connection (softirq: owner learnt later),
 //!   SYN_SENT->CLOSE a failed connect (sk_err says why), any ->CLOSE the end.
+//!   The other transitions (FIN_WAIT1, CLOSE_WAIT, LAST_ACK, ...) carry
+//!   nothing flowscope reports and leave after one comparison.
 //! - `sock:sock_send_length`/`sock_recv_length` fire after every sendmsg and
 //!   recvmsg with the byte count the call moved: the application's bytes,
 //!   exactly, and the calling process.
 //! - `tcp:tcp_send_reset`/`tcp_receive_reset` count resets,
 //!   `tcp:tcp_retransmit_skb` refreshes the retransmit snapshot.
+//!
+//! Every tracepoint has two programs with one body:
+//! - a BTF-typed raw tracepoint (`tp_btf/...`, the `btf_*` programs), which
+//!   gets the tracepoint's C arguments (the `struct sock *` itself) and reads
+//!   the socket with plain loads the verifier checks against the kernel's
+//!   BTF (a faulting load reads 0 instead of oopsing). User space loads
+//!   these when the kernel accepts them;
+//! - a classic tracepoint, which gets the event record and reads the socket
+//!   with one `bpf_probe_read_kernel` call per field: the fallback.
 //!
 //! The state of a connection lives in `CONNS` keyed by its `struct sock *`;
 //! user space iterates it every interval for deltas and gets the final
@@ -18,7 +29,9 @@
 //! UDP has no connection state to trace, and an unconnected socket's peer is
 //! only in the packet, so two cgroup_skb programs on the root cgroup count
 //! UDP datagrams per (socket cookie, peer); the send/recv tracepoints record
-//! which process owns each UDP socket cookie.
+//! which process owns each UDP socket cookie. They see every packet of the
+//! host, so a packet that is not UDP leaves after reading one header byte in
+//! place (direct packet access, no helper call).
 //!
 //! Struct offsets come from user space (BTF and tracefs), see
 //! [`flowscope_common::Offsets`].
@@ -27,16 +40,18 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::bpf_get_socket_cookie,
+        generated::{bpf_get_socket_cookie, bpf_skc_to_tcp_sock},
     },
-    macros::{cgroup_skb, map, tracepoint},
+    macros::{btf_tracepoint, cgroup_skb, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{SkBuffContext, TracePointContext},
+    programs::{BtfTracePointContext, SkBuffContext, TracePointContext},
 };
 use flowscope_common::{
     AF_INET, AF_INET6, Conn, Event, IPPROTO_TCP, IPPROTO_UDP, Offsets, Owner, Settings, UdpKey,
@@ -49,21 +64,25 @@ static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings { tcp: 1, udp: 1 };
 
-// Sizes are defaults; user space resizes CONNS and UDP_FLOWS from config.
+// Sizes are defaults; user space sizes CONNS, UDP_FLOWS and UDP_OWNERS from
+// the configured flow limit. The two hash maps are not preallocated: an
+// entry's memory is taken when a connection or flow appears and given back
+// when it goes, so an idle host does not pay for the configured maximum.
 #[map]
-static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, 0);
+static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
-static UDP_FLOWS: HashMap<UdpKey, UdpStats> = HashMap::with_max_entries(65536, 0);
-/// Owner of a UDP socket by cookie. An LRU map: it is a cache that user
-/// space backs with /proc, not data, so eviction loses nothing counted.
+static UDP_FLOWS: HashMap<UdpKey, UdpStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 /// Processes already announced to user space (tgid -> 1). LRU: a process
 /// evicted is announced again, which only refreshes a cache.
 #[map]
 static SEEN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+/// Owner of a UDP socket by cookie. An LRU map: it is a cache that user
+/// space backs with /proc, not data, so eviction loses nothing counted.
+/// (The kernel preallocates every LRU map.)
 #[map]
 static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
@@ -71,7 +90,9 @@ const MSG_PEEK: i32 = 2;
 
 #[inline(always)]
 fn off(field: &u32) -> u64 {
-    // Volatile, so the compiler does not fold the zero placeholder.
+    // Volatile, so the compiler does not fold the zero placeholder. The
+    // verifier reads the value from the frozen read-only map, so the
+    // offset is a known constant to it.
     u64::from(unsafe { core::ptr::read_volatile(field) })
 }
 
@@ -87,74 +108,133 @@ fn bump(index: u32) {
     }
 }
 
-/// Reads a `T` at `base + offset` in kernel memory.
-#[inline(always)]
-fn kread<T>(base: u64, offset: u64) -> Result<T, i32> {
-    let r = unsafe { bpf_probe_read_kernel((base + offset) as *const T) };
-    if r.is_err() {
-        bump(counter::READ_ERROR);
-    }
-    r
-}
-
-#[inline(always)]
-fn tp_read<T>(ctx: &TracePointContext, field: &u32) -> Result<T, i32> {
-    unsafe { ctx.read_at::<T>(off(field) as usize) }
-}
-
 #[inline(always)]
 fn o() -> &'static Offsets {
     &OFFSETS
 }
 
+/// How a program reads kernel memory (`struct sock`, `struct tcp_sock`,
+/// `struct net`).
+trait Mem {
+    /// Reads a `T` (1, 2, 4 or 8 bytes) at `base + offset`.
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32>;
+    /// Reads 16 bytes (an IPv6 address) at `base + offset`.
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32>;
+    /// The `struct tcp_sock` of TCP socket `sk`, or 0.
+    fn tcp_sock(sk: u64) -> u64;
+}
+
+/// Classic tracepoints: the socket pointer is a number to the verifier,
+/// every field costs a `bpf_probe_read_kernel` call.
+struct Probe;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        let r = unsafe { bpf_probe_read_kernel((base + offset) as *const T) };
+        if r.is_err() {
+            bump(counter::READ_ERROR);
+        }
+        r
+    }
+
+    #[inline(always)]
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
+        Self::read(base, offset)
+    }
+
+    #[inline(always)]
+    fn tcp_sock(sk: u64) -> u64 {
+        // struct tcp_sock begins with its struct sock; the protocol was
+        // checked by the caller.
+        sk
+    }
+}
+
+/// BTF-typed raw tracepoints: the socket is a typed kernel pointer, and a
+/// load from it at a constant offset is checked against `struct sock`'s
+/// BTF by the verifier and runs as one instruction (with a fault handler).
+struct Direct;
+
+impl Mem for Direct {
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+    }
+
+    #[inline(always)]
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
+        // Two 8-byte loads: the verifier accepts scalar loads anywhere
+        // inside an array member.
+        let a: u64 = Self::read(base, offset)?;
+        let b: u64 = Self::read(base, offset + 8)?;
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&a.to_ne_bytes());
+        v[8..].copy_from_slice(&b.to_ne_bytes());
+        Ok(v)
+    }
+
+    #[inline(always)]
+    fn tcp_sock(sk: u64) -> u64 {
+        // The verifier allows loads only within the pointer's BTF type, and
+        // the tracepoints pass a `struct sock *`: this helper turns it into
+        // a `struct tcp_sock *` (or NULL when the socket is not TCP).
+        unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) as u64 }
+    }
+}
+
 /// Network namespace inode of socket `sk`.
 #[inline(always)]
-fn netns_of(sk: u64) -> u32 {
-    let net: u64 = kread(sk, off(&o().sk_net)).unwrap_or(0);
+fn netns_of<M: Mem>(sk: u64) -> u32 {
+    let net: u64 = M::read(sk, off(&o().sk_net)).unwrap_or(0);
     if net == 0 {
         return 0;
     }
-    kread(net, off(&o().net_ns_inum)).unwrap_or(0)
+    M::read(net, off(&o().net_ns_inum)).unwrap_or(0)
 }
 
 /// Family, ports, addresses and netns of socket `sk` into `c`.
 #[inline(always)]
-fn fill_tuple(sk: u64, c: &mut Conn) -> Result<(), i32> {
+fn fill_tuple<M: Mem>(sk: u64, c: &mut Conn) -> Result<(), i32> {
     let offs = o();
-    let family: u16 = kread(sk, off(&offs.sk_family))?;
+    let family: u16 = M::read(sk, off(&offs.sk_family))?;
     c.family = family;
-    c.lport = kread(sk, off(&offs.sk_num))?;
-    c.rport = u16::from_be(kread(sk, off(&offs.sk_dport))?);
+    c.lport = M::read(sk, off(&offs.sk_num))?;
+    c.rport = u16::from_be(M::read(sk, off(&offs.sk_dport))?);
     if family == AF_INET {
-        let l: [u8; 4] = kread(sk, off(&offs.sk_rcv_saddr))?;
-        let r: [u8; 4] = kread(sk, off(&offs.sk_daddr))?;
-        c.laddr[..4].copy_from_slice(&l);
-        c.raddr[..4].copy_from_slice(&r);
+        let l: u32 = M::read(sk, off(&offs.sk_rcv_saddr))?;
+        let r: u32 = M::read(sk, off(&offs.sk_daddr))?;
+        c.laddr[..4].copy_from_slice(&l.to_ne_bytes());
+        c.raddr[..4].copy_from_slice(&r.to_ne_bytes());
     } else {
-        c.laddr = kread(sk, off(&offs.sk_v6_rcv_saddr))?;
-        c.raddr = kread(sk, off(&offs.sk_v6_daddr))?;
+        c.laddr = M::read16(sk, off(&offs.sk_v6_rcv_saddr))?;
+        c.raddr = M::read16(sk, off(&offs.sk_v6_daddr))?;
     }
-    c.netns = netns_of(sk);
+    c.netns = netns_of::<M>(sk);
     Ok(())
 }
 
 /// Segment, retransmit and RTT counters of `struct tcp_sock` into `c`.
 #[inline(always)]
-fn snapshot(sk: u64, c: &mut Conn) {
+fn snapshot<M: Mem>(sk: u64, c: &mut Conn) {
+    let tp = M::tcp_sock(sk);
+    if tp == 0 {
+        return;
+    }
     let offs = o();
-    if let Ok(v) = kread::<u32>(sk, off(&offs.tcp_segs_in)) {
+    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_segs_in)) {
         c.segs_in = v;
     }
-    if let Ok(v) = kread::<u32>(sk, off(&offs.tcp_segs_out)) {
+    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_segs_out)) {
         c.segs_out = v;
     }
-    if let Ok(v) = kread::<u32>(sk, off(&offs.tcp_total_retrans)) {
+    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_total_retrans)) {
         c.total_retrans = v;
     }
-    if let Ok(v) = kread::<u32>(sk, off(&offs.tcp_srtt_us)) {
+    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_srtt_us)) {
         c.srtt_us = v >> 3;
     }
-    if let Ok(v) = kread::<u32>(sk, off(&offs.tcp_mdev_us)) {
+    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_mdev_us)) {
         c.rttvar_us = v >> 2;
     }
 }
@@ -193,30 +273,45 @@ fn announce(tgid: u32, comm: &[u8; 16]) {
 }
 
 #[inline(always)]
-fn sk_state(sk: u64) -> i32 {
-    i32::from(kread::<u8>(sk, off(&o().sk_state)).unwrap_or(0))
+fn sk_state<M: Mem>(sk: u64) -> i32 {
+    i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0))
 }
 
-/// Sends a ring buffer event for `sk`, copying `conn` and letting `fill`
-/// adjust it. A full ring buffer is counted, never silent.
 /// bpf_ringbuf_query/submit flags (include/uapi/linux/bpf.h).
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-/// Wake user space once this much is waiting; below it, user space drains
-/// on its own timer (every 100 ms). Waking for every close event cost most
-/// of the agent's CPU at 10,000 connections per second.
+/// Wake user space each time another this much is waiting; in between,
+/// user space drains on its own timer (every 100 ms). Waking for every
+/// close event cost most of the agent's CPU at 10,000 connections per
+/// second.
 const WAKE_BYTES: u64 = 64 * 1024;
+/// What one `Event` takes in the ring buffer: an 8-byte header, rounded up
+/// to 8 bytes.
+const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
 
+/// The submit flag for a record just reserved: a wake-up only when this
+/// record took the waiting data across a multiple of [`WAKE_BYTES`].
+///
+/// Waking for every record while more than `WAKE_BYTES` wait (as before)
+/// queues an irq_work per record whenever user space is slow to run, and on
+/// a virtual machine each one is an APIC write that exits to the
+/// hypervisor: it was most of `inet_sock_set_state`'s cost under load. Two
+/// CPUs reserving at once may both miss the crossing; the timer drains
+/// what they wrote.
 #[inline(always)]
 fn wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKE_BYTES {
+    // Producer minus consumer position, this record included.
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if avail / WAKE_BYTES != avail.saturating_sub(EVENT_RECORD_BYTES) / WAKE_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     }
 }
 
+/// Sends a ring buffer event for `sk`, copying `conn` and letting `fill`
+/// adjust it. A full ring buffer is counted, never silent.
 #[inline(always)]
 fn emit(kind: u32, sk: u64, conn: *const Conn, fill: impl FnOnce(&mut Event)) {
     match EVENTS.reserve::<Event>(0) {
@@ -236,90 +331,156 @@ fn emit(kind: u32, sk: u64, conn: *const Conn, fill: impl FnOnce(&mut Event)) {
     }
 }
 
+/// Whether a state change is one flowscope acts on: into SYN_SENT
+/// (connect), ESTABLISHED (open) or CLOSE (end or failure).
+#[inline(always)]
+fn state_matters(new: i32) -> bool {
+    new == tcp_state::SYN_SENT || new == tcp_state::ESTABLISHED || new == tcp_state::CLOSE
+}
+
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+    let _ = tp_set_state(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let new: i32 = ctx.arg(2);
+    if !state_matters(new) || !setting(&SETTINGS.tcp) {
+        return 0;
+    }
+    let sk: u64 = ctx.arg(0);
+    let Ok(protocol) = Direct::read::<u16>(sk, off(&o().sk_protocol)) else {
+        return 0;
+    };
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let _ = set_state::<Direct>(sk, ctx.arg(1), new);
     0
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+fn tp_read<T>(ctx: &TracePointContext, field: &u32) -> Result<T, i32> {
+    unsafe { ctx.read_at::<T>(off(field) as usize) }
+}
+
+#[inline(always)]
+fn tp_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     let offs = o();
+    let new: i32 = tp_read(ctx, &offs.set_state_newstate)?;
+    if !state_matters(new) || !setting(&SETTINGS.tcp) {
+        return Ok(());
+    }
     let protocol: u16 = tp_read(ctx, &offs.set_state_protocol)?;
-    if u16::from(protocol) != IPPROTO_TCP || !setting(&SETTINGS.tcp) {
+    if protocol != IPPROTO_TCP {
         return Ok(());
     }
     let sk: u64 = tp_read(ctx, &offs.set_state_skaddr)?;
     let old: i32 = tp_read(ctx, &offs.set_state_oldstate)?;
-    let new: i32 = tp_read(ctx, &offs.set_state_newstate)?;
-    bump(counter::TCP_EVENTS);
+    set_state::<Probe>(sk, old, new)
+}
 
+/// A TCP state change flowscope acts on (see [`state_matters`]).
+#[inline(always)]
+fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
+    bump(counter::TCP_EVENTS);
     if new == tcp_state::SYN_SENT {
-        // connect(): runs in the caller's context, the port is assigned.
+        // connect(): runs in the caller's context. The local address is
+        // chosen; the port may not be yet (it is re-read at ESTABLISHED).
         let mut c = Conn {
             role: role::CLIENT,
             opened_ns: unsafe { bpf_ktime_get_ns() },
             ..Conn::default()
         };
         set_process(&mut c);
-        fill_tuple(sk, &mut c)?;
+        fill_tuple::<M>(sk, &mut c)?;
         if CONNS.insert(&sk, &c, 0).is_err() {
             bump(counter::TCP_MAP_FULL);
         }
-    } else if new == tcp_state::ESTABLISHED && old == tcp_state::SYN_SENT {
-        if let Some(c) = CONNS.get_ptr_mut(&sk) {
-            let c = unsafe { &mut *c };
-            c.established = 1;
-            // The local address is final now (bind at connect time).
-            fill_tuple(sk, c)?;
-            snapshot(sk, c);
-        }
-    } else if new == tcp_state::ESTABLISHED && old == tcp_state::SYN_RECV {
-        // The child socket of an accept()ed connection, in softirq: the
-        // owning process is recorded on its first read or write.
-        let mut c = Conn {
-            role: role::SERVER,
-            established: 1,
-            opened_ns: unsafe { bpf_ktime_get_ns() },
-            ..Conn::default()
-        };
-        fill_tuple(sk, &mut c)?;
-        snapshot(sk, &mut c);
-        if CONNS.insert(&sk, &c, 0).is_err() {
-            bump(counter::TCP_MAP_FULL);
-        }
-    } else if new == tcp_state::CLOSE {
-        if let Some(c) = CONNS.get_ptr_mut(&sk) {
-            let c = unsafe { &mut *c };
-            snapshot(sk, c);
-            if old == tcp_state::SYN_SENT && c.established == 0 {
-                // tcp_done_with_error() stores sk_err before tcp_done()
-                // moves the socket to CLOSE, so it is readable here.
-                let err: i32 = kread(sk, off(&offs.sk_err)).unwrap_or(0);
-                emit(event_kind::FAILED, sk, c, |ev| ev.errno = err);
-            } else {
-                emit(event_kind::CLOSE, sk, c, |_| {});
+    } else if new == tcp_state::ESTABLISHED {
+        if old == tcp_state::SYN_SENT {
+            if let Some(c) = CONNS.get_ptr_mut(&sk) {
+                let c = unsafe { &mut *c };
+                c.established = 1;
+                fill_tuple::<M>(sk, c)?;
+                snapshot::<M>(sk, c);
             }
-            let _ = CONNS.remove(&sk);
+        } else if old == tcp_state::SYN_RECV {
+            // The child socket of an accept()ed connection, in softirq: the
+            // owning process is recorded on its first read or write.
+            let mut c = Conn {
+                role: role::SERVER,
+                established: 1,
+                opened_ns: unsafe { bpf_ktime_get_ns() },
+                ..Conn::default()
+            };
+            fill_tuple::<M>(sk, &mut c)?;
+            snapshot::<M>(sk, &mut c);
+            if CONNS.insert(&sk, &c, 0).is_err() {
+                bump(counter::TCP_MAP_FULL);
+            }
         }
+    } else if new == tcp_state::CLOSE
+        && let Some(c) = CONNS.get_ptr_mut(&sk)
+    {
+        let c = unsafe { &mut *c };
+        snapshot::<M>(sk, c);
+        if old == tcp_state::SYN_SENT && c.established == 0 {
+            // tcp_done_with_error() stores sk_err before tcp_done()
+            // moves the socket to CLOSE, so it is readable here.
+            let err: i32 = M::read(sk, off(&o().sk_err)).unwrap_or(0);
+            emit(event_kind::FAILED, sk, c, |ev| ev.errno = err);
+        } else {
+            emit(event_kind::CLOSE, sk, c, |_| {});
+        }
+        let _ = CONNS.remove(&sk);
     }
     Ok(())
 }
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = on_length(&ctx, true);
+    let _ = tp_length(&ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = on_length(&ctx, false);
+    let _ = tp_length(&ctx, false);
+    0
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn btf_send_length(ctx: BtfTracePointContext) -> u32 {
+    btf_length(&ctx, true);
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn btf_recv_length(ctx: BtfTracePointContext) -> u32 {
+    btf_length(&ctx, false);
     0
 }
 
 #[inline(always)]
-fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
+fn btf_length(ctx: &BtfTracePointContext, transmit: bool) {
+    // TP_PROTO(struct sock *sk, int ret, int flags)
+    let ret: i32 = ctx.arg(1);
+    if ret <= 0 {
+        return;
+    }
+    let sk: u64 = ctx.arg(0);
+    let Ok(protocol) = Direct::read::<u16>(sk, off(&o().sk_protocol)) else {
+        return;
+    };
+    let _ = on_length::<Direct>(sk, ret, protocol, transmit, || ctx.arg(2));
+}
+
+#[inline(always)]
+fn tp_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
     let offs = o();
     let (sk_field, proto_field, ret_field, flags_field) = if transmit {
         (
@@ -342,12 +503,24 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
     }
     let protocol: u16 = tp_read(ctx, proto_field)?;
     let sk: u64 = tp_read(ctx, sk_field)?;
+    on_length::<Probe>(sk, ret, protocol, transmit, || {
+        tp_read::<i32>(ctx, flags_field).unwrap_or(0)
+    })
+}
+
+/// One sendmsg/recvmsg that moved `ret` > 0 bytes; `flags` is read only
+/// for TCP receives.
+#[inline(always)]
+fn on_length<M: Mem>(
+    sk: u64,
+    ret: i32,
+    protocol: u16,
+    transmit: bool,
+    flags: impl FnOnce() -> i32,
+) -> Result<(), i32> {
     if protocol == IPPROTO_TCP && setting(&SETTINGS.tcp) {
-        if !transmit {
-            let flags: i32 = tp_read(ctx, flags_field)?;
-            if flags & MSG_PEEK != 0 {
-                return Ok(());
-            }
+        if !transmit && flags() & MSG_PEEK != 0 {
+            return Ok(());
         }
         bump(counter::TCP_EVENTS);
         let bytes = ret as u64;
@@ -363,11 +536,11 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
             if c.tgid == 0 {
                 set_process(c);
             }
-            snapshot(sk, c);
+            snapshot::<M>(sk, c);
             return Ok(());
         }
         let mut c = Conn::default();
-        fill_tuple(sk, &mut c)?;
+        fill_tuple::<M>(sk, &mut c)?;
         if c.family != AF_INET && c.family != AF_INET6 {
             return Ok(());
         }
@@ -377,7 +550,7 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         } else {
             c.bytes_rx = bytes;
         }
-        if sk_state(sk) == tcp_state::CLOSE {
+        if sk_state::<M>(sk) == tcp_state::CLOSE {
             // Closed and already reported: an application still reading
             // what arrived before the FIN. User space adds these bytes to
             // the closed connection's record.
@@ -385,7 +558,7 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         } else {
             // A connection that predates the agent (its open was not seen).
             c.established = 1;
-            snapshot(sk, &mut c);
+            snapshot::<M>(sk, &mut c);
             if CONNS.insert(&sk, &c, BPF_NOEXIST as u64).is_err() {
                 bump(counter::TCP_MAP_FULL);
             }
@@ -394,17 +567,17 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         bump(counter::UDP_EVENTS);
         // The cgroup_skb program asked for this socket's cookie when the
         // datagram passed (before this tracepoint fires), so it is set.
-        let cookie: u64 = kread(sk, off(&o().sk_cookie))?;
+        let cookie: u64 = M::read(sk, off(&o().sk_cookie))?;
         if cookie == 0 || UDP_OWNERS.get_ptr(&cookie).is_some() {
             return Ok(());
         }
-        let family: u16 = kread(sk, off(&o().sk_family))?;
+        let family: u16 = M::read(sk, off(&o().sk_family))?;
         if family != AF_INET && family != AF_INET6 {
             return Ok(());
         }
         let owner = Owner {
             tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            netns: netns_of(sk),
+            netns: netns_of::<M>(sk),
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         announce(owner.tgid, &owner.comm);
@@ -417,22 +590,39 @@ fn on_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = on_reset(&ctx, &o().send_reset_skaddr, true);
+    if let Ok(sk) = tp_read::<u64>(&ctx, &o().send_reset_skaddr) {
+        let _ = on_reset::<Probe>(sk, true);
+    }
     0
 }
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = on_reset(&ctx, &o().recv_reset_skaddr, false);
+    if let Ok(sk) = tp_read::<u64>(&ctx, &o().recv_reset_skaddr) {
+        let _ = on_reset::<Probe>(sk, false);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb, reason)
+    let _ = on_reset::<Direct>(ctx.arg(0), true);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn btf_recv_reset(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(struct sock *sk)
+    let _ = on_reset::<Direct>(ctx.arg(0), false);
     0
 }
 
 #[inline(always)]
-fn on_reset(ctx: &TracePointContext, sk_field: &u32, transmit: bool) -> Result<(), i32> {
+fn on_reset<M: Mem>(sk: u64, transmit: bool) -> Result<(), i32> {
     if !setting(&SETTINGS.tcp) {
         return Ok(());
     }
-    let sk: u64 = tp_read(ctx, sk_field)?;
     if sk == 0 {
         // A reset answering a segment no socket owns (a closed port).
         return Ok(());
@@ -449,9 +639,9 @@ fn on_reset(ctx: &TracePointContext, sk_field: &u32, transmit: bool) -> Result<(
     }
     // An abortive close (SO_LINGER 0) moves the socket to CLOSE before the
     // reset goes out, so its record is gone: report the reset late.
-    if sk_state(sk) == tcp_state::CLOSE {
+    if sk_state::<M>(sk) == tcp_state::CLOSE {
         let mut c = Conn::default();
-        fill_tuple(sk, &mut c)?;
+        fill_tuple::<M>(sk, &mut c)?;
         if transmit {
             c.resets_tx = 1;
         } else {
@@ -465,12 +655,24 @@ fn on_reset(ctx: &TracePointContext, sk_field: &u32, transmit: bool) -> Result<(
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     if let Ok(sk) = tp_read::<u64>(&ctx, &o().retransmit_skaddr) {
-        if let Some(c) = CONNS.get_ptr_mut(&sk) {
-            bump(counter::TCP_EVENTS);
-            snapshot(sk, unsafe { &mut *c });
-        }
+        on_retransmit::<Probe>(sk);
     }
     0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb)
+    on_retransmit::<Direct>(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn on_retransmit<M: Mem>(sk: u64) {
+    if let Some(c) = CONNS.get_ptr_mut(&sk) {
+        bump(counter::TCP_EVENTS);
+        snapshot::<M>(sk, unsafe { &mut *c });
+    }
 }
 
 #[cgroup_skb(egress)]
@@ -485,29 +687,66 @@ pub fn udp_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+/// `__sk_buff.protocol` values (the ethertype, network byte order, as the
+/// kernel stores it in the low 16 bits).
+const ETH_P_IP_BE: u32 = 0x0800u16.to_be() as u32;
+const ETH_P_IPV6_BE: u32 = 0x86DDu16.to_be() as u32;
+
+/// The IP header's protocol (IPv4) or next header (IPv6) byte at `at`,
+/// read in place when the header is in the skb's linear part (always, for
+/// the packets of local sockets), else copied out.
+#[inline(always)]
+fn ip_proto_byte(ctx: &SkBuffContext, at: usize, header: usize) -> Result<u8, i32> {
+    let skb = ctx.skb.skb;
+    let data = unsafe { (*skb).data } as usize;
+    let end = unsafe { (*skb).data_end } as usize;
+    if data + header <= end {
+        // Direct packet access: the bounds check above is what the verifier
+        // needs; no helper call.
+        Ok(unsafe { *((data + at) as *const u8) })
+    } else {
+        ctx.load(at).map_err(|_| 0)
+    }
+}
 
 /// Counts one UDP datagram (or GSO batch) of the socket the skb belongs to.
 /// cgroup_skb sees the packet from its network header on, and always
-/// returns "allow": flowscope observes, it never drops.
+/// returns "allow": flowscope observes, it never drops. Every other packet
+/// of the host (TCP above all) passes here too, so the first test is the
+/// IP header's protocol byte, read in place.
 #[inline(always)]
 fn count_udp(ctx: &SkBuffContext, egress: bool) -> Result<(), i32> {
     if !setting(&SETTINGS.udp) {
         return Ok(());
     }
     let skb = ctx.skb.skb;
-    let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
+    let proto = unsafe { (*skb).protocol };
+    let v4 = if proto == ETH_P_IP_BE {
+        if ip_proto_byte(ctx, 9, 20)? != IPPROTO_UDP as u8 {
+            return Ok(());
+        }
+        true
+    } else if proto == ETH_P_IPV6_BE {
+        if ip_proto_byte(ctx, 6, 40)? != IPPROTO_UDP as u8 {
+            return Ok(());
+        }
+        false
+    } else {
+        return Ok(());
+    };
+    count_datagram(ctx, egress, v4)
+}
+
+/// The UDP part of [`count_udp`]: addresses, ports and the map update.
+#[inline(always)]
+fn count_datagram(ctx: &SkBuffContext, egress: bool, v4: bool) -> Result<(), i32> {
+    let skb = ctx.skb.skb;
     let len = unsafe { (*skb).len } as u64;
     let mut key = UdpKey::default();
     let mut laddr = [0u8; 16];
     let (l4, sport, dport);
-    if proto == ETH_P_IP {
+    if v4 {
         let vihl: u8 = ctx.load(0).map_err(|_| 0)?;
-        let next: u8 = ctx.load(9).map_err(|_| 0)?;
-        if next != IPPROTO_UDP as u8 {
-            return Ok(());
-        }
         let frag: u16 = u16::from_be(ctx.load(6).map_err(|_| 0)?);
         if frag & 0x1fff != 0 {
             // A later fragment carries no UDP header.
@@ -520,11 +759,7 @@ fn count_udp(ctx: &SkBuffContext, egress: bool) -> Result<(), i32> {
         laddr[..4].copy_from_slice(&l);
         key.raddr[..4].copy_from_slice(&r);
         key.family = AF_INET;
-    } else if proto == ETH_P_IPV6 {
-        let next: u8 = ctx.load(6).map_err(|_| 0)?;
-        if next != IPPROTO_UDP as u8 {
-            return Ok(());
-        }
+    } else {
         l4 = 40;
         let src: [u8; 16] = ctx.load(8).map_err(|_| 0)?;
         let dst: [u8; 16] = ctx.load(24).map_err(|_| 0)?;
@@ -532,8 +767,6 @@ fn count_udp(ctx: &SkBuffContext, egress: bool) -> Result<(), i32> {
         laddr = l;
         key.raddr = r;
         key.family = AF_INET6;
-    } else {
-        return Ok(());
     }
     if l4 < 20 || len < l4 + 8 {
         return Ok(());

@@ -165,8 +165,8 @@ fn main() -> Result<(), String> {
         namespace_rescan: Duration::from_millis(200),
         ..DnsSettings::default()
     };
-    let (receiver, _names) =
-        DnsReceiver::start(settings, telemetry).map_err(|e| format!("{e:?}"))?;
+    let ctx = flowscope_model::Context::with_telemetry(telemetry);
+    let receiver = DnsReceiver::start_with(settings, &ctx).map_err(|e| format!("{e:?}"))?;
     use std::os::unix::fs::MetadataExt;
     let inode = |n: &str| {
         std::fs::metadata(format!("/run/netns/{n}"))

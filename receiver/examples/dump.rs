@@ -1,8 +1,7 @@
 //! Prints every flow batch the receiver produces: `cargo run --example dump -p flowscope-receiver`.
-use std::sync::Arc;
 use std::time::Duration;
 
-use flowscope_model::Telemetry;
+use flowscope_model::{Context, HostFacts};
 use flowscope_receiver::*;
 
 #[tokio::main(flavor = "current_thread")]
@@ -11,25 +10,14 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let settings = ReceiverSettings {
-        interval: Duration::from_secs(secs),
-        load: LoadOptions {
-            tcp: true,
-            udp: true,
-            max_flows: 65536,
-            ring_buffer_bytes: 1 << 20,
-        },
-        collector: CollectorSettings {
-            max_tracked: 65536,
-            granularity: Granularity::Process,
-            rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
-            duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
-            ephemeral: ephemeral_ports(),
-            host: host_attrs(),
-        },
+    let config = flowscope_otel_config::receivers::EbpfReceiverConfig {
+        collection_interval: Duration::from_secs(secs),
+        resource_granularity: flowscope_otel_config::receivers::ResourceGranularity::Process,
+        ..Default::default()
     };
-    let telemetry = Telemetry::new();
-    let rx = EbpfReceiver::start(settings, telemetry.clone(), None)?;
+    let ctx = Context::new(HostFacts::detect());
+    let telemetry = ctx.telemetry.clone();
+    let rx = EbpfReceiver::start(&config, &ctx)?;
     let (tx, mut brx) = tokio::sync::mpsc::channel(4);
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(rx.run(tx, stop_rx));
@@ -46,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
                 f.stats
             );
         }
-        for p in telemetry.drain(&self_resource()) {
+        for p in telemetry.collect_interval() {
             println!("  self {} {:?} {:?}", p.metric.name, p.attrs, p.value);
         }
     }

@@ -17,22 +17,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::names::{attr, resource};
 use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
 
 use crate::process::{ProcessCache, comm_str};
-
-/// Looks up the DNS name a client resolved to reach `ip` (DNS snooping).
-pub trait PeerNames: Send + Sync {
-    fn name_of(&self, netns: u32, ip: IpAddr) -> Option<Arc<str>>;
-}
 
 /// How the Resource of a flow is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {
     /// service.name, container, host.
     Service,
-    /// Adds process.pid, process.executable.name, process.command.
+    /// Adds process.pid, process.executable.name, process.command
+    /// (argv\[0\]), and process.command_line when
+    /// [`CollectorSettings::include_command_line`] is set.
     Process,
 }
 
@@ -41,6 +39,10 @@ pub enum Granularity {
 pub struct CollectorSettings {
     pub max_tracked: usize,
     pub granularity: Granularity,
+    /// With [`Granularity::Process`]: also put the whole command line on
+    /// the Resource (`process.command_line`). Off by default: arguments can
+    /// carry secrets.
+    pub include_command_line: bool,
     pub rtt_bounds: Arc<[f64]>,
     pub duration_bounds: Arc<[f64]>,
     /// The host's ephemeral port range, to tell a client from a server when
@@ -103,7 +105,6 @@ pub struct Collector {
     settings: CollectorSettings,
     telemetry: Telemetry,
     procs: ProcessCache,
-    names: Option<Arc<dyn PeerNames>>,
     tcp: HashMap<u64, TcpTrack>,
     /// Keys of connections closed recently, for late bytes and resets.
     closed: HashMap<u64, (FlowKey, u64)>,
@@ -126,17 +127,12 @@ pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
 }
 
 impl Collector {
-    pub fn new(
-        settings: CollectorSettings,
-        telemetry: Telemetry,
-        names: Option<Arc<dyn PeerNames>>,
-    ) -> Self {
+    pub fn new(settings: CollectorSettings, telemetry: Telemetry) -> Self {
         let max = settings.max_tracked;
         Self {
             settings,
             telemetry,
             procs: ProcessCache::new("/proc", std::time::Duration::from_secs(60), max.max(1024)),
-            names,
             tcp: HashMap::new(),
             closed: HashMap::new(),
             udp: HashMap::new(),
@@ -255,7 +251,8 @@ impl Collector {
             }
             Entry::Vacant(v) => {
                 if tracked_len >= max {
-                    self.telemetry.events_lost("ebpf.tcp", "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(Source::EbpfTcp, LossReason::TableFull, 1));
                     return;
                 }
                 let open = c.established == 1 && c.opened_ns != 0;
@@ -325,7 +322,9 @@ impl Collector {
                 s.resets_tx += u64::from(c.resets_tx);
                 s.resets_rx += u64::from(c.resets_rx);
             }
-            _ => self.telemetry.events_lost("ebpf.tcp", "parse_error", 1),
+            _ => self
+                .telemetry
+                .emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1)),
         }
     }
 
@@ -346,7 +345,8 @@ impl Collector {
             }
             None => {
                 if tracked_len >= self.settings.max_tracked {
-                    self.telemetry.events_lost("ebpf.udp", "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(Source::EbpfUdp, LossReason::TableFull, 1));
                     return false;
                 }
                 self.udp.insert(
@@ -416,6 +416,12 @@ impl Collector {
         } else {
             let info = self.procs.get(key.pid, &key.comm);
             attrs.set(resource::SERVICE_NAME, info.service_name.clone());
+            if let Some(ns) = &info.service_namespace {
+                attrs.set(resource::SERVICE_NAMESPACE, ns.clone());
+            }
+            if let Some(v) = &info.service_version {
+                attrs.set(resource::SERVICE_VERSION, v.clone());
+            }
             if let Some(c) = &info.container_id {
                 attrs.set(resource::CONTAINER_ID, c.clone());
             }
@@ -427,6 +433,11 @@ impl Collector {
                 );
                 if let Some(cmd) = &info.command {
                     attrs.set(resource::PROCESS_COMMAND, cmd.clone());
+                }
+                if self.settings.include_command_line
+                    && let Some(line) = &info.command_line
+                {
+                    attrs.set(resource::PROCESS_COMMAND_LINE, line.clone());
                 }
             }
         }
@@ -457,11 +468,6 @@ impl Collector {
             match key.role {
                 Role::Client => attrs.set(attr::PEER_PORT, key.peer.port()),
                 Role::Server => attrs.set(attr::LOCAL_PORT, key.local.port()),
-            }
-            if let Some(names) = &self.names
-                && let Some(name) = names.name_of(key.netns, key.peer.ip())
-            {
-                attrs.set(attr::PEER_DOMAIN, name);
             }
             flows.push(Flow {
                 resource: res,
@@ -502,6 +508,7 @@ mod tests {
         CollectorSettings {
             max_tracked: 100,
             granularity: Granularity::Service,
+            include_command_line: false,
             rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
             duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
             ephemeral: (32768, 60999),
@@ -527,7 +534,7 @@ mod tests {
 
     #[test]
     fn deltas_across_intervals_and_close() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let mut c = conn(role::CLIENT, 40000, 80);
         c.bytes_tx = 100;
         col.on_conn(1, &c);
@@ -576,7 +583,7 @@ mod tests {
 
     #[test]
     fn failed_connect_reason() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let mut c = conn(role::CLIENT, 40000, 81);
         c.established = 0;
         col.on_event(&Event {
@@ -593,7 +600,7 @@ mod tests {
 
     #[test]
     fn unknown_role_by_ports_and_v4_mapped() {
-        let col = Collector::new(settings(), Telemetry::new(), None);
+        let col = Collector::new(settings(), Telemetry::new());
         assert_eq!(col.role_by_ports(443, 50000), Role::Server);
         assert_eq!(col.role_by_ports(50000, 443), Role::Client);
         let mut raw = [0u8; 16];
@@ -611,7 +618,7 @@ mod tests {
         let mut s = settings();
         s.max_tracked = 1;
         let t = Telemetry::new();
-        let mut col = Collector::new(s, t.clone(), None);
+        let mut col = Collector::new(s, t.clone());
         col.on_conn(1, &conn(role::CLIENT, 40000, 80));
         col.on_conn(2, &conn(role::CLIENT, 40001, 80));
         let f = Attrs::new().with(attr::REASON, "table_full");
@@ -623,7 +630,7 @@ mod tests {
 
     #[test]
     fn udp_deltas_and_idle_expiry() {
-        let mut col = Collector::new(settings(), Telemetry::new(), None);
+        let mut col = Collector::new(settings(), Telemetry::new());
         let key = UdpKey {
             cookie: 7,
             rport: 53,

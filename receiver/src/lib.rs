@@ -2,12 +2,17 @@
 //! their maps and ring buffer, keeps the connection table and attributes
 //! flows to processes. DNS capture lives in [`dns`].
 //!
+//! Nothing here reaches another receiver or a global: what the receivers
+//! share (self-telemetry, host facts, the DNS name cache) comes from the
+//! agent's [`Context`].
+//!
 //! [`EbpfReceiver::start`] loads and attaches (failing with one clear error
 //! when privileges or kernel features are missing); [`EbpfReceiver::run`]
 //! then sends one [`FlowBatch`] per interval down a bounded channel until
 //! shutdown, when it sends the last, partial interval.
 
 pub mod btf;
+pub mod capabilities;
 pub mod collector;
 pub mod dns;
 pub mod loader;
@@ -19,14 +24,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscope_common::{Event, counter};
-use flowscope_model::names::{SELF_SERVICE_NAME, resource};
-use flowscope_model::telemetry::FLOWS_TRACKED;
-use flowscope_model::{Attrs, FlowBatch, Telemetry};
+use flowscope_model::internal_events::{
+    EventsLost, EventsReceived, FlowsTracked, LossReason, Source,
+};
+use flowscope_model::{Context, FlowBatch, HostFacts, Telemetry};
+use flowscope_otel_config::receivers::{EbpfReceiverConfig, ResourceGranularity};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-pub use collector::{CollectorSettings, Granularity, PeerNames};
+pub use collector::{CollectorSettings, Granularity};
 pub use loader::{LoadError, LoadOptions};
 
 use collector::Collector;
@@ -38,7 +45,10 @@ pub enum RunError {
     RingBuffer(#[source] std::io::Error),
 }
 
-/// Receiver settings (the `ebpf` receiver's config, validated).
+/// What the `ebpf` receiver runs with: its configuration
+/// ([`EbpfReceiverConfig`], validated when the config was loaded; defaults
+/// and limits live there) mapped onto the loader and the connection table,
+/// plus the host's facts from the [`Context`].
 #[derive(Clone, Debug)]
 pub struct ReceiverSettings {
     pub interval: Duration,
@@ -46,38 +56,33 @@ pub struct ReceiverSettings {
     pub collector: CollectorSettings,
 }
 
-/// The host's attributes on every Resource: host.name, host.id, os.type.
-pub fn host_attrs() -> Attrs {
-    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let mut a = Attrs::new()
-        .with(resource::HOST_NAME, host_name)
-        .with(resource::OS_TYPE, "linux");
-    if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
-        let id = id.trim();
-        if !id.is_empty() {
-            a.set(resource::HOST_ID, id.to_string());
+impl ReceiverSettings {
+    /// The settings `config` describes on the host `host`.
+    pub fn new(config: &EbpfReceiverConfig, host: &HostFacts) -> Self {
+        ReceiverSettings {
+            interval: config.collection_interval,
+            load: LoadOptions {
+                tcp: config.tcp,
+                udp: config.udp,
+                // The config caps max_tracked_flows at u32::MAX (a kernel
+                // map's size); saturate for settings built in code.
+                max_flows: u32::try_from(config.max_tracked_flows).unwrap_or(u32::MAX),
+                ring_buffer_bytes: config.ring_buffer_bytes,
+            },
+            collector: CollectorSettings {
+                max_tracked: config.max_tracked_flows,
+                granularity: match config.resource_granularity {
+                    ResourceGranularity::Service => Granularity::Service,
+                    ResourceGranularity::Process => Granularity::Process,
+                },
+                include_command_line: config.include_command_line,
+                rtt_bounds: Arc::from(config.rtt_buckets.as_slice()),
+                duration_bounds: Arc::from(config.duration_buckets.as_slice()),
+                ephemeral: host.ephemeral_ports,
+                host: host.attrs.clone(),
+            },
         }
     }
-    a
-}
-
-/// The Resource of the agent's own telemetry.
-pub fn self_resource() -> Arc<Attrs> {
-    Arc::new(host_attrs().with(resource::SERVICE_NAME, SELF_SERVICE_NAME))
-}
-
-/// The ephemeral port range (net.ipv4.ip_local_port_range), or Linux's
-/// default when unreadable.
-pub fn ephemeral_ports() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999))
 }
 
 pub fn unix_nanos(t: SystemTime) -> u64 {
@@ -95,16 +100,20 @@ pub struct EbpfReceiver {
 }
 
 impl EbpfReceiver {
-    /// Loads and attaches the programs.
-    pub fn start(
-        settings: ReceiverSettings,
-        telemetry: Telemetry,
-        names: Option<Arc<dyn PeerNames>>,
-    ) -> Result<Self, LoadError> {
+    /// Loads and attaches the programs `config` asks for; everything shared
+    /// (self-telemetry, host facts) comes from `ctx`.
+    pub fn start(config: &EbpfReceiverConfig, ctx: &Context) -> Result<Self, LoadError> {
+        Self::start_with(ReceiverSettings::new(config, &ctx.host), ctx)
+    }
+
+    /// As [`EbpfReceiver::start`], with settings already mapped (examples
+    /// and tests that pick their own).
+    pub fn start_with(settings: ReceiverSettings, ctx: &Context) -> Result<Self, LoadError> {
+        let telemetry = ctx.telemetry.clone();
         let loaded = loader::load(&settings.load)?;
         Ok(Self {
             loaded,
-            collector: Collector::new(settings.collector, telemetry.clone(), names),
+            collector: Collector::new(settings.collector, telemetry.clone()),
             telemetry,
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],
@@ -132,6 +141,7 @@ impl EbpfReceiver {
             udp_owners,
             events,
             counters,
+            hooks: _,
         } = loaded;
         // SAFETY: the ring buffer owns its map fd and keeps it open for as
         // long as the AsyncFd owns the ring buffer.
@@ -164,7 +174,11 @@ impl EbpfReceiver {
             for item in conns.iter() {
                 match item {
                     Ok((sk, c)) => collector.on_conn(sk, &c),
-                    Err(_) => telemetry.events_lost("ebpf.tcp", "map_read_error", 1),
+                    Err(_) => telemetry.emit(EventsLost::new(
+                        Source::EbpfTcp,
+                        LossReason::MapReadError,
+                        1,
+                    )),
                 }
             }
             let mut idle = Vec::new();
@@ -176,14 +190,20 @@ impl EbpfReceiver {
                             idle.push(k);
                         }
                     }
-                    Err(_) => telemetry.events_lost("ebpf.udp", "map_read_error", 1),
+                    Err(_) => telemetry.emit(EventsLost::new(
+                        Source::EbpfUdp,
+                        LossReason::MapReadError,
+                        1,
+                    )),
                 }
             }
             for k in idle {
                 let _ = udp_flows.remove(&k);
             }
             report_counters(&counters, &mut counters_last, &telemetry);
-            telemetry.set_gauge(FLOWS_TRACKED, Attrs::new(), collector.tracked() as i64);
+            telemetry.emit(FlowsTracked {
+                count: collector.tracked(),
+            });
             let now = SystemTime::now();
             let batch = collector.finish(unix_nanos(start), unix_nanos(now));
             start = now;
@@ -191,7 +211,7 @@ impl EbpfReceiver {
             if tx.send(batch).await.is_err() {
                 // The pipeline is gone (shutting down): what this batch held
                 // cannot be delivered; say so in the count.
-                telemetry.events_lost("ebpf", "pipeline_closed", n);
+                telemetry.emit(EventsLost::new(Source::Ebpf, LossReason::PipelineClosed, n));
                 return Ok(());
             }
             if last {
@@ -208,7 +228,7 @@ fn drain(
 ) {
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<Event>() {
-            telemetry.events_lost("ebpf.tcp", "parse_error", 1);
+            telemetry.emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1));
             continue;
         }
         // SAFETY: the kernel side writes whole `Event`s (repr(C), integers
@@ -231,12 +251,21 @@ fn report_counters(
         *slot = total;
         delta
     };
-    telemetry.events_received("ebpf.tcp", read(counter::TCP_EVENTS));
-    telemetry.events_received("ebpf.udp", read(counter::UDP_EVENTS));
-    telemetry.events_lost("ebpf.tcp", "ringbuf_full", read(counter::RINGBUF_FULL));
-    telemetry.events_lost("ebpf.tcp", "map_full", read(counter::TCP_MAP_FULL));
-    telemetry.events_lost("ebpf.udp", "map_full", read(counter::UDP_MAP_FULL));
-    telemetry.events_lost("ebpf", "read_error", read(counter::READ_ERROR));
+    let received = |source, count| EventsReceived { source, count };
+    telemetry.emit(received(Source::EbpfTcp, read(counter::TCP_EVENTS)));
+    telemetry.emit(received(Source::EbpfUdp, read(counter::UDP_EVENTS)));
+    for (source, reason, slot) in [
+        (
+            Source::EbpfTcp,
+            LossReason::RingbufFull,
+            counter::RINGBUF_FULL,
+        ),
+        (Source::EbpfTcp, LossReason::MapFull, counter::TCP_MAP_FULL),
+        (Source::EbpfUdp, LossReason::MapFull, counter::UDP_MAP_FULL),
+        (Source::Ebpf, LossReason::ReadError, counter::READ_ERROR),
+    ] {
+        telemetry.emit(EventsLost::new(source, reason, read(slot)));
+    }
     // UDP_OWNERS is an LRU cache backed by /proc: eviction loses no count.
     let _ = read(counter::OWNER_MAP_FULL);
 }

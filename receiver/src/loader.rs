@@ -1,15 +1,27 @@
 //! Loads the flow programs into the kernel and attaches them.
 //!
 //! Everything that can be missing is checked up front and reported once,
-//! naming what is missing: privileges (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
-//! or root), tracefs, BTF, a tracepoint, the cgroup v2 mount.
+//! naming what is missing: capabilities (every one missing, see
+//! [`crate::capabilities`]), tracefs, BTF, a tracepoint, the cgroup v2 mount.
+//!
+//! Each tracepoint has two programs in the object (see
+//! `receiver-ebpf/src/main.rs`): a BTF-typed raw tracepoint (`tp_btf`),
+//! which reads the socket with plain verifier-checked loads, and a classic
+//! tracepoint, which reads it with one helper call per field. The BTF-typed
+//! set is loaded when the kernel accepts all of it (Linux 5.5+ with BTF,
+//! and a verifier that knows these tracepoints' arguments); otherwise the
+//! classic set is, with a warning. `FLOWSCOPE_EBPF_HOOKS=tracepoint` in the
+//! agent's environment forces the classic set (to compare, or to work
+//! around a kernel that loads the BTF-typed programs but misbehaves).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint,
+};
+use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpStats};
 use thiserror::Error;
 
@@ -21,10 +33,8 @@ static FLOWS_OBJECT: &[u8] =
 
 #[derive(Debug, Error)]
 pub enum LoadError {
-    #[error(
-        "flowscope needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (effective: {effective}); run it with sudo or grant them"
-    )]
-    Privileges { effective: String },
+    #[error(transparent)]
+    Privileges(#[from] crate::capabilities::MissingCapabilities),
     #[error("cannot read the kernel layout flowscope relies on")]
     Offsets(#[from] OffsetsError),
     #[error("the kernel rejected flowscope's eBPF object")]
@@ -42,6 +52,13 @@ pub enum LoadError {
     #[error("loading eBPF program `{program}`")]
     Program {
         program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching BTF-typed raw tracepoint program `{program}` to {name}")]
+    AttachBtf {
+        program: &'static str,
+        name: &'static str,
         #[source]
         source: ProgramError,
     },
@@ -91,38 +108,62 @@ pub struct Loaded {
     pub udp_owners: HashMap<MapData, u64, Owner>,
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Which tracepoint programs are attached.
+    pub hooks: Hooks,
 }
 
-const TRACEPOINTS: [(&str, &str, &str); 6] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sock_send_length", "sock", "sock_send_length"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
-    ("tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
-    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+/// The kind of tracepoint programs attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hooks {
+    /// BTF-typed raw tracepoints (`tp_btf`): direct socket reads.
+    BtfTracepoints,
+    /// Classic tracepoints: one `bpf_probe_read_kernel` per field.
+    Tracepoints,
+}
+
+/// The environment variable that forces the classic tracepoints.
+pub const HOOKS_ENV: &str = "FLOWSCOPE_EBPF_HOOKS";
+
+/// (classic program, BTF-typed program, category, tracepoint).
+const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
+    (
+        "inet_sock_set_state",
+        "btf_set_state",
+        "sock",
+        "inet_sock_set_state",
+    ),
+    (
+        "sock_send_length",
+        "btf_send_length",
+        "sock",
+        "sock_send_length",
+    ),
+    (
+        "sock_recv_length",
+        "btf_recv_length",
+        "sock",
+        "sock_recv_length",
+    ),
+    ("tcp_send_reset", "btf_send_reset", "tcp", "tcp_send_reset"),
+    (
+        "tcp_receive_reset",
+        "btf_recv_reset",
+        "tcp",
+        "tcp_receive_reset",
+    ),
+    (
+        "tcp_retransmit_skb",
+        "btf_retransmit",
+        "tcp",
+        "tcp_retransmit_skb",
+    ),
 ];
 
-/// Checks privileges: root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, or
-/// CAP_SYS_ADMIN (which covers them on older kernels).
+/// Checks the capabilities the flow programs need
+/// ([`crate::capabilities`]), naming every missing one.
 pub fn check_privileges() -> Result<(), LoadError> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) {
-        Ok(())
-    } else {
-        Err(LoadError::Privileges {
-            effective: format!("{cap_eff:#x}"),
-        })
-    }
+    crate::capabilities::check(&[crate::capabilities::Feature::Flows])?;
+    Ok(())
 }
 
 /// Finds the cgroup v2 mount: /sys/fs/cgroup on unified hosts,
@@ -169,21 +210,29 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .load(FLOWS_OBJECT)
         .map_err(LoadError::Load)?;
 
-    for (program, category, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
-        tp.load()
-            .map_err(|source| LoadError::Program { program, source })?;
-        tp.attach(category, name)
-            .map_err(|source| LoadError::Attach {
-                category,
-                name,
-                source,
-            })?;
-    }
+    let forced = std::env::var(HOOKS_ENV).is_ok_and(|v| v == "tracepoint");
+    let hooks = if forced {
+        tracing::info!("{HOOKS_ENV}=tracepoint: using the classic tracepoints");
+        attach_tracepoints(&mut ebpf)?;
+        Hooks::Tracepoints
+    } else {
+        match load_btf_tracepoints(&mut ebpf) {
+            Ok(()) => {
+                attach_btf_tracepoints(&mut ebpf)?;
+                Hooks::BtfTracepoints
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "BTF-typed raw tracepoints do not load here ({}); using the classic tracepoints, which read sockets more slowly",
+                    error_chain(&e)
+                );
+                attach_tracepoints(&mut ebpf)?;
+                Hooks::Tracepoints
+            }
+        }
+    };
+
+    tracing::info!(?hooks, "TCP tracepoint programs attached");
 
     if opts.udp {
         let root = cgroup2_root()?;
@@ -220,6 +269,105 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         udp_owners: take(&mut ebpf, "UDP_OWNERS")?,
         events: take(&mut ebpf, "EVENTS")?,
         counters: take(&mut ebpf, "COUNTERS")?,
+        hooks,
         ebpf,
     })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Why the BTF-typed set did not load (the fallback's reason).
+#[derive(Debug, Error)]
+enum BtfLoadError {
+    #[error("reading the kernel's BTF")]
+    Btf(#[source] BtfError),
+    #[error("program `{program}`")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program `{0}` is missing from the object")]
+    Missing(&'static str),
+}
+
+/// Loads every BTF-typed program (none attached yet); on the first failure
+/// unloads the ones loaded, so that the classic set can take over.
+fn load_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), BtfLoadError> {
+    let btf = Btf::from_sys_fs().map_err(BtfLoadError::Btf)?;
+    let mut loaded = Vec::new();
+    let mut result = Ok(());
+    for (_, program, _, name) in TRACEPOINTS {
+        let prog: Result<&mut BtfTracePoint, BtfLoadError> = ebpf
+            .program_mut(program)
+            .ok_or(BtfLoadError::Missing(program))
+            .and_then(|p| {
+                p.try_into()
+                    .map_err(|source| BtfLoadError::Program { program, source })
+            });
+        match prog.and_then(|p| {
+            p.load(name, &btf)
+                .map_err(|source| BtfLoadError::Program { program, source })
+        }) {
+            Ok(()) => loaded.push(program),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        for program in loaded {
+            if let Some(p) = ebpf.program_mut(program)
+                && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
+            {
+                let _ = p.unload();
+            }
+        }
+    }
+    result
+}
+
+fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for (_, program, _, name) in TRACEPOINTS {
+        let tp: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program, source })?;
+        tp.attach().map_err(|source| LoadError::AttachBtf {
+            program,
+            name,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for (program, _, category, name) in TRACEPOINTS {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program, source })?;
+        tp.load()
+            .map_err(|source| LoadError::Program { program, source })?;
+        tp.attach(category, name)
+            .map_err(|source| LoadError::Attach {
+                category,
+                name,
+                source,
+            })?;
+    }
+    Ok(())
 }

@@ -56,6 +56,7 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
         sk_net: member(&btf, "sock", "__sk_common.skc_net.net", 8)?,
         sk_cookie: member(&btf, "sock", "__sk_common.skc_cookie", 8)?,
         sk_err: member(&btf, "sock", "sk_err", 4)?,
+        sk_protocol: member(&btf, "sock", "sk_protocol", 2)?,
         net_ns_inum: member(&btf, "net", "ns.inum", 4)?,
         tcp_srtt_us: member(&btf, "tcp_sock", "srtt_us", 4)?,
         tcp_mdev_us: member(&btf, "tcp_sock", "mdev_us", 4)?,

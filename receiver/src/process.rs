@@ -4,7 +4,7 @@
 //! that owns a socket at the moment it connects or first reads or writes,
 //! so even a process that exited before the interval ended is attributed
 //! (by its `comm`). For live processes /proc adds the executable name, the
-//! command line, the container id (from the cgroup path) and the service
+//! command (argv\[0\]) and the whole command line, the container id (from the cgroup path) and the service
 //! name from the environment: `OTEL_SERVICE_NAME`, then `service.name` in
 //! `OTEL_RESOURCE_ATTRIBUTES`, then `DD_SERVICE`, else the executable name.
 
@@ -18,8 +18,16 @@ use std::time::{Duration, Instant};
 pub struct ProcessInfo {
     pub pid: u32,
     pub executable_name: Arc<str>,
+    /// argv\[0\] as the process was started (`process.command`).
     pub command: Option<Arc<str>>,
+    /// Every argument joined by spaces (`process.command_line`; emitted
+    /// only when opted in, since arguments can carry secrets).
+    pub command_line: Option<Arc<str>>,
     pub service_name: Arc<str>,
+    /// `service.namespace` from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub service_namespace: Option<Arc<str>>,
+    /// `service.version` from `OTEL_RESOURCE_ATTRIBUTES`, else `DD_VERSION`.
+    pub service_version: Option<Arc<str>>,
     pub container_id: Option<Arc<str>>,
 }
 
@@ -122,19 +130,24 @@ impl ProcessCache {
                 }
             })
             .into();
-        let command = std::fs::read(dir.join("cmdline")).ok().and_then(|raw| {
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            (!args.is_empty()).then(|| Arc::from(args.join(" ")))
-        });
-        let service_name = std::fs::read(dir.join("environ"))
-            .ok()
-            .and_then(|env| service_from_environ(&env))
+        let args: Vec<String> = std::fs::read(dir.join("cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let command = args.first().map(|a| Arc::from(a.as_str()));
+        let command_line = (!args.is_empty()).then(|| Arc::from(args.join(" ")));
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        let service_name = service_from_environ(&environ)
             .map(Arc::from)
             .unwrap_or_else(|| executable_name.clone());
+        let service_namespace = resource_attribute(&environ, "service.namespace").map(Arc::from);
+        let service_version = resource_attribute(&environ, "service.version")
+            .or_else(|| env_var(&environ, "DD_VERSION"))
+            .map(Arc::from);
         let container_id = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
             .and_then(|c| container_id_from_cgroup(&c))
@@ -144,7 +157,10 @@ impl ProcessCache {
                 pid,
                 executable_name,
                 command,
+                command_line,
                 service_name,
+                service_namespace,
+                service_version,
                 container_id,
             },
             alive,
@@ -178,6 +194,26 @@ pub fn service_from_environ(environ: &[u8]) -> Option<String> {
         }
     }
     otel.or(resource).or(dd)
+}
+
+/// The non-empty value of variable `name` in an environ block.
+fn env_var(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|pair| {
+        let pair = String::from_utf8_lossy(pair);
+        let (k, v) = pair.split_once('=')?;
+        (k == name && !v.trim().is_empty()).then(|| v.trim().to_string())
+    })
+}
+
+/// The non-empty value of `key` in the `OTEL_RESOURCE_ATTRIBUTES` of an
+/// environ block (`service.namespace`, `service.version`).
+pub fn resource_attribute(environ: &[u8], key: &str) -> Option<String> {
+    env_var(environ, "OTEL_RESOURCE_ATTRIBUTES")?
+        .split(',')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == key && !v.trim().is_empty()).then(|| percent_decode(v.trim()))
+        })
 }
 
 /// OTEL_RESOURCE_ATTRIBUTES values are percent-encoded (W3C Baggage).
@@ -236,6 +272,20 @@ mod tests {
             Some("dd")
         );
         assert_eq!(service_from_environ(b"HOME=/\0\xff\xfe\0").as_deref(), None);
+        let env = b"OTEL_RESOURCE_ATTRIBUTES=service.namespace=shop,service.version=1.2%2B3\0DD_VERSION=9\0";
+        assert_eq!(
+            resource_attribute(env, "service.namespace").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            resource_attribute(env, "service.version").as_deref(),
+            Some("1.2+3")
+        );
+        assert_eq!(
+            resource_attribute(b"DD_VERSION=9\0", "service.version"),
+            None
+        );
+        assert_eq!(env_var(env, "DD_VERSION").as_deref(), Some("9"));
     }
 
     #[test]
@@ -260,7 +310,10 @@ mod tests {
         let info = cache.get(pid, &[0; 16]);
         assert_eq!(info.pid, pid);
         assert!(!info.executable_name.is_empty());
-        assert!(info.command.is_some());
+        // argv[0] alone; the whole command line separately.
+        let argv: Vec<String> = std::env::args().collect();
+        assert_eq!(info.command.as_deref(), Some(argv[0].as_str()));
+        assert_eq!(info.command_line.as_deref(), Some(argv.join(" ").as_str()));
         // A pid that does not exist falls back to the kernel's comm.
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"gone");

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use flowscope_model::names::attr;
 use flowscope_model::telemetry::{EVENTS_LOST, EVENTS_RECEIVED};
-use flowscope_model::{Attrs, FlowBatch, Point, PointValue, Telemetry};
-use flowscope_receiver::PeerNames;
+use flowscope_model::{Attrs, Context, FlowBatch, PeerNames, Point, PointValue, Telemetry};
+use flowscope_otel_config::receivers::DnsReceiverConfig;
 use flowscope_receiver::dns::engine::{Captured, Direction, Engine, EngineSettings, FixedOwner};
 use flowscope_receiver::dns::packet::build;
 use flowscope_receiver::dns::{DnsNames, DnsReceiver, DnsSettings, message};
@@ -247,7 +247,7 @@ impl Drop for Pair {
 struct Agent {
     rt: tokio::runtime::Runtime,
     engine: Arc<std::sync::Mutex<Engine>>,
-    names: Arc<DnsNames>,
+    names: PeerNames,
     telemetry: Telemetry,
     points: Vec<Point>,
     rx: mpsc::Receiver<FlowBatch>,
@@ -263,9 +263,12 @@ impl Agent {
             .enable_all()
             .build()
             .expect("runtime");
-        let telemetry = Telemetry::new();
-        let (receiver, names) =
-            DnsReceiver::start(settings, telemetry.clone()).expect("start the dns receiver");
+        // The receiver writes names into the context's shared cache; this
+        // test reads them where the `peer` processor would.
+        let ctx = Context::default();
+        let telemetry = ctx.telemetry.clone();
+        let names = ctx.peer_names.clone();
+        let receiver = DnsReceiver::start_with(settings, &ctx).expect("start the dns receiver");
         // Capturing in both namespaces before any traffic.
         let want: Vec<u32> = namespaces.iter().map(|n| Pair::inode(n)).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -399,7 +402,7 @@ fn histograms<'a>(
 ) -> impl Iterator<Item = &'a flowscope_model::Histogram> + 'a {
     points
         .iter()
-        .filter(|p| p.metric.name == "dns.lookup.duration")
+        .filter(|p| p.metric.name == DUR)
         .filter(move |p| filter.iter().all(|(k, v)| p.attrs.get_str(k) == Some(v)))
         .filter_map(|p| match &p.value {
             PointValue::Histogram(h) => Some(h),
@@ -407,16 +410,20 @@ fn histograms<'a>(
         })
 }
 
+/// The shortest interval the configuration accepts (1 s), and a fast
+/// namespace rescan (a tunable the configuration does not expose).
 fn test_settings() -> DnsSettings {
     DnsSettings {
-        collection_interval: Duration::from_millis(300),
+        config: DnsReceiverConfig {
+            collection_interval: Duration::from_secs(1),
+            ..DnsReceiverConfig::default()
+        },
         namespace_rescan: Duration::from_millis(100),
         ..DnsSettings::default()
     }
 }
 
-const DUR: &str = "dns.lookup.duration";
-const TIMEOUTS: &str = "dns.lookup.timeouts";
+const DUR: &str = flowscope_model::names::metric::DNS_DURATION.0;
 
 #[test]
 fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
@@ -459,13 +466,16 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
         (attr::DNS_QUESTION_TYPE, "A"),
         (attr::DNS_RESPONSE_CODE, "NOERROR"),
     ]);
+    // Failed lookups carry their RCODE's name as error.type too.
     let nx = client(&[
         (attr::SERVER_ADDRESS, s_static),
         (attr::DNS_RESPONSE_CODE, "NXDOMAIN"),
+        (attr::ERROR_TYPE, "NXDOMAIN"),
     ]);
     let sf = client(&[
         (attr::SERVER_ADDRESS, s_static),
         (attr::DNS_RESPONSE_CODE, "SERVFAIL"),
+        (attr::ERROR_TYPE, "SERVFAIL"),
     ]);
     let tcp = client(&[
         (attr::SERVER_ADDRESS, s_static),
@@ -492,7 +502,27 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
     assert_eq!(count(p, DUR, &sf), 1);
     assert_eq!(count(p, DUR, &tcp), 1);
     assert_eq!(count(p, DUR, &v6), 1);
-    assert_eq!(count(p, TIMEOUTS, &[(attr::SERVER_ADDRESS, s_static)]), 0);
+    assert_eq!(
+        count(
+            p,
+            DUR,
+            &[
+                (attr::SERVER_ADDRESS, s_static),
+                (attr::ERROR_TYPE, "timeout")
+            ]
+        ),
+        0
+    );
+    // error.type is set if and only if the lookup failed.
+    for pt in p.iter().filter(|pt| pt.metric.name == DUR) {
+        let rcode = pt.attrs.get_str(attr::DNS_RESPONSE_CODE);
+        let error = pt.attrs.get_str(attr::ERROR_TYPE);
+        match rcode {
+            Some("NOERROR") => assert_eq!(error, None, "{pt:?}"),
+            Some(code) => assert_eq!(error, Some(code), "{pt:?}"),
+            None => assert_eq!(error, Some("timeout"), "{pt:?}"),
+        }
+    }
     for h in histograms(p, &udp_known) {
         assert!(
             h.min > 0.0 && h.sum > 0.0,
@@ -580,12 +610,12 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
 
     let lost = agent
         .telemetry
-        .total_matching(EVENTS_LOST, &Attrs::new().with("reason", "parse_error"));
+        .total_matching(EVENTS_LOST, &Attrs::new().with(attr::REASON, "parse_error"));
     assert_eq!(lost, 0, "no parse errors on real traffic");
     assert!(
         agent
             .telemetry
-            .total_matching(EVENTS_RECEIVED, &Attrs::new().with("source", "dns"))
+            .total_matching(EVENTS_RECEIVED, &Attrs::new().with(attr::SOURCE, "dns"))
             > 0
     );
     agent.stop();
@@ -595,10 +625,8 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
 fn dropped_responses_time_out_once_each() {
     let mut pair = Pair::new(2);
     pair.start_dnsmasq();
-    let settings = DnsSettings {
-        query_timeout: Duration::from_millis(500),
-        ..test_settings()
-    };
+    let mut settings = test_settings();
+    settings.config.query_timeout = Duration::from_millis(500);
     let mut agent = Agent::start(settings, &[&pair.a, &pair.b]);
     // The server's answers never leave its namespace.
     pair.nft(
@@ -622,22 +650,43 @@ fn dropped_responses_time_out_once_each() {
         (attr::FLOW_ROLE, "client"),
         (attr::SERVER_ADDRESS, s_static),
     ];
-    agent.wait_for(20, "the timeouts", |p| count(p, TIMEOUTS, &f) >= N);
+    let timed_out = [
+        (attr::FLOW_ROLE, "client"),
+        (attr::SERVER_ADDRESS, s_static),
+        (attr::ERROR_TYPE, "timeout"),
+    ];
+    agent.wait_for(20, "the timeouts", |p| count(p, DUR, &timed_out) >= N);
     // Several more intervals: nothing is counted twice.
     agent.settle(4);
     let p = &agent.points;
-    assert_eq!(count(p, TIMEOUTS, &f), N, "{:#?}", summary(p));
-    assert_eq!(count(p, DUR, &f), 0);
+    // Every lookup is a dns.lookup.duration sample: the client's N
+    // timed-out ones, each lasting exactly the timeout, with no response
+    // code, and nothing else on the client's side.
+    assert_eq!(count(p, DUR, &timed_out), N, "{:#?}", summary(p));
+    assert_eq!(count(p, DUR, &f), N);
+    let total: f64 = histograms(p, &timed_out).map(|h| h.sum).sum();
+    assert!((total - N as f64 * 0.5).abs() < 1e-9, "{total}");
+    assert!(
+        p.iter()
+            .filter(|pt| pt.metric.name == DUR)
+            .filter(|pt| f.iter().all(|(k, v)| pt.attrs.get_str(k) == Some(v)))
+            .all(|pt| pt.attrs.get(attr::DNS_RESPONSE_CODE).is_none()),
+        "{:#?}",
+        summary(p)
+    );
     for i in 0..N {
         let name = format!("t{i}.known.test");
         let one: u64 = p
             .iter()
             .filter(|pt| {
-                pt.metric.name == TIMEOUTS
+                pt.metric.name == DUR
                     && pt.attrs.get_str(attr::DNS_QUESTION_NAME) == Some(name.as_str())
             })
             .filter(|pt| pt.attrs.get_str(attr::FLOW_ROLE) == Some("client"))
-            .map(|pt| pt.value.as_f64() as u64)
+            .map(|pt| match &pt.value {
+                PointValue::Histogram(h) => h.count,
+                v => panic!("not a histogram: {v:?}"),
+            })
             .sum();
         assert_eq!(one, 1, "{name}");
     }
@@ -951,8 +1000,8 @@ fn hostile_corpus_is_counted_never_panics() {
     let parse_errors = t.total(
         EVENTS_LOST,
         &Attrs::new()
-            .with("reason", "parse_error")
-            .with("source", "dns"),
+            .with(attr::REASON, "parse_error")
+            .with(attr::SOURCE, "dns"),
     );
     let raw_ok = files
         .values()
@@ -970,8 +1019,7 @@ fn hostile_corpus_is_counted_never_panics() {
 #[test]
 fn namespaces_are_picked_up_and_dropped() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the DNS tests need root");
-    let telemetry = Telemetry::new();
-    let (receiver, _names) = DnsReceiver::start(test_settings(), telemetry).expect("start");
+    let receiver = DnsReceiver::start_with(test_settings(), &Context::default()).expect("start");
     let name = format!("fsdns-{}-late", std::process::id());
     run(&["ip", "netns", "add", &name]);
     struct Del(String);

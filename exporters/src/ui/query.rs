@@ -212,7 +212,7 @@ fn count(v: &PointValue) -> u64 {
     }
 }
 
-fn is(m: &MetricId, name: (&str, &str)) -> bool {
+fn is(m: &MetricId, name: metric::Def) -> bool {
     m.name == name.0
 }
 
@@ -512,7 +512,7 @@ pub fn health(
         if let Some(c) = &cidr
             && !server.parse::<IpAddr>().is_ok_and(|ip| c.contains(ip))
             && (is(m, metric::DNS_DURATION)
-                || is(m, metric::PATH_REACHABLE)
+                || is(m, ui::PATH_REACHABLE)
                 || is(m, ui::PATH_PROBES_SENT)
                 || is(m, ui::PATH_PROBES_LOST))
         {
@@ -547,7 +547,7 @@ pub fn health(
                     f.1.insert(q.to_string());
                 }
             }
-        } else if is(m, metric::PATH_REACHABLE) {
+        } else if is(m, ui::PATH_REACHABLE) {
             let p = paths.entry(server.to_string()).or_insert((0, 1.0));
             if slot.end >= p.0 {
                 *p = (slot.end, slot.value.as_f64());

@@ -3,6 +3,8 @@
 //! replies, recording what arrived and when; and batch builders.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -172,6 +174,8 @@ pub struct ServerTls {
     pub key_pem: String,
     /// Require client certificates signed by this CA (mTLS).
     pub client_ca_pem: Option<String>,
+    /// Offer TLS 1.2 only (HTTP receiver), to test `min_version`.
+    pub tls12_only: bool,
 }
 
 /// Starts a gRPC receiver on `addr` (port 0 for any); returns its address.
@@ -226,8 +230,13 @@ pub async fn http_receiver(addr: &str, rx: Arc<Receiver>, tls: Option<ServerTls>
                 .collect();
         let key = PrivateKeyDer::from_pem_slice(t.key_pem.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if t.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            rustls::DEFAULT_VERSIONS
+        };
         let b = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap();
         let cfg = match t.client_ca_pem {
             Some(ca) => {
@@ -434,23 +443,21 @@ pub fn io_values(reqs: &[ExportMetricsServiceRequest]) -> Vec<(i64, i64, u64, u6
 pub fn sent(t: &Telemetry, exporter: &str) -> u64 {
     t.total(
         flowscope_model::telemetry::EXPORTER_SENT,
-        &Attrs::new().with(attr::EXPORTER, exporter),
+        &flowscope_model::telemetry::component_attrs(exporter),
     )
 }
 
 pub fn failed(t: &Telemetry, exporter: &str, error_type: &str) -> u64 {
     t.total(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &Attrs::new()
-            .with(attr::EXPORTER, exporter)
-            .with(attr::ERROR_TYPE, error_type),
+        &flowscope_model::telemetry::component_attrs(exporter).with(attr::ERROR_TYPE, error_type),
     )
 }
 
 pub fn failed_all(t: &Telemetry, exporter: &str) -> u64 {
     t.total_matching(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &Attrs::new().with(attr::EXPORTER, exporter),
+        &flowscope_model::telemetry::component_attrs(exporter),
     )
 }
 

@@ -82,12 +82,26 @@ pub fn value_of<'a>(points: &'a [Point], metric: &str, want: &[(&str, &str)]) ->
 
 /// Builds one chain per named pipeline from a full YAML config (processors
 /// given as the text under `processors:`, indented by 2), the way the agent
-/// does: `build_with` for each listed processor, in order.
+/// does: one [`flowscope_processors::Builder`] on `ctx` for every listed
+/// processor, in order.
 pub fn chains_from_yaml(
     processors: &str,
     pipelines: &[(&str, &[&str])],
-    telemetry: &flowscope_model::Telemetry,
-    local: &flowscope_processors::LocalServices,
+    ctx: &flowscope_model::Context,
+) -> Vec<flowscope_processors::Chain> {
+    chains_from_yaml_with(
+        processors,
+        pipelines,
+        &flowscope_processors::Builder::new(ctx),
+    )
+}
+
+/// As [`chains_from_yaml`], with the caller's builder (to look at what its
+/// processors share, e.g. cloud detections).
+pub fn chains_from_yaml_with(
+    processors: &str,
+    pipelines: &[(&str, &[&str])],
+    builder: &flowscope_processors::Builder,
 ) -> Vec<flowscope_processors::Chain> {
     let mut text = format!(
         "receivers:\n  ebpf:\nprocessors:\n{processors}\nexporters:\n  console:\nservice:\n  pipelines:\n"
@@ -107,27 +121,21 @@ pub fn chains_from_yaml(
                 .iter()
                 .map(|p| {
                     let id: flowscope_otel_config::ComponentId = p.parse().expect("id");
-                    flowscope_processors::build_with(
-                        &id,
-                        &loaded.config.processors[&id],
-                        telemetry.clone(),
-                        local,
-                    )
-                    .unwrap_or_else(|e| panic!("build {p}: {e}"))
+                    builder
+                        .build(&id, &loaded.config.processors[&id])
+                        .unwrap_or_else(|e| panic!("build {p}: {e}"))
                 })
                 .collect();
-            flowscope_processors::Chain::new(built, telemetry.clone())
+            builder.chain(built)
         })
         .collect()
 }
 
 pub fn chain_from_yaml(processors: &str, list: &[&str]) -> flowscope_processors::Chain {
-    let local = flowscope_processors::LocalServices::new();
     chains_from_yaml(
         processors,
         &[("metrics", list)],
-        &flowscope_model::Telemetry::new(),
-        &local,
+        &flowscope_model::Context::default(),
     )
     .remove(0)
 }

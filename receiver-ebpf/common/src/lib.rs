@@ -29,6 +29,10 @@ pub struct Offsets {
     pub sk_cookie: u32,
     /// `struct sock.sk_err`.
     pub sk_err: u32,
+    /// `struct sock.sk_protocol` (a u16 since Linux 5.6). The BTF-typed
+    /// programs read the protocol here; the classic tracepoints from their
+    /// records.
+    pub sk_protocol: u32,
     /// `struct net.ns.inum`.
     pub net_ns_inum: u32,
     // struct tcp_sock.

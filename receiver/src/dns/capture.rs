@@ -22,7 +22,7 @@
 //!   incoming); only the incoming copy is kept.
 //! - Packets the kernel dropped because a socket's queue was full are read
 //!   from `PACKET_STATISTICS` and counted as
-//!   `flowscope.events.lost{source=dns, reason=socket_full}`.
+//!   `flowscope.events.lost{flowscope.source=dns, flowscope.reason=socket_full}`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowscope_model::Telemetry;
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason};
 use thiserror::Error;
 
 use super::engine::{Captured, Direction, Engine, SOURCE};
@@ -381,7 +382,8 @@ impl Capture {
             if found.contains_key(ns) {
                 let d = drops(s.fd.as_fd());
                 s.drops += d;
-                self.telemetry.events_lost(SOURCE, "socket_full", d);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::SocketFull, d));
                 true
             } else {
                 tracing::debug!(
@@ -462,8 +464,11 @@ fn read_all(
         }
         let n = n as usize;
         if n > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0 {
-            telemetry.events_received(SOURCE, 1);
-            telemetry.events_lost(SOURCE, "parse_error", 1);
+            telemetry.emit(EventsReceived {
+                source: SOURCE,
+                count: 1,
+            });
+            telemetry.emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
             continue;
         }
         let loopback = sll.sll_hatype == ARPHRD_LOOPBACK;

@@ -9,10 +9,15 @@
 //! Matching: a query waits in the outstanding table under (netns,
 //! transport, client ip:port, server ip:port, transaction id, question)
 //! until the response with the same key arrives (answered: latency and
-//! RCODE) or the timeout passes (counted once in `dns.lookup.timeouts`).
+//! RCODE) or the timeout passes. Every lookup is one `dns.lookup.duration`
+//! sample, as the semantic conventions define it: an answered one with its
+//! latency, `flowscope.dns.response.code` (NOERROR included) and, when the
+//! RCODE is an error, `error.type` set to its name (`NXDOMAIN`, `SERVFAIL`,
+//! `REFUSED`, ...; `_OTHER` for codes without a name); a timed-out one
+//! once, with the timeout as its duration and `error.type=timeout`.
 //! A repeated query with the same key keeps the first one's time. The table
 //! is bounded; a query that finds it full is counted as
-//! `flowscope.events.lost{source=dns, reason=table_full}`.
+//! `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
 //!
 //! Only lookups local to the namespace count: the client's address (client
 //! side) or the server's (server side) must be one of the namespace's own
@@ -21,7 +26,7 @@
 //! namespaces, once.
 //!
 //! Sides: a query leaving the namespace (`PACKET_OUTGOING`) was asked by a
-//! local client (`network.flow.role=client`, Resource = the asking
+//! local client (`flowscope.flow.role=client`, Resource = the asking
 //! process); a query arriving was asked of a local server (`server`,
 //! Resource = the server process). On loopback the capture keeps one copy
 //! of each packet, and the lookup counts once, as the client's.
@@ -31,7 +36,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowscope_model::metrics::{DNS_DURATION, DNS_TIMEOUTS};
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
+use flowscope_model::metrics::DNS_DURATION;
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, Histogram, Point, PointValue, Role, Telemetry, Transport};
 
@@ -41,8 +47,11 @@ use super::packet;
 use super::tcp::{StreamKey, Streams};
 use super::topk::TopK;
 
-/// `source` of the DNS receiver's self-telemetry.
-pub const SOURCE: &str = "dns";
+/// `flowscope.source` of the DNS receiver's self-telemetry.
+pub const SOURCE: Source = Source::Dns;
+
+/// `error.type` of a lookup that got no answer within the timeout.
+pub const TIMEOUT: &str = "timeout";
 
 /// Which way a captured packet went, from the capture socket's namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,12 +131,6 @@ struct SeriesKey {
     rcode: Option<u8>,
 }
 
-#[derive(Default)]
-struct Acc {
-    hist: Option<Histogram>,
-    timeouts: u64,
-}
-
 pub struct Engine {
     settings: EngineSettings,
     telemetry: Telemetry,
@@ -139,7 +142,7 @@ pub struct Engine {
     /// so this is deadline order too).
     deadlines: VecDeque<(u64, PendingKey)>,
     topk: TopK<Arc<Attrs>>,
-    acc: HashMap<SeriesKey, Acc>,
+    acc: HashMap<SeriesKey, Histogram>,
     /// Addresses of each namespace, to tell local lookups from routed ones.
     local_addrs: HashMap<u32, HashSet<IpAddr>>,
     /// Packets fed since the last [`Engine::expire`] (counted in
@@ -209,7 +212,8 @@ impl Engine {
         let seg = match packet::decode(p.data) {
             Ok(s) => s,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -226,10 +230,12 @@ impl Engine {
                     .streams
                     .feed(key, h, seg.payload, p.ts_ns, |m| messages.push(m.to_vec()));
                 if fed.table_full {
-                    self.telemetry.events_lost(SOURCE, "table_full", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
                 }
                 if fed.gap {
-                    self.telemetry.events_lost(SOURCE, "tcp_gap", 1);
+                    self.telemetry
+                        .emit(EventsLost::new(SOURCE, LossReason::TcpGap, 1));
                 }
                 for m in messages {
                     self.on_message(p, Transport::Tcp, seg.src, seg.dst, &m);
@@ -249,7 +255,8 @@ impl Engine {
         let msg = match message::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
-                self.telemetry.events_lost(SOURCE, "parse_error", 1);
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::ParseError, 1));
                 return;
             }
         };
@@ -295,7 +302,8 @@ impl Engine {
             return;
         }
         if self.pending.len() >= self.settings.max_outstanding {
-            self.telemetry.events_lost(SOURCE, "table_full", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
             return;
         }
         let resource = self.owners.resource(p.netns, transport, local);
@@ -342,17 +350,22 @@ impl Engine {
         let Some(q) = self.pending.remove(&key) else {
             // The query was before the agent started, timed out already, or
             // was not kept (table full): no latency to report.
-            self.telemetry.events_lost(SOURCE, "unmatched_response", 1);
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::UnmatchedResponse, 1));
             return;
         };
         let secs = p.ts_ns.saturating_sub(q.ts_ns) as f64 / 1e9;
         let series = self.series(&q, &key, Some(msg.rcode));
-        let buckets = &self.settings.buckets;
-        let acc = self.acc.entry(series).or_default();
-        acc.hist
-            .get_or_insert_with(|| Histogram::new(buckets.clone()))
-            .record(secs);
+        self.record(series, secs);
         self.answered += 1;
+    }
+
+    fn record(&mut self, series: SeriesKey, secs: f64) {
+        let buckets = &self.settings.buckets;
+        self.acc
+            .entry(series)
+            .or_insert_with(|| Histogram::new(buckets.clone()))
+            .record(secs);
     }
 
     fn series(&mut self, q: &Pending, key: &PendingKey, rcode: Option<u8>) -> SeriesKey {
@@ -367,11 +380,14 @@ impl Engine {
         }
     }
 
-    /// Counts the queries whose deadline passed by `now_ns` (Unix epoch
-    /// nanoseconds) as timeouts, once each. Also forgets idle TCP streams.
+    /// Records the queries whose deadline passed by `now_ns` (Unix epoch
+    /// nanoseconds) as timed-out lookups, once each, lasting the timeout.
+    /// Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         while let Some((deadline, _)) = self.deadlines.front() {
             if *deadline > now_ns {
                 break;
@@ -393,7 +409,7 @@ impl Engine {
                 continue;
             };
             let series = self.series(&q, &key, None);
-            self.acc.entry(series).or_default().timeouts += 1;
+            self.record(series, self.settings.timeout.as_secs_f64());
             self.timed_out += 1;
         }
         // A stream idle for twice the timeout has nothing left to answer.
@@ -403,10 +419,12 @@ impl Engine {
 
     /// The interval's points; starts the next interval.
     pub fn finish(&mut self) -> Vec<Point> {
-        self.telemetry
-            .events_received(SOURCE, std::mem::take(&mut self.received));
+        self.telemetry.emit(EventsReceived {
+            source: SOURCE,
+            count: std::mem::take(&mut self.received),
+        });
         let mut out = Vec::with_capacity(self.acc.len());
-        for (k, acc) in self.acc.drain() {
+        for (k, hist) in self.acc.drain() {
             let mut attrs = Attrs::new()
                 .with(attr::NETWORK_TRANSPORT, k.transport.as_str())
                 .with(
@@ -420,26 +438,21 @@ impl Engine {
                     attr::DNS_QUESTION_TYPE,
                     message::qtype_name(k.qtype).into_owned(),
                 );
-            if let Some(rcode) = k.rcode {
-                attrs.set(attr::DNS_RESPONSE_CODE, message::rcode_name(rcode));
+            match k.rcode {
+                Some(rcode) => {
+                    attrs.set(attr::DNS_RESPONSE_CODE, message::rcode_name(rcode));
+                    if let Some(error) = message::rcode_error(rcode) {
+                        attrs.set(attr::ERROR_TYPE, error);
+                    }
+                }
+                None => attrs.set(attr::ERROR_TYPE, TIMEOUT),
             }
-            let resource = k.resource;
-            if let Some(h) = acc.hist {
-                out.push(Point {
-                    resource: resource.clone(),
-                    metric: DNS_DURATION,
-                    attrs: attrs.clone(),
-                    value: PointValue::Histogram(h),
-                });
-            }
-            if acc.timeouts > 0 {
-                out.push(Point {
-                    resource,
-                    metric: DNS_TIMEOUTS,
-                    attrs,
-                    value: PointValue::Int(acc.timeouts),
-                });
-            }
+            out.push(Point {
+                resource: k.resource,
+                metric: DNS_DURATION,
+                attrs,
+                value: PointValue::Histogram(hist),
+            });
         }
         self.topk.end_interval();
         out
@@ -449,7 +462,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::PeerNames;
     use crate::dns::message::tests::query;
     use crate::dns::packet::build;
     use flowscope_model::telemetry::EVENTS_LOST;
@@ -551,8 +563,8 @@ mod tests {
             t.total(
                 EVENTS_LOST,
                 &Attrs::new()
-                    .with("source", "dns")
-                    .with("reason", reason.to_string()),
+                    .with(attr::SOURCE, "dns")
+                    .with(attr::REASON, reason.to_string()),
             )
         };
         assert_eq!(lost("table_full"), 1);
@@ -576,7 +588,10 @@ mod tests {
         );
 
         let points = e.finish();
-        let dur: Vec<_> = points.iter().filter(|p| p.metric == DNS_DURATION).collect();
+        assert!(points.iter().all(|p| p.metric == DNS_DURATION));
+        let (dur, timeouts): (Vec<_>, Vec<_>) = points
+            .iter()
+            .partition(|p| p.attrs.get(attr::ERROR_TYPE).is_none());
         assert_eq!(dur.len(), 1);
         let PointValue::Histogram(h) = &dur[0].value else {
             panic!("not a histogram")
@@ -589,18 +604,20 @@ mod tests {
         assert_eq!(a.get_str(attr::DNS_RESPONSE_CODE), Some("NOERROR"));
         assert_eq!(a.get_str(attr::SERVER_ADDRESS), Some("198.18.0.1"));
         assert_eq!(a.get_str(attr::FLOW_ROLE), Some("client"));
-        let timeouts: u64 = points
-            .iter()
-            .filter(|p| p.metric == DNS_TIMEOUTS)
-            .map(|p| {
-                assert_eq!(p.attrs.get(attr::DNS_RESPONSE_CODE), None);
-                match p.value {
-                    PointValue::Int(n) => n,
-                    _ => panic!("not an int"),
-                }
-            })
-            .sum();
-        assert_eq!(timeouts, 2);
+        // Each timed-out lookup is one sample lasting the timeout, with
+        // error.type=timeout and no response code.
+        let mut names = Vec::new();
+        for p in &timeouts {
+            assert_eq!(p.attrs.get_str(attr::ERROR_TYPE), Some("timeout"));
+            assert_eq!(p.attrs.get(attr::DNS_RESPONSE_CODE), None);
+            let PointValue::Histogram(h) = &p.value else {
+                panic!("not a histogram")
+            };
+            assert_eq!((h.count, h.sum), (1, 5.0));
+            names.push(p.attrs.get_str(attr::DNS_QUESTION_NAME).unwrap());
+        }
+        names.sort();
+        assert_eq!(names, ["a.test", "slow.test"]);
         assert!(e.finish().is_empty());
     }
 
@@ -645,6 +662,7 @@ mod tests {
         assert_eq!(a.get_str(attr::FLOW_ROLE), Some("server"));
         assert_eq!(a.get_str(attr::NETWORK_TRANSPORT), Some("tcp"));
         assert_eq!(a.get_str(attr::DNS_RESPONSE_CODE), Some("NXDOMAIN"));
+        assert_eq!(a.get_str(attr::ERROR_TYPE), Some("NXDOMAIN"));
         let PointValue::Histogram(h) = &points[0].value else {
             panic!("not a histogram")
         };

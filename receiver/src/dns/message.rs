@@ -15,7 +15,7 @@ use simple_dns::rdata::RData;
 use thiserror::Error;
 
 /// Why a message was not parsed. All of these count as
-/// `flowscope.events.lost{source=dns, reason=parse_error}`.
+/// `flowscope.events.lost{flowscope.source=dns, flowscope.reason=parse_error}`.
 #[derive(Debug, Error, PartialEq)]
 pub enum MessageError {
     #[error("DNS message of {0} bytes is shorter than its 12-byte header")]
@@ -138,7 +138,7 @@ fn lower_name(name: &simple_dns::Name<'_>) -> String {
     s
 }
 
-/// `dns.response.code` for an RCODE (RFC 1035, 2136 and the IANA registry's
+/// `flowscope.dns.response.code` for an RCODE (RFC 1035, 2136 and the IANA registry's
 /// mnemonics).
 pub fn rcode_name(rcode: u8) -> &'static str {
     const NAMES: [&str; 16] = [
@@ -162,7 +162,18 @@ pub fn rcode_name(rcode: u8) -> &'static str {
     NAMES[usize::from(rcode & 0x0f)]
 }
 
-/// `dns.question.type` for a query type: the IANA mnemonic for the common
+/// `error.type` of a lookup answered with `rcode`: None for NOERROR (not a
+/// failure), the code's name for the named error codes, `_OTHER` (the
+/// registry's fallback) for the unassigned ones.
+pub fn rcode_error(rcode: u8) -> Option<&'static str> {
+    match rcode & 0x0f {
+        0 => None,
+        1..=11 => Some(rcode_name(rcode)),
+        _ => Some(flowscope_model::names::attr::ERROR_OTHER),
+    }
+}
+
+/// `flowscope.dns.question.type` for a query type: the IANA mnemonic for the common
 /// ones, else `TYPE<n>` (RFC 3597's notation).
 pub fn qtype_name(qtype: u16) -> std::borrow::Cow<'static, str> {
     let s = match qtype {

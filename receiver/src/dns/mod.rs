@@ -7,11 +7,11 @@
 //! - [`packet`], [`tcp`], [`message`]: IP/UDP/TCP headers, DNS-over-TCP
 //!   reassembly, DNS parsing (simple-dns).
 //! - [`engine`]: query/response matching, timeouts, aggregation into
-//!   `dns.lookup.duration` / `dns.lookup.timeouts` points.
+//!   `dns.lookup.duration` points (failures and timeouts included).
 //! - [`topk`]: per-client top-K of question names, folded to registrable
 //!   domains and `_other`.
-//! - [`names`]: the IP -> name cache the flow receiver uses for
-//!   `network.peer.domain`.
+//! - [`names`]: fills the agent's shared IP -> name cache, which the
+//!   `peer` processor reads for `flowscope.peer.domain`.
 //! - [`owner`]: the process owning the local DNS socket, from /proc.
 //!
 //! [`DnsReceiver::start`] loads the filter and starts the capture thread;
@@ -34,12 +34,15 @@ use std::time::{Duration, SystemTime};
 
 use aya::programs::SocketFilter;
 use aya::{Ebpf, EbpfError};
-use flowscope_model::{FlowBatch, Telemetry};
+use flowscope_model::internal_events::{EventsLost, LossReason};
+use flowscope_model::{Context, FlowBatch, Telemetry};
+use flowscope_otel_config::receivers::DnsReceiverConfig;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::loader::{LoadError, check_privileges};
-use crate::{host_attrs, unix_nanos};
+use crate::capabilities::{self, Feature};
+use crate::loader::LoadError;
+use crate::unix_nanos;
 
 pub use engine::{Engine, EngineSettings, OwnerResolver};
 pub use names::DnsNames;
@@ -49,8 +52,8 @@ static DNS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const PROGRAM: &str = "dns_filter";
 const PORTS_MAP: &str = "DNS_PORTS";
-/// Entries of the filter's port map.
-pub const MAX_PORTS: usize = 16;
+/// Entries of the filter's port map (the config's limit on `ports`).
+pub const MAX_PORTS: usize = DnsReceiverConfig::MAX_PORTS;
 
 #[derive(Debug, Error)]
 pub enum DnsError {
@@ -74,25 +77,13 @@ pub enum DnsError {
     Panicked,
 }
 
-/// The `dns` receiver's settings (validated by [`DnsReceiver::start`]).
+/// What the `dns` receiver runs with: the user's configuration
+/// ([`DnsReceiverConfig`]: ports, timeout, limits, buckets; its defaults,
+/// limits and validation are defined there, once) and the receiver's own
+/// tunables, which the configuration does not expose.
 #[derive(Clone, Debug)]
 pub struct DnsSettings {
-    /// UDP and TCP ports whose packets are DNS (1 to [`MAX_PORTS`]).
-    pub ports: Vec<u16>,
-    /// How long a query waits for its response before it counts as a
-    /// timeout.
-    pub query_timeout: Duration,
-    /// Most queries waiting for a response at once.
-    pub max_outstanding_queries: usize,
-    /// Question names kept per client before folding.
-    pub top_k: usize,
-    /// Entries of the IP -> name cache.
-    pub name_cache_size: usize,
-    /// How long a name outlives its record's TTL in the cache.
-    pub name_ttl_grace: Duration,
-    /// Bucket bounds (seconds) of `dns.lookup.duration`.
-    pub buckets: Vec<f64>,
-    pub collection_interval: Duration,
+    pub config: DnsReceiverConfig,
     /// How often network namespaces are rescanned.
     pub namespace_rescan: Duration,
     /// Most DNS-over-TCP stream directions followed at once.
@@ -103,15 +94,14 @@ pub struct DnsSettings {
 
 impl Default for DnsSettings {
     fn default() -> Self {
+        DnsSettings::from(DnsReceiverConfig::default())
+    }
+}
+
+impl From<DnsReceiverConfig> for DnsSettings {
+    fn from(config: DnsReceiverConfig) -> Self {
         Self {
-            ports: vec![53],
-            query_timeout: Duration::from_secs(5),
-            max_outstanding_queries: 65_536,
-            top_k: 100,
-            name_cache_size: 65_536,
-            name_ttl_grace: Duration::from_secs(30),
-            buckets: flowscope_model::hist::DNS_BOUNDS.to_vec(),
-            collection_interval: Duration::from_secs(10),
+            config,
             namespace_rescan: Duration::from_secs(2),
             max_tcp_streams: 4096,
             socket_buffer_bytes: 4 << 20,
@@ -120,47 +110,24 @@ impl Default for DnsSettings {
 }
 
 impl DnsSettings {
+    /// The configuration's own rules ([`DnsReceiverConfig::validate`], the
+    /// ones the config loader applies), then the tunables'.
     fn validate(&self) -> Result<(), DnsError> {
-        let bad = |m: String| Err(DnsError::Settings(m));
-        if self.ports.is_empty() || self.ports.len() > MAX_PORTS {
-            return bad(format!(
-                "ports: between 1 and {MAX_PORTS} ports, got {}",
-                self.ports.len()
+        self.config.validate().map_err(DnsError::Settings)?;
+        if self.namespace_rescan.is_zero() || self.max_tcp_streams == 0 {
+            return Err(DnsError::Settings(
+                "namespace_rescan and max_tcp_streams must be positive".into(),
             ));
-        }
-        if self.ports.contains(&0) {
-            return bad("ports: 0 is not a port".into());
-        }
-        if self.query_timeout.is_zero()
-            || self.collection_interval.is_zero()
-            || self.namespace_rescan.is_zero()
-        {
-            return bad(
-                "query_timeout, collection_interval and namespace_rescan must be positive".into(),
-            );
-        }
-        if self.max_outstanding_queries == 0
-            || self.top_k == 0
-            || self.name_cache_size == 0
-            || self.max_tcp_streams == 0
-        {
-            return bad("max_outstanding_queries, top_k, name_cache_size and max_tcp_streams must be at least 1".into());
-        }
-        if self.buckets.is_empty()
-            || self.buckets.windows(2).any(|w| w[0] >= w[1])
-            || self.buckets.iter().any(|b| !b.is_finite())
-        {
-            return bad("buckets must be finite and strictly increasing".into());
         }
         Ok(())
     }
 
     fn engine(&self) -> EngineSettings {
         EngineSettings {
-            timeout: self.query_timeout,
-            max_outstanding: self.max_outstanding_queries,
-            top_k: self.top_k,
-            buckets: Arc::from(self.buckets.as_slice()),
+            timeout: self.config.query_timeout,
+            max_outstanding: self.config.max_outstanding_queries,
+            top_k: self.config.top_k,
+            buckets: Arc::from(self.config.buckets.as_slice()),
             max_tcp_streams: self.max_tcp_streams,
         }
     }
@@ -180,17 +147,16 @@ pub struct DnsReceiver {
 
 impl DnsReceiver {
     /// Loads the socket filter and starts capturing in every network
-    /// namespace. Returns the receiver and the IP -> name cache to hand to
-    /// the flow receiver (`EbpfReceiver::start(.., Some(names))`).
-    pub fn start(
-        settings: DnsSettings,
-        telemetry: Telemetry,
-    ) -> Result<(Self, Arc<DnsNames>), DnsError> {
-        Self::start_with_owners(
-            settings,
-            telemetry,
-            Box::new(owner::ProcOwners::new(host_attrs())),
-        )
+    /// namespace, as `config` says. The names clients resolve go into the
+    /// context's shared cache (`ctx.peer_names`) for whoever reads it.
+    pub fn start(config: &DnsReceiverConfig, ctx: &Context) -> Result<Self, DnsError> {
+        Self::start_with(DnsSettings::from(config.clone()), ctx)
+    }
+
+    /// As [`DnsReceiver::start`], with the tunables set too.
+    pub fn start_with(settings: DnsSettings, ctx: &Context) -> Result<Self, DnsError> {
+        let owners = Box::new(owner::ProcOwners::new(ctx.host.attrs.clone()));
+        Self::start_with_owners(settings, ctx, owners)
     }
 
     /// As [`DnsReceiver::start`], with `owners` attributing each lookup to
@@ -199,11 +165,12 @@ impl DnsReceiver {
     /// answer quickly.
     pub fn start_with_owners(
         settings: DnsSettings,
-        telemetry: Telemetry,
+        ctx: &Context,
         owners: Box<dyn OwnerResolver>,
-    ) -> Result<(Self, Arc<DnsNames>), DnsError> {
+    ) -> Result<Self, DnsError> {
         settings.validate()?;
-        check_privileges()?;
+        let telemetry = ctx.telemetry.clone();
+        capabilities::check(&[Feature::Dns]).map_err(LoadError::from)?;
         let mut ebpf = Ebpf::load(DNS_OBJECT).map_err(DnsError::Load)?;
         {
             let map = ebpf
@@ -211,7 +178,7 @@ impl DnsReceiver {
                 .ok_or(DnsError::Missing("map DNS_PORTS"))?;
             let mut ports: aya::maps::HashMap<_, u16, u8> =
                 aya::maps::HashMap::try_from(map).map_err(DnsError::Map)?;
-            for p in &settings.ports {
+            for p in &settings.config.ports {
                 ports.insert(p, 1, 0).map_err(DnsError::Map)?;
             }
         }
@@ -228,9 +195,10 @@ impl DnsReceiver {
             .try_clone_to_owned()
             .map_err(DnsError::Fd)?;
 
-        let names = Arc::new(DnsNames::new(
-            settings.name_cache_size,
-            settings.name_ttl_grace,
+        let names = Arc::new(DnsNames::on(
+            ctx.peer_names.clone(),
+            settings.config.name_cache_size,
+            settings.config.name_ttl_grace,
         ));
         let engine = Arc::new(Mutex::new(Engine::new(
             settings.engine(),
@@ -259,12 +227,12 @@ impl DnsReceiver {
             engine,
             stop,
             thread: Some(thread),
-            interval: settings.collection_interval,
+            interval: settings.config.collection_interval,
             telemetry,
             open,
             _ebpf: ebpf,
         };
-        Ok((rx, names))
+        Ok(rx)
     }
 
     /// Inodes of the network namespaces being captured now.
@@ -313,8 +281,11 @@ impl DnsReceiver {
             let n = batch.points.len() as u64;
             if tx.send(batch).await.is_err() {
                 // The pipeline is gone (shutting down): say what it held.
-                self.telemetry
-                    .events_lost(engine::SOURCE, "pipeline_closed", n);
+                self.telemetry.emit(EventsLost::new(
+                    engine::SOURCE,
+                    LossReason::PipelineClosed,
+                    n,
+                ));
                 self.stop.store(true, Ordering::Relaxed);
                 return Ok(());
             }

@@ -1,88 +1,78 @@
-//! IP -> name cache, from the A and AAAA answers local clients received.
+//! Fills the agent's shared IP -> name cache
+//! ([`flowscope_model::PeerNames`], in the [`Context`]) from the A and AAAA
+//! answers local clients received.
 //!
 //! For every answered lookup seen on the client side, each address in the
 //! answer (following CNAME chains from the question: `www.shop.example`
 //! CNAME `edge.cdn.example` A `198.18.0.9`) maps to the name the client
 //! asked for, in that client's network namespace. That is the name the
-//! client resolved to reach the address, which the flow receiver puts in
-//! `network.peer.domain` ([`PeerNames`]).
+//! client resolved to reach the address, which the `peer` processor puts in
+//! `flowscope.peer.domain`; this receiver does not know who reads it.
 //!
-//! An entry lives for the record's TTL plus a grace period: the flow
-//! receiver asks at the end of each interval, so a connection made just
-//! before the TTL ran out is still named. The cache holds at most
-//! `capacity` entries; when full, expired entries go first, then the ones
-//! closest to expiry.
+//! An entry lives for the record's TTL plus a grace period: flows are named
+//! at the end of each interval, so a connection made just before the TTL ran
+//! out is still named. The cache holds at most `capacity` entries (the
+//! receiver's `name_cache_size`).
+//!
+//! [`Context`]: flowscope_model::Context
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::collector::PeerNames;
+use flowscope_model::PeerNames;
 
 use super::message::{Answer, AnswerData};
 
 /// Longest CNAME chain followed.
 const MAX_CHAIN: usize = 16;
 
-struct Entry {
-    name: Arc<str>,
-    expires_ns: u64,
-}
-
-struct Inner {
-    map: HashMap<(u32, IpAddr), Entry>,
-}
-
-/// The shared cache. `Send + Sync`; hand an `Arc<DnsNames>` to the flow
-/// receiver as its `PeerNames`.
+/// The DNS receiver's writer on the shared cache.
 pub struct DnsNames {
-    inner: Mutex<Inner>,
+    cache: PeerNames,
     capacity: usize,
     grace_ns: u64,
-    clock: fn() -> u64,
-}
-
-/// Nanoseconds on CLOCK_MONOTONIC.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl DnsNames {
+    /// A writer on a cache of its own (tests, benchmarks).
     pub fn new(capacity: usize, grace: Duration) -> Self {
-        Self::with_clock(capacity, grace, monotonic_ns)
+        Self::on(PeerNames::new(), capacity, grace)
     }
 
-    /// A cache reading time from `clock` (nanoseconds, monotonic); for tests.
-    pub fn with_clock(capacity: usize, grace: Duration, clock: fn() -> u64) -> Self {
+    /// A writer on `cache` (the agent's, from its context) keeping at most
+    /// `capacity` entries, each `grace` past its record's TTL.
+    pub fn on(cache: PeerNames, capacity: usize, grace: Duration) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                map: HashMap::new(),
-            }),
+            cache,
             capacity: capacity.max(1),
             grace_ns: grace.as_nanos() as u64,
-            clock,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update is a single insert or removal: a poisoned lock holds
-        // a consistent map.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// A writer on a cache of its own reading time from `clock`
+    /// (nanoseconds, monotonic); for tests.
+    pub fn with_clock(capacity: usize, grace: Duration, clock: fn() -> u64) -> Self {
+        Self::on(PeerNames::with_clock(Arc::new(clock)), capacity, grace)
+    }
+
+    /// The cache written to.
+    pub fn cache(&self) -> &PeerNames {
+        &self.cache
     }
 
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.cache.is_empty()
+    }
+
+    /// The name cached for `ip` in `netns` (what readers of the cache see).
+    pub fn name_of(&self, netns: u32, ip: IpAddr) -> Option<Arc<str>> {
+        self.cache.name_of(netns, ip)
     }
 
     /// Records the addresses a response for `question` carried in `netns`.
@@ -103,8 +93,7 @@ impl DnsNames {
                 break;
             }
         }
-        let now = (self.clock)();
-        let mut inner = self.lock();
+        let now = self.cache.now_ns();
         for a in answers {
             let AnswerData::Addr(ip) = a.data else {
                 continue;
@@ -113,44 +102,9 @@ impl DnsNames {
                 continue;
             }
             let expires_ns = now + u64::from(a.ttl) * 1_000_000_000 + self.grace_ns;
-            let key = (netns, ip);
-            if !inner.map.contains_key(&key) && inner.map.len() >= self.capacity {
-                self.make_room(&mut inner, now);
-            }
-            inner.map.insert(
-                key,
-                Entry {
-                    name: question.clone(),
-                    expires_ns,
-                },
-            );
+            self.cache
+                .insert(netns, ip, question.clone(), expires_ns, self.capacity);
         }
-    }
-
-    /// Frees at least one slot: expired entries, else the eighth of the
-    /// entries closest to expiry.
-    fn make_room(&self, inner: &mut Inner, now: u64) {
-        inner.map.retain(|_, e| e.expires_ns > now);
-        if inner.map.len() < self.capacity {
-            return;
-        }
-        let mut expiries: Vec<u64> = inner.map.values().map(|e| e.expires_ns).collect();
-        let cut = (expiries.len() / 8).max(1);
-        let (_, nth, _) = expiries.select_nth_unstable(cut - 1);
-        let limit = *nth;
-        inner.map.retain(|_, e| e.expires_ns > limit);
-    }
-}
-
-impl PeerNames for DnsNames {
-    fn name_of(&self, netns: u32, ip: IpAddr) -> Option<Arc<str>> {
-        let now = (self.clock)();
-        let inner = self.lock();
-        inner
-            .map
-            .get(&(netns, ip))
-            .filter(|e| e.expires_ns > now)
-            .map(|e| e.name.clone())
     }
 }
 

@@ -1,0 +1,299 @@
+//! Typed internal events: every thing the agent counts about itself is one
+//! struct here, built by the component where it happens and handed to
+//! [`Telemetry::emit`]. The event logs (at the level its meaning deserves)
+//! and records on its SDK instrument, with the metric and attribute names
+//! of the contract (`crate::names`). Components never write a metric name,
+//! an attribute key or a reason string themselves: the enums below are the
+//! complete lists, so a typo is a compile error and a new reason is one
+//! variant.
+//!
+//! Zero counts record nothing (so an idle interval exports no zero points).
+
+use opentelemetry::KeyValue;
+
+use crate::names::attr;
+use crate::telemetry::Telemetry;
+
+/// One event the agent counts about itself.
+pub trait InternalEvent {
+    /// Logs and counts the event on `telemetry`'s instruments.
+    fn emit(self, telemetry: &Telemetry);
+}
+
+/// Where events come from (`source` attribute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The eBPF receiver's kernel side as a whole.
+    Ebpf,
+    /// TCP tracepoints, the connection table's TCP side.
+    EbpfTcp,
+    /// The cgroup_skb UDP programs, the connection table's UDP side.
+    EbpfUdp,
+    /// The DNS receiver (captured packets).
+    Dns,
+    /// The agent's own pipeline (fan-out, self-telemetry).
+    Pipeline,
+}
+
+impl Source {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Ebpf => "ebpf",
+            Source::EbpfTcp => "ebpf.tcp",
+            Source::EbpfUdp => "ebpf.udp",
+            Source::Dns => "dns",
+            Source::Pipeline => "pipeline",
+        }
+    }
+}
+
+/// Why events were lost (`reason` attribute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossReason {
+    /// The kernel's ring buffer had no room for a record.
+    RingbufFull,
+    /// A kernel map was full.
+    MapFull,
+    /// Reading an entry of a kernel map failed.
+    MapReadError,
+    /// The kernel side failed to read socket or task memory.
+    ReadError,
+    /// A record or packet could not be parsed.
+    ParseError,
+    /// A user-space table reached its configured bound.
+    TableFull,
+    /// A DNS-over-TCP stream skipped bytes (a segment was never seen).
+    TcpGap,
+    /// A DNS response that matched no outstanding query.
+    UnmatchedResponse,
+    /// The kernel dropped packets because a capture socket's buffer was full.
+    SocketFull,
+    /// The next stage had stopped (shutting down, or its task died).
+    PipelineClosed,
+}
+
+impl LossReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LossReason::RingbufFull => "ringbuf_full",
+            LossReason::MapFull => "map_full",
+            LossReason::MapReadError => "map_read_error",
+            LossReason::ReadError => "read_error",
+            LossReason::ParseError => "parse_error",
+            LossReason::TableFull => "table_full",
+            LossReason::TcpGap => "tcp_gap",
+            LossReason::UnmatchedResponse => "unmatched_response",
+            LossReason::SocketFull => "socket_full",
+            LossReason::PipelineClosed => "pipeline_closed",
+        }
+    }
+}
+
+/// `count` events were received from `source` (`flowscope.events.received`).
+#[derive(Clone, Copy, Debug)]
+pub struct EventsReceived {
+    pub source: Source,
+    pub count: u64,
+}
+
+impl InternalEvent for EventsReceived {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::trace!(
+            source = self.source.as_str(),
+            count = self.count,
+            "events received"
+        );
+        t.instruments().events_received.add(
+            self.count,
+            &[KeyValue::new(attr::SOURCE, self.source.as_str())],
+        );
+    }
+}
+
+/// `count` events from `source` were lost for `reason`
+/// (`flowscope.events.lost`).
+#[derive(Clone, Copy, Debug)]
+pub struct EventsLost {
+    pub source: Source,
+    pub reason: LossReason,
+    pub count: u64,
+}
+
+impl EventsLost {
+    pub const fn new(source: Source, reason: LossReason, count: u64) -> Self {
+        Self {
+            source,
+            reason,
+            count,
+        }
+    }
+}
+
+impl InternalEvent for EventsLost {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        match self.reason {
+            // A stage died or stopped early: rare, and worth a line.
+            LossReason::PipelineClosed => tracing::warn!(
+                source = self.source.as_str(),
+                reason = self.reason.as_str(),
+                count = self.count,
+                "events lost"
+            ),
+            // Everything else can happen per record under load: the count
+            // is the signal, the log is for debugging.
+            _ => tracing::debug!(
+                source = self.source.as_str(),
+                reason = self.reason.as_str(),
+                count = self.count,
+                "events lost"
+            ),
+        }
+        t.instruments().events_lost.add(
+            self.count,
+            &[
+                KeyValue::new(attr::SOURCE, self.source.as_str()),
+                KeyValue::new(attr::REASON, self.reason.as_str()),
+            ],
+        );
+    }
+}
+
+/// The connection table tracks `count` flows now (`flowscope.flows.tracked`).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowsTracked {
+    pub count: usize,
+}
+
+impl InternalEvent for FlowsTracked {
+    fn emit(self, t: &Telemetry) {
+        t.instruments()
+            .flows_tracked
+            .record(i64::try_from(self.count).unwrap_or(i64::MAX), &[]);
+    }
+}
+
+/// A cardinality limit merged `count` points of `metric` into its overflow
+/// series (`flowscope.flows.overflow`).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowsOverflow {
+    pub metric: &'static str,
+    pub count: u64,
+}
+
+impl InternalEvent for FlowsOverflow {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::debug!(
+            metric = self.metric,
+            points = self.count,
+            "cardinality limit reached; merged into overflow point"
+        );
+        t.instruments()
+            .flows_overflow
+            .add(self.count, &[KeyValue::new(attr::METRIC, self.metric)]);
+    }
+}
+
+/// Exporter `exporter` delivered `count` points (`flowscope.exporter.sent`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExporterSent<'a> {
+    pub exporter: &'a str,
+    pub count: u64,
+}
+
+impl InternalEvent for ExporterSent<'_> {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::trace!(exporter = self.exporter, points = self.count, "exported");
+        t.instruments()
+            .exporter_sent
+            .add(self.count, &component_kvs(self.exporter));
+    }
+}
+
+/// Exporter `exporter` failed to deliver `count` points with `error_type`
+/// (`flowscope.exporter.failed`). The error types are the exporter's own
+/// (a gRPC code, an HTTP status class, `queue_full`, `shutdown`, ...); the
+/// exporter logs the failure itself with its details.
+#[derive(Clone, Copy, Debug)]
+pub struct ExporterFailed<'a> {
+    pub exporter: &'a str,
+    pub error_type: &'a str,
+    pub count: u64,
+}
+
+impl InternalEvent for ExporterFailed<'_> {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::debug!(
+            exporter = self.exporter,
+            error_type = self.error_type,
+            points = self.count,
+            "export failed"
+        );
+        t.instruments().exporter_failed.add(
+            self.count,
+            &[
+                component_kvs(self.exporter)[0].clone(),
+                component_kvs(self.exporter)[1].clone(),
+                KeyValue::new(attr::ERROR_TYPE, self.error_type.to_owned()),
+            ],
+        );
+    }
+}
+
+/// Exporter `exporter`'s queue holds `size` batches
+/// (`flowscope.exporter.queue.size`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExporterQueue<'a> {
+    pub exporter: &'a str,
+    pub size: usize,
+}
+
+impl InternalEvent for ExporterQueue<'_> {
+    fn emit(self, t: &Telemetry) {
+        t.instruments().exporter_queue_size.record(
+            i64::try_from(self.size).unwrap_or(i64::MAX),
+            &component_kvs(self.exporter),
+        );
+    }
+}
+
+/// Exporter `exporter`'s queue holds at most `capacity` batches
+/// (`flowscope.exporter.queue.capacity`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExporterQueueCapacity<'a> {
+    pub exporter: &'a str,
+    pub capacity: usize,
+}
+
+impl InternalEvent for ExporterQueueCapacity<'_> {
+    fn emit(self, t: &Telemetry) {
+        t.instruments().exporter_queue_capacity.record(
+            i64::try_from(self.capacity).unwrap_or(i64::MAX),
+            &component_kvs(self.exporter),
+        );
+    }
+}
+
+/// `otel.component.type` and `otel.component.name` of a component by its
+/// config id (`otlp/backend` is of type `otlp`).
+fn component_kvs(id: &str) -> [KeyValue; 2] {
+    let kind = id.split_once('/').map_or(id, |(kind, _)| kind);
+    [
+        KeyValue::new(attr::COMPONENT_TYPE, kind.to_owned()),
+        KeyValue::new(attr::COMPONENT_NAME, id.to_owned()),
+    ]
+}
