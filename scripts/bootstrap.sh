@@ -71,6 +71,9 @@ if [ $want_test -eq 1 ]; then
   if ! command -v kubectl >/dev/null 2>&1; then
     log "kubectl is missing: no registry here serves it; install kubectl 1.32 (with kustomize) by hand for the Kubernetes manifest tests"
   fi
+  # Headless Chromium and its WebDriver server: integration/tests/ui.rs
+  # drives the ui exporter's pages in a real browser.
+  apt_install chromium chromium-driver
 fi
 
 # tracefs carries the tracepoint format files the receiver reads offsets from.

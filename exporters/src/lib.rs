@@ -36,6 +36,7 @@ pub mod server;
 pub mod settings;
 pub mod temporality;
 pub mod tls;
+pub mod ui;
 
 pub use console::render;
 pub use encode::{Encoded, Temporality, encode};
@@ -87,6 +88,12 @@ pub enum BuildError {
         endpoint: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("exporter `{id}`")]
+    Ui {
+        id: String,
+        #[source]
+        source: ui::UiError,
     },
     #[error("exporter `{id}`: type `{kind}` is not supported by this build")]
     Unsupported { id: String, kind: &'static str },
@@ -351,6 +358,11 @@ pub fn check_with_env(
                 source,
             })
         }
+        // The token rule (none on a non-loopback endpoint) and the
+        // endpoint's resolution; binding is left to the start.
+        ExporterConfig::Ui(c) => ui::Ui::new(c, env)
+            .map(drop)
+            .map_err(|source| BuildError::Ui { id: name, source }),
         ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Prometheus(_) => {
             Ok(())
         }
@@ -440,6 +452,23 @@ pub fn build_with_env(
             });
             let serve = tokio::spawn(server::serve(listener, handler));
             let h = spawn_batches(name, prometheus::PrometheusSink { state }, telemetry);
+            h.extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(serve);
+            Ok(h)
+        }
+        ExporterConfig::Ui(c) => {
+            let err = |source| BuildError::Ui {
+                id: name.clone(),
+                source,
+            };
+            let ui = ui::Ui::new(c, env).map_err(err)?;
+            let listener = ui.bind().map_err(err)?;
+            tracing::info!(exporter = %name, "web UI at http://{}/", c.endpoint);
+            let store = ui.store.clone();
+            let serve = tokio::spawn(ui::serve(listener, Arc::new(ui)));
+            let h = spawn_batches(name.clone(), ui::UiSink { store }, telemetry);
             h.extra
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -46,15 +46,33 @@ pub fn require_root() {
 }
 
 /// Two network namespaces, `a` and `b`, joined by a veth pair:
-/// a = 198.18.N.1/24 and fd00:N::1/64, b = 198.18.N.2/24 and fd00:N::2/64.
+/// a = 198.18.N.1/24 and fd00:N::1/64, b = 198.18.N.2/24 and fd00:N::2/64
+/// (or in 198.19 and fd19, see [`NetPair::new_apart`]).
 pub struct NetPair {
     pub a: String,
     pub b: String,
     pub n: u32,
+    /// The first two octets of the IPv4 addresses (`198.18`).
+    v4: &'static str,
+    /// The first group of the IPv6 addresses (`fd00`).
+    v6: &'static str,
 }
 
 impl NetPair {
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_prefixes("198.18", "fd00")
+    }
+
+    /// A pair in 198.19.N.0/24 and fd19:N::/64, addresses no pair of
+    /// [`NetPair::new`] has. Every agent sees the traffic of every test
+    /// running on the host; a test that asserts on everything under its
+    /// own addresses (`?cidr=` of the ui exporter) uses this so that
+    /// another test binary whose pair got the same N cannot add to it.
+    pub fn new_apart() -> anyhow::Result<Self> {
+        Self::with_prefixes("198.19", "fd19")
+    }
+
+    fn with_prefixes(v4: &'static str, v6: &'static str) -> anyhow::Result<Self> {
         require_root();
         // N is unique within this process, and the pid keeps names unique
         // between test binaries running at once.
@@ -65,6 +83,8 @@ impl NetPair {
             a: format!("fsa{tag}"),
             b: format!("fsb{tag}"),
             n,
+            v4,
+            v6,
         };
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
         sh("ip", &["netns", "add", &pair.a])?;
@@ -76,8 +96,8 @@ impl NetPair {
         sh("ip", &["link", "set", &va, "netns", &pair.a])?;
         sh("ip", &["link", "set", &vb, "netns", &pair.b])?;
         for (ns, dev, host) in [(&pair.a, &va, 1), (&pair.b, &vb, 2)] {
-            let v4 = format!("198.18.{n}.{host}/24");
-            let v6 = format!("fd00:{n}::{host}/64");
+            let v4 = format!("{v4}.{n}.{host}/24");
+            let v6 = format!("{v6}:{n}::{host}/64");
             sh("ip", &["-n", ns, "addr", "add", &v4, "dev", dev])?;
             sh("ip", &["-n", ns, "addr", "add", &v6, "dev", dev, "nodad"])?;
             sh("ip", &["-n", ns, "link", "set", dev, "up"])?;
@@ -87,16 +107,20 @@ impl NetPair {
     }
 
     pub fn a_v4(&self) -> String {
-        format!("198.18.{}.1", self.n)
+        format!("{}.{}.1", self.v4, self.n)
     }
     pub fn b_v4(&self) -> String {
-        format!("198.18.{}.2", self.n)
+        format!("{}.{}.2", self.v4, self.n)
     }
     pub fn a_v6(&self) -> String {
-        format!("fd00:{}::1", self.n)
+        format!("{}:{}::1", self.v6, self.n)
     }
     pub fn b_v6(&self) -> String {
-        format!("fd00:{}::2", self.n)
+        format!("{}:{}::2", self.v6, self.n)
+    }
+    /// The IPv4 network of both ends (`198.18.N.0/24`).
+    pub fn v4_cidr(&self) -> String {
+        format!("{}.{}.0/24", self.v4, self.n)
     }
 
     /// Runs a command inside namespace `ns` and waits for it, failing with

@@ -38,7 +38,11 @@ fn agent_environment_names_its_resources() {
     ];
     let points = agent.wait_for("the flow and self-telemetry", WAIT, |p| {
         (sum(p, "network.flow.io", &filter) >= 300.0
-            && sum(p, "flowscope.events.received", &[("flowscope.source", "ebpf.tcp")]) > 0.0)
+            && sum(
+                p,
+                "flowscope.events.received",
+                &[("flowscope.source", "ebpf.tcp")],
+            ) > 0.0)
             .then(|| p.to_vec())
     });
 
@@ -64,9 +68,13 @@ fn agent_environment_names_its_resources() {
     let own: Vec<_> = points
         .iter()
         .filter(|p| {
-            ["flowscope.events.", "flowscope.flows.", "flowscope.exporter."]
-                .iter()
-                .any(|own| p.metric.starts_with(own))
+            [
+                "flowscope.events.",
+                "flowscope.flows.",
+                "flowscope.exporter.",
+            ]
+            .iter()
+            .any(|own| p.metric.starts_with(own))
         })
         .collect();
     assert!(!own.is_empty());

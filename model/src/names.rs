@@ -311,3 +311,11 @@ pub mod path {
     pub const SCHEDULED: &str = "scheduled";
     pub const DYNAMIC: &str = "dynamic";
 }
+
+/// The Network Path names the `ui` exporter reads for its health findings.
+pub mod ui {
+    pub use super::path::{
+        PROBES_LOST as PATH_PROBES_LOST, PROBES_SENT as PATH_PROBES_SENT,
+        REACHABLE as PATH_REACHABLE,
+    };
+}

@@ -40,6 +40,8 @@ pub enum ExporterConfig {
     OtlpHttp(OtlpHttpExporterConfig),
     /// `prometheus`: a pull endpoint in the Prometheus text format.
     Prometheus(PrometheusExporterConfig),
+    /// `ui`: the last hour in memory, served as a web UI and JSON API.
+    Ui(UiExporterConfig),
 }
 
 impl ExporterConfig {
@@ -54,6 +56,7 @@ impl ExporterConfig {
         "otlphttp",
         "otlp_http",
         "prometheus",
+        "ui",
     ];
 
     /// The component type of these settings (`console`, `file`).
@@ -64,6 +67,7 @@ impl ExporterConfig {
             ExporterConfig::Otlp(_) => "otlp",
             ExporterConfig::OtlpHttp(_) => "otlphttp",
             ExporterConfig::Prometheus(_) => "prometheus",
+            ExporterConfig::Ui(_) => "ui",
         }
     }
 }
@@ -83,6 +87,7 @@ impl<'de> DeserializeSeed<'de> for ExporterSeed<'_> {
             "otlp" | "otlp_grpc" => component_body(deserializer).map(ExporterConfig::Otlp),
             "otlphttp" | "otlp_http" => component_body(deserializer).map(ExporterConfig::OtlpHttp),
             "prometheus" => component_body(deserializer).map(ExporterConfig::Prometheus),
+            "ui" => component_body(deserializer).map(ExporterConfig::Ui),
             other => unknown_kind(deserializer, "exporter", other, ExporterConfig::KINDS),
         }
     }
@@ -863,7 +868,7 @@ impl ExporterConfig {
                 c.enable_open_metrics
                     .note("", "enable_open_metrics", &mut out);
             }
-            ExporterConfig::Console(_) | ExporterConfig::File(_) => {}
+            ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Ui(_) => {}
         }
         out
     }
@@ -1030,6 +1035,100 @@ impl Default for PrometheusExporterConfig {
     }
 }
 
+/// `ui` exporter: keeps the last `retention` of metrics in memory and serves
+/// the Network Map, Network Analytics and Network Health pages and their
+/// JSON API (docs/ui.md). Read-only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiExporterConfig {
+    /// `address:port` to listen on. Default `127.0.0.1:8686` (loopback).
+    /// Any other address needs `auth.token`: the exporter refuses to start
+    /// without one.
+    pub endpoint: String,
+    /// How much history is kept. Default `1h`, between `1m` and `24h`.
+    #[serde(deserialize_with = "ui_retention")]
+    pub retention: Duration,
+    /// The most recent span kept at the collection interval's resolution;
+    /// older data is rolled up per minute. Default `10m`, at most
+    /// `retention`.
+    #[serde(deserialize_with = "duration")]
+    pub full_resolution: Duration,
+    /// Most series (Resource, metric, attributes) held; points of new
+    /// series beyond it are dropped and counted
+    /// (`flowscope.exporter.failed{error.type="series_limit"}`). Default
+    /// 10000, at least 1.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_series: usize,
+    /// Access control.
+    pub auth: UiAuthConfig,
+    /// Thresholds of the Network Health findings.
+    pub health: UiHealthConfig,
+}
+
+impl Default for UiExporterConfig {
+    fn default() -> Self {
+        UiExporterConfig {
+            endpoint: "127.0.0.1:8686".to_string(),
+            retention: Duration::from_secs(3600),
+            full_resolution: Duration::from_secs(600),
+            max_series: 10_000,
+            auth: UiAuthConfig::default(),
+            health: UiHealthConfig::default(),
+        }
+    }
+}
+
+/// `ui.auth`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiAuthConfig {
+    /// Bearer token every request must carry (`Authorization: Bearer
+    /// <token>`, or the cookie the page sets after `/?token=<token>`).
+    /// Unset: the `FLOWSCOPE_UI_TOKEN` environment variable, else none
+    /// (allowed on loopback only).
+    pub token: Option<String>,
+}
+
+/// `ui.health`: when a Network Health finding is raised.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiHealthConfig {
+    /// Retransmitted segments per transmitted packet above which a
+    /// dependency is reported. Default 0.02 (2 %), between 0 and 1.
+    #[serde(deserialize_with = "unit_interval")]
+    pub retransmit_ratio: f64,
+    /// Transmitted packets a dependency needs before its retransmit ratio
+    /// is judged (a handful of packets says nothing). Default 100.
+    pub min_packets: u64,
+    /// Probe loss (lost / sent) above which a network path is reported
+    /// lossy. Default 0.05 (5 %), between 0 and 1.
+    #[serde(deserialize_with = "unit_interval")]
+    pub path_loss_ratio: f64,
+    /// Failed DNS lookups, failed connections or resets a client/server
+    /// pair needs in the time range to be reported. Default 1.
+    #[serde(deserialize_with = "positive_u64")]
+    pub min_failures: u64,
+}
+
+impl Default for UiHealthConfig {
+    fn default() -> Self {
+        UiHealthConfig {
+            retransmit_ratio: 0.02,
+            min_packets: 100,
+            path_loss_ratio: 0.05,
+            min_failures: 1,
+        }
+    }
+}
+
+fn ui_retention<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value < Duration::from_secs(60) || value > Duration::from_secs(86_400) {
+        return Err(de::Error::custom("must be between 1m and 24h"));
+    }
+    Ok(value)
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
@@ -1171,6 +1270,34 @@ mod tests {
         assert_eq!(p.endpoint, "127.0.0.1:9464");
         assert_eq!(p.namespace.as_deref(), Some("fs"));
         assert!(p.resource_to_telemetry_conversion.enabled);
+    }
+
+    #[test]
+    fn ui_defaults_and_values() {
+        let ExporterConfig::Ui(u) = exporter("    {}", "ui").unwrap() else {
+            panic!("not ui")
+        };
+        assert_eq!(u, UiExporterConfig::default());
+        assert_eq!(u.endpoint, "127.0.0.1:8686");
+        assert_eq!(u.retention, Duration::from_secs(3600));
+        let ExporterConfig::Ui(u) = exporter(
+            "    endpoint: 0.0.0.0:9000\n    retention: 30m\n    auth:\n      token: ${env:KEY}\n    health:\n      retransmit_ratio: 0.1",
+            "ui",
+        )
+        .unwrap() else {
+            panic!("not ui")
+        };
+        assert_eq!(u.auth.token.as_deref(), Some("s3cret"));
+        assert_eq!(u.retention, Duration::from_secs(1800));
+        assert_eq!(u.health.retransmit_ratio, 0.1);
+        assert_eq!(u.health.min_packets, 100);
+        let e = exporter("    retention: 2d", "ui").unwrap_err();
+        assert!(
+            e.contains("retention") && e.contains("between 1m and 24h"),
+            "{e}"
+        );
+        let e = exporter("    health:\n      path_loss_ratio: 3", "ui").unwrap_err();
+        assert!(e.contains("path_loss_ratio"), "{e}");
     }
 
     #[test]

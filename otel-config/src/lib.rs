@@ -567,6 +567,7 @@ fn check_exporter_resources(
             },
             ExporterConfig::File(c) => (normal(&c.path), "path", "output file"),
             ExporterConfig::Prometheus(c) => (c.endpoint.clone(), "endpoint", "listen address"),
+            ExporterConfig::Ui(c) => (c.endpoint.clone(), "endpoint", "listen address"),
             ExporterConfig::Console(_) => continue,
         };
         if let Some((_, _, other)) = taken.iter().find(|(r, w, _)| *r == resource && *w == what) {

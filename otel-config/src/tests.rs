@@ -88,9 +88,15 @@ fn default_config_loads_with_documented_values() {
             &Pipeline {
                 receivers: vec![id("ebpf"), id("dns")],
                 processors: vec![id("peer"), id("locality")],
-                exporters: vec![id("console"), id("file")],
+                exporters: vec![id("console"), id("file"), id("ui")],
             }
         )]
+    );
+    assert_eq!(
+        c.exporters.get(&id("ui")),
+        Some(&ExporterConfig::Ui(
+            crate::exporters::UiExporterConfig::default()
+        ))
     );
 }
 

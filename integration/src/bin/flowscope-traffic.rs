@@ -17,13 +17,22 @@
 //! flowscope-traffic tcp-listen ADDR           (accepts and closes, forever)
 //! flowscope-traffic udp-spray FIRST_IP COUNT PORT (one datagram to each of
 //!                                              COUNT consecutive addresses)
+//! flowscope-traffic dns-query SERVER NAME  (one A query over UDP; prints the response code)
 //! ```
 //! A server serves one connection (or one UDP exchange) and exits.
+//!
+//! With `FLOWSCOPE_TRAFFIC_LINGER_MS` set, it waits that long before exiting.
+//! With `FLOWSCOPE_TRAFFIC_HOLD` set, it prints `done` once its work
+//! succeeded and then stays until its stdin is closed, so that a test
+//! decides how long the process (and so its /proc entry: service name,
+//! open sockets) exists; `dns-query` holds its socket open meanwhile. A
+//! failure exits at once, with the reason on stderr.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, String>;
@@ -295,10 +304,84 @@ fn udp_client(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Set once [`hold`] ran, so that it holds once.
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// With `FLOWSCOPE_TRAFFIC_HOLD` set: says `done` on stdout and waits until
+/// stdin ends (the test closes it, or dies).
+fn hold() {
+    if std::env::var_os("FLOWSCOPE_TRAFFIC_HOLD").is_none() || HELD.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    println!("done");
+    std::io::stdout().flush().ok();
+    let mut sink = Vec::new();
+    std::io::stdin().read_to_end(&mut sink).ok();
+}
+
+/// The response code names of RFC 1035 / 2136 a test meets.
+fn rcode_name(code: u8) -> String {
+    match code {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+/// One DNS query (type A, class IN, recursion desired) over UDP to
+/// `SERVER` port 53; prints the answer's response code. The socket stays
+/// open while the process holds (see [`hold`]), so the agent can find its
+/// owner however late it reads the packet.
+fn dns_query(args: &[String]) -> Result<()> {
+    let server: std::net::IpAddr = arg(args, 0, "SERVER")?;
+    let name: String = arg(args, 1, "NAME")?;
+    let id = (std::process::id() & 0xffff) as u16;
+    // Header: id, flags (RD), 1 question, no answer/authority/additional.
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("bad NAME {name:?}: empty or long label"));
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&[0, 1, 0, 1]);
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.connect((server, 53))
+        .map_err(|e| format!("connect {server}:53: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.send(&q).map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 512];
+    let n = s
+        .recv(&mut buf)
+        .map_err(|e| format!("no answer from {server}:53: {e}"))?;
+    if n < 12 || buf[..2] != id.to_be_bytes() || buf[2] & 0x80 == 0 {
+        return Err(format!("not an answer to the query: {n} bytes"));
+    }
+    println!("{}", rcode_name(buf[3] & 0x0f));
+    hold();
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
     let r = run(&args, rest);
+    if r.is_ok() {
+        hold();
+    }
     // FLOWSCOPE_TRAFFIC_LINGER_MS keeps the process alive after its work,
     // for tests of what only /proc of a running process tells (environment).
     if let Some(ms) = std::env::var("FLOWSCOPE_TRAFFIC_LINGER_MS")
@@ -364,6 +447,7 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("tcp-client-each") => tcp_client_each(rest),
         Some("tcp-listen") => tcp_listen(rest),
         Some("udp-spray") => udp_spray(rest),
+        Some("dns-query") => dns_query(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),
     }
 }

@@ -1,0 +1,433 @@
+//! `ui`: the Network Map, Network Analytics and Network Health pages,
+//! served by the agent itself from the last hour of metrics it keeps in
+//! memory ([`store`]), with the JSON API the pages read ([`api`]).
+//!
+//! Read-only. Every request is a `GET` (or `HEAD`); the pages are static
+//! files built into the binary and fetch all data from `/api/`, inserting it
+//! as text, never as markup; a strict Content-Security-Policy forbids inline
+//! scripts and styles. Bound to loopback by default; bound to any other
+//! address it refuses to start without a bearer token, and then checks the
+//! token on every request.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flowscope_model::MetricBatch;
+use flowscope_otel_config::exporters::UiExporterConfig;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{Outcome, Sink};
+
+pub mod api;
+mod assets;
+pub mod query;
+pub mod store;
+
+pub use store::Store;
+
+/// Environment variable read for the token when `auth.token` is unset.
+pub const TOKEN_ENV: &str = "FLOWSCOPE_UI_TOKEN";
+/// The cookie the page sets after `/?token=...`.
+pub const COOKIE: &str = "flowscope_ui_token";
+/// `error.type` of points dropped at the series limit.
+pub const SERIES_LIMIT: &str = "series_limit";
+
+/// The Content-Security-Policy of every response: only this origin's own
+/// scripts, styles and API; no inline code, no frames, no plugins.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
+
+/// Why the `ui` exporter cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error("endpoint `{endpoint}` is not an address:port")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "endpoint `{endpoint}` is not a loopback address: set auth.token (or {TOKEN_ENV}) so that \
+         every request must carry it"
+    )]
+    NoToken { endpoint: String },
+    #[error("full_resolution ({full:?}) is longer than retention ({retention:?})")]
+    Resolution {
+        full: std::time::Duration,
+        retention: std::time::Duration,
+    },
+    #[error("listening on `{endpoint}`")]
+    Listen {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request needs.
+pub struct Ui {
+    pub store: Arc<Mutex<Store>>,
+    pub config: UiExporterConfig,
+    token: Option<String>,
+}
+
+impl Ui {
+    /// Checks `config` (token on a non-loopback endpoint, resolution) and
+    /// makes the empty store. `env` gives the token variable.
+    pub fn new(
+        config: &UiExporterConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, UiError> {
+        if config.full_resolution > config.retention {
+            return Err(UiError::Resolution {
+                full: config.full_resolution,
+                retention: config.retention,
+            });
+        }
+        let token = config
+            .auth
+            .token
+            .clone()
+            .or_else(|| env(TOKEN_ENV))
+            .filter(|t| !t.is_empty());
+        let addrs: Vec<SocketAddr> = config
+            .endpoint
+            .to_socket_addrs()
+            .map_err(|source| UiError::Endpoint {
+                endpoint: config.endpoint.clone(),
+                source,
+            })?
+            .collect();
+        if token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(UiError::NoToken {
+                endpoint: config.endpoint.clone(),
+            });
+        }
+        Ok(Ui {
+            store: Arc::new(Mutex::new(Store::new(
+                duration_ns(config.retention),
+                duration_ns(config.full_resolution),
+                config.max_series,
+            ))),
+            config: config.clone(),
+            token,
+        })
+    }
+
+    /// Binds the endpoint now, so a taken port fails the start.
+    pub fn bind(&self) -> Result<TcpListener, UiError> {
+        crate::server::bind(&self.config.endpoint).map_err(|source| UiError::Listen {
+            endpoint: self.config.endpoint.clone(),
+            source,
+        })
+    }
+
+    /// Whether the request carries the token (always true without one).
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.strip_prefix("Bearer "))
+            .any(|t| same(t.trim(), token));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .any(|(k, v)| k == COOKIE && same(v, token));
+        bearer || cookie
+    }
+
+    /// Answers one request.
+    pub fn handle(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Reply {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "the UI is read-only: only GET and HEAD",
+            );
+        }
+        let path = uri.path();
+        let params = api::Params::parse(uri.query().unwrap_or(""));
+        // `/?token=...` logs a browser in: the token moves to a cookie.
+        if path == "/"
+            && let Some(t) = params.get("token")
+            && let Some(token) = &self.token
+        {
+            if !same(t, token) {
+                return Reply::unauthorized();
+            }
+            let mut r = Reply::redirect("/map");
+            r.cookie = Some(format!(
+                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            ));
+            return r;
+        }
+        if !self.authorized(headers) {
+            return Reply::unauthorized();
+        }
+        if path == "/" {
+            return Reply::redirect("/map");
+        }
+        if let Some(rest) = path.strip_prefix("/api/") {
+            return api::answer(self, rest, &params);
+        }
+        match assets::get(path) {
+            Some((ctype, body)) => Reply {
+                status: StatusCode::OK,
+                ctype,
+                body: Bytes::from_static(body),
+                location: None,
+                cookie: None,
+                cache: true,
+            },
+            None => Reply::error(StatusCode::NOT_FOUND, "path", "no such page or API"),
+        }
+    }
+}
+
+fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Compares without stopping at the first difference (no timing hint).
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A response before it is turned into HTTP.
+pub struct Reply {
+    pub status: StatusCode,
+    pub ctype: &'static str,
+    pub body: Bytes,
+    location: Option<&'static str>,
+    cookie: Option<String>,
+    cache: bool,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, body: String) -> Self {
+        Reply {
+            status,
+            ctype: "application/json",
+            body: Bytes::from(body),
+            location: None,
+            cookie: None,
+            cache: false,
+        }
+    }
+
+    /// `{"error": message, "parameter": parameter}`.
+    pub fn error(status: StatusCode, parameter: &str, message: &str) -> Self {
+        let body = serde_json::json!({"error": message, "parameter": parameter});
+        Reply::json(status, body.to_string())
+    }
+
+    fn unauthorized() -> Self {
+        Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "a bearer token is required (Authorization: Bearer <token>, or open /?token=<token>)",
+        )
+    }
+
+    fn redirect(to: &'static str) -> Self {
+        Reply {
+            status: StatusCode::SEE_OTHER,
+            ctype: "text/plain",
+            body: Bytes::new(),
+            location: Some(to),
+            cookie: None,
+            cache: false,
+        }
+    }
+
+    fn into_response(self, head: bool) -> Response<Full<Bytes>> {
+        let body = if head { Bytes::new() } else { self.body };
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.ctype));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if self.cache {
+                "max-age=300"
+            } else {
+                "no-store"
+            }),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flowscope\""),
+            );
+        }
+        if let Some(l) = self.location {
+            h.insert(header::LOCATION, HeaderValue::from_static(l));
+        }
+        if let Some(c) = self.cookie
+            && let Ok(v) = HeaderValue::from_str(&c)
+        {
+            h.insert(header::SET_COOKIE, v);
+        }
+        r
+    }
+}
+
+/// Serves `ui` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, ui: Arc<Ui>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("ui: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ui = ui.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let head = req.method() == http::Method::HEAD;
+                let reply = ui.handle(req.method(), req.uri(), req.headers());
+                async move { Ok::<_, Infallible>(reply.into_response(head)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, "ui: HTTP connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Folds batches into the store.
+pub(crate) struct UiSink {
+    pub(crate) store: Arc<Mutex<Store>>,
+}
+
+impl Sink for UiSink {
+    type Item = MetricBatch;
+
+    async fn export(&mut self, batch: &MetricBatch) -> Outcome {
+        let dropped = self
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(batch);
+        let n = batch.points.len() as u64;
+        let mut o = Outcome::sent(n - dropped);
+        o.fail(
+            dropped,
+            SERIES_LIMIT,
+            format!("ui: series limit reached, {dropped} points dropped"),
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(endpoint: &str, token: Option<&str>) -> UiExporterConfig {
+        let mut c = UiExporterConfig {
+            endpoint: endpoint.into(),
+            ..Default::default()
+        };
+        c.auth.token = token.map(str::to_string);
+        c
+    }
+
+    fn get(ui: &Ui, uri: &str, auth: Option<&str>) -> Reply {
+        let mut h = http::HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        ui.handle(&http::Method::GET, &uri.parse().unwrap(), &h)
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let e = Ui::new(&cfg("0.0.0.0:0", None), &|_| None).err().unwrap();
+        assert!(e.to_string().contains("auth.token"), "{e}");
+        assert!(
+            Ui::new(&cfg("0.0.0.0:0", None), &|k| (k == TOKEN_ENV)
+                .then(|| "t".into()))
+            .is_ok()
+        );
+        assert!(Ui::new(&cfg("127.0.0.1:0", None), &|_| None).is_ok());
+        assert!(Ui::new(&cfg("[::1]:0", None), &|_| None).is_ok());
+    }
+
+    #[test]
+    fn token_checked_on_every_request() {
+        let ui = Ui::new(&cfg("0.0.0.0:0", Some("s3cret")), &|_| None).unwrap();
+        for path in ["/map", "/api/keys", "/assets/app.css", "/nope"] {
+            assert_eq!(
+                get(&ui, path, None).status,
+                StatusCode::UNAUTHORIZED,
+                "{path}"
+            );
+            assert_eq!(
+                get(&ui, path, Some("Bearer wrong")).status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        assert_eq!(
+            get(&ui, "/map", Some("Bearer s3cret")).status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&ui, "/?token=bad", None).status,
+            StatusCode::UNAUTHORIZED
+        );
+        let r = get(&ui, "/?token=s3cret", None);
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; flowscope_ui_token=s3cret"),
+        );
+        let r = ui.handle(&http::Method::GET, &"/api/keys".parse().unwrap(), &h);
+        assert_eq!(r.status, StatusCode::OK);
+        let r = ui.handle(&http::Method::POST, &"/api/keys".parse().unwrap(), &h);
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

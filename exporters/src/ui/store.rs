@@ -1,0 +1,280 @@
+//! The `ui` exporter's memory: every series of the last `retention`, at the
+//! pipeline's resolution for the most recent `full_resolution` and rolled
+//! up per minute before that.
+//!
+//! Time is the data's own: the newest batch's end time is "now", so what
+//! the pages show does not depend on the host clock or on how late a batch
+//! arrived. A slot belongs to the interval it closes (`end`).
+//!
+//! Bounded: at most `max_series` series; a point of a new series beyond
+//! that is dropped and counted. Each series holds at most
+//! `full_resolution / interval` fine slots plus `(retention -
+//! full_resolution) / 1 min` rollups.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use flowscope_model::{Attrs, Kind, MetricBatch, MetricId, PointValue};
+
+/// One minute in nanoseconds: the rollup width.
+pub const MINUTE_NS: u64 = 60_000_000_000;
+
+/// A series' identity: its Resource, its metric and its attributes.
+pub type SeriesKey = (Arc<Attrs>, MetricId, Attrs);
+
+/// One interval's (or one minute's) value of a series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub start: u64,
+    pub end: u64,
+    pub value: PointValue,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    fine: VecDeque<Slot>,
+    coarse: VecDeque<Slot>,
+}
+
+impl Series {
+    fn is_empty(&self) -> bool {
+        self.fine.is_empty() && self.coarse.is_empty()
+    }
+}
+
+/// The bounded history.
+#[derive(Debug)]
+pub struct Store {
+    retention_ns: u64,
+    fine_ns: u64,
+    max_series: usize,
+    series: HashMap<SeriesKey, Series>,
+    /// Every Resource and point attribute key seen (the group-by choices).
+    keys: BTreeSet<Arc<str>>,
+    oldest: u64,
+    latest: u64,
+    dropped: u64,
+}
+
+impl Store {
+    /// A store keeping `retention_ns` of history, the last `fine_ns` of it
+    /// at full resolution, and at most `max_series` series.
+    pub fn new(retention_ns: u64, fine_ns: u64, max_series: usize) -> Self {
+        Store {
+            retention_ns,
+            fine_ns: fine_ns.min(retention_ns),
+            max_series,
+            series: HashMap::new(),
+            keys: BTreeSet::new(),
+            oldest: u64::MAX,
+            latest: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds a batch; returns how many of its points were dropped because
+    /// the series limit was reached.
+    pub fn insert(&mut self, batch: &MetricBatch) -> u64 {
+        let mut dropped = 0;
+        let (start, end) = (batch.start_unix_nanos, batch.time_unix_nanos);
+        for p in &batch.points {
+            let key = (p.resource.clone(), p.metric, p.attrs.clone());
+            let full = self.series.len() >= self.max_series;
+            let series = match self.series.get_mut(&key) {
+                Some(s) => s,
+                None if full => {
+                    dropped += 1;
+                    continue;
+                }
+                None => {
+                    for (k, _) in p.resource.iter().chain(p.attrs.iter()) {
+                        if !self.keys.contains(k) {
+                            self.keys.insert(Arc::from(k));
+                        }
+                    }
+                    self.series.entry(key).or_default()
+                }
+            };
+            match series.fine.back_mut() {
+                Some(last) if last.end == end => last.value.merge(&p.value),
+                _ => series.fine.push_back(Slot {
+                    start,
+                    end,
+                    value: p.value.clone(),
+                }),
+            }
+        }
+        if !batch.points.is_empty() {
+            self.latest = self.latest.max(end);
+            self.oldest = self.oldest.min(start);
+        }
+        self.dropped += dropped;
+        self.compact();
+        dropped
+    }
+
+    /// Rolls fine slots older than the full-resolution span into minutes
+    /// and forgets what is older than the retention.
+    fn compact(&mut self) {
+        let fine_from = self.latest.saturating_sub(self.fine_ns);
+        let keep_from = self.latest.saturating_sub(self.retention_ns);
+        self.series.retain(|(_, metric, _), s| {
+            while s.fine.front().is_some_and(|f| f.end <= fine_from) {
+                let Some(f) = s.fine.pop_front() else { break };
+                let minute = f.end.saturating_sub(1) / MINUTE_NS * MINUTE_NS;
+                match s.coarse.back_mut() {
+                    Some(c) if c.start == minute => {
+                        c.end = c.end.max(f.end);
+                        if metric.kind == Kind::Gauge {
+                            // A rollup of a gauge is its last value.
+                            c.value = f.value;
+                        } else {
+                            c.value.merge(&f.value);
+                        }
+                    }
+                    _ => s.coarse.push_back(Slot {
+                        start: minute,
+                        end: minute + MINUTE_NS,
+                        value: f.value,
+                    }),
+                }
+            }
+            while s.coarse.front().is_some_and(|c| c.end <= keep_from) {
+                s.coarse.pop_front();
+            }
+            while s.fine.front().is_some_and(|c| c.end <= keep_from) {
+                s.fine.pop_front();
+            }
+            !s.is_empty()
+        });
+        self.oldest = self.oldest.max(keep_from);
+    }
+
+    /// Every slot whose interval ends in `(from, to]`, with its series.
+    pub fn slots(&self, from: u64, to: u64) -> impl Iterator<Item = (&SeriesKey, &Slot)> {
+        self.series.iter().flat_map(move |(k, s)| {
+            s.coarse
+                .iter()
+                .chain(s.fine.iter())
+                .filter(move |sl| sl.end > from && sl.end <= to)
+                .map(move |sl| (k, sl))
+        })
+    }
+
+    /// The newest batch's end (0 before the first batch).
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// The start of the oldest data kept (`u64::MAX` before the first batch).
+    pub fn oldest(&self) -> u64 {
+        self.oldest
+    }
+
+    pub fn retention_ns(&self) -> u64 {
+        self.retention_ns
+    }
+
+    /// Every Resource and point attribute key seen.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.as_ref())
+    }
+
+    pub fn has_key(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.series
+            .values()
+            .map(|s| s.fine.len() + s.coarse.len())
+            .sum()
+    }
+
+    /// Points dropped at the series limit since the start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowscope_model::Point;
+    use flowscope_model::metrics::{FLOW_IO, TCP_ACTIVE};
+    use flowscope_model::names::resource;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn batch(end_s: u64, metric: MetricId, service: &str, v: u64) -> MetricBatch {
+        let mut b = MetricBatch::new((end_s - 10) * S, end_s * S);
+        b.points.push(Point {
+            resource: Arc::new(Attrs::new().with(resource::SERVICE_NAME, service)),
+            metric,
+            attrs: Attrs::new(),
+            value: PointValue::Int(v),
+        });
+        b
+    }
+
+    fn total(st: &Store, from: u64, to: u64) -> u64 {
+        st.slots(from, to)
+            .map(|(_, s)| match s.value {
+                PointValue::Int(v) => v,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn rolls_up_per_minute_and_forgets_past_retention() {
+        // 30 min retention, 5 min at full resolution.
+        let mut st = Store::new(1800 * S, 300 * S, 10);
+        // 10 s intervals for 40 minutes, 1 byte each.
+        for i in 1..=240 {
+            assert_eq!(st.insert(&batch(600 + i * 10, FLOW_IO, "web", 1)), 0);
+        }
+        let latest = 600 + 2400;
+        assert_eq!(st.latest(), latest * S);
+        // Last 5 minutes: 30 fine slots; the 25 minutes before: rollups.
+        assert_eq!(st.slot_count(), 30 + 25);
+        // Nothing lost inside the retention: 180 intervals of 1.
+        assert_eq!(total(&st, 0, u64::MAX), 180);
+        assert_eq!(total(&st, (latest - 300) * S, latest * S), 30);
+    }
+
+    #[test]
+    fn gauges_roll_up_to_their_last_value() {
+        let mut st = Store::new(1800 * S, 60 * S, 10);
+        for i in 1..=18 {
+            st.insert(&batch(600 + i * 10, TCP_ACTIVE, "web", i));
+        }
+        // Minute (600, 660] holds intervals ending 610..660: last value 6.
+        let v: Vec<u64> = st
+            .slots(600 * S, 660 * S)
+            .map(|(_, s)| match s.value {
+                PointValue::Int(v) => v,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(v, vec![6]);
+    }
+
+    #[test]
+    fn series_limit_drops_and_counts() {
+        let mut st = Store::new(3600 * S, 600 * S, 2);
+        assert_eq!(st.insert(&batch(10, FLOW_IO, "a", 1)), 0);
+        assert_eq!(st.insert(&batch(10, FLOW_IO, "b", 1)), 0);
+        assert_eq!(st.insert(&batch(20, FLOW_IO, "c", 1)), 1);
+        // Known series still take points.
+        assert_eq!(st.insert(&batch(20, FLOW_IO, "a", 1)), 0);
+        assert_eq!(st.series_count(), 2);
+        assert_eq!(st.dropped(), 1);
+        assert!(st.has_key(resource::SERVICE_NAME));
+    }
+}
