@@ -125,8 +125,9 @@ impl Store {
                 match s.coarse.back_mut() {
                     Some(c) if c.start == minute => {
                         c.end = c.end.max(f.end);
-                        if metric.kind == Kind::Gauge {
-                            // A rollup of a gauge is its last value.
+                        if matches!(metric.kind, Kind::Gauge | Kind::UpDownCounter) {
+                            // A rollup of a gauge or of an UpDownCounter (a
+                            // count of what exists now) is its last value.
                             c.value = f.value;
                         } else {
                             c.value.merge(&f.value);
