@@ -200,6 +200,34 @@ impl Drop for NetPair {
     }
 }
 
+/// dnsmasq serving `db.lab.test` (and nothing else under `test`) as
+/// namespace `a`'s address, on that address; killed on drop.
+pub struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl NetPair {
+    /// Starts [`Dnsmasq`] in namespace `a`.
+    pub fn dnsmasq(&self) -> anyhow::Result<Dnsmasq> {
+        let server = self.a_v4();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.a, "dnsmasq", "--keep-in-foreground"])
+            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address", &server, "--local=/test/"])
+            .arg(format!("--address=/db.lab.test/{server}"))
+            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq (scripts/bootstrap.sh --test installs it)")?;
+        Ok(Dnsmasq(child))
+    }
+}
+
 /// A server process; `finish` checks it exited successfully.
 pub struct Server {
     child: Option<Child>,

@@ -146,34 +146,6 @@ fn value_of(result: &[Value], labels: &[(&str, &str)]) -> Option<f64> {
 /// (what, expression, labels of the series, its value or None for any).
 type Check<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Option<f64>);
 
-/// dnsmasq in a namespace; killed on drop.
-fn dnsmasq(net: &NetPair) -> Killed {
-    let server = net.a_v4();
-    Killed(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.a,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--bind-interfaces",
-                "--listen-address",
-                &server,
-                "--local=/test/",
-            ])
-            .arg(format!("--address=/db.lab.test/{server}"))
-            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
-    )
-}
-
 fn dig(net: &NetPair, name: &str) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", &net.b, "dig", "+time=1", "+tries=1"])
@@ -275,7 +247,7 @@ fn every_rule_and_dashboard_query_evaluates_against_live_traffic() {
         &[&t, "tcp-connect", &format!("{a}:5402")],
     )
     .unwrap();
-    let _dns = dnsmasq(&net);
+    let _dns = net.dnsmasq().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if dig(&net, "db.lab.test").contains("status: NOERROR") {

@@ -4,22 +4,11 @@
 //! the `peer` processor from the name cache the DNS receiver fills (the two
 //! share only the agent's context).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flowscope_integration::{Agent, NetPair, sum};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-/// dnsmasq in the server namespace; killed on drop.
-struct Dnsmasq(std::process::Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn resolved_name_reaches_the_flow() {
@@ -32,29 +21,7 @@ fn resolved_name_reaches_the_flow() {
     )
     .unwrap();
     let server = net.a_v4();
-    let _dns = Dnsmasq(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.a,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--bind-interfaces",
-                "--listen-address",
-                &server,
-                "--local=/test/",
-            ])
-            .arg(format!("--address=/db.lab.test/{server}"))
-            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
-    );
+    let _dns = net.dnsmasq().unwrap();
     // Wait until dnsmasq answers (polling dig, which retries itself).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let answer = loop {
