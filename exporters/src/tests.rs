@@ -74,7 +74,7 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
         t.clone(),
         new_health("test"),
     );
-    assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex()), Some(3));
+    assert_eq!(t.level(EXPORTER_QUEUE_CAPACITY, &ex()), Some(3));
     // Batch 0 (1 point) is taken by the task and held at the gate.
     h.submit(batch(0, 1));
     assert_eq!(started.recv().await, Some(0));
@@ -82,7 +82,7 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
     for id in 1..=6u64 {
         h.submit(batch(id, id as usize * 10));
     }
-    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(3));
+    assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex()), Some(3));
     assert_eq!(failed(&t, QUEUE_FULL), 10 + 20 + 30);
 
     gate.add_permits(100);
@@ -93,7 +93,7 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
     assert_eq!(sent, 1 + 40 + 50 + 60);
     let submitted = 1 + 10 + 20 + 30 + 40 + 50 + 60;
     assert_eq!(sent + t.total_matching(EXPORTER_FAILED, &ex()), submitted);
-    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
+    assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
     assert!(h.health().delivering);
 
     // After shutdown a batch is refused and counted, not lost.
@@ -127,7 +127,7 @@ async fn shutdown_bound_counts_what_it_abandons() {
     h.shutdown().await;
     assert_eq!(failed(&t, SHUTDOWN), 17);
     assert_eq!(t.total(EXPORTER_SENT, &ex()), 0);
-    assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
+    assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex()), Some(0));
 }
 
 /// Fails every batch with one error type.

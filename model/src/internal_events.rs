@@ -194,9 +194,7 @@ pub struct FlowsTracked {
 
 impl InternalEvent for FlowsTracked {
     fn emit(self, t: &Telemetry) {
-        t.instruments()
-            .flows_tracked
-            .record(i64::try_from(self.count).unwrap_or(i64::MAX), &[]);
+        t.instruments().flows_tracked.set("", self.count, &[]);
     }
 }
 
@@ -286,8 +284,9 @@ pub struct ExporterQueue<'a> {
 
 impl InternalEvent for ExporterQueue<'_> {
     fn emit(self, t: &Telemetry) {
-        t.instruments().exporter_queue_size.record(
-            i64::try_from(self.size).unwrap_or(i64::MAX),
+        t.instruments().exporter_queue_size.set(
+            self.exporter,
+            self.size,
             &component_kvs(self.exporter),
         );
     }
@@ -303,8 +302,9 @@ pub struct ExporterQueueCapacity<'a> {
 
 impl InternalEvent for ExporterQueueCapacity<'_> {
     fn emit(self, t: &Telemetry) {
-        t.instruments().exporter_queue_capacity.record(
-            i64::try_from(self.capacity).unwrap_or(i64::MAX),
+        t.instruments().exporter_queue_capacity.set(
+            self.exporter,
+            self.capacity,
             &component_kvs(self.exporter),
         );
     }

@@ -6,14 +6,22 @@
 //! an SDK instrument. The instruments belong to one `SdkMeterProvider`
 //! with two readers:
 //!
-//! - the *interval* reader: delta temporality for counters, the current
-//!   value for gauges. Once an interval the agent calls
+//! - the *interval* reader: delta temporality for counters, cumulative for
+//!   the UpDownCounters (the OpenTelemetry "delta" preference), so each
+//!   interval reports what counters added and the level of every
+//!   UpDownCounter. Once an interval the agent calls
 //!   [`Telemetry::collect_interval`], which collects its `ResourceMetrics`
 //!   and turns them into the model's [`Point`]s ([`points_of`]); they go
 //!   through the same processors and exporters as the flows.
 //! - the *totals* reader: cumulative, read on demand by
 //!   [`Telemetry::total`], [`Telemetry::total_matching`] and
-//!   [`Telemetry::gauge`] (health checks, tests, benchmarks).
+//!   [`Telemetry::level`] (health checks, tests, benchmarks).
+//!
+//! Counts that go up and down (flows tracked, queue size and capacity) are
+//! SDK `UpDownCounter`s, exported as non-monotonic Sums as the contract
+//! says. Their events report a level ("the queue holds 3"); [`Level`]
+//! turns it into the `add` of the difference from the last level of the
+//! same attribute set.
 //!
 //! The SDK's `ManualReader` does the collecting; a thin [`MetricReader`]
 //! wrapper around it chooses the temporality per instrument kind and lets
@@ -25,11 +33,12 @@
 //! cannot hold (see docs/architecture.md), so they stay on the hand-built
 //! `opentelemetry-proto` path.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Gauge, MeterProvider as _};
+use opentelemetry::metrics::{Counter, MeterProvider as _, UpDownCounter};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -81,12 +90,43 @@ pub const SELF_METRICS: [MetricId; 8] = [
 pub(crate) struct Instruments {
     pub(crate) events_received: Counter<u64>,
     pub(crate) events_lost: Counter<u64>,
-    pub(crate) flows_tracked: Gauge<i64>,
+    pub(crate) flows_tracked: Level,
     pub(crate) flows_overflow: Counter<u64>,
     pub(crate) exporter_sent: Counter<u64>,
     pub(crate) exporter_failed: Counter<u64>,
-    pub(crate) exporter_queue_size: Gauge<i64>,
-    pub(crate) exporter_queue_capacity: Gauge<i64>,
+    pub(crate) exporter_queue_size: Level,
+    pub(crate) exporter_queue_capacity: Level,
+}
+
+/// An `UpDownCounter` fed with levels: [`Level::set`] adds the difference
+/// between the new level and the last one set for the same component, so
+/// the SDK's sum is always the last level.
+pub(crate) struct Level {
+    counter: UpDownCounter<i64>,
+    /// The last level per component id (`""` for the agent-wide ones).
+    last: Mutex<HashMap<String, i64>>,
+}
+
+impl Level {
+    fn new(counter: UpDownCounter<i64>) -> Self {
+        Level {
+            counter,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the level of the series `attrs`, which `component` names.
+    pub(crate) fn set(&self, component: &str, level: usize, attrs: &[KeyValue]) {
+        let level = i64::try_from(level).unwrap_or(i64::MAX);
+        // A poisoned lock only means another thread panicked mid-update;
+        // the map of numbers is still usable.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let before = last.insert(component.to_string(), level);
+        if before != Some(level) {
+            self.counter
+                .add(level.saturating_sub(before.unwrap_or(0)), attrs);
+        }
+    }
 }
 
 /// A `ManualReader` shared between the provider (which registers it) and
@@ -121,8 +161,8 @@ impl MetricReader for SharedReader {
     }
 }
 
-/// Once an interval: what counters added since the last collection, what
-/// gauges hold now.
+/// Once an interval: what counters added since the last collection, the
+/// level UpDownCounters are at now.
 fn interval_temporality(kind: InstrumentKind) -> Temporality {
     match kind {
         InstrumentKind::Counter | InstrumentKind::Histogram => Temporality::Delta,
@@ -208,16 +248,17 @@ impl Telemetry {
                 .build(),
         );
         let counter = |m: MetricId| meter.u64_counter(m.name).with_unit(m.unit).build();
-        let gauge = |m: MetricId| meter.i64_gauge(m.name).with_unit(m.unit).build();
+        let level =
+            |m: MetricId| Level::new(meter.i64_up_down_counter(m.name).with_unit(m.unit).build());
         let instruments = Instruments {
             events_received: counter(EVENTS_RECEIVED),
             events_lost: counter(EVENTS_LOST),
-            flows_tracked: gauge(FLOWS_TRACKED),
+            flows_tracked: level(FLOWS_TRACKED),
             flows_overflow: counter(FLOWS_OVERFLOW),
             exporter_sent: counter(EXPORTER_SENT),
             exporter_failed: counter(EXPORTER_FAILED),
-            exporter_queue_size: gauge(EXPORTER_QUEUE_SIZE),
-            exporter_queue_capacity: gauge(EXPORTER_QUEUE_CAPACITY),
+            exporter_queue_size: level(EXPORTER_QUEUE_SIZE),
+            exporter_queue_capacity: level(EXPORTER_QUEUE_CAPACITY),
         };
         Telemetry(Arc::new(Inner {
             provider,
@@ -243,7 +284,7 @@ impl Telemetry {
     }
 
     /// Collects the interval reader: counter deltas since the last call and
-    /// every gauge's current value, as points under [`Telemetry::resource`].
+    /// every UpDownCounter's current level, as points under [`Telemetry::resource`].
     pub fn collect_interval(&self) -> Vec<Point> {
         let mut rm = ResourceMetrics::default();
         match self.0.interval.collect(&mut rm) {
@@ -283,14 +324,15 @@ impl Telemetry {
             .sum()
     }
 
-    /// The last value set on gauge `metric` with exactly `attrs`.
-    pub fn gauge(&self, metric: MetricId, attrs: &Attrs) -> Option<i64> {
+    /// The current level of UpDownCounter `metric` with exactly `attrs`
+    /// (`None` if it was never set).
+    pub fn level(&self, metric: MetricId, attrs: &Attrs) -> Option<i64> {
         let mut rm = ResourceMetrics::default();
         self.0.totals.collect(&mut rm).ok()?;
         for sm in rm.scope_metrics() {
             for m in sm.metrics().filter(|m| m.name() == metric.name) {
-                if let AggregatedMetrics::I64(MetricData::Gauge(g)) = m.data() {
-                    for dp in g.data_points() {
+                if let AggregatedMetrics::I64(MetricData::Sum(s)) = m.data() {
+                    for dp in s.data_points() {
                         if attrs_of(dp.attributes()) == *attrs {
                             return Some(dp.value());
                         }
@@ -327,8 +369,8 @@ fn attrs_of<'a>(kvs: impl Iterator<Item = &'a KeyValue>) -> Attrs {
 /// to its [`MetricId`] in [`SELF_METRICS`] by name (metrics of other names
 /// are skipped), each data point keeps its attributes, and every point
 /// carries the collected Resource. Counters become integer sums (deltas or
-/// totals, as the reader's temporality says), gauges their value (negative
-/// values as 0, as the model's integers are unsigned).
+/// totals, as the reader's temporality says), UpDownCounters their level
+/// (negative values as 0, as the model's integers are unsigned).
 pub fn points_of(rm: &ResourceMetrics) -> Vec<Point> {
     let resource: Arc<Attrs> = Arc::new(
         rm.resource()
@@ -355,14 +397,6 @@ pub fn points_of(rm: &ResourceMetrics) -> Vec<Point> {
                 AggregatedMetrics::U64(MetricData::Sum(s)) => {
                     for dp in s.data_points() {
                         push(attrs_of(dp.attributes()), PointValue::Int(dp.value()));
-                    }
-                }
-                AggregatedMetrics::I64(MetricData::Gauge(g)) => {
-                    for dp in g.data_points() {
-                        push(
-                            attrs_of(dp.attributes()),
-                            PointValue::Int(dp.value().max(0) as u64),
-                        );
                     }
                 }
                 AggregatedMetrics::I64(MetricData::Sum(s)) => {
@@ -420,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn gauges_report_their_value_every_interval() {
+    fn up_down_counters_report_their_level_every_interval() {
         let t = Telemetry::with_resource(&Attrs::new().with(resource::SERVICE_NAME, "agent-7"));
         t.emit(ExporterQueue {
             exporter: "otlp/a",
@@ -438,7 +472,40 @@ mod tests {
                 Some("agent-7")
             );
         }
-        assert_eq!(t.gauge(EXPORTER_QUEUE_SIZE, &ex), Some(4));
-        assert_eq!(t.gauge(EXPORTER_QUEUE_CAPACITY, &ex), None);
+        assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex), Some(4));
+        assert_eq!(t.level(EXPORTER_QUEUE_CAPACITY, &ex), None);
+        // A lower level is a negative add: the sum is the new level, for
+        // each component apart.
+        t.emit(ExporterQueue {
+            exporter: "otlp/a",
+            size: 1,
+        });
+        t.emit(ExporterQueue {
+            exporter: "otlp/b",
+            size: 7,
+        });
+        t.emit(ExporterQueue {
+            exporter: "otlp/a",
+            size: 1,
+        });
+        assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex), Some(1));
+        assert_eq!(
+            t.level(EXPORTER_QUEUE_SIZE, &component_attrs("otlp/b")),
+            Some(7)
+        );
+        let p = t.collect_interval();
+        assert_eq!(p.len(), 2, "{p:?}");
+        // Emitted as a non-monotonic sum, the contract's instrument.
+        let mut rm = ResourceMetrics::default();
+        t.0.totals.collect(&mut rm).unwrap();
+        let m = rm
+            .scope_metrics()
+            .flat_map(|sm| sm.metrics())
+            .find(|m| m.name() == EXPORTER_QUEUE_SIZE.name)
+            .unwrap();
+        let AggregatedMetrics::I64(MetricData::Sum(s)) = m.data() else {
+            panic!("not an i64 sum");
+        };
+        assert!(!s.is_monotonic());
     }
 }
