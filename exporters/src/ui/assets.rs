@@ -1,14 +1,64 @@
 //! The pages, built into the binary. cytoscape.js 3.35.0 (MIT, the licence
 //! is served next to it at /assets/cytoscape-LICENSE.txt) lays out the map.
 
-/// (content type, body) of a static path.
+use bytes::Bytes;
+
+pub const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The pages: path, page id (`data-page`, which the navigation marks) and
+/// title, and the page's own part (its `<main>` and scripts).
+const PAGES: [(&str, &str, &str, &str); 3] = [
+    (
+        "/map",
+        "map",
+        "Network Map",
+        include_str!("assets/map.html"),
+    ),
+    (
+        "/analytics",
+        "analytics",
+        "Network Analytics",
+        include_str!("assets/analytics.html"),
+    ),
+    (
+        "/health",
+        "health",
+        "Network Health",
+        include_str!("assets/health.html"),
+    ),
+];
+
+/// The pages put together once, when the exporter is built: the shared
+/// head and navigation (`assets/shell.html`) with each page's part.
+pub struct Pages(Vec<(&'static str, Bytes)>);
+
+impl Pages {
+    pub fn new() -> Self {
+        let shell = include_str!("assets/shell.html");
+        Pages(
+            PAGES
+                .iter()
+                .map(|(path, id, title, own)| {
+                    let head = shell.replace("{title}", title).replace("{page}", id);
+                    (*path, Bytes::from(head + own))
+                })
+                .collect(),
+        )
+    }
+
+    /// The HTML of page `path`.
+    pub fn get(&self, path: &str) -> Option<Bytes> {
+        self.0
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+/// (content type, body) of a static file.
 pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
-    const HTML: &str = "text/html; charset=utf-8";
-    const JS: &str = "text/javascript; charset=utf-8";
     Some(match path {
-        "/map" => (HTML, include_bytes!("assets/map.html")),
-        "/analytics" => (HTML, include_bytes!("assets/analytics.html")),
-        "/health" => (HTML, include_bytes!("assets/health.html")),
         "/assets/app.css" => ("text/css; charset=utf-8", include_bytes!("assets/app.css")),
         "/assets/common.js" => (JS, include_bytes!("assets/common.js")),
         "/assets/map.js" => (JS, include_bytes!("assets/map.js")),

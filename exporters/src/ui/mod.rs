@@ -77,6 +77,7 @@ pub struct Ui {
     pub store: Arc<Mutex<Store>>,
     pub config: UiExporterConfig,
     token: Option<String>,
+    pages: assets::Pages,
 }
 
 impl Ui {
@@ -119,6 +120,7 @@ impl Ui {
             ))),
             config: config.clone(),
             token,
+            pages: assets::Pages::new(),
         })
     }
 
@@ -190,11 +192,15 @@ impl Ui {
         if let Some(rest) = path.strip_prefix("/api/") {
             return api::answer(self, rest, &params);
         }
-        match assets::get(path) {
+        let found = match self.pages.get(path) {
+            Some(page) => Some((assets::HTML, page)),
+            None => assets::get(path).map(|(ctype, body)| (ctype, Bytes::from_static(body))),
+        };
+        match found {
             Some((ctype, body)) => Reply {
                 status: StatusCode::OK,
                 ctype,
-                body: Bytes::from_static(body),
+                body,
                 location: None,
                 cookie: None,
                 cache: true,
