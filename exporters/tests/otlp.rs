@@ -9,7 +9,7 @@ use flowscope_model::Context;
 use std::time::Duration;
 
 use common::*;
-use flowscope_exporters::build_with_env;
+use flowscope_exporters::{ExporterHandle, build_with_env};
 use flowscope_model::Telemetry;
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig,
@@ -54,6 +54,18 @@ fn http(port: u16) -> OtlpHttpExporterConfig {
     }
 }
 
+/// The exporter `name` built from `config` with no environment, counting
+/// into `t`.
+fn start(t: &Telemetry, name: &str, config: ExporterConfig) -> ExporterHandle {
+    build_with_env(
+        &id(name),
+        &config,
+        &Context::with_telemetry(t.clone()),
+        &no_env,
+    )
+    .unwrap()
+}
+
 fn id(s: &str) -> ComponentId {
     s.parse().unwrap()
 }
@@ -66,13 +78,7 @@ async fn grpc_delta_delivers_exact_values_split_by_size() {
     let mut c = grpc(addr.port());
     c.max_request_bytes = Some(4096);
     c.headers.insert("api-key".into(), "s3cret".into());
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(c));
     h.submit(batch(0, 100));
     h.submit(batch(1, 100));
     h.clone().shutdown().await;
@@ -110,13 +116,7 @@ async fn grpc_cumulative_keeps_start_and_running_totals() {
     let mut c = grpc(addr.port());
     c.temporality = Some(Temporality::Cumulative);
     c.compression = Some(Compression::Zstd);
-    let h = build_with_env(
-        &id("otlp/cum"),
-        &ExporterConfig::Otlp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp/cum", ExporterConfig::Otlp(c));
     h.submit(batch(0, 10));
     h.submit(batch(1, 10));
     h.clone().shutdown().await;
@@ -208,13 +208,7 @@ async fn receiver_down_for_20s_then_back_loses_nothing() {
     let mut c = grpc(port);
     c.retry_on_failure.max_interval = Duration::from_secs(2);
     c.timeout = Some(Duration::from_secs(1));
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(c));
     for i in 0..5 {
         h.submit(batch(i, 20));
     }
@@ -251,13 +245,7 @@ async fn http_503_retry_after_is_honoured() {
     let rx = Receiver::new([Reply::Http(503, Some("2")), Reply::Ok]);
     let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlphttp"),
-        &ExporterConfig::OtlpHttp(http(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(http(addr.port())));
     h.submit(batch(0, 5));
     wait_for("the retry", Duration::from_secs(10), || {
         rx.arrivals().len() == 2
@@ -276,13 +264,7 @@ async fn http_400_is_not_retried_and_counted() {
     let rx = Receiver::new([Reply::Http(400, None)]);
     let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlphttp"),
-        &ExporterConfig::OtlpHttp(http(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(http(addr.port())));
     h.submit(batch(0, 5));
     h.submit(batch(1, 3));
     h.clone().shutdown().await;
@@ -303,13 +285,7 @@ async fn grpc_unavailable_then_ok() {
     ]);
     let addr = grpc_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(grpc(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(grpc(addr.port())));
     h.submit(batch(0, 4));
     h.clone().shutdown().await;
     assert_eq!(rx.arrivals().len(), 3);
@@ -322,13 +298,7 @@ async fn grpc_permanent_error_is_not_retried() {
     let rx = Receiver::new([Reply::Grpc(tonic::Code::InvalidArgument)]);
     let addr = grpc_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(grpc(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(grpc(addr.port())));
     h.submit(batch(0, 4));
     h.clone().shutdown().await;
     assert_eq!(rx.arrivals().len(), 1);
@@ -344,13 +314,7 @@ async fn partial_success_counts_rejected_points_without_retry() {
     let rx = Receiver::new([Reply::Partial(3)]);
     let addr = grpc_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(grpc(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(grpc(addr.port())));
     h.submit(batch(0, 5));
     h.clone().shutdown().await;
     assert_eq!(rx.arrivals().len(), 1);
@@ -361,13 +325,7 @@ async fn partial_success_counts_rejected_points_without_retry() {
     let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
     let mut c = http(addr.port());
     c.encoding = HttpEncoding::Json;
-    let h = build_with_env(
-        &id("otlphttp/json"),
-        &ExporterConfig::OtlpHttp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp/json", ExporterConfig::OtlpHttp(c));
     h.submit(batch(0, 5));
     h.clone().shutdown().await;
     assert_eq!(
@@ -395,8 +353,7 @@ async fn a_receiver_that_hangs_past_the_timeout_is_retried() {
             c.timeout = Some(Duration::from_millis(300));
             ExporterConfig::OtlpHttp(c)
         };
-        let h =
-            build_with_env(&id("x"), &cfg, &Context::with_telemetry(t.clone()), &no_env).unwrap();
+        let h = start(&t, "x", cfg);
         let started = tokio::time::Instant::now();
         h.submit(batch(0, 5));
         h.clone().shutdown().await;
@@ -418,13 +375,7 @@ async fn retries_exhausted_are_counted_with_the_last_error() {
     let t = Telemetry::new();
     let mut c = http(port);
     c.retry_on_failure.max_elapsed_time = Duration::from_millis(700);
-    let h = build_with_env(
-        &id("otlphttp"),
-        &ExporterConfig::OtlpHttp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(c));
     h.submit(batch(0, 6));
     h.clone().shutdown().await;
     assert_eq!(failed(&t, "otlphttp", "connection"), 12);
@@ -442,13 +393,7 @@ async fn grpc_resource_exhausted_with_retry_info_waits_the_given_delay() {
     ]);
     let addr = grpc_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlp"),
-        &ExporterConfig::Otlp(grpc(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlp", ExporterConfig::Otlp(grpc(addr.port())));
     h.submit(batch(0, 2));
     h.clone().shutdown().await;
     let a = rx.arrivals();
@@ -467,13 +412,7 @@ async fn healthz_is_served_over_http() {
     let rx = Receiver::new([Reply::Http(401, None)]);
     let addr = http_receiver("127.0.0.1:0", rx.clone(), None).await;
     let t = Telemetry::new();
-    let h = build_with_env(
-        &id("otlphttp"),
-        &ExporterConfig::OtlpHttp(http(addr.port())),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(http(addr.port())));
     let port = free_port();
     let server =
         flowscope_exporters::serve_healthz(&format!("127.0.0.1:{port}"), vec![h.clone()]).unwrap();
@@ -515,13 +454,7 @@ async fn http_cumulative_json_keeps_running_totals() {
     let mut c = http(addr.port());
     c.encoding = HttpEncoding::Json;
     c.temporality = Some(Temporality::Cumulative);
-    let h = build_with_env(
-        &id("otlphttp"),
-        &ExporterConfig::OtlpHttp(c),
-        &Context::with_telemetry(t.clone()),
-        &no_env,
-    )
-    .unwrap();
+    let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(c));
     for i in 0..3 {
         h.submit(batch(i, 2));
     }
