@@ -145,7 +145,7 @@ for line in open(path):
                 for dp in (m.get("sum") or {}).get("dataPoints", []):
                     a = {kv["key"]: list(kv["value"].values())[0] for kv in dp.get("attributes", [])}
                     v = int(dp.get("asInt", 0))
-                    if m["name"] == "network.tcp.connections.closed" and a.get("network.flow.role") == "client":
+                    if m["name"] == "flowscope.tcp.connection.closed" and a.get("flowscope.flow.role") == "client":
                         if a.get("flowscope.peer.nat.address") == svc: res += v
                         elif a.get("network.peer.address") == svc: unres += v
                     if m["name"] == "flowscope.events.lost" and "nat_unresolved" in a.values():
