@@ -29,6 +29,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
+
+/// The table's maps: foldhash instead of SipHash. Keys are tuples the
+/// kernel reports, not attacker-chosen map keys of a server, and at tens
+/// of thousands of events per second the hashing showed in profiles.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// IP protocol numbers conntrack reports.
@@ -125,11 +130,11 @@ pub enum Refused {
 pub struct NatTable {
     max_tracked: usize,
     retention: Duration,
-    by_orig: HashMap<Key, Vec<Slot>>,
-    by_reply: HashMap<Key, Vec<Slot>>,
+    by_orig: Map<Key, Vec<Slot>>,
+    by_reply: Map<Key, Vec<Slot>>,
     /// (proto, original destination) of DNAT entries, counted: a socket
     /// whose peer is one of these was probably translated.
-    dnat_dsts: HashMap<(u8, SocketAddr), u32>,
+    dnat_dsts: Map<(u8, SocketAddr), u32>,
     /// Entries in destroy order: (when, netns, original key).
     destroyed: VecDeque<(Instant, u32, Key)>,
     /// Entries in insertion order: (generation, netns, original key); may
@@ -146,9 +151,9 @@ impl NatTable {
         Self {
             max_tracked: max_tracked.max(1),
             retention,
-            by_orig: HashMap::new(),
-            by_reply: HashMap::new(),
-            dnat_dsts: HashMap::new(),
+            by_orig: Map::default(),
+            by_reply: Map::default(),
+            dnat_dsts: Map::default(),
             destroyed: VecDeque::new(),
             inserted: VecDeque::new(),
             generation: 0,

@@ -51,6 +51,16 @@ pub use flowscope_model::nat::{
 };
 use netlink::CtEvent;
 
+/// After a wake-up that read events, the worker waits this long before it
+/// polls again, so that at thousands of connections per second it reads
+/// them in batches (one wake-up per window instead of one per event). The
+/// events stay queued in the socket meanwhile (`rcvbuf`, 4 MiB by default,
+/// holds thousands of them), and an entry is at most this late in the
+/// table: far less than the 100 ms the collector's ring buffer reads lag
+/// behind the connections they report, and the collector tries again at
+/// the end of the interval (see `Collector::settle_pending`).
+const GATHER: Duration = Duration::from_millis(5);
+
 /// `flowscope.source` of the service's own counts.
 const SOURCE: Source = Source::Conntrack;
 
@@ -225,6 +235,8 @@ impl Worker {
                         self.read_all(p.fd, *ns, &mut buf);
                     }
                 }
+                // Let the next events gather instead of waking for each.
+                std::thread::sleep(GATHER);
             }
             let resync: Vec<u32> = self
                 .socks
@@ -341,11 +353,13 @@ impl Worker {
                     .map_or(true, |v| v.trim() != "0");
             let fd = if on {
                 Some(
-                    netlink::open_events(rcvbuf).map_err(|source| ConntrackError::Netlink {
-                        what: "opening the conntrack event socket",
-                        netns: ns,
-                        source,
-                    })?,
+                    netlink::open_events(rcvbuf, netlink::EventFilter::NatOnly).map_err(
+                        |source| ConntrackError::Netlink {
+                            what: "opening the conntrack event socket",
+                            netns: ns,
+                            source,
+                        },
+                    )?,
                 )
             } else {
                 None

@@ -20,6 +20,13 @@
 //!   read fails with `ENOBUFS`; the caller counts it and re-dumps.
 //! - A dump's answers have type `IPCTNL_MSG_CT_GET` (the request's), events
 //!   `IPCTNL_MSG_CT_NEW` and `IPCTNL_MSG_CT_DELETE`.
+//! - Every connection of a namespace where conntrack runs makes two events,
+//!   NAT or not, and on a Kubernetes node most do not need resolving (pod
+//!   to pod, node to pod). The event socket therefore carries a classic BPF
+//!   socket filter ([`NAT_ONLY`]) that lets through only messages whose
+//!   `CTA_STATUS` has `IPS_SRC_NAT` or `IPS_DST_NAT` set: the kernel drops
+//!   the others before they are queued, so they cost the agent neither a
+//!   wake-up nor a parse. Both NEW and DESTROY events carry the status.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,11 +61,73 @@ pub enum CtEvent {
     Done,
 }
 
+/// Which events an event socket lets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFilter {
+    /// Only entries NAT translated ([`NAT_ONLY`]): what the agent uses.
+    NatOnly,
+    /// Every entry (tests compare with it).
+    All,
+}
+
+/// `SKF_AD_OFF + SKF_AD_NLATTR`: the classic-BPF load that finds the
+/// netlink attribute of type X at or after offset A and leaves its offset
+/// in A (0 when there is none).
+const SKF_AD_NLATTR: u32 = (-0x1000i32 + 12) as u32;
+/// Offset of a ctnetlink message's first attribute: `nlmsghdr` (16 bytes)
+/// and `nfgenmsg` (4).
+const CT_ATTRS_AT: u32 = 20;
+const CTA_STATUS: u32 = 3;
+/// `IPS_SRC_NAT | IPS_DST_NAT` of `enum ip_conntrack_status`.
+const IPS_NAT_MASK: u32 = (1 << 4) | (1 << 5);
+
+const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The event socket's filter: accept a message whose `CTA_STATUS` says NAT
+/// changed the entry, or that has no status (left for user space to judge),
+/// drop the rest. Classic BPF loads are big-endian, as netlink attribute
+/// values of ctnetlink are.
+pub const NAT_ONLY: [libc::sock_filter; 9] = [
+    // A = offset of the first attribute; X = the type looked for.
+    insn(0x00, 0, 0, CT_ATTRS_AT),   // ld #20
+    insn(0x01, 0, 0, CTA_STATUS),    // ldx #CTA_STATUS
+    insn(0x20, 0, 0, SKF_AD_NLATTR), // ld #nla: A = offset of CTA_STATUS or 0
+    insn(0x15, 3, 0, 0),             // jeq #0 -> accept
+    insn(0x07, 0, 0, 0),             // tax
+    insn(0x40, 0, 0, 4),             // ld [x + 4]: the status value
+    insn(0x45, 0, 1, IPS_NAT_MASK),  // jset #NAT -> accept, else drop
+    insn(0x06, 0, 0, u32::MAX),      // accept: the whole message
+    insn(0x06, 0, 0, 0),             // drop
+];
+
 /// Opens the event socket of this thread's namespace: non-blocking, with a
-/// receive queue of `rcvbuf` bytes, joined to the NEW and DESTROY groups.
-pub fn open_events(rcvbuf: usize) -> io::Result<OwnedFd> {
+/// receive queue of `rcvbuf` bytes, joined to the NEW and DESTROY groups,
+/// with the kernel-side filter `filter`.
+pub fn open_events(rcvbuf: usize, filter: EventFilter) -> io::Result<OwnedFd> {
     let mut s = Socket::new(NETLINK_NETFILTER)?;
     s.bind(&NlAddr::new(0, 0))?;
+    if filter == EventFilter::NatOnly {
+        let prog = libc::sock_fprog {
+            len: NAT_ONLY.len() as u16,
+            filter: NAT_ONLY.as_ptr().cast_mut(),
+        };
+        // SAFETY: prog points at NAT_ONLY, which lives for the program; the
+        // kernel copies the instructions.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
     // FORCE ignores rmem_max (needs CAP_NET_ADMIN, which the agent has);
     // fall back to the capped option.
