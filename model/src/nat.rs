@@ -381,6 +381,11 @@ impl NatTable {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Resolution {
+        if self.len == 0 {
+            // No NAT anywhere (or conntrack not followed): every socket of
+            // the host asks, so skip the three lookups.
+            return Resolution::NotNat;
+        }
         let key = Key {
             proto,
             tuple: Tuple {
