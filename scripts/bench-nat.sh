@@ -21,6 +21,7 @@
 # Results: target/bench/nat.txt (one line per run). Measures, asserts nothing.
 #
 # usage: scripts/bench-nat.sh [--seconds N] [--rates "1000 10000"] [--modes "events dump off"] [--no-build]
+#                             [--bin DIR]   (the flowscope and flowscope-load of another build)
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
@@ -30,17 +31,19 @@ SECONDS_EACH=10
 RATES="1000 10000"
 MODES="events dump off"
 BUILD=1
+BIN_ARG=
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_EACH=$2; shift 2 ;;
     --rates) RATES=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --bin) BIN_ARG=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
     *) echo "bench-nat.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=${BIN_ARG:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
 if [ "$BUILD" = 1 ]; then
@@ -167,7 +170,7 @@ for rate in $RATES; do
     cpu=$(awk -v d="$((a1 - a0))" -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * d / hz / (b - a) }')
     done_n=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
     share=$(awk -v r="$res" -v u="$unres" 'BEGIN { if (r + u) printf "%.4f", r / (r + u); else print "-" }')
-    line="rate=$rate mode=$mode completed=$done_n resolved=$res unresolved=$unres nat_unresolved_counted=$lost share=$share agent_cpu_pct=$cpu commit=$(git rev-parse --short HEAD)"
+    line="rate=$rate mode=$mode completed=$done_n resolved=$res unresolved=$unres nat_unresolved_counted=$lost share=$share agent_cpu_pct=$cpu bin=$BIN"
     echo "$line"
     echo "$line" >> "$OUT/nat.txt"
   done
