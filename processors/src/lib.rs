@@ -85,6 +85,7 @@ pub(crate) enum FlowStage {
     Peer(Box<peer::Peer>),
     Locality(Box<locality::Locality>),
     Cost(cost::Cost),
+    Kubernetes(Box<kubernetes::Kubernetes>),
 }
 
 impl FlowStage {
@@ -95,6 +96,7 @@ impl FlowStage {
             FlowStage::Cloud(c) => c.begin_batch(),
             FlowStage::Peer(p) => p.begin_batch(flows),
             FlowStage::Locality(l) => l.begin_batch(flows),
+            FlowStage::Kubernetes(k) => k.begin_batch(),
         }
     }
 
@@ -110,6 +112,7 @@ impl FlowStage {
             FlowStage::Peer(p) => p.enrich(flow),
             FlowStage::Locality(l) => l.enrich(flow),
             FlowStage::Cost(c) => *cost_usd += c.of(flow),
+            FlowStage::Kubernetes(k) => k.enrich(flow),
         }
         Verdict::Keep
     }
@@ -246,6 +249,16 @@ fn build_stage(
             locality::Locality::from_config(c, ctx.local_services.clone()),
         ))),
         ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
+        ProcessorConfig::Kubernetes(c) => {
+            let k =
+                kubernetes::Kubernetes::from_config(c, &ctx.telemetry, &|k| std::env::var(k).ok())
+                    .map_err(|e| BuildError::Invalid {
+                        id: id.to_string(),
+                        key: "kubernetes".to_owned(),
+                        message: format!("cannot start its client thread: {e}"),
+                    })?;
+            Stage::Flow(FlowStage::Kubernetes(Box::new(k)))
+        }
         other => {
             return Err(BuildError::Invalid {
                 id: id.to_string(),

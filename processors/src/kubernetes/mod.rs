@@ -1,11 +1,276 @@
-//! The `kubernetes` processor's building blocks (issue 9, in progress).
+//! `kubernetes`: names the local pod of each flow and the peers that are
+//! pods or Services of the cluster (docs/kubernetes.md).
 //!
-//! Done, sans-IO and tested: [`cgroup`] (which pod and container a process
-//! runs in, from its cgroup path) and [`pods`] (a `v1.PodList` from the
-//! kubelet's `/pods` or the API server, reduced to names, IPs, containers
-//! and the owning workload). To come: the HTTPS clients (kubelet with the
-//! service-account token and CA, API server list+watch) and the processor
-//! that applies them to flows.
+//! - **Local pod.** The `ebpf` receiver reads each process's
+//!   `/proc/<pid>/cgroup` once, while it runs, and puts the pod UID the
+//!   kubepods cgroup names on the flow's Resource (`k8s.pod.uid`, parsed by
+//!   [`cgroup`]) next to `container.id`. This processor adds the rest from
+//!   the node's kubelet (`/pods`): `k8s.namespace.name`, `k8s.pod.name`,
+//!   `k8s.node.name`, `k8s.container.name` and `container.name` (the
+//!   container of that id in the pod's status), and the owning workload
+//!   (`k8s.deployment.name`, `k8s.statefulset.name`, `k8s.daemonset.name`,
+//!   `k8s.job.name`). A pod UID the last kubelet answer does not list asks
+//!   for a new one (rate-limited) and stays unnamed until it comes.
+//! - **Peers.** A peer address that is a pod IP or a Service ClusterIP of
+//!   the cluster (listed and watched from the API server) gets
+//!   `service.peer.name` (the pod's workload, or the Service's name),
+//!   `service.peer.namespace`, and for a pod `flowscope.peer.k8s.pod.name`
+//!   and `flowscope.peer.k8s.namespace.name`.
+//!
+//! The requests run on a thread of their own ([`fetch`]); a flow is named
+//! from the last good answers and never waits for one.
 
-pub mod cgroup;
+pub mod api;
+pub mod client;
+pub mod fetch;
 pub mod pods;
+pub mod table;
+
+/// Which pod and container a cgroup path names (kept in the model: the
+/// `ebpf` receiver reads it too).
+pub use flowscope_model::kubepods as cgroup;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use flowscope_model::names::{attr, k8s, resource};
+use flowscope_model::{Attrs, Flow, Telemetry};
+use flowscope_otel_config::processors::KubernetesProcessorConfig;
+use tokio::sync::watch;
+
+use fetch::{Endpoint, Settings, Shared};
+use pods::Workload;
+use table::LocalPods;
+
+/// The processor: reads the background side's snapshots, one per batch.
+pub struct Kubernetes {
+    shared: Arc<Shared>,
+    /// Dropped with the processor: the background thread then ends.
+    _stop: watch::Sender<()>,
+    api: bool,
+    local: Arc<LocalPods>,
+    /// This batch's Resources, by the address of the one they replace.
+    named: HashMap<usize, Option<Arc<Attrs>>>,
+    asked: bool,
+}
+
+impl Kubernetes {
+    /// Builds the processor and starts its background thread. `env` reads
+    /// the agent's environment (the in-cluster defaults of the endpoints).
+    pub fn from_config(
+        c: &KubernetesProcessorConfig,
+        telemetry: &Telemetry,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> std::io::Result<Kubernetes> {
+        let settings = settings(c, env);
+        let shared = Arc::new(Shared::new(c.api.max_objects));
+        let (stop, rx) = watch::channel(());
+        let api = settings.api.is_some();
+        fetch::spawn(settings, shared.clone(), telemetry.clone(), rx)?;
+        Ok(Kubernetes {
+            shared,
+            _stop: stop,
+            api,
+            local: Arc::new(LocalPods::default()),
+            named: HashMap::new(),
+            asked: false,
+        })
+    }
+
+    /// Takes the kubelet's last good answer for this batch.
+    pub fn begin_batch(&mut self) {
+        self.local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.named.clear();
+        self.asked = false;
+    }
+
+    pub fn enrich(&mut self, flow: &mut Flow) {
+        let key = Arc::as_ptr(&flow.resource) as usize;
+        let named = match self.named.get(&key) {
+            Some(n) => n.clone(),
+            None => {
+                let n = self.name_local(&flow.resource);
+                self.named.insert(key, n.clone());
+                n
+            }
+        };
+        if let Some(r) = named {
+            flow.resource = r;
+        }
+        if !self.api {
+            return;
+        }
+        let cluster = self
+            .shared
+            .cluster
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cluster.peer(flow.peer_ip()) {
+            flow.attrs.set(attr::PEER_SERVICE_NAME, p.service.clone());
+            flow.attrs
+                .set(k8s::PEER_SERVICE_NAMESPACE, p.namespace.clone());
+            if let Some(pod) = &p.pod {
+                flow.attrs.set(k8s::PEER_POD_NAME, pod.clone());
+                flow.attrs
+                    .set(k8s::PEER_NAMESPACE_NAME, p.namespace.clone());
+            }
+        }
+    }
+
+    /// The Resource with the pod's names, None when it names no pod this
+    /// processor knows.
+    fn name_local(&mut self, res: &Attrs) -> Option<Arc<Attrs>> {
+        let uid = res.get_str(resource::K8S_POD_UID)?;
+        let Some(pod) = self.local.by_uid.get(uid) else {
+            if !self.asked {
+                self.asked = true;
+                self.shared.refresh.notify_one();
+            }
+            return None;
+        };
+        let mut a = res.clone();
+        a.set(k8s::NAMESPACE_NAME, pod.namespace.as_str());
+        a.set(k8s::POD_NAME, pod.name.as_str());
+        if let Some(node) = &pod.node {
+            a.set(k8s::NODE_NAME, node.as_str());
+        }
+        if let Some(name) = res
+            .get_str(resource::CONTAINER_ID)
+            .and_then(|id| pod.containers.get(id))
+        {
+            a.set(k8s::CONTAINER_NAME, name.as_str());
+            a.set(k8s::CONTAINER_RUNTIME_NAME, name.as_str());
+        }
+        let workload = if self.api {
+            self.shared
+                .cluster
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .workload_of(pod)
+        } else {
+            pod.workload.clone()
+        };
+        match workload {
+            Some(Workload::Deployment(n)) => a.set(k8s::DEPLOYMENT_NAME, n),
+            Some(Workload::StatefulSet(n)) => a.set(k8s::STATEFULSET_NAME, n),
+            Some(Workload::DaemonSet(n)) => a.set(k8s::DAEMONSET_NAME, n),
+            Some(Workload::Job(n)) => a.set(k8s::JOB_NAME, n),
+            Some(Workload::Other { .. }) | None => {}
+        }
+        Some(Arc::new(a))
+    }
+
+    /// True once the kubelet answered (tests, diagnostics).
+    pub fn kubelet_answered(&self) -> bool {
+        self.shared.kubelet_answered.load(Ordering::Relaxed)
+    }
+}
+
+/// The endpoints and intervals, with the in-cluster defaults.
+fn settings(c: &KubernetesProcessorConfig, env: &dyn Fn(&str) -> Option<String>) -> Settings {
+    let set = |k: &str| {
+        env(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let kubelet_base = c.kubelet.endpoint.clone().unwrap_or_else(|| {
+        let host = set("NODE_IP")
+            .or_else(|| set("K8S_NODE_NAME"))
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("https://{}:10250", bracket(&host))
+    });
+    let kubelet = Endpoint {
+        base: kubelet_base,
+        ca_file: c
+            .kubelet
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| c.ca_file.clone()),
+        insecure: c.kubelet.insecure_skip_verify,
+        token_path: c.token_path.clone(),
+        timeout: c.timeout,
+    };
+    let api_base = if c.api.enabled {
+        c.api.endpoint.clone().or_else(|| {
+            let host = set("KUBERNETES_SERVICE_HOST")?;
+            let port = set("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".to_owned());
+            Some(format!("https://{}:{port}", bracket(&host)))
+        })
+    } else {
+        None
+    };
+    match (&api_base, c.api.enabled) {
+        (None, true) => tracing::warn!(
+            "kubernetes processor: no API server (no `api.endpoint` and KUBERNETES_SERVICE_HOST is not set): peer pods and Services will not be named, and a ReplicaSet's Deployment comes from the pod-template-hash naming rule; local pods are still named from the kubelet"
+        ),
+        (None, false) => tracing::info!(
+            "kubernetes processor: API server disabled (`api.enabled: false`): peers are not named; local pods are named from the kubelet"
+        ),
+        _ => {}
+    }
+    let api = api_base.map(|base| Endpoint {
+        base,
+        ca_file: c.ca_file.clone(),
+        insecure: false,
+        token_path: c.token_path.clone(),
+        timeout: c.timeout,
+    });
+    Settings {
+        kubelet,
+        refresh_interval: c.kubelet.refresh_interval,
+        min_refresh_interval: c.kubelet.min_refresh_interval,
+        api,
+        backoff: c.api.backoff,
+        max_backoff: c.api.max_backoff.max(c.api.backoff),
+    }
+}
+
+/// An IPv6 address in a URL goes in brackets.
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn in_cluster_defaults() {
+        let c = KubernetesProcessorConfig::default();
+        let s = settings(
+            &c,
+            &env(&[
+                ("NODE_IP", "fd00::5"),
+                ("KUBERNETES_SERVICE_HOST", "198.18.96.1"),
+                ("KUBERNETES_SERVICE_PORT", "6443"),
+            ]),
+        );
+        assert_eq!(s.kubelet.base, "https://[fd00::5]:10250");
+        assert_eq!(s.api.unwrap().base, "https://198.18.96.1:6443");
+        let s = settings(&c, &env(&[("K8S_NODE_NAME", "node-1")]));
+        assert_eq!(s.kubelet.base, "https://node-1:10250");
+        assert!(s.api.is_none());
+        assert_eq!(
+            s.kubelet.token_path,
+            std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token")
+        );
+    }
+}
