@@ -217,12 +217,15 @@ impl Client {
                 });
             }
             Ok(Err(e)) => {
-                let mut why = e.to_string();
+                // hyper-util's message is `client error (Connect)`; the
+                // reason is in its sources.
+                let mut parts = vec![e.to_string()];
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {
-                    why = format!("{why}: {s}");
+                    parts.push(s.to_string());
                     src = s.source();
                 }
+                let why = parts.join("; ");
                 return Err(FetchError::Unreachable { url, why });
             }
             Ok(Ok(r)) => r,

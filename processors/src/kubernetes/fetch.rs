@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use flowscope_model::Telemetry;
-use flowscope_model::internal_events::{EventsLost, LossReason, Source};
+use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -118,6 +118,15 @@ impl Reporter {
         }
     }
 
+    /// `n` objects arrived (a list's items, a watch's changes, the
+    /// kubelet's pods): `flowscope.events.received`.
+    fn received(&self, n: usize) {
+        self.telemetry.emit(EventsReceived {
+            source: self.source,
+            count: n as u64,
+        });
+    }
+
     fn table_full(&self, n: u64) {
         self.telemetry
             .emit(EventsLost::new(self.source, LossReason::TableFull, n));
@@ -135,14 +144,23 @@ impl Reporter {
     }
 }
 
-/// An error with its sources, `a: b: c`.
+/// An error with its sources, `a (b; c)`; a source whose text the message
+/// already holds is left out.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
+    let mut causes: Vec<String> = Vec::new();
     let mut src = e.source();
     while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
+        let t = x.to_string();
+        if !s.contains(&t) && !causes.iter().any(|c| c.contains(&t)) {
+            causes.push(t);
+        }
         src = x.source();
+    }
+    if !causes.is_empty() {
+        s.push_str(" (");
+        s.push_str(&causes.join("; "));
+        s.push(')');
     }
     s
 }
@@ -236,6 +254,7 @@ async fn kubelet_loop(settings: &Settings, shared: &Shared, reporter: &Reporter)
         match got {
             Ok(pods) => {
                 tracing::debug!(pods = pods.len(), "kubelet pods read");
+                reporter.received(pods.len());
                 *shared.local.lock().unwrap_or_else(|p| p.into_inner()) =
                     Arc::new(LocalPods::new(pods));
                 shared.kubelet_answered.store(true, Ordering::Relaxed);
@@ -365,6 +384,7 @@ async fn watch_loop<T: Apply>(
             let mut cl = shared.cluster.write().unwrap_or_else(|p| p.into_inner());
             T::clear(&mut cl);
             let mut full = 0;
+            reporter.received(items.len());
             for x in items {
                 if T::upsert(&mut cl, x).is_err() {
                     full += 1;
@@ -414,6 +434,14 @@ async fn watch_loop<T: Apply>(
                         Ok((event, v)) => {
                             if !v.is_empty() {
                                 version = v;
+                            }
+                            if matches!(
+                                event,
+                                WatchEvent::Added(_)
+                                    | WatchEvent::Modified(_)
+                                    | WatchEvent::Deleted(_)
+                            ) {
+                                reporter.received(1);
                             }
                             let mut cl = shared.cluster.write().unwrap_or_else(|p| p.into_inner());
                             match event {
