@@ -8,7 +8,8 @@
 //! Checked exactly: the processes' flows carry their pod, namespace,
 //! container, node and Deployment; a connection to another fixture pod's IP
 //! names that pod's workload, one to a Service IP the Service; after the
-//! watch sends DELETED for that pod, new flows to it are not named; and
+//! watch sends DELETED for that pod, new flows to it are not named; a
+//! watch ended with 410 Gone makes the agent list again; and
 //! kubelets that answer garbage, are down, or never answer each cost one
 //! warning and one `flowscope.events.lost` while flows go on.
 
@@ -118,7 +119,8 @@ struct Fixtures {
 }
 
 /// One HTTPS listener on 127.0.0.1 answering in `mode`. Pod watch events
-/// come from `events` (every watch gets all of them, then new ones).
+/// come from `events`, each delivered once (to the watch open when it is
+/// pushed), as a real API server's watch from a list's version would.
 struct Fake {
     port: u16,
 }
@@ -127,6 +129,7 @@ struct Fake {
 struct Shared {
     fixtures: Arc<Fixtures>,
     events: tokio::sync::watch::Receiver<Vec<String>>,
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
     /// (path and query, had the right bearer token)
     requests: Arc<Mutex<Vec<(String, bool)>>>,
 }
@@ -223,12 +226,14 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let f = &shared.fixtures;
     let body = match path {
         "/pods" => f.kubelet.as_str(),
-        "/api/v1/pods" if watch => return stream(&mut s, shared.events.clone()).await,
+        "/api/v1/pods" if watch => {
+            return stream(&mut s, shared.events.clone(), shared.delivered.clone()).await;
+        }
         "/api/v1/services" | "/apis/apps/v1/replicasets" if watch => {
             let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
             // Nothing changes; the channel's sender is gone, so the stream
             // just holds until the client leaves.
-            return stream(&mut s, rx).await;
+            return stream(&mut s, rx, Default::default()).await;
         }
         "/api/v1/pods" => f.pods.as_str(),
         "/api/v1/services" => f.services.as_str(),
@@ -256,25 +261,27 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
-/// A watch: chunked JSON lines, every event of `events` then new ones.
+/// A watch: chunked JSON lines, the events of `events` not yet
+/// `delivered`, then new ones.
 async fn stream<S: tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     mut events: tokio::sync::watch::Receiver<Vec<String>>,
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
     s.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
     .await?;
     s.flush().await?;
-    let mut sent = 0;
     loop {
         let now: Vec<String> = events.borrow_and_update().clone();
+        let sent = delivered.swap(now.len(), Ordering::SeqCst).min(now.len());
         for line in &now[sent..] {
             let chunk = format!("{}\n", line.trim());
             s.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
                 .await?;
         }
-        sent = now.len();
         s.flush().await?;
         if events.changed().await.is_err() {
             // Hold until the client closes.
@@ -393,6 +400,8 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     let listed = items(&fixtures.pods) + items(&fixtures.services) + items(&fixtures.replicasets);
     let local_pods = items(&fixtures.kubelet);
     let deleted = fixture("api-pods-deleted.json", &vars);
+    let expired = fixture("api-pods-expired.json", &vars);
+    let pods_listed = items(&fixtures.pods);
 
     // Pod cgroups: web under the systemd driver's names, checkout under
     // cgroupfs's.
@@ -411,6 +420,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     let shared = Shared {
         fixtures: Arc::new(fixtures),
         events: events_rx,
+        delivered: Default::default(),
         requests: Arc::new(Mutex::new(Vec::new())),
     };
     let acceptor = tls(secrets.path());
@@ -518,7 +528,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
 
     // The api pod is deleted: once the agent has the event, new flows to
     // its address are no longer named.
-    events_tx.send(vec![deleted]).unwrap();
+    events_tx.send_modify(|e| e.push(deleted));
     agent.wait_for("the DELETED event", Duration::from_secs(60), |p| {
         (total(p, metric::EVENTS_RECEIVED.0, SOURCE_API, None) == (listed + 1) as f64).then_some(())
     });
@@ -536,6 +546,36 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
             "the local pod is still named"
         );
     }
+
+    // The watch ends with 410 Gone: the agent lists the pods again (the
+    // list still has the api pod) and names it again.
+    events_tx.send_modify(|e| e.push(expired));
+    agent.wait_for("the relist after 410", Duration::from_secs(60), |p| {
+        (total(p, metric::EVENTS_RECEIVED.0, SOURCE_API, None) == (listed + 1 + pods_listed) as f64)
+            .then_some(())
+    });
+    let p4 = 7701 + pair.n;
+    let p4s = p4.to_string();
+    exchange_in(&pair, &web_cg, &format!("{api_ip}:{p4}"), 6000, 100);
+    let points = agent.wait_for("the flow after the relist", Duration::from_secs(60), |p| {
+        (sent(&client_points(p, WEB_UID, &api_ip, &p4s)) == 6000.0).then(|| p.to_vec())
+    });
+    for p in client_points(&points, WEB_UID, &api_ip, &p4s) {
+        assert_eq!(
+            p.attr(k8s::PEER_POD_NAME),
+            Some("api-5c8d9e7f6-m3n4b"),
+            "{p:?}"
+        );
+        assert_eq!(p.attr(attr::PEER_SERVICE_NAME), Some("api"));
+    }
+    let pod_lists = shared
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t.starts_with("/api/v1/pods?limit="))
+        .count();
+    assert_eq!(pod_lists, 2, "one list at start, one after 410");
 
     // Each failing kubelet was asked once (refresh 1h): one loss each, by
     // reason, and one warning each; the good servers lost nothing.
