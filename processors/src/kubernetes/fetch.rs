@@ -104,8 +104,11 @@ impl Reporter {
         self.telemetry
             .emit(EventsLost::new(self.source, e.reason(), 1));
         let msg = chain(e);
+        // The same kind of failure (reason and status) is warned once: the
+        // three API collections failing alike make one warning.
+        let kind = format!("{}/{:?}", e.reason().as_str(), e.status());
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_deref() == Some(msg.as_str()) {
+        if last.as_deref() == Some(kind.as_str()) {
             tracing::debug!(source = self.source.as_str(), "{}: {msg}", self.what);
         } else {
             tracing::warn!(
@@ -114,7 +117,7 @@ impl Reporter {
                 self.what,
                 self.consequence
             );
-            *last = Some(msg);
+            *last = Some(kind);
         }
     }
 
