@@ -6,7 +6,8 @@
 //! of the Kubernetes API (`tests/k8s_fixtures/`).
 //!
 //! Checked exactly: the processes' flows carry their pod, namespace,
-//! container, node and Deployment; a connection to another fixture pod's IP
+//! container, node and Deployment (a pod the kubelet's first answer did not
+//! list asks for a new read and is named from it); a connection to another fixture pod's IP
 //! names that pod's workload, one to a Service IP the Service; after the
 //! watch sends DELETED for that pod, new flows to it are not named; a
 //! watch ended with 410 Gone makes the agent list again; and
@@ -16,6 +17,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +114,8 @@ enum Mode {
 }
 
 struct Fixtures {
+    /// The kubelet's first answer (before the checkout pod started).
+    kubelet_first: String,
     kubelet: String,
     pods: String,
     services: String,
@@ -130,6 +134,8 @@ struct Shared {
     fixtures: Arc<Fixtures>,
     events: tokio::sync::watch::Receiver<Vec<String>>,
     delivered: Arc<std::sync::atomic::AtomicUsize>,
+    /// `/pods` requests the good kubelet answered.
+    kubelet_reads: Arc<std::sync::atomic::AtomicUsize>,
     /// (path and query, had the right bearer token)
     requests: Arc<Mutex<Vec<(String, bool)>>>,
 }
@@ -225,6 +231,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let watch = query.split('&').any(|kv| kv == "watch=1");
     let f = &shared.fixtures;
     let body = match path {
+        "/pods" if shared.kubelet_reads.fetch_add(1, Ordering::SeqCst) == 0 => {
+            f.kubelet_first.as_str()
+        }
         "/pods" => f.kubelet.as_str(),
         "/api/v1/pods" if watch => {
             return stream(&mut s, shared.events.clone(), shared.delivered.clone()).await;
@@ -268,7 +277,6 @@ async fn stream<S: tokio::io::AsyncWrite + Unpin>(
     mut events: tokio::sync::watch::Receiver<Vec<String>>,
     delivered: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<()> {
-    use std::sync::atomic::Ordering;
     s.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
@@ -391,14 +399,20 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         ("@CHECKOUT_IP@", checkout_ip.as_str()),
         ("@NODE_IP@", web_ip.as_str()),
     ];
+    let kubelet = fixture("kubelet-pods.json", &vars);
+    // The first answer lists web only: checkout's first flows name a pod
+    // the kubelet has not reported yet, which asks for a new read.
+    let mut first: serde_json::Value = serde_json::from_str(&kubelet).unwrap();
+    first["items"].as_array_mut().unwrap().truncate(1);
     let fixtures = Fixtures {
-        kubelet: fixture("kubelet-pods.json", &vars),
+        kubelet_first: first.to_string(),
+        kubelet,
         pods: fixture("api-pods.json", &vars),
         services: fixture("api-services.json", &vars),
         replicasets: fixture("api-replicasets.json", &vars),
     };
     let listed = items(&fixtures.pods) + items(&fixtures.services) + items(&fixtures.replicasets);
-    let local_pods = items(&fixtures.kubelet);
+    let (first_pods, local_pods) = (items(&fixtures.kubelet_first), items(&fixtures.kubelet));
     let deleted = fixture("api-pods-deleted.json", &vars);
     let expired = fixture("api-pods-expired.json", &vars);
     let pods_listed = items(&fixtures.pods);
@@ -421,6 +435,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         fixtures: Arc::new(fixtures),
         events: events_rx,
         delivered: Default::default(),
+        kubelet_reads: Default::default(),
         requests: Arc::new(Mutex::new(Vec::new())),
     };
     let acceptor = tls(secrets.path());
@@ -446,7 +461,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     };
     let config = format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
-         processors:\n  kubernetes:\n    kubelet: {{endpoint: \"https://127.0.0.1:{g}\", refresh_interval: 1h, min_refresh_interval: 1h}}\n    api: {{endpoint: \"https://127.0.0.1:{g}\"}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n{}{}{}\
+         processors:\n  kubernetes:\n    kubelet: {{endpoint: \"https://127.0.0.1:{g}\", refresh_interval: 1h, min_refresh_interval: 1s}}\n    api: {{endpoint: \"https://127.0.0.1:{g}\"}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n{}{}{}\
          exporters:\n  file:\n    path: OUTPUT\n\
          service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [kubernetes, kubernetes/garbage, kubernetes/down, kubernetes/silent]\n      exporters: [file]\n",
         failing("garbage", garbage.port),
@@ -462,21 +477,42 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         "the kubelet's and the API server's answers",
         Duration::from_secs(60),
         |p| {
-            (total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None) == local_pods as f64
+            (total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None) == first_pods as f64
                 && total(p, metric::EVENTS_RECEIVED.0, SOURCE_API, None) == listed as f64)
                 .then_some(())
         },
     );
 
     let (p1, p2, p3) = (7101 + pair.n, 7301 + pair.n, 7501 + pair.n);
-    // web -> the api pod; checkout -> the Service IP.
+    let p2b = 7901 + pair.n;
+    // web -> the api pod; checkout -> the Service IP, before the kubelet
+    // reported checkout.
     exchange_in(&pair, &web_cg, &format!("{api_ip}:{p1}"), 3000, 100);
     exchange_in(&pair, &checkout_cg, &format!("{svc_ip}:{p2}"), 4000, 100);
     let (p1s, p2s, p3s) = (p1.to_string(), p2.to_string(), p3.to_string());
-    let points = agent.wait_for("both pods' flows", Duration::from_secs(60), |p| {
-        (sent(&client_points(p, WEB_UID, &api_ip, &p1s)) == 3000.0
-            && sent(&client_points(p, CHECKOUT_UID, &svc_ip, &p2s)) == 4000.0)
-            .then(|| p.to_vec())
+    let p2bs = p2b.to_string();
+    let points = agent.wait_for(
+        "both pods' flows and a new kubelet read",
+        Duration::from_secs(60),
+        |p| {
+            (sent(&client_points(p, WEB_UID, &api_ip, &p1s)) == 3000.0
+                && sent(&client_points(p, CHECKOUT_UID, &svc_ip, &p2s)) == 4000.0
+                && total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None)
+                    >= (first_pods + local_pods) as f64)
+                .then(|| p.to_vec())
+        },
+    );
+    // checkout's first batch was named from the first answer, which did not
+    // list it: the pod UID without names (and the read it asked for).
+    let early = client_points(&points, CHECKOUT_UID, &svc_ip, &p2s);
+    let first_time = early.iter().map(|p| p.time).min().unwrap();
+    for p in early.iter().filter(|p| p.time == first_time) {
+        assert_eq!(p.resource.get(k8s::POD_NAME), None, "{p:?}");
+        assert_eq!(p.attr(attr::PEER_SERVICE_NAME), Some("api-http"));
+    }
+    exchange_in(&pair, &checkout_cg, &format!("{svc_ip}:{p2b}"), 4000, 100);
+    let points = agent.wait_for("checkout's second flow", Duration::from_secs(60), |p| {
+        (sent(&client_points(p, CHECKOUT_UID, &svc_ip, &p2bs)) == 4000.0).then(|| p.to_vec())
     });
 
     // Every point of the web pod's flow names pod, container, node and
@@ -501,7 +537,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     }
     // checkout (cgroupfs names): its Deployment only the API's ReplicaSet
     // names (no pod-template-hash label); the peer is the Service.
-    let checkout = client_points(&points, CHECKOUT_UID, &svc_ip, &p2s);
+    let checkout = client_points(&points, CHECKOUT_UID, &svc_ip, &p2bs);
     assert!(!checkout.is_empty());
     for p in &checkout {
         let r = |k: &str| p.resource.get(k).map(String::as_str);
