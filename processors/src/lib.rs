@@ -156,11 +156,13 @@ impl Processor {
 /// Builds processors for one agent. Everything shared comes from the
 /// agent's [`Context`] (the table of local listeners, the DNS name cache,
 /// self-telemetry); the builder adds the processors' own per-agent state
-/// (one cloud detection per settings, [`cloud::Detections`]). Build every
+/// (one cloud detection per settings, [`cloud::Detections`]; one
+/// Kubernetes client per settings, [`kubernetes::Clients`]). Build every
 /// processor of an agent with one builder.
 pub struct Builder {
     ctx: Context,
     detections: cloud::Detections,
+    kubernetes: kubernetes::Clients,
 }
 
 impl Builder {
@@ -168,6 +170,7 @@ impl Builder {
         Builder {
             ctx: ctx.clone(),
             detections: cloud::Detections::new(),
+            kubernetes: kubernetes::Clients::new(),
         }
     }
 
@@ -185,7 +188,7 @@ impl Builder {
         id: &ComponentId,
         config: &ProcessorConfig,
     ) -> Result<Processor, BuildError> {
-        build_stage(id, config, &self.ctx, &self.detections)
+        build_stage(id, config, &self.ctx, &self.detections, &self.kubernetes)
     }
 
     /// A chain of `processors` counting on this agent's self-telemetry.
@@ -212,6 +215,7 @@ fn build_stage(
     config: &ProcessorConfig,
     ctx: &Context,
     detections: &cloud::Detections,
+    kubernetes: &kubernetes::Clients,
 ) -> Result<Processor, BuildError> {
     // Telemetry is counted by the chain (cardinality overflow); the
     // processors themselves drop nothing that needs counting.
@@ -250,13 +254,14 @@ fn build_stage(
         ))),
         ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
         ProcessorConfig::Kubernetes(c) => {
-            let k =
-                kubernetes::Kubernetes::from_config(c, &ctx.telemetry, &|k| std::env::var(k).ok())
-                    .map_err(|e| BuildError::Invalid {
-                        id: id.to_string(),
-                        key: "kubernetes".to_owned(),
-                        message: format!("cannot start its client thread: {e}"),
-                    })?;
+            let k = kubernetes::Kubernetes::from_config(c, kubernetes, &ctx.telemetry, &|k| {
+                std::env::var(k).ok()
+            })
+            .map_err(|e| BuildError::Invalid {
+                id: id.to_string(),
+                key: "kubernetes".to_owned(),
+                message: format!("cannot start its client thread: {e}"),
+            })?;
             Stage::Flow(FlowStage::Kubernetes(Box::new(k)))
         }
         other => {

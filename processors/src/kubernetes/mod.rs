@@ -31,8 +31,8 @@ pub mod table;
 pub use flowscope_model::kubepods as cgroup;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 
 use flowscope_model::names::{attr, k8s, resource};
 use flowscope_model::{Attrs, Flow, Telemetry};
@@ -43,11 +43,62 @@ use fetch::{Endpoint, Settings, Shared};
 use pods::Workload;
 use table::LocalPods;
 
+/// One running client (its thread and what it writes).
+struct Running {
+    shared: Arc<Shared>,
+    /// Dropped with the last processor using it: the thread then ends.
+    _stop: watch::Sender<()>,
+    api: bool,
+}
+
+/// The clients of one agent: processors with the same settings (one
+/// `kubernetes` processor listed in several pipelines) share one, so the
+/// kubelet and the API server are asked once. Kept by
+/// [`crate::Builder`]; a client lives as long as a processor uses it.
+#[derive(Default)]
+pub struct Clients {
+    running: Mutex<Vec<(KubernetesProcessorConfig, Weak<Running>)>>,
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        Clients::default()
+    }
+
+    fn get(
+        &self,
+        c: &KubernetesProcessorConfig,
+        telemetry: &Telemetry,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> std::io::Result<Arc<Running>> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|(_, r)| r.strong_count() > 0);
+        if let Some(r) = running
+            .iter()
+            .find(|(cfg, _)| cfg == c)
+            .and_then(|(_, r)| r.upgrade())
+        {
+            return Ok(r);
+        }
+        let settings = settings(c, env);
+        let shared = Arc::new(Shared::new(c.api.max_objects));
+        let (stop, rx) = watch::channel(());
+        let api = settings.api.is_some();
+        fetch::spawn(settings, shared.clone(), telemetry.clone(), rx)?;
+        let r = Arc::new(Running {
+            shared,
+            _stop: stop,
+            api,
+        });
+        running.push((c.clone(), Arc::downgrade(&r)));
+        Ok(r)
+    }
+}
+
 /// The processor: reads the background side's snapshots, one per batch.
 pub struct Kubernetes {
     shared: Arc<Shared>,
-    /// Dropped with the processor: the background thread then ends.
-    _stop: watch::Sender<()>,
+    _running: Arc<Running>,
     api: bool,
     local: Arc<LocalPods>,
     /// This batch's Resources, by the address of the one they replace.
@@ -56,22 +107,20 @@ pub struct Kubernetes {
 }
 
 impl Kubernetes {
-    /// Builds the processor and starts its background thread. `env` reads
-    /// the agent's environment (the in-cluster defaults of the endpoints).
+    /// Builds the processor with the client of `clients` for these
+    /// settings, starting it (its thread) if none runs. `env` reads the
+    /// agent's environment (the in-cluster defaults of the endpoints).
     pub fn from_config(
         c: &KubernetesProcessorConfig,
+        clients: &Clients,
         telemetry: &Telemetry,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> std::io::Result<Kubernetes> {
-        let settings = settings(c, env);
-        let shared = Arc::new(Shared::new(c.api.max_objects));
-        let (stop, rx) = watch::channel(());
-        let api = settings.api.is_some();
-        fetch::spawn(settings, shared.clone(), telemetry.clone(), rx)?;
+        let running = clients.get(c, telemetry, env)?;
         Ok(Kubernetes {
-            shared,
-            _stop: stop,
-            api,
+            shared: running.shared.clone(),
+            api: running.api,
+            _running: running,
             local: Arc::new(LocalPods::default()),
             named: HashMap::new(),
             asked: false,
@@ -250,6 +299,34 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn one_client_per_settings_while_used() {
+        let ctx = flowscope_model::Context::default();
+        let clients = Clients::new();
+        let mut c = KubernetesProcessorConfig::default();
+        c.kubelet.endpoint = Some("https://127.0.0.1:9".into());
+        c.api.enabled = false;
+        let none = |_: &str| None;
+        let a = Kubernetes::from_config(&c, &clients, &ctx.telemetry, &none).unwrap();
+        let b = Kubernetes::from_config(&c, &clients, &ctx.telemetry, &none).unwrap();
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        let mut other = c.clone();
+        other.timeout = std::time::Duration::from_secs(1);
+        let d = Kubernetes::from_config(&other, &clients, &ctx.telemetry, &none).unwrap();
+        assert!(!Arc::ptr_eq(&a.shared, &d.shared));
+        let weak = Arc::downgrade(&a.shared);
+        drop((a, b, d));
+        let e = Kubernetes::from_config(&c, &clients, &ctx.telemetry, &none).unwrap();
+        // A new client: the first one stopped with its last user (its
+        // thread may still be finishing and hold its state a moment).
+        assert!(
+            weak.upgrade()
+                .is_none_or(|old| !Arc::ptr_eq(&old, &e.shared))
+        );
+        assert_eq!(clients.running.lock().unwrap().len(), 1);
+        drop(e);
     }
 
     #[test]
