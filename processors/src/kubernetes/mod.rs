@@ -215,6 +215,24 @@ impl Kubernetes {
         Some(Arc::new(a))
     }
 
+    /// A processor over `shared` filled by hand, with no thread (tests).
+    #[cfg(test)]
+    fn with_shared(shared: Arc<Shared>, api: bool) -> Kubernetes {
+        let (stop, _) = watch::channel(());
+        Kubernetes {
+            _running: Arc::new(Running {
+                shared: shared.clone(),
+                _stop: stop,
+                api,
+            }),
+            shared,
+            api,
+            local: Arc::new(LocalPods::default()),
+            named: HashMap::new(),
+            asked: false,
+        }
+    }
+
     /// True once the kubelet answered (tests, diagnostics).
     pub fn kubelet_answered(&self) -> bool {
         self.shared.kubelet_answered.load(Ordering::Relaxed)
@@ -299,6 +317,126 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    const WEB_UID: &str = "8f3c2a1e-5b6d-4c7e-9f80-1a2b3c4d5e6f";
+    const WEB_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn flow(resource: &Arc<Attrs>, peer: &str) -> Flow {
+        Flow {
+            resource: resource.clone(),
+            attrs: Attrs::new(),
+            transport: flowscope_model::Transport::Tcp,
+            role: flowscope_model::Role::Client,
+            local: "198.18.7.10:40000".parse().unwrap(),
+            peer: format!("{peer}:80").parse().unwrap(),
+            netns: 1,
+            pid: 1,
+            stats: Default::default(),
+        }
+    }
+
+    fn shared(api: bool) -> Arc<Shared> {
+        let s = Arc::new(Shared::new(100));
+        let pods = pods::parse_pod_list(include_bytes!("fixtures/kubelet-pods.json")).unwrap();
+        *s.local.lock().unwrap() = Arc::new(LocalPods::new(pods));
+        if api {
+            let mut c = s.cluster.write().unwrap();
+            let raw = include_bytes!("fixtures/api-pods.json");
+            for p in api::parse_list::<pods::Pod>(raw).unwrap().items {
+                c.upsert_pod(p).unwrap();
+            }
+            let raw = include_bytes!("fixtures/api-services.json");
+            for x in api::parse_list::<api::Service>(raw).unwrap().items {
+                c.upsert_service(x).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn names_the_local_pod_from_the_kubelet_alone() {
+        let mut k = Kubernetes::with_shared(shared(false), false);
+        let res = Arc::new(
+            Attrs::new()
+                .with(resource::SERVICE_NAME, "nginx")
+                .with(resource::K8S_POD_UID, WEB_UID)
+                .with(resource::CONTAINER_ID, WEB_ID),
+        );
+        k.begin_batch();
+        let (mut a, mut b) = (flow(&res, "198.18.8.20"), flow(&res, "198.18.9.9"));
+        k.enrich(&mut a);
+        k.enrich(&mut b);
+        assert!(
+            Arc::ptr_eq(&a.resource, &b.resource),
+            "named once per batch"
+        );
+        let want = Attrs::new()
+            .with(resource::SERVICE_NAME, "nginx")
+            .with(resource::K8S_POD_UID, WEB_UID)
+            .with(resource::CONTAINER_ID, WEB_ID)
+            .with(k8s::NAMESPACE_NAME, "shop")
+            .with(k8s::POD_NAME, "web-7d4b9c6f8-x2k9p")
+            .with(k8s::NODE_NAME, "node-1")
+            .with(k8s::CONTAINER_NAME, "nginx")
+            .with(k8s::CONTAINER_RUNTIME_NAME, "nginx")
+            .with(k8s::DEPLOYMENT_NAME, "web");
+        assert_eq!(*a.resource, want);
+        // Without the API server no peer is named.
+        assert!(a.attrs.is_empty());
+    }
+
+    #[test]
+    fn names_peers_and_asks_for_unknown_pods() {
+        let s = shared(true);
+        let mut k = Kubernetes::with_shared(s.clone(), true);
+        k.begin_batch();
+        let outside = Arc::new(Attrs::new().with(resource::SERVICE_NAME, "curl"));
+        let mut f = flow(&outside, "198.18.8.20");
+        k.enrich(&mut f);
+        assert!(
+            Arc::ptr_eq(&f.resource, &outside),
+            "not in a pod: untouched"
+        );
+        let peer = |f: &Flow, key| f.attrs.get_str(key).map(str::to_owned);
+        assert_eq!(peer(&f, attr::PEER_SERVICE_NAME).as_deref(), Some("api"));
+        assert_eq!(
+            peer(&f, k8s::PEER_SERVICE_NAMESPACE).as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            peer(&f, k8s::PEER_POD_NAME).as_deref(),
+            Some("api-5c8d9e7f6-m3n4b")
+        );
+        assert_eq!(peer(&f, k8s::PEER_NAMESPACE_NAME).as_deref(), Some("shop"));
+        let mut svc = flow(&outside, "198.18.96.20");
+        k.enrich(&mut svc);
+        assert_eq!(peer(&svc, attr::PEER_SERVICE_NAME).as_deref(), Some("api"));
+        assert_eq!(peer(&svc, k8s::PEER_POD_NAME), None);
+
+        // A pod the kubelet has not listed: unnamed, and a new read asked
+        // for (once per batch).
+        let unknown = Arc::new(Attrs::new().with(
+            resource::K8S_POD_UID,
+            "00000000-0000-4000-8000-000000000000",
+        ));
+        let mut u = flow(&unknown, "198.18.9.9");
+        k.enrich(&mut u);
+        assert!(Arc::ptr_eq(&u.resource, &unknown));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let asked = |s: &Shared| {
+            rt.block_on(async {
+                let wait = std::time::Duration::from_millis(20);
+                tokio::time::timeout(wait, s.refresh.notified())
+                    .await
+                    .is_ok()
+            })
+        };
+        assert!(asked(&s));
+        assert!(!asked(&s), "one permit, not one per flow");
     }
 
     #[test]
