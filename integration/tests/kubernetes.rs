@@ -10,6 +10,7 @@
 //! list asks for a new read and is named from it); a connection to another fixture pod's IP
 //! names that pod's workload, one to a Service IP the Service; after the
 //! watch sends DELETED for that pod, new flows to it are not named; a
+//! watch the server ends resumes from the last bookmark's version; a
 //! watch ended with 410 Gone makes the agent list again; and
 //! kubelets that answer garbage, are down, or never answer each cost one
 //! warning and one `flowscope.events.lost` while flows go on.
@@ -270,26 +271,37 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
+/// Pushed as an event, ends the watch that takes it.
+const END_WATCH: &str = "END";
+
 /// A watch: chunked JSON lines, the events of `events` not yet
-/// `delivered`, then new ones.
+/// `delivered`, then new ones, until [`END_WATCH`].
 async fn stream<S: tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     mut events: tokio::sync::watch::Receiver<Vec<String>>,
     delivered: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<()> {
     s.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     )
     .await?;
     s.flush().await?;
     loop {
         let now: Vec<String> = events.borrow_and_update().clone();
-        let sent = delivered.swap(now.len(), Ordering::SeqCst).min(now.len());
-        for line in &now[sent..] {
+        let sent = delivered.load(Ordering::SeqCst).min(now.len());
+        for (i, line) in now.iter().enumerate().skip(sent) {
+            if line == END_WATCH {
+                // The server ends the watch (as at its timeoutSeconds).
+                delivered.store(i + 1, Ordering::SeqCst);
+                s.write_all(b"0\r\n\r\n").await?;
+                s.flush().await?;
+                return s.shutdown().await;
+            }
             let chunk = format!("{}\n", line.trim());
             s.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
                 .await?;
         }
+        delivered.store(now.len(), Ordering::SeqCst);
         s.flush().await?;
         if events.changed().await.is_err() {
             // Hold until the client closes.
@@ -415,6 +427,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     let (first_pods, local_pods) = (items(&fixtures.kubelet_first), items(&fixtures.kubelet));
     let deleted = fixture("api-pods-deleted.json", &vars);
     let expired = fixture("api-pods-expired.json", &vars);
+    let bookmark = fixture("api-pods-bookmark.json", &vars);
     let pods_listed = items(&fixtures.pods);
 
     // Pod cgroups: web under the systemd driver's names, checkout under
@@ -583,6 +596,28 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         );
     }
 
+    // A bookmark moves the watch's version; the server then ends the
+    // watch, and the agent watches again from the bookmark's version.
+    events_tx.send_modify(|e| {
+        e.push(bookmark);
+        e.push(END_WATCH.to_owned());
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !shared
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(t, _)| t.starts_with("/api/v1/pods?watch=1") && t.contains("resourceVersion=60200"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no watch from the bookmark's version: {:?}",
+            shared.requests.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // The watch ends with 410 Gone: the agent lists the pods again (the
     // list still has the api pod) and names it again.
     events_tx.send_modify(|e| e.push(expired));
@@ -612,6 +647,19 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         .filter(|(t, _)| t.starts_with("/api/v1/pods?limit="))
         .count();
     assert_eq!(pod_lists, 2, "one list at start, one after 410");
+    let pod_watches: Vec<String> = shared
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t.starts_with("/api/v1/pods?watch=1"))
+        .map(|(t, _)| t.split("resourceVersion=").nth(1).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        pod_watches,
+        ["60000", "60200", "60000"],
+        "from the list, from the bookmark, from the list after 410"
+    );
 
     // Each failing kubelet was asked once (refresh 1h): one loss each, by
     // reason, and one warning each; the good servers lost nothing.
