@@ -418,10 +418,22 @@ async fn watch_loop<T: Apply>(
             };
             let mut lines = Lines::default();
             let idle = Duration::from_secs(WATCH_SECONDS + 30);
+            let started = Instant::now();
             loop {
                 let chunk = match tokio::time::timeout(idle, stream.chunk()).await {
                     // Silent past the server's own end: start a new watch.
-                    Err(_) | Ok(None) => break,
+                    Err(_) | Ok(None) => {
+                        // A server (or proxy) that ends watches at once
+                        // must not make this loop spin: back off as after
+                        // a failure, without counting one.
+                        if started.elapsed() < Duration::from_secs(1) {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(settings.max_backoff);
+                        } else {
+                            delay = settings.backoff;
+                        }
+                        break;
+                    }
                     Ok(Some(Err(why))) => {
                         reporter.failed(&FetchError::Unreachable {
                             url: format!("{}{}", c.base(), T::PATH),
