@@ -13,7 +13,9 @@
 //! watch the server ends resumes from the last bookmark's version; a
 //! watch ended with 410 Gone makes the agent list again; and
 //! kubelets that answer garbage, are down, or never answer each cost one
-//! warning and one `flowscope.events.lost` while flows go on.
+//! warning and one `flowscope.events.lost` while flows go on; an API server
+//! that answers 403 costs one warning for its three collections, and the
+//! kubelet alone still names the local pods.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowscope_integration::{Agent, NetPair, Point, sum, traffic};
+use flowscope_integration::{Agent, NetPair, Point, read_points, sum, traffic};
 use flowscope_model::names::{attr, k8s, metric, resource};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -112,6 +114,9 @@ enum Mode {
     Garbage,
     /// Accepts, reads the request, never answers.
     Silent,
+    /// A kubelet from the fixtures, but an API server that forbids
+    /// everything (the ClusterRole is missing): 403 with a `v1.Status`.
+    Forbidden,
 }
 
 struct Fixtures {
@@ -210,11 +215,13 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {TOKEN}")
         })
     });
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push((target.clone(), authorized));
+    if mode == Mode::Good {
+        shared
+            .requests
+            .lock()
+            .unwrap()
+            .push((target.clone(), authorized));
+    }
     match mode {
         Mode::Silent => {
             // Hold the connection until the client gives up.
@@ -222,6 +229,22 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             return Ok(());
         }
         Mode::Garbage => return respond(&mut s, 200, "<html>upstream went away</html>").await,
+        Mode::Forbidden if target == "/pods" => {
+            return respond(&mut s, 200, &shared.fixtures.kubelet).await;
+        }
+        Mode::Forbidden => {
+            let what = target
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            let status = format!(
+                r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{what} is forbidden: User \"system:serviceaccount:flowscope:flowscope\" cannot list resource \"{what}\" in API group \"\" at the cluster scope","reason":"Forbidden","details":{{"kind":"{what}"}},"code":403}}"#
+            );
+            return respond(&mut s, 403, &status).await;
+        }
         Mode::Good => {}
     }
     if !authorized {
@@ -452,9 +475,10 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         requests: Arc::new(Mutex::new(Vec::new())),
     };
     let acceptor = tls(secrets.path());
-    let (good, garbage, silent) = rt.block_on(async {
+    let (good, forbidden, garbage, silent) = rt.block_on(async {
         (
             Fake::start(Mode::Good, acceptor.clone(), shared.clone()).await,
+            Fake::start(Mode::Forbidden, acceptor.clone(), shared.clone()).await,
             Fake::start(Mode::Garbage, acceptor.clone(), shared.clone()).await,
             Fake::start(Mode::Silent, acceptor.clone(), shared.clone()).await,
         )
@@ -475,12 +499,15 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     let config = format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
          processors:\n  kubernetes:\n    kubelet: {{endpoint: \"https://127.0.0.1:{g}\", refresh_interval: 1h, min_refresh_interval: 1s}}\n    api: {{endpoint: \"https://127.0.0.1:{g}\"}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n{}{}{}\
-         exporters:\n  file:\n    path: OUTPUT\n\
-         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [kubernetes, kubernetes/garbage, kubernetes/down, kubernetes/silent]\n      exporters: [file]\n",
+         \x20 kubernetes/noapi:\n    kubelet: {{endpoint: \"https://127.0.0.1:{f}\", refresh_interval: 1h, min_refresh_interval: 1h}}\n    api: {{endpoint: \"https://127.0.0.1:{f}\", backoff: 1h, max_backoff: 1h}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n\
+         exporters:\n  file:\n    path: OUTPUT\n  file/noapi:\n    path: OUTPUT.noapi\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [kubernetes, kubernetes/garbage, kubernetes/down, kubernetes/silent]\n      exporters: [file]\n\
+         \x20   metrics/noapi:\n      receivers: [ebpf]\n      processors: [kubernetes/noapi]\n      exporters: [file/noapi]\n",
         failing("garbage", garbage.port),
         failing("down", down),
         failing("silent", silent.port),
         g = good.port,
+        f = forbidden.port,
     );
     let agent = Agent::start_with(&config).unwrap();
 
@@ -490,7 +517,9 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         "the kubelet's and the API server's answers",
         Duration::from_secs(60),
         |p| {
-            (total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None) == first_pods as f64
+            // The good kubelet's first answer, and noapi's kubelet (all).
+            (total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None)
+                == (first_pods + local_pods) as f64
                 && total(p, metric::EVENTS_RECEIVED.0, SOURCE_API, None) == listed as f64)
                 .then_some(())
         },
@@ -511,7 +540,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
             (sent(&client_points(p, WEB_UID, &api_ip, &p1s)) == 3000.0
                 && sent(&client_points(p, CHECKOUT_UID, &svc_ip, &p2s)) == 4000.0
                 && total(p, metric::EVENTS_RECEIVED.0, SOURCE_KUBELET, None)
-                    >= (first_pods + local_pods) as f64)
+                    >= (first_pods + 2 * local_pods) as f64)
                 .then(|| p.to_vec())
         },
     );
@@ -671,7 +700,10 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         total(&points, metric::EVENTS_LOST.0, SOURCE_KUBELET, None),
         3.0
     );
-    assert_eq!(total(&points, metric::EVENTS_LOST.0, SOURCE_API, None), 0.0);
+    // The API server that forbids: each collection failed once (backoff
+    // 1h), one warning for the three; the good API server lost nothing.
+    assert_eq!(lost(SOURCE_API, "http_error"), 3.0);
+    assert_eq!(total(&points, metric::EVENTS_LOST.0, SOURCE_API, None), 3.0);
     let log = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
     for port in [garbage.port, down, silent.port] {
         let needle = format!("kubelet https://127.0.0.1:{port}/pods failed");
@@ -680,6 +712,54 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
             .filter(|l| l.contains("WARN") && l.contains(&needle))
             .count();
         assert_eq!(warnings, 1, "{needle}:\n{log}");
+    }
+    let needle = format!("API server https://127.0.0.1:{} failed", forbidden.port);
+    let api_warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&needle))
+        .collect();
+    assert_eq!(api_warnings.len(), 1, "{needle}:\n{log}");
+    assert!(
+        api_warnings[0].contains("HTTP 403") && api_warnings[0].contains("are not named"),
+        "{}",
+        api_warnings[0]
+    );
+    assert!(!log.contains(&format!(
+        "API server https://127.0.0.1:{} failed",
+        good.port
+    )));
+
+    // Without API access the kubelet still names the local pods: the
+    // Deployment from the pod-template-hash rule (web), none for a pod
+    // without the label (checkout), and no peer.
+    let noapi_path = PathBuf::from(format!("{}.noapi", agent.output.display()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let noapi = loop {
+        let p = read_points(&noapi_path);
+        if sent(&client_points(&p, WEB_UID, &api_ip, &p1s)) == 3000.0
+            && sent(&client_points(&p, CHECKOUT_UID, &svc_ip, &p2bs)) == 4000.0
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "noapi pipeline's flows"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for p in client_points(&noapi, WEB_UID, &api_ip, &p1s) {
+        let r = |k: &str| p.resource.get(k).map(String::as_str);
+        assert_eq!(r(k8s::POD_NAME), Some("web-7d4b9c6f8-x2k9p"), "{p:?}");
+        assert_eq!(r(k8s::CONTAINER_NAME), Some("nginx"));
+        assert_eq!(r(k8s::DEPLOYMENT_NAME), Some("web"));
+        assert_eq!(p.attr(attr::PEER_SERVICE_NAME), None);
+        assert_eq!(p.attr(k8s::PEER_POD_NAME), None);
+    }
+    for p in client_points(&noapi, CHECKOUT_UID, &svc_ip, &p2bs) {
+        let r = |k: &str| p.resource.get(k).map(String::as_str);
+        assert_eq!(r(k8s::POD_NAME), Some("checkout-7f9c6d5b4-q2w3e"), "{p:?}");
+        assert_eq!(r(k8s::DEPLOYMENT_NAME), None);
+        assert_eq!(p.attr(attr::PEER_SERVICE_NAME), None);
     }
     // Every request to the good server carried the service-account token.
     let requests = shared.requests.lock().unwrap().clone();
