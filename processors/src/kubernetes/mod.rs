@@ -101,8 +101,10 @@ pub struct Kubernetes {
     _running: Arc<Running>,
     api: bool,
     local: Arc<LocalPods>,
-    /// This batch's Resources, by the address of the one they replace.
-    named: HashMap<usize, Option<Arc<Attrs>>>,
+    /// This batch's Resources, by the address of the one they replace;
+    /// that one is held too, so its address names it for the whole batch
+    /// (a freed address could be reused by a Resource made meanwhile).
+    named: HashMap<usize, (Arc<Attrs>, Option<Arc<Attrs>>)>,
     asked: bool,
 }
 
@@ -142,10 +144,10 @@ impl Kubernetes {
     pub fn enrich(&mut self, flow: &mut Flow) {
         let key = Arc::as_ptr(&flow.resource) as usize;
         let named = match self.named.get(&key) {
-            Some(n) => n.clone(),
+            Some((_, n)) => n.clone(),
             None => {
                 let n = self.name_local(&flow.resource);
-                self.named.insert(key, n.clone());
+                self.named.insert(key, (flow.resource.clone(), n.clone()));
                 n
             }
         };
