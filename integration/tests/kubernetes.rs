@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use flowscope_integration::{Agent, NetPair, Point, read_points, sum, traffic};
 use flowscope_model::names::{attr, k8s, metric, resource};
+use flowscope_otel_config::processors::{KubernetesProcessorConfig, ProcessorConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -346,6 +347,21 @@ fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
     text
 }
 
+fn fixtures(vars: &[(&str, &str)]) -> Fixtures {
+    let kubelet = fixture("kubelet-pods.json", vars);
+    // The first answer lists web only: checkout's first flows name a pod
+    // the kubelet has not reported yet, which asks for a new read.
+    let mut first: serde_json::Value = serde_json::from_str(&kubelet).unwrap();
+    first["items"].as_array_mut().unwrap().truncate(1);
+    Fixtures {
+        kubelet_first: first.to_string(),
+        kubelet,
+        pods: fixture("api-pods.json", vars),
+        services: fixture("api-services.json", vars),
+        replicasets: fixture("api-replicasets.json", vars),
+    }
+}
+
 fn items(json: &str) -> usize {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     v["items"].as_array().unwrap().len()
@@ -434,18 +450,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         ("@CHECKOUT_IP@", checkout_ip.as_str()),
         ("@NODE_IP@", web_ip.as_str()),
     ];
-    let kubelet = fixture("kubelet-pods.json", &vars);
-    // The first answer lists web only: checkout's first flows name a pod
-    // the kubelet has not reported yet, which asks for a new read.
-    let mut first: serde_json::Value = serde_json::from_str(&kubelet).unwrap();
-    first["items"].as_array_mut().unwrap().truncate(1);
-    let fixtures = Fixtures {
-        kubelet_first: first.to_string(),
-        kubelet,
-        pods: fixture("api-pods.json", &vars),
-        services: fixture("api-services.json", &vars),
-        replicasets: fixture("api-replicasets.json", &vars),
-    };
+    let fixtures = fixtures(&vars);
     let listed = items(&fixtures.pods) + items(&fixtures.services) + items(&fixtures.replicasets);
     let (first_pods, local_pods) = (items(&fixtures.kubelet_first), items(&fixtures.kubelet));
     let deleted = fixture("api-pods-deleted.json", &vars);
@@ -772,4 +777,90 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     drop(agent);
     drop(rt);
     drop(cgroups);
+}
+
+/// The processor's client alone (no agent, no root): the kubelet is read
+/// again on its timer, and what `api.max_objects` cannot hold is counted.
+#[test]
+fn kubelet_refresh_timer_and_the_object_bound() {
+    let vars = [
+        ("@WEB_IP@", "198.18.250.2"),
+        ("@API_IP@", "198.18.250.1"),
+        ("@SVC_IP@", "198.18.250.10"),
+        ("@CHECKOUT_IP@", "198.18.250.20"),
+        ("@NODE_IP@", "198.18.250.2"),
+    ];
+    let fixtures = fixtures(&vars);
+    let listed = items(&fixtures.pods) + items(&fixtures.services) + items(&fixtures.replicasets);
+    let both = items(&fixtures.kubelet_first) + items(&fixtures.kubelet);
+    let secrets = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_events_tx, events_rx) = tokio::sync::watch::channel(Vec::<String>::new());
+    let shared = Shared {
+        fixtures: Arc::new(fixtures),
+        events: events_rx,
+        delivered: Default::default(),
+        kubelet_reads: Default::default(),
+        requests: Arc::new(Mutex::new(Vec::new())),
+    };
+    let acceptor = tls(secrets.path());
+    let good = rt.block_on(Fake::start(Mode::Good, acceptor, shared.clone()));
+    let base = format!("https://127.0.0.1:{}", good.port);
+    let mut cfg = KubernetesProcessorConfig::default();
+    cfg.kubelet.endpoint = Some(base.clone());
+    cfg.kubelet.refresh_interval = Duration::from_secs(1);
+    cfg.api.endpoint = Some(base);
+    cfg.api.max_objects = 3;
+    cfg.token_path = secrets.path().join("token");
+    cfg.ca_file = secrets.path().join("ca.crt");
+    let ctx = flowscope_model::Context::default();
+    let id = "kubernetes".parse().unwrap();
+    let processor =
+        flowscope_processors::build(&id, &ProcessorConfig::Kubernetes(cfg), &ctx).unwrap();
+    let count = |metric, source: &str, reason: Option<&str>| {
+        let mut a = flowscope_model::Attrs::new().with(attr::SOURCE, source.to_owned());
+        if let Some(r) = reason {
+            a.set(attr::REASON, r.to_owned());
+        }
+        ctx.telemetry.total_matching(metric, &a)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Two kubelet reads (start, then the 1 s timer) with nothing asking
+    // for them; the lists all in.
+    while count(
+        flowscope_model::telemetry::EVENTS_RECEIVED,
+        SOURCE_KUBELET,
+        None,
+    ) < both as u64
+        || count(
+            flowscope_model::telemetry::EVENTS_RECEIVED,
+            SOURCE_API,
+            None,
+        ) < listed as u64
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh on the timer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(shared.kubelet_reads.load(Ordering::SeqCst) >= 2);
+    // Three objects held, the rest counted, whichever list came first.
+    assert_eq!(
+        count(
+            flowscope_model::telemetry::EVENTS_LOST,
+            SOURCE_API,
+            Some("table_full")
+        ),
+        (listed - 3) as u64
+    );
+    assert_eq!(
+        count(
+            flowscope_model::telemetry::EVENTS_LOST,
+            SOURCE_KUBELET,
+            None
+        ),
+        0
+    );
+    drop(processor);
 }
