@@ -721,6 +721,7 @@ const NAME_KEYS: &[&str] = &[
     k8s::STATEFULSET_NAME,
     k8s::DAEMONSET_NAME,
     k8s::JOB_NAME,
+    k8s::CLUSTER_NAME,
     k8s::CONTAINER_RUNTIME_NAME,
     k8s::PEER_SERVICE_NAMESPACE,
     k8s::PEER_POD_NAME,

@@ -503,7 +503,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     };
     let config = format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
-         processors:\n  kubernetes:\n    kubelet: {{endpoint: \"https://127.0.0.1:{g}\", refresh_interval: 1h, min_refresh_interval: 1s}}\n    api: {{endpoint: \"https://127.0.0.1:{g}\"}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n{}{}{}\
+         processors:\n  kubernetes:\n    kubelet: {{endpoint: \"https://127.0.0.1:{g}\", refresh_interval: 1h, min_refresh_interval: 1s}}\n    api: {{endpoint: \"https://127.0.0.1:{g}\"}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n    cluster_name: lab\n{}{}{}\
          \x20 kubernetes/noapi:\n    kubelet: {{endpoint: \"https://127.0.0.1:{f}\", refresh_interval: 1h, min_refresh_interval: 1h}}\n    api: {{endpoint: \"https://127.0.0.1:{f}\", backoff: 1h, max_backoff: 1h}}\n    token_path: {dir}/token\n    ca_file: {dir}/ca.crt\n\
          exporters:\n  file:\n    path: OUTPUT\n  file/noapi:\n    path: OUTPUT.noapi\n\
          service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [kubernetes, kubernetes/garbage, kubernetes/down, kubernetes/silent]\n      exporters: [file]\n\
@@ -577,6 +577,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
         assert_eq!(r(resource::CONTAINER_ID), Some(WEB_CONTAINER));
         assert_eq!(r(k8s::NODE_NAME), Some("node-1"));
         assert_eq!(r(k8s::DEPLOYMENT_NAME), Some("web"));
+        assert_eq!(r(k8s::CLUSTER_NAME), Some("lab"));
         assert_eq!(p.attr(attr::PEER_SERVICE_NAME), Some("api"));
         assert_eq!(p.attr(k8s::PEER_SERVICE_NAMESPACE), Some("shop"));
         assert_eq!(p.attr(k8s::PEER_POD_NAME), Some("api-5c8d9e7f6-m3n4b"));

@@ -336,6 +336,8 @@ pub mod k8s {
     pub const STATEFULSET_NAME: &str = sc::K8S_STATEFULSET_NAME;
     pub const DAEMONSET_NAME: &str = sc::K8S_DAEMONSET_NAME;
     pub const JOB_NAME: &str = sc::K8S_JOB_NAME;
+    /// The cluster's name, as configured (`cluster_name`): the API has none.
+    pub const CLUSTER_NAME: &str = sc::K8S_CLUSTER_NAME;
     /// The runtime's container name; for a pod's container flowscope sets
     /// the Kubernetes container name (the kubelet does not report the
     /// runtime's).

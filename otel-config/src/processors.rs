@@ -506,6 +506,10 @@ pub struct KubernetesProcessorConfig {
     /// included; a watch's limit is between two lines. Default `5s`.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    /// `k8s.cluster.name` on every flow Resource of this node (Kubernetes
+    /// has no API for a cluster's name). Default: not set.
+    #[serde(deserialize_with = "some_name")]
+    pub cluster_name: Option<String>,
 }
 
 impl Default for KubernetesProcessorConfig {
@@ -516,8 +520,17 @@ impl Default for KubernetesProcessorConfig {
             token_path: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
             ca_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
             timeout: Duration::from_secs(5),
+            cluster_name: None,
         }
     }
+}
+
+fn some_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(Some(s.trim().to_owned()))
 }
 
 /// Where and how often the kubelet's `/pods` is read.
@@ -977,7 +990,7 @@ mod tests {
         assert!(k.api.enabled);
         assert_eq!(k.kubelet.refresh_interval, Duration::from_secs(30));
         let k = one(
-            "  kubernetes:\n    kubelet: {endpoint: \"https://198.18.0.1:10250/\", refresh_interval: 1h, insecure_skip_verify: true}\n    api: {enabled: false, max_objects: 10}\n    timeout: 300ms",
+            "  kubernetes:\n    kubelet: {endpoint: \"https://198.18.0.1:10250/\", refresh_interval: 1h, insecure_skip_verify: true}\n    api: {enabled: false, max_objects: 10}\n    timeout: 300ms\n    cluster_name: prod-eu",
             "kubernetes",
         );
         let ProcessorConfig::Kubernetes(k) = k else {
@@ -993,6 +1006,7 @@ mod tests {
             (k.api.max_objects, k.timeout),
             (10, Duration::from_millis(300))
         );
+        assert_eq!(k.cluster_name.as_deref(), Some("prod-eu"));
         for (yaml, want) in [
             (
                 "    kubelet: {endpoint: \"http://x:10250\"}",
@@ -1001,6 +1015,7 @@ mod tests {
             ("    kubelet: {refresh_interval: 10ms}", "at least 1s"),
             ("    api: {max_objects: 0}", "at least 1"),
             ("    apiserver: {}", "unknown field"),
+            ("    cluster_name: \"\"", "must not be empty"),
         ] {
             let e = load(&format!("  kubernetes:\n{yaml}"), "kubernetes")
                 .unwrap_err()

@@ -101,6 +101,8 @@ pub struct Kubernetes {
     _running: Arc<Running>,
     api: bool,
     local: Arc<LocalPods>,
+    /// `k8s.cluster.name` for every Resource, when configured.
+    cluster_name: Option<Arc<str>>,
     /// This batch's Resources, by the address of the one they replace;
     /// that one is held too, so its address names it for the whole batch
     /// (a freed address could be reused by a Resource made meanwhile).
@@ -123,6 +125,7 @@ impl Kubernetes {
             shared: running.shared.clone(),
             api: running.api,
             _running: running,
+            cluster_name: c.cluster_name.as_deref().map(Arc::from),
             local: Arc::new(LocalPods::default()),
             named: HashMap::new(),
             asked: false,
@@ -177,15 +180,24 @@ impl Kubernetes {
     /// The Resource with the pod's names, None when it names no pod this
     /// processor knows.
     fn name_local(&mut self, res: &Attrs) -> Option<Arc<Attrs>> {
-        let uid = res.get_str(resource::K8S_POD_UID)?;
+        let with_cluster = |cluster: &Option<Arc<str>>| {
+            let name = cluster.as_ref()?;
+            Some(Arc::new(res.clone().with(k8s::CLUSTER_NAME, name.clone())))
+        };
+        let Some(uid) = res.get_str(resource::K8S_POD_UID) else {
+            return with_cluster(&self.cluster_name);
+        };
         let Some(pod) = self.local.by_uid.get(uid) else {
             if !self.asked {
                 self.asked = true;
                 self.shared.refresh.notify_one();
             }
-            return None;
+            return with_cluster(&self.cluster_name);
         };
         let mut a = res.clone();
+        if let Some(name) = &self.cluster_name {
+            a.set(k8s::CLUSTER_NAME, name.clone());
+        }
         a.set(k8s::NAMESPACE_NAME, pod.namespace.as_str());
         a.set(k8s::POD_NAME, pod.name.as_str());
         if let Some(node) = &pod.node {
@@ -230,6 +242,7 @@ impl Kubernetes {
             shared,
             api,
             local: Arc::new(LocalPods::default()),
+            cluster_name: None,
             named: HashMap::new(),
             asked: false,
         }
@@ -386,6 +399,24 @@ mod tests {
         assert_eq!(*a.resource, want);
         // Without the API server no peer is named.
         assert!(a.attrs.is_empty());
+    }
+
+    #[test]
+    fn cluster_name_on_every_resource() {
+        let mut k = Kubernetes::with_shared(shared(false), false);
+        k.cluster_name = Some("prod-eu".into());
+        k.begin_batch();
+        let host = Arc::new(Attrs::new().with(resource::SERVICE_NAME, "sshd"));
+        let pod = Arc::new(Attrs::new().with(resource::K8S_POD_UID, WEB_UID));
+        let (mut a, mut b) = (flow(&host, "198.18.9.9"), flow(&pod, "198.18.9.9"));
+        k.enrich(&mut a);
+        k.enrich(&mut b);
+        assert_eq!(a.resource.get_str(k8s::CLUSTER_NAME), Some("prod-eu"));
+        assert_eq!(b.resource.get_str(k8s::CLUSTER_NAME), Some("prod-eu"));
+        assert_eq!(
+            b.resource.get_str(k8s::POD_NAME),
+            Some("web-7d4b9c6f8-x2k9p")
+        );
     }
 
     #[test]
