@@ -88,6 +88,8 @@ pub struct Settings {
     pub api: Option<Endpoint>,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// `api.max_objects`: also the most items one list keeps.
+    pub max_objects: usize,
 }
 
 /// Counts failures and logs the first of a kind.
@@ -354,8 +356,10 @@ async fn watch_loop<T: Apply>(
             }
         }
         let Some(c) = client.as_ref() else { continue };
-        // The whole list, page by page.
+        // The whole list, page by page; past the bound an item is only
+        // counted, so a huge list cannot grow memory before it is applied.
         let mut items = Vec::new();
+        let mut over: u64 = 0;
         let mut next: Option<String> = None;
         let mut version = loop {
             let mut q = format!("{}?limit=500", T::PATH);
@@ -371,11 +375,19 @@ async fn watch_loop<T: Apply>(
             });
             match page {
                 Ok(p) => {
-                    items.extend(p.items);
+                    let room = settings.max_objects.saturating_sub(items.len());
+                    over += p.items.len().saturating_sub(room) as u64;
+                    items.extend(p.items.into_iter().take(room));
                     match p.next {
                         Some(n) => next = Some(n),
                         None => break p.resource_version,
                     }
+                }
+                // The `continue` token expired between two pages: start
+                // the list over, at once; that is no failure.
+                Err(e) if e.status() == Some(410) && next.is_some() => {
+                    first = true;
+                    continue 'relist;
                 }
                 Err(e) => {
                     reporter.failed(&e);
@@ -386,8 +398,8 @@ async fn watch_loop<T: Apply>(
         {
             let mut cl = shared.cluster.write().unwrap_or_else(|p| p.into_inner());
             T::clear(&mut cl);
-            let mut full = 0;
-            reporter.received(items.len());
+            let mut full = over;
+            reporter.received(items.len() + over as usize);
             for x in items {
                 if T::upsert(&mut cl, x).is_err() {
                     full += 1;

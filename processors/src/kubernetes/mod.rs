@@ -310,6 +310,7 @@ fn settings(c: &KubernetesProcessorConfig, env: &dyn Fn(&str) -> Option<String>)
         api,
         backoff: c.api.backoff,
         max_backoff: c.api.max_backoff.max(c.api.backoff),
+        max_objects: c.api.max_objects,
     }
 }
 
