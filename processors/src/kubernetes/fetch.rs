@@ -384,9 +384,10 @@ async fn watch_loop<T: Apply>(
                     }
                 }
                 // The `continue` token expired between two pages: start
-                // the list over, at once; that is no failure.
+                // the list over (after the backoff, so a server that keeps
+                // doing it is not hammered); that is no failure.
                 Err(e) if e.status() == Some(410) && next.is_some() => {
-                    first = true;
+                    tracing::debug!(kind = T::LIST, "continue token expired: listing again");
                     continue 'relist;
                 }
                 Err(e) => {
