@@ -340,6 +340,15 @@ async fn watch_loop<T: Apply>(
     let mut delay = settings.backoff;
     let mut client: Option<Client> = None;
     let mut first = true;
+    // A 410 relists at once, but not twice within 10 s: a server that
+    // answers 410 to every watch must not make this loop list in a spin.
+    let mut last_gone: Option<Instant> = None;
+    let mut relist_now = move || {
+        let now = Instant::now();
+        let quick = last_gone.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10));
+        last_gone = Some(now);
+        quick
+    };
     'relist: loop {
         if !first {
             tokio::time::sleep(delay).await;
@@ -421,7 +430,7 @@ async fn watch_loop<T: Apply>(
             let mut stream = match c.stream(&q).await {
                 Ok(s) => s,
                 Err(e) if e.status() == Some(410) => {
-                    first = true;
+                    first = relist_now();
                     continue 'relist;
                 }
                 Err(e) => {
@@ -485,7 +494,7 @@ async fn watch_loop<T: Apply>(
                                         kind = T::LIST,
                                         "watch expired (410): listing again"
                                     );
-                                    first = true;
+                                    first = relist_now();
                                     continue 'relist;
                                 }
                                 WatchEvent::Error(s) => {
