@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
-use flowscope_model::names::{attr, metric, resource, value};
+use flowscope_model::names::{attr, k8s, metric, resource, value};
 use flowscope_model::{MetricBatch, Telemetry};
 use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
 use flowscope_receiver::dns::engine::{Captured, Direction, FixedOwner};
@@ -712,6 +712,20 @@ const NAME_KEYS: &[&str] = &[
     resource::K8S_POD_NAME,
     resource::K8S_POD_UID,
     resource::K8S_NODE_NAME,
+    k8s::NAMESPACE_NAME,
+    k8s::POD_NAME,
+    k8s::POD_UID,
+    k8s::NODE_NAME,
+    k8s::CONTAINER_NAME,
+    k8s::DEPLOYMENT_NAME,
+    k8s::STATEFULSET_NAME,
+    k8s::DAEMONSET_NAME,
+    k8s::JOB_NAME,
+    k8s::CLUSTER_NAME,
+    k8s::CONTAINER_RUNTIME_NAME,
+    k8s::PEER_SERVICE_NAMESPACE,
+    k8s::PEER_POD_NAME,
+    k8s::PEER_NAMESPACE_NAME,
     resource::CLOUD_PROVIDER,
     resource::CLOUD_PLATFORM,
     resource::CLOUD_REGION,

@@ -37,6 +37,10 @@ pub enum Source {
     Conntrack,
     /// The Network Path receiver's dynamic tests (their limits).
     PathDynamic,
+    /// The `kubernetes` processor's kubelet client (`/pods` refreshes).
+    KubernetesKubelet,
+    /// The `kubernetes` processor's API server client (list and watch).
+    KubernetesApi,
 }
 
 impl Source {
@@ -49,6 +53,8 @@ impl Source {
             Source::Pipeline => "pipeline",
             Source::Conntrack => "conntrack",
             Source::PathDynamic => "path.dynamic",
+            Source::KubernetesKubelet => "kubernetes.kubelet",
+            Source::KubernetesApi => "kubernetes.api",
         }
     }
 }
@@ -87,6 +93,13 @@ pub enum LossReason {
     QueueFull,
     /// The network namespace to work in no longer exists.
     NetnsGone,
+    /// A server could not be reached (connect or TLS failed): the answer
+    /// it would have given is lost.
+    Unreachable,
+    /// A server did not answer within the configured timeout.
+    Timeout,
+    /// A server answered with an HTTP error status.
+    HttpError,
 }
 
 impl LossReason {
@@ -107,6 +120,9 @@ impl LossReason {
             LossReason::WorkersBusy => "workers_busy",
             LossReason::QueueFull => "queue_full",
             LossReason::NetnsGone => "netns_gone",
+            LossReason::Unreachable => "unreachable",
+            LossReason::Timeout => "timeout",
+            LossReason::HttpError => "http_error",
         }
     }
 }

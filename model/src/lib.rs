@@ -14,6 +14,7 @@ pub mod destinations;
 pub mod flow;
 pub mod hist;
 pub mod internal_events;
+pub mod kubepods;
 pub mod local;
 pub mod metrics;
 pub mod names;

@@ -319,3 +319,34 @@ pub mod ui {
         REACHABLE as PATH_REACHABLE,
     };
 }
+
+/// The `kubernetes` processor (issue 9): Resource keys of the local pod and
+/// the flow attributes naming a peer pod or Service. The semconv keys come
+/// from the semconv crate; the two peer keys are flowscope's (contract v2,
+/// "Flow attributes").
+pub mod k8s {
+    use super::sc;
+
+    pub const NAMESPACE_NAME: &str = sc::K8S_NAMESPACE_NAME;
+    pub const POD_NAME: &str = sc::K8S_POD_NAME;
+    pub const POD_UID: &str = sc::K8S_POD_UID;
+    pub const NODE_NAME: &str = sc::K8S_NODE_NAME;
+    pub const CONTAINER_NAME: &str = sc::K8S_CONTAINER_NAME;
+    pub const DEPLOYMENT_NAME: &str = sc::K8S_DEPLOYMENT_NAME;
+    pub const STATEFULSET_NAME: &str = sc::K8S_STATEFULSET_NAME;
+    pub const DAEMONSET_NAME: &str = sc::K8S_DAEMONSET_NAME;
+    pub const JOB_NAME: &str = sc::K8S_JOB_NAME;
+    /// The cluster's name, as configured (`cluster_name`): the API has none.
+    pub const CLUSTER_NAME: &str = sc::K8S_CLUSTER_NAME;
+    /// The runtime's container name; for a pod's container flowscope sets
+    /// the Kubernetes container name (the kubelet does not report the
+    /// runtime's).
+    pub const CONTAINER_RUNTIME_NAME: &str = sc::CONTAINER_NAME;
+
+    /// `service.peer.namespace`: the peer pod's or Service's namespace.
+    pub const PEER_SERVICE_NAMESPACE: &str = sc::SERVICE_PEER_NAMESPACE;
+    /// The peer pod's name, when the peer address is a known pod's.
+    pub const PEER_POD_NAME: &str = "flowscope.peer.k8s.pod.name";
+    /// The peer pod's namespace.
+    pub const PEER_NAMESPACE_NAME: &str = "flowscope.peer.k8s.namespace.name";
+}

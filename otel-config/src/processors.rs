@@ -44,12 +44,21 @@ pub enum ProcessorConfig {
     Locality(LocalityProcessorConfig),
     /// `cost`: see [`CostProcessorConfig`].
     Cost(CostProcessorConfig),
+    /// `kubernetes`: see [`KubernetesProcessorConfig`].
+    Kubernetes(KubernetesProcessorConfig),
 }
 
 impl ProcessorConfig {
     /// Every processor type this build knows, as written in the config.
-    pub const KINDS: &'static [&'static str] =
-        &["aggregate", "filter", "cloud", "peer", "locality", "cost"];
+    pub const KINDS: &'static [&'static str] = &[
+        "aggregate",
+        "filter",
+        "cloud",
+        "peer",
+        "locality",
+        "cost",
+        "kubernetes",
+    ];
 
     /// The component type of these settings (`aggregate`).
     pub fn kind(&self) -> &'static str {
@@ -60,6 +69,7 @@ impl ProcessorConfig {
             ProcessorConfig::Peer(_) => "peer",
             ProcessorConfig::Locality(_) => "locality",
             ProcessorConfig::Cost(_) => "cost",
+            ProcessorConfig::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -80,6 +90,7 @@ impl<'de> DeserializeSeed<'de> for ProcessorSeed<'_> {
             "peer" => component_body(deserializer).map(ProcessorConfig::Peer),
             "locality" => component_body(deserializer).map(ProcessorConfig::Locality),
             "cost" => component_body(deserializer).map(ProcessorConfig::Cost),
+            "kubernetes" => component_body(deserializer).map(ProcessorConfig::Kubernetes),
             other => unknown_kind(deserializer, "processor", other, ProcessorConfig::KINDS),
         }
     }
@@ -467,6 +478,159 @@ pub enum DirectionName {
     Receive,
 }
 
+// --------------------------------------------------------------- kubernetes
+
+/// `kubernetes` processor: names the local pod of each flow (`k8s.*` and
+/// `container.name` on its Resource, from the process's cgroup and the
+/// node's kubelet) and peers that are pods or Services of the cluster
+/// (`service.peer.name`, `service.peer.namespace`,
+/// `flowscope.peer.k8s.*`, from the API server). Every request runs in the
+/// background; flows are named from the last good answer and never wait.
+/// docs/kubernetes.md explains what is resolved and the RBAC it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesProcessorConfig {
+    /// The node's kubelet (local pods); see [`KubeletConfig`].
+    pub kubelet: KubeletConfig,
+    /// The API server (peer pods and Services); see [`KubeApiConfig`].
+    pub api: KubeApiConfig,
+    /// The service-account token sent as `Authorization: Bearer` to both,
+    /// re-read before each request (projected tokens rotate). Default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    pub token_path: PathBuf,
+    /// The CA bundle (PEM) that signed the API server's certificate, and
+    /// the kubelet's unless `kubelet.ca_file` says otherwise. Default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.
+    pub ca_file: PathBuf,
+    /// Time limit of one request (a list, a kubelet `/pods`), connect
+    /// included; a watch's limit is between two lines. Default `5s`.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// `k8s.cluster.name` on every flow Resource of this node (Kubernetes
+    /// has no API for a cluster's name). Default: not set.
+    #[serde(deserialize_with = "some_name")]
+    pub cluster_name: Option<String>,
+}
+
+impl Default for KubernetesProcessorConfig {
+    fn default() -> Self {
+        KubernetesProcessorConfig {
+            kubelet: KubeletConfig::default(),
+            api: KubeApiConfig::default(),
+            token_path: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            ca_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+            timeout: Duration::from_secs(5),
+            cluster_name: None,
+        }
+    }
+}
+
+fn some_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(Some(s.trim().to_owned()))
+}
+
+/// Where and how often the kubelet's `/pods` is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeletConfig {
+    /// Base URL of the kubelet (`https://10.0.0.5:10250`). Default
+    /// `https://$NODE_IP:10250`, else `https://$K8S_NODE_NAME:10250`, else
+    /// `https://localhost:10250` (the agent's environment at start).
+    #[serde(deserialize_with = "some_https_url")]
+    pub endpoint: Option<String>,
+    /// How often `/pods` is read. Default `30s`, at least `1s`.
+    #[serde(deserialize_with = "at_least_a_second")]
+    pub refresh_interval: Duration,
+    /// A flow from a pod the last answer did not list asks for a new read
+    /// at once, but at most once per this time. Default `5s`.
+    #[serde(deserialize_with = "duration")]
+    pub min_refresh_interval: Duration,
+    /// A CA bundle (PEM) for the kubelet's serving certificate when the
+    /// cluster CA did not sign it. Default: `ca_file`.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any kubelet certificate (kubelets with self-signed serving
+    /// certificates). Default false.
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            endpoint: None,
+            refresh_interval: Duration::from_secs(30),
+            min_refresh_interval: Duration::from_secs(5),
+            ca_file: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+/// The API server's list and watch of pods, Services and ReplicaSets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeApiConfig {
+    /// Ask the API server at all. Without it peers are not named and a
+    /// ReplicaSet's Deployment comes from the pod-template-hash rule.
+    /// Default true.
+    pub enabled: bool,
+    /// Base URL of the API server. Default
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT` (the
+    /// in-cluster variables every pod has).
+    #[serde(deserialize_with = "some_https_url")]
+    pub endpoint: Option<String>,
+    /// Most pods, Services and ReplicaSets held together; past it new
+    /// ones are not held and counted
+    /// (`flowscope.events.lost{flowscope.source=kubernetes.api,
+    /// flowscope.reason=table_full}`). Default 100000, at least 1.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_objects: usize,
+    /// First wait before reconnecting after a failed list or watch; it
+    /// doubles up to `max_backoff`. Default `1s`.
+    #[serde(deserialize_with = "duration")]
+    pub backoff: Duration,
+    /// Longest wait between reconnects. Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for KubeApiConfig {
+    fn default() -> Self {
+        KubeApiConfig {
+            enabled: true,
+            endpoint: None,
+            max_objects: 100_000,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+fn some_https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let rest = s.strip_prefix("https://").ok_or_else(|| {
+        de::Error::custom(format_args!(
+            "`{s}` is not an https:// URL (the kubelet and the API server speak TLS)"
+        ))
+    })?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(de::Error::custom(format_args!("`{s}` has no host")));
+    }
+    Ok(Some(s.trim_end_matches('/').to_owned()))
+}
+
+fn at_least_a_second<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = duration(d)?;
+    if v < Duration::from_secs(1) {
+        return Err(de::Error::custom("must be at least 1s"));
+    }
+    Ok(v)
+}
+
 // ------------------------------------------------------------ value types
 
 /// An IP network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
@@ -814,5 +978,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("finite number >= 0"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_defaults_and_errors_with_lines() {
+        let k = one("  kubernetes:", "kubernetes");
+        let ProcessorConfig::Kubernetes(k) = k else {
+            panic!("{k:?}")
+        };
+        assert_eq!(k, KubernetesProcessorConfig::default());
+        assert!(k.api.enabled);
+        assert_eq!(k.kubelet.refresh_interval, Duration::from_secs(30));
+        let k = one(
+            "  kubernetes:\n    kubelet: {endpoint: \"https://198.18.0.1:10250/\", refresh_interval: 1h, insecure_skip_verify: true}\n    api: {enabled: false, max_objects: 10}\n    timeout: 300ms\n    cluster_name: prod-eu",
+            "kubernetes",
+        );
+        let ProcessorConfig::Kubernetes(k) = k else {
+            panic!("{k:?}")
+        };
+        assert_eq!(
+            k.kubelet.endpoint.as_deref(),
+            Some("https://198.18.0.1:10250")
+        );
+        assert_eq!(k.kubelet.refresh_interval, Duration::from_secs(3600));
+        assert!(k.kubelet.insecure_skip_verify && !k.api.enabled);
+        assert_eq!(
+            (k.api.max_objects, k.timeout),
+            (10, Duration::from_millis(300))
+        );
+        assert_eq!(k.cluster_name.as_deref(), Some("prod-eu"));
+        for (yaml, want) in [
+            (
+                "    kubelet: {endpoint: \"http://x:10250\"}",
+                "not an https:// URL",
+            ),
+            ("    kubelet: {refresh_interval: 10ms}", "at least 1s"),
+            ("    api: {max_objects: 0}", "at least 1"),
+            ("    apiserver: {}", "unknown field"),
+            ("    cluster_name: \"\"", "must not be empty"),
+        ] {
+            let e = load(&format!("  kubernetes:\n{yaml}"), "kubernetes")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains("test.yaml:5"), "{yaml}: {e}");
+        }
     }
 }

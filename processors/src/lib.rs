@@ -85,6 +85,7 @@ pub(crate) enum FlowStage {
     Peer(Box<peer::Peer>),
     Locality(Box<locality::Locality>),
     Cost(cost::Cost),
+    Kubernetes(Box<kubernetes::Kubernetes>),
 }
 
 impl FlowStage {
@@ -95,6 +96,7 @@ impl FlowStage {
             FlowStage::Cloud(c) => c.begin_batch(),
             FlowStage::Peer(p) => p.begin_batch(flows),
             FlowStage::Locality(l) => l.begin_batch(flows),
+            FlowStage::Kubernetes(k) => k.begin_batch(),
         }
     }
 
@@ -110,6 +112,7 @@ impl FlowStage {
             FlowStage::Peer(p) => p.enrich(flow),
             FlowStage::Locality(l) => l.enrich(flow),
             FlowStage::Cost(c) => *cost_usd += c.of(flow),
+            FlowStage::Kubernetes(k) => k.enrich(flow),
         }
         Verdict::Keep
     }
@@ -153,11 +156,13 @@ impl Processor {
 /// Builds processors for one agent. Everything shared comes from the
 /// agent's [`Context`] (the table of local listeners, the DNS name cache,
 /// self-telemetry); the builder adds the processors' own per-agent state
-/// (one cloud detection per settings, [`cloud::Detections`]). Build every
+/// (one cloud detection per settings, [`cloud::Detections`]; one
+/// Kubernetes client per settings, [`kubernetes::Clients`]). Build every
 /// processor of an agent with one builder.
 pub struct Builder {
     ctx: Context,
     detections: cloud::Detections,
+    kubernetes: kubernetes::Clients,
 }
 
 impl Builder {
@@ -165,6 +170,7 @@ impl Builder {
         Builder {
             ctx: ctx.clone(),
             detections: cloud::Detections::new(),
+            kubernetes: kubernetes::Clients::new(),
         }
     }
 
@@ -182,7 +188,7 @@ impl Builder {
         id: &ComponentId,
         config: &ProcessorConfig,
     ) -> Result<Processor, BuildError> {
-        build_stage(id, config, &self.ctx, &self.detections)
+        build_stage(id, config, &self.ctx, &self.detections, &self.kubernetes)
     }
 
     /// A chain of `processors` counting on this agent's self-telemetry.
@@ -209,6 +215,7 @@ fn build_stage(
     config: &ProcessorConfig,
     ctx: &Context,
     detections: &cloud::Detections,
+    kubernetes: &kubernetes::Clients,
 ) -> Result<Processor, BuildError> {
     // Telemetry is counted by the chain (cardinality overflow); the
     // processors themselves drop nothing that needs counting.
@@ -246,6 +253,17 @@ fn build_stage(
             locality::Locality::from_config(c, ctx.local_services.clone()),
         ))),
         ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
+        ProcessorConfig::Kubernetes(c) => {
+            let k = kubernetes::Kubernetes::from_config(c, kubernetes, &ctx.telemetry, &|k| {
+                std::env::var(k).ok()
+            })
+            .map_err(|e| BuildError::Invalid {
+                id: id.to_string(),
+                key: "kubernetes".to_owned(),
+                message: format!("cannot start its client thread: {e}"),
+            })?;
+            Stage::Flow(FlowStage::Kubernetes(Box::new(k)))
+        }
         other => {
             return Err(BuildError::Invalid {
                 id: id.to_string(),

@@ -571,6 +571,9 @@ impl Collector {
             if let Some(c) = &info.container_id {
                 attrs.set(resource::CONTAINER_ID, c.clone());
             }
+            if let Some(uid) = &info.pod_uid {
+                attrs.set(resource::K8S_POD_UID, uid.clone());
+            }
             if self.settings.granularity == Granularity::Process {
                 attrs.set(resource::PROCESS_PID, key.pid);
                 attrs.set(

@@ -29,6 +29,10 @@ pub struct ProcessInfo {
     /// `service.version` from `OTEL_RESOURCE_ATTRIBUTES`, else `DD_VERSION`.
     pub service_version: Option<Arc<str>>,
     pub container_id: Option<Arc<str>>,
+    /// The Kubernetes pod's UID when the cgroup path is a pod's
+    /// (`k8s.pod.uid`, read from the same `/proc/<pid>/cgroup` text as the
+    /// container id; the `kubernetes` processor names the pod from it).
+    pub pod_uid: Option<Arc<str>>,
 }
 
 struct Read {
@@ -148,10 +152,15 @@ impl ProcessCache {
         let service_version = resource_attribute(&environ, "service.version")
             .or_else(|| env_var(&environ, "DD_VERSION"))
             .map(Arc::from);
-        let container_id = std::fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|c| container_id_from_cgroup(&c))
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).ok();
+        let container_id = cgroup
+            .as_deref()
+            .and_then(container_id_from_cgroup)
             .map(Arc::from);
+        let pod_uid = cgroup
+            .as_deref()
+            .and_then(flowscope_model::kubepods::parse_cgroup)
+            .map(|p| Arc::from(p.pod_uid));
         Read {
             info: ProcessInfo {
                 pid,
@@ -162,6 +171,7 @@ impl ProcessCache {
                 service_namespace,
                 service_version,
                 container_id,
+                pod_uid,
             },
             alive,
         }

@@ -48,6 +48,11 @@ pub struct Pod {
     pub workload: Option<Workload>,
     /// Container id (without the `runtime://` prefix) -> container name.
     pub containers: HashMap<String, String>,
+    /// The controlling ReplicaSet's name, when that is the owner: the API
+    /// server's ReplicaSets name its Deployment exactly
+    /// ([`super::table::Cluster`]); `workload` holds the pod-template-hash
+    /// rule's answer for when they are not known.
+    pub replicaset: Option<String>,
 }
 
 /// Why a pod list could not be read.
@@ -61,8 +66,9 @@ struct PodList {
     items: Vec<RawPod>,
 }
 
+/// A pod as the API returns it, only the fields used.
 #[derive(Deserialize)]
-struct RawPod {
+pub struct RawPod {
     metadata: Meta,
     #[serde(default)]
     spec: Spec,
@@ -83,11 +89,16 @@ struct Meta {
 }
 
 #[derive(Deserialize)]
-struct Owner {
-    kind: String,
-    name: String,
+pub(crate) struct Owner {
+    pub(crate) kind: String,
+    pub(crate) name: String,
     #[serde(default)]
-    controller: bool,
+    pub(crate) controller: bool,
+}
+
+/// The controlling owner (`controller: true`), else the first.
+pub(crate) fn controller(owners: &[Owner]) -> Option<&Owner> {
+    owners.iter().find(|o| o.controller).or(owners.first())
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +111,7 @@ struct Spec {
 
 #[derive(Deserialize, Default)]
 struct Status {
+    phase: Option<String>,
     #[serde(default, rename = "podIPs")]
     pod_ips: Vec<PodIp>,
     #[serde(rename = "podIP")]
@@ -128,7 +140,8 @@ pub fn parse_pod_list(body: &[u8]) -> Result<Vec<Pod>, PodListError> {
     Ok(list.items.into_iter().map(reduce).collect())
 }
 
-fn reduce(p: RawPod) -> Pod {
+/// One pod, reduced.
+pub(crate) fn reduce(p: RawPod) -> Pod {
     let mut ips: Vec<IpAddr> = p
         .status
         .pod_ips
@@ -140,8 +153,10 @@ fn reduce(p: RawPod) -> Pod {
     {
         ips.push(ip);
     }
-    // A host-network pod's IP is the node's: it names no one peer.
-    if p.spec.host_network {
+    // A host-network pod's IP is the node's: it names no one peer. A pod
+    // that has finished gave its IP back: another pod may have it now.
+    let finished = matches!(p.status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    if p.spec.host_network || finished {
         ips.clear();
     }
     let containers = p
@@ -156,6 +171,9 @@ fn reduce(p: RawPod) -> Pod {
         })
         .collect();
     let workload = workload(&p.metadata);
+    let replicaset = controller(&p.metadata.owners)
+        .filter(|o| o.kind == "ReplicaSet")
+        .map(|o| o.name.clone());
     Pod {
         uid: p.metadata.uid,
         name: p.metadata.name,
@@ -164,6 +182,7 @@ fn reduce(p: RawPod) -> Pod {
         ips,
         workload,
         containers,
+        replicaset,
     }
 }
 
@@ -172,11 +191,7 @@ fn reduce(p: RawPod) -> Pod {
 /// hash as a label: the Deployment's name is the ReplicaSet's without it,
 /// exactly, without asking the API server.
 fn workload(m: &Meta) -> Option<Workload> {
-    let o = m
-        .owners
-        .iter()
-        .find(|o| o.controller)
-        .or(m.owners.first())?;
+    let o = controller(&m.owners)?;
     let name = o.name.clone();
     Some(match o.kind.as_str() {
         "ReplicaSet" => match m.labels.get("pod-template-hash").and_then(|h| {
@@ -222,6 +237,7 @@ mod tests {
         );
         assert_eq!(web.node.as_deref(), Some("node-1"));
         assert_eq!(web.workload, Some(Workload::Deployment("web".into())));
+        assert_eq!(web.replicaset.as_deref(), Some("web-7d4b9c6f8"));
         assert_eq!(web.ips, vec!["198.18.7.10".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             web.containers

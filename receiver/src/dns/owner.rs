@@ -115,6 +115,9 @@ impl ProcOwners {
                 if let Some(c) = &info.container_id {
                     a.set(resource::CONTAINER_ID, c.clone());
                 }
+                if let Some(uid) = &info.pod_uid {
+                    a.set(resource::K8S_POD_UID, uid.clone());
+                }
                 Arc::new(a)
             })
             .clone()

@@ -1,6 +1,11 @@
 //! Which pod and container a process runs in, from its cgroup path
 //! (`/proc/<pid>/cgroup`). Sans-IO: callers pass the file's text.
 //!
+//! It lives in the model because two crates read it: the `ebpf` receiver's
+//! process attribution, which reads `/proc/<pid>/cgroup` once while the
+//! process runs and puts the pod UID on the flow's Resource
+//! (`k8s.pod.uid`), and the `kubernetes` processor, which names that pod.
+//!
 //! The kubelet puts every pod in a cgroup named after its UID, under
 //! `kubepods`, and the runtime names each container's cgroup after the
 //! container id (64 hex digits). The shapes differ by cgroup driver and
