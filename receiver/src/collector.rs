@@ -140,6 +140,9 @@ pub struct Collector {
     pending: HashMap<PendKey, (FlowKey, FlowStats)>,
     /// Keys of closed connections whose stats wait in `pending`.
     closed_pending: HashMap<u64, PendKey>,
+    /// Pending slots already carried over from the previous interval: the
+    /// next settling is their last.
+    carried: hashbrown::HashSet<PendKey>,
 }
 
 /// Normalises an address from the kernel: IPv4-mapped IPv6 becomes IPv4.
@@ -170,6 +173,7 @@ impl Collector {
             nat: None,
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
+            carried: hashbrown::HashSet::new(),
         }
     }
 
@@ -595,19 +599,31 @@ impl Collector {
         r
     }
 
-    /// Gives the connections whose peer looked translated a last chance to
-    /// find their conntrack entry (events may trail the close a little),
-    /// then adds them to their flows: resolved, or as they were, counted in
+    /// Gives the connections whose peer looked translated another chance
+    /// to find their conntrack entry, then adds them to their flows:
+    /// resolved, or as they were, counted in
     /// `flowscope.events.lost{reason=nat_unresolved}` (one per connection
-    /// or UDP flow and interval).
-    fn settle_pending(&mut self) {
+    /// or UDP flow and interval). The conntrack service reads its events in
+    /// short batches, so a connection closed just before the interval ended
+    /// may be settled before its entry arrived: with `carry`, a slot still
+    /// unresolved on its first settling waits for the next interval (its
+    /// counts are then reported one interval late, under the real peer);
+    /// the agent's last interval carries nothing.
+    fn settle_pending(&mut self, carry: bool) {
+        let carried = std::mem::take(&mut self.carried);
         if self.pending.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
         let (mut tcp_lost, mut udp_lost) = (0, 0);
         for (p, (mut key, stats)) in pending {
-            match self.resolve(p.transport, p.netns, p.local, p.peer) {
+            let res = self.resolve(p.transport, p.netns, p.local, p.peer);
+            if carry && !matches!(res, Resolution::Nat { .. }) && !carried.contains(&p) {
+                self.carried.insert(p);
+                self.pending.insert(p, (key, stats));
+                continue;
+            }
+            match res {
                 Resolution::Nat { real, nat } => {
                     Self::apply_nat(&mut key, (real, nat));
                     if let Some(sk) = p.sk {
@@ -626,7 +642,8 @@ impl Collector {
             }
             self.acc.entry(key).or_default().merge(&stats);
         }
-        self.closed_pending.clear();
+        let pending = &self.pending;
+        self.closed_pending.retain(|_, p| pending.contains_key(p));
         self.telemetry.emit(EventsLost::new(
             Source::EbpfTcp,
             LossReason::NatUnresolved,
@@ -642,7 +659,23 @@ impl Collector {
     /// Ends the interval: the flows with anything to report, and the table
     /// forgets what is stale.
     pub fn finish(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) -> FlowBatch {
-        self.settle_pending();
+        self.finish_interval(start_unix_nanos, end_unix_nanos, true)
+    }
+
+    /// Ends the agent's last interval: as [`Collector::finish`], but what
+    /// still waits for its conntrack entry is reported now (unresolved and
+    /// counted), since there is no next interval.
+    pub fn finish_last(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) -> FlowBatch {
+        self.finish_interval(start_unix_nanos, end_unix_nanos, false)
+    }
+
+    fn finish_interval(
+        &mut self,
+        start_unix_nanos: u64,
+        end_unix_nanos: u64,
+        carry: bool,
+    ) -> FlowBatch {
+        self.settle_pending(carry);
         let acc = std::mem::take(&mut self.acc);
         let mut resources = HashMap::new();
         let mut flows = Vec::with_capacity(acc.len());
@@ -834,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn nat_resolves_now_at_interval_end_or_counts_the_miss() {
+    fn nat_resolves_at_interval_end_or_the_next_then_counts_the_miss() {
         use crate::conntrack::{CtEntry, NatResolver, Tuple};
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         let entry = |port: u16, pod: &str| CtEntry {
@@ -863,51 +896,69 @@ mod tests {
         let mut c = conn(role::CLIENT, 40002, 80);
         c.bytes_rx = 3;
         col.on_conn(3, &c);
+        // Known only after the interval ended (events trail a little).
+        let mut d = conn(role::CLIENT, 40003, 80);
+        d.bytes_rx = 7;
+        col.on_conn(4, &d);
         nat.insert(0, &entry(40001, "198.18.1.3:8080"));
-        let mut flows = col.finish(0, 1).flows;
-        flows.sort_by_key(|f| f.peer);
-        let got: Vec<_> = flows
-            .iter()
-            .map(|f| {
-                (
-                    f.peer,
-                    f.attrs.get(nat::PEER_NAT_ADDRESS).cloned(),
-                    f.attrs.get(nat::PEER_NAT_PORT).cloned(),
-                    f.stats.bytes_rx,
-                )
-            })
-            .collect();
         let s = |v: &str| Some(flowscope_model::Value::from(v.to_string()));
+        let view = |flows: &[Flow]| {
+            let mut got: Vec<_> = flows
+                .iter()
+                .map(|f| {
+                    (
+                        f.peer,
+                        f.attrs.get(nat::PEER_NAT_ADDRESS).cloned(),
+                        f.attrs.get(nat::PEER_NAT_PORT).cloned(),
+                        f.stats.bytes_rx,
+                    )
+                })
+                .collect();
+            got.sort_by_key(|g| g.0);
+            got
+        };
+        let nat_port = Some(80i64.into());
+        // c and d wait for the next interval.
         assert_eq!(
-            got,
+            view(&col.finish(0, 1).flows),
             vec![
-                (sa("198.18.0.2:80"), None, None, 3),
                 (
                     sa("198.18.1.2:8080"),
                     s("198.18.0.2"),
-                    Some(80i64.into()),
+                    nat_port.clone(),
                     100
                 ),
-                (
-                    sa("198.18.1.3:8080"),
-                    s("198.18.0.2"),
-                    Some(80i64.into()),
-                    20
-                ),
+                (sa("198.18.1.3:8080"), s("198.18.0.2"), nat_port.clone(), 20),
             ]
         );
         let f = Attrs::new().with(attr::REASON, nat::REASON_NAT_UNRESOLVED);
-        assert_eq!(
-            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
-            1
-        );
+        let lost = || t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f);
+        assert_eq!(lost(), 0);
+        nat.insert(0, &entry(40003, "198.18.1.4:8080"));
         // The resolution is remembered for the connection's later intervals,
         // even once conntrack has forgotten it.
         b.bytes_rx = 25;
         col.on_conn(2, &b);
-        let flows = col.finish(1, 2).flows;
-        let f = flows.iter().find(|f| f.stats.bytes_rx == 5).unwrap();
-        assert_eq!(f.peer, sa("198.18.1.3:8080"));
+        // Second settling: d resolves late, c is reported as it was and
+        // counted.
+        assert_eq!(
+            view(&col.finish(1, 2).flows),
+            vec![
+                (sa("198.18.0.2:80"), None, None, 3),
+                (sa("198.18.1.3:8080"), s("198.18.0.2"), nat_port.clone(), 5),
+                (sa("198.18.1.4:8080"), s("198.18.0.2"), nat_port, 7),
+            ]
+        );
+        assert_eq!(lost(), 1);
+        // The agent's last interval carries nothing over.
+        let mut e = conn(role::CLIENT, 40004, 80);
+        e.bytes_rx = 1;
+        col.on_conn(5, &e);
+        assert_eq!(
+            view(&col.finish_last(2, 3).flows),
+            vec![(sa("198.18.0.2:80"), None, None, 1)]
+        );
+        assert_eq!(lost(), 2);
     }
 
     #[test]

@@ -221,7 +221,11 @@ impl EbpfReceiver {
                 count: collector.tracked(),
             });
             let now = SystemTime::now();
-            let batch = collector.finish(unix_nanos(start), unix_nanos(now));
+            let batch = if last {
+                collector.finish_last(unix_nanos(start), unix_nanos(now))
+            } else {
+                collector.finish(unix_nanos(start), unix_nanos(now))
+            };
             start = now;
             if let Some(sink) = destinations.sink() {
                 offer_destinations(sink, &batch);

@@ -51,15 +51,21 @@ pub use flowscope_model::nat::{
 };
 use netlink::CtEvent;
 
-/// After a wake-up that read events, the worker waits this long before it
-/// polls again, so that at thousands of connections per second it reads
-/// them in batches (one wake-up per window instead of one per event). The
-/// events stay queued in the socket meanwhile (`rcvbuf`, 4 MiB by default,
-/// holds thousands of them), and an entry is at most this late in the
-/// table: far less than the 100 ms the collector's ring buffer reads lag
-/// behind the connections they report, and the collector tries again at
-/// the end of the interval (see `Collector::settle_pending`).
+/// After a wake-up that read at least [`GATHER_FROM`] events, the worker
+/// waits this long before it polls again, so that at thousands of
+/// connections per second it reads them in batches (one wake-up per window
+/// instead of one per event). The events stay queued in the socket
+/// meanwhile (`rcvbuf`, 4 MiB by default, holds thousands of them).
+///
+/// Only when busy: the collector tells "translated, entry not read yet"
+/// (it waits) from "not translated" (reported at once) by whether any entry
+/// was translated from the peer's address, so the first connections to a
+/// Service must be read at once; once that is known, an entry a few
+/// milliseconds late only makes its connection wait for the end of the
+/// interval, or the next (see `Collector::settle_pending`).
 const GATHER: Duration = Duration::from_millis(5);
+/// Events read in one wake-up from which the worker waits [`GATHER`].
+const GATHER_FROM: u64 = 64;
 
 /// `flowscope.source` of the service's own counts.
 const SOURCE: Source = Source::Conntrack;
@@ -230,13 +236,17 @@ impl Worker {
             // SAFETY: pollfds is a valid array of its length.
             let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
             if n > 0 {
+                let mut read = 0;
                 for (p, ns) in pollfds.iter().zip(order.iter()) {
                     if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                        self.read_all(p.fd, *ns, &mut buf);
+                        read += self.read_all(p.fd, *ns, &mut buf);
                     }
                 }
-                // Let the next events gather instead of waking for each.
-                std::thread::sleep(GATHER);
+                if read >= GATHER_FROM {
+                    // Busy: let the next events gather instead of waking
+                    // for each.
+                    std::thread::sleep(GATHER);
+                }
             }
             let resync: Vec<u32> = self
                 .socks
@@ -393,8 +403,9 @@ impl Worker {
             .emit(EventsLost::new(SOURCE, LossReason::TableFull, full as u64));
     }
 
-    /// Reads every queued event of one namespace's socket.
-    fn read_all(&mut self, fd: i32, ns: u32, buf: &mut [u8]) {
+    /// Reads every queued event of one namespace's socket; returns how many
+    /// messages it read.
+    fn read_all(&mut self, fd: i32, ns: u32, buf: &mut [u8]) -> u64 {
         let (mut received, mut bad, mut full) = (0u64, 0u64, 0u64);
         // A bound on one socket's turn, so one busy namespace does not
         // starve the others or the sweep.
@@ -440,6 +451,7 @@ impl Worker {
             .emit(EventsLost::new(SOURCE, LossReason::ParseError, bad));
         self.telemetry
             .emit(EventsLost::new(SOURCE, LossReason::TableFull, full));
+        received + bad
     }
 }
 
