@@ -218,6 +218,163 @@ fn udp_exact_bytes_and_packets() {
     );
 }
 
+/// Which addresses [`udp_one_socket_two_peers`] uses.
+#[derive(Clone, Copy, PartialEq)]
+enum Udp {
+    V4,
+    V6,
+    /// An IPv6 socket sending to IPv4-mapped addresses: the kernel sends
+    /// IPv4, and the flow's peer is the IPv4 address.
+    Mapped,
+}
+
+/// One unconnected UDP socket talking to two peers (two server ports):
+/// sendto() with one datagram corked in two parts (MSG_MORE), sendmmsg(),
+/// recvmmsg() with the senders' addresses. Each peer's flow, on both sides,
+/// has exactly its own bytes and datagrams.
+fn udp_one_socket_two_peers(mode: Udp) {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let (server_ip, client_ip) = if mode == Udp::V6 {
+        (net.a_v6(), net.b_v6())
+    } else {
+        (net.a_v4(), net.b_v4())
+    };
+    let addr = |port: u16| match mode {
+        Udp::V4 => format!("{server_ip}:{port}"),
+        Udp::V6 => format!("[{server_ip}]:{port}"),
+        Udp::Mapped => format!("[::ffff:{server_ip}]:{port}"),
+    };
+    // 5003: 3 datagrams of 100 bytes in, 2 of 50 back; 5004: 5 of 200 in,
+    // 4 of 70 back.
+    let s1 = net
+        .serve(&net.a, &[&t, "udp-server", &addr(5003), "3", "2", "50"])
+        .unwrap();
+    let s2 = net
+        .serve(&net.a, &[&t, "udp-server", &addr(5004), "5", "4", "70"])
+        .unwrap();
+    net.run(
+        &net.b,
+        &[],
+        &[
+            &t,
+            "udp-two",
+            &addr(5003),
+            "3",
+            "100",
+            &addr(5004),
+            "5",
+            "200",
+            "6",
+        ],
+    )
+    .unwrap();
+    s1.finish().unwrap();
+    s2.finish().unwrap();
+    let client = peer("client", &server_ip);
+    let srv = peer("server", &client_ip);
+    let udp = ("network.transport", "udp");
+    let (tx, rx) = (
+        ("network.io.direction", "transmit"),
+        ("network.io.direction", "receive"),
+    );
+    let want: Vec<(&str, &Vec<(&str, String)>, [(&str, &str); 3], f64)> = vec![
+        (IO, &client, [udp, tx, ("network.peer.port", "5003")], 300.0),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5003")],
+            3.0,
+        ),
+        (IO, &client, [udp, rx, ("network.peer.port", "5003")], 100.0),
+        (
+            PACKETS,
+            &client,
+            [udp, rx, ("network.peer.port", "5003")],
+            2.0,
+        ),
+        (
+            IO,
+            &client,
+            [udp, tx, ("network.peer.port", "5004")],
+            1_000.0,
+        ),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5004")],
+            5.0,
+        ),
+        (IO, &client, [udp, rx, ("network.peer.port", "5004")], 280.0),
+        (
+            PACKETS,
+            &client,
+            [udp, rx, ("network.peer.port", "5004")],
+            4.0,
+        ),
+        (IO, &srv, [udp, rx, ("network.local.port", "5003")], 300.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, rx, ("network.local.port", "5003")],
+            3.0,
+        ),
+        (IO, &srv, [udp, tx, ("network.local.port", "5003")], 100.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, tx, ("network.local.port", "5003")],
+            2.0,
+        ),
+        (IO, &srv, [udp, rx, ("network.local.port", "5004")], 1_000.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, rx, ("network.local.port", "5004")],
+            5.0,
+        ),
+        (IO, &srv, [udp, tx, ("network.local.port", "5004")], 280.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, tx, ("network.local.port", "5004")],
+            4.0,
+        ),
+    ];
+    agent.wait_for("UDP totals per peer", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+    let net_type = if mode == Udp::V6 { "ipv6" } else { "ipv4" };
+    for pt in p.iter().filter(|pt| {
+        pt.attr("network.peer.address") == Some(server_ip.as_str())
+            || pt.attr("network.peer.address") == Some(client_ip.as_str())
+    }) {
+        assert_eq!(pt.attr("network.type"), Some(net_type), "{pt:?}");
+    }
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv4() {
+    udp_one_socket_two_peers(Udp::V4);
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv6() {
+    udp_one_socket_two_peers(Udp::V6);
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv4_mapped() {
+    udp_one_socket_two_peers(Udp::Mapped);
+}
+
 #[test]
 fn refused_and_timed_out_connects() {
     let net = NetPair::new().unwrap();
