@@ -100,10 +100,13 @@ static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 
 /// The peer address of the UDP syscall a thread is in, by (thread id << 1
 /// | 1 for a send): written by the cgroup/sendmsg and recvmsg programs, read
 /// by the length tracepoint at the end of the same syscall. One entry per
-/// thread that ever used an unconnected UDP socket, rewritten in place; LRU,
-/// so threads that are gone make room.
+/// thread that used an unconnected UDP socket lately, rewritten in place;
+/// LRU, so threads that are gone make room. An entry is needed only while
+/// its thread is inside one syscall (or between the parts of a corked
+/// datagram), so 4,096 entries (about 400 KiB, preallocated) leave room
+/// for that many threads sending or receiving at the same moment.
 #[map]
-static UDP_PEERS: LruHashMap<u64, UdpPeer> = LruHashMap::with_max_entries(8192, 0);
+static UDP_PEERS: LruHashMap<u64, UdpPeer> = LruHashMap::with_max_entries(4096, 0);
 
 const MSG_PEEK: i32 = 2;
 /// recvmsg(MSG_ERRQUEUE) reads the socket's error queue (ICMP errors,
