@@ -279,7 +279,14 @@ fn udp_one_socket_two_peers(mode: Udp) {
         ("network.io.direction", "transmit"),
         ("network.io.direction", "receive"),
     );
-    let want: Vec<(&str, &Vec<(&str, String)>, [(&str, &str); 3], f64)> = vec![
+    // (metric, side, attribute filter, exact total)
+    type Want<'a> = (
+        &'static str,
+        &'a Vec<(&'static str, String)>,
+        [(&'static str, &'static str); 3],
+        f64,
+    );
+    let want: Vec<Want> = vec![
         (IO, &client, [udp, tx, ("network.peer.port", "5003")], 300.0),
         (
             PACKETS,
