@@ -382,6 +382,54 @@ fn udp_one_socket_two_peers_ipv4_mapped() {
     udp_one_socket_two_peers(Udp::Mapped);
 }
 
+/// One 1,200-byte `sendto` from a socket with UDP_SEGMENT 500: GSO sends
+/// three datagrams (500, 500, 200). Counted at the socket, the send is
+/// three packets (bytes / segment size, rounded up); the server reads
+/// three datagrams.
+#[test]
+fn udp_gso_send_counts_its_segments() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let addr = format!("{}:5005", net.a_v4());
+    let server = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "3", "0", "0"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-gso", &addr, "500", "1200"])
+        .unwrap();
+    server.finish().unwrap();
+    let client = peer("client", &net.a_v4());
+    let srv = peer("server", &net.b_v4());
+    let port = [("network.transport", "udp"), ("network.peer.port", "5005")];
+    let tx = ("network.io.direction", "transmit");
+    let rx = ("network.io.direction", "receive");
+    let want = [
+        (IO, &client, [port[0], port[1], tx], 1_200.0),
+        (PACKETS, &client, [port[0], port[1], tx], 3.0),
+        (
+            IO,
+            &srv,
+            [port[0], ("network.local.port", "5005"), rx],
+            1_200.0,
+        ),
+        (
+            PACKETS,
+            &srv,
+            [port[0], ("network.local.port", "5005"), rx],
+            3.0,
+        ),
+    ];
+    agent.wait_for("the GSO send on both sides", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+}
+
 #[test]
 fn refused_and_timed_out_connects() {
     let net = NetPair::new().unwrap();

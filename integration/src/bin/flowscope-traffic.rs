@@ -14,6 +14,8 @@
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
 //! flowscope-traffic udp-two ADDR1 COUNT1 SIZE1 ADDR2 COUNT2 SIZE2 REPLIES
 //!                   (one unconnected socket to two peers, see [`udp_two`])
+//! flowscope-traffic udp-gso ADDR SEGMENT SIZE  (one sendto of SIZE bytes from a
+//!                   socket with the UDP_SEGMENT option: GSO cuts it into datagrams)
 //! flowscope-traffic tcp-serve-each ADDR COUNT EXPECT REPLY  (COUNT connections, one after another)
 //! flowscope-traffic tcp-client-each ADDR COUNT SEND  (prints each reply's size, one a line)
 //! flowscope-traffic tcp-listen ADDR           (accepts and closes, forever)
@@ -452,6 +454,48 @@ fn udp_two(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `UDP_SEGMENT` (include/uapi/linux/udp.h; the libc crate names it only
+/// for uClibc).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One `sendto` of SIZE bytes to ADDR from an unconnected socket with the
+/// UDP_SEGMENT option set to SEGMENT: the kernel (GSO) sends it as
+/// SIZE / SEGMENT datagrams, rounded up, the last one shorter.
+fn udp_gso(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let segment: libc::c_int = arg(args, 1, "SEGMENT")?;
+    let size: usize = arg(args, 2, "SIZE")?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    // SAFETY: a valid socket and an int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            &segment as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "setsockopt UDP_SEGMENT: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let n = s
+        .send_to(&vec![b'g'; size], addr)
+        .map_err(|e| format!("send: {e}"))?;
+    if n != size {
+        return Err(format!("sent {n} of {size} bytes"));
+    }
+    Ok(())
+}
+
 /// Set once [`hold`] ran, so that it holds once.
 static HELD: AtomicBool = AtomicBool::new(false);
 
@@ -592,6 +636,7 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("udp-server") => udp_server(rest),
         Some("udp-client") => udp_client(rest),
         Some("udp-two") => udp_two(rest),
+        Some("udp-gso") => udp_gso(rest),
         Some("tcp-serve-each") => tcp_serve_each(rest),
         Some("tcp-client-each") => tcp_client_each(rest),
         Some("tcp-listen") => tcp_listen(rest),
