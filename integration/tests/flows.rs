@@ -430,6 +430,64 @@ fn udp_gso_send_counts_its_segments() {
     }
 }
 
+/// A server reading with recv() on an unconnected socket never asks for
+/// the sender. Counted at the socket (the default), the datagrams go to the
+/// unspecified peer (`0.0.0.0`, port 0) of the server's flow; with the
+/// classic-tracepoint fallback the cgroup_skb programs still see the
+/// sender in the packet. Bytes and datagrams are exact either way.
+#[test]
+fn udp_recv_without_the_sender() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let addr = format!("{}:5006", net.a_v4());
+    let server = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "4", "0", "0", "recv"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-client", &addr, "4", "250", "0"])
+        .unwrap();
+    server.finish().unwrap();
+    let fallback = std::env::var("FLOWSCOPE_EBPF_HOOKS").is_ok_and(|v| v == "tracepoint");
+    let sender = if fallback {
+        net.b_v4()
+    } else {
+        "0.0.0.0".to_string()
+    };
+    let client = peer("client", &net.a_v4());
+    let srv = peer("server", &sender);
+    let (udp, tx, rx) = (
+        ("network.transport", "udp"),
+        ("network.io.direction", "transmit"),
+        ("network.io.direction", "receive"),
+    );
+    let port = ("network.local.port", "5006");
+    let want = [
+        (
+            IO,
+            &client,
+            [udp, tx, ("network.peer.port", "5006")],
+            1_000.0,
+        ),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5006")],
+            4.0,
+        ),
+        (IO, &srv, [udp, rx, port], 1_000.0),
+        (PACKETS, &srv, [udp, rx, port], 4.0),
+    ];
+    agent.wait_for("the datagrams on both sides", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+}
+
 #[test]
 fn refused_and_timed_out_connects() {
     let net = NetPair::new().unwrap();

@@ -272,6 +272,9 @@ impl Collector {
         match (eph(local_port), eph(peer_port)) {
             (true, false) => Role::Client,
             (false, true) => Role::Server,
+            // An unknown peer (UDP read without asking for the sender):
+            // the socket with the fixed port is the one being talked to.
+            _ if peer_port == 0 => Role::Server,
             _ if local_port < peer_port => Role::Server,
             _ => Role::Client,
         }

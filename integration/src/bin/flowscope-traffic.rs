@@ -10,7 +10,9 @@
 //! flowscope-traffic tcp-connect ADDR          (expects the connect to fail)
 //! flowscope-traffic tcp-many-server ADDR COUNT  (accepts COUNT, reads each to its end)
 //! flowscope-traffic tcp-many ADDR COUNT HOLD_MS (COUNT connections open at once)
-//! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
+//! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE [recv]
+//!                   (with `recv`: reads with recv(), not asking for the
+//!                   sender; REPLIES must then be 0)
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
 //! flowscope-traffic udp-two ADDR1 COUNT1 SIZE1 ADDR2 COUNT2 SIZE2 REPLIES
 //!                   (one unconnected socket to two peers, see [`udp_two`])
@@ -265,6 +267,15 @@ fn udp_server(args: &[String]) -> Result<()> {
     println!("listening");
     std::io::stdout().flush().ok();
     let mut buf = vec![0u8; 65536];
+    if args.get(4).map(String::as_str) == Some("recv") {
+        if replies != 0 {
+            return Err("with `recv` the sender is unknown: REPLIES must be 0".into());
+        }
+        for i in 0..count {
+            s.recv(&mut buf).map_err(|e| format!("recv {i}: {e}"))?;
+        }
+        return Ok(());
+    }
     let mut peer = None;
     for i in 0..count {
         let (_, from) = s
