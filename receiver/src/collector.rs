@@ -937,4 +937,27 @@ mod tests {
         }
         assert!(idle);
     }
+
+    #[test]
+    fn udp_read_without_the_sender_is_the_server_side() {
+        // A datagram read with recv() on an unconnected socket: the peer is
+        // the unspecified address, port 0.
+        let mut col = Collector::new(settings(), Telemetry::new());
+        let key = UdpKey {
+            cookie: 8,
+            family: AF_INET,
+            ..UdpKey::default()
+        };
+        let st = UdpStats {
+            lport: 5353,
+            bytes_rx: 40,
+            packets_rx: 1,
+            ..UdpStats::default()
+        };
+        col.on_udp(&key, &st, None);
+        let b = col.finish(0, 1);
+        assert_eq!(b.flows[0].role, Role::Server);
+        assert_eq!(b.flows[0].local.port(), 5353);
+        assert!(b.flows[0].peer.ip().is_unspecified());
+    }
 }
