@@ -26,11 +26,16 @@
 # (or in --out DIR). This measures; it asserts nothing.
 #
 # usage: scripts/bench-load.sh [--seconds N] [--rates "1000 10000"] [--bytes N] [--no-build]
-#                              [--bin DIR] [--out DIR] [--agent-only]
+#                              [--bin DIR] [--out DIR] [--agent-only] [--udp]
 #   --bin DIR     run the flowscope and flowscope-load binaries in DIR (e.g. another
 #                 worktree's target/release, to compare two builds back to back);
 #                 implies --no-build. The JSON names DIR's git commit.
 #   --agent-only  skip the runs without the agent.
+#   --udp         UDP instead of TCP: each "connection" is one exchange, a
+#                 datagram sent with sendto() on an unconnected socket and
+#                 its echo read back with recvfrom() (`flowscope-load
+#                 udp-client`), so per-connection figures are per exchange
+#                 (two datagrams, each sent and received on this host).
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
@@ -43,6 +48,7 @@ BUILD=1
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$ROOT/target/bench
 MODES="off on"
+KIND=
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_EACH=$2; shift 2 ;;
@@ -52,6 +58,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --agent-only) MODES=on; shift ;;
+    --udp) KIND=udp-; shift ;;
     *) echo "bench-load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -162,7 +169,7 @@ proc_ticks() {
 }
 
 start_server() {
-  ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
+  ip netns exec "$SNS" "$BIN/flowscope-load" "${KIND}server" "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
   SERVER_PID=$!
   for _ in $(seq 100); do
     grep -q listening "$TMP/server.out" 2>/dev/null && return 0
@@ -253,7 +260,7 @@ measure() {
   [ "$mode" = on ] && ticks0=$(proc_ticks "$AGENT_PID") && prog_stats "$AGENT_PID" > "$TMP/prog0"
   srv0=$(proc_ticks "$SERVER_PID")
   local load
-  load=$(ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$rate" "$SECONDS_EACH" "$BYTES")
+  load=$(ip netns exec "$CNS" "$BIN/flowscope-load" "${KIND}client" "$SIP:$PORT" "$rate" "$SECONDS_EACH" "$BYTES")
   read -r busy1 total1 < <(host_cpu)
   local t1 ticks1=0
   t1=$(date +%s.%N)
@@ -336,8 +343,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 {
   printf '{"benchmark":"scripts/bench-load.sh","date":"%s","kernel":"%s","cpus":%s,"cpu_model":"%s",' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -r)" "$(nproc)" "$CPU_MODEL"
-  printf '"commit":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
-    "$COMMIT" "$SECONDS_EACH" "$BYTES"
+  printf '"commit":"%s","transport":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
+    "$COMMIT" "$([ -n "$KIND" ] && echo udp || echo tcp)" "$SECONDS_EACH" "$BYTES"
   (IFS=,; printf '%s' "${RUNS[*]}")
   printf ']}\n'
 } > "$OUT/load.json"
@@ -345,6 +352,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 {
   echo "flowscope load benchmark, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs ($CPU_MODEL)"
   echo "build $COMMIT ($BIN); $SECONDS_EACH s per run, $BYTES bytes each way per connection"
+  [ -n "$KIND" ] && echo "UDP: a \"connection\" is one exchange (a datagram each way, sendto/recvfrom on unconnected sockets)"
   echo "host: busy % of all CPUs (/proc/stat); load: client+server CPU, % of one core; agent: % of one core"
   echo "ebpf: the agent's eBPF programs' run_time_ns per connection (both ends), microseconds"
   printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us loadavg

@@ -122,8 +122,8 @@ fn containerised_agent_sees_exact_bytes() {
     }
 
     // 123,456 bytes up and 7,890 down over TCP; 5 datagrams of 700 bytes up
-    // and 2 of 300 down over UDP (counted by the cgroup_skb programs at the
-    // host's root cgroup, reached through the cgroup mount).
+    // and 2 of 300 down over UDP (the peers seen by the cgroup sock_addr
+    // programs at the host's root cgroup, reached through the cgroup mount).
     let tcp = format!("{}:5301", net.a_v4());
     net.tcp_exchange(&tcp, 123_456, 7_890, &[]).unwrap();
     let udp = format!("{}:5302", net.a_v4());

@@ -218,6 +218,276 @@ fn udp_exact_bytes_and_packets() {
     );
 }
 
+/// Which addresses [`udp_one_socket_two_peers`] uses.
+#[derive(Clone, Copy, PartialEq)]
+enum Udp {
+    V4,
+    V6,
+    /// An IPv6 socket sending to IPv4-mapped addresses: the kernel sends
+    /// IPv4, and the flow's peer is the IPv4 address.
+    Mapped,
+}
+
+/// One unconnected UDP socket talking to two peers (two server ports):
+/// sendto() with one datagram corked in two parts (MSG_MORE), sendmmsg(),
+/// recvmmsg() with the senders' addresses. Each peer's flow, on both sides,
+/// has exactly its own bytes and datagrams.
+fn udp_one_socket_two_peers(mode: Udp) {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let (server_ip, client_ip) = if mode == Udp::V6 {
+        (net.a_v6(), net.b_v6())
+    } else {
+        (net.a_v4(), net.b_v4())
+    };
+    let addr = |port: u16| match mode {
+        Udp::V4 => format!("{server_ip}:{port}"),
+        Udp::V6 => format!("[{server_ip}]:{port}"),
+        Udp::Mapped => format!("[::ffff:{server_ip}]:{port}"),
+    };
+    // 5003: 3 datagrams of 100 bytes in, 2 of 50 back; 5004: 5 of 200 in,
+    // 4 of 70 back.
+    let s1 = net
+        .serve(&net.a, &[&t, "udp-server", &addr(5003), "3", "2", "50"])
+        .unwrap();
+    let s2 = net
+        .serve(&net.a, &[&t, "udp-server", &addr(5004), "5", "4", "70"])
+        .unwrap();
+    net.run(
+        &net.b,
+        &[],
+        &[
+            &t,
+            "udp-two",
+            &addr(5003),
+            "3",
+            "100",
+            &addr(5004),
+            "5",
+            "200",
+            "6",
+        ],
+    )
+    .unwrap();
+    s1.finish().unwrap();
+    s2.finish().unwrap();
+    let client = peer("client", &server_ip);
+    let srv = peer("server", &client_ip);
+    let udp = ("network.transport", "udp");
+    let (tx, rx) = (
+        ("network.io.direction", "transmit"),
+        ("network.io.direction", "receive"),
+    );
+    // (metric, side, attribute filter, exact total)
+    type Want<'a> = (
+        &'static str,
+        &'a Vec<(&'static str, String)>,
+        [(&'static str, &'static str); 3],
+        f64,
+    );
+    let want: Vec<Want> = vec![
+        (IO, &client, [udp, tx, ("network.peer.port", "5003")], 300.0),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5003")],
+            3.0,
+        ),
+        (IO, &client, [udp, rx, ("network.peer.port", "5003")], 100.0),
+        (
+            PACKETS,
+            &client,
+            [udp, rx, ("network.peer.port", "5003")],
+            2.0,
+        ),
+        (
+            IO,
+            &client,
+            [udp, tx, ("network.peer.port", "5004")],
+            1_000.0,
+        ),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5004")],
+            5.0,
+        ),
+        (IO, &client, [udp, rx, ("network.peer.port", "5004")], 280.0),
+        (
+            PACKETS,
+            &client,
+            [udp, rx, ("network.peer.port", "5004")],
+            4.0,
+        ),
+        (IO, &srv, [udp, rx, ("network.local.port", "5003")], 300.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, rx, ("network.local.port", "5003")],
+            3.0,
+        ),
+        (IO, &srv, [udp, tx, ("network.local.port", "5003")], 100.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, tx, ("network.local.port", "5003")],
+            2.0,
+        ),
+        (IO, &srv, [udp, rx, ("network.local.port", "5004")], 1_000.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, rx, ("network.local.port", "5004")],
+            5.0,
+        ),
+        (IO, &srv, [udp, tx, ("network.local.port", "5004")], 280.0),
+        (
+            PACKETS,
+            &srv,
+            [udp, tx, ("network.local.port", "5004")],
+            4.0,
+        ),
+    ];
+    agent.wait_for("UDP totals per peer", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+    let net_type = if mode == Udp::V6 { "ipv6" } else { "ipv4" };
+    for pt in p.iter().filter(|pt| {
+        pt.attr("network.peer.address") == Some(server_ip.as_str())
+            || pt.attr("network.peer.address") == Some(client_ip.as_str())
+    }) {
+        assert_eq!(pt.attr("network.type"), Some(net_type), "{pt:?}");
+    }
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv4() {
+    udp_one_socket_two_peers(Udp::V4);
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv6() {
+    udp_one_socket_two_peers(Udp::V6);
+}
+
+#[test]
+fn udp_one_socket_two_peers_ipv4_mapped() {
+    udp_one_socket_two_peers(Udp::Mapped);
+}
+
+/// One 1,200-byte `sendto` from a socket with UDP_SEGMENT 500: GSO sends
+/// three datagrams (500, 500, 200). Counted at the socket, the send is
+/// three packets (bytes / segment size, rounded up); the server reads
+/// three datagrams.
+#[test]
+fn udp_gso_send_counts_its_segments() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let addr = format!("{}:5005", net.a_v4());
+    let server = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "3", "0", "0"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-gso", &addr, "500", "1200"])
+        .unwrap();
+    server.finish().unwrap();
+    let client = peer("client", &net.a_v4());
+    let srv = peer("server", &net.b_v4());
+    let port = [("network.transport", "udp"), ("network.peer.port", "5005")];
+    let tx = ("network.io.direction", "transmit");
+    let rx = ("network.io.direction", "receive");
+    let want = [
+        (IO, &client, [port[0], port[1], tx], 1_200.0),
+        (PACKETS, &client, [port[0], port[1], tx], 3.0),
+        (
+            IO,
+            &srv,
+            [port[0], ("network.local.port", "5005"), rx],
+            1_200.0,
+        ),
+        (
+            PACKETS,
+            &srv,
+            [port[0], ("network.local.port", "5005"), rx],
+            3.0,
+        ),
+    ];
+    agent.wait_for("the GSO send on both sides", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+}
+
+/// A server reading with recv() on an unconnected socket never asks for
+/// the sender. Counted at the socket (the default), the datagrams go to the
+/// unspecified peer (`0.0.0.0`, port 0) of the server's flow; with the
+/// classic-tracepoint fallback the cgroup_skb programs still see the
+/// sender in the packet. Bytes and datagrams are exact either way.
+#[test]
+fn udp_recv_without_the_sender() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start("1s").unwrap();
+    let t = traffic();
+    let addr = format!("{}:5006", net.a_v4());
+    let server = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "4", "0", "0", "recv"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-client", &addr, "4", "250", "0"])
+        .unwrap();
+    server.finish().unwrap();
+    let fallback = std::env::var("FLOWSCOPE_EBPF_HOOKS").is_ok_and(|v| v == "tracepoint");
+    let sender = if fallback {
+        net.b_v4()
+    } else {
+        "0.0.0.0".to_string()
+    };
+    let client = peer("client", &net.a_v4());
+    let srv = peer("server", &sender);
+    let (udp, tx, rx) = (
+        ("network.transport", "udp"),
+        ("network.io.direction", "transmit"),
+        ("network.io.direction", "receive"),
+    );
+    let port = ("network.local.port", "5006");
+    let want = [
+        (
+            IO,
+            &client,
+            [udp, tx, ("network.peer.port", "5006")],
+            1_000.0,
+        ),
+        (
+            PACKETS,
+            &client,
+            [udp, tx, ("network.peer.port", "5006")],
+            4.0,
+        ),
+        (IO, &srv, [udp, rx, port], 1_000.0),
+        (PACKETS, &srv, [udp, rx, port], 4.0),
+    ];
+    agent.wait_for("the datagrams on both sides", WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in &want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+}
+
 #[test]
 fn refused_and_timed_out_connects() {
     let net = NetPair::new().unwrap();

@@ -359,3 +359,97 @@ fn service_dnat_in_a_router_namespace() {
         );
     }
 }
+
+/// UDP to a DNATed Service address from an unconnected socket bound to
+/// `0.0.0.0` (sendto, recvfrom), DNAT in the client's own namespace. UDP is
+/// counted at the socket: both directions carry the address the application
+/// used (the Service; conntrack turns the replies' source back into it), and
+/// the socket holds no local address, so the receiver asks the namespace's
+/// routes for it before matching the conntrack entry. The flow must name the
+/// pod, keep the Service as the translated peer, with exact bytes and
+/// datagrams, and nothing unresolved.
+#[test]
+fn udp_service_dnat_from_an_unconnected_socket() {
+    let mut lab = Lab::new();
+    let c = lab.ns("c");
+    let p = lab.ns("p");
+    let (dc, dp) = lab.link(&c, 1, &p, 2);
+    let pod = lab.ip(2);
+    let svc = lab.service();
+    lab.exec(
+        &c,
+        &["ip", "route", "add", &format!("{svc}/32"), "dev", &dc],
+    );
+    lab.exec(&p, &["ip", "route", "add", "default", "dev", &dp]);
+    lab.exec(
+        &c,
+        &[
+            "nft",
+            &format!(
+                "table ip fsnatu {{
+  chain nat-output {{ type nat hook output priority -100; policy accept; ip daddr {svc} udp dport 53 dnat to {pod}:5353; }}
+}}"
+            ),
+        ],
+    );
+    let agent = agent("1s");
+    let t = traffic();
+    // 3 datagrams of 100 bytes to the Service, 2 of 40 back from the pod.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &p, &t, "udp-server"])
+        .args([format!("{pod}:5353"), "3".into(), "2".into(), "40".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    lab.exec(
+        &c,
+        &[&t, "udp-client", &format!("{svc}:53"), "3", "100", "2"],
+    );
+    assert!(server.wait().unwrap().success(), "the pod's server failed");
+
+    let f = |dir| {
+        [
+            (attr::FLOW_ROLE, "client"),
+            (attr::NETWORK_TRANSPORT, "udp"),
+            (attr::PEER_ADDRESS, pod.as_str()),
+            (attr::PEER_PORT, "5353"),
+            (nat::PEER_NAT_ADDRESS, svc.as_str()),
+            (nat::PEER_NAT_PORT, "53"),
+            (attr::IO_DIRECTION, dir),
+        ]
+    };
+    agent.wait_for("the client's UDP flow, resolved", WAIT, |pts| {
+        (sum(pts, metric::FLOW_IO.0, &f("transmit")) >= 300.0
+            && sum(pts, metric::FLOW_IO.0, &f("receive")) >= 80.0)
+            .then_some(())
+    });
+    let points = agent.points();
+    assert_eq!(sum(&points, metric::FLOW_IO.0, &f("transmit")), 300.0);
+    assert_eq!(sum(&points, metric::FLOW_IO.0, &f("receive")), 80.0);
+    assert_eq!(sum(&points, metric::FLOW_PACKETS.0, &f("transmit")), 3.0);
+    assert_eq!(sum(&points, metric::FLOW_PACKETS.0, &f("receive")), 2.0);
+    assert_eq!(
+        sum(
+            &points,
+            metric::FLOW_IO.0,
+            &[(attr::PEER_ADDRESS, svc.as_str())]
+        ),
+        0.0,
+        "bytes left on the Service address"
+    );
+    assert_eq!(
+        sum(
+            &points,
+            metric::EVENTS_LOST.0,
+            &[(attr::REASON, nat::REASON_NAT_UNRESOLVED)]
+        ),
+        0.0
+    );
+}

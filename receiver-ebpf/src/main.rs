@@ -26,12 +26,24 @@
 //! user space iterates it every interval for deltas and gets the final
 //! counters of closed connections through the `EVENTS` ring buffer.
 //!
-//! UDP has no connection state to trace, and an unconnected socket's peer is
-//! only in the packet, so two cgroup_skb programs on the root cgroup count
-//! UDP datagrams per (socket cookie, peer); the send/recv tracepoints record
-//! which process owns each UDP socket cookie. They see every packet of the
-//! host, so a packet that is not UDP leaves after reading one header byte in
-//! place (direct packet access, no helper call).
+//! UDP is counted per (socket cookie, peer) in `UDP_FLOWS`, two ways:
+//! - with the BTF-typed programs, at the socket: the send/recv length
+//!   tracepoints fire once per datagram an application sends or receives
+//!   (sendmsg, sendmmsg's every message, recvmsg...) with its byte count.
+//!   A connected socket's peer is in the socket; an unconnected socket's
+//!   peer is only in the syscall's address, which four `cgroup/sendmsg4/6`
+//!   and `cgroup/recvmsg4/6` programs (run inside udp_sendmsg/udp_recvmsg
+//!   when an address is passed or asked for) keep in `UDP_PEERS` for the
+//!   tracepoint that ends the same syscall. No program sees a TCP packet;
+//!   the sock_addr hooks run only for UDP. This is the default.
+//! - with the classic tracepoints (the fallback), which cannot ask for a
+//!   socket cookie: two cgroup_skb programs on the root cgroup count every
+//!   UDP datagram that crosses the socket's cgroup hooks. They see every
+//!   packet of the host, so a packet that is not UDP leaves after reading
+//!   one header byte in place (direct packet access, no helper call).
+//!
+//! Either way the send/recv tracepoints record which process owns each UDP
+//! socket cookie (`UDP_OWNERS`).
 //!
 //! Struct offsets come from user space (BTF and tracefs), see
 //! [`flowscope_common::Offsets`].
@@ -49,13 +61,13 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_socket_cookie, bpf_skc_to_tcp_sock},
     },
-    macros::{btf_tracepoint, cgroup_skb, map, tracepoint},
+    macros::{btf_tracepoint, cgroup_skb, cgroup_sock_addr, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, SkBuffContext, TracePointContext},
+    programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, TracePointContext},
 };
 use flowscope_common::{
     AF_INET, AF_INET6, Conn, Event, IPPROTO_TCP, IPPROTO_UDP, Offsets, Owner, Settings, UdpKey,
-    UdpStats, counter, event_kind, role, tcp_state,
+    UdpPeer, UdpStats, counter, event_kind, role, tcp_state,
 };
 
 /// Filled by user space before load (read-only data).
@@ -85,8 +97,23 @@ static SEEN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 /// (The kernel preallocates every LRU map.)
 #[map]
 static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+/// The peer address of the UDP syscall a thread is in, by (thread id << 1
+/// | 1 for a send): written by the cgroup/sendmsg and recvmsg programs, read
+/// by the length tracepoint at the end of the same syscall. One entry per
+/// thread that used an unconnected UDP socket lately, rewritten in place;
+/// LRU, so threads that are gone make room. An entry is needed only while
+/// its thread is inside one syscall (or between the parts of a corked
+/// datagram), so 4,096 entries (about 400 KiB, preallocated) leave room
+/// for that many threads sending or receiving at the same moment.
+#[map]
+static UDP_PEERS: LruHashMap<u64, UdpPeer> = LruHashMap::with_max_entries(4096, 0);
 
 const MSG_PEEK: i32 = 2;
+/// recvmsg(MSG_ERRQUEUE) reads the socket's error queue (ICMP errors,
+/// timestamps), not a datagram.
+const MSG_ERRQUEUE: i32 = 0x2000;
+/// A UDP socket's `sk_state` after connect() (TCP_ESTABLISHED).
+const UDP_CONNECTED: u8 = 1;
 
 #[inline(always)]
 fn off(field: &u32) -> u64 {
@@ -116,6 +143,10 @@ fn o() -> &'static Offsets {
 /// How a program reads kernel memory (`struct sock`, `struct tcp_sock`,
 /// `struct net`).
 trait Mem {
+    /// Whether UDP datagrams are counted by the length tracepoints (the
+    /// BTF-typed set, which can ask for a socket's cookie) rather than by
+    /// the cgroup_skb programs.
+    const SOCKET_UDP: bool;
     /// Reads a `T` (1, 2, 4 or 8 bytes) at `base + offset`.
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32>;
     /// Reads 16 bytes (an IPv6 address) at `base + offset`.
@@ -129,6 +160,8 @@ trait Mem {
 struct Probe;
 
 impl Mem for Probe {
+    const SOCKET_UDP: bool = false;
+
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
         let r = unsafe { bpf_probe_read_kernel((base + offset) as *const T) };
@@ -157,6 +190,8 @@ impl Mem for Probe {
 struct Direct;
 
 impl Mem for Direct {
+    const SOCKET_UDP: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
         Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
@@ -469,13 +504,21 @@ pub fn btf_recv_length(ctx: BtfTracePointContext) -> u32 {
 fn btf_length(ctx: &BtfTracePointContext, transmit: bool) {
     // TP_PROTO(struct sock *sk, int ret, int flags)
     let ret: i32 = ctx.arg(1);
-    if ret <= 0 {
-        return;
-    }
     let sk: u64 = ctx.arg(0);
     let Ok(protocol) = Direct::read::<u16>(sk, off(&o().sk_protocol)) else {
         return;
     };
+    if protocol == IPPROTO_UDP {
+        // Failed calls too: they must consume the peer their sock_addr
+        // program left (ret 0 is a datagram of no bytes).
+        if setting(&SETTINGS.udp) {
+            let _ = udp_length(sk, ret, transmit, ctx.arg(2));
+        }
+        return;
+    }
+    if ret <= 0 {
+        return;
+    }
     let _ = on_length::<Direct>(sk, ret, protocol, transmit, || ctx.arg(2));
 }
 
@@ -563,29 +606,221 @@ fn on_length<M: Mem>(
                 bump(counter::TCP_MAP_FULL);
             }
         }
-    } else if protocol == IPPROTO_UDP && setting(&SETTINGS.udp) {
+    } else if protocol == IPPROTO_UDP && !M::SOCKET_UDP && setting(&SETTINGS.udp) {
         bump(counter::UDP_EVENTS);
         // The cgroup_skb program asked for this socket's cookie when the
         // datagram passed (before this tracepoint fires), so it is set.
         let cookie: u64 = M::read(sk, off(&o().sk_cookie))?;
-        if cookie == 0 || UDP_OWNERS.get_ptr(&cookie).is_some() {
+        if cookie == 0 {
             return Ok(());
         }
         let family: u16 = M::read(sk, off(&o().sk_family))?;
         if family != AF_INET && family != AF_INET6 {
             return Ok(());
         }
-        let owner = Owner {
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            netns: netns_of::<M>(sk),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
-        announce(owner.tgid, &owner.comm);
-        if UDP_OWNERS.insert(&cookie, &owner, 0).is_err() {
-            bump(counter::OWNER_MAP_FULL);
-        }
+        udp_owner::<M>(sk, cookie);
     }
     Ok(())
+}
+
+/// Records who owns UDP socket `cookie` (the calling process), once.
+#[inline(always)]
+fn udp_owner<M: Mem>(sk: u64, cookie: u64) {
+    if UDP_OWNERS.get_ptr(&cookie).is_some() {
+        return;
+    }
+    let owner = Owner {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        netns: netns_of::<M>(sk),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    announce(owner.tgid, &owner.comm);
+    if UDP_OWNERS.insert(&cookie, &owner, 0).is_err() {
+        bump(counter::OWNER_MAP_FULL);
+    }
+}
+
+/// The `UDP_PEERS` key of the calling thread's send or receive.
+#[inline(always)]
+fn peer_key(transmit: bool) -> u64 {
+    let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+    (tid << 1) | u64::from(transmit)
+}
+
+/// Turns an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what an IPv6
+/// socket sees of IPv4 traffic) into the IPv4 address, as the packet
+/// carried it; returns whether it did.
+#[inline(always)]
+fn unmap(addr: &mut [u8; 16]) -> bool {
+    let head = u64::from_ne_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let mid = u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]);
+    if head != 0 || mid != u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+        return false;
+    }
+    let v4 = [addr[12], addr[13], addr[14], addr[15]];
+    *addr = [0; 16];
+    addr[..4].copy_from_slice(&v4);
+    true
+}
+
+/// One UDP sendmsg/recvmsg (BTF-typed programs only): `ret` bytes moved
+/// (0 is a datagram of no bytes), or the call failed (`ret` < 0).
+///
+/// The peer is the address the cgroup/sendmsg or recvmsg program saw in
+/// this syscall (unconnected sockets), else the connected socket's, else
+/// unknown (an unconnected socket read without asking for the sender:
+/// counted under the unspecified address and port 0).
+///
+/// A send counts one packet, except: data appended to a corked datagram
+/// (MSG_MORE, UDP_CORK: `pending` is still set after the call) counts its
+/// bytes and no packet until the call that sends it, and a socket with the
+/// UDP_SEGMENT option counts the segments GSO will cut the datagram into.
+#[inline(always)]
+fn udp_length(sk: u64, ret: i32, transmit: bool, flags: i32) -> Result<(), i32> {
+    let offs = o();
+    let corked = transmit
+        && ret >= 0
+        && unsafe { bpf_probe_read_kernel((sk + off(&offs.udp_pending)) as *const i32) }
+            .unwrap_or(0)
+            != 0;
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    let mut key = UdpKey {
+        cookie,
+        ..UdpKey::default()
+    };
+    let mut stashed = false;
+    if let Some(p) = UDP_PEERS.get_ptr_mut(&peer_key(transmit)) {
+        let p = unsafe { &mut *p };
+        if p.valid != 0 && p.cookie == cookie {
+            key.raddr = p.raddr;
+            key.rport = p.rport;
+            key.family = p.family;
+            stashed = true;
+            // A corked datagram's later parts run no sock_addr program:
+            // they go where the first part said.
+            if !corked {
+                p.valid = 0;
+            }
+        }
+    }
+    if ret < 0 || (!transmit && flags & (MSG_PEEK | MSG_ERRQUEUE) != 0) {
+        return Ok(());
+    }
+    bump(counter::UDP_EVENTS);
+    let family: u16 = Direct::read(sk, off(&offs.sk_family))?;
+    let mut laddr = [0u8; 16];
+    if family == AF_INET {
+        let l: u32 = Direct::read(sk, off(&offs.sk_rcv_saddr))?;
+        laddr[..4].copy_from_slice(&l.to_ne_bytes());
+    } else if family == AF_INET6 {
+        laddr = Direct::read16(sk, off(&offs.sk_v6_rcv_saddr))?;
+    } else {
+        return Ok(());
+    }
+    if !stashed {
+        key.family = family;
+        if Direct::read::<u8>(sk, off(&offs.sk_state))? == UDP_CONNECTED {
+            key.rport = u16::from_be(Direct::read(sk, off(&offs.sk_dport))?);
+            if family == AF_INET {
+                let r: u32 = Direct::read(sk, off(&offs.sk_daddr))?;
+                key.raddr[..4].copy_from_slice(&r.to_ne_bytes());
+            } else {
+                key.raddr = Direct::read16(sk, off(&offs.sk_v6_daddr))?;
+            }
+        }
+    }
+    if key.family == AF_INET6 && unmap(&mut key.raddr) {
+        key.family = AF_INET;
+    }
+    if family == AF_INET6 && key.family == AF_INET && !unmap(&mut laddr) {
+        // An IPv6 socket bound to `::` sending to or receiving from IPv4.
+        laddr = [0; 16];
+    }
+    let bytes = ret as u64;
+    let segs = if corked {
+        0
+    } else if transmit {
+        let gso = unsafe { bpf_probe_read_kernel((sk + off(&offs.udp_gso_size)) as *const u16) }
+            .map(u64::from)
+            .unwrap_or(0);
+        if gso != 0 && bytes > gso {
+            bytes.div_ceil(gso)
+        } else {
+            1
+        }
+    } else {
+        1
+    };
+    let lport: u16 = Direct::read(sk, off(&offs.sk_num))?;
+    account_udp(&key, laddr, lport, transmit, bytes, segs);
+    udp_owner::<Direct>(sk, cookie);
+    Ok(())
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn udp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    stash_peer(&ctx, true, false);
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn udp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    stash_peer(&ctx, true, true);
+    1
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn udp_recvmsg4(ctx: SockAddrContext) -> i32 {
+    stash_peer(&ctx, false, false);
+    1
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn udp_recvmsg6(ctx: SockAddrContext) -> i32 {
+    stash_peer(&ctx, false, true);
+    1
+}
+
+/// Keeps the address of an unconnected UDP send (its destination) or
+/// receive (the datagram's sender) for the length tracepoint at the end of
+/// the syscall. These programs run inside udp_sendmsg/udp_recvmsg (and
+/// their IPv6 twins) only when the caller passed an address or asked for
+/// one, and always allow the call (return 1).
+#[inline(always)]
+fn stash_peer(ctx: &SockAddrContext, transmit: bool, v6: bool) {
+    if !setting(&SETTINGS.udp) {
+        return;
+    }
+    let sa = ctx.sock_addr;
+    let mut p = UdpPeer {
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        transmit: u8::from(transmit),
+        valid: 1,
+        ..UdpPeer::default()
+    };
+    // user_port holds the port in network byte order in its low 16 bits.
+    p.rport = u16::from_be(unsafe { (*sa).user_port } as u16);
+    if v6 {
+        let ip = unsafe { (*sa).user_ip6 };
+        p.raddr[..4].copy_from_slice(&ip[0].to_ne_bytes());
+        p.raddr[4..8].copy_from_slice(&ip[1].to_ne_bytes());
+        p.raddr[8..12].copy_from_slice(&ip[2].to_ne_bytes());
+        p.raddr[12..].copy_from_slice(&ip[3].to_ne_bytes());
+        p.family = AF_INET6;
+    } else {
+        p.raddr[..4].copy_from_slice(&unsafe { (*sa).user_ip4 }.to_ne_bytes());
+        p.family = AF_INET;
+    }
+    let key = peer_key(transmit);
+    match UDP_PEERS.get_ptr_mut(&key) {
+        // The thread's entry from its last call: rewrite it in place.
+        Some(e) => unsafe { *e = p },
+        None => {
+            let _ = UDP_PEERS.insert(&key, &p, 0);
+        }
+    }
 }
 
 #[tracepoint]
@@ -783,9 +1018,16 @@ fn count_datagram(ctx: &SkBuffContext, egress: bool, v4: bool) -> Result<(), i32
     let payload = len - l4 - 8;
     let segs = u64::from(unsafe { (*skb).gso_segs }).max(1);
     bump(counter::UDP_EVENTS);
+    account_udp(&key, laddr, lport, egress, payload, segs);
+    Ok(())
+}
+
+/// Adds `payload` bytes and `segs` packets to flow `key`, creating it.
+#[inline(always)]
+fn account_udp(key: &UdpKey, laddr: [u8; 16], lport: u16, egress: bool, payload: u64, segs: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
-    if add_udp(&key, egress, payload, segs, now) {
-        return Ok(());
+    if add_udp(key, egress, payload, segs, now) {
+        return;
     }
     let mut s = UdpStats {
         laddr,
@@ -802,12 +1044,11 @@ fn count_datagram(ctx: &SkBuffContext, egress: bool, v4: bool) -> Result<(), i32
     }
     // NOEXIST: another CPU may have created the entry meanwhile; then add
     // to it instead of overwriting its counts.
-    if UDP_FLOWS.insert(&key, &s, BPF_NOEXIST as u64).is_err()
-        && !add_udp(&key, egress, payload, segs, now)
+    if UDP_FLOWS.insert(key, &s, BPF_NOEXIST as u64).is_err()
+        && !add_udp(key, egress, payload, segs, now)
     {
         bump(counter::UDP_MAP_FULL);
     }
-    Ok(())
 }
 
 #[inline(always)]

@@ -20,7 +20,7 @@ use thiserror::Error;
 /// capabilities of the features a configuration enables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Feature {
-    /// The `ebpf` receiver: TCP/UDP flows from tracepoints and cgroup_skb,
+    /// The `ebpf` receiver: TCP/UDP flows from tracepoints and cgroup programs,
     /// attributed to processes through /proc.
     Flows,
     /// The `dns` receiver: a packet socket in every network namespace and
@@ -71,7 +71,7 @@ pub const CAPABILITIES: &[Capability] = &[
         name: "CAP_NET_ADMIN",
         bit: 12,
         features: &[Flows, Dns, Nat],
-        why: "load and attach the cgroup_skb programs (UDP flows), force the DNS socket's receive buffer past rmem_max, read conntrack over netlink",
+        why: "load and attach the cgroup programs (UDP flows), force the DNS socket's receive buffer past rmem_max, read conntrack over netlink",
         without: "the eBPF receiver does not start; DNS capture drops under bursts; NAT is not resolved",
     },
     Capability {

@@ -276,6 +276,9 @@ impl Collector {
         match (eph(local_port), eph(peer_port)) {
             (true, false) => Role::Client,
             (false, true) => Role::Server,
+            // An unknown peer (UDP read without asking for the sender):
+            // the socket with the fixed port is the one being talked to.
+            _ if peer_port == 0 => Role::Server,
             _ if local_port < peer_port => Role::Server,
             _ => Role::Client,
         }
@@ -987,5 +990,28 @@ mod tests {
             col.finish(i, i + 1);
         }
         assert!(idle);
+    }
+
+    #[test]
+    fn udp_read_without_the_sender_is_the_server_side() {
+        // A datagram read with recv() on an unconnected socket: the peer is
+        // the unspecified address, port 0.
+        let mut col = Collector::new(settings(), Telemetry::new());
+        let key = UdpKey {
+            cookie: 8,
+            family: AF_INET,
+            ..UdpKey::default()
+        };
+        let st = UdpStats {
+            lport: 5353,
+            bytes_rx: 40,
+            packets_rx: 1,
+            ..UdpStats::default()
+        };
+        col.on_udp(&key, &st, None);
+        let b = col.finish(0, 1);
+        assert_eq!(b.flows[0].role, Role::Server);
+        assert_eq!(b.flows[0].local.port(), 5353);
+        assert!(b.flows[0].peer.ip().is_unspecified());
     }
 }

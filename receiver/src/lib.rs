@@ -21,6 +21,7 @@ pub mod netns;
 pub mod offsets;
 pub mod path;
 pub mod process;
+pub mod source_addr;
 pub mod tracefs;
 
 use std::sync::Arc;
@@ -169,6 +170,7 @@ impl EbpfReceiver {
         // The kernel side wakes us only for process announcements and when
         // 64 KiB of events wait; this timer drains the rest.
         let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut sources = source_addr::SourceAddrs::default();
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let last = tokio::select! {
@@ -198,19 +200,26 @@ impl EbpfReceiver {
                 }
             }
             let mut idle = Vec::new();
+            let mut udp = Vec::new();
             for item in udp_flows.iter() {
                 match item {
                     Ok((k, s)) => {
                         let owner = udp_owners.get(&k.cookie, 0).ok();
-                        if collector.on_udp(&k, &s, owner.as_ref()) {
-                            idle.push(k);
-                        }
+                        udp.push((k, s, owner));
                     }
                     Err(_) => telemetry.emit(EventsLost::new(
                         Source::EbpfUdp,
                         LossReason::MapReadError,
                         1,
                     )),
+                }
+            }
+            // Unconnected sockets bound to the wildcard: the kernel side
+            // cannot know their local address (see source_addr).
+            sources.fill(&mut udp);
+            for (k, s, owner) in udp {
+                if collector.on_udp(&k, &s, owner.as_ref()) {
+                    idle.push(k);
                 }
             }
             for k in idle {

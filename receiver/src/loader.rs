@@ -13,13 +13,20 @@
 //! classic set is, with a warning. `FLOWSCOPE_EBPF_HOOKS=tracepoint` in the
 //! agent's environment forces the classic set (to compare, or to work
 //! around a kernel that loads the BTF-typed programs but misbehaves).
+//!
+//! UDP follows the tracepoint set: with the BTF-typed programs it is counted
+//! at the socket (the length tracepoints, plus four `cgroup/sendmsg4/6`,
+//! `cgroup/recvmsg4/6` programs on the root cgroup for unconnected sockets'
+//! peers); with the classic ones, which cannot ask for a socket cookie, by
+//! the two cgroup_skb programs, which see every packet of the host.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+    TracePoint,
 };
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpStats};
@@ -79,7 +86,7 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("attaching cgroup_skb program `{program}` to {path}")]
+    #[error("attaching cgroup program `{program}` to {path}")]
     AttachCgroup {
         program: &'static str,
         path: PathBuf,
@@ -216,7 +223,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         attach_tracepoints(&mut ebpf)?;
         Hooks::Tracepoints
     } else {
-        match load_btf_tracepoints(&mut ebpf) {
+        match load_btf_tracepoints(&mut ebpf, opts.udp) {
             Ok(()) => {
                 attach_btf_tracepoints(&mut ebpf)?;
                 Hooks::BtfTracepoints
@@ -240,27 +247,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             path: root.clone(),
             source,
         })?;
-        for (program, kind) in [
-            ("udp_egress", CgroupSkbAttachType::Egress),
-            ("udp_ingress", CgroupSkbAttachType::Ingress),
-        ] {
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(program)
-                .ok_or(LoadError::MissingProgram(program))?
-                .try_into()
-                .map_err(|source| LoadError::Program { program, source })?;
-            prog.load()
-                .map_err(|source| LoadError::Program { program, source })?;
-            // Through a bpf_link (kernel >= 5.7) the program always coexists
-            // with others on the cgroup (systemd's, say); the link API
-            // rejects the legacy ALLOW_MULTI flag, so the mode is Single.
-            prog.attach(&cgroup, kind, CgroupAttachMode::Single)
-                .map_err(|source| LoadError::AttachCgroup {
-                    program,
-                    path: Path::new(&root).to_path_buf(),
-                    source,
-                })?;
+        match hooks {
+            Hooks::BtfTracepoints => attach_sock_addr(&mut ebpf, &cgroup, &root)?,
+            Hooks::Tracepoints => attach_cgroup_skb(&mut ebpf, &cgroup, &root)?,
         }
+        tracing::info!(?hooks, "UDP programs attached");
     }
 
     Ok(Loaded {
@@ -272,6 +263,58 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         hooks,
         ebpf,
     })
+}
+
+/// The UDP peer programs of the BTF-typed set (see the module docs).
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "udp_sendmsg4",
+    "udp_sendmsg6",
+    "udp_recvmsg4",
+    "udp_recvmsg6",
+];
+
+/// Attaches the UDP peer programs, which [`load_btf_tracepoints`] loaded.
+fn attach_sock_addr(ebpf: &mut Ebpf, cgroup: &File, root: &Path) -> Result<(), LoadError> {
+    for program in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program, source })?;
+        // As for cgroup_skb below: a bpf_link coexists with other programs.
+        prog.attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|source| LoadError::AttachCgroup {
+                program,
+                path: root.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn attach_cgroup_skb(ebpf: &mut Ebpf, cgroup: &File, root: &Path) -> Result<(), LoadError> {
+    for (program, kind) in [
+        ("udp_egress", CgroupSkbAttachType::Egress),
+        ("udp_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Program { program, source })?;
+        // Through a bpf_link (kernel >= 5.7) the program always coexists
+        // with others on the cgroup (systemd's, say); the link API
+        // rejects the legacy ALLOW_MULTI flag, so the mode is Single.
+        prog.attach(cgroup, kind, CgroupAttachMode::Single)
+            .map_err(|source| LoadError::AttachCgroup {
+                program,
+                path: root.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -300,13 +343,35 @@ enum BtfLoadError {
     Missing(&'static str),
 }
 
-/// Loads every BTF-typed program (none attached yet); on the first failure
-/// unloads the ones loaded, so that the classic set can take over.
-fn load_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), BtfLoadError> {
+/// Loads every BTF-typed program, and with `udp` the UDP peer programs
+/// that go with them (none attached yet); on the first failure unloads the
+/// ones loaded, so that the classic set can take over.
+fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<(), BtfLoadError> {
     let btf = Btf::from_sys_fs().map_err(BtfLoadError::Btf)?;
     let mut loaded = Vec::new();
     let mut result = Ok(());
+    if udp {
+        for program in SOCK_ADDR_PROGRAMS {
+            let prog: Result<&mut CgroupSockAddr, BtfLoadError> = ebpf
+                .program_mut(program)
+                .ok_or(BtfLoadError::Missing(program))
+                .and_then(|p| {
+                    p.try_into()
+                        .map_err(|source| BtfLoadError::Program { program, source })
+                });
+            if let Err(e) = prog.and_then(|p| {
+                p.load()
+                    .map_err(|source| BtfLoadError::Program { program, source })
+            }) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     for (_, program, _, name) in TRACEPOINTS {
+        if result.is_err() {
+            break;
+        }
         let prog: Result<&mut BtfTracePoint, BtfLoadError> = ebpf
             .program_mut(program)
             .ok_or(BtfLoadError::Missing(program))
@@ -329,6 +394,13 @@ fn load_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), BtfLoadError> {
         for program in loaded {
             if let Some(p) = ebpf.program_mut(program)
                 && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
+            {
+                let _ = p.unload();
+            }
+        }
+        for program in SOCK_ADDR_PROGRAMS {
+            if let Some(p) = ebpf.program_mut(program)
+                && let Ok(p) = <&mut CgroupSockAddr>::try_from(p)
             {
                 let _ = p.unload();
             }

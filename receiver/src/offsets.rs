@@ -78,6 +78,8 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
         send_reset_skaddr: send_reset.offset("skaddr", 8)?,
         recv_reset_skaddr: recv_reset.offset("skaddr", 8)?,
         retransmit_skaddr: retransmit.offset("skaddr", 8)?,
+        udp_pending: member(&btf, "udp_sock", "pending", 4)?,
+        udp_gso_size: member(&btf, "udp_sock", "gso_size", 2)?,
     })
 }
 

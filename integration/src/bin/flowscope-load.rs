@@ -16,9 +16,19 @@
 //! failed (with the first error), connect-to-close latency percentiles and
 //! the client's own CPU seconds.
 //! It never asserts a rate: the benchmark reports what was reached.
+//!
+//! ```text
+//! flowscope-load udp-server ADDR [THREADS]
+//! flowscope-load udp-client ADDR RATE SECONDS BYTES [WORKERS]
+//! ```
+//! The same over UDP: RATE exchanges per second, each one datagram of
+//! BYTES sent with sendto() on an unconnected socket (one per worker) and
+//! its echo read back with recvfrom(); the server echoes every datagram to
+//! its sender from one unconnected socket read by THREADS threads. The
+//! JSON's `completed` counts exchanges (one datagram each way).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -88,6 +98,45 @@ fn server(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Echoes every datagram to its sender, on `THREADS` threads sharing one
+/// unconnected socket, until killed.
+fn udp_server(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let threads: usize = opt(args, 1, "THREADS", 4)?;
+    let socket = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        let s = socket.try_clone().map_err(|e| format!("socket: {e}"))?;
+        handles.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let _ = s.send_to(&buf[..n], from);
+                    }
+                    Err(e) => eprintln!("recv: {e}"),
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// One UDP exchange: a datagram to `addr`, its echo back.
+fn one_udp(s: &UdpSocket, addr: SocketAddr, payload: &[u8], buf: &mut [u8]) -> Result<()> {
+    s.send_to(payload, addr).map_err(|e| format!("send: {e}"))?;
+    let (n, _) = s.recv_from(buf).map_err(|e| format!("recv: {e}"))?;
+    if n != payload.len() {
+        return Err(format!("echo of {n} bytes, sent {}", payload.len()));
+    }
+    Ok(())
+}
+
 /// One connection: connect, send `payload`, read as many bytes back, close.
 fn one(addr: SocketAddr, payload: &[u8], buf: &mut [u8]) -> Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
@@ -121,7 +170,7 @@ struct WorkerResult {
     latencies_us: Vec<u32>,
 }
 
-fn client(args: &[String]) -> Result<()> {
+fn client(args: &[String], udp: bool) -> Result<()> {
     let addr: SocketAddr = arg(args, 0, "ADDR")?;
     let rate: f64 = arg(args, 1, "RATE")?;
     let seconds: f64 = arg(args, 2, "SECONDS")?;
@@ -142,6 +191,25 @@ fn client(args: &[String]) -> Result<()> {
             let payload = vec![b'l'; bytes];
             let mut buf = vec![0u8; bytes.clamp(1, 65536)];
             let mut r = WorkerResult::default();
+            let socket = if udp {
+                let bind = if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                match UdpSocket::bind(bind).and_then(|s| {
+                    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    Ok(s)
+                }) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        r.first_error = Some(format!("udp socket: {e}"));
+                        return r;
+                    }
+                }
+            } else {
+                None
+            };
             let mut k: u32 = 0;
             loop {
                 let due = first + period * k;
@@ -153,7 +221,11 @@ fn client(args: &[String]) -> Result<()> {
                     std::thread::sleep(due - now);
                 }
                 let t = Instant::now();
-                match one(addr, &payload, &mut buf) {
+                let done = match &socket {
+                    Some(s) => one_udp(s, addr, &payload, &mut buf),
+                    None => one(addr, &payload, &mut buf),
+                };
+                match done {
                     Ok(()) => {
                         r.completed += 1;
                         r.latencies_us
@@ -221,8 +293,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("server") => server(&args[1..]),
-        Some("client") => client(&args[1..]),
-        _ => Err("usage: flowscope-load server ADDR [THREADS] | client ADDR RATE SECONDS BYTES [WORKERS]".into()),
+        Some("client") => client(&args[1..], false),
+        Some("udp-server") => udp_server(&args[1..]),
+        Some("udp-client") => client(&args[1..], true),
+        _ => Err("usage: flowscope-load [udp-]server ADDR [THREADS] | [udp-]client ADDR RATE SECONDS BYTES [WORKERS]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,8 +10,14 @@
 //! flowscope-traffic tcp-connect ADDR          (expects the connect to fail)
 //! flowscope-traffic tcp-many-server ADDR COUNT  (accepts COUNT, reads each to its end)
 //! flowscope-traffic tcp-many ADDR COUNT HOLD_MS (COUNT connections open at once)
-//! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE
+//! flowscope-traffic udp-server ADDR COUNT REPLIES REPLY_SIZE [recv]
+//!                   (with `recv`: reads with recv(), not asking for the
+//!                   sender; REPLIES must then be 0)
 //! flowscope-traffic udp-client ADDR COUNT SIZE REPLIES
+//! flowscope-traffic udp-two ADDR1 COUNT1 SIZE1 ADDR2 COUNT2 SIZE2 REPLIES
+//!                   (one unconnected socket to two peers, see [`udp_two`])
+//! flowscope-traffic udp-gso ADDR SEGMENT SIZE  (one sendto of SIZE bytes from a
+//!                   socket with the UDP_SEGMENT option: GSO cuts it into datagrams)
 //! flowscope-traffic tcp-serve-each ADDR COUNT EXPECT REPLY  (COUNT connections, one after another)
 //! flowscope-traffic tcp-client-each ADDR COUNT SEND  (prints each reply's size, one a line)
 //! flowscope-traffic tcp-listen ADDR           (accepts and closes, forever)
@@ -261,6 +267,15 @@ fn udp_server(args: &[String]) -> Result<()> {
     println!("listening");
     std::io::stdout().flush().ok();
     let mut buf = vec![0u8; 65536];
+    if args.get(4).map(String::as_str) == Some("recv") {
+        if replies != 0 {
+            return Err("with `recv` the sender is unknown: REPLIES must be 0".into());
+        }
+        for i in 0..count {
+            s.recv(&mut buf).map_err(|e| format!("recv {i}: {e}"))?;
+        }
+        return Ok(());
+    }
     let mut peer = None;
     for i in 0..count {
         let (_, from) = s
@@ -300,6 +315,194 @@ fn udp_client(args: &[String]) -> Result<()> {
     for i in 0..replies {
         s.recv_from(&mut buf)
             .map_err(|e| format!("reply {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A socket address as the kernel takes it, and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// One unconnected socket (bound to the wildcard address of ADDR1's family;
+/// an IPv4-mapped ADDR is sent to over IPv6) talking to two peers, the ways
+/// an application can: to ADDR1, COUNT1 datagrams of SIZE1 with sendto(),
+/// the first one corked in two parts (MSG_MORE, then the rest); to ADDR2,
+/// COUNT2 datagrams of SIZE2 in one sendmmsg() call. Then REPLIES
+/// datagrams read back with recvmmsg(), each with its sender's address.
+fn udp_two(args: &[String]) -> Result<()> {
+    let a1: SocketAddr = arg(args, 0, "ADDR1")?;
+    let n1: usize = arg(args, 1, "COUNT1")?;
+    let size1: usize = arg(args, 2, "SIZE1")?;
+    let a2: SocketAddr = arg(args, 3, "ADDR2")?;
+    let n2: usize = arg(args, 4, "COUNT2")?;
+    let size2: usize = arg(args, 5, "SIZE2")?;
+    let replies: usize = arg(args, 6, "REPLIES")?;
+    if n1 == 0 || size1 < 2 {
+        return Err("COUNT1 must be at least 1 and SIZE1 at least 2".into());
+    }
+    let bind = if a1.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let fd = s.as_raw_fd();
+    let p1 = vec![b'1'; size1];
+    let (sa1, len1) = sockaddr(a1);
+    let send = |part: &[u8], flags: libc::c_int| -> Result<()> {
+        // SAFETY: buffer and address are valid for the call.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                part.as_ptr().cast(),
+                part.len(),
+                flags,
+                &sa1 as *const _ as *const libc::sockaddr,
+                len1,
+            )
+        };
+        if n != part.len() as isize {
+            return Err(format!("sendto: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    // Corked: one datagram of SIZE1 from two calls.
+    let half = size1 / 2;
+    send(&p1[..half], libc::MSG_MORE)?;
+    send(&p1[half..], 0)?;
+    for _ in 1..n1 {
+        send(&p1, 0)?;
+    }
+    let p2 = vec![b'2'; size2];
+    let (mut sa2, len2) = sockaddr(a2);
+    let mut iov: Vec<libc::iovec> = (0..n2)
+        .map(|_| libc::iovec {
+            iov_base: p2.as_ptr() as *mut libc::c_void,
+            iov_len: size2,
+        })
+        .collect();
+    // SAFETY: all-zero is a valid mmsghdr; the pointers set below outlive
+    // the call.
+    let mut msgs: Vec<libc::mmsghdr> = (0..n2).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+        m.msg_hdr.msg_name = &mut sa2 as *mut _ as *mut libc::c_void;
+        m.msg_hdr.msg_namelen = len2;
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    if n2 > 0 {
+        // SAFETY: msgs holds n2 initialised headers.
+        let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n2 as libc::c_uint, 0) };
+        if sent != n2 as libc::c_int {
+            return Err(format!(
+                "sendmmsg sent {sent} of {n2}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let mut got = 0;
+    let mut bufs = vec![[0u8; 2048]; replies.max(1)];
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut names: Vec<libc::sockaddr_storage> = (0..replies.max(1))
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    while got < replies {
+        let want = replies - got;
+        let mut iov: Vec<libc::iovec> = bufs[..want]
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as for sendmmsg.
+        let mut msgs: Vec<libc::mmsghdr> =
+            (0..want).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for ((m, v), name) in msgs.iter_mut().zip(iov.iter_mut()).zip(names.iter_mut()) {
+            m.msg_hdr.msg_name = name as *mut _ as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: msgs holds `want` initialised headers; MSG_WAITFORONE
+        // blocks (up to the read timeout) for the first datagram only.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return Err(format!(
+                "recvmmsg after {got} of {replies} replies: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        got += n as usize;
+    }
+    Ok(())
+}
+
+/// `UDP_SEGMENT` (include/uapi/linux/udp.h; the libc crate names it only
+/// for uClibc).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One `sendto` of SIZE bytes to ADDR from an unconnected socket with the
+/// UDP_SEGMENT option set to SEGMENT: the kernel (GSO) sends it as
+/// SIZE / SEGMENT datagrams, rounded up, the last one shorter.
+fn udp_gso(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let segment: libc::c_int = arg(args, 1, "SEGMENT")?;
+    let size: usize = arg(args, 2, "SIZE")?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    // SAFETY: a valid socket and an int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            &segment as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "setsockopt UDP_SEGMENT: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let n = s
+        .send_to(&vec![b'g'; size], addr)
+        .map_err(|e| format!("send: {e}"))?;
+    if n != size {
+        return Err(format!("sent {n} of {size} bytes"));
     }
     Ok(())
 }
@@ -443,6 +646,8 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("tcp-many") => tcp_many(rest),
         Some("udp-server") => udp_server(rest),
         Some("udp-client") => udp_client(rest),
+        Some("udp-two") => udp_two(rest),
+        Some("udp-gso") => udp_gso(rest),
         Some("tcp-serve-each") => tcp_serve_each(rest),
         Some("tcp-client-each") => tcp_client_each(rest),
         Some("tcp-listen") => tcp_listen(rest),

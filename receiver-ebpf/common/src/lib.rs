@@ -57,6 +57,11 @@ pub struct Offsets {
     pub send_reset_skaddr: u32,
     pub recv_reset_skaddr: u32,
     pub retransmit_skaddr: u32,
+    /// `struct udp_sock.pending`: nonzero while a corked datagram (MSG_MORE,
+    /// UDP_CORK) waits for more data.
+    pub udp_pending: u32,
+    /// `struct udp_sock.gso_size`: the UDP_SEGMENT socket option.
+    pub udp_gso_size: u32,
 }
 
 /// Configuration the programs read from their read-only data.
@@ -195,6 +200,26 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 
+/// Value of the `UDP_PEERS` map (key: thread id): the peer address that a
+/// `cgroup/sendmsg*` or `cgroup/recvmsg*` program saw for an unconnected
+/// UDP socket, kept for the send/recv length tracepoint that fires at the
+/// end of the same syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpPeer {
+    /// Socket cookie of the socket the address belongs to.
+    pub cookie: u64,
+    pub raddr: [u8; 16],
+    /// Host byte order.
+    pub rport: u16,
+    pub family: u16,
+    /// 1 for a send, 0 for a receive.
+    pub transmit: u8,
+    /// 1 until a length tracepoint has used it.
+    pub valid: u8,
+    pub _pad: [u8; 2],
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// TCP tracepoint hits handled.
@@ -225,4 +250,5 @@ mod pod {
     unsafe impl aya::Pod for super::UdpKey {}
     unsafe impl aya::Pod for super::UdpStats {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::UdpPeer {}
 }
