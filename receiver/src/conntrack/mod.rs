@@ -51,8 +51,9 @@ pub use flowscope_model::nat::{
 };
 use netlink::CtEvent;
 
-/// After a wake-up that read at least [`GATHER_FROM`] events, the worker
-/// waits this long before it polls again, so that at thousands of
+/// While busy (at least [`GATHER_FROM`] events in the current or the last
+/// [`RATE_WINDOW`]), the worker waits this long after each read before it
+/// polls again, so that at thousands of
 /// connections per second it reads them in batches (one wake-up per window
 /// instead of one per event). The events stay queued in the socket
 /// meanwhile (`rcvbuf`, 4 MiB by default, holds thousands of them).
@@ -64,8 +65,10 @@ use netlink::CtEvent;
 /// milliseconds late only makes its connection wait for the end of the
 /// interval, or the next (see `Collector::settle_pending`).
 const GATHER: Duration = Duration::from_millis(5);
-/// Events read in one wake-up from which the worker waits [`GATHER`].
-const GATHER_FROM: u64 = 64;
+/// Events per [`RATE_WINDOW`] from which the worker waits [`GATHER`]
+/// (1,000 events/s, about 500 NATed connections per second).
+const GATHER_FROM: u64 = 100;
+const RATE_WINDOW: Duration = Duration::from_millis(100);
 
 /// `flowscope.source` of the service's own counts.
 const SOURCE: Source = Source::Conntrack;
@@ -205,6 +208,10 @@ impl Worker {
         let mut buf = vec![0u8; 256 * 1024];
         let mut pollfds: Vec<libc::pollfd> = Vec::new();
         let mut order: Vec<u32> = Vec::new();
+        // Events read since the window began, and whether the last whole
+        // window was busy.
+        let mut rate = (Instant::now(), 0u64);
+        let mut busy = false;
         while !self.stop.load(Ordering::Relaxed) {
             if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
                 let first = last_scan.is_none();
@@ -236,13 +243,18 @@ impl Worker {
             // SAFETY: pollfds is a valid array of its length.
             let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
             if n > 0 {
-                let mut read = 0;
                 for (p, ns) in pollfds.iter().zip(order.iter()) {
                     if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                        read += self.read_all(p.fd, *ns, &mut buf);
+                        rate.1 += self.read_all(p.fd, *ns, &mut buf);
                     }
                 }
-                if read >= GATHER_FROM {
+                let age = rate.0.elapsed();
+                if age >= RATE_WINDOW {
+                    // A window that ended long ago says nothing of now.
+                    busy = rate.1 >= GATHER_FROM && age < 2 * RATE_WINDOW;
+                    rate = (Instant::now(), 0);
+                }
+                if busy || rate.1 >= GATHER_FROM {
                     // Busy: let the next events gather instead of waking
                     // for each.
                     std::thread::sleep(GATHER);
