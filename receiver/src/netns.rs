@@ -46,27 +46,56 @@ pub enum NetnsError {
 /// Every network namespace on the host, by inode: one path to it, and a
 /// process in it if there is one.
 pub fn scan_namespaces() -> HashMap<u32, (PathBuf, Option<u32>)> {
-    let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for e in dir.flatten() {
-            if let Ok(m) = std::fs::metadata(e.path()) {
-                out.entry(m.ino() as u32).or_insert((e.path(), None));
+    NetnsScanner::default().scan()
+}
+
+/// [`scan_namespaces`] for callers that rescan periodically (the conntrack
+/// service and DNS capture, every few seconds): it remembers each
+/// process's namespace and stats `/proc/<pid>/ns/net` only for pids it has
+/// not seen, since a process cannot change namespace without
+/// `setns`/`unshare` and those that do are rare next to the cost of a path
+/// walk per process per rescan (a profile put that at a fifth of the
+/// agent's CPU). A pid that exits and is reused between two rescans by a
+/// process in another namespace is taken for the old one until it exits;
+/// its namespace is found through any other process in it.
+#[derive(Debug, Default)]
+pub struct NetnsScanner {
+    /// pid -> its namespace's inode, as of the last scan.
+    pids: HashMap<u32, u32>,
+}
+
+impl NetnsScanner {
+    pub fn scan(&mut self) -> HashMap<u32, (PathBuf, Option<u32>)> {
+        let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                if let Ok(m) = std::fs::metadata(e.path()) {
+                    out.entry(m.ino() as u32).or_insert((e.path(), None));
+                }
             }
         }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let path = e.path().join("ns/net");
-            if let Ok(m) = std::fs::metadata(&path) {
-                let entry = out.entry(m.ino() as u32).or_insert((path, None));
+        let mut pids = HashMap::with_capacity(self.pids.len());
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let path = e.path().join("ns/net");
+                let ino = match self.pids.get(&pid) {
+                    Some(ino) => *ino,
+                    None => match std::fs::metadata(&path) {
+                        Ok(m) => m.ino() as u32,
+                        Err(_) => continue,
+                    },
+                };
+                pids.insert(pid, ino);
+                let entry = out.entry(ino).or_insert((path, None));
                 entry.1.get_or_insert(pid);
             }
         }
+        self.pids = pids;
+        out
     }
-    out
 }
 
 /// The inode of this thread's network namespace.

@@ -45,7 +45,7 @@ use flowscope_model::nat::Refused;
 use flowscope_model::{Context, Telemetry};
 use thiserror::Error;
 
-use crate::netns::{NetnsError, in_namespace, scan_namespaces};
+use crate::netns::{NetnsError, NetnsScanner, in_namespace};
 pub use flowscope_model::nat::{
     CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
 };
@@ -144,6 +144,7 @@ impl Conntrack {
             failed: HashMap::new(),
             evicted_reported: 0,
             warned_host: false,
+            scanner: NetnsScanner::default(),
         };
         let thread = std::thread::Builder::new()
             .name("flowscope-conntrack".into())
@@ -196,6 +197,7 @@ struct Worker {
     failed: HashMap<u32, Instant>,
     evicted_reported: u64,
     warned_host: bool,
+    scanner: NetnsScanner,
 }
 
 /// What opening a namespace yields: its event socket (if events are on
@@ -283,7 +285,7 @@ impl Worker {
     }
 
     fn rescan(&mut self) {
-        let found = scan_namespaces();
+        let found = self.scanner.scan();
         let now = Instant::now();
         let gone: Vec<u32> = self
             .socks

@@ -304,10 +304,11 @@ impl Capture {
         let mut pollfds: Vec<libc::pollfd> = Vec::new();
         let mut order: Vec<u32> = Vec::new();
         let mut last_wake = Instant::now() - BATCH_AFTER;
+        let mut scanner = crate::netns::NetnsScanner::default();
         while !self.stop.load(Ordering::Relaxed) {
             if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
                 last_scan = Some(Instant::now());
-                self.rescan(&mut socks, &mut failed);
+                self.rescan(scanner.scan(), &mut socks, &mut failed);
                 pollfds.clear();
                 order.clear();
                 for (ns, s) in &socks {
@@ -348,8 +349,12 @@ impl Capture {
         }
     }
 
-    fn rescan(&self, socks: &mut HashMap<u32, Sock>, failed: &mut HashMap<u32, Instant>) {
-        let found = scan_namespaces();
+    fn rescan(
+        &self,
+        found: HashMap<u32, (std::path::PathBuf, Option<u32>)>,
+        socks: &mut HashMap<u32, Sock>,
+        failed: &mut HashMap<u32, Instant>,
+    ) {
         socks.retain(|ns, s| {
             if found.contains_key(ns) {
                 let d = drops(s.fd.as_fd());
