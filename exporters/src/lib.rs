@@ -317,7 +317,7 @@ pub fn build(
     config: &ExporterConfig,
     ctx: &Context,
 ) -> Result<ExporterHandle, BuildError> {
-    build_with_env(id, config, ctx, &|k| std::env::var(k).ok())
+    build_with_env(id, config, ctx, &flowscope_model::env::process)
 }
 
 /// Checks the exporter `id` as [`build`] would, without starting it: the
@@ -329,7 +329,7 @@ pub fn build(
 /// bound, created or connected, and no runtime is needed: this is what
 /// `flowscope validate` adds to loading.
 pub fn check(id: &ComponentId, config: &ExporterConfig) -> Result<(), BuildError> {
-    check_with_env(id, config, &|k| std::env::var(k).ok())
+    check_with_env(id, config, &flowscope_model::env::process)
 }
 
 /// As [`check`], with `env` in place of the process environment.

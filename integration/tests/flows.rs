@@ -279,6 +279,18 @@ fn udp_one_socket_two_peers(mode: Udp) {
         ("network.io.direction", "transmit"),
         ("network.io.direction", "receive"),
     );
+    // (side, its port attribute, port, direction, exact bytes, exact
+    // datagrams): each row is checked on the bytes and the packets metric.
+    let rows = [
+        (&client, "network.peer.port", "5003", tx, 300.0, 3.0),
+        (&client, "network.peer.port", "5003", rx, 100.0, 2.0),
+        (&client, "network.peer.port", "5004", tx, 1_000.0, 5.0),
+        (&client, "network.peer.port", "5004", rx, 280.0, 4.0),
+        (&srv, "network.local.port", "5003", rx, 300.0, 3.0),
+        (&srv, "network.local.port", "5003", tx, 100.0, 2.0),
+        (&srv, "network.local.port", "5004", rx, 1_000.0, 5.0),
+        (&srv, "network.local.port", "5004", tx, 280.0, 4.0),
+    ];
     // (metric, side, attribute filter, exact total)
     type Want<'a> = (
         &'static str,
@@ -286,69 +298,13 @@ fn udp_one_socket_two_peers(mode: Udp) {
         [(&'static str, &'static str); 3],
         f64,
     );
-    let want: Vec<Want> = vec![
-        (IO, &client, [udp, tx, ("network.peer.port", "5003")], 300.0),
-        (
-            PACKETS,
-            &client,
-            [udp, tx, ("network.peer.port", "5003")],
-            3.0,
-        ),
-        (IO, &client, [udp, rx, ("network.peer.port", "5003")], 100.0),
-        (
-            PACKETS,
-            &client,
-            [udp, rx, ("network.peer.port", "5003")],
-            2.0,
-        ),
-        (
-            IO,
-            &client,
-            [udp, tx, ("network.peer.port", "5004")],
-            1_000.0,
-        ),
-        (
-            PACKETS,
-            &client,
-            [udp, tx, ("network.peer.port", "5004")],
-            5.0,
-        ),
-        (IO, &client, [udp, rx, ("network.peer.port", "5004")], 280.0),
-        (
-            PACKETS,
-            &client,
-            [udp, rx, ("network.peer.port", "5004")],
-            4.0,
-        ),
-        (IO, &srv, [udp, rx, ("network.local.port", "5003")], 300.0),
-        (
-            PACKETS,
-            &srv,
-            [udp, rx, ("network.local.port", "5003")],
-            3.0,
-        ),
-        (IO, &srv, [udp, tx, ("network.local.port", "5003")], 100.0),
-        (
-            PACKETS,
-            &srv,
-            [udp, tx, ("network.local.port", "5003")],
-            2.0,
-        ),
-        (IO, &srv, [udp, rx, ("network.local.port", "5004")], 1_000.0),
-        (
-            PACKETS,
-            &srv,
-            [udp, rx, ("network.local.port", "5004")],
-            5.0,
-        ),
-        (IO, &srv, [udp, tx, ("network.local.port", "5004")], 280.0),
-        (
-            PACKETS,
-            &srv,
-            [udp, tx, ("network.local.port", "5004")],
-            4.0,
-        ),
-    ];
+    let want: Vec<Want> = rows
+        .iter()
+        .flat_map(|&(side, key, port, dir, bytes, packets)| {
+            let f = [udp, dir, (key, port)];
+            [(IO, side, f, bytes), (PACKETS, side, f, packets)]
+        })
+        .collect();
     agent.wait_for("UDP totals per peer", WAIT, |p| {
         want.iter()
             .all(|(m, side, f, v)| total(p, m, side, f) >= *v)

@@ -147,6 +147,20 @@ struct Shared {
     requests: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
+impl Shared {
+    /// What the fake servers serve, with the watch events they stream
+    /// from `events`; nothing delivered or requested yet.
+    fn new(fixtures: Fixtures, events: tokio::sync::watch::Receiver<Vec<String>>) -> Self {
+        Shared {
+            fixtures: Arc::new(fixtures),
+            events,
+            delivered: Default::default(),
+            kubelet_reads: Default::default(),
+            requests: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
 fn tls(dir: &Path) -> TlsAcceptor {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -472,13 +486,7 @@ fn pods_workloads_and_peers_from_kubelet_and_api_server() {
     let secrets = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (events_tx, events_rx) = tokio::sync::watch::channel(Vec::<String>::new());
-    let shared = Shared {
-        fixtures: Arc::new(fixtures),
-        events: events_rx,
-        delivered: Default::default(),
-        kubelet_reads: Default::default(),
-        requests: Arc::new(Mutex::new(Vec::new())),
-    };
+    let shared = Shared::new(fixtures, events_rx);
     let acceptor = tls(secrets.path());
     let (good, forbidden, garbage, silent) = rt.block_on(async {
         (
@@ -797,13 +805,7 @@ fn kubelet_refresh_timer_and_the_object_bound() {
     let secrets = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_events_tx, events_rx) = tokio::sync::watch::channel(Vec::<String>::new());
-    let shared = Shared {
-        fixtures: Arc::new(fixtures),
-        events: events_rx,
-        delivered: Default::default(),
-        kubelet_reads: Default::default(),
-        requests: Arc::new(Mutex::new(Vec::new())),
-    };
+    let shared = Shared::new(fixtures, events_rx);
     let acceptor = tls(secrets.path());
     let good = rt.block_on(Fake::start(Mode::Good, acceptor, shared.clone()));
     let base = format!("https://127.0.0.1:{}", good.port);

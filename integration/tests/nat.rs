@@ -135,6 +135,25 @@ fn agent(interval: &str) -> Agent {
     agent
 }
 
+/// Starts `cmd args` in namespace `ns` and returns once it says it listens.
+fn serve(ns: &str, cmd: &[&str], args: &[String]) -> std::process::Child {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    child
+}
+
 /// Serves `count` connections in each pod (answering `answers[i]` bytes
 /// to 100), makes `2 * count` connections from `client` to the Service and
 /// checks the answers alternate between the pods.
@@ -143,20 +162,11 @@ fn exchange(lab: &Lab, client: &str, pods: [(&str, String); 2], count: usize, an
     let mut servers = Vec::new();
     for ((ns, ip), answer) in pods.iter().zip(answers) {
         let addr = format!("{ip}:8080");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, &t, "tcp-serve-each", &addr])
-            .args([count.to_string(), "100".into(), answer.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "listening");
-        servers.push(child);
+        servers.push(serve(
+            ns,
+            &[&t, "tcp-serve-each", &addr],
+            &[count.to_string(), "100".into(), answer.to_string()],
+        ));
     }
     let svc = format!("{}:80", lab.service());
     let out = lab.exec(
@@ -395,19 +405,11 @@ fn udp_service_dnat_from_an_unconnected_socket() {
     let agent = agent("1s");
     let t = traffic();
     // 3 datagrams of 100 bytes to the Service, 2 of 40 back from the pod.
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &p, &t, "udp-server"])
-        .args([format!("{pod}:5353"), "3".into(), "2".into(), "40".into()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "listening");
+    let mut server = serve(
+        &p,
+        &[&t, "udp-server"],
+        &[format!("{pod}:5353"), "3".into(), "2".into(), "40".into()],
+    );
     lab.exec(
         &c,
         &[&t, "udp-client", &format!("{svc}:53"), "3", "100", "2"],

@@ -123,7 +123,7 @@ impl HostFacts {
             read("/proc/sys/kernel/hostname").as_deref(),
             read("/etc/machine-id").as_deref(),
             read("/proc/sys/net/ipv4/ip_local_port_range").as_deref(),
-            &|k| std::env::var(k).ok(),
+            &crate::env::process,
         )
     }
 
@@ -233,13 +233,7 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::env::fixed as env;
 
     #[test]
     fn resource_attributes_parse() {

@@ -11,6 +11,7 @@
 pub mod attr;
 pub mod context;
 pub mod destinations;
+pub mod env;
 pub mod flow;
 pub mod hist;
 pub mod internal_events;

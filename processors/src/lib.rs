@@ -254,9 +254,12 @@ fn build_stage(
         ))),
         ProcessorConfig::Cost(c) => Stage::Flow(FlowStage::Cost(cost::Cost::from_config(c))),
         ProcessorConfig::Kubernetes(c) => {
-            let k = kubernetes::Kubernetes::from_config(c, kubernetes, &ctx.telemetry, &|k| {
-                std::env::var(k).ok()
-            })
+            let k = kubernetes::Kubernetes::from_config(
+                c,
+                kubernetes,
+                &ctx.telemetry,
+                &flowscope_model::env::process,
+            )
             .map_err(|e| BuildError::Invalid {
                 id: id.to_string(),
                 key: "kubernetes".to_owned(),

@@ -327,13 +327,7 @@ fn bracket(host: &str) -> String {
 mod tests {
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use flowscope_model::env::fixed as env;
 
     const WEB_UID: &str = "8f3c2a1e-5b6d-4c7e-9f80-1a2b3c4d5e6f";
     const WEB_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
