@@ -29,6 +29,28 @@ fn total(
     sum(points, metric, &f)
 }
 
+/// An expected exact total: (metric, side, attribute filter, value).
+type Want<'a> = (
+    &'static str,
+    &'a Vec<(&'static str, String)>,
+    [(&'static str, &'static str); 3],
+    f64,
+);
+
+/// Waits until every total of `want` is reached, then checks each is
+/// exactly its value (nothing counted twice).
+fn expect_totals(agent: &Agent, what: &str, want: &[Want]) {
+    agent.wait_for(what, WAIT, |p| {
+        want.iter()
+            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
+            .then_some(())
+    });
+    let p = agent.points();
+    for (m, side, f, v) in want {
+        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
+    }
+}
+
 /// 1,000,000 bytes up, 250,000 down, between two namespaces; both sides'
 /// flows carry exactly those numbers, with the right roles and ports.
 fn exact_tcp(v6: bool) {
@@ -291,13 +313,6 @@ fn udp_one_socket_two_peers(mode: Udp) {
         (&srv, "network.local.port", "5004", rx, 1_000.0, 5.0),
         (&srv, "network.local.port", "5004", tx, 280.0, 4.0),
     ];
-    // (metric, side, attribute filter, exact total)
-    type Want<'a> = (
-        &'static str,
-        &'a Vec<(&'static str, String)>,
-        [(&'static str, &'static str); 3],
-        f64,
-    );
     let want: Vec<Want> = rows
         .iter()
         .flat_map(|&(side, key, port, dir, bytes, packets)| {
@@ -305,15 +320,8 @@ fn udp_one_socket_two_peers(mode: Udp) {
             [(IO, side, f, bytes), (PACKETS, side, f, packets)]
         })
         .collect();
-    agent.wait_for("UDP totals per peer", WAIT, |p| {
-        want.iter()
-            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
-            .then_some(())
-    });
+    expect_totals(&agent, "UDP totals per peer", &want);
     let p = agent.points();
-    for (m, side, f, v) in &want {
-        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
-    }
     let net_type = if mode == Udp::V6 { "ipv6" } else { "ipv4" };
     for pt in p.iter().filter(|pt| {
         pt.attr("network.peer.address") == Some(server_ip.as_str())
@@ -375,15 +383,7 @@ fn udp_gso_send_counts_its_segments() {
             3.0,
         ),
     ];
-    agent.wait_for("the GSO send on both sides", WAIT, |p| {
-        want.iter()
-            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
-            .then_some(())
-    });
-    let p = agent.points();
-    for (m, side, f, v) in &want {
-        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
-    }
+    expect_totals(&agent, "the GSO send on both sides", &want);
 }
 
 /// A server reading with recv() on an unconnected socket never asks for
@@ -433,15 +433,7 @@ fn udp_recv_without_the_sender() {
         (IO, &srv, [udp, rx, port], 1_000.0),
         (PACKETS, &srv, [udp, rx, port], 4.0),
     ];
-    agent.wait_for("the datagrams on both sides", WAIT, |p| {
-        want.iter()
-            .all(|(m, side, f, v)| total(p, m, side, f) >= *v)
-            .then_some(())
-    });
-    let p = agent.points();
-    for (m, side, f, v) in &want {
-        assert_eq!(total(&p, m, side, f), *v, "{m} {side:?} {f:?}");
-    }
+    expect_totals(&agent, "the datagrams on both sides", &want);
 }
 
 #[test]
