@@ -214,6 +214,7 @@ impl Collector {
 
     /// The stats a socket's counts go to: its flow's, or a pending slot of
     /// its own when its peer looked translated but was not resolved.
+    #[inline]
     fn target(&mut self, key: FlowKey, pend: Option<PendKey>) -> &mut FlowStats {
         match pend {
             None => self.acc.entry(key).or_default(),
@@ -230,6 +231,7 @@ impl Collector {
     /// A TCP socket's flow key with its peer resolved (`cached` is what an
     /// earlier interval found), the resolution to remember, and the pending
     /// slot when unresolved.
+    #[inline]
     fn tcp_key_resolved(
         &self,
         sk: u64,
@@ -357,7 +359,12 @@ impl Collector {
 
     /// A live connection from the `CONNS` map, read once per interval.
     pub fn on_conn(&mut self, sk: u64, c: &Conn) {
-        let cached = self.tcp.get(&sk).and_then(|t| t.nat);
+        // The answer an earlier interval found; only NAT resolution needs
+        // this extra lookup, so without it there is none.
+        let cached = match self.nat {
+            Some(_) => self.tcp.get(&sk).and_then(|t| t.nat),
+            None => None,
+        };
         let (key, resolved, pend) = self.tcp_key_resolved(sk, c, cached);
         let round = self.round;
         let tracked_len = self.tcp.len() + self.udp.len();
