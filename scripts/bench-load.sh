@@ -38,6 +38,7 @@
 #                 (two datagrams, each sent and received on this host).
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
+source "$(dirname "$0")/bench-common.sh"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -102,25 +103,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$CNS"
-ip netns add "$SNS"
-ip link add "fsbc$$" type veth peer name "fsbs$$"
-ip link set "fsbc$$" netns "$CNS"
-ip link set "fsbs$$" netns "$SNS"
-ip -n "$CNS" addr add "$CIP/24" dev "fsbc$$"
-ip -n "$SNS" addr add "$SIP/24" dev "fsbs$$"
-for ns in "$CNS" "$SNS"; do
-  ip -n "$ns" link set lo up
-done
-ip -n "$CNS" link set "fsbc$$" up
-ip -n "$SNS" link set "fsbs$$" up
-# Per-namespace sysctls, so 10,000 closes/s do not run the client out of
-# ports (its side holds TIME_WAIT) and bursts are not dropped at the
-# listener. They change nothing outside these namespaces.
-ip netns exec "$CNS" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
-ip netns exec "$SNS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fsb$$"
 
-CLK_TCK=$(getconf CLK_TCK)
 
 # Per-program run statistics cost two clock reads per run while on; only
 # this script's window needs them.
@@ -161,11 +145,6 @@ map_mem() {
 # Busy and total jiffies of all CPUs (busy excludes idle and iowait).
 host_cpu() {
   awk '/^cpu / { t = $2+$3+$4+$5+$6+$7+$8+$9; print t - $5 - $6, t }' /proc/stat
-}
-
-# utime+stime of a process, in clock ticks (fields after the comm).
-proc_ticks() {
-  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 start_server() {

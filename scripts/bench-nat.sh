@@ -24,6 +24,7 @@
 #                             [--bin DIR]   (the flowscope and flowscope-load of another build)
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
+source "$(dirname "$0")/bench-common.sh"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -72,27 +73,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$CNS"
-ip netns add "$SNS"
-ip link add "fsnc$$" type veth peer name "fsns$$"
-ip link set "fsnc$$" netns "$CNS"
-ip link set "fsns$$" netns "$SNS"
-ip -n "$CNS" addr add "$CIP/24" dev "fsnc$$"
-ip -n "$SNS" addr add "$SIP/24" dev "fsns$$"
-for ns in "$CNS" "$SNS"; do ip -n "$ns" link set lo up; done
-ip -n "$CNS" link set "fsnc$$" up
-ip -n "$SNS" link set "fsns$$" up
-ip netns exec "$CNS" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1 \
-  net.netfilter.nf_conntrack_tcp_timeout_time_wait=10
-ip netns exec "$SNS" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fsn$$"
+# TIME_WAIT entries of conntrack last 10 s, not 2 minutes (see the top).
+ip netns exec "$CNS" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=10
 ip netns exec "$CNS" nft "table ip fsnat {
   chain endpoint { meta l4proto tcp dnat to $SIP:$PORT; }
   chain services { ip daddr $SVC tcp dport 80 goto endpoint; }
   chain out { type nat hook output priority -100; policy accept; jump services; }
 }"
 
-CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
 SERVER_PID=$!

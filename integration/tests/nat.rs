@@ -193,6 +193,20 @@ fn client_flows<'a>(points: &'a [Point], svc: &str, metric: &str) -> Vec<&'a Poi
         .collect()
 }
 
+/// [`exchange`], then [`check_client`] on the same pods and answers.
+fn exchange_and_check(
+    agent: &Agent,
+    lab: &Lab,
+    client: &str,
+    pods: [(&str, &String); 2],
+    count: usize,
+    answers: [u64; 2],
+) {
+    let with_ips = pods.map(|(ns, ip)| (ns, ip.clone()));
+    exchange(lab, client, with_ips, count, answers);
+    check_client(agent, lab, pods.map(|(_, ip)| ip.as_str()), count, answers);
+}
+
 /// Checks the client side: per pod, `count` connections opened and
 /// closed, 100 bytes sent and `answer` received per connection, all
 /// through the Service, none left on the Service address itself.
@@ -300,14 +314,14 @@ fn service_dnat_in_the_client_namespace() {
     }
     let agent = agent("3s");
     let count = 5;
-    exchange(
+    exchange_and_check(
+        &agent,
         &lab,
         &c,
-        [(&p1, pod1.clone()), (&p2, pod2.clone())],
+        [(&p1, &pod1), (&p2, &pod2)],
         count,
         [1111, 2222],
     );
-    check_client(&agent, &lab, [&pod1, &pod2], count, [1111, 2222]);
 }
 
 /// DNAT in a router namespace between the client and the pods
@@ -342,14 +356,14 @@ fn service_dnat_in_a_router_namespace() {
     );
     let agent = agent("2s");
     let count = 4;
-    exchange(
+    exchange_and_check(
+        &agent,
         &lab,
         &c,
-        [(&p1, pod1.clone()), (&p2, pod2.clone())],
+        [(&p1, &pod1), (&p2, &pod2)],
         count,
         [3000, 700],
     );
-    check_client(&agent, &lab, [&pod1, &pod2], count, [3000, 700]);
     // The pods' side: the peer is the real client, the router's address
     // (what masquerade made of it) is kept as the translated one.
     for (router, answer) in [(lab.ip(5), 3000u64), (lab.ip(9), 700)] {

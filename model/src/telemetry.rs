@@ -121,7 +121,12 @@ impl Level {
         // A poisoned lock only means another thread panicked mid-update;
         // the map of numbers is still usable.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let before = last.insert(component.to_string(), level);
+        // The component's entry exists after its first level: no
+        // allocation on the later ones.
+        let before = match last.get_mut(component) {
+            Some(l) => Some(std::mem::replace(l, level)),
+            None => last.insert(component.to_owned(), level),
+        };
         if before != Some(level) {
             self.counter
                 .add(level.saturating_sub(before.unwrap_or(0)), attrs);

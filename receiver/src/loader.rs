@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
-    TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program,
+    ProgramError, TracePoint,
 };
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpStats};
@@ -273,14 +273,22 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "udp_recvmsg6",
 ];
 
+/// Program `program` of `ebpf` as its type (a tracepoint, a cgroup
+/// program, ...).
+fn typed<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or(LoadError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| LoadError::Program { program, source })
+}
+
 /// Attaches the UDP peer programs, which [`load_btf_tracepoints`] loaded.
 fn attach_sock_addr(ebpf: &mut Ebpf, cgroup: &File, root: &Path) -> Result<(), LoadError> {
     for program in SOCK_ADDR_PROGRAMS {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
+        let prog: &mut CgroupSockAddr = typed(ebpf, program)?;
         // As for cgroup_skb below: a bpf_link coexists with other programs.
         prog.attach(cgroup, CgroupAttachMode::Single)
             .map_err(|source| LoadError::AttachCgroup {
@@ -297,11 +305,7 @@ fn attach_cgroup_skb(ebpf: &mut Ebpf, cgroup: &File, root: &Path) -> Result<(), 
         ("udp_egress", CgroupSkbAttachType::Egress),
         ("udp_ingress", CgroupSkbAttachType::Ingress),
     ] {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
+        let prog: &mut CgroupSkb = typed(ebpf, program)?;
         prog.load()
             .map_err(|source| LoadError::Program { program, source })?;
         // Through a bpf_link (kernel >= 5.7) the program always coexists
@@ -411,11 +415,7 @@ fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<(), BtfLoadError> 
 
 fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for (_, program, _, name) in TRACEPOINTS {
-        let tp: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
+        let tp: &mut BtfTracePoint = typed(ebpf, program)?;
         tp.attach().map_err(|source| LoadError::AttachBtf {
             program,
             name,
@@ -427,11 +427,7 @@ fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 
 fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for (program, _, category, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
+        let tp: &mut TracePoint = typed(ebpf, program)?;
         tp.load()
             .map_err(|source| LoadError::Program { program, source })?;
         tp.attach(category, name)

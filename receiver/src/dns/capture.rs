@@ -25,11 +25,9 @@
 //!   `flowscope.events.lost{flowscope.source=dns, flowscope.reason=socket_full}`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,21 +38,12 @@ use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason};
 use thiserror::Error;
 
 use super::engine::{Captured, Direction, Engine, SOURCE};
+use crate::netns::{NetnsError, in_namespace};
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
-    #[error("opening {path}")]
-    OpenNs {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("entering network namespace {netns} (setns)")]
-    Setns {
-        netns: u32,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
     #[error("{what} on the packet socket in network namespace {netns}")]
     Socket {
         what: &'static str,
@@ -62,8 +51,6 @@ pub enum CaptureError {
         #[source]
         source: io::Error,
     },
-    #[error("the thread opening a socket in network namespace {0} panicked")]
-    Thread(u32),
 }
 
 /// Capture settings.
@@ -163,38 +150,9 @@ pub fn open_in(
     prog_fd: RawFd,
     rcvbuf: usize,
 ) -> Result<OwnedFd, CaptureError> {
-    let ns = File::open(path).map_err(|source| CaptureError::OpenNs {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    match ns.metadata() {
-        Ok(m) if m.ino() as u32 == netns => {}
-        // The pid exited and its number was reused: not that namespace.
-        _ => {
-            return Err(CaptureError::OpenNs {
-                path: path.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::NotFound, "namespace changed"),
-            });
-        }
-    }
-    let handle = std::thread::Builder::new()
-        .name("flowscope-dns-ns".into())
-        .spawn(move || -> Result<OwnedFd, CaptureError> {
-            // SAFETY: setns on this short-lived thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(CaptureError::Setns {
-                    netns,
-                    source: io::Error::last_os_error(),
-                });
-            }
-            open_here(netns, prog_fd, rcvbuf)
-        })
-        .map_err(|source| CaptureError::Socket {
-            what: "spawning the setns thread",
-            netns,
-            source,
-        })?;
-    handle.join().map_err(|_| CaptureError::Thread(netns))?
+    in_namespace(path, netns, "flowscope-dns-ns", move || {
+        open_here(netns, prog_fd, rcvbuf)
+    })
 }
 
 /// Opens the filtered packet socket in this thread's namespace.
