@@ -170,26 +170,33 @@ impl NetPair {
 
     /// Starts a server in `ns` and waits until it prints `listening`.
     pub fn serve(&self, ns: &str, args: &[&str]) -> anyhow::Result<Server> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting a server")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if line.trim() != "listening" {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!(
-                "server did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(Server { child: Some(child) })
+        serve_in(ns, args)
     }
+}
+
+/// Starts `args` in network namespace `ns` and waits until it prints
+/// `listening` (the test servers of `flowscope-traffic` and
+/// `flowscope-load` do once bound).
+pub fn serve_in(ns: &str, args: &[&str]) -> anyhow::Result<Server> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting a server")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "listening" {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        bail!(
+            "server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Server { child: Some(child) })
 }
 
 impl Drop for NetPair {

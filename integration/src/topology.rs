@@ -13,8 +13,7 @@
 //! otherwise answers at most about one time-exceeded per second per
 //! destination after a short burst, which tests would see as loss.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{Server, require_root, sh};
@@ -207,27 +206,7 @@ impl Topology {
 
     /// Starts `args` in `ns` and waits until it prints `listening`.
     pub fn serve(&self, ns: &str, args: &[&str]) -> anyhow::Result<Server> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if line.trim() != "listening" {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            anyhow::bail!(
-                "server did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(Server { child: Some(child) })
+        crate::serve_in(ns, args)
     }
 
     /// A `flowscope-traffic tcp-listen` server on `addr` in the server

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use flowscope_integration::{Agent, Point, require_root, sh, sum, traffic};
+use flowscope_integration::{Agent, Point, require_root, serve_in, sh, sum, traffic};
 use flowscope_model::names::{attr, metric, nat};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -135,25 +135,6 @@ fn agent(interval: &str) -> Agent {
     agent
 }
 
-/// Starts `cmd args` in namespace `ns` and returns once it says it listens.
-fn serve(ns: &str, cmd: &[&str], args: &[String]) -> std::process::Child {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "listening");
-    child
-}
-
 /// Serves `count` connections in each pod (answering `answers[i]` bytes
 /// to 100), makes `2 * count` connections from `client` to the Service and
 /// checks the answers alternate between the pods.
@@ -162,11 +143,9 @@ fn exchange(lab: &Lab, client: &str, pods: [(&str, String); 2], count: usize, an
     let mut servers = Vec::new();
     for ((ns, ip), answer) in pods.iter().zip(answers) {
         let addr = format!("{ip}:8080");
-        servers.push(serve(
-            ns,
-            &[&t, "tcp-serve-each", &addr],
-            &[count.to_string(), "100".into(), answer.to_string()],
-        ));
+        let (count, answer) = (count.to_string(), answer.to_string());
+        let args = [t.as_str(), "tcp-serve-each", &addr, &count, "100", &answer];
+        servers.push(serve_in(ns, &args).unwrap());
     }
     let svc = format!("{}:80", lab.service());
     let out = lab.exec(
@@ -176,8 +155,8 @@ fn exchange(lab: &Lab, client: &str, pods: [(&str, String); 2], count: usize, an
     let sizes: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
     let want: Vec<u64> = (0..2 * count).map(|i| answers[i % 2]).collect();
     assert_eq!(sizes, want, "numgen inc alternates the pods");
-    for mut s in servers {
-        assert!(s.wait().unwrap().success(), "a pod server failed");
+    for s in servers {
+        s.finish().expect("a pod server failed");
     }
 }
 
@@ -419,16 +398,16 @@ fn udp_service_dnat_from_an_unconnected_socket() {
     let agent = agent("1s");
     let t = traffic();
     // 3 datagrams of 100 bytes to the Service, 2 of 40 back from the pod.
-    let mut server = serve(
+    let server = serve_in(
         &p,
-        &[&t, "udp-server"],
-        &[format!("{pod}:5353"), "3".into(), "2".into(), "40".into()],
-    );
+        &[&t, "udp-server", &format!("{pod}:5353"), "3", "2", "40"],
+    )
+    .unwrap();
     lab.exec(
         &c,
         &[&t, "udp-client", &format!("{svc}:53"), "3", "100", "2"],
     );
-    assert!(server.wait().unwrap().success(), "the pod's server failed");
+    server.finish().expect("the pod's server failed");
 
     let f = |dir| {
         [

@@ -13,9 +13,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -95,6 +96,83 @@ impl NetnsScanner {
         }
         self.pids = pids;
         out
+    }
+}
+
+/// The sockets of every watched namespace, polled together by one thread
+/// (conntrack's event sockets, DNS capture's packet sockets), optionally
+/// batching under load ([`NsPoll::batching`]): wake-ups, not reads, are
+/// what costs at thousands of messages per second.
+pub struct NsPoll {
+    fds: Vec<libc::pollfd>,
+    /// The namespace of each entry of `fds`.
+    order: Vec<u32>,
+    last_wake: Instant,
+    /// (batch_after, batch_wait): see [`NsPoll::batching`].
+    batch: Option<(Duration, Duration)>,
+}
+
+impl Default for NsPoll {
+    /// A poller that reads as soon as data arrives.
+    fn default() -> Self {
+        NsPoll {
+            fds: Vec::new(),
+            order: Vec::new(),
+            last_wake: Instant::now(),
+            batch: None,
+        }
+    }
+}
+
+impl NsPoll {
+    /// A poller for which a wake-up within `batch_after` of the previous
+    /// one means load: it waits `batch_wait` before its sockets are read.
+    /// With `batch_wait` under `batch_after`, a busy poller stays batched.
+    pub fn batching(batch_after: Duration, batch_wait: Duration) -> Self {
+        NsPoll {
+            last_wake: Instant::now() - batch_after,
+            batch: Some((batch_after, batch_wait)),
+            ..NsPoll::default()
+        }
+    }
+
+    /// The sockets to poll from now on: (namespace, socket) pairs.
+    pub fn set(&mut self, socks: impl IntoIterator<Item = (u32, RawFd)>) {
+        self.fds.clear();
+        self.order.clear();
+        for (ns, fd) in socks {
+            self.fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            self.order.push(ns);
+        }
+    }
+
+    /// Waits up to `timeout` for data, then yields each (namespace, socket)
+    /// with data to read or an error pending (a read reports it).
+    pub fn wait(&mut self, timeout: Duration) -> impl Iterator<Item = (u32, RawFd)> + '_ {
+        for p in self.fds.iter_mut() {
+            p.revents = 0;
+        }
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: fds is a valid array of its length.
+        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+        if n > 0
+            && let Some((after, wait)) = self.batch
+        {
+            let now = Instant::now();
+            if now.duration_since(self.last_wake) < after {
+                std::thread::sleep(wait);
+            }
+            self.last_wake = now;
+        }
+        self.fds
+            .iter()
+            .zip(&self.order)
+            .filter(move |(p, _)| n > 0 && p.revents & (libc::POLLIN | libc::POLLERR) != 0)
+            .map(|(p, ns)| (*ns, p.fd))
     }
 }
 

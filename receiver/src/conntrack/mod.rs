@@ -45,7 +45,7 @@ use flowscope_model::nat::Refused;
 use flowscope_model::{Context, Telemetry};
 use thiserror::Error;
 
-use crate::netns::{NetnsError, NetnsScanner, in_namespace};
+use crate::netns::{NetnsError, NetnsScanner, NsPoll, in_namespace};
 pub use flowscope_model::nat::{
     CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
 };
@@ -69,6 +69,8 @@ const GATHER: Duration = Duration::from_millis(5);
 /// (1,000 events/s, about 500 NATed connections per second).
 const GATHER_FROM: u64 = 100;
 const RATE_WINDOW: Duration = Duration::from_millis(100);
+/// Longest wait for events, so the stop flag, resyncs and the sweep run.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `flowscope.source` of the service's own counts.
 const SOURCE: Source = Source::Conntrack;
@@ -208,8 +210,11 @@ impl Worker {
     fn run(mut self) {
         let mut last_scan: Option<Instant> = None;
         let mut buf = vec![0u8; 256 * 1024];
-        let mut pollfds: Vec<libc::pollfd> = Vec::new();
-        let mut order: Vec<u32> = Vec::new();
+        // Batching is decided here from the event rate, not by the poller's
+        // wake-up spacing (as DNS capture does): a read delayed while
+        // events are sparse can make the collector take a translated
+        // connection for an untranslated one (see GATHER).
+        let mut poll = NsPoll::default();
         // Events read since the window began, and whether the last whole
         // window was busy.
         let mut rate = (Instant::now(), 0u64);
@@ -226,30 +231,18 @@ impl Worker {
                         "conntrack followed"
                     );
                 }
-                pollfds.clear();
-                order.clear();
-                for (ns, s) in &self.socks {
-                    if let Some(fd) = &s.events {
-                        pollfds.push(libc::pollfd {
-                            fd: fd.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        });
-                        order.push(*ns);
-                    }
-                }
+                poll.set(
+                    self.socks
+                        .iter()
+                        .filter_map(|(ns, s)| Some((*ns, s.events.as_ref()?.as_raw_fd()))),
+                );
             }
-            for p in pollfds.iter_mut() {
-                p.revents = 0;
+            let mut woke = false;
+            for (ns, fd) in poll.wait(POLL_TIMEOUT) {
+                woke = true;
+                rate.1 += self.read_all(fd, ns, &mut buf);
             }
-            // SAFETY: pollfds is a valid array of its length.
-            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
-            if n > 0 {
-                for (p, ns) in pollfds.iter().zip(order.iter()) {
-                    if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                        rate.1 += self.read_all(p.fd, *ns, &mut buf);
-                    }
-                }
+            if woke {
                 let age = rate.0.elapsed();
                 if age >= RATE_WINDOW {
                     // A window that ended long ago says nothing of now.

@@ -38,7 +38,7 @@ use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason};
 use thiserror::Error;
 
 use super::engine::{Captured, Direction, Engine, SOURCE};
-use crate::netns::{NetnsError, in_namespace};
+use crate::netns::{NetnsError, NsPoll, in_namespace};
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
@@ -65,6 +65,8 @@ const ARPHRD_LOOPBACK: u16 = 772;
 /// A wake-up this soon after the previous one means load: batch.
 const BATCH_AFTER: Duration = Duration::from_millis(2);
 const BATCH_WAIT: Duration = Duration::from_millis(1);
+/// Longest wait for packets, so the stop flag and expiry are seen.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const PACKET_OUTGOING: u8 = 4;
 const SO_ATTACH_BPF: libc::c_int = 50;
 
@@ -259,47 +261,23 @@ impl Capture {
         let mut last_scan: Option<Instant> = None;
         let mut buf = vec![0u8; 256 * 1024];
         let mut cbuf = [0u64; 16];
-        let mut pollfds: Vec<libc::pollfd> = Vec::new();
-        let mut order: Vec<u32> = Vec::new();
-        let mut last_wake = Instant::now() - BATCH_AFTER;
+        // Under load, packets gather for a millisecond so one wake-up
+        // reads many: latency comes from kernel timestamps, so waiting
+        // changes no number. A quiet host is served at once (attribution
+        // races short-lived clients, see owner.rs).
+        let mut poll = NsPoll::batching(BATCH_AFTER, BATCH_WAIT);
         let mut scanner = crate::netns::NetnsScanner::default();
         while !self.stop.load(Ordering::Relaxed) {
             if last_scan.is_none_or(|t| t.elapsed() >= self.settings.rescan) {
                 last_scan = Some(Instant::now());
                 self.rescan(scanner.scan(), &mut socks, &mut failed);
-                pollfds.clear();
-                order.clear();
-                for (ns, s) in &socks {
-                    pollfds.push(libc::pollfd {
-                        fd: s.fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                    order.push(*ns);
-                }
+                poll.set(socks.iter().map(|(ns, s)| (*ns, s.fd.as_raw_fd())));
             }
-            for p in pollfds.iter_mut() {
-                p.revents = 0;
-            }
-            // SAFETY: pollfds is a valid array of its length.
-            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
-            if n > 0 {
-                // Under load, let packets gather for a millisecond so one
-                // wake-up reads many: latency comes from kernel timestamps,
-                // so waiting changes no number, and wake-ups dominate the
-                // cost at thousands of packets per second. A quiet host
-                // is served at once (attribution races short-lived
-                // clients, see owner.rs).
-                let now = Instant::now();
-                if now.duration_since(last_wake) < BATCH_AFTER {
-                    std::thread::sleep(BATCH_WAIT);
-                }
-                last_wake = now;
+            let mut ready = poll.wait(POLL_TIMEOUT).peekable();
+            if ready.peek().is_some() {
                 let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-                for (p, ns) in pollfds.iter().zip(order.iter()) {
-                    if p.revents & libc::POLLIN != 0 {
-                        read_all(p.fd, *ns, &mut buf, &mut cbuf, &mut engine, &self.telemetry);
-                    }
+                for (ns, fd) in ready {
+                    read_all(fd, ns, &mut buf, &mut cbuf, &mut engine, &self.telemetry);
                 }
             }
             let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());

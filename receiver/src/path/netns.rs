@@ -151,14 +151,7 @@ const CAP_NET_RAW: u32 = 13;
 /// Whether this process holds CAP_NET_RAW in its effective set (raw
 /// sockets to send probes and read ICMP answers need it).
 pub fn has_net_raw() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_NET_RAW) != 0)
+    crate::capabilities::effective() & (1 << CAP_NET_RAW) != 0
 }
 
 #[cfg(test)]
