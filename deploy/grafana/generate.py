@@ -76,6 +76,8 @@ class Dash:
 
 organize = lambda rename, exclude=("Time",): [{"id": "organize", "options": {
     "excludeByName": {e: True for e in exclude}, "renameByName": rename}}]
+# Several instant queries joined into one row per series, then renamed.
+merged = lambda rename: [{"id": "merge", "options": {}}] + organize(rename)
 
 # ---- Map
 d = Dash("flowscope-map", "flowscope / Network Map",
@@ -114,7 +116,7 @@ qs = [
 ]
 d.panel("table", "Dependencies", [target(q, r, True) for q, r in qs], h=12,
         desc="One row per dependency over the selected range: bytes sent and received, retransmitted segments, failed connects, mean smoothed RTT.",
-        extra={"transformations": [{"id": "merge", "options": {}}] + organize(
+        extra={"transformations": merged(
             {"Value #tx": "sent", "Value #rx": "received", "Value #retrans": "retransmits",
              "Value #failed": "failed connects", "Value #rtt": "mean RTT (s)"})})
 d.panel("timeseries", "Throughput by dependency (top 10)",
@@ -183,7 +185,7 @@ d = Dash("flowscope-paths", "flowscope / Network Path",
 d.panel("table", "Destinations",
         [target(f'min by ({PK}) (flowscope_path_reachable_ratio{{{psel}}})', "reach", True),
          target(f'max by ({PK}) (flowscope_path_hops{{{psel}}})', "hops", True)], w=24,
-        extra={"transformations": [{"id": "merge", "options": {}}] + organize({"Value #reach": "reachable", "Value #hops": "hops"})})
+        extra={"transformations": merged({"Value #reach": "reachable", "Value #hops": "hops"})})
 d.panel("timeseries", "Loss",
         [target(f'sum by ({PK}) (rate(flowscope_path_probes_lost_total{{{psel}}}[$__rate_interval])) / sum by ({PK}) (rate(flowscope_path_probes_sent_total{{{psel}}}[$__rate_interval]))', "A",
                 legend="{{server_address}}:{{server_port}} {{flowscope_path_protocol}}")], w=12, unit="percentunit")
@@ -196,7 +198,7 @@ d.panel("timeseries", "Jitter",
 d.panel("table", "Hops",
         [target(f'histogram_quantile(0.5, sum by (le, server_address, flowscope_path_hop_index, flowscope_path_hop_address) (rate(flowscope_path_hop_rtt_seconds_bucket{{{psel}}}[$__range])))', "rtt", True),
          target(f'sum by (server_address, flowscope_path_hop_index, flowscope_path_hop_address) (rate(flowscope_path_hop_probes_lost_total{{{psel}}}[$__range])) / sum by (server_address, flowscope_path_hop_index, flowscope_path_hop_address) (rate(flowscope_path_hop_probes_sent_total{{{psel}}}[$__range]))', "loss", True)],
-        w=12, extra={"transformations": [{"id": "merge", "options": {}}] + organize({"Value #rtt": "median RTT (s)", "Value #loss": "loss"})})
+        w=12, extra={"transformations": merged({"Value #rtt": "median RTT (s)", "Value #loss": "loss"})})
 d.save("flowscope-paths.json")
 
 # ---- Agent
