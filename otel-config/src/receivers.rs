@@ -630,15 +630,19 @@ impl Default for PathDynamicConfig {
     }
 }
 
-fn max_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+/// An integer setting `key` within `lo..=hi`, with the error naming both.
+fn int_in<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
     let value = u64::deserialize(d)?;
-    if value == 0 || value > PathProbeConfig::MAX_MAX_TTL {
+    if value < lo || value > hi {
         return Err(de::Error::custom(format_args!(
-            "max_ttl {value} must be between 1 and {}",
-            PathProbeConfig::MAX_MAX_TTL
+            "{key} {value} must be between {lo} and {hi}"
         )));
     }
-    Ok(value as u8)
+    Ok(value)
+}
+
+fn max_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    Ok(int_in(d, "max_ttl", 1, PathProbeConfig::MAX_MAX_TTL)? as u8)
 }
 
 fn probe_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -652,14 +656,7 @@ fn probe_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
 }
 
 fn queries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let value = u64::deserialize(d)?;
-    if value == 0 || value > PathProbeConfig::MAX_QUERIES {
-        return Err(de::Error::custom(format_args!(
-            "queries {value} must be between 1 and {}",
-            PathProbeConfig::MAX_QUERIES
-        )));
-    }
-    Ok(value as u32)
+    Ok(int_in(d, "queries", 1, PathProbeConfig::MAX_QUERIES)? as u32)
 }
 
 fn e2e_probes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -674,14 +671,7 @@ fn e2e_probes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 
 fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let value = usize::deserialize(d)?;
-    if value == 0 || value > PathDynamicConfig::MAX_WORKERS {
-        return Err(de::Error::custom(format_args!(
-            "workers {value} must be between 1 and {}",
-            PathDynamicConfig::MAX_WORKERS
-        )));
-    }
-    Ok(value)
+    Ok(int_in(d, "workers", 1, PathDynamicConfig::MAX_WORKERS as u64)? as usize)
 }
 
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -693,13 +683,7 @@ fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-    let value = u64::deserialize(d)?;
-    if value == 0 || value > 65535 {
-        return Err(de::Error::custom(format_args!(
-            "port {value} must be between 1 and 65535"
-        )));
-    }
-    Ok(Some(value as u16))
+    Ok(Some(int_in(d, "port", 1, 65535)? as u16))
 }
 
 fn at_least_1s<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
