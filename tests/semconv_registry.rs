@@ -135,7 +135,8 @@ const KEY_EXCEPTIONS: &[(&str, &str)] = &[(
 /// Enum attributes whose values flowscope takes from the registry's
 /// members. (Registry enums are open: `otel.component.type` lists SDK
 /// component types and asks for the implementation's own type name
-/// otherwise, which is what flowscope sets: the config type, `otlp`.) A
+/// otherwise; flowscope's exporters with a registry type are checked
+/// against its members below, the others carry their Rust type path.) A
 /// deprecated member is rejected for every enum.
 const CLOSED_ENUMS: &[&str] = &[
     "cloud.provider",
@@ -657,6 +658,8 @@ fn dns_output(telemetry: &Telemetry) -> MetricBatch {
 /// Every kind of self-telemetry, drained as the agent drains it.
 fn self_output(telemetry: &Telemetry) -> MetricBatch {
     use flowscope_model::internal_events::*;
+    let otlp =
+        flowscope_model::telemetry::Component::new(value::COMPONENT_TYPE_OTLP_GRPC, "otlp/backend");
     telemetry.emit(EventsReceived {
         source: Source::EbpfTcp,
         count: 3,
@@ -671,21 +674,21 @@ fn self_output(telemetry: &Telemetry) -> MetricBatch {
         count: 2,
     });
     telemetry.emit(ExporterSent {
-        exporter: "otlp/backend",
+        exporter: &otlp,
         count: 5,
     });
     telemetry.emit(ExporterFailed {
-        exporter: "otlp/backend",
+        exporter: &otlp,
         error_type: "queue_full",
         count: 1,
     });
     telemetry.emit(FlowsTracked { count: 7 });
     telemetry.emit(ExporterQueue {
-        exporter: "otlp/backend",
+        exporter: &otlp,
         size: 1,
     });
     telemetry.emit(ExporterQueueCapacity {
-        exporter: "otlp/backend",
+        exporter: &otlp,
         capacity: 100,
     });
     let mut batch = MetricBatch::new(0, 10_000_000_000);
@@ -830,6 +833,23 @@ fn names_rs_follows_the_registry() {
     ] {
         if let Err(e) = reg.check_key(key, Some("string"), Some(v)) {
             errors.push(e);
+        }
+    }
+    // The exporters' types the registry has are its members, exactly.
+    let component_type = reg
+        .attribute(attr::COMPONENT_TYPE)
+        .expect("otel.component.type");
+    for v in [
+        value::COMPONENT_TYPE_OTLP_GRPC,
+        value::COMPONENT_TYPE_OTLP_HTTP,
+        value::COMPONENT_TYPE_OTLP_HTTP_JSON,
+        value::COMPONENT_TYPE_PROMETHEUS,
+    ] {
+        if !component_type.members.iter().any(|m| m == v) {
+            errors.push(format!(
+                "`{}={v}` is not a member of the registry's enum",
+                attr::COMPONENT_TYPE
+            ));
         }
     }
     // error.type's fallback is the registry's own member.

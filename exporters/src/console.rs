@@ -424,7 +424,7 @@ mod tests {
             &mut b,
             &checkout,
             EXPORTER_SENT,
-            flowscope_model::telemetry::component_attrs("file"),
+            flowscope_model::telemetry::Component::new("file", "file").attrs(),
             PointValue::Int(9),
         );
 

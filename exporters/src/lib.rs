@@ -18,8 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscope_model::internal_events::{ExporterFailed, ExporterSent};
+use flowscope_model::names::value;
+use flowscope_model::telemetry::Component;
 use flowscope_model::{Context, MetricBatch, Telemetry};
+use flowscope_otel_config::exporters::HttpEncoding;
 use flowscope_otel_config::{ComponentId, ExporterConfig};
+use std::any::type_name;
 use tokio::task::JoinHandle;
 
 pub mod console;
@@ -223,7 +227,7 @@ impl<T: Item> Intake for Shared<T> {
         }
     }
     fn name(&self) -> &str {
-        self.queue.name()
+        self.queue.component().id()
     }
     fn health(&self) -> Health {
         let mut h = self
@@ -387,7 +391,7 @@ pub fn build_with_env(
     }
     match config {
         ExporterConfig::Console(c) => Ok(spawn_batches(
-            name,
+            Component::new(type_name::<console::ConsoleSink>(), name),
             console::ConsoleSink::new(Box::new(std::io::stdout()), c.max_rows),
             telemetry,
         )),
@@ -399,7 +403,8 @@ pub fn build_with_env(
                     source,
                 },
             )?;
-            Ok(spawn_batches(name, file::FileSink::new(f), telemetry))
+            let component = Component::new(type_name::<file::FileSink>(), name);
+            Ok(spawn_batches(component, file::FileSink::new(f), telemetry))
         }
         ExporterConfig::Otlp(c) => {
             let s = settings::resolve_grpc(c, env).map_err(|source| BuildError::Settings {
@@ -410,7 +415,8 @@ pub fn build_with_env(
                 id: name.clone(),
                 source,
             })?;
-            spawn_otlp(name, &s, t, telemetry)
+            let component = Component::new(value::COMPONENT_TYPE_OTLP_GRPC, name);
+            spawn_otlp(component, &s, t, telemetry)
         }
         ExporterConfig::OtlpHttp(c) => {
             let s = settings::resolve_http(c, env).map_err(|source| BuildError::Settings {
@@ -421,7 +427,11 @@ pub fn build_with_env(
                 id: name.clone(),
                 source,
             })?;
-            spawn_otlp(name, &s, t, telemetry)
+            let kind = match s.encoding {
+                HttpEncoding::Proto => value::COMPONENT_TYPE_OTLP_HTTP,
+                HttpEncoding::Json => value::COMPONENT_TYPE_OTLP_HTTP_JSON,
+            };
+            spawn_otlp(Component::new(kind, name), &s, t, telemetry)
         }
         ExporterConfig::Prometheus(c) => {
             let listener = server::bind(&c.endpoint).map_err(|source| BuildError::Listen {
@@ -451,7 +461,8 @@ pub fn build_with_env(
                 ),
             });
             let serve = tokio::spawn(server::serve(listener, handler));
-            let h = spawn_batches(name, prometheus::PrometheusSink { state }, telemetry);
+            let component = Component::new(value::COMPONENT_TYPE_PROMETHEUS, name);
+            let h = spawn_batches(component, prometheus::PrometheusSink { state }, telemetry);
             h.extra
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -468,7 +479,8 @@ pub fn build_with_env(
             tracing::info!(exporter = %name, "web UI at http://{}/", c.endpoint);
             let store = ui.store.clone();
             let serve = tokio::spawn(ui::serve(listener, Arc::new(ui)));
-            let h = spawn_batches(name.clone(), ui::UiSink { store }, telemetry);
+            let component = Component::new(type_name::<ui::UiSink>(), name);
+            let h = spawn_batches(component, ui::UiSink { store }, telemetry);
             h.extra
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -483,7 +495,7 @@ pub fn build_with_env(
 }
 
 fn spawn_otlp<T: otlp::Transport>(
-    name: String,
+    component: Component,
     s: &settings::Resolved,
     transport: T,
     telemetry: Telemetry,
@@ -491,7 +503,7 @@ fn spawn_otlp<T: otlp::Transport>(
     let persist = match &s.queue.storage {
         Some(dir) => Some(Persistence {
             store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
-                id: name.clone(),
+                id: component.id().to_owned(),
                 source,
             })?,
             codec: Box::new(otlp::PreparedCodec) as Box<dyn queue::Codec<otlp::Prepared>>,
@@ -500,16 +512,16 @@ fn spawn_otlp<T: otlp::Transport>(
         None => None,
     };
     let preparer = otlp::Preparer::new(
-        name.clone(),
+        component.clone(),
         telemetry.clone(),
         s.temporality,
         s.series_idle,
         s.max_request_bytes,
     );
     let prepare: PrepareFn<otlp::Prepared> = Box::new(move |b| preparer.prepare(&b).map(Arc::new));
-    let health = new_health(&name);
+    let health = new_health(component.id());
     Ok(spawn(
-        name,
+        component,
         otlp::OtlpSink {
             transport,
             retry: s.retry.clone(),
@@ -528,13 +540,13 @@ fn spawn_otlp<T: otlp::Transport>(
 
 /// A sink of whole batches with the default in-memory queue.
 fn spawn_batches<S: Sink<Item = MetricBatch>>(
-    name: String,
+    component: Component,
     sink: S,
     telemetry: Telemetry,
 ) -> ExporterHandle {
-    let health = new_health(&name);
+    let health = new_health(component.id());
     spawn(
-        name,
+        component,
         sink,
         Box::new(Some),
         QueueSpec {
@@ -556,7 +568,7 @@ pub(crate) struct QueueSpec<T> {
 
 /// Spawns the task that feeds `sink` from a new queue.
 pub(crate) fn spawn<S: Sink>(
-    name: String,
+    component: Component,
     mut sink: S,
     prepare: PrepareFn<S::Item>,
     spec: QueueSpec<S::Item>,
@@ -569,7 +581,7 @@ pub(crate) fn spawn<S: Sink>(
         persist,
     } = spec;
     let shared = Arc::new(Shared {
-        queue: Queue::new(name.clone(), capacity, telemetry, persist),
+        queue: Queue::new(component, capacity, telemetry, persist),
         prepare,
         health,
         shutdown_timeout,
@@ -583,12 +595,12 @@ pub(crate) fn spawn<S: Sink>(
             s.queue.finish(&entry, || {
                 let t = s.queue.telemetry();
                 t.emit(ExporterSent {
-                    exporter: s.queue.name(),
+                    exporter: s.queue.component(),
                     count: out.sent,
                 });
                 for (ty, n) in &out.failed {
                     t.emit(ExporterFailed {
-                        exporter: s.queue.name(),
+                        exporter: s.queue.component(),
                         error_type: ty,
                         count: *n,
                     });
@@ -596,7 +608,7 @@ pub(crate) fn spawn<S: Sink>(
             });
             if let Some(e) = &out.error {
                 let failed: u64 = out.failed.iter().map(|(_, n)| n).sum();
-                tracing::warn!(exporter = %s.queue.name(), failed, "export failed: {e}");
+                tracing::warn!(exporter = %s.queue.component(), failed, "export failed: {e}");
             }
         }
     });

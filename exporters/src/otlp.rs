@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flowscope_model::internal_events::ExporterFailed;
+use flowscope_model::telemetry::Component;
 use flowscope_model::{MetricBatch, Telemetry};
 use flowscope_otel_config::exporters::RetryConfig;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -76,7 +77,7 @@ impl Codec<Prepared> for PreparedCodec {
 
 /// Turns batches into [`Prepared`] requests, keeping cumulative state.
 pub(crate) struct Preparer {
-    pub(crate) name: String,
+    pub(crate) component: Component,
     pub(crate) telemetry: Telemetry,
     pub(crate) temporality: Temporality,
     pub(crate) cumulative: Mutex<Cumulative>,
@@ -85,14 +86,14 @@ pub(crate) struct Preparer {
 
 impl Preparer {
     pub(crate) fn new(
-        name: String,
+        component: Component,
         telemetry: Telemetry,
         temporality: Temporality,
         series_idle: Duration,
         max_request_bytes: usize,
     ) -> Self {
         Self {
-            name,
+            component,
             telemetry,
             temporality,
             cumulative: Mutex::new(Cumulative::new(series_idle)),
@@ -115,11 +116,11 @@ impl Preparer {
         };
         if enc.skipped > 0 {
             self.telemetry.emit(ExporterFailed {
-                exporter: &self.name,
+                exporter: &self.component,
                 error_type: "encode",
                 count: enc.skipped,
             });
-            tracing::warn!(exporter = %self.name, points = enc.skipped, "points whose value does not match their instrument were not exported");
+            tracing::warn!(exporter = %self.component, points = enc.skipped, "points whose value does not match their instrument were not exported");
         }
         if enc.points == 0 {
             return None;

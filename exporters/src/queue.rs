@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flowscope_model::internal_events::{ExporterFailed, ExporterQueue, ExporterQueueCapacity};
+use flowscope_model::telemetry::Component;
 use flowscope_model::{MetricBatch, Telemetry};
 use tokio::sync::Notify;
 
@@ -77,7 +78,7 @@ struct State<T> {
 }
 
 pub(crate) struct Queue<T> {
-    name: String,
+    component: Component,
     capacity: usize,
     telemetry: Telemetry,
     state: Mutex<State<T>>,
@@ -89,18 +90,18 @@ impl<T: Item> Queue<T> {
     /// A queue; with `persist`, the batches a previous run left in the
     /// directory come first (damaged records are reported and skipped).
     pub(crate) fn new(
-        name: String,
+        component: Component,
         capacity: usize,
         telemetry: Telemetry,
         persist: Option<Persistence<T>>,
     ) -> Self {
         let capacity = capacity.max(1);
         telemetry.emit(ExporterQueueCapacity {
-            exporter: &name,
+            exporter: &component,
             capacity,
         });
         let q = Self {
-            name,
+            component,
             capacity,
             telemetry,
             state: Mutex::new(State {
@@ -125,13 +126,13 @@ impl<T: Item> Queue<T> {
         let (records, damaged) = match p.store.load() {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(exporter = %self.name, "persistent queue not readable, starting empty: {e}");
+                tracing::warn!(exporter = %self.component, "persistent queue not readable, starting empty: {e}");
                 (Vec::new(), Vec::new())
             }
         };
         for d in damaged {
             tracing::warn!(
-                exporter = %self.name,
+                exporter = %self.component,
                 file = %d.path.display(),
                 "skipping a damaged persistent-queue record: {}", d.reason
             );
@@ -150,12 +151,12 @@ impl<T: Item> Queue<T> {
                 }
                 Err(reason) => {
                     let _ = p.store.remove(seq);
-                    tracing::warn!(exporter = %self.name, seq, "skipping an undecodable persistent-queue record: {reason}");
+                    tracing::warn!(exporter = %self.component, seq, "skipping an undecodable persistent-queue record: {reason}");
                 }
             }
         }
         if !st.items.is_empty() {
-            tracing::info!(exporter = %self.name, batches = st.items.len(), "resuming batches from the persistent queue");
+            tracing::info!(exporter = %self.component, batches = st.items.len(), "resuming batches from the persistent queue");
         }
         while st.items.len() > self.capacity {
             self.drop_oldest(&mut st);
@@ -169,8 +170,8 @@ impl<T: Item> Queue<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+    pub(crate) fn component(&self) -> &Component {
+        &self.component
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -179,7 +180,7 @@ impl<T: Item> Queue<T> {
 
     fn set_size(&self, len: usize) {
         self.telemetry.emit(ExporterQueue {
-            exporter: &self.name,
+            exporter: &self.component,
             size: len,
         });
     }
@@ -191,11 +192,11 @@ impl<T: Item> Queue<T> {
         self.forget(st, old.seq, old.disk);
         let n = old.item.points();
         self.telemetry.emit(ExporterFailed {
-            exporter: &self.name,
+            exporter: &self.component,
             error_type: QUEUE_FULL,
             count: n,
         });
-        tracing::warn!(exporter = %self.name, points = n, "exporter queue full; dropped the oldest batch");
+        tracing::warn!(exporter = %self.component, points = n, "exporter queue full; dropped the oldest batch");
     }
 
     fn forget(&self, st: &mut State<T>, seq: u64, disk: u64) {
@@ -206,7 +207,7 @@ impl<T: Item> Queue<T> {
         if let Some(p) = &self.persist
             && let Err(e) = p.store.remove(seq)
         {
-            tracing::warn!(exporter = %self.name, seq, "removing a persistent-queue record: {e}");
+            tracing::warn!(exporter = %self.component, seq, "removing a persistent-queue record: {e}");
         }
     }
 
@@ -219,7 +220,7 @@ impl<T: Item> Queue<T> {
         if st.closed {
             drop(st);
             self.telemetry.emit(ExporterFailed {
-                exporter: &self.name,
+                exporter: &self.component,
                 error_type: SHUTDOWN,
                 count: item.points(),
             });
@@ -242,7 +243,7 @@ impl<T: Item> Queue<T> {
                     st.disk_bytes += n;
                 }
                 Err(e) => tracing::warn!(
-                    exporter = %self.name,
+                    exporter = %self.component,
                     "could not write a batch to the persistent queue, keeping it in memory only: {e}"
                 ),
             }
@@ -318,7 +319,7 @@ impl<T: Item> Queue<T> {
             }
         }
         self.telemetry.emit(ExporterFailed {
-            exporter: &self.name,
+            exporter: &self.component,
             error_type: SHUTDOWN,
             count: n,
         });

@@ -46,8 +46,12 @@ impl Sink for Gated {
     }
 }
 
+fn component() -> Component {
+    Component::new("flowscope_exporters::tests::TestSink", "test")
+}
+
 fn ex() -> Attrs {
-    flowscope_model::telemetry::component_attrs("test")
+    component().attrs()
 }
 
 fn failed(t: &Telemetry, ty: &str) -> u64 {
@@ -60,7 +64,7 @@ async fn full_queue_drops_oldest_and_counts_every_point() {
     let (tx, mut started) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(0));
     let h = spawn(
-        "test".into(),
+        component(),
         Gated {
             started: tx,
             gate: gate.clone(),
@@ -107,7 +111,7 @@ async fn shutdown_bound_counts_what_it_abandons() {
     let (tx, mut started) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(0));
     let h = spawn(
-        "test".into(),
+        component(),
         Gated { started: tx, gate },
         Box::new(Some),
         QueueSpec {
@@ -144,7 +148,7 @@ impl Sink for Broken {
 async fn failures_are_counted_and_reported_unhealthy() {
     let t = Telemetry::new();
     let h = spawn(
-        "test".into(),
+        component(),
         Broken,
         Box::new(Some),
         QueueSpec {

@@ -89,7 +89,7 @@ async fn writes_one_parseable_request_per_batch_with_exact_values() {
     assert_eq!(dp["asInt"], "250000");
     assert_eq!(dp["timeUnixNano"], "11000000000");
 
-    let ex = flowscope_model::telemetry::component_attrs("file");
+    let ex = file_component("file");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 4 + 2);
     assert_eq!(t.total_matching(EXPORTER_FAILED, &ex), 0);
 }
@@ -126,7 +126,7 @@ async fn rotates_at_the_configured_size() {
         let req = request_from_json(l).unwrap();
         assert_eq!(flowscope_exporters::encode::request_points(&req), 2000);
     }
-    let ex = flowscope_model::telemetry::component_attrs("file/rot");
+    let ex = file_component("file/rot");
     assert_eq!(t.total(EXPORTER_SENT, &ex), 6_000);
 }
 
@@ -143,4 +143,12 @@ async fn unwritable_path_is_a_build_error_naming_the_file() {
         chain.contains("exporter `file`") && chain.contains("missing-dir"),
         "{chain}"
     );
+}
+
+/// A file exporter's `otel.component.*`: the registry has no type for it,
+/// so it is the sink's Rust type path.
+fn file_component(id: &str) -> flowscope_model::Attrs {
+    flowscope_model::Attrs::new()
+        .with(attr::COMPONENT_TYPE, "flowscope_exporters::file::FileSink")
+        .with(attr::COMPONENT_NAME, id)
 }

@@ -12,7 +12,7 @@
 use opentelemetry::KeyValue;
 
 use crate::names::{self, attr};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Component, Telemetry};
 
 /// One event the agent counts about itself.
 pub trait InternalEvent {
@@ -241,7 +241,7 @@ impl InternalEvent for FlowsOverflow {
 /// Exporter `exporter` delivered `count` points (`flowscope.exporter.sent`).
 #[derive(Clone, Copy, Debug)]
 pub struct ExporterSent<'a> {
-    pub exporter: &'a str,
+    pub exporter: &'a Component,
     pub count: u64,
 }
 
@@ -250,10 +250,14 @@ impl InternalEvent for ExporterSent<'_> {
         if self.count == 0 {
             return;
         }
-        tracing::trace!(exporter = self.exporter, points = self.count, "exported");
+        tracing::trace!(
+            exporter = self.exporter.id(),
+            points = self.count,
+            "exported"
+        );
         t.instruments()
             .exporter_sent
-            .add(self.count, &component_kvs(self.exporter));
+            .add(self.count, &self.exporter.key_values());
     }
 }
 
@@ -263,7 +267,7 @@ impl InternalEvent for ExporterSent<'_> {
 /// exporter logs the failure itself with its details.
 #[derive(Clone, Copy, Debug)]
 pub struct ExporterFailed<'a> {
-    pub exporter: &'a str,
+    pub exporter: &'a Component,
     pub error_type: &'a str,
     pub count: u64,
 }
@@ -274,16 +278,17 @@ impl InternalEvent for ExporterFailed<'_> {
             return;
         }
         tracing::debug!(
-            exporter = self.exporter,
+            exporter = self.exporter.id(),
             error_type = self.error_type,
             points = self.count,
             "export failed"
         );
+        let kvs = self.exporter.key_values();
         t.instruments().exporter_failed.add(
             self.count,
             &[
-                component_kvs(self.exporter)[0].clone(),
-                component_kvs(self.exporter)[1].clone(),
+                kvs[0].clone(),
+                kvs[1].clone(),
                 KeyValue::new(attr::ERROR_TYPE, self.error_type.to_owned()),
             ],
         );
@@ -294,16 +299,16 @@ impl InternalEvent for ExporterFailed<'_> {
 /// (`flowscope.exporter.queue.size`).
 #[derive(Clone, Copy, Debug)]
 pub struct ExporterQueue<'a> {
-    pub exporter: &'a str,
+    pub exporter: &'a Component,
     pub size: usize,
 }
 
 impl InternalEvent for ExporterQueue<'_> {
     fn emit(self, t: &Telemetry) {
         t.instruments().exporter_queue_size.set(
-            self.exporter,
+            self.exporter.id(),
             self.size,
-            &component_kvs(self.exporter),
+            &self.exporter.key_values(),
         );
     }
 }
@@ -312,26 +317,16 @@ impl InternalEvent for ExporterQueue<'_> {
 /// (`flowscope.exporter.queue.capacity`).
 #[derive(Clone, Copy, Debug)]
 pub struct ExporterQueueCapacity<'a> {
-    pub exporter: &'a str,
+    pub exporter: &'a Component,
     pub capacity: usize,
 }
 
 impl InternalEvent for ExporterQueueCapacity<'_> {
     fn emit(self, t: &Telemetry) {
         t.instruments().exporter_queue_capacity.set(
-            self.exporter,
+            self.exporter.id(),
             self.capacity,
-            &component_kvs(self.exporter),
+            &self.exporter.key_values(),
         );
     }
-}
-
-/// `otel.component.type` and `otel.component.name` of a component by its
-/// config id (`otlp/backend` is of type `otlp`).
-fn component_kvs(id: &str) -> [KeyValue; 2] {
-    let kind = id.split_once('/').map_or(id, |(kind, _)| kind);
-    [
-        KeyValue::new(attr::COMPONENT_TYPE, kind.to_owned()),
-        KeyValue::new(attr::COMPONENT_NAME, id.to_owned()),
-    ]
 }

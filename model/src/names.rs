@@ -206,7 +206,8 @@ pub mod attr {
     pub const METRIC: &str = "flowscope.metric";
     /// The component's config id (`otlp/backend`).
     pub const COMPONENT_NAME: &str = sc::OTEL_COMPONENT_NAME;
-    /// The component's type (`otlp`), the part of the id before `/`.
+    /// The component's type: the registry's value where one applies
+    /// (`otlp_grpc_metric_exporter`), else the Rust type's path.
     pub const COMPONENT_TYPE: &str = sc::OTEL_COMPONENT_TYPE;
 
     pub const TRANSMIT: &str = "transmit";
@@ -224,6 +225,13 @@ pub mod value {
     pub const CLOUD_PLATFORM_GCP_COMPUTE_ENGINE: &str = "gcp_compute_engine";
     /// Renamed from `azure_vm` in the registry.
     pub const CLOUD_PLATFORM_AZURE_VM: &str = "azure.vm";
+    /// `otel.component.type` of the exporters the registry has a type for:
+    /// `otlp`/`otlp_grpc`, `otlphttp`/`otlp_http` (protobuf and JSON
+    /// bodies) and `prometheus`.
+    pub const COMPONENT_TYPE_OTLP_GRPC: &str = "otlp_grpc_metric_exporter";
+    pub const COMPONENT_TYPE_OTLP_HTTP: &str = "otlp_http_metric_exporter";
+    pub const COMPONENT_TYPE_OTLP_HTTP_JSON: &str = "otlp_http_json_metric_exporter";
+    pub const COMPONENT_TYPE_PROMETHEUS: &str = "prometheus_http_text_metric_exporter";
 }
 
 /// `service.name` of the agent's own telemetry.

@@ -64,13 +64,56 @@ pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPO
 pub const EXPORTER_QUEUE_CAPACITY: MetricId =
     MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
 
-/// The attributes naming a component by its config id (`otlp/backend`):
-/// `otel.component.name` (the id) and `otel.component.type` (`otlp`).
-pub fn component_attrs(id: &str) -> Attrs {
-    let kind = id.split_once('/').map_or(id, |(kind, _)| kind);
-    Attrs::new()
-        .with(attr::COMPONENT_TYPE, kind.to_string())
-        .with(attr::COMPONENT_NAME, id.to_string())
+/// A component as its self-telemetry names it: `otel.component.name` is
+/// its config id (`otlp/backend`), `otel.component.type` what it is.
+///
+/// The type is the registry's value where one applies (an `otlp` exporter
+/// is an `otlp_grpc_metric_exporter`, see [`crate::names::value`]); for
+/// the others the registry asks for the implementation's own type name,
+/// which for Rust is the sink's type path (`std::any::type_name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Component {
+    id: String,
+    kind: &'static str,
+}
+
+impl Component {
+    pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The config id (`otlp/backend`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `otel.component.type` value.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// `otel.component.type` and `otel.component.name`.
+    pub fn attrs(&self) -> Attrs {
+        Attrs::new()
+            .with(attr::COMPONENT_TYPE, self.kind)
+            .with(attr::COMPONENT_NAME, self.id.clone())
+    }
+
+    pub(crate) fn key_values(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new(attr::COMPONENT_TYPE, self.kind),
+            KeyValue::new(attr::COMPONENT_NAME, self.id.clone()),
+        ]
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
 }
 
 /// Every self-telemetry metric, so that what the SDK collects maps back to
@@ -425,7 +468,7 @@ pub fn points_of(rm: &ResourceMetrics) -> Vec<Point> {
 mod tests {
     use super::*;
     use crate::internal_events::{EventsLost, ExporterQueue, LossReason, Source};
-    use crate::names::attr;
+    use crate::names::{attr, value};
 
     #[test]
     fn interval_reader_reports_exact_deltas_once() {
@@ -461,11 +504,17 @@ mod tests {
     #[test]
     fn up_down_counters_report_their_level_every_interval() {
         let t = Telemetry::with_resource(&Attrs::new().with(resource::SERVICE_NAME, "agent-7"));
+        let a = Component::new(value::COMPONENT_TYPE_OTLP_GRPC, "otlp/a");
+        let b = Component::new(value::COMPONENT_TYPE_OTLP_HTTP, "otlp_http/b");
         t.emit(ExporterQueue {
-            exporter: "otlp/a",
+            exporter: &a,
             size: 4,
         });
-        let ex = component_attrs("otlp/a");
+        let ex = a.attrs();
+        assert_eq!(
+            ex.get_str(attr::COMPONENT_TYPE),
+            Some("otlp_grpc_metric_exporter")
+        );
         for _ in 0..2 {
             let p = t.collect_interval();
             assert_eq!(p.len(), 1, "{p:?}");
@@ -482,22 +531,19 @@ mod tests {
         // A lower level is a negative add: the sum is the new level, for
         // each component apart.
         t.emit(ExporterQueue {
-            exporter: "otlp/a",
+            exporter: &a,
             size: 1,
         });
         t.emit(ExporterQueue {
-            exporter: "otlp/b",
+            exporter: &b,
             size: 7,
         });
         t.emit(ExporterQueue {
-            exporter: "otlp/a",
+            exporter: &a,
             size: 1,
         });
         assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &ex), Some(1));
-        assert_eq!(
-            t.level(EXPORTER_QUEUE_SIZE, &component_attrs("otlp/b")),
-            Some(7)
-        );
+        assert_eq!(t.level(EXPORTER_QUEUE_SIZE, &b.attrs()), Some(7));
         let p = t.collect_interval();
         assert_eq!(p.len(), 2, "{p:?}");
         // Emitted as a non-monotonic sum, the contract's instrument.

@@ -439,26 +439,28 @@ pub fn io_values(reqs: &[ExportMetricsServiceRequest]) -> Vec<(i64, i64, u64, u6
     out
 }
 
-/// Exporter accounting from the shared telemetry.
+/// Exporter accounting from the shared telemetry, by the exporter's config
+/// id (`otel.component.name`; its type is checked in component_type.rs).
 pub fn sent(t: &Telemetry, exporter: &str) -> u64 {
-    t.total(
-        flowscope_model::telemetry::EXPORTER_SENT,
-        &flowscope_model::telemetry::component_attrs(exporter),
-    )
+    t.total_matching(flowscope_model::telemetry::EXPORTER_SENT, &named(exporter))
 }
 
 pub fn failed(t: &Telemetry, exporter: &str, error_type: &str) -> u64 {
-    t.total(
+    t.total_matching(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &flowscope_model::telemetry::component_attrs(exporter).with(attr::ERROR_TYPE, error_type),
+        &named(exporter).with(attr::ERROR_TYPE, error_type),
     )
 }
 
 pub fn failed_all(t: &Telemetry, exporter: &str) -> u64 {
     t.total_matching(
         flowscope_model::telemetry::EXPORTER_FAILED,
-        &flowscope_model::telemetry::component_attrs(exporter),
+        &named(exporter),
     )
+}
+
+fn named(exporter: &str) -> flowscope_model::Attrs {
+    flowscope_model::Attrs::new().with(attr::COMPONENT_NAME, exporter)
 }
 
 /// Polls `cond` every 20 ms until it holds or `deadline` passes.
