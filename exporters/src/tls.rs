@@ -19,9 +19,8 @@ use flowscope_otel_config::exporters::{
 };
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 
 /// Why the TLS settings could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +166,7 @@ pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
         _ => return Err(TlsError::HalfClientAuth),
     };
     if tls.insecure_skip_verify {
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(AcceptAny(provider)));
+        flowscope_tls::skip_verification(&mut config, provider);
     }
     Ok(config)
 }
@@ -220,55 +217,5 @@ impl tower_service::Service<http::Uri> for ForceTls {
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         let uri = http::Uri::from_parts(parts).unwrap_or(uri);
         self.0.call(uri)
-    }
-}
-
-/// `insecure_skip_verify`: accepts any certificate, still checks the
-/// handshake signatures.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
