@@ -28,3 +28,37 @@ CLK_TCK=$(getconf CLK_TCK)
 proc_ticks() {
   sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
+
+# agent_start NAME INTERVAL READY [RECEIVER_LINE]: runs $BIN/flowscope with
+# the ebpf receiver (collection_interval INTERVAL, plus RECEIVER_LINE, e.g.
+# "nat: {}") and a file exporter to $TMP/metrics.jsonl, logging to
+# $TMP/agent.log; returns once the log matches the extended regex READY,
+# or exits naming NAME (the calling script) with the log if the agent
+# stops or 60 s pass. Sets AGENT_PID.
+agent_start() {
+  local name=$1 interval=$2 ready=$3 extra=${4:-}
+  {
+    printf 'receivers:\n  ebpf:\n    collection_interval: %s\n' "$interval"
+    [ -n "$extra" ] && printf '    %s\n' "$extra"
+    printf 'exporters:\n  file:\n    path: %s\n' "$TMP/metrics.jsonl"
+    printf 'service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n'
+  } > "$TMP/agent.yaml"
+  rm -f "$TMP/metrics.jsonl"
+  RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2> "$TMP/agent.log" &
+  AGENT_PID=$!
+  for _ in $(seq 600); do
+    grep -Eq "$ready" "$TMP/agent.log" 2>/dev/null && return 0
+    kill -0 "$AGENT_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name: agent did not start:" >&2
+  cat "$TMP/agent.log" >&2
+  exit 1
+}
+
+# agent_stop: SIGTERM (the agent flushes its last interval), then waits.
+agent_stop() {
+  kill -TERM "$AGENT_PID" 2>/dev/null || true
+  wait "$AGENT_PID" 2>/dev/null || true
+  AGENT_PID=
+}

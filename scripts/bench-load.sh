@@ -164,39 +164,6 @@ stop_server() {
   SERVER_PID=
 }
 
-start_agent() {
-  cat > "$TMP/agent.yaml" <<EOF
-receivers:
-  ebpf:
-    collection_interval: 10s
-exporters:
-  file:
-    path: $TMP/metrics.jsonl
-service:
-  pipelines:
-    metrics:
-      receivers: [ebpf]
-      exporters: [file]
-EOF
-  rm -f "$TMP/metrics.jsonl"
-  RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2> "$TMP/agent.log" &
-  AGENT_PID=$!
-  for _ in $(seq 600); do
-    grep -q running "$TMP/agent.log" 2>/dev/null && return 0
-    if ! kill -0 "$AGENT_PID" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  echo "bench-load.sh: agent did not start:" >&2
-  cat "$TMP/agent.log" >&2
-  exit 1
-}
-
-stop_agent() {
-  kill -TERM "$AGENT_PID" 2>/dev/null || true
-  wait "$AGENT_PID" 2>/dev/null || true
-  AGENT_PID=
-}
-
 # Sum of a metric's data points in the agent's output; with a peer-address
 # prefix, only points whose network.peer.address starts with it. Needs jq;
 # prints null without it.
@@ -222,7 +189,7 @@ measure() {
   start_server
   local agent_json=null
   if [ "$mode" = on ]; then
-    start_agent
+    agent_start bench-load.sh 10s running
     sleep 1
     : > "$TMP/rss"
     (while kill -0 "$AGENT_PID" 2>/dev/null; do
@@ -263,7 +230,7 @@ measure() {
     wait "$SAMPLER_PID" 2>/dev/null || true
     SAMPLER_PID=
     read -r rss_avg rss_peak < <(awk '{ s += $1; if ($1 > m) m = $1; n++ } END { if (n) printf "%d %d\n", s / n, m; else print "0 0" }' "$TMP/rss")
-    stop_agent
+    agent_stop
     local closed lost received
     closed=$(metric_sum flowscope.tcp.connection.closed 198.19.254.)
     lost=$(metric_sum flowscope.events.lost)

@@ -87,38 +87,14 @@ ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" 4 > "$TMP/server.
 SERVER_PID=$!
 for _ in $(seq 100); do grep -q listening "$TMP/server.out" 2>/dev/null && break; sleep 0.05; done
 
+# The agent with NAT resolution in MODE: events, dump, or off; ready once
+# conntrack is followed (or, when off, running).
 start_agent() {
-  local mode=$1 nat
-  case "$mode" in
-    events) nat="{}" ;;
-    dump) nat="{events: false}" ;;
-    off) nat="{enabled: false}" ;;
+  case "$1" in
+    events) agent_start bench-nat.sh 5s "conntrack followed" "nat: {}" ;;
+    dump) agent_start bench-nat.sh 5s "conntrack followed" "nat: {events: false}" ;;
+    off) agent_start bench-nat.sh 5s running "nat: {enabled: false}" ;;
   esac
-  cat > "$TMP/agent.yaml" <<EOF
-receivers:
-  ebpf:
-    collection_interval: 5s
-    nat: $nat
-exporters:
-  file:
-    path: $TMP/metrics.jsonl
-service:
-  pipelines:
-    metrics:
-      receivers: [ebpf]
-      exporters: [file]
-EOF
-  rm -f "$TMP/metrics.jsonl"
-  RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2> "$TMP/agent.log" &
-  AGENT_PID=$!
-  for _ in $(seq 600); do
-    if grep -q "conntrack followed" "$TMP/agent.log" 2>/dev/null \
-      || { [ "$mode" = off ] && grep -q running "$TMP/agent.log" 2>/dev/null; }; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "bench-nat.sh: agent did not start:" >&2; cat "$TMP/agent.log" >&2; exit 1
 }
 
 # Client connections closed: resolved (nat address = Service), unresolved
@@ -154,7 +130,7 @@ for rate in $RATES; do
     load=$(ip netns exec "$CNS" "$BIN/flowscope-load" client "$SVC:80" "$rate" "$SECONDS_EACH" 100)
     t1=$(date +%s.%N); a1=$(proc_ticks "$AGENT_PID")
     sleep 6
-    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+    agent_stop
     read -r res unres lost < <(count)
     cpu=$(awk -v d="$((a1 - a0))" -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * d / hz / (b - a) }')
     done_n=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
