@@ -6,13 +6,12 @@
 //! Run: `cargo bench -p flowscope-exporters --bench ui`
 //! (numbers in docs/benchmarks.md).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowscope_exporters::ui::{Ui, api};
+use flowscope_model::counting_alloc::{CountingAlloc, live_bytes};
 use flowscope_model::hist::RTT_BOUNDS;
 use flowscope_model::metrics::{
     FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_CLOSED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
@@ -21,29 +20,8 @@ use flowscope_model::names::{attr, resource};
 use flowscope_model::{Attrs, Histogram, MetricBatch, Point, PointValue, Role};
 use flowscope_otel_config::exporters::UiExporterConfig;
 
-/// Counts the bytes currently allocated.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator; only adds bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 const SERIES_PER_EDGE: usize = 10;
 const EDGES: usize = 200;
@@ -106,14 +84,14 @@ fn bench(c: &mut Criterion) {
             )
         })
         .collect();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live_bytes();
     let ui = Ui::new(&UiExporterConfig::default(), &|_| None).unwrap();
     let hour = 3600 / INTERVAL_S;
     for i in 1..=hour {
         let b = batch(i, &resources);
         ui.store.lock().unwrap().insert(&b);
     }
-    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    let bytes = live_bytes() - before;
     {
         let st = ui.store.lock().unwrap();
         assert_eq!(st.series_count(), EDGES * SERIES_PER_EDGE);

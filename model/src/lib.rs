@@ -10,6 +10,7 @@
 
 pub mod attr;
 pub mod context;
+pub mod counting_alloc;
 pub mod destinations;
 pub mod env;
 pub mod flow;

@@ -6,33 +6,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use common::*;
+use flowscope_model::counting_alloc::{CountingAlloc, live_bytes};
 use flowscope_model::{Role, Transport};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// counts the sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` was allocated by `alloc` above with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 fn main() {
     const SERIES: u32 = 100_000;
@@ -40,7 +19,7 @@ fn main() {
     let res = resource("svc");
     // Everything allocated from here on and still live after the interval
     // (the flows are consumed by it) is what the chain keeps.
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live_bytes();
     let flows = (0..SERIES)
         .map(|i| {
             let peer = format!("198.18.{}.{}:443", i / 256 % 256, i % 256);
@@ -56,7 +35,7 @@ fn main() {
     let out = chain.process(batch(flows));
     let points = out.points.len();
     drop(out);
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = live_bytes();
     let held = chain.series_held("network.flow.io");
     assert_eq!(held, SERIES as usize);
     let per = (after - before) as f64 / held as f64;
