@@ -30,18 +30,22 @@ const PAGES: [(&str, &str, &str, &str); 3] = [
 ];
 
 /// The pages put together once, when the exporter is built: the shared
-/// head and navigation (`assets/shell.html`) with each page's part.
+/// head and navigation (`assets/shell.html`) with each page's part, whose
+/// `{range}` is the time-range control every page has
+/// (`assets/range.html`).
 pub struct Pages(Vec<(&'static str, Bytes)>);
 
 impl Pages {
     pub fn new() -> Self {
         let shell = include_str!("assets/shell.html");
+        let range = include_str!("assets/range.html");
         Pages(
             PAGES
                 .iter()
                 .map(|(path, id, title, own)| {
                     let head = shell.replace("{title}", title).replace("{page}", id);
-                    (*path, Bytes::from(head + own))
+                    let own = own.replace("{range}", range.trim_end());
+                    (*path, Bytes::from(head + &own))
                 })
                 .collect(),
         )
