@@ -243,6 +243,18 @@ async fn browser() -> (Kill, tempfile::TempDir, Client) {
     (driver, profile, client)
 }
 
+/// Every page has the shared time-range control, showing the range of
+/// the URL (`range=1h`).
+async fn range_control(c: &Client) {
+    let got = js(
+        c,
+        "const s = document.querySelector('#range'); \
+         return [s.value, [...s.options].map(o => o.value)]",
+    )
+    .await;
+    assert_eq!(got, json!(["1h", ["5m", "15m", "30m", "1h"]]));
+}
+
 async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![]).await.expect(script)
 }
@@ -458,6 +470,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Map.
     c.goto(&format!("{base}/map?{q}")).await.unwrap();
     loaded(&c, 1).await;
+    range_control(&c).await;
     let (nodes, edges) = map_graph(&c).await;
     for n in ["web", "api", "db", XSS] {
         assert!(nodes.iter().any(|x| x == n), "node {n} missing: {nodes:?}");
@@ -493,6 +506,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Analytics.
     c.goto(&format!("{base}/analytics?{q}")).await.unwrap();
     loaded(&c, 1).await;
+    range_control(&c).await;
     let sel = r#"#rows tbody tr[data-client="web"][data-server="api"]"#;
     let tr = c.find(Locator::Css(sel)).await.unwrap();
     let sent = tr
@@ -570,6 +584,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Health.
     c.goto(&format!("{base}/health?{q}")).await.unwrap();
     loaded(&c, 1).await;
+    range_control(&c).await;
     let findings = js(
         &c,
         "return [...document.querySelectorAll('#findings li[data-kind]')].map(li => { \
