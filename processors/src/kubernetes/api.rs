@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::pods::{Owner, Pod, RawPod, controller, reduce};
+use super::pods::{Owner, Pod, RawPod, controller_named, reduce};
 
 /// Why an answer of the API server could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -112,9 +112,7 @@ impl Resource for ReplicaSet {
     const PATH: &'static str = "/apis/apps/v1/replicasets";
     type Raw = RawReplicaSet;
     fn reduce(raw: RawReplicaSet) -> ReplicaSet {
-        let deployment = controller(&raw.metadata.owners)
-            .filter(|o| o.kind == "Deployment")
-            .map(|o| o.name.clone());
+        let deployment = controller_named(&raw.metadata.owners, "Deployment");
         ReplicaSet {
             uid: raw.metadata.uid,
             name: raw.metadata.name,

@@ -101,6 +101,14 @@ pub(crate) fn controller(owners: &[Owner]) -> Option<&Owner> {
     owners.iter().find(|o| o.controller).or(owners.first())
 }
 
+/// The controlling owner's name when it is a `kind` (a pod's ReplicaSet, a
+/// ReplicaSet's Deployment).
+pub(crate) fn controller_named(owners: &[Owner], kind: &str) -> Option<String> {
+    controller(owners)
+        .filter(|o| o.kind == kind)
+        .map(|o| o.name.clone())
+}
+
 #[derive(Deserialize, Default)]
 struct Spec {
     #[serde(rename = "nodeName")]
@@ -171,9 +179,7 @@ pub(crate) fn reduce(p: RawPod) -> Pod {
         })
         .collect();
     let workload = workload(&p.metadata);
-    let replicaset = controller(&p.metadata.owners)
-        .filter(|o| o.kind == "ReplicaSet")
-        .map(|o| o.name.clone());
+    let replicaset = controller_named(&p.metadata.owners, "ReplicaSet");
     Pod {
         uid: p.metadata.uid,
         name: p.metadata.name,
