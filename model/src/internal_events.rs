@@ -257,7 +257,7 @@ impl InternalEvent for ExporterSent<'_> {
         );
         t.instruments()
             .exporter_sent
-            .add(self.count, &self.exporter.key_values());
+            .add(self.count, self.exporter.key_values());
     }
 }
 
@@ -308,7 +308,7 @@ impl InternalEvent for ExporterQueue<'_> {
         t.instruments().exporter_queue_size.set(
             self.exporter.id(),
             self.size,
-            &self.exporter.key_values(),
+            self.exporter.key_values(),
         );
     }
 }
@@ -326,7 +326,7 @@ impl InternalEvent for ExporterQueueCapacity<'_> {
         t.instruments().exporter_queue_capacity.set(
             self.exporter.id(),
             self.capacity,
-            &self.exporter.key_values(),
+            self.exporter.key_values(),
         );
     }
 }

@@ -71,17 +71,29 @@ pub const EXPORTER_QUEUE_CAPACITY: MetricId =
 /// is an `otlp_grpc_metric_exporter`, see [`crate::names::value`]); for
 /// the others the registry asks for the implementation's own type name,
 /// which for Rust is the sink's type path (`std::any::type_name`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Component {
-    id: String,
+    id: Arc<str>,
     kind: &'static str,
+    /// The two attributes, made once: every queue push and pop emits them
+    /// (cloning shares the id, it does not copy it).
+    key_values: [KeyValue; 2],
 }
 
 impl Component {
     pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
+        let id: Arc<str> = Arc::from(id.into());
+        let key_values = [
+            KeyValue::new(attr::COMPONENT_TYPE, kind),
+            KeyValue::new(
+                attr::COMPONENT_NAME,
+                opentelemetry::StringValue::from(id.clone()),
+            ),
+        ];
         Self {
+            id,
             kind,
-            id: id.into(),
+            key_values,
         }
     }
 
@@ -99,14 +111,11 @@ impl Component {
     pub fn attrs(&self) -> Attrs {
         Attrs::new()
             .with(attr::COMPONENT_TYPE, self.kind)
-            .with(attr::COMPONENT_NAME, self.id.clone())
+            .with(attr::COMPONENT_NAME, self.id.to_string())
     }
 
-    pub(crate) fn key_values(&self) -> [KeyValue; 2] {
-        [
-            KeyValue::new(attr::COMPONENT_TYPE, self.kind),
-            KeyValue::new(attr::COMPONENT_NAME, self.id.clone()),
-        ]
+    pub(crate) fn key_values(&self) -> &[KeyValue; 2] {
+        &self.key_values
     }
 }
 
