@@ -818,7 +818,9 @@ fn stash_peer(ctx: &SockAddrContext, transmit: bool, v6: bool) {
         // The thread's entry from its last call: rewrite it in place.
         Some(e) => unsafe { *e = p },
         None => {
-            let _ = UDP_PEERS.insert(&key, &p, 0);
+            if UDP_PEERS.insert(&key, &p, 0).is_err() {
+                bump(counter::PEER_MAP_FULL);
+            }
         }
     }
 }

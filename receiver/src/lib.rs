@@ -316,6 +316,7 @@ fn report_counters(
         ),
         (Source::EbpfTcp, LossReason::MapFull, counter::TCP_MAP_FULL),
         (Source::EbpfUdp, LossReason::MapFull, counter::UDP_MAP_FULL),
+        (Source::EbpfUdp, LossReason::MapFull, counter::PEER_MAP_FULL),
         (Source::Ebpf, LossReason::ReadError, counter::READ_ERROR),
     ] {
         telemetry.emit(EventsLost::new(source, reason, read(slot)));

@@ -236,6 +236,9 @@ pub mod counter {
     pub const READ_ERROR: u32 = 5;
     /// UDP_OWNERS full.
     pub const OWNER_MAP_FULL: u32 = 6;
+    /// UDP_PEERS refused an entry: an unconnected socket's datagram was
+    /// counted without its peer (under the unspecified address).
+    pub const PEER_MAP_FULL: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
