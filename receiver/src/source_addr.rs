@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use flowscope_common::{AF_INET, AF_INET6, Owner, UdpKey, UdpStats};
 
-use crate::netns::{self, NetnsError};
+use crate::netns::{self, NetnsError, NetnsScanner};
 
 /// How long an answer is reused before it is asked again (routes change).
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -35,9 +35,24 @@ pub const REFRESH: Duration = Duration::from_secs(60);
 pub const MAX_ENTRIES: usize = 65_536;
 
 /// Cached route source addresses by (network namespace inode, peer).
-#[derive(Default)]
 pub struct SourceAddrs {
     cache: HashMap<(u32, IpAddr), (Option<IpAddr>, Instant)>,
+    /// The agent's own namespace: asked in place, with no scan and no
+    /// thread.
+    own: Option<u32>,
+    /// Finds the other namespaces, stat-ing only processes it has not seen
+    /// before.
+    scanner: NetnsScanner,
+}
+
+impl Default for SourceAddrs {
+    fn default() -> Self {
+        Self {
+            cache: HashMap::new(),
+            own: netns::current_netns(),
+            scanner: NetnsScanner::default(),
+        }
+    }
 }
 
 /// The peer of a UDP flow key, or None for the unspecified peer (a datagram
@@ -117,8 +132,8 @@ impl SourceAddrs {
         }
     }
 
-    /// Asks each namespace for the source address of its peers, on one
-    /// short-lived thread per namespace.
+    /// Asks each namespace for the source address of its peers: the
+    /// agent's own in place, the others on one short-lived thread each.
     fn ask(&mut self, missing: HashMap<u32, Vec<IpAddr>>, now: Instant) {
         if self.cache.len() + missing.values().map(Vec::len).sum::<usize>() > MAX_ENTRIES {
             let mut ages: Vec<Instant> = self.cache.values().map(|(_, at)| *at).collect();
@@ -127,8 +142,15 @@ impl SourceAddrs {
                 self.cache.retain(|_, (_, at)| *at > cut);
             }
         }
-        let namespaces = netns::scan_namespaces();
+        let mut namespaces = None;
         for (ns, peers) in missing {
+            if Some(ns) == self.own {
+                for peer in peers {
+                    self.cache.insert((ns, peer), (route_source(peer), now));
+                }
+                continue;
+            }
+            let namespaces = namespaces.get_or_insert_with(|| self.scanner.scan());
             let answers = match namespaces.get(&ns) {
                 Some((path, _)) => {
                     let asked = peers.clone();
@@ -154,8 +176,7 @@ mod tests {
 
     #[test]
     fn loopback_peer_gets_loopback_source_in_own_namespace() {
-        // Needs a namespace whose inode `scan_namespaces` finds: this
-        // process's own, through /proc/<pid>/ns/net.
+        // This process's own namespace, asked in place.
         let netns = netns::current_netns().expect("own namespace");
         let mut key = UdpKey {
             family: AF_INET,
