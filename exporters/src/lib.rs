@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscope_model::internal_events::{ExporterFailed, ExporterSent};
+use flowscope_model::internal_events::{ExporterFailed, ExporterSent, ServerKind};
 use flowscope_model::names::value;
 use flowscope_model::telemetry::Component;
 use flowscope_model::{Context, MetricBatch, Telemetry};
@@ -460,7 +460,13 @@ pub fn build_with_env(
                     "not found: try /metrics\n".into(),
                 ),
             });
-            let serve = tokio::spawn(server::serve(listener, handler));
+            let hosts = server::HostCheck::new(&c.endpoint, &c.allowed_hosts);
+            let srv = server::Server {
+                kind: ServerKind::Prometheus,
+                limits: server::Limits::default(),
+                telemetry: telemetry.clone(),
+            };
+            let serve = tokio::spawn(server::serve(listener, handler, hosts, srv));
             let component = Component::new(value::COMPONENT_TYPE_PROMETHEUS, name);
             let h = spawn_batches(component, prometheus::PrometheusSink { state }, telemetry);
             h.extra
@@ -478,7 +484,12 @@ pub fn build_with_env(
             let listener = ui.bind().map_err(err)?;
             tracing::info!(exporter = %name, "web UI at http://{}/", c.endpoint);
             let store = ui.store.clone();
-            let serve = tokio::spawn(ui::serve(listener, Arc::new(ui)));
+            let srv = server::Server {
+                kind: ServerKind::Ui,
+                limits: server::Limits::default(),
+                telemetry: telemetry.clone(),
+            };
+            let serve = tokio::spawn(ui::serve(listener, Arc::new(ui), srv));
             let component = Component::new(type_name::<ui::UiSink>(), name);
             let h = spawn_batches(component, ui::UiSink { store }, telemetry);
             h.extra
@@ -646,8 +657,14 @@ pub fn healthz(handles: &[ExporterHandle]) -> (u16, String) {
 }
 
 /// Serves [`healthz`] at `/healthz` on `addr` (bound before this returns);
-/// the returned task runs until aborted.
-pub fn serve_healthz(addr: &str, handles: Vec<ExporterHandle>) -> std::io::Result<JoinHandle<()>> {
+/// the returned task runs until aborted. Answers IP literals, `localhost`
+/// and `addr`'s host (a probe asks by address), within the default
+/// [`server::Limits`], counting refusals on `telemetry`.
+pub fn serve_healthz(
+    addr: &str,
+    handles: Vec<ExporterHandle>,
+    telemetry: &Telemetry,
+) -> std::io::Result<JoinHandle<()>> {
     let listener = server::bind(addr)?;
     let handler: server::Handler = Arc::new(move |path| {
         if path == "/healthz" {
@@ -663,7 +680,13 @@ pub fn serve_healthz(addr: &str, handles: Vec<ExporterHandle>) -> std::io::Resul
             )
         }
     });
-    Ok(tokio::spawn(server::serve(listener, handler)))
+    let srv = server::Server {
+        kind: ServerKind::Healthz,
+        limits: server::Limits::default(),
+        telemetry: telemetry.clone(),
+    };
+    let hosts = server::HostCheck::new(addr, &[]);
+    Ok(tokio::spawn(server::serve(listener, handler, hosts, srv)))
 }
 
 #[cfg(test)]

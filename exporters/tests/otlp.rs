@@ -415,13 +415,14 @@ async fn healthz_is_served_over_http() {
     let h = start(&t, "otlphttp", ExporterConfig::OtlpHttp(http(addr.port())));
     let port = free_port();
     let server =
-        flowscope_exporters::serve_healthz(&format!("127.0.0.1:{port}"), vec![h.clone()]).unwrap();
+        flowscope_exporters::serve_healthz(&format!("127.0.0.1:{port}"), vec![h.clone()], &t)
+            .unwrap();
     let get = move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
             s,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();

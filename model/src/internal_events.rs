@@ -330,3 +330,86 @@ impl InternalEvent for ExporterQueueCapacity<'_> {
         );
     }
 }
+
+/// Which of the agent's HTTP servers refused (`flowscope.source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// The `ui` exporter's pages and API (or `flowscope ui`).
+    Ui,
+    /// A `prometheus` exporter's `/metrics`.
+    Prometheus,
+    /// `--healthz`.
+    Healthz,
+}
+
+impl ServerKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Ui => "ui",
+            ServerKind::Prometheus => "prometheus",
+            ServerKind::Healthz => "healthz",
+        }
+    }
+}
+
+/// Why a server refused (`flowscope.reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefuseReason {
+    /// The `Host` header named no address of this server (DNS rebinding).
+    Host,
+    /// The `Origin` header named another site.
+    Origin,
+    /// No or a wrong token.
+    Token,
+    /// The connection cap was reached (answered 503).
+    Connections,
+    /// A client took too long to send a request's head, or sat idle.
+    Timeout,
+    /// The query concurrency cap was reached (answered 503).
+    Busy,
+    /// A query would have read more than the configured budget (413).
+    TooLarge,
+}
+
+impl RefuseReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::Host => "forbidden_host",
+            RefuseReason::Origin => "forbidden_origin",
+            RefuseReason::Token => "unauthorized",
+            RefuseReason::Connections => "connection_limit",
+            RefuseReason::Timeout => "timeout",
+            RefuseReason::Busy => "busy",
+            RefuseReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// `server` refused `count` requests or connections for `reason`
+/// (`flowscope.server.refused`).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerRefused {
+    pub server: ServerKind,
+    pub reason: RefuseReason,
+    pub count: u64,
+}
+
+impl InternalEvent for ServerRefused {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::debug!(
+            server = self.server.as_str(),
+            reason = self.reason.as_str(),
+            "request refused"
+        );
+        t.instruments().server_refused.add(
+            self.count,
+            &[
+                KeyValue::new(attr::SOURCE, self.server.as_str()),
+                KeyValue::new(attr::REASON, self.reason.as_str()),
+            ],
+        );
+    }
+}

@@ -133,6 +133,11 @@ pub mod metric {
         "{batch}",
         "Batches an exporter's queue can hold.",
     );
+    pub const SERVER_REFUSED: Def = (
+        "flowscope.server.refused",
+        "{request}",
+        "Requests and connections one of the agent's HTTP servers refused, by reason.",
+    );
 }
 
 /// Resource keys (the local endpoint).
@@ -177,6 +182,9 @@ pub mod attr {
     pub const PEER_ADDRESS: &str = sc::NETWORK_PEER_ADDRESS;
     pub const PEER_PORT: &str = sc::NETWORK_PEER_PORT;
     pub const LOCAL_PORT: &str = sc::NETWORK_LOCAL_PORT;
+    /// The local side's own address: lets a fleet view name the workload
+    /// behind an address that another node reports as its peer.
+    pub const LOCAL_ADDRESS: &str = sc::NETWORK_LOCAL_ADDRESS;
     pub const PEER_DOMAIN: &str = "flowscope.peer.domain";
     pub const PEER_SERVICE_NAME: &str = sc::SERVICE_PEER_NAME;
     pub const PEER_CLOUD_PROVIDER: &str = "flowscope.peer.cloud.provider";

@@ -814,6 +814,10 @@ pub struct PrometheusExporterConfig {
     /// Collector: an error (plain HTTP only).
     #[serde(deserialize_with = "reject_server_tls")]
     pub tls: Unused,
+    /// Host names (`name` or `name:port`) a scraper may use besides IP
+    /// literals, `localhost` and the endpoint's host; any other `Host` is
+    /// answered 403 (DNS rebinding, as for the `ui` exporter). Default none.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl OtlpExporterConfig {
@@ -1031,6 +1035,7 @@ impl Default for PrometheusExporterConfig {
             enable_open_metrics: Unused::default(),
             const_labels: Unused::default(),
             tls: Unused::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -1061,6 +1066,13 @@ pub struct UiExporterConfig {
     pub max_series: usize,
     /// Access control.
     pub auth: UiAuthConfig,
+    /// Host names (`name` or `name:port`) the pages may be reached by,
+    /// besides IP literals, `localhost` and the endpoint's own host: a
+    /// reverse proxy's or a DNS name of the node (`flowscope.example.com`).
+    /// A request whose `Host` (or `Origin`) names anything else is answered
+    /// 403, so a page whose DNS name is rebound to this address cannot read
+    /// the API. Default none.
+    pub allowed_hosts: Vec<String>,
     /// Thresholds of the Network Health findings.
     pub health: UiHealthConfig,
 }
@@ -1073,6 +1085,7 @@ impl Default for UiExporterConfig {
             full_resolution: Duration::from_secs(600),
             max_series: 10_000,
             auth: UiAuthConfig::default(),
+            allowed_hosts: Vec::new(),
             health: UiHealthConfig::default(),
         }
     }

@@ -7,26 +7,31 @@
 //! as text, never as markup; a strict Content-Security-Policy forbids inline
 //! scripts and styles. Bound to loopback by default; bound to any other
 //! address it refuses to start without a bearer token, and then checks the
-//! token on every request.
+//! token on every request. Every request must name this server in `Host`
+//! (and in `Origin`, when a browser sends one): an IP literal, `localhost`,
+//! the endpoint's host or an `allowed_hosts` entry, so that a page whose
+//! DNS name was rebound to loopback cannot read the API
+//! ([`crate::server::HostCheck`]). Connections are capped and time out
+//! ([`crate::server::Limits`]).
 
-use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use flowscope_model::MetricBatch;
+use flowscope_model::internal_events::RefuseReason;
 use flowscope_otel_config::exporters::UiExporterConfig;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::server::{HostCheck, Server};
 use crate::{Outcome, Sink};
 
 pub mod api;
 mod assets;
+pub mod fleet;
 pub mod query;
 pub mod store;
 
@@ -77,7 +82,10 @@ pub struct Ui {
     pub store: Arc<Mutex<Store>>,
     pub config: UiExporterConfig,
     token: Option<String>,
+    hosts: HostCheck,
     pages: assets::Pages,
+    /// Fleet mode: the pages read this storage instead of `store`.
+    pub fleet: Option<fleet::Fleet>,
 }
 
 impl Ui {
@@ -120,8 +128,16 @@ impl Ui {
             ))),
             config: config.clone(),
             token,
+            hosts: HostCheck::new(&config.endpoint, &config.allowed_hosts),
             pages: assets::Pages::new(),
+            fleet: None,
         })
+    }
+
+    /// The same pages over a Prometheus query API ([`fleet`]).
+    pub fn with_fleet(mut self, fleet: fleet::Fleet) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// Binds the endpoint now, so a taken port fails the start.
@@ -160,6 +176,18 @@ impl Ui {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> Reply {
+        if let Some(reason) = self.hosts.check(headers) {
+            let mut r = Reply::error(
+                StatusCode::FORBIDDEN,
+                match reason {
+                    RefuseReason::Origin => "origin",
+                    _ => "host",
+                },
+                crate::server::forbidden_body(reason).trim_end(),
+            );
+            r.refused = Some(reason);
+            return r;
+        }
         if method != http::Method::GET && method != http::Method::HEAD {
             return Reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -179,7 +207,7 @@ impl Ui {
             }
             let mut r = Reply::redirect("/map");
             r.cookie = Some(format!(
-                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+                "{COOKIE}={token}; Path=/; Max-Age={COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Strict"
             ));
             return r;
         }
@@ -204,6 +232,7 @@ impl Ui {
                 location: None,
                 cookie: None,
                 cache: true,
+                refused: None,
             },
             None => Reply::error(StatusCode::NOT_FOUND, "path", "no such page or API"),
         }
@@ -214,13 +243,13 @@ fn duration_ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Compares without stopping at the first difference (no timing hint).
+/// How long the login cookie lasts: a working day.
+pub const COOKIE_MAX_AGE_SECONDS: u64 = 12 * 3600;
+
+/// Compares in constant time (`subtle`): no timing hint about how much of
+/// a guessed token was right.
 fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// A response before it is turned into HTTP.
@@ -231,6 +260,8 @@ pub struct Reply {
     location: Option<&'static str>,
     cookie: Option<String>,
     cache: bool,
+    /// Why the request was refused, for self-telemetry.
+    refused: Option<RefuseReason>,
 }
 
 impl Reply {
@@ -242,6 +273,7 @@ impl Reply {
             location: None,
             cookie: None,
             cache: false,
+            refused: None,
         }
     }
 
@@ -252,11 +284,13 @@ impl Reply {
     }
 
     fn unauthorized() -> Self {
-        Reply::error(
+        let mut r = Reply::error(
             StatusCode::UNAUTHORIZED,
             "authorization",
             "a bearer token is required (Authorization: Bearer <token>, or open /?token=<token>)",
-        )
+        );
+        r.refused = Some(RefuseReason::Token);
+        r
     }
 
     fn redirect(to: &'static str) -> Self {
@@ -267,6 +301,7 @@ impl Reply {
             location: Some(to),
             cookie: None,
             cache: false,
+            refused: None,
         }
     }
 
@@ -315,32 +350,42 @@ impl Reply {
     }
 }
 
-/// Serves `ui` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, ui: Arc<Ui>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("ui: accepting a connection: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ui = ui.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+/// Serves `ui` on `listener` until the task is dropped, within `server`'s
+/// limits, counting every refusal.
+pub async fn serve(listener: TcpListener, ui: Arc<Ui>, server: Server) {
+    let telemetry = server.telemetry.clone();
+    let kind = server.kind;
+    server
+        .run(listener, move |req| {
+            let ui = ui.clone();
+            let telemetry = telemetry.clone();
+            async move {
                 let head = req.method() == http::Method::HEAD;
-                let reply = ui.handle(req.method(), req.uri(), req.headers());
-                async move { Ok::<_, Infallible>(reply.into_response(head)) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
+                let (parts, _) = req.into_parts();
+                // Queries read the store under its lock (or ask the fleet's
+                // storage): blocking work, kept off the async workers.
+                let reply = tokio::task::spawn_blocking(move || {
+                    ui.handle(&parts.method, &parts.uri, &parts.headers)
+                })
                 .await
-            {
-                tracing::debug!(%peer, "ui: HTTP connection ended: {e}");
+                .unwrap_or_else(|e| {
+                    Reply::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "path",
+                        &format!("the query failed: {e}"),
+                    )
+                });
+                if let Some(reason) = reply.refused {
+                    telemetry.emit(flowscope_model::internal_events::ServerRefused {
+                        server: kind,
+                        reason,
+                        count: 1,
+                    });
+                }
+                reply.into_response(head)
             }
-        });
-    }
+        })
+        .await
 }
 
 /// Folds batches into the store.
@@ -383,6 +428,7 @@ mod tests {
 
     fn get(ui: &Ui, uri: &str, auth: Option<&str>) -> Reply {
         let mut h = http::HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8686"));
         if let Some(a) = auth {
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
@@ -427,6 +473,7 @@ mod tests {
         let r = get(&ui, "/?token=s3cret", None);
         assert_eq!(r.status, StatusCode::SEE_OTHER);
         let mut h = http::HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("localhost:8686"));
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("a=b; flowscope_ui_token=s3cret"),
@@ -435,5 +482,46 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         let r = ui.handle(&http::Method::POST, &"/api/keys".parse().unwrap(), &h);
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn a_rebound_name_cannot_read_the_api() {
+        let mut c = cfg("127.0.0.1:8686", None);
+        c.allowed_hosts = vec!["flowscope.internal:8686".into()];
+        let ui = Ui::new(&c, &|_| None).unwrap();
+        let ask = |pairs: &[(header::HeaderName, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(k, HeaderValue::from_static(v));
+            }
+            ui.handle(&http::Method::GET, &"/api/map".parse().unwrap(), &h)
+        };
+        let r = ask(&[(header::HOST, "attacker.example:8686")]);
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.refused, Some(RefuseReason::Host));
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("allowed_hosts"),
+            "{:?}",
+            r.body
+        );
+        assert_eq!(ask(&[]).status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            ask(&[(header::HOST, "flowscope.internal:8686")]).status,
+            StatusCode::OK
+        );
+        let r = ask(&[
+            (header::HOST, "127.0.0.1:8686"),
+            (header::ORIGIN, "https://attacker.example"),
+        ]);
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.refused, Some(RefuseReason::Origin));
+        assert_eq!(
+            ask(&[
+                (header::HOST, "127.0.0.1:8686"),
+                (header::ORIGIN, "http://127.0.0.1:8686"),
+            ])
+            .status,
+            StatusCode::OK
+        );
     }
 }
