@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod fleet;
 mod path;
 mod pipeline;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Trace the path to HOST once and print its hops (like `mtr --report`).
     /// Needs CAP_NET_RAW.
     Path(path::PathArgs),
+    /// Serve the Map, Analytics and Health pages for the whole fleet from
+    /// Prometheus-compatible storage the agents write to (no root needed).
+    Ui(fleet::UiArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
@@ -76,7 +80,7 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
     let health = match healthz {
         Some(addr) => Some(
-            flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec())
+            flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec(), &ctx.telemetry)
                 .map_err(|e| anyhow::anyhow!("serving /healthz on {addr}: {e}"))?,
         ),
         None => None,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             }),
         Command::Bench(args) => bench::run(args),
         Command::Path(args) => path::command(args),
+        Command::Ui(args) => fleet::command(args),
         Command::Run { config, healthz } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

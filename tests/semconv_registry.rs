@@ -740,6 +740,7 @@ const NAME_KEYS: &[&str] = &[
     attr::PEER_ADDRESS,
     attr::PEER_PORT,
     attr::LOCAL_PORT,
+    attr::LOCAL_ADDRESS,
     attr::PEER_DOMAIN,
     attr::PEER_SERVICE_NAME,
     attr::PEER_CLOUD_PROVIDER,

@@ -740,6 +740,12 @@ impl Collector {
                 Role::Client => attrs.set(attr::PEER_PORT, key.peer.port),
                 Role::Server => attrs.set(attr::LOCAL_PORT, key.local.port),
             }
+            // The local address names this workload's end for a fleet view
+            // that sees the other end reported by another node. A socket
+            // bound to the wildcard whose source was not found has none.
+            if !key.local.ip.is_unspecified() {
+                attrs.set(attr::LOCAL_ADDRESS, key.local.ip.to_string());
+            }
             // The `peer` processor names the peer from the address the
             // client used: this one when NAT rewrote it.
             if let Some(nat) = key.nat {

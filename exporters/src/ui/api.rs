@@ -487,21 +487,73 @@ fn health(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
     }))
 }
 
-/// Answers `/api/<rest>`.
+/// Answers `/api/<rest>`: from the agent's own store, or in fleet mode from
+/// a store of the storage's aggregated answer (the same computation).
 pub fn answer(ui: &Ui, rest: &str, p: &Params) -> Reply {
+    if let Some(f) = &ui.fleet {
+        return match fleet_store(f, rest, p) {
+            Ok(st) => answer_from(ui, &st, rest, p),
+            Err(e) => {
+                tracing::warn!(api = rest, "fleet query: {e}");
+                Reply::error(e.status(), e.parameter(), &e.to_string())
+            }
+        };
+    }
     let st = ui.store.lock().unwrap_or_else(|e| e.into_inner());
+    answer_from(ui, &st, rest, p)
+}
+
+/// The default span of a fleet request without `range` or `from`.
+const FLEET_DEFAULT_SPAN: u64 = 3600 * SECOND;
+
+/// Loads what a fleet request reads. Its parameters are checked again,
+/// with the usual messages, when the answer is computed.
+fn fleet_store(
+    f: &super::fleet::Fleet,
+    rest: &str,
+    p: &Params,
+) -> Result<Store, super::fleet::FleetError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let to = p.get("to").and_then(parse_time).unwrap_or(now);
+    let from = match (
+        p.get("from").and_then(parse_time),
+        p.get("range").and_then(parse_span),
+    ) {
+        (Some(f), _) => f,
+        (None, Some(span)) => to.saturating_sub(span),
+        (None, None) => to.saturating_sub(FLEET_DEFAULT_SPAN),
+    };
+    let from = from.min(to.saturating_sub(SECOND));
+    let mut keys: Vec<String> = ["group", "client_key", "server_key"]
+        .iter()
+        .filter_map(|k| p.get(k))
+        .map(str::to_string)
+        .collect();
+    keys.extend(
+        p.all("filter")
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, _)| k.trim().to_string()),
+    );
+    // Time series: about 120 points, at least 10 s apart, whole seconds.
+    let step = (rest == "timeseries").then(|| ((to - from) / 120 / SECOND).max(10) * SECOND);
+    f.store(super::fleet::Range { from, to }, &keys, step)
+}
+
+fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {
     let json = |r: Result<Json, Bad>| match r {
         Ok(j) => Reply::json(StatusCode::OK, j.to_string()),
         Err(b) => Reply::error(StatusCode::BAD_REQUEST, b.parameter, &b.message),
     };
     match rest {
-        "keys" => json(Ok(keys(ui, &st))),
-        "status" => json(Ok(status(ui, &st))),
-        "map" => json(map(ui, &st, p)),
-        "analytics" => json(analytics(&st, p)),
-        "timeseries" => json(timeseries(&st, p)),
-        "health" => json(health(ui, &st, p)),
-        "analytics.csv" => match analytics_csv(&st, p) {
+        "keys" => json(Ok(keys(ui, st))),
+        "status" => json(Ok(status(ui, st))),
+        "map" => json(map(ui, st, p)),
+        "analytics" => json(analytics(st, p)),
+        "timeseries" => json(timeseries(st, p)),
+        "health" => json(health(ui, st, p)),
+        "analytics.csv" => match analytics_csv(st, p) {
             Ok(csv) => {
                 let mut r = Reply::json(StatusCode::OK, csv);
                 r.ctype = "text/csv; charset=utf-8";

@@ -31,11 +31,20 @@ use serde::Serialize;
 
 use super::store::Store;
 
+/// The peer's `host.name`: never emitted by an agent (an agent does not
+/// know the other node's name); set by the fleet view when it joins a flow
+/// to the node that reports its other end ([`super::fleet::join`]).
+pub const PEER_HOST_NAME: &str = "flowscope.peer.host.name";
+/// The peer's `k8s.node.name`, likewise.
+pub const PEER_K8S_NODE_NAME: &str = "flowscope.peer.k8s.node.name";
+
 /// Pairs of (local key, peer key) naming the same property of either end.
 const PAIRS: &[(&str, &str)] = &[
     (resource::SERVICE_NAME, attr::PEER_SERVICE_NAME),
     (resource::CLOUD_PROVIDER, attr::PEER_CLOUD_PROVIDER),
     (resource::CLOUD_REGION, attr::PEER_CLOUD_REGION),
+    (resource::HOST_NAME, PEER_HOST_NAME),
+    (flowscope_model::names::k8s::NODE_NAME, PEER_K8S_NODE_NAME),
 ];
 
 /// Keys offered first in the pages' group-by selectors.

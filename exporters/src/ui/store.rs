@@ -181,6 +181,14 @@ impl Store {
         self.keys.iter().map(|k| k.as_ref())
     }
 
+    /// Offers `key` as a group-by choice even before a series carries it
+    /// (the fleet view lists the storage's label names).
+    pub fn add_key(&mut self, key: &str) {
+        if !self.keys.contains(key) {
+            self.keys.insert(Arc::from(key));
+        }
+    }
+
     pub fn has_key(&self, key: &str) -> bool {
         self.keys.contains(key)
     }

@@ -1,0 +1,301 @@
+//! The fleet view end to end: three agents on this host play three nodes
+//! (distinct `host.name` through `OTEL_RESOURCE_ATTRIBUTES`, each keeping
+//! only its node's workloads with the `filter` processor), a real
+//! Prometheus collects all three, and `flowscope ui --prometheus` serves
+//! the pages over it. `web` (node 1) calls `api` (node 2), `api` calls
+//! `db` (node 3): the fleet's analytics rows carry exactly the bytes sent,
+//! once, with both ends named although each agent alone sees the other end
+//! as a bare address.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowscope_integration::{Agent, NetPair, built_binary, serve_in, traffic};
+use serde_json::Value;
+
+const UP1: u64 = 150_000;
+const DOWN1: u64 = 7_000;
+const UP2: u64 = 90_000;
+const DOWN2: u64 = 3_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// An agent for one node: the services it keeps, its `host.name`, a
+/// `prometheus` exporter on `port`.
+fn node(host: &str, service: &str, port: u16) -> Agent {
+    let config = format!(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         processors:\n  filter:\n    include:\n      - services: [{service}]\n\
+         exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [filter]\n      exporters: [prometheus, file]\n"
+    );
+    let attrs = format!("host.name={host}");
+    Agent::start_env(&config, &[], &[("OTEL_RESOURCE_ATTRIBUTES", &attrs)]).expect("agent")
+}
+
+/// Debian's Prometheus scraping `targets` every second.
+fn prometheus(dir: &std::path::Path, targets: &[u16]) -> (Killed, u16) {
+    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+    let port = free_port();
+    let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let conf = dir.join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: flowscope\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(&bin)
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("`{bin}` could not start ({e}): install it with scripts/bootstrap.sh --test")
+        });
+    (Killed(child), port)
+}
+
+/// `flowscope ui --prometheus` on a free port, once it answers.
+fn fleet_ui(prom_url: &str) -> (Killed, u16) {
+    let port = free_port();
+    let child = Command::new(built_binary("flowscope"))
+        .args([
+            "ui",
+            "--prometheus",
+            prom_url,
+            "--endpoint",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flowscope ui");
+    let killed = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "flowscope ui did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (killed, port)
+}
+
+fn row<'a>(rows: &'a [Value], client: &str, server: &str) -> Option<&'a Value> {
+    rows.iter()
+        .find(|r| r["client"] == client && r["server"] == server)
+}
+
+fn bytes(r: &Value) -> (u64, u64) {
+    (
+        r["bytes_client_to_server"].as_u64().unwrap_or(0),
+        r["bytes_server_to_client"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn three_nodes_one_map_counted_once() {
+    // web (n1) -> api (n2) on one link, api -> db (n3) on another; the two
+    // api processes are one service on node 2.
+    let front = NetPair::new_apart().unwrap(); // a = api server, b = web
+    let back = NetPair::new_apart().unwrap(); // a = db server, b = api client
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let _n1 = node("node-1", "web", p1);
+    let _n2 = node("node-2", "api", p2);
+    let _n3 = node("node-3", "db", p3);
+    let dir = tempfile::tempdir().unwrap();
+    let (_prom, prom_port) = prometheus(dir.path(), &[p1, p2, p3]);
+
+    let t = traffic();
+    let exchange = |pair: &NetPair, server: &str, client: &str, up: u64, down: u64| {
+        let addr = format!("{}:7100", pair.a_v4());
+        let (up, down) = (up.to_string(), down.to_string());
+        let srv = serve_in(
+            &pair.a,
+            &[
+                "env",
+                &format!("OTEL_SERVICE_NAME={server}"),
+                &t,
+                "tcp-server",
+                &addr,
+                &up,
+                &down,
+            ],
+        )
+        .unwrap();
+        pair.run(
+            &pair.b,
+            &[("OTEL_SERVICE_NAME", client)],
+            &[&t, "tcp-client", &addr, &up, &down],
+        )
+        .unwrap();
+        srv.finish().unwrap();
+    };
+    exchange(&front, "api", "web", UP1, DOWN1);
+    exchange(&back, "db", "api", UP2, DOWN2);
+
+    let (_ui, ui_port) = fleet_ui(&format!("http://127.0.0.1:{prom_port}"));
+    let cidr = "198.19.0.0/16";
+    let path = format!(
+        "/api/analytics?range=1h&client_key=service.name&server_key=service.name&cidr={}",
+        cidr.replace('/', "%2F")
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let (code, body) = get(ui_port, &path);
+        let rows: Vec<Value> = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|j| j["rows"].as_array().cloned())
+            .unwrap_or_default();
+        let done = row(&rows, "web", "api").map(bytes) == Some((UP1, DOWN1))
+            && row(&rows, "api", "db").map(bytes) == Some((UP2, DOWN2));
+        if done {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet never showed both dependencies exactly: HTTP {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Counted once: no row names api or db from a bare address.
+    for r in &rows {
+        let (c, s) = (r["client"].as_str().unwrap(), r["server"].as_str().unwrap());
+        assert!(
+            !(r["client_unresolved"] == true && (s == "api" || s == "db")),
+            "row from a bare address: {r}"
+        );
+        assert!(
+            !(r["server_unresolved"] == true && (c == "web" || c == "api")),
+            "row to a bare address: {r}"
+        );
+    }
+    let web_api = row(&rows, "web", "api").unwrap();
+    assert_eq!(bytes(web_api), (UP1, DOWN1), "{web_api}");
+
+    // Node to node: the same bytes, grouped by host.name.
+    let (_, body) = get(
+        ui_port,
+        &format!(
+            "/api/analytics?range=1h&group=host.name&cidr={}",
+            cidr.replace('/', "%2F")
+        ),
+    );
+    let j: Value = serde_json::from_str(&body).expect(&body);
+    let hosts = j["rows"].as_array().unwrap();
+    assert_eq!(
+        row(hosts, "node-1", "node-2").map(bytes),
+        Some((UP1, DOWN1)),
+        "{body}"
+    );
+    assert_eq!(
+        row(hosts, "node-2", "node-3").map(bytes),
+        Some((UP2, DOWN2)),
+        "{body}"
+    );
+
+    // The map has the three services as nodes, joined by two edges.
+    let (_, body) = get(
+        ui_port,
+        &format!("/api/map?range=1h&cidr={}", cidr.replace('/', "%2F")),
+    );
+    let m: Value = serde_json::from_str(&body).expect(&body);
+    let mut nodes: Vec<&str> = m["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, vec!["api", "db", "web"], "{body}");
+
+    // A filter value with quotes and braces is matched literally (no row),
+    // and does not break the query.
+    let (code, body) = get(
+        ui_port,
+        "/api/analytics?range=1h&filter=service.name%3Dweb%22%7D%20or%20vector(1)",
+    );
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["rows"].as_array().unwrap().len(), 0, "{body}");
+}
+
+#[test]
+fn unreachable_or_wrong_storage_is_a_clear_502() {
+    // Nothing listens here.
+    let dead = free_port();
+    let (_ui, port) = fleet_ui(&format!("http://127.0.0.1:{dead}"));
+    let (code, body) = get(port, "/api/map?range=1h");
+    assert_eq!(code, 502, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{body}"
+    );
+    assert_eq!(j["parameter"], "prometheus");
+
+    // A server that is not Prometheus: this UI itself answers HTML.
+    let (_other, other_port) = fleet_ui(&format!("http://127.0.0.1:{dead}"));
+    let (_ui2, port2) = fleet_ui(&format!("http://127.0.0.1:{other_port}/map"));
+    let (code, body) = get(port2, "/api/analytics?range=1h");
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("not a Prometheus query API") || body.contains("answered HTTP"),
+        "{body}"
+    );
+
+    // A storage that never answers: an error after the timeout, no hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (_ui3, port3) = fleet_ui(&format!("http://127.0.0.1:{silent_port}"));
+    let (code, body) = get(port3, "/api/health?range=1h");
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("did not answer within"), "{body}");
+    drop(silent);
+}
