@@ -35,10 +35,23 @@ const PAGES: [(&str, &str, &str, &str); 3] = [
 /// (`assets/range.html`).
 pub struct Pages(Vec<(&'static str, Bytes)>);
 
+/// The fleet view's longer presets: the storage keeps days, not an hour.
+const FLEET_RANGES: &str = "  <option value=\"6h\">last 6 hours</option>\n  \
+<option value=\"1d\">last day</option>\n  <option value=\"7d\">last 7 days</option>\n</select>";
+
 impl Pages {
     pub fn new() -> Self {
+        Self::with_range(include_str!("assets/range.html"))
+    }
+
+    /// The pages of the fleet view (`flowscope ui`): the same, with time
+    /// ranges up to 7 days.
+    pub fn fleet() -> Self {
+        Self::with_range(&include_str!("assets/range.html").replace("</select>", FLEET_RANGES))
+    }
+
+    fn with_range(range: &str) -> Self {
         let shell = include_str!("assets/shell.html");
-        let range = include_str!("assets/range.html");
         Pages(
             PAGES
                 .iter()

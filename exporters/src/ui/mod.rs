@@ -137,6 +137,7 @@ impl Ui {
     /// The same pages over a Prometheus query API ([`fleet`]).
     pub fn with_fleet(mut self, fleet: fleet::Fleet) -> Self {
         self.fleet = Some(fleet);
+        self.pages = assets::Pages::fleet();
         self
     }
 
@@ -522,6 +523,27 @@ mod tests {
             ])
             .status,
             StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn the_fleet_view_offers_days() {
+        let local = Ui::new(&cfg("127.0.0.1:8686", None), &|_| None).unwrap();
+        let page = |ui: &Ui| String::from_utf8_lossy(&get(ui, "/map", None).body).into_owned();
+        assert!(!page(&local).contains("value=\"7d\""));
+        let fleet = Ui::new(&cfg("127.0.0.1:8686", None), &|_| None)
+            .unwrap()
+            .with_fleet(
+                fleet::Fleet::new("http://127.0.0.1:9", std::time::Duration::from_secs(1), 10)
+                    .unwrap(),
+            );
+        let p = page(&fleet);
+        assert!(
+            p.contains("value=\"7d\"") && p.contains("value=\"1h\""),
+            "{p}"
+        );
+        assert!(
+            fleet::Fleet::new("prometheus:9090", std::time::Duration::from_secs(1), 10).is_err()
         );
     }
 }

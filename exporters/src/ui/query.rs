@@ -241,37 +241,86 @@ fn is_flow_metric(m: &MetricId) -> bool {
     .any(|n| is(m, *n))
 }
 
-impl Totals {
-    fn add_point(&mut self, m: &MetricId, attrs: &Attrs, v: &PointValue, local_client: bool) {
-        let n = count(v);
+/// What one series' points add to a dependency's [`Totals`]: decided once
+/// per series (metric name, direction, error type), then applied to each of
+/// its slots.
+enum Field {
+    BytesClientToServer,
+    BytesServerToClient,
+    Packets,
+    Retransmits,
+    Opened,
+    Closed,
+    Failed(String),
+    Resets,
+    Rtt,
+    Nothing,
+}
+
+impl Field {
+    fn of(m: &MetricId, attrs: &Attrs, local_client: bool) -> Field {
         if is(m, metric::FLOW_IO) {
             let tx = attrs.get_str(attr::IO_DIRECTION) == Some(attr::TRANSMIT);
             if tx == local_client {
-                self.bytes_client_to_server += n;
+                Field::BytesClientToServer
             } else {
-                self.bytes_server_to_client += n;
+                Field::BytesServerToClient
             }
         } else if is(m, metric::FLOW_PACKETS) {
-            self.packets += n;
+            Field::Packets
         } else if is(m, metric::TCP_RETRANSMITS) {
-            self.retransmits += n;
+            Field::Retransmits
         } else if is(m, metric::TCP_OPENED) {
-            self.opened += n;
+            Field::Opened
         } else if is(m, metric::TCP_CLOSED) {
-            self.closed += n;
+            Field::Closed
         } else if is(m, metric::TCP_FAILED) {
-            self.failed += n;
-            let t = attrs.get_str(attr::ERROR_TYPE).unwrap_or("_OTHER");
-            *self.failed_by_type.entry(t.to_string()).or_default() += n;
+            Field::Failed(
+                attrs
+                    .get_str(attr::ERROR_TYPE)
+                    .unwrap_or("_OTHER")
+                    .to_string(),
+            )
         } else if is(m, metric::TCP_RESETS) {
-            self.resets += n;
-        } else if is(m, metric::TCP_RTT)
-            && let PointValue::Histogram(h) = v
-        {
-            match &mut self.rtt {
-                Some(r) => r.merge(h),
-                None => self.rtt = Some(h.clone()),
+            Field::Resets
+        } else if is(m, metric::TCP_RTT) {
+            Field::Rtt
+        } else {
+            Field::Nothing
+        }
+    }
+}
+
+impl Totals {
+    fn add(&mut self, f: &Field, v: &PointValue) {
+        let n = || count(v);
+        match f {
+            Field::BytesClientToServer => self.bytes_client_to_server += n(),
+            Field::BytesServerToClient => self.bytes_server_to_client += n(),
+            Field::Packets => self.packets += n(),
+            Field::Retransmits => self.retransmits += n(),
+            Field::Opened => self.opened += n(),
+            Field::Closed => self.closed += n(),
+            Field::Failed(t) => {
+                let n = n();
+                self.failed += n;
+                match self.failed_by_type.get_mut(t) {
+                    Some(c) => *c += n,
+                    None => {
+                        self.failed_by_type.insert(t.clone(), n);
+                    }
+                }
             }
+            Field::Resets => self.resets += n(),
+            Field::Rtt => {
+                if let PointValue::Histogram(h) = v {
+                    match &mut self.rtt {
+                        Some(r) => r.merge(h),
+                        None => self.rtt = Some(h.clone()),
+                    }
+                }
+            }
+            Field::Nothing => {}
         }
     }
 
@@ -375,7 +424,8 @@ fn resolve(res: &Attrs, attrs: &Attrs, key: &str, local: bool) -> (String, /* un
 /// numbers per interval (or minute, past the full-resolution span).
 pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
     let mut edges: HashMap<(String, String), Edge> = HashMap::new();
-    for ((res, m, attrs), slot) in store.slots(sel.from, sel.to) {
+    // Everything but the values is decided once per series, not per slot.
+    for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
         if !is_flow_metric(m) {
             continue;
         }
@@ -409,6 +459,7 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
         if sel.hide_unresolved && (cu || su) {
             continue;
         }
+        let field = Field::of(m, attrs, local_client);
         let e = edges
             .entry((client.clone(), server.clone()))
             .or_insert_with(|| Edge {
@@ -418,12 +469,14 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
                 server_unresolved: su,
                 ..Default::default()
             });
-        e.totals.add_point(m, attrs, &slot.value, local_client);
-        if buckets {
-            e.buckets
-                .entry(slot.end)
-                .or_default()
-                .add_point(m, attrs, &slot.value, local_client);
+        for slot in slots {
+            e.totals.add(&field, &slot.value);
+            if buckets {
+                e.buckets
+                    .entry(slot.end)
+                    .or_default()
+                    .add(&field, &slot.value);
+            }
         }
     }
     let mut out: Vec<Edge> = edges.into_values().collect();

@@ -162,6 +162,25 @@ impl Store {
         })
     }
 
+    /// Every series with its slots ending in `(from, to]`, for queries
+    /// that decide once per series what its slots count for; a series with
+    /// no slot in the range is left out.
+    pub fn series_slots(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (&SeriesKey, impl Iterator<Item = &Slot> + Clone)> {
+        self.series.iter().filter_map(move |(k, s)| {
+            let slots = s
+                .coarse
+                .iter()
+                .chain(s.fine.iter())
+                .filter(move |sl| sl.end > from && sl.end <= to);
+            slots.clone().next()?;
+            Some((k, slots))
+        })
+    }
+
     /// The newest batch's end (0 before the first batch).
     pub fn latest(&self) -> u64 {
         self.latest
