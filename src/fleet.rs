@@ -37,6 +37,11 @@ pub struct UiArgs {
     /// refused with a message saying to narrow the time range.
     #[arg(long, default_value_t = 50_000)]
     max_series: usize,
+    /// Read the recording rules of deploy/prometheus/flowscope-fleet-rules.yaml
+    /// when the storage has their series (`auto`), or always the agents'
+    /// raw series (`off`).
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
+    recording_rules: String,
 }
 
 pub fn command(args: UiArgs) -> anyhow::Result<()> {
@@ -58,7 +63,8 @@ async fn run(args: UiArgs) -> anyhow::Result<()> {
         &args.prometheus,
         Duration::from_secs(args.query_timeout.max(1)),
         args.max_series,
-    )?;
+    )?
+    .with_rules(args.recording_rules == "auto");
     let env = |k: &str| (k == TOKEN_ENV).then(|| std::env::var(k).ok()).flatten();
     let ui = Ui::new(&config, &env)?.with_fleet(fleet);
     let listener = ui

@@ -7,9 +7,9 @@
 //! privileges they fail and say so.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -520,4 +520,89 @@ pub fn sum(points: &[Point], metric: &str, filter: &[(&str, &str)]) -> f64 {
         .filter(|p| p.metric == metric && filter.iter().all(|(k, v)| p.attr(k) == Some(*v)))
         .map(|p| p.value)
         .sum()
+}
+
+/// A `flowscope-traffic` process in hold mode: once its work succeeded it
+/// says `done` and stays until dropped, so its /proc entry (service name,
+/// open sockets) is there whenever the agent reads it.
+pub struct Held {
+    what: String,
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Held {
+    /// Starts `args` in namespace `ns` as service `service`.
+    pub fn start(ns: &str, service: &str, args: &[&str]) -> Held {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .env("OTEL_SERVICE_NAME", service)
+            .env("FLOWSCOPE_TRAFFIC_HOLD", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec flowscope-traffic");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Held {
+            what: format!("{service}: {}", args[1..].join(" ")),
+            child,
+            out,
+        }
+    }
+
+    /// The lines printed before `line`; fails with the process's stderr
+    /// when it exits first.
+    pub fn until(&mut self, line: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            let mut l = String::new();
+            let n = self.out.read_line(&mut l).unwrap();
+            if n == 0 {
+                let mut err = String::new();
+                if let Some(e) = self.child.stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                let status = self.child.wait().unwrap();
+                panic!(
+                    "{} exited ({status}) before saying {line:?}; said {before:?}: {}",
+                    self.what,
+                    err.trim()
+                );
+            }
+            if l.trim_end() == line {
+                return before;
+            }
+            before.push(l.trim_end().to_string());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One TCP exchange of exactly `up` and `down` bytes between `client` in b
+/// and `server` in a; both hold.
+pub fn exchange(
+    net: &NetPair,
+    client: &str,
+    server: &str,
+    port: u16,
+    up: u64,
+    down: u64,
+) -> [Held; 2] {
+    let t = traffic();
+    let addr = format!("{}:{port}", net.a_v4());
+    let (up, down) = (up.to_string(), down.to_string());
+    let mut srv = Held::start(&net.a, server, &[&t, "tcp-server", &addr, &up, &down]);
+    srv.until("listening");
+    let mut cli = Held::start(&net.b, client, &[&t, "tcp-client", &addr, &up, &down]);
+    cli.until("done");
+    srv.until("done");
+    [srv, cli]
 }

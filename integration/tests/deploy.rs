@@ -68,13 +68,22 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SUCCESS: 15 rules found"), "{text}");
+    // The fleet view's recording rules (docs/fleet.md).
+    let out = run(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(dir.join("flowscope-fleet-rules.yaml")),
+        hint,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
     let mut tests: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     tests.sort();
-    assert_eq!(tests.len(), 3, "{tests:?}");
+    assert_eq!(tests.len(), 4, "{tests:?}");
     let out = run(
         Command::new("promtool")
             .args(["test", "rules"])
@@ -83,7 +92,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         hint,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS").count(), 3, "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), 4, "{text}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! (distinct `host.name` through `OTEL_RESOURCE_ATTRIBUTES`, each keeping
 //! only its node's workloads with the `filter` processor), a real
 //! Prometheus collects all three, and `flowscope ui --prometheus` serves
-//! the pages over it. `web` (node 1) calls `api` (node 2), `api` calls
+//! the pages over it (and headless Chromium looks at them). `web` (node 1)
+//! calls `api` (node 2), `api` calls
 //! `db` (node 3): the fleet's analytics rows carry exactly the bytes sent,
 //! once, with both ends named although each agent alone sees the other end
 //! as a bare address.
@@ -12,20 +13,17 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowscope_integration::{Agent, NetPair, built_binary, serve_in, traffic};
+use flowscope_integration::{Agent, NetPair, built_binary, exchange};
 use serde_json::Value;
+
+mod browser;
 
 const UP1: u64 = 150_000;
 const DOWN1: u64 = 7_000;
 const UP2: u64 = 90_000;
 const DOWN2: u64 = 3_000;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use browser::free_port;
 
 struct Killed(Child);
 
@@ -149,33 +147,12 @@ fn three_nodes_one_map_counted_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_prom, prom_port) = prometheus(dir.path(), &[p1, p2, p3]);
 
-    let t = traffic();
-    let exchange = |pair: &NetPair, server: &str, client: &str, up: u64, down: u64| {
-        let addr = format!("{}:7100", pair.a_v4());
-        let (up, down) = (up.to_string(), down.to_string());
-        let srv = serve_in(
-            &pair.a,
-            &[
-                "env",
-                &format!("OTEL_SERVICE_NAME={server}"),
-                &t,
-                "tcp-server",
-                &addr,
-                &up,
-                &down,
-            ],
-        )
-        .unwrap();
-        pair.run(
-            &pair.b,
-            &[("OTEL_SERVICE_NAME", client)],
-            &[&t, "tcp-client", &addr, &up, &down],
-        )
-        .unwrap();
-        srv.finish().unwrap();
-    };
-    exchange(&front, "api", "web", UP1, DOWN1);
-    exchange(&back, "db", "api", UP2, DOWN2);
+    // Every traffic process lives until the test ends, so each agent reads
+    // its service name from /proc however late it looks.
+    let _held = [
+        exchange(&front, "web", "api", 7100, UP1, DOWN1),
+        exchange(&back, "api", "db", 7100, UP2, DOWN2),
+    ];
 
     let (_ui, ui_port) = fleet_ui(&format!("http://127.0.0.1:{prom_port}"));
     let cidr = "198.19.0.0/16";
@@ -251,6 +228,39 @@ fn three_nodes_one_map_counted_once() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, vec!["api", "db", "web"], "{body}");
+
+    // The same in headless Chromium, with the fleet's longer ranges.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_driver, _profile, c) = browser::browser().await;
+        let base = format!("http://127.0.0.1:{ui_port}");
+        let q = format!("range=1h&cidr={}", cidr.replace('/', "%2F"));
+        c.goto(&format!("{base}/map?{q}")).await.unwrap();
+        browser::loaded(&c, 1).await;
+        browser::range_control(&c, &["5m", "15m", "30m", "1h", "6h", "1d", "7d"]).await;
+        let (mut nodes, edges) = browser::map_graph(&c).await;
+        nodes.sort();
+        assert_eq!(nodes, vec!["api", "db", "web"], "{edges:?}");
+        let has = |a: &str, b: &str| edges.iter().any(|(s, t)| s == a && t == b);
+        assert!(has("web", "api") && has("api", "db"), "{edges:?}");
+        browser::screenshot(&c, "fleet-map").await;
+        c.goto(&format!("{base}/analytics?{q}")).await.unwrap();
+        browser::loaded(&c, 1).await;
+        let mut rows = browser::table_rows(&c).await;
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                ("api".to_string(), "db".to_string()),
+                ("web".to_string(), "api".to_string())
+            ]
+        );
+        browser::screenshot(&c, "fleet-analytics").await;
+        c.close().await.unwrap();
+    });
 
     // A filter value with quotes and braces is matched literally (no row),
     // and does not break the query.

@@ -13,122 +13,30 @@
 //! namespaces, and every request asks for that CIDR; the API is polled
 //! until everything expected is there, and then checked exactly.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use flowscope_integration::{Agent, NetPair, sum, traffic};
+mod browser;
+
+use browser::{
+    Kill, browser, free_port, js, loaded, map_graph, range_control, screenshot, table_rows,
+};
+use fantoccini::Locator;
+use flowscope_integration::{Agent, Held, NetPair, exchange, sum, traffic};
 use flowscope_model::names::{attr, metric, resource};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// How long the agent may take to show what the traffic did (the machine
 /// may be loaded).
 const WAIT: Duration = Duration::from_secs(120);
-/// How long a page may take to load its data.
-const PAGE_WAIT: Duration = Duration::from_secs(60);
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const TOKEN: &str = "ui-test-token-5d1e";
 const WEB_UP: u64 = 123_457;
 const WEB_DOWN: u64 = 4_321;
 const API_UP: u64 = 54_321;
 const API_DOWN: u64 = 999;
-/// A child process killed on drop.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `flowscope-traffic` process in hold mode: once its work succeeded it
-/// says `done` and stays until dropped, so its /proc entry (service name,
-/// open sockets) is there whenever the agent reads it.
-struct Held {
-    what: String,
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
-
-impl Held {
-    /// Starts `args` in namespace `ns` as service `service`.
-    fn start(ns: &str, service: &str, args: &[&str]) -> Held {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .env("OTEL_SERVICE_NAME", service)
-            .env("FLOWSCOPE_TRAFFIC_HOLD", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec flowscope-traffic");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Held {
-            what: format!("{service}: {}", args[1..].join(" ")),
-            child,
-            out,
-        }
-    }
-
-    /// The lines printed before `line`; fails with the process's stderr
-    /// when it exits first.
-    fn until(&mut self, line: &str) -> Vec<String> {
-        let mut before = Vec::new();
-        loop {
-            let mut l = String::new();
-            let n = self.out.read_line(&mut l).unwrap();
-            if n == 0 {
-                let mut err = String::new();
-                if let Some(e) = self.child.stderr.as_mut() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                let status = self.child.wait().unwrap();
-                panic!(
-                    "{} exited ({status}) before saying {line:?}; said {before:?}: {}",
-                    self.what,
-                    err.trim()
-                );
-            }
-            if l.trim_end() == line {
-                return before;
-            }
-            before.push(l.trim_end().to_string());
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One TCP exchange of exactly `up` and `down` bytes between `client` in b
-/// and `server` in a; both hold.
-fn exchange(net: &NetPair, client: &str, server: &str, port: u16, up: u64, down: u64) -> [Held; 2] {
-    let t = traffic();
-    let addr = format!("{}:{port}", net.a_v4());
-    let (up, down) = (up.to_string(), down.to_string());
-    let mut srv = Held::start(&net.a, server, &[&t, "tcp-server", &addr, &up, &down]);
-    srv.until("listening");
-    let mut cli = Held::start(&net.b, client, &[&t, "tcp-client", &addr, &up, &down]);
-    cli.until("done");
-    srv.until("done");
-    [srv, cli]
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Percent-encodes a query value.
 fn enc(s: &str) -> String {
@@ -189,115 +97,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-fn screenshots_dir() -> PathBuf {
-    // target/<profile>/deps/<test> -> target/ui-screenshots
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let dir = target.join("ui-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Headless Chromium behind chromedriver, with a fresh profile.
-async fn browser() -> (Kill, tempfile::TempDir, Client) {
-    let port = free_port();
-    let driver = Kill(
-        Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (scripts/bootstrap.sh --test installs chromium-driver)"),
-    );
-    let deadline = Instant::now() + PAGE_WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=1400,1000",
-                // Resolve no name but the agent's: the browser sends nothing
-                // beyond loopback.
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }),
-    );
-    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-    builder.capabilities(caps);
-    let client = builder
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session with headless Chromium");
-    (driver, profile, client)
-}
-
-/// Every page has the shared time-range control, showing the range of
-/// the URL (`range=1h`).
-async fn range_control(c: &Client) {
-    let got = js(
-        c,
-        "const s = document.querySelector('#range'); \
-         return [s.value, [...s.options].map(o => o.value)]",
-    )
-    .await;
-    assert_eq!(got, json!(["1h", ["5m", "15m", "30m", "1h"]]));
-}
-
-async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.expect(script)
-}
-
-/// Waits until the page finished its `n`th load of API data.
-async fn loaded(c: &Client, n: u64) {
-    let deadline = Instant::now() + PAGE_WAIT;
-    loop {
-        let v = js(c, "return Number(document.body.dataset.loads || 0)").await;
-        if v.as_u64().unwrap_or(0) >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the page did not load its data");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn map_graph(c: &Client) -> (Vec<String>, Vec<(String, String)>) {
-    let nodes = js(c, "return flowscopeMap.nodes().map(n => n.data('label'))").await;
-    let edges = js(
-        c,
-        "return flowscopeMap.edges().map(e => [e.data('source'), e.data('target')])",
-    )
-    .await;
-    (
-        serde_json::from_value(nodes).unwrap(),
-        serde_json::from_value(edges).unwrap(),
-    )
-}
-
-async fn table_rows(c: &Client) -> Vec<(String, String)> {
-    let v = js(
-        c,
-        "return [...document.querySelectorAll('#rows tbody tr[data-client]')].map(r => \
-         [r.querySelector('td[data-col=client]').textContent, r.querySelector('td[data-col=server]').textContent])",
-    )
-    .await;
-    serde_json::from_value(v).unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -470,7 +269,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Map.
     c.goto(&format!("{base}/map?{q}")).await.unwrap();
     loaded(&c, 1).await;
-    range_control(&c).await;
+    range_control(&c, &["5m", "15m", "30m", "1h"]).await;
     let (nodes, edges) = map_graph(&c).await;
     for n in ["web", "api", "db", XSS] {
         assert!(nodes.iter().any(|x| x == n), "node {n} missing: {nodes:?}");
@@ -506,7 +305,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Analytics.
     c.goto(&format!("{base}/analytics?{q}")).await.unwrap();
     loaded(&c, 1).await;
-    range_control(&c).await;
+    range_control(&c, &["5m", "15m", "30m", "1h"]).await;
     let sel = r#"#rows tbody tr[data-client="web"][data-server="api"]"#;
     let tr = c.find(Locator::Css(sel)).await.unwrap();
     let sent = tr
@@ -584,7 +383,7 @@ async fn map_analytics_and_health_in_a_browser() {
     // Network Health.
     c.goto(&format!("{base}/health?{q}")).await.unwrap();
     loaded(&c, 1).await;
-    range_control(&c).await;
+    range_control(&c, &["5m", "15m", "30m", "1h"]).await;
     let findings = js(
         &c,
         "return [...document.querySelectorAll('#findings li[data-kind]')].map(li => { \

@@ -33,6 +33,15 @@
 //!   monitored client: the dependency views then count the client's report
 //!   only, exactly as on one node.
 //!
+//! # Recording rules
+//! deploy/prometheus/flowscope-fleet-rules.yaml records, every minute, each
+//! flow counter's exact increase over that minute summed by the labels the
+//! pages need (`flowscope:<name>:increase1m`). When a request groups only
+//! by those labels and the storage has the rules' series, the pages read
+//! `sum_over_time` of them instead of the agents' raw series: far fewer
+//! series to read, at the cost of up to a minute's lag. Without the rules
+//! (or with `--recording-rules off`) the raw series are read.
+//!
 //! # Bounds
 //! An answer of more than `max_series` series is refused with a message
 //! naming the parameter to narrow (`range`), and a storage that does not
@@ -236,6 +245,8 @@ pub struct Fleet {
     max_series: usize,
     /// label -> key for the known keys.
     keys_by_label: HashMap<String, &'static str>,
+    /// Read the recording rules' series when they are there.
+    rules: bool,
 }
 
 /// A request's time range, in unix ns, `(from, to]`.
@@ -276,7 +287,15 @@ impl Fleet {
             timeout,
             max_series,
             keys_by_label,
+            rules: true,
         })
+    }
+
+    /// Whether to read the recording rules' series when present (default
+    /// on).
+    pub fn with_rules(mut self, on: bool) -> Self {
+        self.rules = on;
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -429,10 +448,35 @@ impl Fleet {
         let mut series = 0usize;
         let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
             std::collections::BTreeMap::new();
+        let flow_labels: BTreeSet<String> =
+            FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
+        // The rules carry only the flow labels: a request grouping by
+        // anything else reads the raw series.
+        let mut rules =
+            self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
         for (metric, base) in wanted() {
             let mut by: BTreeSet<String> = base.iter().map(|k| sanitize(k, false)).collect();
             by.extend(extra.iter().cloned());
+            let is_flow = std::ptr::eq(base, FLOW_LABELS);
             let result = match step {
+                None if rules && is_flow => {
+                    let q = rule_query(metric, &by, span);
+                    let data = self
+                        .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                        .await?;
+                    let v = vector(&data, range.to);
+                    if v.is_empty() && metric == FLOW_IO {
+                        // No rules' series in the storage: raw from here on.
+                        rules = false;
+                        let q = expr(metric, &by, span);
+                        let data = self
+                            .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                            .await?;
+                        vector(&data, range.to)
+                    } else {
+                        v
+                    }
+                }
                 None => {
                     let q = expr(metric, &by, span);
                     let data = self
@@ -633,6 +677,54 @@ pub fn expr(metric: MetricId, by: &BTreeSet<String>, window_ns: u64) -> String {
     }
 }
 
+/// The flow metrics the recording rules cover.
+pub const RULE_METRICS: [MetricId; 8] = [
+    FLOW_IO,
+    FLOW_PACKETS,
+    TCP_RETRANSMITS,
+    TCP_OPENED,
+    TCP_CLOSED,
+    TCP_FAILED,
+    TCP_RESETS,
+    TCP_RTT,
+];
+
+/// The recording rule's name for `metric`.
+pub fn rule_name(metric: MetricId) -> String {
+    format!("flowscope:{}:increase1m", prom_name(metric))
+}
+
+/// The recording rule's expression for `metric`: the exact increase of
+/// every series over the last minute (a series new in that minute counts
+/// its value, as its counter started at zero; after a reset, the value
+/// since the reset), summed by the flow labels.
+pub fn rule_expr(metric: MetricId) -> String {
+    let name = prom_name(metric);
+    let mut by: Vec<String> = FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
+    if metric.kind == Kind::Histogram {
+        by.push("le".into());
+    }
+    format!(
+        "sum by ({}) ((({name} - {name} offset 1m) >= 0) or {name})",
+        by.join(", ")
+    )
+}
+
+/// What a page reads from the recording rule of `metric` over the
+/// `window_ns` before the evaluation time.
+fn rule_query(metric: MetricId, by: &BTreeSet<String>, window_ns: u64) -> String {
+    let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
+    if metric.kind == Kind::Histogram {
+        by.push("le");
+    }
+    format!(
+        "sum by ({}) (sum_over_time({}[{}s]))",
+        by.join(", "),
+        rule_name(metric),
+        (window_ns / NS).max(1)
+    )
+}
+
 fn secs(ns: u64) -> String {
     format!("{}.{:03}", ns / NS, (ns % NS) / 1_000_000)
 }
@@ -799,6 +891,24 @@ mod tests {
         // A user's key is sanitized to a label name before it can reach a
         // query: quotes, braces and spaces cannot survive.
         assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");
+    }
+
+    #[test]
+    fn the_shipped_recording_rules_are_the_ones_read() {
+        let file = include_str!("../../../deploy/prometheus/flowscope-fleet-rules.yaml");
+        for m in RULE_METRICS {
+            let record = format!("- record: {}\n", rule_name(m));
+            let at = file
+                .find(&record)
+                .unwrap_or_else(|| panic!("{record} missing from the rules file"));
+            let expr_line = file[at + record.len()..].lines().next().unwrap_or("");
+            assert_eq!(
+                expr_line.trim().strip_prefix("expr: "),
+                Some(rule_expr(m).as_str()),
+                "{record}"
+            );
+        }
+        assert_eq!(file.matches("- record: ").count(), RULE_METRICS.len());
     }
 
     #[test]

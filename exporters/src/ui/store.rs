@@ -2,9 +2,14 @@
 //! pipeline's resolution for the most recent `full_resolution` and rolled
 //! up per minute before that.
 //!
-//! Time is the data's own: the newest batch's end time is "now", so what
-//! the pages show does not depend on the host clock or on how late a batch
-//! arrived. A slot belongs to the interval it closes (`end`).
+//! Time is the data's own: the latest batch's end time is "now", so what
+//! the pages show does not depend on how late a batch arrived. A slot
+//! belongs to the interval it closes (`end`). When the wall clock is
+//! stepped back by more than [`STEP_BACK_NS`], the next batch ends before
+//! "now": the store then forgets the slots stamped after that batch, which
+//! would otherwise hide every new interval until the clock caught up, and
+//! "now" follows the clock back. (Smaller differences are batches of
+//! different receivers arriving out of order, and merge as usual.)
 //!
 //! Bounded: at most `max_series` series; a point of a new series beyond
 //! that is dropped and counted. Each series holds at most
@@ -18,6 +23,10 @@ use flowscope_model::{Attrs, Kind, MetricBatch, MetricId, PointValue};
 
 /// One minute in nanoseconds: the rollup width.
 pub const MINUTE_NS: u64 = 60_000_000_000;
+
+/// How far a batch may end before "now" and still be taken as late rather
+/// than as a sign that the wall clock was stepped back.
+pub const STEP_BACK_NS: u64 = MINUTE_NS;
 
 /// A series' identity: its Resource, its metric and its attributes.
 pub type SeriesKey = (Arc<Attrs>, MetricId, Attrs);
@@ -77,6 +86,9 @@ impl Store {
     pub fn insert(&mut self, batch: &MetricBatch) -> u64 {
         let mut dropped = 0;
         let (start, end) = (batch.start_unix_nanos, batch.time_unix_nanos);
+        if !batch.points.is_empty() && end.saturating_add(STEP_BACK_NS) < self.latest {
+            self.rewind(end);
+        }
         for p in &batch.points {
             let key = (p.resource.clone(), p.metric, p.attrs.clone());
             let full = self.series.len() >= self.max_series;
@@ -113,11 +125,44 @@ impl Store {
         dropped
     }
 
+    /// Forgets every slot that ends after `now` (the clock was stepped
+    /// back), and the keys only those slots carried.
+    fn rewind(&mut self, now: u64) {
+        tracing::warn!(
+            from_ns = self.latest,
+            to_ns = now,
+            "ui: the clock went back; forgetting the history stamped after the new time"
+        );
+        for s in self.series.values_mut() {
+            s.fine.retain(|sl| sl.end <= now);
+            s.coarse.retain(|sl| sl.end <= now);
+        }
+        self.series.retain(|_, s| !s.is_empty());
+        self.latest = now;
+        self.oldest = self.oldest.min(now);
+        self.rebuild_keys();
+    }
+
+    /// The group-by keys of the series still held: the key table shrinks
+    /// when series are forgotten.
+    fn rebuild_keys(&mut self) {
+        let mut keys: BTreeSet<Arc<str>> = BTreeSet::new();
+        for (res, _, attrs) in self.series.keys() {
+            for (k, _) in res.iter().chain(attrs.iter()) {
+                if !keys.contains(k) {
+                    keys.insert(Arc::from(k));
+                }
+            }
+        }
+        self.keys = keys;
+    }
+
     /// Rolls fine slots older than the full-resolution span into minutes
     /// and forgets what is older than the retention.
     fn compact(&mut self) {
         let fine_from = self.latest.saturating_sub(self.fine_ns);
         let keep_from = self.latest.saturating_sub(self.retention_ns);
+        let before = self.series.len();
         self.series.retain(|(_, metric, _), s| {
             while s.fine.front().is_some_and(|f| f.end <= fine_from) {
                 let Some(f) = s.fine.pop_front() else { break };
@@ -148,6 +193,9 @@ impl Store {
             }
             !s.is_empty()
         });
+        if self.series.len() < before {
+            self.rebuild_keys();
+        }
         self.oldest = self.oldest.max(keep_from);
     }
 
@@ -304,5 +352,33 @@ mod tests {
         assert_eq!(st.series_count(), 2);
         assert_eq!(st.dropped(), 1);
         assert!(st.has_key(resource::SERVICE_NAME));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_hide_new_data() {
+        let mut st = Store::new(3600 * S, 600 * S, 10);
+        for i in 1..=6 {
+            st.insert(&batch(10_000 + i * 10, FLOW_IO, "old", 1));
+        }
+        // Two receivers' batches a few seconds out of order: both kept.
+        st.insert(&batch(10_055, FLOW_IO, "late", 1));
+        assert_eq!(st.latest(), 10_060 * S);
+        assert_eq!(total(&st, 0, u64::MAX), 7);
+        // The clock goes back an hour: the next interval ends at 6,460 s.
+        st.insert(&batch(6_460, FLOW_IO, "new", 5));
+        assert_eq!(st.latest(), 6_460 * S);
+        // The default range (the last hour before "now") shows it...
+        assert_eq!(total(&st, 6_460 * S - 3600 * S, 6_460 * S), 5);
+        // ...and what was stamped after the new time is gone, its keys too.
+        assert_eq!(total(&st, 0, u64::MAX), 5);
+        assert_eq!(st.series_count(), 1);
+        // A series forgotten at the end of the retention takes its key.
+        let mut st = Store::new(120 * S, 60 * S, 10);
+        let mut b = batch(100, FLOW_IO, "a", 1);
+        b.points[0].attrs.set("only.here", "x");
+        st.insert(&b);
+        assert!(st.has_key("only.here"));
+        st.insert(&batch(400, FLOW_IO, "b", 1));
+        assert!(!st.has_key("only.here"));
     }
 }

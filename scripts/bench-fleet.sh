@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The fleet view's query times: NODES simulated nodes x 2,000 series each
+# (scripts/fleet-series.py, an hour of samples, backfilled into a fresh
+# Prometheus with promtool), then `flowscope ui --prometheus` asked for the
+# Map, Analytics and Health APIs over the last hour, ROUNDS times each;
+# prints p50 and p95 per API. Nothing leaves loopback.
+#
+# Usage: scripts/bench-fleet.sh [--nodes 100] [--rounds 20] [--step 60]
+#        [--max-series 1000000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+nodes=100 rounds=20 step=60 max_series=1000000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) nodes=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --step) step=$2; shift 2 ;;
+    --max-series) max_series=$2; shift 2 ;;
+    *) echo "bench-fleet: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+command -v prometheus >/dev/null && command -v promtool >/dev/null || {
+  echo "bench-fleet: needs prometheus and promtool (scripts/bootstrap.sh --test)" >&2
+  exit 1
+}
+cargo build --release --locked --bin flowscope >/dev/null
+BIN=target/release/flowscope
+TMP=$(mktemp -d)
+cleanup() {
+  [ -n "${UI_PID:-}" ] && kill "$UI_PID" 2>/dev/null || true
+  [ -n "${PROM_PID:-}" ] && kill "$PROM_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The newest sample a minute ago, so the last hour is all history.
+end=$(( $(date +%s) - 60 ))
+echo "bench-fleet: generating $nodes nodes x 2000 series, 1 h at ${step}s" >&2
+python3 scripts/fleet-series.py "$nodes" 1 "$step" "$end" > "$TMP/fleet.om"
+mkdir -p "$TMP/data"
+promtool tsdb create-blocks-from openmetrics "$TMP/fleet.om" "$TMP/data" >/dev/null
+rm -f "$TMP/fleet.om"
+
+pport=$(free_port)
+printf 'global:\n  scrape_interval: 1h\n' > "$TMP/prometheus.yml"
+prometheus --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/data" \
+  --storage.tsdb.retention.time=30d --web.listen-address="127.0.0.1:$pport" \
+  >"$TMP/prometheus.log" 2>&1 &
+PROM_PID=$!
+for _ in $(seq 600); do
+  curl -sf "http://127.0.0.1:$pport/-/ready" >/dev/null && break
+  sleep 0.1
+done
+series=$(curl -s "http://127.0.0.1:$pport/api/v1/query" \
+  --data-urlencode 'query=count({__name__=~"network_flow_io_bytes_total|flowscope_.*"})' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])')
+echo "bench-fleet: Prometheus holds $series series" >&2
+
+uport=$(free_port)
+"$BIN" ui --prometheus "http://127.0.0.1:$pport" --endpoint "127.0.0.1:$uport" \
+  --max-series "$max_series" --query-timeout 60 >"$TMP/ui.log" 2>&1 &
+UI_PID=$!
+for _ in $(seq 300); do
+  curl -sf -o /dev/null "http://127.0.0.1:$uport/map" && break
+  sleep 0.1
+done
+
+printf 'api\tp50_s\tp95_s\tstatus\trows\n'
+for api in map analytics health; do
+  times=()
+  status=0
+  for _ in $(seq "$rounds"); do
+    out=$(curl -s -o "$TMP/answer.json" -w '%{http_code} %{time_total}' \
+      "http://127.0.0.1:$uport/api/$api?range=1h")
+    status=${out% *}
+    times+=("${out#* }")
+  done
+  rows=$(python3 -c 'import json,sys
+j=json.load(open(sys.argv[1]))
+print(len(j.get("rows", j.get("edges", j.get("findings", [])))))' "$TMP/answer.json" 2>/dev/null || echo "-")
+  printf '%s\n' "${times[@]}" | sort -g | awk -v api="$api" -v st="$status" -v rows="$rows" \
+    '{ t[NR] = $1 } END { p50 = t[int((NR + 1) * 0.5)]; i95 = int(NR * 0.95 + 0.999); if (i95 > NR) i95 = NR; printf "%s\t%s\t%s\t%s\t%s\n", api, p50, t[i95], st, rows }'
+done
