@@ -103,12 +103,10 @@ impl Poster {
                 h.insert(k.clone(), v.clone());
             }
         }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|e| Attempt::Fail {
-                error_type: "encode".into(),
-                message: e.to_string(),
-            })?;
+        let request = builder.body(Full::new(body)).map_err(|e| Attempt::Fail {
+            error_type: "encode".into(),
+            message: e.to_string(),
+        })?;
         let exchange = async {
             let resp = self.client.request(request).await?;
             let status = resp.status();

@@ -539,7 +539,7 @@ fn spawn_otlp<T: otlp::Transport<Request = opentelemetry_proto::tonic::collector
     s: &settings::Resolved,
     transport: T,
     telemetry: Telemetry,
-) -> Result<ExporterHandle, BuildError> {
+) -> Result<ExporterHandle, BuildError>{
     let persist = persistence(&component, &s.queue, Box::new(otlp::PreparedCodec))?;
     let preparer = otlp::Preparer::new(
         component.clone(),

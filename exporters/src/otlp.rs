@@ -394,7 +394,16 @@ mod tests {
     async fn gives_up_at_max_elapsed_and_counts_with_the_last_error() {
         let mut t = Script(VecDeque::from(vec![unavailable(); 10]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(5), 5, &retry(6), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(5),
+            5,
+            &retry(6),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         // Tries at 0, 1, 3 s; the next wait (4 s) would end past 6 s.
         assert_eq!(t.1.len(), 3);
         assert_eq!(out.failed, vec![("unavailable".to_string(), 5)]);
@@ -417,8 +426,26 @@ mod tests {
             Vec::new(),
         );
         let mut out = Outcome::default();
-        deliver(&mut t, &req(4), 4, &retry(60), Instant::now(), &mut out, None).await;
-        deliver(&mut t, &req(5), 5, &retry(60), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(4),
+            4,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
+        deliver(
+            &mut t,
+            &req(5),
+            5,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         assert_eq!(t.1.len(), 2);
         assert_eq!(out.sent, 3);
         assert_eq!(
@@ -436,7 +463,16 @@ mod tests {
         };
         let mut t = Script(VecDeque::from([huge]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(1), 1, &retry(60), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(1),
+            1,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         assert_eq!(out.failed, vec![("503".to_string(), 1)]);
         let mut cfg = retry(60);
         cfg.initial_interval = Duration::MAX;

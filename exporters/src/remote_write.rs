@@ -142,12 +142,7 @@ impl Item for Encoded {
 
 /// The series of one point, appended to `out`; false if its value does
 /// not fit its instrument.
-fn point_series(
-    p: &Point,
-    timestamp: i64,
-    t: &Translation,
-    out: &mut Vec<TimeSeries>,
-) -> bool {
+fn point_series(p: &Point, timestamp: i64, t: &Translation, out: &mut Vec<TimeSeries>) -> bool {
     let mut labels = series_labels(&p.resource, &p.attrs, &t.names);
     for (k, v) in &t.external_labels {
         if !labels.contains_key(k) {
