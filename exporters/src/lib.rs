@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscope_model::internal_events::{ExporterFailed, ExporterSent};
+use flowscope_model::internal_events::{ExporterFailed, ExporterRetried, ExporterSent};
 use flowscope_model::names::value;
 use flowscope_model::telemetry::Component;
 use flowscope_model::{Context, MetricBatch, Telemetry};
@@ -117,6 +117,8 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
     /// Tries repeated after a retryable error.
     pub retries: u64,
+    /// The same by the `error.type` that called for them.
+    pub retried: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -131,6 +133,15 @@ impl Outcome {
         let mut o = Self::default();
         o.fail(n, error_type, message);
         o
+    }
+
+    /// Counts one repeated try after an error of type `error_type`.
+    pub(crate) fn retry(&mut self, error_type: &str) {
+        self.retries += 1;
+        match self.retried.iter_mut().find(|(t, _)| t == error_type) {
+            Some((_, c)) => *c += 1,
+            None => self.retried.push((error_type.to_string(), 1)),
+        }
     }
 
     /// Adds `n` failed points (no-op for 0).
@@ -655,6 +666,13 @@ pub(crate) fn spawn<S: Sink>(
                     });
                 }
             });
+            for (ty, n) in &out.retried {
+                s.queue.telemetry().emit(ExporterRetried {
+                    exporter: s.queue.component(),
+                    error_type: ty,
+                    count: *n,
+                });
+            }
             if let Some(e) = &out.error {
                 let failed: u64 = out.failed.iter().map(|(_, n)| n).sum();
                 tracing::warn!(exporter = %s.queue.component(), failed, "export failed: {e}");

@@ -251,7 +251,7 @@ pub(crate) async fn deliver<T: Transport>(
                     h.delivering = false;
                     h.last_error = Some(format!("{message} (retrying)"));
                 }
-                out.retries += 1;
+                out.retry(&error_type);
                 tokio::time::sleep(delay).await;
             }
         }

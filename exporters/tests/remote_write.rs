@@ -324,6 +324,18 @@ async fn an_outage_then_three_503s_lose_nothing() {
     assert!(health.delivering);
     let last = health.last_error.unwrap_or_default();
     assert!(last.contains("503") && last.contains("retrying"), "{last}");
+    // The self-telemetry counts the three 503s and the tries while down.
+    let retries = |ty: &str| {
+        t.total_matching(
+            flowscope_model::telemetry::EXPORTER_RETRIES,
+            &Attrs::new()
+                .with(attr::COMPONENT_NAME, "prometheusremotewrite/fleet")
+                .with(attr::ERROR_TYPE, ty),
+        )
+    };
+    assert_eq!(retries("503"), 3);
+    // 20 s down, tries 0.5 s, 1 s, then every 2 s apart: at least 8.
+    assert!(retries("connection") >= 8, "{}", retries("connection"));
 
     let seen = seen.lock().unwrap().clone();
     let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();

@@ -133,6 +133,11 @@ pub mod metric {
         "{batch}",
         "Batches an exporter's queue can hold.",
     );
+    pub const EXPORTER_RETRIES: Def = (
+        "flowscope.exporter.retries",
+        "{request}",
+        "Requests an exporter sent again after a retryable error, by error type.",
+    );
 }
 
 /// Resource keys (the local endpoint).

@@ -63,6 +63,7 @@ pub const EXPORTER_FAILED: MetricId = MetricId::sum(metric::EXPORTER_FAILED);
 pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPORTER_QUEUE_SIZE);
 pub const EXPORTER_QUEUE_CAPACITY: MetricId =
     MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
+pub const EXPORTER_RETRIES: MetricId = MetricId::sum(metric::EXPORTER_RETRIES);
 
 /// A component as its self-telemetry names it: `otel.component.name` is
 /// its config id (`otlp/backend`), `otel.component.type` what it is.
@@ -127,7 +128,7 @@ impl std::fmt::Display for Component {
 
 /// Every self-telemetry metric, so that what the SDK collects maps back to
 /// the contract's [`MetricId`] (name, unit, kind).
-pub const SELF_METRICS: [MetricId; 8] = [
+pub const SELF_METRICS: [MetricId; 9] = [
     EVENTS_RECEIVED,
     EVENTS_LOST,
     FLOWS_TRACKED,
@@ -136,6 +137,7 @@ pub const SELF_METRICS: [MetricId; 8] = [
     EXPORTER_FAILED,
     EXPORTER_QUEUE_SIZE,
     EXPORTER_QUEUE_CAPACITY,
+    EXPORTER_RETRIES,
 ];
 
 /// The instruments the typed events record on.
@@ -148,6 +150,7 @@ pub(crate) struct Instruments {
     pub(crate) exporter_failed: Counter<u64>,
     pub(crate) exporter_queue_size: Level,
     pub(crate) exporter_queue_capacity: Level,
+    pub(crate) exporter_retries: Counter<u64>,
 }
 
 /// An `UpDownCounter` fed with levels: [`Level::set`] adds the difference
@@ -316,6 +319,7 @@ impl Telemetry {
             exporter_failed: counter(EXPORTER_FAILED),
             exporter_queue_size: level(EXPORTER_QUEUE_SIZE),
             exporter_queue_capacity: level(EXPORTER_QUEUE_CAPACITY),
+            exporter_retries: counter(EXPORTER_RETRIES),
         };
         Telemetry(Arc::new(Inner {
             provider,
