@@ -29,13 +29,13 @@
 //! fails at once and its points are counted as
 //! `flowscope.exporter.failed{error.type=<status>}`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use flowscope_model::internal_events::ExporterFailed;
 use flowscope_model::telemetry::Component;
-use flowscope_model::{Attrs, Kind, MetricBatch, Point, PointValue, Telemetry};
+use flowscope_model::{Attrs, Kind, MetricBatch, MetricId, Point, PointValue, Telemetry};
 use flowscope_otel_config::exporters::{PrometheusRemoteWriteExporterConfig, RetryConfig};
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
@@ -142,14 +142,19 @@ impl Item for Encoded {
 
 /// The series of one point, appended to `out`; false if its value does
 /// not fit its instrument.
-fn point_series(p: &Point, timestamp: i64, t: &Translation, out: &mut Vec<TimeSeries>) -> bool {
+fn point_series(
+    p: &Point,
+    name: &str,
+    timestamp: i64,
+    t: &Translation,
+    out: &mut Vec<TimeSeries>,
+) -> bool {
     let mut labels = series_labels(&p.resource, &p.attrs, &t.names);
     for (k, v) in &t.external_labels {
         if !labels.contains_key(k) {
             labels.insert(k.clone(), v.clone());
         }
     }
-    let name = metric_name(p.metric, &t.names);
     let series = |suffix: &str, le: Option<&str>, value: f64| {
         let mut l: Vec<Label> = Vec::with_capacity(labels.len() + 2);
         let full = format!("{name}{suffix}");
@@ -273,7 +278,9 @@ pub fn encode<'a>(
     let mut size = 0usize;
     let mut points_in = 0u64;
     // Resources whose `target_info` the current request already has.
-    let mut with_info: Vec<&Attrs> = Vec::new();
+    let mut with_info: HashSet<&Attrs> = HashSet::new();
+    // Metric names, translated once per metric.
+    let mut names: HashMap<MetricId, String> = HashMap::new();
     let mut group = Vec::new();
     let flush = |req: &mut WriteRequest, points_in: &mut u64, out: &mut Encoded| {
         if req.timeseries.is_empty() {
@@ -288,7 +295,10 @@ pub fn encode<'a>(
     };
     for p in points {
         group.clear();
-        if !point_series(p, timestamp, t, &mut group) {
+        let name = names
+            .entry(p.metric)
+            .or_insert_with(|| metric_name(p.metric, &t.names));
+        if !point_series(p, name, timestamp, t, &mut group) {
             out.skipped += 1;
             continue;
         }
@@ -296,7 +306,7 @@ pub fn encode<'a>(
         if new_resource {
             group.push(target_info(&p.resource, timestamp, t));
         }
-        let add: usize = group
+        let mut add: usize = group
             .iter()
             .map(|ts| prost::encoding::message::encoded_len(1, ts))
             .sum();
@@ -304,20 +314,17 @@ pub fn encode<'a>(
             flush(&mut current, &mut points_in, &mut out);
             size = 0;
             with_info.clear();
-            if t.target_info {
+            if t.target_info && !new_resource {
                 // The new request needs this Resource's target_info too.
-                if !new_resource {
-                    group.push(target_info(&p.resource, timestamp, t));
-                }
+                let info = target_info(&p.resource, timestamp, t);
+                add += prost::encoding::message::encoded_len(1, &info);
+                group.push(info);
             }
         }
         if t.target_info {
-            with_info.push(p.resource.as_ref());
+            with_info.insert(p.resource.as_ref());
         }
-        size += group
-            .iter()
-            .map(|ts| prost::encoding::message::encoded_len(1, ts))
-            .sum::<usize>();
+        size += add;
         current.timeseries.append(&mut group);
         points_in += 1;
         out.points += 1;
@@ -518,3 +525,154 @@ pub fn series_names(m: flowscope_model::MetricId, o: &Options) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The metrics of the telemetry contract, in the order docs/telemetry.md
+/// lists them: flows, DNS, Network Path, self-telemetry.
+fn contract_metrics() -> Vec<flowscope_model::MetricId> {
+    use flowscope_model::MetricId;
+    use flowscope_model::names::path;
+    let mut all = flowscope_model::metrics::FLOW_METRICS.to_vec();
+    all.push(flowscope_model::metrics::DNS_DURATION);
+    all.extend([
+        MetricId::gauge(path::REACHABLE),
+        MetricId::gauge(path::HOPS),
+        MetricId::histogram(path::RTT),
+        MetricId::sum(path::PROBES_SENT),
+        MetricId::sum(path::PROBES_LOST),
+        MetricId::gauge(path::JITTER),
+        MetricId::histogram(path::HOP_RTT),
+        MetricId::sum(path::HOP_PROBES_SENT),
+        MetricId::sum(path::HOP_PROBES_LOST),
+    ]);
+    all.extend(flowscope_model::telemetry::SELF_METRICS);
+    all
+}
+
+/// The data-point attribute keys of the contract.
+const CONTRACT_KEYS: &[&str] = {
+    use flowscope_model::names::{attr, k8s, nat, path};
+    &[
+        attr::NETWORK_TRANSPORT,
+        attr::NETWORK_TYPE,
+        attr::PEER_ADDRESS,
+        attr::PEER_PORT,
+        attr::LOCAL_PORT,
+        attr::IO_DIRECTION,
+        attr::PEER_SERVICE_NAME,
+        k8s::PEER_SERVICE_NAMESPACE,
+        attr::ERROR_TYPE,
+        attr::FLOW_ROLE,
+        attr::PEER_DOMAIN,
+        attr::PEER_CLOUD_PROVIDER,
+        attr::PEER_CLOUD_REGION,
+        attr::PEER_CLOUD_SERVICE,
+        attr::PEER_TAG_PREFIX,
+        nat::PEER_NAT_ADDRESS,
+        nat::PEER_NAT_PORT,
+        k8s::PEER_POD_NAME,
+        k8s::PEER_NAMESPACE_NAME,
+        attr::LOCALITY,
+        attr::OVERFLOW,
+        attr::DNS_QUESTION_NAME,
+        attr::DNS_QUESTION_TYPE,
+        attr::DNS_RESPONSE_CODE,
+        attr::SERVER_ADDRESS,
+        path::SERVER_PORT,
+        path::PROTOCOL,
+        path::TEST,
+        path::HOP_INDEX,
+        path::HOP_ADDRESS,
+        attr::SOURCE,
+        attr::REASON,
+        attr::METRIC,
+        attr::COMPONENT_TYPE,
+        attr::COMPONENT_NAME,
+    ]
+};
+
+/// The "Fleet storage names" tables of docs/telemetry.md: what every
+/// contract metric and attribute is called once the `prometheus` or
+/// `prometheusremotewrite` exporter has translated it (default settings).
+pub fn fleet_storage_table() -> String {
+    use std::fmt::Write as _;
+    let o = Options {
+        namespace: None,
+        add_metric_suffixes: true,
+        resource_labels: false,
+    };
+    let mut s =
+        String::from("| OTLP name | instrument | unit | Prometheus name(s) |\n|---|---|---|---|\n");
+    for m in contract_metrics() {
+        let kind = match m.kind {
+            Kind::Sum => "Sum (counter)",
+            Kind::UpDownCounter => "UpDownCounter (gauge)",
+            Kind::Gauge => "Gauge",
+            Kind::Histogram => "Histogram",
+        };
+        let names: Vec<String> = series_names(m, &o)
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| `{}` | {kind} | `{}` | {} |",
+            m.name,
+            m.unit,
+            names.join(", ")
+        );
+    }
+    s.push_str("\n| attribute key | label |\n|---|---|\n");
+    for k in CONTRACT_KEYS {
+        let (key, label) = match k.strip_suffix('.') {
+            Some(prefix) => (
+                format!("{k}<key>"),
+                format!("{}_<key>", prometheus::sanitize(prefix, false)),
+            ),
+            None => (k.to_string(), prometheus::sanitize(k, false)),
+        };
+        let _ = writeln!(s, "| `{key}` | `{label}` |");
+    }
+    s.push_str(
+        "| (every series) | `otel_scope_name` = `flowscope`, `otel_scope_version` |\n\
+         | (histogram buckets) | `le` |\n",
+    );
+    s.push_str("\n| Resource attribute | label |\n|---|---|\n");
+    s.push_str(
+        "| `service.name`, `service.namespace` | `job` = `<service.namespace>/<service.name>` (or `<service.name>`) |\n\
+         | `service.instance.id` | `instance` |\n",
+    );
+    let r = {
+        use flowscope_model::names::resource as r;
+        [
+            r::SERVICE_NAME,
+            r::SERVICE_NAMESPACE,
+            r::SERVICE_VERSION,
+            r::HOST_NAME,
+            r::HOST_ID,
+            r::OS_TYPE,
+            r::PROCESS_PID,
+            r::PROCESS_EXECUTABLE_NAME,
+            r::PROCESS_COMMAND,
+            r::PROCESS_COMMAND_LINE,
+            r::CONTAINER_ID,
+            r::CONTAINER_NAME,
+            r::K8S_NAMESPACE_NAME,
+            r::K8S_POD_NAME,
+            r::K8S_POD_UID,
+            r::K8S_NODE_NAME,
+            r::CLOUD_PROVIDER,
+            r::CLOUD_PLATFORM,
+            r::CLOUD_REGION,
+            r::CLOUD_AVAILABILITY_ZONE,
+            r::CLOUD_ACCOUNT_ID,
+        ]
+    };
+    for k in r {
+        let _ = writeln!(
+            s,
+            "| `{k}` | `{}` on `target_info` (on every series with `resource_to_telemetry_conversion`) |",
+            prometheus::sanitize(k, false)
+        );
+    }
+    s
+}

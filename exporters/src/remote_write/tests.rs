@@ -434,3 +434,35 @@ async fn a_refused_request_is_not_retried_and_is_counted_failed() {
     assert_eq!(sink.transport.1.len(), 1);
     assert_eq!((out.sent, out.failed), (0, vec![("400".to_string(), 2)]));
 }
+
+/// docs/telemetry.md's "Fleet storage names" tables are the code's
+/// translation. `FLOWSCOPE_BLESS_DOCS=1` rewrites them from the code.
+#[test]
+fn the_fleet_storage_names_in_the_docs_match_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/telemetry.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let (begin, end) = (
+        "<!-- fleet-storage-names:begin (generated, see remote_write::fleet_storage_table) -->\n",
+        "<!-- fleet-storage-names:end -->",
+    );
+    let a = doc.find(begin).expect("begin marker") + begin.len();
+    let b = doc.find(end).expect("end marker");
+    let want = fleet_storage_table();
+    if std::env::var_os("FLOWSCOPE_BLESS_DOCS").is_some() {
+        std::fs::write(path, format!("{}{want}{}", &doc[..a], &doc[b..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[a..b],
+        want,
+        "docs/telemetry.md is stale: rerun with FLOWSCOPE_BLESS_DOCS=1"
+    );
+    // The examples the contract names.
+    assert!(
+        want.contains(
+            "| `network.flow.io` | Sum (counter) | `By` | `network_flow_io_bytes_total` |"
+        )
+    );
+    assert!(want.contains("`flowscope_tcp_rtt_seconds_bucket`, `flowscope_tcp_rtt_seconds_sum`, `flowscope_tcp_rtt_seconds_count`"));
+    assert!(want.contains("| `flowscope.tcp.connection.active` | UpDownCounter (gauge) | `{connection}` | `flowscope_tcp_connection_active` |"));
+}

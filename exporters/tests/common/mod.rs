@@ -645,3 +645,70 @@ pub async fn instant_query(port: u16, promql: &str, at_ms: i64) -> Vec<serde_jso
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
+
+/// A realistic interval for the benchmarks: `flows` TCP client flows over 20 local services,
+/// 7 points each (bytes and packets both ways, retransmits, RTT histogram,
+/// active connections).
+pub fn flows_batch(flows: usize) -> Arc<MetricBatch> {
+    let services: Vec<Arc<Attrs>> = (0..20)
+        .map(|s| {
+            Arc::new(
+                Attrs::new()
+                    .with(resource::SERVICE_NAME, format!("service-{s}"))
+                    .with(resource::HOST_NAME, "node-7")
+                    .with(resource::OS_TYPE, "linux"),
+            )
+        })
+        .collect();
+    let bounds: Arc<[f64]> = Arc::from(flowscope_model::hist::RTT_BOUNDS);
+    let mut b = MetricBatch::new(1_700_000_000_000_000_000, 1_700_000_010_000_000_000);
+    for i in 0..flows {
+        let r = &services[i % services.len()];
+        let a = Attrs::new()
+            .with(attr::NETWORK_TRANSPORT, "tcp")
+            .with(attr::NETWORK_TYPE, "ipv4")
+            .with(attr::FLOW_ROLE, "client")
+            .with(
+                attr::PEER_ADDRESS,
+                format!("198.18.{}.{}", i / 250, i % 250),
+            )
+            .with(attr::PEER_PORT, 443u16);
+        let mut push = |metric, attrs: Attrs, value| {
+            b.points.push(Point {
+                resource: r.clone(),
+                metric,
+                attrs,
+                value,
+            });
+        };
+        for (m, tx, rx) in [
+            (FLOW_IO, 123_456u64 + i as u64, 9_876u64),
+            (flowscope_model::metrics::FLOW_PACKETS, 120, 80),
+        ] {
+            push(
+                m,
+                a.clone().with(attr::IO_DIRECTION, attr::TRANSMIT),
+                PointValue::Int(tx),
+            );
+            push(
+                m,
+                a.clone().with(attr::IO_DIRECTION, attr::RECEIVE),
+                PointValue::Int(rx),
+            );
+        }
+        push(
+            flowscope_model::metrics::TCP_RETRANSMITS,
+            a.clone(),
+            PointValue::Int(2),
+        );
+        let mut h = flowscope_model::Histogram::new(bounds.clone());
+        h.record(0.0004 + (i % 10) as f64 * 0.001);
+        push(
+            flowscope_model::metrics::TCP_RTT,
+            a.clone(),
+            PointValue::Histogram(h),
+        );
+        push(TCP_ACTIVE, a, PointValue::Int(1));
+    }
+    Arc::new(b)
+}
