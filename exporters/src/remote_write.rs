@@ -140,111 +140,156 @@ impl Item for Encoded {
     }
 }
 
-/// The series of one point, appended to `out`; false if its value does
-/// not fit its instrument.
-fn point_series(
-    p: &Point,
-    name: &str,
-    timestamp: i64,
-    t: &Translation,
-    out: &mut Vec<TimeSeries>,
-) -> bool {
-    let mut labels = series_labels(&p.resource, &p.attrs, &t.names);
-    for (k, v) in &t.external_labels {
-        if !labels.contains_key(k) {
-            labels.insert(k.clone(), v.clone());
+/// Appends one `TimeSeries` as field 1 of a `WriteRequest` to `buf`,
+/// byte for byte what prost writes for the [`TimeSeries`] message (the
+/// unit tests hold it to that), without building the message: `labels`
+/// must be sorted by name, unique and non-empty.
+fn put_series(buf: &mut Vec<u8>, labels: &[(&str, &str)], value: f64, timestamp: i64) {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let field = |n: usize| 1 + encoded_len_varint(n as u64) + n;
+    let label_len = |(k, v): &(&str, &str)| field(k.len()) + field(v.len());
+    let sample_len = if value != 0.0 { 9 } else { 0 }
+        + if timestamp != 0 {
+            1 + encoded_len_varint(timestamp as u64)
+        } else {
+            0
+        };
+    let series_len: usize =
+        labels.iter().map(|l| field(label_len(l))).sum::<usize>() + field(sample_len);
+    buf.push(0x0a);
+    encode_varint(series_len as u64, buf);
+    for l in labels {
+        buf.push(0x0a);
+        encode_varint(label_len(l) as u64, buf);
+        for (tag, s) in [(0x0a, l.0), (0x12, l.1)] {
+            buf.push(tag);
+            encode_varint(s.len() as u64, buf);
+            buf.extend_from_slice(s.as_bytes());
         }
     }
-    let series = |suffix: &str, le: Option<&str>, value: f64| {
-        let mut l: Vec<Label> = Vec::with_capacity(labels.len() + 2);
-        let full = format!("{name}{suffix}");
-        let mut name_done = false;
-        let mut le_done = le.is_none();
-        // Labels sorted by name: `__name__` and `le` go in their place;
-        // they replace a label of the same name.
-        for (k, v) in &labels {
-            if !name_done && k.as_str() >= "__name__" {
-                l.push(Label {
-                    name: "__name__".into(),
-                    value: full.clone(),
-                });
-                name_done = true;
-            }
-            if let Some(le) = le
-                && !le_done
-                && k.as_str() >= "le"
-            {
-                l.push(Label {
-                    name: "le".into(),
-                    value: le.to_string(),
-                });
-                le_done = true;
-            }
-            if k == "__name__" || (le.is_some() && k == "le") {
-                continue;
-            }
-            l.push(Label {
-                name: k.clone(),
-                value: v.clone(),
-            });
-        }
-        if !name_done {
-            l.push(Label {
-                name: "__name__".into(),
-                value: full,
-            });
-        }
-        if let (Some(le), false) = (le, le_done) {
-            l.push(Label {
-                name: "le".into(),
-                value: le.to_string(),
-            });
-        }
-        TimeSeries {
-            labels: l,
-            samples: vec![Sample { value, timestamp }],
-        }
-    };
-    match (&p.value, p.metric.kind) {
-        (PointValue::Histogram(h), Kind::Histogram) => {
-            let mut cum = 0u64;
-            for (i, c) in h.counts.iter().enumerate() {
-                cum += c;
-                let le = h
-                    .bounds
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), |b| number(*b));
-                out.push(series("_bucket", Some(&le), cum as f64));
-            }
-            out.push(series("_sum", None, h.sum));
-            out.push(series("_count", None, h.count as f64));
-            true
-        }
-        (PointValue::Histogram(_), _) | (_, Kind::Histogram) => false,
-        (v, _) => {
-            out.push(series("", None, v.as_f64()));
-            true
-        }
+    buf.push(0x12);
+    encode_varint(sample_len as u64, buf);
+    if value != 0.0 {
+        buf.push(0x09);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
+    if timestamp != 0 {
+        buf.push(0x10);
+        encode_varint(timestamp as u64, buf);
     }
 }
 
-/// The `target_info` series of a Resource.
-fn target_info(res: &Attrs, timestamp: i64, t: &Translation) -> TimeSeries {
-    let mut l = target_info_labels(res);
+/// A metric's Prometheus names: the base, `_bucket`, `_sum`, `_count`.
+struct Names([String; 4]);
+
+impl Names {
+    fn new(m: MetricId, o: &Options) -> Self {
+        let n = metric_name(m, o);
+        Names([
+            format!("{n}_bucket"),
+            format!("{n}_sum"),
+            format!("{n}_count"),
+            n,
+        ])
+    }
+}
+
+/// `labels` with `__name__` and (for a bucket) `le` in their sorted
+/// places, replacing a label of the same name.
+fn with_name<'a>(
+    labels: &[(&'a str, &'a str)],
+    name: &'a str,
+    le: Option<&'a str>,
+    out: &mut Vec<(&'a str, &'a str)>,
+) {
+    out.clear();
+    let mut extra = [("__name__", name), ("le", le.unwrap_or(""))];
+    let extra: &mut [(&str, &str)] = if le.is_some() {
+        &mut extra
+    } else {
+        &mut extra[..1]
+    };
+    let mut e = extra.iter().peekable();
+    for &(k, v) in labels {
+        while let Some(&&(ek, ev)) = e.peek() {
+            if ek > k {
+                break;
+            }
+            out.push((ek, ev));
+            e.next();
+        }
+        if extra.iter().any(|(ek, _)| *ek == k) {
+            continue;
+        }
+        out.push((k, v));
+    }
+    out.extend(e.copied());
+}
+
+/// Appends the series of one point to `buf`; false if its value does not
+/// fit its instrument.
+fn point_series(
+    p: &Point,
+    names: &Names,
+    timestamp: i64,
+    t: &Translation,
+    buf: &mut Vec<u8>,
+) -> bool {
+    let fits = match (&p.value, p.metric.kind) {
+        (PointValue::Histogram(_), Kind::Histogram) => true,
+        (PointValue::Histogram(_), _) | (_, Kind::Histogram) => false,
+        _ => true,
+    };
+    if !fits {
+        return false;
+    }
+    let mut map = series_labels(&p.resource, &p.attrs, &t.names);
     for (k, v) in &t.external_labels {
-        l.entry(k.clone()).or_insert_with(|| v.clone());
+        if !map.contains_key(k) {
+            map.insert(k.clone(), v.clone());
+        }
     }
-    l.insert("__name__".into(), "target_info".into());
-    TimeSeries {
-        labels: l
-            .into_iter()
-            .map(|(name, value)| Label { name, value })
-            .collect(),
-        samples: vec![Sample {
-            value: 1.0,
-            timestamp,
-        }],
+    let labels: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let [bucket, sum, count, base] = &names.0;
+    match &p.value {
+        PointValue::Histogram(h) => {
+            let les: Vec<String> = (0..h.counts.len())
+                .map(|i| {
+                    h.bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| number(*b))
+                })
+                .collect();
+            let mut l = Vec::with_capacity(labels.len() + 2);
+            let mut cum = 0u64;
+            for (c, le) in h.counts.iter().zip(&les) {
+                cum += c;
+                with_name(&labels, bucket, Some(le), &mut l);
+                put_series(buf, &l, cum as f64, timestamp);
+            }
+            with_name(&labels, sum, None, &mut l);
+            put_series(buf, &l, h.sum, timestamp);
+            with_name(&labels, count, None, &mut l);
+            put_series(buf, &l, h.count as f64, timestamp);
+        }
+        v => {
+            let mut l = Vec::with_capacity(labels.len() + 1);
+            with_name(&labels, base, None, &mut l);
+            put_series(buf, &l, v.as_f64(), timestamp);
+        }
     }
+    true
+}
+
+/// Appends the `target_info` series of a Resource to `buf`.
+fn target_info(res: &Attrs, timestamp: i64, t: &Translation, buf: &mut Vec<u8>) {
+    let mut map = target_info_labels(res);
+    for (k, v) in &t.external_labels {
+        map.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    map.insert("__name__".into(), "target_info".into());
+    let l: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    put_series(buf, &l, 1.0, timestamp);
 }
 
 /// Compresses a serialized `WriteRequest` in the snappy block format.
@@ -274,58 +319,52 @@ pub fn encode<'a>(
 ) -> Encoded {
     let timestamp = i64::try_from(time_unix_nanos / 1_000_000).unwrap_or(i64::MAX);
     let mut out = Encoded::default();
-    let mut current = WriteRequest::default();
-    let mut size = 0usize;
+    // The serialized `WriteRequest` being filled, and its point count.
+    let mut current: Vec<u8> = Vec::new();
     let mut points_in = 0u64;
     // Resources whose `target_info` the current request already has.
     let mut with_info: HashSet<&Attrs> = HashSet::new();
     // Metric names, translated once per metric.
-    let mut names: HashMap<MetricId, String> = HashMap::new();
-    let mut group = Vec::new();
-    let flush = |req: &mut WriteRequest, points_in: &mut u64, out: &mut Encoded| {
-        if req.timeseries.is_empty() {
+    let mut names: HashMap<MetricId, Names> = HashMap::new();
+    let mut group: Vec<u8> = Vec::new();
+    let mut info: Vec<u8> = Vec::new();
+    let flush = |current: &mut Vec<u8>, points_in: &mut u64, out: &mut Encoded| {
+        if current.is_empty() {
             return;
         }
-        let raw = std::mem::take(req).encode_to_vec();
         out.requests.push(Request {
             points: *points_in,
-            body: Bytes::from(compress(&raw)),
+            body: Bytes::from(compress(current)),
         });
+        current.clear();
         *points_in = 0;
     };
     for p in points {
         group.clear();
-        let name = names
+        let n = names
             .entry(p.metric)
-            .or_insert_with(|| metric_name(p.metric, &t.names));
-        if !point_series(p, name, timestamp, t, &mut group) {
+            .or_insert_with(|| Names::new(p.metric, &t.names));
+        if !point_series(p, n, timestamp, t, &mut group) {
             out.skipped += 1;
             continue;
         }
-        let new_resource = t.target_info && !with_info.contains(&p.resource.as_ref());
-        if new_resource {
-            group.push(target_info(&p.resource, timestamp, t));
+        // A request names the Resource of every series it carries.
+        info.clear();
+        if t.target_info && !with_info.contains(&p.resource.as_ref()) {
+            target_info(&p.resource, timestamp, t, &mut info);
         }
-        let mut add: usize = group
-            .iter()
-            .map(|ts| prost::encoding::message::encoded_len(1, ts))
-            .sum();
-        if size > 0 && size + add > max_bytes {
+        if !current.is_empty() && current.len() + group.len() + info.len() > max_bytes {
             flush(&mut current, &mut points_in, &mut out);
-            size = 0;
             with_info.clear();
-            if t.target_info && !new_resource {
-                // The new request needs this Resource's target_info too.
-                let info = target_info(&p.resource, timestamp, t);
-                add += prost::encoding::message::encoded_len(1, &info);
-                group.push(info);
+            if t.target_info && info.is_empty() {
+                target_info(&p.resource, timestamp, t, &mut info);
             }
         }
-        if t.target_info {
+        current.extend_from_slice(&group);
+        if !info.is_empty() {
+            current.extend_from_slice(&info);
             with_info.insert(p.resource.as_ref());
         }
-        size += add;
-        current.timeseries.append(&mut group);
         points_in += 1;
         out.points += 1;
     }

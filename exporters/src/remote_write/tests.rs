@@ -466,3 +466,24 @@ fn the_fleet_storage_names_in_the_docs_match_the_code() {
     assert!(want.contains("`flowscope_tcp_rtt_seconds_bucket`, `flowscope_tcp_rtt_seconds_sum`, `flowscope_tcp_rtt_seconds_count`"));
     assert!(want.contains("| `flowscope.tcp.connection.active` | UpDownCounter (gauge) | `{connection}` | `flowscope_tcp_connection_active` |"));
 }
+
+/// The hand-written protobuf is what prost writes for the same messages.
+#[test]
+fn direct_encoding_is_the_prost_encoding() {
+    let mut h = Histogram::new(Arc::from(&[0.001, 0.01][..]));
+    h.record(0.002);
+    let pts = [
+        point(TCP_RTT, peer(), PointValue::Histogram(h)),
+        point(TCP_ACTIVE, peer(), PointValue::Int(0)),
+        point(FLOW_IO, peer().with("x", "é ü"), PointValue::Int(1 << 40)),
+    ];
+    for time in [T, 0] {
+        let e = encode(&pts, time, &translation(), 1 << 20);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&e.requests[0].body)
+            .unwrap();
+        let msg = WriteRequest::decode(raw.as_slice()).unwrap();
+        assert_eq!(msg.timeseries.len(), 5 + 1 + 1 + 1);
+        assert_eq!(msg.encode_to_vec(), raw);
+    }
+}
