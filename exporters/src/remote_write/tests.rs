@@ -44,8 +44,11 @@ fn point(metric: MetricId, attrs: Attrs, value: PointValue) -> Point {
     }
 }
 
-/// Every series of every request, decoded, as (labels, value, timestamp).
-fn decoded(e: &Encoded) -> Vec<(Vec<(String, String)>, f64, i64)> {
+/// One decoded series: (labels, value, timestamp).
+type Series = (Vec<(String, String)>, f64, i64);
+
+/// Every series of every request, decoded.
+fn decoded(e: &Encoded) -> Vec<Series> {
     let mut out = Vec::new();
     for r in &e.requests {
         for ts in decode(&r.body).unwrap().timeseries {
