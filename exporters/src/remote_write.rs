@@ -203,12 +203,9 @@ fn with_name<'a>(
     out: &mut Vec<(&'a str, &'a str)>,
 ) {
     out.clear();
-    let mut extra = [("__name__", name), ("le", le.unwrap_or(""))];
-    let extra: &mut [(&str, &str)] = if le.is_some() {
-        &mut extra
-    } else {
-        &mut extra[..1]
-    };
+    // Sorted: `_` sorts before lower-case letters.
+    let both = [("__name__", name), ("le", le.unwrap_or(""))];
+    let extra = if le.is_some() { &both[..] } else { &both[..1] };
     let mut e = extra.iter().peekable();
     for &(k, v) in labels {
         while let Some(&&(ek, ev)) = e.peek() {
