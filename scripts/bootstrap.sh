@@ -54,8 +54,10 @@ fi
 
 if [ $want_test -eq 1 ]; then
   # Real peers the tests start: nft (drops, NAT), dnsmasq (DNS), dig,
-  # Prometheus (scrapes the prometheus exporter).
-  apt_install nftables dnsmasq-base bind9-dnsutils prometheus
+  # Prometheus (scrapes the prometheus exporter, receives remote write),
+  # VictoriaMetrics (a second remote-write receiver,
+  # exporters/tests/remote_write.rs).
+  apt_install nftables dnsmasq-base bind9-dnsutils prometheus victoria-metrics
   # The deploy tests: build and run the container image (buildah; podman
   # with runc, as crun refuses this machine's hybrid cgroups; objcopy from
   # binutils drops the binary's debug info), check the systemd unit

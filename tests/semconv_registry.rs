@@ -682,6 +682,11 @@ fn self_output(telemetry: &Telemetry) -> MetricBatch {
         error_type: "queue_full",
         count: 1,
     });
+    telemetry.emit(ExporterRetried {
+        exporter: &otlp,
+        error_type: "unavailable",
+        count: 2,
+    });
     telemetry.emit(FlowsTracked { count: 7 });
     telemetry.emit(ExporterQueue {
         exporter: &otlp,
@@ -786,6 +791,7 @@ const NAME_METRICS: &[metric::Def] = &[
     metric::EXPORTER_FAILED,
     metric::EXPORTER_QUEUE_SIZE,
     metric::EXPORTER_QUEUE_CAPACITY,
+    metric::EXPORTER_RETRIES,
 ];
 
 fn registry() -> Registry {

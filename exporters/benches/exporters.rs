@@ -13,78 +13,16 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Receiver, grpc_receiver, http_receiver};
+use common::{Receiver, flows_batch, grpc_receiver, http_receiver};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowscope_exporters::{ExporterHandle, build_with_env, encode, json::request_to_json};
-use flowscope_model::hist::RTT_BOUNDS;
-use flowscope_model::metrics::{FLOW_IO, FLOW_PACKETS, TCP_ACTIVE, TCP_RETRANSMITS, TCP_RTT};
-use flowscope_model::names::{attr, resource};
-use flowscope_model::{Attrs, Context, Histogram, MetricBatch, Point, PointValue};
+use flowscope_model::{Context, MetricBatch};
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, SendingQueueConfig,
     TlsClientConfig,
 };
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 use prost::Message;
-
-/// A realistic interval: `flows` TCP client flows over 20 local services,
-/// 7 points each (bytes and packets both ways, retransmits, RTT histogram,
-/// active connections).
-fn flows_batch(flows: usize) -> Arc<MetricBatch> {
-    let services: Vec<Arc<Attrs>> = (0..20)
-        .map(|s| {
-            Arc::new(
-                Attrs::new()
-                    .with(resource::SERVICE_NAME, format!("service-{s}"))
-                    .with(resource::HOST_NAME, "node-7")
-                    .with(resource::OS_TYPE, "linux"),
-            )
-        })
-        .collect();
-    let bounds: Arc<[f64]> = Arc::from(RTT_BOUNDS);
-    let mut b = MetricBatch::new(1_700_000_000_000_000_000, 1_700_000_010_000_000_000);
-    for i in 0..flows {
-        let r = &services[i % services.len()];
-        let a = Attrs::new()
-            .with(attr::NETWORK_TRANSPORT, "tcp")
-            .with(attr::NETWORK_TYPE, "ipv4")
-            .with(attr::FLOW_ROLE, "client")
-            .with(
-                attr::PEER_ADDRESS,
-                format!("198.18.{}.{}", i / 250, i % 250),
-            )
-            .with(attr::PEER_PORT, 443u16);
-        let mut push = |metric, attrs: Attrs, value| {
-            b.points.push(Point {
-                resource: r.clone(),
-                metric,
-                attrs,
-                value,
-            });
-        };
-        for (m, tx, rx) in [
-            (FLOW_IO, 123_456u64 + i as u64, 9_876u64),
-            (FLOW_PACKETS, 120, 80),
-        ] {
-            push(
-                m,
-                a.clone().with(attr::IO_DIRECTION, attr::TRANSMIT),
-                PointValue::Int(tx),
-            );
-            push(
-                m,
-                a.clone().with(attr::IO_DIRECTION, attr::RECEIVE),
-                PointValue::Int(rx),
-            );
-        }
-        push(TCP_RETRANSMITS, a.clone(), PointValue::Int(2));
-        let mut h = Histogram::new(bounds.clone());
-        h.record(0.0004 + (i % 10) as f64 * 0.001);
-        push(TCP_RTT, a.clone(), PointValue::Histogram(h));
-        push(TCP_ACTIVE, a, PointValue::Int(1));
-    }
-    Arc::new(b)
-}
 
 const FLOWS: usize = 1000;
 

@@ -110,6 +110,7 @@ impl Grpc {
 }
 
 impl Transport for Grpc {
+    type Request = ExportMetricsServiceRequest;
     async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Attempt {
         let mut r = tonic::Request::new(req.clone());
         *r.metadata_mut() = self.headers.clone();

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flowscope_otel_config::exporters::{Compression, HttpEncoding};
+use flowscope_otel_config::exporters::{Compression, HttpEncoding, TlsClientConfig};
 use http::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
@@ -39,6 +39,8 @@ use crate::tls::{TlsError, connector};
 pub enum HttpError {
     #[error("header `{0}` is not a valid HTTP header")]
     Header(String),
+    #[error("endpoint `{0}` is not a valid URL")]
+    Endpoint(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -47,18 +49,98 @@ pub enum HttpError {
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 pub(crate) struct Http {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    url: Uri,
-    headers: HeaderMap,
-    timeout: Duration,
+    poster: Poster,
     compression: Compression,
     encoding: HttpEncoding,
 }
 
+/// `POST`s to one URL (what `otlphttp` and `prometheusremotewrite` share):
+/// the shared rustls connector, the configured headers plus a User-Agent,
+/// and a deadline on each exchange.
+pub(crate) struct Poster {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: Uri,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+/// What one `POST` got back: (status, headers, body).
+pub(crate) type Answer = (StatusCode, HeaderMap, Bytes);
+
+impl Poster {
+    pub(crate) fn new<'a>(
+        url: Uri,
+        tls: &TlsClientConfig,
+        headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+        timeout: Duration,
+    ) -> Result<Self, HttpError> {
+        let client = Client::builder(TokioExecutor::new()).build(connector(tls, false)?);
+        let mut headers = header_map(headers)?;
+        let ua = concat!("flowscope/", env!("CARGO_PKG_VERSION"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(ua));
+        Ok(Self {
+            client,
+            url,
+            headers,
+            timeout,
+        })
+    }
+
+    /// Sends `body` with the configured headers and `extra`; the answer, or
+    /// the [`Attempt`] a missing answer calls for (timeouts and connection
+    /// errors are retried, a request that cannot be built is not).
+    pub(crate) async fn post(
+        &self,
+        body: Bytes,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Answer, Attempt> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone());
+        if let Some(h) = builder.headers_mut() {
+            h.clone_from(&self.headers);
+            for (k, v) in extra {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        let request = builder.body(Full::new(body)).map_err(|e| Attempt::Fail {
+            error_type: "encode".into(),
+            message: e.to_string(),
+        })?;
+        let exchange = async {
+            let resp = self.client.request(request).await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            // A response is a status and maybe a short message: cap what a
+            // misbehaving server can make us buffer.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, headers, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(Attempt::Retry {
+                error_type: "timeout".into(),
+                after: None,
+                message: format!("no answer within {:?}", self.timeout),
+            }),
+            Ok(Err(e)) => Err(Attempt::Retry {
+                error_type: "connection".into(),
+                after: None,
+                message: chain(&*e),
+            }),
+            Ok(Ok(x)) => Ok(x),
+        }
+    }
+}
+
 /// The configured headers as HTTP headers.
-pub(crate) fn header_map(s: &Resolved) -> Result<HeaderMap, HttpError> {
+pub(crate) fn header_map<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<HeaderMap, HttpError> {
     let mut headers = HeaderMap::new();
-    for (k, v) in &s.headers {
+    for (k, v) in pairs {
         let name =
             HeaderName::from_bytes(k.as_bytes()).map_err(|_| HttpError::Header(k.clone()))?;
         let value = HeaderValue::from_str(v).map_err(|_| HttpError::Header(k.clone()))?;
@@ -70,21 +152,19 @@ pub(crate) fn header_map(s: &Resolved) -> Result<HeaderMap, HttpError> {
 /// Everything [`Http::new`] checks, without building the client.
 pub(crate) fn check(s: &Resolved) -> Result<(), HttpError> {
     connector(&s.tls, false)?;
-    header_map(s)?;
+    header_map(s.headers.iter().map(|(k, v)| (k, v)))?;
     Ok(())
 }
 
 impl Http {
     pub(crate) fn new(s: &Resolved) -> Result<Self, HttpError> {
-        let client = Client::builder(TokioExecutor::new()).build(connector(&s.tls, false)?);
-        let mut headers = header_map(s)?;
-        let ua = concat!("flowscope/", env!("CARGO_PKG_VERSION"));
-        headers.insert(USER_AGENT, HeaderValue::from_static(ua));
         Ok(Self {
-            client,
-            url: s.url.clone(),
-            headers,
-            timeout: s.timeout,
+            poster: Poster::new(
+                s.url.clone(),
+                &s.tls,
+                s.headers.iter().map(|(k, v)| (k, v)),
+                s.timeout,
+            )?,
             compression: s.compression,
             encoding: s.encoding,
         })
@@ -183,6 +263,7 @@ fn partial_success(body: &[u8], json: bool) -> (u64, String) {
 }
 
 impl Transport for Http {
+    type Request = ExportMetricsServiceRequest;
     async fn send(&mut self, req: &ExportMetricsServiceRequest) -> Attempt {
         let (body, ctype) = match self.body(req) {
             Ok(b) => b,
@@ -193,53 +274,13 @@ impl Transport for Http {
                 };
             }
         };
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(self.url.clone());
-        if let Some(h) = builder.headers_mut() {
-            h.clone_from(&self.headers);
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-            if let Some(enc) = encoding_name(self.compression) {
-                h.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
-            }
+        let mut extra = vec![(CONTENT_TYPE, HeaderValue::from_static(ctype))];
+        if let Some(enc) = encoding_name(self.compression) {
+            extra.push((CONTENT_ENCODING, HeaderValue::from_static(enc)));
         }
-        let request = match builder.body(Full::new(Bytes::from(body))) {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Fail {
-                    error_type: "encode".into(),
-                    message: e.to_string(),
-                };
-            }
-        };
-        let exchange = async {
-            let resp = self.client.request(request).await?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            // A response is a status and maybe a partial success: cap what
-            // a misbehaving server can make us buffer.
-            let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await?
-                .to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, headers, body))
-        };
-        let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => {
-                return Attempt::Retry {
-                    error_type: "timeout".into(),
-                    after: None,
-                    message: format!("no answer within {:?}", self.timeout),
-                };
-            }
-            Ok(Err(e)) => {
-                return Attempt::Retry {
-                    error_type: "connection".into(),
-                    after: None,
-                    message: chain(&*e),
-                };
-            }
-            Ok(Ok(x)) => x,
+        let (status, headers, body) = match self.poster.post(Bytes::from(body), &extra).await {
+            Ok(answer) => answer,
+            Err(attempt) => return attempt,
         };
         classify(status, &headers, &body, self.encoding == HttpEncoding::Json)
     }
@@ -267,22 +308,40 @@ pub(crate) fn classify(
         let (rejected, message) = partial_success(body, json);
         return Attempt::Accepted { rejected, message };
     }
+    refused(
+        status,
+        headers,
+        body,
+        matches!(status.as_u16(), 429 | 502 | 503 | 504),
+    )
+}
+
+/// The [`Attempt`] for a status that refused the request: `error.type` is
+/// the status code, the message quotes the start of the body, and a
+/// retryable one waits for the server's `Retry-After` if it gave one.
+pub(crate) fn refused(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    retryable: bool,
+) -> Attempt {
     let error_type = status.as_str().to_string();
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-    let message = format!("HTTP {status}: {text}");
-    match status.as_u16() {
-        429 | 502 | 503 | 504 => Attempt::Retry {
+    let message = format!("HTTP {status}: {}", text.trim_end());
+    if retryable {
+        Attempt::Retry {
             error_type,
             after: headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after),
             message,
-        },
-        _ => Attempt::Fail {
+        }
+    } else {
+        Attempt::Fail {
             error_type,
             message,
-        },
+        }
     }
 }
 

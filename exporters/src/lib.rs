@@ -17,11 +17,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscope_model::internal_events::{ExporterFailed, ExporterSent, ServerKind};
+use flowscope_model::internal_events::{ExporterFailed, ExporterRetried, ExporterSent, ServerKind};
 use flowscope_model::names::value;
 use flowscope_model::telemetry::Component;
 use flowscope_model::{Context, MetricBatch, Telemetry};
-use flowscope_otel_config::exporters::HttpEncoding;
+use flowscope_otel_config::exporters::{HttpEncoding, SendingQueueConfig};
 use flowscope_otel_config::{ComponentId, ExporterConfig};
 use std::any::type_name;
 use tokio::task::JoinHandle;
@@ -36,6 +36,7 @@ pub mod otlp;
 pub mod persist;
 pub mod prometheus;
 mod queue;
+pub mod remote_write;
 pub mod server;
 pub mod settings;
 pub mod temporality;
@@ -116,6 +117,8 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
     /// Tries repeated after a retryable error.
     pub retries: u64,
+    /// The same by the `error.type` that called for them.
+    pub retried: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -130,6 +133,15 @@ impl Outcome {
         let mut o = Self::default();
         o.fail(n, error_type, message);
         o
+    }
+
+    /// Counts one repeated try after an error of type `error_type`.
+    pub(crate) fn retry(&mut self, error_type: &str) {
+        self.retries += 1;
+        match self.retried.iter_mut().find(|(t, _)| t == error_type) {
+            Some((_, c)) => *c += 1,
+            None => self.retried.push((error_type.to_string(), 1)),
+        }
     }
 
     /// Adds `n` failed points (no-op for 0).
@@ -367,6 +379,9 @@ pub fn check_with_env(
         ExporterConfig::Ui(c) => ui::Ui::new(c, env)
             .map(drop)
             .map_err(|source| BuildError::Ui { id: name, source }),
+        ExporterConfig::PrometheusRemoteWrite(c) => {
+            remote_write::check(c).map_err(|source| BuildError::Http { id: name, source })
+        }
         ExporterConfig::Console(_) | ExporterConfig::File(_) | ExporterConfig::Prometheus(_) => {
             Ok(())
         }
@@ -475,6 +490,42 @@ pub fn build_with_env(
                 .push(serve);
             Ok(h)
         }
+        ExporterConfig::PrometheusRemoteWrite(c) => {
+            let t = remote_write::RemoteWrite::new(c).map_err(|source| BuildError::Http {
+                id: name.clone(),
+                source,
+            })?;
+            // The sink's type path, as for the other sinks the registry has
+            // no value for (without its transport parameter).
+            let path = type_name::<remote_write::RemoteWriteSink<remote_write::RemoteWrite>>();
+            let path = path.split_once('<').map_or(path, |(p, _)| p);
+            let component = Component::new(path, name);
+            let persist = persistence(
+                &component,
+                &c.sending_queue,
+                Box::new(remote_write::EncodedCodec),
+            )?;
+            let preparer = remote_write::Preparer::new(component.clone(), telemetry.clone(), c);
+            let prepare: PrepareFn<remote_write::Encoded> =
+                Box::new(move |b| preparer.prepare(&b).map(Arc::new));
+            let health = new_health(component.id());
+            Ok(spawn(
+                component,
+                remote_write::RemoteWriteSink {
+                    transport: t,
+                    retry: c.retry_on_failure.clone(),
+                    health: Some(health.clone()),
+                },
+                prepare,
+                QueueSpec {
+                    capacity: c.sending_queue.queue_size,
+                    shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+                    persist,
+                },
+                telemetry,
+                health,
+            ))
+        }
         ExporterConfig::Ui(c) => {
             let err = |source| BuildError::Ui {
                 id: name.clone(),
@@ -505,23 +556,13 @@ pub fn build_with_env(
     }
 }
 
-fn spawn_otlp<T: otlp::Transport>(
+fn spawn_otlp<T: otlp::Transport<Request = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>>(
     component: Component,
     s: &settings::Resolved,
     transport: T,
     telemetry: Telemetry,
-) -> Result<ExporterHandle, BuildError> {
-    let persist = match &s.queue.storage {
-        Some(dir) => Some(Persistence {
-            store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
-                id: component.id().to_owned(),
-                source,
-            })?,
-            codec: Box::new(otlp::PreparedCodec) as Box<dyn queue::Codec<otlp::Prepared>>,
-            max_bytes: s.queue.max_storage_mib.saturating_mul(1024 * 1024),
-        }),
-        None => None,
-    };
+) -> Result<ExporterHandle, BuildError>{
+    let persist = persistence(&component, &s.queue, Box::new(otlp::PreparedCodec))?;
     let preparer = otlp::Preparer::new(
         component.clone(),
         telemetry.clone(),
@@ -547,6 +588,25 @@ fn spawn_otlp<T: otlp::Transport>(
         telemetry,
         health,
     ))
+}
+
+/// The directory behind a queue when `sending_queue.storage` is set.
+fn persistence<T>(
+    component: &Component,
+    queue: &SendingQueueConfig,
+    codec: Box<dyn queue::Codec<T>>,
+) -> Result<Option<Persistence<T>>, BuildError> {
+    let Some(dir) = &queue.storage else {
+        return Ok(None);
+    };
+    Ok(Some(Persistence {
+        store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
+            id: component.id().to_owned(),
+            source,
+        })?,
+        codec,
+        max_bytes: queue.max_storage_mib.saturating_mul(1024 * 1024),
+    }))
 }
 
 /// A sink of whole batches with the default in-memory queue.
@@ -617,6 +677,13 @@ pub(crate) fn spawn<S: Sink>(
                     });
                 }
             });
+            for (ty, n) in &out.retried {
+                s.queue.telemetry().emit(ExporterRetried {
+                    exporter: s.queue.component(),
+                    error_type: ty,
+                    count: *n,
+                });
+            }
             if let Some(e) = &out.error {
                 let failed: u64 = out.failed.iter().map(|(_, n)| n).sum();
                 tracing::warn!(exporter = %s.queue.component(), failed, "export failed: {e}");

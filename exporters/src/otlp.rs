@@ -147,9 +147,11 @@ pub enum Attempt {
     Fail { error_type: String, message: String },
 }
 
-/// Sends one request (gRPC or HTTP).
+/// Sends one request (OTLP over gRPC or HTTP, a remote-write body).
 pub(crate) trait Transport: Send + 'static {
-    fn send(&mut self, req: &ExportMetricsServiceRequest) -> impl Future<Output = Attempt> + Send;
+    /// What one try sends.
+    type Request: Sync;
+    fn send(&mut self, req: &Self::Request) -> impl Future<Output = Attempt> + Send;
 }
 
 /// Exponential backoff with jitter (the Collector's defaults: 5 s, x1.5,
@@ -184,17 +186,18 @@ fn scale(d: Duration, f: f64) -> Duration {
     Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
 }
 
-/// Delivers `req`, retrying per the module docs. `started` is the batch's
-/// first try. Returns what became of its points.
+/// Delivers `req`, which carries `points` data points, retrying per the
+/// module docs; every try sends the same request. `started` is the batch's
+/// first try. Adds what became of its points to `out`.
 pub(crate) async fn deliver<T: Transport>(
     transport: &mut T,
-    req: &ExportMetricsServiceRequest,
+    req: &T::Request,
+    points: u64,
     retry: &RetryConfig,
     started: Instant,
     out: &mut Outcome,
     health: Option<&HealthCell>,
 ) {
-    let points = request_points(req);
     let mut backoff = Backoff::new(retry);
     loop {
         match transport.send(req).await {
@@ -248,7 +251,7 @@ pub(crate) async fn deliver<T: Transport>(
                     h.delivering = false;
                     h.last_error = Some(format!("{message} (retrying)"));
                 }
-                out.retries += 1;
+                out.retry(&error_type);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -262,7 +265,7 @@ pub(crate) struct OtlpSink<T> {
     pub(crate) health: Option<HealthCell>,
 }
 
-impl<T: Transport> Sink for OtlpSink<T> {
+impl<T: Transport<Request = ExportMetricsServiceRequest>> Sink for OtlpSink<T> {
     type Item = Prepared;
 
     async fn export(&mut self, item: &Prepared) -> Outcome {
@@ -272,6 +275,7 @@ impl<T: Transport> Sink for OtlpSink<T> {
             deliver(
                 &mut self.transport,
                 req,
+                request_points(req),
                 &self.retry,
                 started,
                 &mut out,
@@ -306,6 +310,7 @@ mod tests {
     struct Script(VecDeque<Attempt>, Vec<Instant>);
 
     impl Transport for Script {
+        type Request = ExportMetricsServiceRequest;
         async fn send(&mut self, _req: &ExportMetricsServiceRequest) -> Attempt {
             self.1.push(Instant::now());
             self.0.pop_front().unwrap_or(Attempt::Fail {
@@ -374,7 +379,7 @@ mod tests {
         );
         let mut out = Outcome::default();
         let start = Instant::now();
-        deliver(&mut t, &req(3), &retry(60), start, &mut out, None).await;
+        deliver(&mut t, &req(3), 3, &retry(60), start, &mut out, None).await;
         let gaps: Vec<u64> =
             t.1.windows(2)
                 .map(|w| (w[1] - w[0]).as_millis() as u64)
@@ -389,7 +394,16 @@ mod tests {
     async fn gives_up_at_max_elapsed_and_counts_with_the_last_error() {
         let mut t = Script(VecDeque::from(vec![unavailable(); 10]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(5), &retry(6), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(5),
+            5,
+            &retry(6),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         // Tries at 0, 1, 3 s; the next wait (4 s) would end past 6 s.
         assert_eq!(t.1.len(), 3);
         assert_eq!(out.failed, vec![("unavailable".to_string(), 5)]);
@@ -412,8 +426,26 @@ mod tests {
             Vec::new(),
         );
         let mut out = Outcome::default();
-        deliver(&mut t, &req(4), &retry(60), Instant::now(), &mut out, None).await;
-        deliver(&mut t, &req(5), &retry(60), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(4),
+            4,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
+        deliver(
+            &mut t,
+            &req(5),
+            5,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         assert_eq!(t.1.len(), 2);
         assert_eq!(out.sent, 3);
         assert_eq!(
@@ -431,7 +463,16 @@ mod tests {
         };
         let mut t = Script(VecDeque::from([huge]), Vec::new());
         let mut out = Outcome::default();
-        deliver(&mut t, &req(1), &retry(60), Instant::now(), &mut out, None).await;
+        deliver(
+            &mut t,
+            &req(1),
+            1,
+            &retry(60),
+            Instant::now(),
+            &mut out,
+            None,
+        )
+        .await;
         assert_eq!(out.failed, vec![("503".to_string(), 1)]);
         let mut cfg = retry(60);
         cfg.initial_interval = Duration::MAX;

@@ -19,6 +19,11 @@
 //!   is also a label, otherwise they go on one `target_info` series per
 //!   Resource.
 //!
+//! The translation (names, labels, `target_info`) is the one the
+//! `prometheusremotewrite` exporter uses too ([`metric_name`],
+//! [`series_labels`], [`target_info_labels`]), so a series has the same
+//! name and labels whether it is scraped or pushed.
+//!
 //! Sums are cumulative here (Prometheus counters): the exporter folds every
 //! delta batch into running totals ([`crate::temporality`]) and forgets
 //! series not updated for `metric_expiration`.
@@ -190,7 +195,8 @@ fn escape(v: &str) -> String {
         .replace('\n', r"\n")
 }
 
-fn number(v: f64) -> String {
+/// A sample value or `le` bound as Prometheus writes it (`+Inf`, `NaN`).
+pub(crate) fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
@@ -208,25 +214,47 @@ pub const SCOPE_NAME_LABEL: &str = "otel_scope_name";
 /// `otel_scope_version`: the scope's version (flowscope's).
 pub const SCOPE_VERSION_LABEL: &str = "otel_scope_version";
 
+/// Adds `key`=`value` unless the label is already set or the value is
+/// empty (Prometheus reads an empty label as an absent one).
+fn add_label(l: &mut BTreeMap<String, String>, key: String, value: String) {
+    if !value.is_empty() {
+        l.entry(key).or_insert(value);
+    }
+}
+
 /// Labels of a series: point attributes, then the scope's name and version,
 /// then job/instance, then (when enabled) Resource attributes; a label
-/// already set is not overwritten.
-fn labels(res: &Attrs, attrs: &Attrs, o: &Options) -> BTreeMap<String, String> {
+/// already set is not overwritten, an empty value is left out. Sorted by
+/// name, each name once.
+pub fn series_labels(res: &Attrs, attrs: &Attrs, o: &Options) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     for (k, v) in attrs.iter() {
-        l.entry(sanitize(k, false)).or_insert_with(|| v.to_string());
+        add_label(&mut l, sanitize(k, false), v.to_string());
     }
     l.entry(SCOPE_NAME_LABEL.to_string())
         .or_insert_with(|| SCOPE_NAME.to_string());
     l.entry(SCOPE_VERSION_LABEL.to_string())
         .or_insert_with(|| env!("CARGO_PKG_VERSION").to_string());
     for (k, v) in job_instance(res) {
-        l.entry(k.to_string()).or_insert(v);
+        add_label(&mut l, k.to_string(), v);
     }
     if o.resource_labels {
         for (k, v) in res.iter() {
-            l.entry(sanitize(k, false)).or_insert_with(|| v.to_string());
+            add_label(&mut l, sanitize(k, false), v.to_string());
         }
+    }
+    l
+}
+
+/// Labels of a Resource's `target_info` series: `job`/`instance`, then
+/// every Resource attribute.
+pub fn target_info_labels(res: &Attrs) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    for (k, v) in job_instance(res) {
+        add_label(&mut l, k.to_string(), v);
+    }
+    for (k, v) in res.iter() {
+        add_label(&mut l, sanitize(k, false), v.to_string());
     }
     l
 }
@@ -269,17 +297,9 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
     let mut resources: BTreeMap<String, ()> = BTreeMap::new();
     for ((res, metric, attrs), series) in state.iter() {
         let name = metric_name(*metric, o);
-        let l = labels(res, attrs, o);
+        let l = series_labels(res, attrs, o);
         if !o.resource_labels {
-            let mut rl = BTreeMap::new();
-            for (k, v) in job_instance(res) {
-                rl.insert(k.to_string(), v);
-            }
-            for (k, v) in res.iter() {
-                rl.entry(sanitize(k, false))
-                    .or_insert_with(|| v.to_string());
-            }
-            resources.insert(label_text(&rl, None), ());
+            resources.insert(label_text(&target_info_labels(res), None), ());
         }
         let (ty, _, blocks) = families.entry(name.clone()).or_insert_with(|| {
             let ty = match metric.kind {

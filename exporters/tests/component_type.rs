@@ -33,11 +33,15 @@ exporters:
   file:
     path: {}
   console:
+  prometheusremotewrite/fleet:
+    endpoint: http://127.0.0.1:1/api/v1/write
+    sending_queue:
+      queue_size: 9
 service:
   pipelines:
     metrics:
       receivers: [ebpf]
-      exporters: [otlp_grpc/a, otlphttp/b, otlp_http/c, prometheus, file, console]
+      exporters: [otlp_grpc/a, otlphttp/b, otlp_http/c, prometheus, file, console, prometheusremotewrite/fleet]
 ",
         path.display()
     );
@@ -71,6 +75,13 @@ service:
     assert_eq!(
         level("flowscope_exporters::console::ConsoleSink", "console"),
         Some(64)
+    );
+    assert_eq!(
+        level(
+            "flowscope_exporters::remote_write::RemoteWriteSink",
+            "prometheusremotewrite/fleet"
+        ),
+        Some(9)
     );
     for h in handles {
         h.shutdown().await;

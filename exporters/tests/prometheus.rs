@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -15,32 +12,6 @@ use flowscope_exporters::build;
 use flowscope_model::{Context, Telemetry};
 use flowscope_otel_config::exporters::PrometheusExporterConfig;
 use flowscope_otel_config::{ComponentId, ExporterConfig};
-
-/// GET `path` from 127.0.0.1:`port`; (status line, body).
-fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn endpoint_serves_translated_cumulative_series() {
@@ -62,7 +33,7 @@ async fn endpoint_serves_translated_cumulative_series() {
         sent(&t, "prometheus") == 8
     })
     .await;
-    let (status, body) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
         .await
         .unwrap()
         .unwrap();
@@ -92,7 +63,7 @@ async fn endpoint_serves_translated_cumulative_series() {
         body.contains("# TYPE flowscope_tcp_connection_active gauge\n"),
         "{body}"
     );
-    let (status, _) = tokio::task::spawn_blocking(move || get(port, "/nope"))
+    let (status, _) = tokio::task::spawn_blocking(move || http_get(port, "/nope"))
         .await
         .unwrap()
         .unwrap();
@@ -102,12 +73,6 @@ async fn endpoint_serves_translated_cumulative_series() {
 
 #[tokio::test]
 async fn real_prometheus_scrapes_the_flow_series() {
-    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
-    let version = Command::new(&bin).arg("--version").output();
-    assert!(
-        version.is_ok_and(|o| o.status.success()),
-        "`{bin}` not found: install it with `scripts/bootstrap.sh --test` (apt-get install prometheus)"
-    );
     let port = free_port();
     let cfg = ExporterConfig::Prometheus(PrometheusExporterConfig {
         endpoint: format!("127.0.0.1:{port}"),
@@ -126,35 +91,21 @@ async fn real_prometheus_scrapes_the_flow_series() {
     })
     .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    let conf = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &conf,
-        format!(
+    let prom = start_prometheus(
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: flowscope\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
+        &[],
     )
-    .unwrap();
-    let _prom = Killed(
-        Command::new(&bin)
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    .await;
+    let prom_port = prom.port;
     let query =
         "/api/v1/query?query=network_flow_io_bytes_total%7Bnetwork_peer_port%3D%221002%22%7D";
     let mut last = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(Ok((_, body))) = tokio::task::spawn_blocking(move || get(prom_port, query)).await
+        if let Ok(Ok((_, body))) =
+            tokio::task::spawn_blocking(move || http_get(prom_port, query)).await
             && body.contains("\"result\":[{")
         {
             last = body;

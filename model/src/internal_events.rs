@@ -295,6 +295,32 @@ impl InternalEvent for ExporterFailed<'_> {
     }
 }
 
+/// Exporter `exporter` sent `count` requests again after a retryable
+/// error of type `error_type` (`flowscope.exporter.retries`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExporterRetried<'a> {
+    pub exporter: &'a Component,
+    pub error_type: &'a str,
+    pub count: u64,
+}
+
+impl InternalEvent for ExporterRetried<'_> {
+    fn emit(self, t: &Telemetry) {
+        if self.count == 0 {
+            return;
+        }
+        let kvs = self.exporter.key_values();
+        t.instruments().exporter_retries.add(
+            self.count,
+            &[
+                kvs[0].clone(),
+                kvs[1].clone(),
+                KeyValue::new(attr::ERROR_TYPE, self.error_type.to_owned()),
+            ],
+        );
+    }
+}
+
 /// Exporter `exporter`'s queue holds `size` batches
 /// (`flowscope.exporter.queue.size`).
 #[derive(Clone, Copy, Debug)]

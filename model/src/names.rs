@@ -138,6 +138,11 @@ pub mod metric {
         "{request}",
         "Requests and connections one of the agent's HTTP servers refused, by reason.",
     );
+    pub const EXPORTER_RETRIES: Def = (
+        "flowscope.exporter.retries",
+        "{request}",
+        "Requests an exporter sent again after a retryable error, by error type.",
+    );
 }
 
 /// Resource keys (the local endpoint).

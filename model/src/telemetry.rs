@@ -64,6 +64,7 @@ pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPO
 pub const EXPORTER_QUEUE_CAPACITY: MetricId =
     MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
 pub const SERVER_REFUSED: MetricId = MetricId::sum(metric::SERVER_REFUSED);
+pub const EXPORTER_RETRIES: MetricId = MetricId::sum(metric::EXPORTER_RETRIES);
 
 /// A component as its self-telemetry names it: `otel.component.name` is
 /// its config id (`otlp/backend`), `otel.component.type` what it is.
@@ -128,7 +129,7 @@ impl std::fmt::Display for Component {
 
 /// Every self-telemetry metric, so that what the SDK collects maps back to
 /// the contract's [`MetricId`] (name, unit, kind).
-pub const SELF_METRICS: [MetricId; 9] = [
+pub const SELF_METRICS: [MetricId; 10] = [
     EVENTS_RECEIVED,
     EVENTS_LOST,
     FLOWS_TRACKED,
@@ -138,6 +139,7 @@ pub const SELF_METRICS: [MetricId; 9] = [
     EXPORTER_QUEUE_SIZE,
     EXPORTER_QUEUE_CAPACITY,
     SERVER_REFUSED,
+    EXPORTER_RETRIES,
 ];
 
 /// The instruments the typed events record on.
@@ -151,6 +153,7 @@ pub(crate) struct Instruments {
     pub(crate) exporter_queue_size: Level,
     pub(crate) exporter_queue_capacity: Level,
     pub(crate) server_refused: Counter<u64>,
+    pub(crate) exporter_retries: Counter<u64>,
 }
 
 /// An `UpDownCounter` fed with levels: [`Level::set`] adds the difference
@@ -320,6 +323,7 @@ impl Telemetry {
             exporter_queue_size: level(EXPORTER_QUEUE_SIZE),
             exporter_queue_capacity: level(EXPORTER_QUEUE_CAPACITY),
             server_refused: counter(SERVER_REFUSED),
+            exporter_retries: counter(EXPORTER_RETRIES),
         };
         Telemetry(Arc::new(Inner {
             provider,

@@ -565,6 +565,10 @@ fn check_exporter_resources(
                 Some(dir) => (normal(dir), "sending_queue.storage", "queue directory"),
                 None => continue,
             },
+            ExporterConfig::PrometheusRemoteWrite(c) => match &c.sending_queue.storage {
+                Some(dir) => (normal(dir), "sending_queue.storage", "queue directory"),
+                None => continue,
+            },
             ExporterConfig::File(c) => (normal(&c.path), "path", "output file"),
             ExporterConfig::Prometheus(c) => (c.endpoint.clone(), "endpoint", "listen address"),
             ExporterConfig::Ui(c) => (c.endpoint.clone(), "endpoint", "listen address"),

@@ -474,3 +474,241 @@ pub async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port`; (status line, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // Chunked bodies (VictoriaMetrics): keep the chunks, drop the sizes.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Ok((head.lines().next().unwrap_or("").to_string(), body))
+}
+
+/// The test peer binary `default` (or the path in `$var`), failing the test
+/// (never skipping it) when it does not run.
+pub fn peer_binary(var: &str, default: &str, version_flag: &str) -> String {
+    let bin = std::env::var(var).unwrap_or_else(|_| default.into());
+    let ok = std::process::Command::new(&bin)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "`{bin}` not found: install the test peers with `scripts/bootstrap.sh --test` \
+         (apt-get install prometheus victoria-metrics), or set {var}"
+    );
+    bin
+}
+
+/// A storage server started by a test on loopback, with its own data
+/// directory; killed when dropped.
+pub struct Peer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _child: Killed,
+}
+
+/// Polls GET `path` until it answers 200 (60 s at most).
+async fn wait_http_ok(port: u16, path: &'static str, what: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Ok((status, _))) = tokio::task::spawn_blocking(move || http_get(port, path)).await
+            && status.contains(" 200")
+        {
+            return;
+        }
+        assert!(Instant::now() < end, "{what} never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts Debian's Prometheus (`$PROMETHEUS_BIN` or `prometheus`) with
+/// `config` as its configuration file and `extra` flags; returns once it
+/// is ready.
+pub async fn start_prometheus(config: &str, extra: &[&str]) -> Peer {
+    let bin = peer_binary("PROMETHEUS_BIN", "prometheus", "--version");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(&conf, config).unwrap();
+    let child = std::process::Command::new(&bin)
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    wait_http_ok(port, "/-/ready", "Prometheus").await;
+    Peer {
+        port,
+        dir,
+        _child: child,
+    }
+}
+
+/// Starts VictoriaMetrics (`$VICTORIA_METRICS_BIN` or
+/// `/usr/bin/victoria-metrics`), samples queryable as soon as they arrive.
+pub async fn start_victoria_metrics() -> Peer {
+    let bin = peer_binary(
+        "VICTORIA_METRICS_BIN",
+        "/usr/bin/victoria-metrics",
+        "-version",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = std::process::Command::new(&bin)
+        .arg(format!("-storageDataPath={}", dir.path().display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        // Fresh samples are hidden for 30 s by default, and answers cached.
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    wait_http_ok(port, "/health", "VictoriaMetrics").await;
+    Peer {
+        port,
+        dir,
+        _child: child,
+    }
+}
+
+/// `s` percent-encoded for a URL query.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `GET /api/v1/query` of `promql` at Unix time `at_ms`: the result vector.
+pub async fn instant_query(port: u16, promql: &str, at_ms: i64) -> Vec<serde_json::Value> {
+    let path = format!(
+        "/api/v1/query?query={}&time={}.{:03}",
+        url_encode(promql),
+        at_ms / 1000,
+        at_ms % 1000
+    );
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(port, &path))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.contains(" 200"), "{status}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// A realistic interval for the benchmarks: `flows` TCP client flows over 20 local services,
+/// 7 points each (bytes and packets both ways, retransmits, RTT histogram,
+/// active connections).
+pub fn flows_batch(flows: usize) -> Arc<MetricBatch> {
+    let services: Vec<Arc<Attrs>> = (0..20)
+        .map(|s| {
+            Arc::new(
+                Attrs::new()
+                    .with(resource::SERVICE_NAME, format!("service-{s}"))
+                    .with(resource::HOST_NAME, "node-7")
+                    .with(resource::OS_TYPE, "linux"),
+            )
+        })
+        .collect();
+    let bounds: Arc<[f64]> = Arc::from(flowscope_model::hist::RTT_BOUNDS);
+    let mut b = MetricBatch::new(1_700_000_000_000_000_000, 1_700_000_010_000_000_000);
+    for i in 0..flows {
+        let r = &services[i % services.len()];
+        let a = Attrs::new()
+            .with(attr::NETWORK_TRANSPORT, "tcp")
+            .with(attr::NETWORK_TYPE, "ipv4")
+            .with(attr::FLOW_ROLE, "client")
+            .with(
+                attr::PEER_ADDRESS,
+                format!("198.18.{}.{}", i / 250, i % 250),
+            )
+            .with(attr::PEER_PORT, 443u16);
+        let mut push = |metric, attrs: Attrs, value| {
+            b.points.push(Point {
+                resource: r.clone(),
+                metric,
+                attrs,
+                value,
+            });
+        };
+        for (m, tx, rx) in [
+            (FLOW_IO, 123_456u64 + i as u64, 9_876u64),
+            (flowscope_model::metrics::FLOW_PACKETS, 120, 80),
+        ] {
+            push(
+                m,
+                a.clone().with(attr::IO_DIRECTION, attr::TRANSMIT),
+                PointValue::Int(tx),
+            );
+            push(
+                m,
+                a.clone().with(attr::IO_DIRECTION, attr::RECEIVE),
+                PointValue::Int(rx),
+            );
+        }
+        push(
+            flowscope_model::metrics::TCP_RETRANSMITS,
+            a.clone(),
+            PointValue::Int(2),
+        );
+        let mut h = flowscope_model::Histogram::new(bounds.clone());
+        h.record(0.0004 + (i % 10) as f64 * 0.001);
+        push(
+            flowscope_model::metrics::TCP_RTT,
+            a.clone(),
+            PointValue::Histogram(h),
+        );
+        push(TCP_ACTIVE, a, PointValue::Int(1));
+    }
+    Arc::new(b)
+}

@@ -482,3 +482,33 @@ fn a_flow_table_larger_than_a_kernel_map_fails_at_load() {
          and 4294967295 (a kernel map's size)"
     );
 }
+
+#[test]
+fn prometheusremotewrite_errors_name_line_and_key() {
+    let e = err(&with_exporter(
+        "prometheusremotewrite",
+        "    endpoint: http://127.0.0.1:9090/api/v1/write\n    external_labels:\n      cluster: \"\"",
+    ));
+    assert!(
+        e.starts_with("c.yaml:7:7: exporters.prometheusremotewrite.external_labels: "),
+        "{e}"
+    );
+    assert!(e.contains("the value of `cluster` is empty"), "{e}");
+    let e = err(&with_exporter(
+        "prometheusremotewrite",
+        "    endpoint: 127.0.0.1:9090/api/v1/write",
+    ));
+    assert!(
+        e.starts_with("c.yaml:5:15: exporters.prometheusremotewrite.endpoint: `127.0.0.1:9090/api/v1/write` has no scheme"),
+        "{e}"
+    );
+    let e = err(&with_exporter(
+        "prometheusremotewrite",
+        "    endpoint: http://x:1/w\n    remote_write_queue:\n      num_consumer: 2",
+    ));
+    assert!(
+        e.contains("exporters.prometheusremotewrite.remote_write_queue")
+            && e.contains("num_consumer"),
+        "{e}"
+    );
+}
