@@ -1,7 +1,8 @@
 //! The fleet view end to end: three agents on this host play three nodes
 //! (distinct `host.name` through `OTEL_RESOURCE_ATTRIBUTES`, each keeping
-//! only its node's workloads with the `filter` processor), a real
-//! Prometheus collects all three, and `flowscope ui --prometheus` serves
+//! only its node's workloads with the `filter` processor), each pushes by
+//! remote write to a real Prometheus (and, in a second test, to
+//! VictoriaMetrics, or is scraped by Prometheus), and `flowscope ui --prometheus` serves
 //! the pages over it (and headless Chromium looks at them). `web` (node 1)
 //! calls `api` (node 2), `api` calls
 //! `db` (node 3): the fleet's analytics rows carry exactly the bytes sent,
@@ -55,20 +56,42 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (code, body.to_string())
 }
 
-/// An agent for one node: the services it keeps, its `host.name`, a
-/// `prometheus` exporter on `port`.
-fn node(host: &str, service: &str, port: u16) -> Agent {
+/// How the agents reach the storage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// Remote write to Prometheus (`--web.enable-remote-write-receiver`).
+    PrometheusRemoteWrite,
+    /// Remote write to VictoriaMetrics.
+    VictoriaMetrics,
+    /// Prometheus scraping each agent's `prometheus` exporter.
+    PrometheusScrape,
+}
+
+/// An agent for one node: the services it keeps, its `host.name`, and its
+/// exporter: remote write to `write_url`, or a `prometheus` exporter on
+/// `port` when `write_url` is empty.
+fn node(host: &str, service: &str, port: u16, write_url: &str) -> Agent {
+    let exporter = if write_url.is_empty() {
+        format!("prometheus:\n    endpoint: 127.0.0.1:{port}")
+    } else {
+        format!(
+            "prometheusremotewrite:\n    endpoint: {write_url}\n    \
+             resource_to_telemetry_conversion:\n      enabled: true"
+        )
+    };
+    let name = exporter.split(':').next().unwrap_or_default().to_string();
     let config = format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
          processors:\n  filter:\n    include:\n      - services: [{service}]\n\
-         exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\n  file:\n    path: OUTPUT\n\
-         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [filter]\n      exporters: [prometheus, file]\n"
+         exporters:\n  {exporter}\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [filter]\n      exporters: [{name}, file]\n"
     );
     let attrs = format!("host.name={host}");
     Agent::start_env(&config, &[], &[("OTEL_RESOURCE_ATTRIBUTES", &attrs)]).expect("agent")
 }
 
-/// Debian's Prometheus scraping `targets` every second.
+/// Debian's Prometheus scraping `targets` every second, and taking remote
+/// writes.
 fn prometheus(dir: &std::path::Path, targets: &[u16]) -> (Killed, u16) {
     let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
     let port = free_port();
@@ -89,6 +112,7 @@ fn prometheus(dir: &std::path::Path, targets: &[u16]) -> (Killed, u16) {
             dir.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -96,6 +120,32 @@ fn prometheus(dir: &std::path::Path, targets: &[u16]) -> (Killed, u16) {
             panic!("`{bin}` could not start ({e}): install it with scripts/bootstrap.sh --test")
         });
     (Killed(child), port)
+}
+
+/// Debian's VictoriaMetrics, fresh samples queryable at once.
+fn victoria_metrics(dir: &std::path::Path) -> (Killed, u16) {
+    let bin = std::env::var("VICTORIA_METRICS_BIN")
+        .unwrap_or_else(|_| "/usr/bin/victoria-metrics".into());
+    let port = free_port();
+    let child = Command::new(&bin)
+        .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        // Fresh samples are hidden for 30 s by default, and answers cached.
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("`{bin}` could not start ({e}): install it with scripts/bootstrap.sh --test")
+        });
+    let killed = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(port, "/health").0 != 200 {
+        assert!(Instant::now() < deadline, "VictoriaMetrics did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (killed, port)
 }
 
 /// `flowscope ui --prometheus` on a free port, once it answers.
@@ -136,16 +186,46 @@ fn bytes(r: &Value) -> (u64, u64) {
 
 #[test]
 fn three_nodes_one_map_counted_once() {
+    fleet(Storage::PrometheusRemoteWrite, true);
+}
+
+#[test]
+fn victoria_metrics_as_the_storage() {
+    fleet(Storage::VictoriaMetrics, false);
+}
+
+#[test]
+fn scraped_agents_work_as_well() {
+    fleet(Storage::PrometheusScrape, false);
+}
+
+/// The three-node tests run one at a time: their agents would each see the
+/// others' `web`, `api` and `db`.
+static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Three nodes, one storage, one fleet view (with the pages in Chromium
+/// when `look`).
+fn fleet(storage: Storage, look: bool) {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     // web (n1) -> api (n2) on one link, api -> db (n3) on another; the two
     // api processes are one service on node 2.
     let front = NetPair::new_apart().unwrap(); // a = api server, b = web
     let back = NetPair::new_apart().unwrap(); // a = db server, b = api client
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
-    let _n1 = node("node-1", "web", p1);
-    let _n2 = node("node-2", "api", p2);
-    let _n3 = node("node-3", "db", p3);
     let dir = tempfile::tempdir().unwrap();
-    let (_prom, prom_port) = prometheus(dir.path(), &[p1, p2, p3]);
+    let (_engine, prom_port) = match storage {
+        Storage::VictoriaMetrics => victoria_metrics(dir.path()),
+        _ => prometheus(dir.path(), &[p1, p2, p3]),
+    };
+    let write = match storage {
+        Storage::PrometheusScrape => String::new(),
+        _ => format!("http://127.0.0.1:{prom_port}/api/v1/write"),
+    };
+    let _n1 = node("node-1", "web", p1, &write);
+    let _n2 = node("node-2", "api", p2, &write);
+    let _n3 = node("node-3", "db", p3, &write);
 
     // Every traffic process lives until the test ends, so each agent reads
     // its service name from /proc however late it looks.
@@ -229,7 +309,20 @@ fn three_nodes_one_map_counted_once() {
     nodes.sort();
     assert_eq!(nodes, vec!["api", "db", "web"], "{body}");
 
+    // A filter value with quotes and braces is matched literally (no row),
+    // and does not break the query.
+    let (code, body) = get(
+        ui_port,
+        "/api/analytics?range=1h&filter=service.name%3Dweb%22%7D%20or%20vector(1)",
+    );
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["rows"].as_array().unwrap().len(), 0, "{body}");
+
     // The same in headless Chromium, with the fleet's longer ranges.
+    if !look {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -261,16 +354,6 @@ fn three_nodes_one_map_counted_once() {
         browser::screenshot(&c, "fleet-analytics").await;
         c.close().await.unwrap();
     });
-
-    // A filter value with quotes and braces is matched literally (no row),
-    // and does not break the query.
-    let (code, body) = get(
-        ui_port,
-        "/api/analytics?range=1h&filter=service.name%3Dweb%22%7D%20or%20vector(1)",
-    );
-    assert_eq!(code, 200, "{body}");
-    let j: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(j["rows"].as_array().unwrap().len(), 0, "{body}");
 }
 
 #[test]
