@@ -244,6 +244,49 @@ fn kustomize_renders_valid_objects_and_configs() {
 }
 
 #[test]
+fn fleet_ui_deployment_is_valid_and_unprivileged() {
+    let yaml = kustomize(&repo().join("deploy/kubernetes/fleet-ui"));
+    if let Err(e) = validate(&yaml) {
+        panic!("fleet-ui: kubernetes-validate rejected the rendered objects:\n{e}");
+    }
+    let objs = objects(&yaml);
+    let d = object(&objs, "Deployment", "flowscope-fleet-ui");
+    let spec = &d["spec"]["template"]["spec"];
+    // The fleet view reads storage over HTTP: no host namespace, no root,
+    // no capability.
+    for k in ["hostPID", "hostNetwork"] {
+        assert!(spec[k].is_null() || spec[k] == false, "{k}: {spec}");
+    }
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    let c = &spec["containers"][0];
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(args[0], "ui", "{args:?}");
+    assert!(
+        args.iter().any(|a| a.starts_with("--prometheus=")),
+        "{args:?}"
+    );
+    let svc = object(&objs, "Service", "flowscope-fleet-ui");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8687);
+    // The binary accepts exactly these arguments (its --help parses them).
+    let out = Command::new(built_binary("flowscope"))
+        .args(["ui", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for a in &args[1..] {
+        let flag = a.split('=').next().unwrap();
+        assert!(help.contains(flag), "flowscope ui has no {flag}: {help}");
+    }
+}
+
+#[test]
 fn schema_validation_rejects_an_unknown_field() {
     // The validator is strict: a misspelt field fails (so the test above
     // can fail).
