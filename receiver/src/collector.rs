@@ -172,6 +172,21 @@ pub struct Collector {
     carried: hashbrown::HashSet<PendKey>,
 }
 
+/// How far a wrapping u32 counter moved from `last` to `now`.
+///
+/// The difference is taken modulo 2^32 (`wrapping_sub`), so a counter that
+/// passed `u32::MAX` since the last read still gives the segments sent in
+/// between: `last = u32::MAX - 5, now = 10` is 16. Like TCP's own sequence
+/// numbers (RFC 1982 serial arithmetic), a difference of 2^31 or more is
+/// read as the counter having gone backwards, not as a wrap: no connection
+/// sends two billion segments in one interval, while a socket address
+/// reused by a new connection (its CLOSE lost) restarts its counters near
+/// zero. That counts nothing, as the byte counters do.
+fn u32_delta(now: u32, last: u32) -> u64 {
+    let d = now.wrapping_sub(last);
+    if d > i32::MAX as u32 { 0 } else { u64::from(d) }
+}
+
 /// Normalises an address from the kernel: IPv4-mapped IPv6 becomes IPv4.
 pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
@@ -363,14 +378,27 @@ impl Collector {
     }
 
     /// Adds a connection's counters since `last` to its flow's stats.
+    ///
+    /// The byte counters are u64 that the eBPF side adds to itself: they
+    /// cannot wrap in a connection's life (2^64 bytes), so a value below the
+    /// last one means the counters restarted (a socket freed without a CLOSE
+    /// we saw, its address reused by a new connection) and the delta is
+    /// zero rather than a wrapped 2^64.
+    ///
+    /// The segment and retransmit counters are the kernel's own u32 fields
+    /// of `struct tcp_sock` (`segs_out`, `segs_in`, `total_retrans`, read as
+    /// they are), and the reset counters are u32 the eBPF side increments:
+    /// these do wrap on a long-lived connection (2^32 segments is 6 TB at a
+    /// 1500-byte MSS), and saturating there would drop a whole interval's
+    /// segments to zero. See [`u32_delta`].
     fn add_tcp_delta(s: &mut FlowStats, now: &Conn, last: &TcpLast) {
         s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
         s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
-        s.packets_tx += u64::from(now.segs_out.saturating_sub(last.segs_out));
-        s.packets_rx += u64::from(now.segs_in.saturating_sub(last.segs_in));
-        s.retransmits += u64::from(now.total_retrans.saturating_sub(last.retrans));
-        s.resets_tx += u64::from(now.resets_tx.saturating_sub(last.resets_tx));
-        s.resets_rx += u64::from(now.resets_rx.saturating_sub(last.resets_rx));
+        s.packets_tx += u32_delta(now.segs_out, last.segs_out);
+        s.packets_rx += u32_delta(now.segs_in, last.segs_in);
+        s.retransmits += u32_delta(now.total_retrans, last.retrans);
+        s.resets_tx += u32_delta(now.resets_tx, last.resets_tx);
+        s.resets_rx += u32_delta(now.resets_rx, last.resets_rx);
     }
 
     /// One RTT sample of connection `c`, when the kernel has measured one.
@@ -867,6 +895,43 @@ mod tests {
         );
         assert_eq!(s.duration.as_ref().map(|h| h.count), Some(1));
         assert!(col.finish(2, 3).flows.is_empty());
+    }
+
+    #[test]
+    fn u32_counters_wrap_instead_of_saturating() {
+        assert_eq!(u32_delta(10, u32::MAX - 5), 16);
+        assert_eq!(u32_delta(0, u32::MAX), 1);
+        assert_eq!(u32_delta(7, 7), 0);
+        // Gone backwards (a new connection at a reused socket address).
+        assert_eq!(u32_delta(10, 1_000), 0);
+
+        let mut col = Collector::new(settings(), Telemetry::new());
+        let mut c = conn(role::CLIENT, 40000, 80);
+        c.segs_out = u32::MAX - 5;
+        c.segs_in = u32::MAX;
+        c.total_retrans = u32::MAX - 1;
+        c.resets_rx = u32::MAX;
+        c.bytes_tx = 1_000;
+        col.on_conn(1, &c);
+        col.finish(0, 1);
+        c.segs_out = 10;
+        c.segs_in = 3;
+        c.total_retrans = 2;
+        c.resets_rx = 0;
+        c.bytes_tx = 1_500;
+        col.on_conn(1, &c);
+        let b = col.finish(1, 2);
+        let s = &b.flows[0].stats;
+        assert_eq!(
+            (
+                s.packets_tx,
+                s.packets_rx,
+                s.retransmits,
+                s.resets_rx,
+                s.bytes_tx
+            ),
+            (16, 4, 4, 1, 500)
+        );
     }
 
     #[test]
