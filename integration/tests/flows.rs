@@ -678,6 +678,45 @@ fn self_telemetry_counts_kernel_events() {
 }
 
 #[test]
+fn self_telemetry_once_per_exporter_in_two_pipelines() {
+    let net = NetPair::new().unwrap();
+    // One file exporter listed by two pipelines: the flows reach it through
+    // both (two copies, by configuration), the agent's own telemetry once.
+    let agent = Agent::start_with(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n\
+         \x20   metrics:\n      receivers: [ebpf]\n      exporters: [file]\n\
+         \x20   metrics/copy:\n      receivers: [ebpf]\n      exporters: [file]\n",
+    )
+    .unwrap();
+    let addr = format!("{}:5010", net.a_v4());
+    net.tcp_exchange(&addr, 3000, 700, &[]).unwrap();
+    let client = peer("client", &net.a_v4());
+    let sent = |p: &[Point]| total(p, IO, &client, &[("network.io.direction", "transmit")]);
+    let received = "flowscope.events.received";
+    // Three self-telemetry intervals after the exchange is counted.
+    let p = agent.wait_for("flows and three self-telemetry intervals", WAIT, |p| {
+        let times: std::collections::BTreeSet<u64> = p
+            .iter()
+            .filter(|pt| pt.metric == received)
+            .map(|pt| pt.time)
+            .collect();
+        (sent(p) >= 6000.0 && times.len() >= 3).then(|| p.to_vec())
+    });
+    assert_eq!(sent(&p), 6000.0, "each pipeline delivers the flows once");
+    let mut copies = std::collections::BTreeMap::new();
+    for pt in p.iter().filter(|pt| pt.metric == received) {
+        *copies.entry((pt.time, pt.attrs.clone())).or_insert(0u32) += 1;
+    }
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "self-telemetry points not exported once: {twice:?}"
+    );
+}
+
+#[test]
 fn sigterm_flushes_the_last_interval() {
     let net = NetPair::new().unwrap();
     // An interval far longer than the test: only the shutdown flush writes.
