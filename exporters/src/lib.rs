@@ -513,10 +513,12 @@ fn spawn_otlp<T: otlp::Transport>(
 ) -> Result<ExporterHandle, BuildError> {
     let persist = match &s.queue.storage {
         Some(dir) => Some(Persistence {
-            store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
-                id: component.id().to_owned(),
-                source,
-            })?,
+            store: Box::new(persist::DiskStore::open(dir).map_err(|source| {
+                BuildError::Storage {
+                    id: component.id().to_owned(),
+                    source,
+                }
+            })?),
             codec: Box::new(otlp::PreparedCodec) as Box<dyn queue::Codec<otlp::Prepared>>,
             max_bytes: s.queue.max_storage_mib.saturating_mul(1024 * 1024),
         }),
