@@ -759,20 +759,37 @@ fn full_kernel_map_is_counted_not_fatal() {
     net.run(&net.b, &[], &[&t, "tcp-many", &addr, "20", "1500"])
         .unwrap();
     server.finish().unwrap();
-    let lost = agent.wait_for("map_full counted", WAIT, |p| {
-        let n = sum(
-            p,
-            "flowscope.events.lost",
-            &[
-                ("flowscope.source", "ebpf.tcp"),
-                ("flowscope.reason", "map_full"),
-            ],
-        );
-        (n > 0.0).then_some(n)
+    // Every refusal happened before this instant. The receiver reads the
+    // kernel's counters once an interval (1 s) and the self-telemetry
+    // reports them on its own 1 s tick, so the self-telemetry interval
+    // ending 3 s later (one spare for a slow tick) has all of them: an
+    // interval that ended during the traffic has only part, which is what
+    // this test used to read when it stopped at the first refusal.
+    let traffic_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let lost = agent.wait_for("an interval 3 s after the traffic", WAIT, |p| {
+        p.iter()
+            .any(|pt| {
+                pt.resource.get("service.name").map(String::as_str) == Some("flowscope")
+                    && pt.time >= traffic_end + 3_000_000_000
+            })
+            .then(|| {
+                sum(
+                    p,
+                    "flowscope.events.lost",
+                    &[
+                        ("flowscope.source", "ebpf.tcp"),
+                        ("flowscope.reason", "map_full"),
+                    ],
+                )
+            })
     });
     // Every connection either was tracked or was counted as lost: 20 client
     // and 20 server sockets competed for 2 slots (other host traffic may
-    // take slots too, so at least 36 were refused).
+    // take slots too, and a refused socket is refused again on each send
+    // or receive, so at least 36 refusals).
     assert!(lost >= 36.0, "only {lost} connections counted as lost");
     // And the agent keeps exporting.
     let before = agent.points().len();
