@@ -13,7 +13,14 @@
 //! Every receiver runs in its own task and sends one `FlowBatch` per
 //! interval. A fan-out task per receiver clones the batch to each pipeline
 //! that lists it; a pipeline task runs its processor chain and submits the
-//! result to its exporters, whose queues never block. Shutdown runs the same
+//! result to its exporters, whose queues never block.
+//!
+//! The agent's own telemetry reaches each exporter exactly once, however
+//! many pipelines list it: it goes through the processors of the first
+//! pipeline (in file order) that lists the exporter, and that pipeline
+//! submits it only to the exporters it carries it for
+//! ([`self_telemetry_routes`]). A pipeline that carries it for no exporter
+//! never sees it. Shutdown runs the same
 //! way: receivers send their last partial interval and close their channels,
 //! the pipelines drain, and the exporters flush.
 
@@ -63,6 +70,43 @@ fn check_capabilities(config: &Config) -> anyhow::Result<()> {
 
 /// Batches waiting between stages. Small: a batch is a whole interval.
 const STAGE_QUEUE: usize = 4;
+
+/// What a pipeline receives.
+enum Input {
+    /// A receiver's interval: for every exporter of the pipeline.
+    Flows(FlowBatch),
+    /// The agent's own telemetry: only for the exporters this pipeline
+    /// carries it for.
+    SelfTelemetry(FlowBatch),
+}
+
+impl Input {
+    fn batch(&self) -> &FlowBatch {
+        match self {
+            Input::Flows(b) | Input::SelfTelemetry(b) => b,
+        }
+    }
+}
+
+/// For each pipeline (given as its exporters, in file order), the
+/// exporters it carries the agent's own telemetry for: those no earlier
+/// pipeline lists. Every exporter is in exactly one of the lists, so each
+/// receives each self-telemetry interval once; an exporter listed in two
+/// pipelines would otherwise receive every counter delta twice, and a
+/// backend summing them would report twice what happened.
+fn self_telemetry_routes<T: Clone + Eq + std::hash::Hash>(pipelines: &[&[T]]) -> Vec<Vec<T>> {
+    let mut claimed = std::collections::HashSet::new();
+    pipelines
+        .iter()
+        .map(|exporters| {
+            exporters
+                .iter()
+                .filter(|e| claimed.insert((*e).clone()))
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
 
 /// The running agent.
 pub struct Agent {
@@ -117,11 +161,18 @@ impl Agent {
         // so processors of several pipelines share what they may (one cloud
         // detection per settings).
         let processors = flowscope_processors::Builder::new(ctx);
-        let mut inputs: HashMap<ComponentId, Vec<mpsc::Sender<FlowBatch>>> = HashMap::new();
+        let mut inputs: HashMap<ComponentId, Vec<mpsc::Sender<Input>>> = HashMap::new();
         let mut receiver_order: Vec<ComponentId> = Vec::new();
         let mut self_inputs = Vec::new();
         let mut pipelines = Vec::new();
-        for (pid, pipeline) in &config.service.pipelines {
+        let listed: Vec<&[ComponentId]> = config
+            .service
+            .pipelines
+            .values()
+            .map(|p| p.exporters.as_slice())
+            .collect();
+        let self_routes = self_telemetry_routes(&listed);
+        for ((pid, pipeline), self_route) in config.service.pipelines.iter().zip(self_routes) {
             let aggregates: Vec<String> = pipeline
                 .processors
                 .iter()
@@ -159,6 +210,10 @@ impl Agent {
                 .iter()
                 .filter_map(|id| exporters.get(id).cloned())
                 .collect();
+            let self_outs: Vec<ExporterHandle> = self_route
+                .iter()
+                .filter_map(|id| exporters.get(id).cloned())
+                .collect();
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
             for r in &pipeline.receivers {
                 if !inputs.contains_key(r) {
@@ -166,8 +221,16 @@ impl Agent {
                 }
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }
-            self_inputs.push(tx);
-            pipelines.push(tokio::spawn(run_pipeline(pid.to_string(), chain, rx, outs)));
+            if !self_outs.is_empty() {
+                self_inputs.push(tx);
+            }
+            pipelines.push(tokio::spawn(run_pipeline(
+                pid.to_string(),
+                chain,
+                rx,
+                outs,
+                self_outs,
+            )));
         }
 
         // Receivers, in the order the pipelines name them.
@@ -284,12 +347,13 @@ impl Agent {
 
 async fn fan_out(
     mut rx: mpsc::Receiver<FlowBatch>,
-    outs: Vec<mpsc::Sender<FlowBatch>>,
+    outs: Vec<mpsc::Sender<Input>>,
     telemetry: Telemetry,
 ) {
     // A pipeline only closes its input when its task died; what would have
     // gone to it is counted, not silently dropped.
-    let lost = |b: &FlowBatch| {
+    let lost = |i: &Input| {
+        let b = i.batch();
         telemetry.emit(EventsLost::new(
             Source::Pipeline,
             LossReason::PipelineClosed,
@@ -299,11 +363,11 @@ async fn fan_out(
     while let Some(batch) = rx.recv().await {
         if let Some((last, rest)) = outs.split_last() {
             for o in rest {
-                if let Err(e) = o.send(batch.clone()).await {
+                if let Err(e) = o.send(Input::Flows(batch.clone())).await {
                     lost(&e.0);
                 }
             }
-            if let Err(e) = last.send(batch).await {
+            if let Err(e) = last.send(Input::Flows(batch)).await {
                 lost(&e.0);
             }
         }
@@ -313,14 +377,19 @@ async fn fan_out(
 async fn run_pipeline(
     name: String,
     mut chain: Chain,
-    mut rx: mpsc::Receiver<FlowBatch>,
+    mut rx: mpsc::Receiver<Input>,
     exporters: Vec<ExporterHandle>,
+    self_exporters: Vec<ExporterHandle>,
 ) {
-    while let Some(batch) = rx.recv().await {
+    while let Some(input) = rx.recv().await {
+        let (batch, to) = match input {
+            Input::Flows(b) => (b, &exporters),
+            Input::SelfTelemetry(b) => (b, &self_exporters),
+        };
         let metrics: MetricBatch = chain.process(batch);
         tracing::debug!(pipeline = %name, points = metrics.points.len(), "interval processed");
         let metrics = Arc::new(metrics);
-        for e in &exporters {
+        for e in to {
             e.submit(metrics.clone());
         }
     }
@@ -330,7 +399,7 @@ async fn run_pipeline(
 async fn self_telemetry(
     telemetry: Telemetry,
     interval: Duration,
-    outs: Vec<mpsc::Sender<FlowBatch>>,
+    outs: Vec<mpsc::Sender<Input>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut start = std::time::SystemTime::now();
@@ -347,17 +416,39 @@ async fn self_telemetry(
         let batch = FlowBatch::of_points(unix_nanos(start), unix_nanos(now), points);
         start = now;
         for o in &outs {
-            if let Err(e) = o.send(batch.clone()).await {
+            if let Err(e) = o.send(Input::SelfTelemetry(batch.clone())).await {
                 warn!("a pipeline stopped before the agent");
                 telemetry.emit(EventsLost::new(
                     Source::Pipeline,
                     LossReason::PipelineClosed,
-                    e.0.points.len() as u64,
+                    e.0.batch().points.len() as u64,
                 ));
             }
         }
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_telemetry_reaches_each_exporter_once() {
+        // metrics: [file, otlp], debug: [file, console], again: [otlp].
+        let routes = self_telemetry_routes(&[
+            &["file", "otlp"][..],
+            &["file", "console"][..],
+            &["otlp"][..],
+        ]);
+        assert_eq!(
+            routes,
+            vec![vec!["file", "otlp"], vec!["console"], Vec::<&str>::new()]
+        );
+        let mut all: Vec<_> = routes.concat();
+        all.sort_unstable();
+        assert_eq!(all, vec!["console", "file", "otlp"]);
     }
 }

@@ -600,10 +600,12 @@ fn persistence<T>(
         return Ok(None);
     };
     Ok(Some(Persistence {
-        store: persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
-            id: component.id().to_owned(),
-            source,
-        })?,
+        store: Box::new(
+            persist::DiskStore::open(dir).map_err(|source| BuildError::Storage {
+                id: component.id().to_owned(),
+                source,
+            })?,
+        ),
         codec,
         max_bytes: queue.max_storage_mib.saturating_mul(1024 * 1024),
     }))

@@ -55,6 +55,35 @@ pub struct Damaged {
 /// A record read back: (sequence number, payload, size on disk).
 pub(crate) type Record = (u64, Vec<u8>, u64);
 
+/// The size on disk of a record holding `payload_len` bytes: what
+/// [`Store::write`] returns for it.
+pub(crate) fn record_size(payload_len: usize) -> u64 {
+    (HEADER + payload_len) as u64
+}
+
+/// Where a persistent queue keeps its records: the directory
+/// ([`DiskStore`]); tests wrap it to stall a write.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Writes record `seq` durably; returns its size on disk.
+    fn write(&self, seq: u64, payload: &[u8]) -> io::Result<u64>;
+    /// Deletes record `seq` (already gone is fine).
+    fn remove(&self, seq: u64) -> io::Result<()>;
+    /// Every intact record in sequence order, and the damaged ones.
+    fn load(&self) -> Result<(Vec<Record>, Vec<Damaged>), StoreError>;
+}
+
+impl Store for DiskStore {
+    fn write(&self, seq: u64, payload: &[u8]) -> io::Result<u64> {
+        DiskStore::write(self, seq, payload)
+    }
+    fn remove(&self, seq: u64) -> io::Result<()> {
+        DiskStore::remove(self, seq)
+    }
+    fn load(&self) -> Result<(Vec<Record>, Vec<Damaged>), StoreError> {
+        DiskStore::load(self)
+    }
+}
+
 pub(crate) struct DiskStore {
     dir: PathBuf,
     /// Held (locked) while the store is open: two exporters or two agents
@@ -116,7 +145,7 @@ impl DiskStore {
         f.sync_all()?;
         fs::rename(&tmp, self.path(seq, "rec"))?;
         File::open(&self.dir)?.sync_all()?;
-        Ok((HEADER + payload.len()) as u64)
+        Ok(record_size(payload.len()))
     }
 
     /// Deletes record `seq` (already gone is fine).

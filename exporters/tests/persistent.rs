@@ -2,9 +2,11 @@
 //! is down delivers every accepted batch after a restart; a damaged record
 //! is skipped with a warning and the others still arrive.
 //!
-//! The "agent" is this test binary re-run as a child (`helper_agent`, which
-//! does nothing unless `FLOWSCOPE_QUEUE_HELPER` is set), so SIGKILL hits a
-//! real separate process.
+//! The "agent" is this test binary re-run as a child, running the same test
+//! with `FLOWSCOPE_QUEUE_HELPER` set: in that role the test becomes the
+//! agent ([`agent_child`]), so SIGKILL hits a real separate process. There
+//! is no helper `#[test]` of its own, which without the variable could only
+//! return at once and pass having checked nothing.
 
 mod common;
 
@@ -59,13 +61,12 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-/// The child: submits `FLOWSCOPE_QUEUE_BATCHES` batches to a dead port,
-/// says so on stdout, and waits to be killed.
-#[tokio::test]
-async fn helper_agent() {
-    let Ok(dir) = std::env::var("FLOWSCOPE_QUEUE_HELPER") else {
-        return;
-    };
+/// The test that re-runs itself as the agent.
+const SIGKILL_TEST: &str = "sigkill_while_backend_down_loses_no_accepted_batch";
+
+/// The child's role: submits `FLOWSCOPE_QUEUE_BATCHES` batches to a dead
+/// port, says so on stdout, and waits to be killed.
+async fn agent_child(dir: &str) {
     let port: u16 = std::env::var("FLOWSCOPE_QUEUE_PORT")
         .unwrap()
         .parse()
@@ -76,7 +77,7 @@ async fn helper_agent() {
         .unwrap();
     let h = build_with_env(
         &id(),
-        &config(port, Path::new(&dir)),
+        &config(port, Path::new(dir)),
         &Context::default(),
         &no_env,
     )
@@ -90,10 +91,14 @@ async fn helper_agent() {
 
 #[tokio::test]
 async fn sigkill_while_backend_down_loses_no_accepted_batch() {
+    if let Ok(dir) = std::env::var("FLOWSCOPE_QUEUE_HELPER") {
+        agent_child(&dir).await;
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_agent", "--nocapture", "--test-threads=1"])
+        .args(["--exact", SIGKILL_TEST, "--nocapture", "--test-threads=1"])
         .env("FLOWSCOPE_QUEUE_HELPER", dir.path())
         .env("FLOWSCOPE_QUEUE_PORT", port.to_string())
         .env("FLOWSCOPE_QUEUE_BATCHES", "7")

@@ -678,6 +678,45 @@ fn self_telemetry_counts_kernel_events() {
 }
 
 #[test]
+fn self_telemetry_once_per_exporter_in_two_pipelines() {
+    let net = NetPair::new().unwrap();
+    // One file exporter listed by two pipelines: the flows reach it through
+    // both (two copies, by configuration), the agent's own telemetry once.
+    let agent = Agent::start_with(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n\
+         \x20   metrics:\n      receivers: [ebpf]\n      exporters: [file]\n\
+         \x20   metrics/copy:\n      receivers: [ebpf]\n      exporters: [file]\n",
+    )
+    .unwrap();
+    let addr = format!("{}:5010", net.a_v4());
+    net.tcp_exchange(&addr, 3000, 700, &[]).unwrap();
+    let client = peer("client", &net.a_v4());
+    let sent = |p: &[Point]| total(p, IO, &client, &[("network.io.direction", "transmit")]);
+    let received = "flowscope.events.received";
+    // Three self-telemetry intervals after the exchange is counted.
+    let p = agent.wait_for("flows and three self-telemetry intervals", WAIT, |p| {
+        let times: std::collections::BTreeSet<u64> = p
+            .iter()
+            .filter(|pt| pt.metric == received)
+            .map(|pt| pt.time)
+            .collect();
+        (sent(p) >= 6000.0 && times.len() >= 3).then(|| p.to_vec())
+    });
+    assert_eq!(sent(&p), 6000.0, "each pipeline delivers the flows once");
+    let mut copies = std::collections::BTreeMap::new();
+    for pt in p.iter().filter(|pt| pt.metric == received) {
+        *copies.entry((pt.time, pt.attrs.clone())).or_insert(0u32) += 1;
+    }
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "self-telemetry points not exported once: {twice:?}"
+    );
+}
+
+#[test]
 fn sigterm_flushes_the_last_interval() {
     let net = NetPair::new().unwrap();
     // An interval far longer than the test: only the shutdown flush writes.
@@ -720,20 +759,37 @@ fn full_kernel_map_is_counted_not_fatal() {
     net.run(&net.b, &[], &[&t, "tcp-many", &addr, "20", "1500"])
         .unwrap();
     server.finish().unwrap();
-    let lost = agent.wait_for("map_full counted", WAIT, |p| {
-        let n = sum(
-            p,
-            "flowscope.events.lost",
-            &[
-                ("flowscope.source", "ebpf.tcp"),
-                ("flowscope.reason", "map_full"),
-            ],
-        );
-        (n > 0.0).then_some(n)
+    // Every refusal happened before this instant. The receiver reads the
+    // kernel's counters once an interval (1 s) and the self-telemetry
+    // reports them on its own 1 s tick, so the self-telemetry interval
+    // ending 3 s later (one spare for a slow tick) has all of them: an
+    // interval that ended during the traffic has only part, which is what
+    // this test used to read when it stopped at the first refusal.
+    let traffic_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let lost = agent.wait_for("an interval 3 s after the traffic", WAIT, |p| {
+        p.iter()
+            .any(|pt| {
+                pt.resource.get("service.name").map(String::as_str) == Some("flowscope")
+                    && pt.time >= traffic_end + 3_000_000_000
+            })
+            .then(|| {
+                sum(
+                    p,
+                    "flowscope.events.lost",
+                    &[
+                        ("flowscope.source", "ebpf.tcp"),
+                        ("flowscope.reason", "map_full"),
+                    ],
+                )
+            })
     });
     // Every connection either was tracked or was counted as lost: 20 client
     // and 20 server sockets competed for 2 slots (other host traffic may
-    // take slots too, so at least 36 were refused).
+    // take slots too, and a refused socket is refused again on each send
+    // or receive, so at least 36 refusals).
     assert!(lost >= 36.0, "only {lost} connections counted as lost");
     // And the agent keeps exporting.
     let before = agent.points().len();

@@ -13,6 +13,7 @@
 // SipHash on these small keys, and the table hashes several per record.
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -157,8 +158,21 @@ pub struct Collector {
     telemetry: Telemetry,
     procs: ProcessCache,
     tcp: HashMap<u64, TcpTrack>,
-    /// Keys of connections closed recently, for late bytes and resets.
-    closed: HashMap<u64, (FlowKey, u64)>,
+    /// Keys of connections closed recently, for late bytes and resets:
+    /// (key, round of the close, serial of the insertion).
+    ///
+    /// Bounded twice: by age (two rounds, see `finish_interval`) and by
+    /// size (`max_tracked` entries, see [`Collector::remember_closed`]). A
+    /// burst of short connections (a port scan, a client that does not
+    /// reuse connections) closes faster than rounds pass, and the live
+    /// table's bound does not apply here: every close removes its socket
+    /// from `tcp` first.
+    closed: HashMap<u64, (FlowKey, u64, u64)>,
+    /// (socket, serial) of `closed`'s entries in insertion order, oldest
+    /// first; an entry whose serial no longer matches was replaced (the
+    /// socket address reused) and is skipped.
+    closed_order: VecDeque<(u64, u64)>,
+    closed_serial: u64,
     udp: HashMap<UdpKey, UdpTrack>,
     acc: HashMap<FlowKey, FlowStats>,
     round: u64,
@@ -170,6 +184,21 @@ pub struct Collector {
     /// Pending slots already carried over from the previous interval: the
     /// next settling is their last.
     carried: hashbrown::HashSet<PendKey>,
+}
+
+/// How far a wrapping u32 counter moved from `last` to `now`.
+///
+/// The difference is taken modulo 2^32 (`wrapping_sub`), so a counter that
+/// passed `u32::MAX` since the last read still gives the segments sent in
+/// between: `last = u32::MAX - 5, now = 10` is 16. Like TCP's own sequence
+/// numbers (RFC 1982 serial arithmetic), a difference of 2^31 or more is
+/// read as the counter having gone backwards, not as a wrap: no connection
+/// sends two billion segments in one interval, while a socket address
+/// reused by a new connection (its CLOSE lost) restarts its counters near
+/// zero. That counts nothing, as the byte counters do.
+fn u32_delta(now: u32, last: u32) -> u64 {
+    let d = now.wrapping_sub(last);
+    if d > i32::MAX as u32 { 0 } else { u64::from(d) }
 }
 
 /// Normalises an address from the kernel: IPv4-mapped IPv6 becomes IPv4.
@@ -194,6 +223,8 @@ impl Collector {
             procs: ProcessCache::new("/proc", std::time::Duration::from_secs(60), max.max(1024)),
             tcp: HashMap::new(),
             closed: HashMap::new(),
+            closed_order: VecDeque::new(),
+            closed_serial: 0,
             udp: HashMap::new(),
             acc: HashMap::new(),
             round: 0,
@@ -363,14 +394,27 @@ impl Collector {
     }
 
     /// Adds a connection's counters since `last` to its flow's stats.
+    ///
+    /// The byte counters are u64 that the eBPF side adds to itself: they
+    /// cannot wrap in a connection's life (2^64 bytes), so a value below the
+    /// last one means the counters restarted (a socket freed without a CLOSE
+    /// we saw, its address reused by a new connection) and the delta is
+    /// zero rather than a wrapped 2^64.
+    ///
+    /// The segment and retransmit counters are the kernel's own u32 fields
+    /// of `struct tcp_sock` (`segs_out`, `segs_in`, `total_retrans`, read as
+    /// they are), and the reset counters are u32 the eBPF side increments:
+    /// these do wrap on a long-lived connection (2^32 segments is 6 TB at a
+    /// 1500-byte MSS), and saturating there would drop a whole interval's
+    /// segments to zero. See [`u32_delta`].
     fn add_tcp_delta(s: &mut FlowStats, now: &Conn, last: &TcpLast) {
         s.bytes_tx += now.bytes_tx.saturating_sub(last.bytes_tx);
         s.bytes_rx += now.bytes_rx.saturating_sub(last.bytes_rx);
-        s.packets_tx += u64::from(now.segs_out.saturating_sub(last.segs_out));
-        s.packets_rx += u64::from(now.segs_in.saturating_sub(last.segs_in));
-        s.retransmits += u64::from(now.total_retrans.saturating_sub(last.retrans));
-        s.resets_tx += u64::from(now.resets_tx.saturating_sub(last.resets_tx));
-        s.resets_rx += u64::from(now.resets_rx.saturating_sub(last.resets_rx));
+        s.packets_tx += u32_delta(now.segs_out, last.segs_out);
+        s.packets_rx += u32_delta(now.segs_in, last.segs_in);
+        s.retransmits += u32_delta(now.total_retrans, last.retrans);
+        s.resets_tx += u32_delta(now.resets_tx, last.resets_tx);
+        s.resets_rx += u32_delta(now.resets_rx, last.resets_rx);
     }
 
     /// One RTT sample of connection `c`, when the kernel has measured one.
@@ -466,7 +510,7 @@ impl Collector {
                 if c.opened_ns != 0 && ev.ts_ns >= c.opened_ns {
                     s.record_duration(&bounds, (ev.ts_ns - c.opened_ns) as f64 / 1e9);
                 }
-                self.closed.insert(ev.sk, (key, self.round));
+                self.remember_closed(ev.sk, key);
             }
             event_kind::FAILED => {
                 let cached = self.tcp.remove(&ev.sk).and_then(|t| t.nat.map(|n| *n));
@@ -480,7 +524,7 @@ impl Collector {
             }
             event_kind::LATE => {
                 let key = match self.closed.get(&ev.sk) {
-                    Some((k, _)) => k.clone(),
+                    Some((k, ..)) => k.clone(),
                     None => self.tcp_key(c),
                 };
                 let pend = self
@@ -498,6 +542,36 @@ impl Collector {
                 .telemetry
                 .emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1)),
         }
+    }
+
+    /// Keeps a closed connection's key for its late events. At
+    /// `max_tracked` entries the oldest goes first: its late bytes, if any
+    /// come, are then reported under the key the late event itself gives
+    /// (without the process, which the kernel no longer knows), so each
+    /// entry that goes is counted in
+    /// `flowscope.events.lost{source=ebpf.tcp, reason=table_full}`.
+    fn remember_closed(&mut self, sk: u64, key: FlowKey) {
+        let max = self.settings.max_tracked.max(1);
+        let mut evicted = 0;
+        while self.closed.len() >= max && !self.closed.contains_key(&sk) {
+            let Some((old, serial)) = self.closed_order.pop_front() else {
+                break;
+            };
+            if self.closed.get(&old).is_some_and(|c| c.2 == serial) {
+                self.closed.remove(&old);
+                self.closed_pending.remove(&old);
+                evicted += 1;
+            }
+        }
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfTcp,
+            LossReason::TableFull,
+            evicted,
+        ));
+        self.closed_serial += 1;
+        let serial = self.closed_serial;
+        self.closed.insert(sk, (key, self.round, serial));
+        self.closed_order.push_back((sk, serial));
     }
 
     /// A UDP flow from the `UDP_FLOWS` map, with its owner when known.
@@ -670,7 +744,7 @@ impl Collector {
                         if let Some(t) = self.tcp.get_mut(&sk) {
                             t.nat = Some(Box::new((real, nat)));
                         }
-                        if let Some((k, _)) = self.closed.get_mut(&sk) {
+                        if let Some((k, ..)) = self.closed.get_mut(&sk) {
                             *k = key.clone();
                         }
                     }
@@ -768,8 +842,16 @@ impl Collector {
         }
         // Close records serve late events for one more interval.
         let round = self.round;
-        self.closed.retain(|_, (_, r)| round.saturating_sub(*r) < 2);
+        self.closed
+            .retain(|_, (_, r, _)| round.saturating_sub(*r) < 2);
+        // Rounds grow with insertion order: what expired is at the front.
         let closed = &self.closed;
+        while let Some(&(sk, serial)) = self.closed_order.front() {
+            if closed.get(&sk).is_some_and(|c| c.2 == serial) {
+                break;
+            }
+            self.closed_order.pop_front();
+        }
         self.closed_pending.retain(|sk, _| closed.contains_key(sk));
         // A socket not seen in CONNS for three rounds and never closed was
         // freed without a CLOSE we saw (map entry lost): forget it.
@@ -870,6 +952,43 @@ mod tests {
     }
 
     #[test]
+    fn u32_counters_wrap_instead_of_saturating() {
+        assert_eq!(u32_delta(10, u32::MAX - 5), 16);
+        assert_eq!(u32_delta(0, u32::MAX), 1);
+        assert_eq!(u32_delta(7, 7), 0);
+        // Gone backwards (a new connection at a reused socket address).
+        assert_eq!(u32_delta(10, 1_000), 0);
+
+        let mut col = Collector::new(settings(), Telemetry::new());
+        let mut c = conn(role::CLIENT, 40000, 80);
+        c.segs_out = u32::MAX - 5;
+        c.segs_in = u32::MAX;
+        c.total_retrans = u32::MAX - 1;
+        c.resets_rx = u32::MAX;
+        c.bytes_tx = 1_000;
+        col.on_conn(1, &c);
+        col.finish(0, 1);
+        c.segs_out = 10;
+        c.segs_in = 3;
+        c.total_retrans = 2;
+        c.resets_rx = 0;
+        c.bytes_tx = 1_500;
+        col.on_conn(1, &c);
+        let b = col.finish(1, 2);
+        let s = &b.flows[0].stats;
+        assert_eq!(
+            (
+                s.packets_tx,
+                s.packets_rx,
+                s.retransmits,
+                s.resets_rx,
+                s.bytes_tx
+            ),
+            (16, 4, 4, 1, 500)
+        );
+    }
+
+    #[test]
     fn failed_connect_reason() {
         let mut col = Collector::new(settings(), Telemetry::new());
         let mut c = conn(role::CLIENT, 40000, 81);
@@ -914,6 +1033,49 @@ mod tests {
             t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f),
             1
         );
+    }
+
+    #[test]
+    fn closed_table_is_bounded_by_max_tracked() {
+        let mut s = settings();
+        s.max_tracked = 3;
+        let t = Telemetry::new();
+        let mut col = Collector::new(s, t.clone());
+        let close = |col: &mut Collector, sk: u64, lport: u16| {
+            col.on_event(&Event {
+                kind: event_kind::CLOSE,
+                errno: 0,
+                sk,
+                ts_ns: 2,
+                conn: conn(role::CLIENT, lport, 80),
+            });
+        };
+        // Eight closes in one round, room for three.
+        for sk in 1..=8 {
+            close(&mut col, sk, 40000 + sk as u16);
+        }
+        let full = Attrs::new().with(attr::REASON, "table_full");
+        let lost = || t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &full);
+        assert_eq!(lost(), 5);
+        let mut kept: Vec<u64> = col.closed.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![6, 7, 8], "the oldest went first");
+        // A socket address reused by a later close replaces its entry: no
+        // eviction, and the older slot in the order is skipped.
+        close(&mut col, 7, 41007);
+        assert_eq!((lost(), col.closed.len()), (5, 3));
+        close(&mut col, 9, 40009);
+        let mut kept: Vec<u64> = col.closed.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!((lost(), kept), (6, vec![7, 8, 9]));
+        // Age still applies: kept through the next interval, gone after.
+        col.finish(0, 1);
+        col.finish(1, 2);
+        // The replaced slot of socket 7 was at the front: trimmed.
+        assert_eq!((col.closed.len(), col.closed_order.len()), (3, 3));
+        col.finish(2, 3);
+        assert_eq!((col.closed.len(), col.closed_order.len()), (0, 0));
+        assert_eq!(lost(), 6);
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //! when privileges or kernel features are missing); [`EbpfReceiver::run`]
 //! then sends one [`FlowBatch`] per interval down a bounded channel until
 //! shutdown, when it sends the last, partial interval.
+//!
+//! The collection itself (draining the ring buffer, walking `CONNS` and
+//! `UDP_FLOWS` with one syscall per entry, reading `/proc`, scanning
+//! network namespaces for wildcard sources) is blocking work that takes
+//! milliseconds to seconds with the table size, so it runs on a thread of
+//! its own (`flowscope-ebpf`), as conntrack and DNS capture do, and never
+//! holds an async runtime worker that exporters and pipelines need.
 
 pub mod btf;
 pub mod capabilities;
@@ -24,8 +31,10 @@ pub mod process;
 pub mod source_addr;
 pub mod tracefs;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowscope_common::{Event, counter};
 use flowscope_model::destinations::{DestinationSink, Destinations, ObservedDestination};
@@ -35,8 +44,7 @@ use flowscope_model::internal_events::{
 use flowscope_model::{Context, FlowBatch, HostFacts, Telemetry};
 use flowscope_otel_config::receivers::{EbpfReceiverConfig, ResourceGranularity};
 use thiserror::Error;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use collector::{CollectorSettings, Granularity};
 pub use loader::{LoadError, LoadOptions};
@@ -48,7 +56,15 @@ use loader::Loaded;
 pub enum RunError {
     #[error("waiting on the eBPF ring buffer")]
     RingBuffer(#[source] std::io::Error),
+    #[error("starting the eBPF collection thread")]
+    Thread(#[source] std::io::Error),
+    #[error("the eBPF collection thread panicked")]
+    Panicked,
 }
+
+/// The ring buffer is drained at least this often: the kernel side wakes
+/// user space only for process announcements and each 64 KiB of records.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// What the `ebpf` receiver runs with: its configuration
 /// ([`EbpfReceiverConfig`], validated when the config was loaded; defaults
@@ -137,12 +153,40 @@ impl EbpfReceiver {
     }
 
     /// Sends a batch every interval until `shutdown` turns true, then sends
-    /// the last partial interval and returns.
+    /// the last partial interval and returns. The work runs on the
+    /// `flowscope-ebpf` thread; this task only waits for shutdown and tells
+    /// the thread, which notices within [`DRAIN_EVERY`].
     pub async fn run(
         self,
         tx: mpsc::Sender<FlowBatch>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Also stops the thread when this task is dropped (aborted).
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        let (done_tx, mut done) = oneshot::channel();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("flowscope-ebpf".into())
+            .spawn(move || {
+                let _ = done_tx.send(self.collect(tx, &flag));
+            })
+            .map_err(RunError::Thread)?;
+        tokio::select! {
+            // Ended by itself: the pipeline is gone, or an error.
+            r = &mut done => return r.unwrap_or(Err(RunError::Panicked)),
+            _ = shutdown.changed() => {}
+        }
+        stop.store(true, Ordering::Release);
+        done.await.unwrap_or(Err(RunError::Panicked))
+    }
+
+    /// The collection loop, on its own thread: drains the ring buffer when
+    /// the kernel wakes it and every [`DRAIN_EVERY`], and at each interval
+    /// end (or once `stop` is set: the last, partial interval) walks the
+    /// maps and hands the batch over with a blocking send on the same
+    /// bounded channel.
+    fn collect(self, tx: mpsc::Sender<FlowBatch>, stop: &AtomicBool) -> Result<(), RunError> {
         let Self {
             loaded,
             mut collector,
@@ -156,39 +200,36 @@ impl EbpfReceiver {
             conns,
             mut udp_flows,
             udp_owners,
-            events,
+            events: mut ring,
             counters,
             hooks: _,
         } = loaded;
-        // SAFETY: the ring buffer owns its map fd and keeps it open for as
-        // long as the AsyncFd owns the ring buffer.
-        let mut ring =
-            unsafe { AsyncFd::register(events) }.map_err(|e| RunError::RingBuffer(e.into()))?;
+        let wake = RingWake::new(ring.as_raw_fd()).map_err(RunError::RingBuffer)?;
         let mut start = SystemTime::now();
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The kernel side wakes us only for process announcements and when
-        // 64 KiB of events wait; this timer drains the rest.
-        let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut next = Instant::now() + interval;
         let mut sources = source_addr::SourceAddrs::default();
-        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let last = tokio::select! {
-                _ = drain_tick.tick() => {
-                    drain(ring.get_mut(), &mut collector, &telemetry);
-                    continue;
+            let mut last = stop.load(Ordering::Acquire);
+            while !last {
+                let now = Instant::now();
+                if now >= next {
+                    break;
                 }
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.map_err(RunError::RingBuffer)?;
-                    drain(guard.get_inner_mut(), &mut collector, &telemetry);
-                    guard.clear_ready();
-                    continue;
-                }
-                _ = tick.tick() => false,
-                _ = shutdown.changed() => true,
-            };
+                wake.wait((next - now).min(DRAIN_EVERY))
+                    .map_err(RunError::RingBuffer)?;
+                drain(&mut ring, &mut collector, &telemetry);
+                last = stop.load(Ordering::Acquire);
+            }
+            // The next interval ends one interval after this one's planned
+            // end; after a late collection, one interval from now (as
+            // tokio's MissedTickBehavior::Delay did).
+            let now = Instant::now();
+            next += interval;
+            if next <= now {
+                next = now + interval;
+            }
             // Close events that precede this read belong to this interval.
-            drain(ring.get_mut(), &mut collector, &telemetry);
+            drain(&mut ring, &mut collector, &telemetry);
             for item in conns.iter() {
                 match item {
                     Ok((sk, c)) => collector.on_conn(sk, &c),
@@ -240,7 +281,7 @@ impl EbpfReceiver {
                 offer_destinations(sink, &batch);
             }
             let n = batch.flows.len() as u64;
-            if tx.send(batch).await.is_err() {
+            if tx.blocking_send(batch).is_err() {
                 // The pipeline is gone (shutting down): what this batch held
                 // cannot be delivered; say so in the count.
                 telemetry.emit(EventsLost::new(Source::Ebpf, LossReason::PipelineClosed, n));
@@ -250,6 +291,62 @@ impl EbpfReceiver {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Sets the collection thread's stop flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Waits for the ring buffer's wake-ups, edge-triggered (as tokio's
+/// `AsyncFd` did): an epoll on the ring buffer's fd reports it when the
+/// kernel side asks for a wake-up, not merely because records wait, so the
+/// records submitted without one are drained on the [`DRAIN_EVERY`] timer
+/// in batches. (A level-triggered `poll` would return at once whenever any
+/// record waits and drain one at a time under load.)
+struct RingWake {
+    epoll: OwnedFd,
+}
+
+impl RingWake {
+    fn new(ring: RawFd) -> std::io::Result<Self> {
+        // SAFETY: plain syscall; the fd returned is owned below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        // SAFETY: both fds are open; `ev` lives across the call.
+        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, ring, &mut ev) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { epoll })
+    }
+
+    /// Returns on a wake-up or after `timeout`.
+    fn wait(&self, timeout: Duration) -> std::io::Result<()> {
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        // Rounded up: a 0.4 ms wait must not become a busy 0 ms one.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `ev` has room for the one event asked for.
+        let r = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), ev.as_mut_ptr(), 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

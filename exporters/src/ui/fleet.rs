@@ -525,7 +525,9 @@ impl Fleet {
         width: u64,
         batches: &mut std::collections::BTreeMap<u64, MetricBatch>,
     ) {
-        let mut hists: HashMap<(u64, Vec<(String, String)>), Vec<(f64, f64)>> = HashMap::new();
+        // (timestamp, series labels without `le`) -> (le, cumulative count).
+        type Buckets = HashMap<(u64, Vec<(String, String)>), Vec<(f64, f64)>>;
+        let mut hists: Buckets = HashMap::new();
         for (labels, t, v) in samples {
             if metric.kind == Kind::Histogram {
                 let le = labels.get("le").and_then(|l| parse_le(l));
