@@ -538,7 +538,12 @@ fn fleet_store(
     );
     // Time series: about 120 points, at least 10 s apart, whole seconds.
     let step = (rest == "timeseries").then(|| ((to - from) / 120 / SECOND).max(10) * SECOND);
-    f.store(super::fleet::Range { from, to }, &keys, step)
+    let need = match rest {
+        "keys" | "status" => super::fleet::Need::Keys,
+        "health" => super::fleet::Need::Health,
+        _ => super::fleet::Need::Dependencies,
+    };
+    f.store(need, super::fleet::Range { from, to }, &keys, step)
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {

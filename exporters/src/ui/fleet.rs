@@ -249,6 +249,33 @@ pub struct Fleet {
     rules: bool,
 }
 
+/// What a page reads from the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Label names only (`/api/keys`, `/api/status`).
+    Keys,
+    /// The dependency metrics with RTT (Map, Analytics, time series).
+    Dependencies,
+    /// The dependency counts without RTT, DNS and paths (Health).
+    Health,
+}
+
+impl Need {
+    fn reads(self, m: MetricId) -> bool {
+        match self {
+            Need::Keys => false,
+            Need::Dependencies => ![
+                DNS_DURATION,
+                PATH_REACHABLE,
+                PATH_PROBES_SENT,
+                PATH_PROBES_LOST,
+            ]
+            .contains(&m),
+            Need::Health => m != TCP_RTT,
+        }
+    }
+}
+
 /// A request's time range, in unix ns, `(from, to]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
@@ -410,21 +437,64 @@ impl Fleet {
             .collect())
     }
 
-    /// The store a request over `range` reads, with `extra_keys` (the keys
-    /// it groups or filters by) summed by as well, and with one slot per
-    /// `step` when given (time series), else one slot for the whole range.
+    /// The store a request over `range` reads for `need`, with
+    /// `extra_keys` (the keys it groups or filters by) summed by as well,
+    /// and with one slot per `step` when given (time series), else one slot
+    /// for the whole range.
     pub fn store(
         &self,
+        need: Need,
         range: Range,
         extra_keys: &[String],
         step: Option<u64>,
     ) -> Result<Store, FleetError> {
         let handle = tokio::runtime::Handle::current();
-        handle.block_on(self.load(range, extra_keys, step))
+        handle.block_on(self.load(need, range, extra_keys, step))
+    }
+
+    /// One metric's aggregated samples.
+    async fn fetch(
+        &self,
+        metric: MetricId,
+        by: &BTreeSet<String>,
+        from_rules: bool,
+        range: Range,
+        step: Option<u64>,
+    ) -> Result<Vec<Sample>, FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        match step {
+            None => {
+                let q = if from_rules {
+                    rule_query(metric, by, span)
+                } else {
+                    expr(metric, by, span)
+                };
+                let data = self
+                    .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                    .await?;
+                Ok(vector(&data, range.to))
+            }
+            Some(step) => {
+                let q = expr(metric, by, step);
+                let data = self
+                    .call(
+                        "/api/v1/query_range",
+                        &[
+                            ("query", q),
+                            ("start", secs(range.from + step)),
+                            ("end", secs(range.to)),
+                            ("step", secs(step)),
+                        ],
+                    )
+                    .await?;
+                Ok(matrix(&data))
+            }
+        }
     }
 
     async fn load(
         &self,
+        need: Need,
         range: Range,
         extra_keys: &[String],
         step: Option<u64>,
@@ -445,69 +515,59 @@ impl Fleet {
             .map(|k| sanitize(k, false))
             .filter(|l| present.contains(l.as_str()))
             .collect();
-        let mut series = 0usize;
-        let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
-            std::collections::BTreeMap::new();
+        let by_of = |base: &[&str]| -> BTreeSet<String> {
+            let mut by: BTreeSet<String> = base.iter().map(|k| sanitize(k, false)).collect();
+            by.extend(extra.iter().cloned());
+            by
+        };
         let flow_labels: BTreeSet<String> =
             FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
         // The rules carry only the flow labels: a request grouping by
         // anything else reads the raw series.
         let mut rules =
             self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
-        for (metric, base) in wanted() {
-            let mut by: BTreeSet<String> = base.iter().map(|k| sanitize(k, false)).collect();
-            by.extend(extra.iter().cloned());
-            let is_flow = std::ptr::eq(base, FLOW_LABELS);
-            let result = match step {
-                None if rules && is_flow => {
-                    let q = rule_query(metric, &by, span);
-                    let data = self
-                        .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
-                        .await?;
-                    let v = vector(&data, range.to);
-                    if v.is_empty() && metric == FLOW_IO {
-                        // No rules' series in the storage: raw from here on.
-                        rules = false;
-                        let q = expr(metric, &by, span);
-                        let data = self
-                            .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
-                            .await?;
-                        vector(&data, range.to)
-                    } else {
-                        v
+        let wanted: Vec<(MetricId, &'static [&'static str])> = wanted()
+            .into_iter()
+            .filter(|(m, _)| need.reads(*m))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(st);
+        }
+        // Bytes first: whether the rules' series are there decides how the
+        // others are read.
+        let flow_by = by_of(FLOW_LABELS);
+        let mut first = self.fetch(FLOW_IO, &flow_by, rules, range, step).await?;
+        if rules && first.is_empty() {
+            rules = false;
+            first = self.fetch(FLOW_IO, &flow_by, false, range, step).await?;
+        }
+        // The rest at once: the storage answers them in parallel.
+        let rest =
+            futures_util::future::try_join_all(wanted.iter().filter(|(m, _)| *m != FLOW_IO).map(
+                |(m, base)| {
+                    let by = by_of(base);
+                    let from_rules = rules && std::ptr::eq(*base, FLOW_LABELS);
+                    async move {
+                        self.fetch(*m, &by, from_rules, range, step)
+                            .await
+                            .map(|r| (*m, r))
                     }
-                }
-                None => {
-                    let q = expr(metric, &by, span);
-                    let data = self
-                        .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
-                        .await?;
-                    vector(&data, range.to)
-                }
-                Some(step) => {
-                    let q = expr(metric, &by, step);
-                    let data = self
-                        .call(
-                            "/api/v1/query_range",
-                            &[
-                                ("query", q),
-                                ("start", secs(range.from + step)),
-                                ("end", secs(range.to)),
-                                ("step", secs(step)),
-                            ],
-                        )
-                        .await?;
-                    matrix(&data)
-                }
-            };
-            series += result.len();
-            if series > self.max_series {
-                return Err(FleetError::TooLarge {
-                    series,
-                    limit: self.max_series,
-                });
-            }
-            self.points(metric, result, step.unwrap_or(span), &mut batches);
+                },
+            ))
+            .await?;
+        let series = first.len() + rest.iter().map(|(_, r)| r.len()).sum::<usize>();
+        if series > self.max_series {
+            return Err(FleetError::TooLarge {
+                series,
+                limit: self.max_series,
+            });
+        }
+        let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
+            std::collections::BTreeMap::new();
+        let width = step.unwrap_or(span);
+        self.points(FLOW_IO, first, width, &mut batches);
+        for (m, r) in rest {
+            self.points(m, r, width, &mut batches);
         }
         for (_, mut b) in batches {
             join(&mut b.points);
