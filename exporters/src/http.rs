@@ -287,7 +287,7 @@ impl Transport for Http {
 }
 
 /// An error with its sources, `a: b: c`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -87,10 +87,15 @@ fn only_translated_entries_reach_the_event_socket() {
         let all = netlink::open_events(1 << 20, EventFilter::All).unwrap();
         let server = UdpSocket::bind(SERVER).unwrap();
         // One conntrack entry per client socket (each has its own port).
+        // The sockets stay open until every datagram is sent: a socket
+        // closed at once can hand its port to the next one, whose datagram
+        // then joins the first one's entry instead of making its own.
+        let mut clients = Vec::new();
         for (n, to) in [(NATED, SERVICE), (DIRECT, SERVER)] {
             for _ in 0..n {
                 let c = UdpSocket::bind(format!("{CLIENT}:0")).unwrap();
                 c.send_to(b"ping", to).unwrap();
+                clients.push(c);
             }
         }
         let mut got = [0u8; 8];

@@ -366,7 +366,7 @@ impl Fleet {
                 .await
                 .map_err(|e| FleetError::Unreachable {
                     url: url.clone(),
-                    reason: error_chain(&e),
+                    reason: crate::http::chain(&e),
                 })?;
             let status = resp.status();
             let bytes = resp
@@ -793,17 +793,6 @@ fn secs(ns: u64) -> String {
 
 fn str_of(j: &Json, k: &str) -> String {
     j.get(k).and_then(Json::as_str).unwrap_or("").to_string()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 type Sample = (HashMap<String, String>, u64, f64);
