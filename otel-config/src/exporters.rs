@@ -1265,6 +1265,15 @@ pub struct UiExporterConfig {
     /// 403, so a page whose DNS name is rebound to this address cannot read
     /// the API. Default none.
     pub allowed_hosts: Vec<String>,
+    /// API queries answered at once; one more is answered 503 (try again)
+    /// rather than queued. Default 4, at least 1.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_concurrent_queries: usize,
+    /// Stored slots one API query may read; a query over more is answered
+    /// 413 naming `range` to narrow. Default 2000000 (an hour of the
+    /// default 10,000 series is about 1.1 million), at least 1.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_query_slots: usize,
     /// Thresholds of the Network Health findings.
     pub health: UiHealthConfig,
 }
@@ -1278,6 +1287,8 @@ impl Default for UiExporterConfig {
             max_series: 10_000,
             auth: UiAuthConfig::default(),
             allowed_hosts: Vec::new(),
+            max_concurrent_queries: 4,
+            max_query_slots: 2_000_000,
             health: UiHealthConfig::default(),
         }
     }

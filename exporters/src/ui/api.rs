@@ -547,6 +547,26 @@ fn fleet_store(
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {
+    // A query over more stored slots than the budget is refused before it
+    // runs (a bad range is left to the query's own check).
+    if !matches!(rest, "keys" | "status")
+        && let Ok((from, to)) = time_range(p, st)
+    {
+        let slots = st.slots_in(from, to);
+        if slots > ui.config.max_query_slots {
+            let mut r = Reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "range",
+                &format!(
+                    "the query would read {slots} stored slots, more than max_query_slots ({}): \
+                     narrow the time range",
+                    ui.config.max_query_slots
+                ),
+            );
+            r.refused = Some(flowscope_model::internal_events::RefuseReason::TooLarge);
+            return r;
+        }
+    }
     let json = |r: Result<Json, Bad>| match r {
         Ok(j) => Reply::json(StatusCode::OK, j.to_string()),
         Err(b) => Reply::error(StatusCode::BAD_REQUEST, b.parameter, &b.message),

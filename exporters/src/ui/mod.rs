@@ -15,6 +15,7 @@
 //! ([`crate::server::Limits`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -86,6 +87,28 @@ pub struct Ui {
     pages: assets::Pages,
     /// Fleet mode: the pages read this storage instead of `store`.
     pub fleet: Option<fleet::Fleet>,
+    /// API queries running now.
+    queries: AtomicUsize,
+}
+
+/// One of the `max_concurrent_queries` places, given back on drop.
+struct QuerySlot<'a>(&'a AtomicUsize);
+
+impl<'a> QuerySlot<'a> {
+    fn take(running: &'a AtomicUsize, max: usize) -> Option<Self> {
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QuerySlot(running))
+    }
+}
+
+impl Drop for QuerySlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Ui {
@@ -131,6 +154,7 @@ impl Ui {
             hosts: HostCheck::new(&config.endpoint, &config.allowed_hosts),
             pages: assets::Pages::new(),
             fleet: None,
+            queries: AtomicUsize::new(0),
         })
     }
 
@@ -219,6 +243,20 @@ impl Ui {
             return Reply::redirect("/map");
         }
         if let Some(rest) = path.strip_prefix("/api/") {
+            let Some(_slot) = QuerySlot::take(&self.queries, self.config.max_concurrent_queries)
+            else {
+                let mut r = Reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "path",
+                    &format!(
+                        "{} queries are running, the most this UI answers at once \
+                         (max_concurrent_queries): try again",
+                        self.config.max_concurrent_queries
+                    ),
+                );
+                r.refused = Some(RefuseReason::Busy);
+                return r;
+            };
             return api::answer(self, rest, &params);
         }
         let found = match self.pages.get(path) {
@@ -545,5 +583,41 @@ mod tests {
         assert!(
             fleet::Fleet::new("prometheus:9090", std::time::Duration::from_secs(1), 10).is_err()
         );
+    }
+
+    #[test]
+    fn busy_and_too_large_queries_are_refused() {
+        let mut c = cfg("127.0.0.1:8686", None);
+        c.max_concurrent_queries = 1;
+        c.max_query_slots = 2;
+        let ui = Ui::new(&c, &|_| None).unwrap();
+        let s = 1_000_000_000u64;
+        for end in [10, 20, 30] {
+            let mut b = flowscope_model::MetricBatch::new((end - 10) * s, end * s);
+            b.points.push(flowscope_model::Point {
+                resource: Arc::new(flowscope_model::Attrs::new().with("service.name", "web")),
+                metric: flowscope_model::metrics::FLOW_IO,
+                attrs: flowscope_model::Attrs::new(),
+                value: flowscope_model::PointValue::Int(1),
+            });
+            ui.store.lock().unwrap().insert(&b);
+        }
+        // Three slots in the hour: over the budget of two.
+        let r = get(&ui, "/api/analytics?range=1h", None);
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.refused, Some(RefuseReason::TooLarge));
+        assert!(String::from_utf8_lossy(&r.body).contains("\"parameter\":\"range\""));
+        // The last 15 s hold two: answered.
+        assert_eq!(
+            get(&ui, "/api/analytics?range=15s", None).status,
+            StatusCode::OK
+        );
+        // One query running: the next is refused, and answered once it ends.
+        let running = QuerySlot::take(&ui.queries, 1).unwrap();
+        let r = get(&ui, "/api/keys", None);
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.refused, Some(RefuseReason::Busy));
+        drop(running);
+        assert_eq!(get(&ui, "/api/keys", None).status, StatusCode::OK);
     }
 }

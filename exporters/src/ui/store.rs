@@ -229,6 +229,20 @@ impl Store {
         })
     }
 
+    /// How many slots end in `(from, to]`: what a query over that range
+    /// reads (each series' slots are in time order, so two binary searches
+    /// per series).
+    pub fn slots_in(&self, from: u64, to: u64) -> usize {
+        let count = |d: &VecDeque<Slot>| {
+            d.partition_point(|s| s.end <= to)
+                .saturating_sub(d.partition_point(|s| s.end <= from))
+        };
+        self.series
+            .values()
+            .map(|s| count(&s.coarse) + count(&s.fine))
+            .sum()
+    }
+
     /// The newest batch's end (0 before the first batch).
     pub fn latest(&self) -> u64 {
         self.latest
