@@ -14,9 +14,11 @@
 //! ([`crate::server::HostCheck`]). Connections are capped and time out
 //! ([`crate::server::Limits`]).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use flowscope_model::MetricBatch;
@@ -40,8 +42,11 @@ pub use store::Store;
 
 /// Environment variable read for the token when `auth.token` is unset.
 pub const TOKEN_ENV: &str = "FLOWSCOPE_UI_TOKEN";
-/// The cookie the page sets after `/?token=...`.
-pub const COOKIE: &str = "flowscope_ui_token";
+/// The cookie the page sets after `/?token=...`: a random session id,
+/// never the token itself.
+pub const COOKIE: &str = "flowscope_ui_session";
+/// Sessions held at once; the one closest to expiry goes first.
+const MAX_SESSIONS: usize = 1024;
 /// `error.type` of points dropped at the series limit.
 pub const SERIES_LIMIT: &str = "series_limit";
 
@@ -89,6 +94,8 @@ pub struct Ui {
     pub fleet: Option<fleet::Fleet>,
     /// API queries running now.
     queries: AtomicUsize,
+    /// Session id -> expiry, for browsers logged in with `/?token=`.
+    sessions: Mutex<HashMap<String, Instant>>,
 }
 
 /// One of the `max_concurrent_queries` places, given back on drop.
@@ -155,6 +162,7 @@ impl Ui {
             pages: assets::Pages::new(),
             fleet: None,
             queries: AtomicUsize::new(0),
+            sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -184,14 +192,41 @@ impl Ui {
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| v.strip_prefix("Bearer "))
             .any(|t| same(t.trim(), token));
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let cookie = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
-            .any(|(k, v)| k == COOKIE && same(v, token));
+            .any(|(k, v)| k == COOKIE && sessions.get(v).is_some_and(|exp| *exp > now));
         bearer || cookie
+    }
+
+    /// A new session: 32 random bytes from the system's generator (ring),
+    /// valid for [`COOKIE_MAX_AGE_SECONDS`].
+    fn new_session(&self) -> Option<String> {
+        use ring::rand::SecureRandom;
+        let mut id = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut id).ok()?;
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, exp| *exp > now);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, exp)| **exp)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            now + std::time::Duration::from_secs(COOKIE_MAX_AGE_SECONDS),
+        );
+        Some(id)
     }
 
     /// Answers one request.
@@ -222,7 +257,8 @@ impl Ui {
         }
         let path = uri.path();
         let params = api::Params::parse(uri.query().unwrap_or(""));
-        // `/?token=...` logs a browser in: the token moves to a cookie.
+        // `/?token=...` logs a browser in: it gets a session cookie (never
+        // the token) and a redirect to a URL without the token.
         if path == "/"
             && let Some(t) = params.get("token")
             && let Some(token) = &self.token
@@ -230,9 +266,16 @@ impl Ui {
             if !same(t, token) {
                 return Reply::unauthorized();
             }
+            let Some(session) = self.new_session() else {
+                return Reply::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "token",
+                    "the system's random generator failed: no session could be made",
+                );
+            };
             let mut r = Reply::redirect("/map");
             r.cookie = Some(format!(
-                "{COOKIE}={token}; Path=/; Max-Age={COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Strict"
+                "{COOKIE}={session}; Path=/; Max-Age={COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Strict"
             ));
             return r;
         }
@@ -511,14 +554,42 @@ mod tests {
         );
         let r = get(&ui, "/?token=s3cret", None);
         assert_eq!(r.status, StatusCode::SEE_OTHER);
+        // The cookie is a random session id, not the token.
+        let set = r.cookie.clone().unwrap();
+        assert!(!set.contains("s3cret"), "{set}");
+        assert!(
+            set.contains("Max-Age=43200; HttpOnly; SameSite=Strict"),
+            "{set}"
+        );
+        let session = set
+            .split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .unwrap();
+        assert_eq!(session.len(), 64);
+        let with_cookie = |c: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("localhost:8686"));
+            h.insert(header::COOKIE, HeaderValue::from_str(c).unwrap());
+            ui.handle(&http::Method::GET, &"/api/keys".parse().unwrap(), &h)
+                .status
+        };
+        assert_eq!(
+            with_cookie(&format!("a=b; {COOKIE}={session}")),
+            StatusCode::OK
+        );
+        // The token itself, or another id, is no session.
+        assert_eq!(
+            with_cookie(&format!("{COOKIE}=s3cret")),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            with_cookie(&format!("{COOKIE}={}", "0".repeat(64))),
+            StatusCode::UNAUTHORIZED
+        );
         let mut h = http::HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("localhost:8686"));
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=b; flowscope_ui_token=s3cret"),
-        );
-        let r = ui.handle(&http::Method::GET, &"/api/keys".parse().unwrap(), &h);
-        assert_eq!(r.status, StatusCode::OK);
         let r = ui.handle(&http::Method::POST, &"/api/keys".parse().unwrap(), &h);
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     }
