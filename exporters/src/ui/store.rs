@@ -51,6 +51,13 @@ impl Series {
     }
 }
 
+/// The slots of a time-ordered deque that end in `(from, to]`.
+fn within(d: &VecDeque<Slot>, from: u64, to: u64) -> std::collections::vec_deque::Iter<'_, Slot> {
+    let lo = d.partition_point(|s| s.end <= from);
+    let hi = d.partition_point(|s| s.end <= to).max(lo);
+    d.range(lo..hi)
+}
+
 /// The bounded history.
 #[derive(Debug)]
 pub struct Store {
@@ -109,6 +116,23 @@ impl Store {
             };
             match series.fine.back_mut() {
                 Some(last) if last.end == end => last.value.merge(&p.value),
+                // A late batch (another receiver's, a few seconds behind):
+                // filed in place, so every series stays in time order and
+                // queries find a range by binary search.
+                Some(last) if last.end > end => {
+                    let i = series.fine.partition_point(|s| s.end < end);
+                    match series.fine.get_mut(i) {
+                        Some(s) if s.end == end => s.value.merge(&p.value),
+                        _ => series.fine.insert(
+                            i,
+                            Slot {
+                                start,
+                                end,
+                                value: p.value.clone(),
+                            },
+                        ),
+                    }
+                }
                 _ => series.fine.push_back(Slot {
                     start,
                     end,
@@ -218,14 +242,14 @@ impl Store {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = (&SeriesKey, impl Iterator<Item = &Slot> + Clone)> {
+        // Each deque is in time order: the range is found by two binary
+        // searches, not by testing every slot.
         self.series.iter().filter_map(move |(k, s)| {
-            let slots = s
-                .coarse
-                .iter()
-                .chain(s.fine.iter())
-                .filter(move |sl| sl.end > from && sl.end <= to);
-            slots.clone().next()?;
-            Some((k, slots))
+            let (coarse, fine) = (within(&s.coarse, from, to), within(&s.fine, from, to));
+            if coarse.len() + fine.len() == 0 {
+                return None;
+            }
+            Some((k, coarse.chain(fine)))
         })
     }
 
@@ -233,13 +257,9 @@ impl Store {
     /// reads (each series' slots are in time order, so two binary searches
     /// per series).
     pub fn slots_in(&self, from: u64, to: u64) -> usize {
-        let count = |d: &VecDeque<Slot>| {
-            d.partition_point(|s| s.end <= to)
-                .saturating_sub(d.partition_point(|s| s.end <= from))
-        };
         self.series
             .values()
-            .map(|s| count(&s.coarse) + count(&s.fine))
+            .map(|s| within(&s.coarse, from, to).len() + within(&s.fine, from, to).len())
             .sum()
     }
 
@@ -374,10 +394,14 @@ mod tests {
         for i in 1..=6 {
             st.insert(&batch(10_000 + i * 10, FLOW_IO, "old", 1));
         }
-        // Two receivers' batches a few seconds out of order: both kept.
+        // Two receivers' batches a few seconds out of order: both kept, and
+        // a late slot of a known series lands in time order.
         st.insert(&batch(10_055, FLOW_IO, "late", 1));
+        st.insert(&batch(10_045, FLOW_IO, "old", 1));
+        assert_eq!(total(&st, 10_040 * S, 10_050 * S), 2);
+        assert_eq!(st.slots_in(10_040 * S, 10_050 * S), 2);
         assert_eq!(st.latest(), 10_060 * S);
-        assert_eq!(total(&st, 0, u64::MAX), 7);
+        assert_eq!(total(&st, 0, u64::MAX), 8);
         // The clock goes back an hour: the next interval ends at 6,460 s.
         st.insert(&batch(6_460, FLOW_IO, "new", 5));
         assert_eq!(st.latest(), 6_460 * S);
@@ -385,6 +409,7 @@ mod tests {
         assert_eq!(total(&st, 6_460 * S - 3600 * S, 6_460 * S), 5);
         // ...and what was stamped after the new time is gone, its keys too.
         assert_eq!(total(&st, 0, u64::MAX), 5);
+        assert_eq!(st.slots_in(0, u64::MAX), 1);
         assert_eq!(st.series_count(), 1);
         // A series forgotten at the end of the retention takes its key.
         let mut st = Store::new(120 * S, 60 * S, 10);
