@@ -111,10 +111,16 @@ fn parse_time(s: &str) -> Option<u64> {
 /// `(from, to]` from `from`/`to` (unix seconds) or `range` (relative to
 /// `to`, default the newest data); default: the whole retention.
 fn time_range(p: &Params, st: &Store) -> Result<(u64, u64), Bad> {
+    range_ending(p, st.latest(), st.retention_ns())
+}
+
+/// `(from, to]` from the parameters, where `to` defaults to `now` and the
+/// span to `default_span`.
+fn range_ending(p: &Params, now: u64, default_span: u64) -> Result<(u64, u64), Bad> {
     let to = match p.get("to") {
         Some(t) => parse_time(t)
             .ok_or_else(|| bad("to", format!("`{t}` is not a unix time in seconds")))?,
-        None => st.latest(),
+        None => now,
     };
     let from = match (p.get("from"), p.get("range")) {
         (Some(f), _) => parse_time(f)
@@ -128,7 +134,7 @@ fn time_range(p: &Params, st: &Store) -> Result<(u64, u64), Bad> {
             })?;
             to.saturating_sub(span)
         }
-        (None, None) => to.saturating_sub(st.retention_ns()),
+        (None, None) => to.saturating_sub(default_span),
     };
     if from >= to && !(from == 0 && to == 0) {
         return Err(bad("from", "`from` must be before `to`"));
@@ -516,16 +522,10 @@ fn fleet_store(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let to = p.get("to").and_then(parse_time).unwrap_or(now);
-    let from = match (
-        p.get("from").and_then(parse_time),
-        p.get("range").and_then(parse_span),
-    ) {
-        (Some(f), _) => f,
-        (None, Some(span)) => to.saturating_sub(span),
-        (None, None) => to.saturating_sub(FLEET_DEFAULT_SPAN),
-    };
-    let from = from.min(to.saturating_sub(SECOND));
+    // A bad range is answered by the page's own check, with its message,
+    // once the (default) hour is loaded.
+    let (from, to) = range_ending(p, now, FLEET_DEFAULT_SPAN)
+        .unwrap_or((now.saturating_sub(FLEET_DEFAULT_SPAN), now));
     let mut keys: Vec<String> = ["group", "client_key", "server_key"]
         .iter()
         .filter_map(|k| p.get(k))

@@ -120,13 +120,12 @@ fn wanted() -> [(MetricId, &'static [&'static str]); 12] {
     ]
 }
 
-/// Keys the fleet knows by name, so that their label (`service_name`)
-/// maps back to the key (`service.name`); any other label is kept as it is.
-const KNOWN_KEYS: &[&str] = &[
-    resource::SERVICE_NAME,
+/// Keys the fleet knows by name besides those the queries sum by, so that
+/// their label (`service_name`) maps back to the key (`service.name`); any
+/// other label is kept as it is.
+const OTHER_KNOWN_KEYS: &[&str] = &[
     resource::SERVICE_NAMESPACE,
     resource::SERVICE_VERSION,
-    resource::HOST_NAME,
     resource::HOST_ID,
     resource::OS_TYPE,
     resource::PROCESS_PID,
@@ -136,7 +135,6 @@ const KNOWN_KEYS: &[&str] = &[
     resource::CLOUD_AVAILABILITY_ZONE,
     resource::K8S_NAMESPACE_NAME,
     k8s::POD_NAME,
-    k8s::NODE_NAME,
     k8s::CONTAINER_NAME,
     k8s::DEPLOYMENT_NAME,
     k8s::STATEFULSET_NAME,
@@ -146,22 +144,10 @@ const KNOWN_KEYS: &[&str] = &[
     k8s::PEER_SERVICE_NAMESPACE,
     attr::NETWORK_TRANSPORT,
     attr::NETWORK_TYPE,
-    attr::FLOW_ROLE,
-    attr::IO_DIRECTION,
-    attr::PEER_ADDRESS,
-    attr::PEER_PORT,
-    attr::LOCAL_PORT,
-    attr::LOCAL_ADDRESS,
-    attr::PEER_SERVICE_NAME,
     attr::PEER_DOMAIN,
     attr::PEER_CLOUD_PROVIDER,
     attr::PEER_CLOUD_REGION,
     attr::PEER_CLOUD_SERVICE,
-    attr::LOCALITY,
-    attr::ERROR_TYPE,
-    attr::SERVER_ADDRESS,
-    attr::DNS_QUESTION_NAME,
-    attr::DNS_RESPONSE_CODE,
 ];
 
 /// Labels that are the storage's or the translation's, never a key.
@@ -304,9 +290,10 @@ impl Fleet {
             }
         })?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        let keys_by_label = KNOWN_KEYS
-            .iter()
-            .map(|k| (sanitize(k, false), *k))
+        let keys_by_label = [FLOW_LABELS, DNS_LABELS, PATH_LABELS, OTHER_KNOWN_KEYS]
+            .concat()
+            .into_iter()
+            .map(|k| (sanitize(k, false), k))
             .collect();
         Ok(Fleet {
             base,

@@ -479,12 +479,17 @@ impl Sink for UiSink {
     type Item = MetricBatch;
 
     async fn export(&mut self, batch: &MetricBatch) -> Outcome {
-        let dropped = self
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(batch);
         let n = batch.points.len() as u64;
+        // The store's lock is held by queries on the blocking pool for
+        // milliseconds at a time: wait for it there, not on an async worker.
+        let store = self.store.clone();
+        let b = batch.clone();
+        let dropped = tokio::task::spawn_blocking(move || {
+            store.lock().unwrap_or_else(|e| e.into_inner()).insert(&b)
+        })
+        .await
+        // The insert panicked: nothing of the batch is known to be kept.
+        .unwrap_or(n);
         let mut o = Outcome::sent(n - dropped);
         o.fail(
             dropped,
