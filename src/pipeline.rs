@@ -230,6 +230,7 @@ impl Agent {
                 rx,
                 outs,
                 self_outs,
+                ctx.telemetry.clone(),
             )));
         }
 
@@ -380,6 +381,7 @@ async fn run_pipeline(
     mut rx: mpsc::Receiver<Input>,
     exporters: Vec<ExporterHandle>,
     self_exporters: Vec<ExporterHandle>,
+    telemetry: Telemetry,
 ) {
     while let Some(input) = rx.recv().await {
         let (batch, to) = match input {
@@ -388,9 +390,27 @@ async fn run_pipeline(
         };
         let metrics: MetricBatch = chain.process(batch);
         tracing::debug!(pipeline = %name, points = metrics.points.len(), "interval processed");
+        let points = metrics.points.len() as u64;
         let metrics = Arc::new(metrics);
-        for e in to {
-            e.submit(metrics.clone());
+        // Submitting encodes the batch for each exporter and, with a
+        // persistent queue, writes and fsyncs it: blocking work, done on
+        // the blocking pool. Awaited, so batches reach each exporter in
+        // order.
+        let to = to.clone();
+        let submitted = tokio::task::spawn_blocking(move || {
+            for e in &to {
+                e.submit(metrics.clone());
+            }
+        })
+        .await;
+        if let Err(e) = submitted {
+            // A bug (a panic while encoding): the interval is lost, and said.
+            tracing::error!(pipeline = %name, "submitting an interval to the exporters failed: {e}");
+            telemetry.emit(EventsLost::new(
+                Source::Pipeline,
+                LossReason::PipelineClosed,
+                points,
+            ));
         }
     }
     info!(pipeline = %name, "pipeline drained");
