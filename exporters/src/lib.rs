@@ -533,7 +533,7 @@ pub fn build_with_env(
             };
             let ui = ui::Ui::new(c, env).map_err(err)?;
             let listener = ui.bind().map_err(err)?;
-            tracing::info!(exporter = %name, "web UI at http://{}/", c.endpoint);
+            tracing::info!(exporter = %name, "web UI at {}://{}/", ui.scheme(), c.endpoint);
             let store = ui.store.clone();
             let srv = server::Server {
                 kind: ServerKind::Ui,

@@ -395,6 +395,9 @@ pub enum RefuseReason {
     Busy,
     /// A query would have read more than the configured budget (413).
     TooLarge,
+    /// A TLS handshake failed (a plain-HTTP request to an HTTPS port, an
+    /// untrusted client, a protocol error).
+    Tls,
 }
 
 impl RefuseReason {
@@ -407,6 +410,7 @@ impl RefuseReason {
             RefuseReason::Timeout => "timeout",
             RefuseReason::Busy => "busy",
             RefuseReason::TooLarge => "too_large",
+            RefuseReason::Tls => "tls_handshake",
         }
     }
 }

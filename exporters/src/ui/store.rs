@@ -466,7 +466,10 @@ mod tests {
             .flat_map(|(_, v)| v)
             .map(int)
             .sum();
-        assert_eq!(slots, values, "kept totals differ from the slots in ({from}, {to}]");
+        assert_eq!(
+            slots, values,
+            "kept totals differ from the slots in ({from}, {to}]"
+        );
         slots
     }
 
