@@ -14,6 +14,7 @@ pub mod dynamic;
 pub mod netns;
 pub mod points;
 pub mod prober;
+pub mod route;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,8 +34,9 @@ use tracing::{debug, warn};
 use crate::unix_nanos;
 use dynamic::{Key, Observed, Table, TableSettings};
 use netns::{Netns, NetnsError};
-use points::TestLabels;
+use points::{HopNameMap, TestLabels};
 use prober::{Prober, Protocol, TraceRequest, TraceResult};
+use route::RouteTracker;
 
 /// Self-telemetry source of the dynamic tests' limits.
 pub const SOURCE: Source = Source::PathDynamic;
@@ -267,6 +269,7 @@ async fn scheduled(
     let netns = test.netns.clone().map_or(Netns::Own, Netns::Path);
     let mut tick = tokio::time::interval(test.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut route = RouteTracker::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -295,10 +298,13 @@ async fn scheduled(
                 None
             }
         };
+        let changes = route.observe(result.as_ref());
         let pts = points::run_points(
             &settings.resource,
             &labels,
             result.as_ref(),
+            changes,
+            &HopNameMap::new(),
             &settings.rtt_bounds,
         );
         send(&tx, start, pts).await;
@@ -436,8 +442,19 @@ async fn dynamic_loop(
                             None
                         }
                     };
-                    let pts =
-                        points::run_points(&entry.resource, &labels, result.as_ref(), &bounds);
+                    let changes = entry
+                        .route
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(result.as_ref());
+                    let pts = points::run_points(
+                        &entry.resource,
+                        &labels,
+                        result.as_ref(),
+                        changes,
+                        &HopNameMap::new(),
+                        &bounds,
+                    );
                     send(&tx, start, pts).await;
                 }
                 let _ = done.send((key, local));
