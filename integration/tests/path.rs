@@ -623,3 +623,238 @@ fn dynamic_tests_follow_observed_flows() {
         "a loopback peer was tested"
     );
 }
+
+mod browser;
+
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// One plain HTTP/1.1 GET of a JSON API on loopback.
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the ui");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}\n{body}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The run end times (`time` of `reachable`) whose hop `index` answered
+/// from `address`.
+fn runs_via(pts: &[Point], index: &str, address: &str) -> BTreeSet<u64> {
+    pts.iter()
+        .filter(|p| {
+            p.metric == HOP_SENT
+                && p.attr("flowscope.path.hop.index") == Some(index)
+                && p.attr("flowscope.path.hop.address") == Some(address)
+        })
+        .map(|p| p.time)
+        .collect()
+}
+
+/// The route drawn on the Paths page: each node's `data-address` after the
+/// source, in order.
+async fn drawn_route(c: &fantoccini::Client) -> Vec<String> {
+    let v = browser::js(
+        c,
+        "return [...document.querySelectorAll('#route .hop[data-address]')].map(n => n.dataset.address)",
+    )
+    .await;
+    serde_json::from_value(v).unwrap()
+}
+
+/// Waits until the detail of the selected test has loaded `n` times.
+async fn detail_loaded(c: &fantoccini::Client, n: u64) {
+    let deadline = std::time::Instant::now() + browser::PAGE_WAIT;
+    loop {
+        let v = browser::js(c, "return Number(document.body.dataset.detailLoads || 0)").await;
+        if v.as_u64().unwrap_or(0) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the path detail did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Paths page in headless Chromium over the router topology: a
+/// scheduled TCP test's route hop by hop, the route switched to a second
+/// router (exactly one change, with both hop lists), a router that stops
+/// answering shown as `*`, and a tag that is HTML shown as text.
+#[tokio::test(flavor = "current_thread")]
+async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
+    let mut topo = Topology::new().unwrap();
+    topo.add_second_router().unwrap();
+    let (srv, r1, r2, r3) = (
+        Topology::SERVER_V4,
+        Topology::ROUTER1_V4,
+        Topology::ROUTER2_V4,
+        Topology::ROUTER3_V4,
+    );
+    let _listener = topo.listen(&format!("{srv}:5000")).unwrap();
+    let port = browser::free_port();
+    let test = format!(
+        "host: \"{srv}\"\nprotocol: tcp\nport: 5000\ninterval: 2s\ntimeout: 500ms\n\
+         queries: 3\ne2e_probes: 5\nnetns: {}\ntags:\n  team: \"{XSS}\"\n",
+        Topology::netns_path(&topo.client)
+    );
+    let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+    let agent = Agent::start_with(&format!(
+        "receivers:\n  path:\n    tests:\n      -\n{body}\
+         exporters:\n  file:\n    path: OUTPUT\n  ui:\n    endpoint: 127.0.0.1:{port}\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file, ui]\n"
+    ))
+    .unwrap();
+    let wait = Duration::from_secs(90);
+
+    // Two runs through router2, then the switch, then two through router3.
+    agent.wait_for("two runs through router2", wait, |pts| {
+        (runs_via(pts, "2", r2).len() >= 2).then_some(())
+    });
+    topo.switch_to_second_router().unwrap();
+    agent.wait_for("two runs through router3", wait, |pts| {
+        (runs_via(pts, "2", r3).len() >= 2).then_some(())
+    });
+    let pts = agent.points();
+    assert_eq!(
+        sum(
+            &pts,
+            "flowscope.path.route.changes",
+            &[("server.address", srv)]
+        ),
+        1.0,
+        "exactly one route change"
+    );
+    let (via2, via3) = (runs_via(&pts, "2", r2), runs_via(&pts, "2", r3));
+    assert!(
+        via2.iter().max() < via3.iter().min(),
+        "router2's runs all came before router3's: {via2:?} {via3:?}"
+    );
+
+    // The API: one test, one change with both hop lists.
+    let list = get_json(port, "/api/paths?range=1h&cidr=198.19.3.2/32");
+    let tests = list["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1, "{list}");
+    let t = &tests[0];
+    assert_eq!(t["route_changes"], 1, "{t}");
+    assert_eq!(t["server_port"], "5000");
+    assert_eq!(t["tags"]["team"], XSS);
+    assert_eq!(t["hops"], 3);
+    assert_eq!(t["reachable"], true);
+    let id = t["id"].as_str().unwrap().to_string();
+    let d = get_json(port, &format!("/api/path?range=1h&id={id}"));
+    let changes = d["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{d}");
+    assert_eq!(changes[0]["from"], serde_json::json!([r1, r2, srv]));
+    assert_eq!(changes[0]["to"], serde_json::json!([r1, r3, srv]));
+    let history: Vec<serde_json::Value> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["hops"].clone())
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            serde_json::json!([r1, r2, srv]),
+            serde_json::json!([r1, r3, srv])
+        ]
+    );
+
+    // The page.
+    let (_driver, _profile, c) = browser::browser().await;
+    let base = format!("http://127.0.0.1:{port}");
+    c.goto(&format!(
+        "{base}/path?range=1h&cidr=198.19.3.2%2F32&id={id}"
+    ))
+    .await
+    .unwrap();
+    browser::loaded(&c, 1).await;
+    detail_loaded(&c, 1).await;
+    browser::range_control(&c, &["5m", "15m", "30m", "1h"]).await;
+    assert_eq!(drawn_route(&c).await, vec![r1, r3, srv]);
+    let row = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#tests tbody tr[data-id] td')].map(td => [td.dataset.col, td.textContent])",
+    )
+    .await;
+    let row: Vec<(String, String)> = serde_json::from_value(row).unwrap();
+    let cell = |k: &str| {
+        row.iter()
+            .find(|(c, _)| c == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(cell("destination"), format!("{srv}:5000"));
+    assert_eq!(cell("tags_text"), format!("team={XSS}"));
+    assert_eq!(cell("route_changes"), "1");
+    assert_eq!(cell("hops"), "3");
+    assert_eq!(cell("reachable"), "yes");
+    let change = browser::js(
+        &c,
+        "const r = document.querySelector('#changes tr.change'); \
+         return [r.querySelector('.from').textContent, r.querySelector('.to').textContent, \
+         document.querySelectorAll('#changes tr.change').length]",
+    )
+    .await;
+    assert_eq!(
+        change,
+        serde_json::json!([
+            format!("{r1} → {r2} → {srv}"),
+            format!("{r1} → {r3} → {srv}"),
+            1
+        ])
+    );
+    let caveat = browser::js(&c, "return document.querySelector('#caveat').textContent").await;
+    assert!(
+        caveat.as_str().unwrap().contains("rate-limit"),
+        "the ICMP rate-limit caveat is on the page: {caveat}"
+    );
+    assert_eq!(
+        browser::js(&c, "return document.querySelectorAll('img').length").await,
+        0
+    );
+    assert!(c.get_alert_text().await.is_err(), "an alert opened");
+    browser::screenshot(&c, "path").await;
+
+    // Router1 stops answering with time-exceeded: `*` at hop 1, and no
+    // route change for it.
+    topo.nft(&topo.router1, "output", "icmp type time-exceeded drop")
+        .unwrap();
+    agent.wait_for("a run with router1 silent", wait, |pts| {
+        (!runs_via(pts, "1", "*").is_empty()).then_some(())
+    });
+    c.refresh().await.unwrap();
+    browser::loaded(&c, 1).await;
+    detail_loaded(&c, 1).await;
+    assert_eq!(drawn_route(&c).await, vec!["*", r3, srv]);
+    let silent = browser::js(
+        &c,
+        "return document.querySelector('#route .hop[data-index=\"1\"]').className",
+    )
+    .await;
+    assert!(silent.as_str().unwrap().contains("silent"), "{silent}");
+    assert_eq!(
+        sum(
+            &agent.points(),
+            "flowscope.path.route.changes",
+            &[("server.address", srv)]
+        ),
+        1.0,
+        "a silent hop is no route change"
+    );
+    browser::screenshot(&c, "path-silent-hop").await;
+    c.close().await.unwrap();
+}

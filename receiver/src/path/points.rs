@@ -221,10 +221,7 @@ mod tests {
         assert_eq!(hop1.attrs.get_str(path::HOP_NAME), Some("gw.example"));
         assert_eq!(hop1.attrs.get(path::HOP_AS_NUMBER), Some(&64500i64.into()));
         assert_eq!(hop1.attrs.get_str(path::HOP_AS_NAME), Some("Example Net"));
-        assert_eq!(
-            find(path::ROUTE_CHANGES.0, None),
-            Some(PointValue::Int(1))
-        );
+        assert_eq!(find(path::ROUTE_CHANGES.0, None), Some(PointValue::Int(1)));
         assert_eq!(hop2.attrs.get_str("team"), Some("core"));
         assert_eq!(hop2.attrs.get(path::SERVER_PORT), Some(&5432u16.into()));
     }

@@ -118,8 +118,14 @@ mod tests {
 
     #[test]
     fn changes_are_counted_once_and_silent_hops_are_not_changes() {
-        let a = run(&[Some("198.18.1.1"), Some("198.18.2.2"), Some("198.18.3.2")], true);
-        let b = run(&[Some("198.18.1.1"), Some("198.18.4.2"), Some("198.18.3.2")], true);
+        let a = run(
+            &[Some("198.18.1.1"), Some("198.18.2.2"), Some("198.18.3.2")],
+            true,
+        );
+        let b = run(
+            &[Some("198.18.1.1"), Some("198.18.4.2"), Some("198.18.3.2")],
+            true,
+        );
         let silent = run(&[Some("198.18.1.1"), None, Some("198.18.3.2")], true);
         let longer = run(
             &[
