@@ -689,10 +689,35 @@ async fn detail_loaded(c: &fantoccini::Client, n: u64) {
     }
 }
 
+/// `/etc/netns/NAME/resolv.conf` (what `ip netns exec` and the path
+/// receiver's PTR lookups use in namespace NAME), removed on drop.
+struct NetnsResolvConf(std::path::PathBuf);
+
+impl NetnsResolvConf {
+    fn new(ns: &str, nameserver: &str) -> Self {
+        let dir = std::path::Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .unwrap();
+        NetnsResolvConf(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The Paths page in headless Chromium over the router topology: a
-/// scheduled TCP test's route hop by hop, the route switched to a second
-/// router (exactly one change, with both hop lists), a router that stops
-/// answering shown as `*`, and a tag that is HTML shown as text.
+/// scheduled TCP test's route hop by hop with each hop's PTR name (from a
+/// dnsmasq in the client's namespace) and AS (from an .mmdb the test
+/// writes), the route switched to a second router (exactly one change,
+/// with both hop lists), a router that stops answering shown as `*`, and a
+/// hop name and a tag that are HTML shown as text.
 #[tokio::test(flavor = "current_thread")]
 async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
     let mut topo = Topology::new().unwrap();
@@ -704,6 +729,41 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
         Topology::ROUTER3_V4,
     );
     let _listener = topo.listen(&format!("{srv}:5000")).unwrap();
+    // PTR records for the routers, served in the client's namespace.
+    let r3_name = format!("{XSS}.lab.test");
+    let _dns = browser::Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.client,
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address", "127.0.0.1"])
+            .arg("--ptr-record=1.1.19.198.in-addr.arpa,r1.lab.test")
+            .arg("--ptr-record=2.2.19.198.in-addr.arpa,r2.lab.test")
+            .arg(format!("--ptr-record=2.4.19.198.in-addr.arpa,{r3_name}"))
+            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
+    );
+    let _conf = NetnsResolvConf::new(&topo.client, "127.0.0.1");
+    // Router1 and router3 in one AS, router2 and the server in others.
+    let dir = tempfile::tempdir().unwrap();
+    let asn = dir.path().join("asn.mmdb");
+    std::fs::write(
+        &asn,
+        flowscope_integration::mmdb::asn_v4(&[
+            ([198, 19, 1, 0], 24, 64501, "Lab Access"),
+            ([198, 19, 4, 0], 24, 64501, "Lab Access"),
+            ([198, 19, 2, 0], 24, 64502, "Lab Transit"),
+            ([198, 19, 3, 0], 24, 64503, "Lab DC"),
+        ]),
+    )
+    .unwrap();
     let port = browser::free_port();
     let test = format!(
         "host: \"{srv}\"\nprotocol: tcp\nport: 5000\ninterval: 2s\ntimeout: 500ms\n\
@@ -712,9 +772,10 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
     );
     let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
     let agent = Agent::start_with(&format!(
-        "receivers:\n  path:\n    tests:\n      -\n{body}\
+        "receivers:\n  path:\n    asn_database: {}\n    tests:\n      -\n{body}\
          exporters:\n  file:\n    path: OUTPUT\n  ui:\n    endpoint: 127.0.0.1:{port}\n\
-         service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file, ui]\n"
+         service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file, ui]\n",
+        asn.display()
     ))
     .unwrap();
     let wait = Duration::from_secs(90);
@@ -736,6 +797,37 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
         ),
         1.0,
         "exactly one route change"
+    );
+    // Names and AS numbers on the hop points.
+    let hop = |addr: &str, key: &str| {
+        pts.iter()
+            .filter(|p| p.metric == HOP_SENT && p.attr("flowscope.path.hop.address") == Some(addr))
+            .filter_map(|p| p.attr(key).map(str::to_string))
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(
+        hop(r1, "flowscope.path.hop.name"),
+        BTreeSet::from(["r1.lab.test".to_string()])
+    );
+    assert_eq!(
+        hop(r3, "flowscope.path.hop.name"),
+        BTreeSet::from([r3_name.clone()])
+    );
+    assert!(
+        hop(srv, "flowscope.path.hop.name").is_empty(),
+        "no PTR for the server"
+    );
+    assert_eq!(
+        hop(r1, "flowscope.path.hop.as.number"),
+        BTreeSet::from(["64501".to_string()])
+    );
+    assert_eq!(
+        hop(r2, "flowscope.path.hop.as.name"),
+        BTreeSet::from(["Lab Transit".to_string()])
+    );
+    assert_eq!(
+        hop(srv, "flowscope.path.hop.as.number"),
+        BTreeSet::from(["64503".to_string()])
     );
     let (via2, via3) = (runs_via(&pts, "2", r2), runs_via(&pts, "2", r3));
     assert!(
@@ -785,6 +877,37 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
     detail_loaded(&c, 1).await;
     browser::range_control(&c, &["5m", "15m", "30m", "1h"]).await;
     assert_eq!(drawn_route(&c).await, vec![r1, r3, srv]);
+    let names = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#route .hop[data-address]')].map(n => \
+         [n.querySelector('.name')?.textContent ?? null, n.querySelector('.as')?.textContent ?? null])",
+    )
+    .await;
+    assert_eq!(
+        names,
+        serde_json::json!([
+            ["r1.lab.test", "AS64501 Lab Access"],
+            [r3_name, "AS64501 Lab Access"],
+            [null, "AS64503 Lab DC"]
+        ])
+    );
+    // Grouped by AS: router1 and router3 in one box.
+    c.find(fantoccini::Locator::Css("#group_as"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let groups = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#route .as-group')].map(g => \
+         [g.dataset.as, [...g.querySelectorAll('.hop')].map(h => h.dataset.address)])",
+    )
+    .await;
+    assert_eq!(
+        groups,
+        serde_json::json!([["64501", [r1, r3]], ["64503", [srv]]])
+    );
     let row = browser::js(
         &c,
         "return [...document.querySelectorAll('#tests tbody tr[data-id] td')].map(td => [td.dataset.col, td.textContent])",
@@ -827,6 +950,8 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
         0
     );
     assert!(c.get_alert_text().await.is_err(), "an alert opened");
+    // Tall enough for the route, the charts, the change and the history.
+    c.set_window_size(1400, 1500).await.unwrap();
     browser::screenshot(&c, "path").await;
 
     // Router1 stops answering with time-exceeded: `*` at hop 1, and no

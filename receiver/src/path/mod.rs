@@ -11,6 +11,7 @@
 //! only schedules, applies limits and turns results into points.
 
 pub mod dynamic;
+pub mod hopnames;
 pub mod netns;
 pub mod points;
 pub mod prober;
@@ -88,6 +89,10 @@ pub struct PathSettings {
     pub resource: Arc<Attrs>,
     /// Histogram bounds (seconds) of `flowscope.path.rtt` and `.hop.rtt`.
     pub rtt_bounds: Arc<[f64]>,
+    /// Ask the reverse DNS name of each hop (`resolve_hops`).
+    pub resolve_hops: bool,
+    /// A MaxMind / DB-IP ASN `.mmdb` naming each hop's AS.
+    pub asn_database: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -110,6 +115,8 @@ pub enum PathError {
     NoAddress { host: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    HopNames(#[from] hopnames::HopNameError),
     #[error(transparent)]
     Probe(#[from] prober::ProbeError),
     #[error("the run to {target} did not finish within {deadline:?}")]
@@ -149,15 +156,42 @@ pub async fn run_once(
     probe: &ProbeSettings,
     skip_local: bool,
 ) -> Result<TraceResult, PathError> {
+    run_named(prober, netns, req, probe, skip_local, None)
+        .await
+        .map(|(r, _)| r)
+}
+
+/// [`run_once`], then the hops named by `namer` on the same thread, in
+/// the same namespace (their PTR lookups use that namespace's resolver).
+pub async fn run_named(
+    prober: Arc<dyn Prober>,
+    netns: &Netns,
+    req: TraceRequest,
+    probe: &ProbeSettings,
+    skip_local: bool,
+    namer: Option<Arc<hopnames::HopNamer>>,
+) -> Result<(TraceResult, HopNameMap), PathError> {
     let target = req.target;
-    let deadline = probe.deadline();
+    let mut deadline = probe.deadline();
+    if namer.is_some() {
+        deadline += hopnames::PTR_WAIT;
+    }
     let ns = netns.clone();
+    let conf = hopnames::resolv_conf(netns);
     let job = tokio::task::spawn_blocking(move || {
         netns::run_in(&ns, move || {
             if skip_local && netns::local_addrs().contains(&req.target) {
                 return Err(PathError::Local { target: req.target });
             }
-            prober.trace(&req).map_err(PathError::from)
+            let r = prober.trace(&req).map_err(PathError::from)?;
+            let names = match &namer {
+                Some(n) => {
+                    let ips: Vec<IpAddr> = r.hops.iter().filter_map(|h| h.address).collect();
+                    n.name(&conf, &ips)
+                }
+                None => HopNameMap::new(),
+            };
+            Ok((r, names))
         })
     });
     match tokio::time::timeout(deadline, job).await {
@@ -182,6 +216,7 @@ fn request(target: IpAddr, port: u16, protocol: Protocol, p: &ProbeSettings) -> 
 /// The started `path` receiver.
 pub struct PathReceiver {
     settings: PathSettings,
+    namer: Option<Arc<hopnames::HopNamer>>,
     telemetry: Telemetry,
     prober: Arc<dyn Prober>,
     destinations: Option<Arc<DestinationSource>>,
@@ -205,8 +240,12 @@ impl PathReceiver {
             ctx.destinations
                 .subscribe((d.table.max_destinations * 4).clamp(1024, 65_536))
         });
+        let namer =
+            hopnames::HopNamer::new(settings.resolve_hops, settings.asn_database.as_deref())?;
+        let namer = namer.enabled().then(|| Arc::new(namer));
         Ok(PathReceiver {
             settings,
+            namer,
             telemetry: ctx.telemetry.clone(),
             prober,
             destinations,
@@ -221,6 +260,7 @@ impl PathReceiver {
             tasks.spawn(scheduled(
                 test,
                 self.settings.clone(),
+                self.namer.clone(),
                 self.prober.clone(),
                 tx.clone(),
                 shutdown.clone(),
@@ -232,6 +272,7 @@ impl PathReceiver {
                 d,
                 source,
                 self.settings.rtt_bounds.clone(),
+                self.namer.clone(),
                 self.prober.clone(),
                 self.telemetry.clone(),
                 tx.clone(),
@@ -255,6 +296,7 @@ async fn send(
 async fn scheduled(
     test: ScheduledTest,
     settings: PathSettings,
+    namer: Option<Arc<hopnames::HopNamer>>,
     prober: Arc<dyn Prober>,
     tx: mpsc::Sender<FlowBatch>,
     mut shutdown: watch::Receiver<bool>,
@@ -278,12 +320,13 @@ async fn scheduled(
         let start = SystemTime::now();
         let run = async {
             let ip = resolve(&test.host).await?;
-            run_once(
+            run_named(
                 prober.clone(),
                 &netns,
                 request(ip, test.port, test.protocol, &test.probe),
                 &test.probe,
                 false,
+                namer.clone(),
             )
             .await
         };
@@ -291,11 +334,11 @@ async fn scheduled(
             r = run => r,
             _ = shutdown.changed() => return,
         };
-        let result = match result {
-            Ok(r) => Some(r),
+        let (result, names) = match result {
+            Ok((r, names)) => (Some(r), names),
             Err(e) => {
                 warn!(host = %test.host, "path test failed: {e:#}");
-                None
+                (None, HopNameMap::new())
             }
         };
         let changes = route.observe(result.as_ref());
@@ -304,7 +347,7 @@ async fn scheduled(
             &labels,
             result.as_ref(),
             changes,
-            &HopNameMap::new(),
+            &names,
             &settings.rtt_bounds,
         );
         send(&tx, start, pts).await;
@@ -343,6 +386,7 @@ async fn dynamic_loop(
     settings: DynamicSettings,
     source: Arc<DestinationSource>,
     bounds: Arc<[f64]>,
+    namer: Option<Arc<hopnames::HopNamer>>,
     prober: Arc<dyn Prober>,
     telemetry: Telemetry,
     tx: mpsc::Sender<FlowBatch>,
@@ -429,17 +473,18 @@ async fn dynamic_loop(
             let tx = tx.clone();
             let done = done_tx.clone();
             let bounds = bounds.clone();
+            let namer = namer.clone();
             running.spawn(async move {
                 let start = SystemTime::now();
-                let r = run_once(prober, &entry.netns, req, &probe, true).await;
+                let r = run_named(prober, &entry.netns, req, &probe, true, namer).await;
                 drop(permit);
                 let local = matches!(r, Err(PathError::Local { .. }));
                 if !local {
-                    let result = match r {
-                        Ok(r) => Some(r),
+                    let (result, names) = match r {
+                        Ok((r, names)) => (Some(r), names),
                         Err(e) => {
                             warn!(server = %key.addr, "dynamic path test failed: {e:#}");
-                            None
+                            (None, HopNameMap::new())
                         }
                     };
                     let changes = entry
@@ -452,7 +497,7 @@ async fn dynamic_loop(
                         &labels,
                         result.as_ref(),
                         changes,
-                        &HopNameMap::new(),
+                        &names,
                         &bounds,
                     );
                     send(&tx, start, pts).await;

@@ -122,7 +122,7 @@
         el('div', { class: 'addr', text: dest(t) }),
         el('div', { class: 'muted', text: reached ? 'reachable' : 'not reachable' })));
     } else {
-      const n = box.lastElementChild;
+      const n = [...box.querySelectorAll('.hop')].pop();
       n.classList.add('destination');
       if (!reached) n.classList.add('unreachable');
       n.append(el('div', { class: 'muted', text: reached ? 'destination, reachable' : 'destination, not reachable' }));
