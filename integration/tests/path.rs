@@ -712,6 +712,32 @@ impl Drop for NetnsResolvConf {
     }
 }
 
+/// A dnsmasq in the client's namespace on 127.0.0.1 serving the routers'
+/// PTR records (router3's is `r3_name`), and that namespace's resolv.conf
+/// naming it.
+fn ptr_server(topo: &Topology, r3_name: &str) -> (browser::Kill, NetnsResolvConf) {
+    let dns = browser::Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.client,
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address", "127.0.0.1"])
+            .arg("--ptr-record=1.1.19.198.in-addr.arpa,r1.lab.test")
+            .arg("--ptr-record=2.2.19.198.in-addr.arpa,r2.lab.test")
+            .arg(format!("--ptr-record=2.4.19.198.in-addr.arpa,{r3_name}"))
+            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
+    );
+    (dns, NetnsResolvConf::new(&topo.client, "127.0.0.1"))
+}
+
 /// The Paths page in headless Chromium over the router topology: a
 /// scheduled TCP test's route hop by hop with each hop's PTR name (from a
 /// dnsmasq in the client's namespace) and AS (from an .mmdb the test
@@ -731,26 +757,7 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
     let _listener = topo.listen(&format!("{srv}:5000")).unwrap();
     // PTR records for the routers, served in the client's namespace.
     let r3_name = format!("{XSS}.lab.test");
-    let _dns = browser::Kill(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &topo.client,
-                "dnsmasq",
-                "--keep-in-foreground",
-            ])
-            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address", "127.0.0.1"])
-            .arg("--ptr-record=1.1.19.198.in-addr.arpa,r1.lab.test")
-            .arg("--ptr-record=2.2.19.198.in-addr.arpa,r2.lab.test")
-            .arg(format!("--ptr-record=2.4.19.198.in-addr.arpa,{r3_name}"))
-            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
-    );
-    let _conf = NetnsResolvConf::new(&topo.client, "127.0.0.1");
+    let _dns = ptr_server(&topo, &r3_name);
     // Router1 and router3 in one AS, router2 and the server in others.
     let dir = tempfile::tempdir().unwrap();
     let asn = dir.path().join("asn.mmdb");
@@ -982,4 +989,207 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
     );
     browser::screenshot(&c, "path-silent-hop").await;
     c.close().await.unwrap();
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `GET path` on 127.0.0.1:`port` until `done` takes the JSON.
+fn poll_json<T>(
+    port: u16,
+    path: &str,
+    what: &str,
+    mut done: impl FnMut(&serde_json::Value) -> Option<T>,
+) -> T {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            );
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            last = text
+                .split_once("\r\n\r\n")
+                .map_or(text.clone(), |(_, b)| b.to_string());
+            if let Some(t) = serde_json::from_str(&last)
+                .ok()
+                .as_ref()
+                .and_then(&mut done)
+            {
+                return t;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never appeared at {path}: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The storages the fleet view reads.
+fn storage(kind: &str, dir: &std::path::Path) -> (Killed, u16) {
+    let port = browser::free_port();
+    let child = if kind == "prometheus" {
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(&conf, "global:\n  scrape_interval: 1s\n").unwrap();
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/bootstrap.sh --test installs it)")
+    } else {
+        Command::new("/usr/bin/victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("victoria-metrics (scripts/bootstrap.sh --test installs it)")
+    };
+    let killed = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind} did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (killed, port)
+}
+
+/// The Paths API of `flowscope ui --prometheus` over Prometheus and over
+/// VictoriaMetrics, fed by remote write: the test, its one route change
+/// and both routes, read from the hop series as on one node.
+#[test]
+fn fleet_paths_over_prometheus_and_victoria_metrics() {
+    for kind in ["prometheus", "victoria-metrics"] {
+        let mut topo = Topology::new().unwrap();
+        topo.add_second_router().unwrap();
+        let (srv, r1, r2, r3) = (
+            Topology::SERVER_V4,
+            Topology::ROUTER1_V4,
+            Topology::ROUTER2_V4,
+            Topology::ROUTER3_V4,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, db_port) = storage(kind, dir.path());
+        // PTR records are there to be asked, but resolve_hops is off.
+        let _dns = ptr_server(&topo, "r3.lab.test");
+        let test = test_yaml(&topo, srv, "icmp", None, "").replace("interval: 3s", "interval: 2s");
+        let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+        let agent = Agent::start_with(&format!(
+            "receivers:\n  path:\n    resolve_hops: false\n    tests:\n      -\n{body}\
+             exporters:\n  file:\n    path: OUTPUT\n  prometheusremotewrite:\n    \
+             endpoint: http://127.0.0.1:{db_port}/api/v1/write\n    \
+             resource_to_telemetry_conversion:\n      enabled: true\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      \
+             exporters: [file, prometheusremotewrite]\n"
+        ))
+        .unwrap();
+        let ui_port = browser::free_port();
+        let _ui = Killed(
+            Command::new(built_binary("flowscope"))
+                .args(["ui", "--prometheus", &format!("http://127.0.0.1:{db_port}")])
+                .args(["--endpoint", &format!("127.0.0.1:{ui_port}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("flowscope ui"),
+        );
+        // 20 s of runs through router2, then 20 s through router3: each
+        // route fills whole 10 s steps of the fleet's answer.
+        let wait = Duration::from_secs(90);
+        agent.wait_for("10 runs through router2", wait, |pts| {
+            (runs_via(pts, "2", r2).len() >= 10).then_some(())
+        });
+        topo.switch_to_second_router().unwrap();
+        agent.wait_for("10 runs through router3", wait, |pts| {
+            (runs_via(pts, "2", r3).len() >= 10).then_some(())
+        });
+        assert_eq!(
+            sum(
+                &agent.points(),
+                "flowscope.path.route.changes",
+                &[("server.address", srv)]
+            ),
+            1.0
+        );
+        let q = "range=5m&cidr=198.19.3.2%2F32";
+        let id = poll_json(
+            ui_port,
+            &format!("/api/paths?{q}"),
+            "the test with its change",
+            |j| {
+                let t = j["tests"].as_array()?.first()?;
+                (t["route_changes"] == 1 && j["tests"].as_array()?.len() == 1)
+                    .then(|| t["id"].as_str().map(str::to_string))?
+            },
+        );
+        let d = poll_json(
+            ui_port,
+            &format!("/api/path?{q}&id={id}"),
+            "both routes",
+            |d| (d["history"].as_array()?.len() >= 2).then(|| d.clone()),
+        );
+        let t = &d["test"];
+        assert_eq!(t["server_address"], srv, "{kind}: {d}");
+        assert_eq!(t["protocol"], "icmp");
+        assert_eq!(t["tags"]["env"], "lab", "{kind}: tags come through");
+        let hops: Vec<&str> = d["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(hops, [r1, r3, srv], "{kind}: {d}");
+        let changes = d["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 1, "{kind}: {d}");
+        assert_eq!(changes[0]["from"], serde_json::json!([r1, r2, srv]));
+        assert_eq!(changes[0]["to"], serde_json::json!([r1, r3, srv]));
+        let routes: Vec<serde_json::Value> = d["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["hops"].clone())
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                serde_json::json!([r1, r2, srv]),
+                serde_json::json!([r1, r3, srv])
+            ],
+            "{kind}"
+        );
+        // No hop name asked (resolve_hops: false).
+        assert!(
+            !agent
+                .points()
+                .iter()
+                .any(|p| p.attr("flowscope.path.hop.name").is_some()),
+            "{kind}: resolve_hops: false asks no name"
+        );
+    }
 }

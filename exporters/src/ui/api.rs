@@ -598,6 +598,7 @@ fn fleet_store(
     let need = match rest {
         "keys" | "status" => super::fleet::Need::Keys,
         "health" => super::fleet::Need::Health,
+        "paths" | "path" => super::fleet::Need::Paths,
         _ => super::fleet::Need::Dependencies,
     };
     f.store(need, super::fleet::Range { from, to }, &keys, step)
