@@ -271,8 +271,10 @@ impl PathReceiver {
             tasks.spawn(dynamic_loop(
                 d,
                 source,
-                self.settings.rtt_bounds.clone(),
-                self.namer.clone(),
+                RunShared {
+                    bounds: self.settings.rtt_bounds.clone(),
+                    namer: self.namer.clone(),
+                },
                 self.prober.clone(),
                 self.telemetry.clone(),
                 tx.clone(),
@@ -382,11 +384,18 @@ fn open_origin(
     Some(n)
 }
 
+/// What every run of a receiver shares: the RTT histograms' bounds and the
+/// hop namer (None when nothing is named).
+#[derive(Clone)]
+struct RunShared {
+    bounds: Arc<[f64]>,
+    namer: Option<Arc<hopnames::HopNamer>>,
+}
+
 async fn dynamic_loop(
     settings: DynamicSettings,
     source: Arc<DestinationSource>,
-    bounds: Arc<[f64]>,
-    namer: Option<Arc<hopnames::HopNamer>>,
+    shared: RunShared,
     prober: Arc<dyn Prober>,
     telemetry: Telemetry,
     tx: mpsc::Sender<FlowBatch>,
@@ -472,8 +481,7 @@ async fn dynamic_loop(
             let prober = prober.clone();
             let tx = tx.clone();
             let done = done_tx.clone();
-            let bounds = bounds.clone();
-            let namer = namer.clone();
+            let RunShared { bounds, namer } = shared.clone();
             running.spawn(async move {
                 let start = SystemTime::now();
                 let r = run_named(prober, &entry.netns, req, &probe, true, namer).await;
