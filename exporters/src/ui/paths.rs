@@ -224,6 +224,16 @@ fn finish(mut acc: Acc) -> PathTest {
 
 /// Every test of the selection, the most recently run first.
 pub fn tests(store: &Store, sel: &PathSelection) -> Vec<PathTest> {
+    collect(store, sel, |_, _| true)
+}
+
+/// The tests of the selection that `keep` (Resource, test attributes)
+/// takes.
+fn collect(
+    store: &Store,
+    sel: &PathSelection,
+    keep: impl Fn(&Arc<Attrs>, &Attrs) -> bool,
+) -> Vec<PathTest> {
     let mut accs: HashMap<(Arc<Attrs>, Attrs), Acc> = HashMap::new();
     for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
         if !is_path_metric(m.name) {
@@ -234,7 +244,7 @@ pub fn tests(store: &Store, sel: &PathSelection) -> Vec<PathTest> {
             // The per-hop series only count for the detail.
             continue;
         }
-        if !sel.keeps(res, attrs) {
+        if !sel.keeps(res, attrs) || !keep(res, attrs) {
             continue;
         }
         let acc = accs
@@ -380,16 +390,29 @@ pub fn detail(store: &Store, sel: &PathSelection, id: &str) -> Option<PathDetail
     // run end -> TTL -> (address, probes sent): the route of each run.
     let mut runs: BTreeMap<u64, BTreeMap<u64, (String, u64)>> = BTreeMap::new();
     let mut points: BTreeMap<u64, RunPoint> = BTreeMap::new();
-    let mut summary_sel = sel.clone();
-    summary_sel.filters.clear();
-    summary_sel.cidr = None;
+    // The id of each test, computed once per test rather than per series
+    // (a test has a series per metric and per hop).
+    let mut ids: HashMap<(*const Attrs, Attrs), bool> = HashMap::new();
+    let mut is_it = |res: &Arc<Attrs>, base: &Attrs| -> bool {
+        let key = (Arc::as_ptr(res), base.clone());
+        if let Some(v) = ids.get(&key) {
+            return *v;
+        }
+        let v = test_id(res, base) == id;
+        ids.insert(key, v);
+        v
+    };
+    let mut key: Option<(Arc<Attrs>, Attrs)> = None;
     for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
         if !is_path_metric(m.name) {
             continue;
         }
         let base = test_attrs(attrs);
-        if test_id(res, &base) != id {
+        if !is_it(res, &base) {
             continue;
+        }
+        if key.is_none() {
+            key = Some((res.clone(), base.clone()));
         }
         if test.is_none() {
             test = Some(describe(res, &base));
@@ -452,11 +475,18 @@ pub fn detail(store: &Store, sel: &PathSelection, id: &str) -> Option<PathDetail
     }
     let test = test?;
     // The table's numbers for this one test.
-    summary_sel.filters = vec![];
-    let summary = tests(store, &summary_sel)
-        .into_iter()
-        .find(|t| t.id == id)
-        .unwrap_or(test);
+    let (kr, ka) = key?;
+    let summary_sel = PathSelection {
+        from: sel.from,
+        to: sel.to,
+        ..PathSelection::default()
+    };
+    let summary = collect(store, &summary_sel, |r, a| {
+        (Arc::ptr_eq(r, &kr) || **r == *kr) && *a == ka
+    })
+    .into_iter()
+    .next()
+    .unwrap_or(test);
 
     // History: each distinct route, and the runs that changed it.
     let mut history: Vec<Route> = Vec::new();
