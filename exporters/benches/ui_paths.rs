@@ -63,7 +63,7 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
             value,
         })
     };
-    let changed = t % 10 == 0 && r >= 3;
+    let changed = t.is_multiple_of(10) && r >= 3;
     push(
         MetricId::gauge(path::REACHABLE),
         base.clone(),
@@ -93,7 +93,7 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
     push(
         MetricId::sum(path::ROUTE_CHANGES),
         base.clone(),
-        PointValue::Int(u64::from(t % 10 == 0 && r == 3)),
+        PointValue::Int(u64::from(t.is_multiple_of(10) && r == 3)),
     );
     for h in 1..=HOPS {
         let addr = if changed && h == 4 {
