@@ -947,6 +947,14 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
             1
         ])
     );
+    // The pivot back to the flows: the dependency whose peer is the server.
+    let dep = browser::js(&c, "return document.querySelector('#dependency').href").await;
+    assert!(
+        dep.as_str()
+            .unwrap()
+            .contains("/analytics?range=1h&client_key=service.name&server_key=network.peer.address&cidr=198.19.3.2%2F32"),
+        "{dep}"
+    );
     let caveat = browser::js(&c, "return document.querySelector('#caveat').textContent").await;
     assert!(
         caveat.as_str().unwrap().contains("rate-limit"),

@@ -140,6 +140,14 @@
     $('detail-summary').textContent = 'reachable: ' + yesNo(t.reachable) + ' · RTT p50 ' + FS.ms(t.rtt_p50_ms) +
       ' · p95 ' + FS.ms(t.rtt_p95_ms) + ' · loss ' + FS.pct(t.loss_ratio) + ' · ' + FS.num(t.runs) + ' runs · ' +
       FS.num(t.route_changes) + ' route change(s)' + (tagsText(t) ? ' · tags ' + tagsText(t) : '');
+    // Back to the flows: the dependency whose peer is this destination.
+    const cidr = FS.hostCidr(t.server_address);
+    const dep = $('dependency');
+    dep.hidden = !cidr;
+    if (cidr) {
+      const q = new URLSearchParams({ range: state.get('range') || '1h', client_key: 'service.name', server_key: 'network.peer.address', cidr });
+      dep.href = '/analytics?' + q.toString();
+    }
     drawRoute(d);
     FS.chart($('rtt-chart'), d.points.filter(p => p.rtt_p50_ms !== null), [
       { key: 'rtt_p50_ms', label: 'RTT p50 (ms)', color: '#1565c0', fmt: v => Number(v).toFixed(2) + ' ms' },
