@@ -1201,3 +1201,62 @@ fn fleet_paths_over_prometheus_and_victoria_metrics() {
         );
     }
 }
+
+/// The ASN database is read again when the file changes (checked every
+/// 10 s), without a restart; a missing one stops the agent at start naming
+/// the file.
+#[test]
+fn asn_database_is_read_again_when_it_changes_and_a_missing_one_is_named() {
+    let topo = Topology::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let asn = dir.path().join("asn.mmdb");
+    let write = |n: u32, org: &str| {
+        let bytes = flowscope_integration::mmdb::asn_v4(&[([198, 19, 0, 0], 16, n, org)]);
+        // Replaced by a rename, as a download tool does.
+        let tmp = dir.path().join("asn.mmdb.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &asn).unwrap();
+    };
+    write(64510, "Before");
+    let test = test_yaml(&topo, Topology::SERVER_V4, "icmp", None, "")
+        .replace("interval: 3s", "interval: 1s")
+        .replace("e2e_probes: 10", "e2e_probes: 1");
+    let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+    let cfg = |db: &std::path::Path| {
+        format!(
+            "receivers:\n  path:\n    resolve_hops: false\n    asn_database: {}\n    tests:\n      -\n{body}\
+             exporters:\n  file:\n    path: OUTPUT\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file]\n",
+            db.display()
+        )
+    };
+    let agent = Agent::start_with(&cfg(&asn)).unwrap();
+    let as_of = |pts: &[Point], n: &str, org: &str| {
+        pts.iter().any(|p| {
+            p.metric == HOP_SENT
+                && p.attr("flowscope.path.hop.address") == Some(Topology::ROUTER1_V4)
+                && p.attr("flowscope.path.hop.as.number") == Some(n)
+                && p.attr("flowscope.path.hop.as.name") == Some(org)
+        })
+    };
+    agent.wait_for("AS64510 on router1's hop", Duration::from_secs(60), |pts| {
+        as_of(pts, "64510", "Before").then_some(())
+    });
+    write(64511, "After");
+    agent.wait_for(
+        "AS64511 after the file changed",
+        Duration::from_secs(60),
+        |pts| as_of(pts, "64511", "After").then_some(()),
+    );
+
+    // A missing file: the agent does not start, and says which file.
+    let missing = dir.path().join("no-such.mmdb");
+    let err = match Agent::start_with(&cfg(&missing)) {
+        Ok(_) => panic!("the agent started without its asn_database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("asn_database") && err.contains("no-such.mmdb"),
+        "{err}"
+    );
+}
