@@ -872,6 +872,18 @@ async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
         ]
     );
 
+    // The Health finding.
+    let h = get_json(port, "/api/health?range=1h&cidr=198.19.3.2/32");
+    let found: Vec<&serde_json::Value> = h["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "route_changed")
+        .collect();
+    assert_eq!(found.len(), 1, "{h}");
+    assert_eq!(found[0]["severity"], "warning");
+    assert_eq!(found[0]["count"], 1);
+
     // The page.
     let (_driver, _profile, c) = browser::browser().await;
     let base = format!("http://127.0.0.1:{port}");
@@ -1191,6 +1203,22 @@ fn fleet_paths_over_prometheus_and_victoria_metrics() {
             ],
             "{kind}"
         );
+        // The Health page's finding, in the fleet view too.
+        let f = poll_json(
+            ui_port,
+            &format!("/api/health?{q}"),
+            "the route finding",
+            |j| {
+                j["findings"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["kind"] == "route_changed")
+                    .cloned()
+            },
+        );
+        assert_eq!(f["severity"], "warning", "{kind}: {f}");
+        assert_eq!(f["count"], 1, "{kind}: {f}");
+        assert_eq!(f["server"], srv, "{kind}: {f}");
         // No hop name asked (resolve_hops: false).
         assert!(
             !agent

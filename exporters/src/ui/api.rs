@@ -601,7 +601,11 @@ fn fleet_store(
         "paths" | "path" => super::fleet::Need::Paths,
         _ => super::fleet::Need::Dependencies,
     };
-    f.store(need, super::fleet::Range { from, to }, &keys, step)
+    let mut st = f.store(need, super::fleet::Range { from, to }, &keys, step)?;
+    if rest == "health" {
+        f.add_route_changes(&mut st, super::fleet::Range { from, to })?;
+    }
+    Ok(st)
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {

@@ -756,6 +756,38 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Adds each test's route changes over `range` to a Health store (one
+    /// instant query, summed `without (instance, job)` as the Paths page
+    /// reads them), for the "Route changed" finding.
+    pub fn add_route_changes(&self, st: &mut Store, range: Range) -> Result<(), FleetError> {
+        let handle = tokio::runtime::Handle::current();
+        handle.block_on(async {
+            let span = range.to.saturating_sub(range.from).max(NS);
+            let m = MetricId::sum(path::ROUTE_CHANGES);
+            let data = self
+                .call(
+                    "/api/v1/query",
+                    &[("query", path_expr(m, span)), ("time", secs(range.to))],
+                )
+                .await?;
+            let samples = vector(&data, range.to);
+            if samples.len() > self.max_series {
+                return Err(FleetError::TooLarge {
+                    series: samples.len(),
+                    limit: self.max_series,
+                });
+            }
+            let mut batches = std::collections::BTreeMap::new();
+            self.points(m, samples, span, &mut batches);
+            for (_, b) in batches {
+                st.insert(&b);
+            }
+            Ok(())
+        })
+    }
+}
+
 fn push(
     batches: &mut std::collections::BTreeMap<u64, MetricBatch>,
     t: u64,
