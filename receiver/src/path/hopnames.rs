@@ -366,6 +366,50 @@ mod tests {
     }
 
     #[test]
+    fn a_full_cache_forgets_the_expired_then_the_soonest_to_expire() {
+        let now = Instant::now();
+        let conf = PathBuf::from("/etc/resolv.conf");
+        let mut cache = HashMap::new();
+        for i in 0..MAX_CACHED as u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            // The first ten already expired; the rest expire in i seconds.
+            let expires = if i < 10 {
+                now - Duration::from_secs(1)
+            } else {
+                now + Duration::from_secs(u64::from(i))
+            };
+            cache.insert(
+                (conf.clone(), ip),
+                Cached {
+                    name: None,
+                    expires,
+                },
+            );
+        }
+        evict(&mut cache, now);
+        assert_eq!(cache.len(), MAX_CACHED - 10, "the expired ones go first");
+        // Full again with ten long-lived entries: a quarter goes, soonest
+        // to expire first.
+        for i in 0..10u8 {
+            cache.insert(
+                (conf.clone(), IpAddr::from([10, 255, 0, i])),
+                Cached {
+                    name: None,
+                    expires: now + PTR_TTL + Duration::from_secs(3600),
+                },
+            );
+        }
+        assert_eq!(cache.len(), MAX_CACHED);
+        evict(&mut cache, now);
+        assert!(cache.len() <= MAX_CACHED * 3 / 4 + 1, "{}", cache.len());
+        assert!(
+            cache.contains_key(&(conf.clone(), IpAddr::from([10, 255, 0, 1]))),
+            "the longest-lived entries stay"
+        );
+        assert!(!cache.contains_key(&(conf, IpAddr::from(std::net::Ipv4Addr::from(0x0a00_000a)))));
+    }
+
+    #[test]
     fn bad_database_names_the_file() {
         let dir = std::env::temp_dir().join(format!("fs-asn-{}", std::process::id()));
         std::fs::write(&dir, b"not an mmdb").unwrap();
