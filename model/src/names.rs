@@ -315,6 +315,13 @@ pub mod path {
         "{probe}",
         "Probes to one hop of a path without an answer.",
     );
+    /// Contract v3: a run whose hop list differs from the previous run's
+    /// of the same test (receiver/src/path/route.rs says when two differ).
+    pub const ROUTE_CHANGES: Def = (
+        "flowscope.path.route.changes",
+        "{change}",
+        "Runs whose hop list differs from the previous run's of the same test.",
+    );
 
     /// The destination as configured or observed (a name or an IP).
     pub const SERVER_ADDRESS: &str = "server.address";
@@ -327,6 +334,13 @@ pub mod path {
     pub const HOP_INDEX: &str = "flowscope.path.hop.index";
     /// The address that answered at this TTL, or [`NO_ANSWER`].
     pub const HOP_ADDRESS: &str = "flowscope.path.hop.address";
+    /// The hop address's reverse DNS name (PTR), when it has one.
+    pub const HOP_NAME: &str = "flowscope.path.hop.name";
+    /// The autonomous system announcing the hop address (int), from the
+    /// `asn_database`.
+    pub const HOP_AS_NUMBER: &str = "flowscope.path.hop.as.number";
+    /// That autonomous system's organisation name.
+    pub const HOP_AS_NAME: &str = "flowscope.path.hop.as.name";
 
     pub const NO_ANSWER: &str = "*";
     pub const SCHEDULED: &str = "scheduled";

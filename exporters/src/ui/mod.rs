@@ -35,6 +35,7 @@ use crate::{Outcome, Sink};
 pub mod api;
 mod assets;
 pub mod fleet;
+pub mod paths;
 pub mod query;
 pub mod store;
 

@@ -533,7 +533,7 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
-    /// `path_unreachable`, `path_loss`.
+    /// `path_unreachable`, `path_loss`, `route_changed`.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -551,7 +551,7 @@ pub struct Finding {
 }
 
 #[allow(clippy::too_many_arguments)] // one constructor for every kind of finding
-fn finding(
+pub(super) fn finding(
     kind: &'static str,
     critical: bool,
     impact: f64,
@@ -801,6 +801,7 @@ pub fn health(
             ));
         }
     }
+    out.extend(super::paths::route_findings(store, from, to, cidr));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
