@@ -30,7 +30,7 @@ use flowscope_model::{Attrs, Histogram, PointValue};
 use serde::Serialize;
 
 use super::query::{Cidr, Finding, quantile};
-use super::store::Store;
+use super::store::{SeriesKey, Store};
 
 /// The keys that make a point a hop's rather than the test's.
 const HOP_KEYS: [&str; 5] = [
@@ -235,15 +235,10 @@ fn collect(
     keep: impl Fn(&Arc<Attrs>, &Attrs) -> bool,
 ) -> Vec<PathTest> {
     let mut accs: HashMap<(Arc<Attrs>, Attrs), Acc> = HashMap::new();
-    for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
-        if !is_path_metric(m.name) {
-            continue;
-        }
-        let hop = attrs.get(path::HOP_INDEX).is_some();
-        if hop {
-            // The per-hop series only count for the detail.
-            continue;
-        }
+    // The per-hop series only count for the detail.
+    let wanted =
+        |(_, m, attrs): &SeriesKey| is_path_metric(m.name) && attrs.get(path::HOP_INDEX).is_none();
+    for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to, wanted) {
         if !sel.keeps(res, attrs) || !keep(res, attrs) {
             continue;
         }
@@ -403,10 +398,9 @@ pub fn detail(store: &Store, sel: &PathSelection, id: &str) -> Option<PathDetail
         v
     };
     let mut key: Option<(Arc<Attrs>, Attrs)> = None;
-    for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
-        if !is_path_metric(m.name) {
-            continue;
-        }
+    for ((res, m, attrs), slots) in
+        store.series_slots(sel.from, sel.to, |(_, m, _)| is_path_metric(m.name))
+    {
         let base = test_attrs(attrs);
         if !is_it(res, &base) {
             continue;
