@@ -75,17 +75,40 @@ pub struct Captured<'a> {
 }
 
 /// Attributes a lookup to the local process that made or served it.
+///
+/// The engine asks when it captures the query (`last` false) and, if the
+/// answer was `None` then, once more when the lookup ends, answered or
+/// timed out (`last` true). A lookup still without an owner is reported
+/// under [`OwnerResolver::unknown`] and counted as
+/// `flowscope.events.lost{flowscope.source=dns, flowscope.reason=owner_unknown}`.
 pub trait OwnerResolver: Send {
     /// The Resource of the process owning the local `transport` socket
-    /// `local` in `netns`.
-    fn resource(&mut self, netns: u32, transport: Transport, local: SocketAddr) -> Arc<Attrs>;
+    /// `local` in `netns`, if known.
+    fn resource(
+        &mut self,
+        netns: u32,
+        transport: Transport,
+        local: SocketAddr,
+        last: bool,
+    ) -> Option<Arc<Attrs>>;
+
+    /// The Resource of lookups whose process is unknown
+    /// (`service.name=unknown_service`).
+    fn unknown(&self) -> Arc<Attrs>;
+
+    /// Called on every pass of the capture loop (at least every 100 ms).
+    fn tick(&mut self) {}
 }
 
 /// Resolves every socket to one fixed Resource (tests, benchmarks).
 pub struct FixedOwner(pub Arc<Attrs>);
 
 impl OwnerResolver for FixedOwner {
-    fn resource(&mut self, _: u32, _: Transport, _: SocketAddr) -> Arc<Attrs> {
+    fn resource(&mut self, _: u32, _: Transport, _: SocketAddr, _: bool) -> Option<Arc<Attrs>> {
+        Some(self.0.clone())
+    }
+
+    fn unknown(&self) -> Arc<Attrs> {
         self.0.clone()
     }
 }
@@ -114,7 +137,8 @@ struct PendingKey {
 struct Pending {
     ts_ns: u64,
     role: Role,
-    resource: Arc<Attrs>,
+    /// None until the owner is known (see [`OwnerResolver`]).
+    resource: Option<Arc<Attrs>>,
 }
 
 /// One series of the interval; its attributes are built when reported.
@@ -151,6 +175,8 @@ pub struct Engine {
     /// Lookups answered and timed out since start (for tests and benches).
     pub answered: u64,
     pub timed_out: u64,
+    /// Lookups reported without their owner (`unknown_service`).
+    pub owner_unknown: u64,
 }
 
 impl Engine {
@@ -174,6 +200,7 @@ impl Engine {
             received: 0,
             answered: 0,
             timed_out: 0,
+            owner_unknown: 0,
         }
     }
 
@@ -306,7 +333,7 @@ impl Engine {
                 .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
             return;
         }
-        let resource = self.owners.resource(p.netns, transport, local);
+        let resource = self.owners.resource(p.netns, transport, local, false);
         let deadline = p
             .ts_ns
             .saturating_add(self.settings.timeout.as_nanos() as u64);
@@ -368,13 +395,35 @@ impl Engine {
             .record(secs);
     }
 
+    /// The Resource of a lookup that ends: the one found when its query
+    /// was captured, else the owner asked once more, else unknown (counted).
+    fn owner(&mut self, q: &Pending, key: &PendingKey) -> Arc<Attrs> {
+        if let Some(r) = &q.resource {
+            return r.clone();
+        }
+        let local = match q.role {
+            Role::Client => key.client,
+            Role::Server => key.server,
+        };
+        match self.owners.resource(key.netns, key.transport, local, true) {
+            Some(r) => r,
+            None => {
+                self.owner_unknown += 1;
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::OwnerUnknown, 1));
+                self.owners.unknown()
+            }
+        }
+    }
+
     fn series(&mut self, q: &Pending, key: &PendingKey, rcode: Option<u8>) -> SeriesKey {
+        let resource = self.owner(q, key);
         SeriesKey {
-            resource: q.resource.clone(),
+            resource: resource.clone(),
             role: q.role,
             transport: key.transport,
             server: key.server.ip(),
-            name: self.topk.fold(&q.resource, &key.question.name),
+            name: self.topk.fold(&resource, &key.question.name),
             qtype: key.question.qtype,
             rcode,
         }
@@ -384,6 +433,7 @@ impl Engine {
     /// nanoseconds) as timed-out lookups, once each, lasting the timeout.
     /// Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
+        self.owners.tick();
         self.telemetry.emit(EventsReceived {
             source: SOURCE,
             count: std::mem::take(&mut self.received),
