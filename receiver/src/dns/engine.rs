@@ -755,4 +755,64 @@ mod tests {
         assert_eq!(e.answered, 1);
         assert!(names.name_of(1, "198.18.0.9".parse().unwrap()).is_some());
     }
+
+    /// Knows a socket only from its `n`-th question on (the kernel's record
+    /// comes after the query was captured); counts the questions.
+    struct LateOwner {
+        after: u32,
+        asked: u32,
+        last_asks: u32,
+    }
+
+    impl OwnerResolver for LateOwner {
+        fn resource(
+            &mut self,
+            _: u32,
+            _: Transport,
+            _: SocketAddr,
+            last: bool,
+        ) -> Option<Arc<Attrs>> {
+            self.asked += 1;
+            self.last_asks += u32::from(last);
+            (self.asked > self.after).then(|| Arc::new(Attrs::new().with("service.name", "late")))
+        }
+
+        fn unknown(&self) -> Arc<Attrs> {
+            Arc::new(Attrs::new().with("service.name", "unknown_service"))
+        }
+    }
+
+    #[test]
+    fn owners_are_asked_again_when_the_lookup_ends_and_misses_are_counted() {
+        for (after, want, lost) in [(1, "late", 0), (5, "unknown_service", 1)] {
+            let (mut e, t, _) = engine(16);
+            e.owners = Box::new(LateOwner {
+                after,
+                asked: 0,
+                last_asks: 0,
+            });
+            let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
+            let q = query(7, "known.test", 1);
+            feed(&mut e, 1_000, Direction::Outgoing, &build::udp(c, s, &q));
+            feed(
+                &mut e,
+                2_000,
+                Direction::Incoming,
+                &build::udp(s, c, &response(&q, 0, [198, 18, 0, 9])),
+            );
+            let points = e.finish();
+            assert_eq!(points.len(), 1);
+            assert_eq!(points[0].resource.get_str("service.name"), Some(want));
+            assert_eq!(e.owner_unknown, lost);
+            assert_eq!(
+                t.total(
+                    EVENTS_LOST,
+                    &Attrs::new()
+                        .with(attr::SOURCE, "dns")
+                        .with(attr::REASON, "owner_unknown"),
+                ),
+                lost
+            );
+        }
+    }
 }
