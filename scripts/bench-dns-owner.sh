@@ -10,8 +10,8 @@
 #   scripts/bench-dns-owner.sh [--before-commit C] [--rate 2000] [--seconds 10] [--rounds 2]
 #
 # With --before-commit, commit C's dns_load is built too (from `git
-# archive`, in target/bench-base, sharing nothing but the toolchain) and
-# the two builds run back to back: before, after, before, after...
+# archive` into target/bench-base) and the two builds run back to back:
+# before, after, before, after...
 # The "after" build also runs `--sockets fresh` (a new socket per lookup)
 # and `--port 5300` (sends the owner program must look at and leave).
 # Needs root, ip, bpftool, jq. Results: target/bench/dns-owner.txt and .json.
@@ -38,19 +38,22 @@ done
 
 out=$root/target/bench
 mkdir -p "$out"
-cargo build --release -p flowscope-receiver --example dns_load
-after_bin=$root/target/release/examples/dns_load
-after_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
 before_bin=""
 if [ -n "$before" ]; then
+  # Built in the same target dir (dependencies are shared; the workspace's
+  # own crates, at another path, are built apart), then copied aside.
   base=$root/target/bench-base
   rm -rf "$base/src"
   mkdir -p "$base/src"
   git archive "$before" | tar -x -C "$base/src"
-  (cd "$base/src" && CARGO_TARGET_DIR=$base/target cargo build --release -p flowscope-receiver --example dns_load)
-  before_bin=$base/target/release/examples/dns_load
+  (cd "$base/src" && CARGO_TARGET_DIR=$root/target cargo build --release -p flowscope-receiver --example dns_load)
+  cp "$root/target/release/examples/dns_load" "$base/dns_load"
+  before_bin=$base/dns_load
   before_rev=$(git rev-parse --short "$before")
 fi
+cargo build --release -p flowscope-receiver --example dns_load
+after_bin=$root/target/release/examples/dns_load
+after_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
 
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 trap 'sysctl -qw kernel.bpf_stats_enabled=$old_stats' EXIT
