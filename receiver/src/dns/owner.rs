@@ -363,19 +363,19 @@ impl KernelOwners {
         let keep = self.settings.keep;
         self.known.retain(|_, k| now.duration_since(k.used) < keep);
         self.cgroups.expire();
-        for (i, reason) in [(dns_counter::RINGBUF_FULL, LossReason::RingbufFull)] {
-            let total: u64 = self
-                .maps
-                .counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0);
-            let d = total.saturating_sub(self.counted[i as usize]);
-            self.counted[i as usize] = total;
-            if d > 0 {
-                // The process's lookups fall back to /proc.
-                self.telemetry.emit(EventsLost::new(SOURCE, reason, d));
-            }
+        let i = dns_counter::RINGBUF_FULL;
+        let total: u64 = self
+            .maps
+            .counters
+            .get(&i, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0);
+        let d = total.saturating_sub(self.counted[i as usize]);
+        self.counted[i as usize] = total;
+        if d > 0 {
+            // The process's lookups fall back to /proc.
+            self.telemetry
+                .emit(EventsLost::new(SOURCE, LossReason::RingbufFull, d));
         }
     }
 
@@ -486,9 +486,10 @@ impl<'a> ProcessRecord<'a> {
 /// knows a cgroup as long as it exists, whatever happened to the process.
 struct CgroupNames {
     root: Option<(PathBuf, OwnedFd)>,
-    cache: HashMap<u64, (Option<Arc<str>>, Option<Arc<str>>)>,
+    cache: HashMap<u64, Workload>,
 }
 
+/// Container id and pod uid.
 type Workload = (Option<Arc<str>>, Option<Arc<str>>);
 
 impl CgroupNames {
