@@ -11,7 +11,8 @@
 #
 # With --before-commit, commit C's dns_load is built too (from `git
 # archive` into target/bench-base) and the two builds run back to back:
-# before, after, before, after...
+# before, after, before, after... (both binaries are kept in
+# target/bench-base).
 # The "after" build also runs `--sockets fresh` (a new socket per lookup)
 # and `--port 5300` (sends the owner program must look at and leave).
 # Needs root, ip, bpftool, jq. Results: target/bench/dns-owner.txt and .json.
@@ -38,22 +39,26 @@ done
 
 out=$root/target/bench
 mkdir -p "$out"
+# Each build is copied aside: both use the same target dir (the
+# dependencies are shared), and cargo keys the workspace's own crates by
+# their path relative to the workspace, so the second build replaces the
+# first one's artifacts.
+cargo build --release -p flowscope-receiver --example dns_load
+mkdir -p "$root/target/bench-base"
+cp "$root/target/release/examples/dns_load" "$root/target/bench-base/dns_load-after"
+after_bin=$root/target/bench-base/dns_load-after
+after_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
 before_bin=""
 if [ -n "$before" ]; then
-  # Built in the same target dir (dependencies are shared; the workspace's
-  # own crates, at another path, are built apart), then copied aside.
   base=$root/target/bench-base
   rm -rf "$base/src"
   mkdir -p "$base/src"
   git archive "$before" | tar -x -C "$base/src"
   (cd "$base/src" && CARGO_TARGET_DIR=$root/target cargo build --release -p flowscope-receiver --example dns_load)
-  cp "$root/target/release/examples/dns_load" "$base/dns_load"
-  before_bin=$base/dns_load
+  cp "$root/target/release/examples/dns_load" "$base/dns_load-before"
+  before_bin=$base/dns_load-before
   before_rev=$(git rev-parse --short "$before")
 fi
-cargo build --release -p flowscope-receiver --example dns_load
-after_bin=$root/target/release/examples/dns_load
-after_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
 
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 trap 'sysctl -qw kernel.bpf_stats_enabled=$old_stats' EXIT
@@ -92,7 +97,7 @@ run() {
     . as $r
     | ($stats | split("\n") | map(select(length > 0) | split(" ")
         | {name: .[0], runs: (.[1] | tonumber), ns: (.[2] | tonumber)})) as $p
-    | {label: $label, rev: $rev, args: $args,
+    | {"label": $label, rev: $rev, args: $args,
        lookups: $r.lookups_sent, matched: $r.lookups_matched_by_agent,
        capture_cpu_percent: $r.capture_thread_cpu_percent_of_one_core,
        capture_cpu_us_per_lookup: (1e6 * $r.capture_thread_cpu_seconds / ($r.lookups_sent | if . == 0 then 1 else . end)),
