@@ -7,7 +7,9 @@
 # `bpftool prog show id N`) with kernel.bpf_stats_enabled=1, which it
 # turns on for the runs and restores on exit.
 #
-#   scripts/bench-dns-owner.sh [--before-commit C] [--rate 2000] [--seconds 10] [--rounds 2]
+#   scripts/bench-dns-owner.sh [--before-commit C] [--rate 2000] [--seconds 10] [--rounds 2] [--no-build]
+#
+# --no-build runs the binaries the last run left in target/bench-base.
 #
 # With --before-commit, commit C's dns_load is built too (from `git
 # archive` into target/bench-base) and the two builds run back to back:
@@ -24,12 +26,14 @@ before=""
 rate=2000
 seconds=10
 rounds=2
+nobuild=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --before-commit) before=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --no-build) nobuild=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,19 +47,23 @@ mkdir -p "$out"
 # dependencies are shared), and cargo keys the workspace's own crates by
 # their path relative to the workspace, so the second build replaces the
 # first one's artifacts.
-cargo build --release -p flowscope-receiver --example dns_load
 mkdir -p "$root/target/bench-base"
-cp "$root/target/release/examples/dns_load" "$root/target/bench-base/dns_load-after"
+if [ -z "$nobuild" ]; then
+  cargo build --release -p flowscope-receiver --example dns_load
+  cp "$root/target/release/examples/dns_load" "$root/target/bench-base/dns_load-after"
+fi
 after_bin=$root/target/bench-base/dns_load-after
 after_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
 before_bin=""
 if [ -n "$before" ]; then
   base=$root/target/bench-base
-  rm -rf "$base/src"
-  mkdir -p "$base/src"
-  git archive "$before" | tar -x -C "$base/src"
-  (cd "$base/src" && CARGO_TARGET_DIR=$root/target cargo build --release -p flowscope-receiver --example dns_load)
-  cp "$root/target/release/examples/dns_load" "$base/dns_load-before"
+  if [ -z "$nobuild" ]; then
+    rm -rf "$base/src"
+    mkdir -p "$base/src"
+    git archive "$before" | tar -x -C "$base/src"
+    (cd "$base/src" && CARGO_TARGET_DIR=$root/target cargo build --release -p flowscope-receiver --example dns_load)
+    cp "$root/target/release/examples/dns_load" "$base/dns_load-before"
+  fi
   before_bin=$base/dns_load-before
   before_rev=$(git rev-parse --short "$before")
 fi
@@ -92,12 +100,12 @@ run() {
     sleep 0.2
   done
   wait "$pid"
-  jq -c --arg label "$label" --arg rev "$rev" --arg args "$*" \
+  jq -c --arg lab "$label" --arg rev "$rev" --arg args "$*" \
     --rawfile stats "$stats" '
     . as $r
     | ($stats | split("\n") | map(select(length > 0) | split(" ")
         | {name: .[0], runs: (.[1] | tonumber), ns: (.[2] | tonumber)})) as $p
-    | {"label": $label, rev: $rev, args: $args,
+    | {"label": $lab, rev: $rev, args: $args,
        lookups: $r.lookups_sent, matched: $r.lookups_matched_by_agent,
        capture_cpu_percent: $r.capture_thread_cpu_percent_of_one_core,
        capture_cpu_us_per_lookup: (1e6 * $r.capture_thread_cpu_seconds / ($r.lookups_sent | if . == 0 then 1 else . end)),
