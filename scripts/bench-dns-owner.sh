@@ -43,10 +43,10 @@ done
 
 out=$root/target/bench
 mkdir -p "$out"
-# Each build is copied aside: both use the same target dir (the
-# dependencies are shared), and cargo keys the workspace's own crates by
-# their path relative to the workspace, so the second build replaces the
-# first one's artifacts.
+# The before build has a target dir of its own: cargo keys the
+# workspace's crates by their path relative to the workspace and checks
+# freshness against the sources it last built, so a shared target dir
+# would take one build's artifacts for the other's.
 mkdir -p "$root/target/bench-base"
 if [ -z "$nobuild" ]; then
   cargo build --release -p flowscope-receiver --example dns_load
@@ -61,8 +61,8 @@ if [ -n "$before" ]; then
     rm -rf "$base/src"
     mkdir -p "$base/src"
     git archive "$before" | tar -x -C "$base/src"
-    (cd "$base/src" && CARGO_TARGET_DIR=$root/target cargo build --release -p flowscope-receiver --example dns_load)
-    cp "$root/target/release/examples/dns_load" "$base/dns_load-before"
+    (cd "$base/src" && CARGO_TARGET_DIR=$base/target cargo build --release -p flowscope-receiver --example dns_load)
+    cp "$base/target/release/examples/dns_load" "$base/dns_load-before"
   fi
   before_bin=$base/dns_load-before
   before_rev=$(git rev-parse --short "$before")
