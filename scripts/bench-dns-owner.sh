@@ -95,8 +95,11 @@ run() {
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     local snap
-    snap=$(prog_stats "$pid" || true)
-    [ -n "$snap" ] && printf '%s\n' "$snap" >"$stats"
+    snap=$(prog_stats "$pid" | grep -v '^null ' || true)
+    # A snapshot taken while the example exits may miss programs.
+    if [ -n "$snap" ] && [ "$(printf '%s\n' "$snap" | wc -l)" -ge "$(wc -l <"$stats")" ]; then
+      printf '%s\n' "$snap" >"$stats"
+    fi
     sleep 0.2
   done
   wait "$pid"

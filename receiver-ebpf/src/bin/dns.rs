@@ -87,8 +87,9 @@ static DNS_SOCKS: LruHashMap<DnsSockKey, DnsSockOwner> = LruHashMap::with_max_en
 #[map]
 static DNS_PROCS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
 /// Thread id -> cookie of the unconnected UDP socket whose sendmsg is
-/// addressed to a DNS port (0: none), from `cgroup/sendmsg4/6` for the
-/// length tracepoint at the end of the same syscall.
+/// addressed to a DNS port (0: used), from `cgroup/sendmsg4/6` for the
+/// length tracepoint at the end of the same syscall. LRU: one entry per
+/// thread that sent DNS from an unconnected socket lately.
 #[map]
 static DNS_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 /// Process identities for user space, read when it needs them (no
@@ -432,24 +433,26 @@ pub fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
 }
 
 /// An unconnected UDP sendmsg with an address (these programs run inside
-/// udp_sendmsg/udpv6_sendmsg only then): remembers for this thread whether
-/// it goes to a DNS port, for the length tracepoint that ends the syscall.
-/// Always allows the call.
+/// udp_sendmsg/udpv6_sendmsg only then): remembers for this thread that
+/// this socket sends to a DNS port, for the length tracepoint that ends the
+/// syscall. Any other destination leaves after the port test: an entry
+/// left over (a send that failed before the tracepoint consumed it) names
+/// a socket that did send DNS, so at worst that socket's owner is written
+/// once more. Always allows the call.
 #[inline(always)]
 fn stash(ctx: &SockAddrContext) {
     // user_port holds the port in network byte order in its low 16 bits.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
+    if !dns_port(port) {
+        return;
+    }
     let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
-    if dns_port(port) {
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        match DNS_STASH.get_ptr_mut(&tid) {
-            Some(p) => unsafe { *p = cookie },
-            None => {
-                let _ = DNS_STASH.insert(&tid, &cookie, 0);
-            }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    match DNS_STASH.get_ptr_mut(&tid) {
+        Some(p) => unsafe { *p = cookie },
+        None => {
+            let _ = DNS_STASH.insert(&tid, &cookie, 0);
         }
-    } else if let Some(p) = DNS_STASH.get_ptr_mut(&tid) {
-        unsafe { *p = 0 };
     }
 }
 
