@@ -539,9 +539,11 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
     }
     // The server side is dnsmasq, which saw the same lookups; the client
     // side is dig, every time, although each dig exits right after its
-    // answer (the kernel recorded the owner when the query left).
+    // answer (the kernel recorded the owner when the query left), over
+    // IPv4 and IPv6.
     for pt in p.iter().filter(|pt| {
-        pt.metric.name == DUR && pt.attrs.get_str(attr::SERVER_ADDRESS) == Some(s_static)
+        pt.metric.name == DUR
+            && matches!(pt.attrs.get_str(attr::SERVER_ADDRESS), Some(a) if a == s_static || a == s6_static)
     }) {
         let svc = pt.resource.get_str("service.name");
         match pt.attrs.get_str(attr::FLOW_ROLE) {
