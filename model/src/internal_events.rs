@@ -100,6 +100,9 @@ pub enum LossReason {
     Timeout,
     /// A server answered with an HTTP error status.
     HttpError,
+    /// A DNS lookup whose local process could not be found: reported with
+    /// `service.name=unknown_service`.
+    OwnerUnknown,
 }
 
 impl LossReason {
@@ -122,6 +125,7 @@ impl LossReason {
             LossReason::NetnsGone => "netns_gone",
             LossReason::Unreachable => "unreachable",
             LossReason::Timeout => "timeout",
+            LossReason::OwnerUnknown => names::dns::REASON_OWNER_UNKNOWN,
             LossReason::HttpError => "http_error",
         }
     }

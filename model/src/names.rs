@@ -265,6 +265,15 @@ pub mod nat {
     pub const REASON_NAT_UNRESOLVED: &str = "nat_unresolved";
 }
 
+/// DNS monitoring: the self-telemetry reason of a lookup reported without
+/// its process (issue 22).
+pub mod dns {
+    /// `flowscope.reason` (with `flowscope.source=dns`) of a lookup whose
+    /// local process was not found: the lookup is still reported, with
+    /// `service.name=unknown_service`.
+    pub const REASON_OWNER_UNKNOWN: &str = "owner_unknown";
+}
+
 /// Network Path (contract v2, "Network Path"): metric names with units,
 /// attribute keys and fixed values of the `path` receiver.
 pub mod path {
