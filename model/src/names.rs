@@ -245,6 +245,16 @@ pub mod value {
     pub const COMPONENT_TYPE_OTLP_HTTP: &str = "otlp_http_metric_exporter";
     pub const COMPONENT_TYPE_OTLP_HTTP_JSON: &str = "otlp_http_json_metric_exporter";
     pub const COMPONENT_TYPE_PROMETHEUS: &str = "prometheus_http_text_metric_exporter";
+    /// `otel.component.type` of the exporters the registry has no type for:
+    /// the registry asks for the implementation's type name, so these are
+    /// the sinks' Rust paths, spelt here as constants (a telemetry value
+    /// must not depend on `std::any::type_name`, whose output the compiler
+    /// does not promise to keep).
+    pub const COMPONENT_TYPE_FILE: &str = "flowscope_exporters::file::FileSink";
+    pub const COMPONENT_TYPE_CONSOLE: &str = "flowscope_exporters::console::ConsoleSink";
+    pub const COMPONENT_TYPE_UI: &str = "flowscope_exporters::ui::UiSink";
+    pub const COMPONENT_TYPE_REMOTE_WRITE: &str =
+        "flowscope_exporters::remote_write::RemoteWriteSink";
 }
 
 /// `service.name` of the agent's own telemetry.
