@@ -286,15 +286,21 @@ fn clock(unix_nanos: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
-/// Writes [`render`]'s table for each batch to a writer (stdout in the agent).
+/// Writes [`render`]'s table for each batch to a writer (stdout in the
+/// agent). The write runs on the blocking pool: a terminal or pipe that
+/// stops reading holds that thread, never one of the async workers.
 pub(crate) struct ConsoleSink {
-    out: Box<dyn Write + Send>,
+    /// `None` only while a write is in flight, or after one panicked.
+    out: Option<Box<dyn Write + Send>>,
     max_rows: usize,
 }
 
 impl ConsoleSink {
     pub(crate) fn new(out: Box<dyn Write + Send>, max_rows: usize) -> Self {
-        Self { out, max_rows }
+        Self {
+            out: Some(out),
+            max_rows,
+        }
     }
 }
 
@@ -314,13 +320,23 @@ impl Sink for ConsoleSink {
             return Outcome::sent(n);
         }
         let text = render(batch, self.max_rows);
-        match self
-            .out
-            .write_all(text.as_bytes())
-            .and_then(|()| self.out.flush())
-        {
-            Ok(()) => Outcome::sent(n),
-            Err(e) => Outcome::failed(n, "io", format!("writing the console table: {e}")),
+        let Some(mut out) = self.out.take() else {
+            return Outcome::failed(n, "io", "the console was lost when a write panicked".into());
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let r = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            (out, r)
+        })
+        .await;
+        match written {
+            Ok((out, r)) => {
+                self.out = Some(out);
+                match r {
+                    Ok(()) => Outcome::sent(n),
+                    Err(e) => Outcome::failed(n, "io", format!("writing the console table: {e}")),
+                }
+            }
+            Err(e) => Outcome::failed(n, "io", format!("writing the console table panicked: {e}")),
         }
     }
 }

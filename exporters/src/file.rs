@@ -127,14 +127,18 @@ fn open_append(path: &Path) -> Result<File, FileError> {
         })
 }
 
-/// The `file` exporter's sink: encode, one JSON line, flush.
+/// The `file` exporter's sink: encode, one JSON line, flush. The write and
+/// its flush run on the blocking pool: a slow or stuck disk holds that
+/// thread, never one of the agent's async workers (every other exporter and
+/// the pipelines run on those).
 pub(crate) struct FileSink {
-    file: RotatingFile,
+    /// `None` only while a write is in flight, or after a write panicked.
+    file: Option<RotatingFile>,
 }
 
 impl FileSink {
     pub(crate) fn new(file: RotatingFile) -> Self {
-        Self { file }
+        Self { file: Some(file) }
     }
 }
 
@@ -159,12 +163,36 @@ impl Sink for FileSink {
                 return out;
             }
         };
-        match self.file.write_line(&line) {
-            Ok(()) => out.sent += enc.points,
+        let Some(mut file) = self.file.take() else {
+            out.fail(
+                enc.points,
+                "io",
+                "the output file was lost when a write panicked".into(),
+            );
+            return out;
+        };
+        let path = file.path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let r = file.write_line(&line);
+            (file, r)
+        })
+        .await;
+        match written {
+            Ok((file, r)) => {
+                self.file = Some(file);
+                match r {
+                    Ok(()) => out.sent += enc.points,
+                    Err(e) => out.fail(
+                        enc.points,
+                        "io",
+                        format!("writing to `{}`: {e}", path.display()),
+                    ),
+                }
+            }
             Err(e) => out.fail(
                 enc.points,
                 "io",
-                format!("writing to `{}`: {e}", self.file.path.display()),
+                format!("writing to `{}` panicked: {e}", path.display()),
             ),
         }
         out

@@ -168,3 +168,115 @@ async fn failures_are_counted_and_reported_unhealthy() {
     assert_eq!(health.consecutive_failures, 2);
     assert_eq!(health.last_error.as_deref(), Some("disk on fire"));
 }
+
+/// Lines in a file (0 when it cannot be read yet).
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// Polls `f` on the test's own thread (not an async worker, so a stuck
+/// runtime cannot stop the polling) until it holds or `within` passes.
+fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A UI query holding the store's lock, and a file exporter whose disk
+/// stopped taking writes (a pipe nobody reads), delay no other exporter's
+/// intervals: on a runtime of ONE async worker, a third exporter writes
+/// every interval while both are stuck, and submitting never waits. Then
+/// the UI catches up once the query ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[allow(clippy::await_holding_lock)] // the held lock is the test: a long UI query
+async fn a_held_ui_store_and_a_stuck_disk_delay_no_other_export() {
+    use flowscope_model::names::value;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let t = Telemetry::new();
+    let dir = tempfile::tempdir().unwrap();
+    // The stuck disk: a FIFO with a reader that never reads, so opening it
+    // succeeds and writes block once the pipe's buffer (64 KiB) is full.
+    let fifo = dir.path().join("stuck.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK (Linux): the open does not wait for a writer
+        .open(&fifo)
+        .unwrap();
+    let stuck = spawn_batches(
+        Component::new(value::COMPONENT_TYPE_FILE, "file/stuck"),
+        file::FileSink::new(file::RotatingFile::open(&fifo, 0, 0).unwrap()),
+        t.clone(),
+    );
+    let store = Arc::new(std::sync::Mutex::new(ui::store::Store::new(
+        3600 * 1_000_000_000,
+        600 * 1_000_000_000,
+        100_000,
+    )));
+    let ui = spawn_batches(
+        Component::new(value::COMPONENT_TYPE_UI, "ui"),
+        ui::UiSink {
+            store: store.clone(),
+        },
+        t.clone(),
+    );
+    let out = dir.path().join("ok.jsonl");
+    let ok = spawn_batches(
+        Component::new(value::COMPONENT_TYPE_FILE, "file/ok"),
+        file::FileSink::new(file::RotatingFile::open(&out, 0, 0).unwrap()),
+        t.clone(),
+    );
+
+    let query = store.lock().unwrap();
+    // Five intervals of 2,000 points: each JSON line is far over 64 KiB.
+    for i in 1..=5 {
+        let b = batch(i * 10_000_000_000, 2000);
+        stuck.submit(b.clone());
+        ui.submit(b.clone());
+        ok.submit(b);
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || lines(&out) == 5),
+        "the healthy exporter got {} of 5 intervals while the UI store was locked \
+         and the other file's disk was stuck",
+        lines(&out)
+    );
+    let sent = |id: &str| {
+        t.total(
+            EXPORTER_SENT,
+            &Component::new(value::COMPONENT_TYPE_FILE, id).attrs(),
+        )
+    };
+    assert_eq!(sent("file/ok"), 5 * 2000);
+    assert_eq!(sent("file/stuck"), 0, "the pipe took a whole interval");
+    // The query ends: the UI files every interval.
+    drop(query);
+    assert!(wait_for(Duration::from_secs(30), || {
+        store.lock().unwrap().slot_count() == 5 * 2000
+    }));
+    // The disk goes away: the stuck writes fail (EPIPE) and are counted.
+    drop(reader);
+    for h in [stuck, ui, ok] {
+        h.shutdown().await;
+    }
+    assert_eq!(failed_of(&t, "file/stuck", "io"), 5 * 2000);
+}
+
+fn failed_of(t: &Telemetry, id: &str, ty: &str) -> u64 {
+    t.total(
+        EXPORTER_FAILED,
+        &Component::new(flowscope_model::names::value::COMPONENT_TYPE_FILE, id)
+            .attrs()
+            .with(attr::ERROR_TYPE, ty),
+    )
+}
