@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod extensions;
 mod fleet;
 mod path;
 mod pipeline;
@@ -85,6 +86,7 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
         ),
         None => None,
     };
+    let extensions = extensions::start(&loaded.config, agent.exporters(), &ctx.telemetry)?;
     info!(
         pipelines = loaded.config.service.pipelines.len(),
         "flowscope {} running; SIGINT or SIGTERM flushes the last interval and exits",
@@ -98,6 +100,9 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
     agent.stop().await;
     if let Some(h) = health {
         h.abort();
+    }
+    for e in extensions {
+        e.abort();
     }
     info!("stopped");
     Ok(())

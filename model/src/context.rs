@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::attr::Attrs;
 use crate::destinations::Destinations;
 use crate::local::LocalServices;
+use crate::memory::MemoryPressure;
 use crate::names::{SELF_SERVICE_NAME, resource};
 use crate::nat::NatResolver;
 use crate::peer_names::PeerNames;
@@ -47,6 +48,9 @@ pub struct Context {
     /// Servers of outgoing client flows: written by the `ebpf` receiver,
     /// read by the `path` receiver's dynamic tests.
     pub destinations: Destinations,
+    /// The heap's pressure: written by the `memory_limiter` processor's
+    /// monitor, read by the `ebpf` receiver before it tracks a new flow.
+    pub memory: MemoryPressure,
 }
 
 impl Context {
@@ -60,6 +64,7 @@ impl Context {
             nat: NatResolver::default(),
             host: Arc::new(host),
             destinations: Destinations::new(),
+            memory: MemoryPressure::new(),
         }
     }
 }

@@ -100,6 +100,9 @@ pub enum LossReason {
     Timeout,
     /// A server answered with an HTTP error status.
     HttpError,
+    /// The heap was above the `memory_limiter`'s soft limit: a new flow
+    /// was not tracked.
+    MemoryLimit,
 }
 
 impl LossReason {
@@ -123,6 +126,7 @@ impl LossReason {
             LossReason::Unreachable => "unreachable",
             LossReason::Timeout => "timeout",
             LossReason::HttpError => "http_error",
+            LossReason::MemoryLimit => names::memory::REASON_MEMORY_LIMIT,
         }
     }
 }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::names::{attr, nat as nat_names, resource};
-use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
+use flowscope_model::{
+    Attrs, FailReason, Flow, FlowBatch, FlowStats, MemoryPressure, Role, Telemetry, Transport,
+};
 
 use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
 use crate::process::{ProcessCache, comm_str};
@@ -178,6 +180,9 @@ pub struct Collector {
     round: u64,
     /// Conntrack, when NAT resolution is on.
     nat: Option<NatResolver>,
+    /// The heap's pressure (the `memory_limiter`): above its soft limit no
+    /// new flow is tracked.
+    memory: MemoryPressure,
     pending: HashMap<PendKey, (FlowKey, FlowStats)>,
     /// Keys of closed connections whose stats wait in `pending`.
     closed_pending: HashMap<u64, PendKey>,
@@ -229,6 +234,7 @@ impl Collector {
             acc: HashMap::new(),
             round: 0,
             nat: None,
+            memory: MemoryPressure::new(),
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
             carried: hashbrown::HashSet::new(),
@@ -239,6 +245,13 @@ impl Collector {
     /// [`crate::conntrack`]).
     pub fn with_nat(mut self, nat: NatResolver) -> Self {
         self.nat = Some(nat);
+        self
+    }
+
+    /// Refuses new flows while `memory` says the heap is above the
+    /// `memory_limiter`'s soft limit.
+    pub fn with_memory(mut self, memory: MemoryPressure) -> Self {
+        self.memory = memory;
         self
     }
 
@@ -462,6 +475,14 @@ impl Collector {
                         .emit(EventsLost::new(Source::EbpfTcp, LossReason::TableFull, 1));
                     return;
                 }
+                if self.memory.refuses_new() {
+                    self.telemetry.emit(EventsLost::new(
+                        Source::EbpfTcp,
+                        LossReason::MemoryLimit,
+                        1,
+                    ));
+                    return;
+                }
                 let open = c.established == 1 && c.opened_ns != 0;
                 v.insert(TcpTrack {
                     last: TcpLast::of(c),
@@ -594,6 +615,17 @@ impl Collector {
                     self.telemetry
                         .emit(EventsLost::new(Source::EbpfUdp, LossReason::TableFull, 1));
                     return false;
+                }
+                if self.memory.refuses_new() {
+                    // Deleted from the kernel map too: its memory is freed,
+                    // and the flow is counted once, not again every
+                    // interval it stays there.
+                    self.telemetry.emit(EventsLost::new(
+                        Source::EbpfUdp,
+                        LossReason::MemoryLimit,
+                        1,
+                    ));
+                    return true;
                 }
                 self.udp.insert(
                     *key,
