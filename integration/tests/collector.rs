@@ -1,0 +1,395 @@
+//! Collector-shaped configurations (issue 25): a corpus that either
+//! validates and runs or fails with the documented message, the
+//! `health_check` and `file_storage` extensions at work, `resource` and
+//! `attributes` on real traffic, and the `memory_limiter` refusing new
+//! flows.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use flowscope_integration::{Agent, NetPair, built_binary, sum, traffic};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// `flowscope validate` on `yaml` with `envs`: (success, stderr).
+fn validate(yaml: &str, envs: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(built_binary("flowscope"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .envs(envs.iter().copied())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.success(), err)
+}
+
+/// The shape every Collector metrics tutorial starts from (the issue's).
+const TUTORIAL: &str = r#"receivers: {ebpf: {}}
+processors:
+  batch: {timeout: 5s}
+  memory_limiter: {check_interval: 1s, limit_mib: 200}
+exporters:
+  otlp: {endpoint: "${env:OTLP_ENDPOINT:-localhost:4317}", tls: {insecure: true}}
+extensions:
+  health_check: {}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {receivers: [ebpf], processors: [memory_limiter, batch], exporters: [otlp]}
+"#;
+
+/// A gateway-style agent: a persistent queue in a `file_storage`.
+const GATEWAY: &str = r#"receivers:
+  ebpf:
+    collection_interval: 1s
+processors:
+  memory_limiter:
+    check_interval: 1s
+    limit_percentage: 80
+    spike_limit_percentage: 25
+  resource:
+    attributes:
+      - {key: deployment.environment.name, value: "${env:ENVIRONMENT:-lab}", action: upsert}
+  batch:
+    send_batch_size: 10000
+    timeout: 10s
+exporters:
+  otlphttp/gateway:
+    endpoint: "http://${env:GATEWAY:-127.0.0.1:9}"
+    sending_queue:
+      enabled: true
+      storage: file_storage/queue
+    retry_on_failure: {enabled: true, initial_interval: 1s}
+extensions:
+  health_check: {endpoint: "${env:HEALTH:-127.0.0.1:13133}", path: /health/status}
+  file_storage/queue:
+    directory: "${env:QUEUE_DIR:-/var/lib/otelcol/file_storage}"
+    timeout: 1s
+  pprof: {endpoint: "localhost:1777"}
+  zpages: {}
+service:
+  extensions: [health_check, file_storage/queue, pprof, zpages]
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      processors: [memory_limiter, resource, batch]
+      exporters: [otlphttp/gateway]
+"#;
+
+/// A Kubernetes DaemonSet's config as the Collector's Helm chart writes it.
+const KUBERNETES: &str = r#"receivers:
+  ebpf: {}
+processors:
+  memory_limiter: {check_interval: 5s, limit_percentage: 80, spike_limit_percentage: 25}
+  resourcedetection:
+    detectors: [env, system, ec2, gcp, azure]
+    timeout: 2s
+    override: false
+  k8sattributes:
+    extract:
+      metadata: [k8s.namespace.name, k8s.pod.name]
+  batch: {}
+exporters:
+  otlp: {endpoint: "otel-gateway:4317"}
+service:
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      processors: [memory_limiter, resourcedetection, k8sattributes, batch]
+      exporters: [otlp]
+"#;
+
+#[test]
+fn the_tutorial_config_validates_with_one_warning_for_batch() {
+    let (ok, err) = validate(TUTORIAL, &[]);
+    assert!(ok, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("processors.batch: accepted and changes nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_gateway_config_validates_and_names_what_it_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().display().to_string();
+    let (ok, err) = validate(GATEWAY, &[("QUEUE_DIR", &q)]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "extensions.pprof is accepted and does nothing: pprof serves the Go runtime's profiles"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("extensions.zpages is accepted and does nothing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exporters.otlphttp/gateway.sending_queue.enabled")
+            && err.contains("extensions.file_storage/queue.timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_kubernetes_config_fails_pointing_at_the_kubernetes_processor() {
+    let (ok, err) = validate(KUBERNETES, &[]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "error: FILE:10:5: processors.k8sattributes: flowscope does not run `k8sattributes`: its \
+         `kubernetes` processor adds the pod, namespace, node and workload of both ends of \
+         every flow (from the kubelet and the API server); replace `k8sattributes` with \
+         `kubernetes: {}` here and in the pipeline (see docs/kubernetes.md)"
+    );
+    // As the message says: then it loads.
+    let fixed = KUBERNETES
+        .replace(
+            "  k8sattributes:\n    extract:\n      metadata: [k8s.namespace.name, k8s.pod.name]\n",
+            "  kubernetes: {}\n",
+        )
+        .replace("k8sattributes, batch", "kubernetes, batch");
+    let (ok, err) = validate(&fixed, &[]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn unknown_extensions_and_dangling_references_name_what_is_known() {
+    for (yaml, want) in [
+        (
+            TUTORIAL.replace("health_check: {}", "oauth2client: {}"),
+            "FILE:8:17: extensions.oauth2client: unknown extension type `oauth2client`; known \
+             extension types: health_check, file_storage, pprof, zpages",
+        ),
+        (
+            TUTORIAL.replace("extensions: [health_check]", "extensions: [health_check/x]"),
+            "FILE:10:16: service.extensions[0]: extension `health_check/x` is not defined under \
+             `extensions` (defined extensions: health_check)",
+        ),
+    ] {
+        let (ok, err) = validate(&yaml, &[]);
+        assert!(!ok);
+        assert_eq!(err.trim(), format!("error: {want}"));
+    }
+}
+
+/// One HTTP/1.1 GET; (status line, body).
+fn get(addr: &str, path: &str, host: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_gateway_config_runs_health_check_answers_and_the_queue_persists_in_file_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let health = format!("127.0.0.1:{}", free_port());
+    let q = dir.path().display().to_string();
+    // Nothing listens on the gateway's port: batches wait in the queue.
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start_env(
+        GATEWAY,
+        &[],
+        &[
+            ("QUEUE_DIR", &q),
+            ("HEALTH", &health),
+            ("GATEWAY", &gateway),
+        ],
+    )
+    .unwrap();
+    // The health answer of --healthz, at the extension's path.
+    let (status, body) = get(&health, "/health/status", "127.0.0.1");
+    assert!(
+        status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 503"),
+        "{status}"
+    );
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["exporters"][0]["exporter"], "otlphttp/gateway");
+    let (status, body) = get(&health, "/healthz", "127.0.0.1");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    assert_eq!(body, "not found: try /health/status\n");
+    // The shared server's Host check.
+    let (status, _) = get(&health, "/health/status", "attacker.example");
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+
+    // The queue is in the extension's directory, in the exporter's own
+    // subdirectory, and holds batches while the gateway is down.
+    let queue = dir.path().join("exporter_otlphttp_gateway");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let files = std::fs::read_dir(&queue)
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0);
+        if files > 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no batch queued in {}",
+            queue.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Unhealthy now: the exporter has failed.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(&health, "/health/status", "localhost");
+        if status.starts_with("HTTP/1.1 503") {
+            let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+            assert_eq!(v["status"], "degraded");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
+}
+
+#[test]
+fn resource_upsert_and_attributes_delete_give_exact_bytes_per_merged_series() {
+    let net = NetPair::new().unwrap();
+    let n = net.n;
+    let config = format!(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         processors:\n\
+         \x20 filter/pair:\n    include:\n      - cidrs: [198.18.{n}.0/24]\n\
+         \x20 resource:\n    attributes:\n      - {{key: deployment.environment.name, value: lab, action: upsert}}\n\
+         \x20 attributes:\n    actions:\n      - {{key: network.peer.port, action: delete}}\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [filter/pair, resource, attributes]\n      exporters: [file]\n"
+    );
+    let agent = Agent::start_with(&config).unwrap();
+    let server = net.a_v4();
+    // Two connections to two ports of one peer: two series, one once the
+    // port is deleted.
+    net.tcp_exchange(&format!("{server}:5601"), 31337, 100, &[])
+        .unwrap();
+    net.tcp_exchange(&format!("{server}:5602"), 4242, 200, &[])
+        .unwrap();
+    let client_tx = [
+        ("flowscope.flow.role", "client"),
+        ("network.peer.address", server.as_str()),
+        ("network.io.direction", "transmit"),
+    ];
+    agent.wait_for("both connections' bytes", WAIT, |p| {
+        (sum(p, "network.flow.io", &client_tx) >= 31337.0 + 4242.0).then_some(())
+    });
+    let points = agent.points();
+    let merged: Vec<_> = points
+        .iter()
+        .filter(|p| {
+            p.metric == "network.flow.io" && client_tx.iter().all(|(k, v)| p.attr(k) == Some(*v))
+        })
+        .collect();
+    assert_eq!(
+        merged.iter().map(|p| p.value).sum::<f64>(),
+        31337.0 + 4242.0
+    );
+    for p in &merged {
+        assert_eq!(p.attr("network.peer.port"), None, "{p:?}");
+        assert_eq!(
+            p.resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+            Some("lab"),
+            "{p:?}"
+        );
+    }
+    // One point per interval: the two connections are one series.
+    let mut times: Vec<u64> = merged.iter().map(|p| p.time).collect();
+    times.sort_unstable();
+    let before = times.len();
+    times.dedup();
+    assert_eq!(
+        times.len(),
+        before,
+        "two points in one interval: {merged:#?}"
+    );
+    // The received side too.
+    let client_rx = [
+        ("flowscope.flow.role", "client"),
+        ("network.peer.address", server.as_str()),
+        ("network.io.direction", "receive"),
+    ];
+    assert_eq!(sum(&points, "network.flow.io", &client_rx), 300.0);
+}
+
+#[test]
+fn memory_limiter_above_its_limit_refuses_new_flows_and_counts_them() {
+    let net = NetPair::new().unwrap();
+    let n = net.n;
+    // 1 MiB: the agent's heap is above it from the first check (the hard
+    // limit), so every new flow is refused.
+    let config = "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         processors:\n  memory_limiter: {check_interval: 100ms, limit_mib: 1}\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      processors: [memory_limiter]\n      exporters: [file]\n";
+    let agent = Agent::start_with(config).unwrap();
+    let log = agent.dir.path().join("agent.log");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("above the hard limit")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hard-limit warning"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 200 distinct peers, one datagram each.
+    let t = traffic();
+    net.run(
+        &net.b,
+        &[],
+        &[&t, "udp-spray", &format!("198.18.{n}.20"), "200", "9999"],
+    )
+    .unwrap();
+    let lost = [
+        ("flowscope.source", "ebpf.udp"),
+        ("flowscope.reason", "memory_limit"),
+    ];
+    let refused = agent.wait_for("200 refusals", WAIT, |p| {
+        let n = sum(p, "flowscope.events.lost", &lost);
+        (n >= 200.0).then_some(n)
+    });
+    eprintln!("memory_limit refusals: {refused}");
+    // None of them became a flow.
+    let prefix = format!("198.18.{n}.");
+    let leaked: Vec<_> = agent
+        .points()
+        .into_iter()
+        .filter(|p| {
+            p.metric == "network.flow.io"
+                && p.attr("network.peer.address")
+                    .is_some_and(|a| a.starts_with(&prefix))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
