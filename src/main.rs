@@ -7,6 +7,7 @@ mod extensions;
 mod fleet;
 mod path;
 mod pipeline;
+mod readers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,14 +72,33 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
-async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
+/// Changes the log filter once the configuration is read.
+type LogReload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+async fn run(
+    config: Option<PathBuf>,
+    healthz: Option<String>,
+    logs: LogReload,
+) -> anyhow::Result<()> {
     let loaded = load(config.as_ref())?;
     check::components(&loaded)?;
+    // `service.telemetry.logs.level`, unless RUST_LOG says otherwise.
+    if std::env::var_os("RUST_LOG").is_none() {
+        let level = loaded.config.service.telemetry.logs.level;
+        let _ = logs.reload(tracing_subscriber::EnvFilter::new(level.as_str()));
+    }
     // The one context every component is built with: host facts (with the
     // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
-    // self-telemetry provider, and the shared services.
-    let ctx = Context::new(HostFacts::detect());
+    // self-telemetry provider (with one reader per
+    // `service.telemetry.metrics.readers`), and the shared services.
+    let ctx = Context::with_self_readers(HostFacts::detect(), readers::count(&loaded.config));
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
+    let self_readers = readers::start(
+        &loaded.config,
+        &ctx,
+        readers::collection_interval(&loaded.config),
+    )?;
     let health = match healthz {
         Some(addr) => Some(
             flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec(), &ctx.telemetry)
@@ -98,6 +118,7 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
         _ = term.recv() => info!("SIGTERM: flushing"),
     }
     agent.stop().await;
+    self_readers.stop().await;
     if let Some(h) = health {
         h.abort();
     }
@@ -109,12 +130,14 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, logs) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -147,7 +170,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(config, healthz))),
+            .and_then(|rt| rt.block_on(run(config, healthz, logs))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -393,3 +393,198 @@ fn memory_limiter_above_its_limit_refuses_new_flows_and_counts_them() {
         .collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
 }
+
+mod otlp {
+    //! Two OTLP receivers counting one self-metric: gRPC (tonic) and HTTP
+    //! (one request per connection, protobuf, uncompressed).
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    use prost::Message;
+
+    /// Every request received.
+    #[derive(Clone, Default)]
+    pub struct Received(Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
+
+    impl Received {
+        /// Sum of the integer sum points of `metric` whose attributes
+        /// include every pair of `filter`, and whether every such point was
+        /// on a Resource with `service.name=flowscope`.
+        pub fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> (i64, bool) {
+            let mut total = 0;
+            let mut own = true;
+            for req in self.0.lock().unwrap().iter() {
+                for rm in &req.resource_metrics {
+                    let service = rm.resource.as_ref().is_some_and(|r| {
+                        r.attributes.iter().any(|kv| {
+                            kv.key == "service.name" && value(kv.value.as_ref()) == "flowscope"
+                        })
+                    });
+                    for sm in &rm.scope_metrics {
+                        for m in sm.metrics.iter().filter(|m| m.name == metric) {
+                            let Some(metric::Data::Sum(s)) = &m.data else {
+                                continue;
+                            };
+                            for dp in &s.data_points {
+                                let matches = filter.iter().all(|(k, v)| {
+                                    dp.attributes
+                                        .iter()
+                                        .any(|kv| kv.key == *k && value(kv.value.as_ref()) == *v)
+                                });
+                                if matches {
+                                    own &= service;
+                                    if let Some(number_data_point::Value::AsInt(n)) = dp.value {
+                                        total += n;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (total, own)
+        }
+    }
+
+    fn value(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        match v.and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(Value::IntValue(i)) => i.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    struct Grpc(Received);
+
+    #[tonic::async_trait]
+    impl MetricsService for Grpc {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            self.0.0.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    /// A gRPC receiver on 127.0.0.1; returns its port. Runs on its own
+    /// runtime thread for the life of the test process.
+    pub fn grpc(rx: Received) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let _ = tonic::transport::Server::builder()
+                    .add_service(MetricsServiceServer::new(Grpc(rx)))
+                    .serve_with_incoming(incoming)
+                    .await;
+            });
+        });
+        port
+    }
+
+    /// An OTLP/HTTP receiver on 127.0.0.1 (`POST /v1/metrics`); returns
+    /// its port.
+    pub fn http(rx: Received) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if let Ok(req) = ExportMetricsServiceRequest::decode(body.as_slice()) {
+                    rx.0.lock().unwrap().push(req);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        port
+    }
+}
+
+#[test]
+fn service_telemetry_readers_send_the_agents_own_metrics_over_grpc_and_http() {
+    let (grpc, http) = (otlp::Received::default(), otlp::Received::default());
+    let grpc_port = otlp::grpc(grpc.clone());
+    let http_port = otlp::http(http.clone());
+    let health = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         extensions:\n  health_check: {{endpoint: \"{health}\"}}\n\
+         service:\n  extensions: [health_check]\n  telemetry:\n    logs: {{level: info}}\n    metrics:\n      level: normal\n      readers:\n\
+         \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: grpc, endpoint: \"http://127.0.0.1:{grpc_port}\", insecure: true, compression: none}}\n\
+         \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{http_port}/v1/metrics\", compression: none}}\n\
+         \x20 pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n"
+    );
+    let agent = Agent::start_with(&config).unwrap();
+    // Exactly 7 refusals the agent counts: requests with a foreign Host.
+    for _ in 0..7 {
+        let (status, _) = get(&health, "/", "attacker.example");
+        assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    }
+    let refused = [
+        ("flowscope.source", "healthz"),
+        ("flowscope.reason", "forbidden_host"),
+    ];
+    for (what, rx) in [("gRPC", &grpc), ("HTTP", &http)] {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (n, own) = rx.sum("flowscope.server.refused", &refused);
+            if n >= 7 {
+                assert_eq!(n, 7, "{what}");
+                assert!(own, "{what}: not on the agent's Resource");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {n} of 7");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The pipelines still carry them too, once.
+    agent.wait_for("the refusals in the pipeline", WAIT, |p| {
+        (sum(p, "flowscope.server.refused", &refused) >= 7.0).then_some(())
+    });
+    assert_eq!(
+        sum(&agent.points(), "flowscope.server.refused", &refused),
+        7.0
+    );
+}

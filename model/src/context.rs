@@ -57,8 +57,14 @@ impl Context {
     /// A context for `host`, with self-telemetry under its
     /// [`HostFacts::self_resource`] and empty shared services.
     pub fn new(host: HostFacts) -> Self {
+        Self::with_self_readers(host, 0)
+    }
+
+    /// As [`Context::new`], with `readers` extra readers of the agent's own
+    /// metrics ([`Telemetry::with_readers`]).
+    pub fn with_self_readers(host: HostFacts, readers: usize) -> Self {
         Context {
-            telemetry: Telemetry::with_resource(&host.self_resource),
+            telemetry: Telemetry::with_readers(&host.self_resource, readers),
             peer_names: PeerNames::new(),
             local_services: LocalServices::new(),
             nat: NatResolver::default(),

@@ -38,6 +38,7 @@ pub mod extensions;
 mod id;
 pub mod processors;
 pub mod receivers;
+pub mod telemetry;
 
 pub use error::{ConfigError, Location};
 pub use exporters::ExporterConfig;
@@ -46,6 +47,7 @@ pub use id::{ComponentId, IdError, PipelineId};
 pub use indexmap;
 pub use processors::ProcessorConfig;
 pub use receivers::ReceiverConfig;
+pub use telemetry::TelemetryConfig;
 
 /// The default configuration, used when the agent is started without one:
 /// the `ebpf` receiver every 10 s into the `console` exporter and a `file`
@@ -76,6 +78,8 @@ pub struct Service {
     pub extensions: Vec<ComponentId>,
     /// `service.pipelines`, in file order; at least one.
     pub pipelines: IndexMap<PipelineId, Pipeline>,
+    /// `service.telemetry`: the agent's own logs and metrics.
+    pub telemetry: TelemetryConfig,
 }
 
 /// One pipeline: receivers feed the processors in order, whose output goes
@@ -174,6 +178,8 @@ struct RawConfig {
 struct RawService {
     #[serde(default)]
     extensions: Vec<Spanned<ComponentId>>,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
     pipelines: Spanned<IndexMap<PipelineId, Spanned<RawPipeline>>>,
 }
 
@@ -620,6 +626,7 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
             ),
         });
     }
+    raw.service.telemetry.unused(&mut unused);
     for (id, ext) in &raw.extensions {
         match ext {
             ExtensionConfig::FileStorage(c) => c.unused(&format!("extensions.{id}."), &mut unused),
@@ -654,6 +661,7 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
             service: Service {
                 extensions: service_extensions,
                 pipelines,
+                telemetry: raw.service.telemetry,
             },
         },
         warnings,
