@@ -1234,6 +1234,43 @@ mod tests {
     }
 
     #[test]
+    fn memory_pressure_refuses_new_flows_only_and_counts_them() {
+        let t = Telemetry::new();
+        let memory = MemoryPressure::new();
+        let mut col = Collector::new(settings(), t.clone()).with_memory(memory.clone());
+        // Tracked before the heap crossed the soft limit: kept.
+        col.on_conn(1, &conn(role::CLIENT, 40000, 80));
+        memory.set(flowscope_model::Pressure::Soft);
+        col.on_conn(1, &conn(role::CLIENT, 40000, 80));
+        col.on_conn(2, &conn(role::CLIENT, 40001, 80));
+        let key = UdpKey {
+            cookie: 9,
+            rport: 53,
+            family: AF_INET,
+            ..UdpKey::default()
+        };
+        let st = UdpStats {
+            lport: 40002,
+            bytes_tx: 30,
+            packets_tx: 1,
+            ..UdpStats::default()
+        };
+        // Refused, and the caller deletes its kernel entry.
+        assert!(col.on_udp(&key, &st, None));
+        let lost = |source: &str| {
+            let f = Attrs::new()
+                .with(attr::REASON, "memory_limit")
+                .with(attr::SOURCE, source);
+            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f)
+        };
+        assert_eq!((lost("ebpf.tcp"), lost("ebpf.udp")), (1, 1));
+        assert_eq!(col.tcp.len() + col.udp.len(), 1);
+        memory.set(flowscope_model::Pressure::Normal);
+        assert!(!col.on_udp(&key, &st, None));
+        assert_eq!(col.tcp.len() + col.udp.len(), 2);
+    }
+
+    #[test]
     fn udp_read_without_the_sender_is_the_server_side() {
         // A datagram read with recv() on an unconnected socket: the peer is
         // the unspecified address, port 0.
