@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod extensions;
 mod fleet;
+mod logs;
 mod path;
 mod pipeline;
 mod readers;
@@ -72,27 +73,28 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
-/// Changes the log filter once the configuration is read.
-type LogReload =
-    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
-
-async fn run(
-    config: Option<PathBuf>,
-    healthz: Option<String>,
-    logs: LogReload,
-) -> anyhow::Result<()> {
-    let loaded = load(config.as_ref())?;
-    check::components(&loaded)?;
-    // `service.telemetry.logs.level`, unless RUST_LOG says otherwise.
-    if std::env::var_os("RUST_LOG").is_none() {
-        let level = loaded.config.service.telemetry.logs.level;
-        let _ = logs.reload(tracing_subscriber::EnvFilter::new(level.as_str()));
+async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
+    // The log is set up from `service.telemetry.logs` once the file is
+    // read (an error loading it is printed by `main`).
+    let loaded = match config.as_ref() {
+        Some(path) => flowscope_otel_config::load_file(path)?,
+        None => flowscope_otel_config::default_config(),
+    };
+    let host = HostFacts::detect();
+    let log_provider = logs::provider(&loaded.config.service.telemetry.logs, &host.self_resource)?;
+    logs::init(
+        logs::filter(&loaded.config.service.telemetry.logs),
+        log_provider.as_ref(),
+    );
+    for w in &loaded.warnings {
+        warn!("config: {w}");
     }
+    check::components(&loaded)?;
     // The one context every component is built with: host facts (with the
     // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
     // self-telemetry provider (with one reader per
     // `service.telemetry.metrics.readers`), and the shared services.
-    let ctx = Context::with_self_readers(HostFacts::detect(), readers::count(&loaded.config));
+    let ctx = Context::with_self_readers(host, readers::count(&loaded.config));
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
     let self_readers = readers::start(
         &loaded.config,
@@ -126,20 +128,22 @@ async fn run(
         e.abort();
     }
     info!("stopped");
+    if let Some(p) = log_provider {
+        // Sends what is still batched (on the blocking pool: it waits).
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (filter, logs) = tracing_subscriber::reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
     let cli = Cli::parse();
+    // `run` sets the log up from its configuration.
+    if !matches!(cli.command, Command::Run { .. }) {
+        logs::init(
+            logs::filter(&flowscope_otel_config::telemetry::LogsConfig::default()),
+            None,
+        );
+    }
     let result = match cli.command {
         Command::Version => {
             println!("flowscope {}", env!("CARGO_PKG_VERSION"));
@@ -170,7 +174,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(config, healthz, logs))),
+            .and_then(|rt| rt.block_on(run(config, healthz))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -401,6 +401,12 @@ mod otlp {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::sync::{Arc, Mutex};
 
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
         MetricsService, MetricsServiceServer,
     };
@@ -412,9 +418,37 @@ mod otlp {
 
     /// Every request received.
     #[derive(Clone, Default)]
-    pub struct Received(Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
+    pub struct Received(
+        Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+        Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+    );
 
     impl Received {
+        /// Log records whose body is `body`, and whether all were on a
+        /// Resource with `service.name=flowscope`.
+        pub fn logs(&self, body: &str) -> (usize, bool) {
+            let mut n = 0;
+            let mut own = true;
+            for req in self.1.lock().unwrap().iter() {
+                for rl in &req.resource_logs {
+                    let service = rl.resource.as_ref().is_some_and(|r| {
+                        r.attributes.iter().any(|kv| {
+                            kv.key == "service.name" && value(kv.value.as_ref()) == "flowscope"
+                        })
+                    });
+                    for sl in &rl.scope_logs {
+                        for r in &sl.log_records {
+                            if value(r.body.as_ref()) == body {
+                                n += 1;
+                                own &= service;
+                            }
+                        }
+                    }
+                }
+            }
+            (n, own)
+        }
+
         /// Sum of the integer sum points of `metric` whose attributes
         /// include every pair of `filter`, and whether every such point was
         /// on a Resource with `service.name=flowscope`.
@@ -466,6 +500,17 @@ mod otlp {
     struct Grpc(Received);
 
     #[tonic::async_trait]
+    impl LogsService for Grpc {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            self.0.1.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
     impl MetricsService for Grpc {
         async fn export(
             &self,
@@ -491,7 +536,8 @@ mod otlp {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let _ = tonic::transport::Server::builder()
-                    .add_service(MetricsServiceServer::new(Grpc(rx)))
+                    .add_service(MetricsServiceServer::new(Grpc(rx.clone())))
+                    .add_service(LogsServiceServer::new(Grpc(rx)))
                     .serve_with_incoming(incoming)
                     .await;
             });
@@ -510,6 +556,7 @@ mod otlp {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut len = 0;
                 let mut line = String::new();
+                let mut logs = false;
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -518,6 +565,9 @@ mod otlp {
                     let l = line.trim_end();
                     if l.is_empty() {
                         break;
+                    }
+                    if l.starts_with("POST /v1/logs") {
+                        logs = true;
                     }
                     if let Some((k, v)) = l.split_once(':')
                         && k.eq_ignore_ascii_case("content-length")
@@ -529,7 +579,11 @@ mod otlp {
                 if reader.read_exact(&mut body).is_err() {
                     continue;
                 }
-                if let Ok(req) = ExportMetricsServiceRequest::decode(body.as_slice()) {
+                if logs {
+                    if let Ok(req) = ExportLogsServiceRequest::decode(body.as_slice()) {
+                        rx.1.lock().unwrap().push(req);
+                    }
+                } else if let Ok(req) = ExportMetricsServiceRequest::decode(body.as_slice()) {
                     rx.0.lock().unwrap().push(req);
                 }
                 let _ = stream.write_all(
@@ -542,7 +596,7 @@ mod otlp {
 }
 
 #[test]
-fn service_telemetry_readers_send_the_agents_own_metrics_over_grpc_and_http() {
+fn service_telemetry_sends_the_agents_own_metrics_and_logs_over_grpc_and_http() {
     let (grpc, http) = (otlp::Received::default(), otlp::Received::default());
     let grpc_port = otlp::grpc(grpc.clone());
     let http_port = otlp::http(http.clone());
@@ -551,7 +605,9 @@ fn service_telemetry_readers_send_the_agents_own_metrics_over_grpc_and_http() {
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
          exporters:\n  file:\n    path: OUTPUT\n\
          extensions:\n  health_check: {{endpoint: \"{health}\"}}\n\
-         service:\n  extensions: [health_check]\n  telemetry:\n    logs: {{level: info}}\n    metrics:\n      level: normal\n      readers:\n\
+         service:\n  extensions: [health_check]\n  telemetry:\n    logs:\n      level: info\n      processors:\n\
+         \x20       - batch:\n            schedule_delay: 200\n            exporter:\n              otlp: {{protocol: grpc, endpoint: \"http://127.0.0.1:{grpc_port}\", insecure: true}}\n\
+         \x20       - batch:\n            schedule_delay: 200\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{http_port}/v1/logs\"}}\n    metrics:\n      level: normal\n      readers:\n\
          \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: grpc, endpoint: \"http://127.0.0.1:{grpc_port}\", insecure: true, compression: none}}\n\
          \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{http_port}/v1/metrics\", compression: none}}\n\
          \x20 pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n"
@@ -576,6 +632,24 @@ fn service_telemetry_readers_send_the_agents_own_metrics_over_grpc_and_http() {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "{what}: {n} of 7");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Logs: the line the health_check extension logs once at start,
+    // exactly once at each endpoint.
+    for (what, rx) in [("gRPC", &grpc), ("HTTP", &http)] {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (n, own) = rx.logs("health_check serving");
+            if n >= 1 {
+                assert_eq!(n, 1, "{what}");
+                assert!(own, "{what}: not on the agent's Resource");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no log record"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -72,9 +72,126 @@ pub struct LogsConfig {
     pub disable_caller: Unused,
     /// Collector, ignored.
     pub disable_stacktrace: Unused,
-    /// Collector: OTLP log processors; refused (logs go to stderr).
-    #[serde(deserialize_with = "reject_log_processors")]
-    pub processors: Unused,
+    /// `batch` processors with an `otlp` exporter: the agent's logs also
+    /// go there (besides stderr).
+    pub processors: Vec<LogProcessor>,
+}
+
+/// `service.telemetry.logs.processors[]`: `batch` with an `otlp` exporter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogProcessor {
+    /// `schedule_delay` (ms): how long records wait to be sent. Default 1000.
+    pub schedule_delay: Duration,
+    /// `max_queue_size`: records held at most (more are dropped by the
+    /// SDK). Default 2048.
+    pub max_queue_size: usize,
+    /// `max_export_batch_size`: records per request. Default 512.
+    pub max_export_batch_size: usize,
+    /// The OTLP exporter.
+    pub exporter: OtlpLogExporter,
+}
+
+/// The `otlp` exporter of a log processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpLogExporter {
+    /// `grpc`, `http/protobuf` or `http/json`.
+    pub protocol: LogProtocol,
+    /// gRPC: `http(s)://host:port`; HTTP: the full URL (`.../v1/logs`).
+    pub endpoint: String,
+    pub headers: BTreeMap<String, String>,
+    /// Plaintext gRPC (HTTP: the scheme decides).
+    pub insecure: bool,
+    /// Request deadline.
+    pub timeout: Option<Duration>,
+}
+
+/// The wire protocol of an OTLP log exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogProtocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum RawLogProcessor {
+    #[serde(rename = "batch")]
+    Batch(RawBatchLogs),
+    #[serde(rename = "simple")]
+    Simple(de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatchLogs {
+    #[serde(default)]
+    schedule_delay: Option<u64>,
+    #[serde(default)]
+    export_timeout: Option<u64>,
+    #[serde(default)]
+    max_queue_size: Option<usize>,
+    #[serde(default)]
+    max_export_batch_size: Option<usize>,
+    exporter: RawPushExporter,
+}
+
+impl<'de> Deserialize<'de> for LogProcessor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = match RawLogProcessor::deserialize(d)? {
+            RawLogProcessor::Batch(b) => b,
+            RawLogProcessor::Simple(_) => {
+                return Err(de::Error::custom(
+                    "a `simple` processor would send every log line on the logging thread; \
+                     use `batch`",
+                ));
+            }
+        };
+        let RawPushExporter::Otlp(o) = b.exporter;
+        let grpc = matches!(o.protocol, OtlpProtocol::Grpc);
+        for (k, v) in &o.headers.0 {
+            check_header(k, v, grpc).map_err(de::Error::custom)?;
+        }
+        let protocol = match o.protocol {
+            OtlpProtocol::Grpc => {
+                parse_grpc_endpoint(&o.endpoint).map_err(de::Error::custom)?;
+                LogProtocol::Grpc
+            }
+            OtlpProtocol::HttpProtobuf => {
+                parse_http_url(&o.endpoint).map_err(de::Error::custom)?;
+                LogProtocol::HttpProtobuf
+            }
+            OtlpProtocol::HttpJson => {
+                parse_http_url(&o.endpoint).map_err(de::Error::custom)?;
+                LogProtocol::HttpJson
+            }
+        };
+        if !matches!(o.compression, None | Some(Compression::None)) {
+            return Err(de::Error::custom(
+                "log exporters send uncompressed (a few records a second): remove \
+                 `compression` or set it to `none`",
+            ));
+        }
+        let positive = |v: Option<usize>, default: usize, key: &str| match v {
+            Some(0) => Err(de::Error::custom(format_args!(
+                "`{key}` must be at least 1"
+            ))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(LogProcessor {
+            schedule_delay: Duration::from_millis(b.schedule_delay.unwrap_or(1000).max(1)),
+            max_queue_size: positive(b.max_queue_size, 2048, "max_queue_size")?,
+            max_export_batch_size: positive(b.max_export_batch_size, 512, "max_export_batch_size")?,
+            exporter: OtlpLogExporter {
+                protocol,
+                endpoint: o.endpoint,
+                headers: o.headers.0,
+                insecure: o.insecure,
+                timeout: o.timeout.or(b.export_timeout).map(Duration::from_millis),
+            },
+        })
+    }
 }
 
 /// A log level.
@@ -376,14 +493,6 @@ fn reject_resource<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> 
     ))
 }
 
-fn reject_log_processors<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
-    de::IgnoredAny::deserialize(d)?;
-    Err(de::Error::custom(
-        "not supported: the agent's logs go to stderr (collect them there, e.g. with the \
-         Collector's filelog receiver or the container runtime's log driver)",
-    ))
-}
-
 fn reject_address<'de, D: Deserializer<'de>>(d: D) -> Result<Unused, D::Error> {
     de::IgnoredAny::deserialize(d)?;
     Err(de::Error::custom(
@@ -484,7 +593,7 @@ mod tests {
 
         for (bad, want) in [
             ("    logs: {level: loud}", "unknown log level `loud`"),
-            ("    logs: {processors: []}", "logs go to stderr"),
+            ("    logs: {processors: [{simple: {}}]}", "use `batch`"),
             (
                 "    metrics: {address: \"0.0.0.0:8888\"}",
                 "write a pull reader",
