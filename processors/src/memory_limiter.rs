@@ -147,6 +147,7 @@ fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &At
     while !stop.load(Ordering::Relaxed) {
         let heap = heap_in_use();
         let now = limits.pressure(heap);
+        tracing::debug!(heap_bytes = heap, "memory_limiter: heap measured");
         let before = pressure.set(now);
         if now == Pressure::Hard {
             trim();
