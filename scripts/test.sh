@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the end-to-end tests against the real kernel
 # (eBPF, network namespaces, real DNS/HTTP/Prometheus peers), and a bounded
-# fuzzing run of the DNS packet path. Installs what is missing first.
+# fuzzing run of every parser of outside input. Installs what is missing first.
 # CI (.ci/run) calls exactly this.
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
@@ -17,9 +17,11 @@ set +e
 cargo test --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-if [ -x scripts/fuzz-dns.sh ]; then
-  scripts/fuzz-dns.sh "${FLOWSCOPE_FUZZ_SECONDS:-60}"
-fi
+# Fuzzing: the DNS packet path, the longest-standing target, for a minute;
+# the other parsers of outside input for 20 s each (scripts/fuzz.sh runs
+# them longer).
+scripts/fuzz.sh "${FLOWSCOPE_FUZZ_SECONDS:-60}" dns_packet
+scripts/fuzz.sh "${FLOWSCOPE_FUZZ_SECONDS_OTHERS:-20}" conntrack_netlink k8s_json config_loader ui_params
 # One closing line over every test binary's result.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -11,7 +11,7 @@ use flowscope_exporters::ui::fleet::Fleet;
 use flowscope_exporters::ui::{TOKEN_ENV, Ui, serve};
 use flowscope_model::Telemetry;
 use flowscope_model::internal_events::ServerKind;
-use flowscope_otel_config::exporters::UiExporterConfig;
+use flowscope_otel_config::exporters::{ServerTlsConfig, UiExporterConfig};
 
 #[derive(clap::Args)]
 pub struct UiArgs {
@@ -42,6 +42,13 @@ pub struct UiArgs {
     /// raw series (`off`).
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
     recording_rules: String,
+    /// Serve the pages over HTTPS with this PEM certificate chain (needs
+    /// `--tls-key`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub fn command(args: UiArgs) -> anyhow::Result<()> {
@@ -59,6 +66,12 @@ async fn run(args: UiArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     config.auth.token = args.token.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ServerTlsConfig {
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+        });
+    }
     let fleet = Fleet::new(
         &args.prometheus,
         Duration::from_secs(args.query_timeout.max(1)),
@@ -72,7 +85,8 @@ async fn run(args: UiArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving the pages on {}", args.endpoint))?;
     tracing::info!(
         prometheus = %args.prometheus,
-        "fleet web UI at http://{}/",
+        "fleet web UI at {}://{}/",
+        ui.scheme(),
         listener.local_addr()?
     );
     let server = Server {

@@ -98,6 +98,8 @@ pub fn settings(c: &PathReceiverConfig, host: &HostFacts) -> anyhow::Result<Path
         dynamic,
         resource: Arc::new(host.attrs.clone()),
         rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
+        resolve_hops: c.resolve_hops,
+        asn_database: c.asn_database.clone(),
     })
 }
 

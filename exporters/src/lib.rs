@@ -23,7 +23,6 @@ use flowscope_model::telemetry::Component;
 use flowscope_model::{Context, MetricBatch, Telemetry};
 use flowscope_otel_config::exporters::{HttpEncoding, SendingQueueConfig};
 use flowscope_otel_config::{ComponentId, ExporterConfig};
-use std::any::type_name;
 use tokio::task::JoinHandle;
 
 pub mod console;
@@ -406,7 +405,7 @@ pub fn build_with_env(
     }
     match config {
         ExporterConfig::Console(c) => Ok(spawn_batches(
-            Component::new(type_name::<console::ConsoleSink>(), name),
+            Component::new(value::COMPONENT_TYPE_CONSOLE, name),
             console::ConsoleSink::new(Box::new(std::io::stdout()), c.max_rows),
             telemetry,
         )),
@@ -418,7 +417,7 @@ pub fn build_with_env(
                     source,
                 },
             )?;
-            let component = Component::new(type_name::<file::FileSink>(), name);
+            let component = Component::new(value::COMPONENT_TYPE_FILE, name);
             Ok(spawn_batches(component, file::FileSink::new(f), telemetry))
         }
         ExporterConfig::Otlp(c) => {
@@ -495,11 +494,7 @@ pub fn build_with_env(
                 id: name.clone(),
                 source,
             })?;
-            // The sink's type path, as for the other sinks the registry has
-            // no value for (without its transport parameter).
-            let path = type_name::<remote_write::RemoteWriteSink<remote_write::RemoteWrite>>();
-            let path = path.split_once('<').map_or(path, |(p, _)| p);
-            let component = Component::new(path, name);
+            let component = Component::new(value::COMPONENT_TYPE_REMOTE_WRITE, name);
             let persist = persistence(
                 &component,
                 &c.sending_queue,
@@ -533,7 +528,7 @@ pub fn build_with_env(
             };
             let ui = ui::Ui::new(c, env).map_err(err)?;
             let listener = ui.bind().map_err(err)?;
-            tracing::info!(exporter = %name, "web UI at http://{}/", c.endpoint);
+            tracing::info!(exporter = %name, "web UI at {}://{}/", ui.scheme(), c.endpoint);
             let store = ui.store.clone();
             let srv = server::Server {
                 kind: ServerKind::Ui,
@@ -541,7 +536,7 @@ pub fn build_with_env(
                 telemetry: telemetry.clone(),
             };
             let serve = tokio::spawn(ui::serve(listener, Arc::new(ui), srv));
-            let component = Component::new(type_name::<ui::UiSink>(), name);
+            let component = Component::new(value::COMPONENT_TYPE_UI, name);
             let h = spawn_batches(component, ui::UiSink { store }, telemetry);
             h.extra
                 .lock()

@@ -579,6 +579,7 @@ fn contract_metrics() -> Vec<flowscope_model::MetricId> {
         MetricId::histogram(path::HOP_RTT),
         MetricId::sum(path::HOP_PROBES_SENT),
         MetricId::sum(path::HOP_PROBES_LOST),
+        MetricId::sum(path::ROUTE_CHANGES),
     ]);
     all.extend(flowscope_model::telemetry::SELF_METRICS);
     all
@@ -619,6 +620,9 @@ const CONTRACT_KEYS: &[&str] = {
         path::TEST,
         path::HOP_INDEX,
         path::HOP_ADDRESS,
+        path::HOP_NAME,
+        path::HOP_AS_NUMBER,
+        path::HOP_AS_NAME,
         attr::SOURCE,
         attr::REASON,
         attr::METRIC,

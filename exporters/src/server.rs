@@ -200,6 +200,23 @@ impl Server {
         F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
+        self.run_tls(listener, None, answer).await
+    }
+
+    /// [`Server::run`], over TLS when `tls` is given: the handshake must
+    /// finish within the header-read timeout (a client that connects and
+    /// says nothing is closed and counted as `timeout`), and a failed one
+    /// (a plain-HTTP request to the HTTPS port, say) closes the connection
+    /// and is counted as `tls_handshake`.
+    pub async fn run_tls<F, Fut>(
+        self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        answer: F,
+    ) where
+        F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let answer = Arc::new(answer);
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         loop {
@@ -214,6 +231,10 @@ impl Server {
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 self.refused(RefuseReason::Connections);
+                if tls.is_some() {
+                    // A plain-text 503 means nothing inside TLS: just close.
+                    continue;
+                }
                 tokio::spawn(async move {
                     let body = "too many connections to this server: try again later\n";
                     let msg = format!(
@@ -231,34 +252,57 @@ impl Server {
             };
             let answer = answer.clone();
             let server = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let resp = answer(req);
                     async move { Ok::<_, Infallible>(resp.await) }
                 });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(server.limits.header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = tokio::time::sleep(server.limits.max_lifetime) => {
-                        conn.as_mut().graceful_shutdown();
-                        match tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await {
-                            Ok(r) => r,
-                            Err(_) => Ok(()),
+                match tls {
+                    None => server.connection(stream, peer, svc).await,
+                    Some(acceptor) => {
+                        let limit = server.limits.header_read_timeout;
+                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => server.connection(stream, peer, svc).await,
+                            Ok(Err(e)) => {
+                                server.refused(RefuseReason::Tls);
+                                tracing::debug!(%peer, server = server.kind.as_str(), "TLS handshake failed: {e}");
+                            }
+                            Err(_) => server.refused(RefuseReason::Timeout),
                         }
                     }
-                };
-                if let Err(e) = result {
-                    if e.is_timeout() {
-                        server.refused(RefuseReason::Timeout);
-                    }
-                    tracing::debug!(%peer, server = server.kind.as_str(), "HTTP connection ended: {e}");
                 }
             });
+        }
+    }
+
+    /// Serves one accepted connection (plain or TLS) within the limits.
+    async fn connection<I, S>(&self, stream: I, peer: SocketAddr, svc: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Full<Bytes>>,
+    {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = tokio::time::sleep(self.limits.max_lifetime) => {
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            if e.is_timeout() {
+                self.refused(RefuseReason::Timeout);
+            }
+            tracing::debug!(%peer, server = self.kind.as_str(), "HTTP connection ended: {e}");
         }
     }
 }

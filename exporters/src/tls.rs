@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flowscope_otel_config::exporters::{
-    TlsClientConfig, TlsVersion, parse_pem_certs, parse_pem_key,
+    ServerTlsConfig, TlsClientConfig, TlsVersion, parse_pem_certs, parse_pem_key,
 };
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -57,6 +57,10 @@ pub enum TlsError {
     NoVersion,
     #[error("`tls.server_name_override` `{0}` is not a valid server name")]
     ServerName(String),
+    #[error("serving HTTPS needs both `tls.cert_file` and `tls.key_file`")]
+    HalfServer,
+    #[error("`tls.cert_file` and `tls.key_file` do not form a usable server identity")]
+    ServerIdentity(#[source] rustls::Error),
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -168,6 +172,32 @@ pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     if tls.insecure_skip_verify {
         flowscope_tls::skip_verification(&mut config, provider);
     }
+    Ok(config)
+}
+
+/// The rustls server configuration of a server's `tls` (the UI): TLS 1.2
+/// and 1.3, no client certificates, HTTP/1.1 offered by ALPN.
+pub fn server_config(tls: &ServerTlsConfig) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certs("cert_file", tls.cert_file.as_ref(), None)?;
+    let key = match pem_source("key_file", tls.key_file.as_ref(), None)? {
+        Some((bytes, source_name)) => parse_pem_key(&bytes).map_err(|why| TlsError::Pem {
+            key: "key_file",
+            source_name,
+            why,
+        })?,
+        None => return Err(TlsError::HalfServer),
+    };
+    let Some(chain) = chain else {
+        return Err(TlsError::HalfServer);
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(TlsError::Versions)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(TlsError::ServerIdentity)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -33,6 +33,8 @@ exporters:
   file:
     path: {}
   console:
+  ui:
+    endpoint: 127.0.0.2:0
   prometheusremotewrite/fleet:
     endpoint: http://127.0.0.1:1/api/v1/write
     sending_queue:
@@ -41,7 +43,7 @@ service:
   pipelines:
     metrics:
       receivers: [ebpf]
-      exporters: [otlp_grpc/a, otlphttp/b, otlp_http/c, prometheus, file, console, prometheusremotewrite/fleet]
+      exporters: [otlp_grpc/a, otlphttp/b, otlp_http/c, prometheus, file, console, ui, prometheusremotewrite/fleet]
 ",
         path.display()
     );
@@ -83,6 +85,7 @@ service:
         ),
         Some(9)
     );
+    assert!(level("flowscope_exporters::ui::UiSink", "ui").is_some());
     for h in handles {
         h.shutdown().await;
     }

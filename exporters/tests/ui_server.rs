@@ -17,7 +17,7 @@ use flowscope_model::internal_events::ServerKind;
 use flowscope_model::names::attr;
 use flowscope_model::telemetry::SERVER_REFUSED;
 use flowscope_model::{Attrs, Telemetry};
-use flowscope_otel_config::exporters::UiExporterConfig;
+use flowscope_otel_config::exporters::{ServerTlsConfig, UiExporterConfig};
 
 /// Sends `request` and reads the whole answer (status line, body).
 fn ask(port: u16, request: &str) -> (String, String) {
@@ -179,4 +179,109 @@ fn half_sent_requests_time_out_and_connections_are_capped() {
         "idle connection held {:?}",
         started.elapsed()
     );
+}
+
+/// One request over TLS, trusting the test CA; the whole answer as text
+/// (what arrived before the server closed).
+async fn ask_tls(port: u16, client: Arc<rustls::ClientConfig>, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the UI");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn https_serves_the_pages_with_a_secure_cookie_and_refuses_plain_http() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = Telemetry::new();
+    let pki = common::pki::Pki::new();
+    std::fs::write(pki.path("server.pem"), &pki.server.0).unwrap();
+    std::fs::write(pki.path("server.key"), &pki.server.1).unwrap();
+    let port = free_port();
+    let mut cfg = UiExporterConfig {
+        endpoint: format!("127.0.0.1:{port}"),
+        tls: Some(ServerTlsConfig {
+            cert_file: Some(pki.path("server.pem")),
+            key_file: Some(pki.path("server.key")),
+        }),
+        ..Default::default()
+    };
+    cfg.auth.token = Some("s3cret".into());
+    let ui = Ui::new(&cfg, &|_| None).unwrap();
+    assert_eq!(ui.scheme(), "https");
+    let server = Server {
+        kind: ServerKind::Ui,
+        limits: Limits::default(),
+        telemetry: t.clone(),
+    };
+    {
+        let _guard = rt.enter();
+        let listener = ui.bind().unwrap();
+        rt.spawn(serve(listener, Arc::new(ui), server));
+    }
+    let client =
+        Arc::new(flowscope_exporters::tls::client_config(&pki.client(true, false)).unwrap());
+
+    // The token exchanged for a session: the cookie is `Secure`.
+    let login = rt.block_on(ask_tls(
+        port,
+        client.clone(),
+        "GET /?token=s3cret HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie in {login}"));
+    assert!(
+        cookie.ends_with("HttpOnly; SameSite=Strict; Secure"),
+        "{cookie}"
+    );
+    // The API over HTTPS with the token.
+    let api = rt.block_on(ask_tls(
+        port,
+        client,
+        "GET /api/map HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\
+         Connection: close\r\n\r\n",
+    ));
+    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+
+    // Plain HTTP to the HTTPS port: no HTTP answer (only rustls' TLS
+    // alert), the connection closed and counted.
+    assert_eq!(refused(&t, "tls_handshake"), 0);
+    let (status, _) = get(port, "127.0.0.1", "");
+    assert!(
+        !status.contains("HTTP/"),
+        "plain HTTP got an HTTP answer: {status:?}"
+    );
+    assert!(until(Duration::from_secs(5), || refused(
+        &t,
+        "tls_handshake"
+    ) == 1));
+
+    // A client that connects and never starts the handshake is closed by
+    // the header-read timeout.
+    assert_eq!(refused(&t, "timeout"), 0);
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = idle.read_to_end(&mut buf);
+    assert!(buf.is_empty());
+    assert!(until(Duration::from_secs(5), || refused(&t, "timeout") == 1));
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
+pub mod mmdb;
 pub mod topology;
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(1);

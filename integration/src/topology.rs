@@ -25,6 +25,9 @@ pub struct Topology {
     pub router1: String,
     pub router2: String,
     pub server: String,
+    /// The second router of [`Topology::add_second_router`], when added.
+    pub router3: Option<String>,
+    tag: String,
 }
 
 impl Topology {
@@ -49,6 +52,8 @@ impl Topology {
             router1: format!("fpa{tag}"),
             router2: format!("fpb{tag}"),
             server: format!("fps{tag}"),
+            router3: None,
+            tag: tag.clone(),
         };
         for ns in [&t.client, &t.router1, &t.router2, &t.server] {
             sh("ip", &["netns", "add", ns])?;
@@ -217,9 +222,122 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Router3's address towards router1 (link 4), the hop that replaces
+    /// router2 after [`Topology::switch_to_second_router`].
+    pub const ROUTER3_V4: &str = "198.19.4.2";
+
+    /// Adds a second router between router1 and the server, idle until
+    /// [`Topology::switch_to_second_router`]:
+    ///
+    /// ```text
+    /// router1 ---- router3 ---- server
+    ///    .4.1    .4.2   .5.1   .5.2
+    /// ```
+    pub fn add_second_router(&mut self) -> anyhow::Result<()> {
+        let r3 = format!("fpd{}", self.tag);
+        sh("ip", &["netns", "add", &r3])?;
+        self.router3 = Some(r3.clone());
+        sh("ip", &["-n", &r3, "link", "set", "lo", "up"])?;
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv4.icmp_msgs_per_sec", "100000"),
+        ] {
+            sh(
+                "ip",
+                &["netns", "exec", &r3, "sysctl", "-qw", &format!("{k}={v}")],
+            )?;
+        }
+        for (l, left, right) in [(4, &self.router1, &r3), (5, &r3, &self.server)] {
+            let (dl, dr) = (format!("p{l}l{}", self.tag), format!("p{l}r{}", self.tag));
+            let (dl, dr) = (&dl[..dl.len().min(15)], &dr[..dr.len().min(15)]);
+            sh(
+                "ip",
+                &["link", "add", dl, "type", "veth", "peer", "name", dr],
+            )?;
+            for (ns, dev, host) in [(left, dl, 1), (right, dr, 2)] {
+                sh("ip", &["link", "set", dev, "netns", ns])?;
+                sh(
+                    "ip",
+                    &[
+                        "-n",
+                        ns,
+                        "addr",
+                        "add",
+                        &format!("198.19.{l}.{host}/24"),
+                        "dev",
+                        dev,
+                    ],
+                )?;
+                sh("ip", &["-n", ns, "link", "set", dev, "up"])?;
+            }
+        }
+        sh(
+            "ip",
+            &[
+                "-n",
+                &r3,
+                "route",
+                "add",
+                "198.19.1.0/24",
+                "via",
+                "198.19.4.1",
+            ],
+        )?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &r3,
+                "route",
+                "add",
+                "198.19.3.0/24",
+                "via",
+                "198.19.5.2",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Sends the traffic between the client and the server through router3
+    /// instead of router2, both ways: the route becomes router1, router3,
+    /// server.
+    pub fn switch_to_second_router(&self) -> anyhow::Result<()> {
+        sh(
+            "ip",
+            &[
+                "-n",
+                &self.router1,
+                "route",
+                "replace",
+                "198.19.3.0/24",
+                "via",
+                "198.19.4.2",
+            ],
+        )?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &self.server,
+                "route",
+                "replace",
+                "default",
+                "via",
+                "198.19.5.1",
+            ],
+        )?;
+        Ok(())
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [&self.client, &self.router1, &self.router2, &self.server] {
+        for ns in [&self.client, &self.router1, &self.router2, &self.server]
+            .into_iter()
+            .chain(self.router3.as_ref())
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }

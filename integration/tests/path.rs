@@ -623,3 +623,668 @@ fn dynamic_tests_follow_observed_flows() {
         "a loopback peer was tested"
     );
 }
+
+mod browser;
+
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// One plain HTTP/1.1 GET of a JSON API on loopback.
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the ui");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}\n{body}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The run end times (`time` of `reachable`) whose hop `index` answered
+/// from `address`.
+fn runs_via(pts: &[Point], index: &str, address: &str) -> BTreeSet<u64> {
+    pts.iter()
+        .filter(|p| {
+            p.metric == HOP_SENT
+                && p.attr("flowscope.path.hop.index") == Some(index)
+                && p.attr("flowscope.path.hop.address") == Some(address)
+        })
+        .map(|p| p.time)
+        .collect()
+}
+
+/// The route drawn on the Paths page: each node's `data-address` after the
+/// source, in order.
+async fn drawn_route(c: &fantoccini::Client) -> Vec<String> {
+    let v = browser::js(
+        c,
+        "return [...document.querySelectorAll('#route .hop[data-address]')].map(n => n.dataset.address)",
+    )
+    .await;
+    serde_json::from_value(v).unwrap()
+}
+
+/// Waits until the detail of the selected test has loaded `n` times.
+async fn detail_loaded(c: &fantoccini::Client, n: u64) {
+    let deadline = std::time::Instant::now() + browser::PAGE_WAIT;
+    loop {
+        let v = browser::js(c, "return Number(document.body.dataset.detailLoads || 0)").await;
+        if v.as_u64().unwrap_or(0) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the path detail did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/etc/netns/NAME/resolv.conf` (what `ip netns exec` and the path
+/// receiver's PTR lookups use in namespace NAME), removed on drop.
+struct NetnsResolvConf(std::path::PathBuf);
+
+impl NetnsResolvConf {
+    fn new(ns: &str, nameserver: &str) -> Self {
+        let dir = std::path::Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .unwrap();
+        NetnsResolvConf(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A dnsmasq in the client's namespace on 127.0.0.1 serving the routers'
+/// PTR records (router3's is `r3_name`), and that namespace's resolv.conf
+/// naming it.
+fn ptr_server(topo: &Topology, r3_name: &str) -> (browser::Kill, NetnsResolvConf) {
+    let dns = browser::Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.client,
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address", "127.0.0.1"])
+            .arg("--ptr-record=1.1.19.198.in-addr.arpa,r1.lab.test")
+            .arg("--ptr-record=2.2.19.198.in-addr.arpa,r2.lab.test")
+            .arg(format!("--ptr-record=2.4.19.198.in-addr.arpa,{r3_name}"))
+            .args(["--cache-size=0", "--log-facility=/dev/null", "--pid-file="])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq (scripts/bootstrap.sh --test installs it)"),
+    );
+    (dns, NetnsResolvConf::new(&topo.client, "127.0.0.1"))
+}
+
+/// The Paths page in headless Chromium over the router topology: a
+/// scheduled TCP test's route hop by hop with each hop's PTR name (from a
+/// dnsmasq in the client's namespace) and AS (from an .mmdb the test
+/// writes), the route switched to a second router (exactly one change,
+/// with both hop lists), a router that stops answering shown as `*`, and a
+/// hop name and a tag that are HTML shown as text.
+#[tokio::test(flavor = "current_thread")]
+async fn path_page_shows_the_route_its_change_and_a_silent_hop() {
+    let mut topo = Topology::new().unwrap();
+    topo.add_second_router().unwrap();
+    let (srv, r1, r2, r3) = (
+        Topology::SERVER_V4,
+        Topology::ROUTER1_V4,
+        Topology::ROUTER2_V4,
+        Topology::ROUTER3_V4,
+    );
+    let _listener = topo.listen(&format!("{srv}:5000")).unwrap();
+    // PTR records for the routers, served in the client's namespace.
+    let r3_name = format!("{XSS}.lab.test");
+    let _dns = ptr_server(&topo, &r3_name);
+    // Router1 and router3 in one AS, router2 and the server in others.
+    let dir = tempfile::tempdir().unwrap();
+    let asn = dir.path().join("asn.mmdb");
+    std::fs::write(
+        &asn,
+        flowscope_integration::mmdb::asn_v4(&[
+            ([198, 19, 1, 0], 24, 64501, "Lab Access"),
+            ([198, 19, 4, 0], 24, 64501, "Lab Access"),
+            ([198, 19, 2, 0], 24, 64502, "Lab Transit"),
+            ([198, 19, 3, 0], 24, 64503, "Lab DC"),
+        ]),
+    )
+    .unwrap();
+    let port = browser::free_port();
+    let test = format!(
+        "host: \"{srv}\"\nprotocol: tcp\nport: 5000\ninterval: 2s\ntimeout: 500ms\n\
+         queries: 3\ne2e_probes: 5\nnetns: {}\ntags:\n  team: \"{XSS}\"\n",
+        Topology::netns_path(&topo.client)
+    );
+    let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+    let agent = Agent::start_with(&format!(
+        "receivers:\n  path:\n    asn_database: {}\n    tests:\n      -\n{body}\
+         exporters:\n  file:\n    path: OUTPUT\n  ui:\n    endpoint: 127.0.0.1:{port}\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file, ui]\n",
+        asn.display()
+    ))
+    .unwrap();
+    let wait = Duration::from_secs(90);
+
+    // Two runs through router2, then the switch, then two through router3.
+    agent.wait_for("two runs through router2", wait, |pts| {
+        (runs_via(pts, "2", r2).len() >= 2).then_some(())
+    });
+    topo.switch_to_second_router().unwrap();
+    agent.wait_for("two runs through router3", wait, |pts| {
+        (runs_via(pts, "2", r3).len() >= 2).then_some(())
+    });
+    let pts = agent.points();
+    assert_eq!(
+        sum(
+            &pts,
+            "flowscope.path.route.changes",
+            &[("server.address", srv)]
+        ),
+        1.0,
+        "exactly one route change"
+    );
+    // Names and AS numbers on the hop points.
+    let hop = |addr: &str, key: &str| {
+        pts.iter()
+            .filter(|p| p.metric == HOP_SENT && p.attr("flowscope.path.hop.address") == Some(addr))
+            .filter_map(|p| p.attr(key).map(str::to_string))
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(
+        hop(r1, "flowscope.path.hop.name"),
+        BTreeSet::from(["r1.lab.test".to_string()])
+    );
+    assert_eq!(
+        hop(r3, "flowscope.path.hop.name"),
+        BTreeSet::from([r3_name.clone()])
+    );
+    assert!(
+        hop(srv, "flowscope.path.hop.name").is_empty(),
+        "no PTR for the server"
+    );
+    assert_eq!(
+        hop(r1, "flowscope.path.hop.as.number"),
+        BTreeSet::from(["64501".to_string()])
+    );
+    assert_eq!(
+        hop(r2, "flowscope.path.hop.as.name"),
+        BTreeSet::from(["Lab Transit".to_string()])
+    );
+    assert_eq!(
+        hop(srv, "flowscope.path.hop.as.number"),
+        BTreeSet::from(["64503".to_string()])
+    );
+    let (via2, via3) = (runs_via(&pts, "2", r2), runs_via(&pts, "2", r3));
+    assert!(
+        via2.iter().max() < via3.iter().min(),
+        "router2's runs all came before router3's: {via2:?} {via3:?}"
+    );
+
+    // The API: one test, one change with both hop lists.
+    let list = get_json(port, "/api/paths?range=1h&cidr=198.19.3.2/32");
+    let tests = list["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1, "{list}");
+    let t = &tests[0];
+    assert_eq!(t["route_changes"], 1, "{t}");
+    assert_eq!(t["server_port"], "5000");
+    assert_eq!(t["tags"]["team"], XSS);
+    assert_eq!(t["hops"], 3);
+    assert_eq!(t["reachable"], true);
+    let id = t["id"].as_str().unwrap().to_string();
+    let d = get_json(port, &format!("/api/path?range=1h&id={id}"));
+    let changes = d["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{d}");
+    assert_eq!(changes[0]["from"], serde_json::json!([r1, r2, srv]));
+    assert_eq!(changes[0]["to"], serde_json::json!([r1, r3, srv]));
+    let history: Vec<serde_json::Value> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["hops"].clone())
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            serde_json::json!([r1, r2, srv]),
+            serde_json::json!([r1, r3, srv])
+        ]
+    );
+
+    // The Health finding.
+    let h = get_json(port, "/api/health?range=1h&cidr=198.19.3.2/32");
+    let found: Vec<&serde_json::Value> = h["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "route_changed")
+        .collect();
+    assert_eq!(found.len(), 1, "{h}");
+    assert_eq!(found[0]["severity"], "warning");
+    assert_eq!(found[0]["count"], 1);
+
+    // The page.
+    let (_driver, _profile, c) = browser::browser().await;
+    let base = format!("http://127.0.0.1:{port}");
+    c.goto(&format!(
+        "{base}/path?range=1h&cidr=198.19.3.2%2F32&id={id}"
+    ))
+    .await
+    .unwrap();
+    browser::loaded(&c, 1).await;
+    detail_loaded(&c, 1).await;
+    browser::range_control(&c, &["5m", "15m", "30m", "1h"]).await;
+    assert_eq!(drawn_route(&c).await, vec![r1, r3, srv]);
+    let names = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#route .hop[data-address]')].map(n => \
+         [n.querySelector('.name')?.textContent ?? null, n.querySelector('.as')?.textContent ?? null])",
+    )
+    .await;
+    assert_eq!(
+        names,
+        serde_json::json!([
+            ["r1.lab.test", "AS64501 Lab Access"],
+            [r3_name, "AS64501 Lab Access"],
+            [null, "AS64503 Lab DC"]
+        ])
+    );
+    // Grouped by AS: router1 and router3 in one box.
+    c.find(fantoccini::Locator::Css("#group_as"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let groups = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#route .as-group')].map(g => \
+         [g.dataset.as, [...g.querySelectorAll('.hop')].map(h => h.dataset.address)])",
+    )
+    .await;
+    assert_eq!(
+        groups,
+        serde_json::json!([["64501", [r1, r3]], ["64503", [srv]]])
+    );
+    let row = browser::js(
+        &c,
+        "return [...document.querySelectorAll('#tests tbody tr[data-id] td')].map(td => [td.dataset.col, td.textContent])",
+    )
+    .await;
+    let row: Vec<(String, String)> = serde_json::from_value(row).unwrap();
+    let cell = |k: &str| {
+        row.iter()
+            .find(|(c, _)| c == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(cell("destination"), format!("{srv}:5000"));
+    assert_eq!(cell("tags_text"), format!("team={XSS}"));
+    assert_eq!(cell("route_changes"), "1");
+    assert_eq!(cell("hops"), "3");
+    assert_eq!(cell("reachable"), "yes");
+    let change = browser::js(
+        &c,
+        "const r = document.querySelector('#changes tr.change'); \
+         return [r.querySelector('.from').textContent, r.querySelector('.to').textContent, \
+         document.querySelectorAll('#changes tr.change').length]",
+    )
+    .await;
+    assert_eq!(
+        change,
+        serde_json::json!([
+            format!("{r1} → {r2} → {srv}"),
+            format!("{r1} → {r3} → {srv}"),
+            1
+        ])
+    );
+    // The pivot back to the flows: the dependency whose peer is the server.
+    let dep = browser::js(&c, "return document.querySelector('#dependency').href").await;
+    assert!(
+        dep.as_str()
+            .unwrap()
+            .contains("/analytics?range=1h&client_key=service.name&server_key=network.peer.address&cidr=198.19.3.2%2F32"),
+        "{dep}"
+    );
+    let caveat = browser::js(&c, "return document.querySelector('#caveat').textContent").await;
+    assert!(
+        caveat.as_str().unwrap().contains("rate-limit"),
+        "the ICMP rate-limit caveat is on the page: {caveat}"
+    );
+    assert_eq!(
+        browser::js(&c, "return document.querySelectorAll('img').length").await,
+        0
+    );
+    assert!(c.get_alert_text().await.is_err(), "an alert opened");
+    // Tall enough for the route, the charts, the change and the history.
+    c.set_window_size(1400, 1500).await.unwrap();
+    browser::screenshot(&c, "path").await;
+
+    // Router1 stops answering with time-exceeded: `*` at hop 1, and no
+    // route change for it.
+    topo.nft(&topo.router1, "output", "icmp type time-exceeded drop")
+        .unwrap();
+    agent.wait_for("a run with router1 silent", wait, |pts| {
+        (!runs_via(pts, "1", "*").is_empty()).then_some(())
+    });
+    c.refresh().await.unwrap();
+    browser::loaded(&c, 1).await;
+    detail_loaded(&c, 1).await;
+    assert_eq!(drawn_route(&c).await, vec!["*", r3, srv]);
+    let silent = browser::js(
+        &c,
+        "return document.querySelector('#route .hop[data-index=\"1\"]').className",
+    )
+    .await;
+    assert!(silent.as_str().unwrap().contains("silent"), "{silent}");
+    assert_eq!(
+        sum(
+            &agent.points(),
+            "flowscope.path.route.changes",
+            &[("server.address", srv)]
+        ),
+        1.0,
+        "a silent hop is no route change"
+    );
+    browser::screenshot(&c, "path-silent-hop").await;
+    c.close().await.unwrap();
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `GET path` on 127.0.0.1:`port` until `done` takes the JSON.
+fn poll_json<T>(
+    port: u16,
+    path: &str,
+    what: &str,
+    mut done: impl FnMut(&serde_json::Value) -> Option<T>,
+) -> T {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            );
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            last = text
+                .split_once("\r\n\r\n")
+                .map_or(text.clone(), |(_, b)| b.to_string());
+            if let Some(t) = serde_json::from_str(&last)
+                .ok()
+                .as_ref()
+                .and_then(&mut done)
+            {
+                return t;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never appeared at {path}: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The storages the fleet view reads.
+fn storage(kind: &str, dir: &std::path::Path) -> (Killed, u16) {
+    let port = browser::free_port();
+    let child = if kind == "prometheus" {
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(&conf, "global:\n  scrape_interval: 1s\n").unwrap();
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/bootstrap.sh --test installs it)")
+    } else {
+        Command::new("/usr/bin/victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("victoria-metrics (scripts/bootstrap.sh --test installs it)")
+    };
+    let killed = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind} did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (killed, port)
+}
+
+/// The Paths API of `flowscope ui --prometheus` over Prometheus and over
+/// VictoriaMetrics, fed by remote write: the test, its one route change
+/// and both routes, read from the hop series as on one node.
+#[test]
+fn fleet_paths_over_prometheus_and_victoria_metrics() {
+    for kind in ["prometheus", "victoria-metrics"] {
+        let mut topo = Topology::new().unwrap();
+        topo.add_second_router().unwrap();
+        let (srv, r1, r2, r3) = (
+            Topology::SERVER_V4,
+            Topology::ROUTER1_V4,
+            Topology::ROUTER2_V4,
+            Topology::ROUTER3_V4,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, db_port) = storage(kind, dir.path());
+        // PTR records are there to be asked, but resolve_hops is off.
+        let _dns = ptr_server(&topo, "r3.lab.test");
+        let test = test_yaml(&topo, srv, "icmp", None, "").replace("interval: 3s", "interval: 2s");
+        let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+        let agent = Agent::start_with(&format!(
+            "receivers:\n  path:\n    resolve_hops: false\n    tests:\n      -\n{body}\
+             exporters:\n  file:\n    path: OUTPUT\n  prometheusremotewrite:\n    \
+             endpoint: http://127.0.0.1:{db_port}/api/v1/write\n    \
+             resource_to_telemetry_conversion:\n      enabled: true\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      \
+             exporters: [file, prometheusremotewrite]\n"
+        ))
+        .unwrap();
+        let ui_port = browser::free_port();
+        let _ui = Killed(
+            Command::new(built_binary("flowscope"))
+                .args(["ui", "--prometheus", &format!("http://127.0.0.1:{db_port}")])
+                .args(["--endpoint", &format!("127.0.0.1:{ui_port}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("flowscope ui"),
+        );
+        // 20 s of runs through router2, then 20 s through router3: each
+        // route fills whole 10 s steps of the fleet's answer.
+        let wait = Duration::from_secs(90);
+        agent.wait_for("10 runs through router2", wait, |pts| {
+            (runs_via(pts, "2", r2).len() >= 10).then_some(())
+        });
+        topo.switch_to_second_router().unwrap();
+        agent.wait_for("10 runs through router3", wait, |pts| {
+            (runs_via(pts, "2", r3).len() >= 10).then_some(())
+        });
+        assert_eq!(
+            sum(
+                &agent.points(),
+                "flowscope.path.route.changes",
+                &[("server.address", srv)]
+            ),
+            1.0
+        );
+        let q = "range=5m&cidr=198.19.3.2%2F32";
+        let id = poll_json(
+            ui_port,
+            &format!("/api/paths?{q}"),
+            "the test with its change",
+            |j| {
+                let t = j["tests"].as_array()?.first()?;
+                (t["route_changes"] == 1 && j["tests"].as_array()?.len() == 1)
+                    .then(|| t["id"].as_str().map(str::to_string))?
+            },
+        );
+        let d = poll_json(
+            ui_port,
+            &format!("/api/path?{q}&id={id}"),
+            "both routes",
+            |d| (d["history"].as_array()?.len() >= 2).then(|| d.clone()),
+        );
+        let t = &d["test"];
+        assert_eq!(t["server_address"], srv, "{kind}: {d}");
+        assert_eq!(t["protocol"], "icmp");
+        assert_eq!(t["tags"]["env"], "lab", "{kind}: tags come through");
+        let hops: Vec<&str> = d["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(hops, [r1, r3, srv], "{kind}: {d}");
+        let changes = d["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 1, "{kind}: {d}");
+        assert_eq!(changes[0]["from"], serde_json::json!([r1, r2, srv]));
+        assert_eq!(changes[0]["to"], serde_json::json!([r1, r3, srv]));
+        let routes: Vec<serde_json::Value> = d["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["hops"].clone())
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                serde_json::json!([r1, r2, srv]),
+                serde_json::json!([r1, r3, srv])
+            ],
+            "{kind}"
+        );
+        // The Health page's finding, in the fleet view too.
+        let f = poll_json(
+            ui_port,
+            &format!("/api/health?{q}"),
+            "the route finding",
+            |j| {
+                j["findings"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["kind"] == "route_changed")
+                    .cloned()
+            },
+        );
+        assert_eq!(f["severity"], "warning", "{kind}: {f}");
+        assert_eq!(f["count"], 1, "{kind}: {f}");
+        assert_eq!(f["server"], srv, "{kind}: {f}");
+        // No hop name asked (resolve_hops: false).
+        assert!(
+            !agent
+                .points()
+                .iter()
+                .any(|p| p.attr("flowscope.path.hop.name").is_some()),
+            "{kind}: resolve_hops: false asks no name"
+        );
+    }
+}
+
+/// The ASN database is read again when the file changes (checked every
+/// 10 s), without a restart; a missing one stops the agent at start naming
+/// the file.
+#[test]
+fn asn_database_is_read_again_when_it_changes_and_a_missing_one_is_named() {
+    let topo = Topology::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let asn = dir.path().join("asn.mmdb");
+    let write = |n: u32, org: &str| {
+        let bytes = flowscope_integration::mmdb::asn_v4(&[([198, 19, 0, 0], 16, n, org)]);
+        // Replaced by a rename, as a download tool does.
+        let tmp = dir.path().join("asn.mmdb.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &asn).unwrap();
+    };
+    write(64510, "Before");
+    let test = test_yaml(&topo, Topology::SERVER_V4, "icmp", None, "")
+        .replace("interval: 3s", "interval: 1s")
+        .replace("e2e_probes: 10", "e2e_probes: 1");
+    let body: String = test.lines().map(|l| format!("        {l}\n")).collect();
+    let cfg = |db: &std::path::Path| {
+        format!(
+            "receivers:\n  path:\n    resolve_hops: false\n    asn_database: {}\n    tests:\n      -\n{body}\
+             exporters:\n  file:\n    path: OUTPUT\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file]\n",
+            db.display()
+        )
+    };
+    let agent = Agent::start_with(&cfg(&asn)).unwrap();
+    let as_of = |pts: &[Point], n: &str, org: &str| {
+        pts.iter().any(|p| {
+            p.metric == HOP_SENT
+                && p.attr("flowscope.path.hop.address") == Some(Topology::ROUTER1_V4)
+                && p.attr("flowscope.path.hop.as.number") == Some(n)
+                && p.attr("flowscope.path.hop.as.name") == Some(org)
+        })
+    };
+    agent.wait_for("AS64510 on router1's hop", Duration::from_secs(60), |pts| {
+        as_of(pts, "64510", "Before").then_some(())
+    });
+    write(64511, "After");
+    agent.wait_for(
+        "AS64511 after the file changed",
+        Duration::from_secs(60),
+        |pts| as_of(pts, "64511", "After").then_some(()),
+    );
+
+    // A missing file: the agent does not start, and says which file.
+    let missing = dir.path().join("no-such.mmdb");
+    let err = match Agent::start_with(&cfg(&missing)) {
+        Ok(_) => panic!("the agent started without its asn_database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("asn_database") && err.contains("no-such.mmdb"),
+        "{err}"
+    );
+}

@@ -103,6 +103,9 @@ pub enum LossReason {
     /// The heap was above the `memory_limiter`'s soft limit: a new flow
     /// was not tracked.
     MemoryLimit,
+    /// A DNS lookup whose local process could not be found: reported with
+    /// `service.name=unknown_service`.
+    OwnerUnknown,
 }
 
 impl LossReason {
@@ -125,6 +128,7 @@ impl LossReason {
             LossReason::NetnsGone => "netns_gone",
             LossReason::Unreachable => "unreachable",
             LossReason::Timeout => "timeout",
+            LossReason::OwnerUnknown => names::dns::REASON_OWNER_UNKNOWN,
             LossReason::HttpError => "http_error",
             LossReason::MemoryLimit => names::memory::REASON_MEMORY_LIMIT,
         }
@@ -399,6 +403,9 @@ pub enum RefuseReason {
     Busy,
     /// A query would have read more than the configured budget (413).
     TooLarge,
+    /// A TLS handshake failed (a plain-HTTP request to an HTTPS port, an
+    /// untrusted client, a protocol error).
+    Tls,
 }
 
 impl RefuseReason {
@@ -411,6 +418,7 @@ impl RefuseReason {
             RefuseReason::Timeout => "timeout",
             RefuseReason::Busy => "busy",
             RefuseReason::TooLarge => "too_large",
+            RefuseReason::Tls => "tls_handshake",
         }
     }
 }

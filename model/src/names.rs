@@ -245,6 +245,16 @@ pub mod value {
     pub const COMPONENT_TYPE_OTLP_HTTP: &str = "otlp_http_metric_exporter";
     pub const COMPONENT_TYPE_OTLP_HTTP_JSON: &str = "otlp_http_json_metric_exporter";
     pub const COMPONENT_TYPE_PROMETHEUS: &str = "prometheus_http_text_metric_exporter";
+    /// `otel.component.type` of the exporters the registry has no type for:
+    /// the registry asks for the implementation's type name, so these are
+    /// the sinks' Rust paths, spelt here as constants (a telemetry value
+    /// must not depend on `std::any::type_name`, whose output the compiler
+    /// does not promise to keep).
+    pub const COMPONENT_TYPE_FILE: &str = "flowscope_exporters::file::FileSink";
+    pub const COMPONENT_TYPE_CONSOLE: &str = "flowscope_exporters::console::ConsoleSink";
+    pub const COMPONENT_TYPE_UI: &str = "flowscope_exporters::ui::UiSink";
+    pub const COMPONENT_TYPE_REMOTE_WRITE: &str =
+        "flowscope_exporters::remote_write::RemoteWriteSink";
 }
 
 /// `service.name` of the agent's own telemetry.
@@ -270,6 +280,15 @@ pub mod memory {
     /// `flowscope.reason` of a new flow not tracked while the heap was above
     /// the `memory_limiter`'s soft limit.
     pub const REASON_MEMORY_LIMIT: &str = "memory_limit";
+}
+
+/// DNS monitoring: the self-telemetry reason of a lookup reported without
+/// its process (issue 22).
+pub mod dns {
+    /// `flowscope.reason` (with `flowscope.source=dns`) of a lookup whose
+    /// local process was not found: the lookup is still reported, with
+    /// `service.name=unknown_service`.
+    pub const REASON_OWNER_UNKNOWN: &str = "owner_unknown";
 }
 
 /// Network Path (contract v2, "Network Path"): metric names with units,
@@ -322,6 +341,13 @@ pub mod path {
         "{probe}",
         "Probes to one hop of a path without an answer.",
     );
+    /// Contract v3: a run whose hop list differs from the previous run's
+    /// of the same test (receiver/src/path/route.rs says when two differ).
+    pub const ROUTE_CHANGES: Def = (
+        "flowscope.path.route.changes",
+        "{change}",
+        "Runs whose hop list differs from the previous run's of the same test.",
+    );
 
     /// The destination as configured or observed (a name or an IP).
     pub const SERVER_ADDRESS: &str = "server.address";
@@ -334,6 +360,13 @@ pub mod path {
     pub const HOP_INDEX: &str = "flowscope.path.hop.index";
     /// The address that answered at this TTL, or [`NO_ANSWER`].
     pub const HOP_ADDRESS: &str = "flowscope.path.hop.address";
+    /// The hop address's reverse DNS name (PTR), when it has one.
+    pub const HOP_NAME: &str = "flowscope.path.hop.name";
+    /// The autonomous system announcing the hop address (int), from the
+    /// `asn_database`.
+    pub const HOP_AS_NUMBER: &str = "flowscope.path.hop.as.number";
+    /// That autonomous system's organisation name.
+    pub const HOP_AS_NAME: &str = "flowscope.path.hop.as.name";
 
     pub const NO_ANSWER: &str = "*";
     pub const SCHEDULED: &str = "scheduled";

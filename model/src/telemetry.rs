@@ -71,8 +71,9 @@ pub const EXPORTER_RETRIES: MetricId = MetricId::sum(metric::EXPORTER_RETRIES);
 ///
 /// The type is the registry's value where one applies (an `otlp` exporter
 /// is an `otlp_grpc_metric_exporter`, see [`crate::names::value`]); for
-/// the others the registry asks for the implementation's own type name,
-/// which for Rust is the sink's type path (`std::any::type_name`).
+/// the others the registry asks for the implementation's own type name:
+/// the sink's Rust type path, spelt as a constant in
+/// [`crate::names::value`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Component {
     id: Arc<str>,

@@ -1287,6 +1287,34 @@ pub struct UiExporterConfig {
     pub max_query_slots: usize,
     /// Thresholds of the Network Health findings.
     pub health: UiHealthConfig,
+    /// Serve the pages over HTTPS with this certificate. Default none
+    /// (plain HTTP, meant for loopback or behind a TLS-terminating proxy).
+    #[serde(deserialize_with = "server_tls")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS server settings (`ui.tls`), as the Collector's `confighttp` server
+/// `tls`: a certificate chain and its key, both PEM files, read and parsed
+/// when the configuration loads.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain the server presents (leaf first).
+    #[serde(deserialize_with = "pem_file_certs")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "pem_file_key")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn server_tls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ServerTlsConfig>, D::Error> {
+    let tls = ServerTlsConfig::deserialize(d)?;
+    if tls.cert_file.is_none() || tls.key_file.is_none() {
+        return Err(de::Error::custom(
+            "serving HTTPS needs both `cert_file` and `key_file` (PEM files)",
+        ));
+    }
+    Ok(Some(tls))
 }
 
 impl Default for UiExporterConfig {
@@ -1301,6 +1329,7 @@ impl Default for UiExporterConfig {
             max_concurrent_queries: 4,
             max_query_slots: 2_000_000,
             health: UiHealthConfig::default(),
+            tls: None,
         }
     }
 }

@@ -403,13 +403,31 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 /// destinations listed in `tests`, and with `dynamic.enabled` tests the
 /// agent creates itself for the servers the `ebpf` receiver sees clients
 /// talk to. See docs/path.md.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathReceiverConfig {
     /// Scheduled tests, one per destination.
     pub tests: Vec<PathTestConfig>,
     /// Dynamic tests to destinations observed in flows.
     pub dynamic: PathDynamicConfig,
+    /// Ask each hop address's reverse DNS name (PTR), in the test's own
+    /// network namespace, into `flowscope.path.hop.name`. Default true.
+    pub resolve_hops: bool,
+    /// A MaxMind GeoLite2-ASN or DB-IP ASN `.mmdb` file: each hop's
+    /// `flowscope.path.hop.as.number` and `.as.name`. Read again when the
+    /// file changes. Default: none.
+    pub asn_database: Option<std::path::PathBuf>,
+}
+
+impl Default for PathReceiverConfig {
+    fn default() -> Self {
+        PathReceiverConfig {
+            tests: Vec::new(),
+            dynamic: PathDynamicConfig::default(),
+            resolve_hops: true,
+            asn_database: None,
+        }
+    }
 }
 
 /// How probes travel: `tcp` (SYN), `udp` or `icmp` (echo request).

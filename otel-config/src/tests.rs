@@ -584,3 +584,36 @@ fn load_file_names_the_file() {
     let source = std::error::Error::source(&e).map(ToString::to_string);
     assert!(source.is_some_and(|s| s.contains("No such file")));
 }
+
+#[test]
+fn ui_tls_needs_a_readable_certificate_and_key() {
+    let svc = SERVICE.replace("[console]", "[ui]");
+    let e = err(&format!(
+        "receivers:\n  ebpf:\nexporters:\n  ui:\n    tls: {{cert_file: /nonexistent/ui.pem}}\n{svc}"
+    ));
+    assert_eq!(
+        e,
+        "config.yaml:5:22: exporters.ui.tls.cert_file: cannot read `/nonexistent/ui.pem`: No such file or directory (os error 2)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("ui.pem");
+    std::fs::write(&cert, "not PEM").unwrap();
+    let e = err(&format!(
+        "receivers:\n  ebpf:\nexporters:\n  ui:\n    tls: {{cert_file: {}}}\n{svc}",
+        cert.display()
+    ));
+    assert!(
+        e.ends_with(&format!(
+            "exporters.ui.tls.cert_file: `{}`: no PEM certificate (`-----BEGIN CERTIFICATE-----`) found",
+            cert.display()
+        )),
+        "{e}"
+    );
+    let e = err(&format!(
+        "receivers:\n  ebpf:\nexporters:\n  ui:\n    tls: {{}}\n{svc}"
+    ));
+    assert_eq!(
+        e,
+        "config.yaml:5:10: exporters.ui.tls: serving HTTPS needs both `cert_file` and `key_file` (PEM files)"
+    );
+}

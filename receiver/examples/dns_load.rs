@@ -6,6 +6,13 @@
 //! CPU the receiver's capture thread used, per core.
 //!
 //! Run as root: `cargo run --release -p flowscope-receiver --example dns_load -- --rate 5000 --seconds 20`
+//!
+//! `--sockets fresh` makes each lookup from a new socket (as `getaddrinfo`
+//! in a new process does), waiting for each answer, instead of one socket
+//! for all; `--port P` sends to port P, which the receiver does not watch
+//! (its ports stay `[53]`): every send is then one the owner program
+//! looks at and leaves. scripts/bench-dns-owner.sh reads the kernel's
+//! per-program statistics while this runs.
 
 use std::fs::File;
 use std::net::UdpSocket;
@@ -88,6 +95,8 @@ fn main() -> Result<(), String> {
     let mut rate = 5000u64;
     let mut seconds = 20u64;
     let mut out = None;
+    let mut fresh = false;
+    let mut port = 53u16;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or(format!("{a} needs a value"))?;
@@ -95,6 +104,8 @@ fn main() -> Result<(), String> {
             "--rate" => rate = v.parse().map_err(|_| "bad --rate")?,
             "--seconds" => seconds = v.parse().map_err(|_| "bad --seconds")?,
             "--out" => out = Some(v),
+            "--sockets" => fresh = v == "fresh",
+            "--port" => port = v.parse().map_err(|_| "bad --port")?,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -138,7 +149,7 @@ fn main() -> Result<(), String> {
     let stop_r = stop.clone();
     let responder = std::thread::spawn(move || -> Result<(), String> {
         enter(&a)?;
-        let sock = UdpSocket::bind("198.18.200.1:53").map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind(("198.18.200.1", port)).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(|e| e.to_string())?;
         let _ = ready_tx.send(());
@@ -189,8 +200,35 @@ fn main() -> Result<(), String> {
     let (rx_recv, stop_c) = (received.clone(), stop.clone());
     let client = std::thread::spawn(move || -> Result<u64, String> {
         enter(&b)?;
+        if fresh {
+            // A new socket per lookup, answered before the next.
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let total = rate * seconds;
+            let mut buf = [0u8; 512];
+            while sent < total {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due.min(total) {
+                    let sock = UdpSocket::bind("198.18.200.2:0").map_err(|e| e.to_string())?;
+                    sock.connect(("198.18.200.1", port))
+                        .map_err(|e| e.to_string())?;
+                    sock.set_read_timeout(Some(Duration::from_millis(200)))
+                        .map_err(|e| e.to_string())?;
+                    let _ = sock.send(&query(sent as u16, sent as u32));
+                    if sock.recv(&mut buf).is_ok() {
+                        rx_recv.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            stop_c.store(true, Ordering::Relaxed);
+            return Ok(sent);
+        }
         let sock = UdpSocket::bind("198.18.200.2:0").map_err(|e| e.to_string())?;
-        sock.connect("198.18.200.1:53").map_err(|e| e.to_string())?;
+        sock.connect(("198.18.200.1", port))
+            .map_err(|e| e.to_string())?;
         let reader = sock.try_clone().map_err(|e| e.to_string())?;
         reader
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -232,6 +270,8 @@ fn main() -> Result<(), String> {
     let answered = engine.lock().map(|e| e.answered).unwrap_or(0);
     let result = serde_json::json!({
         "rate_per_s": rate,
+        "sockets": if fresh { "fresh" } else { "one" },
+        "port": port,
         "seconds": seconds,
         "lookups_sent": sent,
         "responses_received": received.load(Ordering::Relaxed),

@@ -80,6 +80,11 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
         retransmit_skaddr: retransmit.offset("skaddr", 8)?,
         udp_pending: member(&btf, "udp_sock", "pending", 4)?,
         udp_gso_size: member(&btf, "udp_sock", "gso_size", 2)?,
+        task_group_leader: member(&btf, "task_struct", "group_leader", 8)?,
+        task_start_time: member(&btf, "task_struct", "start_time", 8)?,
+        task_mm: member(&btf, "task_struct", "mm", 8)?,
+        mm_env_start: member(&btf, "mm_struct", "env_start", 8)?,
+        mm_env_end: member(&btf, "mm_struct", "env_end", 8)?,
     })
 }
 

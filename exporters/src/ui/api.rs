@@ -493,6 +493,63 @@ fn health(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
     }))
 }
 
+/// The Paths page's selection: time range, `filter` (key=value on the
+/// Resource, a test attribute or a tag) and `cidr` (on `server.address`).
+fn path_selection(p: &Params, st: &Store) -> Result<super::paths::PathSelection, Bad> {
+    let (from, to) = time_range(p, st)?;
+    let mut filters = Vec::new();
+    for f in p.all("filter") {
+        let Some((k, v)) = f.split_once('=') else {
+            return Err(bad("filter", format!("`{f}` is not key=value")));
+        };
+        let k = k.trim();
+        if !st.has_key(k) {
+            return Err(bad("filter", format!("unknown key `{k}` (see /api/keys)")));
+        }
+        filters.push((k.to_string(), v.trim().to_string()));
+    }
+    let cidr = match p.get("cidr") {
+        Some(c) => Some(c.parse::<Cidr>().map_err(|e| bad("cidr", e))?),
+        None => None,
+    };
+    Ok(super::paths::PathSelection {
+        from,
+        to,
+        filters,
+        cidr,
+    })
+}
+
+/// `/api/paths`: every Network Path test of the range.
+fn paths(st: &Store, p: &Params) -> Result<Json, Bad> {
+    let sel = path_selection(p, st)?;
+    let mut tests = super::paths::tests(st, &sel);
+    tests.truncate(MAX_ROWS);
+    Ok(json!({
+        "from_ms": sel.from / MS,
+        "to_ms": sel.to / MS,
+        "tests": tests,
+    }))
+}
+
+/// `/api/path?id=...`: one test's route, history and runs.
+fn path_detail(st: &Store, p: &Params) -> Result<Json, Bad> {
+    let sel = path_selection(p, st)?;
+    let id = p
+        .get("id")
+        .ok_or_else(|| bad("id", "give the test's id (from /api/paths)"))?;
+    let d = super::paths::detail(st, &sel, id).ok_or_else(|| {
+        bad(
+            "id",
+            format!("no path test `{id}` in this time range (see /api/paths)"),
+        )
+    })?;
+    let mut j = json!(d);
+    j["from_ms"] = json!(sel.from / MS);
+    j["to_ms"] = json!(sel.to / MS);
+    Ok(j)
+}
+
 /// Answers `/api/<rest>`: from the agent's own store, or in fleet mode from
 /// a store of the storage's aggregated answer (the same computation).
 pub fn answer(ui: &Ui, rest: &str, p: &Params) -> Reply {
@@ -541,9 +598,14 @@ fn fleet_store(
     let need = match rest {
         "keys" | "status" => super::fleet::Need::Keys,
         "health" => super::fleet::Need::Health,
+        "paths" | "path" => super::fleet::Need::Paths,
         _ => super::fleet::Need::Dependencies,
     };
-    f.store(need, super::fleet::Range { from, to }, &keys, step)
+    let mut st = f.store(need, super::fleet::Range { from, to }, &keys, step)?;
+    if rest == "health" {
+        f.add_route_changes(&mut st, super::fleet::Range { from, to })?;
+    }
+    Ok(st)
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {
@@ -578,6 +640,8 @@ fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {
         "analytics" => json(analytics(st, p)),
         "timeseries" => json(timeseries(st, p)),
         "health" => json(health(ui, st, p)),
+        "paths" => json(paths(st, p)),
+        "path" => json(path_detail(st, p)),
         "analytics.csv" => match analytics_csv(st, p) {
             Ok(csv) => {
                 let mut r = Reply::json(StatusCode::OK, csv);
@@ -589,7 +653,8 @@ fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {
         _ => Reply::error(
             StatusCode::NOT_FOUND,
             "path",
-            "unknown API: keys, status, map, analytics, analytics.csv, timeseries, health",
+            "unknown API: keys, status, map, analytics, analytics.csv, timeseries, health, \
+             paths, path",
         ),
     }
 }

@@ -8,7 +8,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 /// The pages: path, page id (`data-page`, which the navigation marks) and
 /// title, and the page's own part (its `<main>` and scripts).
-const PAGES: [(&str, &str, &str, &str); 3] = [
+const PAGES: [(&str, &str, &str, &str); 4] = [
     (
         "/map",
         "map",
@@ -26,6 +26,12 @@ const PAGES: [(&str, &str, &str, &str); 3] = [
         "health",
         "Network Health",
         include_str!("assets/health.html"),
+    ),
+    (
+        "/path",
+        "path",
+        "Network Path",
+        include_str!("assets/paths.html"),
     ),
 ];
 
@@ -81,6 +87,7 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "/assets/map.js" => (JS, include_bytes!("assets/map.js")),
         "/assets/analytics.js" => (JS, include_bytes!("assets/analytics.js")),
         "/assets/health.js" => (JS, include_bytes!("assets/health.js")),
+        "/assets/paths.js" => (JS, include_bytes!("assets/paths.js")),
         "/assets/cytoscape.min.js" => (JS, include_bytes!("assets/cytoscape.min.js")),
         "/assets/cytoscape-LICENSE.txt" => (
             "text/plain; charset=utf-8",

@@ -35,6 +35,7 @@ use crate::{Outcome, Sink};
 pub mod api;
 mod assets;
 pub mod fleet;
+pub mod paths;
 pub mod query;
 pub mod store;
 
@@ -81,6 +82,8 @@ pub enum UiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("ui: HTTPS settings")]
+    Tls(#[source] crate::tls::TlsError),
 }
 
 /// Everything a request needs.
@@ -96,6 +99,8 @@ pub struct Ui {
     queries: AtomicUsize,
     /// Session id -> expiry, for browsers logged in with `/?token=`.
     sessions: Mutex<HashMap<String, Instant>>,
+    /// HTTPS (`tls`): the acceptor the server hands each connection to.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// One of the `max_concurrent_queries` places, given back on drop.
@@ -150,6 +155,12 @@ impl Ui {
                 endpoint: config.endpoint.clone(),
             });
         }
+        let tls = match &config.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                crate::tls::server_config(t).map_err(UiError::Tls)?,
+            ))),
+            None => None,
+        };
         Ok(Ui {
             store: Arc::new(Mutex::new(Store::new(
                 duration_ns(config.retention),
@@ -163,7 +174,13 @@ impl Ui {
             fleet: None,
             queries: AtomicUsize::new(0),
             sessions: Mutex::new(HashMap::new()),
+            tls,
         })
+    }
+
+    /// `https` when the pages are served over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The same pages over a Prometheus query API ([`fleet`]).
@@ -274,8 +291,10 @@ impl Ui {
                 );
             };
             let mut r = Reply::redirect("/map");
+            // Over HTTPS the browser must never send it in clear text.
+            let secure = if self.tls.is_some() { "; Secure" } else { "" };
             r.cookie = Some(format!(
-                "{COOKIE}={session}; Path=/; Max-Age={COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Strict"
+                "{COOKIE}={session}; Path=/; Max-Age={COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Strict{secure}"
             ));
             return r;
         }
@@ -437,8 +456,9 @@ impl Reply {
 pub async fn serve(listener: TcpListener, ui: Arc<Ui>, server: Server) {
     let telemetry = server.telemetry.clone();
     let kind = server.kind;
+    let tls = ui.tls.clone();
     server
-        .run(listener, move |req| {
+        .run_tls(listener, tls, move |req| {
             let ui = ui.clone();
             let telemetry = telemetry.clone();
             async move {

@@ -29,7 +29,7 @@ use flowscope_model::{Attrs, Histogram, MetricId, PointValue, Role};
 use flowscope_otel_config::exporters::UiHealthConfig;
 use serde::Serialize;
 
-use super::store::Store;
+use super::store::{SeriesKey, Slot, Store, Values};
 
 /// The peer's `host.name`: never emitted by an agent (an agent does not
 /// know the other node's name); set by the fleet view when it joins a flow
@@ -420,12 +420,34 @@ fn resolve(res: &Attrs, attrs: &Attrs, key: &str, local: bool) -> (String, /* un
     }
 }
 
+/// A series' part of a range: its slots (per-interval buckets wanted), or
+/// only what it adds up to.
+enum SeriesSlots<'a> {
+    Slots(Box<dyn Iterator<Item = &'a Slot> + 'a>),
+    Values(Values<'a>),
+}
+
 /// The dependencies of `sel`, busiest first; with `buckets`, each with its
 /// numbers per interval (or minute, past the full-resolution span).
 pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
     let mut edges: HashMap<(String, String), Edge> = HashMap::new();
-    // Everything but the values is decided once per series, not per slot.
-    for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to) {
+    // Everything but the values is decided once per series, not per slot;
+    // without buckets, a series the range covers whole adds its kept total
+    // (one value) instead of each of its slots.
+    let series: Box<dyn Iterator<Item = (&SeriesKey, SeriesSlots<'_>)>> = if buckets {
+        Box::new(
+            store
+                .series_slots(sel.from, sel.to, |(_, m, _)| is_flow_metric(m))
+                .map(|(k, s)| (k, SeriesSlots::Slots(Box::new(s)))),
+        )
+    } else {
+        Box::new(
+            store
+                .series_values(sel.from, sel.to, |(_, m, _)| is_flow_metric(m))
+                .map(|(k, v)| (k, SeriesSlots::Values(v))),
+        )
+    };
+    for ((res, m, attrs), slots) in series {
         if !is_flow_metric(m) {
             continue;
         }
@@ -469,13 +491,20 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
                 server_unresolved: su,
                 ..Default::default()
             });
-        for slot in slots {
-            e.totals.add(&field, &slot.value);
-            if buckets {
-                e.buckets
-                    .entry(slot.end)
-                    .or_default()
-                    .add(&field, &slot.value);
+        match slots {
+            SeriesSlots::Values(values) => {
+                for v in values {
+                    e.totals.add(&field, v);
+                }
+            }
+            SeriesSlots::Slots(slots) => {
+                for slot in slots {
+                    e.totals.add(&field, &slot.value);
+                    e.buckets
+                        .entry(slot.end)
+                        .or_default()
+                        .add(&field, &slot.value);
+                }
             }
         }
     }
@@ -504,7 +533,7 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
-    /// `path_unreachable`, `path_loss`.
+    /// `path_unreachable`, `path_loss`, `route_changed`.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -522,7 +551,7 @@ pub struct Finding {
 }
 
 #[allow(clippy::too_many_arguments)] // one constructor for every kind of finding
-fn finding(
+pub(super) fn finding(
     kind: &'static str,
     critical: bool,
     impact: f64,
@@ -569,14 +598,16 @@ pub fn health(
     let mut dns_servers: BTreeMap<String, String> = BTreeMap::new();
     let mut paths: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     let mut probes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for ((res, m, attrs), slot) in store.slots(from, to) {
+    let read = |m: &MetricId| {
+        is(m, metric::DNS_DURATION)
+            || is(m, ui::PATH_REACHABLE)
+            || is(m, ui::PATH_PROBES_SENT)
+            || is(m, ui::PATH_PROBES_LOST)
+    };
+    for ((res, m, attrs), slots) in store.series_slots(from, to, |(_, m, _)| read(m)) {
         let server = attrs.get_str(attr::SERVER_ADDRESS).unwrap_or(UNKNOWN);
         if let Some(c) = &cidr
             && !server.parse::<IpAddr>().is_ok_and(|ip| c.contains(ip))
-            && (is(m, metric::DNS_DURATION)
-                || is(m, ui::PATH_REACHABLE)
-                || is(m, ui::PATH_PROBES_SENT)
-                || is(m, ui::PATH_PROBES_LOST))
         {
             continue;
         }
@@ -587,14 +618,17 @@ pub fn health(
                 }
                 continue;
             }
-            let PointValue::Histogram(h) = &slot.value else {
-                continue;
-            };
+            let lookups: u64 = slots
+                .filter_map(|sl| match &sl.value {
+                    PointValue::Histogram(h) => Some(h.count),
+                    _ => None,
+                })
+                .sum();
             let client = res.get_str(resource::SERVICE_NAME).unwrap_or(NONE);
             let acc = dns
                 .entry((client.to_string(), server.to_string()))
                 .or_default();
-            acc.lookups += h.count;
+            acc.lookups += lookups;
             let failure = attrs.get_str(attr::ERROR_TYPE).or_else(|| {
                 attrs
                     .get_str(attr::DNS_RESPONSE_CODE)
@@ -602,7 +636,7 @@ pub fn health(
             });
             if let Some(kind) = failure {
                 let f = acc.failed.entry(kind.to_string()).or_default();
-                f.0 += h.count;
+                f.0 += lookups;
                 if f.1.len() < 5
                     && let Some(q) = attrs.get_str(attr::DNS_QUESTION_NAME)
                 {
@@ -610,14 +644,21 @@ pub fn health(
                 }
             }
         } else if is(m, ui::PATH_REACHABLE) {
-            let p = paths.entry(server.to_string()).or_insert((0, 1.0));
-            if slot.end >= p.0 {
-                *p = (slot.end, slot.value.as_f64());
+            // The slots are in time order: the last is the newest.
+            if let Some(last) = slots.last() {
+                let p = paths.entry(server.to_string()).or_insert((0, 1.0));
+                if last.end >= p.0 {
+                    *p = (last.end, last.value.as_f64());
+                }
             }
-        } else if is(m, ui::PATH_PROBES_SENT) {
-            probes.entry(server.to_string()).or_default().0 += count(&slot.value);
-        } else if is(m, ui::PATH_PROBES_LOST) {
-            probes.entry(server.to_string()).or_default().1 += count(&slot.value);
+        } else {
+            let n: u64 = slots.map(|sl| count(&sl.value)).sum();
+            let p = probes.entry(server.to_string()).or_default();
+            if is(m, ui::PATH_PROBES_SENT) {
+                p.0 += n;
+            } else {
+                p.1 += n;
+            }
         }
     }
     for ((client, server), acc) in &dns {
@@ -760,6 +801,7 @@ pub fn health(
             ));
         }
     }
+    out.extend(super::paths::route_findings(store, from, to, cidr));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)

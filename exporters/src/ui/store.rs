@@ -43,11 +43,80 @@ pub struct Slot {
 struct Series {
     fine: VecDeque<Slot>,
     coarse: VecDeque<Slot>,
+    /// For sums and histograms, every slot held merged into one value: a
+    /// query whose range covers the whole series reads this instead of
+    /// merging each slot again (an hour is about 110 slots). Kept in step
+    /// by `insert`, rebuilt when slots are forgotten.
+    total: Option<PointValue>,
 }
 
 impl Series {
     fn is_empty(&self) -> bool {
         self.fine.is_empty() && self.coarse.is_empty()
+    }
+
+    /// Adds a value just filed into a slot (sums and histograms only).
+    fn count(&mut self, metric: MetricId, v: &PointValue) {
+        if !additive(metric) {
+            return;
+        }
+        match &mut self.total {
+            Some(t) => t.merge(v),
+            None => self.total = Some(v.clone()),
+        }
+    }
+
+    /// Rebuilds the total from the slots left.
+    fn recount(&mut self, metric: MetricId) {
+        self.total = None;
+        if !additive(metric) {
+            return;
+        }
+        let mut total: Option<PointValue> = None;
+        for sl in self.coarse.iter().chain(self.fine.iter()) {
+            match &mut total {
+                Some(t) => t.merge(&sl.value),
+                None => total = Some(sl.value.clone()),
+            }
+        }
+        self.total = total;
+    }
+
+    /// The time span of the slots held: first and last `end`.
+    fn span(&self) -> Option<(u64, u64)> {
+        let first = self.coarse.front().or(self.fine.front())?;
+        let last = self.fine.back().or(self.coarse.back())?;
+        Some((first.end, last.end))
+    }
+}
+
+/// Whether a metric's slots add up over time (sums and histograms), as
+/// opposed to gauges and UpDownCounters, whose value is the last one.
+fn additive(metric: MetricId) -> bool {
+    !matches!(metric.kind, Kind::Gauge | Kind::UpDownCounter)
+}
+
+/// What one series adds up to over a range: its kept total when the range
+/// covers all of it, else the values of the slots inside.
+#[derive(Clone)]
+pub enum Values<'a> {
+    Total(std::iter::Once<&'a PointValue>),
+    Slots(
+        std::iter::Chain<
+            std::collections::vec_deque::Iter<'a, Slot>,
+            std::collections::vec_deque::Iter<'a, Slot>,
+        >,
+    ),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a PointValue;
+
+    fn next(&mut self) -> Option<&'a PointValue> {
+        match self {
+            Values::Total(t) => t.next(),
+            Values::Slots(s) => s.next().map(|sl| &sl.value),
+        }
     }
 }
 
@@ -114,6 +183,7 @@ impl Store {
                     self.series.entry(key).or_default()
                 }
             };
+            series.count(p.metric, &p.value);
             match series.fine.back_mut() {
                 Some(last) if last.end == end => last.value.merge(&p.value),
                 // A late batch (another receiver's, a few seconds behind):
@@ -157,9 +227,10 @@ impl Store {
             to_ns = now,
             "ui: the clock went back; forgetting the history stamped after the new time"
         );
-        for s in self.series.values_mut() {
+        for ((_, metric, _), s) in self.series.iter_mut() {
             s.fine.retain(|sl| sl.end <= now);
             s.coarse.retain(|sl| sl.end <= now);
+            s.recount(*metric);
         }
         self.series.retain(|_, s| !s.is_empty());
         self.latest = now;
@@ -209,11 +280,17 @@ impl Store {
                     }),
                 }
             }
+            let held = s.coarse.len() + s.fine.len();
             while s.coarse.front().is_some_and(|c| c.end <= keep_from) {
                 s.coarse.pop_front();
             }
             while s.fine.front().is_some_and(|c| c.end <= keep_from) {
                 s.fine.pop_front();
+            }
+            // Rolling fine slots into minutes keeps the total; forgetting
+            // slots (about once a minute per series) rebuilds it.
+            if s.coarse.len() + s.fine.len() < held {
+                s.recount(*metric);
             }
             !s.is_empty()
         });
@@ -237,19 +314,53 @@ impl Store {
     /// Every series with its slots ending in `(from, to]`, for queries
     /// that decide once per series what its slots count for; a series with
     /// no slot in the range is left out.
+    /// Only series for which `keep` holds are read.
     pub fn series_slots(
         &self,
         from: u64,
         to: u64,
+        keep: impl Fn(&SeriesKey) -> bool,
     ) -> impl Iterator<Item = (&SeriesKey, impl Iterator<Item = &Slot> + Clone)> {
         // Each deque is in time order: the range is found by two binary
         // searches, not by testing every slot.
         self.series.iter().filter_map(move |(k, s)| {
+            if !keep(k) {
+                return None;
+            }
             let (coarse, fine) = (within(&s.coarse, from, to), within(&s.fine, from, to));
             if coarse.len() + fine.len() == 0 {
                 return None;
             }
             Some((k, coarse.chain(fine)))
+        })
+    }
+
+    /// Every series with what it adds up to in `(from, to]`: its kept
+    /// total when the range holds all its slots (no slot is read), else
+    /// the values of the slots inside, as [`Store::series_slots`] finds
+    /// them. Gauges and UpDownCounters always give their slots. Only
+    /// series for which `keep` holds are read.
+    pub fn series_values(
+        &self,
+        from: u64,
+        to: u64,
+        keep: impl Fn(&SeriesKey) -> bool,
+    ) -> impl Iterator<Item = (&SeriesKey, Values<'_>)> {
+        self.series.iter().filter_map(move |(k, s)| {
+            if !keep(k) {
+                return None;
+            }
+            if let (Some(t), Some((first, last))) = (&s.total, s.span())
+                && first > from
+                && last <= to
+            {
+                return Some((k, Values::Total(std::iter::once(t))));
+            }
+            let (coarse, fine) = (within(&s.coarse, from, to), within(&s.fine, from, to));
+            if coarse.len() + fine.len() == 0 {
+                return None;
+            }
+            Some((k, Values::Slots(coarse.chain(fine))))
         })
     }
 
@@ -259,7 +370,13 @@ impl Store {
     pub fn slots_in(&self, from: u64, to: u64) -> usize {
         self.series
             .values()
-            .map(|s| within(&s.coarse, from, to).len() + within(&s.fine, from, to).len())
+            .map(|s| match s.span() {
+                // Covered whole (the usual page range) or not at all: no
+                // search.
+                Some((first, last)) if first > from && last <= to => s.coarse.len() + s.fine.len(),
+                Some((first, last)) if last <= from || first > to => 0,
+                _ => within(&s.coarse, from, to).len() + within(&s.fine, from, to).len(),
+            })
             .sum()
     }
 
@@ -332,13 +449,28 @@ mod tests {
         b
     }
 
+    fn int(v: &PointValue) -> u64 {
+        match v {
+            PointValue::Int(v) => *v,
+            _ => 0,
+        }
+    }
+
+    /// The sum of the slots in `(from, to]`, checked against what
+    /// `series_values` gives (the kept totals where a series is covered
+    /// whole).
     fn total(st: &Store, from: u64, to: u64) -> u64 {
-        st.slots(from, to)
-            .map(|(_, s)| match s.value {
-                PointValue::Int(v) => v,
-                _ => 0,
-            })
-            .sum()
+        let slots: u64 = st.slots(from, to).map(|(_, s)| int(&s.value)).sum();
+        let values: u64 = st
+            .series_values(from, to, |_| true)
+            .flat_map(|(_, v)| v)
+            .map(int)
+            .sum();
+        assert_eq!(
+            slots, values,
+            "kept totals differ from the slots in ({from}, {to}]"
+        );
+        slots
     }
 
     #[test]
@@ -355,6 +487,12 @@ mod tests {
         assert_eq!(st.slot_count(), 30 + 25);
         // Nothing lost inside the retention: 180 intervals of 1.
         assert_eq!(total(&st, 0, u64::MAX), 180);
+        // Covered whole, the series gives its kept total: one value.
+        let covered: Vec<usize> = st
+            .series_values(0, u64::MAX, |_| true)
+            .map(|(_, v)| v.count())
+            .collect();
+        assert_eq!(covered, vec![1]);
         assert_eq!(total(&st, (latest - 300) * S, latest * S), 30);
     }
 

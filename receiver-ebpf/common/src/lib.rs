@@ -62,6 +62,17 @@ pub struct Offsets {
     pub udp_pending: u32,
     /// `struct udp_sock.gso_size`: the UDP_SEGMENT socket option.
     pub udp_gso_size: u32,
+    // struct task_struct and struct mm_struct (the DNS owner programs).
+    /// `task_struct.group_leader`: the process's main thread.
+    pub task_group_leader: u32,
+    /// `task_struct.start_time`: when the task started (ns since boot).
+    pub task_start_time: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `mm_struct.env_start` / `env_end`: the environment block in the
+    /// process's memory (what /proc/PID/environ shows).
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
 }
 
 /// Configuration the programs read from their read-only data.
@@ -220,6 +231,100 @@ pub struct UdpPeer {
     pub _pad: [u8; 2],
 }
 
+/// Key of the DNS receiver's `DNS_SOCKS` map: one local socket that sent
+/// a DNS message (to or from one of the DNS ports), per network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsSockKey {
+    /// The socket's bound address as IPv6: an IPv4 address as
+    /// `::ffff:a.b.c.d`, the wildcard (`0.0.0.0`, `::`) as all zeros.
+    pub addr: [u8; 16],
+    /// Inode of the socket's network namespace.
+    pub netns: u32,
+    /// Local port, host byte order.
+    pub port: u16,
+    /// IPPROTO_UDP or IPPROTO_TCP.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `DNS_SOCKS`: the process that last sent on the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsSockOwner {
+    /// Start time of the process (its main thread), ns since boot: with
+    /// `tgid`, names one process even when pids are reused.
+    pub start_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Most bytes of a process's environment a [`DnsProcess`] record carries.
+pub const DNS_ENV_MAX: usize = 16384;
+
+/// Head of a `DNS_EVENTS` ring buffer record: a process that sent a DNS
+/// message for the first time (since it was last announced). `env_len`
+/// bytes of its environment follow the head.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsProcess {
+    pub start_ns: u64,
+    /// bpf_get_current_cgroup_id(): the cgroup v2 id (its directory's inode).
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    /// Bytes of environment that follow.
+    pub env_len: u32,
+    /// The whole environment's size (more than `env_len`: truncated).
+    pub env_total: u32,
+    /// [`dns_flags`].
+    pub flags: u32,
+    pub comm: [u8; 16],
+}
+
+/// [`DnsProcess::flags`].
+pub mod dns_flags {
+    /// The environment could not be read (a page not resident, no mm).
+    pub const ENV_UNREAD: u32 = 1;
+}
+
+/// A whole `DNS_EVENTS` record as the program builds it (per-CPU scratch).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsProcessRecord {
+    pub head: DnsProcess,
+    pub env: [u8; DNS_ENV_MAX],
+}
+
+/// A set of ports (bit `port` of 65,536), in the DNS object's read-only
+/// data: testing a port is one load, no map lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSet {
+    pub bits: [u64; 1024],
+}
+
+impl PortSet {
+    pub const EMPTY: PortSet = PortSet { bits: [0; 1024] };
+
+    pub fn insert(&mut self, port: u16) {
+        self.bits[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+}
+
+/// Indexes of the DNS object's per-CPU `DNS_COUNTERS` array.
+pub mod dns_counter {
+    /// `DNS_EVENTS` had no room for a process record.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A process's environment could not be read in the kernel.
+    pub const ENV_UNREAD: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// TCP tracepoint hits handled.
@@ -254,4 +359,8 @@ mod pod {
     unsafe impl aya::Pod for super::UdpStats {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::UdpPeer {}
+    unsafe impl aya::Pod for super::DnsSockKey {}
+    unsafe impl aya::Pod for super::DnsSockOwner {}
+    unsafe impl aya::Pod for super::DnsProcess {}
+    unsafe impl aya::Pod for super::PortSet {}
 }

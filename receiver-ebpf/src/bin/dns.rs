@@ -1,4 +1,7 @@
-//! flowscope's DNS capture filter.
+//! flowscope's DNS programs: the capture filter, and the programs that
+//! record which process owns each DNS socket.
+//!
+//! ## Capture
 //!
 //! A socket filter attached (SO_ATTACH_BPF) to one `AF_PACKET`/`SOCK_DGRAM`
 //! socket per network namespace. On such a socket the kernel runs the filter
@@ -12,17 +15,92 @@
 //!
 //! The return value is how many bytes to copy: the whole packet, or 0 to
 //! drop it.
+//!
+//! ## Owners
+//!
+//! A captured packet names a socket (namespace, address, port), not a
+//! process, and the process may be gone by the time user space reads the
+//! packet. So the owner is written down in the kernel when the message
+//! leaves, in the sender's own context:
+//!
+//! - `sock:sock_send_length` fires at the end of every sendmsg (every
+//!   message of a sendmmsg) with the socket, in the calling process. A TCP
+//!   or UDP socket whose local or connected peer port is a DNS port
+//!   (`DNS_PORT_SET`, read-only data: one load per test) is a DNS socket;
+//!   an unconnected UDP socket is one when this thread's
+//!   `cgroup/sendmsg4/6` program, earlier in the same syscall, saw a DNS
+//!   port as the destination (`DNS_STASH`). Either way the program writes
+//!   (namespace, bound address, port, protocol) -> (tgid, process start
+//!   time) into `DNS_SOCKS`, an LRU map, unless that entry already names
+//!   this process (one lookup, the common case for a busy socket).
+//! - The first time a process is written there, the program also sends
+//!   its identity on `DNS_EVENTS`: tgid, start time, comm, cgroup id and its
+//!   environment block (the bytes /proc/PID/environ shows, up to
+//!   [`DNS_ENV_MAX`]), read with `bpf_probe_read_user` while the process
+//!   certainly runs. User space builds the Resource (service.name from
+//!   `OTEL_SERVICE_NAME`...) from it however soon the process exits.
+//!   `DNS_PROCS` remembers which processes were sent.
+//!
+//! As the flow programs do, the owner programs come twice: a BTF-typed raw
+//! tracepoint (`dns_send`, plain loads from the socket) and a classic
+//! tracepoint (`dns_send_tp`, one `bpf_probe_read_kernel` per field), the
+//! fallback. Offsets come from user space ([`Offsets`]).
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    macros::{map, socket_filter},
-    maps::HashMap,
-    programs::SkBuffContext,
+    EbpfContext,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_get_socket_cookie, bpf_probe_read_user},
+    },
+    macros::{btf_tracepoint, cgroup_sock_addr, map, socket_filter, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, TracePointContext},
+};
+use flowscope_common::{
+    AF_INET, AF_INET6, DNS_ENV_MAX, DnsProcess, DnsProcessRecord, DnsSockKey, DnsSockOwner,
+    Offsets, PortSet, dns_counter, dns_flags,
 };
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+
+/// Filled by user space before load (read-only data).
+#[unsafe(no_mangle)]
+static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
+/// The DNS ports, as a bit set (read-only data, filled by user space).
+#[unsafe(no_mangle)]
+static DNS_PORT_SET: PortSet = PortSet::EMPTY;
+
+/// Socket -> the process that last sent a DNS message on it. LRU: an entry
+/// is needed until user space has read the query (milliseconds) or, when
+/// it came too early, the answer; 16,384 sockets that sent DNS lately
+/// (about 1.5 MiB, preallocated) is far more than that window holds.
+#[map]
+static DNS_SOCKS: LruHashMap<DnsSockKey, DnsSockOwner> = LruHashMap::with_max_entries(16384, 0);
+/// Processes whose identity was sent (tgid -> start time). LRU: a process
+/// evicted is sent again, which refreshes a cache.
+#[map]
+static DNS_PROCS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+/// Thread id -> cookie of the unconnected UDP socket whose sendmsg is
+/// addressed to a DNS port (0: used), from `cgroup/sendmsg4/6` for the
+/// length tracepoint at the end of the same syscall. LRU: one entry per
+/// thread that sent DNS from an unconnected socket lately.
+#[map]
+static DNS_STASH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+/// Process identities for user space, read when it needs them (no
+/// wake-ups). Size set by user space.
+#[map]
+static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+/// Where a process record is built (too large for the stack).
+#[map]
+static DNS_SCRATCH: PerCpuArray<DnsProcessRecord> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(dns_counter::COUNT, 0);
 
 /// DNS ports to keep (key: port in host byte order; value unused).
 #[map]
@@ -79,6 +157,303 @@ fn keep(ctx: &SkBuffContext) -> bool {
 fn is_dns_port(port: u16) -> bool {
     // SAFETY: a plain lookup; the value is not kept.
     unsafe { DNS_PORTS.get(&port) }.is_some()
+}
+
+#[inline(always)]
+fn off(field: &u32) -> u64 {
+    // Volatile, so the compiler does not fold the zero placeholder; the
+    // verifier reads the frozen read-only map and sees a constant.
+    u64::from(unsafe { core::ptr::read_volatile(field) })
+}
+
+#[inline(always)]
+fn o() -> &'static Offsets {
+    &OFFSETS
+}
+
+#[inline(always)]
+fn dns_port(port: u16) -> bool {
+    let word = unsafe { core::ptr::read_volatile(&DNS_PORT_SET.bits[usize::from(port >> 6)]) };
+    word & (1u64 << (port & 63)) != 0
+}
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(v) = DNS_COUNTERS.get_ptr_mut(index) {
+        unsafe { *v += 1 };
+    }
+}
+
+/// How a program reads `struct sock` (as in the flow programs).
+trait Mem {
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32>;
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32>;
+    /// The socket's cookie (the same number `bpf_get_socket_cookie` gives
+    /// the sock_addr programs).
+    fn cookie(sk: u64) -> u64;
+}
+
+/// Classic tracepoint: every field through `bpf_probe_read_kernel`.
+struct Probe;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        unsafe { bpf_probe_read_kernel((base + offset) as *const T) }
+    }
+    #[inline(always)]
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
+        Self::read(base, offset)
+    }
+    #[inline(always)]
+    fn cookie(sk: u64) -> u64 {
+        // Set: the sock_addr program asked for it first (which generates it).
+        Self::read(sk, off(&o().sk_cookie)).unwrap_or(0)
+    }
+}
+
+/// BTF-typed raw tracepoint: plain loads the verifier checks against
+/// `struct sock`.
+struct Direct;
+
+impl Mem for Direct {
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+    }
+    #[inline(always)]
+    fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
+        let a: u64 = Self::read(base, offset)?;
+        let b: u64 = Self::read(base, offset + 8)?;
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&a.to_ne_bytes());
+        v[8..].copy_from_slice(&b.to_ne_bytes());
+        Ok(v)
+    }
+    #[inline(always)]
+    fn cookie(sk: u64) -> u64 {
+        unsafe { bpf_get_socket_cookie(sk as *mut c_void) }
+    }
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn dns_send(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(struct sock *sk, int ret, int flags)
+    let ret: i32 = ctx.arg(1);
+    if ret < 0 {
+        return 0;
+    }
+    let sk: u64 = ctx.arg(0);
+    if let Ok(protocol) = Direct::read::<u16>(sk, off(&o().sk_protocol)) {
+        let _ = on_send::<Direct>(sk, protocol);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn dns_send_tp(ctx: TracePointContext) -> u32 {
+    let _ = tp_send(&ctx);
+    0
+}
+
+#[inline(always)]
+fn tp_send(ctx: &TracePointContext) -> Result<(), i32> {
+    let offs = o();
+    let ret: i32 = unsafe { ctx.read_at(off(&offs.send_len_ret) as usize)? };
+    if ret < 0 {
+        return Ok(());
+    }
+    let protocol: u16 = unsafe { ctx.read_at(off(&offs.send_len_protocol) as usize)? };
+    let sk: u64 = unsafe { ctx.read_at(off(&offs.send_len_sk) as usize)? };
+    on_send::<Probe>(sk, protocol)
+}
+
+/// One send on socket `sk`: records its owner if it is a DNS socket.
+#[inline(always)]
+fn on_send<M: Mem>(sk: u64, protocol: u16) -> Result<(), i32> {
+    if protocol != u16::from(IPPROTO_UDP) && protocol != u16::from(IPPROTO_TCP) {
+        return Ok(());
+    }
+    let offs = o();
+    let lport: u16 = M::read(sk, off(&offs.sk_num))?;
+    let rport: u16 = u16::from_be(M::read(sk, off(&offs.sk_dport))?);
+    if !dns_port(lport) && !dns_port(rport) {
+        // An unconnected UDP socket's peer is not in the socket: was this
+        // send addressed to a DNS port (the sock_addr program says)?
+        if protocol != u16::from(IPPROTO_UDP) || rport != 0 {
+            return Ok(());
+        }
+        let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+        let Some(p) = DNS_STASH.get_ptr_mut(&tid) else {
+            return Ok(());
+        };
+        let stashed = unsafe { *p };
+        if stashed == 0 || stashed != M::cookie(sk) {
+            return Ok(());
+        }
+        unsafe { *p = 0 };
+    }
+    record::<M>(sk, protocol as u8, lport)
+}
+
+/// Network namespace inode of socket `sk`.
+#[inline(always)]
+fn netns_of<M: Mem>(sk: u64) -> u32 {
+    let net: u64 = M::read(sk, off(&o().sk_net)).unwrap_or(0);
+    if net == 0 {
+        return 0;
+    }
+    M::read(net, off(&o().net_ns_inum)).unwrap_or(0)
+}
+
+/// Writes the calling process as the owner of DNS socket `sk`.
+#[inline(always)]
+fn record<M: Mem>(sk: u64, proto: u8, lport: u16) -> Result<(), i32> {
+    let offs = o();
+    let family: u16 = M::read(sk, off(&offs.sk_family))?;
+    let mut key = DnsSockKey {
+        netns: netns_of::<M>(sk),
+        port: lport,
+        proto,
+        ..DnsSockKey::default()
+    };
+    if family == AF_INET {
+        let a: u32 = M::read(sk, off(&offs.sk_rcv_saddr))?;
+        if a != 0 {
+            key.addr[10] = 0xff;
+            key.addr[11] = 0xff;
+            key.addr[12..].copy_from_slice(&a.to_ne_bytes());
+        }
+    } else if family == AF_INET6 {
+        key.addr = M::read16(sk, off(&offs.sk_v6_rcv_saddr))?;
+    } else {
+        return Ok(());
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(v) = DNS_SOCKS.get_ptr(&key)
+        && unsafe { (*v).tgid } == tgid
+    {
+        return Ok(());
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = Probe::read(task, off(&offs.task_group_leader)).unwrap_or(0);
+    let start_ns: u64 = if leader == 0 {
+        0
+    } else {
+        Probe::read(leader, off(&offs.task_start_time)).unwrap_or(0)
+    };
+    announce(task, tgid, start_ns);
+    let owner = DnsSockOwner {
+        start_ns,
+        tgid,
+        _pad: 0,
+    };
+    let _ = DNS_SOCKS.insert(&key, &owner, 0);
+    Ok(())
+}
+
+/// bpf_ringbuf_output flag: user space reads when it needs to.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const HEAD: usize = core::mem::size_of::<DnsProcess>();
+
+/// Sends the calling process's identity to user space, once per process.
+#[inline(always)]
+fn announce(task: u64, tgid: u32, start_ns: u64) {
+    if let Some(s) = DNS_PROCS.get_ptr(&tgid)
+        && unsafe { *s } == start_ns
+    {
+        return;
+    }
+    let Some(rec) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let rec = unsafe { &mut *rec };
+    let offs = o();
+    rec.head = DnsProcess {
+        start_ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid,
+        env_len: 0,
+        env_total: 0,
+        flags: dns_flags::ENV_UNREAD,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let mm: u64 = Probe::read(task, off(&offs.task_mm)).unwrap_or(0);
+    if mm != 0 {
+        let start: u64 = Probe::read(mm, off(&offs.mm_env_start)).unwrap_or(0);
+        let end: u64 = Probe::read(mm, off(&offs.mm_env_end)).unwrap_or(0);
+        if start != 0 && end > start {
+            let total = end - start;
+            let len = if total > DNS_ENV_MAX as u64 {
+                DNS_ENV_MAX as u64
+            } else {
+                total
+            };
+            rec.head.env_total = total as u32;
+            let r = unsafe {
+                bpf_probe_read_user(
+                    rec.env.as_mut_ptr() as *mut c_void,
+                    len as u32,
+                    start as *const c_void,
+                )
+            };
+            if r == 0 {
+                rec.head.env_len = len as u32;
+                rec.head.flags = 0;
+            }
+        }
+    }
+    if rec.head.flags & dns_flags::ENV_UNREAD != 0 {
+        bump(dns_counter::ENV_UNREAD);
+    }
+    let mut size = HEAD as u64 + u64::from(rec.head.env_len);
+    if size > core::mem::size_of::<DnsProcessRecord>() as u64 {
+        size = core::mem::size_of::<DnsProcessRecord>() as u64;
+    }
+    let bytes = unsafe {
+        core::slice::from_raw_parts(rec as *const DnsProcessRecord as *const u8, size as usize)
+    };
+    if DNS_EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP).is_ok() {
+        let _ = DNS_PROCS.insert(&tgid, &start_ns, 0);
+    } else {
+        bump(dns_counter::RINGBUF_FULL);
+    }
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn dns_sendmsg4(ctx: SockAddrContext) -> i32 {
+    stash(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
+    stash(&ctx);
+    1
+}
+
+/// An unconnected UDP sendmsg with an address (these programs run inside
+/// udp_sendmsg/udpv6_sendmsg only then): remembers for this thread that
+/// this socket sends to a DNS port, for the length tracepoint that ends the
+/// syscall. Any other destination leaves after the port test: an entry
+/// left over (a send that failed before the tracepoint consumed it) names
+/// a socket that did send DNS, so at worst that socket's owner is written
+/// once more. Always allows the call.
+#[inline(always)]
+fn stash(ctx: &SockAddrContext) {
+    // user_port holds the port in network byte order in its low 16 bits.
+    let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
+    if !dns_port(port) {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    match DNS_STASH.get_ptr_mut(&tid) {
+        Some(p) => unsafe { *p = cookie },
+        None => {
+            let _ = DNS_STASH.insert(&tid, &cookie, 0);
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -211,7 +211,17 @@ pub fn parse_datagram(mut data: &[u8], mut f: impl FnMut(CtEvent)) -> io::Result
         let one = &data[..len];
         // Messages are 4-byte aligned within a datagram.
         data = &data[len.next_multiple_of(4).min(data.len())..];
-        match NetlinkMessage::<NetfilterMessage>::deserialize(one) {
+        // netlink-packet-core 0.9 panics on an attribute whose length is
+        // below its 4-byte header (`NlaBuffer::value_length` subtracts;
+        // found by scripts/fuzz.sh): such a message is counted as bad
+        // instead of ending the conntrack thread.
+        let parsed =
+            std::panic::catch_unwind(|| NetlinkMessage::<NetfilterMessage>::deserialize(one));
+        let Ok(parsed) = parsed else {
+            bad += 1;
+            continue;
+        };
+        match parsed {
             Ok(m) => match m.payload {
                 NetlinkPayload::Done(_) => f(CtEvent::Done),
                 NetlinkPayload::Error(e) => {
@@ -357,5 +367,22 @@ mod tests {
         assert_eq!(got, vec![CtEvent::New(want), CtEvent::Destroy(want)]);
         // A truncated datagram is one bad message, not a panic.
         assert_eq!(parse_datagram(&msgs[..20], |_| {}).unwrap(), 1);
+    }
+
+    /// The input scripts/fuzz.sh found (conntrack_netlink): an attribute
+    /// whose length is below its own header made the netlink crate panic.
+    #[test]
+    fn an_attribute_shorter_than_its_header_is_a_bad_message() {
+        let datagram: &[u8] = &[
+            0x28, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x04, 0x1e, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x0b, 0x00, 0x10, 0x00, 0x08, 0x00, 0x11, 0x00, 0x00, 0x00, 0x00, 0x02,
+            0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x19, 0x00, 0x08, 0x00, 0x0a, 0x00, 0xff,
+            0x41, 0x00, 0x00, 0x0a, 0x04, 0x1e, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x0b, 0x00, 0x10, 0x00, 0x08, 0x00, 0x0c, 0x00, 0xff, 0x00, 0x00, 0x01, 0x00, 0x7e,
+            0x00,
+        ];
+        let mut events = 0;
+        let bad = parse_datagram(datagram, |_| events += 1).unwrap();
+        assert_eq!((events, bad), (0, 2));
     }
 }

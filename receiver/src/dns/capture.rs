@@ -263,8 +263,7 @@ impl Capture {
         let mut cbuf = [0u64; 16];
         // Under load, packets gather for a millisecond so one wake-up
         // reads many: latency comes from kernel timestamps, so waiting
-        // changes no number. A quiet host is served at once (attribution
-        // races short-lived clients, see owner.rs).
+        // changes no number. A quiet host is served at once.
         let mut poll = NsPoll::batching(BATCH_AFTER, BATCH_WAIT);
         let mut scanner = crate::netns::NetnsScanner::default();
         while !self.stop.load(Ordering::Relaxed) {

@@ -75,17 +75,40 @@ pub struct Captured<'a> {
 }
 
 /// Attributes a lookup to the local process that made or served it.
+///
+/// The engine asks when it captures the query (`last` false) and, if the
+/// answer was `None` then, once more when the lookup ends, answered or
+/// timed out (`last` true). A lookup still without an owner is reported
+/// under [`OwnerResolver::unknown`] and counted as
+/// `flowscope.events.lost{flowscope.source=dns, flowscope.reason=owner_unknown}`.
 pub trait OwnerResolver: Send {
     /// The Resource of the process owning the local `transport` socket
-    /// `local` in `netns`.
-    fn resource(&mut self, netns: u32, transport: Transport, local: SocketAddr) -> Arc<Attrs>;
+    /// `local` in `netns`, if known.
+    fn resource(
+        &mut self,
+        netns: u32,
+        transport: Transport,
+        local: SocketAddr,
+        last: bool,
+    ) -> Option<Arc<Attrs>>;
+
+    /// The Resource of lookups whose process is unknown
+    /// (`service.name=unknown_service`).
+    fn unknown(&self) -> Arc<Attrs>;
+
+    /// Called on every pass of the capture loop (at least every 100 ms).
+    fn tick(&mut self) {}
 }
 
 /// Resolves every socket to one fixed Resource (tests, benchmarks).
 pub struct FixedOwner(pub Arc<Attrs>);
 
 impl OwnerResolver for FixedOwner {
-    fn resource(&mut self, _: u32, _: Transport, _: SocketAddr) -> Arc<Attrs> {
+    fn resource(&mut self, _: u32, _: Transport, _: SocketAddr, _: bool) -> Option<Arc<Attrs>> {
+        Some(self.0.clone())
+    }
+
+    fn unknown(&self) -> Arc<Attrs> {
         self.0.clone()
     }
 }
@@ -114,7 +137,8 @@ struct PendingKey {
 struct Pending {
     ts_ns: u64,
     role: Role,
-    resource: Arc<Attrs>,
+    /// None until the owner is known (see [`OwnerResolver`]).
+    resource: Option<Arc<Attrs>>,
 }
 
 /// One series of the interval; its attributes are built when reported.
@@ -151,6 +175,8 @@ pub struct Engine {
     /// Lookups answered and timed out since start (for tests and benches).
     pub answered: u64,
     pub timed_out: u64,
+    /// Lookups reported without their owner (`unknown_service`).
+    pub owner_unknown: u64,
 }
 
 impl Engine {
@@ -174,6 +200,7 @@ impl Engine {
             received: 0,
             answered: 0,
             timed_out: 0,
+            owner_unknown: 0,
         }
     }
 
@@ -306,7 +333,7 @@ impl Engine {
                 .emit(EventsLost::new(SOURCE, LossReason::TableFull, 1));
             return;
         }
-        let resource = self.owners.resource(p.netns, transport, local);
+        let resource = self.owners.resource(p.netns, transport, local, false);
         let deadline = p
             .ts_ns
             .saturating_add(self.settings.timeout.as_nanos() as u64);
@@ -368,13 +395,35 @@ impl Engine {
             .record(secs);
     }
 
+    /// The Resource of a lookup that ends: the one found when its query
+    /// was captured, else the owner asked once more, else unknown (counted).
+    fn owner(&mut self, q: &Pending, key: &PendingKey) -> Arc<Attrs> {
+        if let Some(r) = &q.resource {
+            return r.clone();
+        }
+        let local = match q.role {
+            Role::Client => key.client,
+            Role::Server => key.server,
+        };
+        match self.owners.resource(key.netns, key.transport, local, true) {
+            Some(r) => r,
+            None => {
+                self.owner_unknown += 1;
+                self.telemetry
+                    .emit(EventsLost::new(SOURCE, LossReason::OwnerUnknown, 1));
+                self.owners.unknown()
+            }
+        }
+    }
+
     fn series(&mut self, q: &Pending, key: &PendingKey, rcode: Option<u8>) -> SeriesKey {
+        let resource = self.owner(q, key);
         SeriesKey {
-            resource: q.resource.clone(),
+            resource: resource.clone(),
             role: q.role,
             transport: key.transport,
             server: key.server.ip(),
-            name: self.topk.fold(&q.resource, &key.question.name),
+            name: self.topk.fold(&resource, &key.question.name),
             qtype: key.question.qtype,
             rcode,
         }
@@ -384,6 +433,7 @@ impl Engine {
     /// nanoseconds) as timed-out lookups, once each, lasting the timeout.
     /// Also forgets idle TCP streams.
     pub fn expire(&mut self, now_ns: u64) {
+        self.owners.tick();
         self.telemetry.emit(EventsReceived {
             source: SOURCE,
             count: std::mem::take(&mut self.received),
@@ -704,5 +754,65 @@ mod tests {
         );
         assert_eq!(e.answered, 1);
         assert!(names.name_of(1, "198.18.0.9".parse().unwrap()).is_some());
+    }
+
+    /// Knows a socket only from its `n`-th question on (the kernel's record
+    /// comes after the query was captured); counts the questions.
+    struct LateOwner {
+        after: u32,
+        asked: u32,
+        last_asks: u32,
+    }
+
+    impl OwnerResolver for LateOwner {
+        fn resource(
+            &mut self,
+            _: u32,
+            _: Transport,
+            _: SocketAddr,
+            last: bool,
+        ) -> Option<Arc<Attrs>> {
+            self.asked += 1;
+            self.last_asks += u32::from(last);
+            (self.asked > self.after).then(|| Arc::new(Attrs::new().with("service.name", "late")))
+        }
+
+        fn unknown(&self) -> Arc<Attrs> {
+            Arc::new(Attrs::new().with("service.name", "unknown_service"))
+        }
+    }
+
+    #[test]
+    fn owners_are_asked_again_when_the_lookup_ends_and_misses_are_counted() {
+        for (after, want, lost) in [(1, "late", 0), (5, "unknown_service", 1)] {
+            let (mut e, t, _) = engine(16);
+            e.owners = Box::new(LateOwner {
+                after,
+                asked: 0,
+                last_asks: 0,
+            });
+            let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
+            let q = query(7, "known.test", 1);
+            feed(&mut e, 1_000, Direction::Outgoing, &build::udp(c, s, &q));
+            feed(
+                &mut e,
+                2_000,
+                Direction::Incoming,
+                &build::udp(s, c, &response(&q, 0, [198, 18, 0, 9])),
+            );
+            let points = e.finish();
+            assert_eq!(points.len(), 1);
+            assert_eq!(points[0].resource.get_str("service.name"), Some(want));
+            assert_eq!(e.owner_unknown, lost);
+            assert_eq!(
+                t.total(
+                    EVENTS_LOST,
+                    &Attrs::new()
+                        .with(attr::SOURCE, "dns")
+                        .with(attr::REASON, "owner_unknown"),
+                ),
+                lost
+            );
+        }
     }
 }

@@ -12,7 +12,10 @@
 //!   domains and `_other`.
 //! - [`names`]: fills the agent's shared IP -> name cache, which the
 //!   `peer` processor reads for `flowscope.peer.domain`.
-//! - [`owner`]: the process owning the local DNS socket, from /proc.
+//! - [`owner`]: the process owning the local DNS socket, as the kernel
+//!   recorded it when the message left ([`owner::KernelOwners`]; /proc as
+//!   the fallback).
+//! - [`programs`]: loads and attaches the owner programs.
 //!
 //! [`DnsReceiver::start`] loads the filter and starts the capture thread;
 //! [`DnsReceiver::run`] sends one [`FlowBatch`] of points per interval and
@@ -24,6 +27,7 @@ pub mod message;
 pub mod names;
 pub mod owner;
 pub mod packet;
+pub mod programs;
 pub mod tcp;
 pub mod topk;
 
@@ -33,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aya::programs::SocketFilter;
-use aya::{Ebpf, EbpfError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use flowscope_common::{Offsets, PortSet};
 use flowscope_model::internal_events::{EventsLost, LossReason};
 use flowscope_model::{Context, FlowBatch, Telemetry};
 use flowscope_otel_config::receivers::DnsReceiverConfig;
@@ -90,6 +95,10 @@ pub struct DnsSettings {
     pub max_tcp_streams: usize,
     /// Receive buffer of each capture socket in bytes.
     pub socket_buffer_bytes: usize,
+    /// Attach the classic tracepoint as the owner program even where the
+    /// BTF-typed one loads (default: `FLOWSCOPE_EBPF_HOOKS=tracepoint`, as
+    /// for the flow programs).
+    pub classic_tracepoint: bool,
 }
 
 impl Default for DnsSettings {
@@ -105,6 +114,8 @@ impl From<DnsReceiverConfig> for DnsSettings {
             namespace_rescan: Duration::from_secs(2),
             max_tcp_streams: 4096,
             socket_buffer_bytes: 4 << 20,
+            classic_tracepoint: std::env::var(crate::loader::HOOKS_ENV)
+                .is_ok_and(|v| v == "tracepoint"),
         }
     }
 }
@@ -141,6 +152,8 @@ pub struct DnsReceiver {
     interval: Duration,
     telemetry: Telemetry,
     open: Arc<Mutex<Vec<u32>>>,
+    /// Which owner programs are attached (None: owners come from /proc).
+    owner_hooks: Option<crate::loader::Hooks>,
     /// Keeps the loaded object (and its port map) alive.
     _ebpf: Ebpf,
 }
@@ -153,25 +166,86 @@ impl DnsReceiver {
         Self::start_with(DnsSettings::from(config.clone()), ctx)
     }
 
-    /// As [`DnsReceiver::start`], with the tunables set too.
+    /// As [`DnsReceiver::start`], with the tunables set too. The owner of
+    /// each lookup comes from the owner programs ([`programs`]), or from
+    /// /proc when they cannot be attached here (the reason is logged).
     pub fn start_with(settings: DnsSettings, ctx: &Context) -> Result<Self, DnsError> {
-        let owners = Box::new(owner::ProcOwners::new(ctx.host.attrs.clone()));
-        Self::start_with_owners(settings, ctx, owners)
+        settings.validate()?;
+        capabilities::check(&[Feature::Dns]).map_err(LoadError::from)?;
+        let offsets = match crate::offsets::discover() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "kernel layout unknown: DNS lookups are attributed from /proc, which misses short-lived clients"
+                );
+                None
+            }
+        };
+        let mut ebpf = Self::load(&settings, offsets.unwrap_or_default())?;
+        let host = ctx.host.attrs.clone();
+        let mut owner_hooks = None;
+        let owners: Box<dyn OwnerResolver> = match offsets
+            .ok_or(programs::ProgramsError::NoOffsets)
+            .and_then(|_| programs::attach(&mut ebpf, settings.classic_tracepoint))
+        {
+            Ok((maps, hooks)) => {
+                owner_hooks = Some(hooks);
+                Box::new(owner::KernelOwners::new(
+                    maps,
+                    host,
+                    ctx.telemetry.clone(),
+                    owner::OwnerSettings::for_timeout(settings.config.query_timeout),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %programs::error_chain(&e),
+                    "DNS owner programs not attached: lookups are attributed from /proc, which misses short-lived clients"
+                );
+                Box::new(owner::ProcOwners::new(host))
+            }
+        };
+        let mut rx = Self::start_loaded(settings, ctx, ebpf, owners)?;
+        rx.owner_hooks = owner_hooks;
+        Ok(rx)
     }
 
     /// As [`DnsReceiver::start`], with `owners` attributing each lookup to
-    /// a local process instead of the /proc search ([`owner::ProcOwners`]).
-    /// It is called on the capture thread when a query is seen, so it must
-    /// answer quickly.
+    /// a local process instead of the kernel's records
+    /// ([`owner::KernelOwners`]). It is called on the capture thread when a
+    /// query is seen and when a lookup ends, so it must answer quickly.
     pub fn start_with_owners(
         settings: DnsSettings,
         ctx: &Context,
         owners: Box<dyn OwnerResolver>,
     ) -> Result<Self, DnsError> {
         settings.validate()?;
-        let telemetry = ctx.telemetry.clone();
         capabilities::check(&[Feature::Dns]).map_err(LoadError::from)?;
-        let mut ebpf = Ebpf::load(DNS_OBJECT).map_err(DnsError::Load)?;
+        let ebpf = Self::load(&settings, Offsets::default())?;
+        Self::start_loaded(settings, ctx, ebpf, owners)
+    }
+
+    /// Loads the DNS object with its read-only data set.
+    fn load(settings: &DnsSettings, offsets: Offsets) -> Result<Ebpf, DnsError> {
+        let mut ports = PortSet::EMPTY;
+        for p in &settings.config.ports {
+            ports.insert(*p);
+        }
+        EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("DNS_PORT_SET", &ports, true)
+            .load(DNS_OBJECT)
+            .map_err(DnsError::Load)
+    }
+
+    fn start_loaded(
+        settings: DnsSettings,
+        ctx: &Context,
+        mut ebpf: Ebpf,
+        owners: Box<dyn OwnerResolver>,
+    ) -> Result<Self, DnsError> {
+        let telemetry = ctx.telemetry.clone();
         {
             let map = ebpf
                 .map_mut(PORTS_MAP)
@@ -230,6 +304,7 @@ impl DnsReceiver {
             interval: settings.config.collection_interval,
             telemetry,
             open,
+            owner_hooks: None,
             _ebpf: ebpf,
         };
         Ok(rx)
@@ -238,6 +313,12 @@ impl DnsReceiver {
     /// Inodes of the network namespaces being captured now.
     pub fn namespaces(&self) -> Vec<u32> {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Which owner programs are attached: BTF-typed or classic
+    /// tracepoint; None when owners come from /proc only.
+    pub fn owner_hooks(&self) -> Option<crate::loader::Hooks> {
+        self.owner_hooks
     }
 
     /// Shared handle on the engine (tests read its counters).

@@ -93,6 +93,9 @@ pub struct Key {
 pub struct Entry {
     pub resource: Arc<Attrs>,
     pub netns: Netns,
+    /// The previous run's route, compared with the next run's (forgotten
+    /// with the destination).
+    pub route: Arc<std::sync::Mutex<super::route::RouteTracker>>,
     last_seen: Instant,
     next_run: Instant,
     running: bool,
@@ -246,6 +249,7 @@ impl Table {
             Entry {
                 resource: d.resource.clone(),
                 netns,
+                route: Arc::default(),
                 last_seen: now,
                 next_run: now,
                 running: false,

@@ -11,9 +11,11 @@
 //! only schedules, applies limits and turns results into points.
 
 pub mod dynamic;
+pub mod hopnames;
 pub mod netns;
 pub mod points;
 pub mod prober;
+pub mod route;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,8 +35,9 @@ use tracing::{debug, warn};
 use crate::unix_nanos;
 use dynamic::{Key, Observed, Table, TableSettings};
 use netns::{Netns, NetnsError};
-use points::TestLabels;
+use points::{HopNameMap, TestLabels};
 use prober::{Prober, Protocol, TraceRequest, TraceResult};
+use route::RouteTracker;
 
 /// Self-telemetry source of the dynamic tests' limits.
 pub const SOURCE: Source = Source::PathDynamic;
@@ -86,6 +89,10 @@ pub struct PathSettings {
     pub resource: Arc<Attrs>,
     /// Histogram bounds (seconds) of `flowscope.path.rtt` and `.hop.rtt`.
     pub rtt_bounds: Arc<[f64]>,
+    /// Ask the reverse DNS name of each hop (`resolve_hops`).
+    pub resolve_hops: bool,
+    /// A MaxMind / DB-IP ASN `.mmdb` naming each hop's AS.
+    pub asn_database: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -108,6 +115,8 @@ pub enum PathError {
     NoAddress { host: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    HopNames(#[from] hopnames::HopNameError),
     #[error(transparent)]
     Probe(#[from] prober::ProbeError),
     #[error("the run to {target} did not finish within {deadline:?}")]
@@ -147,15 +156,42 @@ pub async fn run_once(
     probe: &ProbeSettings,
     skip_local: bool,
 ) -> Result<TraceResult, PathError> {
+    run_named(prober, netns, req, probe, skip_local, None)
+        .await
+        .map(|(r, _)| r)
+}
+
+/// [`run_once`], then the hops named by `namer` on the same thread, in
+/// the same namespace (their PTR lookups use that namespace's resolver).
+pub async fn run_named(
+    prober: Arc<dyn Prober>,
+    netns: &Netns,
+    req: TraceRequest,
+    probe: &ProbeSettings,
+    skip_local: bool,
+    namer: Option<Arc<hopnames::HopNamer>>,
+) -> Result<(TraceResult, HopNameMap), PathError> {
     let target = req.target;
-    let deadline = probe.deadline();
+    let mut deadline = probe.deadline();
+    if namer.is_some() {
+        deadline += hopnames::PTR_WAIT;
+    }
     let ns = netns.clone();
+    let conf = hopnames::resolv_conf(netns);
     let job = tokio::task::spawn_blocking(move || {
         netns::run_in(&ns, move || {
             if skip_local && netns::local_addrs().contains(&req.target) {
                 return Err(PathError::Local { target: req.target });
             }
-            prober.trace(&req).map_err(PathError::from)
+            let r = prober.trace(&req).map_err(PathError::from)?;
+            let names = match &namer {
+                Some(n) => {
+                    let ips: Vec<IpAddr> = r.hops.iter().filter_map(|h| h.address).collect();
+                    n.name(&conf, &ips)
+                }
+                None => HopNameMap::new(),
+            };
+            Ok((r, names))
         })
     });
     match tokio::time::timeout(deadline, job).await {
@@ -180,6 +216,7 @@ fn request(target: IpAddr, port: u16, protocol: Protocol, p: &ProbeSettings) -> 
 /// The started `path` receiver.
 pub struct PathReceiver {
     settings: PathSettings,
+    namer: Option<Arc<hopnames::HopNamer>>,
     telemetry: Telemetry,
     prober: Arc<dyn Prober>,
     destinations: Option<Arc<DestinationSource>>,
@@ -203,8 +240,12 @@ impl PathReceiver {
             ctx.destinations
                 .subscribe((d.table.max_destinations * 4).clamp(1024, 65_536))
         });
+        let namer =
+            hopnames::HopNamer::new(settings.resolve_hops, settings.asn_database.as_deref())?;
+        let namer = namer.enabled().then(|| Arc::new(namer));
         Ok(PathReceiver {
             settings,
+            namer,
             telemetry: ctx.telemetry.clone(),
             prober,
             destinations,
@@ -219,6 +260,7 @@ impl PathReceiver {
             tasks.spawn(scheduled(
                 test,
                 self.settings.clone(),
+                self.namer.clone(),
                 self.prober.clone(),
                 tx.clone(),
                 shutdown.clone(),
@@ -229,7 +271,10 @@ impl PathReceiver {
             tasks.spawn(dynamic_loop(
                 d,
                 source,
-                self.settings.rtt_bounds.clone(),
+                RunShared {
+                    bounds: self.settings.rtt_bounds.clone(),
+                    namer: self.namer.clone(),
+                },
                 self.prober.clone(),
                 self.telemetry.clone(),
                 tx.clone(),
@@ -253,6 +298,7 @@ async fn send(
 async fn scheduled(
     test: ScheduledTest,
     settings: PathSettings,
+    namer: Option<Arc<hopnames::HopNamer>>,
     prober: Arc<dyn Prober>,
     tx: mpsc::Sender<FlowBatch>,
     mut shutdown: watch::Receiver<bool>,
@@ -267,6 +313,7 @@ async fn scheduled(
     let netns = test.netns.clone().map_or(Netns::Own, Netns::Path);
     let mut tick = tokio::time::interval(test.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut route = RouteTracker::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -275,12 +322,13 @@ async fn scheduled(
         let start = SystemTime::now();
         let run = async {
             let ip = resolve(&test.host).await?;
-            run_once(
+            run_named(
                 prober.clone(),
                 &netns,
                 request(ip, test.port, test.protocol, &test.probe),
                 &test.probe,
                 false,
+                namer.clone(),
             )
             .await
         };
@@ -288,17 +336,20 @@ async fn scheduled(
             r = run => r,
             _ = shutdown.changed() => return,
         };
-        let result = match result {
-            Ok(r) => Some(r),
+        let (result, names) = match result {
+            Ok((r, names)) => (Some(r), names),
             Err(e) => {
                 warn!(host = %test.host, "path test failed: {e:#}");
-                None
+                (None, HopNameMap::new())
             }
         };
+        let changes = route.observe(result.as_ref());
         let pts = points::run_points(
             &settings.resource,
             &labels,
             result.as_ref(),
+            changes,
+            &names,
             &settings.rtt_bounds,
         );
         send(&tx, start, pts).await;
@@ -333,10 +384,18 @@ fn open_origin(
     Some(n)
 }
 
+/// What every run of a receiver shares: the RTT histograms' bounds and the
+/// hop namer (None when nothing is named).
+#[derive(Clone)]
+struct RunShared {
+    bounds: Arc<[f64]>,
+    namer: Option<Arc<hopnames::HopNamer>>,
+}
+
 async fn dynamic_loop(
     settings: DynamicSettings,
     source: Arc<DestinationSource>,
-    bounds: Arc<[f64]>,
+    shared: RunShared,
     prober: Arc<dyn Prober>,
     telemetry: Telemetry,
     tx: mpsc::Sender<FlowBatch>,
@@ -422,22 +481,33 @@ async fn dynamic_loop(
             let prober = prober.clone();
             let tx = tx.clone();
             let done = done_tx.clone();
-            let bounds = bounds.clone();
+            let RunShared { bounds, namer } = shared.clone();
             running.spawn(async move {
                 let start = SystemTime::now();
-                let r = run_once(prober, &entry.netns, req, &probe, true).await;
+                let r = run_named(prober, &entry.netns, req, &probe, true, namer).await;
                 drop(permit);
                 let local = matches!(r, Err(PathError::Local { .. }));
                 if !local {
-                    let result = match r {
-                        Ok(r) => Some(r),
+                    let (result, names) = match r {
+                        Ok((r, names)) => (Some(r), names),
                         Err(e) => {
                             warn!(server = %key.addr, "dynamic path test failed: {e:#}");
-                            None
+                            (None, HopNameMap::new())
                         }
                     };
-                    let pts =
-                        points::run_points(&entry.resource, &labels, result.as_ref(), &bounds);
+                    let changes = entry
+                        .route
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(result.as_ref());
+                    let pts = points::run_points(
+                        &entry.resource,
+                        &labels,
+                        result.as_ref(),
+                        changes,
+                        &names,
+                        &bounds,
+                    );
                     send(&tx, start, pts).await;
                 }
                 let _ = done.send((key, local));

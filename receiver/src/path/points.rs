@@ -1,5 +1,6 @@
 //! One run's result as the contract's `flowscope.path.*` points.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,6 +19,19 @@ pub const JITTER: MetricId = MetricId::gauge(path::JITTER);
 pub const HOP_RTT: MetricId = MetricId::histogram(path::HOP_RTT);
 pub const HOP_PROBES_SENT: MetricId = MetricId::sum(path::HOP_PROBES_SENT);
 pub const HOP_PROBES_LOST: MetricId = MetricId::sum(path::HOP_PROBES_LOST);
+pub const ROUTE_CHANGES: MetricId = MetricId::sum(path::ROUTE_CHANGES);
+
+/// What is known about a hop's address besides the address: its reverse
+/// DNS name and its autonomous system.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HopNames {
+    pub name: Option<String>,
+    pub as_number: Option<u32>,
+    pub as_name: Option<String>,
+}
+
+/// Hop names by address (only the addresses something is known of).
+pub type HopNameMap = HashMap<IpAddr, HopNames>;
 
 /// Identifies a test on every point it emits.
 #[derive(Clone, Debug)]
@@ -55,10 +69,15 @@ fn hop_address(a: Option<IpAddr>) -> String {
 
 /// The points of one run. A run that could not probe at all (`result`
 /// `None`: unknown host, no route) reports only `reachable` 0 and `hops` 0.
+/// A run that probed reports `route_changes` (0 or 1, from
+/// [`super::route::RouteTracker`]) and each hop with what `names` knows of
+/// its address.
 pub fn run_points(
     resource: &Arc<Attrs>,
     labels: &TestLabels,
     result: Option<&TraceResult>,
+    route_changes: u64,
+    names: &HopNameMap,
     bounds: &Arc<[f64]>,
 ) -> Vec<Point> {
     let base = labels.attrs();
@@ -84,6 +103,7 @@ pub fn run_points(
     push(HOPS, base.clone(), PointValue::Int(r.hop_count()));
     push(PROBES_SENT, base.clone(), PointValue::Int(r.e2e_sent));
     push(PROBES_LOST, base.clone(), PointValue::Int(r.e2e_lost));
+    push(ROUTE_CHANGES, base.clone(), PointValue::Int(route_changes));
     if !r.e2e_rtts.is_empty() {
         let mut h = Histogram::new(bounds.clone());
         for rtt in &r.e2e_rtts {
@@ -95,10 +115,21 @@ pub fn run_points(
         push(JITTER, base.clone(), PointValue::Double(j));
     }
     for hop in &r.hops {
-        let attrs = base
+        let mut attrs = base
             .clone()
             .with(path::HOP_INDEX, i64::from(hop.ttl))
             .with(path::HOP_ADDRESS, hop_address(hop.address));
+        if let Some(n) = hop.address.and_then(|a| names.get(&a)) {
+            if let Some(name) = &n.name {
+                attrs.set(path::HOP_NAME, name.as_str());
+            }
+            if let Some(asn) = n.as_number {
+                attrs.set(path::HOP_AS_NUMBER, i64::from(asn));
+            }
+            if let Some(org) = &n.as_name {
+                attrs.set(path::HOP_AS_NAME, org.as_str());
+            }
+        }
         push(HOP_PROBES_SENT, attrs.clone(), PointValue::Int(hop.sent));
         push(HOP_PROBES_LOST, attrs.clone(), PointValue::Int(hop.lost));
         if !hop.rtts.is_empty() {
@@ -151,7 +182,16 @@ mod tests {
         };
         let bounds: Arc<[f64]> = Arc::from(flowscope_model::hist::RTT_BOUNDS);
         let res = Arc::new(Attrs::new());
-        let pts = run_points(&res, &labels, Some(&r), &bounds);
+        let mut names = HopNameMap::new();
+        names.insert(
+            "198.18.0.1".parse().unwrap(),
+            HopNames {
+                name: Some("gw.example".into()),
+                as_number: Some(64500),
+                as_name: Some("Example Net".into()),
+            },
+        );
+        let pts = run_points(&res, &labels, Some(&r), 1, &names, &bounds);
         let find = |name: &str, hop: Option<i64>| {
             pts.iter()
                 .find(|p| {
@@ -173,6 +213,15 @@ mod tests {
             .find(|p| p.attrs.get(path::HOP_INDEX) == Some(&2i64.into()))
             .unwrap();
         assert_eq!(hop2.attrs.get_str(path::HOP_ADDRESS), Some("*"));
+        assert_eq!(hop2.attrs.get(path::HOP_NAME), None);
+        let hop1 = pts
+            .iter()
+            .find(|p| p.attrs.get(path::HOP_INDEX) == Some(&1i64.into()))
+            .unwrap();
+        assert_eq!(hop1.attrs.get_str(path::HOP_NAME), Some("gw.example"));
+        assert_eq!(hop1.attrs.get(path::HOP_AS_NUMBER), Some(&64500i64.into()));
+        assert_eq!(hop1.attrs.get_str(path::HOP_AS_NAME), Some("Example Net"));
+        assert_eq!(find(path::ROUTE_CHANGES.0, None), Some(PointValue::Int(1)));
         assert_eq!(hop2.attrs.get_str("team"), Some("core"));
         assert_eq!(hop2.attrs.get(path::SERVER_PORT), Some(&5432u16.into()));
     }

@@ -67,6 +67,7 @@
     tr.classList.add('selected');
     $('series-title').textContent = r.client + ' → ' + r.server + ' over time';
     const p = params();
+    FS.pathLink($('series-links'), r.client, r.server, p.get('client_key'));
     p.set('client', r.client);
     p.set('server', r.server);
     try {

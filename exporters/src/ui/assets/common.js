@@ -178,6 +178,29 @@ const FS = (() => {
     return t;
   }
 
+  // An IP literal's single-address CIDR, or null.
+  function hostCidr(s) {
+    const v = String(s || '');
+    if (/^\d{1,3}(\.\d{1,3}){3}$/.test(v)) return v + '/32';
+    if (v.includes(':') && /^[0-9a-fA-F:.]+$/.test(v)) return v + '/128';
+    return null;
+  }
+
+  // Pivot from a dependency to the Network Path tests that trace it: by
+  // the server's address when the server side is one (dynamic tests are
+  // made from those flows), else by the client's service.name (a dynamic
+  // test's Resource is its client workload).
+  function pathLink(box, client, server, clientKey) {
+    box.replaceChildren();
+    const p = new URLSearchParams();
+    p.set('range', state.get('range') || '1h');
+    const cidr = hostCidr(server);
+    if (cidr) p.set('cidr', cidr);
+    else if (clientKey === 'service.name' && client) p.set('filter', 'service.name=' + client);
+    else return;
+    box.append(el('a', { class: 'pivot', href: '/path?' + p.toString(), text: 'Network paths to ' + (cidr ? server : 'the servers of ' + client) }));
+  }
+
   nav();
-  return { el, api, state, save, showError, bytes, num, pct, ms, time, fillKeys, rangeParams, status, chart, totals, sum };
+  return { el, api, state, save, showError, bytes, num, pct, ms, time, fillKeys, rangeParams, status, chart, totals, sum, hostCidr, pathLink };
 })();

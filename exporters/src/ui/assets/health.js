@@ -8,6 +8,7 @@
   const KIND = {
     dns_failure: 'DNS', connection_failure: 'Connections', resets: 'Resets',
     retransmits: 'Retransmits', path_unreachable: 'Network path', path_loss: 'Network path',
+    route_changed: 'Network path',
   };
 
   async function load() {

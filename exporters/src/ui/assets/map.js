@@ -44,6 +44,8 @@
     if (what.node !== undefined) { p.set('node', what.node); title = what.node; }
     else { p.set('client', what.client); p.set('server', what.server); title = what.client + ' → ' + what.server; }
     $('detail-title').textContent = title;
+    if (what.node === undefined) FS.pathLink($('detail-links'), what.client, what.server, p.get('group'));
+    else $('detail-links').replaceChildren();
     try {
       const ts = await api('timeseries', p);
       FS.chart($('detail-chart'), ts.points, [
