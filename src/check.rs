@@ -2,7 +2,8 @@
 //! what loading the configuration already checked: the exporters' settings
 //! resolved with the process's `OTEL_EXPORTER_OTLP_*` variables (including
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` asking for the other transport) and their
-//! TLS material, and the content of the `peer` processor's range files.
+//! TLS material, the content of the `peer` processor's range files, and the
+//! exporters `service.telemetry` readers become.
 //! `validate` and `run` both call it, so they refuse the same things. It
 //! binds, creates and connects nothing.
 
@@ -46,6 +47,22 @@ pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
         }
         if let Err(e) = flowscope_exporters::check(id, exporter) {
             bail!(located(loaded, "exporters", id, &e));
+        }
+    }
+    for (i, reader) in config.service.telemetry.metrics.readers.iter().enumerate() {
+        let exporter = reader.exporter();
+        let id = ComponentId {
+            kind: exporter.kind().to_owned(),
+            name: Some(format!("readers[{i}]")),
+        };
+        if let Err(e) = flowscope_exporters::check(&id, exporter) {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            bail!("service.telemetry.metrics.readers[{i}]: {message}");
         }
     }
     for (id, processor) in &config.processors {

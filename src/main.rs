@@ -3,9 +3,12 @@
 
 mod bench;
 mod check;
+mod extensions;
 mod fleet;
+mod logs;
 mod path;
 mod pipeline;
+mod readers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,13 +74,33 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Loaded> {
 }
 
 async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result<()> {
-    let loaded = load(config.as_ref())?;
+    // The log is set up from `service.telemetry.logs` once the file is
+    // read (an error loading it is printed by `main`).
+    let loaded = match config.as_ref() {
+        Some(path) => flowscope_otel_config::load_file(path)?,
+        None => flowscope_otel_config::default_config(),
+    };
+    let host = HostFacts::detect();
+    let log_provider = logs::provider(&loaded.config.service.telemetry.logs, &host.self_resource)?;
+    logs::init(
+        logs::filter(&loaded.config.service.telemetry.logs),
+        log_provider.as_ref(),
+    );
+    for w in &loaded.warnings {
+        warn!("config: {w}");
+    }
     check::components(&loaded)?;
     // The one context every component is built with: host facts (with the
     // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
-    // self-telemetry provider, and the shared services.
-    let ctx = Context::new(HostFacts::detect());
+    // self-telemetry provider (with one reader per
+    // `service.telemetry.metrics.readers`), and the shared services.
+    let ctx = Context::with_self_readers(host, readers::count(&loaded.config));
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
+    let self_readers = readers::start(
+        &loaded.config,
+        &ctx,
+        readers::collection_interval(&loaded.config),
+    )?;
     let health = match healthz {
         Some(addr) => Some(
             flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec(), &ctx.telemetry)
@@ -85,6 +108,7 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
         ),
         None => None,
     };
+    let extensions = extensions::start(&loaded.config, agent.exporters(), &ctx.telemetry)?;
     info!(
         pipelines = loaded.config.service.pipelines.len(),
         "flowscope {} running; SIGINT or SIGTERM flushes the last interval and exits",
@@ -96,22 +120,30 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
         _ = term.recv() => info!("SIGTERM: flushing"),
     }
     agent.stop().await;
+    self_readers.stop().await;
     if let Some(h) = health {
         h.abort();
     }
+    for e in extensions {
+        e.abort();
+    }
     info!("stopped");
+    if let Some(p) = log_provider {
+        // Sends what is still batched (on the blocking pool: it waits).
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `run` sets the log up from its configuration.
+    if !matches!(cli.command, Command::Run { .. }) {
+        logs::init(
+            logs::filter(&flowscope_otel_config::telemetry::LogsConfig::default()),
+            None,
+        );
+    }
     let result = match cli.command {
         Command::Version => {
             println!("flowscope {}", env!("CARGO_PKG_VERSION"));

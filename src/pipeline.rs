@@ -221,7 +221,8 @@ impl Agent {
                 }
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }
-            if !self_outs.is_empty() {
+            // `service.telemetry.metrics.level: none`: no self-telemetry.
+            if !self_outs.is_empty() && !crate::readers::self_metrics_off(config) {
                 self_inputs.push(tx);
             }
             pipelines.push(tokio::spawn(run_pipeline(

@@ -729,19 +729,28 @@ pub fn serve_healthz(
     handles: Vec<ExporterHandle>,
     telemetry: &Telemetry,
 ) -> std::io::Result<JoinHandle<()>> {
+    serve_health(addr, "/healthz", handles, telemetry)
+}
+
+/// As [`serve_healthz`], answering at `at` instead of `/healthz` (the
+/// `health_check` extension's `path`).
+pub fn serve_health(
+    addr: &str,
+    at: &str,
+    handles: Vec<ExporterHandle>,
+    telemetry: &Telemetry,
+) -> std::io::Result<JoinHandle<()>> {
     let listener = server::bind(addr)?;
+    let at = at.to_owned();
+    let hint = format!("not found: try {at}\n");
     let handler: server::Handler = Arc::new(move |path| {
-        if path == "/healthz" {
+        if path == at {
             let (code, body) = healthz(&handles);
             let status = ::http::StatusCode::from_u16(code)
                 .unwrap_or(::http::StatusCode::INTERNAL_SERVER_ERROR);
             (status, "application/json", body)
         } else {
-            (
-                ::http::StatusCode::NOT_FOUND,
-                "text/plain",
-                "not found: try /healthz\n".into(),
-            )
+            (::http::StatusCode::NOT_FOUND, "text/plain", hint.clone())
         }
     });
     let srv = server::Server {

@@ -240,7 +240,7 @@ fn validate_refuses_what_run_would_refuse() {
         ),
         "{err}"
     );
-    // The storage extension mistake.
+    // A storage extension that is not defined.
     let (ok, _, err) = validate_env(
         &COLLECTOR.replace("num_consumers: 4", "storage: file_storage"),
         &[("OTLP_ENDPOINT", "gw.example:4317")],
@@ -249,7 +249,7 @@ fn validate_refuses_what_run_would_refuse() {
     assert!(
         err.contains(
             "collector.yaml:8:16: exporters.otlp_grpc/gateway.sending_queue.storage: \
-             `file_storage` names a Collector storage extension"
+             storage extension `file_storage` is not defined under `extensions`"
         ),
         "{err}"
     );

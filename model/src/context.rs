@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::attr::Attrs;
 use crate::destinations::Destinations;
 use crate::local::LocalServices;
+use crate::memory::MemoryPressure;
 use crate::names::{SELF_SERVICE_NAME, resource};
 use crate::nat::NatResolver;
 use crate::peer_names::PeerNames;
@@ -47,19 +48,29 @@ pub struct Context {
     /// Servers of outgoing client flows: written by the `ebpf` receiver,
     /// read by the `path` receiver's dynamic tests.
     pub destinations: Destinations,
+    /// The heap's pressure: written by the `memory_limiter` processor's
+    /// monitor, read by the `ebpf` receiver before it tracks a new flow.
+    pub memory: MemoryPressure,
 }
 
 impl Context {
     /// A context for `host`, with self-telemetry under its
     /// [`HostFacts::self_resource`] and empty shared services.
     pub fn new(host: HostFacts) -> Self {
+        Self::with_self_readers(host, 0)
+    }
+
+    /// As [`Context::new`], with `readers` extra readers of the agent's own
+    /// metrics ([`Telemetry::with_readers`]).
+    pub fn with_self_readers(host: HostFacts, readers: usize) -> Self {
         Context {
-            telemetry: Telemetry::with_resource(&host.self_resource),
+            telemetry: Telemetry::with_readers(&host.self_resource, readers),
             peer_names: PeerNames::new(),
             local_services: LocalServices::new(),
             nat: NatResolver::default(),
             host: Arc::new(host),
             destinations: Destinations::new(),
+            memory: MemoryPressure::new(),
         }
     }
 }

@@ -100,6 +100,9 @@ pub enum LossReason {
     Timeout,
     /// A server answered with an HTTP error status.
     HttpError,
+    /// The heap was above the `memory_limiter`'s soft limit: a new flow
+    /// was not tracked.
+    MemoryLimit,
     /// A DNS lookup whose local process could not be found: reported with
     /// `service.name=unknown_service`.
     OwnerUnknown,
@@ -127,6 +130,7 @@ impl LossReason {
             LossReason::Timeout => "timeout",
             LossReason::OwnerUnknown => names::dns::REASON_OWNER_UNKNOWN,
             LossReason::HttpError => "http_error",
+            LossReason::MemoryLimit => names::memory::REASON_MEMORY_LIMIT,
         }
     }
 }

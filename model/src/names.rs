@@ -275,6 +275,13 @@ pub mod nat {
     pub const REASON_NAT_UNRESOLVED: &str = "nat_unresolved";
 }
 
+/// The `memory_limiter` processor (issue 25).
+pub mod memory {
+    /// `flowscope.reason` of a new flow not tracked while the heap was above
+    /// the `memory_limiter`'s soft limit.
+    pub const REASON_MEMORY_LIMIT: &str = "memory_limit";
+}
+
 /// DNS monitoring: the self-telemetry reason of a lookup reported without
 /// its process (issue 22).
 pub mod dns {

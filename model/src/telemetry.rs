@@ -242,6 +242,9 @@ struct Inner {
     provider: SdkMeterProvider,
     interval: SharedReader,
     totals: SharedReader,
+    /// More interval readers, one per `service.telemetry` reader: each
+    /// sees every delta once, whoever else collects.
+    extra: Vec<SharedReader>,
     resource: Arc<Attrs>,
     pub(crate) instruments: Instruments,
 }
@@ -280,6 +283,20 @@ impl Telemetry {
 
     /// Self-telemetry whose points carry `resource`.
     pub fn with_resource(resource: &Attrs) -> Self {
+        Self::with_readers(resource, 0)
+    }
+
+    /// As [`Telemetry::with_resource`], with `extra` more interval readers
+    /// (collected with [`Telemetry::collect_reader`]), for the
+    /// `service.telemetry` readers that send the agent's own metrics apart
+    /// from the pipelines.
+    pub fn with_readers(resource: &Attrs, extra: usize) -> Self {
+        let extra: Vec<SharedReader> = (0..extra)
+            .map(|_| SharedReader {
+                inner: Arc::new(ManualReader::builder().build()),
+                temporality: interval_temporality,
+            })
+            .collect();
         let interval = SharedReader {
             inner: Arc::new(ManualReader::builder().build()),
             temporality: interval_temporality,
@@ -304,7 +321,10 @@ impl Telemetry {
                     .build(),
             )
             .with_reader(interval.clone())
-            .with_reader(totals.clone())
+            .with_reader(totals.clone());
+        let provider = extra
+            .iter()
+            .fold(provider, |p, r| p.with_reader(r.clone()))
             .build();
         let meter = provider.meter_with_scope(
             InstrumentationScope::builder(SCOPE_NAME)
@@ -330,6 +350,7 @@ impl Telemetry {
             provider,
             interval,
             totals,
+            extra,
             resource: Arc::new(resource.clone()),
             instruments,
         }))
@@ -354,6 +375,23 @@ impl Telemetry {
     pub fn collect_interval(&self) -> Vec<Point> {
         let mut rm = ResourceMetrics::default();
         match self.0.interval.collect(&mut rm) {
+            Ok(()) => points_of(&rm),
+            Err(e) => {
+                tracing::warn!(error = %e, "collecting self-telemetry failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Collects extra interval reader `i` (see [`Telemetry::with_readers`]):
+    /// counter deltas since its last collection and every level. Empty for
+    /// a reader that does not exist.
+    pub fn collect_reader(&self, i: usize) -> Vec<Point> {
+        let Some(reader) = self.0.extra.get(i) else {
+            return Vec::new();
+        };
+        let mut rm = ResourceMetrics::default();
+        match reader.collect(&mut rm) {
             Ok(()) => points_of(&rm),
             Err(e) => {
                 tracing::warn!(error = %e, "collecting self-telemetry failed");

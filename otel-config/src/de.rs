@@ -110,6 +110,20 @@ pub(crate) fn unknown_kind<'de, D, T>(
 where
     D: Deserializer<'de>,
 {
+    let message = format!(
+        "unknown {area} type `{kind}`; known {area} types: {}",
+        known.join(", ")
+    );
+    refuse_kind(deserializer, &message)
+}
+
+/// Consumes a component's value and fails with `message`, raised when the
+/// value starts so that it points at the component (a Collector component
+/// type flowscope knows and refuses, saying what to write instead).
+pub(crate) fn refuse_kind<'de, D, T>(deserializer: D, message: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
     struct Reject<'a> {
         message: &'a str,
     }
@@ -152,11 +166,7 @@ where
         }
     }
 
-    let message = format!(
-        "unknown {area} type `{kind}`; known {area} types: {}",
-        known.join(", ")
-    );
-    deserializer.deserialize_any(Reject { message: &message })?;
+    deserializer.deserialize_any(Reject { message })?;
     // A visitor that always fails never gets here; keep the error regardless.
     Err(de::Error::custom(message))
 }

@@ -386,8 +386,8 @@ impl<'de> Deserialize<'de> for Unused {
 /// `block_on_overflow: false`, `blocking: false` and `batch` are accepted
 /// and ignored (one warning names them); `enabled: false`, `sizer: items`
 /// or `bytes`, `wait_for_result: true`, `block_on_overflow: true`,
-/// `blocking: true` and a storage extension id in `storage` are errors
-/// that say what to write instead.
+/// `blocking: true` are errors that say what to write instead. `storage`
+/// may name a `file_storage` extension (see [`crate::extensions`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SendingQueueConfig {
@@ -398,9 +398,12 @@ pub struct SendingQueueConfig {
     /// Directory of the persistent queue. When set, every batch is written
     /// there before the pipeline moves on and removed only once the backend
     /// accepted it (or rejected it for good), so a crash or restart loses
-    /// nothing accepted. Unset: memory only. Created if missing; a
-    /// Collector storage extension id (`file_storage`, `file_storage/x`) is
-    /// refused, never read as a relative path.
+    /// nothing accepted. Unset: memory only. Created if missing. A
+    /// Collector storage extension id (`file_storage`, `file_storage/x`)
+    /// is never read as a relative path: loading replaces it with the
+    /// exporter's subdirectory of that extension's `directory` (an error
+    /// when it is not a `file_storage` extension listed in
+    /// `service.extensions`).
     #[serde(deserialize_with = "storage_dir")]
     pub storage: Option<PathBuf>,
     /// Most MiB the persistent queue may take on disk; the oldest batches
@@ -484,11 +487,9 @@ pub fn is_extension_id(value: &str) -> bool {
 fn storage_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let text = String::deserialize(d)?;
     if is_extension_id(&text) {
-        return Err(de::Error::custom(format_args!(
-            "`{text}` names a Collector storage extension; flowscope has no extensions and \
-             keeps its persistent queue itself: give the directory to keep it in, e.g. \
-             `storage: /var/lib/flowscope/queue` (a path, created if missing)"
-        )));
+        // Resolved against `extensions:` once the whole file is read
+        // (`resolve_storage` in lib.rs): never a relative path.
+        return Ok(Some(PathBuf::from(text)));
     }
     if text.trim().is_empty() {
         return Err(de::Error::custom("must be a directory path"));
@@ -500,7 +501,7 @@ fn storage_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Er
 
 /// The queue directory is usable: it is a directory, or can be created
 /// (its nearest existing ancestor is a directory).
-fn check_queue_dir(path: &std::path::Path) -> Result<(), String> {
+pub(crate) fn check_queue_dir(path: &std::path::Path) -> Result<(), String> {
     let mut at = Some(path);
     while let Some(p) = at {
         match std::fs::metadata(if p.as_os_str().is_empty() {
@@ -1053,6 +1054,16 @@ impl ExporterConfig {
     /// The Collector settings this exporter's config sets that flowscope
     /// accepts without acting on (key paths relative to the exporter, e.g.
     /// `sending_queue.num_consumers`). Loading warns about them.
+    /// The exporter's `sending_queue`, for those that have one.
+    pub fn sending_queue_mut(&mut self) -> Option<&mut SendingQueueConfig> {
+        match self {
+            ExporterConfig::Otlp(c) => Some(&mut c.sending_queue),
+            ExporterConfig::OtlpHttp(c) => Some(&mut c.sending_queue),
+            ExporterConfig::PrometheusRemoteWrite(c) => Some(&mut c.sending_queue),
+            _ => None,
+        }
+    }
+
     pub fn unused_collector_keys(&self) -> Vec<String> {
         let mut out = Vec::new();
         match self {

@@ -34,16 +34,20 @@ mod de;
 mod env;
 mod error;
 pub mod exporters;
+pub mod extensions;
 mod id;
 pub mod processors;
 pub mod receivers;
+pub mod telemetry;
 
 pub use error::{ConfigError, Location};
 pub use exporters::ExporterConfig;
+pub use extensions::ExtensionConfig;
 pub use id::{ComponentId, IdError, PipelineId};
 pub use indexmap;
 pub use processors::ProcessorConfig;
 pub use receivers::ReceiverConfig;
+pub use telemetry::TelemetryConfig;
 
 /// The default configuration, used when the agent is started without one:
 /// the `ebpf` receiver every 10 s into the `console` exporter and a `file`
@@ -59,6 +63,9 @@ pub struct Config {
     pub processors: IndexMap<ComponentId, ProcessorConfig>,
     /// `exporters:`, in file order.
     pub exporters: IndexMap<ComponentId, ExporterConfig>,
+    /// `extensions:`, in file order (only those `service.extensions` lists
+    /// run).
+    pub extensions: IndexMap<ComponentId, ExtensionConfig>,
     /// `service:`.
     pub service: Service,
 }
@@ -66,8 +73,13 @@ pub struct Config {
 /// `service:` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// `service.extensions`: the extensions that run, each defined under
+    /// `extensions`.
+    pub extensions: Vec<ComponentId>,
     /// `service.pipelines`, in file order; at least one.
     pub pipelines: IndexMap<PipelineId, Pipeline>,
+    /// `service.telemetry`: the agent's own logs and metrics.
+    pub telemetry: TelemetryConfig,
 }
 
 /// One pipeline: receivers feed the processors in order, whose output goes
@@ -156,12 +168,18 @@ struct RawConfig {
     processors: IndexMap<ComponentId, ProcessorConfig>,
     #[serde(default, deserialize_with = "exporter_map")]
     exporters: IndexMap<ComponentId, ExporterConfig>,
+    #[serde(default, deserialize_with = "extension_map")]
+    extensions: IndexMap<ComponentId, ExtensionConfig>,
     service: RawService,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    #[serde(default)]
+    extensions: Vec<Spanned<ComponentId>>,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
     pipelines: Spanned<IndexMap<PipelineId, Spanned<RawPipeline>>>,
 }
 
@@ -192,6 +210,22 @@ fn exporter_map<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<IndexMap<ComponentId, ExporterConfig>, D::Error> {
     de::component_map::<D, Exporters>(d)
+}
+
+fn extension_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<IndexMap<ComponentId, ExtensionConfig>, D::Error> {
+    de::component_map::<D, Extensions>(d)
+}
+
+struct Extensions;
+impl de::Area for Extensions {
+    const NAME: &'static str = "extension";
+    type Config = ExtensionConfig;
+    type Seed<'a> = extensions::ExtensionSeed<'a>;
+    fn seed(id: &ComponentId) -> Self::Seed<'_> {
+        extensions::ExtensionSeed { id }
+    }
 }
 
 struct Receivers;
@@ -370,13 +404,41 @@ fn component_locations(text: &env::Substituted, origin: &str) -> IndexMap<String
         receivers: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
         processors: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
         exporters: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
+        extensions: Option<IndexMap<Spanned<String>, serde::de::IgnoredAny>>,
+    }
+    // Where a queue's `storage` is written: it may name an extension,
+    // resolved after the first pass.
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Queue {
+        sending_queue: Option<Storage>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Storage {
+        storage: Option<Spanned<serde::de::IgnoredAny>>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Queues {
+        exporters: Option<IndexMap<String, Option<Queue>>>,
     }
     let sections: Sections = serde_saphyr::from_str(&text.text).unwrap_or_default();
     let mut out = IndexMap::new();
+    let queues: Queues = serde_saphyr::from_str(&text.text).unwrap_or_default();
+    for (id, q) in queues.exporters.unwrap_or_default() {
+        if let Some(storage) = q.and_then(|q| q.sending_queue).and_then(|s| s.storage) {
+            out.insert(
+                format!("exporters.{id}.sending_queue.storage"),
+                spanned_location(origin, text, &storage),
+            );
+        }
+    }
     for (name, section) in [
         ("receivers", sections.receivers),
         ("processors", sections.processors),
         ("exporters", sections.exporters),
+        ("extensions", sections.extensions),
     ] {
         for key in section.unwrap_or_default().into_keys() {
             let at = spanned_location(origin, text, &key);
@@ -489,9 +551,37 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
         &mut warnings,
     );
 
-    check_exporter_resources(&raw.exporters, &used_exporters, &locations, origin)?;
-    let unused: Vec<String> = raw
-        .exporters
+    let mut exporters = raw.exporters;
+    let service_extensions = resolve(
+        &raw.service.extensions,
+        "extension",
+        &raw.extensions,
+        &mut vec![false; raw.extensions.len()],
+        "service",
+        origin,
+        text,
+    )?;
+    for (id, ext) in &raw.extensions {
+        if !service_extensions.contains(id) {
+            warnings.push(format!(
+                "{origin}: extensions.{id} is defined but `service.extensions` does not list \
+                 it; it will not run"
+            ));
+        } else if let Some(why) = ext.ignored_because() {
+            warnings.push(format!(
+                "{origin}: extensions.{id} is accepted and does nothing: {why}"
+            ));
+        }
+    }
+    resolve_storage(
+        &mut exporters,
+        &raw.extensions,
+        &service_extensions,
+        &locations,
+        origin,
+    )?;
+    check_exporter_resources(&exporters, &used_exporters, &locations, origin)?;
+    let mut unused: Vec<String> = exporters
         .iter()
         .flat_map(|(id, c)| {
             c.unused_collector_keys()
@@ -499,6 +589,60 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
                 .map(move |key| format!("exporters.{id}.{key}"))
         })
         .collect();
+    let mut limiters = Vec::new();
+    for ((id, p), used) in raw.processors.iter().zip(&used_processors) {
+        let prefix = format!("processors.{id}.");
+        match p {
+            ProcessorConfig::ResourceDetection(c) => c.unused(&prefix, &mut unused),
+            ProcessorConfig::Batch(c) => {
+                for (u, key) in [
+                    (c.metadata_keys, "metadata_keys"),
+                    (c.metadata_cardinality_limit, "metadata_cardinality_limit"),
+                ] {
+                    if u.set {
+                        unused.push(format!("{prefix}{key}"));
+                    }
+                }
+                if *used {
+                    warnings.push(format!("{origin}: processors.{id}: {}", c.warning()));
+                }
+            }
+            ProcessorConfig::MemoryLimiter(_) if *used => limiters.push(id.to_string()),
+            _ => {}
+        }
+    }
+    if limiters.len() > 1 {
+        return Err(ConfigError::Invalid {
+            at: locations
+                .get(&format!("processors.{}", limiters[1]))
+                .cloned()
+                .unwrap_or_else(|| Location::new(origin, None, None)),
+            path: format!("processors.{}", limiters[1]),
+            message: format!(
+                "the pipelines use {} memory_limiter processors ({}); the limit is on the \
+                 agent's heap, so define one and list it in every pipeline",
+                limiters.len(),
+                limiters.join(", ")
+            ),
+        });
+    }
+    raw.service.telemetry.unused(&mut unused);
+    for (id, ext) in &raw.extensions {
+        match ext {
+            ExtensionConfig::FileStorage(c) => c.unused(&format!("extensions.{id}."), &mut unused),
+            ExtensionConfig::HealthCheck(c) => {
+                for (u, key) in [
+                    (c.response_body, "response_body"),
+                    (c.check_collector_pipeline, "check_collector_pipeline"),
+                ] {
+                    if u.set {
+                        unused.push(format!("extensions.{id}.{key}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     if !unused.is_empty() {
         warnings.push(format!(
             "{origin}: Collector settings accepted and ignored (they change nothing in \
@@ -512,11 +656,94 @@ fn validate(raw: RawConfig, text: &env::Substituted, origin: &str) -> Result<Loa
         config: Config {
             receivers: raw.receivers,
             processors: raw.processors,
-            exporters: raw.exporters,
-            service: Service { pipelines },
+            exporters,
+            extensions: raw.extensions,
+            service: Service {
+                extensions: service_extensions,
+                pipelines,
+                telemetry: raw.service.telemetry,
+            },
         },
         warnings,
     })
+}
+
+/// `sending_queue.storage: file_storage[/name]`: the extension must be a
+/// `file_storage` that `service.extensions` lists; the queue then lives in
+/// its own subdirectory of the extension's `directory`.
+fn resolve_storage(
+    exporters: &mut IndexMap<ComponentId, ExporterConfig>,
+    extensions: &IndexMap<ComponentId, ExtensionConfig>,
+    enabled: &[ComponentId],
+    locations: &IndexMap<String, Location>,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    for (id, config) in exporters.iter_mut() {
+        let Some(queue) = config.sending_queue_mut() else {
+            continue;
+        };
+        let Some(storage) = queue.storage.as_ref().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        if !exporters::is_extension_id(storage) {
+            continue;
+        }
+        let err = |message: String| ConfigError::Invalid {
+            at: locations
+                .get(&format!("exporters.{id}.sending_queue.storage"))
+                .or_else(|| locations.get(&format!("exporters.{id}")))
+                .cloned()
+                .unwrap_or_else(|| Location::new(origin, None, None)),
+            path: format!("exporters.{id}.sending_queue.storage"),
+            message,
+        };
+        let ext_id: ComponentId = storage
+            .parse()
+            .map_err(|e: IdError| err(format!("`{storage}`: {e}")))?;
+        let dir = match extensions.get(&ext_id) {
+            Some(ExtensionConfig::FileStorage(fs)) => fs.queue_dir(id),
+            Some(other) => {
+                return Err(err(format!(
+                    "`{ext_id}` is a `{}` extension; a queue needs a `file_storage` extension \
+                     (or a directory path)",
+                    other.kind()
+                )));
+            }
+            None => {
+                let defined: Vec<String> = extensions
+                    .iter()
+                    .filter(|(_, e)| matches!(e, ExtensionConfig::FileStorage(_)))
+                    .map(|(k, _)| k.to_string())
+                    .collect();
+                let hint = if ext_id.kind == "file_storage" {
+                    format!(
+                        "define it under `extensions` (`{ext_id}: {{directory: /var/lib/flowscope/queue}}`) \
+                         and list it in `service.extensions`"
+                    )
+                } else {
+                    format!(
+                        "flowscope's only storage extension is `file_storage`; defined: {}",
+                        if defined.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            defined.join(", ")
+                        }
+                    )
+                };
+                return Err(err(format!(
+                    "storage extension `{ext_id}` is not defined under `extensions`: {hint}"
+                )));
+            }
+        };
+        if !enabled.contains(&ext_id) {
+            return Err(err(format!(
+                "storage extension `{ext_id}` is defined but `service.extensions` does not list \
+                 it; add it there"
+            )));
+        }
+        queue.storage = Some(dir);
+    }
+    Ok(())
 }
 
 /// A pipeline groups its flows once: at most one `aggregate` processor.

@@ -26,7 +26,10 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 use crate::ComponentId;
-use crate::de::{component_body, duration, unknown_kind};
+use crate::de::{component_body, duration, refuse_kind, unknown_kind};
+
+mod collector;
+pub use collector::*;
 
 /// The settings of one processor, selected by the component type of its id.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +49,16 @@ pub enum ProcessorConfig {
     Cost(CostProcessorConfig),
     /// `kubernetes`: see [`KubernetesProcessorConfig`].
     Kubernetes(KubernetesProcessorConfig),
+    /// `batch`: see [`BatchProcessorConfig`].
+    Batch(BatchProcessorConfig),
+    /// `memory_limiter`: see [`MemoryLimiterConfig`].
+    MemoryLimiter(MemoryLimiterConfig),
+    /// `resource`: see [`ResourceProcessorConfig`].
+    Resource(ResourceProcessorConfig),
+    /// `attributes`: see [`AttributesProcessorConfig`].
+    Attributes(AttributesProcessorConfig),
+    /// `resourcedetection`: see [`ResourceDetectionConfig`].
+    ResourceDetection(ResourceDetectionConfig),
 }
 
 impl ProcessorConfig {
@@ -58,6 +71,11 @@ impl ProcessorConfig {
         "locality",
         "cost",
         "kubernetes",
+        "batch",
+        "memory_limiter",
+        "resource",
+        "attributes",
+        "resourcedetection",
     ];
 
     /// The component type of these settings (`aggregate`).
@@ -70,6 +88,11 @@ impl ProcessorConfig {
             ProcessorConfig::Locality(_) => "locality",
             ProcessorConfig::Cost(_) => "cost",
             ProcessorConfig::Kubernetes(_) => "kubernetes",
+            ProcessorConfig::Batch(_) => "batch",
+            ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
+            ProcessorConfig::Resource(_) => "resource",
+            ProcessorConfig::Attributes(_) => "attributes",
+            ProcessorConfig::ResourceDetection(_) => "resourcedetection",
         }
     }
 }
@@ -91,6 +114,14 @@ impl<'de> DeserializeSeed<'de> for ProcessorSeed<'_> {
             "locality" => component_body(deserializer).map(ProcessorConfig::Locality),
             "cost" => component_body(deserializer).map(ProcessorConfig::Cost),
             "kubernetes" => component_body(deserializer).map(ProcessorConfig::Kubernetes),
+            "batch" => component_body(deserializer).map(ProcessorConfig::Batch),
+            "memory_limiter" => component_body(deserializer).map(ProcessorConfig::MemoryLimiter),
+            "resource" => component_body(deserializer).map(ProcessorConfig::Resource),
+            "attributes" => component_body(deserializer).map(ProcessorConfig::Attributes),
+            "resourcedetection" => {
+                component_body(deserializer).map(ProcessorConfig::ResourceDetection)
+            }
+            "k8sattributes" => refuse_kind(deserializer, K8SATTRIBUTES_MESSAGE),
             other => unknown_kind(deserializer, "processor", other, ProcessorConfig::KINDS),
         }
     }

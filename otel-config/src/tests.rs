@@ -186,11 +186,11 @@ exporters:
 
 #[test]
 fn unknown_keys_are_rejected_at_every_level() {
-    let e = err("receivers:\n  ebpf:\nextensions: {}\n");
+    let e = err("receivers:\n  ebpf:\nconnectors: {}\n");
     assert_eq!(
         e,
-        "config.yaml:3:1: extensions: unknown field `extensions`, expected one of receivers, \
-         processors, exporters, service"
+        "config.yaml:3:1: connectors: unknown field `connectors`, expected one of receivers, \
+         processors, exporters, extensions, service"
     );
     let e = err(&format!(
         "receivers:\n  ebpf:\nexporters:\n  console:\n{SERVICE}      exporter: [console]\n"

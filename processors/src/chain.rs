@@ -9,17 +9,28 @@
 //!    every key kept (each flow becomes its contract points, equal series
 //!    merged);
 //! 3. the batch's ready-made points (DNS, ...) join, equal series merged;
-//! 4. cardinality limits (default 2,000 series per metric, always on;
+//! 4. point processors (`resource`, `attributes`) in the order the
+//!    pipeline lists them, on every point; series they make equal merge
+//!    (sums add, histograms merge), so they take one cardinality slot;
+//! 5. cardinality limits (default 2,000 series per metric, always on;
 //!    configured on `aggregate`);
-//! 5. metric processors, in pipeline order.
+//! 6. metric processors, in pipeline order.
+//!
+//! `batch` does nothing here (each interval is one batch already), nor
+//! does `memory_limiter` (its monitor refuses new flows in the receiver);
+//! the chain only holds the latter's monitor for as long as it lives.
 //!
 //! Every pipeline owns its chain, so two pipelines fed by one receiver can
 //! group differently; the flow batch is cloned per pipeline by the caller.
 
+use std::sync::Arc;
+
 use flowscope_model::{FlowBatch, MetricBatch, Point, Telemetry};
 
 use crate::aggregate::{GroupBy, Grouper};
+use crate::attributes::PointStage;
 use crate::limit::{DEFAULT_MAX_SERIES, Limiter};
+use crate::memory_limiter::MemoryLimiter;
 use crate::{FlowStage, MetricFn, Processor, Stage, Verdict};
 
 /// One pipeline's processors, with the state that lives across intervals
@@ -28,7 +39,11 @@ pub struct Chain {
     flow_stages: Vec<FlowStage>,
     group_by: GroupBy,
     limiter: Limiter,
+    point_stages: Vec<PointStage>,
     metric_stages: Vec<MetricFn>,
+    /// Held, not called: the `memory_limiter` monitor runs while a chain
+    /// that lists it does.
+    _held: Vec<Arc<MemoryLimiter>>,
 }
 
 impl Chain {
@@ -39,11 +54,15 @@ impl Chain {
     pub fn new(processors: Vec<Processor>, telemetry: Telemetry) -> Chain {
         let mut flow_stages = Vec::new();
         let mut metric_stages = Vec::new();
+        let mut point_stages = Vec::new();
+        let mut held = Vec::new();
         let mut aggregate = None;
         for p in processors {
             match p.stage {
                 Stage::Flow(s) => flow_stages.push(s),
                 Stage::Metric(m) => metric_stages.push(m),
+                Stage::Point(s) => point_stages.push(s),
+                Stage::Pass(h) => held.extend(h),
                 Stage::Aggregate(a) => {
                     if aggregate.is_some() {
                         tracing::warn!(processor = %p.id, "a pipeline uses one aggregate processor; ignoring this one");
@@ -68,7 +87,9 @@ impl Chain {
             flow_stages,
             group_by,
             limiter,
+            point_stages,
             metric_stages,
+            _held: held,
         }
     }
 
@@ -102,6 +123,17 @@ impl Chain {
             };
             r.coalesce();
             points.append(&mut r.points);
+        }
+        if !self.point_stages.is_empty() {
+            for s in &self.point_stages {
+                s.apply(&mut points);
+            }
+            let mut merged = MetricBatch {
+                points,
+                ..Default::default()
+            };
+            merged.coalesce();
+            points = merged.points;
         }
         let mut out = MetricBatch {
             start_unix_nanos,

@@ -401,6 +401,12 @@ pub struct Cloud {
     /// Pairs added to every Resource; final once detection has finished.
     pairs: Vec<(&'static str, Arc<str>)>,
     settled: bool,
+    /// Pairs added besides the cloud's (the `resourcedetection` `env`
+    /// detector's).
+    extra: Vec<(Arc<str>, Arc<str>)>,
+    /// Keep a value the Resource already has (`resourcedetection` with
+    /// `override: false`) instead of replacing it.
+    keep_existing: bool,
     /// Enriched Resources by the address of the original, per batch (the
     /// original is held so its address is not reused within the batch).
     cache: HashMap<usize, (Arc<Attrs>, Arc<Attrs>)>,
@@ -417,10 +423,21 @@ impl Cloud {
             set: c.set.clone(),
             pairs: Vec::new(),
             settled: false,
+            extra: Vec::new(),
+            keep_existing: false,
             cache: HashMap::new(),
         };
         cloud.refresh();
         cloud
+    }
+
+    /// Also adds `pairs` to every Resource, and with `keep_existing` keeps
+    /// any value a Resource already has (the `resourcedetection`
+    /// processor's `env` detector and `override: false`).
+    pub fn with(mut self, pairs: Vec<(Arc<str>, Arc<str>)>, keep_existing: bool) -> Self {
+        self.extra = pairs;
+        self.keep_existing = keep_existing;
+        self
     }
 
     /// The detection this processor follows (none when detection is off).
@@ -450,7 +467,7 @@ impl Cloud {
 
     /// Adds the cloud keys to the flow's Resource.
     pub fn enrich(&mut self, flow: &mut Flow) {
-        if self.pairs.is_empty() {
+        if self.pairs.is_empty() && self.extra.is_empty() {
             return;
         }
         let addr = Arc::as_ptr(&flow.resource) as usize;
@@ -459,8 +476,14 @@ impl Cloud {
             return;
         }
         let mut attrs = (*flow.resource).clone();
-        for (k, v) in &self.pairs {
-            attrs.set(*k, v.clone());
+        let keep = self.keep_existing;
+        let original = &flow.resource;
+        let pairs = self.pairs.iter().map(|(k, v)| (Arc::from(*k), v));
+        let extra = self.extra.iter().map(|(k, v)| (k.clone(), v));
+        for (k, v) in extra.chain(pairs) {
+            if !(keep && original.get(&k).is_some()) {
+                attrs.set(k, v.clone());
+            }
         }
         let enriched = Arc::new(attrs);
         let original = std::mem::replace(&mut flow.resource, enriched.clone());

@@ -10,6 +10,7 @@
 //! [`MetricBatch`]: flowscope_model::MetricBatch
 
 pub mod aggregate;
+pub mod attributes;
 pub mod chain;
 pub mod cidr;
 pub mod cloud;
@@ -19,10 +20,12 @@ pub mod kubernetes;
 pub mod limit;
 pub mod local;
 pub mod locality;
+pub mod memory_limiter;
 pub mod peer;
 pub mod ranges;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use flowscope_model::{Context, Flow, MetricBatch};
 use flowscope_otel_config::ComponentId;
@@ -42,6 +45,20 @@ pub enum BuildError {
         key: String,
         message: String,
     },
+    /// A `resource` or `attributes` action list cannot be compiled.
+    #[error("processor `{id}`: cannot compile its actions")]
+    Actions {
+        id: String,
+        #[source]
+        source: attributes::ActionsError,
+    },
+    /// The `memory_limiter`'s monitor thread could not start.
+    #[error("processor `{id}`: cannot start its monitor thread")]
+    Thread {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A cloud range file named in the configuration cannot be loaded.
     #[error("processor `{id}`: cannot load its cloud range files")]
     Ranges {
@@ -60,7 +77,12 @@ pub struct Processor {
 pub(crate) enum Stage {
     Flow(FlowStage),
     Aggregate(AggregateSpec),
+    /// `resource`, `attributes`: on points, before the cardinality limits.
+    Point(attributes::PointStage),
     Metric(MetricFn),
+    /// Nothing to do per batch (`batch`); or a component that works on its
+    /// own (`memory_limiter`'s monitor), held for as long as the chain.
+    Pass(Option<Arc<memory_limiter::MemoryLimiter>>),
 }
 
 /// A processor over finished metric batches (after cardinality limits).
@@ -163,6 +185,9 @@ pub struct Builder {
     ctx: Context,
     detections: cloud::Detections,
     kubernetes: kubernetes::Clients,
+    /// The agent's one `memory_limiter` monitor, shared by the pipelines
+    /// that list it.
+    memory: Mutex<Option<Arc<memory_limiter::MemoryLimiter>>>,
 }
 
 impl Builder {
@@ -171,6 +196,7 @@ impl Builder {
             ctx: ctx.clone(),
             detections: cloud::Detections::new(),
             kubernetes: kubernetes::Clients::new(),
+            memory: Mutex::new(None),
         }
     }
 
@@ -188,6 +214,26 @@ impl Builder {
         id: &ComponentId,
         config: &ProcessorConfig,
     ) -> Result<Processor, BuildError> {
+        if let ProcessorConfig::MemoryLimiter(c) = config {
+            let mut held = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let limiter = match &*held {
+                Some(m) => m.clone(),
+                None => {
+                    let m = memory_limiter::MemoryLimiter::start(c, self.ctx.memory.clone())
+                        .map_err(|source| BuildError::Thread {
+                            id: id.to_string(),
+                            source,
+                        })?;
+                    let m = Arc::new(m);
+                    *held = Some(m.clone());
+                    m
+                }
+            };
+            return Ok(Processor {
+                id: id.clone(),
+                stage: Stage::Pass(Some(limiter)),
+            });
+        }
         build_stage(id, config, &self.ctx, &self.detections, &self.kubernetes)
     }
 
@@ -267,6 +313,16 @@ fn build_stage(
             })?;
             Stage::Flow(FlowStage::Kubernetes(Box::new(k)))
         }
+        ProcessorConfig::Batch(_) => Stage::Pass(None),
+        ProcessorConfig::Resource(c) => {
+            point_stage(id, attributes::Target::Resource, &c.attributes)?
+        }
+        ProcessorConfig::Attributes(c) => {
+            point_stage(id, attributes::Target::Attributes, &c.actions)?
+        }
+        ProcessorConfig::ResourceDetection(c) => Stage::Flow(FlowStage::Cloud(Box::new(
+            resource_detection(c, detections),
+        ))),
         other => {
             return Err(BuildError::Invalid {
                 id: id.to_string(),
@@ -282,6 +338,70 @@ fn build_stage(
         id: id.clone(),
         stage,
     })
+}
+
+fn point_stage(
+    id: &ComponentId,
+    target: attributes::Target,
+    actions: &[flowscope_otel_config::processors::AttributeAction],
+) -> Result<Stage, BuildError> {
+    let actions = attributes::Actions::new(actions).map_err(|source| BuildError::Actions {
+        id: id.to_string(),
+        source,
+    })?;
+    Ok(Stage::Point(attributes::PointStage::new(target, actions)))
+}
+
+/// Resource keys of `OTEL_RESOURCE_ATTRIBUTES` the `env` detector leaves
+/// alone: they name the agent itself, while a flow's `service.*` names the
+/// workload that sent it.
+const AGENT_IDENTITY: [&str; 4] = [
+    flowscope_model::names::resource::SERVICE_NAME,
+    "service.namespace",
+    "service.instance.id",
+    "service.version",
+];
+
+/// `resourcedetection` as a `cloud` processor: `ec2`, `gcp`, `azure` are
+/// its providers in the listed order, `env` adds `OTEL_RESOURCE_ATTRIBUTES`
+/// (but the agent's own `service.*`), `system` adds nothing (every flow
+/// Resource has the host's keys), `override: false` keeps existing values.
+fn resource_detection(
+    c: &flowscope_otel_config::processors::ResourceDetectionConfig,
+    detections: &cloud::Detections,
+) -> cloud::Cloud {
+    use flowscope_otel_config::processors::{
+        CloudProcessorConfig, CloudProviderName, DetectorName,
+    };
+    let mut providers = Vec::new();
+    let mut env = false;
+    for d in &c.detectors {
+        match d {
+            DetectorName::Ec2 => providers.push(CloudProviderName::Aws),
+            DetectorName::Gcp => providers.push(CloudProviderName::Gcp),
+            DetectorName::Azure => providers.push(CloudProviderName::Azure),
+            DetectorName::Env => env = true,
+            DetectorName::System => {}
+        }
+    }
+    providers.dedup();
+    let cloud = CloudProcessorConfig {
+        detectors: providers,
+        timeout: c.timeout,
+        ..CloudProcessorConfig::default()
+    };
+    let pairs = if env {
+        flowscope_model::env::process("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|s| flowscope_model::context::parse_resource_attributes(&s))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !AGENT_IDENTITY.contains(&k.as_str()))
+            .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    cloud::Cloud::from_config(&cloud, detections).with(pairs, !c.override_existing)
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::names::{attr, nat as nat_names, resource};
-use flowscope_model::{Attrs, FailReason, Flow, FlowBatch, FlowStats, Role, Telemetry, Transport};
+use flowscope_model::{
+    Attrs, FailReason, Flow, FlowBatch, FlowStats, MemoryPressure, Role, Telemetry, Transport,
+};
 
 use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
 use crate::process::{ProcessCache, comm_str};
@@ -178,6 +180,9 @@ pub struct Collector {
     round: u64,
     /// Conntrack, when NAT resolution is on.
     nat: Option<NatResolver>,
+    /// The heap's pressure (the `memory_limiter`): above its soft limit no
+    /// new flow is tracked.
+    memory: MemoryPressure,
     pending: HashMap<PendKey, (FlowKey, FlowStats)>,
     /// Keys of closed connections whose stats wait in `pending`.
     closed_pending: HashMap<u64, PendKey>,
@@ -229,6 +234,7 @@ impl Collector {
             acc: HashMap::new(),
             round: 0,
             nat: None,
+            memory: MemoryPressure::new(),
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
             carried: hashbrown::HashSet::new(),
@@ -239,6 +245,13 @@ impl Collector {
     /// [`crate::conntrack`]).
     pub fn with_nat(mut self, nat: NatResolver) -> Self {
         self.nat = Some(nat);
+        self
+    }
+
+    /// Refuses new flows while `memory` says the heap is above the
+    /// `memory_limiter`'s soft limit.
+    pub fn with_memory(mut self, memory: MemoryPressure) -> Self {
+        self.memory = memory;
         self
     }
 
@@ -462,6 +475,14 @@ impl Collector {
                         .emit(EventsLost::new(Source::EbpfTcp, LossReason::TableFull, 1));
                     return;
                 }
+                if self.memory.refuses_new() {
+                    self.telemetry.emit(EventsLost::new(
+                        Source::EbpfTcp,
+                        LossReason::MemoryLimit,
+                        1,
+                    ));
+                    return;
+                }
                 let open = c.established == 1 && c.opened_ns != 0;
                 v.insert(TcpTrack {
                     last: TcpLast::of(c),
@@ -594,6 +615,17 @@ impl Collector {
                     self.telemetry
                         .emit(EventsLost::new(Source::EbpfUdp, LossReason::TableFull, 1));
                     return false;
+                }
+                if self.memory.refuses_new() {
+                    // Deleted from the kernel map too: its memory is freed,
+                    // and the flow is counted once, not again every
+                    // interval it stays there.
+                    self.telemetry.emit(EventsLost::new(
+                        Source::EbpfUdp,
+                        LossReason::MemoryLimit,
+                        1,
+                    ));
+                    return true;
                 }
                 self.udp.insert(
                     *key,
@@ -1199,6 +1231,43 @@ mod tests {
             col.finish(i, i + 1);
         }
         assert!(idle);
+    }
+
+    #[test]
+    fn memory_pressure_refuses_new_flows_only_and_counts_them() {
+        let t = Telemetry::new();
+        let memory = MemoryPressure::new();
+        let mut col = Collector::new(settings(), t.clone()).with_memory(memory.clone());
+        // Tracked before the heap crossed the soft limit: kept.
+        col.on_conn(1, &conn(role::CLIENT, 40000, 80));
+        memory.set(flowscope_model::Pressure::Soft);
+        col.on_conn(1, &conn(role::CLIENT, 40000, 80));
+        col.on_conn(2, &conn(role::CLIENT, 40001, 80));
+        let key = UdpKey {
+            cookie: 9,
+            rport: 53,
+            family: AF_INET,
+            ..UdpKey::default()
+        };
+        let st = UdpStats {
+            lport: 40002,
+            bytes_tx: 30,
+            packets_tx: 1,
+            ..UdpStats::default()
+        };
+        // Refused, and the caller deletes its kernel entry.
+        assert!(col.on_udp(&key, &st, None));
+        let lost = |source: &str| {
+            let f = Attrs::new()
+                .with(attr::REASON, "memory_limit")
+                .with(attr::SOURCE, source);
+            t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &f)
+        };
+        assert_eq!((lost("ebpf.tcp"), lost("ebpf.udp")), (1, 1));
+        assert_eq!(col.tcp.len() + col.udp.len(), 1);
+        memory.set(flowscope_model::Pressure::Normal);
+        assert!(!col.on_udp(&key, &st, None));
+        assert_eq!(col.tcp.len() + col.udp.len(), 2);
     }
 
     #[test]

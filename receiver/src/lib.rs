@@ -144,7 +144,8 @@ impl EbpfReceiver {
         let loaded = loader::load(&settings.load)?;
         Ok(Self {
             loaded,
-            collector: Collector::new(settings.collector, telemetry.clone()),
+            collector: Collector::new(settings.collector, telemetry.clone())
+                .with_memory(ctx.memory.clone()),
             telemetry,
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],

@@ -102,22 +102,61 @@ fn ignored_collector_keys_get_one_warning_naming_them() {
 }
 
 #[test]
-fn a_storage_extension_id_is_refused_never_read_as_a_path() {
-    for value in ["file_storage", "file_storage/queue", "db_storage"] {
-        let e = err(&with_exporter(
-            "otlp",
-            &format!("    sending_queue:\n      storage: {value}"),
+fn a_storage_extension_id_names_a_file_storage_never_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // Not defined, of another type, defined but not enabled: errors at
+    // the `storage` value that say what to write.
+    for (value, extensions, want) in [
+        (
+            "file_storage",
+            String::new(),
+            "storage extension `file_storage` is not defined under `extensions`: define it \
+             under `extensions` (`file_storage: {directory: /var/lib/flowscope/queue}`) and \
+             list it in `service.extensions`"
+                .to_owned(),
+        ),
+        (
+            "db_storage",
+            String::new(),
+            "storage extension `db_storage` is not defined under `extensions`: flowscope's \
+             only storage extension is `file_storage`; defined: none"
+                .to_owned(),
+        ),
+        (
+            "file_storage/q",
+            format!("extensions:\n  file_storage/q: {{directory: {d}}}\n"),
+            "storage extension `file_storage/q` is defined but `service.extensions` does not \
+             list it; add it there"
+                .to_owned(),
+        ),
+    ] {
+        let e = err(&format!(
+            "{extensions}{}",
+            with_exporter(
+                "otlp",
+                &format!("    sending_queue:\n      storage: {value}")
+            )
         ));
+        let line = 6 + extensions.lines().count();
         assert_eq!(
             e,
-            format!(
-                "c.yaml:6:16: exporters.otlp.sending_queue.storage: `{value}` names a Collector \
-                 storage extension; flowscope has no extensions and keeps its persistent queue \
-                 itself: give the directory to keep it in, e.g. \
-                 `storage: /var/lib/flowscope/queue` (a path, created if missing)"
-            )
+            format!("c.yaml:{line}:16: exporters.otlp.sending_queue.storage: {want}")
         );
     }
+    // Defined and enabled: the exporter's own subdirectory.
+    let l = load(&format!(
+        "extensions:\n  file_storage/q: {{directory: {d}}}\n{}  extensions: [file_storage/q]\n",
+        with_exporter("otlp", "    sending_queue:\n      storage: file_storage/q")
+    ))
+    .unwrap();
+    let ExporterConfig::Otlp(c) = exporter(&l, "otlp") else {
+        panic!()
+    };
+    assert_eq!(
+        c.sending_queue.storage,
+        Some(dir.path().join("exporter_otlp"))
+    );
     assert!(is_extension_id("redis_storage/x"));
     assert!(!is_extension_id("./file_storage"));
     assert!(!is_extension_id("/var/lib/file_storage"));

@@ -1,0 +1,248 @@
+//! The Collector's `memory_limiter`, as a limit on the agent's heap.
+//!
+//! A monitor thread measures the heap every `check_interval` and writes the
+//! result into the context's [`MemoryPressure`]:
+//! - below the soft limit (`limit - spike`): [`Pressure::Normal`];
+//! - above it: [`Pressure::Soft`]; the `ebpf` receiver then tracks no new
+//!   flow, counting each as `flowscope.events.lost{flowscope.reason=
+//!   memory_limit}` (flows already tracked go on being reported, so the
+//!   heap stops growing with new peers while nothing already measured is
+//!   lost);
+//! - above the hard limit: [`Pressure::Hard`]; new flows are refused as
+//!   above, the allocator is asked to return freed memory to the system
+//!   (`malloc_trim`, the counterpart of the Collector's forced garbage
+//!   collection) and a warning is logged when the heap crosses it.
+//!
+//! **What is measured.** The heap in use as glibc's allocator reports it
+//! (`mallinfo2`: bytes in allocated chunks of every arena, plus chunks
+//! served by `mmap`), which is what the agent's own data structures take;
+//! the eBPF maps and ring buffers live in the kernel and are bounded by
+//! `max_tracked_flows` and `ring_buffer_bytes`. `mallinfo2` walks every
+//! arena, a few microseconds, done once per `check_interval` on the
+//! monitor's own thread.
+//!
+//! **Percentages** are of the memory available to the agent: its cgroup's
+//! `memory.max` (cgroup v2) when set, else the host's `MemTotal`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flowscope_model::{MemoryPressure, Pressure};
+use flowscope_otel_config::processors::MemoryLimiterConfig;
+
+/// The limits in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Limits {
+    /// The limits of `c` given `available` bytes.
+    pub fn of(c: &MemoryLimiterConfig, available: u64) -> Limits {
+        let hard = c.limit.bytes(available);
+        let spike = c.spike.bytes(available);
+        Limits {
+            soft: hard.saturating_sub(spike),
+            hard,
+        }
+    }
+
+    /// The pressure at `heap` bytes.
+    pub fn pressure(&self, heap: u64) -> Pressure {
+        if heap >= self.hard {
+            Pressure::Hard
+        } else if heap >= self.soft {
+            Pressure::Soft
+        } else {
+            Pressure::Normal
+        }
+    }
+}
+
+/// Bytes of heap in use.
+pub fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's
+    // statistics (under its own locks).
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as u64
+}
+
+/// Returns freed heap memory to the system.
+fn trim() {
+    // SAFETY: malloc_trim only releases free memory the allocator holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Memory available to the agent: the cgroup v2 limit when set, else the
+/// host's total.
+pub fn available_memory() -> u64 {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .and_then(|path| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.max", path.trim())).ok()
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })
+    });
+    match (cgroup, total) {
+        (Some(c), Some(t)) => c.min(t),
+        (Some(c), None) => c,
+        (None, Some(t)) => t,
+        (None, None) => u64::MAX,
+    }
+}
+
+/// The running monitor; stops when the last handle is dropped.
+pub struct MemoryLimiter {
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+}
+
+impl MemoryLimiter {
+    /// Starts the monitor thread, which writes `pressure`.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(c: &MemoryLimiterConfig, pressure: MemoryPressure) -> std::io::Result<Self> {
+        let limits = Limits::of(c, available_memory());
+        let stop = Arc::new(AtomicBool::new(false));
+        let every = c.check_interval;
+        let stopping = stop.clone();
+        tracing::info!(
+            soft_bytes = limits.soft,
+            hard_bytes = limits.hard,
+            "memory_limiter: watching the heap every {every:?}"
+        );
+        std::thread::Builder::new()
+            .name("flowscope-memlimit".into())
+            .spawn(move || monitor(limits, every, &pressure, &stopping))?;
+        Ok(MemoryLimiter { stop, limits })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let heap = heap_in_use();
+        let now = limits.pressure(heap);
+        tracing::debug!(heap_bytes = heap, "memory_limiter: heap measured");
+        let before = pressure.set(now);
+        if now == Pressure::Hard {
+            trim();
+            if before != Pressure::Hard {
+                tracing::warn!(
+                    heap_bytes = heap,
+                    hard_limit_bytes = limits.hard,
+                    "memory_limiter: the heap is above the hard limit; new flows are refused \
+                     and freed memory returned to the system"
+                );
+            }
+        } else if now == Pressure::Soft && before == Pressure::Normal {
+            tracing::warn!(
+                heap_bytes = heap,
+                soft_limit_bytes = limits.soft,
+                "memory_limiter: the heap is above the soft limit; new flows are refused"
+            );
+        } else if now == Pressure::Normal && before != Pressure::Normal {
+            tracing::info!(
+                heap_bytes = heap,
+                "memory_limiter: the heap is below the soft limit again; new flows are tracked"
+            );
+        }
+        std::thread::sleep(every);
+    }
+    pressure.set(Pressure::Normal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowscope_otel_config::processors::MemoryLimit;
+
+    #[test]
+    fn limits_follow_the_collector() {
+        let c = MemoryLimiterConfig {
+            check_interval: Duration::from_secs(1),
+            limit: MemoryLimit::Mib(200),
+            spike: MemoryLimit::Mib(40),
+        };
+        let l = Limits::of(&c, 0);
+        assert_eq!(l.hard, 200 << 20);
+        assert_eq!(l.soft, 160 << 20);
+        assert_eq!(l.pressure((160 << 20) - 1), Pressure::Normal);
+        assert_eq!(l.pressure(160 << 20), Pressure::Soft);
+        assert_eq!(l.pressure(200 << 20), Pressure::Hard);
+        let c = MemoryLimiterConfig {
+            check_interval: Duration::from_secs(1),
+            limit: MemoryLimit::Percent(80),
+            spike: MemoryLimit::Percent(25),
+        };
+        assert_eq!(
+            Limits::of(&c, 1000),
+            Limits {
+                soft: 550,
+                hard: 800
+            }
+        );
+    }
+
+    #[test]
+    fn the_heap_measure_sees_an_allocation() {
+        // Other tests of this binary allocate at the same time: margins.
+        let before = heap_in_use();
+        let big = std::hint::black_box(vec![1_u8; 64 << 20]);
+        let during = heap_in_use();
+        assert!(during >= before + (48 << 20), "{before} -> {during}");
+        drop(big);
+        let after = heap_in_use();
+        assert!(after + (48 << 20) <= during, "{during} -> {after}");
+        assert!(available_memory() > 0);
+    }
+
+    #[test]
+    fn the_monitor_sets_the_pressure_and_resets_it_when_stopped() {
+        let p = MemoryPressure::new();
+        // Whatever else the test process holds, the heap is above 1 MiB.
+        let ballast = vec![1_u8; 4 << 20];
+        let c = MemoryLimiterConfig {
+            check_interval: Duration::from_millis(10),
+            limit: MemoryLimit::Mib(1),
+            spike: MemoryLimit::Mib(0),
+        };
+        let m = MemoryLimiter::start(&c, p.clone()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.get() != Pressure::Hard {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(p.refuses_new());
+        drop(m);
+        drop(ballast);
+        while p.get() != Pressure::Normal {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `service.telemetry.logs`: the agent's log filter, and its logs over OTLP.
+//!
+//! The log always goes to stderr. With `logs.processors` (a `batch`
+//! processor and an `otlp` exporter, as the Collector writes them) every
+//! record that passes `logs.level` also goes, through the OpenTelemetry
+//! SDK's batch log processor, to an OTLP endpoint over gRPC or HTTP, under
+//! the agent's own Resource. Records of the crates that carry them
+//! (`opentelemetry*`, `tonic`, `hyper*`, `h2`, `reqwest`, `tower`) are not
+//! sent, so sending cannot feed itself.
+//!
+//! Why `opentelemetry-otlp` and `opentelemetry-appender-tracing`: the SDK
+//! the self-metrics use has no log wire format of its own; these are its
+//! official OTLP exporter and `tracing` bridge, so records keep their
+//! severity, target and fields as the OpenTelemetry log data model says.
+//! The gRPC transport is the tonic the exporters already build; HTTP uses
+//! the blocking reqwest client, which runs on the batch processor's own
+//! thread and needs no runtime.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use flowscope_model::Attrs;
+use flowscope_otel_config::telemetry::{LogProcessor, LogProtocol, LogsConfig};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Targets never sent over OTLP: the sending path itself.
+fn carrier(target: &str) -> bool {
+    const CARRIERS: [&str; 7] = [
+        "opentelemetry",
+        "tonic",
+        "hyper",
+        "h2",
+        "reqwest",
+        "tower",
+        "rustls",
+    ];
+    CARRIERS.iter().any(|c| target.starts_with(c))
+}
+
+/// Installs the global log subscriber: stderr at `filter`, and, when
+/// `provider` is given, the OTLP bridge.
+pub fn init(filter: tracing_subscriber::EnvFilter, provider: Option<&SdkLoggerProvider>) {
+    let bridge = provider.map(|p| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).with_filter(
+            tracing_subscriber::filter::filter_fn(|m| !carrier(m.target())),
+        )
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(bridge)
+        .init();
+}
+
+/// The stderr filter: `RUST_LOG` when set, else `logs.level`.
+pub fn filter(logs: &LogsConfig) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(logs.level.as_str()))
+}
+
+/// The SDK logger provider for `logs.processors` (none without any).
+/// Must be called inside the tokio runtime (the gRPC channel lives there).
+pub fn provider(logs: &LogsConfig, resource: &Attrs) -> anyhow::Result<Option<SdkLoggerProvider>> {
+    if logs.processors.is_empty() {
+        return Ok(None);
+    }
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes(resource.iter().map(|(k, v)| {
+            opentelemetry::KeyValue::new(
+                k.to_owned(),
+                match v {
+                    flowscope_model::Value::Str(s) => opentelemetry::Value::from(s.to_string()),
+                    flowscope_model::Value::Int(i) => opentelemetry::Value::I64(*i),
+                    flowscope_model::Value::Bool(b) => opentelemetry::Value::Bool(*b),
+                },
+            )
+        }))
+        .build();
+    let mut builder = SdkLoggerProvider::builder().with_resource(resource);
+    for (i, p) in logs.processors.iter().enumerate() {
+        let processor =
+            batch(p).with_context(|| format!("service.telemetry.logs.processors[{i}]"))?;
+        builder = builder.with_log_processor(processor);
+    }
+    Ok(Some(builder.build()))
+}
+
+fn batch(p: &LogProcessor) -> anyhow::Result<BatchLogProcessor> {
+    let e = &p.exporter;
+    let exporter = match e.protocol {
+        LogProtocol::Grpc => {
+            let mut headers = http::HeaderMap::new();
+            for (k, v) in &e.headers {
+                let key = http::HeaderName::from_bytes(k.as_bytes())
+                    .with_context(|| format!("header `{k}`"))?;
+                let value =
+                    http::HeaderValue::from_str(v).with_context(|| format!("header `{k}`"))?;
+                headers.insert(key, value);
+            }
+            let metadata =
+                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            let endpoint = if e.endpoint.contains("://") {
+                e.endpoint.clone()
+            } else if e.insecure {
+                format!("http://{}", e.endpoint)
+            } else {
+                format!("https://{}", e.endpoint)
+            };
+            let mut b = opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_metadata(metadata);
+            if let Some(t) = e.timeout {
+                b = b.with_timeout(t);
+            }
+            b.build()?
+        }
+        LogProtocol::HttpProtobuf | LogProtocol::HttpJson => {
+            let headers: HashMap<String, String> = e.headers.clone().into_iter().collect();
+            let protocol = if e.protocol == LogProtocol::HttpJson {
+                opentelemetry_otlp::Protocol::HttpJson
+            } else {
+                opentelemetry_otlp::Protocol::HttpBinary
+            };
+            let mut b = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_endpoint(e.endpoint.clone())
+                .with_protocol(protocol)
+                .with_headers(headers);
+            if let Some(t) = e.timeout {
+                b = b.with_timeout(t);
+            }
+            b.build()?
+        }
+    };
+    let config = BatchConfigBuilder::default()
+        .with_scheduled_delay(p.schedule_delay)
+        .with_max_queue_size(p.max_queue_size)
+        .with_max_export_batch_size(p.max_export_batch_size)
+        .build();
+    Ok(BatchLogProcessor::builder(exporter)
+        .with_batch_config(config)
+        .build())
+}
