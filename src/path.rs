@@ -12,6 +12,7 @@ use flowscope_otel_config::receivers::{
 use flowscope_receiver::path::dynamic::{Cidr, TableSettings};
 use flowscope_receiver::path::netns::Netns;
 use flowscope_receiver::path::prober::{Protocol, TraceRequest, TraceResult, TrippyProber};
+use flowscope_receiver::path::tls::TlsCheck;
 use flowscope_receiver::path::{
     DynamicSettings, PathSettings, ProbeSettings, ScheduledTest, resolve, run_once,
 };
@@ -46,6 +47,40 @@ fn test_port(t: &PathTestConfig) -> anyhow::Result<u16> {
     }
 }
 
+/// A test's TLS check (`tls: true`): TCP only, with its `server_name` and
+/// `ca_file`.
+fn tls_check(t: &PathTestConfig) -> anyhow::Result<Option<TlsCheck>> {
+    if !t.tls {
+        if t.server_name.is_some() || t.ca_file.is_some() {
+            bail!(
+                "test to {}: `server_name` and `ca_file` need `tls: true`",
+                t.host
+            );
+        }
+        return Ok(None);
+    }
+    if t.protocol != PathProtocol::Tcp {
+        bail!(
+            "test to {}: `tls: true` needs protocol tcp (the handshake goes to the TCP port)",
+            t.host
+        );
+    }
+    let check = TlsCheck::new(&t.host, t.server_name.as_deref(), t.ca_file.as_deref())
+        .map_err(|e| anyhow!("test to {}: {}", t.host, error_chain(&e)))?;
+    Ok(Some(check))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 /// The `path` receiver's settings from its config; scheduled tests' points
 /// carry the host's Resource attributes (`host`).
 pub fn settings(c: &PathReceiverConfig, host: &HostFacts) -> anyhow::Result<PathSettings> {
@@ -63,6 +98,7 @@ pub fn settings(c: &PathReceiverConfig, host: &HostFacts) -> anyhow::Result<Path
                 probe: probe(&t.probe()),
                 tags: t.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 netns: t.netns.clone(),
+                tls: tls_check(t).map_err(|e| anyhow!("tests[{i}]: {e:#}"))?,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

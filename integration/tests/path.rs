@@ -1288,3 +1288,275 @@ fn asn_database_is_read_again_when_it_changes_and_a_missing_one_is_named() {
         "{err}"
     );
 }
+
+const TIME_LEFT: &str = "flowscope.tls.certificate.time_left";
+const TLS_FAILED: &str = "flowscope.tls.check.failed";
+
+/// A CA and two server certificates for `ip` signed by it: one valid for
+/// three more days, one that expired a day ago; PEM files in `dir`.
+fn tls_files(dir: &std::path::Path, ip: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "flowscope path test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let now = time::OffsetDateTime::now_utc();
+    for (name, not_before, not_after) in [
+        (
+            "valid",
+            now - time::Duration::days(1),
+            now + time::Duration::days(3),
+        ),
+        (
+            "expired",
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![ip.to_string()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{name}.path.test"));
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// Kills a spawned server when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(ns: &str, args: &[&str]) -> Spawned {
+    Spawned(
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts"),
+    )
+}
+
+#[test]
+fn tls_checks_report_time_left_expiry_and_failures_without_hanging() {
+    let topo = Topology::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path(), Topology::SERVER_V4);
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let _valid = spawn_in(
+        &topo.server,
+        &[
+            "openssl",
+            "s_server",
+            "-quiet",
+            "-accept",
+            "8443",
+            "-cert",
+            &d("valid.pem"),
+            "-key",
+            &d("valid.key"),
+        ],
+    );
+    let _expired = spawn_in(
+        &topo.server,
+        &[
+            "openssl",
+            "s_server",
+            "-quiet",
+            "-accept",
+            "8444",
+            "-cert",
+            &d("expired.pem"),
+            "-key",
+            &d("expired.key"),
+        ],
+    );
+    // A plain-TCP port that answers like an HTTP server, and one that
+    // accepts and never says anything.
+    let _http = spawn_in(
+        &topo.server,
+        &[
+            "python3",
+            "-c",
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8445)); s.listen(16)\nwhile True:\n  c,_=s.accept(); c.recv(4096); c.sendall(b'HTTP/1.0 400 Bad Request\\r\\n\\r\\n'); c.close()",
+        ],
+    );
+    let _silent = spawn_in(
+        &topo.server,
+        &[
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8446)); s.listen(16)\nkeep=[]\nwhile True:\n  c,_=s.accept(); keep.append(c)",
+        ],
+    );
+    let ca = d("ca.pem");
+    let test = |port: u16, extra: &str| {
+        let body = test_yaml(
+            &topo,
+            Topology::SERVER_V4,
+            "tcp",
+            Some(port),
+            &format!("tls: true\nca_file: {ca}\n{extra}"),
+        );
+        // The name check is told apart by a second tag.
+        let body = if extra.is_empty() {
+            body
+        } else {
+            body.replace("  env: lab\n", "  env: lab\n  check: name\n")
+        };
+        let body: String = body.lines().map(|l| format!("        {l}\n")).collect();
+        format!("      -\n{body}")
+    };
+    let ui_port = browser::free_port();
+    let cfg = format!(
+        "receivers:\n  path:\n    resolve_hops: false\n    tests:\n{}{}{}{}{}\
+         exporters:\n  file:\n    path: OUTPUT\n  ui:\n    endpoint: 127.0.0.1:{ui_port}\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [path]\n      exporters: [file, ui]\n",
+        test(8443, ""),
+        test(8444, ""),
+        test(8445, ""),
+        test(8446, ""),
+        // The valid certificate under a name it does not carry.
+        test(8443, "server_name: other.path.test\n"),
+    );
+    let agent = Agent::start_with(&cfg).expect("agent starts");
+    let port_of = |p: &Point| p.attr("server.port").map(str::to_string);
+    // Each check's first outcome once its server answers (a run before the
+    // server listens fails to connect and is retried by the next run).
+    let wanted = |pts: &[Point]| {
+        let left = |port: &str| {
+            pts.iter()
+                .find(|p| {
+                    p.metric == TIME_LEFT
+                        && port_of(p).as_deref() == Some(port)
+                        && p.attr("check").is_none()
+                })
+                .cloned()
+        };
+        let failed = |port: &str, check: Option<&str>| -> BTreeSet<String> {
+            pts.iter()
+                .filter(|p| {
+                    p.metric == TLS_FAILED
+                        && port_of(p).as_deref() == Some(port)
+                        && p.attr("check") == check
+                })
+                .filter_map(|p| p.attr("error.type").map(str::to_string))
+                .filter(|e| e != "connect")
+                .collect()
+        };
+        let (valid, expired) = (left("8443")?, left("8444")?);
+        let (http, silent, name) = (
+            failed("8445", None),
+            failed("8446", None),
+            failed("8443", Some("name")),
+        );
+        (!http.is_empty()
+            && !silent.is_empty()
+            && !name.is_empty()
+            && !failed("8444", None).is_empty())
+        .then_some((
+            valid,
+            expired,
+            failed("8443", None),
+            failed("8444", None),
+            http,
+            silent,
+            name,
+        ))
+    };
+    let (valid, expired, valid_failed, expired_failed, http, silent, name) = agent.wait_for(
+        "every TLS check's outcome",
+        Duration::from_secs(120),
+        wanted,
+    );
+    let day = 86_400.0;
+    assert!(
+        valid.value > 3.0 * day - 600.0 && valid.value <= 3.0 * day,
+        "time left {} s, want just under 3 days",
+        valid.value
+    );
+    assert_eq!(valid.attr("tls.server.subject"), Some("CN=valid.path.test"));
+    assert_eq!(
+        valid.attr("tls.server.issuer"),
+        Some("CN=flowscope path test CA")
+    );
+    assert!(
+        valid
+            .attr("tls.server.not_after")
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert!(
+        valid_failed.is_empty(),
+        "a valid certificate failed: {valid_failed:?}"
+    );
+    assert!(
+        expired.value < -day + 600.0 && expired.value > -day - 600.0,
+        "time left {} s, want about minus one day",
+        expired.value
+    );
+    assert_eq!(
+        expired_failed,
+        BTreeSet::from(["certificate_expired".to_string()])
+    );
+    assert_eq!(http, BTreeSet::from(["handshake".to_string()]));
+    assert_eq!(silent, BTreeSet::from(["timeout".to_string()]));
+    assert_eq!(name, BTreeSet::from(["name_mismatch".to_string()]));
+
+    // Network Health: the expired certificate is critical, the one with
+    // three days left a warning (under the default 14 days), once each.
+    let certs = |h: &serde_json::Value| -> Vec<(String, String, String)> {
+        let mut v: Vec<(String, String, String)> = h["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| {
+                f["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("certificate_"))
+            })
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                (s("kind"), s("severity"), s("title"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let server = Topology::SERVER_V4;
+    let want = vec![
+        (
+            "certificate_expired".to_string(),
+            "critical".to_string(),
+            format!("Certificate expired: {server}:8444"),
+        ),
+        (
+            "certificate_expiring".to_string(),
+            "warning".to_string(),
+            format!("Certificate expires in 3.0 days: {server}:8443"),
+        ),
+    ];
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        got = certs(&get_json(ui_port, "/api/health?range=5m"));
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, want);
+}

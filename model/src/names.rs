@@ -371,6 +371,31 @@ pub mod path {
     pub const NO_ANSWER: &str = "*";
     pub const SCHEDULED: &str = "scheduled";
     pub const DYNAMIC: &str = "dynamic";
+
+    /// Contract v3: a scheduled test with `tls: true` reports the leaf
+    /// certificate it received (verified or not): seconds until its
+    /// `notAfter`, negative once expired.
+    pub const TLS_TIME_LEFT: Def = (
+        "flowscope.tls.certificate.time_left",
+        "s",
+        "Seconds until the server certificate's notAfter (negative when expired).",
+    );
+    /// Contract v3: a TLS check that failed, by `error.type`.
+    pub const TLS_CHECK_FAILED: Def = (
+        "flowscope.tls.check.failed",
+        "{check}",
+        "TLS checks of a path test that failed (handshake or verification).",
+    );
+    pub const TLS_SUBJECT: &str = super::sc::TLS_SERVER_SUBJECT;
+    pub const TLS_ISSUER: &str = super::sc::TLS_SERVER_ISSUER;
+    pub const TLS_NOT_AFTER: &str = super::sc::TLS_SERVER_NOT_AFTER;
+    /// `error.type` values of `flowscope.tls.check.failed`.
+    pub const TLS_ERROR_HANDSHAKE: &str = "handshake";
+    pub const TLS_ERROR_EXPIRED: &str = "certificate_expired";
+    pub const TLS_ERROR_UNKNOWN_ISSUER: &str = "unknown_issuer";
+    pub const TLS_ERROR_NAME_MISMATCH: &str = "name_mismatch";
+    pub const TLS_ERROR_TIMEOUT: &str = "timeout";
+    pub const TLS_ERROR_CONNECT: &str = "connect";
 }
 
 /// The Network Path names the `ui` exporter reads for its health findings.

@@ -325,7 +325,9 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
 }
 
-fn pem_file_certs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+/// A PEM certificate file, read and parsed when the configuration loads
+/// (also the path receiver's `ca_file`).
+pub(crate) fn pem_file_certs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let path = non_empty_path(d)?;
     let bytes = read_file(&path).map_err(de::Error::custom)?;
     parse_pem_certs(&bytes)
@@ -1364,6 +1366,10 @@ pub struct UiHealthConfig {
     /// pair needs in the time range to be reported. Default 1.
     #[serde(deserialize_with = "positive_u64")]
     pub min_failures: u64,
+    /// A path test's TLS certificate with less time left than this is a
+    /// warning (an expired one is critical). Default `14d`.
+    #[serde(deserialize_with = "duration")]
+    pub certificate_warning: Duration,
 }
 
 impl Default for UiHealthConfig {
@@ -1373,6 +1379,7 @@ impl Default for UiHealthConfig {
             min_packets: 100,
             path_loss_ratio: 0.05,
             min_failures: 1,
+            certificate_warning: Duration::from_secs(14 * 86_400),
         }
     }
 }

@@ -520,6 +520,20 @@ pub struct PathTestConfig {
     /// or `/proc/PID/ns/net`. Default: the agent's own.
     #[serde(default)]
     pub netns: Option<std::path::PathBuf>,
+    /// After each run, a TLS handshake with the destination's port (TCP
+    /// tests only): the server certificate's time left
+    /// (`flowscope.tls.certificate.time_left`) and any handshake or
+    /// verification failure (`flowscope.tls.check.failed`). Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// The name the certificate must carry (SNI and verification). Default:
+    /// `host`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM file of CA certificates to verify against instead of the
+    /// system's trust store. Read when the configuration loads.
+    #[serde(default, deserialize_with = "crate::exporters::pem_file_certs")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PathTestConfig {

@@ -102,8 +102,16 @@ const DNS_LABELS: &[&str] = &[
     attr::DNS_QUESTION_NAME,
 ];
 const PATH_LABELS: &[&str] = &[attr::SERVER_ADDRESS];
+/// The path tests' TLS checks: one certificate per server, port and subject.
+const TLS_TIME_LEFT: MetricId = MetricId::gauge(path::TLS_TIME_LEFT);
+const TLS_LABELS: &[&str] = &[
+    path::SERVER_ADDRESS,
+    path::SERVER_PORT,
+    path::TLS_SUBJECT,
+    path::TLS_NOT_AFTER,
+];
 
-fn wanted() -> [(MetricId, &'static [&'static str]); 12] {
+fn wanted() -> [(MetricId, &'static [&'static str]); 13] {
     [
         (FLOW_IO, FLOW_LABELS),
         (FLOW_PACKETS, FLOW_LABELS),
@@ -117,6 +125,7 @@ fn wanted() -> [(MetricId, &'static [&'static str]); 12] {
         (PATH_REACHABLE, PATH_LABELS),
         (PATH_PROBES_SENT, PATH_LABELS),
         (PATH_PROBES_LOST, PATH_LABELS),
+        (TLS_TIME_LEFT, TLS_LABELS),
     ]
 }
 
@@ -258,6 +267,7 @@ impl Need {
                 PATH_REACHABLE,
                 PATH_PROBES_SENT,
                 PATH_PROBES_LOST,
+                TLS_TIME_LEFT,
             ]
             .contains(&m),
             Need::Health => m != TCP_RTT,
@@ -298,6 +308,7 @@ impl Fleet {
             FLOW_LABELS,
             DNS_LABELS,
             PATH_LABELS,
+            TLS_LABELS,
             OTHER_KNOWN_KEYS,
             PATH_VIEW_KEYS,
         ]

@@ -625,6 +625,91 @@ pub fn route_findings(store: &Store, from: u64, to: u64, cidr: Option<Cidr>) -> 
         .collect()
 }
 
+/// Health findings of the path tests' TLS checks: per server and
+/// certificate, the newest time left in the range; expired is critical,
+/// less than `warning` left a warning. Each says what to do next.
+pub fn certificate_findings(
+    store: &Store,
+    from: u64,
+    to: u64,
+    cidr: Option<Cidr>,
+    warning: std::time::Duration,
+) -> Vec<Finding> {
+    // (server, port, subject) -> (slot end, seconds left, not_after)
+    let mut newest: BTreeMap<(String, String, String), (u64, f64, String)> = BTreeMap::new();
+    let is_cert = |(_, m, _): &SeriesKey| m.name == path::TLS_TIME_LEFT.0;
+    for ((_, _, attrs), slots) in store.series_slots(from, to, is_cert) {
+        let server = attrs.get_str(path::SERVER_ADDRESS).unwrap_or_default();
+        if let Some(c) = &cidr
+            && !server.parse::<IpAddr>().is_ok_and(|ip| c.contains(ip))
+        {
+            continue;
+        }
+        let Some(last) = slots.last() else { continue };
+        let key = (
+            server.to_string(),
+            attrs
+                .get(path::SERVER_PORT)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            attrs
+                .get_str(path::TLS_SUBJECT)
+                .unwrap_or_default()
+                .to_string(),
+        );
+        let not_after = attrs.get_str(path::TLS_NOT_AFTER).unwrap_or_default();
+        let e = newest.entry(key).or_insert((0, 0.0, String::new()));
+        if last.end >= e.0 {
+            *e = (last.end, last.value.as_f64(), not_after.to_string());
+        }
+    }
+    let warn = warning.as_secs_f64();
+    newest
+        .into_iter()
+        .filter(|(_, (_, left, _))| *left < warn)
+        .map(|((server, port, subject), (_, left, not_after))| {
+            let dest = if port.is_empty() {
+                server.clone()
+            } else {
+                format!("{server}:{port}")
+            };
+            let expired = left <= 0.0;
+            let days = left.abs() / 86_400.0;
+            let (title, evidence) = if expired {
+                (
+                    format!("Certificate expired: {dest}"),
+                    format!(
+                        "the certificate of {dest} ({subject}) expired {days:.1} days ago                          (notAfter {not_after}): renew and deploy it"
+                    ),
+                )
+            } else {
+                (
+                    format!("Certificate expires in {days:.1} days: {dest}"),
+                    format!(
+                        "the certificate of {dest} ({subject}) expires {not_after}: renew it                          before then"
+                    ),
+                )
+            };
+            super::query::finding(
+                if expired {
+                    "certificate_expired"
+                } else {
+                    "certificate_expiring"
+                },
+                expired,
+                // Sooner is worse.
+                1e9 - left,
+                title,
+                evidence,
+                "",
+                &server,
+                None,
+                1,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

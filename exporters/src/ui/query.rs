@@ -533,7 +533,8 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
-    /// `path_unreachable`, `path_loss`, `route_changed`.
+    /// `path_unreachable`, `path_loss`, `route_changed`,
+    /// `certificate_expired`, `certificate_expiring`.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -802,6 +803,13 @@ pub fn health(
         }
     }
     out.extend(super::paths::route_findings(store, from, to, cidr));
+    out.extend(super::paths::certificate_findings(
+        store,
+        from,
+        to,
+        cidr,
+        th.certificate_warning,
+    ));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)

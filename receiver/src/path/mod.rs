@@ -16,6 +16,7 @@ pub mod netns;
 pub mod points;
 pub mod prober;
 pub mod route;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,6 +72,8 @@ pub struct ScheduledTest {
     pub probe: ProbeSettings,
     pub tags: Vec<(String, String)>,
     pub netns: Option<PathBuf>,
+    /// A TLS check after each run (`tls: true`, TCP tests only).
+    pub tls: Option<tls::TlsCheck>,
 }
 
 /// Dynamic tests' settings.
@@ -344,7 +347,7 @@ async fn scheduled(
             }
         };
         let changes = route.observe(result.as_ref());
-        let pts = points::run_points(
+        let mut pts = points::run_points(
             &settings.resource,
             &labels,
             result.as_ref(),
@@ -352,7 +355,47 @@ async fn scheduled(
             &names,
             &settings.rtt_bounds,
         );
+        if let Some(check) = &test.tls {
+            let outcome = tokio::select! {
+                o = tls_check(check, &test.host, test.port, &netns, test.probe.timeout) => o,
+                _ = shutdown.changed() => return,
+            };
+            pts.extend(points::tls_points(
+                &settings.resource,
+                &labels,
+                &outcome,
+                SystemTime::now(),
+            ));
+        }
         send(&tx, start, pts).await;
+    }
+}
+
+/// A test's TLS check, on a blocking thread in the test's namespace; the
+/// connect and each handshake read are bounded by `timeout`, the whole by
+/// a few of them.
+async fn tls_check(
+    check: &tls::TlsCheck,
+    host: &str,
+    port: u16,
+    netns: &Netns,
+    timeout: Duration,
+) -> tls::TlsOutcome {
+    let failed = |e: &'static str| tls::TlsOutcome {
+        certificate: None,
+        error: Some(e),
+    };
+    let Ok(ip) = resolve(host).await else {
+        return failed(names::TLS_ERROR_CONNECT);
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let (check, ns) = (check.clone(), netns.clone());
+    let job =
+        tokio::task::spawn_blocking(move || netns::run_in(&ns, move || check.run(addr, timeout)));
+    match tokio::time::timeout(timeout * 4 + Duration::from_secs(5), job).await {
+        Ok(Ok(Ok(outcome))) => outcome,
+        Ok(_) => failed(names::TLS_ERROR_HANDSHAKE),
+        Err(_) => failed(names::TLS_ERROR_TIMEOUT),
     }
 }
 

@@ -20,6 +20,8 @@ pub const HOP_RTT: MetricId = MetricId::histogram(path::HOP_RTT);
 pub const HOP_PROBES_SENT: MetricId = MetricId::sum(path::HOP_PROBES_SENT);
 pub const HOP_PROBES_LOST: MetricId = MetricId::sum(path::HOP_PROBES_LOST);
 pub const ROUTE_CHANGES: MetricId = MetricId::sum(path::ROUTE_CHANGES);
+pub const TLS_TIME_LEFT: MetricId = MetricId::gauge(path::TLS_TIME_LEFT);
+pub const TLS_CHECK_FAILED: MetricId = MetricId::sum(path::TLS_CHECK_FAILED);
 
 /// What is known about a hop's address besides the address: its reverse
 /// DNS name and its autonomous system.
@@ -139,6 +141,39 @@ pub fn run_points(
             }
             push(HOP_RTT, attrs, PointValue::Histogram(h));
         }
+    }
+    out
+}
+
+/// The points of one TLS check: the certificate's time left when one was
+/// received (verified or not), and a failed check with its `error.type`.
+pub fn tls_points(
+    resource: &Arc<Attrs>,
+    labels: &TestLabels,
+    outcome: &super::tls::TlsOutcome,
+    now: std::time::SystemTime,
+) -> Vec<Point> {
+    let base = labels.attrs();
+    let mut out = Vec::new();
+    if let Some(c) = &outcome.certificate {
+        out.push(Point {
+            resource: resource.clone(),
+            metric: TLS_TIME_LEFT,
+            attrs: base
+                .clone()
+                .with(path::TLS_SUBJECT, c.subject.as_str())
+                .with(path::TLS_ISSUER, c.issuer.as_str())
+                .with(path::TLS_NOT_AFTER, c.not_after_rfc3339()),
+            value: PointValue::Double(c.time_left(now)),
+        });
+    }
+    if let Some(e) = outcome.error {
+        out.push(Point {
+            resource: resource.clone(),
+            metric: TLS_CHECK_FAILED,
+            attrs: base.with(flowscope_model::names::attr::ERROR_TYPE, e),
+            value: PointValue::Int(1),
+        });
     }
     out
 }
