@@ -67,7 +67,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         hint,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("SUCCESS: 16 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 18 rules found"), "{text}");
     // The fleet view's recording rules (docs/fleet.md).
     let out = run(
         Command::new("promtool")
@@ -83,7 +83,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     tests.sort();
-    assert_eq!(tests.len(), 5, "{tests:?}");
+    assert_eq!(tests.len(), 6, "{tests:?}");
     let out = run(
         Command::new("promtool")
             .args(["test", "rules"])
@@ -92,7 +92,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         hint,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS").count(), 5, "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), 6, "{text}");
 }
 
 #[test]
@@ -105,7 +105,13 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
     let mut tested = String::new();
-    for f in ["network.yaml", "path.yaml", "route.yaml", "agent.yaml"] {
+    for f in [
+        "network.yaml",
+        "path.yaml",
+        "route.yaml",
+        "certificate.yaml",
+        "agent.yaml",
+    ] {
         tested += &std::fs::read_to_string(repo().join("deploy/prometheus/tests").join(f)).unwrap();
     }
     for a in &alerts {
@@ -115,7 +121,7 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         });
         assert!(fires, "no promtool test makes {a} fire");
     }
-    assert_eq!(alerts.len(), 16);
+    assert_eq!(alerts.len(), 18);
 }
 
 #[test]
