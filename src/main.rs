@@ -136,6 +136,10 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
+    // ring is the process's rustls provider: the OTLP log exporter's HTTP
+    // client (reqwest, `rustls-no-provider`) takes the process default;
+    // everything else names ring itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // `run` sets the log up from its configuration.
     if !matches!(cli.command, Command::Run { .. }) {

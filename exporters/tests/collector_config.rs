@@ -105,9 +105,9 @@ fn a_storage_extension_gets_the_clear_error() {
         .to_string();
     assert_eq!(
         err,
-        "collector.yaml:12:16: exporters.otlp_grpc/gateway.sending_queue.storage: \
-         `file_storage/otlp` names a Collector storage extension; flowscope has no extensions \
-         and keeps its persistent queue itself: give the directory to keep it in, e.g. \
-         `storage: /var/lib/flowscope/queue` (a path, created if missing)"
+        "collector.yaml:12:16: exporters.otlp_grpc/gateway.sending_queue.storage: storage \
+         extension `file_storage/otlp` is not defined under `extensions`: define it under \
+         `extensions` (`file_storage/otlp: {directory: /var/lib/flowscope/queue}`) and list it \
+         in `service.extensions`"
     );
 }
