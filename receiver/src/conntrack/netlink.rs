@@ -226,7 +226,9 @@ pub fn parse_datagram(mut data: &[u8], mut f: impl FnMut(CtEvent)) -> io::Result
                 NetlinkPayload::Done(_) => f(CtEvent::Done),
                 NetlinkPayload::Error(e) => {
                     if let Some(code) = e.code {
-                        return Err(io::Error::from_raw_os_error(-code.get()));
+                        // A negative errno; saturating, as i32::MIN has no
+                        // negation (found by scripts/fuzz.sh).
+                        return Err(io::Error::from_raw_os_error(code.get().saturating_neg()));
                     }
                 }
                 NetlinkPayload::InnerMessage(m) => f(event_of(m)),
@@ -384,5 +386,16 @@ mod tests {
         let mut events = 0;
         let bad = parse_datagram(datagram, |_| events += 1).unwrap();
         assert_eq!((events, bad), (0, 2));
+    }
+
+    /// The second input scripts/fuzz.sh found: a netlink error answer
+    /// whose code is i32::MIN, which has no negation.
+    #[test]
+    fn an_error_code_without_a_negation_is_an_error_not_a_panic() {
+        let datagram: &[u8] = &[
+            0x14, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x2e, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x80, 0x00, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert!(parse_datagram(datagram, |_| {}).is_err());
     }
 }
