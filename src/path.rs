@@ -66,19 +66,8 @@ fn tls_check(t: &PathTestConfig) -> anyhow::Result<Option<TlsCheck>> {
         );
     }
     let check = TlsCheck::new(&t.host, t.server_name.as_deref(), t.ca_file.as_deref())
-        .map_err(|e| anyhow!("test to {}: {}", t.host, error_chain(&e)))?;
+        .map_err(|e| anyhow!("test to {}: {:#}", t.host, anyhow::Error::new(e)))?;
     Ok(Some(check))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// The `path` receiver's settings from its config; scheduled tests' points

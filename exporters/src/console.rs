@@ -320,23 +320,13 @@ impl Sink for ConsoleSink {
             return Outcome::sent(n);
         }
         let text = render(batch, self.max_rows);
-        let Some(mut out) = self.out.take() else {
-            return Outcome::failed(n, "io", "the console was lost when a write panicked".into());
-        };
-        let written = tokio::task::spawn_blocking(move || {
-            let r = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            (out, r)
+        let written = crate::with_writer_blocking(&mut self.out, move |out| {
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
         })
         .await;
-        match written {
-            Ok((out, r)) => {
-                self.out = Some(out);
-                match r {
-                    Ok(()) => Outcome::sent(n),
-                    Err(e) => Outcome::failed(n, "io", format!("writing the console table: {e}")),
-                }
-            }
-            Err(e) => Outcome::failed(n, "io", format!("writing the console table panicked: {e}")),
+        match written.and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(()) => Outcome::sent(n),
+            Err(e) => Outcome::failed(n, "io", format!("writing the console table: {e}")),
         }
     }
 }

@@ -134,11 +134,16 @@ fn open_append(path: &Path) -> Result<File, FileError> {
 pub(crate) struct FileSink {
     /// `None` only while a write is in flight, or after a write panicked.
     file: Option<RotatingFile>,
+    /// For messages, also when the file was lost.
+    path: std::path::PathBuf,
 }
 
 impl FileSink {
     pub(crate) fn new(file: RotatingFile) -> Self {
-        Self { file: Some(file) }
+        Self {
+            path: file.path.clone(),
+            file: Some(file),
+        }
     }
 }
 
@@ -163,36 +168,15 @@ impl Sink for FileSink {
                 return out;
             }
         };
-        let Some(mut file) = self.file.take() else {
-            out.fail(
-                enc.points,
-                "io",
-                "the output file was lost when a write panicked".into(),
-            );
-            return out;
-        };
-        let path = file.path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let r = file.write_line(&line);
-            (file, r)
-        })
-        .await;
+        let written = crate::with_writer_blocking(&mut self.file, move |f| f.write_line(&line))
+            .await
+            .and_then(|r| r.map_err(|e| e.to_string()));
         match written {
-            Ok((file, r)) => {
-                self.file = Some(file);
-                match r {
-                    Ok(()) => out.sent += enc.points,
-                    Err(e) => out.fail(
-                        enc.points,
-                        "io",
-                        format!("writing to `{}`: {e}", path.display()),
-                    ),
-                }
-            }
+            Ok(()) => out.sent += enc.points,
             Err(e) => out.fail(
                 enc.points,
                 "io",
-                format!("writing to `{}` panicked: {e}", path.display()),
+                format!("writing to `{}`: {e}", self.path.display()),
             ),
         }
         out

@@ -156,6 +156,31 @@ impl Outcome {
     }
 }
 
+/// Runs `f` with the writer kept in `slot` on the blocking pool (a slow or
+/// stuck disk or pipe holds that thread, never an async worker), then puts
+/// the writer back. `Err` says why there was no writer: an earlier write
+/// panicked, or this one did (the writer is then gone).
+pub(crate) async fn with_writer_blocking<W, R>(
+    slot: &mut Option<W>,
+    f: impl FnOnce(&mut W) -> R + Send + 'static,
+) -> Result<R, String>
+where
+    W: Send + 'static,
+    R: Send + 'static,
+{
+    let Some(mut w) = slot.take() else {
+        return Err("the writer was lost when an earlier write panicked".into());
+    };
+    let (w, r) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut w);
+        (w, r)
+    })
+    .await
+    .map_err(|e| format!("the write panicked: {e}"))?;
+    *slot = Some(w);
+    Ok(r)
+}
+
 /// One exporter's delivery: encode, send, retry as it sees fit, and say
 /// what became of every point.
 pub(crate) trait Sink: Send + 'static {

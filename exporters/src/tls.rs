@@ -102,17 +102,6 @@ fn certs(
         })
 }
 
-/// The system CA pool: what OpenSSL would trust on this host. Unreadable
-/// entries are skipped (logged); an empty pool is not an error because the
-/// bundled roots remain.
-pub fn system_roots() -> Vec<CertificateDer<'static>> {
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!("system CA pool: {e}");
-    }
-    found.certs
-}
-
 /// The rustls client configuration for `tls`.
 pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -146,7 +135,7 @@ pub fn client_config(tls: &TlsClientConfig) -> Result<ClientConfig, TlsError> {
     if with_system {
         // Certificates a system bundle holds that rustls cannot parse as
         // roots are skipped, as other rustls-based clients do.
-        let (_added, _ignored) = roots.add_parsable_certificates(system_roots());
+        let (_added, _ignored) = roots.add_parsable_certificates(flowscope_tls::system_roots());
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
     let builder = builder.with_root_certificates(roots);

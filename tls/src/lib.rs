@@ -1,6 +1,7 @@
-//! TLS pieces shared by the agent's HTTPS clients: the OTLP exporters
-//! (`exporters/src/tls.rs`) and the Kubernetes client
-//! (`processors/src/kubernetes/client.rs`). Each builds its own rustls
+//! TLS pieces shared by the agent's TLS clients: the exporters
+//! (`exporters/src/tls.rs`), the Kubernetes client
+//! (`processors/src/kubernetes/client.rs`) and the path receiver's
+//! certificate checks (`receiver/src/path/tls.rs`). Each builds its own rustls
 //! `ClientConfig` from its own settings; what they have in common lives
 //! here, so that a fix to it is made once.
 
@@ -10,6 +11,17 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+/// The system CA pool: what OpenSSL would trust on this host. Unreadable
+/// entries are skipped (logged); an empty pool is not an error here, each
+/// caller decides what else it trusts.
+pub fn system_roots() -> Vec<CertificateDer<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!("system CA pool: {e}");
+    }
+    found.certs
+}
 
 /// Turns certificate verification off (`insecure_skip_verify`, for tests
 /// and private endpoints whose CA the operator cannot hand over).

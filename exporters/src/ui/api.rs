@@ -558,7 +558,12 @@ pub fn answer(ui: &Ui, rest: &str, p: &Params) -> Reply {
             Ok(st) => answer_from(ui, &st, rest, p),
             Err(e) => {
                 tracing::warn!(api = rest, "fleet query: {e}");
-                Reply::error(e.status(), e.parameter(), &e.to_string())
+                let mut r = Reply::error(e.status(), e.parameter(), &e.to_string());
+                // Counted as the local store's over-budget query is.
+                if matches!(e, super::fleet::FleetError::TooLarge { .. }) {
+                    r.refused = Some(flowscope_model::internal_events::RefuseReason::TooLarge);
+                }
+                r
             }
         };
     }

@@ -57,12 +57,8 @@ impl Series {
 
     /// Adds a value just filed into a slot (sums and histograms only).
     fn count(&mut self, metric: MetricId, v: &PointValue) {
-        if !additive(metric) {
-            return;
-        }
-        match &mut self.total {
-            Some(t) => t.merge(v),
-            None => self.total = Some(v.clone()),
+        if additive(metric) {
+            add_to(&mut self.total, v);
         }
     }
 
@@ -72,14 +68,9 @@ impl Series {
         if !additive(metric) {
             return;
         }
-        let mut total: Option<PointValue> = None;
         for sl in self.coarse.iter().chain(self.fine.iter()) {
-            match &mut total {
-                Some(t) => t.merge(&sl.value),
-                None => total = Some(sl.value.clone()),
-            }
+            add_to(&mut self.total, &sl.value);
         }
-        self.total = total;
     }
 
     /// The time span of the slots held: first and last `end`.
@@ -87,6 +78,14 @@ impl Series {
         let first = self.coarse.front().or(self.fine.front())?;
         let last = self.fine.back().or(self.coarse.back())?;
         Some((first.end, last.end))
+    }
+}
+
+/// Merges `v` into a running total.
+fn add_to(total: &mut Option<PointValue>, v: &PointValue) {
+    match total {
+        Some(t) => t.merge(v),
+        None => *total = Some(v.clone()),
     }
 }
 
@@ -265,7 +264,7 @@ impl Store {
                 match s.coarse.back_mut() {
                     Some(c) if c.start == minute => {
                         c.end = c.end.max(f.end);
-                        if matches!(metric.kind, Kind::Gauge | Kind::UpDownCounter) {
+                        if !additive(*metric) {
                             // A rollup of a gauge or of an UpDownCounter (a
                             // count of what exists now) is its last value.
                             c.value = f.value;

@@ -180,19 +180,21 @@ pub async fn run_named(
         deadline += hopnames::PTR_WAIT;
     }
     let ns = netns.clone();
-    let conf = hopnames::resolv_conf(netns);
     let job = tokio::task::spawn_blocking(move || {
+        // A file check: here on the blocking thread, and only when hops
+        // are named.
+        let conf = namer.as_ref().map(|_| hopnames::resolv_conf(&ns));
         netns::run_in(&ns, move || {
             if skip_local && netns::local_addrs().contains(&req.target) {
                 return Err(PathError::Local { target: req.target });
             }
             let r = prober.trace(&req).map_err(PathError::from)?;
-            let names = match &namer {
-                Some(n) => {
+            let names = match (&namer, &conf) {
+                (Some(n), Some(conf)) => {
                     let ips: Vec<IpAddr> = r.hops.iter().filter_map(|h| h.address).collect();
-                    n.name(&conf, &ips)
+                    n.name(conf, &ips)
                 }
-                None => HopNameMap::new(),
+                _ => HopNameMap::new(),
             };
             Ok((r, names))
         })
@@ -323,8 +325,12 @@ async fn scheduled(
             _ = shutdown.changed() => return,
         }
         let start = SystemTime::now();
+        // Resolved once per run: the trace and the TLS check go to the
+        // same address.
+        let mut target = None;
         let run = async {
             let ip = resolve(&test.host).await?;
+            target = Some(ip);
             run_named(
                 prober.clone(),
                 &netns,
@@ -357,7 +363,7 @@ async fn scheduled(
         );
         if let Some(check) = &test.tls {
             let outcome = tokio::select! {
-                o = tls_check(check, &test.host, test.port, &netns, test.probe.timeout) => o,
+                o = tls_check(check, target, test.port, &netns, test.probe.timeout) => o,
                 _ = shutdown.changed() => return,
             };
             pts.extend(points::tls_points(
@@ -376,7 +382,7 @@ async fn scheduled(
 /// a few of them.
 async fn tls_check(
     check: &tls::TlsCheck,
-    host: &str,
+    target: Option<IpAddr>,
     port: u16,
     netns: &Netns,
     timeout: Duration,
@@ -385,7 +391,8 @@ async fn tls_check(
         certificate: None,
         error: Some(e),
     };
-    let Ok(ip) = resolve(host).await else {
+    // The host did not resolve: nothing to connect to.
+    let Some(ip) = target else {
         return failed(names::TLS_ERROR_CONNECT);
     };
     let addr = std::net::SocketAddr::new(ip, port);

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use flowscope_model::names::path as names;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -38,6 +38,8 @@ pub enum TlsSettingsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("`ca_file` `{path}`: {why}")]
+    Pem { path: PathBuf, why: String },
     #[error("`ca_file` `{path}`: no usable CA certificate")]
     NoRoots { path: PathBuf },
     #[error("`server_name` `{0}` is not a valid TLS server name")]
@@ -51,6 +53,7 @@ pub enum TlsSettingsError {
 pub struct TlsCheck {
     server_name: ServerName<'static>,
     verifier: Arc<WebPkiServerVerifier>,
+    provider: Arc<CryptoProvider>,
 }
 
 impl std::fmt::Debug for TlsCheck {
@@ -118,7 +121,13 @@ impl TlsCheck {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+                let certs =
+                    flowscope_otel_config::exporters::parse_pem_certs(&pem).map_err(|why| {
+                        TlsSettingsError::Pem {
+                            path: path.to_path_buf(),
+                            why,
+                        }
+                    })?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(TlsSettingsError::NoRoots {
@@ -127,17 +136,18 @@ impl TlsCheck {
                 }
             }
             None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
+                roots.add_parsable_certificates(flowscope_tls::system_roots());
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(TlsSettingsError::Verifier)?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(TlsSettingsError::Verifier)?;
         Ok(TlsCheck {
             server_name,
             verifier,
+            provider,
         })
     }
 
@@ -149,8 +159,7 @@ impl TlsCheck {
             inner: self.verifier.clone(),
             leaf: seen.clone(),
         });
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        let config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map(|b| {
                 b.dangerous()
