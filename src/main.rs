@@ -96,11 +96,7 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
     // `service.telemetry.metrics.readers`), and the shared services.
     let ctx = Context::with_self_readers(host, readers::count(&loaded.config));
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
-    let self_readers = readers::start(
-        &loaded.config,
-        &ctx,
-        readers::collection_interval(&loaded.config),
-    )?;
+    let self_readers = readers::start(&loaded.config, &ctx, agent.interval())?;
     let health = match healthz {
         Some(addr) => Some(
             flowscope_exporters::serve_healthz(&addr, agent.exporters().to_vec(), &ctx.telemetry)

@@ -118,6 +118,9 @@ pub struct Agent {
     exporters: Vec<ExporterHandle>,
     /// Shared services the receivers consult (stopped last).
     conntrack: Option<Conntrack>,
+    /// The self-telemetry interval: the shortest receiver interval (10 s at
+    /// most).
+    interval: Duration,
 }
 
 /// The conntrack service's settings from an ebpf receiver's `nat` block.
@@ -319,7 +322,14 @@ impl Agent {
             pipelines,
             exporters: exporters.into_values().collect(),
             conntrack,
+            interval,
         })
+    }
+
+    /// How often the agent reports its own telemetry (the readers of
+    /// `service.telemetry` tick with it).
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// The running exporters (for /healthz).

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use flowscope_exporters::ExporterHandle;
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::{Context, MetricBatch};
 use flowscope_otel_config::telemetry::MetricReader;
 use flowscope_otel_config::{ComponentId, Config};
@@ -40,21 +41,6 @@ pub fn count(config: &Config) -> usize {
 /// `service.telemetry.metrics.level: none`: no self-telemetry anywhere.
 pub fn self_metrics_off(config: &Config) -> bool {
     config.service.telemetry.metrics.level == flowscope_otel_config::telemetry::MetricsLevel::None
-}
-
-/// The shortest collection interval of the receivers (10 s without one).
-pub fn collection_interval(config: &Config) -> Duration {
-    use flowscope_otel_config::ReceiverConfig;
-    config
-        .receivers
-        .values()
-        .filter_map(|r| match r {
-            ReceiverConfig::Ebpf(c) => Some(c.collection_interval),
-            ReceiverConfig::Dns(c) => Some(c.collection_interval),
-            _ => None,
-        })
-        .min()
-        .unwrap_or(Duration::from_secs(10))
 }
 
 /// The running readers.
@@ -124,8 +110,18 @@ async fn run(
         });
         start = now;
         let e = exporter.clone();
+        let points = batch.points.len() as u64;
         // Encoding (and a persistent queue's write) is blocking work.
-        let _ = tokio::task::spawn_blocking(move || e.submit(batch)).await;
+        if let Err(err) = tokio::task::spawn_blocking(move || e.submit(batch)).await {
+            // A bug (a panic while encoding): the interval is lost, and
+            // counted as the pipelines count theirs.
+            tracing::error!(reader, "submitting the agent's own metrics failed: {err}");
+            ctx.telemetry.emit(EventsLost::new(
+                Source::Pipeline,
+                LossReason::PipelineClosed,
+                points,
+            ));
+        }
         if last {
             break;
         }

@@ -761,7 +761,8 @@ mod tests {
     struct LateOwner {
         after: u32,
         asked: u32,
-        last_asks: u32,
+        /// Questions asked with `last` (the lookup ended), read by the test.
+        last_asks: Arc<std::sync::atomic::AtomicU32>,
     }
 
     impl OwnerResolver for LateOwner {
@@ -773,7 +774,10 @@ mod tests {
             last: bool,
         ) -> Option<Arc<Attrs>> {
             self.asked += 1;
-            self.last_asks += u32::from(last);
+            // The first question (at capture) is never the last one.
+            assert!(self.asked > 1 || !last, "the first question said last");
+            self.last_asks
+                .fetch_add(u32::from(last), std::sync::atomic::Ordering::Relaxed);
             (self.asked > self.after).then(|| Arc::new(Attrs::new().with("service.name", "late")))
         }
 
@@ -786,10 +790,11 @@ mod tests {
     fn owners_are_asked_again_when_the_lookup_ends_and_misses_are_counted() {
         for (after, want, lost) in [(1, "late", 0), (5, "unknown_service", 1)] {
             let (mut e, t, _) = engine(16);
+            let last_asks = Arc::new(std::sync::atomic::AtomicU32::new(0));
             e.owners = Box::new(LateOwner {
                 after,
                 asked: 0,
-                last_asks: 0,
+                last_asks: last_asks.clone(),
             });
             let (c, s) = (C.parse().unwrap(), S.parse().unwrap());
             let q = query(7, "known.test", 1);
@@ -803,6 +808,8 @@ mod tests {
             let points = e.finish();
             assert_eq!(points.len(), 1);
             assert_eq!(points[0].resource.get_str("service.name"), Some(want));
+            // Asked once more, as the last time, when the answer came.
+            assert_eq!(last_asks.load(std::sync::atomic::Ordering::Relaxed), 1);
             assert_eq!(e.owner_unknown, lost);
             assert_eq!(
                 t.total(

@@ -149,5 +149,18 @@ mod tests {
         assert_eq!(t.observe(Some(&a)), 0);
         // The destination answered at TTL 3 (198.18.3.2 at 3 vs 198.18.5.1).
         assert_eq!(t.observe(Some(&longer)), 1);
+        assert_eq!(t.observe(Some(&a)), 1);
+        // Only the hop count differs: no hop answered from another address
+        // (TTL 3 is silent now), but the destination answers one hop later.
+        let deeper = run(
+            &[
+                Some("198.18.1.1"),
+                Some("198.18.2.2"),
+                None,
+                Some("198.18.3.2"),
+            ],
+            true,
+        );
+        assert_eq!(t.observe(Some(&deeper)), 1);
     }
 }
