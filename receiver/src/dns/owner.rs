@@ -263,10 +263,6 @@ pub struct KernelOwners {
     cgroups: CgroupNames,
     proc: ProcOwners,
     last_tick: Instant,
-    /// Lookups attributed by the kernel's record, and by the /proc search
-    /// (tests and benches read these).
-    pub by_kernel: u64,
-    pub by_proc: u64,
 }
 
 impl KernelOwners {
@@ -285,8 +281,6 @@ impl KernelOwners {
             cgroups: CgroupNames::new(),
             proc: ProcOwners::new(host),
             last_tick: Instant::now(),
-            by_kernel: 0,
-            by_proc: 0,
         }
     }
 
@@ -416,7 +410,6 @@ impl OwnerResolver for KernelOwners {
             }
             if let Some(k) = self.known.get_mut(&id) {
                 k.used = Instant::now();
-                self.by_kernel += 1;
                 return Some(k.resource.clone());
             }
             // The record was lost (ring buffer full, counted): /proc, by pid.
@@ -428,7 +421,6 @@ impl OwnerResolver for KernelOwners {
                     used: Instant::now(),
                 },
             );
-            self.by_proc += 1;
             return Some(r);
         }
         // The send that records the socket ends after the packet was
@@ -436,11 +428,7 @@ impl OwnerResolver for KernelOwners {
         if !last {
             return None;
         }
-        let r = self.proc.search(netns, transport, local);
-        if r.is_some() {
-            self.by_proc += 1;
-        }
-        r
+        self.proc.search(netns, transport, local)
     }
 
     fn unknown(&self) -> Arc<Attrs> {

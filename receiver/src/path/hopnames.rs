@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use simple_dns::rdata::RData;
@@ -288,9 +288,12 @@ impl HopNamer {
             if !unknown.is_empty()
                 && let Some(server) = nameserver(conf)
             {
-                let answers = ask_ptr(server, &unknown, PTR_WAIT);
+                let mut answers = ask_ptr(server, &unknown, PTR_WAIT);
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                for (ip, name) in answers {
+                // An address without an answer in time is cached as
+                // nameless too, so the next run does not wait for it again.
+                for ip in unknown {
+                    let name = answers.remove(&ip).flatten();
                     if cache.len() >= MAX_CACHED {
                         evict(&mut cache, now);
                     }
@@ -325,11 +328,6 @@ impl HopNamer {
         }
         out
     }
-
-    /// Addresses cached (for tests and the docs' bound).
-    pub fn cached(&self) -> usize {
-        self.cache.lock().map_or(0, |c| c.len())
-    }
 }
 
 /// Makes room in a full cache: drops what expired, then the quarter that
@@ -344,9 +342,6 @@ fn evict(cache: &mut HashMap<(PathBuf, IpAddr), Cached>, now: Instant) {
     let cut = by_expiry[by_expiry.len() / 4];
     cache.retain(|_, c| c.expires > cut);
 }
-
-/// Shared handle.
-pub type SharedNamer = Arc<HopNamer>;
 
 #[cfg(test)]
 mod tests {
