@@ -580,6 +580,8 @@ fn contract_metrics() -> Vec<flowscope_model::MetricId> {
         MetricId::sum(path::HOP_PROBES_SENT),
         MetricId::sum(path::HOP_PROBES_LOST),
         MetricId::sum(path::ROUTE_CHANGES),
+        MetricId::gauge(path::TLS_TIME_LEFT),
+        MetricId::sum(path::TLS_CHECK_FAILED),
     ]);
     all.extend(flowscope_model::telemetry::SELF_METRICS);
     all
@@ -623,6 +625,9 @@ const CONTRACT_KEYS: &[&str] = {
         path::HOP_NAME,
         path::HOP_AS_NUMBER,
         path::HOP_AS_NAME,
+        path::TLS_SUBJECT,
+        path::TLS_ISSUER,
+        path::TLS_NOT_AFTER,
         attr::SOURCE,
         attr::REASON,
         attr::METRIC,
