@@ -1195,14 +1195,22 @@ fn http_headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Stri
     headers(d, false)
 }
 
-fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    use std::net::ToSocketAddrs;
+/// A server's `address:port` (the `prometheus` exporter, `health_check`,
+/// a `pull` reader).
+pub(crate) fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
+    check_listen_address(&text).map_err(de::Error::custom)?;
+    Ok(text)
+}
+
+/// Why `text` is not an address to listen on, if it is not.
+pub(crate) fn check_listen_address(text: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
     let fail = |why: String| {
-        de::Error::custom(format_args!(
+        format!(
             "`{text}` is not an address to listen on ({why}); write `address:port`, e.g. \
              `127.0.0.1:9464` or `[::]:9464`"
-        ))
+        )
     };
     if text.contains("://") {
         return Err(fail("no scheme".to_owned()));
@@ -1211,7 +1219,7 @@ fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if addrs.count() == 0 {
         return Err(fail("it resolves to no address".to_owned()));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// `resource_to_telemetry_conversion` (as in the Collector).

@@ -99,7 +99,7 @@ impl<'de> DeserializeSeed<'de> for ExtensionSeed<'_> {
 pub struct HealthCheckConfig {
     /// `address:port` to listen on. Default `localhost:13133`, as in the
     /// Collector.
-    #[serde(deserialize_with = "listen_address")]
+    #[serde(deserialize_with = "crate::exporters::listen_address")]
     pub endpoint: String,
     /// The path answered. Default `/`, as in the Collector; must start with
     /// `/`.
@@ -120,20 +120,6 @@ impl Default for HealthCheckConfig {
             response_body: Unused::default(),
             check_collector_pipeline: Unused::default(),
         }
-    }
-}
-
-fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    use std::net::ToSocketAddrs;
-    let text = String::deserialize(d)?;
-    match text.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(_)) => Ok(text),
-        Ok(None) => Err(de::Error::custom(format_args!(
-            "`{text}` resolves to no address; write `address:port`, e.g. `0.0.0.0:13133`"
-        ))),
-        Err(e) => Err(de::Error::custom(format_args!(
-            "`{text}` is not a listen address ({e}); write `address:port`, e.g. `0.0.0.0:13133`"
-        ))),
     }
 }
 

@@ -460,20 +460,7 @@ impl<'de> Deserialize<'de> for MetricReader {
                     r.host
                 };
                 let endpoint = format!("{host}:{}", r.port);
-                {
-                    use std::net::ToSocketAddrs;
-                    if endpoint
-                        .to_socket_addrs()
-                        .map(|mut a| a.next())
-                        .ok()
-                        .flatten()
-                        .is_none()
-                    {
-                        return Err(de::Error::custom(format_args!(
-                            "`{endpoint}` is not an address to listen on"
-                        )));
-                    }
-                }
+                crate::exporters::check_listen_address(&endpoint).map_err(de::Error::custom)?;
                 Ok(MetricReader::Pull {
                     exporter: ExporterConfig::Prometheus(PrometheusExporterConfig {
                         endpoint,

@@ -109,9 +109,6 @@ impl Actions {
                 AttributeAction::Convert { key, to } => {
                     Action::Convert(Arc::from(key.as_str()), *to)
                 }
-                // A new action kind of the config crate: nothing to do yet.
-                #[allow(unreachable_patterns)]
-                _ => continue,
             });
         }
         Ok(Actions(out))
