@@ -56,13 +56,10 @@ pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
             name: Some(format!("readers[{i}]")),
         };
         if let Err(e) = flowscope_exporters::check(&id, exporter) {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            bail!("service.telemetry.metrics.readers[{i}]: {message}");
+            bail!(
+                "service.telemetry.metrics.readers[{i}]: {:#}",
+                anyhow::Error::new(e)
+            );
         }
     }
     for (id, processor) in &config.processors {

@@ -485,22 +485,30 @@ impl Fleet {
                     .await?;
                 Ok(vector(&data, range.to))
             }
-            Some(step) => {
-                let q = expr(metric, by, step);
-                let data = self
-                    .call(
-                        "/api/v1/query_range",
-                        &[
-                            ("query", q),
-                            ("start", secs(range.from + step)),
-                            ("end", secs(range.to)),
-                            ("step", secs(step)),
-                        ],
-                    )
-                    .await?;
-                Ok(matrix(&data))
-            }
+            Some(step) => self.query_range(expr(metric, by, step), range, step).await,
         }
+    }
+
+    /// A range query's samples: one per `step` after `range.from`, up to
+    /// `range.to`.
+    async fn query_range(
+        &self,
+        q: String,
+        range: Range,
+        step: u64,
+    ) -> Result<Vec<Sample>, FleetError> {
+        let data = self
+            .call(
+                "/api/v1/query_range",
+                &[
+                    ("query", q),
+                    ("start", secs(range.from + step)),
+                    ("end", secs(range.to)),
+                    ("step", secs(step)),
+                ],
+            )
+            .await?;
+        Ok(matrix(&data))
     }
 
     async fn load(
@@ -713,20 +721,7 @@ impl Fleet {
         let mut st = Store::new(span, span, self.max_series.max(1));
         let answers = futures_util::future::try_join_all(path_metrics().into_iter().map(|m| {
             let q = path_expr(m, step);
-            async move {
-                let data = self
-                    .call(
-                        "/api/v1/query_range",
-                        &[
-                            ("query", q),
-                            ("start", secs(range.from + step)),
-                            ("end", secs(range.to)),
-                            ("step", secs(step)),
-                        ],
-                    )
-                    .await?;
-                Ok::<_, FleetError>((m, matrix(&data)))
-            }
+            async move { Ok::<_, FleetError>((m, self.query_range(q, range, step).await?)) }
         }))
         .await?;
         let series: usize = answers
