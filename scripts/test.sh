@@ -7,6 +7,9 @@ set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
+# A test run builds everything once: incremental caches would only cost
+# disk (they were a third of the target directory).
+export CARGO_INCREMENTAL=0
 # The end-to-end tests start the agent and the traffic generator binaries.
 # (Default members only: the eBPF crate builds for the bpf target, through
 # receiver/build.rs.)
