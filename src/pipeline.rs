@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use flowscope_exporters::ExporterHandle;
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
-use flowscope_model::{Context, FlowBatch, MetricBatch, Telemetry};
+use flowscope_model::{Context, FlowBatch, MemoryPressure, MetricBatch, Telemetry};
 use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
 use flowscope_processors::Chain;
 use flowscope_receiver::conntrack::{Conntrack, ConntrackSettings};
@@ -235,6 +235,7 @@ impl Agent {
                 outs,
                 self_outs,
                 ctx.telemetry.clone(),
+                ctx.memory.clone(),
             )));
         }
 
@@ -393,6 +394,7 @@ async fn run_pipeline(
     exporters: Vec<ExporterHandle>,
     self_exporters: Vec<ExporterHandle>,
     telemetry: Telemetry,
+    memory: MemoryPressure,
 ) {
     while let Some(input) = rx.recv().await {
         let (batch, to) = match input {
@@ -408,9 +410,14 @@ async fn run_pipeline(
         // the blocking pool. Awaited, so batches reach each exporter in
         // order.
         let to = to.clone();
+        let memory = memory.clone();
         let submitted = tokio::task::spawn_blocking(move || {
             for e in &to {
                 e.submit(metrics.clone());
+            }
+            // The heap at its busiest: the batch and its encodings held.
+            if memory.watched() {
+                memory.note_heap(flowscope_processors::memory_limiter::heap_in_use());
             }
         })
         .await;

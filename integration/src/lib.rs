@@ -387,6 +387,18 @@ impl Agent {
     }
 
     /// Every point written so far.
+    /// The agent's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let child = self.child.as_ref().ok_or_else(|| anyhow!("agent gone"))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{}/status", child.id()))?;
+        Ok(kb * 1024)
+    }
+
     pub fn points(&self) -> Vec<Point> {
         read_points(&self.output)
     }

@@ -18,6 +18,15 @@
 //! - is an entry's reply tuple (the socket accepted a NATed connection),
 //!   the real peer is the original tuple's source.
 //!
+//! **Catching up.** The kernel queues a connection's conntrack NEW event
+//! when its first packet passes, before the connection can close; but the
+//! service reads its sockets on its own thread, so a connection of a
+//! millisecond can reach the collector (its close event) before its entry
+//! reaches the table, and would be taken for an untranslated one. The
+//! collector therefore asks the writer to [`NatResolver::catch_up`] before
+//! it settles a closed connection that did not resolve: the writer reads
+//! every event queued at that moment, then answers.
+//!
 //! Entries NAT did not touch (reply = original reversed) say nothing a
 //! socket does not know already, and are not kept: memory goes only to
 //! translated connections. A source-only translation (SNAT, masquerade) of
@@ -444,6 +453,14 @@ impl NatTable {
 #[derive(Clone)]
 pub struct NatResolver {
     table: Arc<Mutex<NatTable>>,
+    writer: Arc<Mutex<Option<Arc<dyn CatchUp>>>>,
+}
+
+/// The table's writer, asked to read what is queued for it now.
+pub trait CatchUp: Send + Sync {
+    /// Returns once every event queued before the call is in the table, or
+    /// after `within`; true when caught up.
+    fn catch_up(&self, within: Duration) -> bool;
 }
 
 impl std::fmt::Debug for NatResolver {
@@ -470,7 +487,27 @@ impl NatResolver {
     pub fn new(max_tracked: usize, retention: Duration) -> Self {
         Self {
             table: Arc::new(Mutex::new(NatTable::new(max_tracked, retention))),
+            writer: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Registers the table's writer (the conntrack service), which
+    /// [`NatResolver::catch_up`] then asks; `None` when it stops.
+    pub fn set_writer(&self, writer: Option<Arc<dyn CatchUp>>) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = writer;
+    }
+
+    /// Asks the writer to put every event queued now into the table, and
+    /// waits up to `within` for it. True when it did; false when it did
+    /// not answer in time. Without a writer there is nothing to wait for:
+    /// true.
+    pub fn catch_up(&self, within: Duration) -> bool {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        writer.is_none_or(|w| w.catch_up(within))
     }
 
     /// Replaces the shared table with an empty one with these bounds (the

@@ -21,6 +21,23 @@
 //! arena, a few microseconds, done once per `check_interval` on the
 //! monitor's own thread.
 //!
+//! **Bursts.** The receiver meets new peers in bursts (it reads the
+//! kernel's flow maps once per collection interval), far faster than any
+//! `check_interval`. So each check also gives a *room*: how many new flows
+//! fit below the soft limit at the heap [`FlowCost`] estimates one flow to
+//! take. The receiver refuses (and counts) new flows once the room is used
+//! up, until the next check. The estimate starts at
+//! [`FlowCost::INITIAL`] and learns from the heap's growth after
+//! admissions (see [`FlowCost`]), so one burst adds about the room left,
+//! not the whole burst.
+//!
+//! **Peaks.** An interval's batch, processed and encoded for every
+//! exporter, is the heap's peak and is freed within milliseconds, between
+//! two checks. So each pipeline notes the heap once per batch, right after
+//! submitting it to its exporters ([`MemoryPressure::note_heap`], only
+//! while a limiter watches), and a check takes the higher of the heap then
+//! and the peak noted since the last one.
+//!
 //! **Percentages** are of the memory available to the agent: its cgroup's
 //! `memory.max` (cgroup v2) when set, else the host's `MemTotal`.
 
@@ -143,12 +160,96 @@ impl Drop for MemoryLimiter {
     }
 }
 
+/// The heap one new flow is estimated to take, learnt from the heap's
+/// growth after flows were admitted.
+///
+/// A flow's memory is not all taken when it is admitted: its series, its
+/// batch and its export come at the end of the collection interval, one or
+/// more checks later. So growth is charged to the flows admitted
+/// *recently* (a count that halves every check), and the estimate is the
+/// highest recent charge (at most [`FlowCost::CEILING`]), decaying by 1/16
+/// a check towards [`FlowCost::FLOOR`] so that one spike from elsewhere (a
+/// UI query, an export retry) does not refuse flows for long.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowCost {
+    per_flow: u64,
+    recent: u64,
+    last_heap: Option<u64>,
+}
+
+impl Default for FlowCost {
+    fn default() -> Self {
+        Self {
+            per_flow: Self::INITIAL,
+            recent: 0,
+            last_heap: None,
+        }
+    }
+}
+
+impl FlowCost {
+    /// The estimate before anything was learnt. In the end-to-end test
+    /// (file exporter, 50,000 new peers) a tracked flow took about 10 KiB
+    /// at the heap's peak: its table entries and series, and its share of
+    /// the interval's batch and encodings.
+    pub const INITIAL: u64 = 16 << 10;
+    /// The lowest estimate: below it, a quiet spell would let one burst in
+    /// whole (the estimate decays every check, and checks may be 50 ms
+    /// apart).
+    pub const FLOOR: u64 = 8 << 10;
+    /// The highest: growth from elsewhere charged to a few recent flows
+    /// (the previous interval's batch being encoded) must not shut new
+    /// flows out for long.
+    pub const CEILING: u64 = 64 << 10;
+
+    /// Bytes one new flow is estimated to take now.
+    pub fn per_flow(&self) -> u64 {
+        self.per_flow
+    }
+
+    /// Learns from a check: the heap now, and the flows admitted since the
+    /// previous check.
+    pub fn learn(&mut self, heap: u64, admitted: u64) {
+        self.recent = self.recent / 2 + admitted;
+        let decayed = (self.per_flow - self.per_flow / 16).max(Self::FLOOR);
+        let grown = self.last_heap.map_or(0, |last| heap.saturating_sub(last));
+        self.last_heap = Some(heap);
+        let charged = match self.recent {
+            0 => 0,
+            n => grown / n,
+        };
+        self.per_flow = decayed.max(charged.min(Self::CEILING));
+    }
+
+    /// New flows that fit between `heap` and `soft`.
+    pub fn room(&self, heap: u64, soft: u64) -> u64 {
+        soft.saturating_sub(heap) / self.per_flow
+    }
+}
+
 fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &AtomicBool) {
+    let mut cost = FlowCost::default();
+    let mut admitted = 0;
+    pressure.watch();
     while !stop.load(Ordering::Relaxed) {
-        let heap = heap_in_use();
+        // The heap now, or the peak a pipeline noted since the last check
+        // if higher: an interval's batch, processed and encoded, is freed
+        // again within milliseconds.
+        let heap = heap_in_use().max(pressure.take_peak());
         let now = limits.pressure(heap);
-        tracing::debug!(heap_bytes = heap, "memory_limiter: heap measured");
-        let before = pressure.set(now);
+        cost.learn(heap, admitted);
+        let room = match now {
+            Pressure::Normal => cost.room(heap, limits.soft),
+            _ => 0,
+        };
+        tracing::debug!(
+            heap_bytes = heap,
+            flow_bytes = cost.per_flow(),
+            room,
+            "memory_limiter: heap measured"
+        );
+        let (before, n) = pressure.set(now, room);
+        admitted = n;
         if now == Pressure::Hard {
             trim();
             if before != Pressure::Hard {
@@ -173,7 +274,7 @@ fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &At
         }
         std::thread::sleep(every);
     }
-    pressure.set(Pressure::Normal);
+    pressure.reset();
 }
 
 #[cfg(test)]
@@ -209,6 +310,30 @@ mod tests {
     }
 
     #[test]
+    fn the_flow_cost_learns_from_growth_after_admissions_and_decays() {
+        let mut c = FlowCost::default();
+        assert_eq!(c.per_flow(), FlowCost::INITIAL);
+        assert_eq!(c.room(100 << 20, 101 << 20), (1 << 20) / FlowCost::INITIAL);
+        assert_eq!(c.room(102 << 20, 101 << 20), 0);
+        c.learn(100 << 20, 0);
+        // 1000 flows admitted; their memory shows one check later.
+        c.learn(100 << 20, 1000);
+        let decayed = FlowCost::INITIAL - FlowCost::INITIAL / 16;
+        assert_eq!(c.per_flow(), decayed - decayed / 16);
+        c.learn((100 << 20) + 500 * 32 * 1024, 0);
+        // 500 recent flows (1000 halved) charged 16 MB: 32 KiB each.
+        assert_eq!(c.per_flow(), 32 << 10);
+        // 20 MB charged to the 250 left: capped at the ceiling.
+        c.learn((120 << 20) + 500 * 32 * 1024, 0);
+        assert_eq!(c.per_flow(), FlowCost::CEILING);
+        // Nothing admitted, nothing grown: back towards the floor.
+        for _ in 0..200 {
+            c.learn((120 << 20) + 500 * 32 * 1024, 0);
+        }
+        assert_eq!(c.per_flow(), FlowCost::FLOOR);
+    }
+
+    #[test]
     fn the_heap_measure_sees_an_allocation() {
         // Other tests of this binary allocate at the same time: margins.
         let before = heap_in_use();
@@ -237,7 +362,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(p.refuses_new());
+        assert!(!p.admit());
         drop(m);
         drop(ballast);
         while p.get() != Pressure::Normal {

@@ -16,6 +16,7 @@ use hashbrown::hash_map::Entry;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind, role};
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
@@ -180,15 +181,38 @@ pub struct Collector {
     round: u64,
     /// Conntrack, when NAT resolution is on.
     nat: Option<NatResolver>,
-    /// The heap's pressure (the `memory_limiter`): above its soft limit no
-    /// new flow is tracked.
+    /// The heap's pressure (the `memory_limiter`): above its soft limit, or
+    /// with its room for new flows used up, no new flow is tracked.
     memory: MemoryPressure,
+    /// TCP sockets refused (table full or memory limit), with the round
+    /// they were last seen in: a refused connection stays refused for its
+    /// life, counted once, neither tracked later nor reported at its close.
+    refused: HashMap<u64, u64>,
     pending: HashMap<PendKey, (FlowKey, FlowStats)>,
     /// Keys of closed connections whose stats wait in `pending`.
     closed_pending: HashMap<u64, PendKey>,
     /// Pending slots already carried over from the previous interval: the
     /// next settling is their last.
     carried: hashbrown::HashSet<PendKey>,
+    /// Monotonic time (the clock of the events' `ts_ns`) of the last time
+    /// the conntrack service caught up: a close event from before it that
+    /// does not resolve is not NATed, or its entry is lost.
+    caught_up_ns: std::cell::Cell<u64>,
+}
+
+/// How long a close event waits for the conntrack service to catch up
+/// before it is settled as it resolves then.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(20);
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec of ours.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// How far a wrapping u32 counter moved from `last` to `now`.
@@ -235,6 +259,8 @@ impl Collector {
             round: 0,
             nat: None,
             memory: MemoryPressure::new(),
+            refused: HashMap::new(),
+            caught_up_ns: std::cell::Cell::new(0),
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
             carried: hashbrown::HashSet::new(),
@@ -303,11 +329,15 @@ impl Collector {
     /// earlier interval found), the resolution to remember, and the pending
     /// slot when unresolved.
     #[inline]
+    /// `event_ns` is the time of the close or failure event asking, if
+    /// one does: unresolved, it waits for the conntrack service to read
+    /// what is queued (see [`Collector::catch_up_nat`]) and tries again.
     fn tcp_key_resolved(
         &self,
         sk: u64,
         c: &Conn,
         cached: Option<NatPeer>,
+        event_ns: Option<u64>,
     ) -> (FlowKey, Option<NatPeer>, Option<PendKey>) {
         let mut key = self.tcp_key(c);
         if self.nat.is_none() {
@@ -315,10 +345,16 @@ impl Collector {
         }
         let local = SocketAddr::new(ip_from(c.family, &c.laddr), c.lport);
         let peer = SocketAddr::new(ip_from(c.family, &c.raddr), c.rport);
-        let res = match cached {
+        let mut res = match cached {
             Some((real, nat)) => Resolution::Nat { real, nat },
             None => self.resolve(Transport::Tcp, c.netns, local, peer),
         };
+        if !matches!(res, Resolution::Nat { .. })
+            && event_ns.is_some_and(|t| t > self.caught_up_ns.get())
+        {
+            self.catch_up_nat();
+            res = self.resolve(Transport::Tcp, c.netns, local, peer);
+        }
         match res {
             Resolution::Nat { real, nat } => {
                 Self::apply_nat(&mut key, (real, nat));
@@ -336,6 +372,21 @@ impl Collector {
                 (key, None, Some(p))
             }
         }
+    }
+
+    /// Has the conntrack service read every event queued now, waiting up to
+    /// [`CATCH_UP_WAIT`]: a connection of a millisecond closes long before
+    /// the service's thread may have read its NEW event. One catch-up
+    /// serves every event stamped before it. A service that does not answer
+    /// in time is not asked again for those events (debug log): the
+    /// collection thread must not stall on it.
+    pub fn catch_up_nat(&self) {
+        let Some(nat) = &self.nat else { return };
+        let now = monotonic_ns();
+        if !nat.catch_up(CATCH_UP_WAIT) {
+            tracing::debug!("conntrack did not catch up within {CATCH_UP_WAIT:?}");
+        }
+        self.caught_up_ns.set(now);
     }
 
     /// Number of sockets and UDP flows tracked now.
@@ -449,7 +500,7 @@ impl Collector {
             Some(_) => self.tcp.get(&sk).and_then(|t| t.nat.as_deref().copied()),
             None => None,
         };
-        let (key, resolved, pend) = self.tcp_key_resolved(sk, c, cached);
+        let (key, resolved, pend) = self.tcp_key_resolved(sk, c, cached, None);
         let round = self.round;
         let tracked_len = self.tcp.len() + self.udp.len();
         let max = self.settings.max_tracked;
@@ -470,17 +521,21 @@ impl Collector {
                 (last, open)
             }
             Entry::Vacant(v) => {
-                if tracked_len >= max {
-                    self.telemetry
-                        .emit(EventsLost::new(Source::EbpfTcp, LossReason::TableFull, 1));
+                if let Some(r) = self.refused.get_mut(&sk) {
+                    *r = round;
                     return;
                 }
-                if self.memory.refuses_new() {
-                    self.telemetry.emit(EventsLost::new(
-                        Source::EbpfTcp,
-                        LossReason::MemoryLimit,
-                        1,
-                    ));
+                let refusal = if tracked_len >= max {
+                    Some(LossReason::TableFull)
+                } else if !self.memory.admit() {
+                    Some(LossReason::MemoryLimit)
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    self.refused.insert(sk, round);
+                    self.telemetry
+                        .emit(EventsLost::new(Source::EbpfTcp, reason, 1));
                     return;
                 }
                 let open = c.established == 1 && c.opened_ns != 0;
@@ -511,11 +566,24 @@ impl Collector {
         let c = &ev.conn;
         match ev.kind {
             event_kind::CLOSE => {
+                if self.refused.remove(&ev.sk).is_some() {
+                    return;
+                }
                 let (last, opened_counted, cached) = match self.tcp.remove(&ev.sk) {
                     Some(t) => (t.last, t.opened_counted, t.nat.map(|n| *n)),
+                    // Opened and closed within the interval: new to the
+                    // table, so the memory limiter has its say.
+                    None if !self.memory.admit() => {
+                        self.telemetry.emit(EventsLost::new(
+                            Source::EbpfTcp,
+                            LossReason::MemoryLimit,
+                            1,
+                        ));
+                        return;
+                    }
                     None => (TcpLast::default(), false, None),
                 };
-                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached);
+                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached, Some(ev.ts_ns));
                 let rtt_bounds = self.settings.rtt_bounds.clone();
                 let bounds = self.settings.duration_bounds.clone();
                 if let Some(p) = pend {
@@ -535,7 +603,7 @@ impl Collector {
             }
             event_kind::FAILED => {
                 let cached = self.tcp.remove(&ev.sk).and_then(|t| t.nat.map(|n| *n));
-                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached);
+                let (key, _, pend) = self.tcp_key_resolved(ev.sk, c, cached, Some(ev.ts_ns));
                 self.target(key, pend)
                     .add_failed(FailReason::from_errno(ev.errno), 1);
             }
@@ -616,7 +684,7 @@ impl Collector {
                         .emit(EventsLost::new(Source::EbpfUdp, LossReason::TableFull, 1));
                     return false;
                 }
-                if self.memory.refuses_new() {
+                if !self.memory.admit() {
                     // Deleted from the kernel map too: its memory is freed,
                     // and the flow is counted once, not again every
                     // interval it stays there.
@@ -889,6 +957,7 @@ impl Collector {
         // freed without a CLOSE we saw (map entry lost): forget it.
         self.tcp
             .retain(|_, t| round.saturating_sub(t.seen_round) < 3);
+        self.refused.retain(|_, r| round.saturating_sub(*r) < 3);
         self.procs.expire();
         self.round += 1;
         FlowBatch {
@@ -1240,9 +1309,11 @@ mod tests {
         let mut col = Collector::new(settings(), t.clone()).with_memory(memory.clone());
         // Tracked before the heap crossed the soft limit: kept.
         col.on_conn(1, &conn(role::CLIENT, 40000, 80));
-        memory.set(flowscope_model::Pressure::Soft);
+        memory.set(flowscope_model::Pressure::Soft, 0);
         col.on_conn(1, &conn(role::CLIENT, 40000, 80));
-        col.on_conn(2, &conn(role::CLIENT, 40001, 80));
+        col.on_conn(2, &conn(role::CLIENT, 40001, 8080));
+        // Seen again in the next interval: still refused, counted once.
+        col.on_conn(2, &conn(role::CLIENT, 40001, 8080));
         let key = UdpKey {
             cookie: 9,
             rport: 53,
@@ -1265,9 +1336,31 @@ mod tests {
         };
         assert_eq!((lost("ebpf.tcp"), lost("ebpf.udp")), (1, 1));
         assert_eq!(col.tcp.len() + col.udp.len(), 1);
-        memory.set(flowscope_model::Pressure::Normal);
+        memory.set(flowscope_model::Pressure::Normal, 1);
         assert!(!col.on_udp(&key, &st, None));
         assert_eq!(col.tcp.len() + col.udp.len(), 2);
+        // The room (one flow) is used up: the next new socket is refused
+        // although the heap is below the soft limit; the refused one stays
+        // refused, and its close reports nothing.
+        col.on_conn(3, &conn(role::CLIENT, 40003, 80));
+        col.on_conn(2, &conn(role::CLIENT, 40001, 8080));
+        assert_eq!((lost("ebpf.tcp"), lost("ebpf.udp")), (2, 1));
+        memory.set(flowscope_model::Pressure::Normal, 10);
+        col.on_conn(2, &conn(role::CLIENT, 40001, 8080));
+        assert_eq!(col.tcp.len() + col.udp.len(), 2);
+        col.on_event(&Event {
+            kind: event_kind::CLOSE,
+            errno: 0,
+            sk: 2,
+            ts_ns: 2,
+            conn: conn(role::CLIENT, 40001, 8080),
+        });
+        let b = col.finish(0, 1);
+        assert!(
+            b.flows.iter().all(|f| f.peer.port() != 8080),
+            "a refused connection is not reported at its close"
+        );
+        assert_eq!((lost("ebpf.tcp"), lost("ebpf.udp")), (2, 1));
     }
 
     #[test]

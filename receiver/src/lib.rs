@@ -229,7 +229,9 @@ impl EbpfReceiver {
             if next <= now {
                 next = now + interval;
             }
-            // Close events that precede this read belong to this interval.
+            // Close events that precede this read belong to this interval;
+            // the NAT entries of what the maps hold now are read first.
+            collector.catch_up_nat();
             drain(&mut ring, &mut collector, &telemetry);
             for item in conns.iter() {
                 match item {

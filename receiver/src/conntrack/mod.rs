@@ -33,10 +33,10 @@ pub mod netlink;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ use thiserror::Error;
 
 use crate::netns::{NetnsError, NetnsScanner, NsPoll, in_namespace};
 pub use flowscope_model::nat::{
-    CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
+    CatchUp, CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
 };
 use netlink::CtEvent;
 
@@ -88,6 +88,8 @@ pub enum ConntrackError {
     },
     #[error("starting the conntrack thread")]
     Spawn(#[source] io::Error),
+    #[error("creating the eventfd that wakes the conntrack thread")]
+    Wake(#[source] io::Error),
 }
 
 /// Settings of the service (the `nat` block of the `ebpf` receiver).
@@ -117,6 +119,72 @@ impl Default for ConntrackSettings {
     }
 }
 
+/// The collector's requests to catch up ([`CatchUp`]): a ticket count
+/// under a mutex, an eventfd that wakes the worker's poll, and a condvar
+/// the worker signals once it has read every socket after a request.
+struct Requests {
+    /// (tickets requested, tickets served).
+    tickets: Mutex<(u64, u64)>,
+    served: Condvar,
+    wake: OwnedFd,
+}
+
+/// The namespace number the worker's poll gives the wake-up eventfd (no
+/// network namespace has inode 0).
+const WAKE: u32 = 0;
+
+impl Requests {
+    fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self {
+            tickets: Mutex::new((0, 0)),
+            served: Condvar::new(),
+            wake,
+        })
+    }
+
+    /// The newest ticket requested; the worker serves up to it.
+    fn pending(&self) -> Option<u64> {
+        let t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        (t.0 > t.1).then_some(t.0)
+    }
+
+    fn serve(&self, upto: u64) {
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        t.1 = t.1.max(upto);
+        self.served.notify_all();
+    }
+
+    /// Empties the eventfd's counter.
+    fn clear_wake(&self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a u64 of ours; non-blocking.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&raw mut v).cast(), 8) };
+    }
+}
+
+impl CatchUp for Requests {
+    fn catch_up(&self, within: Duration) -> bool {
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        t.0 += 1;
+        let ticket = t.0;
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a u64 of ours to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
+        let (t, _) = self
+            .served
+            .wait_timeout_while(t, within, |t| t.1 < ticket)
+            .unwrap_or_else(|e| e.into_inner());
+        t.1 >= ticket
+    }
+}
+
 /// The running service; stops its thread when dropped.
 pub struct Conntrack {
     resolver: NatResolver,
@@ -136,7 +204,10 @@ impl Conntrack {
         resolver.reset(settings.max_tracked, settings.retention);
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Requests::new().map_err(ConntrackError::Wake)?);
+        resolver.set_writer(Some(requests.clone()));
         let worker = Worker {
+            requests,
             settings,
             telemetry,
             resolver: resolver.clone(),
@@ -176,6 +247,7 @@ impl Conntrack {
 impl Drop for Conntrack {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.resolver.set_writer(None);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -190,6 +262,7 @@ struct NsSock {
 }
 
 struct Worker {
+    requests: Arc<Requests>,
     settings: ConntrackSettings,
     telemetry: Telemetry,
     resolver: NatResolver,
@@ -232,15 +305,34 @@ impl Worker {
                     );
                 }
                 poll.set(
-                    self.socks
-                        .iter()
-                        .filter_map(|(ns, s)| Some((*ns, s.events.as_ref()?.as_raw_fd()))),
+                    std::iter::once((WAKE, self.requests.wake.as_raw_fd())).chain(
+                        self.socks
+                            .iter()
+                            .filter_map(|(ns, s)| Some((*ns, s.events.as_ref()?.as_raw_fd()))),
+                    ),
                 );
             }
             let mut woke = false;
             for (ns, fd) in poll.wait(POLL_TIMEOUT) {
+                if ns == WAKE {
+                    self.requests.clear_wake();
+                    continue;
+                }
                 woke = true;
                 rate.1 += self.read_all(fd, ns, &mut buf);
+            }
+            // The collector waits: read every socket, whatever the poll
+            // said (an event queued after the poll returned counts too).
+            if let Some(ticket) = self.requests.pending() {
+                let fds: Vec<(u32, i32)> = self
+                    .socks
+                    .iter()
+                    .filter_map(|(ns, s)| Some((*ns, s.events.as_ref()?.as_raw_fd())))
+                    .collect();
+                for (ns, fd) in fds {
+                    rate.1 += self.read_all(fd, ns, &mut buf);
+                }
+                self.requests.serve(ticket);
             }
             if woke {
                 let age = rate.0.elapsed();
