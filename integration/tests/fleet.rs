@@ -391,4 +391,48 @@ fn unreachable_or_wrong_storage_is_a_clear_502() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("did not answer within"), "{body}");
     drop(silent);
+
+    // A storage that answers without end: refused once the answer passes
+    // the UI's cap, with an error naming the storage, and the UI answers
+    // the next request.
+    let endless = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endless_port = endless.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
+    std::thread::spawn(move || {
+        for conn in endless.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut req = [0u8; 4096];
+                let _ = conn.read(&mut req);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                loop {
+                    let frame =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                    if conn.write_all(&frame).is_err() {
+                        return;
+                    }
+                    counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let (_ui4, port4) = fleet_ui(&format!("http://127.0.0.1:{endless_port}"));
+    let (code, body) = get(port4, "/api/keys");
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("answered more than 268435456 bytes; refused"),
+        "{body}"
+    );
+    // It stopped reading about there (the socket buffers hold a few MiB
+    // more that were written but never read).
+    let total = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(total < (256 + 64) << 20, "{total} bytes sent");
 }
