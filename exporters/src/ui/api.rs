@@ -606,11 +606,7 @@ fn fleet_store(
         "paths" | "path" => super::fleet::Need::Paths,
         _ => super::fleet::Need::Dependencies,
     };
-    let mut st = f.store(need, super::fleet::Range { from, to }, &keys, step)?;
-    if rest == "health" {
-        f.add_route_changes(&mut st, super::fleet::Range { from, to })?;
-    }
-    Ok(st)
+    f.store(need, super::fleet::Range { from, to }, &keys, step)
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {

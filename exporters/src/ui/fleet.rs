@@ -579,7 +579,8 @@ impl Fleet {
             rules = false;
             first = self.fetch(FLOW_IO, &flow_by, false, range, step).await?;
         }
-        // The rest at once: the storage answers them in parallel.
+        // The rest at once, with Health's route changes: the storage
+        // answers them in parallel.
         let rest =
             futures_util::future::try_join_all(wanted.iter().filter(|(m, _)| *m != FLOW_IO).map(
                 |(m, base)| {
@@ -591,8 +592,18 @@ impl Fleet {
                             .map(|r| (*m, r))
                     }
                 },
-            ))
-            .await?;
+            ));
+        let routes = async {
+            match need {
+                Need::Health => self
+                    .route_changes(range)
+                    .await
+                    .map(|r| Some((MetricId::sum(path::ROUTE_CHANGES), r))),
+                _ => Ok(None),
+            }
+        };
+        let (mut rest, routes) = futures_util::future::try_join(rest, routes).await?;
+        rest.extend(routes);
         let series = first.len() + rest.iter().map(|(_, r)| r.len()).sum::<usize>();
         if series > self.max_series {
             return Err(FleetError::TooLarge {
@@ -782,34 +793,19 @@ impl Fleet {
 }
 
 impl Fleet {
-    /// Adds each test's route changes over `range` to a Health store (one
-    /// instant query, summed `without (instance, job)` as the Paths page
-    /// reads them), for the "Route changed" finding.
-    pub fn add_route_changes(&self, st: &mut Store, range: Range) -> Result<(), FleetError> {
-        let handle = tokio::runtime::Handle::current();
-        handle.block_on(async {
-            let span = range.to.saturating_sub(range.from).max(NS);
-            let m = MetricId::sum(path::ROUTE_CHANGES);
-            let data = self
-                .call(
-                    "/api/v1/query",
-                    &[("query", path_expr(m, span)), ("time", secs(range.to))],
-                )
-                .await?;
-            let samples = vector(&data, range.to);
-            if samples.len() > self.max_series {
-                return Err(FleetError::TooLarge {
-                    series: samples.len(),
-                    limit: self.max_series,
-                });
-            }
-            let mut batches = std::collections::BTreeMap::new();
-            self.points(m, samples, span, &mut batches);
-            for (_, b) in batches {
-                st.insert(&b);
-            }
-            Ok(())
-        })
+    /// Each test's route changes over `range` (one instant query, summed
+    /// `without (instance, job)` as the Paths page reads them), for
+    /// Health's "Route changed" finding.
+    async fn route_changes(&self, range: Range) -> Result<Vec<Sample>, FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        let m = MetricId::sum(path::ROUTE_CHANGES);
+        let data = self
+            .call(
+                "/api/v1/query",
+                &[("query", path_expr(m, span)), ("time", secs(range.to))],
+            )
+            .await?;
+        Ok(vector(&data, range.to))
     }
 }
 
