@@ -518,13 +518,17 @@ impl Fleet {
     /// `range` ([`super::baseline::held_spans`]): the same increase as the
     /// range's, shifted back with PromQL `offset` (one span, one day), and
     /// stamped with the baseline span's end, so that the Health store holds
-    /// them where the single-node store would. A span the storage has no
-    /// series for is not held, and the rises are not compared with it.
+    /// them where the single-node store would.
+    ///
+    /// A span is held when the storage had any flow series in the hour
+    /// before it started (an agent was writing then): its samples, and the
+    /// start of the earliest held span ([`Store::hold_from`]). A span
+    /// without a held start is not compared with.
     async fn fetch_baselines(
         &self,
         range: Range,
         by_of: &(dyn Fn(&[&str]) -> BTreeSet<String> + Sync),
-    ) -> Result<Vec<(MetricId, Vec<Sample>)>, FleetError> {
+    ) -> Result<(Vec<(MetricId, Vec<Sample>)>, Option<u64>), FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         let mut metrics: Vec<MetricId> = Vec::new();
         for m in super::baseline::METRICS.iter().flat_map(|b| b.reads) {
@@ -532,8 +536,29 @@ impl Fleet {
                 metrics.push(*m);
             }
         }
+        let mut held = None;
+        for offset in [span, super::baseline::DAY_NS] {
+            let q = format!(
+                "count(last_over_time({}[1h] offset {}s))",
+                prom_name(FLOW_IO),
+                (offset + span) / NS
+            );
+            let data = self
+                .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                .await?;
+            if !vector(&data, range.to).is_empty() {
+                let start = range.from.saturating_sub(offset);
+                held = Some(held.map_or(start, |h: u64| h.min(start)));
+            }
+        }
+        let Some(held) = held else {
+            return Ok((Vec::new(), None));
+        };
         let mut asks = Vec::new();
         for offset in [span, super::baseline::DAY_NS] {
+            if range.from.saturating_sub(offset) < held {
+                continue;
+            }
             for m in &metrics {
                 let base = wanted()
                     .into_iter()
@@ -552,7 +577,8 @@ impl Fleet {
             }
         }))
         .await?;
-        Ok(answers.into_iter().filter(|(_, r)| !r.is_empty()).collect())
+        let answers = answers.into_iter().filter(|(_, r)| !r.is_empty()).collect();
+        Ok((answers, Some(held)))
     }
 
     async fn load(
@@ -627,10 +653,10 @@ impl Fleet {
                 },
             ))
             .await?;
-        let baselines = if kept > span {
+        let (baselines, held_from) = if kept > span {
             self.fetch_baselines(range, &by_of).await?
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let series = first.len()
             + rest.iter().map(|(_, r)| r.len()).sum::<usize>()
@@ -651,6 +677,9 @@ impl Fleet {
         for (_, mut b) in batches {
             join(&mut b.points);
             st.insert(&b);
+        }
+        if let Some(start) = held_from {
+            st.hold_from(start);
         }
         Ok(st)
     }

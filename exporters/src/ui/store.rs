@@ -409,6 +409,13 @@ impl Store {
         self
     }
 
+    /// Marks the store as holding data from `start` on although it holds
+    /// no slot that old: the fleet's storage had flow series then, none of
+    /// which changed in the span a page reads (a baseline span of zero).
+    pub fn hold_from(&mut self, start: u64) {
+        self.oldest = self.oldest.min(start);
+    }
+
     /// Whether the store holds all of `(from, to]`: its oldest data is no
     /// later than `from` and it has data up to `to` (a baseline span is
     /// compared only when held).
