@@ -18,7 +18,7 @@
 //! (a 15 min or 30 min range after an hour of running), the day-earlier
 //! span never (it needs more than 24 h). In fleet mode the storage is
 //! asked for both spans ([`super::fleet`], PromQL `offset`), and a span is
-//! held when the storage answered any series for it.
+//! held when the storage had flow series in the hour before it started.
 //!
 //! The metrics are the entries of [`METRICS`]: a new metric (drops) is one
 //! entry, with the function that measures it per pair and span.
