@@ -211,6 +211,8 @@ fn fleet(storage: Storage, look: bool) {
         .unwrap_or_else(|e| e.into_inner());
     // web (n1) -> api (n2) on one link, api -> db (n3) on another; the two
     // api processes are one service on node 2.
+    // Before the storage has anything: the Health span below starts here.
+    let started = now_ms();
     let front = NetPair::new_apart().unwrap(); // a = api server, b = web
     let back = NetPair::new_apart().unwrap(); // a = db server, b = api client
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
@@ -233,6 +235,10 @@ fn fleet(storage: Storage, look: bool) {
         exchange(&front, "web", "api", 7100, UP1, DOWN1),
         exchange(&back, "api", "db", 7100, UP2, DOWN2),
     ];
+
+    // The churn test's server starts now: node 2 names its process long
+    // before the 500 connections come.
+    let churn_server = churn_server(&front);
 
     let (_ui, ui_port) = fleet_ui(&format!("http://127.0.0.1:{prom_port}"));
     let cidr = "198.19.0.0/16";
@@ -319,6 +325,8 @@ fn fleet(storage: Storage, look: bool) {
     let j: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(j["rows"].as_array().unwrap().len(), 0, "{body}");
 
+    churn(&front, churn_server, started, ui_port, cidr);
+
     // The same in headless Chromium, with the fleet's longer ranges.
     if !look {
         return;
@@ -354,6 +362,110 @@ fn fleet(storage: Storage, look: bool) {
         browser::screenshot(&c, "fleet-analytics").await;
         c.close().await.unwrap();
     });
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `web` (node 1) opens 500 short connections to `api` (node 2), one byte
+/// each way (after the byte counts above were checked): the fleet's Health
+/// page, over the whole test (from before the storage had any series, so
+/// every series is counted whole, in every storage mode), has the churn
+/// finding web -> api with exactly 501 connections (the exchange's and the
+/// 500), read from the storage's opened counts and duration histogram. The
+/// baseline spans are asked with PromQL `offset`; a storage that started
+/// with this test holds neither.
+/// This starts the server (`api`, 500 connections of one byte each way).
+fn churn_server(front: &NetPair) -> flowscope_integration::Held {
+    let t = flowscope_integration::traffic();
+    let addr = format!("{}:7101", front.a_v4());
+    let mut srv = flowscope_integration::Held::start(
+        &front.a,
+        "api",
+        &[&t, "tcp-serve-each", &addr, "500", "1", "1"],
+    );
+    srv.until("listening");
+    srv
+}
+
+/// The churn itself, against the server [`churn_server`] started.
+fn churn(
+    front: &NetPair,
+    mut srv: flowscope_integration::Held,
+    from: u64,
+    ui_port: u16,
+    cidr: &str,
+) {
+    let t = flowscope_integration::traffic();
+    let addr = format!("{}:7101", front.a_v4());
+    let mut cli = flowscope_integration::Held::start(
+        &front.b,
+        "web",
+        &[&t, "tcp-client-each", &addr, "500", "1"],
+    );
+    assert_eq!(cli.until("done").len(), 500);
+    srv.until("done");
+    let to = now_ms() + 3_000;
+    while now_ms() < to + 1_000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let path = format!(
+        "/api/health?from={}&to={}&cidr={}",
+        from as f64 / 1000.0,
+        to as f64 / 1000.0,
+        cidr.replace('/', "%2F")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let h = loop {
+        let (code, body) = get(ui_port, &path);
+        let h: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        // Until both ends are in: api's reports name the server.
+        let count = h["findings"].as_array().and_then(|f| {
+            f.iter()
+                .find(|f| {
+                    f["kind"] == "connection_churn" && f["client"] == "web" && f["server"] == "api"
+                })
+                .and_then(|f| f["count"].as_u64())
+        });
+        if count == Some(501) {
+            break h;
+        }
+        if Instant::now() >= deadline {
+            let (_, rows) = get(ui_port, &path.replace("/api/health", "/api/analytics"));
+            panic!(
+                "the fleet never showed web's churn with 501 connections: HTTP {code} {body}\n\
+                 analytics of the span: {rows}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let churn: Vec<&Value> = h["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "connection_churn")
+        .collect();
+    assert_eq!(churn.len(), 1, "{h:#}");
+    assert_eq!(churn[0]["server"], "api", "{h:#}");
+    assert!(
+        churn[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("501 connections opened in "),
+        "{h:#}"
+    );
+    assert_eq!(
+        h["baselines"],
+        serde_json::json!([]),
+        "a storage younger than the span holds no baseline: {h:#}"
+    );
+    // api -> db kept its one connection: no churn.
+    assert!(churn.iter().all(|f| f["client"] != "api"), "{h:#}");
+    drop((srv, cli));
 }
 
 #[test]

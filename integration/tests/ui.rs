@@ -407,6 +407,13 @@ async fn map_analytics_and_health_in_a_browser() {
     assert_eq!(refused["Server"], server.as_str(), "{refused}");
     assert_eq!(refused["Error"], "refused", "{refused}");
     assert_eq!(refused["Count"], "1", "{refused}");
+    // Every finding says what to do next (docs/health.md).
+    assert!(
+        refused["Next step"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Check that the server listens on that port")),
+        "{refused}"
+    );
     let nx = find("dns_failure", "lookup");
     assert_eq!(nx["Server"], server.as_str(), "{nx}");
     assert_eq!(nx["Error"], "NXDOMAIN", "{nx}");

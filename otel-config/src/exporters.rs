@@ -1378,6 +1378,27 @@ pub struct UiHealthConfig {
     /// warning (an expired one is critical). Default `14d`.
     #[serde(deserialize_with = "duration")]
     pub certificate_warning: Duration,
+    /// A rise over the baseline (docs/health.md, "Baselines") is a finding
+    /// when this range's value is at least this many times the baseline's:
+    /// the retransmit ratio, failed connections, failed DNS lookups.
+    /// Default 3, at least 1.
+    #[serde(deserialize_with = "multiplier")]
+    pub baseline_ratio: f64,
+    /// Events (retransmitted segments, failed connections, failed lookups)
+    /// a client/server pair needs in this range before a rise over its
+    /// baseline is a finding. Default 20, at least 1.
+    #[serde(deserialize_with = "positive_u64")]
+    pub baseline_min_count: u64,
+    /// New connections per second from one client to one server, over the
+    /// range, at or above which the pair may be churning. Default 5, a
+    /// positive number.
+    #[serde(deserialize_with = "positive_f64")]
+    pub churn_connections_per_second: f64,
+    /// Share of the pair's closed connections that lasted at most 100 ms
+    /// (`flowscope.tcp.connection.duration`) at or above which the rate
+    /// above is churn. Default 0.5, between 0 and 1.
+    #[serde(deserialize_with = "unit_interval")]
+    pub churn_short_ratio: f64,
 }
 
 impl Default for UiHealthConfig {
@@ -1388,6 +1409,10 @@ impl Default for UiHealthConfig {
             path_loss_ratio: 0.05,
             min_failures: 1,
             certificate_warning: Duration::from_secs(14 * 86_400),
+            baseline_ratio: 3.0,
+            baseline_min_count: 20,
+            churn_connections_per_second: 5.0,
+            churn_short_ratio: 0.5,
         }
     }
 }
@@ -1424,6 +1449,14 @@ fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let value = f64::deserialize(d)?;
     if !(0.0..=1.0).contains(&value) {
         return Err(de::Error::custom("must be between 0 and 1"));
+    }
+    Ok(value)
+}
+
+fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(d)?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(de::Error::custom("must be a number above 0"));
     }
     Ok(value)
 }
@@ -1647,6 +1680,39 @@ mod tests {
         );
         let e = exporter("    health:\n      path_loss_ratio: 3", "ui").unwrap_err();
         assert!(e.contains("path_loss_ratio"), "{e}");
+        let ExporterConfig::Ui(u) = exporter(
+            "    health:\n      baseline_ratio: 4\n      baseline_min_count: 7\n      \
+             churn_connections_per_second: 2.5\n      churn_short_ratio: 0.8",
+            "ui",
+        )
+        .unwrap() else {
+            panic!("not ui")
+        };
+        assert_eq!(u.health.baseline_ratio, 4.0);
+        assert_eq!(u.health.baseline_min_count, 7);
+        assert_eq!(u.health.churn_connections_per_second, 2.5);
+        assert_eq!(u.health.churn_short_ratio, 0.8);
+        for (yaml, key, says) in [
+            ("baseline_ratio: 0.5", "baseline_ratio", "at least 1"),
+            ("baseline_min_count: 0", "baseline_min_count", "at least 1"),
+            (
+                "churn_connections_per_second: 0",
+                "churn_connections_per_second",
+                "above 0",
+            ),
+            (
+                "churn_short_ratio: 1.5",
+                "churn_short_ratio",
+                "between 0 and 1",
+            ),
+        ] {
+            let e = exporter(&format!("    health:\n      {yaml}"), "ui").unwrap_err();
+            // The file, the line and the key path.
+            assert!(
+                e.contains("t.yaml:") && e.contains(&format!("health.{key}")) && e.contains(says),
+                "{yaml}: {e}"
+            );
+        }
     }
 
     #[test]

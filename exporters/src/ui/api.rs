@@ -111,7 +111,7 @@ fn parse_time(s: &str) -> Option<u64> {
 /// `(from, to]` from `from`/`to` (unix seconds) or `range` (relative to
 /// `to`, default the newest data); default: the whole retention.
 fn time_range(p: &Params, st: &Store) -> Result<(u64, u64), Bad> {
-    range_ending(p, st.latest(), st.retention_ns())
+    range_ending(p, st.latest(), st.default_span_ns())
 }
 
 /// `(from, to]` from the parameters, where `to` defaults to `now` and the
@@ -488,7 +488,16 @@ fn health(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
             "min_packets": h.min_packets,
             "path_loss_ratio": h.path_loss_ratio,
             "min_failures": h.min_failures,
+            "baseline_ratio": h.baseline_ratio,
+            "baseline_min_count": h.baseline_min_count,
+            "churn_connections_per_second": h.churn_connections_per_second,
+            "churn_short_ratio": h.churn_short_ratio,
         },
+        // The baseline spans the rises were compared with (docs/health.md).
+        "baselines": super::baseline::held_spans(st, from, to)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>(),
         "findings": findings,
     }))
 }

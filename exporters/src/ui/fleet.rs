@@ -58,8 +58,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowscope_model::metrics::{
-    DNS_DURATION, FLOW_IO, FLOW_PACKETS, TCP_CLOSED, TCP_FAILED, TCP_OPENED, TCP_RESETS,
-    TCP_RETRANSMITS, TCP_RTT,
+    DNS_DURATION, FLOW_IO, FLOW_PACKETS, TCP_CLOSED, TCP_DURATION, TCP_FAILED, TCP_OPENED,
+    TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
 };
 use flowscope_model::names::{attr, k8s, path, resource};
 use flowscope_model::{Attrs, Histogram, Kind, MetricBatch, MetricId, Point, PointValue};
@@ -113,9 +113,10 @@ const TLS_LABELS: &[&str] = &[
     path::TLS_NOT_AFTER,
 ];
 
-fn wanted() -> [(MetricId, &'static [&'static str]); 13] {
+fn wanted() -> [(MetricId, &'static [&'static str]); 14] {
     [
         (FLOW_IO, FLOW_LABELS),
+        (TCP_DURATION, FLOW_LABELS),
         (FLOW_PACKETS, FLOW_LABELS),
         (TCP_RETRANSMITS, FLOW_LABELS),
         (TCP_OPENED, FLOW_LABELS),
@@ -262,7 +263,8 @@ pub enum Need {
     Keys,
     /// The dependency metrics with RTT (Map, Analytics, time series).
     Dependencies,
-    /// The dependency counts without RTT, DNS and paths (Health).
+    /// The dependency counts without RTT, with the connection durations
+    /// (churn), DNS and paths (Health), and the baseline spans' counts.
     Health,
     /// Every Network Path metric per test and hop, one slot per step (the
     /// Paths page: [`Fleet::load_paths`]).
@@ -274,6 +276,7 @@ impl Need {
         match self {
             Need::Keys => false,
             Need::Dependencies => ![
+                TCP_DURATION,
                 DNS_DURATION,
                 PATH_REACHABLE,
                 PATH_PROBES_SENT,
@@ -530,6 +533,73 @@ impl Fleet {
         Ok(matrix(&data))
     }
 
+    /// The baseline metrics' samples over the two baseline spans of
+    /// `range` ([`super::baseline::held_spans`]): the same increase as the
+    /// range's, shifted back with PromQL `offset` (one span, one day), and
+    /// stamped with the baseline span's end, so that the Health store holds
+    /// them where the single-node store would.
+    ///
+    /// A span is held when the storage had any flow series in the hour
+    /// before it started (an agent was writing then): its samples, and the
+    /// start of the earliest held span ([`Store::hold_from`]). A span
+    /// without a held start is not compared with.
+    async fn fetch_baselines(
+        &self,
+        range: Range,
+        by_of: &(dyn Fn(&[&str]) -> BTreeSet<String> + Sync),
+    ) -> Result<(Vec<(MetricId, Vec<Sample>)>, Option<u64>), FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        let mut metrics: Vec<MetricId> = Vec::new();
+        for m in super::baseline::METRICS.iter().flat_map(|b| b.reads) {
+            if !metrics.contains(m) {
+                metrics.push(*m);
+            }
+        }
+        let mut held = None;
+        for offset in [span, super::baseline::DAY_NS] {
+            let q = format!(
+                "count(last_over_time({}[1h] offset {}s))",
+                prom_name(FLOW_IO),
+                (offset + span) / NS
+            );
+            let data = self
+                .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                .await?;
+            if !vector(&data, range.to).is_empty() {
+                let start = range.from.saturating_sub(offset);
+                held = Some(held.map_or(start, |h: u64| h.min(start)));
+            }
+        }
+        let Some(held) = held else {
+            return Ok((Vec::new(), None));
+        };
+        let mut asks = Vec::new();
+        for offset in [span, super::baseline::DAY_NS] {
+            if range.from.saturating_sub(offset) < held {
+                continue;
+            }
+            for m in &metrics {
+                let base = wanted()
+                    .into_iter()
+                    .find(|(w, _)| w == m)
+                    .map_or(FLOW_LABELS, |(_, b)| b);
+                asks.push((*m, expr_offset(*m, &by_of(base), span, offset), offset));
+            }
+        }
+        let answers = futures_util::future::try_join_all(asks.into_iter().map(|(m, q, offset)| {
+            let at = range.to.saturating_sub(offset);
+            async move {
+                let data = self
+                    .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                    .await?;
+                Ok::<_, FleetError>((m, vector(&data, at)))
+            }
+        }))
+        .await?;
+        let answers = answers.into_iter().filter(|(_, r)| !r.is_empty()).collect();
+        Ok((answers, Some(held)))
+    }
+
     async fn load(
         &self,
         need: Need,
@@ -538,7 +608,16 @@ impl Fleet {
         step: Option<u64>,
     ) -> Result<Store, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let mut st = Store::new(span, span, self.max_series.max(1));
+        // Health also holds the baseline spans: the span before and the
+        // same span a day earlier (module documentation, "Baselines").
+        let kept = if need == Need::Health && step.is_none() {
+            2 * span + super::baseline::DAY_NS
+        } else {
+            span
+        };
+        // All at full resolution: a rollup to whole minutes would move a
+        // baseline slot's end into the range.
+        let mut st = Store::new(kept, kept, self.max_series.max(1)).with_default_span(span);
         let labels = self.label_names(range).await?;
         let present: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
         for l in &labels {
@@ -579,13 +658,13 @@ impl Fleet {
             rules = false;
             first = self.fetch(FLOW_IO, &flow_by, false, range, step).await?;
         }
-        // The rest at once, with Health's route changes: the storage
-        // answers them in parallel.
+        // The rest at once, with Health's route changes and baseline spans:
+        // the storage answers them in parallel.
         let rest =
             futures_util::future::try_join_all(wanted.iter().filter(|(m, _)| *m != FLOW_IO).map(
                 |(m, base)| {
                     let by = by_of(base);
-                    let from_rules = rules && std::ptr::eq(*base, FLOW_LABELS);
+                    let from_rules = rules && RULE_METRICS.contains(m);
                     async move {
                         self.fetch(*m, &by, from_rules, range, step)
                             .await
@@ -602,9 +681,19 @@ impl Fleet {
                 _ => Ok(None),
             }
         };
-        let (mut rest, routes) = futures_util::future::try_join(rest, routes).await?;
+        let baselines = async {
+            if kept > span {
+                self.fetch_baselines(range, &by_of).await
+            } else {
+                Ok((Vec::new(), None))
+            }
+        };
+        let (mut rest, routes, (baselines, held_from)) =
+            futures_util::future::try_join3(rest, routes, baselines).await?;
         rest.extend(routes);
-        let series = first.len() + rest.iter().map(|(_, r)| r.len()).sum::<usize>();
+        let series = first.len()
+            + rest.iter().map(|(_, r)| r.len()).sum::<usize>()
+            + baselines.iter().map(|(_, r)| r.len()).sum::<usize>();
         if series > self.max_series {
             return Err(FleetError::TooLarge {
                 series,
@@ -615,12 +704,15 @@ impl Fleet {
             std::collections::BTreeMap::new();
         let width = step.unwrap_or(span);
         self.points(FLOW_IO, first, width, &mut batches);
-        for (m, r) in rest {
+        for (m, r) in rest.into_iter().chain(baselines) {
             self.points(m, r, width, &mut batches);
         }
         for (_, mut b) in batches {
             join(&mut b.points);
             st.insert(&b);
+        }
+        if let Some(start) = held_from {
+            st.hold_from(start);
         }
         Ok(st)
     }
@@ -886,20 +978,36 @@ pub fn prom_name(metric: MetricId) -> String {
 /// Counters (and histogram buckets): the exact increase, as the module
 /// documentation says. Gauges: the last value.
 pub fn expr(metric: MetricId, by: &BTreeSet<String>, window_ns: u64) -> String {
+    expr_offset(metric, by, window_ns, 0)
+}
+
+/// [`expr`] for the window that ends `offset_ns` before the evaluation
+/// time (PromQL `offset`): the baseline spans of the Health page.
+pub fn expr_offset(
+    metric: MetricId,
+    by: &BTreeSet<String>,
+    window_ns: u64,
+    offset_ns: u64,
+) -> String {
     let name = prom_name(metric);
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
     if metric.kind == Kind::Histogram {
         by.push("le");
     }
     let by = by.join(", ");
-    let w = format!("{}s", (window_ns / NS).max(1));
+    let secs = (window_ns / NS).max(1);
+    let w = format!("{secs}s");
+    let (at, before) = match offset_ns / NS {
+        0 => (String::new(), format!("{secs}s")),
+        o => (format!(" offset {o}s"), format!("{}s", secs + o)),
+    };
     match metric.kind {
         Kind::Gauge | Kind::UpDownCounter => {
-            format!("max by ({by}) (last_over_time({name}[{w}]))")
+            format!("max by ({by}) (last_over_time({name}[{w}]{at}))")
         }
         _ => format!(
-            "sum by ({by}) (((last_over_time({name}[{w}]) - {name} offset {w}) >= 0) \
-             or last_over_time({name}[{w}]))"
+            "sum by ({by}) (((last_over_time({name}[{w}]{at}) - {name} offset {before}) >= 0) \
+             or last_over_time({name}[{w}]{at}))"
         ),
     }
 }
@@ -1104,6 +1212,14 @@ mod tests {
         assert!(expr(TCP_RTT, &by, 60 * NS).contains("flowscope_tcp_rtt_seconds_bucket"));
         assert!(expr(TCP_RTT, &by, 60 * NS).contains("service_name, le)"));
         assert!(expr(PATH_REACHABLE, &by, 60 * NS).starts_with("max by"));
+        // The baseline spans: the same window, a span or a day back.
+        assert_eq!(
+            expr_offset(TCP_FAILED, &by, 900 * NS, 86_400 * NS),
+            "sum by (flowscope_flow_role, service_name) (((last_over_time(\
+             flowscope_tcp_connection_failed_total[900s] offset 86400s) - \
+             flowscope_tcp_connection_failed_total offset 87300s) >= 0) or \
+             last_over_time(flowscope_tcp_connection_failed_total[900s] offset 86400s))"
+        );
         // A user's key is sanitized to a label name before it can reach a
         // query: quotes, braces and spaces cannot survive.
         assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");

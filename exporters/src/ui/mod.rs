@@ -34,6 +34,8 @@ use crate::{Outcome, Sink};
 
 pub mod api;
 mod assets;
+pub mod baseline;
+pub mod churn;
 pub mod fleet;
 pub mod paths;
 pub mod query;

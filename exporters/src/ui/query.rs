@@ -211,6 +211,10 @@ pub struct Totals {
     pub failed_by_type: BTreeMap<String, u64>,
     #[serde(skip)]
     pub rtt: Option<Histogram>,
+    /// Lifetimes of the connections closed (`flowscope.tcp.connection.duration`),
+    /// read only when asked for ([`edges_reading`]).
+    #[serde(skip)]
+    pub durations: Option<Histogram>,
 }
 
 fn count(v: &PointValue) -> u64 {
@@ -254,6 +258,7 @@ enum Field {
     Failed(String),
     Resets,
     Rtt,
+    Duration,
     Nothing,
 }
 
@@ -285,6 +290,8 @@ impl Field {
             Field::Resets
         } else if is(m, metric::TCP_RTT) {
             Field::Rtt
+        } else if is(m, metric::TCP_DURATION) {
+            Field::Duration
         } else {
             Field::Nothing
         }
@@ -312,14 +319,8 @@ impl Totals {
                 }
             }
             Field::Resets => self.resets += n(),
-            Field::Rtt => {
-                if let PointValue::Histogram(h) = v {
-                    match &mut self.rtt {
-                        Some(r) => r.merge(h),
-                        None => self.rtt = Some(h.clone()),
-                    }
-                }
-            }
+            Field::Rtt => merge_histogram(&mut self.rtt, v),
+            Field::Duration => merge_histogram(&mut self.durations, v),
             Field::Nothing => {}
         }
     }
@@ -336,10 +337,12 @@ impl Totals {
         for (k, v) in &o.failed_by_type {
             *self.failed_by_type.entry(k.clone()).or_default() += v;
         }
-        if let Some(h) = &o.rtt {
-            match &mut self.rtt {
-                Some(r) => r.merge(h),
-                None => self.rtt = Some(h.clone()),
+        for (mine, theirs) in [(&mut self.rtt, &o.rtt), (&mut self.durations, &o.durations)] {
+            if let Some(h) = theirs {
+                match mine {
+                    Some(r) => r.merge(h),
+                    None => *mine = Some(h.clone()),
+                }
             }
         }
     }
@@ -360,6 +363,16 @@ impl Totals {
     /// RTT quantile in seconds from the merged histogram.
     pub fn rtt_quantile(&self, q: f64) -> Option<f64> {
         self.rtt.as_ref().and_then(|h| quantile(h, q))
+    }
+}
+
+/// Merges a histogram point into a running histogram.
+fn merge_histogram(into: &mut Option<Histogram>, v: &PointValue) {
+    if let PointValue::Histogram(h) = v {
+        match into {
+            Some(r) => r.merge(h),
+            None => *into = Some(h.clone()),
+        }
     }
 }
 
@@ -430,6 +443,18 @@ enum SeriesSlots<'a> {
 /// The dependencies of `sel`, busiest first; with `buckets`, each with its
 /// numbers per interval (or minute, past the full-resolution span).
 pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
+    edges_reading(store, sel, buckets, &[])
+}
+
+/// [`edges`], reading the metrics in `extra` as well (the connection
+/// durations, which only the churn finding needs).
+pub fn edges_reading(
+    store: &Store,
+    sel: &Selection,
+    buckets: bool,
+    extra: &[MetricId],
+) -> Vec<Edge> {
+    let reads = |m: &MetricId| is_flow_metric(m) || extra.contains(m);
     let mut edges: HashMap<(String, String), Edge> = HashMap::new();
     // Everything but the values is decided once per series, not per slot;
     // without buckets, a series the range covers whole adds its kept total
@@ -437,18 +462,18 @@ pub fn edges(store: &Store, sel: &Selection, buckets: bool) -> Vec<Edge> {
     let series: Box<dyn Iterator<Item = (&SeriesKey, SeriesSlots<'_>)>> = if buckets {
         Box::new(
             store
-                .series_slots(sel.from, sel.to, |(_, m, _)| is_flow_metric(m))
+                .series_slots(sel.from, sel.to, |(_, m, _)| reads(m))
                 .map(|(k, s)| (k, SeriesSlots::Slots(Box::new(s)))),
         )
     } else {
         Box::new(
             store
-                .series_values(sel.from, sel.to, |(_, m, _)| is_flow_metric(m))
+                .series_values(sel.from, sel.to, |(_, m, _)| reads(m))
                 .map(|(k, v)| (k, SeriesSlots::Values(v))),
         )
     };
     for ((res, m, attrs), slots) in series {
-        if !is_flow_metric(m) {
+        if !reads(m) {
             continue;
         }
         let Some(local_client) = local_is_client(attrs) else {
@@ -534,7 +559,10 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
     /// `path_unreachable`, `path_loss`, `route_changed`,
-    /// `certificate_expired`, `certificate_expiring`.
+    /// `certificate_expired`, `certificate_expiring`, the rises over the
+    /// baseline ([`super::baseline`]: `retransmits_rise`,
+    /// `connection_failure_rise`, `dns_failure_rise`) and
+    /// `connection_churn` ([`super::churn`]); [`RUNBOOK`] has them all.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -549,6 +577,84 @@ pub struct Finding {
     /// How many failed lookups, connections, resets, retransmits or lost
     /// probes.
     pub count: u64,
+    /// What to do next, in one sentence ([`runbook`]).
+    pub runbook: &'static str,
+}
+
+/// Every kind of finding with what to do next, in one sentence: the
+/// runbook line each finding carries (docs/health.md lists them).
+pub const RUNBOOK: &[(&str, &str)] = &[
+    (
+        "dns_failure",
+        "Check that the name exists in the zone the client asks (NXDOMAIN) or that the DNS server \
+         and its upstreams answer (SERVFAIL, REFUSED, timeout).",
+    ),
+    (
+        "connection_failure",
+        "Check that the server listens on that port and that no firewall rule or security group \
+         between the two rejects or drops the connection.",
+    ),
+    (
+        "resets",
+        "Read the server's logs for aborted requests and check the idle timeouts of proxies and \
+         load balancers between the two.",
+    ),
+    (
+        "retransmits",
+        "Look for loss on the path between the two (interface errors and drops in `ip -s link`, \
+         a saturated link) and test it from the Network Path page.",
+    ),
+    (
+        "path_unreachable",
+        "Check the routes and firewall rules towards the destination; the Paths page shows the \
+         last hop that answered.",
+    ),
+    (
+        "path_loss",
+        "Find the hop where the loss starts on the Paths page and check that link or device.",
+    ),
+    (
+        "route_changed",
+        "Compare the old and the new route on the Paths page and confirm that the change was \
+         intended.",
+    ),
+    (
+        "certificate_expired",
+        "Renew the certificate now and reload the server that presents it.",
+    ),
+    (
+        "certificate_expiring",
+        "Renew the certificate before it expires and reload the server that presents it.",
+    ),
+    (
+        "retransmits_rise",
+        "Find what changed on the path or on either end (a deployment, a link, a busy host) \
+         when the rise began, and compare the two spans on the Analytics page.",
+    ),
+    (
+        "connection_failure_rise",
+        "Find what changed on the server side when the rise began: a deployment, a restart, a \
+         full accept queue or a new firewall rule.",
+    ),
+    (
+        "dns_failure_rise",
+        "Check what changed in the failing names' zone or in the DNS server when the rise \
+         began (the evidence names the error).",
+    ),
+    (
+        "connection_churn",
+        "Make the client reuse its connections (HTTP keep-alive, a connection pool) instead \
+         of opening one per request.",
+    ),
+];
+
+/// The runbook line of a kind of finding (empty for a kind without one,
+/// which the tests do not allow).
+pub fn runbook(kind: &str) -> &'static str {
+    RUNBOOK
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("", |(_, line)| line)
 }
 
 #[allow(clippy::too_many_arguments)] // one constructor for every kind of finding
@@ -573,7 +679,23 @@ pub(super) fn finding(
         server: server.to_string(),
         error_type: error_type.map(str::to_string),
         count,
+        runbook: runbook(kind),
     }
+}
+
+/// How a DNS lookup series failed (`error.type`, else a response code
+/// other than `NOERROR`), if it did.
+pub(super) fn dns_failure(attrs: &Attrs) -> Option<&str> {
+    attrs.get_str(attr::ERROR_TYPE).or_else(|| {
+        attrs
+            .get_str(attr::DNS_RESPONSE_CODE)
+            .filter(|c| *c != "NOERROR")
+    })
+}
+
+/// Whether a DNS series is a client's lookups (not a server's answers).
+pub(super) fn is_dns_client(attrs: &Attrs) -> bool {
+    local_is_client(attrs) != Some(false)
 }
 
 #[derive(Default)]
@@ -613,7 +735,7 @@ pub fn health(
             continue;
         }
         if is(m, metric::DNS_DURATION) {
-            if local_is_client(attrs) == Some(false) {
+            if !is_dns_client(attrs) {
                 if let Some(name) = res.get_str(resource::SERVICE_NAME) {
                     dns_servers.insert(server.to_string(), name.to_string());
                 }
@@ -630,12 +752,7 @@ pub fn health(
                 .entry((client.to_string(), server.to_string()))
                 .or_default();
             acc.lookups += lookups;
-            let failure = attrs.get_str(attr::ERROR_TYPE).or_else(|| {
-                attrs
-                    .get_str(attr::DNS_RESPONSE_CODE)
-                    .filter(|c| *c != "NOERROR")
-            });
-            if let Some(kind) = failure {
+            if let Some(kind) = dns_failure(attrs) {
                 let f = acc.failed.entry(kind.to_string()).or_default();
                 f.0 += lookups;
                 if f.1.len() < 5
@@ -810,6 +927,8 @@ pub fn health(
         cidr,
         th.certificate_warning,
     ));
+    out.extend(super::baseline::findings(store, from, to, cidr, th));
+    out.extend(super::churn::findings(store, from, to, cidr, th));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -973,6 +1092,29 @@ mod tests {
     }
 
     #[test]
+    fn every_finding_has_its_runbook_line_in_the_docs() {
+        let doc = include_str!("../../../docs/health.md");
+        for (kind, line) in RUNBOOK {
+            assert!(
+                line.ends_with('.') && !line.contains('\n'),
+                "{kind}: {line}"
+            );
+            assert!(
+                doc.contains(&format!("| `{kind}` |")),
+                "{kind} not in docs/health.md"
+            );
+            assert!(
+                doc.contains(line),
+                "{kind}'s runbook line not in docs/health.md"
+            );
+        }
+        for m in super::super::baseline::METRICS {
+            assert!(!runbook(m.kind).is_empty(), "{}", m.kind);
+        }
+        assert_eq!(runbook("no_such_kind"), "");
+    }
+
+    #[test]
     fn health_names_the_refused_client_and_server() {
         let st = store();
         let f = health(&st, 0, u64::MAX, None, &UiHealthConfig::default());
@@ -990,5 +1132,6 @@ mod tests {
         assert_eq!(f[0].server, "198.18.0.9");
         assert_eq!(f[0].count, 3);
         assert_eq!(f[0].error_type.as_deref(), Some("refused"));
+        assert_eq!(f[0].runbook, runbook("connection_failure"));
     }
 }

@@ -138,6 +138,7 @@ pub struct Store {
     oldest: u64,
     latest: u64,
     dropped: u64,
+    default_span_ns: Option<u64>,
 }
 
 impl Store {
@@ -153,6 +154,7 @@ impl Store {
             oldest: u64::MAX,
             latest: 0,
             dropped: 0,
+            default_span_ns: None,
         }
     }
 
@@ -391,6 +393,34 @@ impl Store {
 
     pub fn retention_ns(&self) -> u64 {
         self.retention_ns
+    }
+
+    /// The span a request without a time range covers: the retention, or
+    /// what [`Store::with_default_span`] set.
+    pub fn default_span_ns(&self) -> u64 {
+        self.default_span_ns.unwrap_or(self.retention_ns)
+    }
+
+    /// A store whose requests without a time range cover `span_ns` rather
+    /// than the whole retention: the fleet's Health store also holds the
+    /// baseline spans before the range it was asked for.
+    pub fn with_default_span(mut self, span_ns: u64) -> Self {
+        self.default_span_ns = Some(span_ns);
+        self
+    }
+
+    /// Marks the store as holding data from `start` on although it holds
+    /// no slot that old: the fleet's storage had flow series then, none of
+    /// which changed in the span a page reads (a baseline span of zero).
+    pub fn hold_from(&mut self, start: u64) {
+        self.oldest = self.oldest.min(start);
+    }
+
+    /// Whether the store holds all of `(from, to]`: its oldest data is no
+    /// later than `from` and it has data up to `to` (a baseline span is
+    /// compared only when held).
+    pub fn holds(&self, from: u64, to: u64) -> bool {
+        self.oldest <= from && to <= self.latest && from < to
     }
 
     /// Every Resource and point attribute key seen.

@@ -8,7 +8,9 @@
   const KIND = {
     dns_failure: 'DNS', connection_failure: 'Connections', resets: 'Resets',
     retransmits: 'Retransmits', path_unreachable: 'Network path', path_loss: 'Network path',
-    route_changed: 'Network path',
+    route_changed: 'Network path', certificate_expired: 'Certificate', certificate_expiring: 'Certificate',
+    retransmits_rise: 'Rise over baseline', connection_failure_rise: 'Rise over baseline',
+    dns_failure_rise: 'Rise over baseline', connection_churn: 'Connection churn',
   };
 
   async function load() {
@@ -25,7 +27,10 @@
     }
     const t = data.thresholds;
     $('thresholds').textContent = 'Thresholds: retransmits above ' + FS.pct(t.retransmit_ratio) + ' of at least ' + t.min_packets +
-      ' packets; path loss above ' + FS.pct(t.path_loss_ratio) + '; at least ' + t.min_failures + ' failure(s).';
+      ' packets; path loss above ' + FS.pct(t.path_loss_ratio) + '; at least ' + t.min_failures + ' failure(s); rises of ' +
+      t.baseline_ratio + '× with at least ' + t.baseline_min_count + ' events over ' +
+      (data.baselines.length ? data.baselines.join(' and ') : 'no baseline (the store holds no span before this range)') +
+      '; churn from ' + t.churn_connections_per_second + ' new connections/s with ' + FS.pct(t.churn_short_ratio) + ' under 100 ms.';
     list.replaceChildren();
     data.findings.forEach((f, i) => {
       const dl = el('dl', {});
@@ -35,6 +40,7 @@
       row('Server', f.server);
       row('Error', f.error_type);
       row('Count', FS.num(f.count));
+      row('Next step', f.runbook);
       list.append(el('li', { class: f.severity, 'data-kind': f.kind, 'data-rank': i + 1 },
         el('div', { class: 'title' }, el('span', { class: 'sev', text: f.severity }), f.title),
         el('p', { class: 'evidence', text: f.evidence }),
