@@ -14,8 +14,9 @@
 #   softflowd: Debian's softflowd capturing on the server's veth (libpcap,
 #              AF_PACKET), exporting NetFlow v9 to nfdump's nfcapd in the
 #              same namespace; flow timeouts shortened (tcp.fin, tcp.rst
-#              1 s) and 200,000 flows allowed so that closed connections
-#              are exported during the run;
+#              1 s, expiry checked every second) and 200,000 flows allowed
+#              so that closed connections are exported during the run (its
+#              own statistics go to OUT/softflowd-statistics.txt);
 #   pmacctd:   Debian's pmacctd capturing on the same veth, aggregating by
 #              5-tuple into its print plugin (CSV every 5 s).
 # Per tool: user and kernel CPU of its processes (utime, stime over the
@@ -206,7 +207,7 @@ start_tool() {
         > "$TMP/nfcapd.log" 2>&1 &
       local nf=$!
       ip netns exec "$SNS" softflowd -d -i "$IFACE" -n "127.0.0.1:$NF_PORT" -v 9 \
-        -m 200000 -t tcp.fin=1 -t tcp.rst=1 -t maxlife=30 -c "$TMP/softflowd.ctl" \
+        -m 200000 -t tcp.fin=1 -t tcp.rst=1 -t maxlife=30 -t expint=1 -c "$TMP/softflowd.ctl" \
         > "$TMP/softflowd.log" 2>&1 &
       TOOL_PIDS="$! $nf"
       ;;
@@ -230,18 +231,25 @@ start_tool() {
   [ "$tool" = none ] || sleep 2
 }
 
-# Stops the tool (each writes what it holds on a clean stop) and prints how
-# many connections it counted.
+# Stops the tool (each writes what it holds on a clean stop), waits until
+# every one of its processes is gone, and sets COUNTED to how many
+# connections it counted. Runs in this shell, not a subshell: `wait` only
+# waits for this shell's own children.
 stop_tool() {
-  local tool=$1 p
+  local tool=$1 p all
+  all=$(tool_pids $TOOL_PIDS)
   case "$tool" in
-    none) echo null; return ;;
+    none) COUNTED=null; return ;;
     flowscope)
       AGENT_PID=$TOOL_PIDS
       agent_stop
       ;;
     softflowd)
-      # `shutdown` expires and exports every flow, then exits.
+      # Its own account (flows seen and exported, packets the capture
+      # dropped) for the record, then `shutdown`: expire and export every
+      # flow, and exit.
+      ip netns exec "$SNS" softflowctl -c "$TMP/softflowd.ctl" statistics \
+        > "$OUT/softflowd-statistics.txt" 2>&1 || true
       ip netns exec "$SNS" softflowctl -c "$TMP/softflowd.ctl" shutdown > /dev/null 2>&1 || true
       set -- $TOOL_PIDS
       for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
@@ -257,8 +265,11 @@ stop_tool() {
       for p in $TOOL_PIDS; do wait "$p" 2>/dev/null || true; done
       ;;
   esac
+  for p in $all; do
+    for _ in $(seq 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  done
   TOOL_PIDS=
-  case "$tool" in
+  COUNTED=$(case "$tool" in
     flowscope)
       # Both ends of every connection are on this host and each socket
       # closes once: half the closed sockets whose peer is in the pair.
@@ -276,7 +287,7 @@ stop_tool() {
     pmacctd)
       cat "$TMP/pm"/*.csv 2>/dev/null | grep -c "^$CIP,$SIP,[0-9]*,$PORT," || true
       ;;
-  esac
+  esac)
 }
 
 RUNS=()
@@ -298,13 +309,17 @@ measure() {
   pids=$(tool_pids $TOOL_PIDS)
   read -r u1 s1 < <(ticks_of $pids)
   if [ "$tool" = flowscope ]; then
+    if [ "$(sysctl -n kernel.bpf_stats_enabled)" != 1 ]; then
+      echo "bench-peers.sh: warning: another process turned kernel.bpf_stats_enabled off during the window; flowscope's eBPF figure is short" >&2
+    fi
     bpf1=$(bpf_ns_of "$TOOL_PIDS")
     maps=$(maps_kib_of "$TOOL_PIDS")
   fi
   srv1=$(proc_ticks "$SERVER_PID")
   [ -n "$pids" ] && hwm=$(hwm_of $pids)
   local counted
-  counted=$(stop_tool "$tool")
+  stop_tool "$tool"
+  counted=$COUNTED
   stop_server
   local window completed load_cpu user_us kern_us bpf_us mem_kib
   window=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
