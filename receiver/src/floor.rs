@@ -20,12 +20,37 @@ static FLOOR_OBJECT: &[u8] =
 /// (BTF-typed program, classic program, category, tracepoint): the hooks
 /// of [`crate::loader`]'s table, in the same order.
 const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
-    ("floor_set_state", "floor_tp_state", "sock", "inet_sock_set_state"),
-    ("floor_send_len", "floor_tp_send", "sock", "sock_send_length"),
-    ("floor_recv_len", "floor_tp_recv", "sock", "sock_recv_length"),
+    (
+        "floor_set_state",
+        "floor_tp_state",
+        "sock",
+        "inet_sock_set_state",
+    ),
+    (
+        "floor_send_len",
+        "floor_tp_send",
+        "sock",
+        "sock_send_length",
+    ),
+    (
+        "floor_recv_len",
+        "floor_tp_recv",
+        "sock",
+        "sock_recv_length",
+    ),
     ("floor_send_rst", "floor_tp_sndrst", "tcp", "tcp_send_reset"),
-    ("floor_recv_rst", "floor_tp_rcvrst", "tcp", "tcp_receive_reset"),
-    ("floor_retrans", "floor_tp_retx", "tcp", "tcp_retransmit_skb"),
+    (
+        "floor_recv_rst",
+        "floor_tp_rcvrst",
+        "tcp",
+        "tcp_receive_reset",
+    ),
+    (
+        "floor_retrans",
+        "floor_tp_retx",
+        "tcp",
+        "tcp_retransmit_skb",
+    ),
 ];
 
 /// The UDP programs of the BTF-typed set, as the agent attaches them.

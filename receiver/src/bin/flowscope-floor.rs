@@ -11,7 +11,9 @@ fn main() {
             "tracepoint" => hooks = flowscope_receiver::loader::Hooks::Tracepoints,
             "--no-udp" => udp = false,
             other => {
-                eprintln!("flowscope-floor: unknown argument {other} (usage: flowscope-floor [btf|tracepoint] [--no-udp])");
+                eprintln!(
+                    "flowscope-floor: unknown argument {other} (usage: flowscope-floor [btf|tracepoint] [--no-udp])"
+                );
                 std::process::exit(2);
             }
         }
