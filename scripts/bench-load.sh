@@ -22,11 +22,22 @@
 #        The maps' memory (memlock in the map fds' fdinfo, what
 #        `bpftool map show` calls bytes_memlock) is read at the end of the
 #        window and added to the agent's RSS.
+#        With --floor, `flowscope-floor` (receiver/src/bin) attaches
+#        programs that return at once to exactly the hooks the agent uses
+#        (same program types, same tracepoints, same cgroup hooks; see
+#        receiver-ebpf/src/bin/floor.rs) for the same window: their
+#        run_time_ns is what calling any program there costs, measured in
+#        the same run, and the agent's figure is also given as a multiple
+#        of it. Both sets run on every event, so each pays the other's
+#        cache effects alike; compare figures within one run only (the same
+#        programs have cost twice as much on one host of this VM as on
+#        another).
 # Results: target/bench/load.json and a summary in target/bench/load.txt
 # (or in --out DIR). This measures; it asserts nothing.
 #
 # usage: scripts/bench-load.sh [--seconds N] [--rates "1000 10000"] [--bytes N] [--no-build]
 #                              [--bin DIR] [--out DIR] [--agent-only] [--udp]
+#                              [--floor] [--hooks btf|tracepoint]
 #   --bin DIR     run the flowscope and flowscope-load binaries in DIR (e.g. another
 #                 worktree's target/release, to compare two builds back to back);
 #                 implies --no-build. The JSON names DIR's git commit.
@@ -36,6 +47,12 @@
 #                 its echo read back with recvfrom() (`flowscope-load
 #                 udp-client`), so per-connection figures are per exchange
 #                 (two datagrams, each sent and received on this host).
+#   --floor       also attach the empty programs (above) in the runs with the
+#                 agent and report them beside the agent's, with the ratio.
+#   --hooks H     btf (default: the agent's choice, BTF-typed raw tracepoints
+#                 where the kernel takes them) or tracepoint (the classic
+#                 fallback, FLOWSCOPE_EBPF_HOOKS=tracepoint; the floor uses
+#                 the same set).
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
 source "$(dirname "$0")/bench-common.sh"
@@ -50,6 +67,8 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$ROOT/target/bench
 MODES="off on"
 KIND=
+FLOOR=0
+HOOKS=btf
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_EACH=$2; shift 2 ;;
@@ -60,6 +79,13 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --agent-only) MODES=on; shift ;;
     --udp) KIND=udp-; shift ;;
+    --floor) FLOOR=1; shift ;;
+    --hooks)
+      case "$2" in
+        btf|tracepoint) HOOKS=$2 ;;
+        *) echo "bench-load.sh: --hooks takes btf or tracepoint, not $2" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
     *) echo "bench-load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -73,8 +99,14 @@ if [ "$BUILD" = 1 ]; then
   scripts/bootstrap.sh
   cargo build --release --bin flowscope
   cargo build --release -p flowscope-integration --bin flowscope-load
+  [ "$FLOOR" = 1 ] && cargo build --release -p flowscope-receiver --bin flowscope-floor
 fi
-for b in flowscope flowscope-load; do
+BINS="flowscope flowscope-load"
+[ "$FLOOR" = 1 ] && BINS="$BINS flowscope-floor"
+if [ "$HOOKS" = tracepoint ]; then
+  export FLOWSCOPE_EBPF_HOOKS=tracepoint
+fi
+for b in $BINS; do
   [ -x "$BIN/$b" ] || { echo "bench-load.sh: $BIN/$b is missing (run without --no-build)" >&2; exit 1; }
 done
 
@@ -87,10 +119,11 @@ TMP=$(mktemp -d /tmp/fsbench.XXXXXX)
 AGENT_PID=
 SERVER_PID=
 SAMPLER_PID=
+FLOOR_PID=
 BPF_STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo)
 
 cleanup() {
-  for p in $SAMPLER_PID $AGENT_PID $SERVER_PID; do
+  for p in $SAMPLER_PID $FLOOR_PID $AGENT_PID $SERVER_PID; do
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
@@ -181,6 +214,47 @@ metric_sum() {
       | ((.asInt // .asDouble // 0) | tonumber) ] | add // 0' "$TMP/metrics.jsonl"
 }
 
+# Starts flowscope-floor with the agent's set of hooks; sets FLOOR_PID.
+floor_start() {
+  "$BIN/flowscope-floor" "$HOOKS" > "$TMP/floor.out" 2> "$TMP/floor.err" &
+  FLOOR_PID=$!
+  for _ in $(seq 200); do
+    grep -q attached "$TMP/floor.out" 2>/dev/null && return 0
+    kill -0 "$FLOOR_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench-load.sh: flowscope-floor did not start: $(cat "$TMP/floor.err")" >&2
+  exit 1
+}
+
+floor_stop() {
+  kill "$FLOOR_PID" 2>/dev/null || true
+  wait "$FLOOR_PID" 2>/dev/null || true
+  FLOOR_PID=
+}
+
+# kernel_stats BEFORE AFTER CONNECTIONS WINDOW: JSON of the programs' deltas
+# (prog_stats lines before and after the window).
+kernel_stats() {
+  join -j 1 <(sort "$1") <(sort "$2") | awk -v n="$3" -v w="$4" '
+    BEGIN { printf "{\"programs\":["; first = 1 }
+    { ns = $6 - $2; runs = $7 - $3; name = $8
+      tns += ns; truns += runs
+      printf "%s{\"id\":%s,\"name\":\"%s\",\"xlated_insns\":%d,\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
+        (first ? "" : ","), $1, name, $9, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
+      first = 0 }
+    END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f}", \
+        n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0 }'
+}
+
+# kernel_table JSON: the per-program lines of the summary.
+kernel_table() {
+  printf '  %-16s %6s %12s %10s %12s %12s\n' program insns runs ns/run runs/conn ns/conn
+  echo "$1" | jq -r '.programs[] | "  \(.name) \(.xlated_insns) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
+    | awk '{ printf "  %-16s %6d %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5, $6 }'
+  echo "$1" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core"'
+}
+
 RUNS=()
 SUMMARY=()
 
@@ -197,6 +271,7 @@ measure() {
        sleep 0.25
      done) &
     SAMPLER_PID=$!
+    [ "$FLOOR" = 1 ] && floor_start
   fi
   local loadavg srv0 srv1
   loadavg=$(cut -d' ' -f1 /proc/loadavg)
@@ -204,6 +279,7 @@ measure() {
   local t0 ticks0=0
   t0=$(date +%s.%N)
   [ "$mode" = on ] && ticks0=$(proc_ticks "$AGENT_PID") && prog_stats "$AGENT_PID" > "$TMP/prog0"
+  [ -n "$FLOOR_PID" ] && prog_stats "$FLOOR_PID" > "$TMP/floor0"
   srv0=$(proc_ticks "$SERVER_PID")
   local load
   load=$(ip netns exec "$CNS" "$BIN/flowscope-load" "${KIND}client" "$SIP:$PORT" "$rate" "$SECONDS_EACH" "$BYTES")
@@ -211,6 +287,7 @@ measure() {
   local t1 ticks1=0
   t1=$(date +%s.%N)
   [ "$mode" = on ] && ticks1=$(proc_ticks "$AGENT_PID") && prog_stats "$AGENT_PID" > "$TMP/prog1"
+  [ -n "$FLOOR_PID" ] && prog_stats "$FLOOR_PID" > "$TMP/floor1" && floor_stop
   srv1=$(proc_ticks "$SERVER_PID")
   local window host_pct host_cores load_cpu
   window=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
@@ -238,40 +315,40 @@ measure() {
     # Kernel side: per program, the deltas over the window.
     local completed kernel_json maps_json maps_kib mem_kib
     completed=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
-    kernel_json=$(join -j 1 <(sort "$TMP/prog0") <(sort "$TMP/prog1") | awk -v n="$completed" -v w="$window" '
-      BEGIN { printf "{\"programs\":["; first = 1 }
-      { ns = $6 - $2; runs = $7 - $3; name = $8
-        tns += ns; truns += runs
-        printf "%s{\"id\":%s,\"name\":\"%s\",\"xlated_insns\":%d,\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
-          (first ? "" : ","), $1, name, $9, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
-        first = 0 }
-      END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f}", \
-          n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0 }')
+    kernel_json=$(kernel_stats "$TMP/prog0" "$TMP/prog1" "$completed" "$window")
+    local floor_json=null ratio=null floor_us=-
+    if [ "$FLOOR" = 1 ]; then
+      floor_json=$(kernel_stats "$TMP/floor0" "$TMP/floor1" "$completed" "$window")
+      floor_us=$(echo "$floor_json" | jq -r '.us_per_connection')
+      ratio=$(echo "$kernel_json $floor_json" | jq -rs 'if .[1].run_time_ns > 0 then (.[0].run_time_ns / .[1].run_time_ns * 100 | round / 100) else null end')
+    fi
     maps_json=$(awk 'BEGIN { printf "["; first = 1 }
       { printf "%s{\"name\":\"%s\",\"bytes_memlock\":%d}", (first ? "" : ","), $1, $2; first = 0 }
       END { printf "]" }' "$TMP/maps")
     maps_kib=$(awk '{ s += $2 } END { printf "%d", s / 1024 }' "$TMP/maps")
     mem_kib=$((rss_avg + maps_kib))
     {
-      echo "rate $rate/s, agent on: eBPF programs over the window ($completed connections)"
-      printf '  %-16s %6s %12s %10s %12s %12s\n' program insns runs ns/run runs/conn ns/conn
-      echo "$kernel_json" | jq -r '.programs[] | "  \(.name) \(.xlated_insns) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
-        | awk '{ printf "  %-16s %6d %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5, $6 }'
-      echo "$kernel_json" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core"'
+      echo "rate $rate/s, agent on ($HOOKS hooks): eBPF programs over the window ($completed connections)"
+      kernel_table "$kernel_json"
+      if [ "$FLOOR" = 1 ]; then
+        echo "  floor (empty programs on the same hooks, same window):"
+        kernel_table "$floor_json" | sed 's/^/  /'
+        echo "  agent / floor: $ratio x"
+      fi
       printf '  maps: %s KiB (' "$maps_kib"
       awk '{ printf "%s%s %d KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }' "$TMP/maps"
       printf '); agent RSS avg %s KiB; RSS + maps %s KiB\n' "$rss_avg" "$mem_kib"
     } >> "$TMP/kernel.txt"
-    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"maps_kib":%s,"rss_avg_plus_maps_kib":%s,"maps":%s,"kernel":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
-      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$maps_kib" "$mem_kib" "$maps_json" "$kernel_json" "$closed" "$received" "$lost")
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %9s %8s %6s' "$rate" on \
+    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"maps_kib":%s,"rss_avg_plus_maps_kib":%s,"maps":%s,"kernel":%s,"floor":%s,"agent_to_floor":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
+      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$maps_kib" "$mem_kib" "$maps_json" "$kernel_json" "$floor_json" "$ratio" "$closed" "$received" "$lost")
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %9s %8s %8s %6s %6s' "$rate" on \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
       "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" "$agent_pct" "$rss_avg" "$hwm" "$maps_kib" \
-      "$(echo "$kernel_json" | jq -r '.us_per_connection')" "$loadavg")")
+      "$(echo "$kernel_json" | jq -r '.us_per_connection')" "$floor_us" "$ratio" "$loadavg")")
   else
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %9s %8s %6s' "$rate" off \
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %9s %8s %8s %6s %6s' "$rate" off \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
-      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - "$loadavg")")
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - - - "$loadavg")")
   fi
   stop_server
   RUNS+=("$(printf '{"rate":%s,"agent":"%s","window_seconds":%s,"host_cpu_pct_of_all_cpus":%s,"host_busy_cores":%s,"load_cpu_pct_of_one_core":%s,"loadavg_1m_before":%s,"load":%s,"agent_stats":%s}' \
@@ -289,8 +366,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 {
   printf '{"benchmark":"scripts/bench-load.sh","date":"%s","kernel":"%s","cpus":%s,"cpu_model":"%s",' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -r)" "$(nproc)" "$CPU_MODEL"
-  printf '"commit":"%s","transport":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
-    "$COMMIT" "$([ -n "$KIND" ] && echo udp || echo tcp)" "$SECONDS_EACH" "$BYTES"
+  printf '"commit":"%s","transport":"%s","hooks":"%s","seconds_each":%s,"bytes_each_way":%s,"runs":[' \
+    "$COMMIT" "$([ -n "$KIND" ] && echo udp || echo tcp)" "$HOOKS" "$SECONDS_EACH" "$BYTES"
   (IFS=,; printf '%s' "${RUNS[*]}")
   printf ']}\n'
 } > "$OUT/load.json"
@@ -301,7 +378,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   [ -n "$KIND" ] && echo "UDP: a \"connection\" is one exchange (a datagram each way, sendto/recvfrom on unconnected sockets)"
   echo "host: busy % of all CPUs (/proc/stat); load: client+server CPU, % of one core; agent: % of one core"
   echo "ebpf: the agent's eBPF programs' run_time_ns per connection (both ends), microseconds"
-  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us loadavg
+  echo "floor: the same for empty programs on the same hooks in the same window (--floor); x: ebpf / floor"
+  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %8s %6s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us floor_us x loadavg
   printf '%s\n' "${SUMMARY[@]}"
   echo "(rss and maps in KiB; details: $OUT/load.json)"
   cat "$TMP/kernel.txt"

@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod collector;
 pub mod conntrack;
 pub mod dns;
+pub mod floor;
 pub mod loader;
 pub mod netns;
 pub mod offsets;

@@ -275,7 +275,10 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
 
 /// Program `program` of `ebpf` as its type (a tracepoint, a cgroup
 /// program, ...).
-fn typed<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, LoadError>
+pub(crate) fn typed<'a, T>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
