@@ -150,6 +150,7 @@ exporters:
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
             nat: Default::default(),
+            drops: Default::default(),
         })
     );
     // `console:` with no value means all defaults, as in the Collector.

@@ -24,7 +24,11 @@ use flowscope_model::{
     Attrs, FailReason, Flow, FlowBatch, FlowStats, MemoryPressure, Role, Telemetry, Transport,
 };
 
+use flowscope_model::metrics::HOST_DROPS;
+use flowscope_model::{Point, PointValue};
+
 use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
+use crate::drops::attribute::{DropDelta, Unclaimed};
 use crate::process::{ProcessCache, comm_str};
 
 /// How the Resource of a flow is built.
@@ -189,6 +193,9 @@ pub struct Collector {
     /// Pending slots already carried over from the previous interval: the
     /// next settling is their last.
     carried: hashbrown::HashSet<PendKey>,
+    /// This interval's kernel drops, until the flows they belong to claim
+    /// them at its end (see [`crate::drops::attribute`]).
+    drops: Unclaimed,
 }
 
 /// How far a wrapping u32 counter moved from `last` to `now`.
@@ -238,6 +245,15 @@ impl Collector {
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
             carried: hashbrown::HashSet::new(),
+            drops: Unclaimed::default(),
+        }
+    }
+
+    /// Drops the kernel counted since the last read; the flows of this
+    /// interval claim them when it ends, the rest are the host's.
+    pub fn on_drops(&mut self, drops: Vec<DropDelta>) {
+        for d in drops {
+            self.drops.add(d);
         }
     }
 
@@ -822,7 +838,23 @@ impl Collector {
         carry: bool,
     ) -> FlowBatch {
         self.settle_pending(carry);
-        let acc = std::mem::take(&mut self.acc);
+        let mut acc = std::mem::take(&mut self.acc);
+        // Every flow seen this interval (live connections, ended ones, UDP
+        // flows) has its entry in `acc`, even without new counts.
+        if !self.drops.is_empty() {
+            for (key, stats) in acc.iter_mut() {
+                let local = key.local.socket();
+                self.drops
+                    .claim(key.transport, key.role, local, key.peer.socket(), stats);
+                // Packets dropped before NAT rewrote them carry the
+                // address the socket used.
+                if let Some(nat) = key.nat {
+                    self.drops
+                        .claim(key.transport, key.role, local, nat.socket(), stats);
+                }
+            }
+        }
+        let host_drops = self.drops.finish();
         let mut resources = HashMap::new();
         let mut flows = Vec::with_capacity(acc.len());
         for (key, stats) in acc {
@@ -891,11 +923,23 @@ impl Collector {
             .retain(|_, t| round.saturating_sub(t.seen_round) < 3);
         self.procs.expire();
         self.round += 1;
+        let mut points = Vec::new();
+        if !host_drops.is_empty() {
+            let host = Arc::new(self.settings.host.clone());
+            for (reason, n) in host_drops {
+                points.push(Point {
+                    resource: host.clone(),
+                    metric: HOST_DROPS,
+                    attrs: Attrs::new().with(attr::DROP_REASON, &*reason),
+                    value: PointValue::Int(n),
+                });
+            }
+        }
         FlowBatch {
             start_unix_nanos,
             end_unix_nanos,
             flows,
-            points: Vec::new(),
+            points,
         }
     }
 }
