@@ -34,6 +34,7 @@ use crate::{Outcome, Sink};
 
 pub mod api;
 mod assets;
+pub mod drops;
 pub mod fleet;
 pub mod paths;
 pub mod query;

@@ -534,7 +534,7 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
     /// `path_unreachable`, `path_loss`, `route_changed`,
-    /// `certificate_expired`, `certificate_expiring`.
+    /// `certificate_expired`, `certificate_expiring`, `drops`, `host_drops`.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -802,6 +802,13 @@ pub fn health(
             ));
         }
     }
+    out.extend(super::drops::drop_findings(
+        store,
+        from,
+        to,
+        cidr,
+        th.min_failures,
+    ));
     out.extend(super::paths::route_findings(store, from, to, cidr));
     out.extend(super::paths::certificate_findings(
         store,
