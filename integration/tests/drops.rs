@@ -166,7 +166,9 @@ fn firewall_drops_of_syns_count_on_the_client_flow() {
         .unwrap();
     assert_eq!(out.trim(), "TimedOut");
     let syns = nft_dropped(&net, &net.a);
-    assert_eq!(syns, 2, "the first SYN and one retry");
+    // The first SYN and its retries (tcp_syn_retries counts those sent on
+    // the retransmission timer; the connect's own timeout may add none).
+    assert!(syns >= 2, "{syns} SYNs dropped");
     agent.wait_for("the dropped SYNs", WAIT, |p| {
         (client_drops(p, &server, 7102, "NETFILTER_DROP") >= syns as f64).then_some(())
     });
