@@ -110,6 +110,7 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         "path.yaml",
         "route.yaml",
         "certificate.yaml",
+        "drops.yaml",
         "agent.yaml",
     ] {
         tested += &std::fs::read_to_string(repo().join("deploy/prometheus/tests").join(f)).unwrap();
