@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use flowscope_integration::{Agent, NetPair, Point, sum, traffic};
+use flowscope_integration::{Agent, Held, NetPair, Point, sum, traffic};
 
 const WAIT: Duration = Duration::from_secs(60);
 const DROPS: &str = "flowscope.flow.drops";
@@ -88,12 +88,13 @@ fn firewall_drops_of_udp_count_on_the_client_flow() {
     net.drop_input(&net.a, "udp dport 7101 counter").unwrap();
     let t = traffic();
     let server = net.a_v4();
-    net.run(
+    // Held until the end, so the agent reads its service name in /proc.
+    let mut client = Held::start(
         &net.b,
-        &[("OTEL_SERVICE_NAME", "dropper")],
+        "dropper",
         &[&t, "udp-client", &format!("{server}:7101"), "40", "64", "0"],
-    )
-    .unwrap();
+    );
+    client.until("done");
     assert_eq!(nft_dropped(&net, &net.a), 40);
     agent.wait_for("40 firewall drops", WAIT, |p| {
         (client_drops(p, &server, 7101, "NETFILTER_DROP") >= 40.0).then_some(())

@@ -133,11 +133,13 @@ pub struct DropsConfig {
     /// load it (no BTF, no `tp_btf/kfree_skb`) the agent warns once and
     /// reports flows without drops.
     pub enabled: bool,
-    /// Also count `NOT_SPECIFIED`: packets freed through the plain
-    /// `kfree_skb()` that was given no reason, common on a healthy host
-    /// (error paths, but also ordinary frees of some protocols). Default
-    /// `false`: the program then leaves after one comparison for them.
-    pub not_specified: bool,
+    /// Reasons not counted (names as `flowscope.drop.reason` spells them);
+    /// the program leaves at once for them. Default `[NOT_SPECIFIED]`:
+    /// packets freed through the plain `kfree_skb()` that was given no
+    /// reason, common on a healthy host (error paths, but also ordinary
+    /// frees of some protocols). `[]` counts everything; a busy host that
+    /// closes sockets with unread data may add `QUEUE_PURGE`.
+    pub ignore: Vec<String>,
     /// Entries of the kernel's drop map, one per (addresses, ports,
     /// protocol, reason) seen in the last minute. Default 16384, at least
     /// 1; a drop that finds the map full is counted in
@@ -150,7 +152,7 @@ impl Default for DropsConfig {
     fn default() -> Self {
         DropsConfig {
             enabled: true,
-            not_specified: false,
+            ignore: vec!["NOT_SPECIFIED".to_string()],
             max_tracked: 16_384,
         }
     }

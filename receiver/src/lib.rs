@@ -106,8 +106,10 @@ impl ReceiverSettings {
                 host: host.attrs.clone(),
             },
             drops: config.drops.enabled.then(|| drops::DropSettings {
-                not_specified: config.drops.not_specified,
+                ignore: config.drops.ignore.clone(),
+                ephemeral: host.ephemeral_ports,
                 max_tracked: config.drops.max_tracked,
+                interval: config.collection_interval,
             }),
         }
     }

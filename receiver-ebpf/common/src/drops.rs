@@ -1,9 +1,9 @@
 //! What the drop program (`receiver-ebpf/src/bin/drops.rs`) and user space
 //! share.
 
-/// `struct sk_buff` member offsets from the kernel's BTF, and the one
-/// reason the program leaves alone, written into the program's read-only
-/// data before loading.
+/// `struct sk_buff` member offsets from the kernel's BTF, the reasons the
+/// program leaves alone and the host's ephemeral port range, written into
+/// the program's read-only data before loading.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropOffsets {
@@ -12,10 +12,15 @@ pub struct DropOffsets {
     /// `sk_buff.network_header`: the IP header's offset from `head`
     /// (`0xffff` when not set).
     pub skb_network_header: u32,
-    /// The drop reason value not counted: `NOT_SPECIFIED`'s, unless user
-    /// space asks for it (then `u32::MAX`, which no reason has).
-    pub skip_reason: u32,
-    pub _pad: u32,
+    /// Reasons below 256 not counted, one bit each (`ignore[r / 32]` bit
+    /// `r % 32`): `NOT_SPECIFIED` by default (`ebpf.drops.ignore`).
+    pub ignore: [u32; 8],
+    /// `net.ipv4.ip_local_port_range`: a packet's port in this range
+    /// while the other end's is not is a client's ephemeral port, which
+    /// no flow keeps (the contract merges them), so the key leaves it 0
+    /// and a burst of short connections makes one entry, not thousands.
+    pub ephemeral_low: u16,
+    pub ephemeral_high: u16,
 }
 
 /// Key of the `DROPS` map: a dropped packet's addresses, ports, protocol
@@ -41,7 +46,8 @@ pub struct DropKey {
 
 /// Indexes of the per-CPU `DROP_COUNTERS` array.
 pub mod drop_counter {
-    /// `DROPS` was full: a dropped packet was not counted.
+    /// `DROPS` was full: a dropped packet was counted by its reason alone
+    /// (`DROPS_BY_REASON`), without its flow.
     pub const MAP_FULL: u32 = 0;
     /// A packet header could not be read (counted under its reason alone).
     pub const READ_ERROR: u32 = 1;

@@ -11,9 +11,9 @@
 //! plain `kfree_skb()` that has not been given a reason yet
 //! (`NOT_SPECIFIED`): those are common on a healthy host (error paths of
 //! every kind, but also some ordinary frees), so user space asks for them
-//! only when configured (`SKIP_REASON` holds its value otherwise) and the
-//! program leaves after one comparison. On a host that drops nothing the
-//! program does not run at all.
+//! only when configured (`ebpf.drops.ignore`, a bit set in the read-only
+//! data) and the program leaves after one load and a shift. On a host that
+//! drops nothing the program does not run at all.
 //!
 //! The program is a BTF-typed raw tracepoint (`tp_btf/kfree_skb`): the
 //! `struct sk_buff *` is a typed pointer, read with plain loads at offsets
@@ -53,6 +53,11 @@ static DROP_OFFSETS: DropOffsets = unsafe { core::mem::zeroed() };
 static DROPS: HashMap<DropKey, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static DROP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_counter::COUNT, 0);
+/// Drops by reason alone (index 256: a reason above 255), for the packets
+/// `DROPS` had no room for: still counted, on the host, without their
+/// flow.
+#[map]
+static DROPS_BY_REASON: PerCpuArray<u64> = PerCpuArray::with_max_entries(257, 0);
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -78,7 +83,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(struct sk_buff *skb, void *location,
     //          enum skb_drop_reason reason, struct sock *rx_sk)
     let reason: u32 = ctx.arg(2);
-    if reason == unsafe { core::ptr::read_volatile(&DROP_OFFSETS.skip_reason) } {
+    if ignored(reason) {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
@@ -89,6 +94,25 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
     decode(skb, &mut key);
     count(&key);
     0
+}
+
+/// Whether user space asked to leave `reason` alone (one load and a shift).
+#[inline(always)]
+fn ignored(reason: u32) -> bool {
+    if reason >= 256 {
+        return false;
+    }
+    let word = (reason >> 5) as usize & 7;
+    let bits = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ignore[word]) };
+    (bits >> (reason & 31)) & 1 != 0
+}
+
+/// Whether `port` is in the host's ephemeral range.
+#[inline(always)]
+fn ephemeral(port: u16) -> bool {
+    let lo = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ephemeral_low) };
+    let hi = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ephemeral_high) };
+    port >= lo && port <= hi
 }
 
 /// The packet's addresses, ports and protocol into `key`; leaves family 0
@@ -161,8 +185,15 @@ fn ports(l4: u64, key: &mut DropKey) {
     // Source and destination port lead both TCP and UDP headers.
     match unsafe { bpf_probe_read_kernel(l4 as *const [u8; 4]) } {
         Ok(p) => {
-            key.sport = u16::from_be_bytes([p[0], p[1]]);
-            key.dport = u16::from_be_bytes([p[2], p[3]]);
+            let (s, d) = (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            );
+            // The client's ephemeral port is no flow's: leave it out of the
+            // key (see DropOffsets::ephemeral_low).
+            let (es, ed) = (ephemeral(s), ephemeral(d));
+            key.sport = if es && !ed { 0 } else { s };
+            key.dport = if ed && !es { 0 } else { d };
         }
         Err(_) => bump(drop_counter::READ_ERROR),
     }
@@ -178,7 +209,13 @@ fn count(key: &DropKey) {
     if DROPS.insert(key, &1, BPF_NOEXIST as u64).is_err() {
         match DROPS.get_ptr_mut(key) {
             Some(v) => atomic_add(unsafe { &mut *v }, 1),
-            None => bump(drop_counter::MAP_FULL),
+            None => {
+                bump(drop_counter::MAP_FULL);
+                let i = if key.reason < 256 { key.reason } else { 256 };
+                if let Some(v) = DROPS_BY_REASON.get_ptr_mut(i) {
+                    unsafe { *v += 1 };
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! Cost: the program runs only when the kernel drops a packet (a packet
 //! used up normally goes to `skb:consume_skb`), and leaves at once for
-//! `NOT_SPECIFIED` unless that is asked for; user space reads the map once
+//! the ignored reasons (`NOT_SPECIFIED` by default); user space reads the map once
 //! an interval (one syscall while it is empty). docs/benchmarks.md has the
 //! measured cost per run.
 
@@ -72,15 +72,19 @@ pub enum DropsError {
 /// settings).
 #[derive(Clone, Debug)]
 pub struct DropSettings {
-    /// Also count `NOT_SPECIFIED` (frees without a reason).
-    pub not_specified: bool,
+    /// Reasons not counted (names without the prefix); names this kernel
+    /// does not have are warned about and skipped.
+    pub ignore: Vec<String>,
+    /// The host's ephemeral port range (see `DropOffsets::ephemeral_low`).
+    pub ephemeral: (u16, u16),
     /// Entries of the kernel's `DROPS` map.
     pub max_tracked: u32,
+    /// How often the map is read (the collection interval).
+    pub interval: Duration,
 }
 
-/// A kernel map entry not seen to change for this long is deleted (its
-/// counts were all reported).
-const IDLE: Duration = Duration::from_secs(60);
+/// Slots of `DROPS_BY_REASON`: reasons 0-255 and one for the rest.
+const BY_REASON_SLOTS: u32 = 257;
 
 /// The loaded drop program and what user space remembers of its map.
 pub struct DropsProgram {
@@ -89,8 +93,15 @@ pub struct DropsProgram {
     drops: BpfHashMap<MapData, DropKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     counters_last: [u64; drop_counter::COUNT as usize],
+    /// Drops counted by reason alone when `DROPS` was full, and their last
+    /// totals.
+    by_reason: PerCpuArray<MapData, u64>,
+    by_reason_last: Vec<u64>,
     /// Last total per key and when it last changed.
     last: HashMap<DropKey, (u64, Instant)>,
+    /// A kernel entry unchanged for this long (two reads) is deleted: its
+    /// counts were all reported, and a busy host's map keeps room.
+    idle: Duration,
     reasons: DropReasons,
 }
 
@@ -112,16 +123,24 @@ impl DropsProgram {
     pub fn load(settings: &DropSettings) -> Result<Self, DropsError> {
         let btf = Btf::from_sys_fs()?;
         let reasons = DropReasons::from_btf(&btf)?;
-        let skip_reason = if settings.not_specified {
-            u32::MAX
-        } else {
-            reasons.value(reasons::NOT_SPECIFIED).unwrap_or(u32::MAX)
-        };
+        let mut ignore = [0u32; 8];
+        for name in &settings.ignore {
+            match reasons.value(name) {
+                Some(v) if v < 256 => ignore[(v / 32) as usize] |= 1 << (v % 32),
+                Some(v) => tracing::warn!(
+                    "ebpf.drops.ignore: {name} is reason {v}, above the 255 the program can leave out; it is counted"
+                ),
+                None => tracing::warn!(
+                    "ebpf.drops.ignore: this kernel has no drop reason {name} (enum skb_drop_reason)"
+                ),
+            }
+        }
         let offsets = DropOffsets {
             skb_head: member(&btf, "head", 8)?,
             skb_network_header: member(&btf, "network_header", 2)?,
-            skip_reason,
-            _pad: 0,
+            ignore,
+            ephemeral_low: settings.ephemeral.0,
+            ephemeral_high: settings.ephemeral.1,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("DROP_OFFSETS", &offsets, true)
@@ -139,9 +158,10 @@ impl DropsProgram {
         prog.attach().map_err(DropsError::Program)?;
         let drops = take(&mut ebpf, "DROPS")?;
         let counters = take(&mut ebpf, "DROP_COUNTERS")?;
+        let by_reason = take(&mut ebpf, "DROPS_BY_REASON")?;
         tracing::info!(
             reasons = reasons.len(),
-            not_specified = settings.not_specified,
+            ignore = ?settings.ignore,
             "drop program attached to tp_btf/kfree_skb"
         );
         Ok(Self {
@@ -149,14 +169,19 @@ impl DropsProgram {
             drops,
             counters,
             counters_last: [0; drop_counter::COUNT as usize],
+            by_reason,
+            by_reason_last: vec![0; BY_REASON_SLOTS as usize],
             last: HashMap::new(),
+            idle: settings.interval * 2,
             reasons,
         })
     }
 
     /// The drops counted since the last read, named; deletes kernel
-    /// entries idle for a minute. Map read errors and the kernel's own
-    /// losses (map full, unreadable header) are counted in
+    /// entries unchanged for two intervals. Drops the map had no room for
+    /// come by reason alone (the host's). Map read errors and the kernel's
+    /// own misses (map full: counted without their flow; unreadable
+    /// header) are counted in
     /// `flowscope.events.lost{flowscope.source=ebpf.drops}`.
     pub fn read(&mut self, telemetry: &Telemetry) -> Vec<DropDelta> {
         let now = Instant::now();
@@ -184,7 +209,7 @@ impl DropsProgram {
                     reason: self.reasons.name(key.reason),
                     packets: delta,
                 });
-            } else if now.duration_since(changed) >= IDLE {
+            } else if now.duration_since(changed) >= self.idle {
                 idle.push(key);
             }
         }
@@ -212,6 +237,30 @@ impl DropsProgram {
         };
         let full = read(drop_counter::MAP_FULL);
         let unreadable = read(drop_counter::READ_ERROR);
+        if full > 0 {
+            // Only then: 257 per-CPU reads.
+            for i in 0..BY_REASON_SLOTS {
+                let total: u64 = self
+                    .by_reason
+                    .get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                let slot = &mut self.by_reason_last[i as usize];
+                let d = total.saturating_sub(*slot);
+                *slot = total;
+                if d > 0 {
+                    out.push(DropDelta {
+                        packet: None,
+                        reason: if i < 256 {
+                            self.reasons.name(i)
+                        } else {
+                            std::sync::Arc::from("UNKNOWN")
+                        },
+                        packets: d,
+                    });
+                }
+            }
+        }
         telemetry.emit(EventsLost::new(Source::EbpfDrops, LossReason::MapFull, full));
         telemetry.emit(EventsLost::new(
             Source::EbpfDrops,

@@ -18,9 +18,6 @@ use crate::btf::{Btf, BtfError};
 pub const ENUM: &str = "skb_drop_reason";
 /// The prefix every drop reason's enumerator has.
 pub const PREFIX: &str = "SKB_DROP_REASON_";
-/// The reason of frees that were not given one (`kfree_skb()`): common on
-/// a healthy host, counted only with `drops.not_specified: true`.
-pub const NOT_SPECIFIED: &str = "NOT_SPECIFIED";
 
 /// Reason value -> name without its prefix.
 #[derive(Clone, Debug, Default)]
