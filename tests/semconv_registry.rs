@@ -31,10 +31,10 @@ use flowscope_common::{AF_INET, Conn, Event, Owner, UdpKey, UdpStats, event_kind
 use flowscope_model::names::{attr, k8s, metric, resource, value};
 use flowscope_model::{MetricBatch, Telemetry};
 use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
-use flowscope_receiver::drops::attribute::{DropDelta, Packet};
 use flowscope_receiver::dns::engine::{Captured, Direction, FixedOwner};
 use flowscope_receiver::dns::packet::build;
 use flowscope_receiver::dns::{DnsNames, Engine, EngineSettings};
+use flowscope_receiver::drops::attribute::{DropDelta, Packet};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value as J;

@@ -105,7 +105,10 @@ fn firewall_drops_of_udp_count_on_the_client_flow() {
     let all = sum(
         &p,
         DROPS,
-        &[("network.peer.address", &server), ("network.peer.port", "7101")],
+        &[
+            ("network.peer.address", &server),
+            ("network.peer.port", "7101"),
+        ],
     );
     assert_eq!(all, 40.0);
     let d = p
@@ -174,7 +177,10 @@ fn firewall_drops_of_syns_count_on_the_client_flow() {
         (client_drops(p, &server, 7102, "NETFILTER_DROP") >= syns as f64).then_some(())
     });
     let p = agent.points();
-    assert_eq!(client_drops(&p, &server, 7102, "NETFILTER_DROP"), syns as f64);
+    assert_eq!(
+        client_drops(&p, &server, 7102, "NETFILTER_DROP"),
+        syns as f64
+    );
     let d = p
         .iter()
         .find(|pt| pt.metric == DROPS && pt.attr("network.peer.port") == Some("7102"))
@@ -193,7 +199,14 @@ fn datagrams_to_a_closed_port_are_no_socket_on_the_sender_flow() {
     net.run(
         &net.b,
         &[],
-        &[&t, "udp-client", &format!("[{server}]:7103"), "7", "10", "0"],
+        &[
+            &t,
+            "udp-client",
+            &format!("[{server}]:7103"),
+            "7",
+            "10",
+            "0",
+        ],
     )
     .unwrap();
     agent.wait_for("7 NO_SOCKET drops", WAIT, |p| {

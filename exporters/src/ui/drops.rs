@@ -30,7 +30,10 @@ fn explain(reason: &str) -> (&'static str, &'static str) {
             "No socket listening",
             "start the service or fix the client's port: nothing listens at the destination",
         ),
-        "SOCKET_RCVBUFF" | "PROTO_MEM" | "SOCKET_BACKLOG" | "TCP_LISTEN_OVERFLOW"
+        "SOCKET_RCVBUFF"
+        | "PROTO_MEM"
+        | "SOCKET_BACKLOG"
+        | "TCP_LISTEN_OVERFLOW"
         | "TCP_OVERWINDOW" => (
             "The receiver is not keeping up",
             "the receiving socket's queue is full: make the application read faster or raise its buffer (SO_RCVBUF, net.core.rmem_max, somaxconn)",
@@ -96,9 +99,8 @@ pub fn drop_findings(
     // (client, server, reason) -> packets; (host, reason) -> packets.
     let mut flows: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut host: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let keep = |(_, m, _): &SeriesKey| {
-        m.name == metric::FLOW_DROPS.0 || m.name == metric::HOST_DROPS.0
-    };
+    let keep =
+        |(_, m, _): &SeriesKey| m.name == metric::FLOW_DROPS.0 || m.name == metric::HOST_DROPS.0;
     for ((res, m, attrs), slots) in store.series_slots(from, to, keep) {
         let n: u64 = slots.map(|s| packets(&s.value)).sum();
         if n == 0 {

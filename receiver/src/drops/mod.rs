@@ -25,9 +25,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
+use flowscope_model::Telemetry;
 use flowscope_model::Transport;
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
-use flowscope_model::Telemetry;
 use hashbrown::HashMap;
 use thiserror::Error;
 
@@ -201,7 +201,11 @@ impl DropsProgram {
             let (before, changed) = self.last.get(&key).copied().unwrap_or((0, now));
             // A total below the last one: the entry was deleted and
             // created again in between; all of it is new.
-            let delta = if total >= before { total - before } else { total };
+            let delta = if total >= before {
+                total - before
+            } else {
+                total
+            };
             if delta > 0 {
                 self.last.insert(key, (total, now));
                 out.push(DropDelta {
@@ -261,7 +265,11 @@ impl DropsProgram {
                 }
             }
         }
-        telemetry.emit(EventsLost::new(Source::EbpfDrops, LossReason::MapFull, full));
+        telemetry.emit(EventsLost::new(
+            Source::EbpfDrops,
+            LossReason::MapFull,
+            full,
+        ));
         telemetry.emit(EventsLost::new(
             Source::EbpfDrops,
             LossReason::ReadError,
