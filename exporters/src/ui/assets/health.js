@@ -8,7 +8,7 @@
   const KIND = {
     dns_failure: 'DNS', connection_failure: 'Connections', resets: 'Resets',
     retransmits: 'Retransmits', path_unreachable: 'Network path', path_loss: 'Network path',
-    route_changed: 'Network path',
+    route_changed: 'Network path', drops: 'Kernel drops', host_drops: 'Kernel drops (host)',
   };
 
   async function load() {
@@ -33,7 +33,7 @@
       row('Kind', KIND[f.kind] || f.kind);
       row('Client', f.client);
       row('Server', f.server);
-      row('Error', f.error_type);
+      row(f.kind === 'drops' || f.kind === 'host_drops' ? 'Drop reason' : 'Error', f.error_type);
       row('Count', FS.num(f.count));
       list.append(el('li', { class: f.severity, 'data-kind': f.kind, 'data-rank': i + 1 },
         el('div', { class: 'title' }, el('span', { class: 'sev', text: f.severity }), f.title),
