@@ -166,3 +166,127 @@ pub fn drop_findings(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowscope_model::metrics::{FLOW_DROPS, HOST_DROPS};
+    use flowscope_model::{MetricBatch, Point};
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn point(res: Attrs, metric: flowscope_model::MetricId, attrs: Attrs, n: u64) -> Point {
+        Point {
+            resource: Arc::new(res),
+            metric,
+            attrs,
+            value: PointValue::Int(n),
+        }
+    }
+
+    /// web's client flow to db dropped by a firewall in two slots, db's
+    /// server flow with a full receive buffer, two packets under the
+    /// minimum, and the host's own drops.
+    fn store() -> Store {
+        let mut st = Store::new(3600 * S, 600 * S, 1000);
+        let web = Attrs::new().with(resource::SERVICE_NAME, "web");
+        let db = Attrs::new().with(resource::SERVICE_NAME, "db");
+        let client = Attrs::new()
+            .with(attr::FLOW_ROLE, "client")
+            .with(attr::PEER_ADDRESS, "198.18.0.2")
+            .with(attr::PEER_PORT, 5432i64)
+            .with(attr::IO_DIRECTION, attr::TRANSMIT);
+        let server = Attrs::new()
+            .with(attr::FLOW_ROLE, "server")
+            .with(attr::PEER_ADDRESS, "198.18.0.1")
+            .with(attr::PEER_SERVICE_NAME, "web")
+            .with(attr::LOCAL_PORT, 5432i64)
+            .with(attr::IO_DIRECTION, attr::RECEIVE);
+        for (t, n) in [(10, 200), (20, 112)] {
+            let mut b = MetricBatch::new((t - 10) * S, t * S);
+            b.points.push(point(
+                web.clone(),
+                FLOW_DROPS,
+                client.clone().with(attr::DROP_REASON, "NETFILTER_DROP"),
+                n,
+            ));
+            st.insert(&b);
+        }
+        let mut b = MetricBatch::new(20 * S, 30 * S);
+        b.points.push(point(
+            db.clone(),
+            FLOW_DROPS,
+            server.clone().with(attr::DROP_REASON, "SOCKET_RCVBUFF"),
+            9,
+        ));
+        b.points.push(point(
+            web,
+            FLOW_DROPS,
+            client.with(attr::DROP_REASON, "TCP_CSUM"),
+            2,
+        ));
+        b.points.push(point(
+            Attrs::new().with(resource::HOST_NAME, "node-1"),
+            HOST_DROPS,
+            Attrs::new().with(attr::DROP_REASON, "OTHERHOST"),
+            40,
+        ));
+        st.insert(&b);
+        st
+    }
+
+    #[test]
+    fn one_finding_per_client_server_and_reason() {
+        let st = store();
+        let f = drop_findings(&st, 0, u64::MAX, None, 3);
+        let got: Vec<(&str, &str, &str, Option<&str>, u64)> = f
+            .iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    f.client.as_str(),
+                    f.server.as_str(),
+                    f.error_type.as_deref(),
+                    f.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "drops",
+                    "web",
+                    "198.18.0.2:5432",
+                    Some("NETFILTER_DROP"),
+                    312
+                ),
+                ("drops", "web", "db:5432", Some("SOCKET_RCVBUFF"), 9),
+                ("host_drops", "node-1", "", Some("OTHERHOST"), 40),
+            ]
+        );
+        assert_eq!(
+            f[0].title,
+            "Blocked by a firewall rule: web → 198.18.0.2:5432, 312 packets"
+        );
+        assert!(
+            f[0].evidence
+                .ends_with("allow the port if the traffic is wanted")
+        );
+        assert_eq!(
+            f[1].title,
+            "The receiver is not keeping up: web → db:5432, 9 packets"
+        );
+        // The range counts: only the first slot.
+        let early = drop_findings(&st, 0, 10 * S, None, 3);
+        assert_eq!(early.len(), 1);
+        assert_eq!(early[0].count, 200);
+        // With a CIDR only flows whose peer is inside, and no host drops.
+        let cidr = drop_findings(&st, 0, u64::MAX, Some("198.18.0.2/32".parse().unwrap()), 3);
+        assert_eq!(cidr.len(), 1);
+        assert_eq!(cidr[0].server, "198.18.0.2:5432");
+    }
+}
