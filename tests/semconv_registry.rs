@@ -34,6 +34,7 @@ use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
 use flowscope_receiver::dns::engine::{Captured, Direction, FixedOwner};
 use flowscope_receiver::dns::packet::build;
 use flowscope_receiver::dns::{DnsNames, Engine, EngineSettings};
+use flowscope_receiver::drops::attribute::{DropDelta, Packet};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value as J;
@@ -548,6 +549,24 @@ fn flow_output(telemetry: &Telemetry) -> MetricBatch {
             comm,
         }),
     );
+    // Kernel drops: one of the live client connection's packets (its
+    // flow's), one of no flow (the host's).
+    let drop = |packet, reason: &str| DropDelta {
+        packet,
+        reason: Arc::from(reason),
+        packets: 3,
+    };
+    col.on_drops(vec![
+        drop(
+            Some(Packet {
+                transport: flowscope_model::Transport::Tcp,
+                src: "198.18.0.1:40000".parse().unwrap(),
+                dst: "198.18.7.7:5432".parse().unwrap(),
+            }),
+            "NETFILTER_DROP",
+        ),
+        drop(None, "OTHERHOST"),
+    ]);
     let batch = col.finish(0, 10_000_000_000);
     assert!(!batch.flows.is_empty());
 
@@ -754,6 +773,7 @@ const NAME_KEYS: &[&str] = &[
     attr::PEER_TAG_PREFIX,
     attr::LOCALITY,
     attr::IO_DIRECTION,
+    attr::DROP_REASON,
     attr::ERROR_TYPE,
     attr::OVERFLOW,
     attr::DNS_QUESTION_NAME,
@@ -782,6 +802,8 @@ const NAME_METRICS: &[metric::Def] = &[
     metric::TCP_DURATION,
     metric::UDP_ACTIVE,
     metric::FLOW_COST,
+    metric::FLOW_DROPS,
+    metric::HOST_DROPS,
     metric::DNS_DURATION,
     metric::EVENTS_RECEIVED,
     metric::EVENTS_LOST,
@@ -921,6 +943,7 @@ fn emitted_output_follows_the_registry() {
         attr::PEER_CLOUD_PROVIDER,
         attr::LOCALITY,
         attr::ERROR_TYPE,
+        attr::DROP_REASON,
         attr::DNS_QUESTION_NAME,
         attr::DNS_RESPONSE_CODE,
         attr::SERVER_ADDRESS,

@@ -157,6 +157,13 @@ d.panel("timeseries", "Connection duration p95",
 d.panel("timeseries", "RTT variance (jitter)",
         [target(f'max by (service_name, service_peer_name, network_peer_address) (flowscope_tcp_rtt_variance_seconds{{{dsel}}})', "A",
                 legend="{{service_name}} -> {{service_peer_name}} {{network_peer_address}}")], w=12, unit="s")
+d.panel("timeseries", "Kernel drops/s by reason",
+        [target(f'sum by (flowscope_drop_reason) (rate(flowscope_flow_drops_total{{{dsel}}}[$__rate_interval]))', "A", legend="{{flowscope_drop_reason}}"),
+         target('sum by (flowscope_drop_reason) (rate(flowscope_host_drops_total{host_name=~"$host"}[$__rate_interval]))', "B", legend="host: {{flowscope_drop_reason}}")], w=12, unit="pps",
+        desc="Packets the kernel dropped (skb:kfree_skb), by its drop reason: of monitored flows, and of no flow on the host (docs/drops.md).")
+d.panel("table", "Kernel drops by dependency and reason",
+        [target(f'sum by (service_name, flowscope_flow_role, service_peer_name, network_peer_address, network_peer_port, network_io_direction, flowscope_drop_reason) {inc("flowscope_flow_drops_total", dsel)} > 0', "A", True)], w=12,
+        extra={"transformations": organize({"Value": "packets"})})
 d.save("flowscope-tcp.json")
 
 # ---- DNS

@@ -568,6 +568,7 @@ fn contract_metrics() -> Vec<flowscope_model::MetricId> {
     use flowscope_model::MetricId;
     use flowscope_model::names::path;
     let mut all = flowscope_model::metrics::FLOW_METRICS.to_vec();
+    all.push(flowscope_model::metrics::HOST_DROPS);
     all.push(flowscope_model::metrics::DNS_DURATION);
     all.extend([
         MetricId::gauge(path::REACHABLE),
@@ -598,6 +599,7 @@ const CONTRACT_KEYS: &[&str] = {
         attr::LOCAL_PORT,
         attr::LOCAL_ADDRESS,
         attr::IO_DIRECTION,
+        attr::DROP_REASON,
         attr::PEER_SERVICE_NAME,
         k8s::PEER_SERVICE_NAMESPACE,
         attr::ERROR_TYPE,

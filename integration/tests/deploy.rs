@@ -67,7 +67,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         hint,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("SUCCESS: 22 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 24 rules found"), "{text}");
     // The fleet view's recording rules (docs/fleet.md).
     let out = run(
         Command::new("promtool")
@@ -110,6 +110,7 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         "path.yaml",
         "route.yaml",
         "certificate.yaml",
+        "drops.yaml",
         "agent.yaml",
         "baseline.yaml",
     ] {
@@ -122,7 +123,7 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         });
         assert!(fires, "no promtool test makes {a} fire");
     }
-    assert_eq!(alerts.len(), 22);
+    assert_eq!(alerts.len(), 24);
 }
 
 #[test]

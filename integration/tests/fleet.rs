@@ -548,3 +548,53 @@ fn unreachable_or_wrong_storage_is_a_clear_502() {
     let total = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(total < (256 + 64) << 20, "{total} bytes sent");
 }
+
+/// Kernel drops in fleet mode (issue 21): a node's client whose datagrams
+/// a firewall rule drops in the server's namespace; the fleet's Health
+/// lists the drops with client, server and count, read from the storage.
+#[test]
+fn fleet_health_lists_kernel_drops() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let net = NetPair::new_apart().unwrap(); // a = server, b = client
+    let dir = tempfile::tempdir().unwrap();
+    let (_engine, prom_port) = prometheus(dir.path(), &[]);
+    let write = format!("http://127.0.0.1:{prom_port}/api/v1/write");
+    let _node = node("node-1", "dropper", free_port(), &write);
+    net.drop_input(&net.a, "udp dport 7104 counter").unwrap();
+    let server = format!("{}:7104", net.a_v4());
+    let t = flowscope_integration::traffic();
+    let mut client = flowscope_integration::Held::start(
+        &net.b,
+        "dropper",
+        &[&t, "udp-client", &server, "25", "64", "0"],
+    );
+    client.until("done");
+    let (_ui, ui_port) = fleet_ui(&format!("http://127.0.0.1:{prom_port}"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let finding = loop {
+        let (code, body) = get(ui_port, "/api/health?range=1h");
+        let found = serde_json::from_str::<Value>(&body).ok().and_then(|h| {
+            h["findings"]
+                .as_array()?
+                .iter()
+                .find(|f| f["kind"] == "drops" && f["server"] == server.as_str())
+                .cloned()
+        });
+        if let Some(f) = found.filter(|f| f["count"] == 25) {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet's Health never listed the 25 drops: HTTP {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(finding["client"], "dropper", "{finding}");
+    assert_eq!(finding["error_type"], "NETFILTER_DROP", "{finding}");
+    assert_eq!(
+        finding["title"],
+        format!("Blocked by a firewall rule: dropper → {server}, 25 packets")
+    );
+}

@@ -117,6 +117,19 @@ pub struct FlowStats {
     pub rtt_var_count: u64,
     /// Durations of the connections that closed in this interval.
     pub duration: Option<Histogram>,
+    /// Packets of the flow the kernel dropped, by reason and direction
+    /// (few: one entry per reason seen).
+    pub drops: Vec<DropCount>,
+}
+
+/// Dropped packets of one reason and direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropCount {
+    /// The kernel's drop reason (`NETFILTER_DROP`, ...).
+    pub reason: Arc<str>,
+    /// A packet the local side sent (else one on its way to it).
+    pub transmit: bool,
+    pub packets: u64,
 }
 
 impl FlowStats {
@@ -139,6 +152,22 @@ impl FlowStats {
             .record(srtt);
         self.rtt_var_sum += rttvar;
         self.rtt_var_count += 1;
+    }
+
+    /// Adds `packets` dropped packets of `reason` in one direction.
+    pub fn add_drops(&mut self, reason: &Arc<str>, transmit: bool, packets: u64) {
+        match self
+            .drops
+            .iter_mut()
+            .find(|d| d.transmit == transmit && d.reason == *reason)
+        {
+            Some(d) => d.packets += packets,
+            None => self.drops.push(DropCount {
+                reason: reason.clone(),
+                transmit,
+                packets,
+            }),
+        }
     }
 
     pub fn record_duration(&mut self, bounds: &Arc<[f64]>, seconds: f64) {
@@ -167,6 +196,9 @@ impl FlowStats {
         merge_hist(&mut self.duration, &other.duration);
         self.rtt_var_sum += other.rtt_var_sum;
         self.rtt_var_count += other.rtt_var_count;
+        for d in &other.drops {
+            self.add_drops(&d.reason, d.transmit, d.packets);
+        }
     }
 
     /// True when nothing happened and nothing is open: such a flow emits no

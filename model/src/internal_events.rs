@@ -29,6 +29,8 @@ pub enum Source {
     EbpfTcp,
     /// The cgroup_skb UDP programs, the connection table's UDP side.
     EbpfUdp,
+    /// The drop program on `skb:kfree_skb` (its map, its header reads).
+    EbpfDrops,
     /// The DNS receiver (captured packets).
     Dns,
     /// The agent's own pipeline (fan-out, self-telemetry).
@@ -49,6 +51,7 @@ impl Source {
             Source::Ebpf => "ebpf",
             Source::EbpfTcp => "ebpf.tcp",
             Source::EbpfUdp => "ebpf.udp",
+            Source::EbpfDrops => "ebpf.drops",
             Source::Dns => "dns",
             Source::Pipeline => "pipeline",
             Source::Conntrack => "conntrack",

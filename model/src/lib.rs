@@ -27,7 +27,7 @@ pub mod telemetry;
 
 pub use attr::{Attrs, Value};
 pub use context::{Context, HostFacts};
-pub use flow::{FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
+pub use flow::{DropCount, FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
 pub use hist::Histogram;
 pub use local::LocalServices;
 pub use memory::{MemoryPressure, Pressure};

@@ -75,10 +75,12 @@ pub const TCP_RESETS: MetricId = MetricId::sum(metric::TCP_RESETS);
 pub const TCP_DURATION: MetricId = MetricId::histogram(metric::TCP_DURATION);
 pub const UDP_ACTIVE: MetricId = MetricId::up_down_counter(metric::UDP_ACTIVE);
 pub const FLOW_COST: MetricId = MetricId::sum(metric::FLOW_COST);
+pub const FLOW_DROPS: MetricId = MetricId::sum(metric::FLOW_DROPS);
+pub const HOST_DROPS: MetricId = MetricId::sum(metric::HOST_DROPS);
 pub const DNS_DURATION: MetricId = MetricId::histogram(metric::DNS_DURATION);
 
 /// Every metric a flow produces ([`flow_points`] and the cost processor).
-pub const FLOW_METRICS: [MetricId; 13] = [
+pub const FLOW_METRICS: [MetricId; 14] = [
     FLOW_IO,
     FLOW_PACKETS,
     TCP_RETRANSMITS,
@@ -92,6 +94,7 @@ pub const FLOW_METRICS: [MetricId; 13] = [
     TCP_DURATION,
     UDP_ACTIVE,
     FLOW_COST,
+    FLOW_DROPS,
 ];
 
 /// A point's value. Gauges that are means (RTT variance) carry their sum and
@@ -214,6 +217,15 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
         if rx > 0 {
             push(out, metric, dir(attr::RECEIVE), PointValue::Int(rx));
         }
+    }
+    for d in &s.drops {
+        let a = dir(if d.transmit {
+            attr::TRANSMIT
+        } else {
+            attr::RECEIVE
+        })
+        .with(attr::DROP_REASON, &*d.reason);
+        push(out, FLOW_DROPS, a, PointValue::Int(d.packets));
     }
     match flow.transport {
         Transport::Udp => {

@@ -82,6 +82,20 @@ pub mod metric {
         "{flow}",
         "UDP flows active now.",
     );
+    /// Contract v3: packets of a flow the kernel dropped, with its reason
+    /// (`skb:kfree_skb`; receiver/src/drops).
+    pub const FLOW_DROPS: Def = (
+        "flowscope.flow.drops",
+        "{packet}",
+        "Packets of a flow the kernel dropped, by drop reason and direction.",
+    );
+    /// Contract v3: dropped packets of no monitored flow, on the host
+    /// Resource.
+    pub const HOST_DROPS: Def = (
+        "flowscope.host.drops",
+        "{packet}",
+        "Packets the kernel dropped that belong to no monitored flow, by drop reason.",
+    );
     pub const FLOW_COST: Def = (
         "flowscope.flow.cost",
         "{USD}",
@@ -199,6 +213,9 @@ pub mod attr {
     pub const PEER_TAG_PREFIX: &str = "flowscope.peer.tag.";
     pub const LOCALITY: &str = "flowscope.network.locality";
     pub const IO_DIRECTION: &str = sc::NETWORK_IO_DIRECTION;
+    /// The kernel's `enum skb_drop_reason` name without its
+    /// `SKB_DROP_REASON_` prefix, as the running kernel's BTF spells it.
+    pub const DROP_REASON: &str = "flowscope.drop.reason";
     pub const ERROR_TYPE: &str = sc::ERROR_TYPE;
     /// `error.type` when no more specific value applies (the registry's
     /// fallback member).

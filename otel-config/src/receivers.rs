@@ -119,6 +119,51 @@ pub struct EbpfReceiverConfig {
     pub duration_buckets: Vec<f64>,
     /// NAT resolution through conntrack; see [`NatConfig`].
     pub nat: NatConfig,
+    /// Kernel drop reasons per flow; see [`DropsConfig`].
+    pub drops: DropsConfig,
+}
+
+/// `ebpf.drops`: count the packets the kernel drops (`skb:kfree_skb`)
+/// into the flow they belong to, with the kernel's reason
+/// (`flowscope.flow.drops`, `flowscope.host.drops`; docs/drops.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropsConfig {
+    /// Attach the drop program. Default `true`; where the kernel does not
+    /// load it (no BTF, no `tp_btf/kfree_skb`) the agent warns once and
+    /// reports flows without drops.
+    pub enabled: bool,
+    /// Reasons not counted (names as `flowscope.drop.reason` spells them);
+    /// the program leaves at once for them. Default `[NOT_SPECIFIED]`:
+    /// packets freed through the plain `kfree_skb()` that was given no
+    /// reason, common on a healthy host (error paths, but also ordinary
+    /// frees of some protocols). `[]` counts everything; a busy host that
+    /// closes sockets with unread data may add `QUEUE_PURGE`.
+    pub ignore: Vec<String>,
+    /// Entries of the kernel's drop map, one per (addresses, ports,
+    /// protocol, reason) seen in the last minute. Default 16384, at least
+    /// 1; a drop that finds the map full is counted in
+    /// `flowscope.events.lost{flowscope.source=ebpf.drops, flowscope.reason=map_full}`.
+    #[serde(deserialize_with = "drops_max_tracked")]
+    pub max_tracked: u32,
+}
+
+impl Default for DropsConfig {
+    fn default() -> Self {
+        DropsConfig {
+            enabled: true,
+            ignore: vec!["NOT_SPECIFIED".to_string()],
+            max_tracked: 16_384,
+        }
+    }
+}
+
+fn drops_max_tracked<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let value = u32::deserialize(d)?;
+    if value == 0 {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    Ok(value)
 }
 
 /// `ebpf.nat`: resolve the real peer of connections NAT rewrote (a
@@ -209,6 +254,7 @@ impl Default for EbpfReceiverConfig {
             rtt_buckets: flowscope_model::hist::RTT_BOUNDS.to_vec(),
             duration_buckets: flowscope_model::hist::DURATION_BOUNDS.to_vec(),
             nat: NatConfig::default(),
+            drops: DropsConfig::default(),
         }
     }
 }

@@ -150,6 +150,7 @@ exporters:
             rtt_buckets: vec![0.001, 0.01],
             duration_buckets: vec![1.0, 60.0],
             nat: Default::default(),
+            drops: Default::default(),
         })
     );
     // `console:` with no value means all defaults, as in the Collector.
@@ -174,7 +175,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat"
+         resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -566,7 +567,7 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat",
+             resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops",
             path.display()
         )
     );

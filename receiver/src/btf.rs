@@ -22,6 +22,8 @@ pub enum BtfError {
     },
     #[error("BTF is malformed: {0}")]
     Malformed(String),
+    #[error("BTF has no enum `{0}`")]
+    NoEnum(String),
     #[error("BTF has no struct `{0}`")]
     NoStruct(String),
     #[error("BTF struct `{strukt}` has no member `{member}` (looking up `{path}`)")]
@@ -71,6 +73,8 @@ struct Type {
     /// Element type and count for arrays.
     array: Option<(u32, u32)>,
     members: Vec<Member>,
+    /// Enumerators of an enum (name offset, value).
+    enumerators: Vec<(u32, i64)>,
 }
 
 /// Parsed BTF: types by id and the string section.
@@ -164,6 +168,7 @@ impl Btf {
             size_or_type: 0,
             array: None,
             members: Vec::new(),
+            enumerators: Vec::new(),
         }];
         let mut c = Cursor {
             data: type_data,
@@ -182,6 +187,7 @@ impl Btf {
                 size_or_type,
                 array: None,
                 members: Vec::new(),
+                enumerators: Vec::new(),
             };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => c.skip(4)?,
@@ -209,8 +215,30 @@ impl Btf {
                         });
                     }
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => c.skip(8 * vlen)?,
-                KIND_DATASEC | KIND_ENUM64 => c.skip(12 * vlen)?,
+                KIND_ENUM => {
+                    for _ in 0..vlen {
+                        let name = c.u32()?;
+                        let raw = c.u32()?;
+                        // kind_flag: the enum is signed.
+                        let value = if kind_flag {
+                            i64::from(raw as i32)
+                        } else {
+                            i64::from(raw)
+                        };
+                        t.enumerators.push((name, value));
+                    }
+                }
+                KIND_ENUM64 => {
+                    for _ in 0..vlen {
+                        let name = c.u32()?;
+                        let lo = c.u32()?;
+                        let hi = c.u32()?;
+                        let value = ((u64::from(hi) << 32) | u64::from(lo)) as i64;
+                        t.enumerators.push((name, value));
+                    }
+                }
+                KIND_FUNC_PROTO => c.skip(8 * vlen)?,
+                KIND_DATASEC => c.skip(12 * vlen)?,
                 _ => {}
             }
             types.push(t);
@@ -228,6 +256,24 @@ impl Btf {
             }
         }
         Ok(btf)
+    }
+
+    /// The enumerators (name, value) of `enum name`; an error naming the
+    /// enum when this BTF has none of that name.
+    pub fn enumerators(&self, name: &str) -> Result<Vec<(String, i64)>, BtfError> {
+        let t = self
+            .types
+            .iter()
+            .find(|t| {
+                (t.kind == KIND_ENUM || t.kind == KIND_ENUM64)
+                    && !t.enumerators.is_empty()
+                    && self.string(t.name) == name
+            })
+            .ok_or_else(|| BtfError::NoEnum(name.to_string()))?;
+        Ok(t.enumerators
+            .iter()
+            .map(|(n, v)| (self.string(*n).to_string(), *v))
+            .collect())
     }
 
     fn string(&self, off: u32) -> &str {

@@ -25,7 +25,11 @@ use flowscope_model::{
     Attrs, FailReason, Flow, FlowBatch, FlowStats, MemoryPressure, Role, Telemetry, Transport,
 };
 
+use flowscope_model::metrics::HOST_DROPS;
+use flowscope_model::{Point, PointValue};
+
 use crate::conntrack::{NatResolver, PROTO_TCP, PROTO_UDP, Resolution};
+use crate::drops::attribute::{DropDelta, Unclaimed};
 use crate::process::{ProcessCache, comm_str};
 
 /// How the Resource of a flow is built.
@@ -198,6 +202,9 @@ pub struct Collector {
     /// the conntrack service caught up: a close event from before it that
     /// does not resolve is not NATed, or its entry is lost.
     caught_up_ns: std::cell::Cell<u64>,
+    /// This interval's kernel drops, until the flows they belong to claim
+    /// them at its end (see [`crate::drops::attribute`]).
+    drops: Unclaimed,
 }
 
 /// How long a close event waits for the conntrack service to catch up
@@ -264,6 +271,15 @@ impl Collector {
             pending: HashMap::new(),
             closed_pending: HashMap::new(),
             carried: hashbrown::HashSet::new(),
+            drops: Unclaimed::default(),
+        }
+    }
+
+    /// Drops the kernel counted since the last read; the flows of this
+    /// interval claim them when it ends, the rest are the host's.
+    pub fn on_drops(&mut self, drops: Vec<DropDelta>) {
+        for d in drops {
+            self.drops.add(d);
         }
     }
 
@@ -890,7 +906,23 @@ impl Collector {
         carry: bool,
     ) -> FlowBatch {
         self.settle_pending(carry);
-        let acc = std::mem::take(&mut self.acc);
+        let mut acc = std::mem::take(&mut self.acc);
+        // Every flow seen this interval (live connections, ended ones, UDP
+        // flows) has its entry in `acc`, even without new counts.
+        if !self.drops.is_empty() {
+            for (key, stats) in acc.iter_mut() {
+                let local = key.local.socket();
+                self.drops
+                    .claim(key.transport, key.role, local, key.peer.socket(), stats);
+                // Packets dropped before NAT rewrote them carry the
+                // address the socket used.
+                if let Some(nat) = key.nat {
+                    self.drops
+                        .claim(key.transport, key.role, local, nat.socket(), stats);
+                }
+            }
+        }
+        let host_drops = self.drops.finish();
         let mut resources = HashMap::new();
         let mut flows = Vec::with_capacity(acc.len());
         for (key, stats) in acc {
@@ -960,11 +992,23 @@ impl Collector {
         self.refused.retain(|_, r| round.saturating_sub(*r) < 3);
         self.procs.expire();
         self.round += 1;
+        let mut points = Vec::new();
+        if !host_drops.is_empty() {
+            let host = Arc::new(self.settings.host.clone());
+            for (reason, n) in host_drops {
+                points.push(Point {
+                    resource: host.clone(),
+                    metric: HOST_DROPS,
+                    attrs: Attrs::new().with(attr::DROP_REASON, &*reason),
+                    value: PointValue::Int(n),
+                });
+            }
+        }
         FlowBatch {
             start_unix_nanos,
             end_unix_nanos,
             flows,
-            points: Vec::new(),
+            points,
         }
     }
 }

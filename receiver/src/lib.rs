@@ -24,6 +24,7 @@ pub mod collector;
 pub mod conntrack;
 pub mod dns;
 pub mod floor;
+pub mod drops;
 pub mod loader;
 pub mod netns;
 pub mod offsets;
@@ -76,6 +77,8 @@ pub struct ReceiverSettings {
     pub interval: Duration,
     pub load: LoadOptions,
     pub collector: CollectorSettings,
+    /// The drop program's settings; `None` when `drops.enabled` is off.
+    pub drops: Option<drops::DropSettings>,
 }
 
 impl ReceiverSettings {
@@ -103,6 +106,12 @@ impl ReceiverSettings {
                 ephemeral: host.ephemeral_ports,
                 host: host.attrs.clone(),
             },
+            drops: config.drops.enabled.then(|| drops::DropSettings {
+                ignore: config.drops.ignore.clone(),
+                ephemeral: host.ephemeral_ports,
+                max_tracked: config.drops.max_tracked,
+                interval: config.collection_interval,
+            }),
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct EbpfReceiver {
     /// Where outgoing client flows' servers go for dynamic path tests
     /// (offered only once a `path` receiver subscribed).
     destinations: Destinations,
+    /// The drop program, when enabled and the kernel loads it.
+    drops: Option<drops::DropsProgram>,
 }
 
 impl EbpfReceiver {
@@ -143,6 +154,18 @@ impl EbpfReceiver {
     pub fn start_with(settings: ReceiverSettings, ctx: &Context) -> Result<Self, LoadError> {
         let telemetry = ctx.telemetry.clone();
         let loaded = loader::load(&settings.load)?;
+        // Drops are an addition to the flows: a kernel that does not load
+        // the program still gets its flows, with one warning.
+        let drops = settings
+            .drops
+            .as_ref()
+            .and_then(|d| match drops::DropsProgram::load(d) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("kernel drop reasons are off: {:#}", anyhow::Error::from(e));
+                    None
+                }
+            });
         Ok(Self {
             loaded,
             collector: Collector::new(settings.collector, telemetry.clone())
@@ -151,6 +174,7 @@ impl EbpfReceiver {
             interval: settings.interval,
             counters_last: [0; counter::COUNT as usize],
             destinations: ctx.destinations.clone(),
+            drops,
         })
     }
 
@@ -196,6 +220,7 @@ impl EbpfReceiver {
             interval,
             mut counters_last,
             destinations,
+            mut drops,
         } = self;
         let Loaded {
             ebpf: _ebpf,
@@ -269,6 +294,9 @@ impl EbpfReceiver {
             }
             for k in idle {
                 let _ = udp_flows.remove(&k);
+            }
+            if let Some(d) = drops.as_mut() {
+                collector.on_drops(d.read(&telemetry));
             }
             report_counters(&counters, &mut counters_last, &telemetry);
             telemetry.emit(FlowsTracked {

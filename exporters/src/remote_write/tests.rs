@@ -465,10 +465,7 @@ fn the_fleet_storage_names_in_the_docs_match_the_code() {
         l.starts_with("| `flowscope.") || l.starts_with("| `network.") || l.starts_with("| `dns.")
     }) {
         let name = line.split('`').nth(1).unwrap_or_default();
-        // The drop names are in the contract before any code emits them
-        // (issue 21; docs/telemetry.md says so).
-        let not_emitted_yet = ["flowscope.flow.drops", "flowscope.host.drops"];
-        if name.contains(',') || name.ends_with('.') || not_emitted_yet.contains(&name) {
+        if name.contains(',') || name.ends_with('.') {
             continue;
         }
         assert!(

@@ -58,8 +58,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowscope_model::metrics::{
-    DNS_DURATION, FLOW_IO, FLOW_PACKETS, TCP_CLOSED, TCP_DURATION, TCP_FAILED, TCP_OPENED,
-    TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
+    DNS_DURATION, FLOW_DROPS, FLOW_IO, FLOW_PACKETS, HOST_DROPS, TCP_CLOSED, TCP_DURATION,
+    TCP_FAILED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
 };
 use flowscope_model::names::{attr, k8s, path, resource};
 use flowscope_model::{Attrs, Histogram, Kind, MetricBatch, MetricId, Point, PointValue};
@@ -113,7 +113,23 @@ const TLS_LABELS: &[&str] = &[
     path::TLS_NOT_AFTER,
 ];
 
-fn wanted() -> [(MetricId, &'static [&'static str]); 14] {
+/// Kernel drops for the Health page: the flow labels and the reason.
+const DROP_LABELS: &[&str] = &[
+    resource::SERVICE_NAME,
+    resource::HOST_NAME,
+    k8s::NODE_NAME,
+    attr::FLOW_ROLE,
+    attr::IO_DIRECTION,
+    attr::PEER_ADDRESS,
+    attr::PEER_PORT,
+    attr::LOCAL_PORT,
+    attr::LOCAL_ADDRESS,
+    attr::PEER_SERVICE_NAME,
+    attr::DROP_REASON,
+];
+const HOST_DROP_LABELS: &[&str] = &[resource::HOST_NAME, attr::DROP_REASON];
+
+fn wanted() -> [(MetricId, &'static [&'static str]); 16] {
     [
         (FLOW_IO, FLOW_LABELS),
         (TCP_DURATION, FLOW_LABELS),
@@ -129,6 +145,8 @@ fn wanted() -> [(MetricId, &'static [&'static str]); 14] {
         (PATH_PROBES_SENT, PATH_LABELS),
         (PATH_PROBES_LOST, PATH_LABELS),
         (TLS_TIME_LEFT, TLS_LABELS),
+        (FLOW_DROPS, DROP_LABELS),
+        (HOST_DROPS, HOST_DROP_LABELS),
     ]
 }
 
@@ -282,6 +300,8 @@ impl Need {
                 PATH_PROBES_SENT,
                 PATH_PROBES_LOST,
                 TLS_TIME_LEFT,
+                FLOW_DROPS,
+                HOST_DROPS,
             ]
             .contains(&m),
             Need::Health => m != TCP_RTT,
@@ -323,6 +343,7 @@ impl Fleet {
             DNS_LABELS,
             PATH_LABELS,
             TLS_LABELS,
+            HOST_DROP_LABELS,
             OTHER_KNOWN_KEYS,
             PATH_VIEW_KEYS,
         ]

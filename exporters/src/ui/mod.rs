@@ -36,6 +36,7 @@ pub mod api;
 mod assets;
 pub mod baseline;
 pub mod churn;
+pub mod drops;
 pub mod fleet;
 pub mod paths;
 pub mod query;

@@ -559,10 +559,10 @@ pub fn merged_buckets<'a>(edges: impl Iterator<Item = &'a Edge>) -> BTreeMap<u64
 pub struct Finding {
     /// `dns_failure`, `connection_failure`, `resets`, `retransmits`,
     /// `path_unreachable`, `path_loss`, `route_changed`,
-    /// `certificate_expired`, `certificate_expiring`, the rises over the
-    /// baseline ([`super::baseline`]: `retransmits_rise`,
-    /// `connection_failure_rise`, `dns_failure_rise`) and
-    /// `connection_churn` ([`super::churn`]); [`RUNBOOK`] has them all.
+    /// `certificate_expired`, `certificate_expiring`, `drops`,
+    /// `host_drops`, the rises over the baseline ([`super::baseline`]:
+    /// `retransmits_rise`, `connection_failure_rise`, `dns_failure_rise`)
+    /// and `connection_churn` ([`super::churn`]); [`RUNBOOK`] has them all.
     pub kind: &'static str,
     /// `critical` or `warning`.
     pub severity: &'static str,
@@ -640,6 +640,17 @@ pub const RUNBOOK: &[(&str, &str)] = &[
         "dns_failure_rise",
         "Check what changed in the failing names' zone or in the DNS server when the rise \
          began (the evidence names the error).",
+    ),
+    // Drops: the line of the reason (ui/drops.rs) when it has one.
+    (
+        "drops",
+        "Look the reason up in the kernel's include/net/dropreason-core.h and at the host's \
+         network settings.",
+    ),
+    (
+        "host_drops",
+        "Look the reason up in the kernel's include/net/dropreason-core.h and at the host's \
+         network settings.",
     ),
     (
         "connection_churn",
@@ -919,6 +930,13 @@ pub fn health(
             ));
         }
     }
+    out.extend(super::drops::drop_findings(
+        store,
+        from,
+        to,
+        cidr,
+        th.min_failures,
+    ));
     out.extend(super::paths::route_findings(store, from, to, cidr));
     out.extend(super::paths::certificate_findings(
         store,

@@ -5,6 +5,9 @@
 //! implements `aya::Pod` for them (feature `user`).
 #![no_std]
 
+mod drops;
+pub use drops::{DropKey, DropOffsets, drop_counter};
+
 /// Kernel struct member offsets and tracepoint field offsets.
 ///
 /// There are no kprobes and no CO-RE relocations for Rust eBPF programs

@@ -11,6 +11,7 @@
     route_changed: 'Network path', certificate_expired: 'Certificate', certificate_expiring: 'Certificate',
     retransmits_rise: 'Rise over baseline', connection_failure_rise: 'Rise over baseline',
     dns_failure_rise: 'Rise over baseline', connection_churn: 'Connection churn',
+    drops: 'Kernel drops', host_drops: 'Kernel drops (host)',
   };
 
   async function load() {
@@ -38,7 +39,7 @@
       row('Kind', KIND[f.kind] || f.kind);
       row('Client', f.client);
       row('Server', f.server);
-      row('Error', f.error_type);
+      row(f.kind === 'drops' || f.kind === 'host_drops' ? 'Drop reason' : 'Error', f.error_type);
       row('Count', FS.num(f.count));
       row('Next step', f.runbook);
       list.append(el('li', { class: f.severity, 'data-kind': f.kind, 'data-rank': i + 1 },
