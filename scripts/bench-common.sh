@@ -62,3 +62,26 @@ agent_stop() {
   wait "$AGENT_PID" 2>/dev/null || true
   AGENT_PID=
 }
+
+# load_server_start NAME [KIND]: the echo server of `flowscope-load`
+# (KIND "udp-" for the UDP one) in $SNS at $SIP:$PORT, 4 threads, output in
+# $TMP/server.*; returns once it listens, or exits naming NAME (the calling
+# script). Sets SERVER_PID.
+load_server_start() {
+  local name=$1 kind=${2:-}
+  ip netns exec "$SNS" "$BIN/flowscope-load" "${kind}server" "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    grep -q listening "$TMP/server.out" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$name: server did not start: $(cat "$TMP/server.err")" >&2
+  exit 1
+}
+
+# load_server_stop: stops the server load_server_start started.
+load_server_stop() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}

@@ -180,22 +180,6 @@ host_cpu() {
   awk '/^cpu / { t = $2+$3+$4+$5+$6+$7+$8+$9; print t - $5 - $6, t }' /proc/stat
 }
 
-start_server() {
-  ip netns exec "$SNS" "$BIN/flowscope-load" "${KIND}server" "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q listening "$TMP/server.out" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-load.sh: server did not start: $(cat "$TMP/server.err")" >&2
-  exit 1
-}
-
-stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
-}
 
 # Sum of a metric's data points in the agent's output; with a peer-address
 # prefix, only points whose network.peer.address starts with it. Needs jq;
@@ -260,7 +244,7 @@ SUMMARY=()
 
 measure() {
   local rate=$1 mode=$2
-  start_server
+  load_server_start bench-load.sh "$KIND"
   local agent_json=null
   if [ "$mode" = on ]; then
     agent_start bench-load.sh 10s running
@@ -350,7 +334,7 @@ measure() {
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
       "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - - - "$loadavg")")
   fi
-  stop_server
+  load_server_stop
   RUNS+=("$(printf '{"rate":%s,"agent":"%s","window_seconds":%s,"host_cpu_pct_of_all_cpus":%s,"host_busy_cores":%s,"load_cpu_pct_of_one_core":%s,"loadavg_1m_before":%s,"load":%s,"agent_stats":%s}' \
     "$rate" "$mode" "$window" "$host_pct" "$host_cores" "$load_cpu" "$loadavg" "$load" "$agent_json")")
 }

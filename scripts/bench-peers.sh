@@ -122,22 +122,6 @@ if [ -n "$BPF_STATS_WAS" ]; then
   sysctl -qw kernel.bpf_stats_enabled=1
 fi
 
-start_server() {
-  ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q listening "$TMP/server.out" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-peers.sh: server did not start: $(cat "$TMP/server.err")" >&2
-  exit 1
-}
-
-stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
-}
 
 # The processes of a tool: the given pids and their children (pmacctd runs
 # its plugin as a child).
@@ -295,7 +279,7 @@ SUMMARY=()
 
 measure() {
   local tool=$1 round=$2
-  start_server
+  load_server_start bench-peers.sh
   start_tool "$tool"
   local pids t0 t1 srv0 srv1 u0 s0 u1 s1 bpf0=0 bpf1=0 hwm=0 maps=0
   pids=$(tool_pids $TOOL_PIDS)
@@ -320,7 +304,7 @@ measure() {
   local counted
   stop_tool "$tool"
   counted=$COUNTED
-  stop_server
+  load_server_stop
   local window completed load_cpu user_us kern_us bpf_us mem_kib
   window=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
   completed=$(echo "$load" | jq -r .completed)
