@@ -37,7 +37,10 @@
 #
 # usage: scripts/bench-load.sh [--seconds N] [--rates "1000 10000"] [--bytes N] [--no-build]
 #                              [--bin DIR] [--out DIR] [--agent-only] [--udp]
-#                              [--floor] [--hooks btf|tracepoint]
+#                              [--floor] [--hooks btf|tracepoint] [--drops on|off]
+#   --drops off   the agent without its kernel-drop program (ebpf.drops.enabled:
+#                 false), to compare the agent's cost with drops on and off
+#                 back to back.
 #   --bin DIR     run the flowscope and flowscope-load binaries in DIR (e.g. another
 #                 worktree's target/release, to compare two builds back to back);
 #                 implies --no-build. The JSON names DIR's git commit.
@@ -66,6 +69,7 @@ BUILD=1
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$ROOT/target/bench
 MODES="off on"
+DROPS=on
 KIND=
 FLOOR=0
 HOOKS=btf
@@ -79,6 +83,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --agent-only) MODES=on; shift ;;
     --udp) KIND=udp-; shift ;;
+    --drops) DROPS=$2; shift 2 ;;
     --floor) FLOOR=1; shift ;;
     --hooks)
       case "$2" in
@@ -247,7 +252,7 @@ measure() {
   load_server_start bench-load.sh "$KIND"
   local agent_json=null
   if [ "$mode" = on ]; then
-    agent_start bench-load.sh 10s running
+    agent_start bench-load.sh 10s running "drops: {enabled: $([ "$DROPS" = off ] && echo false || echo true)}"
     sleep 1
     : > "$TMP/rss"
     (while kill -0 "$AGENT_PID" 2>/dev/null; do
