@@ -114,15 +114,7 @@ pub const METRICS: &[Metric] = &[
 /// The dependencies of a span, per service pair, as the Health page groups
 /// them.
 fn dependencies(store: &Store, span: Span, cidr: Option<Cidr>) -> Vec<query::Edge> {
-    let sel = Selection {
-        from: span.from,
-        to: span.to,
-        client_key: resource::SERVICE_NAME.to_string(),
-        server_key: resource::SERVICE_NAME.to_string(),
-        filters: Vec::new(),
-        cidr,
-        hide_unresolved: false,
-    };
+    let sel = Selection::services(span.from, span.to, cidr);
     query::edges(store, &sel, false)
 }
 

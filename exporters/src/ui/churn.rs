@@ -18,7 +18,6 @@
 
 use flowscope_model::Histogram;
 use flowscope_model::metrics::TCP_DURATION;
-use flowscope_model::names::resource;
 use flowscope_otel_config::exporters::UiHealthConfig;
 
 use super::query::{self, Cidr, Finding, Selection};
@@ -92,15 +91,7 @@ pub fn findings(
     let held_from = from.max(store.oldest());
     let held_to = to.min(store.latest());
     let seconds = held_to.saturating_sub(held_from) as f64 / NS_PER_S;
-    let sel = Selection {
-        from,
-        to,
-        client_key: resource::SERVICE_NAME.to_string(),
-        server_key: resource::SERVICE_NAME.to_string(),
-        filters: Vec::new(),
-        cidr,
-        hide_unresolved: false,
-    };
+    let sel = Selection::services(from, to, cidr);
     let mut out = Vec::new();
     for e in query::edges_reading(store, &sel, false, &[TCP_DURATION]) {
         let c = Churn::new(e.totals.opened, seconds, e.totals.durations.as_ref());
@@ -142,7 +133,7 @@ mod tests {
 
     use flowscope_model::hist::DURATION_BOUNDS;
     use flowscope_model::metrics::TCP_OPENED;
-    use flowscope_model::names::attr;
+    use flowscope_model::names::{attr, resource};
     use flowscope_model::{Attrs, MetricBatch, Point, PointValue, Role};
 
     use super::*;

@@ -196,6 +196,22 @@ pub struct Selection {
     pub hide_unresolved: bool,
 }
 
+impl Selection {
+    /// The dependencies between services over `(from, to]`, as the Health
+    /// page groups them (`service.name` on both sides, no filter).
+    pub fn services(from: u64, to: u64, cidr: Option<Cidr>) -> Self {
+        Selection {
+            from,
+            to,
+            client_key: resource::SERVICE_NAME.to_string(),
+            server_key: resource::SERVICE_NAME.to_string(),
+            filters: Vec::new(),
+            cidr,
+            hide_unresolved: false,
+        }
+    }
+}
+
 /// A dependency's numbers over a time range or one bucket.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Totals {
@@ -820,15 +836,7 @@ pub fn health(
     }
 
     // Connections: failures, resets and retransmits per service pair.
-    let sel = Selection {
-        from,
-        to,
-        client_key: resource::SERVICE_NAME.to_string(),
-        server_key: resource::SERVICE_NAME.to_string(),
-        filters: Vec::new(),
-        cidr,
-        hide_unresolved: false,
-    };
+    let sel = Selection::services(from, to, cidr);
     for e in edges(store, &sel, false) {
         let t = &e.totals;
         for (kind, n) in &t.failed_by_type {
