@@ -141,9 +141,7 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 
-ip netns exec "$SNS" "$BIN/flowscope-load" server "$SIP:$PORT" > "$TMP/server.out" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do grep -q listening "$TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+load_server_start soak.sh
 
 END=$(( $(date +%s) + MINUTES * 60 ))
 ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$RATE" $((MINUTES * 60)) 100 \
@@ -196,7 +194,10 @@ done
 wait "$LOAD_PID" || true
 LOAD_PID=
 HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
-LOST=$(curl -sf "http://127.0.0.1:$PROM_PORT/metrics" | grep -E '^flowscope_events_lost' | awk '$2 > 0' | sed 's/^flowscope_events_lost[a-z_]*//' | tr '\n' ' ' || echo "?")
+# The agent's own loss counters as its Prometheus exporter shows them
+# (none when nothing was lost or self-telemetry is not routed there).
+LOST=$(curl -sf "http://127.0.0.1:$PROM_PORT/metrics" | awk '/^flowscope_events_lost/ && $2 > 0' \
+  | sed 's/^flowscope_events_lost[a-z_]*//' | tr '\n' ' ' || true)
 
 python3 - "$OUT/samples.csv" "$MAX_GROWTH" "$COMMIT" "$MINUTES" "$RATE/s, $PEERS new peers per 20" "$RETENTION" "$HWM" "$TMP/load.json" "$LOST" > "$OUT/summary.txt" <<'PY'
 import csv, json, statistics, sys
