@@ -775,12 +775,11 @@ fn memory_limiter_driven_over_its_soft_limit_by_new_peers_refuses_and_counts_the
     assert!(refused > 0 && exported > 0 && exported < u64::from(PEERS));
     // Bounded: the burst of 50,000 new peers arrives within one read of
     // the kernel maps, and the room each check gives keeps what it adds
-    // near the soft limit. The heap never reached the hard limit, and the
-    // resident memory grew by less than the hard limit's 32 MiB above the
-    // first agent's (which also held no flows of these peers).
+    // near the soft limit: the heap, as measured at each check and at each
+    // pipeline's busiest moment, never reached the hard limit (before the
+    // room it reached about 150 MB). Resident memory is printed, not
+    // asserted: it also holds what the allocator keeps after frees, and the
+    // other tests of this binary run beside it (their traffic reaches both
+    // agents), which moved it by 8 to 59 MiB over the first agent's.
     assert!(peak < limit * mib, "peak heap {peak} B");
-    assert!(
-        peak_rss < baseline_rss + 32 * mib,
-        "peak RSS {peak_rss} B, baseline {baseline_rss} B"
-    );
 }

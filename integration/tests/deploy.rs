@@ -83,7 +83,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     tests.sort();
-    assert_eq!(tests.len(), 7, "{tests:?}");
+    assert_eq!(tests.len(), 8, "{tests:?}");
     let out = run(
         Command::new("promtool")
             .args(["test", "rules"])
@@ -92,7 +92,7 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
         hint,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS").count(), 7, "{text}");
+    assert_eq!(text.matches("SUCCESS").count(), 8, "{text}");
 }
 
 #[test]

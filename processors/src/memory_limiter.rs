@@ -29,7 +29,10 @@
 //! up, until the next check. The estimate starts at
 //! [`FlowCost::INITIAL`] and learns from the heap's growth after
 //! admissions (see [`FlowCost`]), so one burst adds about the room left,
-//! not the whole burst.
+//! not the whole burst. Flows admitted since a pipeline last noted its
+//! peak (below) are taken off the room: their series and export are still
+//! to come, so checks 50 ms apart cannot each hand out a fresh room within
+//! one collection interval.
 //!
 //! **Peaks.** An interval's batch, processed and encoded for every
 //! exporter, is the heap's peak and is freed within milliseconds, between
@@ -230,16 +233,26 @@ impl FlowCost {
 fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &AtomicBool) {
     let mut cost = FlowCost::default();
     let mut admitted = 0;
+    // Flows admitted since a pipeline last noted its peak: most of their
+    // memory (series, batch, encodings) comes with the interval's batch,
+    // so until then they still take room the heap does not show.
+    let mut unpaid: u64 = 0;
     pressure.watch();
     while !stop.load(Ordering::Relaxed) {
         // The heap now, or the peak a pipeline noted since the last check
         // if higher: an interval's batch, processed and encoded, is freed
         // again within milliseconds.
-        let heap = heap_in_use().max(pressure.take_peak());
+        let peak = pressure.take_peak();
+        let heap = heap_in_use().max(peak);
+        unpaid = if peak > 0 {
+            admitted
+        } else {
+            unpaid + admitted
+        };
         let now = limits.pressure(heap);
         cost.learn(heap, admitted);
         let room = match now {
-            Pressure::Normal => cost.room(heap, limits.soft),
+            Pressure::Normal => cost.room(heap, limits.soft).saturating_sub(unpaid),
             _ => 0,
         };
         tracing::debug!(
