@@ -54,6 +54,12 @@ pub struct ProcessCache {
     ttl: Duration,
     entries: HashMap<u32, Entry>,
     max_entries: usize,
+    /// Executable names longer than the kernel's 15-byte `comm`, by that
+    /// `comm`, from processes read while they ran: a process that exits
+    /// before /proc is read (a short-lived run of the same program) is
+    /// named by the whole name, not by its cut `comm`. Only the name: the
+    /// rest (command line, container, pod) may differ between runs.
+    names: HashMap<[u8; 16], Arc<str>>,
 }
 
 /// `comm` as the kernel reported it (NUL-padded) to a string.
@@ -69,6 +75,7 @@ impl ProcessCache {
             ttl,
             entries: HashMap::new(),
             max_entries,
+            names: HashMap::new(),
         }
     }
 
@@ -81,7 +88,23 @@ impl ProcessCache {
         {
             return e.info.clone();
         }
-        let read = self.read(pid, comm);
+        let mut read = self.read(pid, comm);
+        let kernel_comm = comm_str(comm);
+        if read.alive {
+            if read.info.executable_name.len() > kernel_comm.len()
+                && read.info.executable_name.starts_with(kernel_comm.as_str())
+            {
+                if self.names.len() >= self.max_entries {
+                    self.names.clear();
+                }
+                self.names.insert(*comm, read.info.executable_name.clone());
+            }
+        } else if let Some(full) = self.names.get(comm) {
+            if read.info.service_name == read.info.executable_name {
+                read.info.service_name = full.clone();
+            }
+            read.info.executable_name = full.clone();
+        }
         // A process that exited since we last read it keeps what we read
         // while it ran (same pid, same comm: the same process).
         let info = match self.entries.get(&pid) {
@@ -330,5 +353,28 @@ mod tests {
         let gone = cache.get(u32::MAX - 1, &comm);
         assert_eq!(&*gone.executable_name, "gone");
         assert_eq!(&*gone.service_name, "gone");
+    }
+
+    #[test]
+    fn a_run_gone_before_it_was_read_gets_the_whole_name_of_its_comm() {
+        // A fake /proc: pid 10 runs `flowscope-traffic` (17 bytes, so the
+        // kernel's comm is its first 15); pid 11, the same program's next
+        // run, exited before it was read.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("10");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/flowscope-traffic", dir.join("exe")).unwrap();
+        let mut cache = ProcessCache::new(root.path(), Duration::from_secs(60), 16);
+        let mut comm = [0u8; 16];
+        comm[..15].copy_from_slice(b"flowscope-traff");
+        assert_eq!(&*cache.get(10, &comm).service_name, "flowscope-traffic");
+        let gone = cache.get(11, &comm);
+        assert_eq!(&*gone.executable_name, "flowscope-traffic");
+        assert_eq!(&*gone.service_name, "flowscope-traffic");
+        assert_eq!(gone.container_id, None);
+        // Another comm is not renamed.
+        let mut other = [0u8; 16];
+        other[..15].copy_from_slice(b"flowscope-trace");
+        assert_eq!(&*cache.get(12, &other).service_name, "flowscope-trace");
     }
 }
