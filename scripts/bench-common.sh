@@ -85,3 +85,22 @@ load_server_stop() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
 }
+
+# bench_cleanup PID...: what every benchmark's exit trap does: stops the
+# given processes (empty arguments are skipped), puts
+# kernel.bpf_stats_enabled back when the script saved it in BPF_STATS_WAS,
+# and deletes the two namespaces ($CNS, $SNS) and $TMP.
+bench_cleanup() {
+  local p
+  for p in "$@"; do
+    [ -n "$p" ] || continue
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [ -n "${BPF_STATS_WAS:-}" ]; then
+    sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_WAS" || true
+  fi
+  ip netns del "$CNS" 2>/dev/null || true
+  ip netns del "$SNS" 2>/dev/null || true
+  rm -rf "$TMP"
+}

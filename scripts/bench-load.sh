@@ -127,18 +127,7 @@ SAMPLER_PID=
 FLOOR_PID=
 BPF_STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo)
 
-cleanup() {
-  for p in $SAMPLER_PID $FLOOR_PID $AGENT_PID $SERVER_PID; do
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  if [ -n "$BPF_STATS_WAS" ]; then
-    sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_WAS" || true
-  fi
-  ip netns del "$CNS" 2>/dev/null || true
-  ip netns del "$SNS" 2>/dev/null || true
-  rm -rf "$TMP"
-}
+cleanup() { bench_cleanup "$SAMPLER_PID" "$FLOOR_PID" "$AGENT_PID" "$SERVER_PID"; }
 trap cleanup EXIT INT TERM
 
 bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fsb$$"

@@ -62,15 +62,7 @@ TMP=$(mktemp -d /tmp/fsnat.XXXXXX)
 AGENT_PID=
 SERVER_PID=
 
-cleanup() {
-  for p in $AGENT_PID $SERVER_PID; do
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  ip netns del "$CNS" 2>/dev/null || true
-  ip netns del "$SNS" 2>/dev/null || true
-  rm -rf "$TMP"
-}
+cleanup() { bench_cleanup "$AGENT_PID" "$SERVER_PID"; }
 trap cleanup EXIT INT TERM
 
 bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fsn$$"

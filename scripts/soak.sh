@@ -90,15 +90,7 @@ LOAD_PID=
 UDP_PID=
 mkdir -p "$OUT"
 
-cleanup() {
-  for p in $LOAD_PID $UDP_PID $AGENT_PID $SERVER_PID; do
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  ip netns del "$CNS" 2>/dev/null || true
-  ip netns del "$SNS" 2>/dev/null || true
-  rm -rf "$TMP"
-}
+cleanup() { bench_cleanup "$LOAD_PID" "$UDP_PID" "$AGENT_PID" "$SERVER_PID"; }
 trap cleanup EXIT INT TERM
 
 bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fss$$"
