@@ -104,3 +104,15 @@ bench_cleanup() {
   ip netns del "$SNS" 2>/dev/null || true
   rm -rf "$TMP"
 }
+
+# bench_commit: the git commit of the binaries in $BIN (the worktree they
+# were built in), with "+dirty" when that tree has uncommitted changes, or
+# "unknown".
+bench_commit() {
+  local c
+  c=$(git -C "$BIN" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [ "$c" != unknown ] && ! git -C "$BIN" diff --quiet HEAD 2>/dev/null; then
+    c="$c+dirty"
+  fi
+  echo "$c"
+}

@@ -66,10 +66,7 @@ while [ $# -gt 0 ]; do
 done
 
 mkdir -p "$OUT"
-COMMIT=$(git -C "$BIN" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$COMMIT" != unknown ] && ! git -C "$BIN" diff --quiet HEAD 2>/dev/null; then
-  COMMIT="$COMMIT+dirty"
-fi
+COMMIT=$(bench_commit)
 if [ "$BUILD" = 1 ]; then
   scripts/bootstrap.sh
   cargo build --release --bin flowscope

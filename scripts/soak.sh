@@ -71,10 +71,7 @@ fi
 for b in flowscope flowscope-load flowscope-traffic; do
   [ -x "$BIN/$b" ] || { echo "soak.sh: $BIN/$b is missing (run without --no-build)" >&2; exit 1; }
 done
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git diff --quiet HEAD 2>/dev/null; then
-  COMMIT="$COMMIT+dirty"
-fi
+COMMIT=$(bench_commit)
 
 CNS=fssoak-c-$$
 SNS=fssoak-s-$$
