@@ -3,12 +3,13 @@
 //! resolved with the process's `OTEL_EXPORTER_OTLP_*` variables (including
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` asking for the other transport) and their
 //! TLS material, the content of the `peer` processor's range files, and the
-//! exporters `service.telemetry` readers become.
+//! exporters `service.telemetry` pull readers become.
 //! `validate` and `run` both call it, so they refuse the same things. It
 //! binds, creates and connects nothing.
 
 use anyhow::bail;
 use flowscope_otel_config::processors::PeerProcessorConfig;
+use flowscope_otel_config::telemetry::MetricReader;
 use flowscope_otel_config::{ComponentId, Loaded, ProcessorConfig};
 use flowscope_processors::ranges::RangeTable;
 
@@ -50,7 +51,10 @@ pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
         }
     }
     for (i, reader) in config.service.telemetry.metrics.readers.iter().enumerate() {
-        let exporter = reader.exporter();
+        // A periodic reader's OTLP settings were checked when loading.
+        let MetricReader::Pull { exporter } = reader else {
+            continue;
+        };
         let id = ComponentId {
             kind: exporter.kind().to_owned(),
             name: Some(format!("readers[{i}]")),

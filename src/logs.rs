@@ -16,12 +16,9 @@
 //! the blocking reqwest client, which runs on the batch processor's own
 //! thread and needs no runtime.
 
-use std::collections::HashMap;
-
 use anyhow::Context as _;
 use flowscope_model::Attrs;
-use flowscope_otel_config::telemetry::{LogProcessor, LogProtocol, LogsConfig};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use flowscope_otel_config::telemetry::{LogProcessor, LogsConfig, PushProtocol};
 use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -92,49 +89,13 @@ pub fn provider(logs: &LogsConfig, resource: &Attrs) -> anyhow::Result<Option<Sd
 fn batch(p: &LogProcessor) -> anyhow::Result<BatchLogProcessor> {
     let e = &p.exporter;
     let exporter = match e.protocol {
-        LogProtocol::Grpc => {
-            let mut headers = http::HeaderMap::new();
-            for (k, v) in &e.headers {
-                let key = http::HeaderName::from_bytes(k.as_bytes())
-                    .with_context(|| format!("header `{k}`"))?;
-                let value =
-                    http::HeaderValue::from_str(v).with_context(|| format!("header `{k}`"))?;
-                headers.insert(key, value);
-            }
-            let metadata =
-                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
-            let endpoint = if e.endpoint.contains("://") {
-                e.endpoint.clone()
-            } else if e.insecure {
-                format!("http://{}", e.endpoint)
-            } else {
-                format!("https://{}", e.endpoint)
-            };
-            let mut b = opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_metadata(metadata);
-            if let Some(t) = e.timeout {
-                b = b.with_timeout(t);
-            }
-            b.build()?
+        PushProtocol::Grpc => {
+            crate::otlp_push::tonic(opentelemetry_otlp::LogExporter::builder().with_tonic(), e)?
+                .build()?
         }
-        LogProtocol::HttpProtobuf | LogProtocol::HttpJson => {
-            let headers: HashMap<String, String> = e.headers.clone().into_iter().collect();
-            let protocol = if e.protocol == LogProtocol::HttpJson {
-                opentelemetry_otlp::Protocol::HttpJson
-            } else {
-                opentelemetry_otlp::Protocol::HttpBinary
-            };
-            let mut b = opentelemetry_otlp::LogExporter::builder()
-                .with_http()
-                .with_endpoint(e.endpoint.clone())
-                .with_protocol(protocol)
-                .with_headers(headers);
-            if let Some(t) = e.timeout {
-                b = b.with_timeout(t);
-            }
-            b.build()?
+        PushProtocol::HttpProtobuf | PushProtocol::HttpJson => {
+            crate::otlp_push::http(opentelemetry_otlp::LogExporter::builder().with_http(), e)
+                .build()?
         }
     };
     let config = BatchConfigBuilder::default()

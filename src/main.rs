@@ -6,6 +6,7 @@ mod check;
 mod extensions;
 mod fleet;
 mod logs;
+mod otlp_push;
 mod path;
 mod pipeline;
 mod readers;
@@ -92,9 +93,10 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
     check::components(&loaded)?;
     // The one context every component is built with: host facts (with the
     // agent's own OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME), the
-    // self-telemetry provider (with one reader per
+    // self-telemetry provider (with one SDK reader per
     // `service.telemetry.metrics.readers`), and the shared services.
-    let ctx = Context::with_self_readers(host, readers::count(&loaded.config));
+    let telemetry = readers::telemetry(&loaded.config, &host.self_resource)?;
+    let ctx = Context::with_self_telemetry(telemetry, host);
     let agent = pipeline::Agent::start(&loaded.config, &ctx)?;
     let self_readers = readers::start(&loaded.config, &ctx, agent.interval())?;
     let health = match healthz {

@@ -416,14 +416,21 @@ mod otlp {
     use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
     use prost::Message;
 
-    /// Every request received.
+    /// Every request received, and the `User-Agent` of each metrics
+    /// request.
     #[derive(Clone, Default)]
     pub struct Received(
         Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
         Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+        Arc<Mutex<Vec<String>>>,
     );
 
     impl Received {
+        /// The `User-Agent`s the metrics requests came with.
+        pub fn metric_agents(&self) -> Vec<String> {
+            self.2.lock().unwrap().clone()
+        }
+
         /// Log records whose body is `body`, and whether all were on a
         /// Resource with `service.name=flowscope`.
         pub fn logs(&self, body: &str) -> (usize, bool) {
@@ -516,6 +523,13 @@ mod otlp {
             &self,
             request: tonic::Request<ExportMetricsServiceRequest>,
         ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let agent = request
+                .metadata()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            self.0.2.lock().unwrap().push(agent);
             self.0.0.lock().unwrap().push(request.into_inner());
             Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
         }
@@ -557,6 +571,7 @@ mod otlp {
                 let mut len = 0;
                 let mut line = String::new();
                 let mut logs = false;
+                let mut agent = String::new();
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -569,10 +584,12 @@ mod otlp {
                     if l.starts_with("POST /v1/logs") {
                         logs = true;
                     }
-                    if let Some((k, v)) = l.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        len = v.trim().parse().unwrap_or(0);
+                    if let Some((k, v)) = l.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        } else if k.eq_ignore_ascii_case("user-agent") {
+                            agent = v.trim().to_owned();
+                        }
                     }
                 }
                 let mut body = vec![0; len];
@@ -584,6 +601,7 @@ mod otlp {
                         rx.1.lock().unwrap().push(req);
                     }
                 } else if let Ok(req) = ExportMetricsServiceRequest::decode(body.as_slice()) {
+                    rx.2.lock().unwrap().push(agent);
                     rx.0.lock().unwrap().push(req);
                 }
                 let _ = stream.write_all(
@@ -601,6 +619,8 @@ fn service_telemetry_sends_the_agents_own_metrics_and_logs_over_grpc_and_http() 
     let grpc_port = otlp::grpc(grpc.clone());
     let http_port = otlp::http(http.clone());
     let health = format!("127.0.0.1:{}", free_port());
+    // Nothing listens here: that reader's sends fail, and are counted.
+    let closed = free_port();
     let config = format!(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n\
          exporters:\n  file:\n    path: OUTPUT\n\
@@ -610,6 +630,7 @@ fn service_telemetry_sends_the_agents_own_metrics_and_logs_over_grpc_and_http() 
          \x20       - batch:\n            schedule_delay: 200\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{http_port}/v1/logs\"}}\n    metrics:\n      level: normal\n      readers:\n\
          \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: grpc, endpoint: \"http://127.0.0.1:{grpc_port}\", insecure: true, compression: none}}\n\
          \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{http_port}/v1/metrics\", compression: none}}\n\
+         \x20       - periodic:\n            interval: 300\n            exporter:\n              otlp: {{protocol: http/protobuf, endpoint: \"http://127.0.0.1:{closed}/v1/metrics\", timeout: 1000}}\n\
          \x20 pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n"
     );
     let agent = Agent::start_with(&config).unwrap();
@@ -634,6 +655,18 @@ fn service_telemetry_sends_the_agents_own_metrics_and_logs_over_grpc_and_http() 
             assert!(std::time::Instant::now() < deadline, "{what}: {n} of 7");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    // Sent by the OpenTelemetry SDK's own OTLP exporter, not by one of
+    // flowscope's: every metrics request carries its User-Agent.
+    for (what, rx) in [("gRPC", &grpc), ("HTTP", &http)] {
+        let agents = rx.metric_agents();
+        assert!(
+            !agents.is_empty()
+                && agents
+                    .iter()
+                    .all(|a| a.contains("OTel-OTLP-Exporter-Rust/")),
+            "{what}: {agents:?}"
+        );
     }
     // Logs: the line the health_check extension logs once at start,
     // exactly once at each endpoint.
@@ -661,6 +694,35 @@ fn service_telemetry_sends_the_agents_own_metrics_and_logs_over_grpc_and_http() 
         sum(&agent.points(), "flowscope.server.refused", &refused),
         7.0
     );
+    // Each reader's sends are counted as an exporter's.
+    for (name, kind) in [
+        (
+            "otlp/service.telemetry.metrics.readers[0]",
+            "otlp_grpc_metric_exporter",
+        ),
+        (
+            "otlp/service.telemetry.metrics.readers[1]",
+            "otlp_http_metric_exporter",
+        ),
+    ] {
+        let at = [("otel.component.name", name), ("otel.component.type", kind)];
+        agent.wait_for("the readers' sends counted", WAIT, |p| {
+            (sum(p, "flowscope.exporter.sent", &at) >= 1.0).then_some(())
+        });
+    }
+    // The reader with no receiver: its points are counted as failed,
+    // none as sent.
+    let at = [
+        (
+            "otel.component.name",
+            "otlp/service.telemetry.metrics.readers[2]",
+        ),
+        ("otel.component.type", "otlp_http_metric_exporter"),
+    ];
+    agent.wait_for("the failed sends counted", WAIT, |p| {
+        (sum(p, "flowscope.exporter.failed", &at) >= 1.0).then_some(())
+    });
+    assert_eq!(sum(&agent.points(), "flowscope.exporter.sent", &at), 0.0);
 }
 
 /// The heaps the agent's `memory_limiter` logged (debug), in order.

@@ -63,8 +63,14 @@ impl Context {
     /// As [`Context::new`], with `readers` extra readers of the agent's own
     /// metrics ([`Telemetry::with_readers`]).
     pub fn with_self_readers(host: HostFacts, readers: usize) -> Self {
+        Self::with_self_telemetry(Telemetry::with_readers(&host.self_resource, readers), host)
+    }
+
+    /// As [`Context::new`], recording into `telemetry` (built by the agent
+    /// under [`HostFacts::self_resource`], with its SDK readers).
+    pub fn with_self_telemetry(telemetry: Telemetry, host: HostFacts) -> Self {
         Context {
-            telemetry: Telemetry::with_readers(&host.self_resource, readers),
+            telemetry,
             peer_names: PeerNames::new(),
             local_services: LocalServices::new(),
             nat: NatResolver::default(),

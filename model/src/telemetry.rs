@@ -45,7 +45,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
-    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+    InstrumentKind, ManualReader, MeterProviderBuilder, Pipeline, SdkMeterProvider, Temporality,
 };
 
 use crate::attr::{Attrs, Value};
@@ -260,6 +260,23 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Telemetry(Arc<Inner>);
 
+/// A [`Telemetry`] that may be gone ([`Telemetry::downgrade`]).
+#[derive(Clone, Default)]
+pub struct WeakTelemetry(Weak<Inner>);
+
+impl WeakTelemetry {
+    /// The telemetry, while it lives.
+    pub fn upgrade(&self) -> Option<Telemetry> {
+        self.0.upgrade().map(Telemetry)
+    }
+}
+
+impl fmt::Debug for WeakTelemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakTelemetry")
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
@@ -291,6 +308,19 @@ impl Telemetry {
     /// `service.telemetry` readers that send the agent's own metrics apart
     /// from the pipelines.
     pub fn with_readers(resource: &Attrs, extra: usize) -> Self {
+        Self::with_sdk_readers(resource, extra, |b| b)
+    }
+
+    /// As [`Telemetry::with_readers`], and `add` registers more SDK readers
+    /// on the provider: the `periodic` readers of `service.telemetry`, each
+    /// an SDK `PeriodicReader` with the SDK's OTLP exporter, which collect
+    /// and send on their own threads ([`Telemetry::force_flush`] sends what
+    /// they hold).
+    pub fn with_sdk_readers(
+        resource: &Attrs,
+        extra: usize,
+        add: impl FnOnce(MeterProviderBuilder) -> MeterProviderBuilder,
+    ) -> Self {
         let extra: Vec<SharedReader> = (0..extra)
             .map(|_| SharedReader {
                 inner: Arc::new(ManualReader::builder().build()),
@@ -322,10 +352,7 @@ impl Telemetry {
             )
             .with_reader(interval.clone())
             .with_reader(totals.clone());
-        let provider = extra
-            .iter()
-            .fold(provider, |p, r| p.with_reader(r.clone()))
-            .build();
+        let provider = add(extra.iter().fold(provider, |p, r| p.with_reader(r.clone()))).build();
         let meter = provider.meter_with_scope(
             InstrumentationScope::builder(SCOPE_NAME)
                 .with_version(env!("CARGO_PKG_VERSION"))
@@ -354,6 +381,20 @@ impl Telemetry {
             resource: Arc::new(resource.clone()),
             instruments,
         }))
+    }
+
+    /// Makes every SDK reader send what it holds (the `periodic` readers of
+    /// [`Telemetry::with_sdk_readers`]). Blocking: it waits for the sends.
+    pub fn force_flush(&self) {
+        if let Err(e) = self.0.provider.force_flush() {
+            tracing::warn!(error = %e, "flushing the agent's own metrics failed");
+        }
+    }
+
+    /// A handle that does not keep the telemetry alive (for what the
+    /// provider itself owns, such as an SDK exporter counting its sends).
+    pub fn downgrade(&self) -> WeakTelemetry {
+        WeakTelemetry(Arc::downgrade(&self.0))
     }
 
     /// Records one typed event (it logs and counts itself).

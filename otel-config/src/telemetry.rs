@@ -17,8 +17,11 @@
 //!               prometheus: {host: 0.0.0.0, port: 8888}
 //! ```
 //!
-//! Each reader becomes one of flowscope's own exporters ([`ExporterConfig`]),
-//! fed with the agent's metrics only, apart from the pipelines.
+//! A `periodic` reader is an OpenTelemetry SDK periodic reader with the
+//! SDK's OTLP exporter ([`OtlpPushExporter`], the same settings a log
+//! processor's exporter has); a `pull` reader is one of flowscope's own
+//! `prometheus` exporters ([`ExporterConfig`]). Both see the agent's own
+//! metrics only, apart from the pipelines.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,9 +31,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::exporters::{
-    Compression, ExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig,
-    PrometheusExporterConfig, Temporality, Unused, check_header, parse_grpc_endpoint,
-    parse_http_url,
+    Compression, ExporterConfig, PrometheusExporterConfig, Temporality, Unused, check_header,
+    parse_grpc_endpoint, parse_http_url,
 };
 
 /// `service.telemetry`.
@@ -88,26 +90,67 @@ pub struct LogProcessor {
     /// `max_export_batch_size`: records per request. Default 512.
     pub max_export_batch_size: usize,
     /// The OTLP exporter.
-    pub exporter: OtlpLogExporter,
+    pub exporter: OtlpPushExporter,
 }
 
-/// The `otlp` exporter of a log processor.
+/// The `otlp` exporter of a log processor or of a `periodic` metric
+/// reader: the OpenTelemetry SDK's own OTLP exporter
+/// (`opentelemetry-otlp`), with the keys of the declarative configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtlpLogExporter {
+pub struct OtlpPushExporter {
     /// `grpc`, `http/protobuf` or `http/json`.
-    pub protocol: LogProtocol,
-    /// gRPC: `http(s)://host:port`; HTTP: the full URL (`.../v1/logs`).
+    pub protocol: PushProtocol,
+    /// gRPC: `http(s)://host:port`; HTTP: the full URL (`.../v1/logs`,
+    /// `.../v1/metrics`).
     pub endpoint: String,
     pub headers: BTreeMap<String, String>,
     /// Plaintext gRPC (HTTP: the scheme decides).
     pub insecure: bool,
     /// Request deadline.
     pub timeout: Option<Duration>,
+    /// Request body compression (metrics; logs always send uncompressed).
+    pub compression: Option<Compression>,
+    /// Metrics only: `delta` (the default, what the pipelines carry) or
+    /// `cumulative`.
+    pub temporality: Option<Temporality>,
 }
 
-/// The wire protocol of an OTLP log exporter.
+impl OtlpPushExporter {
+    /// The checked exporter of `raw`.
+    fn from_raw(o: RawOtlp, timeout: Option<u64>) -> Result<Self, String> {
+        let grpc = matches!(o.protocol, OtlpProtocol::Grpc);
+        for (k, v) in &o.headers.0 {
+            check_header(k, v, grpc)?;
+        }
+        let protocol = match o.protocol {
+            OtlpProtocol::Grpc => {
+                parse_grpc_endpoint(&o.endpoint)?;
+                PushProtocol::Grpc
+            }
+            OtlpProtocol::HttpProtobuf => {
+                parse_http_url(&o.endpoint)?;
+                PushProtocol::HttpProtobuf
+            }
+            OtlpProtocol::HttpJson => {
+                parse_http_url(&o.endpoint)?;
+                PushProtocol::HttpJson
+            }
+        };
+        Ok(OtlpPushExporter {
+            protocol,
+            endpoint: o.endpoint,
+            headers: o.headers.0,
+            insecure: o.insecure,
+            timeout: o.timeout.or(timeout).map(Duration::from_millis),
+            compression: o.compression,
+            temporality: o.temporality_preference,
+        })
+    }
+}
+
+/// The wire protocol of an OTLP push exporter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogProtocol {
+pub enum PushProtocol {
     Grpc,
     HttpProtobuf,
     HttpJson,
@@ -148,25 +191,14 @@ impl<'de> Deserialize<'de> for LogProcessor {
             }
         };
         let RawPushExporter::Otlp(o) = b.exporter;
-        let grpc = matches!(o.protocol, OtlpProtocol::Grpc);
-        for (k, v) in &o.headers.0 {
-            check_header(k, v, grpc).map_err(de::Error::custom)?;
+        if o.temporality_preference.is_some() {
+            return Err(de::Error::custom(
+                "`temporality_preference` is a metric exporter's key: remove it here",
+            ));
         }
-        let protocol = match o.protocol {
-            OtlpProtocol::Grpc => {
-                parse_grpc_endpoint(&o.endpoint).map_err(de::Error::custom)?;
-                LogProtocol::Grpc
-            }
-            OtlpProtocol::HttpProtobuf => {
-                parse_http_url(&o.endpoint).map_err(de::Error::custom)?;
-                LogProtocol::HttpProtobuf
-            }
-            OtlpProtocol::HttpJson => {
-                parse_http_url(&o.endpoint).map_err(de::Error::custom)?;
-                LogProtocol::HttpJson
-            }
-        };
-        if !matches!(o.compression, None | Some(Compression::None)) {
+        let exporter =
+            OtlpPushExporter::from_raw(o, b.export_timeout).map_err(de::Error::custom)?;
+        if !matches!(exporter.compression, None | Some(Compression::None)) {
             return Err(de::Error::custom(
                 "log exporters send uncompressed (a few records a second): remove \
                  `compression` or set it to `none`",
@@ -183,13 +215,7 @@ impl<'de> Deserialize<'de> for LogProcessor {
             schedule_delay: Duration::from_millis(b.schedule_delay.unwrap_or(1000).max(1)),
             max_queue_size: positive(b.max_queue_size, 2048, "max_queue_size")?,
             max_export_batch_size: positive(b.max_export_batch_size, 512, "max_export_batch_size")?,
-            exporter: OtlpLogExporter {
-                protocol,
-                endpoint: o.endpoint,
-                headers: o.headers.0,
-                insecure: o.insecure,
-                timeout: o.timeout.or(b.export_timeout).map(Duration::from_millis),
-            },
+            exporter,
         })
     }
 }
@@ -264,22 +290,15 @@ pub enum MetricsLevel {
 /// One reader of the agent's own metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricReader {
-    /// `periodic`: pushed every `interval` to an OTLP endpoint.
+    /// `periodic`: pushed every `interval` to an OTLP endpoint by the SDK's
+    /// periodic reader and OTLP exporter.
     Periodic {
         interval: Duration,
-        exporter: ExporterConfig,
+        exporter: OtlpPushExporter,
     },
-    /// `pull`: served for scraping.
-    Pull { exporter: ExporterConfig },
-}
-
-impl MetricReader {
-    /// The exporter the reader becomes.
-    pub fn exporter(&self) -> &ExporterConfig {
-        match self {
-            MetricReader::Periodic { exporter, .. } | MetricReader::Pull { exporter } => exporter,
-        }
-    }
+    /// `pull`: served for scraping by a flowscope `prometheus` exporter
+    /// (boxed: an exporter config is much larger than a push exporter).
+    Pull { exporter: Box<ExporterConfig> },
 }
 
 #[derive(Deserialize)]
@@ -407,49 +426,13 @@ impl<'de> Deserialize<'de> for MetricReader {
         match RawReader::deserialize(d)? {
             RawReader::Periodic(p) => {
                 let RawPushExporter::Otlp(o) = p.exporter;
-                let timeout = o.timeout.or(p.timeout).map(Duration::from_millis);
-                let mut headers = BTreeMap::new();
-                let grpc = matches!(o.protocol, OtlpProtocol::Grpc);
-                for (k, v) in o.headers.0 {
-                    check_header(&k, &v, grpc).map_err(de::Error::custom)?;
-                    headers.insert(k, v);
-                }
                 if p.interval == 0 {
                     return Err(de::Error::custom("`interval` must be at least 1 (ms)"));
                 }
-                let exporter = match o.protocol {
-                    OtlpProtocol::Grpc => {
-                        parse_grpc_endpoint(&o.endpoint).map_err(de::Error::custom)?;
-                        let mut c = OtlpExporterConfig {
-                            endpoint: Some(o.endpoint),
-                            headers,
-                            compression: o.compression,
-                            timeout,
-                            temporality: o.temporality_preference,
-                            ..OtlpExporterConfig::default()
-                        };
-                        c.tls.insecure = Some(o.insecure);
-                        ExporterConfig::Otlp(c)
-                    }
-                    OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-                        parse_http_url(&o.endpoint).map_err(de::Error::custom)?;
-                        let mut c = OtlpHttpExporterConfig {
-                            metrics_endpoint: Some(o.endpoint),
-                            headers,
-                            compression: o.compression,
-                            timeout,
-                            temporality: o.temporality_preference,
-                            ..OtlpHttpExporterConfig::default()
-                        };
-                        if matches!(o.protocol, OtlpProtocol::HttpJson) {
-                            c.encoding = crate::exporters::HttpEncoding::Json;
-                        }
-                        ExporterConfig::OtlpHttp(c)
-                    }
-                };
                 Ok(MetricReader::Periodic {
                     interval: Duration::from_millis(p.interval),
-                    exporter,
+                    exporter: OtlpPushExporter::from_raw(o, p.timeout)
+                        .map_err(de::Error::custom)?,
                 })
             }
             RawReader::Pull(p) => {
@@ -462,10 +445,10 @@ impl<'de> Deserialize<'de> for MetricReader {
                 let endpoint = format!("{host}:{}", r.port);
                 crate::exporters::check_listen_address(&endpoint).map_err(de::Error::custom)?;
                 Ok(MetricReader::Pull {
-                    exporter: ExporterConfig::Prometheus(PrometheusExporterConfig {
+                    exporter: Box::new(ExporterConfig::Prometheus(PrometheusExporterConfig {
                         endpoint,
                         ..PrometheusExporterConfig::default()
-                    }),
+                    })),
                 })
             }
         }
@@ -531,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn readers_become_exporters() {
+    fn readers_become_sdk_exporters_and_pull_exporters() {
         let l = load(
             "    logs: {level: WARN, encoding: json}\n    metrics:\n      level: detailed\n      readers:\n\
              \x20       - periodic:\n            interval: 500\n            exporter:\n              otlp: {protocol: http/protobuf, endpoint: \"http://127.0.0.1:4318/v1/metrics\", headers: [{name: x-key, value: s}], compression: none}\n\
@@ -542,34 +525,25 @@ mod tests {
         let t = &l.config.service.telemetry;
         assert_eq!(t.logs.level, LogLevel::Warn);
         assert_eq!(t.metrics.level, MetricsLevel::Detailed);
-        let MetricReader::Periodic {
-            interval,
-            exporter: ExporterConfig::OtlpHttp(h),
-        } = &t.metrics.readers[0]
-        else {
+        let MetricReader::Periodic { interval, exporter } = &t.metrics.readers[0] else {
             panic!("{:?}", t.metrics.readers[0])
         };
         assert_eq!(*interval, Duration::from_millis(500));
-        assert_eq!(
-            h.metrics_endpoint.as_deref(),
-            Some("http://127.0.0.1:4318/v1/metrics")
-        );
-        assert_eq!(h.headers["x-key"], "s");
-        assert_eq!(h.compression, Some(Compression::None));
-        let MetricReader::Periodic {
-            interval,
-            exporter: ExporterConfig::Otlp(g),
-        } = &t.metrics.readers[1]
-        else {
+        assert_eq!(exporter.protocol, PushProtocol::HttpProtobuf);
+        assert_eq!(exporter.endpoint, "http://127.0.0.1:4318/v1/metrics");
+        assert_eq!(exporter.headers["x-key"], "s");
+        assert_eq!(exporter.compression, Some(Compression::None));
+        let MetricReader::Periodic { interval, exporter } = &t.metrics.readers[1] else {
             panic!()
         };
         assert_eq!(*interval, Duration::from_secs(60));
-        assert_eq!(g.tls.insecure, Some(true));
-        let MetricReader::Pull {
-            exporter: ExporterConfig::Prometheus(p),
-        } = &t.metrics.readers[2]
-        else {
+        assert_eq!(exporter.protocol, PushProtocol::Grpc);
+        assert!(exporter.insecure);
+        let MetricReader::Pull { exporter } = &t.metrics.readers[2] else {
             panic!()
+        };
+        let ExporterConfig::Prometheus(p) = exporter.as_ref() else {
+            panic!("{exporter:?}")
         };
         assert_eq!(p.endpoint, "127.0.0.1:8888");
         assert!(
