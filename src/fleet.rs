@@ -79,7 +79,11 @@ async fn run(args: UiArgs) -> anyhow::Result<()> {
     )?
     .with_rules(args.recording_rules == "auto");
     let env = |k: &str| (k == TOKEN_ENV).then(|| std::env::var(k).ok()).flatten();
-    let ui = Ui::new(&config, &env)?.with_fleet(fleet);
+    // The server's refusals are counted here and shown by /api/status.
+    let telemetry = Telemetry::new();
+    let ui = Ui::new(&config, &env)?
+        .with_fleet(fleet)
+        .with_telemetry(telemetry.clone());
     let listener = ui
         .bind()
         .with_context(|| format!("serving the pages on {}", args.endpoint))?;
@@ -92,7 +96,7 @@ async fn run(args: UiArgs) -> anyhow::Result<()> {
     let server = Server {
         kind: ServerKind::Ui,
         limits: Limits::default(),
-        telemetry: Telemetry::new(),
+        telemetry,
     };
     let task = tokio::spawn(serve(listener, Arc::new(ui), server));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -551,7 +551,9 @@ pub fn build_with_env(
                 id: name.clone(),
                 source,
             };
-            let ui = ui::Ui::new(c, env).map_err(err)?;
+            let ui = ui::Ui::new(c, env)
+                .map_err(err)?
+                .with_telemetry(telemetry.clone());
             let listener = ui.bind().map_err(err)?;
             tracing::info!(exporter = %name, "web UI at {}://{}/", ui.scheme(), c.endpoint);
             let store = ui.store.clone();

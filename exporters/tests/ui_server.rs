@@ -57,7 +57,7 @@ fn start(rt: &tokio::runtime::Runtime, limits: Limits, t: &Telemetry) -> u16 {
         allowed_hosts: vec!["flowscope.internal".into()],
         ..Default::default()
     };
-    let ui = Ui::new(&cfg, &|_| None).unwrap();
+    let ui = Ui::new(&cfg, &|_| None).unwrap().with_telemetry(t.clone());
     let server = Server {
         kind: ServerKind::Ui,
         limits,
@@ -116,6 +116,19 @@ fn dns_rebinding_is_refused_and_counted() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(refused(&t, "forbidden_host"), 2);
     assert_eq!(refused(&t, "forbidden_origin"), 1);
+    // /api/status shows them: the one place a standalone `flowscope ui`
+    // (fleet mode, no pipeline) reports its refusals.
+    let (status, body) = ask(
+        port,
+        &format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        j["refused"],
+        serde_json::json!({"forbidden_host": 2, "forbidden_origin": 1}),
+        "{body}"
+    );
 }
 
 #[test]

@@ -412,6 +412,18 @@ pub enum RefuseReason {
 }
 
 impl RefuseReason {
+    /// Every reason.
+    pub const ALL: [RefuseReason; 8] = [
+        RefuseReason::Host,
+        RefuseReason::Origin,
+        RefuseReason::Token,
+        RefuseReason::Connections,
+        RefuseReason::Timeout,
+        RefuseReason::Busy,
+        RefuseReason::TooLarge,
+        RefuseReason::Tls,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             RefuseReason::Host => "forbidden_host",

@@ -469,6 +469,12 @@ fn status(ui: &Ui, st: &Store) -> Json {
         "dropped_points": st.dropped(),
         "retention_seconds": ui.config.retention.as_secs(),
         "full_resolution_seconds": ui.config.full_resolution.as_secs(),
+        // Requests and connections this server refused, by reason.
+        "refused": ui
+            .refused()
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), Json::from(n)))
+            .collect::<serde_json::Map<String, Json>>(),
     })
 }
 

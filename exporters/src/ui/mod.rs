@@ -104,6 +104,9 @@ pub struct Ui {
     sessions: Mutex<HashMap<String, Instant>>,
     /// HTTPS (`tls`): the acceptor the server hands each connection to.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where the server counts its refusals; `/api/status` reports them
+    /// (the only place a standalone `flowscope ui` shows them).
+    telemetry: Option<flowscope_model::Telemetry>,
 }
 
 /// One of the `max_concurrent_queries` places, given back on drop.
@@ -178,7 +181,38 @@ impl Ui {
             queries: AtomicUsize::new(0),
             sessions: Mutex::new(HashMap::new()),
             tls,
+            telemetry: None,
         })
+    }
+
+    /// The telemetry the server counts its refusals in (the same handle
+    /// as the [`crate::server::Server`]'s), for `/api/status`.
+    pub fn with_telemetry(mut self, telemetry: flowscope_model::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Requests and connections refused so far, by `flowscope.reason`
+    /// (only reasons with any).
+    pub fn refused(&self) -> Vec<(&'static str, u64)> {
+        use flowscope_model::internal_events::{RefuseReason, ServerKind};
+        use flowscope_model::names::attr;
+        let Some(t) = &self.telemetry else {
+            return Vec::new();
+        };
+        RefuseReason::ALL
+            .iter()
+            .map(|r| {
+                let at = flowscope_model::Attrs::new()
+                    .with(attr::SOURCE, ServerKind::Ui.as_str())
+                    .with(attr::REASON, r.as_str());
+                (
+                    r.as_str(),
+                    t.total_matching(flowscope_model::telemetry::SERVER_REFUSED, &at),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// `https` when the pages are served over TLS, else `http`.
