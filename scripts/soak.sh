@@ -26,9 +26,24 @@
 # than 4 descriptors (HTTP clients come and go), or any thread or map
 # growth, is reported as GROWS and the script exits 1.
 #
+#
+# The fault suite (off with --no-faults): the agent also exports over
+# OTLP/HTTP, with a persistent queue, to `flowscope-otlp-sink`, which syncs
+# every request it acknowledges to a log; the sink is SIGKILLed and
+# restarted every --kill-sink-every seconds (down 3 s each time). After
+# the soak's minutes the agent itself is SIGKILLed under the load and
+# started again with the same configuration and queue, and the load goes
+# on for 2 more minutes. Then the load's completed connections are
+# compared with the closed client connections the sink received, once
+# each: the difference is what the kill cost, reported with the seconds
+# between the killed agent's last exported interval and the restarted
+# agent's start; the sink's unique points and the `flowscope.events.lost`
+# the agents reported are in the summary too.
+#
 # usage: scripts/soak.sh [--minutes N] [--rate N] [--peers N] [--every S]
 #                        [--retention DUR] [--max-growth PCT] [--no-build]
-#                        [--bin DIR] [--out DIR]
+#                        [--bin DIR] [--out DIR] [--kill-sink-every S]
+#                        [--no-faults]
 # Defaults: 60 minutes, 5,000 conn/s, 1,000 new peers every 20 s (180,000
 # in an hour, every address of the /16 seen several times), a sample every
 # 15 s, retention 5m, 5 % growth allowed. docs/reliability.md holds the
@@ -46,6 +61,8 @@ EVERY=15
 RETENTION=5m
 MAX_GROWTH=5
 BUILD=1
+FAULTS=1
+KILL_SINK_EVERY=300
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$ROOT/target/soak
 while [ $# -gt 0 ]; do
@@ -59,6 +76,8 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --bin) BIN=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --kill-sink-every) KILL_SINK_EVERY=$2; shift 2 ;;
+    --no-faults) FAULTS=0; shift ;;
     *) echo "soak.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -66,9 +85,10 @@ done
 if [ "$BUILD" = 1 ]; then
   scripts/bootstrap.sh
   cargo build --release --bin flowscope
-  cargo build --release -p flowscope-integration --bin flowscope-load --bin flowscope-traffic
+  cargo build --release -p flowscope-integration --bin flowscope-load --bin flowscope-traffic \
+    --bin flowscope-otlp-sink
 fi
-for b in flowscope flowscope-load flowscope-traffic; do
+for b in flowscope flowscope-load flowscope-traffic flowscope-otlp-sink; do
   [ -x "$BIN/$b" ] || { echo "soak.sh: $BIN/$b is missing (run without --no-build)" >&2; exit 1; }
 done
 COMMIT=$(bench_commit)
@@ -80,14 +100,19 @@ SIP=198.19.253.2
 PORT=7001
 UI_PORT=18686
 PROM_PORT=18889
+SINK_PORT=18890
 TMP=$(mktemp -d /tmp/fssoak.XXXXXX)
 AGENT_PID=
 SERVER_PID=
 LOAD_PID=
 UDP_PID=
+KILLER_PID=
 mkdir -p "$OUT"
 
-cleanup() { bench_cleanup "$LOAD_PID" "$UDP_PID" "$AGENT_PID" "$SERVER_PID"; }
+sink_pid() { cat "$TMP/sink.pid" 2>/dev/null || true; }
+cleanup() {
+  bench_cleanup "$LOAD_PID" "$UDP_PID" "$KILLER_PID" "$AGENT_PID" "$SERVER_PID" "$(sink_pid)"
+}
 trap cleanup EXIT INT TERM
 
 bench_pair "$CNS" "$SNS" "$CIP" "$SIP" "fss$$"
@@ -115,25 +140,59 @@ exporters:
     full_resolution: 2m
   prometheus:
     endpoint: 127.0.0.1:$PROM_PORT
+EOF
+EXPORTERS="file, ui, prometheus"
+if [ "$FAULTS" = 1 ]; then
+  EXPORTERS="$EXPORTERS, otlphttp"
+  cat >> "$TMP/agent.yaml" <<EOF
+  otlphttp:
+    metrics_endpoint: http://127.0.0.1:$SINK_PORT/v1/metrics
+    compression: none
+    sending_queue: {storage: $TMP/queue}
+EOF
+fi
+cat >> "$TMP/agent.yaml" <<EOF
 service:
   pipelines:
     metrics:
       receivers: [ebpf, dns]
       processors: [peer, locality]
-      exporters: [file, ui, prometheus]
+      exporters: [$EXPORTERS]
 EOF
-RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2> "$TMP/agent.log" &
-AGENT_PID=$!
-for _ in $(seq 600); do
-  grep -q "running" "$TMP/agent.log" 2>/dev/null && break
-  kill -0 "$AGENT_PID" 2>/dev/null || { cat "$TMP/agent.log" >&2; exit 1; }
-  sleep 0.1
-done
+
+# The sink, (re)started in the background; its pid in $TMP/sink.pid.
+sink_start() {
+  "$BIN/flowscope-otlp-sink" serve "127.0.0.1:$SINK_PORT" "$TMP/sink.log" "$PORT" \
+    > /dev/null 2>> "$TMP/sink.err" &
+  echo $! > "$TMP/sink.pid"
+}
+sink_summary() { "$BIN/flowscope-otlp-sink" summary "$TMP/sink.log" 2>/dev/null; }
+# Starts the agent and waits for its "running" line (a restart appends to
+# the same log).
+agent_start() {
+  local runs
+  runs=$(grep -c "running" "$TMP/agent.log" 2>/dev/null || true)
+  RUST_LOG=info "$BIN/flowscope" run --config "$TMP/agent.yaml" > /dev/null 2>> "$TMP/agent.log" &
+  AGENT_PID=$!
+  for _ in $(seq 600); do
+    [ "$(grep -c "running" "$TMP/agent.log" 2>/dev/null || true)" -gt "${runs:-0}" ] && return 0
+    kill -0 "$AGENT_PID" 2>/dev/null || { cat "$TMP/agent.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "soak.sh: the agent did not start" >&2
+  exit 1
+}
+if [ "$FAULTS" = 1 ]; then sink_start; fi
+agent_start
 
 load_server_start soak.sh
 
 END=$(( $(date +%s) + MINUTES * 60 ))
-ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$RATE" $((MINUTES * 60)) 100 \
+# With the faults the load goes on 2 minutes past the soak, across the
+# agent's SIGKILL and restart.
+EXTRA=0
+if [ "$FAULTS" = 1 ]; then EXTRA=120; fi
+ip netns exec "$CNS" "$BIN/flowscope-load" client "$SIP:$PORT" "$RATE" $((MINUTES * 60 + EXTRA)) 100 \
   > "$TMP/load.json" 2> "$TMP/load.err" &
 LOAD_PID=$!
 (
@@ -146,6 +205,18 @@ LOAD_PID=$!
   done
 ) &
 UDP_PID=$!
+if [ "$FAULTS" = 1 ]; then
+  (
+    while sleep "$KILL_SINK_EVERY"; do
+      kill -9 "$(sink_pid)" 2>/dev/null || true
+      wait "$(sink_pid)" 2>/dev/null || true
+      echo "$(date +%s) sink killed" >> "$TMP/faults.log"
+      sleep 3
+      sink_start
+    done
+  ) &
+  KILLER_PID=$!
+fi
 
 memlock() {
   local sum=0 f
@@ -180,17 +251,62 @@ while [ "$(date +%s)" -lt "$END" ]; do
   fi
   sleep 1
 done
+HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
+FAULT_LINE="fault suite: off (--no-faults)"
+if [ "$FAULTS" = 1 ]; then
+  kill -9 "$AGENT_PID"
+  killed=$(date +%s)
+  wait "$AGENT_PID" 2>/dev/null || true
+  agent_start
+  attached=$(date +%s)
+fi
 wait "$LOAD_PID" || true
 LOAD_PID=
-HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$AGENT_PID/status")
 # The agent's own loss counters as its Prometheus exporter shows them
 # (none when nothing was lost or self-telemetry is not routed there).
 LOST=$(curl -sf "http://127.0.0.1:$PROM_PORT/metrics" | awk '/^flowscope_events_lost/ && $2 > 0' \
   | sed 's/^flowscope_events_lost[a-z_]*//' | tr '\n' ' ' || true)
 
-python3 - "$OUT/samples.csv" "$MAX_GROWTH" "$COMMIT" "$MINUTES" "$RATE/s, $PEERS new peers per 20" "$RETENTION" "$HWM" "$TMP/load.json" "$LOST" > "$OUT/summary.txt" <<'PY'
+if [ "$FAULTS" = 1 ]; then
+  kill "$KILLER_PID" 2>/dev/null || true
+  wait "$KILLER_PID" 2>/dev/null || true
+  KILLER_PID=
+  kill -0 "$(sink_pid)" 2>/dev/null || sink_start
+  # SIGTERM: the agent sends its last interval and stops; one more agent
+  # drains what its queue kept; done when the sink's count of closed
+  # connections has not moved for 30 s (three intervals).
+  kill "$AGENT_PID"
+  wait "$AGENT_PID" 2>/dev/null || true
+  agent_start
+  closed_now() { sink_summary | python3 -c 'import json,sys; print(json.load(sys.stdin)["closed"])' 2>/dev/null || echo none; }
+  last=$(closed_now) same=0
+  while [ "$same" -lt 15 ]; do
+    sleep 2
+    now=$(closed_now)
+    if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; last=$now; fi
+  done
+  last=$(sink_summary)
+  completed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("completed", 0))' "$TMP/load.json" 2>/dev/null || echo 0)
+  kills=$(grep -c 'sink killed' "$TMP/faults.log" 2>/dev/null || true)
+  FAULT_LINE=$(python3 - "$last" "$completed" "$RATE" "$killed" "$attached" "${kills:-0}" <<'PY'
+import json, sys
+s, completed, rate, killed, attached, kills = sys.argv[1:]
+s = json.loads(s)
+completed, rate = int(completed), float(rate)
+missing = completed - s["closed"]
+print(f"fault suite: sink SIGKILLed {kills} times; {s['requests']} requests received once "
+      f"({s['repeated']} sent again after a kill), {s['points']} points; "
+      f"{s['closed']} of {completed} connections counted at the sink, {missing} missing "
+      f"({missing / rate:.1f} s of load; the restarted agent was running {int(attached) - int(killed)} s "
+      f"after the SIGKILL); flowscope.events.lost reported: "
+      f"{', '.join(f'{k} {v}' for k, v in s['lost'].items()) or 'none'}")
+PY
+)
+fi
+
+python3 - "$OUT/samples.csv" "$MAX_GROWTH" "$COMMIT" "$MINUTES" "$RATE/s, $PEERS new peers per 20" "$RETENTION" "$HWM" "$TMP/load.json" "$LOST" "$FAULT_LINE" > "$OUT/summary.txt" <<'PY'
 import csv, json, statistics, sys
-path, max_growth, commit, minutes, rate, retention, hwm, load, lost = sys.argv[1:]
+path, max_growth, commit, minutes, rate, retention, hwm, load, lost, faults = sys.argv[1:]
 rows = [dict((k, float(v)) for k, v in r.items()) for r in csv.DictReader(open(path))]
 n = len(rows)
 q = max(n // 4, 1)
@@ -222,6 +338,7 @@ print(f"descriptors {med(second, 'fds'):.0f} -> {med(last, 'fds'):.0f}, threads 
       f"eBPF maps {med(second, 'maps_memlock_bytes') / 1048576:.1f} -> {med(last, 'maps_memlock_bytes') / 1048576:.1f} MiB")
 print(f"agent CPU {100 * cpu:.1f} % of a core on average")
 print(f"flowscope_events_lost at the end: {lost.strip() or 'none'}")
+print(faults)
 print(f"verdict: {verdict} (allowed: RSS growth {max_growth} %, 4 descriptors; no thread or map growth)")
 PY
 cat "$OUT/summary.txt"
