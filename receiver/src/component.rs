@@ -251,3 +251,56 @@ impl Receiver for PathReceiver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(dynamic: bool) -> PathReceiverConfig {
+        let mut c = PathReceiverConfig::default();
+        c.dynamic.enabled = dynamic;
+        c
+    }
+
+    #[test]
+    fn dynamic_path_tests_need_a_flow_source() {
+        let ebpf = EbpfReceiverConfig::default();
+        let (scheduled, dynamic) = (path(false), path(true));
+        let dns = DnsReceiverConfig::default();
+        let list = |l: &[(&str, &dyn BuildReceiver)]| {
+            check_supplies(l.iter().map(|(id, r)| (id.to_string(), *r)))
+        };
+        assert!(list(&[("path", &scheduled), ("dns", &dns)]).is_ok());
+        assert!(list(&[("path/d", &dynamic), ("ebpf", &ebpf)]).is_ok());
+        let e = list(&[("dns", &dns), ("path/d", &dynamic)]).expect_err("no flow source");
+        assert_eq!(e.id, "path/d");
+        assert_eq!(e.missing, Supply::FlowDestinations);
+        assert_eq!(
+            e.to_string(),
+            "receiver path/d: dynamic tests need an ebpf receiver in the same agent to observe flows"
+        );
+    }
+
+    #[test]
+    fn each_config_declares_its_features() {
+        let mut ebpf = EbpfReceiverConfig::default();
+        ebpf.nat.enabled = false;
+        assert_eq!(ebpf.features(), [Feature::Flows]);
+        ebpf.nat.enabled = true;
+        assert_eq!(ebpf.features(), [Feature::Flows, Feature::Nat]);
+        assert_eq!(DnsReceiverConfig::default().features(), [Feature::Dns]);
+        assert_eq!(path(true).features(), [Feature::Path]);
+        assert_eq!(
+            ebpf.interval(),
+            Some(EbpfReceiverConfig::default().collection_interval)
+        );
+        assert_eq!(path(false).interval(), None);
+        for c in [
+            ReceiverConfig::Ebpf(ebpf.clone()),
+            ReceiverConfig::Dns(DnsReceiverConfig::default()),
+            ReceiverConfig::Path(path(false)),
+        ] {
+            assert!(component(&c).is_ok(), "{}", c.kind());
+        }
+    }
+}
