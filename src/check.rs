@@ -2,8 +2,9 @@
 //! what loading the configuration already checked: the exporters' settings
 //! resolved with the process's `OTEL_EXPORTER_OTLP_*` variables (including
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` asking for the other transport) and their
-//! TLS material, the content of the `peer` processor's range files, and the
-//! exporters `service.telemetry` pull readers become.
+//! TLS material, the content of the `peer` processor's range files, the
+//! exporters `service.telemetry` pull readers become, and what the
+//! receivers need from each other (dynamic path tests need a flow source).
 //! `validate` and `run` both call it, so they refuse the same things. It
 //! binds, creates and connects nothing.
 
@@ -42,6 +43,16 @@ pub fn components(loaded: &Loaded) -> anyhow::Result<()> {
             .values()
             .any(|p| list(p).contains(id))
     };
+    let receivers = crate::pipeline::receivers(config)?;
+    if let Err(e) = flowscope_receiver::component::check_supplies(
+        receivers.iter().map(|(id, r)| (id.to_string(), *r)),
+    ) {
+        let key = format!("receivers.{}", e.id);
+        match loaded.locations.get(&key) {
+            Some(at) => bail!("{at}: {key}: {}", e.missing.missing()),
+            None => bail!("{key}: {}", e.missing.missing()),
+        }
+    }
     for (id, exporter) in &config.exporters {
         if !used(|p| &p.exporters, id) {
             continue;

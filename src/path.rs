@@ -1,132 +1,16 @@
-//! Network Path glue: the `path` receiver's config turned into its
-//! settings, and the `flowscope path HOST` command.
+//! The `flowscope path HOST` command. (The `path` receiver's settings are
+//! mapped from its config beside the receiver:
+//! `flowscope_receiver::path::settings`.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
-use flowscope_model::HostFacts;
-use flowscope_otel_config::receivers::{
-    PathProbeConfig, PathProtocol, PathReceiverConfig, PathTestConfig,
-};
-use flowscope_receiver::path::dynamic::{Cidr, TableSettings};
+use anyhow::bail;
+use flowscope_otel_config::receivers::{PathProbeConfig, PathProtocol, PathTestConfig};
 use flowscope_receiver::path::netns::Netns;
-use flowscope_receiver::path::prober::{Protocol, TraceRequest, TraceResult, TrippyProber};
-use flowscope_receiver::path::tls::TlsCheck;
-use flowscope_receiver::path::{
-    DynamicSettings, PathSettings, ProbeSettings, ScheduledTest, resolve, run_once,
-};
-
-pub fn protocol(p: PathProtocol) -> Protocol {
-    match p {
-        PathProtocol::Tcp => Protocol::Tcp,
-        PathProtocol::Udp => Protocol::Udp,
-        PathProtocol::Icmp => Protocol::Icmp,
-    }
-}
-
-fn probe(p: &PathProbeConfig) -> ProbeSettings {
-    ProbeSettings {
-        max_ttl: p.max_ttl,
-        timeout: p.timeout,
-        queries: p.queries,
-        e2e_probes: p.e2e_probes,
-    }
-}
-
-/// The port a test probes: TCP needs one, UDP defaults to 33434 (a closed
-/// port answers with ICMP port unreachable), ICMP has none.
-fn test_port(t: &PathTestConfig) -> anyhow::Result<u16> {
-    match (t.protocol, t.port) {
-        (PathProtocol::Tcp, None) => bail!(
-            "test to {}: protocol tcp needs a port (the server's listening port)",
-            t.host
-        ),
-        (PathProtocol::Udp, None) => Ok(PathTestConfig::DEFAULT_UDP_PORT),
-        (_, p) => Ok(p.unwrap_or(0)),
-    }
-}
-
-/// A test's TLS check (`tls: true`): TCP only, with its `server_name` and
-/// `ca_file`.
-fn tls_check(t: &PathTestConfig) -> anyhow::Result<Option<TlsCheck>> {
-    if !t.tls {
-        if t.server_name.is_some() || t.ca_file.is_some() {
-            bail!(
-                "test to {}: `server_name` and `ca_file` need `tls: true`",
-                t.host
-            );
-        }
-        return Ok(None);
-    }
-    if t.protocol != PathProtocol::Tcp {
-        bail!(
-            "test to {}: `tls: true` needs protocol tcp (the handshake goes to the TCP port)",
-            t.host
-        );
-    }
-    let check = TlsCheck::new(&t.host, t.server_name.as_deref(), t.ca_file.as_deref())
-        .map_err(|e| anyhow!("test to {}: {:#}", t.host, anyhow::Error::new(e)))?;
-    Ok(Some(check))
-}
-
-/// The `path` receiver's settings from its config; scheduled tests' points
-/// carry the host's Resource attributes (`host`).
-pub fn settings(c: &PathReceiverConfig, host: &HostFacts) -> anyhow::Result<PathSettings> {
-    let tests = c
-        .tests
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let port = test_port(t).map_err(|e| anyhow!("tests[{i}]: {e}"))?;
-            Ok(ScheduledTest {
-                host: t.host.clone(),
-                port,
-                protocol: protocol(t.protocol),
-                interval: t.interval,
-                probe: probe(&t.probe()),
-                tags: t.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                netns: t.netns.clone(),
-                tls: tls_check(t).map_err(|e| anyhow!("tests[{i}]: {e:#}"))?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let d = &c.dynamic;
-    let dynamic = if d.enabled {
-        let cidrs = |key: &str, list: &[String]| {
-            list.iter()
-                .map(|s| {
-                    Cidr::parse(s).ok_or_else(|| anyhow!("dynamic.{key}: {s:?} is not a CIDR"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        };
-        let include_cidrs = cidrs("include_cidrs", &d.include_cidrs)?;
-        let exclude_cidrs = cidrs("exclude_cidrs", &d.exclude_cidrs)?;
-        Some(DynamicSettings {
-            table: TableSettings {
-                interval: d.interval,
-                ttl: d.ttl,
-                max_new_per_minute: d.max_new_per_minute,
-                max_destinations: d.max_destinations,
-                include_cidrs,
-                exclude_cidrs,
-                exclude_domains: d.exclude_domains.clone(),
-            },
-            workers: d.workers,
-            probe: probe(&d.probe()),
-        })
-    } else {
-        None
-    };
-    Ok(PathSettings {
-        tests,
-        dynamic,
-        resource: Arc::new(host.attrs.clone()),
-        rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
-        resolve_hops: c.resolve_hops,
-        asn_database: c.asn_database.clone(),
-    })
-}
+use flowscope_receiver::path::prober::{TraceRequest, TraceResult, TrippyProber};
+use flowscope_receiver::path::settings::protocol;
+use flowscope_receiver::path::{ProbeSettings, resolve, run_once};
 
 /// `flowscope path HOST`: one run, printed like `mtr --report`.
 #[derive(clap::Args, Debug)]

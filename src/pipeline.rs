@@ -7,8 +7,11 @@
 //! The agent builds one [`Context`] (self-telemetry, the DNS name cache,
 //! the table of local listeners, host facts) and hands it to every
 //! receiver, processor and exporter it builds; that is the only state they
-//! share. Receivers start in the order the configuration lists them: none
-//! needs another.
+//! share. Receivers are built through one trait
+//! ([`flowscope_receiver::component`]), in the order the pipelines name
+//! them; what one needs from another (dynamic path tests need a flow
+//! source) and the capabilities of all are checked before any starts. No
+//! receiver type is named here.
 //!
 //! Every receiver runs in its own task and sends one `FlowBatch` per
 //! interval. A fan-out task per receiver clones the batch to each pipeline
@@ -32,40 +35,50 @@ use anyhow::{Context as _, anyhow, bail};
 use flowscope_exporters::ExporterHandle;
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::{Context, FlowBatch, MemoryPressure, MetricBatch, Telemetry};
-use flowscope_otel_config::{ComponentId, Config, ReceiverConfig};
+use flowscope_otel_config::{ComponentId, Config};
 use flowscope_processors::Chain;
-use flowscope_receiver::conntrack::{Conntrack, ConntrackSettings};
-use flowscope_receiver::dns::DnsReceiver;
-use flowscope_receiver::path::prober::TrippyProber;
-use flowscope_receiver::path::{PathError, PathReceiver};
-use flowscope_receiver::{EbpfReceiver, unix_nanos};
+use flowscope_receiver::component::BuildReceiver;
+use flowscope_receiver::unix_nanos;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-/// Checks, before anything starts, every capability the pipelines'
-/// receivers need, so one error names all that are missing.
-fn check_capabilities(config: &Config) -> anyhow::Result<()> {
-    use flowscope_receiver::capabilities::{Feature, check};
-    let mut features = Vec::new();
-    for pipeline in config.service.pipelines.values() {
-        for id in &pipeline.receivers {
-            match config.receivers.get(id) {
-                Some(ReceiverConfig::Ebpf(c)) => {
-                    features.push(Feature::Flows);
-                    if c.nat.enabled {
-                        features.push(Feature::Nat);
-                    }
-                }
-                Some(ReceiverConfig::Dns(_)) => features.push(Feature::Dns),
-                Some(ReceiverConfig::Path(_)) => features.push(Feature::Path),
-                // A new receiver type adds its Feature here.
-                Some(_) | None => {}
-            }
-        }
-    }
+/// The builders of the receivers the pipelines list, in the order the
+/// pipelines name them (each once).
+type Receivers<'a> = Vec<(ComponentId, &'a dyn BuildReceiver)>;
+
+/// Checks, before anything starts, what the pipelines' receivers need from
+/// each other ([`flowscope_receiver::component::check_supplies`]) and every
+/// capability they need, so one error names all that are missing.
+fn check_receivers(receivers: &Receivers<'_>) -> anyhow::Result<()> {
+    use flowscope_receiver::capabilities::check;
+    flowscope_receiver::component::check_supplies(
+        receivers.iter().map(|(id, r)| (id.to_string(), *r)),
+    )?;
+    let features: Vec<_> = receivers.iter().flat_map(|(_, r)| r.features()).collect();
     check(&features)?;
     Ok(())
+}
+
+/// The builders of the receivers `config`'s pipelines list, in the order
+/// they name them.
+pub fn receivers(config: &Config) -> anyhow::Result<Receivers<'_>> {
+    let mut out: Receivers<'_> = Vec::new();
+    for pipeline in config.service.pipelines.values() {
+        for id in &pipeline.receivers {
+            if out.iter().any(|(seen, _)| seen == id) {
+                continue;
+            }
+            let cfg = config
+                .receivers
+                .get(id)
+                .ok_or_else(|| anyhow!("receiver {id} is not defined"))?;
+            let builder = flowscope_receiver::component::component(cfg)
+                .with_context(|| format!("receiver {id}"))?;
+            out.push((id.clone(), builder));
+        }
+    }
+    Ok(out)
 }
 
 /// Batches waiting between stages. Small: a batch is a whole interval.
@@ -116,22 +129,9 @@ pub struct Agent {
     self_task: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterHandle>,
-    /// Shared services the receivers consult (stopped last).
-    conntrack: Option<Conntrack>,
     /// The self-telemetry interval: the shortest receiver interval (10 s at
     /// most).
     interval: Duration,
-}
-
-/// The conntrack service's settings from an ebpf receiver's `nat` block.
-fn conntrack_settings(c: &flowscope_otel_config::receivers::NatConfig) -> ConntrackSettings {
-    ConntrackSettings {
-        max_tracked: c.max_tracked,
-        retention: c.retention,
-        rescan: c.namespace_rescan,
-        events: c.events,
-        ..ConntrackSettings::default()
-    }
 }
 
 impl Agent {
@@ -139,7 +139,17 @@ impl Agent {
     /// Must run inside a tokio runtime. Fails, naming the component, when
     /// one cannot start.
     pub fn start(config: &Config, ctx: &Context) -> anyhow::Result<Agent> {
-        check_capabilities(config)?;
+        Agent::start_with(config, &receivers(config)?, ctx)
+    }
+
+    /// As [`Agent::start`], with the builders of the receivers the
+    /// pipelines list given ([`receivers`] finds them in `config`).
+    fn start_with(
+        config: &Config,
+        receivers: &Receivers<'_>,
+        ctx: &Context,
+    ) -> anyhow::Result<Agent> {
+        check_receivers(receivers)?;
         let telemetry = ctx.telemetry.clone();
         let (shutdown, shutdown_rx) = watch::channel(false);
 
@@ -165,7 +175,6 @@ impl Agent {
         // detection per settings).
         let processors = flowscope_processors::Builder::new(ctx);
         let mut inputs: HashMap<ComponentId, Vec<mpsc::Sender<Input>>> = HashMap::new();
-        let mut receiver_order: Vec<ComponentId> = Vec::new();
         let mut self_inputs = Vec::new();
         let mut pipelines = Vec::new();
         let listed: Vec<&[ComponentId]> = config
@@ -219,9 +228,6 @@ impl Agent {
                 .collect();
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
             for r in &pipeline.receivers {
-                if !inputs.contains_key(r) {
-                    receiver_order.push(r.clone());
-                }
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }
             // `service.telemetry.metrics.level: none`: no self-telemetry.
@@ -242,67 +248,23 @@ impl Agent {
         // Receivers, in the order the pipelines name them.
         let mut sources = Vec::new();
         let mut interval = Duration::from_secs(10);
-        // One conntrack service for the host, started for the first ebpf
-        // receiver that wants NAT resolved. It fills the context's NAT
-        // table, which every such receiver reads.
-        let mut conntrack: Option<Conntrack> = None;
-        // Dynamic path tests learn destinations from the flow receiver
-        // (through ctx.destinations): without one they would never run.
-        let has_flow_source = receiver_order
-            .iter()
-            .any(|id| matches!(config.receivers.get(id), Some(ReceiverConfig::Ebpf(_))));
-        for id in receiver_order {
-            let outs = inputs.remove(&id).unwrap_or_default();
-            let cfg = config
-                .receivers
-                .get(&id)
-                .ok_or_else(|| anyhow!("receiver {id} is not defined"))?;
+        for (id, builder) in receivers {
+            let outs = inputs.remove(id).unwrap_or_default();
+            if let Some(i) = builder.interval() {
+                interval = interval.min(i);
+            }
+            let receiver = builder
+                .build(ctx)
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("starting receiver {id}"))?;
             let (tx, rx) = mpsc::channel(STAGE_QUEUE);
             let stop = shutdown_rx.clone();
             let name = id.to_string();
-            match cfg {
-                ReceiverConfig::Ebpf(c) => {
-                    interval = interval.min(c.collection_interval);
-                    if c.nat.enabled && conntrack.is_none() {
-                        conntrack = Some(
-                            Conntrack::start(conntrack_settings(&c.nat), ctx)
-                                .with_context(|| format!("starting NAT resolution for {id}"))?,
-                        );
-                    }
-                    let receiver = EbpfReceiver::start(c, ctx)
-                        .with_context(|| format!("starting receiver {id}"))?;
-                    sources.push(tokio::spawn(async move {
-                        if let Err(e) = receiver.run(tx, stop).await {
-                            tracing::error!(receiver = %name, "stopped: {e:#}");
-                        }
-                    }));
+            sources.push(tokio::spawn(async move {
+                if let Err(e) = receiver.run(tx, stop).await {
+                    tracing::error!(receiver = %name, "stopped: {e:#}");
                 }
-                ReceiverConfig::Dns(c) => {
-                    interval = interval.min(c.collection_interval);
-                    let receiver = DnsReceiver::start(c, ctx)
-                        .with_context(|| format!("starting receiver {id}"))?;
-                    sources.push(tokio::spawn(async move {
-                        if let Err(e) = receiver.run(tx, stop).await {
-                            tracing::error!(receiver = %name, "stopped: {e:#}");
-                        }
-                    }));
-                }
-                ReceiverConfig::Path(c) => {
-                    if c.dynamic.enabled && !has_flow_source {
-                        return Err(PathError::NoFlowSource)
-                            .with_context(|| format!("starting receiver {id}"));
-                    }
-                    let settings = crate::path::settings(c, &ctx.host)
-                        .with_context(|| format!("receiver {id}"))?;
-                    let receiver = PathReceiver::start(settings, ctx, Arc::new(TrippyProber))
-                        .with_context(|| format!("starting receiver {id}"))?;
-                    sources.push(tokio::spawn(receiver.run(tx, stop)));
-                }
-                other => bail!(
-                    "receiver {id}: type {} is not supported by this build",
-                    other.kind()
-                ),
-            }
+            }));
             sources.push(tokio::spawn(fan_out(rx, outs, telemetry.clone())));
         }
 
@@ -322,7 +284,6 @@ impl Agent {
             self_task,
             pipelines,
             exporters: exporters.into_values().collect(),
-            conntrack,
             interval,
         })
     }
@@ -354,7 +315,6 @@ impl Agent {
         for e in self.exporters {
             e.shutdown().await;
         }
-        drop(self.conntrack);
     }
 }
 
@@ -472,6 +432,150 @@ async fn self_telemetry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use flowscope_model::metrics::FLOW_IO;
+    use flowscope_model::{Attrs, Point, PointValue};
+    use flowscope_receiver::capabilities::Feature;
+    use flowscope_receiver::component::{BoxError, Receiver, RunFuture, Supply};
+
+    /// Adding a receiver, as docs/architecture.md lists it: a config type
+    /// that builds it from the Context and says what it needs, and a
+    /// receiver that sends batches until shutdown. (In the agent, the
+    /// config type is a `ReceiverConfig` variant and
+    /// `flowscope_receiver::component::component` maps it here; this test
+    /// hands the builder to the same loop directly.)
+    struct OnePointConfig {
+        bytes: u64,
+        needs: Vec<Supply>,
+    }
+
+    struct OnePoint {
+        point: Point,
+    }
+
+    impl BuildReceiver for OnePointConfig {
+        fn features(&self) -> Vec<Feature> {
+            Vec::new()
+        }
+
+        fn needs(&self) -> Vec<Supply> {
+            self.needs.clone()
+        }
+
+        fn build(&self, ctx: &Context) -> Result<Box<dyn Receiver>, BoxError> {
+            Ok(Box::new(OnePoint {
+                point: Point {
+                    resource: Arc::new(ctx.host.attrs.clone()),
+                    metric: FLOW_IO,
+                    attrs: Attrs::new().with("network.io.direction", "transmit"),
+                    value: PointValue::Int(self.bytes),
+                },
+            }))
+        }
+    }
+
+    impl Receiver for OnePoint {
+        fn run(
+            self: Box<Self>,
+            tx: mpsc::Sender<FlowBatch>,
+            mut shutdown: watch::Receiver<bool>,
+        ) -> RunFuture {
+            Box::pin(async move {
+                let batch = FlowBatch::of_points(1_000, 2_000, vec![self.point]);
+                tx.send(batch).await?;
+                let _ = shutdown.changed().await;
+                Ok(())
+            })
+        }
+    }
+
+    const CONFIG: &str = "\
+receivers:
+  ebpf:
+exporters:
+  file:
+    path: PATH
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [ebpf]
+      exporters: [file]
+";
+
+    /// The file exporter's lines for `config` with the pipeline's receiver
+    /// replaced by `receiver` (as `one`), after the agent ran and stopped.
+    fn run_with(receiver: &OnePointConfig) -> anyhow::Result<Vec<serde_json::Value>> {
+        let dir = std::env::temp_dir().join(format!(
+            "flowscope-one-receiver-{}-{}",
+            std::process::id(),
+            receiver.bytes
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let out = dir.join("out.json");
+        let _ = std::fs::remove_file(&out);
+        let text = CONFIG.replace("PATH", &out.display().to_string());
+        let mut config = flowscope_otel_config::load_str(&text, "test.yaml")?.config;
+        let id: ComponentId = "one".parse()?;
+        for p in config.service.pipelines.values_mut() {
+            p.receivers = vec![id.clone()];
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let ctx = Context::default();
+        let started = rt.block_on(async {
+            let agent =
+                Agent::start_with(&config, &vec![(id, receiver as &dyn BuildReceiver)], &ctx)?;
+            agent.stop().await;
+            anyhow::Ok(())
+        });
+        let lines = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        started?;
+        Ok(lines
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?)
+    }
+
+    #[test]
+    fn a_new_receiver_reaches_the_exporters() {
+        let lines = run_with(&OnePointConfig {
+            bytes: 1234,
+            needs: Vec::new(),
+        })
+        .expect("the agent runs the receiver");
+        assert_eq!(lines.len(), 1, "one batch, one line: {lines:?}");
+        let metrics = &lines[0]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"];
+        assert_eq!(metrics.as_array().map(Vec::len), Some(1), "{metrics}");
+        assert_eq!(metrics[0]["name"], "network.flow.io");
+        let points = &metrics[0]["sum"]["dataPoints"];
+        assert_eq!(points.as_array().map(Vec::len), Some(1), "{points}");
+        assert_eq!(points[0]["asInt"], "1234");
+        assert_eq!(points[0]["startTimeUnixNano"], "1000");
+        assert_eq!(points[0]["timeUnixNano"], "2000");
+        assert_eq!(
+            points[0]["attributes"],
+            serde_json::json!([{"key": "network.io.direction", "value": {"stringValue": "transmit"}}])
+        );
+    }
+
+    #[test]
+    fn a_receiver_needing_what_none_supplies_does_not_start() {
+        let e = run_with(&OnePointConfig {
+            bytes: 1,
+            needs: vec![Supply::FlowDestinations],
+        })
+        .expect_err("nothing supplies flow destinations");
+        assert_eq!(
+            e.to_string(),
+            "receiver one: dynamic tests need an ebpf receiver in the same agent to observe flows"
+        );
+    }
 
     #[test]
     fn self_telemetry_reaches_each_exporter_once() {

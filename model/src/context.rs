@@ -16,6 +16,12 @@
 //!
 //! Its writer and readers then take it from the context; no other component
 //! changes, and a component that does not use it never sees it.
+//!
+//! State that only one crate's components share (the host's conntrack
+//! service among `ebpf` receivers, cloud detections and Kubernetes clients
+//! among processors) has its type in that crate and lives in
+//! [`Context::services`], keyed by type ([`crate::services`]): the context
+//! still holds it, and the model names no component type.
 
 use std::sync::Arc;
 
@@ -24,8 +30,8 @@ use crate::destinations::Destinations;
 use crate::local::LocalServices;
 use crate::memory::MemoryPressure;
 use crate::names::{SELF_SERVICE_NAME, resource};
-use crate::nat::NatResolver;
 use crate::peer_names::PeerNames;
+use crate::services::Services;
 use crate::telemetry::Telemetry;
 
 /// Shared state of one running agent. Cheap to clone (handles only).
@@ -39,10 +45,6 @@ pub struct Context {
     /// This host's addresses and listening services: filled from the flows
     /// (and by receivers that know more), read by `peer` and `locality`.
     pub local_services: LocalServices,
-    /// Conntrack's NAT translations: written by the conntrack service (the
-    /// agent starts it when an `ebpf` receiver has `nat.enabled`), read by
-    /// that receiver's flow collector (the real peer behind a Service IP).
-    pub nat: NatResolver,
     /// What is known about the host at start.
     pub host: Arc<HostFacts>,
     /// Servers of outgoing client flows: written by the `ebpf` receiver,
@@ -51,6 +53,10 @@ pub struct Context {
     /// The heap's pressure: written by the `memory_limiter` processor's
     /// monitor, read by the `ebpf` receiver before it tracks a new flow.
     pub memory: MemoryPressure,
+    /// Shared state of one crate's components, by type: the host's one
+    /// conntrack service (`ebpf` receivers with `nat.enabled`), the cloud
+    /// detections and Kubernetes clients (processors of every pipeline).
+    pub services: Services,
 }
 
 impl Context {
@@ -73,10 +79,10 @@ impl Context {
             telemetry,
             peer_names: PeerNames::new(),
             local_services: LocalServices::new(),
-            nat: NatResolver::default(),
             host: Arc::new(host),
             destinations: Destinations::new(),
             memory: MemoryPressure::new(),
+            services: Services::default(),
         }
     }
 }

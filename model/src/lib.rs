@@ -21,8 +21,8 @@ pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod names;
-pub mod nat;
 pub mod peer_names;
+pub mod services;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};
@@ -32,6 +32,6 @@ pub use hist::Histogram;
 pub use local::LocalServices;
 pub use memory::{MemoryPressure, Pressure};
 pub use metrics::{Kind, MetricBatch, MetricId, Point, PointValue};
-pub use nat::NatResolver;
 pub use peer_names::PeerNames;
+pub use services::Services;
 pub use telemetry::Telemetry;

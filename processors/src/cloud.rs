@@ -132,8 +132,8 @@ type DetectKey = (Vec<&'static str>, CloudEndpoints, Duration);
 /// The detection runs of one agent, by settings: every `cloud` processor
 /// built with the same detectors, endpoints and timeout follows one run, so
 /// the metadata services are asked once however many pipelines list the
-/// processor. One registry per [`crate::Builder`] (per agent), never a
-/// global.
+/// processor. One registry per agent, kept in its context
+/// ([`flowscope_model::Context::services`]), never a global.
 #[derive(Clone, Default)]
 pub struct Detections(Arc<Mutex<HashMap<DetectKey, Arc<Detection>>>>);
 

@@ -176,15 +176,17 @@ impl Processor {
 }
 
 /// Builds processors for one agent. Everything shared comes from the
-/// agent's [`Context`] (the table of local listeners, the DNS name cache,
-/// self-telemetry); the builder adds the processors' own per-agent state
-/// (one cloud detection per settings, [`cloud::Detections`]; one
-/// Kubernetes client per settings, [`kubernetes::Clients`]). Build every
-/// processor of an agent with one builder.
+/// agent's [`Context`]: the table of local listeners, the DNS name cache,
+/// self-telemetry, and what processors of several pipelines share among
+/// themselves, kept in [`Context::services`] by type (one cloud detection
+/// per settings, [`cloud::Detections`]; one Kubernetes client per settings,
+/// [`kubernetes::Clients`]). The builder adds only the agent's one
+/// `memory_limiter` monitor, which lives as long as the chains that list it.
+/// Build every processor of an agent with one builder.
 pub struct Builder {
     ctx: Context,
     detections: cloud::Detections,
-    kubernetes: kubernetes::Clients,
+    kubernetes: Arc<kubernetes::Clients>,
     /// The agent's one `memory_limiter` monitor, shared by the pipelines
     /// that list it.
     memory: Mutex<Option<Arc<memory_limiter::MemoryLimiter>>>,
@@ -194,13 +196,14 @@ impl Builder {
     pub fn new(ctx: &Context) -> Self {
         Builder {
             ctx: ctx.clone(),
-            detections: cloud::Detections::new(),
-            kubernetes: kubernetes::Clients::new(),
+            detections: ctx.services.get::<cloud::Detections>(),
+            kubernetes: ctx.services.get::<Arc<kubernetes::Clients>>(),
             memory: Mutex::new(None),
         }
     }
 
-    /// The cloud detections this builder's processors follow.
+    /// The cloud detections this builder's processors follow (the agent's,
+    /// from its context).
     pub fn detections(&self) -> &cloud::Detections {
         &self.detections
     }

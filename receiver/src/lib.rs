@@ -6,6 +6,10 @@
 //! share (self-telemetry, host facts, the DNS name cache) comes from the
 //! agent's [`Context`].
 //!
+//! Every receiver is built the same way, from its config type and the
+//! agent's [`Context`] ([`component::BuildReceiver`]); the agent runs them
+//! through [`component::Receiver`] and names none of them.
+//!
 //! [`EbpfReceiver::start`] loads and attaches (failing with one clear error
 //! when privileges or kernel features are missing); [`EbpfReceiver::run`]
 //! then sends one [`FlowBatch`] per interval down a bounded channel until
@@ -21,6 +25,7 @@
 pub mod btf;
 pub mod capabilities;
 pub mod collector;
+pub mod component;
 pub mod conntrack;
 pub mod dns;
 pub mod drops;
@@ -44,7 +49,7 @@ use flowscope_model::internal_events::{
     EventsLost, EventsReceived, FlowsTracked, LossReason, Source,
 };
 use flowscope_model::{Context, FlowBatch, HostFacts, Telemetry};
-use flowscope_otel_config::receivers::{EbpfReceiverConfig, ResourceGranularity};
+use flowscope_otel_config::receivers::{EbpfReceiverConfig, NatConfig, ResourceGranularity};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -64,6 +69,16 @@ pub enum RunError {
     Panicked,
 }
 
+/// Why the `ebpf` receiver could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// `nat.enabled` and the host's conntrack service could not start.
+    #[error("starting NAT resolution")]
+    Nat(#[source] conntrack::ConntrackError),
+}
+
 /// The ring buffer is drained at least this often: the kernel side wakes
 /// user space only for process announcements and each 64 KiB of records.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -79,6 +94,17 @@ pub struct ReceiverSettings {
     pub collector: CollectorSettings,
     /// The drop program's settings; `None` when `drops.enabled` is off.
     pub drops: Option<drops::DropSettings>,
+}
+
+/// The conntrack service's settings from the receiver's `nat` block.
+pub fn conntrack_settings(c: &NatConfig) -> conntrack::ConntrackSettings {
+    conntrack::ConntrackSettings {
+        max_tracked: c.max_tracked,
+        retention: c.retention,
+        rescan: c.namespace_rescan,
+        events: c.events,
+        ..conntrack::ConntrackSettings::default()
+    }
 }
 
 impl ReceiverSettings {
@@ -133,18 +159,29 @@ pub struct EbpfReceiver {
     destinations: Destinations,
     /// The drop program, when enabled and the kernel loads it.
     drops: Option<drops::DropsProgram>,
+    /// The host's conntrack service this receiver's NAT resolution reads
+    /// (`nat.enabled`), held so that it runs as long as the receiver.
+    conntrack: Option<Arc<conntrack::Conntrack>>,
 }
 
 impl EbpfReceiver {
     /// Loads and attaches the programs `config` asks for; everything shared
     /// (self-telemetry, host facts) comes from `ctx`.
-    /// With `nat.enabled`, the flow collector resolves NATed peers through
-    /// the context's [`flowscope_model::NatResolver`] (filled by the
-    /// [`conntrack`] service the agent starts).
-    pub fn start(config: &EbpfReceiverConfig, ctx: &Context) -> Result<Self, LoadError> {
+    /// With `nat.enabled`, it first starts the host's [`conntrack`]
+    /// service (or joins the one another `ebpf` receiver of the agent
+    /// started), and the flow collector resolves NATed peers through it.
+    pub fn start(config: &EbpfReceiverConfig, ctx: &Context) -> Result<Self, StartError> {
+        let conntrack = if config.nat.enabled {
+            let c = conntrack::Conntrack::shared(conntrack_settings(&config.nat), ctx)
+                .map_err(StartError::Nat)?;
+            Some(c)
+        } else {
+            None
+        };
         let mut receiver = Self::start_with(ReceiverSettings::new(config, &ctx.host), ctx)?;
-        if config.nat.enabled {
-            receiver.collector = receiver.collector.with_nat(ctx.nat.clone());
+        if let Some(c) = conntrack {
+            receiver.collector = receiver.collector.with_nat(c.resolver());
+            receiver.conntrack = Some(c);
         }
         Ok(receiver)
     }
@@ -175,6 +212,7 @@ impl EbpfReceiver {
             counters_last: [0; counter::COUNT as usize],
             destinations: ctx.destinations.clone(),
             drops,
+            conntrack: None,
         })
     }
 
@@ -221,6 +259,7 @@ impl EbpfReceiver {
             mut counters_last,
             destinations,
             mut drops,
+            conntrack: _conntrack,
         } = self;
         let Loaded {
             ebpf: _ebpf,

@@ -53,8 +53,9 @@ struct Running {
 
 /// The clients of one agent: processors with the same settings (one
 /// `kubernetes` processor listed in several pipelines) share one, so the
-/// kubelet and the API server are asked once. Kept by
-/// [`crate::Builder`]; a client lives as long as a processor uses it.
+/// kubelet and the API server are asked once. Kept in the agent's context
+/// ([`flowscope_model::Context::services`], taken by [`crate::Builder`]);
+/// a client lives as long as a processor uses it.
 #[derive(Default)]
 pub struct Clients {
     running: Mutex<Vec<(KubernetesProcessorConfig, Weak<Running>)>>,

@@ -1,9 +1,18 @@
 //! Conntrack: who is really on the other end of a NATed connection.
 //!
-//! A shared service, not a receiver: it emits no flows. The agent starts
-//! one [`Conntrack`] and hands its [`NatResolver`] to the flow collector,
-//! which asks it about every TCP connection and UDP flow (see
-//! [`table`] for how an entry answers).
+//! A helper of the `ebpf` receiver, not a receiver: it emits no flows. The
+//! first `ebpf` receiver with `nat.enabled` starts the host's one
+//! [`Conntrack`] ([`Conntrack::shared`], kept in the agent's
+//! [`Context::services`]; a second such receiver joins it) and hands its
+//! [`NatResolver`] to its flow collector, which asks it about every TCP
+//! connection and UDP flow (see [`table`] for how an entry answers). The
+//! service stops when the last receiver using it is dropped.
+//!
+//! NAT as one feature: [`table`] (the table and its lookups, sans-IO),
+//! this module and [`netlink`] (reading conntrack), and the collector's
+//! NAT settling (`crate::collector`: `with_nat`, `catch_up_nat`,
+//! `settle_pending`) are all there is; the agent only passes the `ebpf`
+//! receiver its config.
 //!
 //! - Every network namespace the agent watches ([`crate::netns`]) gets an
 //!   event socket, opened from a thread inside it, and an initial dump
@@ -30,26 +39,25 @@
 //! timestamps) is passed through as raw attributes and not needed here.
 
 pub mod netlink;
+pub mod table;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flowscope_model::internal_events::{EventsLost, EventsReceived, LossReason, Source};
-use flowscope_model::nat::Refused;
 use flowscope_model::{Context, Telemetry};
 use thiserror::Error;
 
 use crate::netns::{NetnsError, NetnsScanner, NsPoll, in_namespace};
-pub use flowscope_model::nat::{
-    CatchUp, CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple,
-};
 use netlink::CtEvent;
+use table::Refused;
+pub use table::{CatchUp, CtEntry, NatResolver, NatTable, PROTO_TCP, PROTO_UDP, Resolution, Tuple};
 
 /// While busy (at least [`GATHER_FROM`] events in the current or the last
 /// [`RATE_WINDOW`]), the worker waits this long after each read before it
@@ -193,15 +201,34 @@ pub struct Conntrack {
     watched: Arc<Mutex<Vec<u32>>>,
 }
 
+/// The agent's slot for its one conntrack service ([`Context::services`]):
+/// a weak handle, so the service lives as long as a receiver holds it.
+#[derive(Clone, Default)]
+struct SharedConntrack(Arc<Mutex<Weak<Conntrack>>>);
+
 impl Conntrack {
-    /// Starts the thread, writing into the context's [`NatResolver`]
-    /// (emptied and given the settings' bounds) and counting on its
-    /// telemetry. Namespaces where conntrack cannot be read are logged and
-    /// retried; the agent runs on without their entries.
+    /// The host's one conntrack service for this agent: the one running
+    /// (started by another `ebpf` receiver, whose settings it keeps), else
+    /// a new one with `settings`. Stops when the last handle is dropped.
+    pub fn shared(settings: ConntrackSettings, ctx: &Context) -> Result<Arc<Self>, ConntrackError> {
+        let slot = ctx.services.get::<SharedConntrack>();
+        let mut held = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = held.upgrade() {
+            return Ok(running);
+        }
+        let started = Arc::new(Self::start(settings, ctx)?);
+        *held = Arc::downgrade(&started);
+        Ok(started)
+    }
+
+    /// Starts the thread, writing into a [`NatResolver`] of its own with
+    /// the settings' bounds and counting on the context's telemetry.
+    /// Namespaces where conntrack cannot be read are logged and retried;
+    /// the agent runs on without their entries. The agent starts it
+    /// through [`Conntrack::shared`]: one per host.
     pub fn start(settings: ConntrackSettings, ctx: &Context) -> Result<Self, ConntrackError> {
         let telemetry = ctx.telemetry.clone();
-        let resolver = ctx.nat.clone();
-        resolver.reset(settings.max_tracked, settings.retention);
+        let resolver = NatResolver::new(settings.max_tracked, settings.retention);
         let stop = Arc::new(AtomicBool::new(false));
         let watched = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Requests::new().map_err(ConntrackError::Wake)?);

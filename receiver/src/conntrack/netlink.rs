@@ -43,7 +43,7 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_NETFILTER};
 
-use flowscope_model::nat::{CtEntry, PROTO_TCP, PROTO_UDP, Tuple};
+use super::table::{CtEntry, PROTO_TCP, PROTO_UDP, Tuple};
 
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;

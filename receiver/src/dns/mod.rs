@@ -109,8 +109,16 @@ impl Default for DnsSettings {
 
 impl From<DnsReceiverConfig> for DnsSettings {
     fn from(config: DnsReceiverConfig) -> Self {
+        Self::new(&config)
+    }
+}
+
+impl DnsSettings {
+    /// The settings `config` describes, with the default tunables (as
+    /// `ReceiverSettings::new` and `PathSettings::new` do for theirs).
+    pub fn new(config: &DnsReceiverConfig) -> Self {
         Self {
-            config,
+            config: config.clone(),
             namespace_rescan: Duration::from_secs(2),
             max_tcp_streams: 4096,
             socket_buffer_bytes: 4 << 20,
@@ -163,7 +171,7 @@ impl DnsReceiver {
     /// namespace, as `config` says. The names clients resolve go into the
     /// context's shared cache (`ctx.peer_names`) for whoever reads it.
     pub fn start(config: &DnsReceiverConfig, ctx: &Context) -> Result<Self, DnsError> {
-        Self::start_with(DnsSettings::from(config.clone()), ctx)
+        Self::start_with(DnsSettings::new(config), ctx)
     }
 
     /// As [`DnsReceiver::start`], with the tunables set too. The owner of

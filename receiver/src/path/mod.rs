@@ -16,6 +16,7 @@ pub mod netns;
 pub mod points;
 pub mod prober;
 pub mod route;
+pub mod settings;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -106,8 +107,6 @@ pub enum PathError {
          (setcap cap_net_raw+ep, or the container's capabilities)"
     )]
     NoNetRaw,
-    #[error("dynamic tests need an ebpf receiver in the same agent to observe flows")]
-    NoFlowSource,
     #[error("resolving {host}: {source}")]
     Resolve {
         host: String,
@@ -231,7 +230,8 @@ impl PathReceiver {
     /// Checks what the receiver needs (CAP_NET_RAW) and, when dynamic tests
     /// are on, subscribes to the destinations the flow receiver observes
     /// (`ctx.destinations`). Whether a flow receiver runs in the same agent
-    /// is the agent's check (`PathError::NoFlowSource`).
+    /// is checked before any receiver starts
+    /// ([`crate::component::check_supplies`]).
     pub fn start(
         settings: PathSettings,
         ctx: &Context,

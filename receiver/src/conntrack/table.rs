@@ -1,12 +1,12 @@
 //! The NAT table: the conntrack entries of every watched namespace whose
 //! translation changed an address or port, and the lookups the flow
-//! collector makes. Sans-IO: the receiver's conntrack service
-//! (`flowscope_receiver::conntrack`) feeds it entries and times.
+//! collector makes. Sans-IO: the conntrack service ([`super`]) feeds it
+//! entries and times, and the tests here drive it without a kernel.
 //!
-//! The shared handle, [`NatResolver`], lives in the agent's
-//! [`crate::Context`]: the conntrack service writes into it, the `ebpf`
-//! receiver's flow collector reads it. Without the service it stays empty
-//! and every lookup answers [`Resolution::NotNat`].
+//! The shared handle, [`NatResolver`], belongs to the host's one conntrack
+//! service: the service writes into it, the flow collector of every `ebpf`
+//! receiver with `nat.enabled` reads it. A resolver nobody writes stays
+//! empty and every lookup answers [`Resolution::NotNat`].
 //!
 //! A conntrack entry has two tuples. The *original* one is the first
 //! packet as it entered conntrack (the client's socket: client -> Service
@@ -448,8 +448,9 @@ impl NatTable {
     }
 }
 
-/// The shared handle on one [`NatTable`]: what the agent's
-/// [`crate::Context`] holds. Cheap to clone; clones share the table.
+/// The shared handle on one [`NatTable`]: what the conntrack service
+/// writes and the flow collectors read. Cheap to clone; clones share the
+/// table.
 #[derive(Clone)]
 pub struct NatResolver {
     table: Arc<Mutex<NatTable>>,
