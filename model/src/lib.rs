@@ -22,7 +22,9 @@ pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod nat;
+pub mod net;
 pub mod peer_names;
+pub mod resource_env;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use flowscope_model::net::{self, NetError, Spaces};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer};
 
@@ -779,21 +780,12 @@ fn at_least_1s<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let values = Vec::<String>::deserialize(d)?;
     for v in &values {
-        let (addr, len) = match v.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (v.as_str(), None),
-        };
-        let ip: std::net::IpAddr = addr
-            .parse()
-            .map_err(|_| de::Error::custom(format_args!("{v:?} is not an address or CIDR")))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if let Some(l) = len
-            && l.parse::<u8>().ok().filter(|l| *l <= max).is_none()
-        {
-            return Err(de::Error::custom(format_args!(
-                "{v:?} has a prefix length outside 0..={max}"
-            )));
-        }
+        net::parse(v, Spaces::Refuse).map_err(|e| match e {
+            NetError::Address => de::Error::custom(format_args!("{v:?} is not an address or CIDR")),
+            NetError::PrefixLength { max } | NetError::PrefixTooLong { max } => {
+                de::Error::custom(format_args!("{v:?} has a prefix length outside 0..={max}"))
+            }
+        })?;
     }
     Ok(values)
 }
