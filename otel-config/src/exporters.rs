@@ -24,6 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer};
 
 use crate::ComponentId;
 use crate::de::{component_body, duration, unknown_kind};
+use crate::validate::{non_empty_path, positive_f64, positive_u64, positive_usize};
 
 /// The settings of one exporter, selected by the component type of its id.
 #[derive(Debug, Clone, PartialEq)]
@@ -1449,38 +1450,6 @@ fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let value = f64::deserialize(d)?;
     if !(0.0..=1.0).contains(&value) {
         return Err(de::Error::custom("must be between 0 and 1"));
-    }
-    Ok(value)
-}
-
-fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let value = f64::deserialize(d)?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(de::Error::custom("must be a number above 0"));
-    }
-    Ok(value)
-}
-
-fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
-    Ok(value)
-}
-
-fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let value = u64::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
-    Ok(value)
-}
-
-fn non_empty_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let value = PathBuf::deserialize(d)?;
-    if value.as_os_str().is_empty() {
-        return Err(de::Error::custom("path must not be empty"));
     }
     Ok(value)
 }

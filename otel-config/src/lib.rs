@@ -39,6 +39,7 @@ mod id;
 pub mod processors;
 pub mod receivers;
 pub mod telemetry;
+mod validate;
 
 pub use error::{ConfigError, Location};
 pub use exporters::ExporterConfig;

@@ -28,6 +28,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 use crate::ComponentId;
 use crate::de::{component_body, duration, refuse_kind, unknown_kind};
+use crate::validate::{at_least_a_second, positive_usize};
 
 mod collector;
 pub use collector::*;
@@ -655,14 +656,6 @@ fn some_https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     Ok(Some(s.trim_end_matches('/').to_owned()))
 }
 
-fn at_least_a_second<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let v = duration(d)?;
-    if v < Duration::from_secs(1) {
-        return Err(de::Error::custom("must be at least 1s"));
-    }
-    Ok(v)
-}
-
 // ------------------------------------------------------------ value types
 
 /// An IP network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
@@ -755,14 +748,6 @@ impl<'de> Deserialize<'de> for PortRange {
         }
         d.deserialize_any(V)
     }
-}
-
-fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
-    Ok(value)
 }
 
 fn positive_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, usize>, D::Error> {
