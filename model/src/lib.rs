@@ -13,6 +13,7 @@ pub mod context;
 pub mod counting_alloc;
 pub mod destinations;
 pub mod env;
+pub mod errors;
 pub mod flow;
 pub mod hist;
 pub mod internal_events;
