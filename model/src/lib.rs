@@ -9,6 +9,7 @@
 //! host's facts ([`HostFacts`]). Its only I/O is [`HostFacts::detect`].
 
 pub mod attr;
+pub mod batch;
 pub mod context;
 pub mod counting_alloc;
 pub mod destinations;
@@ -29,8 +30,9 @@ pub mod resource_env;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};
+pub use batch::FlowBatch;
 pub use context::{Context, HostFacts};
-pub use flow::{DropCount, FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
+pub use flow::{DropCount, FailReason, Flow, FlowStats, Role, Transport};
 pub use hist::Histogram;
 pub use local::LocalServices;
 pub use memory::{MemoryPressure, Pressure};
