@@ -689,8 +689,6 @@ impl Default for PathDynamicConfig {
     }
 }
 
-/// An integer setting `key` within `lo..=hi`, with the error naming both.
-
 fn max_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     Ok(int_in(d, "max_ttl", 1, PathProbeConfig::MAX_MAX_TTL)? as u8)
 }

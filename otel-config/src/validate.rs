@@ -53,7 +53,7 @@ pub(crate) fn check_at_least_one(value: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// An integer from `lo` to `hi`, named `key` in the message.
+/// An integer setting `key` within `lo..=hi`, with the error naming both.
 pub(crate) fn int_in<'de, D: Deserializer<'de>>(
     d: D,
     key: &str,
