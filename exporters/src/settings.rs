@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flowscope_model::percent;
+
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig,
     SendingQueueConfig, Temporality as CfgTemporality, TlsClientConfig,
@@ -187,8 +189,10 @@ fn resolve_common(
                     "expected `key=value` pairs separated by `,`",
                 ));
             };
-            let (Some(k), Some(val)) = (percent_decode(k.trim()), percent_decode(val.trim()))
-            else {
+            let (Some(k), Some(val)) = (
+                percent::decode_strict(k.trim()),
+                percent::decode_strict(val.trim()),
+            ) else {
                 return Err(bad(var, v.clone(), "bad percent-encoding"));
             };
             headers.insert(k.to_ascii_lowercase(), val);
@@ -345,22 +349,6 @@ pub fn resolve_http(
         plaintext,
         c.encoding,
     )
-}
-
-/// `%XX` escapes decoded (the `percent-encoding` crate); `None` for a
-/// malformed escape or a value that is not UTF-8 once decoded.
-fn percent_decode(s: &str) -> Option<String> {
-    let escapes_well_formed = s.split('%').skip(1).all(|after| {
-        after
-            .as_bytes()
-            .get(..2)
-            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-    });
-    if !escapes_well_formed {
-        return None;
-    }
-    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
-    Some(decoded.into_owned())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod names;
 pub mod nat;
 pub mod net;
 pub mod peer_names;
+pub mod percent;
 pub mod resource_env;
 pub mod telemetry;
 

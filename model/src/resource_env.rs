@@ -5,10 +5,9 @@
 //!
 //! The value is `key=value` pairs separated by commas, surrounding spaces
 //! trimmed, values percent-decoded (W3C Baggage octets, as the OpenTelemetry
-//! SDK specification says); the decoding is the `percent-encoding` crate's,
-//! where a malformed escape stays as written.
+//! SDK specification says; see [`crate::percent`]).
 
-use percent_encoding::percent_decode_str;
+use crate::percent::decode_lossy as decode;
 
 /// A pair the parser skips, as the specification lets an SDK do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +34,6 @@ pub fn pairs(s: &str) -> impl Iterator<Item = Result<Pair<'_>, Skipped<'_>>> {
             }
             Ok((k, v.trim()))
         })
-}
-
-/// A value percent-decoded: `%XX` escapes as UTF-8 bytes, a malformed
-/// escape as written, invalid UTF-8 replaced.
-pub fn decode(v: &str) -> String {
-    percent_decode_str(v).decode_utf8_lossy().into_owned()
 }
 
 /// The agent's own attributes: every pair decoded, a later key replacing an

@@ -618,12 +618,7 @@ pub async fn start_victoria_metrics() -> Peer {
 
 /// `s` percent-encoded for a URL query.
 pub fn url_encode(s: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
+    flowscope_model::percent::query_value(s)
 }
 
 /// `GET /api/v1/query` of `promql` at Unix time `at_ms`: the result vector.

@@ -320,15 +320,8 @@ const WATCH_SECONDS: u64 = 300;
 
 /// Percent-encodes a query value (a `continue` token, a version).
 fn query_value(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string()
+    flowscope_model::percent::query_value(s)
 }
-
-/// Every byte but RFC 3986's unreserved characters is escaped.
-const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 async fn watch_loop<T: Apply>(
     settings: &Settings,
