@@ -3,7 +3,13 @@
 //! factors, and the Collector settings flowscope reads and refuses
 //! ([`Unused`]).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::de::duration;
 
 /// A Collector setting flowscope accepts without acting on it, because it
 /// changes nothing that matters here: whether the file sets it. Loading

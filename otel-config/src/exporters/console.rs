@@ -1,6 +1,8 @@
 //! `console` exporter: a live table in the terminal.
 
-use super::*;
+use serde::Deserialize;
+
+use crate::validate::positive_usize;
 
 /// `console` exporter: every interval, a table of the busiest flows.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,11 @@
 //! `file` exporter: OTLP JSON lines to a file, with rotation.
 
-use super::*;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::validate::{non_empty_path, positive_u64};
 
 /// `file` exporter: one OTLP `ExportMetricsServiceRequest` per line, in the
 /// protobuf JSON mapping (like the Collector's file exporter).

@@ -19,18 +19,10 @@
 //! 3. Add a test to `exporters/tests.rs` that parses a minimal YAML for the
 //!    new type.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer};
+use serde::de::{DeserializeSeed, Deserializer};
 
 use crate::ComponentId;
-use crate::de::{component_body, duration, unknown_kind};
-use crate::validate::{non_empty_path, positive_f64, positive_u64, positive_usize};
+use crate::de::{component_body, unknown_kind};
 
 mod checks;
 mod console;

@@ -1,7 +1,17 @@
 //! `otlp` exporter (OTLP over gRPC) and the settings both OTLP exporters
 //! share (temporality, compression, HTTP body encoding).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::checks::{
+    Unused, grpc_endpoint, grpc_headers, opt_duration, opt_request_size, reject_auth,
+    reject_authority,
+};
+use super::queue::{RetryConfig, SendingQueueConfig};
+use super::tls::{TlsClientConfig, tls_settings};
 
 /// Temporality of exported sums and histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

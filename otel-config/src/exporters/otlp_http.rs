@@ -1,6 +1,16 @@
 //! `otlphttp` exporter: OTLP over HTTP (protobuf or JSON bodies).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::checks::{
+    Unused, http_headers, http_url, opt_duration, opt_request_size, reject_auth, reject_proxy,
+};
+use super::otlp::{Compression, HttpEncoding, Temporality};
+use super::queue::{RetryConfig, SendingQueueConfig};
+use super::tls::{TlsClientConfig, tls_settings};
 
 /// `otlphttp` exporter: OTLP/HTTP `POST` of protobuf or JSON.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]

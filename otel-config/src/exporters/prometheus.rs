@@ -1,6 +1,12 @@
 //! `prometheus` exporter: a scrape endpoint.
 
-use super::*;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::de::duration;
+
+use super::checks::{Unused, listen_address, reject_const_labels, reject_server_tls};
 
 /// `prometheus` exporter: serves `/metrics` in the Prometheus text format,
 /// names translated as the OpenTelemetry-to-Prometheus compatibility

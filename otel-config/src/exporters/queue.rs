@@ -1,7 +1,16 @@
 //! The exporters' sending queue (in memory or persistent, in a storage
 //! extension's directory) and retry on failure.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::de::duration;
+use crate::validate::{positive_u64, positive_usize};
+
+use super::checks::{Unused, multiplier, unit_interval};
 
 /// The queue between the pipeline and the exporter (`sending_queue`).
 ///

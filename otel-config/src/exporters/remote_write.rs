@@ -1,6 +1,16 @@
 //! `prometheusremotewrite` exporter: Prometheus remote write 1.0.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::de::duration;
+
+use super::checks::{Unused, http_headers, parse_http_url, request_size};
+use super::queue::{RetryConfig, SendingQueueConfig};
+use super::tls::{TlsClientConfig, tls_settings};
 
 /// `prometheusremotewrite` exporter: `POST`s the metrics, translated to
 /// Prometheus names and labels exactly as the `prometheus` exporter does,

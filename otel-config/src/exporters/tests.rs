@@ -1,3 +1,6 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
 use crate::load_str_with_env;
 

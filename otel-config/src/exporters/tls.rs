@@ -2,7 +2,16 @@
 //! certificate, PEM files and inline PEM read at load time) and the UI's
 //! server side.
 
-use super::*;
+use std::path::PathBuf;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::validate::non_empty_path;
+
+use super::checks::Unused;
 
 /// TLS client settings, as the Collector's `configtls`. Unset fields fall
 /// back to the `OTEL_EXPORTER_OTLP_*` environment variables, then to the

@@ -1,6 +1,15 @@
 //! `ui` exporter: the web UI, its login, retention and health thresholds.
 
-use super::*;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::de::duration;
+use crate::validate::{positive_f64, positive_u64, positive_usize};
+
+use super::checks::{multiplier, unit_interval};
+use super::tls::{ServerTlsConfig, server_tls};
 
 /// `ui` exporter: keeps the last `retention` of metrics in memory and serves
 /// the Network Map, Network Analytics and Network Health pages and their
