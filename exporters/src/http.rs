@@ -288,14 +288,7 @@ impl Transport for Http {
 
 /// An error with its sources, `a: b: c`.
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    flowscope_model::errors::error_chain(e)
 }
 
 pub(crate) fn classify(

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flowscope_model::percent;
+
 use flowscope_otel_config::exporters::{
     Compression, HttpEncoding, OtlpExporterConfig, OtlpHttpExporterConfig, RetryConfig,
     SendingQueueConfig, Temporality as CfgTemporality, TlsClientConfig,
@@ -187,8 +189,10 @@ fn resolve_common(
                     "expected `key=value` pairs separated by `,`",
                 ));
             };
-            let (Some(k), Some(val)) = (percent_decode(k.trim()), percent_decode(val.trim()))
-            else {
+            let (Some(k), Some(val)) = (
+                percent::decode_strict(k.trim()),
+                percent::decode_strict(val.trim()),
+            ) else {
                 return Err(bad(var, v.clone(), "bad percent-encoding"));
             };
             headers.insert(k.to_ascii_lowercase(), val);
@@ -345,23 +349,6 @@ pub fn resolve_http(
         plaintext,
         c.encoding,
     )
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

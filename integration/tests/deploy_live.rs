@@ -42,15 +42,7 @@ fn free_port() -> u16 {
 
 /// Percent-encodes a query parameter.
 fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    flowscope_model::percent::query_value(s)
 }
 
 /// GET `path` from Prometheus on 127.0.0.1:`port` (HTTP/1.0: no chunking);

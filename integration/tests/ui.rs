@@ -42,14 +42,7 @@ const API_DOWN: u64 = 999;
 
 /// Percent-encodes a query value.
 fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    flowscope_model::percent::query_value(s)
 }
 
 /// One plain HTTP/1.1 GET to the agent on loopback: (status, body).

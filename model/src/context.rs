@@ -201,56 +201,9 @@ impl HostFacts {
     }
 }
 
-/// The pairs of an `OTEL_RESOURCE_ATTRIBUTES` value: `key=value` separated
-/// by commas, surrounding spaces trimmed, values percent-decoded (W3C
-/// Baggage octets, as the OpenTelemetry SDK specification says). A pair
-/// without `=` or with an empty key is skipped with a warning, as the
-/// specification lets an SDK do; a later key replaces an earlier one.
-pub fn parse_resource_attributes(s: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            tracing::warn!(
-                pair,
-                "OTEL_RESOURCE_ATTRIBUTES: ignoring a pair without `=`"
-            );
-            continue;
-        };
-        let k = k.trim();
-        if k.is_empty() {
-            tracing::warn!(
-                pair,
-                "OTEL_RESOURCE_ATTRIBUTES: ignoring a pair without a key"
-            );
-            continue;
-        }
-        let v = percent_decode(v.trim());
-        out.retain(|(old, _)| old != k);
-        out.push((k.to_owned(), v));
-    }
-    out
-}
-
-/// `%XX` escapes decoded as UTF-8 bytes; a malformed escape stays as written.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The pairs of an `OTEL_RESOURCE_ATTRIBUTES` value (see
+/// [`crate::resource_env::parse`]).
+pub use crate::resource_env::parse as parse_resource_attributes;
 
 #[cfg(test)]
 mod tests {

@@ -240,32 +240,3 @@ impl Flow {
         self.peer.ip()
     }
 }
-
-/// Everything a receiver observed in one interval.
-#[derive(Clone, Debug, Default)]
-pub struct FlowBatch {
-    /// Start of the interval, Unix nanoseconds.
-    pub start_unix_nanos: u64,
-    /// End of the interval, Unix nanoseconds.
-    pub end_unix_nanos: u64,
-    pub flows: Vec<Flow>,
-    /// Points a receiver produced directly (DNS lookups, say). Processors
-    /// pass them through aggregation and cardinality limits with the rest.
-    pub points: Vec<crate::metrics::Point>,
-}
-
-impl FlowBatch {
-    /// A batch of ready-made points only (DNS lookups, self-telemetry).
-    pub fn of_points(
-        start_unix_nanos: u64,
-        end_unix_nanos: u64,
-        points: Vec<crate::metrics::Point>,
-    ) -> Self {
-        Self {
-            start_unix_nanos,
-            end_unix_nanos,
-            flows: Vec::new(),
-            points,
-        }
-    }
-}

@@ -9,10 +9,12 @@
 //! host's facts ([`HostFacts`]). Its only I/O is [`HostFacts::detect`].
 
 pub mod attr;
+pub mod batch;
 pub mod context;
 pub mod counting_alloc;
 pub mod destinations;
 pub mod env;
+pub mod errors;
 pub mod flow;
 pub mod hist;
 pub mod internal_events;
@@ -21,13 +23,17 @@ pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod names;
+pub mod net;
 pub mod peer_names;
+pub mod percent;
+pub mod resource_env;
 pub mod services;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};
+pub use batch::FlowBatch;
 pub use context::{Context, HostFacts};
-pub use flow::{DropCount, FailReason, Flow, FlowBatch, FlowStats, Role, Transport};
+pub use flow::{DropCount, FailReason, Flow, FlowStats, Role, Transport};
 pub use hist::Histogram;
 pub use local::LocalServices;
 pub use memory::{MemoryPressure, Pressure};

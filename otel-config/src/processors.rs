@@ -18,15 +18,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flowscope_model::net::{self, NetError, Spaces};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 use crate::ComponentId;
 use crate::de::{component_body, duration, refuse_kind, unknown_kind};
+use crate::validate::{at_least_a_second, positive_usize};
 
 mod collector;
 pub use collector::*;
@@ -654,24 +656,18 @@ fn some_https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     Ok(Some(s.trim_end_matches('/').to_owned()))
 }
 
-fn at_least_a_second<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let v = duration(d)?;
-    if v < Duration::from_secs(1) {
-        return Err(de::Error::custom("must be at least 1s"));
-    }
-    Ok(v)
-}
-
 // ------------------------------------------------------------ value types
 
 /// An IP network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
 /// Host bits past the prefix must be zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    /// The network address.
-    pub addr: IpAddr,
-    /// The prefix length (0-32 for IPv4, 0-128 for IPv6).
-    pub prefix_len: u8,
+pub struct Cidr(IpNet);
+
+impl Cidr {
+    /// The network.
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
 }
 
 impl std::str::FromStr for Cidr {
@@ -681,46 +677,21 @@ impl std::str::FromStr for Cidr {
         let bad = |why: &str| {
             format!("`{s}` is not a CIDR ({why}); write e.g. `10.0.0.0/8` or `fd00::/8`")
         };
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| bad("bad address"))?;
-        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match len {
-            None => max,
-            Some(l) => l
-                .trim()
-                .parse::<u8>()
-                .map_err(|_| bad("bad prefix length"))?,
-        };
-        if prefix_len > max {
-            return Err(bad("prefix length too long"));
-        }
-        let bits = match addr {
-            IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
-            IpAddr::V6(a) => u128::from(a),
-        };
-        let host_mask = if prefix_len == 0 {
-            u128::MAX
-        } else {
-            (1u128 << (128 - u32::from(prefix_len))) - 1
-        };
-        let host_mask = if addr.is_ipv4() {
-            host_mask & (u128::MAX << 96)
-        } else {
-            host_mask
-        };
-        if bits & host_mask != 0 {
+        let net = net::parse(s, Spaces::Trim).map_err(|e| match e {
+            NetError::Address => bad("bad address"),
+            NetError::PrefixLength { .. } => bad("bad prefix length"),
+            NetError::PrefixTooLong { .. } => bad("prefix length too long"),
+        })?;
+        if net::has_host_bits(&net) {
             return Err(bad("host bits set past the prefix"));
         }
-        Ok(Cidr { addr, prefix_len })
+        Ok(Cidr(net))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
+        self.0.fmt(f)
     }
 }
 
@@ -777,14 +748,6 @@ impl<'de> Deserialize<'de> for PortRange {
         }
         d.deserialize_any(V)
     }
-}
-
-fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let value = usize::deserialize(d)?;
-    if value == 0 {
-        return Err(de::Error::custom("must be at least 1"));
-    }
-    Ok(value)
 }
 
 fn positive_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, usize>, D::Error> {
@@ -913,14 +876,8 @@ mod tests {
         };
         assert!(!f.loopback);
         let r = &f.exclude[0];
-        assert_eq!(
-            r.cidrs[2],
-            Cidr {
-                addr: "198.18.0.1".parse().unwrap(),
-                prefix_len: 32
-            }
-        );
-        assert_eq!(r.cidrs[1].prefix_len, 8);
+        assert_eq!(r.cidrs[2], Cidr("198.18.0.1/32".parse().unwrap()));
+        assert_eq!(r.cidrs[1].net().prefix_len(), 8);
         assert_eq!(
             r.ports,
             vec![

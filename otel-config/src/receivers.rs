@@ -15,11 +15,13 @@
 
 use std::time::Duration;
 
+use flowscope_model::net::{self, NetError, Spaces};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer};
 
 use crate::ComponentId;
 use crate::de::{bucket_bounds, component_body, duration, unknown_kind};
+use crate::validate::{at_least_1s, check_at_least_one, int_in, positive_duration, positive_usize};
 
 /// The settings of one receiver, selected by the component type of its id.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +179,7 @@ pub struct NatConfig {
     pub enabled: bool,
     /// Most translated conntrack entries kept (live and recently ended);
     /// the oldest make room. Default 65536, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub max_tracked: usize,
     /// How long an ended connection's entry still resolves, for flows
     /// reported after the connection closed. Default `30s`, at least the
@@ -202,14 +204,6 @@ impl Default for NatConfig {
             events: true,
         }
     }
-}
-
-fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let value = duration(d)?;
-    if value.is_zero() {
-        return Err(de::Error::custom("must be positive"));
-    }
-    Ok(value)
 }
 
 impl EbpfReceiverConfig {
@@ -315,16 +309,16 @@ pub struct DnsReceiverConfig {
     /// Most queries waiting for a response at once; queries beyond it are
     /// counted in `flowscope.events.lost{flowscope.source=dns, flowscope.reason=table_full}`.
     /// Default 65536, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub max_outstanding_queries: usize,
     /// Question names kept per client; past them names fold to their
     /// registrable domain, and past as many domains to `_other`.
     /// Default 100, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub top_k: usize,
     /// Entries of the IP -> name cache that sets `flowscope.peer.domain` on
     /// flows. Default 65536, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub name_cache_size: usize,
     /// How long a name stays in that cache after its record's TTL ran out,
     /// so flows reported at the end of an interval keep it. Default `30s`.
@@ -429,19 +423,6 @@ fn check_query_timeout(value: Duration) -> Result<(), String> {
 fn query_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
     check_query_timeout(value).map_err(de::Error::custom)?;
-    Ok(value)
-}
-
-fn check_at_least_one(value: usize) -> Result<(), String> {
-    if value == 0 {
-        return Err("must be at least 1".into());
-    }
-    Ok(())
-}
-
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let value = usize::deserialize(d)?;
-    check_at_least_one(value).map_err(de::Error::custom)?;
     Ok(value)
 }
 
@@ -646,10 +627,10 @@ pub struct PathDynamicConfig {
     pub workers: usize,
     /// Most new destinations taken per minute; more are counted and
     /// skipped until they are seen again. Default 150, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub max_new_per_minute: usize,
     /// Most destinations tracked at once. Default 1000, at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "positive_usize")]
     pub max_destinations: usize,
     /// When not empty, only destinations inside these networks are tested
     /// (CIDRs such as `10.0.0.0/8`, or single addresses). Default empty:
@@ -708,17 +689,6 @@ impl Default for PathDynamicConfig {
     }
 }
 
-/// An integer setting `key` within `lo..=hi`, with the error naming both.
-fn int_in<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
-    let value = u64::deserialize(d)?;
-    if value < lo || value > hi {
-        return Err(de::Error::custom(format_args!(
-            "{key} {value} must be between {lo} and {hi}"
-        )));
-    }
-    Ok(value)
-}
-
 fn max_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     Ok(int_in(d, "max_ttl", 1, PathProbeConfig::MAX_MAX_TTL)? as u8)
 }
@@ -764,36 +734,17 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     Ok(Some(int_in(d, "port", 1, 65535)? as u16))
 }
 
-fn at_least_1s<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let value = duration(d)?;
-    if value < Duration::from_secs(1) {
-        return Err(de::Error::custom(format_args!(
-            "{value:?} is below the minimum of 1s"
-        )));
-    }
-    Ok(value)
-}
-
 /// Checks `a.b.c.d/len` (or a bare address) syntax; the receiver parses
 /// them again into networks.
 fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let values = Vec::<String>::deserialize(d)?;
     for v in &values {
-        let (addr, len) = match v.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (v.as_str(), None),
-        };
-        let ip: std::net::IpAddr = addr
-            .parse()
-            .map_err(|_| de::Error::custom(format_args!("{v:?} is not an address or CIDR")))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if let Some(l) = len
-            && l.parse::<u8>().ok().filter(|l| *l <= max).is_none()
-        {
-            return Err(de::Error::custom(format_args!(
-                "{v:?} has a prefix length outside 0..={max}"
-            )));
-        }
+        net::parse(v, Spaces::Refuse).map_err(|e| match e {
+            NetError::Address => de::Error::custom(format_args!("{v:?} is not an address or CIDR")),
+            NetError::PrefixLength { max } | NetError::PrefixTooLong { max } => {
+                de::Error::custom(format_args!("{v:?} has a prefix length outside 0..={max}"))
+            }
+        })?;
     }
     Ok(values)
 }

@@ -13,11 +13,9 @@ use flowscope_otel_config::processors::Cidr;
 use ipnet::IpNet;
 use prefix_trie::joint::map::JointPrefixMap;
 
-/// Converts a validated config CIDR (host bits are zero, length in range).
+/// The network of a validated config CIDR (host bits are zero).
 pub fn to_net(c: &Cidr) -> IpNet {
-    // The config type only admits lengths the family allows, so this never
-    // fails; fall back to the host network rather than panicking.
-    IpNet::new(c.addr, c.prefix_len).unwrap_or_else(|_| IpNet::from(c.addr))
+    c.net()
 }
 
 /// A single address as a host network (/32 or /128).

@@ -30,11 +30,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use flowscope_model::names::{resource, value};
 use flowscope_model::{Attrs, Flow};
 use flowscope_otel_config::processors::{
     CloudAttributes, CloudEndpoints, CloudProcessorConfig, CloudProviderName,
 };
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 /// Why one provider's metadata could not be read.
@@ -44,7 +49,7 @@ pub enum DetectError {
     Http {
         url: String,
         #[source]
-        source: ureq::Error,
+        source: HttpError,
     },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
@@ -61,6 +66,29 @@ pub enum DetectError {
         source: serde_json::Error,
     },
 }
+
+/// Why a metadata request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the request could not be built")]
+    Request(#[source] http::Error),
+    #[error("the request could not be sent")]
+    Send(#[source] hyper_util::client::legacy::Error),
+    #[error("the answer could not be read (or is over {MAX_BODY} bytes)")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the answer is not UTF-8")]
+    Utf8(#[source] std::string::FromUtf8Error),
+}
+
+/// The largest metadata document read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The HTTP/1.1 client of the metadata services: hyper over plain TCP, the
+/// stack the exporters and the `kubernetes` processor use. It follows no
+/// redirect and uses no proxy (metadata services are link-local).
+type MetadataClient = HyperClient<HttpConnector, Empty<Bytes>>;
 
 /// What detection found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -203,85 +231,102 @@ fn run_detection(
     endpoints: &CloudEndpoints,
     timeout: Duration,
 ) -> Option<CloudInfo> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        // Metadata services are link-local: never through a proxy.
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
+    // Detection has its own thread (start_detection); the providers are
+    // asked at once on one current-thread runtime there.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
-        .into();
-    let handles: Vec<_> = detectors
-        .iter()
-        .map(|d| {
-            let agent = agent.clone();
-            let d = *d;
-            let endpoints = endpoints.clone();
-            std::thread::Builder::new().name("flowscope-cloud".into()).spawn(move || {
-                let r = match d {
-                    CloudProviderName::Aws => aws(&agent, &endpoints.aws),
-                    CloudProviderName::Gcp => gcp(&agent, &endpoints.gcp),
-                    CloudProviderName::Azure => azure(&agent, &endpoints.azure),
-                };
-                if let Err(e) = &r {
-                    tracing::debug!(provider = provider_name(d), error = %e, cause = ?std::error::Error::source(e), "cloud metadata not available");
-                }
-                r.ok()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime for cloud detection; cloud location unknown");
+            return None;
+        }
+    };
+    rt.block_on(async {
+        let client: MetadataClient = HyperClient::builder(TokioExecutor::new()).build_http();
+        let tasks: Vec<_> = detectors
+            .iter()
+            .map(|d| {
+                let (client, d, endpoints) = (client.clone(), *d, endpoints.clone());
+                let agent = Agent { client, timeout };
+                tokio::spawn(async move {
+                    let r = match d {
+                        CloudProviderName::Aws => aws(&agent, &endpoints.aws).await,
+                        CloudProviderName::Gcp => gcp(&agent, &endpoints.gcp).await,
+                        CloudProviderName::Azure => azure(&agent, &endpoints.azure).await,
+                    };
+                    if let Err(e) = &r {
+                        tracing::debug!(provider = provider_name(d), error = %e, cause = ?std::error::Error::source(e), "cloud metadata not available");
+                    }
+                    r.ok()
+                })
             })
-        })
-        .collect();
-    // Join all, then take the first provider in the configured order.
-    let results: Vec<Option<CloudInfo>> = handles
-        .into_iter()
-        .map(|h| h.ok().and_then(|h| h.join().ok().flatten()))
-        .collect();
-    results.into_iter().flatten().next()
+            .collect();
+        // Join all, then take the first provider in the configured order.
+        let mut results = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            results.push(t.await.ok().flatten());
+        }
+        results.into_iter().flatten().next()
+    })
 }
 
-fn fetch(
-    agent: &ureq::Agent,
+/// The client and the time one request (answer included) may take.
+struct Agent {
+    client: MetadataClient,
+    timeout: Duration,
+}
+
+async fn fetch(
+    agent: &Agent,
     method: &str,
     url: String,
     headers: &[(&str, &str)],
 ) -> Result<(String, http_headers::Map), DetectError> {
-    let resp = match method {
-        "PUT" => {
-            let mut r = agent.put(&url);
-            for (k, v) in headers {
-                r = r.header(*k, *v);
-            }
-            r.send_empty()
-        }
-        _ => {
-            let mut r = agent.get(&url);
-            for (k, v) in headers {
-                r = r.header(*k, *v);
-            }
-            r.call()
-        }
-    }
-    .map_err(|source| DetectError::Http {
+    let failed = |source| DetectError::Http {
         url: url.clone(),
         source,
-    })?;
-    let status = resp.status().as_u16();
+    };
+    let mut req = http::Request::builder()
+        .method(if method == "PUT" {
+            http::Method::PUT
+        } else {
+            http::Method::GET
+        })
+        .uri(&url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| failed(HttpError::Request(e)))?;
+    let exchange = async {
+        let resp = agent.client.request(req).await.map_err(HttpError::Send)?;
+        let status = resp.status().as_u16();
+        let flavor = resp
+            .headers()
+            .get("metadata-flavor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status != 200 {
+            return Ok((status, String::new(), flavor));
+        }
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(HttpError::Body)?
+            .to_bytes();
+        let body = String::from_utf8(body.to_vec()).map_err(HttpError::Utf8)?;
+        Ok((status, body, flavor))
+    };
+    let (status, body, flavor) = tokio::time::timeout(agent.timeout, exchange)
+        .await
+        .map_err(|_| failed(HttpError::Timeout(agent.timeout)))?
+        .map_err(failed)?;
     if status != 200 {
         return Err(DetectError::Status { url, status });
     }
-    let flavor = resp
-        .headers()
-        .get("metadata-flavor")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = resp
-        .into_body()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_string()
-        .map_err(|source| DetectError::Http {
-            url: url.clone(),
-            source,
-        })?;
     Ok((body, http_headers::Map { flavor }))
 }
 
@@ -299,13 +344,14 @@ fn json<T: for<'de> Deserialize<'de>>(url: &str, body: &str) -> Result<T, Detect
     })
 }
 
-fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
+async fn aws(agent: &Agent, base: &str) -> Result<CloudInfo, DetectError> {
     let (token, _) = fetch(
         agent,
         "PUT",
         format!("{base}/latest/api/token"),
         &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
-    )?;
+    )
+    .await?;
     let token = token.trim();
     if token.is_empty() {
         return Err(DetectError::NotProvider {
@@ -320,7 +366,8 @@ fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
         "GET",
         url.clone(),
         &[("X-aws-ec2-metadata-token", token)],
-    )?;
+    )
+    .await?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Doc {
@@ -340,28 +387,30 @@ fn aws(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     })
 }
 
-fn gcp(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
-    let get = |path: &str| -> Result<String, DetectError> {
-        let url = format!("{base}/computeMetadata/v1/{path}");
-        let (body, h) = fetch(agent, "GET", url.clone(), &[("Metadata-Flavor", "Google")])?;
-        if h.flavor.as_deref() != Some("Google") {
-            return Err(DetectError::NotProvider {
-                url,
-                provider: "GCP",
-                why: "no `Metadata-Flavor: Google` header",
-            });
-        }
-        Ok(body.trim().to_owned())
-    };
-    let zone_path = get("instance/zone")?;
+/// One GCP metadata value; the answer must carry `Metadata-Flavor: Google`.
+async fn gcp_get(agent: &Agent, base: &str, path: &str) -> Result<String, DetectError> {
+    let url = format!("{base}/computeMetadata/v1/{path}");
+    let (body, h) = fetch(agent, "GET", url.clone(), &[("Metadata-Flavor", "Google")]).await?;
+    if h.flavor.as_deref() != Some("Google") {
+        return Err(DetectError::NotProvider {
+            url,
+            provider: "GCP",
+            why: "no `Metadata-Flavor: Google` header",
+        });
+    }
+    Ok(body.trim().to_owned())
+}
+
+async fn gcp(agent: &Agent, base: &str) -> Result<CloudInfo, DetectError> {
+    let zone_path = gcp_get(agent, base, "instance/zone").await?;
     let zone = zone_path
         .rsplit('/')
         .next()
         .unwrap_or(&zone_path)
         .to_owned();
     let region = zone.rsplit_once('-').map(|(r, _)| r.to_owned());
-    let project = get("project/project-id").ok();
-    let id = get("instance/id").ok();
+    let project = gcp_get(agent, base, "project/project-id").await.ok();
+    let id = gcp_get(agent, base, "instance/id").await.ok();
     Ok(CloudInfo {
         provider: Some(value::CLOUD_PROVIDER_GCP.into()),
         platform: Some(value::CLOUD_PLATFORM_GCP_COMPUTE_ENGINE.into()),
@@ -372,9 +421,9 @@ fn gcp(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
     })
 }
 
-fn azure(agent: &ureq::Agent, base: &str) -> Result<CloudInfo, DetectError> {
+async fn azure(agent: &Agent, base: &str) -> Result<CloudInfo, DetectError> {
     let url = format!("{base}/metadata/instance/compute?api-version=2021-02-01");
-    let (body, _) = fetch(agent, "GET", url.clone(), &[("Metadata", "true")])?;
+    let (body, _) = fetch(agent, "GET", url.clone(), &[("Metadata", "true")]).await?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Compute {

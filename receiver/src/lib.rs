@@ -199,7 +199,10 @@ impl EbpfReceiver {
             .and_then(|d| match drops::DropsProgram::load(d) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::warn!("kernel drop reasons are off: {:#}", anyhow::Error::from(e));
+                    tracing::warn!(
+                        "kernel drop reasons are off: {}",
+                        flowscope_model::errors::error_chain(&e)
+                    );
                     None
                 }
             });

@@ -30,6 +30,7 @@ use aya::programs::{
 };
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpStats};
+use flowscope_model::errors::error_chain;
 use thiserror::Error;
 
 use crate::offsets::{self, OffsetsError};
@@ -322,17 +323,6 @@ fn attach_cgroup_skb(ebpf: &mut Ebpf, cgroup: &File, root: &Path) -> Result<(), 
             })?;
     }
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Why the BTF-typed set did not load (the fallback's reason).

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowscope_model::resource_env;
+
 /// What the receiver knows of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -216,11 +218,7 @@ pub fn service_from_environ(environ: &[u8]) -> Option<String> {
         match k {
             "OTEL_SERVICE_NAME" if !v.is_empty() => otel = Some(v.to_string()),
             "OTEL_RESOURCE_ATTRIBUTES" => {
-                resource = v.split(',').find_map(|kv| {
-                    let (k, v) = kv.split_once('=')?;
-                    (k.trim() == "service.name" && !v.trim().is_empty())
-                        .then(|| percent_decode(v.trim()))
-                })
+                resource = resource_env::value(v, "service.name");
             }
             "DD_SERVICE" if !v.is_empty() => dd = Some(v.to_string()),
             _ => {}
@@ -241,34 +239,7 @@ fn env_var(environ: &[u8], name: &str) -> Option<String> {
 /// The non-empty value of `key` in the `OTEL_RESOURCE_ATTRIBUTES` of an
 /// environ block (`service.namespace`, `service.version`).
 pub fn resource_attribute(environ: &[u8], key: &str) -> Option<String> {
-    env_var(environ, "OTEL_RESOURCE_ATTRIBUTES")?
-        .split(',')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k.trim() == key && !v.trim().is_empty()).then(|| percent_decode(v.trim()))
-        })
-}
-
-/// OTEL_RESOURCE_ATTRIBUTES values are percent-encoded (W3C Baggage).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    resource_env::value(&env_var(environ, "OTEL_RESOURCE_ATTRIBUTES")?, key)
 }
 
 /// A container id in a cgroup path: the 64-hex-digit id that Docker,

@@ -21,41 +21,13 @@ pub const MAX_ROWS: usize = 2000;
 /// Query parameters, percent-decoded, in order (a key may repeat).
 pub struct Params(Vec<(String, String)>);
 
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Params {
+    /// `k=v` pairs separated by `&`, `+` as a space, `%XX` decoded (a
+    /// malformed escape stays as written), a pair without `=` as an empty
+    /// value: application/x-www-form-urlencoded, as `form_urlencoded` (on
+    /// the `percent-encoding` crate) reads it.
     pub fn parse(q: &str) -> Self {
-        Params(
-            q.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| match p.split_once('=') {
-                    Some((k, v)) => (decode(k), decode(v)),
-                    None => (decode(p), String::new()),
-                })
-                .collect(),
-        )
+        Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect())
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {

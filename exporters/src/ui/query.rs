@@ -125,57 +125,30 @@ fn local_is_client(attrs: &Attrs) -> Option<bool> {
 
 /// An IP network, `198.18.0.0/15` or `fd00::/8`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl std::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP network like 10.0.0.0/8"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
-            None => max,
-        };
-        Ok(Cidr { net, prefix })
+        use flowscope_model::net::{self, NetError, Spaces};
+        net::parse(s, Spaces::Trim).map(Cidr).map_err(|e| match e {
+            NetError::Address => format!("`{s}` is not an IP network like 10.0.0.0/8"),
+            NetError::PrefixLength { max } | NetError::PrefixTooLong { max } => {
+                format!("`{s}`: the prefix length must be 0 to {max}")
+            }
+        })
     }
 }
 
 impl Cidr {
+    /// Whether `ip` is in the network; an IPv4 network also holds the
+    /// IPv4-mapped IPv6 form of its addresses.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
-            if prefix == 0 {
-                0
-            } else {
-                bits >> (width - prefix)
+        match (self.0, ip) {
+            (ipnet::IpNet::V4(n), IpAddr::V6(a)) => {
+                a.to_ipv4_mapped().is_some_and(|a| n.contains(&a))
             }
-        }
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                masked(u32::from(n).into(), self.prefix, 32)
-                    == masked(u32::from(a).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                masked(u128::from(n), self.prefix, 128) == masked(u128::from(a), self.prefix, 128)
-            }
-            (IpAddr::V4(_), IpAddr::V6(a)) => a
-                .to_ipv4_mapped()
-                .is_some_and(|a| self.contains(IpAddr::V4(a))),
-            _ => false,
+            (n, ip) => n.contains(&ip),
         }
     }
 }

@@ -618,15 +618,7 @@ pub async fn start_victoria_metrics() -> Peer {
 
 /// `s` percent-encoded for a URL query.
 pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    flowscope_model::percent::query_value(s)
 }
 
 /// `GET /api/v1/query` of `promql` at Unix time `at_ms`: the result vector.

@@ -320,15 +320,7 @@ const WATCH_SECONDS: u64 = 300;
 
 /// Percent-encodes a query value (a `continue` token, a version).
 fn query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    flowscope_model::percent::query_value(s)
 }
 
 async fn watch_loop<T: Apply>(

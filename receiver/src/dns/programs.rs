@@ -138,14 +138,4 @@ pub fn attach(ebpf: &mut Ebpf, classic: bool) -> Result<(OwnerMaps, Hooks), Prog
     ))
 }
 
-/// `e` and its sources, joined by ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use flowscope_model::errors::error_chain;

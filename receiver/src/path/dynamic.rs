@@ -16,53 +16,26 @@ use std::time::{Duration, Instant};
 use flowscope_model::Attrs;
 use flowscope_model::destinations::ObservedDestination;
 use flowscope_model::flow::Transport;
+use flowscope_model::net::{self, Spaces};
+use ipnet::IpNet;
 
 use super::netns::Netns;
 use super::prober::Protocol;
 
-/// An IP network (`10.0.0.0/8`).
+/// An IP network (`10.0.0.0/8`); host bits may be set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub len: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Parses `a.b.c.d/len`, `x::/len` or a bare address.
     pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max)?,
-            None => max,
-        };
-        Some(Cidr { addr, len })
+        net::parse(s, Spaces::Trim).ok().map(Cidr)
     }
 
+    /// Whether `ip` is in the network; an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        fn bits(ip: IpAddr) -> (u128, u32) {
-            match ip {
-                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
-                IpAddr::V6(v) => (u128::from(v), 128),
-            }
-        }
-        let ip = match ip {
-            IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let ((a, wa), (b, wb)) = (bits(self.addr), bits(ip));
-        if wa != wb {
-            return false;
-        }
-        if self.len == 0 {
-            return true;
-        }
-        let shift = wa - u32::from(self.len);
-        (a >> shift) == (b >> shift)
+        self.0.contains(&net::unmapped(ip))
     }
 }
 
