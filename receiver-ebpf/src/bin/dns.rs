@@ -55,7 +55,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_get_socket_cookie, bpf_probe_read_user},
+        generated::{bpf_get_current_task, bpf_probe_read_user},
     },
     macros::{btf_tracepoint, cgroup_sock_addr, map, socket_filter, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -65,14 +65,20 @@ use flowscope_common::{
     AF_INET, AF_INET6, DNS_ENV_MAX, DnsProcess, DnsProcessRecord, DnsSockKey, DnsSockOwner,
     Offsets, PortSet, dns_counter, dns_flags,
 };
+use flowscope_ebpf::{frozen, map_value, off, socket_cookie};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// Filled by user space before load (read-only data).
+// SAFETY: no other symbol is named OFFSETS; user space finds and fills
+// it by this name.
 #[unsafe(no_mangle)]
+// SAFETY: `Offsets` is plain integers, for which all zeroes is a value.
 static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 /// The DNS ports, as a bit set (read-only data, filled by user space).
+// SAFETY: no other symbol is named DNS_PORT_SET; user space finds and
+// fills it by this name.
 #[unsafe(no_mangle)]
 static DNS_PORT_SET: PortSet = PortSet::EMPTY;
 
@@ -160,27 +166,20 @@ fn is_dns_port(port: u16) -> bool {
 }
 
 #[inline(always)]
-fn off(field: &u32) -> u64 {
-    // Volatile, so the compiler does not fold the zero placeholder; the
-    // verifier reads the frozen read-only map and sees a constant.
-    u64::from(unsafe { core::ptr::read_volatile(field) })
-}
-
-#[inline(always)]
 fn o() -> &'static Offsets {
     &OFFSETS
 }
 
 #[inline(always)]
 fn dns_port(port: u16) -> bool {
-    let word = unsafe { core::ptr::read_volatile(&DNS_PORT_SET.bits[usize::from(port >> 6)]) };
+    let word = frozen(&DNS_PORT_SET.bits[usize::from(port >> 6)]);
     word & (1u64 << (port & 63)) != 0
 }
 
 #[inline(always)]
 fn bump(index: u32) {
     if let Some(v) = DNS_COUNTERS.get_ptr_mut(index) {
-        unsafe { *v += 1 };
+        *map_value(v) += 1;
     }
 }
 
@@ -199,6 +198,8 @@ struct Probe;
 impl Mem for Probe {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        // SAFETY: the helper checks the address and returns an error
+        // instead of faulting.
         unsafe { bpf_probe_read_kernel((base + offset) as *const T) }
     }
     #[inline(always)]
@@ -219,6 +220,9 @@ struct Direct;
 impl Mem for Direct {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
+        // SAFETY: `base` is the typed socket pointer the tracepoint passed;
+        // the verifier checks the load against `struct sock`'s BTF and the
+        // JIT adds a fault handler (a faulting load reads 0).
         Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
     }
     #[inline(always)]
@@ -232,7 +236,7 @@ impl Mem for Direct {
     }
     #[inline(always)]
     fn cookie(sk: u64) -> u64 {
-        unsafe { bpf_get_socket_cookie(sk as *mut c_void) }
+        socket_cookie(sk as *mut c_void)
     }
 }
 
@@ -259,13 +263,22 @@ pub fn dns_send_tp(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn tp_send(ctx: &TracePointContext) -> Result<(), i32> {
     let offs = o();
-    let ret: i32 = unsafe { ctx.read_at(off(&offs.send_len_ret) as usize)? };
+    let ret: i32 = tp_read(ctx, &offs.send_len_ret)?;
     if ret < 0 {
         return Ok(());
     }
-    let protocol: u16 = unsafe { ctx.read_at(off(&offs.send_len_protocol) as usize)? };
-    let sk: u64 = unsafe { ctx.read_at(off(&offs.send_len_sk) as usize)? };
+    let protocol: u16 = tp_read(ctx, &offs.send_len_protocol)?;
+    let sk: u64 = tp_read(ctx, &offs.send_len_sk)?;
     on_send::<Probe>(sk, protocol)
+}
+
+/// A field of the tracepoint's event record, at the offset user space
+/// read from tracefs.
+#[inline(always)]
+fn tp_read<T>(ctx: &TracePointContext, field: &u32) -> Result<T, i32> {
+    // SAFETY: `read_at` copies with `bpf_probe_read_kernel`, which checks
+    // the address; the offset is the field's in the event record.
+    unsafe { ctx.read_at::<T>(off(field) as usize) }
 }
 
 /// One send on socket `sk`: records its owner if it is a DNS socket.
@@ -287,11 +300,12 @@ fn on_send<M: Mem>(sk: u64, protocol: u16) -> Result<(), i32> {
         let Some(p) = DNS_STASH.get_ptr_mut(&tid) else {
             return Ok(());
         };
-        let stashed = unsafe { *p };
+        let p = map_value(p);
+        let stashed = *p;
         if stashed == 0 || stashed != M::cookie(sk) {
             return Ok(());
         }
-        unsafe { *p = 0 };
+        *p = 0;
     }
     record::<M>(sk, protocol as u8, lport)
 }
@@ -330,11 +344,13 @@ fn record<M: Mem>(sk: u64, proto: u8, lport: u16) -> Result<(), i32> {
         return Ok(());
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(v) = DNS_SOCKS.get_ptr(&key)
-        && unsafe { (*v).tgid } == tgid
+    if let Some(v) = DNS_SOCKS.get_ptr_mut(&key)
+        && map_value(v).tgid == tgid
     {
         return Ok(());
     }
+    // SAFETY: a helper without arguments; the result is only read
+    // through `bpf_probe_read_kernel`.
     let task = unsafe { bpf_get_current_task() };
     let leader: u64 = Probe::read(task, off(&offs.task_group_leader)).unwrap_or(0);
     let start_ns: u64 = if leader == 0 {
@@ -359,18 +375,19 @@ const HEAD: usize = core::mem::size_of::<DnsProcess>();
 /// Sends the calling process's identity to user space, once per process.
 #[inline(always)]
 fn announce(task: u64, tgid: u32, start_ns: u64) {
-    if let Some(s) = DNS_PROCS.get_ptr(&tgid)
-        && unsafe { *s } == start_ns
+    if let Some(s) = DNS_PROCS.get_ptr_mut(&tgid)
+        && *map_value(s) == start_ns
     {
         return;
     }
     let Some(rec) = DNS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let rec = unsafe { &mut *rec };
+    let rec = map_value(rec);
     let offs = o();
     rec.head = DnsProcess {
         start_ns,
+        // SAFETY: a helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         tgid,
         env_len: 0,
@@ -390,6 +407,9 @@ fn announce(task: u64, tgid: u32, start_ns: u64) {
                 total
             };
             rec.head.env_total = total as u32;
+            // SAFETY: the destination is `rec.env`, at least `len` bytes
+            // (`len` <= DNS_ENV_MAX); the helper checks the user address
+            // and fails instead of faulting.
             let r = unsafe {
                 bpf_probe_read_user(
                     rec.env.as_mut_ptr() as *mut c_void,
@@ -410,6 +430,8 @@ fn announce(task: u64, tgid: u32, start_ns: u64) {
     if size > core::mem::size_of::<DnsProcessRecord>() as u64 {
         size = core::mem::size_of::<DnsProcessRecord>() as u64;
     }
+    // SAFETY: `rec` is a whole `DnsProcessRecord` of plain integers and
+    // bytes, and `size` is at most its size.
     let bytes = unsafe {
         core::slice::from_raw_parts(rec as *const DnsProcessRecord as *const u8, size as usize)
     };
@@ -442,22 +464,18 @@ pub fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn stash(ctx: &SockAddrContext) {
     // user_port holds the port in network byte order in its low 16 bits.
+    // SAFETY: `sock_addr` is the program's `struct bpf_sock_addr`
+    // context; the verifier checks the field access.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
     if !dns_port(port) {
         return;
     }
     let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let cookie = socket_cookie(ctx.as_ptr());
     match DNS_STASH.get_ptr_mut(&tid) {
-        Some(p) => unsafe { *p = cookie },
+        Some(p) => *map_value(p) = cookie,
         None => {
             let _ = DNS_STASH.insert(&tid, &cookie, 0);
         }
     }
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

@@ -30,8 +30,6 @@
 //! set yet) is counted under its reason alone (family 0).
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -41,9 +39,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
+use flowscope_ebpf::{atomic_add, frozen, map_value, off};
 
 /// Filled by user space before load (read-only data).
+// SAFETY: no other symbol is named DROP_OFFSETS; user space finds and fills
+// it by this name.
 #[unsafe(no_mangle)]
+// SAFETY: `DropOffsets` is plain integers, for which all zeroes is a value.
 static DROP_OFFSETS: DropOffsets = unsafe { core::mem::zeroed() };
 
 /// Dropped packets by (addresses, ports, protocol, reason). Not
@@ -65,16 +67,9 @@ const IPPROTO_UDP: u8 = 17;
 const NO_HEADER: u16 = 0xffff;
 
 #[inline(always)]
-fn off(field: &u32) -> u64 {
-    // Volatile, so the compiler does not fold the zero placeholder; the
-    // verifier reads the value from the frozen read-only map.
-    u64::from(unsafe { core::ptr::read_volatile(field) })
-}
-
-#[inline(always)]
 fn bump(index: u32) {
     if let Some(v) = DROP_COUNTERS.get_ptr_mut(index) {
-        unsafe { *v += 1 };
+        *map_value(v) += 1;
     }
 }
 
@@ -103,15 +98,15 @@ fn ignored(reason: u32) -> bool {
         return false;
     }
     let word = (reason >> 5) as usize & 7;
-    let bits = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ignore[word]) };
+    let bits = frozen(&DROP_OFFSETS.ignore[word]);
     (bits >> (reason & 31)) & 1 != 0
 }
 
 /// Whether `port` is in the host's ephemeral range.
 #[inline(always)]
 fn ephemeral(port: u16) -> bool {
-    let lo = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ephemeral_low) };
-    let hi = unsafe { core::ptr::read_volatile(&DROP_OFFSETS.ephemeral_high) };
+    let lo = frozen(&DROP_OFFSETS.ephemeral_low);
+    let hi = frozen(&DROP_OFFSETS.ephemeral_high);
     port >= lo && port <= hi
 }
 
@@ -122,16 +117,23 @@ fn decode(skb: u64, key: &mut DropKey) {
     let o = &DROP_OFFSETS;
     // Plain loads from the typed `struct sk_buff *`: the verifier checks
     // them against the kernel's BTF.
+    // SAFETY: `skb` is the tracepoint's typed pointer: the verifier checks
+    // the load against `struct sk_buff`'s BTF and the JIT adds a fault
+    // handler (a faulting load reads 0).
     let head: u64 = unsafe { core::ptr::read_volatile((skb + off(&o.skb_head)) as *const u64) };
+    // SAFETY: as above.
     let nh: u16 =
         unsafe { core::ptr::read_volatile((skb + off(&o.skb_network_header)) as *const u16) };
     if head == 0 || nh == NO_HEADER {
         return;
     }
     let ip = head + u64::from(nh);
+    // SAFETY: the helper checks the address and returns an error instead
+    // of faulting.
     let Ok(hdr) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 40]) }) else {
         // The header may end within 40 bytes of the buffer's end (a short
         // IPv4 packet): read the IPv4 header's 20 bytes alone.
+        // SAFETY: as above.
         let Ok(h4) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 20]) }) else {
             bump(drop_counter::READ_ERROR);
             return;
@@ -183,6 +185,8 @@ fn ports(l4: u64, key: &mut DropKey) {
         return;
     }
     // Source and destination port lead both TCP and UDP headers.
+    // SAFETY: the helper checks the address and returns an error instead
+    // of faulting.
     match unsafe { bpf_probe_read_kernel(l4 as *const [u8; 4]) } {
         Ok(p) => {
             let (s, d) = (
@@ -202,37 +206,20 @@ fn ports(l4: u64, key: &mut DropKey) {
 #[inline(always)]
 fn count(key: &DropKey) {
     if let Some(v) = DROPS.get_ptr_mut(key) {
-        atomic_add(unsafe { &mut *v }, 1);
+        atomic_add(map_value(v), 1);
         return;
     }
     // NOEXIST: another CPU may have created the entry meanwhile.
     if DROPS.insert(key, &1, BPF_NOEXIST as u64).is_err() {
         match DROPS.get_ptr_mut(key) {
-            Some(v) => atomic_add(unsafe { &mut *v }, 1),
+            Some(v) => atomic_add(map_value(v), 1),
             None => {
                 bump(drop_counter::MAP_FULL);
                 let i = if key.reason < 256 { key.reason } else { 256 };
                 if let Some(v) = DROPS_BY_REASON.get_ptr_mut(i) {
-                    unsafe { *v += 1 };
+                    *map_value(v) += 1;
                 }
             }
         }
     }
-}
-
-#[inline(always)]
-fn atomic_add(v: &mut u64, n: u64) {
-    // SAFETY: `v` points into a map value, aligned to 8 bytes; the
-    // intrinsic lowers to the BPF atomic add instruction.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            v, n,
-        );
-    }
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

@@ -23,6 +23,8 @@ use aya_ebpf::{
     macros::{btf_tracepoint, cgroup_skb, cgroup_sock_addr, tracepoint},
     programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, TracePointContext},
 };
+// The shared panic handler.
+use flowscope_ebpf as _;
 
 // BTF-typed raw tracepoints (the agent's `btf_*` programs).
 
@@ -118,10 +120,4 @@ pub fn floor_egress(_ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(ingress)]
 pub fn floor_ingress(_ctx: SkBuffContext) -> i32 {
     1
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

@@ -1,0 +1,155 @@
+//! What the flow programs tell user space through the `EVENTS` ring
+//! buffer: a connection's final counters (close, failed connect), late
+//! bytes or resets of a connection already reported, and processes seen
+//! for the first time.
+//!
+//! The kernel's ring buffer is shared by all CPUs: a program reserves a
+//! record, fills it in place and submits it, and user space reads the
+//! records in the order they were reserved. Submitting may wake user
+//! space (an irq_work per wake-up); see [`wakeup`] for when it does.
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use flowscope_common::{Conn, Event, counter, event_kind};
+use flowscope_ebpf::{map_value, now_ns};
+
+use crate::{EVENTS, LAST_SEEN_PID, SEEN_PIDS, bump};
+
+/// bpf_ringbuf_query/submit flags (include/uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Wake user space each time another this much is waiting; in between,
+/// user space drains on its own timer (every 100 ms). Waking for every
+/// close event cost most of the agent's CPU at 10,000 connections per
+/// second.
+const WAKE_BYTES: u64 = 64 * 1024;
+/// What one `Event` takes in the ring buffer: an 8-byte header, rounded up
+/// to 8 bytes.
+const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
+
+// Records built and copied word by word (#24). `Conn::default()` and a
+// struct assignment compile to calls of the object's `memset`/`memmove`
+// subprograms, which move one byte per instruction (120 and 144 bytes
+// here): `perf record` put them at about a tenth of the flow programs'
+// samples. Volatile 8-byte stores are not turned back into those calls.
+// `Conn` and `Event` are 8-aligned and multiples of 8 bytes long.
+
+/// Writes `words` zero words at `p`.
+#[inline(always)]
+fn zero_words(p: *mut u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: the callers pass a record or slot `words` 8-byte words
+        // long and 8-aligned.
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+    }
+}
+
+/// A zeroed `Conn` in `slot` (what `Conn::default()` is, without the call).
+#[inline(always)]
+pub(crate) fn zero_conn(slot: &mut MaybeUninit<Conn>) -> &mut Conn {
+    zero_words(slot.as_mut_ptr().cast(), core::mem::size_of::<Conn>() / 8);
+    // SAFETY: every byte was just written (a `Conn` is plain integers).
+    unsafe { slot.assume_init_mut() }
+}
+
+/// `*dst = *src`, word by word.
+#[inline(always)]
+fn copy_conn(dst: *mut Conn, src: *const Conn) {
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..core::mem::size_of::<Conn>() / 8 {
+        // SAFETY: both point at a whole `Conn` (8-aligned, a multiple of
+        // 8 bytes long): a ring buffer record and a map value or stack.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn set_process(c: &mut Conn) {
+    c.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    announce(c.tgid, &c.comm);
+}
+
+/// Tells user space about a process the first time it owns a socket, so
+/// /proc is read while the process still runs: short-lived clients keep
+/// their executable name and service name.
+#[inline(always)]
+pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
+    if tgid == 0 {
+        return;
+    }
+    let last = LAST_SEEN_PID.get_ptr_mut(0);
+    if let Some(last) = last {
+        let last = map_value(last);
+        if *last == tgid {
+            return;
+        }
+        *last = tgid;
+    }
+    if SEEN_PIDS.get_ptr(&tgid).is_some() {
+        return;
+    }
+    let _ = SEEN_PIDS.insert(&tgid, &1, 0);
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` is the reserved record, a whole `Event`, ours
+            // until submitted.
+            unsafe {
+                zero_words(ev.cast(), core::mem::size_of::<Event>() / 8);
+                (*ev).kind = event_kind::PROCESS;
+                (*ev).conn.tgid = tgid;
+                (*ev).conn.comm = *comm;
+            }
+            // Forced: records submitted without a wakeup may be pending, and
+            // the adaptive default would then not wake user space at all.
+            entry.submit(BPF_RB_FORCE_WAKEUP);
+        }
+        None => bump(counter::RINGBUF_FULL),
+    }
+}
+
+/// The submit flag for a record just reserved: a wake-up only when this
+/// record took the waiting data across a multiple of [`WAKE_BYTES`].
+///
+/// Waking for every record while more than `WAKE_BYTES` wait (as before)
+/// queues an irq_work per record whenever user space is slow to run, and on
+/// a virtual machine each one is an APIC write that exits to the
+/// hypervisor: it was most of `inet_sock_set_state`'s cost under load. Two
+/// CPUs reserving at once may both miss the crossing; the timer drains
+/// what they wrote.
+#[inline(always)]
+fn wakeup() -> u64 {
+    // Producer minus consumer position, this record included.
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if avail / WAKE_BYTES != avail.saturating_sub(EVENT_RECORD_BYTES) / WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Sends a ring buffer event for `sk`, copying `conn` and letting `fill`
+/// adjust it. A full ring buffer is counted, never silent.
+#[inline(always)]
+pub(crate) fn emit(kind: u32, sk: u64, conn: *const Conn, fill: impl FnOnce(&mut Event)) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` is the reserved record, a whole `Event`, ours
+            // until submitted; `conn` points at a whole `Conn`.
+            unsafe {
+                (*ev).kind = kind;
+                (*ev).errno = 0;
+                (*ev).sk = sk;
+                (*ev).ts_ns = now_ns();
+                copy_conn(&mut (*ev).conn, conn);
+                fill(&mut *ev);
+            }
+            entry.submit(wakeup());
+        }
+        None => bump(counter::RINGBUF_FULL),
+    }
+}
