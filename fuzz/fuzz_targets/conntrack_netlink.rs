@@ -9,6 +9,11 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../receiver/src/conntrack/netlink.rs"]
 mod netlink;
 
+// The parser's entry types live beside the NAT table it fills.
+#[allow(dead_code)]
+#[path = "../../receiver/src/conntrack/table.rs"]
+mod table;
+
 fuzz_target!(
     init: {
         // The parser catches the netlink crate's own panics on malformed
