@@ -13,6 +13,8 @@
 //! - [`frozen`], a field of the read-only data user space fills before
 //!   load;
 //! - [`atomic_add`], a counter other CPUs add to at the same time;
+//! - [`btf_load`], a load through a BTF-typed kernel pointer;
+//! - [`probe_read`], a copy of kernel memory the helper checks;
 //! - [`now_ns`] and [`socket_cookie`], kernel helpers.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
@@ -22,7 +24,10 @@
 mod bpf {
     use core::ffi::c_void;
 
-    use aya_ebpf::helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns};
+    use aya_ebpf::helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    };
 
     /// The value behind a pointer a map lookup (`get_ptr_mut`) returned,
     /// for the rest of the program's run.
@@ -74,6 +79,44 @@ mod bpf {
                 v, n,
             );
         }
+    }
+
+    /// A `T` (1, 2, 4 or 8 bytes) at `base + offset`, where `base` is a
+    /// BTF-typed kernel pointer (a `tp_btf` program's argument, or one
+    /// read through it): one load instruction, which the verifier checks
+    /// against the pointer type's BTF (the offset must fall inside the
+    /// type) and the JIT guards with a fault handler (a faulting load
+    /// reads 0 instead of oopsing).
+    #[inline(always)]
+    pub fn btf_load<T: Copy>(base: u64, offset: u64) -> T {
+        // SAFETY: the verifier rejects the program unless `base` is a
+        // BTF-typed pointer and the load stays inside its type; a fault
+        // at run time reads 0 (see above).
+        unsafe { core::ptr::read_volatile((base + offset) as *const T) }
+    }
+
+    /// 16 bytes (an IPv6 address) at `base + offset` of a BTF-typed
+    /// pointer: two 8-byte loads, since the verifier accepts scalar loads
+    /// anywhere inside an array member.
+    #[inline(always)]
+    pub fn btf_load16(base: u64, offset: u64) -> [u8; 16] {
+        let a: u64 = btf_load(base, offset);
+        let b: u64 = btf_load(base, offset + 8);
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&a.to_ne_bytes());
+        v[8..].copy_from_slice(&b.to_ne_bytes());
+        v
+    }
+
+    /// A copy of the `T` at kernel address `addr` (`bpf_probe_read_kernel`):
+    /// for pointers the verifier sees as plain numbers (classic
+    /// tracepoints' fields, packet data behind `skb->head`). A bad address
+    /// is an error, not a fault.
+    #[inline(always)]
+    pub fn probe_read<T>(addr: u64) -> Result<T, i32> {
+        // SAFETY: the helper checks the address and returns an error
+        // instead of faulting; the copy lands in a value of ours.
+        unsafe { bpf_probe_read_kernel(addr as *const T) }
     }
 
     /// Nanoseconds since boot (`CLOCK_MONOTONIC`), the clock of every time

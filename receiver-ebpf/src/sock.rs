@@ -6,9 +6,9 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock};
+use aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock;
 use flowscope_common::{AF_INET, Conn, counter};
-use flowscope_ebpf::off;
+use flowscope_ebpf::{off, probe_read};
 
 use crate::{bump, o};
 
@@ -36,9 +36,7 @@ impl Mem for Probe {
 
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
-        // SAFETY: the helper checks the address and returns an error
-        // instead of faulting.
-        let r = unsafe { bpf_probe_read_kernel((base + offset) as *const T) };
+        let r = probe_read::<T>(base + offset);
         if r.is_err() {
             bump(counter::READ_ERROR);
         }
@@ -71,7 +69,8 @@ impl Mem for Direct {
         // SAFETY: `base` is the typed kernel pointer the tracepoint
         // passed (or one derived from it); the verifier checks the load
         // against the type's BTF and the JIT adds a fault handler (a
-        // faulting load reads 0).
+        // faulting load reads 0). (Not `btf_load`: through it, LLVM lays
+        // out the length programs differently.)
         Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
     }
 

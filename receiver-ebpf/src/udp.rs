@@ -15,10 +15,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
 use flowscope_common::{AF_INET, AF_INET6, Owner, UdpKey, UdpStats, counter};
-use flowscope_ebpf::{atomic_add, map_value, now_ns, off, socket_cookie};
+use flowscope_ebpf::{atomic_add, map_value, now_ns, off, probe_read, socket_cookie};
 
 use crate::events::announce;
 use crate::sock::{Direct, Mem, netns_of};
@@ -87,13 +87,8 @@ fn unmap(addr: &mut [u8; 16]) -> bool {
 #[inline(always)]
 pub(crate) fn udp_length(sk: u64, ret: i32, transmit: bool, flags: i32) -> Result<(), i32> {
     let offs = o();
-    let corked = transmit
-        && ret >= 0
-        // SAFETY: the helper checks the address and returns an error
-        // instead of faulting.
-        && unsafe { bpf_probe_read_kernel((sk + off(&offs.udp_pending)) as *const i32) }
-            .unwrap_or(0)
-            != 0;
+    let corked =
+        transmit && ret >= 0 && probe_read::<i32>(sk + off(&offs.udp_pending)).unwrap_or(0) != 0;
     let cookie = socket_cookie(sk as *mut c_void);
     let mut key = UdpKey {
         cookie,
@@ -151,9 +146,7 @@ pub(crate) fn udp_length(sk: u64, ret: i32, transmit: bool, flags: i32) -> Resul
     let segs = if corked {
         0
     } else if transmit {
-        // SAFETY: the helper checks the address and returns an error
-        // instead of faulting.
-        let gso = unsafe { bpf_probe_read_kernel((sk + off(&offs.udp_gso_size)) as *const u16) }
+        let gso = probe_read::<u16>(sk + off(&offs.udp_gso_size))
             .map(u64::from)
             .unwrap_or(0);
         if gso != 0 && bytes > gso {

@@ -54,7 +54,6 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_probe_read_kernel,
         generated::{bpf_get_current_task, bpf_probe_read_user},
     },
     macros::{btf_tracepoint, cgroup_sock_addr, map, socket_filter, tracepoint},
@@ -65,7 +64,7 @@ use flowscope_common::{
     AF_INET, AF_INET6, DNS_ENV_MAX, DnsProcess, DnsProcessRecord, DnsSockKey, DnsSockOwner,
     Offsets, PortSet, dns_counter, dns_flags,
 };
-use flowscope_ebpf::{frozen, map_value, off, socket_cookie};
+use flowscope_ebpf::{btf_load, btf_load16, frozen, map_value, off, probe_read, socket_cookie};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -198,9 +197,7 @@ struct Probe;
 impl Mem for Probe {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
-        // SAFETY: the helper checks the address and returns an error
-        // instead of faulting.
-        unsafe { bpf_probe_read_kernel((base + offset) as *const T) }
+        probe_read::<T>(base + offset)
     }
     #[inline(always)]
     fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
@@ -220,19 +217,11 @@ struct Direct;
 impl Mem for Direct {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
-        // SAFETY: `base` is the typed socket pointer the tracepoint passed;
-        // the verifier checks the load against `struct sock`'s BTF and the
-        // JIT adds a fault handler (a faulting load reads 0).
-        Ok(unsafe { core::ptr::read_volatile((base + offset) as *const T) })
+        Ok(btf_load(base, offset))
     }
     #[inline(always)]
     fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32> {
-        let a: u64 = Self::read(base, offset)?;
-        let b: u64 = Self::read(base, offset + 8)?;
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&a.to_ne_bytes());
-        v[8..].copy_from_slice(&b.to_ne_bytes());
-        Ok(v)
+        Ok(btf_load16(base, offset))
     }
     #[inline(always)]
     fn cookie(sk: u64) -> u64 {

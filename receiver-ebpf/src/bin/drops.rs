@@ -33,13 +33,12 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
-use flowscope_ebpf::{atomic_add, frozen, map_value, off};
+use flowscope_ebpf::{atomic_add, btf_load, frozen, map_value, off, probe_read};
 
 /// Filled by user space before load (read-only data).
 // SAFETY: no other symbol is named DROP_OFFSETS; user space finds and fills
@@ -117,24 +116,16 @@ fn decode(skb: u64, key: &mut DropKey) {
     let o = &DROP_OFFSETS;
     // Plain loads from the typed `struct sk_buff *`: the verifier checks
     // them against the kernel's BTF.
-    // SAFETY: `skb` is the tracepoint's typed pointer: the verifier checks
-    // the load against `struct sk_buff`'s BTF and the JIT adds a fault
-    // handler (a faulting load reads 0).
-    let head: u64 = unsafe { core::ptr::read_volatile((skb + off(&o.skb_head)) as *const u64) };
-    // SAFETY: as above.
-    let nh: u16 =
-        unsafe { core::ptr::read_volatile((skb + off(&o.skb_network_header)) as *const u16) };
+    let head: u64 = btf_load(skb, off(&o.skb_head));
+    let nh: u16 = btf_load(skb, off(&o.skb_network_header));
     if head == 0 || nh == NO_HEADER {
         return;
     }
     let ip = head + u64::from(nh);
-    // SAFETY: the helper checks the address and returns an error instead
-    // of faulting.
-    let Ok(hdr) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 40]) }) else {
+    let Ok(hdr) = probe_read::<[u8; 40]>(ip) else {
         // The header may end within 40 bytes of the buffer's end (a short
         // IPv4 packet): read the IPv4 header's 20 bytes alone.
-        // SAFETY: as above.
-        let Ok(h4) = (unsafe { bpf_probe_read_kernel(ip as *const [u8; 20]) }) else {
+        let Ok(h4) = probe_read::<[u8; 20]>(ip) else {
             bump(drop_counter::READ_ERROR);
             return;
         };
@@ -185,9 +176,7 @@ fn ports(l4: u64, key: &mut DropKey) {
         return;
     }
     // Source and destination port lead both TCP and UDP headers.
-    // SAFETY: the helper checks the address and returns an error instead
-    // of faulting.
-    match unsafe { bpf_probe_read_kernel(l4 as *const [u8; 4]) } {
+    match probe_read::<[u8; 4]>(l4) {
         Ok(p) => {
             let (s, d) = (
                 u16::from_be_bytes([p[0], p[1]]),

@@ -48,7 +48,25 @@ pub fn health(
     servers.dns_findings(th, &mut out);
     connection_findings(store, from, to, cidr, th, &mut out);
     servers.path_findings(th, &mut out);
-    other_pages_findings(store, from, to, cidr, th, &mut out);
+    // What the other pages find: kernel drops, route changes,
+    // certificates, rises over the baseline and connection churn.
+    out.extend(crate::ui::drops::drop_findings(
+        store,
+        from,
+        to,
+        cidr,
+        th.min_failures,
+    ));
+    out.extend(crate::ui::paths::route_findings(store, from, to, cidr));
+    out.extend(crate::ui::paths::certificate_findings(
+        store,
+        from,
+        to,
+        cidr,
+        th.certificate_warning,
+    ));
+    out.extend(crate::ui::baseline::findings(store, from, to, cidr, th));
+    out.extend(crate::ui::churn::findings(store, from, to, cidr, th));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -271,33 +289,4 @@ fn connection_findings(
             ));
         }
     }
-}
-
-/// What the other pages find: kernel drops, route changes, certificates,
-/// rises over the baseline and connection churn.
-fn other_pages_findings(
-    store: &Store,
-    from: u64,
-    to: u64,
-    cidr: Option<Cidr>,
-    th: &UiHealthConfig,
-    out: &mut Vec<Finding>,
-) {
-    out.extend(crate::ui::drops::drop_findings(
-        store,
-        from,
-        to,
-        cidr,
-        th.min_failures,
-    ));
-    out.extend(crate::ui::paths::route_findings(store, from, to, cidr));
-    out.extend(crate::ui::paths::certificate_findings(
-        store,
-        from,
-        to,
-        cidr,
-        th.certificate_warning,
-    ));
-    out.extend(crate::ui::baseline::findings(store, from, to, cidr, th));
-    out.extend(crate::ui::churn::findings(store, from, to, cidr, th));
 }

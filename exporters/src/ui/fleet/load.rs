@@ -1,0 +1,364 @@
+//! Reading the pages' metrics from the storage: one aggregated query per
+//! metric, the baseline spans, and the answers turned into the store's
+//! points.
+
+use super::*;
+
+impl Fleet {
+    /// One metric's aggregated samples.
+    pub(super) async fn fetch(
+        &self,
+        metric: MetricId,
+        by: &BTreeSet<String>,
+        from_rules: bool,
+        range: Range,
+        step: Option<u64>,
+    ) -> Result<Vec<Sample>, FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        match step {
+            None => {
+                let q = if from_rules {
+                    rule_query(metric, by, span)
+                } else {
+                    expr(metric, by, span)
+                };
+                let data = self
+                    .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                    .await?;
+                Ok(vector(&data, range.to))
+            }
+            Some(step) => self.query_range(expr(metric, by, step), range, step).await,
+        }
+    }
+
+    /// A range query's samples: one per `step` after `range.from`, up to
+    /// `range.to`.
+    pub(super) async fn query_range(
+        &self,
+        q: String,
+        range: Range,
+        step: u64,
+    ) -> Result<Vec<Sample>, FleetError> {
+        let data = self
+            .call(
+                "/api/v1/query_range",
+                &[
+                    ("query", q),
+                    ("start", secs(range.from + step)),
+                    ("end", secs(range.to)),
+                    ("step", secs(step)),
+                ],
+            )
+            .await?;
+        Ok(matrix(&data))
+    }
+
+    /// The baseline metrics' samples over the two baseline spans of
+    /// `range` ([`crate::ui::baseline::held_spans`]): the same increase as the
+    /// range's, shifted back with PromQL `offset` (one span, one day), and
+    /// stamped with the baseline span's end, so that the Health store holds
+    /// them where the single-node store would.
+    ///
+    /// A span is held when the storage had any flow series in the hour
+    /// before it started (an agent was writing then): its samples, and the
+    /// start of the earliest held span ([`Store::hold_from`]). A span
+    /// without a held start is not compared with.
+    pub(super) async fn fetch_baselines(
+        &self,
+        range: Range,
+        by_of: &(dyn Fn(&[&str]) -> BTreeSet<String> + Sync),
+    ) -> Result<(Vec<(MetricId, Vec<Sample>)>, Option<u64>), FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        let mut metrics: Vec<MetricId> = Vec::new();
+        for m in crate::ui::baseline::METRICS.iter().flat_map(|b| b.reads) {
+            if !metrics.contains(m) {
+                metrics.push(*m);
+            }
+        }
+        let mut held = None;
+        for offset in [span, crate::ui::baseline::DAY_NS] {
+            let q = format!(
+                "count(last_over_time({}[1h] offset {}s))",
+                prom_name(FLOW_IO),
+                (offset + span) / NS
+            );
+            let data = self
+                .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                .await?;
+            if !vector(&data, range.to).is_empty() {
+                let start = range.from.saturating_sub(offset);
+                held = Some(held.map_or(start, |h: u64| h.min(start)));
+            }
+        }
+        let Some(held) = held else {
+            return Ok((Vec::new(), None));
+        };
+        let mut asks = Vec::new();
+        for offset in [span, crate::ui::baseline::DAY_NS] {
+            if range.from.saturating_sub(offset) < held {
+                continue;
+            }
+            for m in &metrics {
+                let base = wanted()
+                    .into_iter()
+                    .find(|(w, _)| w == m)
+                    .map_or(FLOW_LABELS, |(_, b)| b);
+                asks.push((*m, expr_offset(*m, &by_of(base), span, offset), offset));
+            }
+        }
+        let answers = futures_util::future::try_join_all(asks.into_iter().map(|(m, q, offset)| {
+            let at = range.to.saturating_sub(offset);
+            async move {
+                let data = self
+                    .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                    .await?;
+                Ok::<_, FleetError>((m, vector(&data, at)))
+            }
+        }))
+        .await?;
+        let answers = answers.into_iter().filter(|(_, r)| !r.is_empty()).collect();
+        Ok((answers, Some(held)))
+    }
+
+    pub(super) async fn load(
+        &self,
+        need: Need,
+        range: Range,
+        extra_keys: &[String],
+        step: Option<u64>,
+    ) -> Result<Store, FleetError> {
+        let span = range.to.saturating_sub(range.from).max(NS);
+        // Health also holds the baseline spans: the span before and the
+        // same span a day earlier (module documentation, "Baselines").
+        let kept = if need == Need::Health && step.is_none() {
+            2 * span + crate::ui::baseline::DAY_NS
+        } else {
+            span
+        };
+        // All at full resolution: a rollup to whole minutes would move a
+        // baseline slot's end into the range.
+        let mut st = Store::new(kept, kept, self.max_series.max(1)).with_default_span(span);
+        let labels = self.label_names(range).await?;
+        let present: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+        for l in &labels {
+            if !NOT_KEYS.contains(&l.as_str()) {
+                st.add_key(&self.key_of(l));
+            }
+        }
+        // Only labels the storage has: a user's key that no series carries
+        // never reaches PromQL.
+        let extra: Vec<String> = extra_keys
+            .iter()
+            .map(|k| sanitize(k, false))
+            .filter(|l| present.contains(l.as_str()))
+            .collect();
+        let by_of = |base: &[&str]| -> BTreeSet<String> {
+            let mut by: BTreeSet<String> = base.iter().map(|k| sanitize(k, false)).collect();
+            by.extend(extra.iter().cloned());
+            by
+        };
+        let flow_labels: BTreeSet<String> =
+            FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
+        // The rules carry only the flow labels: a request grouping by
+        // anything else reads the raw series.
+        let mut rules =
+            self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
+        let wanted: Vec<(MetricId, &'static [&'static str])> = wanted()
+            .into_iter()
+            .filter(|(m, _)| need.reads(*m))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(st);
+        }
+        // Bytes first: whether the rules' series are there decides how the
+        // others are read.
+        let flow_by = by_of(FLOW_LABELS);
+        let mut first = self.fetch(FLOW_IO, &flow_by, rules, range, step).await?;
+        if rules && first.is_empty() {
+            rules = false;
+            first = self.fetch(FLOW_IO, &flow_by, false, range, step).await?;
+        }
+        // The rest at once, with Health's route changes and baseline spans:
+        // the storage answers them in parallel.
+        let rest =
+            futures_util::future::try_join_all(wanted.iter().filter(|(m, _)| *m != FLOW_IO).map(
+                |(m, base)| {
+                    let by = by_of(base);
+                    let from_rules = rules && RULE_METRICS.contains(m);
+                    async move {
+                        self.fetch(*m, &by, from_rules, range, step)
+                            .await
+                            .map(|r| (*m, r))
+                    }
+                },
+            ));
+        let routes = async {
+            match need {
+                Need::Health => self
+                    .route_changes(range)
+                    .await
+                    .map(|r| Some((MetricId::sum(path::ROUTE_CHANGES), r))),
+                _ => Ok(None),
+            }
+        };
+        let baselines = async {
+            if kept > span {
+                self.fetch_baselines(range, &by_of).await
+            } else {
+                Ok((Vec::new(), None))
+            }
+        };
+        let (mut rest, routes, (baselines, held_from)) =
+            futures_util::future::try_join3(rest, routes, baselines).await?;
+        rest.extend(routes);
+        let series = first.len()
+            + rest.iter().map(|(_, r)| r.len()).sum::<usize>()
+            + baselines.iter().map(|(_, r)| r.len()).sum::<usize>();
+        if series > self.max_series {
+            return Err(FleetError::TooLarge {
+                series,
+                limit: self.max_series,
+            });
+        }
+        let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
+            std::collections::BTreeMap::new();
+        let width = step.unwrap_or(span);
+        self.points(FLOW_IO, first, width, &mut batches);
+        for (m, r) in rest.into_iter().chain(baselines) {
+            self.points(m, r, width, &mut batches);
+        }
+        for (_, mut b) in batches {
+            join(&mut b.points);
+            st.insert(&b);
+        }
+        if let Some(start) = held_from {
+            st.hold_from(start);
+        }
+        Ok(st)
+    }
+
+    /// Turns answered samples into points of `metric`, one batch per
+    /// timestamp; histogram buckets (`le`) fold into one point per series.
+    pub(super) fn points(
+        &self,
+        metric: MetricId,
+        samples: Vec<(HashMap<String, String>, u64, f64)>,
+        width: u64,
+        batches: &mut std::collections::BTreeMap<u64, MetricBatch>,
+    ) {
+        // (timestamp, series labels without `le`) -> (le, cumulative count).
+        type Buckets = HashMap<(u64, Vec<(String, String)>), Vec<(f64, f64)>>;
+        let mut hists: Buckets = HashMap::new();
+        for (labels, t, v) in samples {
+            if metric.kind == Kind::Histogram {
+                let le = labels.get("le").and_then(|l| parse_le(l));
+                let Some(le) = le else { continue };
+                let mut key: Vec<(String, String)> = labels
+                    .into_iter()
+                    .filter(|(k, _)| k != "le" && k != "__name__")
+                    .collect();
+                key.sort();
+                hists.entry((t, key)).or_default().push((le, v));
+                continue;
+            }
+            let value = match metric.kind {
+                Kind::Gauge => PointValue::Double(v),
+                _ => PointValue::Int(v.max(0.0).round() as u64),
+            };
+            let (resource, attrs) = self.split(labels.iter());
+            push(batches, t, width, metric, resource, attrs, value);
+        }
+        for ((t, labels), mut buckets) in hists {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let Some(h) = histogram(&buckets) else {
+                continue;
+            };
+            let (resource, attrs) = self.split(labels.iter().map(|(k, v)| (k, v)));
+            push(
+                batches,
+                t,
+                width,
+                metric,
+                resource,
+                attrs,
+                PointValue::Histogram(h),
+            );
+        }
+    }
+
+    /// Labels -> (Resource, attributes), keys restored.
+    pub(super) fn split<'a>(
+        &self,
+        labels: impl Iterator<Item = (&'a String, &'a String)>,
+    ) -> (Attrs, Attrs) {
+        let mut res = Attrs::new();
+        let mut attrs = Attrs::new();
+        for (l, v) in labels {
+            if NOT_KEYS.contains(&l.as_str()) || v.is_empty() {
+                continue;
+            }
+            let key = self.key_of(l).into_owned();
+            if is_resource_key(&key) {
+                res.set(key, v.clone());
+            } else {
+                attrs.set(key, v.clone());
+            }
+        }
+        (res, attrs)
+    }
+}
+
+pub(super) fn push(
+    batches: &mut std::collections::BTreeMap<u64, MetricBatch>,
+    t: u64,
+    width: u64,
+    metric: MetricId,
+    resource: Attrs,
+    attrs: Attrs,
+    value: PointValue,
+) {
+    batches
+        .entry(t)
+        .or_insert_with(|| MetricBatch::new(t.saturating_sub(width), t))
+        .points
+        .push(Point {
+            resource: Arc::new(resource),
+            metric,
+            attrs,
+            value,
+        });
+}
+
+/// Cumulative `(le, count)` pairs, sorted, to a histogram (`+Inf` last).
+pub(super) fn histogram(buckets: &[(f64, f64)]) -> Option<Histogram> {
+    let (_, total) = *buckets.last()?;
+    let bounds: Vec<f64> = buckets
+        .iter()
+        .map(|(le, _)| *le)
+        .filter(|le| le.is_finite())
+        .collect();
+    let mut h = Histogram::new(Arc::from(bounds));
+    let mut before = 0u64;
+    for (i, (_, cum)) in buckets.iter().enumerate() {
+        let cum = cum.max(0.0).round() as u64;
+        if let Some(c) = h.counts.get_mut(i) {
+            *c = cum.saturating_sub(before);
+        }
+        before = before.max(cum);
+    }
+    h.count = total.max(0.0).round() as u64;
+    if h.count == 0 {
+        return None;
+    }
+    // No min or max is stored: quantiles are not clamped (min > max).
+    h.min = f64::INFINITY;
+    h.max = f64::NEG_INFINITY;
+    Some(h)
+}
+
+pub(super) fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        _ => s.parse().ok(),
+    }
+}

@@ -1,0 +1,625 @@
+//! Fleet mode: the same pages and `/api/` over a Prometheus HTTP query API
+//! (Prometheus, Thanos, Mimir, VictoriaMetrics) that every agent writes to
+//! (`prometheusremotewrite`) or that scrapes every agent (`prometheus`).
+//!
+//! # How a page is answered
+//! For each request, the metrics the pages read are asked of the storage
+//! with one instant query each (one range query each for time series),
+//! aggregated there: `sum by (<labels the page needs>)` of the increase of
+//! each counter in the time range. The answer holds one series per
+//! dependency and peer address, never the agents' raw series (process ids,
+//! instances). Those aggregated series are put into a [`Store`] of their
+//! own, and the page is computed from it by the same code as on one node
+//! ([`super::query`]), so both modes give the same JSON fields.
+//!
+//! The increase is exact, not extrapolated: for a cumulative counter it is
+//! the last value in the range minus the value at its start, or the last
+//! value for a series born inside the range (its counter starts at zero),
+//! or the last value alone after a counter reset (an agent restart).
+//! Prometheus' `increase()` extrapolates to the range's edges, which would
+//! make byte counts approximate.
+//!
+//! # Joined across nodes, counted once
+//! Every agent reports each flow from its own side. A connection from `web`
+//! on node A to `api` on node B is reported by A (client, peer = B's
+//! address) and by B (server, peer = A's address). Each report carries the
+//! local address (`network.local.address`), so the fleet knows which
+//! workload has which address:
+//! - a client report whose server is a bare address is named after the
+//!   workload that serves that address and port (its `service.name`,
+//!   `host.name`, `k8s.node.name` become the peer's);
+//! - a server report whose client is a workload that reports the same
+//!   connection itself is named after it, which makes it a report of a
+//!   monitored client: the dependency views then count the client's report
+//!   only, exactly as on one node.
+//!
+//! # Recording rules
+//! deploy/prometheus/flowscope-fleet-rules.yaml records, every minute, each
+//! flow counter's exact increase over that minute summed by the labels the
+//! pages need (`flowscope:<name>:increase1m`). When a request groups only
+//! by those labels and the storage has the rules' series, the pages read
+//! `sum_over_time` of them instead of the agents' raw series: far fewer
+//! series to read, at the cost of up to a minute's lag. Without the rules
+//! (or with `--recording-rules off`) the raw series are read.
+//!
+//! # Bounds
+//! An answer of more than `max_series` series is refused with a message
+//! naming the parameter to narrow (`range`); an answer body over
+//! [`MAX_ANSWER_BYTES`] is refused as it streams in, before it is held
+//! whole (an error naming the storage, 502); and a storage that does not
+//! answer within the timeout is an error on the page and in `/api/` (502),
+//! never a hang. User parameters never enter PromQL: label names come from
+//! a fixed list or are checked against the storage's own label names, and
+//! filters are applied to the aggregated answer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flowscope_model::metrics::{
+    DNS_DURATION, FLOW_DROPS, FLOW_IO, FLOW_PACKETS, HOST_DROPS, TCP_CLOSED, TCP_DURATION,
+    TCP_FAILED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
+};
+use flowscope_model::names::{attr, k8s, path, resource};
+use flowscope_model::{Attrs, Histogram, Kind, MetricBatch, MetricId, Point, PointValue};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value as Json;
+
+use crate::prometheus::{Options, metric_name, sanitize};
+use crate::ui::store::Store;
+
+mod answer;
+mod join;
+mod load;
+mod paths;
+mod promql;
+
+use answer::*;
+pub use join::join;
+pub use paths::path_expr;
+use paths::*;
+use promql::*;
+pub use promql::{RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
+
+/// The Network Path metrics the Health page reads.
+const PATH_REACHABLE: MetricId = MetricId::gauge(path::REACHABLE);
+const PATH_PROBES_SENT: MetricId = MetricId::sum(path::PROBES_SENT);
+const PATH_PROBES_LOST: MetricId = MetricId::sum(path::PROBES_LOST);
+
+/// The metrics the pages read, each with the labels it is summed by
+/// (besides the keys a request groups or filters by).
+const FLOW_LABELS: &[&str] = &[
+    resource::SERVICE_NAME,
+    resource::HOST_NAME,
+    k8s::NODE_NAME,
+    attr::FLOW_ROLE,
+    attr::IO_DIRECTION,
+    attr::PEER_ADDRESS,
+    attr::PEER_PORT,
+    attr::LOCAL_PORT,
+    attr::LOCAL_ADDRESS,
+    attr::PEER_SERVICE_NAME,
+    attr::LOCALITY,
+    attr::ERROR_TYPE,
+];
+const DNS_LABELS: &[&str] = &[
+    resource::SERVICE_NAME,
+    attr::FLOW_ROLE,
+    attr::SERVER_ADDRESS,
+    attr::ERROR_TYPE,
+    attr::DNS_RESPONSE_CODE,
+    attr::DNS_QUESTION_NAME,
+];
+const PATH_LABELS: &[&str] = &[attr::SERVER_ADDRESS];
+/// The path tests' TLS checks: one certificate per server, port and subject.
+const TLS_TIME_LEFT: MetricId = MetricId::gauge(path::TLS_TIME_LEFT);
+const TLS_LABELS: &[&str] = &[
+    path::SERVER_ADDRESS,
+    path::SERVER_PORT,
+    path::TLS_SUBJECT,
+    path::TLS_NOT_AFTER,
+];
+
+/// Kernel drops for the Health page: the flow labels and the reason.
+const DROP_LABELS: &[&str] = &[
+    resource::SERVICE_NAME,
+    resource::HOST_NAME,
+    k8s::NODE_NAME,
+    attr::FLOW_ROLE,
+    attr::IO_DIRECTION,
+    attr::PEER_ADDRESS,
+    attr::PEER_PORT,
+    attr::LOCAL_PORT,
+    attr::LOCAL_ADDRESS,
+    attr::PEER_SERVICE_NAME,
+    attr::DROP_REASON,
+];
+const HOST_DROP_LABELS: &[&str] = &[resource::HOST_NAME, attr::DROP_REASON];
+
+fn wanted() -> [(MetricId, &'static [&'static str]); 16] {
+    [
+        (FLOW_IO, FLOW_LABELS),
+        (TCP_DURATION, FLOW_LABELS),
+        (FLOW_PACKETS, FLOW_LABELS),
+        (TCP_RETRANSMITS, FLOW_LABELS),
+        (TCP_OPENED, FLOW_LABELS),
+        (TCP_CLOSED, FLOW_LABELS),
+        (TCP_FAILED, FLOW_LABELS),
+        (TCP_RESETS, FLOW_LABELS),
+        (TCP_RTT, FLOW_LABELS),
+        (DNS_DURATION, DNS_LABELS),
+        (PATH_REACHABLE, PATH_LABELS),
+        (PATH_PROBES_SENT, PATH_LABELS),
+        (PATH_PROBES_LOST, PATH_LABELS),
+        (TLS_TIME_LEFT, TLS_LABELS),
+        (FLOW_DROPS, DROP_LABELS),
+        (HOST_DROPS, HOST_DROP_LABELS),
+    ]
+}
+
+/// Keys the fleet knows by name besides those the queries sum by, so that
+/// their label (`service_name`) maps back to the key (`service.name`); any
+/// other label is kept as it is.
+const OTHER_KNOWN_KEYS: &[&str] = &[
+    resource::SERVICE_NAMESPACE,
+    resource::SERVICE_VERSION,
+    resource::HOST_ID,
+    resource::OS_TYPE,
+    resource::PROCESS_PID,
+    resource::CONTAINER_ID,
+    resource::CLOUD_PROVIDER,
+    resource::CLOUD_REGION,
+    resource::CLOUD_AVAILABILITY_ZONE,
+    resource::K8S_NAMESPACE_NAME,
+    k8s::POD_NAME,
+    k8s::CONTAINER_NAME,
+    k8s::DEPLOYMENT_NAME,
+    k8s::STATEFULSET_NAME,
+    k8s::DAEMONSET_NAME,
+    k8s::JOB_NAME,
+    k8s::CLUSTER_NAME,
+    k8s::PEER_SERVICE_NAMESPACE,
+    attr::NETWORK_TRANSPORT,
+    attr::NETWORK_TYPE,
+    attr::PEER_DOMAIN,
+    attr::PEER_CLOUD_PROVIDER,
+    attr::PEER_CLOUD_REGION,
+    attr::PEER_CLOUD_SERVICE,
+];
+
+/// Labels that are the storage's or the translation's, never a key.
+const NOT_KEYS: &[&str] = &["__name__", "job", "instance", "le"];
+
+/// Whether a key belongs to the Resource (the local workload) rather than
+/// to the flow: the query code reads the two sides differently.
+fn is_resource_key(key: &str) -> bool {
+    if key.starts_with("service.peer.") {
+        return false;
+    }
+    [
+        "service.",
+        "host.",
+        "os.",
+        "process.",
+        "container.",
+        "k8s.",
+        "cloud.",
+        "deployment.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
+/// Why the storage could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("`{url}` is not an http:// or https:// URL of a Prometheus query API")]
+    Url { url: String },
+    #[error("the Prometheus API at {url} could not be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the Prometheus API at {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("the Prometheus API at {url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error(
+        "{url} is not a Prometheus query API: its answer is not Prometheus JSON \
+         ({reason})"
+    )]
+    NotPrometheus { url: String, reason: String },
+    #[error("the storage refused the query ({error_type}): {error}")]
+    Query { error_type: String, error: String },
+    #[error(
+        "the answer would hold more than {limit} series (at least {series}): narrow the \
+         time range (`range`, `from`/`to`)"
+    )]
+    TooLarge { series: usize, limit: usize },
+    #[error("the Prometheus API at {url} answered more than {limit} bytes; refused")]
+    AnswerTooLarge { url: String, limit: usize },
+}
+
+/// The largest answer body the UI reads from the storage: about ten times
+/// the largest measured (25 MB, the RTT buckets of 110,000 series from
+/// Prometheus at 100 simulated nodes). A larger one is refused as it
+/// arrives, so a storage (or anything answering at its address) cannot
+/// make the UI hold more.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+impl FleetError {
+    /// The HTTP status the API answers this error with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FleetError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The parameter a user should change, as the API's errors name one.
+    pub fn parameter(&self) -> &'static str {
+        match self {
+            FleetError::TooLarge { .. } => "range",
+            _ => "prometheus",
+        }
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A Prometheus HTTP query API the pages read.
+pub struct Fleet {
+    /// Base URL without a trailing `/` (`http://prometheus:9090`).
+    base: String,
+    client: HttpClient,
+    timeout: Duration,
+    max_series: usize,
+    /// label -> key for the known keys.
+    keys_by_label: HashMap<String, &'static str>,
+    /// Read the recording rules' series when they are there.
+    rules: bool,
+}
+
+/// What a page reads from the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Label names only (`/api/keys`, `/api/status`).
+    Keys,
+    /// The dependency metrics with RTT (Map, Analytics, time series).
+    Dependencies,
+    /// The dependency counts without RTT, with the connection durations
+    /// (churn), DNS and paths (Health), and the baseline spans' counts.
+    Health,
+    /// Every Network Path metric per test and hop, one slot per step (the
+    /// Paths page: [`Fleet::load_paths`]).
+    Paths,
+}
+
+impl Need {
+    fn reads(self, m: MetricId) -> bool {
+        match self {
+            Need::Keys => false,
+            Need::Dependencies => ![
+                TCP_DURATION,
+                DNS_DURATION,
+                PATH_REACHABLE,
+                PATH_PROBES_SENT,
+                PATH_PROBES_LOST,
+                TLS_TIME_LEFT,
+                FLOW_DROPS,
+                HOST_DROPS,
+            ]
+            .contains(&m),
+            Need::Health => m != TCP_RTT,
+            Need::Paths => false,
+        }
+    }
+}
+
+/// A request's time range, in unix ns, `(from, to]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub from: u64,
+    pub to: u64,
+}
+
+const NS: u64 = 1_000_000_000;
+
+impl Fleet {
+    /// A client of the query API at `url` (`http://host:9090`, or with a
+    /// path prefix such as Mimir's `/prometheus`).
+    pub fn new(url: &str, timeout: Duration, max_series: usize) -> Result<Self, FleetError> {
+        let base = url.trim().trim_end_matches('/').to_string();
+        let ok = (base.starts_with("http://") || base.starts_with("https://"))
+            && base.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+        if !ok {
+            return Err(FleetError::Url {
+                url: url.to_string(),
+            });
+        }
+        let connector = crate::tls::connector(&Default::default(), false).map_err(|e| {
+            FleetError::Unreachable {
+                url: base.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let keys_by_label = [
+            FLOW_LABELS,
+            DNS_LABELS,
+            PATH_LABELS,
+            TLS_LABELS,
+            HOST_DROP_LABELS,
+            OTHER_KNOWN_KEYS,
+            PATH_VIEW_KEYS,
+        ]
+        .concat()
+        .into_iter()
+        .map(|k| (sanitize(k, false), k))
+        .collect();
+        Ok(Fleet {
+            base,
+            client,
+            timeout,
+            max_series,
+            keys_by_label,
+            rules: true,
+        })
+    }
+
+    /// Whether to read the recording rules' series when present (default
+    /// on).
+    pub fn with_rules(mut self, on: bool) -> Self {
+        self.rules = on;
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The key a label stands for.
+    fn key_of<'a>(&self, label: &'a str) -> std::borrow::Cow<'a, str> {
+        if let Some(k) = self.keys_by_label.get(label) {
+            return std::borrow::Cow::Borrowed(k);
+        }
+        if let Some(tag) = label.strip_prefix("flowscope_peer_tag_") {
+            return std::borrow::Cow::Owned(format!("{}{tag}", attr::PEER_TAG_PREFIX));
+        }
+        std::borrow::Cow::Borrowed(label)
+    }
+
+    /// POSTs a form to `path` and returns the `data` of a successful
+    /// Prometheus answer.
+    async fn call(&self, path: &str, form: &[(&str, String)]) -> Result<Json, FleetError> {
+        let url = format!("{}{path}", self.base);
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            body.append_pair(k, v);
+        }
+        let req = Request::post(&url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("flowscope-ui/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::from(body.finish())))
+            .map_err(|e| FleetError::Url {
+                url: format!("{url} ({e})"),
+            })?;
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| FleetError::Unreachable {
+                    url: url.clone(),
+                    reason: crate::http::chain(&e),
+                })?;
+            let status = resp.status();
+            let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        FleetError::AnswerTooLarge {
+                            url: url.clone(),
+                            limit: MAX_ANSWER_BYTES,
+                        }
+                    } else {
+                        FleetError::Unreachable {
+                            url: url.clone(),
+                            reason: e.to_string(),
+                        }
+                    }
+                })?
+                .to_bytes();
+            Ok::<_, FleetError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| FleetError::Timeout {
+                url: url.clone(),
+                timeout: self.timeout,
+            })??;
+        let parsed: Result<Json, _> = serde_json::from_slice(&bytes);
+        match parsed {
+            Ok(j) if j.get("status").and_then(Json::as_str) == Some("success") => {
+                Ok(j.get("data").cloned().unwrap_or(Json::Null))
+            }
+            Ok(j) if j.get("status").and_then(Json::as_str) == Some("error") => {
+                Err(FleetError::Query {
+                    error_type: str_of(&j, "errorType"),
+                    error: str_of(&j, "error"),
+                })
+            }
+            _ if !status.is_success() => Err(FleetError::Status {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            }),
+            Ok(_) => Err(FleetError::NotPrometheus {
+                url,
+                reason: "no `status` field".into(),
+            }),
+            Err(e) => Err(FleetError::NotPrometheus {
+                url,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every label name the flow series carry in `range`.
+    async fn label_names(&self, r: Range) -> Result<Vec<String>, FleetError> {
+        let name = prom_name(FLOW_IO);
+        let data = self
+            .call(
+                "/api/v1/labels",
+                &[
+                    ("match[]", name),
+                    ("start", secs(r.from)),
+                    ("end", secs(r.to)),
+                ],
+            )
+            .await?;
+        let names = data.as_array().ok_or_else(|| FleetError::NotPrometheus {
+            url: format!("{}/api/v1/labels", self.base),
+            reason: "`data` is not a list of label names".into(),
+        })?;
+        Ok(names
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The store a request over `range` reads for `need`, with
+    /// `extra_keys` (the keys it groups or filters by) summed by as well,
+    /// and with one slot per `step` when given (time series), else one slot
+    /// for the whole range.
+    pub fn store(
+        &self,
+        need: Need,
+        range: Range,
+        extra_keys: &[String],
+        step: Option<u64>,
+    ) -> Result<Store, FleetError> {
+        let handle = tokio::runtime::Handle::current();
+        if need == Need::Paths {
+            return handle.block_on(self.load_paths(range, step));
+        }
+        handle.block_on(self.load(need, range, extra_keys, step))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load::*;
+    use super::*;
+    use flowscope_model::Role;
+
+    #[test]
+    fn promql_is_built_from_label_names_only() {
+        let by: BTreeSet<String> = ["service_name".to_string(), "flowscope_flow_role".into()]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            expr(FLOW_IO, &by, 3600 * NS),
+            "sum by (flowscope_flow_role, service_name) (((last_over_time(\
+             network_flow_io_bytes_total[3600s]) - network_flow_io_bytes_total offset 3600s) \
+             >= 0) or last_over_time(network_flow_io_bytes_total[3600s]))"
+        );
+        assert!(expr(TCP_RTT, &by, 60 * NS).contains("flowscope_tcp_rtt_seconds_bucket"));
+        assert!(expr(TCP_RTT, &by, 60 * NS).contains("service_name, le)"));
+        assert!(expr(PATH_REACHABLE, &by, 60 * NS).starts_with("max by"));
+        // The baseline spans: the same window, a span or a day back.
+        assert_eq!(
+            expr_offset(TCP_FAILED, &by, 900 * NS, 86_400 * NS),
+            "sum by (flowscope_flow_role, service_name) (((last_over_time(\
+             flowscope_tcp_connection_failed_total[900s] offset 86400s) - \
+             flowscope_tcp_connection_failed_total offset 87300s) >= 0) or \
+             last_over_time(flowscope_tcp_connection_failed_total[900s] offset 86400s))"
+        );
+        // A user's key is sanitized to a label name before it can reach a
+        // query: quotes, braces and spaces cannot survive.
+        assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");
+    }
+
+    #[test]
+    fn the_shipped_recording_rules_are_the_ones_read() {
+        let file = include_str!("../../../../deploy/prometheus/flowscope-fleet-rules.yaml");
+        for m in RULE_METRICS {
+            let record = format!("- record: {}\n", rule_name(m));
+            let at = file
+                .find(&record)
+                .unwrap_or_else(|| panic!("{record} missing from the rules file"));
+            let expr_line = file[at + record.len()..].lines().next().unwrap_or("");
+            assert_eq!(
+                expr_line.trim().strip_prefix("expr: "),
+                Some(rule_expr(m).as_str()),
+                "{record}"
+            );
+        }
+        assert_eq!(file.matches("- record: ").count(), RULE_METRICS.len());
+    }
+
+    #[test]
+    fn buckets_become_a_histogram() {
+        let h = histogram(&[(0.001, 2.0), (0.01, 5.0), (f64::INFINITY, 6.0)]).unwrap();
+        assert_eq!(h.counts, vec![2, 3, 1]);
+        assert_eq!(h.count, 6);
+        assert_eq!(&*h.bounds, &[0.001, 0.01]);
+        assert!(histogram(&[(f64::INFINITY, 0.0)]).is_none());
+    }
+
+    fn flow(service: &str, host: &str, role: Role, local: &str, peer: &str, port: u16) -> Point {
+        let mut a = Attrs::new()
+            .with(attr::FLOW_ROLE, role.as_str())
+            .with(attr::LOCAL_ADDRESS, local)
+            .with(attr::PEER_ADDRESS, peer);
+        match role {
+            Role::Client => a.set(attr::PEER_PORT, port),
+            Role::Server => a.set(attr::LOCAL_PORT, port),
+        }
+        Point {
+            resource: Arc::new(
+                Attrs::new()
+                    .with(resource::SERVICE_NAME, service)
+                    .with(resource::HOST_NAME, host),
+            ),
+            metric: FLOW_IO,
+            attrs: a,
+            value: PointValue::Int(1),
+        }
+    }
+
+    #[test]
+    fn ends_are_named_from_the_other_node() {
+        let mut p = vec![
+            flow("web", "n1", Role::Client, "198.18.0.1", "198.18.0.2", 80),
+            flow("api", "n2", Role::Server, "198.18.0.2", "198.18.0.1", 80),
+            // A client nobody monitors.
+            flow("api", "n2", Role::Server, "198.18.0.2", "198.18.0.9", 80),
+            // A server port nobody reports.
+            flow("web", "n1", Role::Client, "198.18.0.1", "198.18.0.2", 81),
+        ];
+        join(&mut p);
+        let peer = |i: usize, k: &str| p[i].attrs.get_str(k).map(str::to_string);
+        assert_eq!(peer(0, attr::PEER_SERVICE_NAME).as_deref(), Some("api"));
+        assert_eq!(
+            peer(0, crate::ui::query::PEER_HOST_NAME).as_deref(),
+            Some("n2")
+        );
+        assert_eq!(peer(1, attr::PEER_SERVICE_NAME).as_deref(), Some("web"));
+        assert_eq!(peer(2, attr::PEER_SERVICE_NAME), None);
+        assert_eq!(peer(3, attr::PEER_SERVICE_NAME), None);
+    }
+}

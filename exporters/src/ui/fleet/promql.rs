@@ -1,0 +1,113 @@
+//! The PromQL the fleet view sends: metric names as the exporters translate
+//! them, the exact increase of a counter over a window, and the recording
+//! rules' names and expressions.
+
+use super::*;
+
+/// The Prometheus name of `metric` (as the exporters translate it), with
+/// `_bucket` for a histogram.
+pub fn prom_name(metric: MetricId) -> String {
+    let o = Options {
+        namespace: None,
+        add_metric_suffixes: true,
+        resource_labels: true,
+    };
+    let name = metric_name(metric, &o);
+    if metric.kind == Kind::Histogram {
+        format!("{name}_bucket")
+    } else {
+        name
+    }
+}
+
+/// The PromQL of `metric` over the `window_ns` before the evaluation time,
+/// summed by `by` (label names from [`sanitize`], never user text).
+///
+/// Counters (and histogram buckets): the exact increase, as the module
+/// documentation says. Gauges: the last value.
+pub fn expr(metric: MetricId, by: &BTreeSet<String>, window_ns: u64) -> String {
+    expr_offset(metric, by, window_ns, 0)
+}
+
+/// [`expr`] for the window that ends `offset_ns` before the evaluation
+/// time (PromQL `offset`): the baseline spans of the Health page.
+pub fn expr_offset(
+    metric: MetricId,
+    by: &BTreeSet<String>,
+    window_ns: u64,
+    offset_ns: u64,
+) -> String {
+    let name = prom_name(metric);
+    let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
+    if metric.kind == Kind::Histogram {
+        by.push("le");
+    }
+    let by = by.join(", ");
+    let secs = (window_ns / NS).max(1);
+    let w = format!("{secs}s");
+    let (at, before) = match offset_ns / NS {
+        0 => (String::new(), format!("{secs}s")),
+        o => (format!(" offset {o}s"), format!("{}s", secs + o)),
+    };
+    match metric.kind {
+        Kind::Gauge | Kind::UpDownCounter => {
+            format!("max by ({by}) (last_over_time({name}[{w}]{at}))")
+        }
+        _ => format!(
+            "sum by ({by}) (((last_over_time({name}[{w}]{at}) - {name} offset {before}) >= 0) \
+             or last_over_time({name}[{w}]{at}))"
+        ),
+    }
+}
+
+/// The flow metrics the recording rules cover.
+pub const RULE_METRICS: [MetricId; 8] = [
+    FLOW_IO,
+    FLOW_PACKETS,
+    TCP_RETRANSMITS,
+    TCP_OPENED,
+    TCP_CLOSED,
+    TCP_FAILED,
+    TCP_RESETS,
+    TCP_RTT,
+];
+
+/// The recording rule's name for `metric`.
+pub fn rule_name(metric: MetricId) -> String {
+    format!("flowscope:{}:increase1m", prom_name(metric))
+}
+
+/// The recording rule's expression for `metric`: the exact increase of
+/// every series over the last minute (a series new in that minute counts
+/// its value, as its counter started at zero; after a reset, the value
+/// since the reset), summed by the flow labels.
+pub fn rule_expr(metric: MetricId) -> String {
+    let name = prom_name(metric);
+    let mut by: Vec<String> = FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
+    if metric.kind == Kind::Histogram {
+        by.push("le".into());
+    }
+    format!(
+        "sum by ({}) ((({name} - {name} offset 1m) >= 0) or {name})",
+        by.join(", ")
+    )
+}
+
+/// What a page reads from the recording rule of `metric` over the
+/// `window_ns` before the evaluation time.
+pub(super) fn rule_query(metric: MetricId, by: &BTreeSet<String>, window_ns: u64) -> String {
+    let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
+    if metric.kind == Kind::Histogram {
+        by.push("le");
+    }
+    format!(
+        "sum by ({}) (sum_over_time({}[{}s]))",
+        by.join(", "),
+        rule_name(metric),
+        (window_ns / NS).max(1)
+    )
+}
+
+pub(super) fn secs(ns: u64) -> String {
+    format!("{}.{:03}", ns / NS, (ns % NS) / 1_000_000)
+}
