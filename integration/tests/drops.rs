@@ -217,3 +217,60 @@ fn datagrams_to_a_closed_port_are_no_socket_on_the_sender_flow() {
     let all = sum(&p, DROPS, &[("network.peer.address", &server)]);
     assert_eq!(all, 7.0);
 }
+
+/// Clients whose ports lie outside the host's ephemeral range (their
+/// namespace hands out 10000-20000; the host's is 32768-60999): the port a
+/// local server was seen listening on tells the program which end is the
+/// client, so a client's dropped datagrams share one key whatever their
+/// source ports. 40 datagrams from 40 sockets fit a map of 8 entries, and
+/// all 40 are counted on the client's flow; none is lost for room.
+#[test]
+fn client_ports_outside_the_host_range_share_one_key_by_the_listening_port() {
+    let net = NetPair::new().unwrap();
+    let agent = Agent::start_with(
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n    drops: {max_tracked: 8}\n\
+         exporters:\n  file:\n    path: OUTPUT\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n",
+    )
+    .unwrap();
+    net.run(
+        &net.b,
+        &[],
+        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 20000"],
+    )
+    .unwrap();
+    let t = traffic();
+    let server = net.a_v4();
+    let addr = format!("{server}:7105");
+    // One exchange, so that the agent sees a server on port 7105.
+    let srv = net
+        .serve(&net.a, &[&t, "udp-server", &addr, "1", "1", "8"])
+        .unwrap();
+    net.run(&net.b, &[], &[&t, "udp-client", &addr, "1", "8", "1"])
+        .unwrap();
+    srv.finish().unwrap();
+    agent.wait_for("the server flow on 7105", WAIT, |p| {
+        (sum(
+            p,
+            "flowscope.flow.packets",
+            &[("flowscope.flow.role", "server"), ("network.local.port", "7105")],
+        ) >= 1.0)
+            .then_some(())
+    });
+    net.drop_input(&net.a, "udp dport 7105 counter").unwrap();
+    // 40 datagrams, each from a socket of its own (a port of its own).
+    let spray = format!("for i in $(seq 40); do printf x > /dev/udp/{server}/7105; done");
+    net.run(&net.b, &[], &["bash", "-c", &spray]).unwrap();
+    assert_eq!(nft_dropped(&net, &net.a), 40);
+    agent.wait_for("40 firewall drops on the client's flow", WAIT, |p| {
+        (client_drops(p, &server, 7105, "NETFILTER_DROP") >= 40.0).then_some(())
+    });
+    let p = agent.points();
+    assert_eq!(client_drops(&p, &server, 7105, "NETFILTER_DROP"), 40.0);
+    let full = sum(
+        &p,
+        "flowscope.events.lost",
+        &[("flowscope.source", "ebpf.drops"), ("flowscope.reason", "map_full")],
+    );
+    assert_eq!(full, 0.0);
+}

@@ -354,6 +354,17 @@ impl EbpfReceiver {
             if let Some(sink) = destinations.sink() {
                 offer_destinations(sink, &batch);
             }
+            // The drop program tells clients from servers by the ports
+            // servers listen on.
+            if let Some(d) = drops.as_mut() {
+                d.listen(
+                    batch
+                        .flows
+                        .iter()
+                        .filter(|f| f.role == flowscope_model::Role::Server)
+                        .map(|f| f.local.port()),
+                );
+            }
             let n = batch.flows.len() as u64;
             if tx.blocking_send(batch).is_err() {
                 // The pipeline is gone (shutting down): what this batch held

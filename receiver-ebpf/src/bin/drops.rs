@@ -59,6 +59,13 @@ static DROP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_coun
 /// flow.
 #[map]
 static DROPS_BY_REASON: PerCpuArray<u64> = PerCpuArray::with_max_entries(257, 0);
+/// Ports a local server listens on (any namespace), as user space learns
+/// them from the connection table: they tell which end of a packet is the
+/// server where the ephemeral range cannot (a namespace may hand out
+/// client ports outside the host's `ip_local_port_range`). The value is
+/// unused.
+#[map]
+static LISTEN_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(4096, 0);
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -107,6 +114,12 @@ fn ephemeral(port: u16) -> bool {
     let lo = frozen(&DROP_OFFSETS.ephemeral_low);
     let hi = frozen(&DROP_OFFSETS.ephemeral_high);
     port >= lo && port <= hi
+}
+
+/// Whether a local server listens on `port` ([`LISTEN_PORTS`]).
+#[inline(always)]
+fn listening(port: u16) -> bool {
+    LISTEN_PORTS.get_ptr(&port).is_some()
 }
 
 /// The packet's addresses, ports and protocol into `key`; leaves family 0
@@ -182,11 +195,19 @@ fn ports(l4: u64, key: &mut DropKey) {
                 u16::from_be_bytes([p[0], p[1]]),
                 u16::from_be_bytes([p[2], p[3]]),
             );
-            // The client's ephemeral port is no flow's: leave it out of the
-            // key (see DropOffsets::ephemeral_low).
+            // The client's port is no flow's: leave it out of the key. The
+            // client's is the one in the host's ephemeral range (see
+            // DropOffsets::ephemeral_low); when that does not tell, the one
+            // that is not a local listener's. Else both stay.
             let (es, ed) = (ephemeral(s), ephemeral(d));
-            key.sport = if es && !ed { 0 } else { s };
-            key.dport = if ed && !es { 0 } else { d };
+            let (client_s, client_d) = if es != ed {
+                (es, ed)
+            } else {
+                let (ls, ld) = (listening(s), listening(d));
+                (ld && !ls, ls && !ld)
+            };
+            key.sport = if client_s { 0 } else { s };
+            key.dport = if client_d { 0 } else { d };
         }
         Err(_) => bump(drop_counter::READ_ERROR),
     }

@@ -86,11 +86,19 @@ pub struct DropSettings {
 /// Slots of `DROPS_BY_REASON`: reasons 0-255 and one for the rest.
 const BY_REASON_SLOTS: u32 = 257;
 
+/// How long a listening port learned from a server flow is kept without
+/// another (as `LocalServices` keeps learned listeners).
+const LISTEN_TTL: Duration = Duration::from_secs(600);
+
 /// The loaded drop program and what user space remembers of its map.
 pub struct DropsProgram {
     /// Keeps the program and its link alive.
     _ebpf: Ebpf,
     drops: BpfHashMap<MapData, DropKey, u64>,
+    /// The kernel's `LISTEN_PORTS`: ports local servers listen on.
+    listen_ports: BpfHashMap<MapData, u16, u8>,
+    /// Those ports and when a server flow last showed each.
+    listeners: HashMap<u16, Instant>,
     counters: PerCpuArray<MapData, u64>,
     counters_last: [u64; drop_counter::COUNT as usize],
     /// Drops counted by reason alone when `DROPS` was full, and their last
@@ -157,6 +165,7 @@ impl DropsProgram {
             .map_err(DropsError::Program)?;
         prog.attach().map_err(DropsError::Program)?;
         let drops = take(&mut ebpf, "DROPS")?;
+        let listen_ports = take(&mut ebpf, "LISTEN_PORTS")?;
         let counters = take(&mut ebpf, "DROP_COUNTERS")?;
         let by_reason = take(&mut ebpf, "DROPS_BY_REASON")?;
         tracing::info!(
@@ -167,6 +176,8 @@ impl DropsProgram {
         Ok(Self {
             _ebpf: ebpf,
             drops,
+            listen_ports,
+            listeners: HashMap::new(),
             counters,
             counters_last: [0; drop_counter::COUNT as usize],
             by_reason,
@@ -175,6 +186,37 @@ impl DropsProgram {
             idle: settings.interval * 2,
             reasons,
         })
+    }
+
+    /// Learns the ports local servers listen on from an interval's server
+    /// flows (their local ports), for the program to tell the client's
+    /// port from the server's where the ephemeral range cannot: a network
+    /// namespace may hand out client ports outside the host's range, and
+    /// without this every connection's drop would be its own key. A port
+    /// no server flow showed for [`LISTEN_TTL`] is forgotten. When the
+    /// kernel map is full (4,096 ports), a new port is not learned: its
+    /// drops are still counted, with both ports in their key.
+    pub fn listen(&mut self, ports: impl IntoIterator<Item = u16>) {
+        let now = Instant::now();
+        for port in ports {
+            if port == 0 {
+                continue;
+            }
+            if self.listeners.insert(port, now).is_none()
+                && self.listen_ports.insert(port, 0, 0).is_err()
+            {
+                self.listeners.remove(&port);
+                tracing::debug!(port, "listening ports map full; port not learned");
+            }
+        }
+        let map = &mut self.listen_ports;
+        self.listeners.retain(|port, seen| {
+            let keep = now.duration_since(*seen) < LISTEN_TTL;
+            if !keep {
+                let _ = map.remove(port);
+            }
+            keep
+        });
     }
 
     /// The drops counted since the last read, named; deletes kernel
