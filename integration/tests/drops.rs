@@ -253,7 +253,10 @@ fn client_ports_outside_the_host_range_share_one_key_by_the_listening_port() {
         (sum(
             p,
             "flowscope.flow.packets",
-            &[("flowscope.flow.role", "server"), ("network.local.port", "7105")],
+            &[
+                ("flowscope.flow.role", "server"),
+                ("network.local.port", "7105"),
+            ],
         ) >= 1.0)
             .then_some(())
     });
@@ -270,7 +273,10 @@ fn client_ports_outside_the_host_range_share_one_key_by_the_listening_port() {
     let full = sum(
         &p,
         "flowscope.events.lost",
-        &[("flowscope.source", "ebpf.drops"), ("flowscope.reason", "map_full")],
+        &[
+            ("flowscope.source", "ebpf.drops"),
+            ("flowscope.reason", "map_full"),
+        ],
     );
     assert_eq!(full, 0.0);
 }
