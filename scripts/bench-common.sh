@@ -71,19 +71,34 @@ load_server_start() {
   local name=$1 kind=${2:-}
   ip netns exec "$SNS" "$BIN/flowscope-load" "${kind}server" "$SIP:$PORT" 4 > "$TMP/server.out" 2> "$TMP/server.err" &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q listening "$TMP/server.out" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "$name: server did not start: $(cat "$TMP/server.err")" >&2
-  exit 1
+  bench_await "$SERVER_PID" "$TMP/server" listening "$name: the server"
 }
 
 # load_server_stop: stops the server load_server_start started.
 load_server_stop() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  bench_stop "$SERVER_PID"
   SERVER_PID=
+}
+
+# bench_await PID BASE WORD WHAT: waits up to 10 s for process PID to print
+# WORD into BASE.out; if it does not (or dies first), says so with BASE.err
+# and exits.
+bench_await() {
+  local pid=$1 base=$2 word=$3 what=$4
+  for _ in $(seq 200); do
+    grep -q "$word" "$base.out" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$what did not start: $(cat "$base.err" 2>/dev/null)" >&2
+  exit 1
+}
+
+# bench_stop PID: stops a process this script started (none: nothing).
+bench_stop() {
+  [ -n "$1" ] || return 0
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
 }
 
 # bench_cleanup PID...: what every benchmark's exit trap does: stops the
@@ -93,9 +108,7 @@ load_server_stop() {
 bench_cleanup() {
   local p
   for p in "$@"; do
-    [ -n "$p" ] || continue
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+    bench_stop "$p"
   done
   if [ -n "${BPF_STATS_WAS:-}" ]; then
     sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_WAS" || true

@@ -193,18 +193,11 @@ metric_sum() {
 floor_start() {
   "$BIN/flowscope-floor" "$HOOKS" > "$TMP/floor.out" 2> "$TMP/floor.err" &
   FLOOR_PID=$!
-  for _ in $(seq 200); do
-    grep -q attached "$TMP/floor.out" 2>/dev/null && return 0
-    kill -0 "$FLOOR_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "bench-load.sh: flowscope-floor did not start: $(cat "$TMP/floor.err")" >&2
-  exit 1
+  bench_await "$FLOOR_PID" "$TMP/floor" attached "bench-load.sh: flowscope-floor"
 }
 
 floor_stop() {
-  kill "$FLOOR_PID" 2>/dev/null || true
-  wait "$FLOOR_PID" 2>/dev/null || true
+  bench_stop "$FLOOR_PID"
   FLOOR_PID=
 }
 

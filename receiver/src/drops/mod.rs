@@ -28,6 +28,7 @@ use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
 use flowscope_model::Telemetry;
 use flowscope_model::Transport;
 use flowscope_model::internal_events::{EventsLost, LossReason, Source};
+use flowscope_model::local::LEARNED_TTL;
 use hashbrown::HashMap;
 use thiserror::Error;
 
@@ -85,10 +86,6 @@ pub struct DropSettings {
 
 /// Slots of `DROPS_BY_REASON`: reasons 0-255 and one for the rest.
 const BY_REASON_SLOTS: u32 = 257;
-
-/// How long a listening port learned from a server flow is kept without
-/// another (as `LocalServices` keeps learned listeners).
-const LISTEN_TTL: Duration = Duration::from_secs(600);
 
 /// The loaded drop program and what user space remembers of its map.
 pub struct DropsProgram {
@@ -193,9 +190,10 @@ impl DropsProgram {
     /// port from the server's where the ephemeral range cannot: a network
     /// namespace may hand out client ports outside the host's range, and
     /// without this every connection's drop would be its own key. A port
-    /// no server flow showed for [`LISTEN_TTL`] is forgotten. When the
-    /// kernel map is full (4,096 ports), a new port is not learned: its
-    /// drops are still counted, with both ports in their key.
+    /// no server flow showed for [`LEARNED_TTL`] is forgotten, as
+    /// `LocalServices` forgets a learned listener. When the kernel map is
+    /// full (4,096 ports), a new port is not learned: its drops are still
+    /// counted, with both ports in their key.
     pub fn listen(&mut self, ports: impl IntoIterator<Item = u16>) {
         let now = Instant::now();
         for port in ports {
@@ -211,7 +209,7 @@ impl DropsProgram {
         }
         let map = &mut self.listen_ports;
         self.listeners.retain(|port, seen| {
-            let keep = now.duration_since(*seen) < LISTEN_TTL;
+            let keep = now.duration_since(*seen) < LEARNED_TTL;
             if !keep {
                 let _ = map.remove(port);
             }
