@@ -25,7 +25,12 @@ set -e
 # them longer).
 scripts/fuzz.sh "${FLOWSCOPE_FUZZ_SECONDS:-60}" dns_packet
 scripts/fuzz.sh "${FLOWSCOPE_FUZZ_SECONDS_OTHERS:-20}" conntrack_netlink k8s_json config_loader ui_params
-# One closing line over every test binary's result.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+# Closing lines: each failed test with its test binary (CI keeps only the
+# tail of the output), then one line over every test binary's result.
+awk '/^ *Running / { bin = $2 }
+     /^test .* \.\.\. FAILED$/ { printf "FAILED: %s %s\n", bin, $2 }
+     /^---- .* stdout ----$/ { cur = $2 }
+     /panicked at / && cur != "" { line = $0; getline why; printf "  %s: %s %s\n", cur, line, why; cur = "" }
+     /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
