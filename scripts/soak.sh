@@ -18,7 +18,8 @@
 #   - every second, one of the UI's Map, Analytics and Health APIs or the
 #     Prometheus exporter's /metrics is read (each every 4 s).
 # Every --every seconds the agent's VmRSS, open descriptors, threads, CPU
-# ticks and the memlock of its eBPF maps are sampled into
+# ticks, the memlock of its eBPF maps, its heap (in use and held, from the
+# UI's /api/status) and the UI store's series are sampled into
 # target/soak/samples.csv. The summary (target/soak/summary.txt) compares
 # the median RSS of the soak's second quarter (once the UI store is full)
 # with its last quarter, and fits a line through the second half: a
@@ -227,7 +228,16 @@ memlock() {
   echo "$sum"
 }
 
-echo "seconds,rss_kb,fds,threads,cpu_ticks,maps_memlock_bytes" > "$OUT/samples.csv"
+echo "seconds,rss_kb,fds,threads,cpu_ticks,maps_memlock_bytes,heap_in_use_kb,heap_held_kb,ui_series" > "$OUT/samples.csv"
+# The heap (in use by the agent's data, and held from the system) and the
+# UI store's series, from /api/status: RSS that grows while the heap in use
+# stays flat is the allocator keeping freed memory, not data.
+ui_status() {
+  curl -sf -m 10 "http://127.0.0.1:$UI_PORT/api/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(f"{s[\"heap\"][\"in_use_bytes\"] // 1024},{s[\"heap\"][\"held_bytes\"] // 1024},{s[\"series\"]}")' || echo ",,"
+}
 START=$(date +%s)
 reads=0
 next_sample=0
@@ -246,7 +256,7 @@ while [ "$(date +%s)" -lt "$END" ]; do
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$AGENT_PID/status")
     threads=$(awk '/^Threads:/ { print $2 }' "/proc/$AGENT_PID/status")
     fds=$(ls "/proc/$AGENT_PID/fd" | wc -l)
-    echo "$((now - START)),$rss,$fds,$threads,$(proc_ticks "$AGENT_PID"),$(memlock)" >> "$OUT/samples.csv"
+    echo "$((now - START)),$rss,$fds,$threads,$(proc_ticks "$AGENT_PID"),$(memlock),$(ui_status)" >> "$OUT/samples.csv"
     next_sample=$((now + EVERY))
   fi
   sleep 1
@@ -307,14 +317,16 @@ fi
 python3 - "$OUT/samples.csv" "$MAX_GROWTH" "$COMMIT" "$MINUTES" "$RATE/s, $PEERS new peers per 20" "$RETENTION" "$HWM" "$TMP/load.json" "$LOST" "$FAULT_LINE" > "$OUT/summary.txt" <<'PY'
 import csv, json, statistics, sys
 path, max_growth, commit, minutes, rate, retention, hwm, load, lost, faults = sys.argv[1:]
-rows = [dict((k, float(v)) for k, v in r.items()) for r in csv.DictReader(open(path))]
+# A sample whose /api/status read failed has empty heap columns: those
+# columns leave it out.
+rows = [dict((k, float(v)) for k, v in r.items() if v != "") for r in csv.DictReader(open(path))]
 n = len(rows)
 q = max(n // 4, 1)
 second, last = rows[q:2 * q], rows[-q:]
 half = rows[n // 2:]
-def med(rs, k): return statistics.median(r[k] for r in rs)
+def med(rs, k): return statistics.median([r[k] for r in rs if k in r] or [0.0])
 def slope(rs, k):
-    xs = [r["seconds"] for r in rs]; ys = [r[k] for r in rs]
+    xs = [r["seconds"] for r in rs if k in r]; ys = [r[k] for r in rs if k in r]
     if len(xs) < 2: return 0.0
     mx, my = statistics.mean(xs), statistics.mean(ys)
     den = sum((x - mx) ** 2 for x in xs) or 1.0
@@ -334,6 +346,11 @@ verdict = "FLAT" if grow <= float(max_growth) and fd_grow <= 4 and th_grow <= 0 
 print(f"soak of commit {commit}: {minutes} min, {rate} s, UI retention {retention}, {n} samples; {done}")
 print(f"RSS median 2nd quarter {med(second, 'rss_kb') / 1024:.1f} MiB, last quarter {med(last, 'rss_kb') / 1024:.1f} MiB ({grow:+.1f} %), peak (VmHWM) {int(hwm) / 1024:.1f} MiB")
 print(f"RSS trend over the second half: {slope(half, 'rss_kb') * 3600 / 1024:+.2f} MiB/hour")
+print(f"heap in use {med(second, 'heap_in_use_kb') / 1024:.1f} -> {med(last, 'heap_in_use_kb') / 1024:.1f} MiB "
+      f"({slope(half, 'heap_in_use_kb') * 3600 / 1024:+.2f} MiB/hour), held from the system "
+      f"{med(second, 'heap_held_kb') / 1024:.1f} -> {med(last, 'heap_held_kb') / 1024:.1f} MiB "
+      f"({slope(half, 'heap_held_kb') * 3600 / 1024:+.2f} MiB/hour); UI store series "
+      f"{med(second, 'ui_series'):.0f} -> {med(last, 'ui_series'):.0f}")
 print(f"descriptors {med(second, 'fds'):.0f} -> {med(last, 'fds'):.0f}, threads {med(second, 'threads'):.0f} -> {med(last, 'threads'):.0f}, "
       f"eBPF maps {med(second, 'maps_memlock_bytes') / 1048576:.1f} -> {med(last, 'maps_memlock_bytes') / 1048576:.1f} MiB")
 print(f"agent CPU {100 * cpu:.1f} % of a core on average")

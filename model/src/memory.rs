@@ -136,9 +136,50 @@ impl MemoryPressure {
     }
 }
 
+/// The heap as glibc's allocator reports it (`mallinfo2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes in allocated chunks of every arena plus chunks served by
+    /// `mmap`: what the agent's own data structures take.
+    pub in_use: u64,
+    /// Bytes the allocator holds from the system: every arena's size plus
+    /// the `mmap`ed chunks. `held - in_use` is freed memory the allocator
+    /// keeps (fragmentation, or room it reuses); a resident size that
+    /// grows while `in_use` stays flat is that, not a structure that
+    /// keeps entries.
+    pub held: u64,
+}
+
+/// Measures the heap. `mallinfo2` walks every arena under its lock: a few
+/// microseconds, so it is for once-per-check or once-per-request use, not
+/// per flow.
+pub fn heap() -> Heap {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's
+    // statistics (under its own locks).
+    let m = unsafe { libc::mallinfo2() };
+    Heap {
+        in_use: (m.uordblks + m.hblkhd) as u64,
+        held: (m.arena + m.hblkhd) as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heap_counts_a_large_allocation_while_it_lives() {
+        let before = heap();
+        let block = vec![1u8; 64 << 20];
+        let during = heap();
+        // Other tests' threads allocate and free meanwhile: a margin of
+        // 16 MiB, far above what any of them holds.
+        assert!(during.in_use >= before.in_use + (48 << 20), "{before:?} -> {during:?}");
+        assert!(during.held >= during.in_use, "{during:?}");
+        drop(block);
+        let after = heap();
+        assert!(after.in_use + (48 << 20) <= during.in_use, "{during:?} -> {after:?}");
+    }
 
     #[test]
     fn admits_while_normal_and_within_the_room_and_counts_what_it_admitted() {

@@ -83,10 +83,7 @@ impl Limits {
 
 /// Bytes of heap in use.
 pub fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's
-    // statistics (under its own locks).
-    let m = unsafe { libc::mallinfo2() };
-    (m.uordblks + m.hblkhd) as u64
+    flowscope_model::memory::heap().in_use
 }
 
 /// Returns freed heap memory to the system.

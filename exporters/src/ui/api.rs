@@ -432,6 +432,7 @@ fn keys(ui: &Ui, st: &Store) -> Json {
 }
 
 fn status(ui: &Ui, st: &Store) -> Json {
+    let heap = flowscope_model::memory::heap();
     json!({
         "latest_ms": st.latest() / MS,
         "oldest_ms": if st.oldest() == u64::MAX { 0 } else { st.oldest() / MS },
@@ -441,6 +442,13 @@ fn status(ui: &Ui, st: &Store) -> Json {
         "dropped_points": st.dropped(),
         "retention_seconds": ui.config.retention.as_secs(),
         "full_resolution_seconds": ui.config.full_resolution.as_secs(),
+        // The agent's heap (glibc's `mallinfo2`): in use by its data, and
+        // held from the system; a soak tells fragmentation from a growing
+        // structure by the two.
+        "heap": {
+            "in_use_bytes": heap.in_use,
+            "held_bytes": heap.held,
+        },
         // Requests and connections this server refused, by reason.
         "refused": ui
             .refused()
