@@ -236,7 +236,8 @@ ui_status() {
   curl -sf -m 10 "http://127.0.0.1:$UI_PORT/api/status" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-print(f"{s[\"heap\"][\"in_use_bytes\"] // 1024},{s[\"heap\"][\"held_bytes\"] // 1024},{s[\"series\"]}")' || echo ",,"
+h = s["heap"]
+print(h["in_use_bytes"] // 1024, h["held_bytes"] // 1024, s["series"], sep=",")' || echo ",,"
 }
 START=$(date +%s)
 reads=0
