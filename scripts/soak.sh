@@ -103,6 +103,9 @@ UI_PORT=18686
 PROM_PORT=18889
 SINK_PORT=18890
 TMP=$(mktemp -d /tmp/fssoak.XXXXXX)
+# The agent's pinned kernel counters (the restarted agent counts what the
+# killed one had not delivered); removed at the end.
+PINS=/sys/fs/bpf/flowscope-soak-$$
 AGENT_PID=
 SERVER_PID=
 LOAD_PID=
@@ -113,6 +116,7 @@ mkdir -p "$OUT"
 sink_pid() { cat "$TMP/sink.pid" 2>/dev/null || true; }
 cleanup() {
   bench_cleanup "$LOAD_PID" "$UDP_PID" "$KILLER_PID" "$AGENT_PID" "$SERVER_PID" "$(sink_pid)"
+  rm -rf "$PINS"
 }
 trap cleanup EXIT INT TERM
 
@@ -126,6 +130,7 @@ receivers:
   ebpf:
     collection_interval: 10s
     nat: {enabled: true}
+    pin_directory: $PINS
   dns:
     collection_interval: 10s
 processors:
@@ -309,7 +314,8 @@ print(f"fault suite: sink SIGKILLed {kills} times; {s['requests']} requests rece
       f"({s['repeated']} sent again after a kill), {s['points']} points; "
       f"{s['closed']} of {completed} connections counted at the sink, {missing} missing "
       f"({missing / rate:.1f} s of load; the restarted agent was running {int(attached) - int(killed)} s "
-      f"after the SIGKILL); flowscope.events.lost reported: "
+      f"after the SIGKILL; counted by it: {s['lost'].get('ebpf.tcp/agent_restart', 0)} connection ends, "
+      f"two per connection: client and server are both on this host); flowscope.events.lost reported: "
       f"{', '.join(f'{k} {v}' for k, v in s['lost'].items()) or 'none'}")
 PY
 )

@@ -127,6 +127,8 @@ pub struct Agent {
     sources: Vec<JoinHandle<()>>,
     self_stop: watch::Sender<bool>,
     self_task: JoinHandle<()>,
+    /// Hands the allocator's free memory back once per interval.
+    heap_task: JoinHandle<()>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterHandle>,
     /// The self-telemetry interval: the shortest receiver interval (10 s at
@@ -270,6 +272,7 @@ impl Agent {
 
         // The agent's own telemetry, once per (shortest) interval.
         let (self_stop, self_stop_rx) = watch::channel(false);
+        let heap_task = tokio::spawn(release_heap(interval, self_stop_rx.clone()));
         let self_task = tokio::spawn(self_telemetry(
             telemetry,
             interval,
@@ -282,6 +285,7 @@ impl Agent {
             sources,
             self_stop,
             self_task,
+            heap_task,
             pipelines,
             exporters: exporters.into_values().collect(),
             interval,
@@ -309,6 +313,7 @@ impl Agent {
         // Only now is every count of the last interval in: report them.
         let _ = self.self_stop.send(true);
         let _ = self.self_task.await;
+        let _ = self.heap_task.await;
         for p in self.pipelines {
             let _ = p.await;
         }
@@ -392,6 +397,23 @@ async fn run_pipeline(
         }
     }
     info!(pipeline = %name, "pipeline drained");
+}
+
+/// Once per interval, after the interval's peak (its batch processed and
+/// encoded, the UI's queries), hands the allocator's free memory back to
+/// the system ([`flowscope_model::memory::release_free`]), on the blocking
+/// pool.
+async fn release_heap(interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = tokio::task::spawn_blocking(flowscope_model::memory::release_free).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn self_telemetry(

@@ -386,7 +386,24 @@ impl Agent {
         Ok(status)
     }
 
-    /// Every point written so far.
+    /// SIGKILLs the agent (nothing is flushed) and waits for it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("agent gone"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        self.log()
+    }
+
     /// The agent's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         let child = self.child.as_ref().ok_or_else(|| anyhow!("agent gone"))?;

@@ -346,6 +346,7 @@ fn daemonset_has_the_agents_capabilities_and_mounts() {
             "/run/netns",
             "/etc/flowscope",
             "/var/lib/flowscope",
+            "/sys/fs/bpf",
         ] {
             assert!(mounts.contains(m), "{dir}: {m} not mounted: {mounts:?}");
         }

@@ -109,6 +109,10 @@ pub enum LossReason {
     /// A DNS lookup whose local process could not be found: reported with
     /// `service.name=unknown_service`.
     OwnerUnknown,
+    /// The previous agent stopped (killed) before it delivered these
+    /// events; counted by the agent started after it, from the kernel
+    /// counters pinned in the `ebpf` receiver's `pin_directory`.
+    AgentRestart,
 }
 
 impl LossReason {
@@ -134,6 +138,7 @@ impl LossReason {
             LossReason::OwnerUnknown => names::dns::REASON_OWNER_UNKNOWN,
             LossReason::HttpError => "http_error",
             LossReason::MemoryLimit => names::memory::REASON_MEMORY_LIMIT,
+            LossReason::AgentRestart => "agent_restart",
         }
     }
 }

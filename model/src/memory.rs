@@ -150,6 +150,22 @@ pub struct Heap {
     pub held: u64,
 }
 
+/// Returns the free memory the allocator holds to the system
+/// (`malloc_trim(0)`: the free pages inside every arena, not only at their
+/// tops). glibc keeps what a thread freed in that thread's arena, and the
+/// agent's peaks (an interval's batch encoded for every exporter, a UI
+/// query over the whole store) run on whichever blocking thread is free:
+/// without this, each arena keeps its own peak, and the resident size grows
+/// to several times the heap in use (docs/reliability.md). Blocking: it
+/// walks every arena under its lock, milliseconds with hundreds of MiB
+/// free; run it off the async workers.
+pub fn release_free() {
+    // SAFETY: malloc_trim only releases free memory the allocator holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Measures the heap. `mallinfo2` walks every arena under its lock: a few
 /// microseconds, so it is for once-per-check or once-per-request use, not
 /// per flow.
@@ -174,11 +190,17 @@ mod tests {
         let during = heap();
         // Other tests' threads allocate and free meanwhile: a margin of
         // 16 MiB, far above what any of them holds.
-        assert!(during.in_use >= before.in_use + (48 << 20), "{before:?} -> {during:?}");
+        assert!(
+            during.in_use >= before.in_use + (48 << 20),
+            "{before:?} -> {during:?}"
+        );
         assert!(during.held >= during.in_use, "{during:?}");
         drop(block);
         let after = heap();
-        assert!(after.in_use + (48 << 20) <= during.in_use, "{during:?} -> {after:?}");
+        assert!(
+            after.in_use + (48 << 20) <= during.in_use,
+            "{during:?} -> {after:?}"
+        );
     }
 
     #[test]

@@ -123,6 +123,15 @@ pub struct EbpfReceiverConfig {
     pub nat: NatConfig,
     /// Kernel drop reasons per flow; see [`DropsConfig`].
     pub drops: DropsConfig,
+    /// A directory on the BPF file system (`/sys/fs/bpf/flowscope`, say)
+    /// where the receiver pins its kernel counters. They then outlive the
+    /// process: an agent started after one that was killed (SIGKILL, OOM)
+    /// counts the connection ends the killed one had not delivered as
+    /// `flowscope.events.lost{flowscope.reason=agent_restart}`, and the
+    /// kernel's counts it had not reported yet (docs/reliability.md).
+    /// Default: none (nothing pinned; such a loss goes uncounted). One
+    /// agent at a time per directory: a second one is refused.
+    pub pin_directory: Option<std::path::PathBuf>,
 }
 
 /// `ebpf.drops`: count the packets the kernel drops (`skb:kfree_skb`)
@@ -231,6 +240,15 @@ impl EbpfReceiverConfig {
                     .to_owned(),
             );
         }
+        if let Some(dir) = &self.pin_directory
+            && !dir.is_absolute()
+        {
+            return Err(format!(
+                "pin_directory {} is not an absolute path (a directory on the BPF file \
+                 system, such as /sys/fs/bpf/flowscope)",
+                dir.display()
+            ));
+        }
         Ok(self)
     }
 }
@@ -249,6 +267,7 @@ impl Default for EbpfReceiverConfig {
             duration_buckets: flowscope_model::hist::DURATION_BOUNDS.to_vec(),
             nat: NatConfig::default(),
             drops: DropsConfig::default(),
+            pin_directory: None,
         }
     }
 }

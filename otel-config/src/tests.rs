@@ -101,6 +101,25 @@ fn default_config_loads_with_documented_values() {
 }
 
 #[test]
+fn a_relative_pin_directory_is_refused() {
+    let text = format!(
+        "receivers:
+  ebpf:
+    pin_directory: flowscope
+exporters:
+  console:
+{SERVICE}"
+    );
+    let e = err(&text);
+    assert!(
+        e.starts_with("config.yaml:")
+            && e.contains("receivers.ebpf")
+            && e.contains("pin_directory flowscope is not an absolute path"),
+        "{e}"
+    );
+}
+
+#[test]
 fn command_line_needs_process_granularity() {
     let text = format!(
         "receivers:
@@ -132,6 +151,7 @@ fn ebpf_receiver_reads_every_field() {
     include_command_line: true
     rtt_buckets: [0.001, 0.01]
     duration_buckets: [1, 60]
+    pin_directory: /sys/fs/bpf/flowscope
 exporters:
   console:
 {SERVICE}"
@@ -151,6 +171,7 @@ exporters:
             duration_buckets: vec![1.0, 60.0],
             nat: Default::default(),
             drops: Default::default(),
+            pin_directory: Some("/sys/fs/bpf/flowscope".into()),
         })
     );
     // `console:` with no value means all defaults, as in the Collector.
@@ -175,7 +196,7 @@ exporters:
         err(&text),
         "config.yaml:4:5: receivers.ebpf.colection_interval: unknown field `colection_interval`, \
          expected one of collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-         resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops"
+         resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops, pin_directory"
     );
     let e = load(&text).unwrap_err();
     assert!(matches!(
@@ -567,7 +588,7 @@ fn load_file_names_the_file() {
         format!(
             "{}:3:5: receivers.ebpf.bogus: unknown field `bogus`, expected one of \
              collection_interval, max_tracked_flows, ring_buffer_bytes, tcp, udp, \
-             resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops",
+             resource_granularity, include_command_line, rtt_buckets, duration_buckets, nat, drops, pin_directory",
             path.display()
         )
     );

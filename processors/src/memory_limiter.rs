@@ -86,14 +86,6 @@ pub fn heap_in_use() -> u64 {
     flowscope_model::memory::heap().in_use
 }
 
-/// Returns freed heap memory to the system.
-fn trim() {
-    // SAFETY: malloc_trim only releases free memory the allocator holds.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Memory available to the agent: the cgroup v2 limit when set, else the
 /// host's total.
 pub fn available_memory() -> u64 {
@@ -261,7 +253,7 @@ fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &At
         let (before, n) = pressure.set(now, room);
         admitted = n;
         if now == Pressure::Hard {
-            trim();
+            flowscope_model::memory::release_free();
             if before != Pressure::Hard {
                 tracing::warn!(
                     heap_bytes = heap,

@@ -103,7 +103,7 @@ static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, BPF_F_NO_PRE
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 #[map]
 static UDP_FLOWS: HashMap<UdpKey, UdpStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 /// Processes already announced to user space (tgid -> 1). LRU: a process

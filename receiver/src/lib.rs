@@ -31,10 +31,12 @@ pub mod dns;
 pub mod drops;
 pub mod floor;
 pub mod loader;
+mod mount;
 pub mod netns;
 pub mod offsets;
 pub mod path;
 pub mod process;
+pub mod resume;
 pub mod source_addr;
 pub mod tracefs;
 
@@ -43,7 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flowscope_common::{Event, counter};
+use flowscope_common::{Event, counter, event_kind};
 use flowscope_model::destinations::{DestinationSink, Destinations, ObservedDestination};
 use flowscope_model::internal_events::{
     EventsLost, EventsReceived, FlowsTracked, LossReason, Source,
@@ -119,6 +121,7 @@ impl ReceiverSettings {
                 // map's size); saturate for settings built in code.
                 max_flows: u32::try_from(config.max_tracked_flows).unwrap_or(u32::MAX),
                 ring_buffer_bytes: config.ring_buffer_bytes,
+                pin_directory: config.pin_directory.clone(),
             },
             collector: CollectorSettings {
                 max_tracked: config.max_tracked_flows,
@@ -162,6 +165,8 @@ pub struct EbpfReceiver {
     /// The host's conntrack service this receiver's NAT resolution reads
     /// (`nat.enabled`), held so that it runs as long as the receiver.
     conntrack: Option<Arc<conntrack::Conntrack>>,
+    /// With a `pin_directory`: where each delivered interval is recorded.
+    checkpoint: Option<resume::Checkpoint>,
 }
 
 impl EbpfReceiver {
@@ -191,6 +196,30 @@ impl EbpfReceiver {
     pub fn start_with(settings: ReceiverSettings, ctx: &Context) -> Result<Self, LoadError> {
         let telemetry = ctx.telemetry.clone();
         let loaded = loader::load(&settings.load)?;
+        let mut counters_last = [0; counter::COUNT as usize];
+        let mut checkpoint = None;
+        if let (Some(dir), Some(h)) = (&settings.load.pin_directory, &loaded.handover) {
+            if h.lost > 0 {
+                match h.previous {
+                    Some(pid) => tracing::warn!(
+                        "the previous agent (pid {pid}) stopped without delivering {} connection ends; counted as lost (agent_restart)",
+                        h.lost
+                    ),
+                    None => tracing::info!(
+                        "{} connection ends came after the previous agent's last interval; counted as lost (agent_restart)",
+                        h.lost
+                    ),
+                }
+            }
+            telemetry.emit(EventsLost::new(
+                Source::EbpfTcp,
+                LossReason::AgentRestart,
+                h.lost,
+            ));
+            // The kernel's counts go on from the previous agent's reports.
+            counters_last = h.reported;
+            checkpoint = Some(resume::Checkpoint::new(dir, h));
+        }
         // Drops are an addition to the flows: a kernel that does not load
         // the program still gets its flows, with one warning.
         let drops = settings
@@ -212,10 +241,11 @@ impl EbpfReceiver {
                 .with_memory(ctx.memory.clone()),
             telemetry,
             interval: settings.interval,
-            counters_last: [0; counter::COUNT as usize],
+            counters_last,
             destinations: ctx.destinations.clone(),
             drops,
             conntrack: None,
+            checkpoint,
         })
     }
 
@@ -263,6 +293,7 @@ impl EbpfReceiver {
             destinations,
             mut drops,
             conntrack: _conntrack,
+            checkpoint,
         } = self;
         let Loaded {
             ebpf: _ebpf,
@@ -270,9 +301,12 @@ impl EbpfReceiver {
             mut udp_flows,
             udp_owners,
             events: mut ring,
-            counters,
+            mut counters,
             hooks: _,
+            handover: _,
         } = loaded;
+        // Connection ends read from the ring buffer so far.
+        let mut ended: u64 = 0;
         let wake = RingWake::new(ring.as_raw_fd()).map_err(RunError::RingBuffer)?;
         let mut start = SystemTime::now();
         let mut next = Instant::now() + interval;
@@ -286,7 +320,7 @@ impl EbpfReceiver {
                 }
                 wake.wait((next - now).min(DRAIN_EVERY))
                     .map_err(RunError::RingBuffer)?;
-                drain(&mut ring, &mut collector, &telemetry);
+                ended += drain(&mut ring, &mut collector, &telemetry);
                 last = stop.load(Ordering::Acquire);
             }
             // The next interval ends one interval after this one's planned
@@ -300,7 +334,7 @@ impl EbpfReceiver {
             // Close events that precede this read belong to this interval;
             // the NAT entries of what the maps hold now are read first.
             collector.catch_up_nat();
-            drain(&mut ring, &mut collector, &telemetry);
+            ended += drain(&mut ring, &mut collector, &telemetry);
             for item in conns.iter() {
                 match item {
                     Ok((sk, c)) => collector.on_conn(sk, &c),
@@ -341,6 +375,8 @@ impl EbpfReceiver {
                 collector.on_drops(d.read(&telemetry));
             }
             report_counters(&counters, &mut counters_last, &telemetry);
+            // Every connection end read so far is in this batch.
+            let delivered = ended;
             telemetry.emit(FlowsTracked {
                 count: collector.tracked(),
             });
@@ -371,6 +407,20 @@ impl EbpfReceiver {
                 // cannot be delivered; say so in the count.
                 telemetry.emit(EventsLost::new(Source::Ebpf, LossReason::PipelineClosed, n));
                 return Ok(());
+            }
+            if let Some(c) = &checkpoint {
+                let saved = c.save(&mut counters, &counters_last, delivered);
+                let released = if last {
+                    c.release(&mut counters)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = saved.and(released) {
+                    tracing::warn!(
+                        "the pinned counters were not updated (a restart may count this interval as lost): {}",
+                        flowscope_model::errors::error_chain(&e)
+                    );
+                }
             }
             if last {
                 return Ok(());
@@ -457,11 +507,15 @@ fn offer_destinations(sink: &DestinationSink, batch: &FlowBatch) {
     }
 }
 
+/// Reads every waiting record into the collector; returns how many were
+/// connection ends (`CLOSE`, `FAILED`: what the kernel counts as
+/// `CONNS_ENDED`).
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     collector: &mut Collector,
     telemetry: &Telemetry,
-) {
+) -> u64 {
+    let mut ended = 0;
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<Event>() {
             telemetry.emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1));
@@ -470,8 +524,12 @@ fn drain(
         // SAFETY: the kernel side writes whole `Event`s (repr(C), integers
         // only); the length was checked; read_unaligned copes with alignment.
         let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        if ev.kind == event_kind::CLOSE || ev.kind == event_kind::FAILED {
+            ended += 1;
+        }
         collector.on_event(&ev);
     }
+    ended
 }
 
 /// Turns the kernel's per-CPU counters into self-telemetry deltas.

@@ -43,6 +43,8 @@ static FLOWS_OBJECT: &[u8] =
 pub enum LoadError {
     #[error(transparent)]
     Privileges(#[from] crate::capabilities::MissingCapabilities),
+    #[error(transparent)]
+    Resume(#[from] crate::resume::ResumeError),
     #[error("cannot read the kernel layout flowscope relies on")]
     Offsets(#[from] OffsetsError),
     #[error("the kernel rejected flowscope's eBPF object")]
@@ -105,6 +107,8 @@ pub struct LoadOptions {
     pub max_flows: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Where `COUNTERS` is pinned (bpffs), if anywhere: see [`crate::resume`].
+    pub pin_directory: Option<PathBuf>,
 }
 
 /// The loaded programs and the maps user space reads.
@@ -118,6 +122,9 @@ pub struct Loaded {
     pub counters: PerCpuArray<MapData, u64>,
     /// Which tracepoint programs are attached.
     pub hooks: Hooks,
+    /// With a `pin_directory`: what the previous agent left in the pinned
+    /// counters, read before this agent's programs were attached.
+    pub handover: Option<crate::resume::Handover>,
 }
 
 /// The kind of tracepoint programs attached.
@@ -208,15 +215,36 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         tcp: u32::from(opts.tcp),
         udp: u32::from(opts.udp),
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("OFFSETS", &offsets, true)
         .override_global("SETTINGS", &settings, true)
         .map_max_entries("CONNS", opts.max_flows)
         .map_max_entries("UDP_FLOWS", opts.max_flows)
         .map_max_entries("UDP_OWNERS", opts.max_flows)
-        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-        .load(FLOWS_OBJECT)
-        .map_err(LoadError::Load)?;
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+    if let Some(dir) = &opts.pin_directory {
+        crate::resume::prepare(dir)?;
+        // Opened when pinned already, else created and pinned.
+        loader.map_pin_path("COUNTERS", crate::resume::pin_path(dir));
+    }
+    let mut ebpf = loader.load(FLOWS_OBJECT).map_err(LoadError::Load)?;
+    // Before any program is attached: no connection end is counted while
+    // the previous agent's leftovers are read.
+    let handover = match &opts.pin_directory {
+        Some(dir) => {
+            let map = ebpf
+                .map_mut("COUNTERS")
+                .ok_or(LoadError::MissingMap("COUNTERS"))?;
+            let mut counters =
+                PerCpuArray::<_, u64>::try_from(map).map_err(|source| LoadError::Map {
+                    name: "COUNTERS",
+                    source,
+                })?;
+            Some(crate::resume::take_over(&mut counters, dir)?)
+        }
+        None => None,
+    };
 
     let forced = std::env::var(HOOKS_ENV).is_ok_and(|v| v == "tracepoint");
     let hooks = if forced {
@@ -262,6 +290,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         events: take(&mut ebpf, "EVENTS")?,
         counters: take(&mut ebpf, "COUNTERS")?,
         hooks,
+        handover,
         ebpf,
     })
 }

@@ -71,20 +71,8 @@ pub fn root() -> Result<PathBuf, TracefsError> {
     if let Some(p) = find() {
         return Ok(p);
     }
-    // SAFETY: constant NUL-terminated strings; mount(2) has no other
-    // preconditions, and failure is reported through the return value.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        tracing::info!("mounted tracefs at /sys/kernel/tracing");
-    }
+    // A failure shows below: still nothing found.
+    let _ = crate::mount::mount_fs(c"tracefs", c"/sys/kernel/tracing");
     find().ok_or(TracefsError::NotMounted)
 }
 

@@ -347,7 +347,26 @@ pub mod counter {
     /// UDP_PEERS refused an entry: an unconnected socket's datagram was
     /// counted without its peer (under the unspecified address).
     pub const PEER_MAP_FULL: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Connection ends (`CLOSE` and `FAILED` records) written to the ring
+    /// buffer. With the map pinned, a restarted agent compares it with
+    /// [`REPORTED`]`+CONNS_ENDED` to count what a killed one never
+    /// delivered.
+    pub const CONNS_ENDED: u32 = 8;
+    /// The counters the kernel side writes.
+    pub const COUNT: u32 = 9;
+    /// Slots `REPORTED..REPORTED + COUNT`, written by user space only (in
+    /// the first CPU's value): each counter as far as an agent has
+    /// reported it, and for `CONNS_ENDED` the connection ends it has
+    /// delivered in a batch.
+    pub const REPORTED: u32 = COUNT;
+    /// Written by user space only: the pid of the agent using the map (0:
+    /// none).
+    pub const OWNER: u32 = 2 * COUNT;
+    /// The map's entries.
+    pub const SLOTS: u32 = 2 * COUNT + 1;
+    /// The layout above, in the name of the map's pin: an agent of another
+    /// layout never takes over a pinned map.
+    pub const LAYOUT: u32 = 1;
 }
 
 #[cfg(feature = "user")]
