@@ -134,6 +134,9 @@ async fn run(config: Option<PathBuf>, healthz: Option<String>) -> anyhow::Result
 }
 
 fn main() -> ExitCode {
+    // Before any thread: few malloc arenas keep the resident size near the
+    // heap in use (docs/reliability.md).
+    flowscope_model::memory::limit_arenas();
     // ring is the process's rustls provider: the OTLP log exporter's HTTP
     // client (reqwest, `rustls-no-provider`) takes the process default;
     // everything else names ring itself.

@@ -11,6 +11,19 @@ use flowscope_integration::{Agent, Held, NetPair, Point, sum, traffic};
 const WAIT: Duration = Duration::from_secs(60);
 const DROPS: &str = "flowscope.flow.drops";
 
+/// Every agent's drop program sees every drop on the host, the other
+/// tests' included: one test at a time, so that one test's drops never
+/// fill another's small map (a flake: `map_full` counted in the test of
+/// an 8-entry map while another test's drops ran).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding it poisons it; the next still runs.
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The drops of the client flow to `server:port` with `reason`, sent by
 /// the client (transmit).
 fn client_drops(p: &[Point], server: &str, port: u16, reason: &str) -> f64 {
@@ -82,6 +95,7 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
 /// Health names the client and the server.
 #[test]
 fn firewall_drops_of_udp_count_on_the_client_flow() {
+    let _serial = serial();
     let net = NetPair::new().unwrap();
     let ui_port = free_port();
     let agent = agent_with_ui(ui_port);
@@ -153,6 +167,7 @@ fn firewall_drops_of_udp_count_on_the_client_flow() {
 /// the client's TCP flow.
 #[test]
 fn firewall_drops_of_syns_count_on_the_client_flow() {
+    let _serial = serial();
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
     net.drop_input(&net.a, "tcp dport 7102 counter").unwrap();
@@ -192,6 +207,7 @@ fn firewall_drops_of_syns_count_on_the_client_flow() {
 /// each with NO_SOCKET, counted on the sender's flow.
 #[test]
 fn datagrams_to_a_closed_port_are_no_socket_on_the_sender_flow() {
+    let _serial = serial();
     let net = NetPair::new().unwrap();
     let agent = Agent::start("1s").unwrap();
     let t = traffic();
@@ -222,13 +238,14 @@ fn datagrams_to_a_closed_port_are_no_socket_on_the_sender_flow() {
 /// namespace hands out 10000-20000; the host's is 32768-60999): the port a
 /// local server was seen listening on tells the program which end is the
 /// client, so a client's dropped datagrams share one key whatever their
-/// source ports. 40 datagrams from 40 sockets fit a map of 8 entries, and
+/// source ports. 40 datagrams from 40 sockets fit a map of 16 entries, and
 /// all 40 are counted on the client's flow; none is lost for room.
 #[test]
 fn client_ports_outside_the_host_range_share_one_key_by_the_listening_port() {
+    let _serial = serial();
     let net = NetPair::new().unwrap();
     let agent = Agent::start_with(
-        "receivers:\n  ebpf:\n    collection_interval: 1s\n    drops: {max_tracked: 8}\n\
+        "receivers:\n  ebpf:\n    collection_interval: 1s\n    drops: {max_tracked: 16}\n\
          exporters:\n  file:\n    path: OUTPUT\n\
          service:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n",
     )

@@ -150,6 +150,29 @@ pub struct Heap {
     pub held: u64,
 }
 
+/// The most malloc arenas the agent uses (glibc's default is 8 per core).
+/// Each arena keeps what its threads freed, so each grows to the peak of
+/// the threads that use it; with few arenas the peaks share their free
+/// memory. The agent's threads are mostly idle (a few workers, the
+/// collection threads, the blocking pool), so lock contention between
+/// them is rare.
+pub const ARENAS: i32 = 2;
+
+/// Caps the allocator's arenas at [`ARENAS`], unless the environment
+/// already chose (`MALLOC_ARENA_MAX`, or `GLIBC_TUNABLES` naming
+/// `arena_max`). Call first in `main`, before any thread starts.
+pub fn limit_arenas() {
+    let chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+    if !chosen {
+        // SAFETY: mallopt only sets an allocator parameter; with no other
+        // thread running yet, nothing allocates meanwhile.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+    }
+}
+
 /// Returns the free memory the allocator holds to the system
 /// (`malloc_trim(0)`: the free pages inside every arena, not only at their
 /// tops). glibc keeps what a thread freed in that thread's arena, and the
