@@ -287,10 +287,15 @@ fn resource_upsert_and_attributes_delete_give_exact_bytes_per_merged_series() {
     let agent = Agent::start_with(&config).unwrap();
     let server = net.a_v4();
     // Two connections to two ports of one peer: two series, one once the
-    // port is deleted.
-    net.tcp_exchange(&format!("{server}:5601"), 31337, 100, &[])
+    // port is deleted. Each client lingers a second after its exchange, so
+    // that the agent reads its /proc while it runs: a run that exited
+    // first is named by its 15-byte comm (`flowscope-traff`) when no
+    // earlier run of the program was read, and the two would be two
+    // services (seen once in a full test run).
+    let linger = [("FLOWSCOPE_TRAFFIC_LINGER_MS", "1000")];
+    net.tcp_exchange(&format!("{server}:5601"), 31337, 100, &linger)
         .unwrap();
-    net.tcp_exchange(&format!("{server}:5602"), 4242, 200, &[])
+    net.tcp_exchange(&format!("{server}:5602"), 4242, 200, &linger)
         .unwrap();
     let client_tx = [
         ("flowscope.flow.role", "client"),
