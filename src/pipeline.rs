@@ -382,7 +382,7 @@ async fn run_pipeline(
             }
             // The heap at its busiest: the batch and its encodings held.
             if memory.watched() {
-                memory.note_heap(flowscope_processors::memory_limiter::heap_in_use());
+                memory.note_heap(flowscope_model::memory::heap().in_use);
             }
         })
         .await;

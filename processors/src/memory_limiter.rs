@@ -81,11 +81,6 @@ impl Limits {
     }
 }
 
-/// Bytes of heap in use.
-pub fn heap_in_use() -> u64 {
-    flowscope_model::memory::heap().in_use
-}
-
 /// Memory available to the agent: the cgroup v2 limit when set, else the
 /// host's total.
 pub fn available_memory() -> u64 {
@@ -232,7 +227,7 @@ fn monitor(limits: Limits, every: Duration, pressure: &MemoryPressure, stop: &At
         // if higher: an interval's batch, processed and encoded, is freed
         // again within milliseconds.
         let peak = pressure.take_peak();
-        let heap = heap_in_use().max(peak);
+        let heap = flowscope_model::memory::heap().in_use.max(peak);
         unpaid = if peak > 0 {
             admitted
         } else {
@@ -338,12 +333,12 @@ mod tests {
     #[test]
     fn the_heap_measure_sees_an_allocation() {
         // Other tests of this binary allocate at the same time: margins.
-        let before = heap_in_use();
+        let before = flowscope_model::memory::heap().in_use;
         let big = std::hint::black_box(vec![1_u8; 64 << 20]);
-        let during = heap_in_use();
+        let during = flowscope_model::memory::heap().in_use;
         assert!(during >= before + (48 << 20), "{before} -> {during}");
         drop(big);
-        let after = heap_in_use();
+        let after = flowscope_model::memory::heap().in_use;
         assert!(after + (48 << 20) <= during, "{during} -> {after}");
         assert!(available_memory() > 0);
     }

@@ -375,8 +375,6 @@ impl EbpfReceiver {
                 collector.on_drops(d.read(&telemetry));
             }
             report_counters(&counters, &mut counters_last, &telemetry);
-            // Every connection end read so far is in this batch.
-            let delivered = ended;
             telemetry.emit(FlowsTracked {
                 count: collector.tracked(),
             });
@@ -408,8 +406,10 @@ impl EbpfReceiver {
                 telemetry.emit(EventsLost::new(Source::Ebpf, LossReason::PipelineClosed, n));
                 return Ok(());
             }
+            // Every connection end read so far (`ended`: no drain since
+            // the batch was built) is in the batch the pipeline took.
             if let Some(c) = &checkpoint {
-                let saved = c.save(&mut counters, &counters_last, delivered);
+                let saved = c.save(&mut counters, &counters_last, ended);
                 let released = if last {
                     c.release(&mut counters)
                 } else {
