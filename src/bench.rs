@@ -188,14 +188,18 @@ struct Workload {
 impl Workload {
     fn new(args: &BenchArgs) -> anyhow::Result<Self> {
         let procs = real_processes(args.processes.max(1))?;
-        let udp_flows = args.events / 10;
-        let rest = args.events.saturating_sub(udp_flows + procs.len() as u64);
-        Ok(Workload {
+        Ok(Self::with_processes(procs, args.events, args.peers))
+    }
+
+    fn with_processes(procs: Vec<Proc>, events: u64, peers: u32) -> Self {
+        let udp_flows = events / 10;
+        let rest = events.saturating_sub(udp_flows + procs.len() as u64);
+        Workload {
             connections: (rest / 2).max(1),
             udp_flows,
-            peers: args.peers.max(1),
+            peers: peers.max(1),
             procs,
-        })
+        }
     }
 
     fn records(&self) -> u64 {
@@ -416,4 +420,105 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => println!("{text}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's output for a fixed input, held byte for byte: a
+    //! change that makes the chain or the encoders faster must not change
+    //! what they emit.
+    use super::*;
+
+    /// Processes that cannot exist (pids above `pid_max`'s ceiling of
+    /// 2^22), so attribution falls back to the `comm` on every machine.
+    fn synthetic_processes(n: u32) -> Vec<Proc> {
+        (0..n)
+            .map(|k| {
+                let mut comm = [0u8; 16];
+                let name = format!("svc-{k}");
+                comm[..name.len()].copy_from_slice(name.as_bytes());
+                Proc {
+                    pid: 4_000_000_000 + k,
+                    comm,
+                }
+            })
+            .collect()
+    }
+
+    /// OTLP JSON lines of `intervals` intervals through the collector, the
+    /// default chain and the encoders. The collector's table is a hash map
+    /// with a per-process seed, so its flows are put in a fixed order
+    /// before the chain (the order decides which series overflow).
+    fn fixed_output(events: u64, processes: u32, peers: u32, intervals: u64) -> (Vec<u8>, u64) {
+        let w = Workload::with_processes(synthetic_processes(processes), events, peers);
+        let telemetry = flowscope_model::Telemetry::new();
+        let settings = CollectorSettings {
+            max_tracked: 65_536,
+            granularity: Granularity::Service,
+            include_command_line: false,
+            rtt_bounds: Arc::from(flowscope_model::hist::RTT_BOUNDS),
+            duration_bounds: Arc::from(flowscope_model::hist::DURATION_BOUNDS),
+            ephemeral: (32768, 60999),
+            host: Attrs::new()
+                .with("host.name", "bench-host")
+                .with("os.type", "linux"),
+        };
+        let mut col = Collector::new(settings, telemetry.clone());
+        let mut chain = Chain::new(Vec::new(), telemetry.clone());
+        let mut out = Vec::new();
+        for round in 0..intervals {
+            w.feed(&mut col, round);
+            let mut batch = col.finish(round * 10_000_000_000, (round + 1) * 10_000_000_000);
+            batch.flows.sort_by(|a, b| {
+                (&*a.resource, &a.attrs, a.transport).cmp(&(&*b.resource, &b.attrs, b.transport))
+            });
+            let metrics = chain.process(batch);
+            let enc = flowscope_exporters::encode(&metrics);
+            let line = flowscope_exporters::json::request_to_json(&enc.request).unwrap();
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        let overflow = telemetry.total_matching(FLOWS_OVERFLOW, &Attrs::new());
+        (out, overflow)
+    }
+
+    /// FNV-1a, 64 bits: enough to tell two outputs apart, with no
+    /// dependency for a test.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    const SMALL: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/bench-output-small.jsonl"
+    );
+
+    /// A small workload, every byte in the repository (readable diffs);
+    /// `FLOWSCOPE_BLESS=1` rewrites the file after an intended change.
+    #[test]
+    fn small_workload_output_is_unchanged() {
+        let (out, overflow) = fixed_output(400, 4, 3, 3);
+        assert_eq!(overflow, 0);
+        if std::env::var_os("FLOWSCOPE_BLESS").is_some() {
+            std::fs::write(SMALL, &out).unwrap();
+        }
+        let want = std::fs::read(SMALL).unwrap();
+        assert!(
+            out == want,
+            "the pipeline's output changed; diff it against {SMALL} (FLOWSCOPE_BLESS=1 rewrites it)"
+        );
+    }
+
+    /// The bench's default workload, which overflows the default series
+    /// limit: its 3 intervals (about 18 MB of JSON) held by length and hash.
+    #[test]
+    fn default_workload_output_is_unchanged() {
+        let (out, overflow) = fixed_output(100_000, 50, 20, 3);
+        assert_eq!(
+            (out.len(), fnv1a(&out), overflow),
+            (18_345_580, 6_585_357_855_065_474_152, 12_000)
+        );
+    }
 }
