@@ -5,7 +5,8 @@
 //! groups series by it.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, LazyLock};
 
 /// One attribute value. OTLP allows more kinds; the contract only uses these.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,24 +67,92 @@ impl From<bool> for Value {
 pub type Key = Arc<str>;
 
 /// A sorted, duplicate-free set of attributes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Attrs(Vec<(Key, Value)>);
+///
+/// The pairs are shared: a clone is one reference count, and a change to a
+/// shared set copies it first (copy on write). A flow's attributes are
+/// cloned into every point it makes and every series key that holds them,
+/// so sharing is what keeps those clones cheap. The empty set holds no
+/// allocation.
+///
+/// Each set carries a 128-bit fingerprint of its pairs, kept up to date by
+/// every change: the sum of a seeded hash of each pair, in two lanes of 64
+/// bits with independent seeds. A sum does not depend on the order pairs
+/// were added in, and adding or replacing one pair costs one pair's hash,
+/// whatever the size of the set: the direction a point adds to its flow's
+/// attributes, for example. Hashing a set ([`Hash`]) writes only the
+/// fingerprint, and the cardinality limiter knows a series by it. The
+/// seeds are random for each process (as a `HashMap`'s are), so no input
+/// can be made to collide on purpose; two different sets share a
+/// fingerprint with a chance of about 2^-128.
+#[derive(Clone, Default)]
+pub struct Attrs(Option<Arc<Shared>>);
+
+#[derive(Clone, Default)]
+struct Shared {
+    fingerprint: Fingerprint,
+    pairs: Vec<(Key, Value)>,
+}
+
+/// A set's fingerprint: two independent 64-bit sums (see [`Attrs`]).
+pub type Fingerprint = [u64; 2];
+
+/// The two lanes' seeds, drawn once per process.
+static SEEDS: LazyLock<[foldhash::fast::RandomState; 2]> = LazyLock::new(Default::default);
+
+fn pair_hash(key: &str, value: &Value) -> Fingerprint {
+    let [a, b] = &*SEEDS;
+    [a.hash_one((key, value)), b.hash_one((key, value))]
+}
 
 impl Attrs {
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self(None)
+    }
+
+    fn pairs(&self) -> &[(Key, Value)] {
+        self.0.as_deref().map_or(&[], |s| s.pairs.as_slice())
+    }
+
+    /// The set's fingerprint (see [`Attrs`]); `[0, 0]` for the empty set.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.0.as_deref().map_or([0, 0], |s| s.fingerprint)
+    }
+
+    /// The shared part, to change; copied first when it is shared.
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
+    /// Keeps "no pairs" as "no allocation", so that every empty set is
+    /// the same value.
+    fn normalize(&mut self) {
+        if self.0.as_ref().is_some_and(|s| s.pairs.is_empty()) {
+            self.0 = None;
+        }
     }
 
     /// Sets `key` to `value`, replacing an earlier value of the same key.
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
-        match self
-            .0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()))
-        {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
+        let at = self
+            .pairs()
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
+        let add = pair_hash(&key, &value);
+        let shared = self.shared_mut();
+        let fp = &mut shared.fingerprint;
+        match at {
+            Ok(i) => {
+                let old = pair_hash(&key, &shared.pairs[i].1);
+                fp[0] = fp[0].wrapping_sub(old[0]).wrapping_add(add[0]);
+                fp[1] = fp[1].wrapping_sub(old[1]).wrapping_add(add[1]);
+                shared.pairs[i].1 = value;
+            }
+            Err(i) => {
+                fp[0] = fp[0].wrapping_add(add[0]);
+                fp[1] = fp[1].wrapping_add(add[1]);
+                shared.pairs.insert(i, (key, value));
+            }
         }
     }
 
@@ -94,10 +163,11 @@ impl Attrs {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0
+        let pairs = self.pairs();
+        pairs
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
-            .map(|i| &self.0[i].1)
+            .map(|i| &pairs[i].1)
     }
 
     /// The value of `key` when it is a string.
@@ -109,27 +179,94 @@ impl Attrs {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.0
+        let i = self
+            .pairs()
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| self.0.remove(i).1)
+            .ok()?;
+        let shared = self.shared_mut();
+        let (k, v) = shared.pairs.remove(i);
+        let old = pair_hash(&k, &v);
+        let fp = &mut shared.fingerprint;
+        fp[0] = fp[0].wrapping_sub(old[0]);
+        fp[1] = fp[1].wrapping_sub(old[1]);
+        self.normalize();
+        Some(v)
     }
 
     /// Keeps only the pairs for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
-        self.0.retain(|(k, v)| keep(k, v));
+        if self.pairs().iter().all(|(k, v)| keep(k, v)) {
+            // Nothing to drop: a shared set stays shared.
+            return;
+        }
+        let shared = self.shared_mut();
+        let fp = &mut shared.fingerprint;
+        shared.pairs.retain(|(k, v)| {
+            let kept = keep(k, v);
+            if !kept {
+                let old = pair_hash(k, v);
+                fp[0] = fp[0].wrapping_sub(old[0]);
+                fp[1] = fp[1].wrapping_sub(old[1]);
+            }
+            kept
+        });
+        self.normalize();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+        self.pairs().iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs().is_empty()
+    }
+
+    /// Whether both share one allocation (then they are equal without
+    /// comparing a pair).
+    pub fn shares(&self, other: &Attrs) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+// Equality and order are those of the pairs, as if the set were a plain
+// `Vec` of them; the fingerprint answers most inequalities at once.
+impl PartialEq for Attrs {
+    fn eq(&self, other: &Self) -> bool {
+        self.shares(other)
+            || (self.fingerprint() == other.fingerprint() && self.pairs() == other.pairs())
+    }
+}
+impl Eq for Attrs {}
+impl PartialOrd for Attrs {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Attrs {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pairs().cmp(other.pairs())
+    }
+}
+/// Equal sets have equal fingerprints, so writing the fingerprint is a
+/// valid hash, and it costs the same for any size of set.
+impl std::hash::Hash for Attrs {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [a, b] = self.fingerprint();
+        state.write_u64(a);
+        state.write_u64(b);
+    }
+}
+impl fmt::Debug for Attrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Attrs").field(&self.pairs()).finish()
     }
 }
 
@@ -154,6 +291,49 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.get_str("a"), Some("x"));
         assert_eq!(a.get("b"), Some(&Value::Int(1)));
+    }
+
+    #[test]
+    fn a_change_to_a_shared_set_leaves_the_other_unchanged() {
+        let a = Attrs::new().with("a", "x");
+        let mut b = a.clone();
+        assert!(a.shares(&b));
+        b.set("b", 2i64);
+        b.retain(|k, _| k != "a");
+        assert_eq!(a, Attrs::new().with("a", "x"));
+        assert_eq!(b, Attrs::new().with("b", 2i64));
+        assert!(!a.shares(&b));
+    }
+
+    #[test]
+    fn an_emptied_set_equals_and_hashes_as_a_new_one() {
+        use std::hash::BuildHasher;
+        let mut a = Attrs::new().with("a", "x");
+        a.remove("a");
+        let state = std::hash::RandomState::new();
+        assert_eq!(a, Attrs::new());
+        assert!(a.shares(&Attrs::new()));
+        assert_eq!(state.hash_one(&a), state.hash_one(Attrs::new()));
+        assert_eq!(a.fingerprint(), [0, 0]);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_pairs_however_they_were_made() {
+        let a = Attrs::new().with("a", "x").with("b", 1i64).with("c", true);
+        let b = Attrs::new().with("c", true).with("a", "old").with("b", 1i64);
+        let mut b = b.with("a", "x");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.set("d", "y");
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        b.remove("d");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.retain(|k, _| k != "c");
+        let c = Attrs::new().with("b", 1i64).with("a", "x");
+        assert_eq!(b.fingerprint(), c.fingerprint());
+        assert_eq!(b, c);
+        // A value moved to another key is another set.
+        let d = Attrs::new().with("a", 1i64).with("b", "x");
+        assert_ne!(c.fingerprint(), d.fingerprint());
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! keep running totals themselves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use crate::attr::Attrs;
+use crate::attr::{Attrs, Key, Value};
 use crate::flow::{FailReason, Flow, Transport};
 use crate::hist::Histogram;
 use crate::names::{attr, metric};
@@ -191,12 +191,42 @@ impl MetricBatch {
     }
 }
 
+/// The keys and values [`flow_points`] adds to a flow's attributes,
+/// allocated once for the process instead of once per point.
+struct Spelled {
+    direction: Key,
+    transmit: Value,
+    receive: Value,
+    error_type: Key,
+    fail_reasons: [Value; FailReason::ALL.len()],
+    drop_reason: Key,
+}
+
+static SPELLED: LazyLock<Spelled> = LazyLock::new(|| Spelled {
+    direction: Key::from(attr::IO_DIRECTION),
+    transmit: Value::from(attr::TRANSMIT),
+    receive: Value::from(attr::RECEIVE),
+    error_type: Key::from(attr::ERROR_TYPE),
+    fail_reasons: FailReason::ALL.map(|r| Value::from(r.as_str())),
+    drop_reason: Key::from(attr::DROP_REASON),
+});
+
 /// Turns one flow into the contract's points, appending them to `out`.
 /// Zero counters emit no point, except that a flow always reports its
 /// `active` count while a connection is open.
-pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
-    let s = &flow.stats;
-    let res = &flow.resource;
+///
+/// The points of one flow share their attribute sets: one for the points
+/// without a direction and one per direction, each made once.
+pub fn flow_points(flow: Flow, out: &mut Vec<Point>) {
+    let Flow {
+        resource,
+        attrs,
+        transport,
+        stats: mut s,
+        ..
+    } = flow;
+    let res = &resource;
+    let spelled = &*SPELLED;
     let push = |out: &mut Vec<Point>, metric: MetricId, attrs: Attrs, value: PointValue| {
         out.push(Point {
             resource: res.clone(),
@@ -205,37 +235,39 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
             value,
         });
     };
-    let dir = |d: &'static str| flow.attrs.clone().with(attr::IO_DIRECTION, d);
+    let mut directed: [Option<Attrs>; 2] = [None, None];
+    let mut dir = |transmit: bool| -> Attrs {
+        directed[usize::from(transmit)]
+            .get_or_insert_with(|| {
+                let v = if transmit {
+                    &spelled.transmit
+                } else {
+                    &spelled.receive
+                };
+                attrs.clone().with(spelled.direction.clone(), v.clone())
+            })
+            .clone()
+    };
 
     for (metric, tx, rx) in [
         (FLOW_IO, s.bytes_tx, s.bytes_rx),
         (FLOW_PACKETS, s.packets_tx, s.packets_rx),
     ] {
         if tx > 0 {
-            push(out, metric, dir(attr::TRANSMIT), PointValue::Int(tx));
+            push(out, metric, dir(true), PointValue::Int(tx));
         }
         if rx > 0 {
-            push(out, metric, dir(attr::RECEIVE), PointValue::Int(rx));
+            push(out, metric, dir(false), PointValue::Int(rx));
         }
     }
-    for d in &s.drops {
-        let a = dir(if d.transmit {
-            attr::TRANSMIT
-        } else {
-            attr::RECEIVE
-        })
-        .with(attr::DROP_REASON, &*d.reason);
+    for d in std::mem::take(&mut s.drops) {
+        let a = dir(d.transmit).with(spelled.drop_reason.clone(), Value::Str(d.reason));
         push(out, FLOW_DROPS, a, PointValue::Int(d.packets));
     }
-    match flow.transport {
+    match transport {
         Transport::Udp => {
             if s.active > 0 {
-                push(
-                    out,
-                    UDP_ACTIVE,
-                    flow.attrs.clone(),
-                    PointValue::Int(s.active),
-                );
+                push(out, UDP_ACTIVE, attrs.clone(), PointValue::Int(s.active));
             }
         }
         Transport::Tcp => {
@@ -245,66 +277,43 @@ pub fn flow_points(flow: &Flow, out: &mut Vec<Point>) {
                 (TCP_CLOSED, s.closed),
             ] {
                 if v > 0 {
-                    push(out, metric, flow.attrs.clone(), PointValue::Int(v));
+                    push(out, metric, attrs.clone(), PointValue::Int(v));
                 }
             }
-            for reason in FailReason::ALL {
+            for (i, reason) in FailReason::ALL.into_iter().enumerate() {
                 let v = s.failed(reason);
                 if v > 0 {
-                    let a = flow.attrs.clone().with(attr::ERROR_TYPE, reason.as_str());
+                    let a = attrs
+                        .clone()
+                        .with(spelled.error_type.clone(), spelled.fail_reasons[i].clone());
                     push(out, TCP_FAILED, a, PointValue::Int(v));
                 }
             }
             if s.resets_tx > 0 {
-                push(
-                    out,
-                    TCP_RESETS,
-                    dir(attr::TRANSMIT),
-                    PointValue::Int(s.resets_tx),
-                );
+                push(out, TCP_RESETS, dir(true), PointValue::Int(s.resets_tx));
             }
             if s.resets_rx > 0 {
-                push(
-                    out,
-                    TCP_RESETS,
-                    dir(attr::RECEIVE),
-                    PointValue::Int(s.resets_rx),
-                );
+                push(out, TCP_RESETS, dir(false), PointValue::Int(s.resets_rx));
             }
             if s.active > 0 {
-                push(
-                    out,
-                    TCP_ACTIVE,
-                    flow.attrs.clone(),
-                    PointValue::Int(s.active),
-                );
+                push(out, TCP_ACTIVE, attrs.clone(), PointValue::Int(s.active));
             }
-            if let Some(h) = &s.rtt {
-                push(
-                    out,
-                    TCP_RTT,
-                    flow.attrs.clone(),
-                    PointValue::Histogram(h.clone()),
-                );
+            if let Some(h) = s.rtt {
+                push(out, TCP_RTT, attrs.clone(), PointValue::Histogram(h));
             }
             if s.rtt_var_count > 0 {
                 push(
                     out,
                     TCP_RTT_VARIANCE,
-                    flow.attrs.clone(),
+                    attrs.clone(),
                     PointValue::Mean {
                         sum: s.rtt_var_sum,
                         count: s.rtt_var_count,
                     },
                 );
             }
-            if let Some(h) = &s.duration {
-                push(
-                    out,
-                    TCP_DURATION,
-                    flow.attrs.clone(),
-                    PointValue::Histogram(h.clone()),
-                );
+            if let Some(h) = s.duration {
+                push(out, TCP_DURATION, attrs.clone(), PointValue::Histogram(h));
             }
         }
     }

@@ -104,7 +104,7 @@ impl Chain {
         for s in &mut self.flow_stages {
             s.begin_batch(&flows);
         }
-        let mut grouper = Grouper::new(&self.group_by);
+        let mut grouper = Grouper::new(&self.group_by, flows.len());
         'flows: for mut flow in flows {
             let mut cost = 0.0;
             for s in &mut self.flow_stages {

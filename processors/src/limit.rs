@@ -28,9 +28,10 @@ pub const DEFAULT_MAX_SERIES: usize = 2_000;
 
 /// One series holding a slot. The series is known by a 128-bit
 /// fingerprint of its Resource and attributes (two independently seeded
-/// 64-bit hashes) rather than by a copy of them: a slot then costs a few
-/// dozen bytes instead of a copy of every attribute, and even with millions
-/// of series the chance that two share a fingerprint is below 10^-25.
+/// 64-bit hashes of the two sets' own fingerprints) rather than by a copy
+/// of them: a slot then costs a few dozen bytes instead of a copy of every
+/// attribute, and even with millions of series the chance that two share a
+/// fingerprint is below 10^-25.
 struct Slot {
     fingerprint: (u64, u64),
     /// The last interval it reported in.
@@ -72,31 +73,31 @@ impl Limiter {
         }
     }
 
-    fn max_for(&self, metric: &str) -> usize {
-        self.per_metric
-            .get(metric)
-            .copied()
-            .unwrap_or(self.default_max)
-    }
-
     /// Series currently holding a slot for `metric`.
     pub fn held(&self, metric: &str) -> usize {
         self.slots.get(metric).map_or(0, |s| s.held.len())
     }
 
-    /// Applies the limits to one interval's points (already coalesced, so
-    /// one point per series).
-    pub fn apply(&mut self, points: Vec<Point>) -> Vec<Point> {
-        self.interval += 1;
-        let now = self.interval;
+    /// Each point's fingerprint: two hashes of its Resource's and its
+    /// attributes' fingerprints (each set keeps its own, see [`Attrs`]),
+    /// one per lane.
+    fn fingerprints(&self, points: &[Point]) -> Vec<(u64, u64)> {
         let (a, b) = &self.state;
-        let hashes: Vec<(u64, u64)> = points
+        points
             .iter()
             .map(|p| {
-                let key = (&*p.resource, &p.attrs);
-                (a.hash_one(key), b.hash_one(key))
+                let (r, t) = (p.resource.fingerprint(), p.attrs.fingerprint());
+                (a.hash_one((r[0], t[0])), b.hash_one((r[1], t[1])))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Applies the limits to one interval's points (already coalesced, so
+    /// one point per series).
+    pub fn apply(&mut self, mut points: Vec<Point>) -> Vec<Point> {
+        self.interval += 1;
+        let now = self.interval;
+        let hashes = self.fingerprints(&points);
 
         // 1. Series that hold a slot keep it.
         let mut keep = vec![false; points.len()];
@@ -115,56 +116,69 @@ impl Limiter {
         self.slots.retain(|_, s| !s.held.is_empty());
 
         // 3. New series take free slots in arrival order; the rest overflow.
-        let mut out = Vec::with_capacity(points.len());
+        // Kept in place: the batch can hold hundreds of thousands of points.
         let mut overflow: Vec<(MetricId, Point, u64)> = Vec::new();
-        for ((p, kept), hash) in points.into_iter().zip(keep).zip(hashes) {
+        let (per_metric, default_max) = (&self.per_metric, self.default_max);
+        let slots_by_metric = &mut self.slots;
+        let mut i = 0;
+        points.retain(|p| {
+            let (kept, hash) = (keep[i], hashes[i]);
+            i += 1;
             if kept {
-                out.push(p);
-                continue;
+                return true;
             }
-            let max = self.max_for(p.metric.name);
-            let slots = self.slots.entry(p.metric.name).or_default();
+            let max = per_metric
+                .get(p.metric.name)
+                .copied()
+                .unwrap_or(default_max);
+            let slots = slots_by_metric.entry(p.metric.name).or_default();
             if let Some(slot) = slots.held.find_mut(hash.0, |s| s.fingerprint == hash) {
                 // A duplicate of a series admitted earlier in this batch.
                 slot.last = now;
-                out.push(p);
-            } else if slots.held.len() < max {
+                return true;
+            }
+            if slots.held.len() < max {
                 let slot = Slot {
                     fingerprint: hash,
                     last: now,
                 };
                 slots.held.insert_unique(hash.0, slot, |s| s.fingerprint.0);
-                out.push(p);
-            } else {
-                match overflow.iter_mut().find(|(m, _, _)| *m == p.metric) {
-                    Some((_, o, n)) => {
-                        o.value.merge(&p.value);
-                        if o.resource != p.resource {
-                            o.resource = Arc::new(common(&o.resource, &p.resource));
-                        }
-                        *n += 1;
+                return true;
+            }
+            match overflow.iter_mut().find(|(m, _, _)| *m == p.metric) {
+                Some((_, o, n)) => {
+                    o.value.merge(&p.value);
+                    if !contains(&p.resource, &o.resource) {
+                        o.resource = Arc::new(common(&o.resource, &p.resource));
                     }
-                    None => {
-                        let o = Point {
-                            resource: p.resource.clone(),
-                            metric: p.metric,
-                            attrs: Attrs::new().with(attr::OVERFLOW, true),
-                            value: p.value,
-                        };
-                        overflow.push((p.metric, o, 1));
-                    }
+                    *n += 1;
+                }
+                None => {
+                    let o = Point {
+                        resource: p.resource.clone(),
+                        metric: p.metric,
+                        attrs: Attrs::new().with(attr::OVERFLOW, true),
+                        value: p.value.clone(),
+                    };
+                    overflow.push((p.metric, o, 1));
                 }
             }
-        }
+            false
+        });
         for (metric, point, n) in overflow {
             self.telemetry.emit(FlowsOverflow {
                 metric: metric.name,
                 count: n,
             });
-            out.push(point);
+            points.push(point);
         }
-        out
+        points
     }
+}
+
+/// Whether `set` has every pair of `part` (then what they share is `part`).
+fn contains(set: &Arc<Attrs>, part: &Arc<Attrs>) -> bool {
+    Arc::ptr_eq(set, part) || set == part || part.iter().all(|(k, v)| set.get(k) == Some(v))
 }
 
 /// The pairs two attribute sets share.
