@@ -320,7 +320,10 @@ mod tests {
     #[test]
     fn the_fingerprint_follows_the_pairs_however_they_were_made() {
         let a = Attrs::new().with("a", "x").with("b", 1i64).with("c", true);
-        let b = Attrs::new().with("c", true).with("a", "old").with("b", 1i64);
+        let b = Attrs::new()
+            .with("c", true)
+            .with("a", "old")
+            .with("b", 1i64);
         let mut b = b.with("a", "x");
         assert_eq!(a.fingerprint(), b.fingerprint());
         b.set("d", "y");
