@@ -227,7 +227,7 @@ impl Attrs {
 
     /// Whether both share one allocation (then they are equal without
     /// comparing a pair).
-    pub fn shares(&self, other: &Attrs) -> bool {
+    fn shares(&self, other: &Attrs) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
