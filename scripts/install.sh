@@ -44,8 +44,12 @@ if [ -n "$config" ]; then
   install -m 0640 "$config" "$root/etc/flowscope/flowscope.yaml"
 elif [ ! -e "$root/etc/flowscope/flowscope.yaml" ]; then
   # The default writes relative files into the working directory, which
-  # the unit sets to /var/lib/flowscope.
-  "$bin" default-config > "$root/etc/flowscope/flowscope.yaml"
+  # the unit sets to /var/lib/flowscope. As a service it also keeps its
+  # kernel counters on bpffs, where the unit lets it write, so that a
+  # killed agent's undelivered connection ends are counted on restart.
+  "$bin" default-config \
+    | sed 's|^    # pin_directory: /sys/fs/bpf/flowscope$|    pin_directory: /sys/fs/bpf/flowscope|' \
+    > "$root/etc/flowscope/flowscope.yaml"
   chmod 0640 "$root/etc/flowscope/flowscope.yaml"
 fi
 echo "installed: $root/usr/local/bin/flowscope, $root/etc/systemd/system/flowscope.service, $root/etc/flowscope/flowscope.yaml"

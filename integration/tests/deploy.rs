@@ -443,6 +443,20 @@ fn install_script_installs_binary_unit_and_config() {
             .arg(p("etc/flowscope/flowscope.yaml")),
         "the installed config",
     );
+    // The service pins its counters where the unit lets it write.
+    let installed = std::fs::read_to_string(p("etc/flowscope/flowscope.yaml")).unwrap();
+    assert!(
+        installed
+            .lines()
+            .any(|l| l == "    pin_directory: /sys/fs/bpf/flowscope"),
+        "the installed config does not set pin_directory"
+    );
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/flowscope.service")).unwrap();
+    assert!(unit.contains("ReadWritePaths=/var/lib/flowscope -/sys/fs/bpf/flowscope"));
+    // The embedded default, which `scripts/run.sh` uses, does not pin.
+    let default = Command::new(&flowscope).arg("default-config").output().unwrap();
+    let default = String::from_utf8(default.stdout).unwrap();
+    assert!(default.contains("    # pin_directory: /sys/fs/bpf/flowscope\n"));
     // A second run keeps the config in place.
     std::fs::write(p("etc/flowscope/flowscope.yaml"), "# mine\n").unwrap();
     run(
