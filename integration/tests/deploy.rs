@@ -380,7 +380,8 @@ fn systemd_unit_has_the_agents_capabilities_and_verifies() {
     for key in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "ReadWritePaths=/var/lib/flowscope",
+        "ReadWritePaths=/var/lib/flowscope -/sys/fs/bpf/flowscope",
+        "ExecStartPre=-+/bin/mkdir -p /sys/fs/bpf/flowscope",
     ] {
         assert!(unit.lines().any(|l| l == key), "{key} missing");
     }
@@ -451,10 +452,11 @@ fn install_script_installs_binary_unit_and_config() {
             .any(|l| l == "    pin_directory: /sys/fs/bpf/flowscope"),
         "the installed config does not set pin_directory"
     );
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/flowscope.service")).unwrap();
-    assert!(unit.contains("ReadWritePaths=/var/lib/flowscope -/sys/fs/bpf/flowscope"));
     // The embedded default, which `scripts/run.sh` uses, does not pin.
-    let default = Command::new(&flowscope).arg("default-config").output().unwrap();
+    let default = Command::new(&flowscope)
+        .arg("default-config")
+        .output()
+        .unwrap();
     let default = String::from_utf8(default.stdout).unwrap();
     assert!(default.contains("    # pin_directory: /sys/fs/bpf/flowscope\n"));
     // A second run keeps the config in place.
