@@ -104,6 +104,18 @@ fn pair_hash(key: &str, value: &Value) -> Fingerprint {
     [a.hash_one((key, value)), b.hash_one((key, value))]
 }
 
+/// Adds a pair to a fingerprint (`sign` 1) or takes it out (`sign` -1).
+fn account(fp: &mut Fingerprint, key: &str, value: &Value, sign: i8) {
+    let h = pair_hash(key, value);
+    for (lane, h) in fp.iter_mut().zip(h) {
+        *lane = if sign > 0 {
+            lane.wrapping_add(h)
+        } else {
+            lane.wrapping_sub(h)
+        };
+    }
+}
+
 impl Attrs {
     pub fn new() -> Self {
         Self(None)
@@ -138,21 +150,14 @@ impl Attrs {
         let at = self
             .pairs()
             .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
-        let add = pair_hash(&key, &value);
         let shared = self.shared_mut();
-        let fp = &mut shared.fingerprint;
+        account(&mut shared.fingerprint, &key, &value, 1);
         match at {
             Ok(i) => {
-                let old = pair_hash(&key, &shared.pairs[i].1);
-                fp[0] = fp[0].wrapping_sub(old[0]).wrapping_add(add[0]);
-                fp[1] = fp[1].wrapping_sub(old[1]).wrapping_add(add[1]);
+                account(&mut shared.fingerprint, &key, &shared.pairs[i].1, -1);
                 shared.pairs[i].1 = value;
             }
-            Err(i) => {
-                fp[0] = fp[0].wrapping_add(add[0]);
-                fp[1] = fp[1].wrapping_add(add[1]);
-                shared.pairs.insert(i, (key, value));
-            }
+            Err(i) => shared.pairs.insert(i, (key, value)),
         }
     }
 
@@ -185,28 +190,31 @@ impl Attrs {
             .ok()?;
         let shared = self.shared_mut();
         let (k, v) = shared.pairs.remove(i);
-        let old = pair_hash(&k, &v);
-        let fp = &mut shared.fingerprint;
-        fp[0] = fp[0].wrapping_sub(old[0]);
-        fp[1] = fp[1].wrapping_sub(old[1]);
+        account(&mut shared.fingerprint, &k, &v, -1);
         self.normalize();
         Some(v)
     }
 
     /// Keeps only the pairs for which `keep` returns true.
+    /// `keep` is called once per pair, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
-        if self.pairs().iter().all(|(k, v)| keep(k, v)) {
-            // Nothing to drop: a shared set stays shared.
+        // Nothing to drop: a shared set stays shared (no copy).
+        let Some(first) = self.pairs().iter().position(|(k, v)| !keep(k, v)) else {
             return;
-        }
+        };
         let shared = self.shared_mut();
         let fp = &mut shared.fingerprint;
+        let mut i = 0;
         shared.pairs.retain(|(k, v)| {
-            let kept = keep(k, v);
+            // Pairs before `first` were kept, `first` dropped: not asked again.
+            let kept = match i.cmp(&first) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => false,
+                std::cmp::Ordering::Greater => keep(k, v),
+            };
+            i += 1;
             if !kept {
-                let old = pair_hash(k, v);
-                fp[0] = fp[0].wrapping_sub(old[0]);
-                fp[1] = fp[1].wrapping_sub(old[1]);
+                account(fp, k, v, -1);
             }
             kept
         });
@@ -337,6 +345,22 @@ mod tests {
         // A value moved to another key is another set.
         let d = Attrs::new().with("a", 1i64).with("b", "x");
         assert_ne!(c.fingerprint(), d.fingerprint());
+    }
+
+    #[test]
+    fn retain_asks_once_per_pair() {
+        let mut a = Attrs::new().with("a", 1i64).with("b", 2i64).with("c", 3i64);
+        let mut asked = Vec::new();
+        a.retain(|k, _| {
+            asked.push(k.to_owned());
+            k != "b"
+        });
+        assert_eq!(asked, ["a", "b", "c"]);
+        assert_eq!(a, Attrs::new().with("a", 1i64).with("c", 3i64));
+        assert_eq!(
+            a.fingerprint(),
+            Attrs::new().with("c", 3i64).with("a", 1i64).fingerprint()
+        );
     }
 
     #[test]
