@@ -550,7 +550,11 @@ fn path_detail(st: &Store, p: &Params) -> Result<Json, Bad> {
 pub fn answer(ui: &Ui, rest: &str, p: &Params) -> Reply {
     if let Some(f) = &ui.fleet {
         return match fleet_store(f, rest, p) {
-            Ok(st) => answer_from(ui, &st, rest, p),
+            Ok(st) => {
+                let reply = answer_from(ui, &st, rest, p);
+                f.free_later(st);
+                reply
+            }
             Err(e) => {
                 tracing::warn!(api = rest, "fleet query: {e}");
                 let mut r = Reply::error(e.status(), e.parameter(), &e.to_string());

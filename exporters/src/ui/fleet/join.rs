@@ -18,30 +18,47 @@ pub(super) const PEER_COPIES: &[(&str, &str)] = &[
     (resource::K8S_NAMESPACE_NAME, k8s::PEER_SERVICE_NAMESPACE),
 ];
 
+/// A key value as shared text: strings as they are, numbers (a port set by
+/// the single-node pipeline) spelled out.
+fn text(v: &flowscope_model::attr::Value) -> Arc<str> {
+    match v {
+        flowscope_model::attr::Value::Str(s) => s.clone(),
+        other => Arc::from(other.to_string()),
+    }
+}
+
+/// Which side of a flow its point reports.
+fn role(p: &Point) -> Option<bool> {
+    match p.attrs.get_str(attr::FLOW_ROLE)? {
+        "server" => Some(false),
+        "client" => Some(true),
+        _ => None,
+    }
+}
+
 /// Names the ends of flow points that another agent's reports identify
 /// (module documentation, "Joined across nodes, counted once").
 pub fn join(points: &mut [Point]) {
-    let role = |p: &Point| p.attrs.get_str(attr::FLOW_ROLE).map(str::to_string);
     // (address, port) -> server workload; address -> client workload.
-    let mut servers: HashMap<(String, String), Workload> = HashMap::new();
-    let mut clients: HashMap<String, Workload> = HashMap::new();
+    let mut servers: HashMap<(Arc<str>, Arc<str>), Workload> = HashMap::new();
+    let mut clients: HashMap<Arc<str>, Workload> = HashMap::new();
     for p in points.iter() {
-        let Some(local) = p.attrs.get_str(attr::LOCAL_ADDRESS) else {
+        let Some(local) = p.attrs.get(attr::LOCAL_ADDRESS) else {
             continue;
         };
         let w = Workload {
             resource: p.resource.clone(),
         };
-        match role(p).as_deref() {
-            Some("server") => {
+        match role(p) {
+            Some(false) => {
                 if let Some(port) = p.attrs.get(attr::LOCAL_PORT) {
-                    servers.insert((local.to_string(), port.to_string()), w);
+                    servers.insert((text(local), text(port)), w);
                 }
             }
-            Some("client") => {
-                clients.insert(local.to_string(), w);
+            Some(true) => {
+                clients.insert(text(local), w);
             }
-            _ => {}
+            None => {}
         }
     }
     if servers.is_empty() && clients.is_empty() {
@@ -51,16 +68,16 @@ pub fn join(points: &mut [Point]) {
         if p.attrs.get(attr::PEER_SERVICE_NAME).is_some() {
             continue;
         }
-        let Some(peer) = p.attrs.get_str(attr::PEER_ADDRESS).map(str::to_string) else {
+        let Some(peer) = p.attrs.get(attr::PEER_ADDRESS).map(text) else {
             continue;
         };
-        let found = match role(p).as_deref() {
-            Some("client") => p
+        let found = match role(p) {
+            Some(true) => p
                 .attrs
                 .get(attr::PEER_PORT)
-                .and_then(|port| servers.get(&(peer.clone(), port.to_string()))),
-            Some("server") => clients.get(&peer),
-            _ => None,
+                .and_then(|port| servers.get(&(peer, text(port)))),
+            Some(false) => clients.get(&peer),
+            None => None,
         };
         let Some(w) = found else { continue };
         for (local_key, peer_key) in PEER_COPIES {

@@ -22,10 +22,10 @@ impl Fleet {
                 } else {
                     expr(metric, by, span)
                 };
-                let data = self
+                let data: QueryData = self
                     .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
                     .await?;
-                Ok(vector(&data, range.to))
+                Ok(data.vector(range.to))
             }
             Some(step) => self.query_range(expr(metric, by, step), range, step).await,
         }
@@ -39,7 +39,7 @@ impl Fleet {
         range: Range,
         step: u64,
     ) -> Result<Vec<Sample>, FleetError> {
-        let data = self
+        let data: QueryData = self
             .call(
                 "/api/v1/query_range",
                 &[
@@ -50,7 +50,7 @@ impl Fleet {
                 ],
             )
             .await?;
-        Ok(matrix(&data))
+        Ok(data.matrix())
     }
 
     /// The baseline metrics' samples over the two baseline spans of
@@ -82,10 +82,10 @@ impl Fleet {
                 prom_name(FLOW_IO),
                 (offset + span) / NS
             );
-            let data = self
+            let data: QueryData = self
                 .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
                 .await?;
-            if !vector(&data, range.to).is_empty() {
+            if !data.vector(range.to).is_empty() {
                 let start = range.from.saturating_sub(offset);
                 held = Some(held.map_or(start, |h: u64| h.min(start)));
             }
@@ -109,10 +109,10 @@ impl Fleet {
         let answers = futures_util::future::try_join_all(asks.into_iter().map(|(m, q, offset)| {
             let at = range.to.saturating_sub(offset);
             async move {
-                let data = self
+                let data: QueryData = self
                     .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
                     .await?;
-                Ok::<_, FleetError>((m, vector(&data, at)))
+                Ok::<_, FleetError>((m, data.vector(at)))
             }
         }))
         .await?;
@@ -161,8 +161,7 @@ impl Fleet {
             FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
         // The rules carry only the flow labels: a request grouping by
         // anything else reads the raw series.
-        let mut rules =
-            self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
+        let rules = self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
         let wanted: Vec<(MetricId, &'static [&'static str])> = wanted()
             .into_iter()
             .filter(|(m, _)| need.reads(*m))
@@ -170,28 +169,35 @@ impl Fleet {
         if wanted.is_empty() {
             return Ok(st);
         }
-        // Bytes first: whether the rules' series are there decides how the
-        // others are read.
+        // Everything at once, with Health's route changes and baseline
+        // spans: the storage answers them in parallel. When the rules may be
+        // read, they are asked first; if the storage has no bytes from them
+        // in the range, everything is asked again from the raw series (a
+        // query of a name the storage does not hold costs it nothing).
         let flow_by = by_of(FLOW_LABELS);
-        let mut first = self.fetch(FLOW_IO, &flow_by, rules, range, step).await?;
-        if rules && first.is_empty() {
-            rules = false;
-            first = self.fetch(FLOW_IO, &flow_by, false, range, step).await?;
-        }
-        // The rest at once, with Health's route changes and baseline spans:
-        // the storage answers them in parallel.
-        let rest =
-            futures_util::future::try_join_all(wanted.iter().filter(|(m, _)| *m != FLOW_IO).map(
-                |(m, base)| {
-                    let by = by_of(base);
-                    let from_rules = rules && RULE_METRICS.contains(m);
-                    async move {
-                        self.fetch(*m, &by, from_rules, range, step)
-                            .await
-                            .map(|r| (*m, r))
-                    }
-                },
-            ));
+        let ask = |from_rules: bool| {
+            let flow_by = &flow_by;
+            let wanted = &wanted;
+            let by_of = &by_of;
+            async move {
+                let first = self.fetch(FLOW_IO, flow_by, from_rules, range, step);
+                let rest = futures_util::future::try_join_all(
+                    wanted
+                        .iter()
+                        .filter(|(m, _)| *m != FLOW_IO)
+                        .map(|(m, base)| {
+                            let by = by_of(base);
+                            let from_rules = from_rules && RULE_METRICS.contains(m);
+                            async move {
+                                self.fetch(*m, &by, from_rules, range, step)
+                                    .await
+                                    .map(|r| (*m, r))
+                            }
+                        }),
+                );
+                futures_util::future::try_join(first, rest).await
+            }
+        };
         let routes = async {
             match need {
                 Need::Health => self
@@ -208,8 +214,11 @@ impl Fleet {
                 Ok((Vec::new(), None))
             }
         };
-        let (mut rest, routes, (baselines, held_from)) =
-            futures_util::future::try_join3(rest, routes, baselines).await?;
+        let ((mut first, mut rest), routes, (baselines, held_from)) =
+            futures_util::future::try_join3(ask(rules), routes, baselines).await?;
+        if rules && first.is_empty() {
+            (first, rest) = ask(false).await?;
+        }
         rest.extend(routes);
         let series = first.len()
             + rest.iter().map(|(_, r)| r.len()).sum::<usize>()
@@ -242,7 +251,7 @@ impl Fleet {
     pub(super) fn points(
         &self,
         metric: MetricId,
-        samples: Vec<(HashMap<String, String>, u64, f64)>,
+        samples: Vec<Sample>,
         width: u64,
         batches: &mut std::collections::BTreeMap<u64, MetricBatch>,
     ) {
@@ -251,13 +260,11 @@ impl Fleet {
         let mut hists: Buckets = HashMap::new();
         for (labels, t, v) in samples {
             if metric.kind == Kind::Histogram {
-                let le = labels.get("le").and_then(|l| parse_le(l));
+                let le = labels.get("le").and_then(parse_le);
                 let Some(le) = le else { continue };
-                let mut key: Vec<(String, String)> = labels
-                    .into_iter()
-                    .filter(|(k, _)| k != "le" && k != "__name__")
-                    .collect();
-                key.sort();
+                // Sorted already: the rest of the labels name the series.
+                let mut key = labels.0;
+                key.retain(|(k, _)| k != "le" && k != "__name__");
                 hists.entry((t, key)).or_default().push((le, v));
                 continue;
             }

@@ -91,8 +91,8 @@ impl Fleet {
             std::collections::BTreeMap::new();
         for (m, samples) in answers {
             for (labels, _, _) in &samples {
-                for l in labels.keys() {
-                    if !NOT_KEYS.contains(&l.as_str()) && l != "__name__" {
+                for l in labels.names() {
+                    if !NOT_KEYS.contains(&l) {
                         st.add_key(&self.key_of(l));
                     }
                 }
@@ -113,12 +113,12 @@ impl Fleet {
     pub(super) async fn route_changes(&self, range: Range) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         let m = MetricId::sum(path::ROUTE_CHANGES);
-        let data = self
+        let data: QueryData = self
             .call(
                 "/api/v1/query",
                 &[("query", path_expr(m, span)), ("time", secs(range.to))],
             )
             .await?;
-        Ok(vector(&data, range.to))
+        Ok(data.vector(range.to))
     }
 }
