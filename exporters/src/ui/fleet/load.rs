@@ -15,20 +15,32 @@ impl Fleet {
         step: Option<u64>,
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        match step {
-            None => {
-                let q = if from_rules {
-                    rule_query(metric, by, span)
-                } else {
-                    expr(metric, by, span)
-                };
-                let data: QueryData = self
-                    .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
-                    .await?;
-                Ok(data.vector(range.to))
+        let shards: &[&str] = if metric.kind == Kind::Histogram {
+            &HISTOGRAM_SHARDS
+        } else {
+            &[""]
+        };
+        let parts = futures_util::future::try_join_all(shards.iter().map(|shard| async move {
+            match step {
+                None => {
+                    let q = if from_rules {
+                        rule_query(metric, by, span, shard)
+                    } else {
+                        expr_shard(metric, by, span, 0, shard)
+                    };
+                    let data: QueryData = self
+                        .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
+                        .await?;
+                    Ok(data.vector(range.to))
+                }
+                Some(step) => {
+                    let q = expr_shard(metric, by, step, 0, shard);
+                    self.query_range(q, range, step).await
+                }
             }
-            Some(step) => self.query_range(expr(metric, by, step), range, step).await,
-        }
+        }))
+        .await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// A range query's samples: one per `step` after `range.from`, up to

@@ -566,6 +566,19 @@ mod tests {
              flowscope_tcp_connection_failed_total offset 87300s) >= 0) or \
              last_over_time(flowscope_tcp_connection_failed_total[900s] offset 86400s))"
         );
+        // A histogram is asked in two parts that split its buckets between
+        // them: each selector of the expression carries the part's matcher.
+        let part = expr_shard(TCP_RTT, &by, 60 * NS, 0, HISTOGRAM_SHARDS[1]);
+        assert_eq!(
+            part.matches(r#"flowscope_tcp_rtt_seconds_bucket{le!~".*5"}"#)
+                .count(),
+            3,
+            "{part}"
+        );
+        assert!(
+            rule_query(TCP_RTT, &by, 60 * NS, HISTOGRAM_SHARDS[0])
+                .contains(r#":increase1m{le=~".*5"}[60s]"#)
+        );
         // A user's key is sanitized to a label name before it can reach a
         // query: quotes, braces and spaces cannot survive.
         assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");
