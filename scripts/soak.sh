@@ -7,7 +7,9 @@
 # 198.18.0.0/15; nothing leaves them). The agent runs the default
 # pipeline's components with NAT resolution, DNS capture, the UI (its
 # store's retention shortened to --retention, and its full resolution to
-# 2 minutes, so that it fills within the soak and must then stay flat), the Prometheus exporter and a rotating
+# --full-resolution, 2 minutes, so that it fills within the soak and must
+# then stay flat; `--retention 1h --full-resolution 10m` is the default
+# configuration's UI), the Prometheus exporter and a rotating
 # file exporter. The load, for --minutes:
 #   - `flowscope-load` opens --rate short TCP connections per second
 #     (connect, 100 bytes each way, close) to an echo server;
@@ -42,7 +44,8 @@
 # the agents reported are in the summary too.
 #
 # usage: scripts/soak.sh [--minutes N] [--rate N] [--peers N] [--every S]
-#                        [--retention DUR] [--max-growth PCT] [--no-build]
+#                        [--retention DUR] [--full-resolution DUR]
+#                        [--max-growth PCT] [--no-build]
 #                        [--bin DIR] [--out DIR] [--kill-sink-every S]
 #                        [--no-faults]
 # Defaults: 60 minutes, 5,000 conn/s, 1,000 new peers every 20 s (180,000
@@ -60,6 +63,7 @@ RATE=5000
 PEERS=1000
 EVERY=15
 RETENTION=5m
+FULL_RES=2m
 MAX_GROWTH=5
 BUILD=1
 FAULTS=1
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --every) EVERY=$2; shift 2 ;;
     --retention) RETENTION=$2; shift 2 ;;
+    --full-resolution) FULL_RES=$2; shift 2 ;;
     --max-growth) MAX_GROWTH=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --bin) BIN=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
@@ -143,7 +148,7 @@ exporters:
   ui:
     endpoint: 127.0.0.1:$UI_PORT
     retention: $RETENTION
-    full_resolution: 2m
+    full_resolution: $FULL_RES
   prometheus:
     endpoint: 127.0.0.1:$PROM_PORT
 EOF
