@@ -10,7 +10,8 @@
 # --full-resolution, 2 minutes, so that it fills within the soak and must
 # then stay flat; `--retention 1h --full-resolution 10m` is the default
 # configuration's UI), the Prometheus exporter and a rotating
-# file exporter. The load, for --minutes:
+# file exporter. With --no-ui, as the Kubernetes DaemonSet runs it: no UI
+# and no file exporter (only /metrics is read; no heap columns). The load, for --minutes:
 #   - `flowscope-load` opens --rate short TCP connections per second
 #     (connect, 100 bytes each way, close) to an echo server;
 #   - every 20 s, one UDP datagram to each of --peers new addresses
@@ -44,7 +45,7 @@
 # the agents reported are in the summary too.
 #
 # usage: scripts/soak.sh [--minutes N] [--rate N] [--peers N] [--every S]
-#                        [--retention DUR] [--full-resolution DUR]
+#                        [--retention DUR] [--full-resolution DUR] [--no-ui]
 #                        [--max-growth PCT] [--no-build]
 #                        [--bin DIR] [--out DIR] [--kill-sink-every S]
 #                        [--no-faults]
@@ -64,6 +65,7 @@ PEERS=1000
 EVERY=15
 RETENTION=5m
 FULL_RES=2m
+UI=1
 MAX_GROWTH=5
 BUILD=1
 FAULTS=1
@@ -78,6 +80,7 @@ while [ $# -gt 0 ]; do
     --every) EVERY=$2; shift 2 ;;
     --retention) RETENTION=$2; shift 2 ;;
     --full-resolution) FULL_RES=$2; shift 2 ;;
+    --no-ui) UI=0; shift ;;
     --max-growth) MAX_GROWTH=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --bin) BIN=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
@@ -142,6 +145,13 @@ processors:
   peer: {}
   locality: {}
 exporters:
+  prometheus:
+    endpoint: 127.0.0.1:$PROM_PORT
+EOF
+EXPORTERS="prometheus"
+if [ "$UI" = 1 ]; then
+  EXPORTERS="file, ui, $EXPORTERS"
+  cat >> "$TMP/agent.yaml" <<EOF
   file:
     path: $TMP/metrics.jsonl
     rotation: {max_megabytes: 20, max_backups: 1}
@@ -149,10 +159,10 @@ exporters:
     endpoint: 127.0.0.1:$UI_PORT
     retention: $RETENTION
     full_resolution: $FULL_RES
-  prometheus:
-    endpoint: 127.0.0.1:$PROM_PORT
 EOF
-EXPORTERS="file, ui, prometheus"
+else
+  RETENTION="off (--no-ui)"
+fi
 if [ "$FAULTS" = 1 ]; then
   EXPORTERS="$EXPORTERS, otlphttp"
   cat >> "$TMP/agent.yaml" <<EOF
@@ -243,6 +253,7 @@ echo "seconds,rss_kb,fds,threads,cpu_ticks,maps_memlock_bytes,heap_in_use_kb,hea
 # UI store's series, from /api/status: RSS that grows while the heap in use
 # stays flat is the allocator keeping freed memory, not data.
 ui_status() {
+  [ "$UI" = 1 ] || { echo ",,"; return; }
   curl -sf -m 10 "http://127.0.0.1:$UI_PORT/api/status" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -255,7 +266,7 @@ next_sample=0
 while [ "$(date +%s)" -lt "$END" ]; do
   kill -0 "$AGENT_PID" 2>/dev/null || { echo "soak.sh: the agent stopped" >&2; tail -20 "$TMP/agent.log" >&2; exit 1; }
   now=$(date +%s)
-  case $((reads % 4)) in
+  case $(( UI == 1 ? reads % 4 : 3 )) in
     0) url="http://127.0.0.1:$UI_PORT/api/map?range=1h" ;;
     1) url="http://127.0.0.1:$UI_PORT/api/analytics?range=1h" ;;
     2) url="http://127.0.0.1:$UI_PORT/api/health?range=1h" ;;

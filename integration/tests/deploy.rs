@@ -357,7 +357,7 @@ fn daemonset_has_the_agents_capabilities_and_mounts() {
             .map(|e| e["name"].as_str().unwrap())
             .collect();
         assert!(env.contains(&"OTEL_RESOURCE_ATTRIBUTES"), "{dir}");
-        assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+        assert_eq!(c["resources"]["limits"]["memory"], "768Mi");
     }
 }
 
