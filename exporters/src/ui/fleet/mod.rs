@@ -4,7 +4,8 @@
 //!
 //! # How a page is answered
 //! For each request, the metrics the pages read are asked of the storage
-//! with one instant query each (one range query each for time series),
+//! all at once, with one instant query each (one range query each for time
+//! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`),
 //! aggregated there: `sum by (<labels the page needs>)` of the increase of
 //! each counter in the time range. The answer holds one series per
 //! dependency and peer address, never the agents' raw series (process ids,
