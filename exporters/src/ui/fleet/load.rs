@@ -182,34 +182,22 @@ impl Fleet {
             return Ok(st);
         }
         // Everything at once, with Health's route changes and baseline
-        // spans: the storage answers them in parallel. When the rules may be
-        // read, they are asked first; if the storage has no bytes from them
-        // in the range, everything is asked again from the raw series (a
-        // query of a name the storage does not hold costs it nothing).
-        let flow_by = by_of(FLOW_LABELS);
-        let ask = |from_rules: bool| {
-            let flow_by = &flow_by;
-            let wanted = &wanted;
-            let by_of = &by_of;
+        // spans: the storage answers them in parallel. The metrics the rules
+        // cover are read from them when `rules`; `wanted()` lists the bytes
+        // first, and their points go into the store first.
+        let ask = |m: MetricId, base: &'static [&'static str], from_rules: bool| {
+            let by = by_of(base);
             async move {
-                let first = self.fetch(FLOW_IO, flow_by, from_rules, range, step);
-                let rest = futures_util::future::try_join_all(
-                    wanted
-                        .iter()
-                        .filter(|(m, _)| *m != FLOW_IO)
-                        .map(|(m, base)| {
-                            let by = by_of(base);
-                            let from_rules = from_rules && RULE_METRICS.contains(m);
-                            async move {
-                                self.fetch(*m, &by, from_rules, range, step)
-                                    .await
-                                    .map(|r| (*m, r))
-                            }
-                        }),
-                );
-                futures_util::future::try_join(first, rest).await
+                self.fetch(m, &by, from_rules, range, step)
+                    .await
+                    .map(|r| (m, r))
             }
         };
+        let reads = futures_util::future::try_join_all(
+            wanted
+                .iter()
+                .map(|&(m, base)| ask(m, base, rules && RULE_METRICS.contains(&m))),
+        );
         let routes = async {
             match need {
                 Need::Health => self
@@ -226,14 +214,28 @@ impl Fleet {
                 Ok((Vec::new(), None))
             }
         };
-        let ((mut first, mut rest), routes, (baselines, held_from)) =
-            futures_util::future::try_join3(ask(rules), routes, baselines).await?;
-        if rules && first.is_empty() {
-            (first, rest) = ask(false).await?;
+        let (mut answers, routes, (baselines, held_from)) =
+            futures_util::future::try_join3(reads, routes, baselines).await?;
+        // No bytes from the rules in the range (they are not loaded): the
+        // metrics they cover again, from the raw series; the others' answers
+        // stand. A query of a name the storage does not hold costs it
+        // nothing.
+        if rules && answers.iter().any(|(m, r)| *m == FLOW_IO && r.is_empty()) {
+            let raw = futures_util::future::try_join_all(
+                wanted
+                    .iter()
+                    .filter(|(m, _)| RULE_METRICS.contains(m))
+                    .map(|&(m, base)| ask(m, base, false)),
+            )
+            .await?;
+            for (m, r) in raw {
+                if let Some(slot) = answers.iter_mut().find(|(a, _)| *a == m) {
+                    slot.1 = r;
+                }
+            }
         }
-        rest.extend(routes);
-        let series = first.len()
-            + rest.iter().map(|(_, r)| r.len()).sum::<usize>()
+        answers.extend(routes);
+        let series = answers.iter().map(|(_, r)| r.len()).sum::<usize>()
             + baselines.iter().map(|(_, r)| r.len()).sum::<usize>();
         if series > self.max_series {
             return Err(FleetError::TooLarge {
@@ -244,8 +246,7 @@ impl Fleet {
         let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
             std::collections::BTreeMap::new();
         let width = step.unwrap_or(span);
-        self.points(FLOW_IO, first, width, &mut batches);
-        for (m, r) in rest.into_iter().chain(baselines) {
+        for (m, r) in answers.into_iter().chain(baselines) {
             self.points(m, r, width, &mut batches);
         }
         for (_, mut b) in batches {

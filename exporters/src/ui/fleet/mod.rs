@@ -285,8 +285,9 @@ pub struct Fleet {
     keys_by_label: HashMap<String, &'static str>,
     /// Read the recording rules' series when they are there.
     rules: bool,
-    /// Where answered requests' stores go to be freed ([`Fleet::free_later`]).
-    freer: std::sync::mpsc::SyncSender<Store>,
+    /// Where answered requests' stores go to be freed ([`Fleet::free_later`]);
+    /// none when no thread could be started for it (each frees its own).
+    freer: Option<std::sync::mpsc::SyncSender<Store>>,
 }
 
 /// Stores waiting to be freed: past this, a request frees its own.
@@ -371,13 +372,16 @@ impl Fleet {
         .collect();
         let (freer, freed) = std::sync::mpsc::sync_channel::<Store>(FREE_QUEUE);
         // Ends when the Fleet (its sender) is dropped.
-        std::thread::Builder::new()
+        let freer = match std::thread::Builder::new()
             .name("fleet-free".into())
             .spawn(move || freed.into_iter().for_each(drop))
-            .map_err(|e| FleetError::Unreachable {
-                url: base.clone(),
-                reason: format!("no thread to free answers on: {e}"),
-            })?;
+        {
+            Ok(_) => Some(freer),
+            Err(e) => {
+                tracing::warn!("fleet view: answers are freed in the request: {e}");
+                None
+            }
+        };
         Ok(Fleet {
             base,
             client,
@@ -395,7 +399,9 @@ impl Fleet {
     /// At most [`FREE_QUEUE`] wait; past that the caller frees its own.
     pub fn free_later(&self, st: Store) {
         // A full queue hands the store back in the error, freed here.
-        let _ = self.freer.try_send(st);
+        if let Some(freer) = &self.freer {
+            let _ = freer.try_send(st);
+        }
     }
 
     /// Whether to read the recording rules' series when present (default
