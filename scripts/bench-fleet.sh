@@ -6,34 +6,46 @@
 # prints p50 and p95 per API, first over the raw series, then with the
 # recording rules of deploy/prometheus/flowscope-fleet-rules.yaml
 # backfilled over the same hour (promtool tsdb create-blocks-from rules).
-# Nothing leaves loopback.
+#
+# --engine victoriametrics does the same with VictoriaMetrics: the series
+# imported through its Prometheus text import, the rules replayed by
+# vmalert (-replay.timeFrom/-replay.timeTo), its rollup cache off so that
+# every round is computed. Nothing leaves loopback.
 #
 # Usage: scripts/bench-fleet.sh [--nodes 100] [--rounds 20] [--step 60]
-#        [--max-series 1000000]
+#        [--max-series 1000000] [--engine prometheus|victoriametrics]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=100 rounds=20 step=60 max_series=1000000
+nodes=100 rounds=20 step=60 max_series=1000000 engine=prometheus
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --step) step=$2; shift 2 ;;
     --max-series) max_series=$2; shift 2 ;;
+    --engine) engine=$2; shift 2 ;;
     *) echo "bench-fleet: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-command -v prometheus >/dev/null && command -v promtool >/dev/null || {
-  echo "bench-fleet: needs prometheus and promtool (scripts/bootstrap.sh --test)" >&2
-  exit 1
-}
+case "$engine" in
+  prometheus) needs="prometheus promtool" ;;
+  victoriametrics) needs="victoria-metrics vmalert" ;;
+  *) echo "bench-fleet: --engine is prometheus or victoriametrics, not $engine" >&2; exit 2 ;;
+esac
+for tool in $needs; do
+  command -v "$tool" >/dev/null || {
+    echo "bench-fleet: needs $tool (scripts/bootstrap.sh --test)" >&2
+    exit 1
+  }
+done
 cargo build --release --locked --bin flowscope >/dev/null
 BIN=target/release/flowscope
 TMP=$(mktemp -d)
 cleanup() {
   [ -n "${UI_PID:-}" ] && kill "$UI_PID" 2>/dev/null || true
-  [ -n "${PROM_PID:-}" ] && kill "$PROM_PID" 2>/dev/null || true
+  [ -n "${STORE_PID:-}" ] && kill "$STORE_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$TMP"
 }
@@ -43,50 +55,67 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The newest sample a minute ago, so the last hour is all history.
 end=$(( $(date +%s) - 60 ))
-echo "bench-fleet: generating $nodes nodes x 2000 series, 1 h at ${step}s" >&2
-python3 scripts/fleet-series.py "$nodes" 1 "$step" "$end" > "$TMP/fleet.om"
-mkdir -p "$TMP/data"
-promtool tsdb create-blocks-from openmetrics "$TMP/fleet.om" "$TMP/data" >/dev/null
-rm -f "$TMP/fleet.om"
-
-pport=$(free_port)
-printf 'global:\n  scrape_interval: 1h\n' > "$TMP/prometheus.yml"
-prom_start() {
-  prometheus --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/data" \
-    --storage.tsdb.retention.time=30d --web.listen-address="127.0.0.1:$pport" \
-    >>"$TMP/prometheus.log" 2>&1 &
-  PROM_PID=$!
-  for _ in $(seq 1200); do
-    curl -sf "http://127.0.0.1:$pport/-/ready" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-fleet: Prometheus did not start" >&2
-  exit 1
-}
-# Waits until Prometheus is idle: after a start it compacts the backfilled
-# blocks (the rules' blocks overlap the raw block's hour, which it merges),
-# and requests measured during that share the two cores with it. Idle means
-# under 0.1 s of CPU in 2 s; at most 10 minutes.
-prom_settle() {
+sport=$(free_port)
+# Waits until the storage is idle: after a start Prometheus compacts the
+# backfilled blocks (the rules' blocks overlap the raw block's hour, which
+# it merges), VictoriaMetrics merges the imported parts, and requests
+# measured during that share the two cores with it. Idle means under 0.1 s
+# of CPU in 2 s; at most 10 minutes.
+settle() {
   local hz before after
   hz=$(getconf CLK_TCK)
   for _ in $(seq 300); do
-    before=$(awk '{print $14 + $15}' "/proc/$PROM_PID/stat")
+    before=$(awk '{print $14 + $15}' "/proc/$STORE_PID/stat")
     sleep 2
-    after=$(awk '{print $14 + $15}' "/proc/$PROM_PID/stat")
+    after=$(awk '{print $14 + $15}' "/proc/$STORE_PID/stat")
     [ $(( (after - before) * 10 )) -lt "$hz" ] && return 0
   done
-  echo "bench-fleet: Prometheus stayed busy for 10 minutes; measuring anyway" >&2
+  echo "bench-fleet: the storage stayed busy for 10 minutes; measuring anyway" >&2
 }
-prom_start
-prom_settle
-series=$(curl -s "http://127.0.0.1:$pport/api/v1/query" \
+wait_ready() {
+  for _ in $(seq 1200); do
+    curl -sf "http://127.0.0.1:$sport/$1" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "bench-fleet: $engine did not start" >&2
+  exit 1
+}
+prom_start() {
+  prometheus --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/data" \
+    --storage.tsdb.retention.time=30d --web.listen-address="127.0.0.1:$sport" \
+    >>"$TMP/prometheus.log" 2>&1 &
+  STORE_PID=$!
+  wait_ready -/ready
+}
+
+echo "bench-fleet: generating $nodes nodes x 2000 series, 1 h at ${step}s" >&2
+if [ "$engine" = prometheus ]; then
+  python3 scripts/fleet-series.py "$nodes" 1 "$step" "$end" > "$TMP/fleet.om"
+  mkdir -p "$TMP/data"
+  promtool tsdb create-blocks-from openmetrics "$TMP/fleet.om" "$TMP/data" >/dev/null
+  rm -f "$TMP/fleet.om"
+  printf 'global:\n  scrape_interval: 1h\n' > "$TMP/prometheus.yml"
+  prom_start
+else
+  victoria-metrics -storageDataPath="$TMP/data" -httpListenAddr="127.0.0.1:$sport" \
+    -retentionPeriod=30d -search.disableCache -search.maxUniqueTimeseries="$max_series" \
+    >>"$TMP/victoria-metrics.log" 2>&1 &
+  STORE_PID=$!
+  wait_ready health
+  # Prometheus text wants milliseconds; streamed, as the file is GBs.
+  python3 scripts/fleet-series.py "$nodes" 1 "$step" "$end" |
+    sed -E '/^#/d; s/ ([0-9]+)$/ \1000/' |
+    curl -sf -X POST -T - "http://127.0.0.1:$sport/api/v1/import/prometheus"
+  curl -sf "http://127.0.0.1:$sport/internal/force_flush" >/dev/null
+fi
+settle
+series=$(curl -s "http://127.0.0.1:$sport/api/v1/query" \
   --data-urlencode 'query=count({__name__=~"network_flow_io_bytes_total|flowscope_.*"})' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])')
-echo "bench-fleet: Prometheus holds $series series" >&2
+echo "bench-fleet: $engine holds $series series" >&2
 
 uport=$(free_port)
-"$BIN" ui --prometheus "http://127.0.0.1:$pport" --endpoint "127.0.0.1:$uport" \
+"$BIN" ui --prometheus "http://127.0.0.1:$sport" --endpoint "127.0.0.1:$uport" \
   --max-series "$max_series" --query-timeout 60 >"$TMP/ui.log" 2>&1 &
 UI_PID=$!
 for _ in $(seq 300); do
@@ -118,11 +147,20 @@ measure raw
 
 # The recording rules over the same hour, then the same requests.
 echo "bench-fleet: backfilling the recording rules" >&2
-promtool tsdb create-blocks-from rules --start "$(( end - 3600 ))" --end "$end" \
-  --url "http://127.0.0.1:$pport" --output-dir "$TMP/rules-data" \
-  deploy/prometheus/flowscope-fleet-rules.yaml >/dev/null
-kill "$PROM_PID"; wait "$PROM_PID" 2>/dev/null || true
-mv "$TMP"/rules-data/*/ "$TMP/data/"
-prom_start
-prom_settle
+if [ "$engine" = prometheus ]; then
+  promtool tsdb create-blocks-from rules --start "$(( end - 3600 ))" --end "$end" \
+    --url "http://127.0.0.1:$sport" --output-dir "$TMP/rules-data" \
+    deploy/prometheus/flowscope-fleet-rules.yaml >/dev/null
+  kill "$STORE_PID"; wait "$STORE_PID" 2>/dev/null || true
+  mv "$TMP"/rules-data/*/ "$TMP/data/"
+  prom_start
+else
+  vmalert -rule=deploy/prometheus/flowscope-fleet-rules.yaml \
+    -datasource.url="http://127.0.0.1:$sport" -remoteWrite.url="http://127.0.0.1:$sport" \
+    -replay.timeFrom="$(date -u -d "@$(( end - 3600 ))" +%Y-%m-%dT%H:%M:%SZ)" \
+    -replay.timeTo="$(date -u -d "@$end" +%Y-%m-%dT%H:%M:%SZ)" \
+    -replay.disableProgressBar >>"$TMP/vmalert.log" 2>&1
+  curl -sf "http://127.0.0.1:$sport/internal/force_flush" >/dev/null
+fi
+settle
 measure rules

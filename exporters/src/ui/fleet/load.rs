@@ -11,6 +11,7 @@ impl Fleet {
         metric: MetricId,
         by: &BTreeSet<String>,
         from_rules: bool,
+        increase: Increase,
         range: Range,
         step: Option<u64>,
     ) -> Result<Vec<Sample>, FleetError> {
@@ -26,7 +27,7 @@ impl Fleet {
                     let q = if from_rules {
                         rule_query(metric, by, span, shard)
                     } else {
-                        expr_shard(metric, by, span, 0, shard)
+                        expr_shard(metric, by, span, 0, shard, increase)
                     };
                     let data: QueryData = self
                         .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
@@ -34,7 +35,7 @@ impl Fleet {
                     Ok(data.vector(range.to))
                 }
                 Some(step) => {
-                    let q = expr_shard(metric, by, step, 0, shard);
+                    let q = expr_shard(metric, by, step, 0, shard, increase);
                     self.query_range(q, range, step).await
                 }
             }
@@ -79,6 +80,7 @@ impl Fleet {
         &self,
         range: Range,
         by_of: &(dyn Fn(&[&str]) -> BTreeSet<String> + Sync),
+        increase: Increase,
     ) -> Result<(Vec<(MetricId, Vec<Sample>)>, Option<u64>), FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         let mut metrics: Vec<MetricId> = Vec::new();
@@ -115,7 +117,11 @@ impl Fleet {
                     .into_iter()
                     .find(|(w, _)| w == m)
                     .map_or(FLOW_LABELS, |(_, b)| b);
-                asks.push((*m, expr_offset(*m, &by_of(base), span, offset), offset));
+                asks.push((
+                    *m,
+                    expr_offset(*m, &by_of(base), span, offset, increase),
+                    offset,
+                ));
             }
         }
         let answers = futures_util::future::try_join_all(asks.into_iter().map(|(m, q, offset)| {
@@ -181,6 +187,7 @@ impl Fleet {
         if wanted.is_empty() {
             return Ok(st);
         }
+        let increase = self.increase().await?;
         // Everything at once, with Health's route changes and baseline
         // spans: the storage answers them in parallel. The metrics the rules
         // cover are read from them when `rules`; `wanted()` lists the bytes
@@ -188,7 +195,7 @@ impl Fleet {
         let ask = |m: MetricId, base: &'static [&'static str], from_rules: bool| {
             let by = by_of(base);
             async move {
-                self.fetch(m, &by, from_rules, range, step)
+                self.fetch(m, &by, from_rules, increase, range, step)
                     .await
                     .map(|r| (m, r))
             }
@@ -201,7 +208,7 @@ impl Fleet {
         let routes = async {
             match need {
                 Need::Health => self
-                    .route_changes(range)
+                    .route_changes(range, increase)
                     .await
                     .map(|r| Some((MetricId::sum(path::ROUTE_CHANGES), r))),
                 _ => Ok(None),
@@ -209,7 +216,7 @@ impl Fleet {
         };
         let baselines = async {
             if kept > span {
-                self.fetch_baselines(range, &by_of).await
+                self.fetch_baselines(range, &by_of, increase).await
             } else {
                 Ok((Vec::new(), None))
             }

@@ -85,7 +85,7 @@ pub use join::join;
 pub use paths::path_expr;
 use paths::*;
 use promql::*;
-pub use promql::{RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
+pub use promql::{Increase, RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
 
 /// The Network Path metrics the Health page reads.
 const PATH_REACHABLE: MetricId = MetricId::gauge(path::REACHABLE);
@@ -288,6 +288,9 @@ pub struct Fleet {
     /// Where answered requests' stores go to be freed ([`Fleet::free_later`]);
     /// none when no thread could be started for it (each frees its own).
     freer: Option<std::sync::mpsc::SyncSender<Store>>,
+    /// How the storage is asked for an increase, learned at the first
+    /// request that reaches it ([`Fleet::increase`]).
+    increase: tokio::sync::OnceCell<Increase>,
 }
 
 /// Stores waiting to be freed: past this, a request frees its own.
@@ -390,6 +393,7 @@ impl Fleet {
             keys_by_label,
             rules: true,
             freer,
+            increase: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -512,6 +516,28 @@ impl Fleet {
         }
     }
 
+    /// How this storage is asked for an increase: [`Increase::Pure`] when it
+    /// answers [`INCREASE_PROBE`], [`Increase::Joined`] when it refuses it as
+    /// a bad query. Asked once; an unreachable storage is asked again at the
+    /// next request.
+    pub(super) async fn increase(&self) -> Result<Increase, FleetError> {
+        self.increase
+            .get_or_try_init(|| async {
+                let probe = self
+                    .call::<QueryData>("/api/v1/query", &[("query", INCREASE_PROBE.to_string())])
+                    .await;
+                match probe {
+                    Ok(_) => Ok(Increase::Pure),
+                    Err(FleetError::Query { error_type, .. }) if error_type == "bad_data" => {
+                        Ok(Increase::Joined)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .copied()
+    }
+
     /// Every label name the flow series carry in `range`.
     async fn label_names(&self, r: Range) -> Result<Vec<String>, FleetError> {
         let name = prom_name(FLOW_IO);
@@ -556,26 +582,42 @@ mod tests {
         let by: BTreeSet<String> = ["service_name".to_string(), "flowscope_flow_role".into()]
             .into_iter()
             .collect();
+        let j = Increase::Joined;
         assert_eq!(
-            expr(FLOW_IO, &by, 3600 * NS),
+            expr(FLOW_IO, &by, 3600 * NS, j),
             "sum by (flowscope_flow_role, service_name) (((last_over_time(\
              network_flow_io_bytes_total[3600s]) - network_flow_io_bytes_total offset 3600s) \
              >= 0) or last_over_time(network_flow_io_bytes_total[3600s]))"
         );
-        assert!(expr(TCP_RTT, &by, 60 * NS).contains("flowscope_tcp_rtt_seconds_bucket"));
-        assert!(expr(TCP_RTT, &by, 60 * NS).contains("service_name, le)"));
-        assert!(expr(PATH_REACHABLE, &by, 60 * NS).starts_with("max by"));
+        assert!(expr(TCP_RTT, &by, 60 * NS, j).contains("flowscope_tcp_rtt_seconds_bucket"));
+        assert!(expr(TCP_RTT, &by, 60 * NS, j).contains("service_name, le)"));
+        assert!(expr(PATH_REACHABLE, &by, 60 * NS, j).starts_with("max by"));
+        // MetricsQL's exact increase: one function, the same window.
+        assert_eq!(
+            expr(FLOW_IO, &by, 3600 * NS, Increase::Pure),
+            "sum by (flowscope_flow_role, service_name) \
+             (increase_pure(network_flow_io_bytes_total[3600s]))"
+        );
+        assert_eq!(
+            expr(PATH_REACHABLE, &by, 60 * NS, Increase::Pure),
+            expr(PATH_REACHABLE, &by, 60 * NS, j)
+        );
         // The baseline spans: the same window, a span or a day back.
         assert_eq!(
-            expr_offset(TCP_FAILED, &by, 900 * NS, 86_400 * NS),
+            expr_offset(TCP_FAILED, &by, 900 * NS, 86_400 * NS, j),
             "sum by (flowscope_flow_role, service_name) (((last_over_time(\
              flowscope_tcp_connection_failed_total[900s] offset 86400s) - \
              flowscope_tcp_connection_failed_total offset 87300s) >= 0) or \
              last_over_time(flowscope_tcp_connection_failed_total[900s] offset 86400s))"
         );
+        assert_eq!(
+            expr_offset(TCP_FAILED, &by, 900 * NS, 86_400 * NS, Increase::Pure),
+            "sum by (flowscope_flow_role, service_name) (increase_pure(\
+             flowscope_tcp_connection_failed_total[900s] offset 86400s))"
+        );
         // A histogram is asked in two parts that split its buckets between
         // them: each selector of the expression carries the part's matcher.
-        let part = expr_shard(TCP_RTT, &by, 60 * NS, 0, HISTOGRAM_SHARDS[1]);
+        let part = expr_shard(TCP_RTT, &by, 60 * NS, 0, HISTOGRAM_SHARDS[1], j);
         assert_eq!(
             part.matches(r#"flowscope_tcp_rtt_seconds_bucket{le!~".*5"}"#)
                 .count(),

@@ -36,16 +36,16 @@ pub(super) fn path_metrics() -> [MetricId; 10] {
 /// [`expr`], but summed `without (instance, job)`, so every label of a test
 /// (its Resource labels and the user's tags included) is kept whatever it
 /// is named.
-pub fn path_expr(metric: MetricId, step_ns: u64) -> String {
+pub fn path_expr(metric: MetricId, step_ns: u64, increase: Increase) -> String {
     let name = prom_name(metric);
-    let w = format!("{}s", (step_ns / NS).max(1));
+    let window = Window::new(step_ns, 0);
     match metric.kind {
         Kind::Gauge | Kind::UpDownCounter => {
-            format!("max without (instance, job) (last_over_time({name}[{w}]))")
+            format!("max without (instance, job) ({})", window.last(&name))
         }
         _ => format!(
-            "sum without (instance, job) (((last_over_time({name}[{w}]) - {name} offset {w}) >= 0) \
-             or last_over_time({name}[{w}]))"
+            "sum without (instance, job) ({})",
+            window.increase(&name, increase)
         ),
     }
 }
@@ -63,8 +63,9 @@ impl Fleet {
         let span = range.to.saturating_sub(range.from).max(NS);
         let step = step.unwrap_or_else(|| (span / 240 / NS).max(10) * NS);
         let mut st = Store::new(span, span, self.max_series.max(1));
+        let increase = self.increase().await?;
         let answers = futures_util::future::try_join_all(path_metrics().into_iter().map(|m| {
-            let q = path_expr(m, step);
+            let q = path_expr(m, step, increase);
             async move { Ok::<_, FleetError>((m, self.query_range(q, range, step).await?)) }
         }))
         .await?;
@@ -110,13 +111,20 @@ impl Fleet {
     /// Each test's route changes over `range` (one instant query, summed
     /// `without (instance, job)` as the Paths page reads them), for
     /// Health's "Route changed" finding.
-    pub(super) async fn route_changes(&self, range: Range) -> Result<Vec<Sample>, FleetError> {
+    pub(super) async fn route_changes(
+        &self,
+        range: Range,
+        increase: Increase,
+    ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         let m = MetricId::sum(path::ROUTE_CHANGES);
         let data: QueryData = self
             .call(
                 "/api/v1/query",
-                &[("query", path_expr(m, span)), ("time", secs(range.to))],
+                &[
+                    ("query", path_expr(m, span, increase)),
+                    ("time", secs(range.to)),
+                ],
             )
             .await?;
         Ok(data.vector(range.to))
