@@ -163,4 +163,9 @@ else
   curl -sf "http://127.0.0.1:$sport/internal/force_flush" >/dev/null
 fi
 settle
+rules=$(curl -s "http://127.0.0.1:$sport/api/v1/query" \
+  --data-urlencode 'query=count(count_over_time({__name__=~"flowscope:.*"}[1h]))' |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+echo "bench-fleet: $engine holds $rules recording rule series" >&2
+[ "$rules" != 0 ] || { echo "bench-fleet: the rules recorded nothing" >&2; exit 1; }
 measure rules
