@@ -159,7 +159,16 @@ else
     -datasource.url="http://127.0.0.1:$sport" -remoteWrite.url="http://127.0.0.1:$sport" \
     -replay.timeFrom="$(date -u -d "@$(( end - 3600 ))" +%Y-%m-%dT%H:%M:%SZ)" \
     -replay.timeTo="$(date -u -d "@$end" +%Y-%m-%dT%H:%M:%SZ)" \
-    -replay.disableProgressBar >>"$TMP/vmalert.log" 2>&1
+    -replay.disableProgressBar -remoteWrite.maxQueueSize=10000000 \
+    -remoteWrite.maxBatchSize=10000 >>"$TMP/vmalert.log" 2>&1 || {
+    tail -3 "$TMP/vmalert.log" >&2
+    exit 1
+  }
+  # A write that failed five times is dropped, and vmalert goes on.
+  if grep -q 'dropping' "$TMP/vmalert.log"; then
+    grep -m3 'failed' "$TMP/vmalert.log" >&2
+    exit 1
+  fi
   curl -sf "http://127.0.0.1:$sport/internal/force_flush" >/dev/null
 fi
 settle
