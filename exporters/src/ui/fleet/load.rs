@@ -189,15 +189,17 @@ impl Fleet {
         }
         let increase = self.increase().await?;
         // Everything at once, with Health's route changes and baseline
-        // spans: the storage answers them in parallel. The metrics the rules
-        // cover are read from them when `rules`; `wanted()` lists the bytes
-        // first, and their points go into the store first.
+        // spans: the storage answers them in parallel. Each answer is made
+        // into points as it arrives, while the storage still works on the
+        // others. The metrics the rules cover are read from them when
+        // `rules`; `wanted()` lists the bytes first, and their points go
+        // into the store first.
+        let width = step.unwrap_or(span);
         let ask = |m: MetricId, base: &'static [&'static str], from_rules: bool| {
             let by = by_of(base);
             async move {
-                self.fetch(m, &by, from_rules, increase, range, step)
-                    .await
-                    .map(|r| (m, r))
+                let samples = self.fetch(m, &by, from_rules, increase, range, step).await?;
+                self.answer(m, samples, width)
             }
         };
         let reads = futures_util::future::try_join_all(
@@ -207,10 +209,11 @@ impl Fleet {
         );
         let routes = async {
             match need {
-                Need::Health => self
-                    .route_changes(range, increase)
-                    .await
-                    .map(|r| Some((MetricId::sum(path::ROUTE_CHANGES), r))),
+                Need::Health => {
+                    let r = self.route_changes(range, increase).await?;
+                    self.answer(MetricId::sum(path::ROUTE_CHANGES), r, width)
+                        .map(Some)
+                }
                 _ => Ok(None),
             }
         };
@@ -227,7 +230,11 @@ impl Fleet {
         // metrics they cover again, from the raw series; the others' answers
         // stand. A query of a name the storage does not hold costs it
         // nothing.
-        if rules && answers.iter().any(|(m, r)| *m == FLOW_IO && r.is_empty()) {
+        if rules
+            && answers
+                .iter()
+                .any(|a| a.metric == FLOW_IO && a.series == 0)
+        {
             let raw = futures_util::future::try_join_all(
                 wanted
                     .iter()
@@ -235,15 +242,17 @@ impl Fleet {
                     .map(|&(m, base)| ask(m, base, false)),
             )
             .await?;
-            for (m, r) in raw {
-                if let Some(slot) = answers.iter_mut().find(|(a, _)| *a == m) {
-                    slot.1 = r;
+            for r in raw {
+                if let Some(slot) = answers.iter_mut().find(|a| a.metric == r.metric) {
+                    *slot = r;
                 }
             }
         }
         answers.extend(routes);
-        let series = answers.iter().map(|(_, r)| r.len()).sum::<usize>()
-            + baselines.iter().map(|(_, r)| r.len()).sum::<usize>();
+        for (m, r) in baselines {
+            answers.push(self.answer(m, r, width)?);
+        }
+        let series = answers.iter().map(|a| a.series).sum::<usize>();
         if series > self.max_series {
             return Err(FleetError::TooLarge {
                 series,
@@ -252,9 +261,17 @@ impl Fleet {
         }
         let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
             std::collections::BTreeMap::new();
-        let width = step.unwrap_or(span);
-        for (m, r) in answers.into_iter().chain(baselines) {
-            self.points(m, r, width, &mut batches);
+        for answer in answers {
+            for (t, b) in answer.batches {
+                match batches.entry(t) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(b);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().points.extend(b.points)
+                    }
+                }
+            }
         }
         for (_, mut b) in batches {
             join(&mut b.points);
@@ -264,6 +281,30 @@ impl Fleet {
             st.hold_from(start);
         }
         Ok(st)
+    }
+
+    /// One metric's answer made into points, refused when it alone holds
+    /// more than `max_series` series (before any point is made of it).
+    fn answer(
+        &self,
+        metric: MetricId,
+        samples: Vec<Sample>,
+        width: u64,
+    ) -> Result<Answer, FleetError> {
+        let series = samples.len();
+        if series > self.max_series {
+            return Err(FleetError::TooLarge {
+                series,
+                limit: self.max_series,
+            });
+        }
+        let mut batches = std::collections::BTreeMap::new();
+        self.points(metric, samples, width, &mut batches);
+        Ok(Answer {
+            metric,
+            series,
+            batches,
+        })
     }
 
     /// Turns answered samples into points of `metric`, one batch per
@@ -333,6 +374,14 @@ impl Fleet {
         }
         (res, attrs)
     }
+}
+
+/// One metric's answer as points: how many samples it held, and their
+/// points by timestamp.
+struct Answer {
+    metric: MetricId,
+    series: usize,
+    batches: std::collections::BTreeMap<u64, MetricBatch>,
 }
 
 pub(super) fn push(
