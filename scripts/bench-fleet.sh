@@ -9,8 +9,11 @@
 #
 # --engine victoriametrics does the same with VictoriaMetrics: the series
 # imported through its Prometheus text import, the rules replayed by
-# vmalert (-replay.timeFrom/-replay.timeTo), its rollup cache off so that
-# every round is computed. Nothing leaves loopback.
+# vmalert (-replay.timeFrom/-replay.timeTo; its range queries step by
+# -datasource.queryStep, 5m unless set to the rules' 1m), its rollup cache
+# off so that every round is computed. Either way the script checks that
+# the rules' bytes over the hour are the raw series' exact increase.
+# Nothing leaves loopback.
 #
 # Usage: scripts/bench-fleet.sh [--nodes 100] [--rounds 20] [--step 60]
 #        [--max-series 1000000] [--engine prometheus|victoriametrics]
@@ -99,6 +102,7 @@ if [ "$engine" = prometheus ]; then
 else
   victoria-metrics -storageDataPath="$TMP/data" -httpListenAddr="127.0.0.1:$sport" \
     -retentionPeriod=30d -search.disableCache -search.maxUniqueTimeseries="$max_series" \
+    -maxInsertRequestSize=1073741824 \
     >>"$TMP/victoria-metrics.log" 2>&1 &
   STORE_PID=$!
   wait_ready health
@@ -159,8 +163,8 @@ else
     -datasource.url="http://127.0.0.1:$sport" -remoteWrite.url="http://127.0.0.1:$sport" \
     -replay.timeFrom="$(date -u -d "@$(( end - 3600 ))" +%Y-%m-%dT%H:%M:%SZ)" \
     -replay.timeTo="$(date -u -d "@$end" +%Y-%m-%dT%H:%M:%SZ)" \
-    -replay.disableProgressBar -remoteWrite.maxQueueSize=10000000 \
-    -remoteWrite.maxBatchSize=10000 >>"$TMP/vmalert.log" 2>&1 || {
+    -datasource.queryStep=1m -replay.disableProgressBar -remoteWrite.maxQueueSize=10000000 \
+    >>"$TMP/vmalert.log" 2>&1 || {
     tail -3 "$TMP/vmalert.log" >&2
     exit 1
   }
@@ -177,4 +181,16 @@ rules=$(curl -s "http://127.0.0.1:$sport/api/v1/query" \
   python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
 echo "bench-fleet: $engine holds $rules recording rule series" >&2
 [ "$rules" != 0 ] || { echo "bench-fleet: the rules recorded nothing" >&2; exit 1; }
+total() {
+  curl -s "http://127.0.0.1:$sport/api/v1/query" --data-urlencode "query=$1" \
+    --data-urlencode "time=$end" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'
+}
+x=network_flow_io_bytes_total
+raw_bytes=$(total "sum(((last_over_time($x[1h]) - $x offset 1h) >= 0) or last_over_time($x[1h]))")
+rule_bytes=$(total "sum(sum_over_time(flowscope:$x:increase1m[1h]))")
+if [ "$raw_bytes" != "$rule_bytes" ]; then
+  echo "bench-fleet: the rules hold $rule_bytes bytes over the hour, the raw series $raw_bytes" >&2
+  exit 1
+fi
 measure rules
