@@ -152,7 +152,7 @@ measure raw
 # The recording rules over the same hour, then the same requests.
 echo "bench-fleet: backfilling the recording rules" >&2
 if [ "$engine" = prometheus ]; then
-  promtool tsdb create-blocks-from rules --start "$(( end - 3600 ))" --end "$end" \
+  promtool tsdb create-blocks-from rules --start "$(( end - 3600 ))" --end "$(( end + 60 ))" \
     --url "http://127.0.0.1:$sport" --output-dir "$TMP/rules-data" \
     deploy/prometheus/flowscope-fleet-rules.yaml >/dev/null
   kill "$STORE_PID"; wait "$STORE_PID" 2>/dev/null || true
@@ -176,19 +176,23 @@ else
   curl -sf "http://127.0.0.1:$sport/internal/force_flush" >/dev/null
 fi
 settle
-rules=$(curl -s "http://127.0.0.1:$sport/api/v1/query" \
-  --data-urlencode 'query=count(count_over_time({__name__=~"flowscope:.*"}[1h]))' |
-  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+rules=$(curl -s "http://127.0.0.1:$sport/api/v1/series" \
+  --data-urlencode 'match[]={__name__=~"flowscope:.*"}' \
+  --data-urlencode "start=$(( end - 3600 ))" --data-urlencode "end=$(( end + 60 ))" |
+  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
 echo "bench-fleet: $engine holds $rules recording rule series" >&2
 [ "$rules" != 0 ] || { echo "bench-fleet: the rules recorded nothing" >&2; exit 1; }
 total() {
-  curl -s "http://127.0.0.1:$sport/api/v1/query" --data-urlencode "query=$1" \
-    --data-urlencode "time=$end" |
+  curl -s "http://127.0.0.1:$sport/api/v1/query" --data-urlencode "query=$2" \
+    --data-urlencode "time=$1" |
     python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'
 }
+# A rule evaluated at minute t records the minute before it, and the
+# engines put their evaluations anywhere in the minute: the rules' sum is
+# read a minute after the last sample, over a minute more.
 x=network_flow_io_bytes_total
-raw_bytes=$(total "sum(((last_over_time($x[1h]) - $x offset 1h) >= 0) or last_over_time($x[1h]))")
-rule_bytes=$(total "sum(sum_over_time(flowscope:$x:increase1m[1h]))")
+raw_bytes=$(total "$end" "sum(((last_over_time($x[1h]) - $x offset 1h) >= 0) or last_over_time($x[1h]))")
+rule_bytes=$(total "$(( end + 60 ))" "sum(sum_over_time(flowscope:$x:increase1m[3660s]))")
 if [ "$raw_bytes" != "$rule_bytes" ]; then
   echo "bench-fleet: the rules hold $rule_bytes bytes over the hour, the raw series $raw_bytes" >&2
   exit 1
