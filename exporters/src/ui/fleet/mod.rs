@@ -18,7 +18,10 @@
 //! value for a series born inside the range (its counter starts at zero),
 //! or the last value alone after a counter reset (an agent restart).
 //! Prometheus' `increase()` extrapolates to the range's edges, which would
-//! make byte counts approximate.
+//! make byte counts approximate. In PromQL that exact increase is a join of
+//! two selections; a storage that knows MetricsQL's `increase_pure()`
+//! (VictoriaMetrics) is asked for that instead, the same increase in one
+//! pass ([`Increase`], probed once per UI).
 //!
 //! # Joined across nodes, counted once
 //! Every agent reports each flow from its own side. A connection from `web`

@@ -25,9 +25,11 @@ pub fn prom_name(metric: MetricId) -> String {
 /// PromQL has no function for it: `increase()` extrapolates to the range's
 /// edges. So by default it is joined from two selections (the last value
 /// minus the value at the start, or the last value alone), which costs the
-/// storage two joins over every series: at 100 simulated nodes they took
-/// Prometheus 1.1 s of the RTT buckets' 1.8 s, and VictoriaMetrics 0.9 s of
-/// 1.2 s. VictoriaMetrics' MetricsQL has the exact increase as one function,
+/// storage two joins over every series: at 100 simulated nodes, on half the
+/// RTT buckets, the join took VictoriaMetrics 1.2-1.6 s where reading the
+/// series took 0.4 s (Prometheus: 2.6-3.1 s and 0.8-1.2 s; docs/benchmarks.md,
+/// "VictoriaMetrics' own increase"). MetricsQL has the exact increase as one
+/// function,
 /// `increase_pure()` (counters start at zero; resets counted), read in one
 /// pass; [`super::Fleet`] asks the storage once whether it knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
