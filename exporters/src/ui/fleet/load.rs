@@ -198,7 +198,9 @@ impl Fleet {
         let ask = |m: MetricId, base: &'static [&'static str], from_rules: bool| {
             let by = by_of(base);
             async move {
-                let samples = self.fetch(m, &by, from_rules, increase, range, step).await?;
+                let samples = self
+                    .fetch(m, &by, from_rules, increase, range, step)
+                    .await?;
                 self.answer(m, samples, width)
             }
         };
@@ -230,11 +232,7 @@ impl Fleet {
         // metrics they cover again, from the raw series; the others' answers
         // stand. A query of a name the storage does not hold costs it
         // nothing.
-        if rules
-            && answers
-                .iter()
-                .any(|a| a.metric == FLOW_IO && a.series == 0)
-        {
+        if rules && answers.iter().any(|a| a.metric == FLOW_IO && a.series == 0) {
             let raw = futures_util::future::try_join_all(
                 wanted
                     .iter()
