@@ -74,6 +74,13 @@ pub type Key = Arc<str>;
 /// so sharing is what keeps those clones cheap. The empty set holds no
 /// allocation.
 ///
+/// Adding a key to a shared set does not copy its pairs either: the new set
+/// refers to the shared one and holds only the added pair (a set one pair
+/// larger than another, as the direction a point adds to its flow's
+/// attributes). Its pairs are those of the shared set with the new one in
+/// its sorted place; any later change copies them all into a set of its
+/// own. A copy would take a reference count per key and per text value.
+///
 /// Each set carries a 128-bit fingerprint of its pairs, kept up to date by
 /// every change: the sum of a seeded hash of each pair, in two lanes of 64
 /// bits with independent seeds. A sum does not depend on the order pairs
@@ -90,7 +97,17 @@ pub struct Attrs(Option<Arc<Shared>>);
 #[derive(Clone, Default)]
 struct Shared {
     fingerprint: Fingerprint,
+    /// Every pair, sorted by key; with a `base`, only the one added pair.
     pairs: Vec<(Key, Value)>,
+    /// The set this one adds a pair to; that set has no base itself.
+    base: Option<Base>,
+}
+
+#[derive(Clone)]
+struct Base {
+    set: Arc<Shared>,
+    /// Where the added pair sorts among the base's pairs.
+    at: usize,
 }
 
 /// A set's fingerprint: two independent 64-bit sums (see [`Attrs`]).
@@ -116,13 +133,34 @@ fn account(fp: &mut Fingerprint, key: &str, value: &Value, sign: i8) {
     }
 }
 
+/// Where `key` is, or would sort, in sorted `pairs`.
+fn search(pairs: &[(Key, Value)], key: &str) -> Result<usize, usize> {
+    pairs.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+}
+
+impl Shared {
+    /// The pairs in order, as three runs: the base's pairs before the added
+    /// one, the added one, the rest (a set without a base is its first run).
+    fn runs(&self) -> [&[(Key, Value)]; 3] {
+        match &self.base {
+            None => [&self.pairs, &[], &[]],
+            Some(Base { set, at }) => {
+                let (before, after) = set.pairs.split_at(*at);
+                [before, &self.pairs, after]
+            }
+        }
+    }
+}
+
 impl Attrs {
     pub fn new() -> Self {
         Self(None)
     }
 
-    fn pairs(&self) -> &[(Key, Value)] {
-        self.0.as_deref().map_or(&[], |s| s.pairs.as_slice())
+    /// Every pair, in key order.
+    fn pairs(&self) -> impl Iterator<Item = &(Key, Value)> + Clone {
+        let [a, b, c] = self.0.as_deref().map_or([&[][..]; 3], Shared::runs);
+        a.iter().chain(b).chain(c)
     }
 
     /// The set's fingerprint (see [`Attrs`]); `[0, 0]` for the empty set.
@@ -130,15 +168,30 @@ impl Attrs {
         self.0.as_deref().map_or([0, 0], |s| s.fingerprint)
     }
 
-    /// The shared part, to change; copied first when it is shared.
-    fn shared_mut(&mut self) -> &mut Shared {
-        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    /// The pairs, to change: copied first into a set of its own when they
+    /// are shared or the set adds a pair to another.
+    fn pairs_mut(&mut self) -> (&mut Fingerprint, &mut Vec<(Key, Value)>) {
+        let shared = self.0.get_or_insert_with(Default::default);
+        if shared.base.is_some() {
+            let pairs: Vec<(Key, Value)> = shared.runs().concat();
+            *shared = Arc::new(Shared {
+                fingerprint: shared.fingerprint,
+                pairs,
+                base: None,
+            });
+        }
+        let shared = Arc::make_mut(shared);
+        (&mut shared.fingerprint, &mut shared.pairs)
     }
 
     /// Keeps "no pairs" as "no allocation", so that every empty set is
     /// the same value.
     fn normalize(&mut self) {
-        if self.0.as_ref().is_some_and(|s| s.pairs.is_empty()) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|s| s.base.is_none() && s.pairs.is_empty())
+        {
             self.0 = None;
         }
     }
@@ -147,17 +200,31 @@ impl Attrs {
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
-        let at = self
-            .pairs()
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
-        let shared = self.shared_mut();
-        account(&mut shared.fingerprint, &key, &value, 1);
-        match at {
+        // A new key for a shared set without a base: a set that adds it.
+        if let Some(shared) = &self.0
+            && shared.base.is_none()
+            && Arc::strong_count(shared) > 1
+            && let Err(at) = search(&shared.pairs, &key)
+        {
+            let mut fingerprint = shared.fingerprint;
+            account(&mut fingerprint, &key, &value, 1);
+            self.0 = self.0.take().map(|set| {
+                Arc::new(Shared {
+                    fingerprint,
+                    pairs: vec![(key, value)],
+                    base: Some(Base { set, at }),
+                })
+            });
+            return;
+        }
+        let (fingerprint, pairs) = self.pairs_mut();
+        account(fingerprint, &key, &value, 1);
+        match search(pairs, &key) {
             Ok(i) => {
-                account(&mut shared.fingerprint, &key, &shared.pairs[i].1, -1);
-                shared.pairs[i].1 = value;
+                account(fingerprint, &key, &pairs[i].1, -1);
+                pairs[i].1 = value;
             }
-            Err(i) => shared.pairs.insert(i, (key, value)),
+            Err(i) => pairs.insert(i, (key, value)),
         }
     }
 
@@ -168,11 +235,15 @@ impl Attrs {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        let pairs = self.pairs();
-        pairs
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &pairs[i].1)
+        let shared = self.0.as_deref()?;
+        let pairs = match &shared.base {
+            None => &shared.pairs,
+            Some(base) => match shared.pairs.iter().find(|(k, _)| k.as_ref() == key) {
+                Some((_, v)) => return Some(v),
+                None => &base.set.pairs,
+            },
+        };
+        search(pairs, key).ok().map(|i| &pairs[i].1)
     }
 
     /// The value of `key` when it is a string.
@@ -184,13 +255,11 @@ impl Attrs {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let i = self
-            .pairs()
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()?;
-        let shared = self.shared_mut();
-        let (k, v) = shared.pairs.remove(i);
-        account(&mut shared.fingerprint, &k, &v, -1);
+        self.get(key)?;
+        let (fingerprint, pairs) = self.pairs_mut();
+        let i = search(pairs, key).ok()?;
+        let (k, v) = pairs.remove(i);
+        account(fingerprint, &k, &v, -1);
         self.normalize();
         Some(v)
     }
@@ -199,13 +268,12 @@ impl Attrs {
     /// `keep` is called once per pair, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         // Nothing to drop: a shared set stays shared (no copy).
-        let Some(first) = self.pairs().iter().position(|(k, v)| !keep(k, v)) else {
+        let Some(first) = self.pairs().position(|(k, v)| !keep(k, v)) else {
             return;
         };
-        let shared = self.shared_mut();
-        let fp = &mut shared.fingerprint;
+        let (fp, pairs) = self.pairs_mut();
         let mut i = 0;
-        shared.pairs.retain(|(k, v)| {
+        pairs.retain(|(k, v)| {
             // Pairs before `first` were kept, `first` dropped: not asked again.
             let kept = match i.cmp(&first) {
                 std::cmp::Ordering::Less => true,
@@ -222,15 +290,17 @@ impl Attrs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.pairs().iter().map(|(k, v)| (k.as_ref(), v))
+        self.pairs().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn len(&self) -> usize {
-        self.pairs().len()
+        self.0
+            .as_deref()
+            .map_or(0, |s| s.runs().iter().map(|r| r.len()).sum())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs().is_empty()
+        self.len() == 0
     }
 
     /// Whether both share one allocation (then they are equal without
@@ -249,7 +319,7 @@ impl Attrs {
 impl PartialEq for Attrs {
     fn eq(&self, other: &Self) -> bool {
         self.shares(other)
-            || (self.fingerprint() == other.fingerprint() && self.pairs() == other.pairs())
+            || (self.fingerprint() == other.fingerprint() && self.pairs().eq(other.pairs()))
     }
 }
 impl Eq for Attrs {}
@@ -274,7 +344,9 @@ impl std::hash::Hash for Attrs {
 }
 impl fmt::Debug for Attrs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Attrs").field(&self.pairs()).finish()
+        f.debug_tuple("Attrs")
+            .field(&self.pairs().collect::<Vec<_>>())
+            .finish()
     }
 }
 
