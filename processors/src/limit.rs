@@ -68,6 +68,21 @@ pub struct Limiter {
 /// of each point's table.
 const KEPT: u32 = 1 << 31;
 
+/// Points whose fingerprints [`Limiter::apply`] reads before it looks
+/// their series up.
+const CHUNK: usize = 32;
+
+/// One metric's overflow point while a batch is limited.
+struct Overflow {
+    table: usize,
+    point: Point,
+    count: u64,
+    /// Resources known to have every pair of the point's (which only ever
+    /// loses pairs), by address; each is held so that its address is not
+    /// reused.
+    fits: hashbrown::HashMap<usize, Arc<Attrs>>,
+}
+
 impl Limiter {
     /// `default_max` series for every metric, except those in `per_metric`
     /// (by metric name).
@@ -132,19 +147,25 @@ impl Limiter {
         let now = self.interval;
 
         // 1. Series that hold a slot keep it. Each point's table, with
-        // `KEPT` when it keeps its slot.
+        // `KEPT` when it keeps its slot. Fingerprints are read a chunk of
+        // points ahead of the lookups, so that the reads of sets and slots
+        // not in cache overlap.
         let mut tables = Vec::with_capacity(points.len());
-        for p in &points {
-            let t = self.table(p.metric.name);
-            let hash = Self::fingerprint(&self.state, p);
-            let kept = match self.tables[t].held.find_mut(hash.0, |s| s.fingerprint == hash) {
-                Some(slot) => {
-                    slot.last = now;
-                    KEPT
-                }
-                None => 0,
-            };
-            tables.push(t as u32 | kept);
+        for chunk in points.chunks(CHUNK) {
+            let mut series = [(0, (0, 0)); CHUNK];
+            for (s, p) in series.iter_mut().zip(chunk) {
+                *s = (self.table(p.metric.name), Self::fingerprint(&self.state, p));
+            }
+            for &(t, hash) in &series[..chunk.len()] {
+                let kept = match self.tables[t].held.find_mut(hash.0, |s| s.fingerprint == hash) {
+                    Some(slot) => {
+                        slot.last = now;
+                        KEPT
+                    }
+                    None => 0,
+                };
+                tables.push(t as u32 | kept);
+            }
         }
         // 2. Slots of series that did not report are released.
         for t in &mut self.tables {
@@ -157,7 +178,7 @@ impl Limiter {
 
         // 3. New series take free slots in arrival order; the rest overflow.
         // Kept in place: the batch can hold hundreds of thousands of points.
-        let mut overflow: Vec<(usize, Point, u64)> = Vec::new();
+        let mut overflow: Vec<Overflow> = Vec::new();
         let state = &self.state;
         let all = &mut self.tables;
         let mut i = 0;
@@ -186,32 +207,38 @@ impl Limiter {
                 table.admitted += 1;
                 return true;
             }
-            match overflow.iter_mut().find(|(o, _, _)| *o == t) {
-                Some((_, o, n)) => {
-                    o.value.merge(&p.value);
-                    if !contains(&p.resource, &o.resource) {
-                        o.resource = Arc::new(common(&o.resource, &p.resource));
+            match overflow.iter_mut().find(|o| o.table == t) {
+                Some(o) => {
+                    o.point.value.merge(&p.value);
+                    let address = Arc::as_ptr(&p.resource) as usize;
+                    if !o.fits.contains_key(&address) {
+                        if !contains(&p.resource, &o.point.resource) {
+                            o.point.resource = Arc::new(common(&o.point.resource, &p.resource));
+                        }
+                        o.fits.insert(address, p.resource.clone());
                     }
-                    *n += 1;
+                    o.count += 1;
                 }
-                None => {
-                    let o = Point {
+                None => overflow.push(Overflow {
+                    table: t,
+                    point: Point {
                         resource: p.resource.clone(),
                         metric: p.metric,
                         attrs: Attrs::new().with(attr::OVERFLOW, true),
                         value: p.value.clone(),
-                    };
-                    overflow.push((t, o, 1));
-                }
+                    },
+                    count: 1,
+                    fits: hashbrown::HashMap::new(),
+                }),
             }
             false
         });
-        for (_, point, n) in overflow {
+        for o in overflow {
             self.telemetry.emit(FlowsOverflow {
-                metric: point.metric.name,
-                count: n,
+                metric: o.point.metric.name,
+                count: o.count,
             });
-            points.push(point);
+            points.push(o.point);
         }
         points
     }
