@@ -97,17 +97,26 @@ pub struct Attrs(Option<Arc<Shared>>);
 #[derive(Clone, Default)]
 struct Shared {
     fingerprint: Fingerprint,
-    /// Every pair, sorted by key; with a `base`, only the one added pair.
-    pairs: Vec<(Key, Value)>,
-    /// The set this one adds a pair to; that set has no base itself.
-    base: Option<Base>,
+    pairs: Pairs,
 }
 
 #[derive(Clone)]
-struct Base {
-    set: Arc<Shared>,
-    /// Where the added pair sorts among the base's pairs.
-    at: usize,
+enum Pairs {
+    /// Every pair, sorted by key.
+    Own(Vec<(Key, Value)>),
+    /// The pairs of `base` (a set of `Own` pairs) and `pair`, whose key
+    /// `base` does not have and which sorts at index `at` of its pairs.
+    Added {
+        base: Arc<Shared>,
+        at: usize,
+        pair: (Key, Value),
+    },
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Pairs::Own(Vec::new())
+    }
 }
 
 /// A set's fingerprint: two independent 64-bit sums (see [`Attrs`]).
@@ -138,15 +147,23 @@ fn search(pairs: &[(Key, Value)], key: &str) -> Result<usize, usize> {
     pairs.binary_search_by(|(k, _)| k.as_ref().cmp(key))
 }
 
-impl Shared {
+impl Pairs {
+    /// The pairs of a set of its own; none for a set that adds a pair.
+    fn own(&self) -> &[(Key, Value)] {
+        match self {
+            Pairs::Own(pairs) => pairs,
+            Pairs::Added { .. } => &[],
+        }
+    }
+
     /// The pairs in order, as three runs: the base's pairs before the added
-    /// one, the added one, the rest (a set without a base is its first run).
+    /// one, the added one, the rest (a set of its own is its first run).
     fn runs(&self) -> [&[(Key, Value)]; 3] {
-        match &self.base {
-            None => [&self.pairs, &[], &[]],
-            Some(Base { set, at }) => {
-                let (before, after) = set.pairs.split_at(*at);
-                [before, &self.pairs, after]
+        match self {
+            Pairs::Own(pairs) => [pairs, &[], &[]],
+            Pairs::Added { base, at, pair } => {
+                let (before, after) = base.pairs.own().split_at(*at);
+                [before, std::slice::from_ref(pair), after]
             }
         }
     }
@@ -159,7 +176,7 @@ impl Attrs {
 
     /// Every pair, in key order.
     fn pairs(&self) -> impl Iterator<Item = &(Key, Value)> + Clone {
-        let [a, b, c] = self.0.as_deref().map_or([&[][..]; 3], Shared::runs);
+        let [a, b, c] = self.0.as_deref().map_or([&[][..]; 3], |s| s.pairs.runs());
         a.iter().chain(b).chain(c)
     }
 
@@ -171,17 +188,14 @@ impl Attrs {
     /// The pairs, to change: copied first into a set of its own when they
     /// are shared or the set adds a pair to another.
     fn pairs_mut(&mut self) -> (&mut Fingerprint, &mut Vec<(Key, Value)>) {
-        let shared = self.0.get_or_insert_with(Default::default);
-        if shared.base.is_some() {
-            let pairs: Vec<(Key, Value)> = shared.runs().concat();
-            *shared = Arc::new(Shared {
-                fingerprint: shared.fingerprint,
-                pairs,
-                base: None,
-            });
+        let shared = Arc::make_mut(self.0.get_or_insert_with(Default::default));
+        if let Pairs::Added { .. } = shared.pairs {
+            shared.pairs = Pairs::Own(shared.pairs.runs().concat());
         }
-        let shared = Arc::make_mut(shared);
-        (&mut shared.fingerprint, &mut shared.pairs)
+        match &mut shared.pairs {
+            Pairs::Own(pairs) => (&mut shared.fingerprint, pairs),
+            Pairs::Added { .. } => unreachable!("the pairs were copied above"),
+        }
     }
 
     /// Keeps "no pairs" as "no allocation", so that every empty set is
@@ -190,7 +204,7 @@ impl Attrs {
         if self
             .0
             .as_ref()
-            .is_some_and(|s| s.base.is_none() && s.pairs.is_empty())
+            .is_some_and(|s| matches!(&s.pairs, Pairs::Own(p) if p.is_empty()))
         {
             self.0 = None;
         }
@@ -200,19 +214,22 @@ impl Attrs {
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
-        // A new key for a shared set without a base: a set that adds it.
+        // A new key for a shared set of its own: a set that adds it.
         if let Some(shared) = &self.0
-            && shared.base.is_none()
+            && let Pairs::Own(pairs) = &shared.pairs
             && Arc::strong_count(shared) > 1
-            && let Err(at) = search(&shared.pairs, &key)
+            && let Err(at) = search(pairs, &key)
         {
             let mut fingerprint = shared.fingerprint;
             account(&mut fingerprint, &key, &value, 1);
-            self.0 = self.0.take().map(|set| {
+            self.0 = self.0.take().map(|base| {
                 Arc::new(Shared {
                     fingerprint,
-                    pairs: vec![(key, value)],
-                    base: Some(Base { set, at }),
+                    pairs: Pairs::Added {
+                        base,
+                        at,
+                        pair: (key, value),
+                    },
                 })
             });
             return;
@@ -236,12 +253,10 @@ impl Attrs {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         let shared = self.0.as_deref()?;
-        let pairs = match &shared.base {
-            None => &shared.pairs,
-            Some(base) => match shared.pairs.iter().find(|(k, _)| k.as_ref() == key) {
-                Some((_, v)) => return Some(v),
-                None => &base.set.pairs,
-            },
+        let pairs = match &shared.pairs {
+            Pairs::Own(pairs) => pairs,
+            Pairs::Added { pair, .. } if pair.0.as_ref() == key => return Some(&pair.1),
+            Pairs::Added { base, .. } => base.pairs.own(),
         };
         search(pairs, key).ok().map(|i| &pairs[i].1)
     }
@@ -296,7 +311,7 @@ impl Attrs {
     pub fn len(&self) -> usize {
         self.0
             .as_deref()
-            .map_or(0, |s| s.runs().iter().map(|r| r.len()).sum())
+            .map_or(0, |s| s.pairs.runs().iter().map(|r| r.len()).sum())
     }
 
     pub fn is_empty(&self) -> bool {
