@@ -451,6 +451,51 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_added_to_a_shared_set_reads_as_a_set_of_its_own() {
+        use std::hash::BuildHasher;
+        let flow = Attrs::new().with("a", "x").with("c", 3i64);
+        let added = flow.clone().with("b", true);
+        let own = Attrs::new().with("c", 3i64).with("b", true).with("a", "x");
+        assert!(matches!(added.0.as_deref().unwrap().pairs, Pairs::Added { .. }));
+        assert!(matches!(own.0.as_deref().unwrap().pairs, Pairs::Own(_)));
+        assert_eq!(added, own);
+        assert_eq!(added.cmp(&own), std::cmp::Ordering::Equal);
+        assert_eq!(added.fingerprint(), own.fingerprint());
+        let state = std::hash::RandomState::new();
+        assert_eq!(state.hash_one(&added), state.hash_one(&own));
+        assert_eq!(format!("{added:?}"), format!("{own:?}"));
+        let keys: Vec<&str> = added.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(added.len(), 3);
+        assert_eq!(added.get("b"), Some(&Value::Bool(true)));
+        assert_eq!(added.get_str("a"), Some("x"));
+        assert_eq!(added.get("d"), None);
+        // First and last places, and a pair added to a set that adds one.
+        let first = flow.clone().with("0", 0i64);
+        assert_eq!(first.iter().next(), Some(("0", &Value::Int(0))));
+        let last = flow.clone().with("z", 0i64);
+        assert_eq!(last.iter().last(), Some(("z", &Value::Int(0))));
+        let both = added.clone().with("d", 4i64);
+        assert_eq!(both, own.clone().with("d", 4i64));
+        // A key the shared set has is replaced in a copy.
+        let replaced = flow.clone().with("a", "y");
+        assert_eq!(replaced, Attrs::new().with("a", "y").with("c", 3i64));
+        // Changes copy the pairs and leave the shared set as it was.
+        let mut changed = added.clone();
+        assert_eq!(changed.remove("b"), Some(Value::Bool(true)));
+        assert_eq!(changed, flow);
+        let mut kept = added.clone();
+        kept.retain(|k, _| k != "a");
+        assert_eq!(kept, Attrs::new().with("b", true).with("c", 3i64));
+        assert_eq!(
+            kept.fingerprint(),
+            Attrs::new().with("c", 3i64).with("b", true).fingerprint()
+        );
+        assert_eq!(flow, Attrs::new().with("a", "x").with("c", 3i64));
+        assert_eq!(added, own);
+    }
+
+    #[test]
     fn set_replaces() {
         let mut a = Attrs::new().with("k", "old");
         a.set("k", "new");
