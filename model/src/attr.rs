@@ -456,7 +456,10 @@ mod tests {
         let flow = Attrs::new().with("a", "x").with("c", 3i64);
         let added = flow.clone().with("b", true);
         let own = Attrs::new().with("c", 3i64).with("b", true).with("a", "x");
-        assert!(matches!(added.0.as_deref().unwrap().pairs, Pairs::Added { .. }));
+        assert!(matches!(
+            added.0.as_deref().unwrap().pairs,
+            Pairs::Added { .. }
+        ));
         assert!(matches!(own.0.as_deref().unwrap().pairs, Pairs::Own(_)));
         assert_eq!(added, own);
         assert_eq!(added.cmp(&own), std::cmp::Ordering::Equal);

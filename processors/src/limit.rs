@@ -120,7 +120,11 @@ impl Limiter {
             Some(&t) => t,
             None => {
                 self.tables.push(Table {
-                    max: self.per_metric.get(name).copied().unwrap_or(self.default_max),
+                    max: self
+                        .per_metric
+                        .get(name)
+                        .copied()
+                        .unwrap_or(self.default_max),
                     held: HashTable::new(),
                     admitted: 0,
                 });
@@ -137,7 +141,10 @@ impl Limiter {
     /// one per lane.
     fn fingerprint(state: &(DefaultHashBuilder, DefaultHashBuilder), p: &Point) -> (u64, u64) {
         let (r, t) = (p.resource.fingerprint(), p.attrs.fingerprint());
-        (state.0.hash_one((r[0], t[0])), state.1.hash_one((r[1], t[1])))
+        (
+            state.0.hash_one((r[0], t[0])),
+            state.1.hash_one((r[1], t[1])),
+        )
     }
 
     /// Applies the limits to one interval's points (already coalesced, so
@@ -157,7 +164,10 @@ impl Limiter {
                 *s = (self.table(p.metric.name), Self::fingerprint(&self.state, p));
             }
             for &(t, hash) in &series[..chunk.len()] {
-                let kept = match self.tables[t].held.find_mut(hash.0, |s| s.fingerprint == hash) {
+                let kept = match self.tables[t]
+                    .held
+                    .find_mut(hash.0, |s| s.fingerprint == hash)
+                {
                     Some(slot) => {
                         slot.last = now;
                         KEPT
