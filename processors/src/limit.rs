@@ -54,8 +54,8 @@ pub struct Limiter {
     /// One table per metric seen, found by name in `by_name`.
     tables: Vec<Table>,
     by_name: hashbrown::HashMap<&'static str, usize>,
-    /// The same by where the name is stored, which answers without reading
-    /// the name: the points of one metric carry the same `&'static str`.
+    /// The same tables by the address and length of the name: the points
+    /// of one metric carry one `&'static str`, so most lookups read no name.
     by_address: hashbrown::HashMap<(usize, usize), usize>,
     /// Two independently seeded hashers for the fingerprint; the first
     /// also places the slot in its table.
