@@ -74,6 +74,13 @@ pub type Key = Arc<str>;
 /// so sharing is what keeps those clones cheap. The empty set holds no
 /// allocation.
 ///
+/// Adding a key to a shared set does not copy its pairs either: the new set
+/// refers to the shared one and holds only the added pair (a set one pair
+/// larger than another, as the direction a point adds to its flow's
+/// attributes). Its pairs are those of the shared set with the new one in
+/// its sorted place; any later change copies them all into a set of its
+/// own. A copy would take a reference count per key and per text value.
+///
 /// Each set carries a 128-bit fingerprint of its pairs, kept up to date by
 /// every change: the sum of a seeded hash of each pair, in two lanes of 64
 /// bits with independent seeds. A sum does not depend on the order pairs
@@ -90,7 +97,26 @@ pub struct Attrs(Option<Arc<Shared>>);
 #[derive(Clone, Default)]
 struct Shared {
     fingerprint: Fingerprint,
-    pairs: Vec<(Key, Value)>,
+    pairs: Pairs,
+}
+
+#[derive(Clone)]
+enum Pairs {
+    /// Every pair, sorted by key.
+    Own(Vec<(Key, Value)>),
+    /// The pairs of `base` (a set of `Own` pairs) and `pair`, whose key
+    /// `base` does not have and which sorts at index `at` of its pairs.
+    Added {
+        base: Arc<Shared>,
+        at: usize,
+        pair: (Key, Value),
+    },
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Pairs::Own(Vec::new())
+    }
 }
 
 /// A set's fingerprint: two independent 64-bit sums (see [`Attrs`]).
@@ -116,13 +142,42 @@ fn account(fp: &mut Fingerprint, key: &str, value: &Value, sign: i8) {
     }
 }
 
+/// Where `key` is, or would sort, in sorted `pairs`.
+fn search(pairs: &[(Key, Value)], key: &str) -> Result<usize, usize> {
+    pairs.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+}
+
+impl Pairs {
+    /// The pairs of a set of its own; none for a set that adds a pair.
+    fn own(&self) -> &[(Key, Value)] {
+        match self {
+            Pairs::Own(pairs) => pairs,
+            Pairs::Added { .. } => &[],
+        }
+    }
+
+    /// The pairs in order, as three runs: the base's pairs before the added
+    /// one, the added one, the rest (a set of its own is its first run).
+    fn runs(&self) -> [&[(Key, Value)]; 3] {
+        match self {
+            Pairs::Own(pairs) => [pairs, &[], &[]],
+            Pairs::Added { base, at, pair } => {
+                let (before, after) = base.pairs.own().split_at(*at);
+                [before, std::slice::from_ref(pair), after]
+            }
+        }
+    }
+}
+
 impl Attrs {
     pub fn new() -> Self {
         Self(None)
     }
 
-    fn pairs(&self) -> &[(Key, Value)] {
-        self.0.as_deref().map_or(&[], |s| s.pairs.as_slice())
+    /// Every pair, in key order.
+    fn pairs(&self) -> impl Iterator<Item = &(Key, Value)> + Clone {
+        let [a, b, c] = self.0.as_deref().map_or([&[][..]; 3], |s| s.pairs.runs());
+        a.iter().chain(b).chain(c)
     }
 
     /// The set's fingerprint (see [`Attrs`]); `[0, 0]` for the empty set.
@@ -130,15 +185,27 @@ impl Attrs {
         self.0.as_deref().map_or([0, 0], |s| s.fingerprint)
     }
 
-    /// The shared part, to change; copied first when it is shared.
-    fn shared_mut(&mut self) -> &mut Shared {
-        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    /// The pairs, to change: copied first into a set of its own when they
+    /// are shared or the set adds a pair to another.
+    fn pairs_mut(&mut self) -> (&mut Fingerprint, &mut Vec<(Key, Value)>) {
+        let shared = Arc::make_mut(self.0.get_or_insert_with(Default::default));
+        if let Pairs::Added { .. } = shared.pairs {
+            shared.pairs = Pairs::Own(shared.pairs.runs().concat());
+        }
+        match &mut shared.pairs {
+            Pairs::Own(pairs) => (&mut shared.fingerprint, pairs),
+            Pairs::Added { .. } => unreachable!("the pairs were copied above"),
+        }
     }
 
     /// Keeps "no pairs" as "no allocation", so that every empty set is
     /// the same value.
     fn normalize(&mut self) {
-        if self.0.as_ref().is_some_and(|s| s.pairs.is_empty()) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|s| matches!(&s.pairs, Pairs::Own(p) if p.is_empty()))
+        {
             self.0 = None;
         }
     }
@@ -147,17 +214,34 @@ impl Attrs {
     pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
-        let at = self
-            .pairs()
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
-        let shared = self.shared_mut();
-        account(&mut shared.fingerprint, &key, &value, 1);
-        match at {
+        // A new key for a shared set of its own: a set that adds it.
+        if let Some(shared) = &self.0
+            && let Pairs::Own(pairs) = &shared.pairs
+            && Arc::strong_count(shared) > 1
+            && let Err(at) = search(pairs, &key)
+        {
+            let mut fingerprint = shared.fingerprint;
+            account(&mut fingerprint, &key, &value, 1);
+            self.0 = self.0.take().map(|base| {
+                Arc::new(Shared {
+                    fingerprint,
+                    pairs: Pairs::Added {
+                        base,
+                        at,
+                        pair: (key, value),
+                    },
+                })
+            });
+            return;
+        }
+        let (fingerprint, pairs) = self.pairs_mut();
+        account(fingerprint, &key, &value, 1);
+        match search(pairs, &key) {
             Ok(i) => {
-                account(&mut shared.fingerprint, &key, &shared.pairs[i].1, -1);
-                shared.pairs[i].1 = value;
+                account(fingerprint, &key, &pairs[i].1, -1);
+                pairs[i].1 = value;
             }
-            Err(i) => shared.pairs.insert(i, (key, value)),
+            Err(i) => pairs.insert(i, (key, value)),
         }
     }
 
@@ -168,11 +252,13 @@ impl Attrs {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        let pairs = self.pairs();
-        pairs
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &pairs[i].1)
+        let shared = self.0.as_deref()?;
+        let pairs = match &shared.pairs {
+            Pairs::Own(pairs) => pairs,
+            Pairs::Added { pair, .. } if pair.0.as_ref() == key => return Some(&pair.1),
+            Pairs::Added { base, .. } => base.pairs.own(),
+        };
+        search(pairs, key).ok().map(|i| &pairs[i].1)
     }
 
     /// The value of `key` when it is a string.
@@ -184,13 +270,11 @@ impl Attrs {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let i = self
-            .pairs()
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()?;
-        let shared = self.shared_mut();
-        let (k, v) = shared.pairs.remove(i);
-        account(&mut shared.fingerprint, &k, &v, -1);
+        self.get(key)?;
+        let (fingerprint, pairs) = self.pairs_mut();
+        let i = search(pairs, key).ok()?;
+        let (k, v) = pairs.remove(i);
+        account(fingerprint, &k, &v, -1);
         self.normalize();
         Some(v)
     }
@@ -199,13 +283,12 @@ impl Attrs {
     /// `keep` is called once per pair, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         // Nothing to drop: a shared set stays shared (no copy).
-        let Some(first) = self.pairs().iter().position(|(k, v)| !keep(k, v)) else {
+        let Some(first) = self.pairs().position(|(k, v)| !keep(k, v)) else {
             return;
         };
-        let shared = self.shared_mut();
-        let fp = &mut shared.fingerprint;
+        let (fp, pairs) = self.pairs_mut();
         let mut i = 0;
-        shared.pairs.retain(|(k, v)| {
+        pairs.retain(|(k, v)| {
             // Pairs before `first` were kept, `first` dropped: not asked again.
             let kept = match i.cmp(&first) {
                 std::cmp::Ordering::Less => true,
@@ -222,15 +305,17 @@ impl Attrs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.pairs().iter().map(|(k, v)| (k.as_ref(), v))
+        self.pairs().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn len(&self) -> usize {
-        self.pairs().len()
+        self.0
+            .as_deref()
+            .map_or(0, |s| s.pairs.runs().iter().map(|r| r.len()).sum())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs().is_empty()
+        self.len() == 0
     }
 
     /// Whether both share one allocation (then they are equal without
@@ -249,7 +334,7 @@ impl Attrs {
 impl PartialEq for Attrs {
     fn eq(&self, other: &Self) -> bool {
         self.shares(other)
-            || (self.fingerprint() == other.fingerprint() && self.pairs() == other.pairs())
+            || (self.fingerprint() == other.fingerprint() && self.pairs().eq(other.pairs()))
     }
 }
 impl Eq for Attrs {}
@@ -274,7 +359,9 @@ impl std::hash::Hash for Attrs {
 }
 impl fmt::Debug for Attrs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Attrs").field(&self.pairs()).finish()
+        f.debug_tuple("Attrs")
+            .field(&self.pairs().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -361,6 +448,54 @@ mod tests {
             a.fingerprint(),
             Attrs::new().with("c", 3i64).with("a", 1i64).fingerprint()
         );
+    }
+
+    #[test]
+    fn a_pair_added_to_a_shared_set_reads_as_a_set_of_its_own() {
+        use std::hash::BuildHasher;
+        let flow = Attrs::new().with("a", "x").with("c", 3i64);
+        let added = flow.clone().with("b", true);
+        let own = Attrs::new().with("c", 3i64).with("b", true).with("a", "x");
+        assert!(matches!(
+            added.0.as_deref().unwrap().pairs,
+            Pairs::Added { .. }
+        ));
+        assert!(matches!(own.0.as_deref().unwrap().pairs, Pairs::Own(_)));
+        assert_eq!(added, own);
+        assert_eq!(added.cmp(&own), std::cmp::Ordering::Equal);
+        assert_eq!(added.fingerprint(), own.fingerprint());
+        let state = std::hash::RandomState::new();
+        assert_eq!(state.hash_one(&added), state.hash_one(&own));
+        assert_eq!(format!("{added:?}"), format!("{own:?}"));
+        let keys: Vec<&str> = added.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(added.len(), 3);
+        assert_eq!(added.get("b"), Some(&Value::Bool(true)));
+        assert_eq!(added.get_str("a"), Some("x"));
+        assert_eq!(added.get("d"), None);
+        // First and last places, and a pair added to a set that adds one.
+        let first = flow.clone().with("0", 0i64);
+        assert_eq!(first.iter().next(), Some(("0", &Value::Int(0))));
+        let last = flow.clone().with("z", 0i64);
+        assert_eq!(last.iter().last(), Some(("z", &Value::Int(0))));
+        let both = added.clone().with("d", 4i64);
+        assert_eq!(both, own.clone().with("d", 4i64));
+        // A key the shared set has is replaced in a copy.
+        let replaced = flow.clone().with("a", "y");
+        assert_eq!(replaced, Attrs::new().with("a", "y").with("c", 3i64));
+        // Changes copy the pairs and leave the shared set as it was.
+        let mut changed = added.clone();
+        assert_eq!(changed.remove("b"), Some(Value::Bool(true)));
+        assert_eq!(changed, flow);
+        let mut kept = added.clone();
+        kept.retain(|k, _| k != "a");
+        assert_eq!(kept, Attrs::new().with("b", true).with("c", 3i64));
+        assert_eq!(
+            kept.fingerprint(),
+            Attrs::new().with("c", 3i64).with("b", true).fingerprint()
+        );
+        assert_eq!(flow, Attrs::new().with("a", "x").with("c", 3i64));
+        assert_eq!(added, own);
     }
 
     #[test]

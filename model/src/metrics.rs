@@ -211,6 +211,20 @@ static SPELLED: LazyLock<Spelled> = LazyLock::new(|| Spelled {
     drop_reason: Key::from(attr::DROP_REASON),
 });
 
+/// The most points [`flow_points`] makes for `flow`, to size the vector
+/// they go into: each counter of its transport in both directions where it
+/// has them, each failure reason, and one per drop count.
+pub fn max_points(flow: &Flow) -> usize {
+    let per_transport = match flow.transport {
+        // Bytes and packets both ways, active.
+        Transport::Udp => 5,
+        // Bytes, packets and resets both ways; retransmits, opened, closed,
+        // active, RTT, RTT variance, duration; the failures.
+        Transport::Tcp => 13 + FailReason::ALL.len(),
+    };
+    per_transport + flow.stats.drops.len()
+}
+
 /// Turns one flow into the contract's points, appending them to `out`.
 /// Zero counters emit no point, except that a flow always reports its
 /// `active` count while a connection is open.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
-use flowscope_model::metrics::{FLOW_COST, flow_points};
+use flowscope_model::metrics::{FLOW_COST, flow_points, max_points};
 use flowscope_model::{Attrs, Flow, Point, PointValue};
 
 /// Which keys of a set survive grouping.
@@ -186,8 +186,9 @@ impl<'a> Grouper<'a> {
     /// The groups' points, in the order their first flow arrived.
     pub(crate) fn finish(self, out: &mut Vec<Point>) {
         let start = out.len();
-        // A flow makes 2 to 10 points (UDP few, TCP more).
-        out.reserve(self.groups.len() * 6);
+        // Room for every point, so that the vector is never copied.
+        let most = |g: &Group| max_points(&g.flow) + usize::from(g.cost_usd > 0.0);
+        out.reserve(self.groups.iter().map(most).sum());
         let drops_transport = self.by.drops_transport();
         for g in self.groups {
             let cost = (g.cost_usd > 0.0).then(|| Point {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use flowscope_model::internal_events::FlowsOverflow;
 use flowscope_model::names::attr;
-use flowscope_model::{Attrs, MetricId, Point, Telemetry};
+use flowscope_model::{Attrs, Point, Telemetry};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Default series per metric.
@@ -38,21 +38,49 @@ struct Slot {
     last: u64,
 }
 
-#[derive(Default)]
-struct Slots {
+/// The slots of one metric.
+struct Table {
+    /// Series allowed to hold a slot.
+    max: usize,
     held: HashTable<Slot>,
+    /// Series that took a slot in the batch being limited.
+    admitted: usize,
 }
 
 /// Per-metric series limits with slots that persist across intervals.
 pub struct Limiter {
     default_max: usize,
     per_metric: HashMap<String, usize>,
-    slots: hashbrown::HashMap<&'static str, Slots>,
+    /// One table per metric seen, found by name in `by_name`.
+    tables: Vec<Table>,
+    by_name: hashbrown::HashMap<&'static str, usize>,
+    /// The same tables by the address and length of the name: the points
+    /// of one metric carry one `&'static str`, so most lookups read no name.
+    by_address: hashbrown::HashMap<(usize, usize), usize>,
     /// Two independently seeded hashers for the fingerprint; the first
     /// also places the slot in its table.
     state: (DefaultHashBuilder, DefaultHashBuilder),
     interval: u64,
     telemetry: Telemetry,
+}
+
+/// Marks a point whose series holds a slot, in [`Limiter::apply`]'s list
+/// of each point's table.
+const KEPT: u32 = 1 << 31;
+
+/// Points whose fingerprints [`Limiter::apply`] reads before it looks
+/// their series up.
+const CHUNK: usize = 32;
+
+/// One metric's overflow point while a batch is limited.
+struct Overflow {
+    table: usize,
+    point: Point,
+    count: u64,
+    /// Resources known to have every pair of the point's (which only ever
+    /// loses pairs), by address; each is held so that its address is not
+    /// reused.
+    fits: hashbrown::HashMap<usize, Arc<Attrs>>,
 }
 
 impl Limiter {
@@ -66,7 +94,9 @@ impl Limiter {
         Limiter {
             default_max,
             per_metric,
-            slots: hashbrown::HashMap::new(),
+            tables: Vec::new(),
+            by_name: hashbrown::HashMap::new(),
+            by_address: hashbrown::HashMap::new(),
             state: (DefaultHashBuilder::default(), DefaultHashBuilder::default()),
             interval: 0,
             telemetry,
@@ -75,21 +105,46 @@ impl Limiter {
 
     /// Series currently holding a slot for `metric`.
     pub fn held(&self, metric: &str) -> usize {
-        self.slots.get(metric).map_or(0, |s| s.held.len())
+        self.by_name
+            .get(metric)
+            .map_or(0, |&t| self.tables[t].held.len())
     }
 
-    /// Each point's fingerprint: two hashes of its Resource's and its
+    /// The table of metric `name`, made on first sight.
+    fn table(&mut self, name: &'static str) -> usize {
+        let address = (name.as_ptr() as usize, name.len());
+        if let Some(&t) = self.by_address.get(&address) {
+            return t;
+        }
+        let t = match self.by_name.get(name) {
+            Some(&t) => t,
+            None => {
+                self.tables.push(Table {
+                    max: self
+                        .per_metric
+                        .get(name)
+                        .copied()
+                        .unwrap_or(self.default_max),
+                    held: HashTable::new(),
+                    admitted: 0,
+                });
+                self.by_name.insert(name, self.tables.len() - 1);
+                self.tables.len() - 1
+            }
+        };
+        self.by_address.insert(address, t);
+        t
+    }
+
+    /// A point's fingerprint: two hashes of its Resource's and its
     /// attributes' fingerprints (each set keeps its own, see [`Attrs`]),
     /// one per lane.
-    fn fingerprints(&self, points: &[Point]) -> Vec<(u64, u64)> {
-        let (a, b) = &self.state;
-        points
-            .iter()
-            .map(|p| {
-                let (r, t) = (p.resource.fingerprint(), p.attrs.fingerprint());
-                (a.hash_one((r[0], t[0])), b.hash_one((r[1], t[1])))
-            })
-            .collect()
+    fn fingerprint(state: &(DefaultHashBuilder, DefaultHashBuilder), p: &Point) -> (u64, u64) {
+        let (r, t) = (p.resource.fingerprint(), p.attrs.fingerprint());
+        (
+            state.0.hash_one((r[0], t[0])),
+            state.1.hash_one((r[1], t[1])),
+        )
     }
 
     /// Applies the limits to one interval's points (already coalesced, so
@@ -97,80 +152,103 @@ impl Limiter {
     pub fn apply(&mut self, mut points: Vec<Point>) -> Vec<Point> {
         self.interval += 1;
         let now = self.interval;
-        let hashes = self.fingerprints(&points);
 
-        // 1. Series that hold a slot keep it.
-        let mut keep = vec![false; points.len()];
-        for (i, p) in points.iter().enumerate() {
-            if let Some(s) = self.slots.get_mut(p.metric.name)
-                && let Some(slot) = s.held.find_mut(hashes[i].0, |s| s.fingerprint == hashes[i])
-            {
-                slot.last = now;
-                keep[i] = true;
+        // 1. Series that hold a slot keep it. Each point's table, with
+        // `KEPT` when it keeps its slot. Fingerprints are read a chunk of
+        // points ahead of the lookups, so that the reads of sets and slots
+        // not in cache overlap.
+        let mut tables = Vec::with_capacity(points.len());
+        for chunk in points.chunks(CHUNK) {
+            let mut series = [(0, (0, 0)); CHUNK];
+            for (s, p) in series.iter_mut().zip(chunk) {
+                *s = (self.table(p.metric.name), Self::fingerprint(&self.state, p));
+            }
+            for &(t, hash) in &series[..chunk.len()] {
+                let kept = match self.tables[t]
+                    .held
+                    .find_mut(hash.0, |s| s.fingerprint == hash)
+                {
+                    Some(slot) => {
+                        slot.last = now;
+                        KEPT
+                    }
+                    None => 0,
+                };
+                tables.push(t as u32 | kept);
             }
         }
         // 2. Slots of series that did not report are released.
-        for s in self.slots.values_mut() {
-            s.held.retain(|slot| slot.last == now);
+        for t in &mut self.tables {
+            t.held.retain(|slot| slot.last == now);
+            if t.held.is_empty() {
+                t.held = HashTable::new();
+            }
+            t.admitted = 0;
         }
-        self.slots.retain(|_, s| !s.held.is_empty());
 
         // 3. New series take free slots in arrival order; the rest overflow.
         // Kept in place: the batch can hold hundreds of thousands of points.
-        let mut overflow: Vec<(MetricId, Point, u64)> = Vec::new();
-        let (per_metric, default_max) = (&self.per_metric, self.default_max);
-        let slots_by_metric = &mut self.slots;
+        let mut overflow: Vec<Overflow> = Vec::new();
+        let state = &self.state;
+        let all = &mut self.tables;
         let mut i = 0;
         points.retain(|p| {
-            let (kept, hash) = (keep[i], hashes[i]);
+            let t = tables[i];
             i += 1;
-            if kept {
+            if t & KEPT != 0 {
                 return true;
             }
-            let max = per_metric
-                .get(p.metric.name)
-                .copied()
-                .unwrap_or(default_max);
-            let slots = slots_by_metric.entry(p.metric.name).or_default();
-            if let Some(slot) = slots.held.find_mut(hash.0, |s| s.fingerprint == hash) {
-                // A duplicate of a series admitted earlier in this batch.
+            let t = t as usize;
+            let table = &mut all[t];
+            let hash = Self::fingerprint(state, p);
+            // A duplicate of a series admitted earlier in this batch.
+            if table.admitted > 0
+                && let Some(slot) = table.held.find_mut(hash.0, |s| s.fingerprint == hash)
+            {
                 slot.last = now;
                 return true;
             }
-            if slots.held.len() < max {
+            if table.held.len() < table.max {
                 let slot = Slot {
                     fingerprint: hash,
                     last: now,
                 };
-                slots.held.insert_unique(hash.0, slot, |s| s.fingerprint.0);
+                table.held.insert_unique(hash.0, slot, |s| s.fingerprint.0);
+                table.admitted += 1;
                 return true;
             }
-            match overflow.iter_mut().find(|(m, _, _)| *m == p.metric) {
-                Some((_, o, n)) => {
-                    o.value.merge(&p.value);
-                    if !contains(&p.resource, &o.resource) {
-                        o.resource = Arc::new(common(&o.resource, &p.resource));
+            match overflow.iter_mut().find(|o| o.table == t) {
+                Some(o) => {
+                    o.point.value.merge(&p.value);
+                    let address = Arc::as_ptr(&p.resource) as usize;
+                    if !o.fits.contains_key(&address) {
+                        if !contains(&p.resource, &o.point.resource) {
+                            o.point.resource = Arc::new(common(&o.point.resource, &p.resource));
+                        }
+                        o.fits.insert(address, p.resource.clone());
                     }
-                    *n += 1;
+                    o.count += 1;
                 }
-                None => {
-                    let o = Point {
+                None => overflow.push(Overflow {
+                    table: t,
+                    point: Point {
                         resource: p.resource.clone(),
                         metric: p.metric,
                         attrs: Attrs::new().with(attr::OVERFLOW, true),
                         value: p.value.clone(),
-                    };
-                    overflow.push((p.metric, o, 1));
-                }
+                    },
+                    count: 1,
+                    fits: hashbrown::HashMap::new(),
+                }),
             }
             false
         });
-        for (metric, point, n) in overflow {
+        for o in overflow {
             self.telemetry.emit(FlowsOverflow {
-                metric: metric.name,
-                count: n,
+                metric: o.point.metric.name,
+                count: o.count,
             });
-            points.push(point);
+            points.push(o.point);
         }
         points
     }
