@@ -520,9 +520,10 @@ impl Fleet {
     }
 
     /// How this storage is asked for an increase: [`Increase::Pure`] when it
-    /// answers [`INCREASE_PROBE`], [`Increase::Joined`] when it refuses it as
-    /// a bad query. Asked once; an unreachable storage is asked again at the
-    /// next request.
+    /// answers [`INCREASE_PROBE`], [`Increase::Joined`] (plain PromQL) when
+    /// it refuses it in any way: Prometheus says `bad_data`, but a proxy or
+    /// another engine may answer an HTTP error or text. Asked once; a
+    /// storage that could not be reached is asked again at the next request.
     pub(super) async fn increase(&self) -> Result<Increase, FleetError> {
         self.increase
             .get_or_try_init(|| async {
@@ -531,10 +532,10 @@ impl Fleet {
                     .await;
                 match probe {
                     Ok(_) => Ok(Increase::Pure),
-                    Err(FleetError::Query { error_type, .. }) if error_type == "bad_data" => {
-                        Ok(Increase::Joined)
+                    Err(e @ (FleetError::Unreachable { .. } | FleetError::Timeout { .. })) => {
+                        Err(e)
                     }
-                    Err(e) => Err(e),
+                    Err(_) => Ok(Increase::Joined),
                 }
             })
             .await
@@ -634,6 +635,44 @@ mod tests {
         // A user's key is sanitized to a label name before it can reach a
         // query: quotes, braces and spaces cannot survive.
         assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");
+    }
+
+    /// A storage that refuses the probe in a way other than Prometheus'
+    /// `bad_data` (here a proxy's HTTP 400 in plain text) is asked plain
+    /// PromQL; one that cannot be reached is an error, not a choice.
+    #[test]
+    fn any_refusal_of_the_probe_means_plain_promql() {
+        use std::io::{Read, Write};
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = refusing.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in refusing.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut req = [0u8; 4096];
+                let _ = conn.read(&mut req);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 14\r\n\r\nno such thing\n",
+                );
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let fleet = Fleet::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5), 10)
+            .unwrap();
+        assert_eq!(rt.block_on(fleet.increase()).unwrap(), Increase::Joined);
+
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let fleet =
+            Fleet::new(&format!("http://127.0.0.1:{dead_port}"), Duration::from_secs(5), 10)
+                .unwrap();
+        assert!(matches!(
+            rt.block_on(fleet.increase()),
+            Err(FleetError::Unreachable { .. })
+        ));
     }
 
     #[test]

@@ -29,9 +29,9 @@ pub fn prom_name(metric: MetricId) -> String {
 /// RTT buckets, the join took VictoriaMetrics 1.2-1.6 s where reading the
 /// series took 0.4 s (Prometheus: 2.6-3.1 s and 0.8-1.2 s; docs/benchmarks.md,
 /// "VictoriaMetrics' own increase"). MetricsQL has the exact increase as one
-/// function,
-/// `increase_pure()` (counters start at zero; resets counted), read in one
-/// pass; [`super::Fleet`] asks the storage once whether it knows it.
+/// function, `increase_pure()` (counters start at zero; resets counted),
+/// read in one pass; [`super::Fleet`] asks the storage once whether it
+/// knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Increase {
     /// `((last_over_time(x[w]) - x offset w) >= 0) or last_over_time(x[w])`:
@@ -42,8 +42,8 @@ pub enum Increase {
 }
 
 /// The query that tells the two apart: a storage that does not know
-/// `increase_pure` refuses it as bad data; one that does answers an empty
-/// vector, as no series has this name.
+/// `increase_pure` refuses it (Prometheus: `bad_data`); one that does
+/// answers an empty vector, as no series has this name.
 pub(super) const INCREASE_PROBE: &str = "increase_pure(flowscope_probe_absent_series[1m])";
 
 /// The PromQL of `metric` over the `window_ns` before the evaluation time,
