@@ -28,6 +28,7 @@ pub mod peer_names;
 pub mod percent;
 pub mod resource_env;
 pub mod services;
+pub mod spelled;
 pub mod telemetry;
 
 pub use attr::{Attrs, Value};

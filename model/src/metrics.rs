@@ -7,12 +7,12 @@
 //! keep running totals themselves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use crate::attr::{Attrs, Key, Value};
+use crate::attr::{Attrs, Value};
 use crate::flow::{FailReason, Flow, Transport};
 use crate::hist::Histogram;
-use crate::names::{attr, metric};
+use crate::names::metric;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -191,26 +191,6 @@ impl MetricBatch {
     }
 }
 
-/// The keys and values [`flow_points`] adds to a flow's attributes,
-/// allocated once for the process instead of once per point.
-struct Spelled {
-    direction: Key,
-    transmit: Value,
-    receive: Value,
-    error_type: Key,
-    fail_reasons: [Value; FailReason::ALL.len()],
-    drop_reason: Key,
-}
-
-static SPELLED: LazyLock<Spelled> = LazyLock::new(|| Spelled {
-    direction: Key::from(attr::IO_DIRECTION),
-    transmit: Value::from(attr::TRANSMIT),
-    receive: Value::from(attr::RECEIVE),
-    error_type: Key::from(attr::ERROR_TYPE),
-    fail_reasons: FailReason::ALL.map(|r| Value::from(r.as_str())),
-    drop_reason: Key::from(attr::DROP_REASON),
-});
-
 /// The most points [`flow_points`] makes for `flow`, to size the vector
 /// they go into: each counter of its transport in both directions where it
 /// has them, each failure reason, and one per drop count.
@@ -240,7 +220,7 @@ pub fn flow_points(flow: Flow, out: &mut Vec<Point>) {
         ..
     } = flow;
     let res = &resource;
-    let spelled = &*SPELLED;
+    let spelled = crate::spelled::spelled();
     let push = |out: &mut Vec<Point>, metric: MetricId, attrs: Attrs, value: PointValue| {
         out.push(Point {
             resource: res.clone(),
@@ -294,12 +274,13 @@ pub fn flow_points(flow: Flow, out: &mut Vec<Point>) {
                     push(out, metric, attrs.clone(), PointValue::Int(v));
                 }
             }
-            for (i, reason) in FailReason::ALL.into_iter().enumerate() {
+            for reason in FailReason::ALL {
                 let v = s.failed(reason);
                 if v > 0 {
-                    let a = attrs
-                        .clone()
-                        .with(spelled.error_type.clone(), spelled.fail_reasons[i].clone());
+                    let a = attrs.clone().with(
+                        spelled.error_type.clone(),
+                        spelled.fail_reason_value(reason).clone(),
+                    );
                     push(out, TCP_FAILED, a, PointValue::Int(v));
                 }
             }
@@ -329,6 +310,72 @@ pub fn flow_points(flow: Flow, out: &mut Vec<Point>) {
             if let Some(h) = s.duration {
                 push(out, TCP_DURATION, attrs.clone(), PointValue::Histogram(h));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{DropCount, FlowStats, Role};
+
+    /// A flow with every counter of its transport non-zero, every failure
+    /// reason and two drop reasons.
+    fn full(transport: Transport) -> Flow {
+        let bounds: Arc<[f64]> = Arc::from(&[0.001, 0.01][..]);
+        let mut stats = FlowStats::default();
+        for counter in [
+            &mut stats.bytes_tx,
+            &mut stats.bytes_rx,
+            &mut stats.packets_tx,
+            &mut stats.packets_rx,
+            &mut stats.retransmits,
+            &mut stats.opened,
+            &mut stats.closed,
+            &mut stats.resets_tx,
+            &mut stats.resets_rx,
+            &mut stats.active,
+            &mut stats.rtt_var_count,
+        ] {
+            *counter = 1;
+        }
+        stats.rtt_var_sum = 0.5;
+        stats.rtt = Some(crate::Histogram::new(bounds.clone()));
+        stats.duration = Some(crate::Histogram::new(bounds));
+        for r in FailReason::ALL {
+            stats.add_failed(r, 1);
+        }
+        stats.drops = [true, false]
+            .map(|transmit| DropCount {
+                reason: Arc::from("NETFILTER_DROP"),
+                transmit,
+                packets: 1,
+            })
+            .to_vec();
+        Flow {
+            resource: Arc::new(Attrs::new()),
+            attrs: Attrs::new(),
+            transport,
+            role: Role::Client,
+            local: "198.18.0.1:40000".parse().unwrap(),
+            peer: "198.18.0.2:80".parse().unwrap(),
+            netns: 0,
+            pid: 0,
+            stats,
+        }
+    }
+
+    /// `max_points` sizes the grouper's vector: a flow that reports
+    /// everything makes exactly that many points, so a new point in
+    /// `flow_points` fails here until it is counted there too.
+    #[test]
+    fn a_flow_reporting_everything_makes_max_points() {
+        for transport in [Transport::Tcp, Transport::Udp] {
+            let flow = full(transport);
+            let most = max_points(&flow);
+            let mut out = Vec::new();
+            flow_points(flow, &mut out);
+            assert_eq!(out.len(), most, "{transport:?}");
         }
     }
 }

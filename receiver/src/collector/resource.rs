@@ -3,52 +3,15 @@
 //! [`Granularity::Process`]) and the flow's attributes.
 
 use hashbrown::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use flowscope_model::attr::Key;
-use flowscope_model::names::{attr, nat as nat_names, resource};
-use flowscope_model::{Attrs, Flow, FlowStats, Role, Transport, Value};
+use flowscope_model::names::resource;
+use flowscope_model::spelled::spelled;
+use flowscope_model::{Attrs, Flow, FlowStats, Role};
 
 use super::key::FlowKey;
 use super::{Collector, Granularity};
 use crate::process::comm_str;
-
-/// The keys of a flow's attributes and the values that take a few forms,
-/// allocated once for the process instead of once per flow: the flows of
-/// an interval then share them, as the points made from them share the
-/// keys they add (`flowscope_model::metrics::flow_points`).
-struct Spelled {
-    transport: Key,
-    /// By [`Transport`] variant.
-    transports: [Value; 2],
-    network_type: Key,
-    /// IPv6, IPv4.
-    network_types: [Value; 2],
-    role: Key,
-    /// By [`Role`] variant.
-    roles: [Value; 2],
-    peer_address: Key,
-    peer_port: Key,
-    local_port: Key,
-    local_address: Key,
-    nat_address: Key,
-    nat_port: Key,
-}
-
-static SPELLED: LazyLock<Spelled> = LazyLock::new(|| Spelled {
-    transport: Key::from(attr::NETWORK_TRANSPORT),
-    transports: [Transport::Tcp, Transport::Udp].map(|t| Value::from(t.as_str())),
-    network_type: Key::from(attr::NETWORK_TYPE),
-    network_types: [Value::from("ipv6"), Value::from("ipv4")],
-    role: Key::from(attr::FLOW_ROLE),
-    roles: [Role::Client, Role::Server].map(|r| Value::from(r.as_str())),
-    peer_address: Key::from(attr::PEER_ADDRESS),
-    peer_port: Key::from(attr::PEER_PORT),
-    local_port: Key::from(attr::LOCAL_PORT),
-    local_address: Key::from(attr::LOCAL_ADDRESS),
-    nat_address: Key::from(nat_names::PEER_NAT_ADDRESS),
-    nat_port: Key::from(nat_names::PEER_NAT_PORT),
-});
 
 impl Collector {
     fn resource(
@@ -116,15 +79,17 @@ impl Collector {
         resources: &mut HashMap<(u32, [u8; 16]), Arc<Attrs>>,
     ) -> Flow {
         let res = self.resource(&key, resources);
-        let sp = &*SPELLED;
-        let v4 = usize::from(key.peer.ip.is_ipv4());
+        let sp = spelled();
         let mut attrs = Attrs::new()
             .with(
                 sp.transport.clone(),
-                sp.transports[key.transport as usize].clone(),
+                sp.transport_value(key.transport).clone(),
             )
-            .with(sp.network_type.clone(), sp.network_types[v4].clone())
-            .with(sp.role.clone(), sp.roles[key.role as usize].clone())
+            .with(
+                sp.network_type.clone(),
+                sp.network_type_value(key.peer.ip.is_ipv4()).clone(),
+            )
+            .with(sp.role.clone(), sp.role_value(key.role).clone())
             .with(sp.peer_address.clone(), key.peer.ip.to_string());
         match key.role {
             Role::Client => attrs.set(sp.peer_port.clone(), key.peer.port),

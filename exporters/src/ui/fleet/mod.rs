@@ -659,16 +659,23 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let fleet = Fleet::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5), 10)
-            .unwrap();
+        let fleet = Fleet::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(5),
+            10,
+        )
+        .unwrap();
         assert_eq!(rt.block_on(fleet.increase()).unwrap(), Increase::Joined);
 
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_port = dead.local_addr().unwrap().port();
         drop(dead);
-        let fleet =
-            Fleet::new(&format!("http://127.0.0.1:{dead_port}"), Duration::from_secs(5), 10)
-                .unwrap();
+        let fleet = Fleet::new(
+            &format!("http://127.0.0.1:{dead_port}"),
+            Duration::from_secs(5),
+            10,
+        )
+        .unwrap();
         assert!(matches!(
             rt.block_on(fleet.increase()),
             Err(FleetError::Unreachable { .. })
