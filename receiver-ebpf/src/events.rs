@@ -56,7 +56,7 @@ pub(crate) fn zero_conn(slot: &mut MaybeUninit<Conn>) -> &mut Conn {
 
 /// `*dst = *src`, word by word.
 #[inline(always)]
-pub(crate) fn copy_conn(dst: *mut Conn, src: *const Conn) {
+fn copy_conn(dst: *mut Conn, src: *const Conn) {
     let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
     for i in 0..core::mem::size_of::<Conn>() / 8 {
         // SAFETY: both point at a whole `Conn` (8-aligned, a multiple of

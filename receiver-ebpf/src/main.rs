@@ -69,7 +69,6 @@
 #![no_main]
 
 mod events;
-mod iter;
 mod skb;
 mod sock;
 mod sock_addr;
@@ -78,8 +77,7 @@ mod udp;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::SkStorage,
-    macros::{btf_map, map},
+    macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpPeer, UdpStats, counter};
@@ -102,10 +100,6 @@ static SETTINGS: Settings = Settings { tcp: 1, udp: 1 };
 // when it goes, so an idle host does not pay for the configured maximum.
 #[map]
 static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-/// The state of a connection seen by the BTF-typed programs, kept in the
-/// socket itself (`BPF_MAP_TYPE_SK_STORAGE`).
-#[btf_map]
-static CONN_STORE: SkStorage<Conn> = SkStorage::new();
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]

@@ -6,19 +6,11 @@
 
 use core::ffi::c_void;
 
-use core::mem::MaybeUninit;
-
-use aya_ebpf::helpers::generated::{
-    bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skc_to_tcp_sock,
-};
+use aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock;
 use flowscope_common::{AF_INET, Conn, counter};
-use flowscope_ebpf::{map_value, off, probe_read};
+use flowscope_ebpf::{off, probe_read};
 
-use crate::events::zero_conn;
-use crate::{CONN_STORE, CONNS, bump, o};
-
-/// bpf_sk_storage_get(): create the storage when the socket has none.
-const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+use crate::{bump, o};
 
 /// How a program reads kernel memory (`struct sock`, `struct tcp_sock`,
 /// `struct net`).
@@ -33,19 +25,6 @@ pub(crate) trait Mem {
     fn read16(base: u64, offset: u64) -> Result<[u8; 16], i32>;
     /// The `struct tcp_sock` of TCP socket `sk`, or 0.
     fn tcp_sock(sk: u64) -> u64;
-    /// The record of connection `sk`, if one is kept.
-    fn conn<'a>(sk: u64) -> Option<&'a mut Conn>;
-    /// Starts keeping a record for `sk`, zeroed, then written by `fill`;
-    /// `replace` says whether a record already kept is overwritten (else
-    /// the one kept stays). A record that cannot be kept is counted
-    /// (`TCP_MAP_FULL`).
-    fn keep(
-        sk: u64,
-        replace: bool,
-        fill: impl FnOnce(&mut Conn) -> Result<(), i32>,
-    ) -> Result<(), i32>;
-    /// Stops keeping the record of `sk`.
-    fn forget(sk: u64);
 }
 
 /// Classic tracepoints: the socket pointer is a number to the verifier,
@@ -74,36 +53,6 @@ impl Mem for Probe {
         // struct tcp_sock begins with its struct sock; the protocol was
         // checked by the caller.
         sk
-    }
-
-    #[inline(always)]
-    fn conn<'a>(sk: u64) -> Option<&'a mut Conn> {
-        CONNS.get_ptr_mut(&sk).map(map_value)
-    }
-
-    #[inline(always)]
-    fn keep(
-        sk: u64,
-        replace: bool,
-        fill: impl FnOnce(&mut Conn) -> Result<(), i32>,
-    ) -> Result<(), i32> {
-        let mut slot = MaybeUninit::uninit();
-        let c = zero_conn(&mut slot);
-        fill(c)?;
-        let flags = if replace {
-            0
-        } else {
-            aya_ebpf::bindings::BPF_NOEXIST as u64
-        };
-        if CONNS.insert(&sk, c, flags).is_err() {
-            bump(counter::TCP_MAP_FULL);
-        }
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn forget(sk: u64) {
-        let _ = CONNS.remove(&sk);
     }
 }
 
@@ -146,55 +95,6 @@ impl Mem for Direct {
         // helper returns NULL for a socket that is not TCP.
         unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) as u64 }
     }
-
-    #[inline(always)]
-    fn conn<'a>(sk: u64) -> Option<&'a mut Conn> {
-        let p = sk_storage(sk, 0);
-        (!p.is_null()).then(|| map_value(p))
-    }
-
-    #[inline(always)]
-    fn keep(
-        sk: u64,
-        replace: bool,
-        fill: impl FnOnce(&mut Conn) -> Result<(), i32>,
-    ) -> Result<(), i32> {
-        if !replace && !sk_storage(sk, 0).is_null() {
-            return Ok(());
-        }
-        let p = sk_storage(sk, BPF_SK_STORAGE_GET_F_CREATE);
-        if p.is_null() {
-            bump(counter::TCP_MAP_FULL);
-            return Ok(());
-        }
-        // SAFETY: `p` is the socket's storage, a whole `Conn` (see
-        // `sk_storage`); a `MaybeUninit` of it only lets it be zeroed.
-        let slot = unsafe { &mut *p.cast::<MaybeUninit<Conn>>() };
-        fill(zero_conn(slot))
-    }
-
-    #[inline(always)]
-    fn forget(sk: u64) {
-        let map = core::ptr::from_ref(&CONN_STORE).cast_mut().cast();
-        // SAFETY: `map` is the sk_storage map, `sk` the typed socket
-        // pointer the tracepoint passed; the helper checks both.
-        unsafe { bpf_sk_storage_delete(map, sk as *mut c_void) };
-    }
-}
-
-/// The `CONN_STORE` record of socket `sk` (with
-/// `BPF_SK_STORAGE_GET_F_CREATE`, created when missing), or null.
-///
-/// Socket storage hangs off the socket itself (`sk->sk_bpf_storage`): a
-/// lookup reads a pointer of the socket and the map's cached slot in it,
-/// with no hash and no lock; the kernel frees it with the socket.
-#[inline(always)]
-fn sk_storage(sk: u64, flags: u64) -> *mut Conn {
-    let map = core::ptr::from_ref(&CONN_STORE).cast_mut().cast();
-    // SAFETY: the verifier accepts the call only with the map and a
-    // `struct sock` pointer of the tracepoint; the value is `Conn` (the
-    // map's declared value type) or null.
-    unsafe { bpf_sk_storage_get(map, sk as *mut c_void, core::ptr::null_mut(), flags) }.cast()
 }
 
 /// Network namespace inode of socket `sk`.

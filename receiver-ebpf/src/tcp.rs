@@ -17,19 +17,22 @@
 //!   `tcp:tcp_retransmit_skb` refreshes the segment/retransmit/RTT
 //!   snapshot.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
     AF_INET, AF_INET6, Conn, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, role, tcp_state,
 };
-use flowscope_ebpf::{atomic_add, now_ns, off};
+use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
 
-use crate::events::{copy_conn, emit, set_process};
+use crate::events::{emit, set_process, zero_conn};
 use crate::sock::{Direct, Mem, Probe, fill_tuple, sk_state, snapshot};
 use crate::udp::{udp_length, udp_owner};
-use crate::{MSG_PEEK, SETTINGS, bump, o, setting};
+use crate::{CONNS, MSG_PEEK, SETTINGS, bump, o, setting};
 
 /// Whether a state change is one flowscope acts on: into SYN_SENT
 /// (connect), ESTABLISHED (open) or CLOSE (end or failure).
@@ -92,15 +95,19 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
     if new == tcp_state::SYN_SENT {
         // connect(): runs in the caller's context. The local address is
         // chosen; the port may not be yet (it is re-read at ESTABLISHED).
-        M::keep(sk, true, |c| {
-            c.role = role::CLIENT;
-            c.opened_ns = now_ns();
-            set_process(c);
-            fill_tuple::<M>(sk, c)
-        })?;
+        let mut slot = MaybeUninit::uninit();
+        let c = zero_conn(&mut slot);
+        c.role = role::CLIENT;
+        c.opened_ns = now_ns();
+        set_process(c);
+        fill_tuple::<M>(sk, c)?;
+        if CONNS.insert(&sk, c, 0).is_err() {
+            bump(counter::TCP_MAP_FULL);
+        }
     } else if new == tcp_state::ESTABLISHED {
         if old == tcp_state::SYN_SENT {
-            if let Some(c) = M::conn(sk) {
+            if let Some(c) = CONNS.get_ptr_mut(&sk) {
+                let c = map_value(c);
                 c.established = 1;
                 fill_tuple::<M>(sk, c)?;
                 snapshot::<M>(sk, c);
@@ -108,18 +115,21 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
         } else if old == tcp_state::SYN_RECV {
             // The child socket of an accept()ed connection, in softirq: the
             // owning process is recorded on its first read or write.
-            M::keep(sk, true, |c| {
-                c.role = role::SERVER;
-                c.established = 1;
-                c.opened_ns = now_ns();
-                fill_tuple::<M>(sk, c)?;
-                snapshot::<M>(sk, c);
-                Ok(())
-            })?;
+            let mut slot = MaybeUninit::uninit();
+            let c = zero_conn(&mut slot);
+            c.role = role::SERVER;
+            c.established = 1;
+            c.opened_ns = now_ns();
+            fill_tuple::<M>(sk, c)?;
+            snapshot::<M>(sk, c);
+            if CONNS.insert(&sk, c, 0).is_err() {
+                bump(counter::TCP_MAP_FULL);
+            }
         }
     } else if new == tcp_state::CLOSE
-        && let Some(c) = M::conn(sk)
+        && let Some(c) = CONNS.get_ptr_mut(&sk)
     {
+        let c = map_value(c);
         snapshot::<M>(sk, c);
         if old == tcp_state::SYN_SENT && c.established == 0 {
             // tcp_done_with_error() stores sk_err before tcp_done()
@@ -129,7 +139,7 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
         } else {
             emit(event_kind::CLOSE, sk, c, |_| {});
         }
-        M::forget(sk);
+        let _ = CONNS.remove(&sk);
     }
     Ok(())
 }
@@ -225,7 +235,8 @@ fn on_length<M: Mem>(
         }
         bump(counter::TCP_EVENTS);
         let bytes = ret as u64;
-        if let Some(c) = M::conn(sk) {
+        if let Some(c) = CONNS.get_ptr_mut(&sk) {
+            let c = map_value(c);
             // Two threads may write one socket at once: add atomically.
             let counter = if transmit {
                 &mut c.bytes_tx
@@ -259,10 +270,9 @@ fn on_length<M: Mem>(
             // A connection that predates the agent (its open was not seen).
             c.established = 1;
             snapshot::<M>(sk, &mut c);
-            M::keep(sk, false, |kept| {
-                copy_conn(kept, &c);
-                Ok(())
-            })?;
+            if CONNS.insert(&sk, &c, BPF_NOEXIST as u64).is_err() {
+                bump(counter::TCP_MAP_FULL);
+            }
         }
     } else if protocol == IPPROTO_UDP && !M::SOCKET_UDP && setting(&SETTINGS.udp) {
         bump(counter::UDP_EVENTS);
@@ -321,7 +331,8 @@ fn on_reset<M: Mem>(sk: u64, transmit: bool) -> Result<(), i32> {
         return Ok(());
     }
     bump(counter::TCP_EVENTS);
-    if let Some(c) = M::conn(sk) {
+    if let Some(c) = CONNS.get_ptr_mut(&sk) {
+        let c = map_value(c);
         if transmit {
             c.resets_tx += 1;
         } else {
@@ -361,8 +372,8 @@ pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_retransmit<M: Mem>(sk: u64) {
-    if let Some(c) = M::conn(sk) {
+    if let Some(c) = CONNS.get_ptr_mut(&sk) {
         bump(counter::TCP_EVENTS);
-        snapshot::<M>(sk, c);
+        snapshot::<M>(sk, map_value(c));
     }
 }

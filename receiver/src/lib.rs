@@ -26,7 +26,6 @@ pub mod btf;
 pub mod capabilities;
 pub mod collector;
 pub mod component;
-pub mod conn_iter;
 pub mod conntrack;
 pub mod dns;
 pub mod drops;
@@ -60,7 +59,7 @@ pub use collector::{CollectorSettings, Granularity};
 pub use loader::{LoadError, LoadOptions};
 
 use collector::Collector;
-use loader::{LiveConns, Loaded};
+use loader::Loaded;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -298,7 +297,7 @@ impl EbpfReceiver {
         } = self;
         let Loaded {
             ebpf: _ebpf,
-            mut conns,
+            conns,
             mut udp_flows,
             udp_owners,
             events: mut ring,
@@ -336,30 +335,14 @@ impl EbpfReceiver {
             // the NAT entries of what the maps hold now are read first.
             collector.catch_up_nat();
             ended += drain(&mut ring, &mut collector, &telemetry);
-            match &mut conns {
-                LiveConns::SocketStorage(iter) => {
-                    if let Err(e) = iter.read(|sk, c| collector.on_conn(sk, c)) {
-                        // The connections not read this time are read at the
-                        // next interval's end (their counters are totals).
-                        tracing::warn!("{}", flowscope_model::errors::error_chain(&e));
-                        telemetry.emit(EventsLost::new(
-                            Source::EbpfTcp,
-                            LossReason::MapReadError,
-                            1,
-                        ));
-                    }
-                }
-                LiveConns::Map(map) => {
-                    for item in map.iter() {
-                        match item {
-                            Ok((sk, c)) => collector.on_conn(sk, &c),
-                            Err(_) => telemetry.emit(EventsLost::new(
-                                Source::EbpfTcp,
-                                LossReason::MapReadError,
-                                1,
-                            )),
-                        }
-                    }
+            for item in conns.iter() {
+                match item {
+                    Ok((sk, c)) => collector.on_conn(sk, &c),
+                    Err(_) => telemetry.emit(EventsLost::new(
+                        Source::EbpfTcp,
+                        LossReason::MapReadError,
+                        1,
+                    )),
                 }
             }
             let mut idle = Vec::new();

@@ -89,8 +89,6 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("reading open connections of the BTF-typed programs")]
-    ConnIter(#[source] crate::conn_iter::ConnIterError),
     #[error("attaching cgroup program `{program}` to {path}")]
     AttachCgroup {
         program: &'static str,
@@ -117,8 +115,7 @@ pub struct LoadOptions {
 pub struct Loaded {
     /// Keeps programs and links alive.
     pub ebpf: Ebpf,
-    /// Where the open connections are read from.
-    pub conns: LiveConns,
+    pub conns: HashMap<MapData, u64, Conn>,
     pub udp_flows: HashMap<MapData, UdpKey, UdpStats>,
     pub udp_owners: HashMap<MapData, u64, Owner>,
     pub events: RingBuf<MapData>,
@@ -128,17 +125,6 @@ pub struct Loaded {
     /// With a `pin_directory`: what the previous agent left in the pinned
     /// counters, read before this agent's programs were attached.
     pub handover: Option<crate::resume::Handover>,
-}
-
-/// Where the programs keep open connections, for the walk at every
-/// interval's end; both give (`struct sock` address, `Conn`).
-pub enum LiveConns {
-    /// The BTF-typed set: in each socket's storage (`CONN_STORE`), read
-    /// through an iterator ([`crate::conn_iter`]).
-    SocketStorage(crate::conn_iter::ConnIter),
-    /// The classic set, whose programs hold the socket only as a number:
-    /// the hash map `CONNS`, keyed by it.
-    Map(HashMap<MapData, u64, Conn>),
 }
 
 /// The kind of tracepoint programs attached.
@@ -261,19 +247,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
 
     let forced = std::env::var(HOOKS_ENV).is_ok_and(|v| v == "tracepoint");
-    let mut iter = None;
     let hooks = if forced {
         tracing::info!("{HOOKS_ENV}=tracepoint: using the classic tracepoints");
         attach_tracepoints(&mut ebpf)?;
         Hooks::Tracepoints
     } else {
         match load_btf_tracepoints(&mut ebpf, opts.udp) {
-            Ok(btf) => {
-                // Before the programs: a connection recorded is readable.
-                match crate::conn_iter::ConnIter::attach(&mut ebpf, &btf) {
-                    Ok(i) => iter = Some(i),
-                    Err(e) => tracing::warn!("TEMPORARY (measurement): {}", error_chain(&e)),
-                }
+            Ok(()) => {
                 attach_btf_tracepoints(&mut ebpf)?;
                 Hooks::BtfTracepoints
             }
@@ -303,12 +283,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         tracing::info!(?hooks, "UDP programs attached");
     }
 
-    let conns = match iter {
-        Some(iter) => LiveConns::SocketStorage(iter),
-        None => LiveConns::Map(take(&mut ebpf, "CONNS")?),
-    };
     Ok(Loaded {
-        conns,
+        conns: take(&mut ebpf, "CONNS")?,
         udp_flows: take(&mut ebpf, "UDP_FLOWS")?,
         udp_owners: take(&mut ebpf, "UDP_OWNERS")?,
         events: take(&mut ebpf, "EVENTS")?,
@@ -395,9 +371,8 @@ enum BtfLoadError {
 
 /// Loads every BTF-typed program, and with `udp` the UDP peer programs
 /// that go with them (none attached yet); on the first failure unloads the
-/// ones loaded, so that the classic set can take over. Gives the kernel's
-/// BTF back for the connection iterator.
-fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<Btf, BtfLoadError> {
+/// ones loaded, so that the classic set can take over.
+fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<(), BtfLoadError> {
     let btf = Btf::from_sys_fs().map_err(BtfLoadError::Btf)?;
     let mut loaded = Vec::new();
     let mut result = Ok(());
@@ -457,7 +432,7 @@ fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<Btf, BtfLoadError>
             }
         }
     }
-    result.map(|()| btf)
+    result
 }
 
 fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {

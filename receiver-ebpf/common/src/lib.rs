@@ -177,16 +177,6 @@ pub struct Event {
     pub conn: Conn,
 }
 
-/// What the connection iterator (`conn_records`, the BTF-typed set's way
-/// to list open connections) writes per socket that holds a record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnRecord {
-    /// The `struct sock *`, as in [`Event::sk`].
-    pub sk: u64,
-    pub conn: Conn,
-}
-
 /// Key of the `UDP_FLOWS` map: one local socket and one peer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
