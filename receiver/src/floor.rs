@@ -61,14 +61,32 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "floor_recvmsg6",
 ];
 
+/// The drop program's floor and its tracepoint: a BTF-typed raw
+/// tracepoint in both sets, as the agent's drop program
+/// (`crate::drops`) is.
+const DROPS_PROGRAM: (&str, &str) = ("floor_kfree_skb", "kfree_skb");
+
 /// Loads the floor programs of set `hooks` and attaches them where the
 /// agent attaches its own (with `udp`, the cgroup programs on the root
-/// cgroup v2 too). They stay attached while the returned object lives.
-pub fn load(hooks: Hooks, udp: bool) -> Result<Ebpf, LoadError> {
+/// cgroup v2 too; with `drops`, the drop program's hook). They stay
+/// attached while the returned object lives.
+pub fn load(hooks: Hooks, udp: bool, drops: bool) -> Result<Ebpf, LoadError> {
     crate::loader::check_privileges()?;
     let mut ebpf = EbpfLoader::new()
         .load(FLOOR_OBJECT)
         .map_err(LoadError::Load)?;
+    if drops {
+        let (program, name) = DROPS_PROGRAM;
+        let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?;
+        let tp: &mut BtfTracePoint = typed(&mut ebpf, program)?;
+        tp.load(name, &btf)
+            .map_err(|source| LoadError::Program { program, source })?;
+        tp.attach().map_err(|source| LoadError::AttachBtf {
+            program,
+            name,
+            source,
+        })?;
+    }
     match hooks {
         Hooks::BtfTracepoints => {
             let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?;

@@ -14,6 +14,8 @@
 //! mirrors the agent's two sets: BTF-typed raw tracepoints with the four
 //! `cgroup/sendmsg4/6`, `cgroup/recvmsg4/6` programs (the default), or
 //! classic tracepoints with the two cgroup_skb programs (the fallback).
+//! Beside either goes `floor_kfree_skb`, on the hook of the agent's drop
+//! program (`drops.rs`), which is a BTF-typed raw tracepoint in both sets.
 //! Names start with `floor_` so that `bpftool prog show` tells them from
 //! the agent's (the kernel keeps 15 characters of a name).
 #![no_std]
@@ -55,6 +57,13 @@ pub fn floor_recv_rst(_ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn floor_retrans(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
+// The drop program's hook (both sets).
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn floor_kfree_skb(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 

@@ -21,7 +21,7 @@ pub mod reasons;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
@@ -87,13 +87,22 @@ pub struct DropSettings {
 /// Slots of `DROPS_BY_REASON`: reasons 0-255 and one for the rest.
 const BY_REASON_SLOTS: u32 = 257;
 
+/// Ports learned at most: the program's bit set has room for every port,
+/// but a host that shows more listeners than this is not told apart any
+/// better by more of them (the limit the map had as a hash map).
+const MAX_LISTENERS: usize = 4096;
+
 /// The loaded drop program and what user space remembers of its map.
 pub struct DropsProgram {
     /// Keeps the program and its link alive.
     _ebpf: Ebpf,
     drops: BpfHashMap<MapData, DropKey, u64>,
-    /// The kernel's `LISTEN_PORTS`: ports local servers listen on.
-    listen_ports: BpfHashMap<MapData, u16, u8>,
+    /// The kernel's `LISTEN_PORTS`: ports local servers listen on, a bit
+    /// each (port `p`: bit `p % 64` of word `p / 64`).
+    listen_ports: Array<MapData, u64>,
+    /// What user space last wrote to each of its words (the program only
+    /// reads them).
+    listen_words: Vec<u64>,
     /// Those ports and when a server flow last showed each.
     listeners: HashMap<u16, Instant>,
     counters: PerCpuArray<MapData, u64>,
@@ -174,6 +183,7 @@ impl DropsProgram {
             _ebpf: ebpf,
             drops,
             listen_ports,
+            listen_words: vec![0; 65536 / 64],
             listeners: HashMap::new(),
             counters,
             counters_last: [0; drop_counter::COUNT as usize],
@@ -191,30 +201,60 @@ impl DropsProgram {
     /// namespace may hand out client ports outside the host's range, and
     /// without this every connection's drop would be its own key. A port
     /// no server flow showed for [`LEARNED_TTL`] is forgotten, as
-    /// `LocalServices` forgets a learned listener. When the kernel map is
-    /// full (4,096 ports), a new port is not learned: its drops are still
-    /// counted, with both ports in their key.
+    /// `LocalServices` forgets a learned listener. Once 4,096 ports are
+    /// learned, a new port is not: its drops are still counted, with both
+    /// ports in their key.
     pub fn listen(&mut self, ports: impl IntoIterator<Item = u16>) {
         let now = Instant::now();
         for port in ports {
             if port == 0 {
                 continue;
             }
-            if self.listeners.insert(port, now).is_none()
-                && self.listen_ports.insert(port, 0, 0).is_err()
-            {
-                self.listeners.remove(&port);
-                tracing::debug!(port, "listening ports map full; port not learned");
+            if let Some(seen) = self.listeners.get_mut(&port) {
+                *seen = now;
+                continue;
+            }
+            if self.listeners.len() >= MAX_LISTENERS {
+                tracing::debug!(port, "listening ports full; port not learned");
+                continue;
+            }
+            if self.set_listening(port, true) {
+                self.listeners.insert(port, now);
+            } else {
+                tracing::debug!(port, "writing the listening ports failed; port not learned");
             }
         }
-        let map = &mut self.listen_ports;
-        self.listeners.retain(|port, seen| {
-            let keep = now.duration_since(*seen) < LEARNED_TTL;
-            if !keep {
-                let _ = map.remove(port);
-            }
-            keep
-        });
+        let stale: Vec<u16> = self
+            .listeners
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) >= LEARNED_TTL)
+            .map(|(port, _)| *port)
+            .collect();
+        for port in stale {
+            self.listeners.remove(&port);
+            self.set_listening(port, false);
+        }
+    }
+
+    /// Sets or clears `port`'s bit in the kernel's `LISTEN_PORTS`; false
+    /// when the kernel did not take the word (the bit is left as it was).
+    fn set_listening(&mut self, port: u16, on: bool) -> bool {
+        let index = usize::from(port / 64);
+        let bit = 1u64 << (port % 64);
+        let word = if on {
+            self.listen_words[index] | bit
+        } else {
+            self.listen_words[index] & !bit
+        };
+        if self
+            .listen_ports
+            .set(u32::from(port / 64), word, 0)
+            .is_err()
+        {
+            return false;
+        }
+        self.listen_words[index] = word;
+        true
     }
 
     /// The drops counted since the last read, named; deletes kernel
