@@ -28,7 +28,11 @@
 #        receiver-ebpf/src/bin/floor.rs) for the same window: their
 #        run_time_ns is what calling any program there costs, measured in
 #        the same run, and the agent's figure is also given as a multiple
-#        of it. Both sets run on every event, so each pays the other's
+#        of it. The floor includes an empty program on the drop program's
+#        hook (tp_btf/kfree_skb; left out with --drops off), and both
+#        figures come twice: all programs, and the flow programs alone
+#        (all but kfree_skb; columns flow_us, flfl_us, flow_x), with the
+#        drop program's ns per run (drop_ns). Both sets run on every event, so each pays the other's
 #        cache effects alike; compare figures within one run only (the same
 #        programs have cost twice as much on one host of this VM as on
 #        another).
@@ -51,7 +55,8 @@
 #                 udp-client`), so per-connection figures are per exchange
 #                 (two datagrams, each sent and received on this host).
 #   --floor       also attach the empty programs (above) in the runs with the
-#                 agent and report them beside the agent's, with the ratio.
+#                 agent and report them beside the agent's, with the ratios
+#                 (all programs, and the flow programs alone).
 #   --hooks H     btf (default: the agent's choice, BTF-typed raw tracepoints
 #                 where the kernel takes them) or tracepoint (the classic
 #                 fallback, FLOWSCOPE_EBPF_HOOKS=tracepoint; the floor uses
@@ -191,7 +196,9 @@ metric_sum() {
 
 # Starts flowscope-floor with the agent's set of hooks; sets FLOOR_PID.
 floor_start() {
-  "$BIN/flowscope-floor" "$HOOKS" > "$TMP/floor.out" 2> "$TMP/floor.err" &
+  local drops=
+  [ "$DROPS" = off ] && drops=--no-drops
+  "$BIN/flowscope-floor" "$HOOKS" $drops > "$TMP/floor.out" 2> "$TMP/floor.err" &
   FLOOR_PID=$!
   bench_await "$FLOOR_PID" "$TMP/floor" attached "bench-load.sh: flowscope-floor"
 }
@@ -202,17 +209,22 @@ floor_stop() {
 }
 
 # kernel_stats BEFORE AFTER CONNECTIONS WINDOW: JSON of the programs' deltas
-# (prog_stats lines before and after the window).
+# (prog_stats lines before and after the window). Besides the total, the
+# flow programs alone ("flow_": all but the drop program, whose name ends
+# in kfree_skb, the agent's and the floor's) and the drop program's runs.
 kernel_stats() {
   join -j 1 <(sort "$1") <(sort "$2") | awk -v n="$3" -v w="$4" '
     BEGIN { printf "{\"programs\":["; first = 1 }
     { ns = $6 - $2; runs = $7 - $3; name = $8
       tns += ns; truns += runs
+      if (name ~ /kfree_skb$/) { dns += ns; druns += runs }
       printf "%s{\"id\":%s,\"name\":\"%s\",\"xlated_insns\":%d,\"runs\":%d,\"run_time_ns\":%d,\"ns_per_run\":%.1f,\"runs_per_connection\":%.2f,\"ns_per_connection\":%.1f}", \
         (first ? "" : ","), $1, name, $9, runs, ns, runs ? ns / runs : 0, n ? runs / n : 0, n ? ns / n : 0
       first = 0 }
-    END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f}", \
-        n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0 }'
+    END { printf "],\"connections\":%d,\"run_time_ns\":%d,\"runs\":%d,\"us_per_connection\":%.3f,\"cpu_pct_of_one_core\":%.2f,", \
+        n, tns, truns, n ? tns / n / 1000 : 0, w ? 100 * tns / 1e9 / w : 0
+      printf "\"flow_run_time_ns\":%d,\"flow_us_per_connection\":%.3f,\"drops_runs\":%d,\"drops_run_time_ns\":%d,\"drops_ns_per_run\":%.1f}", \
+        tns - dns, n ? (tns - dns) / n / 1000 : 0, druns, dns, druns ? dns / druns : 0 }'
 }
 
 # kernel_table JSON: the per-program lines of the summary.
@@ -220,7 +232,7 @@ kernel_table() {
   printf '  %-16s %6s %12s %10s %12s %12s\n' program insns runs ns/run runs/conn ns/conn
   echo "$1" | jq -r '.programs[] | "  \(.name) \(.xlated_insns) \(.runs) \(.ns_per_run) \(.runs_per_connection) \(.ns_per_connection)"' \
     | awk '{ printf "  %-16s %6d %12d %10.1f %12.2f %12.1f\n", $1, $2, $3, $4, $5, $6 }'
-  echo "$1" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core"'
+  echo "$1" | jq -r '"  total: \(.us_per_connection) us per connection, \(.cpu_pct_of_one_core) % of one core; flow programs (all but kfree_skb): \(.flow_us_per_connection) us per connection"'
 }
 
 RUNS=()
@@ -284,11 +296,13 @@ measure() {
     local completed kernel_json maps_json maps_kib mem_kib
     completed=$(echo "$load" | sed 's/.*"completed":\([0-9]*\).*/\1/')
     kernel_json=$(kernel_stats "$TMP/prog0" "$TMP/prog1" "$completed" "$window")
-    local floor_json=null ratio=null floor_us=-
+    local floor_json=null ratio=null flow_ratio=null floor_us=- floor_flow_us=-
     if [ "$FLOOR" = 1 ]; then
       floor_json=$(kernel_stats "$TMP/floor0" "$TMP/floor1" "$completed" "$window")
       floor_us=$(echo "$floor_json" | jq -r '.us_per_connection')
+      floor_flow_us=$(echo "$floor_json" | jq -r '.flow_us_per_connection')
       ratio=$(echo "$kernel_json $floor_json" | jq -rs 'if .[1].run_time_ns > 0 then (.[0].run_time_ns / .[1].run_time_ns * 100 | round / 100) else null end')
+      flow_ratio=$(echo "$kernel_json $floor_json" | jq -rs 'if .[1].flow_run_time_ns > 0 then (.[0].flow_run_time_ns / .[1].flow_run_time_ns * 100 | round / 100) else null end')
     fi
     maps_json=$(awk 'BEGIN { printf "["; first = 1 }
       { printf "%s{\"name\":\"%s\",\"bytes_memlock\":%d}", (first ? "" : ","), $1, $2; first = 0 }
@@ -301,22 +315,24 @@ measure() {
       if [ "$FLOOR" = 1 ]; then
         echo "  floor (empty programs on the same hooks, same window):"
         kernel_table "$floor_json" | sed 's/^/  /'
-        echo "  agent / floor: $ratio x"
+        echo "  agent / floor: $ratio x all programs, $flow_ratio x flow programs"
       fi
       printf '  maps: %s KiB (' "$maps_kib"
       awk '{ printf "%s%s %d KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }' "$TMP/maps"
       printf '); agent RSS avg %s KiB; RSS + maps %s KiB\n' "$rss_avg" "$mem_kib"
     } >> "$TMP/kernel.txt"
-    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"maps_kib":%s,"rss_avg_plus_maps_kib":%s,"maps":%s,"kernel":%s,"floor":%s,"agent_to_floor":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
-      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$maps_kib" "$mem_kib" "$maps_json" "$kernel_json" "$floor_json" "$ratio" "$closed" "$received" "$lost")
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %9s %8s %8s %6s %6s' "$rate" on \
+    agent_json=$(printf '{"cpu_pct_of_one_core":%s,"rss_kib_avg":%s,"rss_kib_peak_sampled":%s,"rss_kib_hwm":%s,"maps_kib":%s,"rss_avg_plus_maps_kib":%s,"maps":%s,"kernel":%s,"floor":%s,"agent_to_floor":%s,"flow_agent_to_floor":%s,"tcp_closed_reported":%s,"events_received":%s,"events_lost":%s}' \
+      "$agent_pct" "$rss_avg" "$rss_peak" "$hwm" "$maps_kib" "$mem_kib" "$maps_json" "$kernel_json" "$floor_json" "$ratio" "$flow_ratio" "$closed" "$received" "$lost")
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %6s%% %9s %9s %9s %8s %8s %6s %8s %8s %6s %8s %6s' "$rate" on \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
       "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" "$agent_pct" "$rss_avg" "$hwm" "$maps_kib" \
-      "$(echo "$kernel_json" | jq -r '.us_per_connection')" "$floor_us" "$ratio" "$loadavg")")
+      "$(echo "$kernel_json" | jq -r '.us_per_connection')" "$floor_us" "$ratio" \
+      "$(echo "$kernel_json" | jq -r '.flow_us_per_connection')" "$floor_flow_us" "$flow_ratio" \
+      "$(echo "$kernel_json" | jq -r 'if .drops_runs > 0 then .drops_ns_per_run else "-" end')" "$loadavg")")
   else
-    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %9s %8s %8s %6s %6s' "$rate" off \
+    SUMMARY+=("$(printf '%-6s %-4s %9s %7s %7s%% %7s%% %7s %9s %9s %9s %8s %8s %6s %8s %8s %6s %8s %6s' "$rate" off \
       "$(echo "$load" | sed 's/.*"achieved_rate":\([0-9.]*\).*/\1/')" \
-      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - - - "$loadavg")")
+      "$(echo "$load" | sed 's/.*"failed":\([0-9]*\).*/\1/')" "$host_pct" "$load_cpu" - - - - - - - - - - - "$loadavg")")
   fi
   load_server_stop
   RUNS+=("$(printf '{"rate":%s,"agent":"%s","window_seconds":%s,"host_cpu_pct_of_all_cpus":%s,"host_busy_cores":%s,"load_cpu_pct_of_one_core":%s,"loadavg_1m_before":%s,"load":%s,"agent_stats":%s}' \
@@ -347,7 +363,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   echo "host: busy % of all CPUs (/proc/stat); load: client+server CPU, % of one core; agent: % of one core"
   echo "ebpf: the agent's eBPF programs' run_time_ns per connection (both ends), microseconds"
   echo "floor: the same for empty programs on the same hooks in the same window (--floor); x: ebpf / floor"
-  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %8s %6s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us floor_us x loadavg
+  echo "flow_us, flfl_us, flow_x: the same for the flow programs alone (all but kfree_skb); drop_ns: the agent's kfree_skb ns per run"
+  printf '%-6s %-4s %9s %7s %8s %8s %7s %9s %9s %9s %8s %8s %6s %8s %8s %6s %8s %6s\n' rate/s agent achieved failed host load agent rss_avg rss_hwm maps ebpf_us floor_us x flow_us flfl_us flow_x drop_ns loadavg
   printf '%s\n' "${SUMMARY[@]}"
   echo "(rss and maps in KiB; details: $OUT/load.json)"
   cat "$TMP/kernel.txt"
