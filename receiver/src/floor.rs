@@ -1,6 +1,6 @@
 //! The floor programs (`receiver-ebpf/src/bin/floor.rs`): programs that
-//! return at once, attached to exactly the hooks the flow programs use, so
-//! that a benchmark can measure what calling any program there costs in
+//! return at once, attached to exactly the hooks the flow programs and the
+//! drop program use, so that a benchmark can measure what calling any program there costs in
 //! the same run as the agent's own programs (`scripts/bench-load.sh
 //! --floor`, through the `flowscope-floor` binary). Nothing here is part of
 //! the agent.

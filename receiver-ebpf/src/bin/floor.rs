@@ -1,5 +1,6 @@
 //! The floor: programs that return at once, on exactly the hooks the flow
-//! programs (`src/main.rs`) use, with the same program types.
+//! programs (`src/main.rs`) and the drop program (`drops.rs`) use, with the
+//! same program types.
 //!
 //! `scripts/bench-load.sh --floor` loads this object (through the
 //! `flowscope-floor` binary of the receiver crate) beside the agent for
