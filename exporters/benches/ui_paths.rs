@@ -65,33 +65,33 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
     };
     let changed = t.is_multiple_of(10) && r >= 3;
     push(
-        MetricId::gauge(path::REACHABLE),
+        MetricId::gauge(&path::REACHABLE),
         base.clone(),
         PointValue::Int(1),
     );
     push(
-        MetricId::gauge(path::HOPS),
+        MetricId::gauge(&path::HOPS),
         base.clone(),
         PointValue::Int(HOPS),
     );
-    push(MetricId::histogram(path::RTT), base.clone(), hist(8.0));
+    push(MetricId::histogram(&path::RTT), base.clone(), hist(8.0));
     push(
-        MetricId::sum(path::PROBES_SENT),
+        MetricId::sum(&path::PROBES_SENT),
         base.clone(),
         PointValue::Int(20),
     );
     push(
-        MetricId::sum(path::PROBES_LOST),
+        MetricId::sum(&path::PROBES_LOST),
         base.clone(),
         PointValue::Int(r % 2),
     );
     push(
-        MetricId::gauge(path::JITTER),
+        MetricId::gauge(&path::JITTER),
         base.clone(),
         PointValue::Double(0.0004),
     );
     push(
-        MetricId::sum(path::ROUTE_CHANGES),
+        MetricId::sum(&path::ROUTE_CHANGES),
         base.clone(),
         PointValue::Int(u64::from(t.is_multiple_of(10) && r == 3)),
     );
@@ -106,16 +106,16 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
             .with(path::HOP_INDEX, h as i64)
             .with(path::HOP_ADDRESS, addr);
         push(
-            MetricId::sum(path::HOP_PROBES_SENT),
+            MetricId::sum(&path::HOP_PROBES_SENT),
             a.clone(),
             PointValue::Int(3),
         );
         push(
-            MetricId::sum(path::HOP_PROBES_LOST),
+            MetricId::sum(&path::HOP_PROBES_LOST),
             a.clone(),
             PointValue::Int(0),
         );
-        push(MetricId::histogram(path::HOP_RTT), a, hist(h as f64));
+        push(MetricId::histogram(&path::HOP_RTT), a, hist(h as f64));
     }
     b
 }

@@ -79,7 +79,7 @@ pub fn render(batch: &MetricBatch, max_rows: usize) -> String {
             peer,
         };
         let row = rows.entry(key).or_default();
-        let name = p.metric.name;
+        let name = p.metric.name();
         if name == metric::FLOW_IO.0 {
             match p.attrs.get_str(attr::IO_DIRECTION) {
                 Some(attr::TRANSMIT) => row.tx += int(&p.value),
@@ -182,7 +182,7 @@ pub fn render_paths(batch: &MetricBatch) -> String {
     }
     let mut paths: BTreeMap<(String, String, String, String), PathLine> = BTreeMap::new();
     for p in &batch.points {
-        let name = p.metric.name;
+        let name = p.metric.name();
         if !name.starts_with("flowscope.path.") {
             continue;
         }
@@ -473,46 +473,46 @@ nginx:80  server  tcp    fd00::1               0 B      500 B        0       -  
             PointValue::Histogram(h)
         };
         let mut b = MetricBatch::new(0, 1_000_000_000);
-        let g = |m| MetricId::gauge(m);
+        let g = |m: &'static metric::Def| MetricId::gauge(m);
         push(
             &mut b,
             &host,
-            g(path::REACHABLE),
+            g(&path::REACHABLE),
             base.clone(),
             PointValue::Int(1),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(path::PROBES_SENT),
+            MetricId::sum(&path::PROBES_SENT),
             base.clone(),
             PointValue::Int(10),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(path::PROBES_LOST),
+            MetricId::sum(&path::PROBES_LOST),
             base.clone(),
             PointValue::Int(1),
         );
         push(
             &mut b,
             &host,
-            MetricId::histogram(path::HOP_RTT),
+            MetricId::histogram(&path::HOP_RTT),
             hop(1, "198.18.1.1"),
             hist(0.001),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(path::HOP_PROBES_SENT),
+            MetricId::sum(&path::HOP_PROBES_SENT),
             hop(2, "*"),
             PointValue::Int(3),
         );
         push(
             &mut b,
             &host,
-            MetricId::histogram(path::HOP_RTT),
+            MetricId::histogram(&path::HOP_RTT),
             hop(3, "198.18.3.2"),
             hist(0.0025),
         );

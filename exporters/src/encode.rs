@@ -149,7 +149,7 @@ fn resource_metrics(resource: &Arc<Attrs>) -> ResourceMetrics {
 }
 
 fn new_metric(id: MetricId, temporality: Temporality) -> Metric {
-    let data = match id.kind {
+    let data = match id.kind() {
         Kind::Sum => metric::Data::Sum(Sum {
             data_points: Vec::new(),
             aggregation_temporality: temporality.proto(),
@@ -173,9 +173,9 @@ fn new_metric(id: MetricId, temporality: Temporality) -> Metric {
         }
     };
     Metric {
-        name: id.name.to_string(),
-        description: id.description.to_string(),
-        unit: id.unit.to_string(),
+        name: id.name().to_string(),
+        description: id.description().to_string(),
+        unit: id.unit().to_string(),
         data: Some(data),
         ..Default::default()
     }
@@ -469,7 +469,7 @@ mod tests {
             AggregationTemporality::Cumulative as i32
         );
         assert_eq!(int(&active.data_points[0]), 3);
-        assert_eq!(sb.metrics[0].description, TCP_ACTIVE.description);
+        assert_eq!(sb.metrics[0].description, TCP_ACTIVE.description());
         assert_eq!(request_points(&e.request), 5);
     }
 

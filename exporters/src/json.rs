@@ -87,7 +87,7 @@ mod tests {
         let io = &sm["metrics"][0];
         assert_eq!(io["name"], "network.flow.io");
         assert_eq!(io["unit"], "By");
-        assert_eq!(io["description"], FLOW_IO.description);
+        assert_eq!(io["description"], FLOW_IO.description());
         assert_eq!(io["sum"]["aggregationTemporality"], 1);
         assert_eq!(io["sum"]["isMonotonic"], true);
         let dp = &io["sum"]["dataPoints"][0];

@@ -171,15 +171,15 @@ fn unit_word(unit: &str, kind: Kind) -> Option<String> {
 
 /// The Prometheus metric name of `m` (without `_bucket`/`_sum`/`_count`).
 pub fn metric_name(m: MetricId, o: &Options) -> String {
-    let mut name = sanitize(m.name, true);
+    let mut name = sanitize(m.name(), true);
     if o.add_metric_suffixes {
-        if let Some(unit) = unit_word(m.unit, m.kind)
+        if let Some(unit) = unit_word(m.unit(), m.kind())
             && !name.ends_with(&format!("_{unit}"))
         {
             name.push('_');
             name.push_str(&unit);
         }
-        if m.kind == Kind::Sum && !name.ends_with("_total") {
+        if m.kind() == Kind::Sum && !name.ends_with("_total") {
             name.push_str("_total");
         }
     }
@@ -302,14 +302,14 @@ pub fn render(state: &Cumulative, o: &Options) -> String {
             resources.insert(label_text(&target_info_labels(res), None), ());
         }
         let (ty, _, blocks) = families.entry(name.clone()).or_insert_with(|| {
-            let ty = match metric.kind {
+            let ty = match metric.kind() {
                 Kind::Sum => "counter",
                 // A non-monotonic sum is a gauge in Prometheus (the
                 // compatibility specification's mapping).
                 Kind::UpDownCounter | Kind::Gauge => "gauge",
                 Kind::Histogram => "histogram",
             };
-            (ty, metric.description, Vec::new())
+            (ty, metric.description(), Vec::new())
         });
         let mut lines = Vec::new();
         match (&series.value, *ty) {
@@ -416,9 +416,9 @@ mod tests {
             metric_name(TCP_ACTIVE, &o),
             "flowscope_tcp_connection_active"
         );
-        let ratio = MetricId::gauge(("flowscope.path.reachable", "1", ""));
+        let ratio = MetricId::gauge(&("flowscope.path.reachable", "1", ""));
         assert_eq!(metric_name(ratio, &o), "flowscope_path_reachable_ratio");
-        let rate = MetricId::gauge(("x.rate", "By/s", ""));
+        let rate = MetricId::gauge(&("x.rate", "By/s", ""));
         assert_eq!(metric_name(rate, &o), "x_rate_bytes_per_second");
         let o2 = Options {
             namespace: Some("fs".into()),
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(u("", sum), None);
         // Unknown units are kept, sanitized.
         assert_eq!(u("flows", sum).as_deref(), Some("flows"));
-        let m = MetricId::gauge(("net.speed", "kBy/s", ""));
+        let m = MetricId::gauge(&("net.speed", "kBy/s", ""));
         assert_eq!(metric_name(m, &opts()), "net_speed_kilobytes_per_second");
         assert_eq!(sanitize("", false), "_");
     }

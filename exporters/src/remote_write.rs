@@ -232,7 +232,7 @@ fn point_series(
     t: &Translation,
     buf: &mut Vec<u8>,
 ) -> bool {
-    let fits = match (&p.value, p.metric.kind) {
+    let fits = match (&p.value, p.metric.kind()) {
         (PointValue::Histogram(_), Kind::Histogram) => true,
         (PointValue::Histogram(_), _) | (_, Kind::Histogram) => false,
         _ => true,
@@ -549,7 +549,7 @@ impl<T: Transport<Request = Bytes>> Sink for RemoteWriteSink<T> {
 /// names, else its one name.
 pub fn series_names(m: flowscope_model::MetricId, o: &Options) -> Vec<String> {
     let name = prometheus::metric_name(m, o);
-    match m.kind {
+    match m.kind() {
         Kind::Histogram => vec![
             format!("{name}_bucket"),
             format!("{name}_sum"),
@@ -571,18 +571,18 @@ fn contract_metrics() -> Vec<flowscope_model::MetricId> {
     all.push(flowscope_model::metrics::HOST_DROPS);
     all.push(flowscope_model::metrics::DNS_DURATION);
     all.extend([
-        MetricId::gauge(path::REACHABLE),
-        MetricId::gauge(path::HOPS),
-        MetricId::histogram(path::RTT),
-        MetricId::sum(path::PROBES_SENT),
-        MetricId::sum(path::PROBES_LOST),
-        MetricId::gauge(path::JITTER),
-        MetricId::histogram(path::HOP_RTT),
-        MetricId::sum(path::HOP_PROBES_SENT),
-        MetricId::sum(path::HOP_PROBES_LOST),
-        MetricId::sum(path::ROUTE_CHANGES),
-        MetricId::gauge(path::TLS_TIME_LEFT),
-        MetricId::sum(path::TLS_CHECK_FAILED),
+        MetricId::gauge(&path::REACHABLE),
+        MetricId::gauge(&path::HOPS),
+        MetricId::histogram(&path::RTT),
+        MetricId::sum(&path::PROBES_SENT),
+        MetricId::sum(&path::PROBES_LOST),
+        MetricId::gauge(&path::JITTER),
+        MetricId::histogram(&path::HOP_RTT),
+        MetricId::sum(&path::HOP_PROBES_SENT),
+        MetricId::sum(&path::HOP_PROBES_LOST),
+        MetricId::sum(&path::ROUTE_CHANGES),
+        MetricId::gauge(&path::TLS_TIME_LEFT),
+        MetricId::sum(&path::TLS_CHECK_FAILED),
     ]);
     all.extend(flowscope_model::telemetry::SELF_METRICS);
     all
@@ -651,7 +651,7 @@ pub fn fleet_storage_table() -> String {
     let mut s =
         String::from("| OTLP name | instrument | unit | Prometheus name(s) |\n|---|---|---|---|\n");
     for m in contract_metrics() {
-        let kind = match m.kind {
+        let kind = match m.kind() {
             Kind::Sum => "Sum (counter)",
             Kind::UpDownCounter => "UpDownCounter (gauge)",
             Kind::Gauge => "Gauge",
@@ -664,8 +664,8 @@ pub fn fleet_storage_table() -> String {
         let _ = writeln!(
             s,
             "| `{}` | {kind} | `{}` | {} |",
-            m.name,
-            m.unit,
+            m.name(),
+            m.unit(),
             names.join(", ")
         );
     }

@@ -57,13 +57,13 @@ impl Cumulative {
                 value: empty_like(&p.value),
                 last_unix_nanos: now,
             });
-            match p.metric.kind {
+            match p.metric.kind() {
                 // Both carry the current value: the latest replaces.
                 Kind::Gauge | Kind::UpDownCounter => s.value = p.value.clone(),
                 Kind::Sum | Kind::Histogram => s.value.merge(&p.value),
             }
             s.last_unix_nanos = now;
-            let start = if p.metric.kind == Kind::Gauge {
+            let start = if p.metric.kind() == Kind::Gauge {
                 0
             } else {
                 s.start_unix_nanos

@@ -30,54 +30,66 @@ pub enum Kind {
 }
 
 /// A metric of the contract: name, unit, instrument and description.
+///
+/// Two words: a reference to the contract's definition (name, unit,
+/// description, all `'static`) and the instrument. Every point carries
+/// one, so its size is paid once per point of every interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricId {
-    pub name: &'static str,
-    pub unit: &'static str,
-    pub kind: Kind,
-    /// One line for OTLP `Metric.description` and Prometheus `# HELP`.
-    pub description: &'static str,
+    def: &'static metric::Def,
+    kind: Kind,
 }
 
 impl MetricId {
-    const fn new(m: metric::Def, kind: Kind) -> Self {
-        Self {
-            name: m.0,
-            unit: m.1,
-            kind,
-            description: m.2,
-        }
+    const fn new(def: &'static metric::Def, kind: Kind) -> Self {
+        Self { def, kind }
     }
-    pub const fn sum(m: metric::Def) -> Self {
+    pub const fn sum(m: &'static metric::Def) -> Self {
         Self::new(m, Kind::Sum)
     }
-    pub const fn up_down_counter(m: metric::Def) -> Self {
+    pub const fn up_down_counter(m: &'static metric::Def) -> Self {
         Self::new(m, Kind::UpDownCounter)
     }
-    pub const fn gauge(m: metric::Def) -> Self {
+    pub const fn gauge(m: &'static metric::Def) -> Self {
         Self::new(m, Kind::Gauge)
     }
-    pub const fn histogram(m: metric::Def) -> Self {
+    pub const fn histogram(m: &'static metric::Def) -> Self {
         Self::new(m, Kind::Histogram)
+    }
+    /// The metric's name in the contract.
+    pub const fn name(&self) -> &'static str {
+        self.def.0
+    }
+    /// Its UCUM unit.
+    pub const fn unit(&self) -> &'static str {
+        self.def.1
+    }
+    /// One line for OTLP `Metric.description` and Prometheus `# HELP`.
+    pub const fn description(&self) -> &'static str {
+        self.def.2
+    }
+    /// Its instrument.
+    pub const fn kind(&self) -> Kind {
+        self.kind
     }
 }
 
-pub const FLOW_IO: MetricId = MetricId::sum(metric::FLOW_IO);
-pub const FLOW_PACKETS: MetricId = MetricId::sum(metric::FLOW_PACKETS);
-pub const TCP_RETRANSMITS: MetricId = MetricId::sum(metric::TCP_RETRANSMITS);
-pub const TCP_RTT: MetricId = MetricId::histogram(metric::TCP_RTT);
-pub const TCP_RTT_VARIANCE: MetricId = MetricId::gauge(metric::TCP_RTT_VARIANCE);
-pub const TCP_OPENED: MetricId = MetricId::sum(metric::TCP_OPENED);
-pub const TCP_CLOSED: MetricId = MetricId::sum(metric::TCP_CLOSED);
-pub const TCP_FAILED: MetricId = MetricId::sum(metric::TCP_FAILED);
-pub const TCP_ACTIVE: MetricId = MetricId::up_down_counter(metric::TCP_ACTIVE);
-pub const TCP_RESETS: MetricId = MetricId::sum(metric::TCP_RESETS);
-pub const TCP_DURATION: MetricId = MetricId::histogram(metric::TCP_DURATION);
-pub const UDP_ACTIVE: MetricId = MetricId::up_down_counter(metric::UDP_ACTIVE);
-pub const FLOW_COST: MetricId = MetricId::sum(metric::FLOW_COST);
-pub const FLOW_DROPS: MetricId = MetricId::sum(metric::FLOW_DROPS);
-pub const HOST_DROPS: MetricId = MetricId::sum(metric::HOST_DROPS);
-pub const DNS_DURATION: MetricId = MetricId::histogram(metric::DNS_DURATION);
+pub const FLOW_IO: MetricId = MetricId::sum(&metric::FLOW_IO);
+pub const FLOW_PACKETS: MetricId = MetricId::sum(&metric::FLOW_PACKETS);
+pub const TCP_RETRANSMITS: MetricId = MetricId::sum(&metric::TCP_RETRANSMITS);
+pub const TCP_RTT: MetricId = MetricId::histogram(&metric::TCP_RTT);
+pub const TCP_RTT_VARIANCE: MetricId = MetricId::gauge(&metric::TCP_RTT_VARIANCE);
+pub const TCP_OPENED: MetricId = MetricId::sum(&metric::TCP_OPENED);
+pub const TCP_CLOSED: MetricId = MetricId::sum(&metric::TCP_CLOSED);
+pub const TCP_FAILED: MetricId = MetricId::sum(&metric::TCP_FAILED);
+pub const TCP_ACTIVE: MetricId = MetricId::up_down_counter(&metric::TCP_ACTIVE);
+pub const TCP_RESETS: MetricId = MetricId::sum(&metric::TCP_RESETS);
+pub const TCP_DURATION: MetricId = MetricId::histogram(&metric::TCP_DURATION);
+pub const UDP_ACTIVE: MetricId = MetricId::up_down_counter(&metric::UDP_ACTIVE);
+pub const FLOW_COST: MetricId = MetricId::sum(&metric::FLOW_COST);
+pub const FLOW_DROPS: MetricId = MetricId::sum(&metric::FLOW_DROPS);
+pub const HOST_DROPS: MetricId = MetricId::sum(&metric::HOST_DROPS);
+pub const DNS_DURATION: MetricId = MetricId::histogram(&metric::DNS_DURATION);
 
 /// Every metric a flow produces ([`flow_points`] and the cost processor).
 pub const FLOW_METRICS: [MetricId; 14] = [
@@ -187,7 +199,7 @@ impl MetricBatch {
 
     /// Points of metric `name`, for tests and the console.
     pub fn points_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Point> + 'a {
-        self.points.iter().filter(move |p| p.metric.name == name)
+        self.points.iter().filter(move |p| p.metric.name() == name)
     }
 }
 

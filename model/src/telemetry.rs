@@ -54,17 +54,17 @@ use crate::names::{SCOPE_NAME, SELF_SERVICE_NAME, attr, metric, resource};
 
 pub use crate::internal_events::InternalEvent;
 
-pub const EVENTS_RECEIVED: MetricId = MetricId::sum(metric::EVENTS_RECEIVED);
-pub const EVENTS_LOST: MetricId = MetricId::sum(metric::EVENTS_LOST);
-pub const FLOWS_TRACKED: MetricId = MetricId::up_down_counter(metric::FLOWS_TRACKED);
-pub const FLOWS_OVERFLOW: MetricId = MetricId::sum(metric::FLOWS_OVERFLOW);
-pub const EXPORTER_SENT: MetricId = MetricId::sum(metric::EXPORTER_SENT);
-pub const EXPORTER_FAILED: MetricId = MetricId::sum(metric::EXPORTER_FAILED);
-pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(metric::EXPORTER_QUEUE_SIZE);
+pub const EVENTS_RECEIVED: MetricId = MetricId::sum(&metric::EVENTS_RECEIVED);
+pub const EVENTS_LOST: MetricId = MetricId::sum(&metric::EVENTS_LOST);
+pub const FLOWS_TRACKED: MetricId = MetricId::up_down_counter(&metric::FLOWS_TRACKED);
+pub const FLOWS_OVERFLOW: MetricId = MetricId::sum(&metric::FLOWS_OVERFLOW);
+pub const EXPORTER_SENT: MetricId = MetricId::sum(&metric::EXPORTER_SENT);
+pub const EXPORTER_FAILED: MetricId = MetricId::sum(&metric::EXPORTER_FAILED);
+pub const EXPORTER_QUEUE_SIZE: MetricId = MetricId::up_down_counter(&metric::EXPORTER_QUEUE_SIZE);
 pub const EXPORTER_QUEUE_CAPACITY: MetricId =
-    MetricId::up_down_counter(metric::EXPORTER_QUEUE_CAPACITY);
-pub const SERVER_REFUSED: MetricId = MetricId::sum(metric::SERVER_REFUSED);
-pub const EXPORTER_RETRIES: MetricId = MetricId::sum(metric::EXPORTER_RETRIES);
+    MetricId::up_down_counter(&metric::EXPORTER_QUEUE_CAPACITY);
+pub const SERVER_REFUSED: MetricId = MetricId::sum(&metric::SERVER_REFUSED);
+pub const EXPORTER_RETRIES: MetricId = MetricId::sum(&metric::EXPORTER_RETRIES);
 
 /// A component as its self-telemetry names it: `otel.component.name` is
 /// its config id (`otlp/backend`), `otel.component.type` what it is.
@@ -358,9 +358,15 @@ impl Telemetry {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         );
-        let counter = |m: MetricId| meter.u64_counter(m.name).with_unit(m.unit).build();
-        let level =
-            |m: MetricId| Level::new(meter.i64_up_down_counter(m.name).with_unit(m.unit).build());
+        let counter = |m: MetricId| meter.u64_counter(m.name()).with_unit(m.unit()).build();
+        let level = |m: MetricId| {
+            Level::new(
+                meter
+                    .i64_up_down_counter(m.name())
+                    .with_unit(m.unit())
+                    .build(),
+            )
+        };
         let instruments = Instruments {
             events_received: counter(EVENTS_RECEIVED),
             events_lost: counter(EVENTS_LOST),
@@ -475,7 +481,7 @@ impl Telemetry {
         let mut rm = ResourceMetrics::default();
         self.0.totals.collect(&mut rm).ok()?;
         for sm in rm.scope_metrics() {
-            for m in sm.metrics().filter(|m| m.name() == metric.name) {
+            for m in sm.metrics().filter(|m| m.name() == metric.name()) {
                 if let AggregatedMetrics::I64(MetricData::Sum(s)) = m.data() {
                     for dp in s.data_points() {
                         if attrs_of(dp.attributes()) == *attrs {
@@ -526,7 +532,7 @@ pub fn points_of(rm: &ResourceMetrics) -> Vec<Point> {
     let mut out = Vec::new();
     for sm in rm.scope_metrics() {
         for m in sm.metrics() {
-            let Some(id) = SELF_METRICS.iter().find(|id| id.name == m.name()) else {
+            let Some(id) = SELF_METRICS.iter().find(|id| id.name() == m.name()) else {
                 tracing::debug!(metric = m.name(), "self-telemetry metric without an id");
                 continue;
             };
@@ -649,7 +655,7 @@ mod tests {
         let m = rm
             .scope_metrics()
             .flat_map(|sm| sm.metrics())
-            .find(|m| m.name() == EXPORTER_QUEUE_SIZE.name)
+            .find(|m| m.name() == EXPORTER_QUEUE_SIZE.name())
             .unwrap();
         let AggregatedMetrics::I64(MetricData::Sum(s)) = m.data() else {
             panic!("not an i64 sum");

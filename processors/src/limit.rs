@@ -161,7 +161,10 @@ impl Limiter {
         for chunk in points.chunks(CHUNK) {
             let mut series = [(0, (0, 0)); CHUNK];
             for (s, p) in series.iter_mut().zip(chunk) {
-                *s = (self.table(p.metric.name), Self::fingerprint(&self.state, p));
+                *s = (
+                    self.table(p.metric.name()),
+                    Self::fingerprint(&self.state, p),
+                );
             }
             for &(t, hash) in &series[..chunk.len()] {
                 let kept = match self.tables[t]
@@ -245,7 +248,7 @@ impl Limiter {
         });
         for o in overflow {
             self.telemetry.emit(FlowsOverflow {
-                metric: o.point.metric.name,
+                metric: o.point.metric.name(),
                 count: o.count,
             });
             points.push(o.point);

@@ -21,7 +21,10 @@ fn canon(points: &[Point]) -> Vec<String> {
         .map(|p| {
             format!(
                 "{:?} | {} | {:?} | {:?}",
-                p.resource, p.metric.name, p.attrs, p.value
+                p.resource,
+                p.metric.name(),
+                p.attrs,
+                p.value
             )
         })
         .collect();

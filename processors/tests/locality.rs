@@ -76,7 +76,7 @@ fn flows_between_zones_get_locality_and_exact_cost() {
                 assert_eq!(costs.len(), 1, "{peer}");
                 assert_eq!(costs[0].value, PointValue::Double(*usd), "{peer}");
                 assert_eq!(costs[0].attrs.get_str(attr::LOCALITY), Some(*locality));
-                assert_eq!(costs[0].metric.unit, "{USD}");
+                assert_eq!(costs[0].metric.unit(), "{USD}");
                 assert_eq!(costs[0].attrs.get(attr::IO_DIRECTION), None);
             }
         }

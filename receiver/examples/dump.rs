@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         for p in telemetry.collect_interval() {
-            println!("  self {} {:?} {:?}", p.metric.name, p.attrs, p.value);
+            println!("  self {} {:?} {:?}", p.metric.name(), p.attrs, p.value);
         }
     }
     Ok(())

@@ -381,7 +381,7 @@ fn summary(points: &[Point]) -> Vec<String> {
             let a: Vec<String> = p.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(
                 "{} {} [{}] {:?}",
-                p.metric.name,
+                p.metric.name(),
                 v,
                 a.join(" "),
                 p.resource.get_str("service.name")
@@ -394,7 +394,7 @@ fn summary(points: &[Point]) -> Vec<String> {
 fn count(points: &[Point], metric: &str, filter: &[(&str, &str)]) -> u64 {
     points
         .iter()
-        .filter(|p| p.metric.name == metric)
+        .filter(|p| p.metric.name() == metric)
         .filter(|p| filter.iter().all(|(k, v)| p.attrs.get_str(k) == Some(v)))
         .map(|p| match &p.value {
             PointValue::Histogram(h) => h.count,
@@ -410,7 +410,7 @@ fn histograms<'a>(
 ) -> impl Iterator<Item = &'a flowscope_model::Histogram> + 'a {
     points
         .iter()
-        .filter(|p| p.metric.name == DUR)
+        .filter(|p| p.metric.name() == DUR)
         .filter(move |p| filter.iter().all(|(k, v)| p.attrs.get_str(k) == Some(v)))
         .filter_map(|p| match &p.value {
             PointValue::Histogram(h) => Some(h),
@@ -522,7 +522,7 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
         0
     );
     // error.type is set if and only if the lookup failed.
-    for pt in p.iter().filter(|pt| pt.metric.name == DUR) {
+    for pt in p.iter().filter(|pt| pt.metric.name() == DUR) {
         let rcode = pt.attrs.get_str(attr::DNS_RESPONSE_CODE);
         let error = pt.attrs.get_str(attr::ERROR_TYPE);
         match rcode {
@@ -542,7 +542,7 @@ fn lookups_over_udp_tcp_and_ipv6_with_rcodes_sides_and_names() {
     // answer (the kernel recorded the owner when the query left), over
     // IPv4 and IPv6.
     for pt in p.iter().filter(|pt| {
-        pt.metric.name == DUR
+        pt.metric.name() == DUR
             && matches!(pt.attrs.get_str(attr::SERVER_ADDRESS), Some(a) if a == s_static || a == s6_static)
     }) {
         let svc = pt.resource.get_str("service.name");
@@ -673,7 +673,7 @@ fn dropped_responses_time_out_once_each() {
     assert!((total - N as f64 * 0.5).abs() < 1e-9, "{total}");
     assert!(
         p.iter()
-            .filter(|pt| pt.metric.name == DUR)
+            .filter(|pt| pt.metric.name() == DUR)
             .filter(|pt| f.iter().all(|(k, v)| pt.attrs.get_str(k) == Some(v)))
             .all(|pt| pt.attrs.get(attr::DNS_RESPONSE_CODE).is_none()),
         "{:#?}",
@@ -684,7 +684,7 @@ fn dropped_responses_time_out_once_each() {
         let one: u64 = p
             .iter()
             .filter(|pt| {
-                pt.metric.name == DUR
+                pt.metric.name() == DUR
                     && pt.attrs.get_str(attr::DNS_QUESTION_NAME) == Some(name.as_str())
             })
             .filter(|pt| pt.attrs.get_str(attr::FLOW_ROLE) == Some("client"))

@@ -149,7 +149,7 @@ fn failed_connections(store: &Store, span: Span, cidr: Option<Cidr>) -> BTreeMap
 fn dns_failures(store: &Store, span: Span, cidr: Option<Cidr>) -> BTreeMap<Pair, Measure> {
     let mut out: BTreeMap<Pair, Measure> = BTreeMap::new();
     let series = store.series_values(span.from, span.to, |(_, m, _)| {
-        m.name == metric::DNS_DURATION.0
+        m.name() == metric::DNS_DURATION.0
     });
     for ((res, _, attrs), values) in series {
         if !query::is_dns_client(attrs) || query::dns_failure(attrs).is_none() {

@@ -99,8 +99,9 @@ pub fn drop_findings(
     // (client, server, reason) -> packets; (host, reason) -> packets.
     let mut flows: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut host: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let keep =
-        |(_, m, _): &SeriesKey| m.name == metric::FLOW_DROPS.0 || m.name == metric::HOST_DROPS.0;
+    let keep = |(_, m, _): &SeriesKey| {
+        m.name() == metric::FLOW_DROPS.0 || m.name() == metric::HOST_DROPS.0
+    };
     for ((res, m, attrs), slots) in store.series_slots(from, to, keep) {
         let n: u64 = slots.map(|s| packets(&s.value)).sum();
         if n == 0 {
@@ -110,7 +111,7 @@ pub fn drop_findings(
             .get_str(attr::DROP_REASON)
             .unwrap_or("unknown")
             .to_string();
-        if m.name == metric::HOST_DROPS.0 {
+        if m.name() == metric::HOST_DROPS.0 {
             if cidr.is_none() {
                 let name = res.get_str(resource::HOST_NAME).unwrap_or("this host");
                 *host.entry((name.to_string(), reason)).or_default() += n;

@@ -236,8 +236,9 @@ fn collect(
 ) -> Vec<PathTest> {
     let mut accs: HashMap<(Arc<Attrs>, Attrs), Acc> = HashMap::new();
     // The per-hop series only count for the detail.
-    let wanted =
-        |(_, m, attrs): &SeriesKey| is_path_metric(m.name) && attrs.get(path::HOP_INDEX).is_none();
+    let wanted = |(_, m, attrs): &SeriesKey| {
+        is_path_metric(m.name()) && attrs.get(path::HOP_INDEX).is_none()
+    };
     for ((res, m, attrs), slots) in store.series_slots(sel.from, sel.to, wanted) {
         if !sel.keeps(res, attrs) || !keep(res, attrs) {
             continue;
@@ -248,7 +249,7 @@ fn collect(
                 test: describe(res, attrs),
                 ..Acc::default()
             });
-        let name = m.name;
+        let name = m.name();
         for s in slots {
             let t = &mut acc.test;
             t.last_run_ms = t.last_run_ms.max(s.end / MS);
@@ -399,7 +400,7 @@ pub fn detail(store: &Store, sel: &PathSelection, id: &str) -> Option<PathDetail
     };
     let mut key: Option<(Arc<Attrs>, Attrs)> = None;
     for ((res, m, attrs), slots) in
-        store.series_slots(sel.from, sel.to, |(_, m, _)| is_path_metric(m.name))
+        store.series_slots(sel.from, sel.to, |(_, m, _)| is_path_metric(m.name()))
     {
         let base = test_attrs(attrs);
         if !is_it(res, &base) {
@@ -411,7 +412,7 @@ pub fn detail(store: &Store, sel: &PathSelection, id: &str) -> Option<PathDetail
         if test.is_none() {
             test = Some(describe(res, &base));
         }
-        let name = m.name;
+        let name = m.name();
         if let Some(index) = attrs.get(path::HOP_INDEX) {
             let index: u64 = index.to_string().parse().unwrap_or(0);
             let address = attrs
@@ -637,7 +638,7 @@ pub fn certificate_findings(
 ) -> Vec<Finding> {
     // (server, port, subject) -> (slot end, seconds left, not_after)
     let mut newest: BTreeMap<(String, String, String), (u64, f64, String)> = BTreeMap::new();
-    let is_cert = |(_, m, _): &SeriesKey| m.name == path::TLS_TIME_LEFT.0;
+    let is_cert = |(_, m, _): &SeriesKey| m.name() == path::TLS_TIME_LEFT.0;
     for ((_, _, attrs), slots) in store.series_slots(from, to, is_cert) {
         let server = attrs.get_str(path::SERVER_ADDRESS).unwrap_or_default();
         if let Some(c) = &cidr
@@ -736,27 +737,27 @@ mod tests {
             .with("team", "db");
         let mut b = MetricBatch::new((end - 1) * S, end * S);
         b.points.push(point(
-            MetricId::gauge(path::REACHABLE),
+            MetricId::gauge(&path::REACHABLE),
             &base,
             PointValue::Int(1),
         ));
         b.points.push(point(
-            MetricId::gauge(path::HOPS),
+            MetricId::gauge(&path::HOPS),
             &base,
             PointValue::Int(route.len() as u64),
         ));
         b.points.push(point(
-            MetricId::sum(path::PROBES_SENT),
+            MetricId::sum(&path::PROBES_SENT),
             &base,
             PointValue::Int(10),
         ));
         b.points.push(point(
-            MetricId::sum(path::PROBES_LOST),
+            MetricId::sum(&path::PROBES_LOST),
             &base,
             PointValue::Int(1),
         ));
         b.points.push(point(
-            MetricId::sum(path::ROUTE_CHANGES),
+            MetricId::sum(&path::ROUTE_CHANGES),
             &base,
             PointValue::Int(changes),
         ));
@@ -771,18 +772,18 @@ mod tests {
                     h.record(0.0005 * (i as f64 + 1.0));
                 }
                 b.points.push(point(
-                    MetricId::histogram(path::HOP_RTT),
+                    MetricId::histogram(&path::HOP_RTT),
                     &attrs,
                     PointValue::Histogram(h),
                 ));
             }
             b.points.push(point(
-                MetricId::sum(path::HOP_PROBES_SENT),
+                MetricId::sum(&path::HOP_PROBES_SENT),
                 &attrs,
                 PointValue::Int(3),
             ));
             b.points.push(point(
-                MetricId::sum(path::HOP_PROBES_LOST),
+                MetricId::sum(&path::HOP_PROBES_LOST),
                 &attrs,
                 PointValue::Int(if a.is_some() { 0 } else { 3 }),
             ));

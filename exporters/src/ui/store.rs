@@ -92,7 +92,7 @@ fn add_to(total: &mut Option<PointValue>, v: &PointValue) {
 /// Whether a metric's slots add up over time (sums and histograms), as
 /// opposed to gauges and UpDownCounters, whose value is the last one.
 fn additive(metric: MetricId) -> bool {
-    !matches!(metric.kind, Kind::Gauge | Kind::UpDownCounter)
+    !matches!(metric.kind(), Kind::Gauge | Kind::UpDownCounter)
 }
 
 /// What one series adds up to over a range: its kept total when the range

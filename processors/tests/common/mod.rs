@@ -66,7 +66,7 @@ pub fn batch(flows: Vec<Flow>) -> FlowBatch {
 pub fn value_of<'a>(points: &'a [Point], metric: &str, want: &[(&str, &str)]) -> &'a PointValue {
     let found: Vec<&Point> = points
         .iter()
-        .filter(|p| p.metric.name == metric)
+        .filter(|p| p.metric.name() == metric)
         .filter(|p| {
             want.iter()
                 .all(|(k, v)| p.attrs.get(k).map(|x| x.to_string()).as_deref() == Some(*v))
@@ -142,7 +142,10 @@ pub fn chain_from_yaml(processors: &str, list: &[&str]) -> flowscope_processors:
 
 /// The attribute `key` of the only point of `metric` as a string.
 pub fn attr_of(points: &[Point], metric: &str, key: &str) -> Option<String> {
-    let found: Vec<&Point> = points.iter().filter(|p| p.metric.name == metric).collect();
+    let found: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.metric.name() == metric)
+        .collect();
     assert_eq!(found.len(), 1, "points of {metric}: {found:#?}");
     found[0].attrs.get(key).map(|v| v.to_string())
 }

@@ -10,18 +10,18 @@ use flowscope_model::{Attrs, Histogram};
 
 use super::prober::{Protocol, TraceResult};
 
-pub const REACHABLE: MetricId = MetricId::gauge(path::REACHABLE);
-pub const HOPS: MetricId = MetricId::gauge(path::HOPS);
-pub const RTT: MetricId = MetricId::histogram(path::RTT);
-pub const PROBES_SENT: MetricId = MetricId::sum(path::PROBES_SENT);
-pub const PROBES_LOST: MetricId = MetricId::sum(path::PROBES_LOST);
-pub const JITTER: MetricId = MetricId::gauge(path::JITTER);
-pub const HOP_RTT: MetricId = MetricId::histogram(path::HOP_RTT);
-pub const HOP_PROBES_SENT: MetricId = MetricId::sum(path::HOP_PROBES_SENT);
-pub const HOP_PROBES_LOST: MetricId = MetricId::sum(path::HOP_PROBES_LOST);
-pub const ROUTE_CHANGES: MetricId = MetricId::sum(path::ROUTE_CHANGES);
-pub const TLS_TIME_LEFT: MetricId = MetricId::gauge(path::TLS_TIME_LEFT);
-pub const TLS_CHECK_FAILED: MetricId = MetricId::sum(path::TLS_CHECK_FAILED);
+pub const REACHABLE: MetricId = MetricId::gauge(&path::REACHABLE);
+pub const HOPS: MetricId = MetricId::gauge(&path::HOPS);
+pub const RTT: MetricId = MetricId::histogram(&path::RTT);
+pub const PROBES_SENT: MetricId = MetricId::sum(&path::PROBES_SENT);
+pub const PROBES_LOST: MetricId = MetricId::sum(&path::PROBES_LOST);
+pub const JITTER: MetricId = MetricId::gauge(&path::JITTER);
+pub const HOP_RTT: MetricId = MetricId::histogram(&path::HOP_RTT);
+pub const HOP_PROBES_SENT: MetricId = MetricId::sum(&path::HOP_PROBES_SENT);
+pub const HOP_PROBES_LOST: MetricId = MetricId::sum(&path::HOP_PROBES_LOST);
+pub const ROUTE_CHANGES: MetricId = MetricId::sum(&path::ROUTE_CHANGES);
+pub const TLS_TIME_LEFT: MetricId = MetricId::gauge(&path::TLS_TIME_LEFT);
+pub const TLS_CHECK_FAILED: MetricId = MetricId::sum(&path::TLS_CHECK_FAILED);
 
 /// What is known about a hop's address besides the address: its reverse
 /// DNS name and its autonomous system.
@@ -230,7 +230,7 @@ mod tests {
         let find = |name: &str, hop: Option<i64>| {
             pts.iter()
                 .find(|p| {
-                    p.metric.name == name
+                    p.metric.name() == name
                         && hop.is_none_or(|h| p.attrs.get(path::HOP_INDEX) == Some(&h.into()))
                 })
                 .map(|p| p.value.clone())

@@ -16,7 +16,7 @@ impl Fleet {
         step: Option<u64>,
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let shards: &[&str] = if metric.kind == Kind::Histogram {
+        let shards: &[&str] = if metric.kind() == Kind::Histogram {
             &HISTOGRAM_SHARDS
         } else {
             &[""]
@@ -213,7 +213,7 @@ impl Fleet {
             match need {
                 Need::Health => {
                     let r = self.route_changes(range, increase).await?;
-                    self.answer(MetricId::sum(path::ROUTE_CHANGES), r, width)
+                    self.answer(MetricId::sum(&path::ROUTE_CHANGES), r, width)
                         .map(Some)
                 }
                 _ => Ok(None),
@@ -318,7 +318,7 @@ impl Fleet {
         type Buckets = HashMap<(u64, Vec<(String, String)>), Vec<(f64, f64)>>;
         let mut hists: Buckets = HashMap::new();
         for (labels, t, v) in samples {
-            if metric.kind == Kind::Histogram {
+            if metric.kind() == Kind::Histogram {
                 let le = labels.get("le").and_then(parse_le);
                 let Some(le) = le else { continue };
                 // Sorted already: the rest of the labels name the series.
@@ -327,7 +327,7 @@ impl Fleet {
                 hists.entry((t, key)).or_default().push((le, v));
                 continue;
             }
-            let value = match metric.kind {
+            let value = match metric.kind() {
                 Kind::Gauge => PointValue::Double(v),
                 _ => PointValue::Int(v.max(0.0).round() as u64),
             };

@@ -91,9 +91,9 @@ use promql::*;
 pub use promql::{Increase, RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
 
 /// The Network Path metrics the Health page reads.
-const PATH_REACHABLE: MetricId = MetricId::gauge(path::REACHABLE);
-const PATH_PROBES_SENT: MetricId = MetricId::sum(path::PROBES_SENT);
-const PATH_PROBES_LOST: MetricId = MetricId::sum(path::PROBES_LOST);
+const PATH_REACHABLE: MetricId = MetricId::gauge(&path::REACHABLE);
+const PATH_PROBES_SENT: MetricId = MetricId::sum(&path::PROBES_SENT);
+const PATH_PROBES_LOST: MetricId = MetricId::sum(&path::PROBES_LOST);
 
 /// The metrics the pages read, each with the labels it is summed by
 /// (besides the keys a request groups or filters by).
@@ -121,7 +121,7 @@ const DNS_LABELS: &[&str] = &[
 ];
 const PATH_LABELS: &[&str] = &[attr::SERVER_ADDRESS];
 /// The path tests' TLS checks: one certificate per server, port and subject.
-const TLS_TIME_LEFT: MetricId = MetricId::gauge(path::TLS_TIME_LEFT);
+const TLS_TIME_LEFT: MetricId = MetricId::gauge(&path::TLS_TIME_LEFT);
 const TLS_LABELS: &[&str] = &[
     path::SERVER_ADDRESS,
     path::SERVER_PORT,

@@ -20,15 +20,15 @@ pub(super) const PATH_VIEW_KEYS: &[&str] = &[
 pub(super) fn path_metrics() -> [MetricId; 10] {
     [
         PATH_REACHABLE,
-        MetricId::gauge(path::HOPS),
-        MetricId::histogram(path::RTT),
+        MetricId::gauge(&path::HOPS),
+        MetricId::histogram(&path::RTT),
         PATH_PROBES_SENT,
         PATH_PROBES_LOST,
-        MetricId::gauge(path::JITTER),
-        MetricId::histogram(path::HOP_RTT),
-        MetricId::sum(path::HOP_PROBES_SENT),
-        MetricId::sum(path::HOP_PROBES_LOST),
-        MetricId::sum(path::ROUTE_CHANGES),
+        MetricId::gauge(&path::JITTER),
+        MetricId::histogram(&path::HOP_RTT),
+        MetricId::sum(&path::HOP_PROBES_SENT),
+        MetricId::sum(&path::HOP_PROBES_LOST),
+        MetricId::sum(&path::ROUTE_CHANGES),
     ]
 }
 
@@ -39,7 +39,7 @@ pub(super) fn path_metrics() -> [MetricId; 10] {
 pub fn path_expr(metric: MetricId, step_ns: u64, increase: Increase) -> String {
     let name = prom_name(metric);
     let window = Window::new(step_ns, 0);
-    match metric.kind {
+    match metric.kind() {
         Kind::Gauge | Kind::UpDownCounter => {
             format!("max without (instance, job) ({})", window.last(&name))
         }
@@ -117,7 +117,7 @@ impl Fleet {
         increase: Increase,
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let m = MetricId::sum(path::ROUTE_CHANGES);
+        let m = MetricId::sum(&path::ROUTE_CHANGES);
         let data: QueryData = self
             .call(
                 "/api/v1/query",

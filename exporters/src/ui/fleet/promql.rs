@@ -13,7 +13,7 @@ pub fn prom_name(metric: MetricId) -> String {
         resource_labels: true,
     };
     let name = metric_name(metric, &o);
-    if metric.kind == Kind::Histogram {
+    if metric.kind() == Kind::Histogram {
         format!("{name}_bucket")
     } else {
         name
@@ -87,12 +87,12 @@ pub(super) fn expr_shard(
 ) -> String {
     let name = format!("{}{shard}", prom_name(metric));
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
-    if metric.kind == Kind::Histogram {
+    if metric.kind() == Kind::Histogram {
         by.push("le");
     }
     let by = by.join(", ");
     let window = Window::new(window_ns, offset_ns);
-    match metric.kind {
+    match metric.kind() {
         Kind::Gauge | Kind::UpDownCounter => format!("max by ({by}) ({})", window.last(&name)),
         _ => format!("sum by ({by}) ({})", window.increase(&name, increase)),
     }
@@ -164,7 +164,7 @@ pub fn rule_name(metric: MetricId) -> String {
 pub fn rule_expr(metric: MetricId) -> String {
     let name = prom_name(metric);
     let mut by: Vec<String> = FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
-    if metric.kind == Kind::Histogram {
+    if metric.kind() == Kind::Histogram {
         by.push("le".into());
     }
     format!(
@@ -182,7 +182,7 @@ pub(super) fn rule_query(
     shard: &str,
 ) -> String {
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
-    if metric.kind == Kind::Histogram {
+    if metric.kind() == Kind::Histogram {
         by.push("le");
     }
     format!(

@@ -37,7 +37,7 @@ pub(super) fn count(v: &PointValue) -> u64 {
 }
 
 pub(super) fn is(m: &MetricId, name: metric::Def) -> bool {
-    m.name == name.0
+    m.name() == name.0
 }
 
 /// Whether the dependency views read this metric.
