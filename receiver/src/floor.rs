@@ -75,30 +75,23 @@ pub fn load(hooks: Hooks, udp: bool, drops: bool) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .load(FLOOR_OBJECT)
         .map_err(LoadError::Load)?;
-    if drops {
+    // The kernel's BTF, read once for every BTF-typed program the floor
+    // attaches (the drop hook is one in both sets).
+    let btf = if drops || hooks == Hooks::BtfTracepoints {
+        Some(Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?)
+    } else {
+        None
+    };
+    if let (true, Some(btf)) = (drops, &btf) {
         let (program, name) = DROPS_PROGRAM;
-        let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?;
-        let tp: &mut BtfTracePoint = typed(&mut ebpf, program)?;
-        tp.load(name, &btf)
-            .map_err(|source| LoadError::Program { program, source })?;
-        tp.attach().map_err(|source| LoadError::AttachBtf {
-            program,
-            name,
-            source,
-        })?;
+        attach_btf(&mut ebpf, btf, program, name)?;
     }
     match hooks {
         Hooks::BtfTracepoints => {
-            let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?;
-            for (program, _, _, name) in TRACEPOINTS {
-                let tp: &mut BtfTracePoint = typed(&mut ebpf, program)?;
-                tp.load(name, &btf)
-                    .map_err(|source| LoadError::Program { program, source })?;
-                tp.attach().map_err(|source| LoadError::AttachBtf {
-                    program,
-                    name,
-                    source,
-                })?;
+            if let Some(btf) = &btf {
+                for (program, _, _, name) in TRACEPOINTS {
+                    attach_btf(&mut ebpf, btf, program, name)?;
+                }
             }
         }
         Hooks::Tracepoints => {
@@ -155,4 +148,23 @@ pub fn load(hooks: Hooks, udp: bool, drops: bool) -> Result<Ebpf, LoadError> {
         }
     }
     Ok(ebpf)
+}
+
+/// Loads the floor's BTF-typed program `program` for the kernel's
+/// tracepoint `name` and attaches it.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    name: &'static str,
+) -> Result<(), LoadError> {
+    let tp: &mut BtfTracePoint = typed(ebpf, program)?;
+    tp.load(name, btf)
+        .map_err(|source| LoadError::Program { program, source })?;
+    tp.attach().map_err(|source| LoadError::AttachBtf {
+        program,
+        name,
+        source,
+    })?;
+    Ok(())
 }
