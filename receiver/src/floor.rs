@@ -161,10 +161,5 @@ fn attach_btf(
     let tp: &mut BtfTracePoint = typed(ebpf, program)?;
     tp.load(name, btf)
         .map_err(|source| LoadError::Program { program, source })?;
-    tp.attach().map_err(|source| LoadError::AttachBtf {
-        program,
-        name,
-        source,
-    })?;
-    Ok(())
+    crate::loader::attach_btf(ebpf, program, name)
 }

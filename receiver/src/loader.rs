@@ -437,13 +437,24 @@ fn load_btf_tracepoints(ebpf: &mut Ebpf, udp: bool) -> Result<(), BtfLoadError> 
 
 fn attach_btf_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for (_, program, _, name) in TRACEPOINTS {
-        let tp: &mut BtfTracePoint = typed(ebpf, program)?;
-        tp.attach().map_err(|source| LoadError::AttachBtf {
-            program,
-            name,
-            source,
-        })?;
+        attach_btf(ebpf, program, name)?;
     }
+    Ok(())
+}
+
+/// Attaches the loaded BTF-typed program `program` to the kernel's
+/// tracepoint `name` (the agent's, and the floor's in `crate::floor`).
+pub(crate) fn attach_btf(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    name: &'static str,
+) -> Result<(), LoadError> {
+    let tp: &mut BtfTracePoint = typed(ebpf, program)?;
+    tp.attach().map_err(|source| LoadError::AttachBtf {
+        program,
+        name,
+        source,
+    })?;
     Ok(())
 }
 
