@@ -12,7 +12,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use flowscope_common::{Conn, Event, counter, event_kind};
-use flowscope_ebpf::{map_value, now_ns};
+use flowscope_ebpf::{map_value, now_ns, zero_words};
 
 use crate::{EVENTS, LAST_SEEN_PID, SEEN_PIDS, bump};
 
@@ -36,22 +36,15 @@ const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) &
 // samples. Volatile 8-byte stores are not turned back into those calls.
 // `Conn` and `Event` are 8-aligned and multiples of 8 bytes long.
 
-/// Writes `words` zero words at `p`.
-#[inline(always)]
-fn zero_words(p: *mut u64, words: usize) {
-    for i in 0..words {
-        // SAFETY: the callers pass a record or slot `words` 8-byte words
-        // long and 8-aligned.
-        unsafe { core::ptr::write_volatile(p.add(i), 0) };
-    }
-}
-
 /// A zeroed `Conn` in `slot` (what `Conn::default()` is, without the call).
 #[inline(always)]
 pub(crate) fn zero_conn(slot: &mut MaybeUninit<Conn>) -> &mut Conn {
-    zero_words(slot.as_mut_ptr().cast(), core::mem::size_of::<Conn>() / 8);
-    // SAFETY: every byte was just written (a `Conn` is plain integers).
-    unsafe { slot.assume_init_mut() }
+    // SAFETY: the slot holds a whole `Conn`, which is plain integers; after
+    // the call every byte is written.
+    unsafe {
+        zero_words(slot.as_mut_ptr());
+        slot.assume_init_mut()
+    }
 }
 
 /// `*dst = *src`, word by word.
@@ -98,7 +91,7 @@ pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
             // SAFETY: `ev` is the reserved record, a whole `Event`, ours
             // until submitted.
             unsafe {
-                zero_words(ev.cast(), core::mem::size_of::<Event>() / 8);
+                zero_words(ev);
                 (*ev).kind = event_kind::PROCESS;
                 (*ev).conn.tgid = tgid;
                 (*ev).conn.comm = *comm;

@@ -13,6 +13,7 @@
 //! - [`frozen`], a field of the read-only data user space fills before
 //!   load;
 //! - [`atomic_add`], a counter other CPUs add to at the same time;
+//! - [`zero_words`], a record zeroed in place;
 //! - [`btf_load`], a load through a BTF-typed kernel pointer;
 //! - [`probe_read`], a copy of kernel memory the helper checks;
 //! - [`now_ns`] and [`socket_cookie`], kernel helpers.
@@ -78,6 +79,32 @@ mod bpf {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
                 v, n,
             );
+        }
+    }
+
+    /// Writes zeroes over the `T` at `p`, one 8-byte store per word.
+    /// `T::default()` or `mem::zeroed()` compile to calls of the object's
+    /// `memset`, which stores a byte per loop iteration (about 200
+    /// instructions for a 48-byte record); volatile keeps these stores
+    /// from being merged back into such a call. `T` must be 8-aligned and
+    /// a multiple of 8 bytes long (checked when the program is compiled).
+    ///
+    /// # Safety
+    /// `p` points at memory of ours that holds a whole `T` (a stack slot or
+    /// a reserved ring buffer record); all zeroes must be a valid `T`.
+    #[inline(always)]
+    pub unsafe fn zero_words<T>(p: *mut T) {
+        const {
+            assert!(
+                core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>() % 8 == 0,
+                "zero_words needs an 8-aligned record a whole number of words long"
+            )
+        };
+        let w = p.cast::<u64>();
+        for i in 0..core::mem::size_of::<T>() / 8 {
+            // SAFETY: within the `T` at `p` (the caller's promise), and
+            // aligned (checked above).
+            unsafe { core::ptr::write_volatile(w.add(i), 0) };
         }
     }
 

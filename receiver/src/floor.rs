@@ -1,7 +1,7 @@
 //! The floor programs (`receiver-ebpf/src/bin/floor.rs`): programs that
 //! return at once, attached to exactly the hooks the flow programs and the
-//! drop program use, so that a benchmark can measure what calling any program there costs in
-//! the same run as the agent's own programs (`scripts/bench-load.sh
+//! drop program use, so that a benchmark can measure what calling any
+//! program there costs in the same run as the agent's own programs (`scripts/bench-load.sh
 //! --floor`, through the `flowscope-floor` binary). Nothing here is part of
 //! the agent.
 
@@ -75,37 +75,37 @@ pub fn load(hooks: Hooks, udp: bool, drops: bool) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .load(FLOOR_OBJECT)
         .map_err(LoadError::Load)?;
-    // The kernel's BTF, read once for every BTF-typed program the floor
-    // attaches (the drop hook is one in both sets).
-    let btf = if drops || hooks == Hooks::BtfTracepoints {
-        Some(Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?)
-    } else {
-        None
-    };
-    if let (true, Some(btf)) = (drops, &btf) {
-        let (program, name) = DROPS_PROGRAM;
-        attach_btf(&mut ebpf, btf, program, name)?;
+    // The BTF-typed programs: the drop hook's in both sets, the flow
+    // tracepoints' in the default one. The kernel's BTF is read once, and
+    // only when one of them is attached.
+    let mut btf_programs: Vec<(&'static str, &'static str)> = Vec::new();
+    if drops {
+        btf_programs.push(DROPS_PROGRAM);
     }
-    match hooks {
-        Hooks::BtfTracepoints => {
-            if let Some(btf) = &btf {
-                for (program, _, _, name) in TRACEPOINTS {
-                    attach_btf(&mut ebpf, btf, program, name)?;
-                }
-            }
+    if hooks == Hooks::BtfTracepoints {
+        btf_programs.extend(
+            TRACEPOINTS
+                .iter()
+                .map(|&(program, _, _, name)| (program, name)),
+        );
+    }
+    if !btf_programs.is_empty() {
+        let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(e.into()))?;
+        for (program, name) in btf_programs {
+            attach_btf(&mut ebpf, &btf, program, name)?;
         }
-        Hooks::Tracepoints => {
-            for (_, program, category, name) in TRACEPOINTS {
-                let tp: &mut TracePoint = typed(&mut ebpf, program)?;
-                tp.load()
-                    .map_err(|source| LoadError::Program { program, source })?;
-                tp.attach(category, name)
-                    .map_err(|source| LoadError::Attach {
-                        category,
-                        name,
-                        source,
-                    })?;
-            }
+    }
+    if hooks == Hooks::Tracepoints {
+        for (_, program, category, name) in TRACEPOINTS {
+            let tp: &mut TracePoint = typed(&mut ebpf, program)?;
+            tp.load()
+                .map_err(|source| LoadError::Program { program, source })?;
+            tp.attach(category, name)
+                .map_err(|source| LoadError::Attach {
+                    category,
+                    name,
+                    source,
+                })?;
         }
     }
     if !udp {

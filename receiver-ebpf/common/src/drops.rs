@@ -26,7 +26,9 @@ pub struct DropOffsets {
 /// Key of the `DROPS` map: a dropped packet's addresses, ports, protocol
 /// and the kernel's reason. Family 0 when the packet had no IP header to
 /// read (its reason alone is known); ports 0 when it was not TCP or UDP.
-#[repr(C)]
+/// 8-aligned (48 bytes either way, the fields where they were) so that the
+/// program can zero it a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
     /// Source address (IPv4 in the first 4 bytes), as in the packet.

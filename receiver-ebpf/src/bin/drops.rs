@@ -41,7 +41,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use flowscope_common::{AF_INET, AF_INET6, DropKey, DropOffsets, drop_counter};
-use flowscope_ebpf::{atomic_add, btf_load, frozen, map_value, off, probe_read};
+use flowscope_ebpf::{atomic_add, btf_load, frozen, map_value, off, probe_read, zero_words};
 
 /// Filled by user space before load (read-only data).
 // SAFETY: no other symbol is named DROP_OFFSETS; user space finds and fills
@@ -97,35 +97,18 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    let mut slot = KeySlot(MaybeUninit::uninit());
-    let key = slot.zeroed();
+    let mut slot = MaybeUninit::<DropKey>::uninit();
+    // SAFETY: the slot holds a whole `DropKey`, plain integers and byte
+    // arrays; after the call every byte is written (#24: not
+    // `DropKey::default()`, which calls `memset`).
+    let key = unsafe {
+        zero_words(slot.as_mut_ptr());
+        slot.assume_init_mut()
+    };
     key.reason = reason;
     decode(skb, key);
     count(key);
     0
-}
-
-/// A `DropKey` on the stack, 8-aligned so that it can be zeroed with six
-/// 8-byte stores. `DropKey::default()` compiled to two calls of the
-/// object's `memset`, which stores a byte per loop iteration: about 200
-/// instructions of every run (#24).
-#[repr(C, align(8))]
-struct KeySlot(MaybeUninit<DropKey>);
-
-impl KeySlot {
-    #[inline(always)]
-    fn zeroed(&mut self) -> &mut DropKey {
-        let p = self.0.as_mut_ptr().cast::<u64>();
-        for i in 0..core::mem::size_of::<DropKey>() / 8 {
-            // SAFETY: the slot is 8-aligned and `DropKey` is 48 bytes (a
-            // multiple of 8); volatile keeps the stores from being merged
-            // back into a `memset` call.
-            unsafe { core::ptr::write_volatile(p.add(i), 0) };
-        }
-        // SAFETY: every byte was just written; a `DropKey` is plain
-        // integers and byte arrays.
-        unsafe { self.0.assume_init_mut() }
-    }
 }
 
 /// The first 44 bytes at the network header: a 20-byte IPv4 header and the

@@ -97,12 +97,9 @@ pub struct DropsProgram {
     /// Keeps the program and its link alive.
     _ebpf: Ebpf,
     drops: BpfHashMap<MapData, DropKey, u64>,
-    /// The kernel's `LISTEN_PORTS`: ports local servers listen on, a bit
-    /// each (port `p`: bit `p % 64` of word `p / 64`).
+    /// The kernel's `LISTEN_PORTS`: the ports of `listeners`, a bit each
+    /// (port `p`: bit `p % 64` of word `p / 64`).
     listen_ports: Array<MapData, u64>,
-    /// What user space last wrote to each of its words (the program only
-    /// reads them).
-    listen_words: Vec<u64>,
     /// Those ports and when a server flow last showed each.
     listeners: HashMap<u16, Instant>,
     counters: PerCpuArray<MapData, u64>,
@@ -183,7 +180,6 @@ impl DropsProgram {
             _ebpf: ebpf,
             drops,
             listen_ports,
-            listen_words: vec![0; 65536 / 64],
             listeners: HashMap::new(),
             counters,
             counters_last: [0; drop_counter::COUNT as usize],
@@ -218,9 +214,9 @@ impl DropsProgram {
                 tracing::debug!(port, "listening ports full; port not learned");
                 continue;
             }
-            if self.set_listening(port, true) {
-                self.listeners.insert(port, now);
-            } else {
+            self.listeners.insert(port, now);
+            if !self.write_word(port) {
+                self.listeners.remove(&port);
                 tracing::debug!(port, "writing the listening ports failed; port not learned");
             }
         }
@@ -230,31 +226,24 @@ impl DropsProgram {
             .filter(|(_, seen)| now.duration_since(**seen) >= LEARNED_TTL)
             .map(|(port, _)| *port)
             .collect();
+        for port in &stale {
+            self.listeners.remove(port);
+        }
         for port in stale {
-            self.listeners.remove(&port);
-            self.set_listening(port, false);
+            self.write_word(port);
         }
     }
 
-    /// Sets or clears `port`'s bit in the kernel's `LISTEN_PORTS`; false
-    /// when the kernel did not take the word (the bit is left as it was).
-    fn set_listening(&mut self, port: u16, on: bool) -> bool {
-        let index = usize::from(port / 64);
-        let bit = 1u64 << (port % 64);
-        let word = if on {
-            self.listen_words[index] | bit
-        } else {
-            self.listen_words[index] & !bit
-        };
-        if self
-            .listen_ports
-            .set(u32::from(port / 64), word, 0)
-            .is_err()
-        {
-            return false;
-        }
-        self.listen_words[index] = word;
-        true
+    /// Writes the word of the kernel's `LISTEN_PORTS` that holds `port`'s
+    /// bit, from `listeners` (the 64 ports it covers); false when the
+    /// kernel did not take it. Runs only when a port is learned or
+    /// forgotten.
+    fn write_word(&mut self, port: u16) -> bool {
+        let first = port & !63;
+        let word = (0..64u16)
+            .filter(|b| self.listeners.contains_key(&(first + b)))
+            .fold(0u64, |w, b| w | 1 << b);
+        self.listen_ports.set(u32::from(port / 64), word, 0).is_ok()
     }
 
     /// The drops counted since the last read, named; deletes kernel
