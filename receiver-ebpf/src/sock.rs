@@ -113,7 +113,7 @@ pub(crate) fn fill_tuple<M: Mem>(sk: u64, c: &mut Conn) -> Result<(), i32> {
     let offs = o();
     let family: u16 = M::read(sk, off(&offs.sk_family))?;
     c.family = family;
-    c.lport = M::read(sk, off(&offs.sk_num))?;
+    c.lport = local_port::<M>(sk)?;
     c.rport = u16::from_be(M::read(sk, off(&offs.sk_dport))?);
     if family == AF_INET {
         let l: u32 = M::read(sk, off(&offs.sk_rcv_saddr))?;
@@ -126,6 +126,12 @@ pub(crate) fn fill_tuple<M: Mem>(sk: u64, c: &mut Conn) -> Result<(), i32> {
     }
     c.netns = netns_of::<M>(sk);
     Ok(())
+}
+
+/// The local port of socket `sk`, host byte order (`inet_num`).
+#[inline(always)]
+pub(crate) fn local_port<M: Mem>(sk: u64) -> Result<u16, i32> {
+    M::read(sk, off(&o().sk_num))
 }
 
 /// Segment, retransmit and RTT counters of `struct tcp_sock` into `c`.
@@ -152,6 +158,8 @@ pub(crate) fn snapshot<M: Mem>(sk: u64, c: &mut Conn) {
         c.rttvar_us = v >> 2;
     }
 }
+
+/// The TCP state of socket `sk` (`skc_state`).
 #[inline(always)]
 pub(crate) fn sk_state<M: Mem>(sk: u64) -> i32 {
     i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0))

@@ -30,7 +30,7 @@ use flowscope_common::{
 use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
 
 use crate::events::{emit, set_process, zero_conn};
-use crate::sock::{Direct, Mem, Probe, fill_tuple, sk_state, snapshot};
+use crate::sock::{Direct, Mem, Probe, fill_tuple, local_port, sk_state, snapshot};
 use crate::udp::{udp_length, udp_owner};
 use crate::{CONNS, MSG_PEEK, SETTINGS, bump, o, setting};
 
@@ -93,8 +93,10 @@ fn tp_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
     bump(counter::TCP_EVENTS);
     if new == tcp_state::SYN_SENT {
-        // connect(): runs in the caller's context. The local address is
-        // chosen; the port may not be yet (it is re-read at ESTABLISHED).
+        // connect(): runs in the caller's context. The addresses and the
+        // peer's port are set; the local port may not be yet (connect()
+        // picks it in inet_hash_connect(), after this state change, so it
+        // is read again at ESTABLISHED).
         let mut slot = MaybeUninit::uninit();
         let c = zero_conn(&mut slot);
         c.role = role::CLIENT;
@@ -109,7 +111,8 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
             if let Some(c) = CONNS.get_ptr_mut(&sk) {
                 let c = map_value(c);
                 c.established = 1;
-                fill_tuple::<M>(sk, c)?;
+                // Only the local port can have changed since SYN_SENT.
+                c.lport = local_port::<M>(sk)?;
                 snapshot::<M>(sk, c);
             }
         } else if old == tcp_state::SYN_RECV {
