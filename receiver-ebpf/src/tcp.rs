@@ -12,7 +12,8 @@
 //! - `sock:sock_send_length`/`sock_recv_length` fire after each sendmsg
 //!   and recvmsg with the bytes it moved, in the calling process. For TCP
 //!   they add to the connection (and adopt a connection opened before the
-//!   agent started); a UDP socket goes to [`crate::udp`].
+//!   agent started) and refresh its segment/RTT snapshot, at most once per
+//!   jiffy; a UDP socket goes to [`crate::udp`].
 //! - `tcp:tcp_send_reset`/`tcp_receive_reset` count resets;
 //!   `tcp:tcp_retransmit_skb` refreshes the segment/retransmit/RTT
 //!   snapshot.
@@ -30,7 +31,9 @@ use flowscope_common::{
 use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
 
 use crate::events::{emit, set_process, zero_conn};
-use crate::sock::{Direct, Mem, Probe, fill_tuple, local_port, sk_state, snapshot};
+use crate::sock::{
+    Direct, Mem, Probe, fill_tuple, local_port, sk_state, snapshot, snapshot_per_tick,
+};
 use crate::udp::{udp_length, udp_owner};
 use crate::{CONNS, MSG_PEEK, SETTINGS, bump, o, setting};
 
@@ -250,7 +253,7 @@ fn on_length<M: Mem>(
             if c.tgid == 0 {
                 set_process(c);
             }
-            snapshot::<M>(sk, c);
+            snapshot_per_tick::<M>(sk, c);
             return Ok(());
         }
         let mut c = Conn::default();
