@@ -16,7 +16,7 @@
 //! - [`zero_words`], a record zeroed in place;
 //! - [`btf_load`], a load through a BTF-typed kernel pointer;
 //! - [`probe_read`], a copy of kernel memory the helper checks;
-//! - [`now_ns`] and [`socket_cookie`], kernel helpers.
+//! - [`now_ns`], [`jiffies`] and [`socket_cookie`], kernel helpers.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
@@ -27,7 +27,7 @@ mod bpf {
 
     use aya_ebpf::helpers::{
         bpf_probe_read_kernel,
-        generated::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+        generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_ktime_get_ns},
     };
 
     /// The value behind a pointer a map lookup (`get_ptr_mut`) returned,
@@ -153,6 +153,17 @@ mod bpf {
         // SAFETY: a helper without arguments, allowed in every program
         // type flowscope uses.
         unsafe { bpf_ktime_get_ns() }
+    }
+
+    /// The kernel's tick counter (`jiffies`, HZ ticks a second): a clock
+    /// far cheaper than [`now_ns`] for deciding whether a tick has passed.
+    /// On a 64-bit JIT the verifier replaces the call with a load of the
+    /// kernel's `jiffies` variable, so no helper runs.
+    #[inline(always)]
+    pub fn jiffies() -> u64 {
+        // SAFETY: a helper without arguments, allowed in every program
+        // type flowscope uses.
+        unsafe { bpf_jiffies64() }
     }
 
     /// The socket's cookie (generated on first ask, then fixed for the

@@ -12,7 +12,8 @@
 //! - `sock:sock_send_length`/`sock_recv_length` fire after each sendmsg
 //!   and recvmsg with the bytes it moved, in the calling process. For TCP
 //!   they add to the connection (and adopt a connection opened before the
-//!   agent started); a UDP socket goes to [`crate::udp`].
+//!   agent started) and refresh its segment/RTT snapshot, at most once per
+//!   jiffy; a UDP socket goes to [`crate::udp`].
 //! - `tcp:tcp_send_reset`/`tcp_receive_reset` count resets;
 //!   `tcp:tcp_retransmit_skb` refreshes the segment/retransmit/RTT
 //!   snapshot.
@@ -30,7 +31,9 @@ use flowscope_common::{
 use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
 
 use crate::events::{emit, set_process, zero_conn};
-use crate::sock::{Direct, Mem, Probe, fill_tuple, sk_state, snapshot};
+use crate::sock::{
+    Direct, Mem, Probe, fill_tuple, local_port, sk_state, snapshot, snapshot_per_tick,
+};
 use crate::udp::{udp_length, udp_owner};
 use crate::{CONNS, MSG_PEEK, SETTINGS, bump, o, setting};
 
@@ -93,8 +96,10 @@ fn tp_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
     bump(counter::TCP_EVENTS);
     if new == tcp_state::SYN_SENT {
-        // connect(): runs in the caller's context. The local address is
-        // chosen; the port may not be yet (it is re-read at ESTABLISHED).
+        // connect(): runs in the caller's context. The addresses and the
+        // peer's port are set; the local port may not be yet (connect()
+        // picks it in inet_hash_connect(), after this state change, so it
+        // is read again at ESTABLISHED).
         let mut slot = MaybeUninit::uninit();
         let c = zero_conn(&mut slot);
         c.role = role::CLIENT;
@@ -109,7 +114,8 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
             if let Some(c) = CONNS.get_ptr_mut(&sk) {
                 let c = map_value(c);
                 c.established = 1;
-                fill_tuple::<M>(sk, c)?;
+                // Only the local port can have changed since SYN_SENT.
+                c.lport = local_port::<M>(sk)?;
                 snapshot::<M>(sk, c);
             }
         } else if old == tcp_state::SYN_RECV {
@@ -247,7 +253,7 @@ fn on_length<M: Mem>(
             if c.tgid == 0 {
                 set_process(c);
             }
-            snapshot::<M>(sk, c);
+            snapshot_per_tick::<M>(sk, c);
             return Ok(());
         }
         let mut c = Conn::default();

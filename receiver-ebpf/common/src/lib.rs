@@ -115,7 +115,9 @@ pub const IPPROTO_UDP: u16 = 17;
 ///
 /// Byte counts are summed from `sock:sock_send_length`/`sock_recv_length`
 /// (what the application wrote and read); segment, retransmit and RTT
-/// fields are snapshots of `struct tcp_sock` taken at every event.
+/// fields are snapshots of `struct tcp_sock`, taken when the connection
+/// opens, closes and retransmits, and by its sends and receives at most
+/// once per jiffy (see `snap_jiffies`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conn {
@@ -145,7 +147,9 @@ pub struct Conn {
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
-    pub _pad: [u8; 4],
+    /// The eBPF side's own: the low 32 bits of `jiffies` when the snapshot
+    /// fields were last read. User space ignores it.
+    pub snap_jiffies: u32,
 }
 
 /// What a ring buffer [`Event`] reports.
