@@ -26,7 +26,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, Conn, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, role, tcp_state,
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, role, tcp_state,
 };
 use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
 
@@ -256,12 +256,13 @@ fn on_length<M: Mem>(
             snapshot_per_tick::<M>(sk, c);
             return Ok(());
         }
-        let mut c = Conn::default();
-        fill_tuple::<M>(sk, &mut c)?;
+        let mut slot = MaybeUninit::uninit();
+        let c = zero_conn(&mut slot);
+        fill_tuple::<M>(sk, c)?;
         if c.family != AF_INET && c.family != AF_INET6 {
             return Ok(());
         }
-        set_process(&mut c);
+        set_process(c);
         if transmit {
             c.bytes_tx = bytes;
         } else {
@@ -271,12 +272,12 @@ fn on_length<M: Mem>(
             // Closed and already reported: an application still reading
             // what arrived before the FIN. User space adds these bytes to
             // the closed connection's record.
-            emit(event_kind::LATE, sk, &c, |_| {});
+            emit(event_kind::LATE, sk, c, |_| {});
         } else {
             // A connection that predates the agent (its open was not seen).
             c.established = 1;
-            snapshot::<M>(sk, &mut c);
-            if CONNS.insert(&sk, &c, BPF_NOEXIST as u64).is_err() {
+            snapshot::<M>(sk, c);
+            if CONNS.insert(&sk, c, BPF_NOEXIST as u64).is_err() {
                 bump(counter::TCP_MAP_FULL);
             }
         }
@@ -349,14 +350,15 @@ fn on_reset<M: Mem>(sk: u64, transmit: bool) -> Result<(), i32> {
     // An abortive close (SO_LINGER 0) moves the socket to CLOSE before the
     // reset goes out, so its record is gone: report the reset late.
     if sk_state::<M>(sk) == tcp_state::CLOSE {
-        let mut c = Conn::default();
-        fill_tuple::<M>(sk, &mut c)?;
+        let mut slot = MaybeUninit::uninit();
+        let c = zero_conn(&mut slot);
+        fill_tuple::<M>(sk, c)?;
         if transmit {
             c.resets_tx = 1;
         } else {
             c.resets_rx = 1;
         }
-        emit(event_kind::LATE, sk, &c, |_| {});
+        emit(event_kind::LATE, sk, c, |_| {});
     }
     Ok(())
 }
