@@ -22,8 +22,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flowscope_exporters::ui::{Ui, api};
 use flowscope_model::counting_alloc::{CountingAlloc, live_bytes};
 use flowscope_model::hist::RTT_BOUNDS;
+use flowscope_model::metrics::{
+    PATH_HOP_PROBES_LOST, PATH_HOP_PROBES_SENT, PATH_HOP_RTT, PATH_HOPS, PATH_JITTER,
+    PATH_PROBES_LOST, PATH_PROBES_SENT, PATH_REACHABLE, PATH_ROUTE_CHANGES, PATH_RTT,
+};
 use flowscope_model::names::{path, resource};
-use flowscope_model::{Attrs, Histogram, MetricBatch, MetricId, Point, PointValue};
+use flowscope_model::{Attrs, Histogram, MetricBatch, Point, PointValue};
 use flowscope_otel_config::exporters::UiExporterConfig;
 
 #[global_allocator]
@@ -64,34 +68,14 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
         })
     };
     let changed = t.is_multiple_of(10) && r >= 3;
+    push(PATH_REACHABLE, base.clone(), PointValue::Int(1));
+    push(PATH_HOPS, base.clone(), PointValue::Int(HOPS));
+    push(PATH_RTT, base.clone(), hist(8.0));
+    push(PATH_PROBES_SENT, base.clone(), PointValue::Int(20));
+    push(PATH_PROBES_LOST, base.clone(), PointValue::Int(r % 2));
+    push(PATH_JITTER, base.clone(), PointValue::Double(0.0004));
     push(
-        MetricId::gauge(&path::REACHABLE),
-        base.clone(),
-        PointValue::Int(1),
-    );
-    push(
-        MetricId::gauge(&path::HOPS),
-        base.clone(),
-        PointValue::Int(HOPS),
-    );
-    push(MetricId::histogram(&path::RTT), base.clone(), hist(8.0));
-    push(
-        MetricId::sum(&path::PROBES_SENT),
-        base.clone(),
-        PointValue::Int(20),
-    );
-    push(
-        MetricId::sum(&path::PROBES_LOST),
-        base.clone(),
-        PointValue::Int(r % 2),
-    );
-    push(
-        MetricId::gauge(&path::JITTER),
-        base.clone(),
-        PointValue::Double(0.0004),
-    );
-    push(
-        MetricId::sum(&path::ROUTE_CHANGES),
+        PATH_ROUTE_CHANGES,
         base.clone(),
         PointValue::Int(u64::from(t.is_multiple_of(10) && r == 3)),
     );
@@ -105,17 +89,9 @@ fn run(t: u64, r: u64, resources: &[Arc<Attrs>]) -> MetricBatch {
             .clone()
             .with(path::HOP_INDEX, h as i64)
             .with(path::HOP_ADDRESS, addr);
-        push(
-            MetricId::sum(&path::HOP_PROBES_SENT),
-            a.clone(),
-            PointValue::Int(3),
-        );
-        push(
-            MetricId::sum(&path::HOP_PROBES_LOST),
-            a.clone(),
-            PointValue::Int(0),
-        );
-        push(MetricId::histogram(&path::HOP_RTT), a, hist(h as f64));
+        push(PATH_HOP_PROBES_SENT, a.clone(), PointValue::Int(3));
+        push(PATH_HOP_PROBES_LOST, a.clone(), PointValue::Int(0));
+        push(PATH_HOP_RTT, a, hist(h as f64));
     }
     b
 }

@@ -335,7 +335,10 @@ impl Sink for ConsoleSink {
 mod tests {
     use std::sync::Arc;
 
-    use flowscope_model::metrics::{FLOW_IO, TCP_FAILED, TCP_RETRANSMITS, TCP_RTT};
+    use flowscope_model::metrics::{
+        FLOW_IO, PATH_HOP_PROBES_SENT, PATH_HOP_RTT, PATH_PROBES_LOST, PATH_PROBES_SENT,
+        PATH_REACHABLE, TCP_FAILED, TCP_RETRANSMITS, TCP_RTT,
+    };
     use flowscope_model::telemetry::EXPORTER_SENT;
     use flowscope_model::{Attrs, MetricId, Point};
 
@@ -473,46 +476,45 @@ nginx:80  server  tcp    fd00::1               0 B      500 B        0       -  
             PointValue::Histogram(h)
         };
         let mut b = MetricBatch::new(0, 1_000_000_000);
-        let g = |m: &'static metric::Def| MetricId::gauge(m);
         push(
             &mut b,
             &host,
-            g(&path::REACHABLE),
+            PATH_REACHABLE,
             base.clone(),
             PointValue::Int(1),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(&path::PROBES_SENT),
+            PATH_PROBES_SENT,
             base.clone(),
             PointValue::Int(10),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(&path::PROBES_LOST),
+            PATH_PROBES_LOST,
             base.clone(),
             PointValue::Int(1),
         );
         push(
             &mut b,
             &host,
-            MetricId::histogram(&path::HOP_RTT),
+            PATH_HOP_RTT,
             hop(1, "198.18.1.1"),
             hist(0.001),
         );
         push(
             &mut b,
             &host,
-            MetricId::sum(&path::HOP_PROBES_SENT),
+            PATH_HOP_PROBES_SENT,
             hop(2, "*"),
             PointValue::Int(3),
         );
         push(
             &mut b,
             &host,
-            MetricId::histogram(&path::HOP_RTT),
+            PATH_HOP_RTT,
             hop(3, "198.18.3.2"),
             hist(0.0025),
         );

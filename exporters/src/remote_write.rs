@@ -565,25 +565,10 @@ mod tests;
 /// The metrics of the telemetry contract, in the order docs/telemetry.md
 /// lists them: flows, DNS, Network Path, self-telemetry.
 fn contract_metrics() -> Vec<flowscope_model::MetricId> {
-    use flowscope_model::MetricId;
-    use flowscope_model::names::path;
     let mut all = flowscope_model::metrics::FLOW_METRICS.to_vec();
     all.push(flowscope_model::metrics::HOST_DROPS);
     all.push(flowscope_model::metrics::DNS_DURATION);
-    all.extend([
-        MetricId::gauge(&path::REACHABLE),
-        MetricId::gauge(&path::HOPS),
-        MetricId::histogram(&path::RTT),
-        MetricId::sum(&path::PROBES_SENT),
-        MetricId::sum(&path::PROBES_LOST),
-        MetricId::gauge(&path::JITTER),
-        MetricId::histogram(&path::HOP_RTT),
-        MetricId::sum(&path::HOP_PROBES_SENT),
-        MetricId::sum(&path::HOP_PROBES_LOST),
-        MetricId::sum(&path::ROUTE_CHANGES),
-        MetricId::gauge(&path::TLS_TIME_LEFT),
-        MetricId::sum(&path::TLS_CHECK_FAILED),
-    ]);
+    all.extend(flowscope_model::metrics::PATH_METRICS);
     all.extend(flowscope_model::telemetry::SELF_METRICS);
     all
 }

@@ -17,6 +17,7 @@ pub mod env;
 pub mod errors;
 pub mod flow;
 pub mod hist;
+pub mod intern;
 pub mod internal_events;
 pub mod kubepods;
 pub mod local;

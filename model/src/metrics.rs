@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::attr::{Attrs, Value};
 use crate::flow::{FailReason, Flow, Transport};
 use crate::hist::Histogram;
-use crate::names::metric;
+use crate::names::{metric, path};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -107,6 +107,35 @@ pub const FLOW_METRICS: [MetricId; 14] = [
     UDP_ACTIVE,
     FLOW_COST,
     FLOW_DROPS,
+];
+
+pub const PATH_REACHABLE: MetricId = MetricId::gauge(&path::REACHABLE);
+pub const PATH_HOPS: MetricId = MetricId::gauge(&path::HOPS);
+pub const PATH_RTT: MetricId = MetricId::histogram(&path::RTT);
+pub const PATH_PROBES_SENT: MetricId = MetricId::sum(&path::PROBES_SENT);
+pub const PATH_PROBES_LOST: MetricId = MetricId::sum(&path::PROBES_LOST);
+pub const PATH_JITTER: MetricId = MetricId::gauge(&path::JITTER);
+pub const PATH_HOP_RTT: MetricId = MetricId::histogram(&path::HOP_RTT);
+pub const PATH_HOP_PROBES_SENT: MetricId = MetricId::sum(&path::HOP_PROBES_SENT);
+pub const PATH_HOP_PROBES_LOST: MetricId = MetricId::sum(&path::HOP_PROBES_LOST);
+pub const PATH_ROUTE_CHANGES: MetricId = MetricId::sum(&path::ROUTE_CHANGES);
+pub const PATH_TLS_TIME_LEFT: MetricId = MetricId::gauge(&path::TLS_TIME_LEFT);
+pub const PATH_TLS_CHECK_FAILED: MetricId = MetricId::sum(&path::TLS_CHECK_FAILED);
+
+/// Every metric a Network Path test produces, in the contract's order.
+pub const PATH_METRICS: [MetricId; 12] = [
+    PATH_REACHABLE,
+    PATH_HOPS,
+    PATH_RTT,
+    PATH_PROBES_SENT,
+    PATH_PROBES_LOST,
+    PATH_JITTER,
+    PATH_HOP_RTT,
+    PATH_HOP_PROBES_SENT,
+    PATH_HOP_PROBES_LOST,
+    PATH_ROUTE_CHANGES,
+    PATH_TLS_TIME_LEFT,
+    PATH_TLS_CHECK_FAILED,
 ];
 
 /// A point's value. Gauges that are means (RTT variance) carry their sum and

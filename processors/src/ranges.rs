@@ -139,7 +139,7 @@ impl RangeTable {
                 _ => 2,
             } * 2
                 + u8::from(region != "GLOBAL");
-            let region = (region != "GLOBAL").then(|| interner.get(region));
+            let region = (region != "GLOBAL").then(|| interner.strings.get(region));
             let peer = interner.peer("aws", region, service, specific, rank);
             self.add(net, &peer);
         }
@@ -170,7 +170,7 @@ impl RangeTable {
             let specific = e.service != "Google Cloud";
             let regional = e.scope != "global";
             let rank = u8::from(specific) * 2 + u8::from(regional);
-            let region = regional.then(|| interner.get(e.scope));
+            let region = regional.then(|| interner.strings.get(e.scope));
             let peer = interner.peer("gcp", region, e.service, specific, rank);
             for prefix in [e.ipv4_prefix, e.ipv6_prefix].into_iter().flatten() {
                 self.add(parse_net(F, prefix)?, &peer);
@@ -218,7 +218,7 @@ impl RangeTable {
             let specific = service != "AzureCloud";
             let regional = !p.region.is_empty();
             let rank = u8::from(specific) * 2 + u8::from(regional);
-            let region = regional.then(|| interner.get(p.region));
+            let region = regional.then(|| interner.strings.get(p.region));
             let peer = interner.peer("azure", region, service, specific, rank);
             for prefix in &p.address_prefixes {
                 self.add(parse_net(F, prefix)?, &peer);
@@ -242,7 +242,7 @@ fn parse_net(format: &'static str, s: &str) -> Result<IpNet, RangesError> {
 /// networks cost a few hundred allocations.
 #[derive(Default)]
 struct Interner {
-    strings: std::collections::HashMap<String, Arc<str>>,
+    strings: flowscope_model::intern::Strings,
     /// (region, service) -> listing.
     peers: std::collections::HashMap<ListingKey, Arc<CloudPeer>>,
 }
@@ -250,15 +250,6 @@ struct Interner {
 type ListingKey = (Option<Arc<str>>, Arc<str>);
 
 impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.strings.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.strings.insert(s.to_owned(), a.clone());
-        a
-    }
-
     fn peer(
         &mut self,
         provider: &'static str,
@@ -267,7 +258,7 @@ impl Interner {
         specific: bool,
         rank: u8,
     ) -> Arc<CloudPeer> {
-        let service = self.get(service);
+        let service = self.strings.get(service);
         self.peers
             .entry((region.clone(), service.clone()))
             .or_insert_with(|| {

@@ -714,6 +714,10 @@ pub fn certificate_findings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowscope_model::metrics::{
+        PATH_HOP_PROBES_LOST, PATH_HOP_PROBES_SENT, PATH_HOP_RTT, PATH_HOPS, PATH_PROBES_LOST,
+        PATH_PROBES_SENT, PATH_REACHABLE, PATH_ROUTE_CHANGES,
+    };
     use flowscope_model::{MetricBatch, MetricId, Point};
 
     const S: u64 = 1_000_000_000;
@@ -736,31 +740,16 @@ mod tests {
             .with(path::TEST, "scheduled")
             .with("team", "db");
         let mut b = MetricBatch::new((end - 1) * S, end * S);
-        b.points.push(point(
-            MetricId::gauge(&path::REACHABLE),
-            &base,
-            PointValue::Int(1),
-        ));
-        b.points.push(point(
-            MetricId::gauge(&path::HOPS),
-            &base,
-            PointValue::Int(route.len() as u64),
-        ));
-        b.points.push(point(
-            MetricId::sum(&path::PROBES_SENT),
-            &base,
-            PointValue::Int(10),
-        ));
-        b.points.push(point(
-            MetricId::sum(&path::PROBES_LOST),
-            &base,
-            PointValue::Int(1),
-        ));
-        b.points.push(point(
-            MetricId::sum(&path::ROUTE_CHANGES),
-            &base,
-            PointValue::Int(changes),
-        ));
+        b.points
+            .push(point(PATH_REACHABLE, &base, PointValue::Int(1)));
+        b.points
+            .push(point(PATH_HOPS, &base, PointValue::Int(route.len() as u64)));
+        b.points
+            .push(point(PATH_PROBES_SENT, &base, PointValue::Int(10)));
+        b.points
+            .push(point(PATH_PROBES_LOST, &base, PointValue::Int(1)));
+        b.points
+            .push(point(PATH_ROUTE_CHANGES, &base, PointValue::Int(changes)));
         for (i, a) in route.iter().enumerate() {
             let attrs = base
                 .clone()
@@ -771,19 +760,13 @@ mod tests {
                 for _ in 0..3 {
                     h.record(0.0005 * (i as f64 + 1.0));
                 }
-                b.points.push(point(
-                    MetricId::histogram(&path::HOP_RTT),
-                    &attrs,
-                    PointValue::Histogram(h),
-                ));
+                b.points
+                    .push(point(PATH_HOP_RTT, &attrs, PointValue::Histogram(h)));
             }
+            b.points
+                .push(point(PATH_HOP_PROBES_SENT, &attrs, PointValue::Int(3)));
             b.points.push(point(
-                MetricId::sum(&path::HOP_PROBES_SENT),
-                &attrs,
-                PointValue::Int(3),
-            ));
-            b.points.push(point(
-                MetricId::sum(&path::HOP_PROBES_LOST),
+                PATH_HOP_PROBES_LOST,
                 &attrs,
                 PointValue::Int(if a.is_some() { 0 } else { 3 }),
             ));

@@ -4,24 +4,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use flowscope_model::metrics::{MetricId, Point, PointValue};
+use flowscope_model::metrics::{
+    MetricId, PATH_HOP_PROBES_LOST, PATH_HOP_PROBES_SENT, PATH_HOP_RTT, PATH_HOPS, PATH_JITTER,
+    PATH_PROBES_LOST, PATH_PROBES_SENT, PATH_REACHABLE, PATH_ROUTE_CHANGES, PATH_RTT,
+    PATH_TLS_CHECK_FAILED, PATH_TLS_TIME_LEFT, Point, PointValue,
+};
 use flowscope_model::names::path;
 use flowscope_model::{Attrs, Histogram};
 
 use super::prober::{Protocol, TraceResult};
-
-pub const REACHABLE: MetricId = MetricId::gauge(&path::REACHABLE);
-pub const HOPS: MetricId = MetricId::gauge(&path::HOPS);
-pub const RTT: MetricId = MetricId::histogram(&path::RTT);
-pub const PROBES_SENT: MetricId = MetricId::sum(&path::PROBES_SENT);
-pub const PROBES_LOST: MetricId = MetricId::sum(&path::PROBES_LOST);
-pub const JITTER: MetricId = MetricId::gauge(&path::JITTER);
-pub const HOP_RTT: MetricId = MetricId::histogram(&path::HOP_RTT);
-pub const HOP_PROBES_SENT: MetricId = MetricId::sum(&path::HOP_PROBES_SENT);
-pub const HOP_PROBES_LOST: MetricId = MetricId::sum(&path::HOP_PROBES_LOST);
-pub const ROUTE_CHANGES: MetricId = MetricId::sum(&path::ROUTE_CHANGES);
-pub const TLS_TIME_LEFT: MetricId = MetricId::gauge(&path::TLS_TIME_LEFT);
-pub const TLS_CHECK_FAILED: MetricId = MetricId::sum(&path::TLS_CHECK_FAILED);
 
 /// What is known about a hop's address besides the address: its reverse
 /// DNS name and its autonomous system.
@@ -93,28 +84,32 @@ pub fn run_points(
         });
     };
     let Some(r) = result else {
-        push(REACHABLE, base.clone(), PointValue::Int(0));
-        push(HOPS, base, PointValue::Int(0));
+        push(PATH_REACHABLE, base.clone(), PointValue::Int(0));
+        push(PATH_HOPS, base, PointValue::Int(0));
         return out;
     };
     push(
-        REACHABLE,
+        PATH_REACHABLE,
         base.clone(),
         PointValue::Int(u64::from(r.reachable)),
     );
-    push(HOPS, base.clone(), PointValue::Int(r.hop_count()));
-    push(PROBES_SENT, base.clone(), PointValue::Int(r.e2e_sent));
-    push(PROBES_LOST, base.clone(), PointValue::Int(r.e2e_lost));
-    push(ROUTE_CHANGES, base.clone(), PointValue::Int(route_changes));
+    push(PATH_HOPS, base.clone(), PointValue::Int(r.hop_count()));
+    push(PATH_PROBES_SENT, base.clone(), PointValue::Int(r.e2e_sent));
+    push(PATH_PROBES_LOST, base.clone(), PointValue::Int(r.e2e_lost));
+    push(
+        PATH_ROUTE_CHANGES,
+        base.clone(),
+        PointValue::Int(route_changes),
+    );
     if !r.e2e_rtts.is_empty() {
         let mut h = Histogram::new(bounds.clone());
         for rtt in &r.e2e_rtts {
             h.record(rtt.as_secs_f64());
         }
-        push(RTT, base.clone(), PointValue::Histogram(h));
+        push(PATH_RTT, base.clone(), PointValue::Histogram(h));
     }
     if let Some(j) = r.jitter() {
-        push(JITTER, base.clone(), PointValue::Double(j));
+        push(PATH_JITTER, base.clone(), PointValue::Double(j));
     }
     for hop in &r.hops {
         let mut attrs = base
@@ -132,14 +127,22 @@ pub fn run_points(
                 attrs.set(path::HOP_AS_NAME, org.as_str());
             }
         }
-        push(HOP_PROBES_SENT, attrs.clone(), PointValue::Int(hop.sent));
-        push(HOP_PROBES_LOST, attrs.clone(), PointValue::Int(hop.lost));
+        push(
+            PATH_HOP_PROBES_SENT,
+            attrs.clone(),
+            PointValue::Int(hop.sent),
+        );
+        push(
+            PATH_HOP_PROBES_LOST,
+            attrs.clone(),
+            PointValue::Int(hop.lost),
+        );
         if !hop.rtts.is_empty() {
             let mut h = Histogram::new(bounds.clone());
             for rtt in &hop.rtts {
                 h.record(rtt.as_secs_f64());
             }
-            push(HOP_RTT, attrs, PointValue::Histogram(h));
+            push(PATH_HOP_RTT, attrs, PointValue::Histogram(h));
         }
     }
     out
@@ -158,7 +161,7 @@ pub fn tls_points(
     if let Some(c) = &outcome.certificate {
         out.push(Point {
             resource: resource.clone(),
-            metric: TLS_TIME_LEFT,
+            metric: PATH_TLS_TIME_LEFT,
             attrs: base
                 .clone()
                 .with(path::TLS_SUBJECT, c.subject.as_str())
@@ -170,7 +173,7 @@ pub fn tls_points(
     if let Some(e) = outcome.error {
         out.push(Point {
             resource: resource.clone(),
-            metric: TLS_CHECK_FAILED,
+            metric: PATH_TLS_CHECK_FAILED,
             attrs: base.with(flowscope_model::names::attr::ERROR_TYPE, e),
             value: PointValue::Int(1),
         });

@@ -215,8 +215,7 @@ impl Fleet {
             match need {
                 Need::Health => {
                     let r = self.route_changes(range, increase).await?;
-                    self.answer(MetricId::sum(&path::ROUTE_CHANGES), r, width)
-                        .map(Some)
+                    self.answer(PATH_ROUTE_CHANGES, r, width).map(Some)
                 }
                 _ => Ok(None),
             }
@@ -367,7 +366,7 @@ pub(super) struct Split<'a> {
     fleet: &'a Fleet,
     /// label -> (key, whether the Resource holds it); `None`: not a key.
     keys: HashMap<String, Option<(Key, bool)>>,
-    values: HashMap<String, Arc<str>>,
+    values: flowscope_model::intern::Strings,
     resources: HashMap<Vec<(Key, Arc<str>)>, Arc<Attrs>>,
 }
 
@@ -376,7 +375,7 @@ impl<'a> Split<'a> {
         Split {
             fleet,
             keys: HashMap::new(),
-            values: HashMap::new(),
+            values: Default::default(),
             resources: HashMap::new(),
         }
     }
@@ -403,14 +402,7 @@ impl<'a> Split<'a> {
                 }
             };
             let Some((key, resource)) = key else { continue };
-            let value = match self.values.get(v.as_str()) {
-                Some(t) => t.clone(),
-                None => {
-                    let t: Arc<str> = Arc::from(v.as_str());
-                    self.values.insert(v.clone(), t.clone());
-                    t
-                }
-            };
+            let value = self.values.get(v);
             if resource {
                 res.push((key, value));
             } else {

@@ -62,7 +62,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowscope_model::metrics::{
-    DNS_DURATION, FLOW_DROPS, FLOW_IO, FLOW_PACKETS, HOST_DROPS, TCP_CLOSED, TCP_DURATION,
+    DNS_DURATION, FLOW_DROPS, FLOW_IO, FLOW_PACKETS, HOST_DROPS, PATH_HOP_PROBES_LOST,
+    PATH_HOP_PROBES_SENT, PATH_HOP_RTT, PATH_HOPS, PATH_JITTER, PATH_PROBES_LOST, PATH_PROBES_SENT,
+    PATH_REACHABLE, PATH_ROUTE_CHANGES, PATH_RTT, PATH_TLS_TIME_LEFT, TCP_CLOSED, TCP_DURATION,
     TCP_FAILED, TCP_OPENED, TCP_RESETS, TCP_RETRANSMITS, TCP_RTT,
 };
 use flowscope_model::names::{attr, k8s, path, resource};
@@ -90,11 +92,6 @@ use paths::*;
 use promql::*;
 pub use promql::{Increase, RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
 
-/// The Network Path metrics the Health page reads.
-const PATH_REACHABLE: MetricId = MetricId::gauge(&path::REACHABLE);
-const PATH_PROBES_SENT: MetricId = MetricId::sum(&path::PROBES_SENT);
-const PATH_PROBES_LOST: MetricId = MetricId::sum(&path::PROBES_LOST);
-
 /// The metrics the pages read, each with the labels it is summed by
 /// (besides the keys a request groups or filters by).
 const FLOW_LABELS: &[&str] = &[
@@ -121,7 +118,6 @@ const DNS_LABELS: &[&str] = &[
 ];
 const PATH_LABELS: &[&str] = &[attr::SERVER_ADDRESS];
 /// The path tests' TLS checks: one certificate per server, port and subject.
-const TLS_TIME_LEFT: MetricId = MetricId::gauge(&path::TLS_TIME_LEFT);
 const TLS_LABELS: &[&str] = &[
     path::SERVER_ADDRESS,
     path::SERVER_PORT,
@@ -160,7 +156,7 @@ fn wanted() -> [(MetricId, &'static [&'static str]); 16] {
         (PATH_REACHABLE, PATH_LABELS),
         (PATH_PROBES_SENT, PATH_LABELS),
         (PATH_PROBES_LOST, PATH_LABELS),
-        (TLS_TIME_LEFT, TLS_LABELS),
+        (PATH_TLS_TIME_LEFT, TLS_LABELS),
         (FLOW_DROPS, DROP_LABELS),
         (HOST_DROPS, HOST_DROP_LABELS),
     ]
@@ -324,7 +320,7 @@ impl Need {
                 PATH_REACHABLE,
                 PATH_PROBES_SENT,
                 PATH_PROBES_LOST,
-                TLS_TIME_LEFT,
+                PATH_TLS_TIME_LEFT,
                 FLOW_DROPS,
                 HOST_DROPS,
             ]

@@ -20,15 +20,15 @@ pub(super) const PATH_VIEW_KEYS: &[&str] = &[
 pub(super) fn path_metrics() -> [MetricId; 10] {
     [
         PATH_REACHABLE,
-        MetricId::gauge(&path::HOPS),
-        MetricId::histogram(&path::RTT),
+        PATH_HOPS,
+        PATH_RTT,
         PATH_PROBES_SENT,
         PATH_PROBES_LOST,
-        MetricId::gauge(&path::JITTER),
-        MetricId::histogram(&path::HOP_RTT),
-        MetricId::sum(&path::HOP_PROBES_SENT),
-        MetricId::sum(&path::HOP_PROBES_LOST),
-        MetricId::sum(&path::ROUTE_CHANGES),
+        PATH_JITTER,
+        PATH_HOP_RTT,
+        PATH_HOP_PROBES_SENT,
+        PATH_HOP_PROBES_LOST,
+        PATH_ROUTE_CHANGES,
     ]
 }
 
@@ -117,7 +117,7 @@ impl Fleet {
         increase: Increase,
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let m = MetricId::sum(&path::ROUTE_CHANGES);
+        let m = PATH_ROUTE_CHANGES;
         let data: QueryData = self
             .call(
                 "/api/v1/query",
