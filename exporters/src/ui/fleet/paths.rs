@@ -16,20 +16,12 @@ pub(super) const PATH_VIEW_KEYS: &[&str] = &[
 ];
 
 /// The Network Path metrics, each read per test (and hop) for the Paths
-/// page.
-pub(super) fn path_metrics() -> [MetricId; 10] {
-    [
-        PATH_REACHABLE,
-        PATH_HOPS,
-        PATH_RTT,
-        PATH_PROBES_SENT,
-        PATH_PROBES_LOST,
-        PATH_JITTER,
-        PATH_HOP_RTT,
-        PATH_HOP_PROBES_SENT,
-        PATH_HOP_PROBES_LOST,
-        PATH_ROUTE_CHANGES,
-    ]
+/// page: all but the TLS checks, which the Health page reads with their
+/// certificate's labels.
+pub(super) fn path_metrics() -> impl Iterator<Item = MetricId> {
+    PATH_METRICS
+        .into_iter()
+        .filter(|m| *m != PATH_TLS_TIME_LEFT && *m != PATH_TLS_CHECK_FAILED)
 }
 
 /// The PromQL of a Network Path metric per `step_ns` window: like
@@ -64,7 +56,7 @@ impl Fleet {
         let step = step.unwrap_or_else(|| (span / 240 / NS).max(10) * NS);
         let mut st = Store::new(span, span, self.max_series.max(1));
         let increase = self.increase().await?;
-        let answers = futures_util::future::try_join_all(path_metrics().into_iter().map(|m| {
+        let answers = futures_util::future::try_join_all(path_metrics().map(|m| {
             let q = path_expr(m, step, increase);
             async move { Ok::<_, FleetError>((m, self.query_range(q, range, step).await?)) }
         }))
