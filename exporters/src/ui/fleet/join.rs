@@ -38,11 +38,20 @@ fn role(p: &Point) -> Option<bool> {
 
 /// Names the ends of flow points that another agent's reports identify
 /// (module documentation, "Joined across nodes, counted once").
+///
+/// Which workload has which address and port is learned from the bytes'
+/// points alone when there are any (every connection that carried data has
+/// them), so that a flow is named the same whichever other metrics are
+/// read with them: the Map and Analytics read the rest only for the
+/// dependencies they show (module documentation, "Only what a page
+/// shows"). Points without bytes (the Health page's baseline spans, which
+/// read packets, retransmits and failures) are named from all of theirs.
 pub fn join(points: &mut [Point]) {
     // (address, port) -> server workload; address -> client workload.
     let mut servers: HashMap<(Arc<str>, Arc<str>), Workload> = HashMap::new();
     let mut clients: HashMap<Arc<str>, Workload> = HashMap::new();
-    for p in points.iter() {
+    let bytes = points.iter().any(|p| p.metric == FLOW_IO);
+    for p in points.iter().filter(|p| !bytes || p.metric == FLOW_IO) {
         let Some(local) = p.attrs.get(attr::LOCAL_ADDRESS) else {
             continue;
         };
