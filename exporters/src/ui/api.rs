@@ -605,7 +605,20 @@ fn fleet_store(
         "paths" | "path" => super::fleet::Need::Paths,
         _ => super::fleet::Need::Dependencies,
     };
-    f.store(need, super::fleet::Range { from, to }, &keys, step)
+    // The Map and Analytics show their MAX_ROWS busiest dependencies, in
+    // the selection their own parameters make.
+    let default_server = match rest {
+        "map" => Some(resource::SERVICE_NAME),
+        "analytics" | "analytics.csv" => Some(flowscope_model::names::attr::PEER_SERVICE_NAME),
+        _ => None,
+    };
+    let select = |st: &Store| selection(p, st, default_server?).ok();
+    let shown = super::fleet::Shown {
+        selection: &select,
+        limit: MAX_ROWS,
+    };
+    let shown = default_server.map(|_| &shown);
+    f.store(need, super::fleet::Range { from, to }, &keys, step, shown)
 }
 
 fn answer_from(ui: &Ui, st: &Store, rest: &str, p: &Params) -> Reply {

@@ -89,14 +89,21 @@ fn value(a: &Attrs, key: &str) -> Option<String> {
     a.get(key).map(ToString::to_string)
 }
 
-/// `key` on the local side of a point.
-pub fn local_value(res: &Attrs, attrs: &Attrs, key: &str) -> Option<String> {
+/// The key whose value is `key` on the local side of a point: its local
+/// counterpart for a peer key that has one (`service.peer.name` ->
+/// `service.name`), none for any other peer key (the local side never has
+/// it), else `key` itself.
+pub fn local_key(key: &str) -> Option<&str> {
     if let Some((local, _)) = PAIRS.iter().find(|(_, p)| *p == key) {
-        return value(res, local);
+        return Some(local);
     }
-    if is_peer_key(key) {
-        return None;
-    }
+    (!is_peer_key(key)).then_some(key)
+}
+
+/// `key` on the local side of a point ([`local_key`]): from the Resource,
+/// else from the flow's attributes.
+pub fn local_value(res: &Attrs, attrs: &Attrs, key: &str) -> Option<String> {
+    let key = local_key(key)?;
     value(res, key).or_else(|| value(attrs, key))
 }
 

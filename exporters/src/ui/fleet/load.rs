@@ -7,7 +7,9 @@ use flowscope_model::attr::Key;
 use super::*;
 
 impl Fleet {
-    /// One metric's aggregated samples.
+    /// One metric's aggregated samples, of the series one of `parts` (lists
+    /// of matchers selecting disjoint series; `[""]`: all) selects.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch(
         &self,
         metric: MetricId,
@@ -16,6 +18,7 @@ impl Fleet {
         increase: Increase,
         range: Range,
         step: Option<u64>,
+        parts: &[String],
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         let shards: &[&str] = if metric.kind() == Kind::Histogram {
@@ -23,13 +26,16 @@ impl Fleet {
         } else {
             &[""]
         };
-        let parts = futures_util::future::try_join_all(shards.iter().map(|shard| async move {
+        let queries = shards
+            .iter()
+            .flat_map(|shard| parts.iter().map(move |part| and(shard, part)));
+        let answers = futures_util::future::try_join_all(queries.map(|matchers| async move {
             match step {
                 None => {
                     let q = if from_rules {
-                        rule_query(metric, by, span, shard)
+                        rule_query(metric, by, span, &matchers)
                     } else {
-                        expr_shard(metric, by, span, 0, shard, increase)
+                        expr_shard(metric, by, span, 0, &matchers, increase)
                     };
                     let data: QueryData = self
                         .call("/api/v1/query", &[("query", q), ("time", secs(range.to))])
@@ -37,13 +43,13 @@ impl Fleet {
                     Ok(data.vector(range.to))
                 }
                 Some(step) => {
-                    let q = expr_shard(metric, by, step, 0, shard, increase);
+                    let q = expr_shard(metric, by, step, 0, &matchers, increase);
                     self.query_range(q, range, step).await
                 }
             }
         }))
         .await?;
-        Ok(parts.into_iter().flatten().collect())
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// A range query's samples: one per `step` after `range.from`, up to
@@ -146,6 +152,7 @@ impl Fleet {
         range: Range,
         extra_keys: &[String],
         step: Option<u64>,
+        shown: Option<&Shown<'_>>,
     ) -> Result<Store, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
         // Health also holds the baseline spans: the span before and the
@@ -155,16 +162,9 @@ impl Fleet {
         } else {
             span
         };
-        // All at full resolution: a rollup to whole minutes would move a
-        // baseline slot's end into the range.
-        let mut st = Store::new(kept, kept, self.max_series.max(1)).with_default_span(span);
         let labels = self.label_names(range).await?;
+        let mut st = self.empty_store(kept, span, &labels);
         let present: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
-        for l in &labels {
-            if !NOT_KEYS.contains(&l.as_str()) {
-                st.add_key(&self.key_of(l));
-            }
-        }
         // Only labels the storage has: a user's key that no series carries
         // never reaches PromQL.
         let extra: Vec<String> = extra_keys
@@ -181,7 +181,8 @@ impl Fleet {
             FLOW_LABELS.iter().map(|k| sanitize(k, false)).collect();
         // The rules carry only the flow labels: a request grouping by
         // anything else reads the raw series.
-        let rules = self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
+        let mut rules =
+            self.rules && step.is_none() && extra.iter().all(|l| flow_labels.contains(l));
         let wanted: Vec<(MetricId, &'static [&'static str])> = wanted()
             .into_iter()
             .filter(|(m, _)| need.reads(*m))
@@ -197,19 +198,43 @@ impl Fleet {
         // `rules`; `wanted()` lists the bytes first, and their points go
         // into the store first.
         let width = step.unwrap_or(span);
-        let ask = |m: MetricId, base: &'static [&'static str], from_rules: bool| {
-            let by = by_of(base);
-            async move {
-                let samples = self
-                    .fetch(m, &by, from_rules, increase, range, step)
-                    .await?;
-                self.answer(m, samples, width)
+        let ask =
+            |m: MetricId, base: &'static [&'static str], from_rules: bool, parts: &[String]| {
+                let by = by_of(base);
+                let parts = parts.to_vec();
+                async move {
+                    let samples = self
+                        .fetch(m, &by, from_rules, increase, range, step, &parts)
+                        .await?;
+                    self.answer(m, samples, width)
+                }
+            };
+        // A page that shows only its busiest dependencies (Map, Analytics)
+        // asks the bytes first, and the rest only for the dependencies it
+        // shows (module documentation, "Only what a page shows").
+        let all = [String::new()];
+        let mut first = None;
+        let mut parts: Vec<String> = all.to_vec();
+        if let Some(shown) = shown.filter(|_| need == Need::Dependencies && step.is_none()) {
+            let mut bytes = ask(FLOW_IO, FLOW_LABELS, rules, &all).await?;
+            if rules && bytes.series == 0 {
+                bytes = ask(FLOW_IO, FLOW_LABELS, false, &all).await?;
+                rules = false;
             }
-        };
+            let narrow = self
+                .narrowing(&bytes, shown, &labels, &by_of(FLOW_LABELS), range)
+                .await?;
+            tracing::debug!(?narrow, "fleet view: what the second phase reads");
+            if let Narrow::Parts(p) = narrow {
+                parts = p;
+            }
+            first = Some(bytes);
+        }
         let reads = futures_util::future::try_join_all(
             wanted
                 .iter()
-                .map(|&(m, base)| ask(m, base, rules && RULE_METRICS.contains(&m))),
+                .filter(|(m, _)| first.is_none() || *m != FLOW_IO)
+                .map(|&(m, base)| ask(m, base, rules && RULE_METRICS.contains(&m), &parts)),
         );
         let routes = async {
             match need {
@@ -229,6 +254,7 @@ impl Fleet {
         };
         let (mut answers, routes, (baselines, held_from)) =
             futures_util::future::try_join3(reads, routes, baselines).await?;
+        answers.splice(0..0, first);
         // No bytes from the rules in the range (they are not loaded): the
         // metrics they cover again, from the raw series; the others' answers
         // stand. A query of a name the storage does not hold costs it
@@ -238,7 +264,7 @@ impl Fleet {
                 wanted
                     .iter()
                     .filter(|(m, _)| RULE_METRICS.contains(m))
-                    .map(|&(m, base)| ask(m, base, false)),
+                    .map(|&(m, base)| ask(m, base, false, &all)),
             )
             .await?;
             for r in raw {
@@ -258,33 +284,29 @@ impl Fleet {
                 limit: self.max_series,
             });
         }
-        let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
-            std::collections::BTreeMap::new();
-        for answer in answers {
-            for (t, b) in answer.batches {
-                match batches.entry(t) {
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(b);
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        e.get_mut().points.extend(b.points)
-                    }
-                }
-            }
-        }
-        for (_, mut b) in batches {
-            join(&mut b.points);
-            st.insert(&b);
-        }
+        fill(&mut st, answers);
         if let Some(start) = held_from {
             st.hold_from(start);
         }
         Ok(st)
     }
 
+    /// A store for a request's answers: `kept` ns at full resolution (a
+    /// rollup to whole minutes would move a baseline slot's end into the
+    /// range), `span` by default, with every key of the storage's `labels`.
+    pub(super) fn empty_store(&self, kept: u64, span: u64, labels: &[String]) -> Store {
+        let mut st = Store::new(kept, kept, self.max_series.max(1)).with_default_span(span);
+        for l in labels {
+            if !NOT_KEYS.contains(&l.as_str()) {
+                st.add_key(&self.key_of(l));
+            }
+        }
+        st
+    }
+
     /// One metric's answer made into points, refused when it alone holds
     /// more than `max_series` series (before any point is made of it).
-    fn answer(
+    pub(super) fn answer(
         &self,
         metric: MetricId,
         samples: Vec<Sample>,
@@ -421,12 +443,36 @@ impl<'a> Split<'a> {
     }
 }
 
+/// Puts answers into a store: their points of each timestamp together,
+/// named by [`join`] (the bytes' points first, as `wanted()` lists them).
+pub(super) fn fill(st: &mut Store, answers: Vec<Answer>) {
+    let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
+        std::collections::BTreeMap::new();
+    for answer in answers {
+        for (t, b) in answer.batches {
+            match batches.entry(t) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(b);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().points.extend(b.points)
+                }
+            }
+        }
+    }
+    for (_, mut b) in batches {
+        join(&mut b.points);
+        st.insert(&b);
+    }
+}
+
 /// One metric's answer as points: how many samples it held, and their
 /// points by timestamp.
-struct Answer {
+#[derive(Clone)]
+pub(super) struct Answer {
     metric: MetricId,
     series: usize,
-    batches: std::collections::BTreeMap<u64, MetricBatch>,
+    pub(super) batches: std::collections::BTreeMap<u64, MetricBatch>,
 }
 
 pub(super) fn push(

@@ -84,6 +84,7 @@ mod join;
 mod load;
 mod paths;
 mod promql;
+mod shown;
 
 use answer::*;
 pub use join::join;
@@ -91,6 +92,8 @@ pub use paths::path_expr;
 use paths::*;
 use promql::*;
 pub use promql::{Increase, RULE_METRICS, expr, expr_offset, prom_name, rule_expr, rule_name};
+pub use shown::Shown;
+use shown::*;
 
 /// The metrics the pages read, each with the labels it is summed by
 /// (besides the keys a request groups or filters by).
@@ -292,6 +295,15 @@ pub struct Fleet {
     increase: tokio::sync::OnceCell<Increase>,
 }
 
+/// Form (or URL query) encoding of `pairs`.
+fn encoded(pairs: &[(&str, String)]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
 /// Stores waiting to be freed: past this, a request frees its own.
 const FREE_QUEUE: usize = 2;
 
@@ -437,21 +449,42 @@ impl Fleet {
         form: &[(&str, String)],
     ) -> Result<T, FleetError> {
         let url = format!("{}{path}", self.base);
-        let mut body = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form {
-            body.append_pair(k, v);
-        }
         let req = Request::post(&url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("flowscope-ui/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(Bytes::from(body.finish())))
-            .map_err(|e| FleetError::Url {
-                url: format!("{url} ({e})"),
-            })?;
+            .body(Full::new(Bytes::from(encoded(form))));
+        self.send(url, req).await
+    }
+
+    /// GETs `path` with `query` (for an endpoint that Prometheus serves to
+    /// GET only, such as a label's values), as [`Fleet::call`] does.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, FleetError> {
+        let url = format!("{}{path}?{}", self.base, encoded(query));
+        let req = Request::get(&url).body(Full::new(Bytes::new()));
+        self.send(url, req).await
+    }
+
+    /// Sends a request built for `url` and reads the answer's `data`.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        req: Result<Request<Full<Bytes>>, http::Error>,
+    ) -> Result<T, FleetError> {
+        let mut req = req.map_err(|e| FleetError::Url {
+            url: format!("{url} ({e})"),
+        })?;
+        let headers = req.headers_mut();
+        headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::USER_AGENT,
+            header::HeaderValue::from_static(concat!("flowscope-ui/", env!("CARGO_PKG_VERSION"))),
+        );
         let exchange = async {
             let resp = self
                 .client
@@ -555,19 +588,22 @@ impl Fleet {
     /// The store a request over `range` reads for `need`, with
     /// `extra_keys` (the keys it groups or filters by) summed by as well,
     /// and with one slot per `step` when given (time series), else one slot
-    /// for the whole range.
+    /// for the whole range. For a page that shows only its busiest
+    /// dependencies (`shown`), the metrics besides the bytes are complete
+    /// for those only.
     pub fn store(
         &self,
         need: Need,
         range: Range,
         extra_keys: &[String],
         step: Option<u64>,
+        shown: Option<&Shown<'_>>,
     ) -> Result<Store, FleetError> {
         let handle = tokio::runtime::Handle::current();
         if need == Need::Paths {
             return handle.block_on(self.load_paths(range, step));
         }
-        handle.block_on(self.load(need, range, extra_keys, step))
+        handle.block_on(self.load(need, range, extra_keys, step, shown))
     }
 }
 

@@ -73,19 +73,81 @@ pub fn expr_offset(
 /// as each bucket series is in one part; this one halves the contract's
 /// default bounds (and the simulated fleet's). At 100 simulated nodes the
 /// RTT buckets are 110,000 of the Map's 190,000 series (#18).
-pub(super) const HISTOGRAM_SHARDS: [&str; 2] = [r#"{le=~".*5"}"#, r#"{le!~".*5"}"#];
+pub(super) const HISTOGRAM_SHARDS: [&str; 2] = [r#"le=~".*5""#, r#"le!~".*5""#];
 
-/// [`expr_offset`] over the series `shard` (a matcher such as
-/// `{le=~".*5"}`, or nothing) selects.
+/// The selector of `metric`'s series that `matchers` (a comma-separated
+/// list such as `le=~".*5"`, or nothing) select.
+fn selector(metric: MetricId, matchers: &str) -> String {
+    match matchers {
+        "" => prom_name(metric),
+        m => format!("{}{{{m}}}", prom_name(metric)),
+    }
+}
+
+/// Matcher lists joined into one (each may be empty).
+pub(super) fn and(a: &str, b: &str) -> String {
+    match (a, b) {
+        ("", m) | (m, "") => m.to_string(),
+        (a, b) => format!("{a},{b}"),
+    }
+}
+
+/// The matcher selecting the series whose `label` is one of `values`
+/// exactly; `""` among them selects the series without the label. Values
+/// are the storage's own (never a request's), escaped for the regular
+/// expression and then for the PromQL string, so that any text stays
+/// literal. Prometheus and VictoriaMetrics anchor a label regex at both
+/// ends and look an alternation of literals up in their index.
+pub(super) fn one_of<'a>(label: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let alternation: Vec<String> = values.into_iter().map(regex_literal).collect();
+    format!("{label}=~{}", quoted(&alternation.join("|")))
+}
+
+/// `s` as a regular expression (RE2, Go's and Rust's syntax) that matches
+/// exactly `s`: its metacharacters escaped as Go's `regexp.QuoteMeta`
+/// does, control characters as `\x{..}`.
+pub(super) fn regex_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+            out.push(c);
+        } else if c.is_control() {
+            out.push_str(&format!("\\x{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `s` as a double-quoted PromQL (and MetricsQL) string: backslashes and
+/// quotes escaped. `s` holds no control character ([`regex_literal`]
+/// escapes them), so nothing else needs it.
+pub(super) fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// [`expr_offset`] over the series `matchers` (a list such as
+/// `le=~".*5"`, or nothing) select.
 pub(super) fn expr_shard(
     metric: MetricId,
     by: &BTreeSet<String>,
     window_ns: u64,
     offset_ns: u64,
-    shard: &str,
+    matchers: &str,
     increase: Increase,
 ) -> String {
-    let name = format!("{}{shard}", prom_name(metric));
+    let name = selector(metric, matchers);
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
     if metric.kind() == Kind::Histogram {
         by.push("le");
@@ -179,16 +241,19 @@ pub(super) fn rule_query(
     metric: MetricId,
     by: &BTreeSet<String>,
     window_ns: u64,
-    shard: &str,
+    matchers: &str,
 ) -> String {
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
     if metric.kind() == Kind::Histogram {
         by.push("le");
     }
+    let name = match matchers {
+        "" => rule_name(metric),
+        m => format!("{}{{{m}}}", rule_name(metric)),
+    };
     format!(
-        "sum by ({}) (sum_over_time({}{shard}[{}s]))",
+        "sum by ({}) (sum_over_time({name}[{}s]))",
         by.join(", "),
-        rule_name(metric),
         (window_ns / NS).max(1)
     )
 }
