@@ -37,61 +37,80 @@ fn role(p: &Point) -> Option<bool> {
 }
 
 /// Names the ends of flow points that another agent's reports identify
-/// (module documentation, "Joined across nodes, counted once").
-///
-/// Which workload has which address and port is learned from the bytes'
-/// points alone when there are any (every connection that carried data has
-/// them), so that a flow is named the same whichever other metrics are
-/// read with them: the Map and Analytics read the rest only for the
-/// dependencies they show (module documentation, "Only what a page
-/// shows"). Points without bytes (the Health page's baseline spans, which
-/// read packets, retransmits and failures) are named from all of theirs.
+/// (module documentation, "Joined across nodes, counted once"), from what
+/// the points themselves say ([`Directory::of`]).
 pub fn join(points: &mut [Point]) {
-    // (address, port) -> server workload; address -> client workload.
-    let mut servers: HashMap<(Arc<str>, Arc<str>), Workload> = HashMap::new();
-    let mut clients: HashMap<Arc<str>, Workload> = HashMap::new();
-    let bytes = points.iter().any(|p| p.metric == FLOW_IO);
-    for p in points.iter().filter(|p| !bytes || p.metric == FLOW_IO) {
-        let Some(local) = p.attrs.get(attr::LOCAL_ADDRESS) else {
-            continue;
-        };
-        let w = Workload {
-            resource: p.resource.clone(),
-        };
-        match role(p) {
-            Some(false) => {
-                if let Some(port) = p.attrs.get(attr::LOCAL_PORT) {
-                    servers.insert((text(local), text(port)), w);
+    Directory::of(points).name(points);
+}
+
+/// Which workload has which address: (address, port) -> server workload;
+/// address -> client workload.
+#[derive(Default)]
+pub(super) struct Directory {
+    servers: HashMap<(Arc<str>, Arc<str>), Workload>,
+    clients: HashMap<Arc<str>, Workload>,
+}
+
+impl Directory {
+    /// The directory of a batch of points, learned from its bytes' points
+    /// alone when there are any (every connection that carried data has
+    /// them), so that a flow is named the same whichever other metrics are
+    /// read with them: the Map and Analytics read the rest only for the
+    /// dependencies they show (module documentation, "Only what a page
+    /// shows"). Points without bytes (the Health page's baseline spans,
+    /// which read packets, retransmits and failures) are named from all of
+    /// theirs.
+    pub(super) fn of(points: &[Point]) -> Self {
+        let mut d = Directory::default();
+        let bytes = points.iter().any(|p| p.metric == FLOW_IO);
+        for p in points.iter().filter(|p| !bytes || p.metric == FLOW_IO) {
+            let Some(local) = p.attrs.get(attr::LOCAL_ADDRESS) else {
+                continue;
+            };
+            let w = Workload {
+                resource: p.resource.clone(),
+            };
+            match role(p) {
+                Some(false) => {
+                    if let Some(port) = p.attrs.get(attr::LOCAL_PORT) {
+                        d.servers.insert((text(local), text(port)), w);
+                    }
                 }
+                Some(true) => {
+                    d.clients.insert(text(local), w);
+                }
+                None => {}
             }
-            Some(true) => {
-                clients.insert(text(local), w);
+        }
+        d
+    }
+
+    /// Names the other end of each point whose address (and port) the
+    /// directory knows.
+    pub(super) fn name(&self, points: &mut [Point]) {
+        if self.servers.is_empty() && self.clients.is_empty() {
+            return;
+        }
+        for p in points.iter_mut() {
+            if p.attrs.get(attr::PEER_SERVICE_NAME).is_some() {
+                continue;
             }
-            None => {}
-        }
-    }
-    if servers.is_empty() && clients.is_empty() {
-        return;
-    }
-    for p in points.iter_mut() {
-        if p.attrs.get(attr::PEER_SERVICE_NAME).is_some() {
-            continue;
-        }
-        let Some(peer) = p.attrs.get(attr::PEER_ADDRESS).map(text) else {
-            continue;
-        };
-        let found = match role(p) {
-            Some(true) => p
-                .attrs
-                .get(attr::PEER_PORT)
-                .and_then(|port| servers.get(&(peer, text(port)))),
-            Some(false) => clients.get(&peer),
-            None => None,
-        };
-        let Some(w) = found else { continue };
-        for (local_key, peer_key) in PEER_COPIES {
-            if let Some(v) = w.resource.get(local_key) {
-                p.attrs.set(*peer_key, v.clone());
+            let Some(peer) = p.attrs.get(attr::PEER_ADDRESS).map(text) else {
+                continue;
+            };
+            let found = match role(p) {
+                Some(true) => p
+                    .attrs
+                    .get(attr::PEER_PORT)
+                    .and_then(|port| self.servers.get(&(peer, text(port)))),
+                Some(false) => self.clients.get(&peer),
+                None => None,
+            };
+            let Some(w) = found else { continue };
+            for (local_key, peer_key) in PEER_COPIES {
+                if let Some(v) = w.resource.get(local_key) {
+                    p.attrs.set(*peer_key, v.clone());
+                }
             }
         }
     }

@@ -213,27 +213,32 @@ impl Fleet {
         // asks the bytes first, and the rest only for the dependencies it
         // shows (module documentation, "Only what a page shows").
         let all = [String::new()];
-        let mut first = None;
         let mut parts: Vec<String> = all.to_vec();
+        // When the bytes are asked first: the directory of each timestamp
+        // (the rest is named by the bytes' one, as when read together), and
+        // how many series they had.
+        let mut known = std::collections::BTreeMap::new();
+        let mut bytes_first = None;
         if let Some(shown) = shown.filter(|_| need == Need::Dependencies && step.is_none()) {
             let mut bytes = ask(FLOW_IO, FLOW_LABELS, rules, &all).await?;
             if rules && bytes.series == 0 {
                 bytes = ask(FLOW_IO, FLOW_LABELS, false, &all).await?;
                 rules = false;
             }
+            bytes_first = Some(bytes.series);
+            known = fill(&mut st, vec![bytes], known);
             let narrow = self
-                .narrowing(&bytes, shown, &labels, &by_of(FLOW_LABELS), range)
+                .narrowing(&st, shown, &by_of(FLOW_LABELS), range)
                 .await?;
             tracing::debug!(?narrow, "fleet view: what the second phase reads");
             if let Narrow::Parts(p) = narrow {
                 parts = p;
             }
-            first = Some(bytes);
         }
         let reads = futures_util::future::try_join_all(
             wanted
                 .iter()
-                .filter(|(m, _)| first.is_none() || *m != FLOW_IO)
+                .filter(|(m, _)| bytes_first.is_none() || *m != FLOW_IO)
                 .map(|&(m, base)| ask(m, base, rules && RULE_METRICS.contains(&m), &parts)),
         );
         let routes = async {
@@ -254,7 +259,6 @@ impl Fleet {
         };
         let (mut answers, routes, (baselines, held_from)) =
             futures_util::future::try_join3(reads, routes, baselines).await?;
-        answers.splice(0..0, first);
         // No bytes from the rules in the range (they are not loaded): the
         // metrics they cover again, from the raw series; the others' answers
         // stand. A query of a name the storage does not hold costs it
@@ -277,14 +281,14 @@ impl Fleet {
         for (m, r) in baselines {
             answers.push(self.answer(m, r, width)?);
         }
-        let series = answers.iter().map(|a| a.series).sum::<usize>();
+        let series = answers.iter().map(|a| a.series).sum::<usize>() + bytes_first.unwrap_or(0);
         if series > self.max_series {
             return Err(FleetError::TooLarge {
                 series,
                 limit: self.max_series,
             });
         }
-        fill(&mut st, answers);
+        fill(&mut st, answers, known);
         if let Some(start) = held_from {
             st.hold_from(start);
         }
@@ -444,8 +448,14 @@ impl<'a> Split<'a> {
 }
 
 /// Puts answers into a store: their points of each timestamp together,
-/// named by [`join`] (the bytes' points first, as `wanted()` lists them).
-pub(super) fn fill(st: &mut Store, answers: Vec<Answer>) {
+/// named by the directory `known` has for that timestamp, else by one of
+/// their own ([`Directory::of`]; `wanted()` lists the bytes first). Returns
+/// the directories used.
+pub(super) fn fill(
+    st: &mut Store,
+    answers: Vec<Answer>,
+    mut known: std::collections::BTreeMap<u64, Directory>,
+) -> std::collections::BTreeMap<u64, Directory> {
     let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
         std::collections::BTreeMap::new();
     for answer in answers {
@@ -460,10 +470,12 @@ pub(super) fn fill(st: &mut Store, answers: Vec<Answer>) {
             }
         }
     }
-    for (_, mut b) in batches {
-        join(&mut b.points);
+    for (t, mut b) in batches {
+        let directory = known.entry(t).or_insert_with(|| Directory::of(&b.points));
+        directory.name(&mut b.points);
         st.insert(&b);
     }
+    known
 }
 
 /// One metric's answer as points: how many samples it held, and their

@@ -119,6 +119,7 @@ mod promql;
 mod shown;
 
 use answer::*;
+use join::Directory;
 pub use join::join;
 pub use paths::path_expr;
 use paths::*;

@@ -4,7 +4,8 @@
 
 use flowscope_model::Role;
 
-use super::load::{Answer, fill};
+#[cfg(test)]
+use super::load::fill;
 use super::*;
 use crate::ui::query::{self, NONE, Selection};
 
@@ -186,22 +187,18 @@ impl Plan {
 
 impl Fleet {
     /// What the second phase of a page with `shown` rows reads, decided on
-    /// the bytes' answer (`bytes`): a store of it is made as the page's own
-    /// is (the same keys, the same join), the page's dependencies ranked in
-    /// it, and the storage asked for the values of the label each side is
-    /// read from (`by`: the labels the queries sum by).
+    /// the page's store `st` holding the bytes' answer alone: the page's
+    /// dependencies ranked in it, and the storage asked for the values of
+    /// the label each side is read from (`by`: the labels the queries sum
+    /// by).
     pub(super) async fn narrowing(
         &self,
-        bytes: &Answer,
+        st: &Store,
         shown: &Shown<'_>,
-        labels: &[String],
         by: &BTreeSet<String>,
         range: Range,
     ) -> Result<Narrow, FleetError> {
-        let span = range.to.saturating_sub(range.from).max(NS);
-        let mut st = self.empty_store(span, span, labels);
-        fill(&mut st, vec![bytes.clone()]);
-        let Some(sel) = (shown.selection)(&st) else {
+        let Some(sel) = (shown.selection)(st) else {
             return Ok(Narrow::All);
         };
         let label_of = |key: &str| {
@@ -212,7 +209,7 @@ impl Fleet {
                 _ => None,
             }
         };
-        let Some(plan) = Plan::of(&st, &sel, shown.limit, label_of) else {
+        let Some(plan) = Plan::of(st, &sel, shown.limit, label_of) else {
             return Ok(Narrow::All);
         };
         // Over an hour more than the range: a superset of the values of
@@ -231,7 +228,7 @@ impl Fleet {
                 values.insert(l.to_string(), v.into_iter().collect());
             }
         }
-        Ok(plan.narrow(&st, &sel, &values))
+        Ok(plan.narrow(st, &sel, &values))
     }
 }
 
@@ -513,21 +510,23 @@ mod tests {
             // Everything at once.
             let mut all = fleet.empty_store(T, T, &labels);
             let answers = samples.iter().map(|(m, s)| answer(*m, s.clone())).collect();
-            fill(&mut all, answers);
+            fill(&mut all, answers, Default::default());
             // The bytes, then the rest as the plan's matchers select it.
+            // The page's store, the bytes first.
             let bytes = answer(FLOW_IO, samples[0].1.clone());
-            let mut ranked = fleet.empty_store(T, T, &labels);
-            fill(&mut ranked, vec![bytes.clone()]);
+            let mut two = fleet.empty_store(T, T, &labels);
+            let known = fill(&mut two, vec![bytes], Default::default());
+            let ranked = &two;
             let label_of = |key: &str| {
                 let found: Vec<&String> = by.iter().filter(|l| fleet.key_of(l) == key).collect();
                 Some(found.first().map(|l| l.to_string()))
             };
-            let plan = Plan::of(&ranked, &sel, limit, label_of).unwrap();
-            let Narrow::Parts(parts) = plan.narrow(&ranked, &sel, &values) else {
+            let plan = Plan::of(ranked, &sel, limit, label_of).unwrap();
+            let Narrow::Parts(parts) = plan.narrow(ranked, &sel, &values) else {
                 panic!("{server_key}: everything read: {plan:?}");
             };
             assert_eq!(parts.len(), 2, "{parts:?}");
-            let mut answers = vec![bytes];
+            let mut answers = vec![];
             let mut read = samples[0].1.len();
             for (m, s) in samples.iter().skip(1) {
                 let s: Vec<Sample> = s
@@ -538,8 +537,7 @@ mod tests {
                 read += s.len();
                 answers.push(answer(*m, s));
             }
-            let mut two = fleet.empty_store(T, T, &labels);
-            fill(&mut two, answers);
+            fill(&mut two, answers, known);
             assert!(
                 read * 10 < total * 8,
                 "{server_key}: read {read} of {total}"
@@ -561,6 +559,7 @@ mod tests {
         fill(
             &mut ranked,
             vec![fleet.answer(FLOW_IO, samples[0].1.clone(), T).unwrap()],
+            Default::default(),
         );
         let sel = sel(resource::SERVICE_NAME);
         let n = query::edges(&ranked, &sel, false).len();
