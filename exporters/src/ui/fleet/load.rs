@@ -21,12 +21,7 @@ impl Fleet {
         parts: &[String],
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let shards: &[&str] = if metric.kind() == Kind::Histogram {
-            &HISTOGRAM_SHARDS
-        } else {
-            &[""]
-        };
-        let queries = shards
+        let queries = shards(metric)
             .iter()
             .flat_map(|shard| parts.iter().map(move |part| and(shard, part)));
         let answers = futures_util::future::try_join_all(queries.map(|matchers| async move {

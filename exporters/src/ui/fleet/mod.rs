@@ -6,7 +6,8 @@
 //! For each request, the metrics the pages read are asked of the storage
 //! all at once (the Map and Analytics: the bytes first, below), with one
 //! instant query each (one range query each for time
-//! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`),
+//! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`, and
+//! the bytes in two, by direction),
 //! aggregated there: `sum by (<labels the page needs>)` of the increase of
 //! each counter in the time range. The answer holds one series per
 //! dependency and peer address, never the agents' raw series (process ids,
@@ -697,6 +698,12 @@ mod tests {
             rule_query(TCP_RTT, &by, 60 * NS, HISTOGRAM_SHARDS[0])
                 .contains(r#":increase1m{le=~".*5"}[60s]"#)
         );
+        // The bytes in two parts, by direction: the label as translated.
+        assert_eq!(
+            DIRECTION_SHARDS.map(|m| m.split('!').next().unwrap().split('=').next().unwrap()),
+            [sanitize(attr::IO_DIRECTION, false).as_str(); 2]
+        );
+        assert!(DIRECTION_SHARDS[0].ends_with(&format!("=\"{}\"", attr::TRANSMIT)));
         // A user's key is sanitized to a label name before it can reach a
         // query: quotes, braces and spaces cannot survive.
         assert_eq!(sanitize("a\"}) or vector(1", false), "a_or_vector_1");
