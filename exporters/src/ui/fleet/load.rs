@@ -21,7 +21,7 @@ impl Fleet {
         parts: &[String],
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let queries = shards(metric)
+        let queries = shards(metric, increase)
             .iter()
             .flat_map(|shard| parts.iter().map(move |part| and(shard, part)));
         let answers = futures_util::future::try_join_all(queries.map(|matchers| async move {

@@ -7,7 +7,7 @@
 //! all at once (the Map and Analytics: the bytes first, below), with one
 //! instant query each (one range query each for time
 //! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`, and
-//! the bytes in two, by direction),
+//! for Prometheus the bytes in two, by direction),
 //! aggregated there: `sum by (<labels the page needs>)` of the increase of
 //! each counter in the time range. The answer holds one series per
 //! dependency and peer address, never the agents' raw series (process ids,
