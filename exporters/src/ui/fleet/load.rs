@@ -21,7 +21,7 @@ impl Fleet {
         parts: &[String],
     ) -> Result<Vec<Sample>, FleetError> {
         let span = range.to.saturating_sub(range.from).max(NS);
-        let queries = shards(metric, increase)
+        let queries = shards(metric)
             .iter()
             .flat_map(|shard| parts.iter().map(move |part| and(shard, part)));
         let answers = futures_util::future::try_join_all(queries.map(|matchers| async move {
@@ -215,9 +215,14 @@ impl Fleet {
         let mut known = std::collections::BTreeMap::new();
         let mut bytes_first = None;
         if let Some(shown) = shown.filter(|_| need == Need::Dependencies && step.is_none()) {
-            let mut bytes = ask(FLOW_IO, FLOW_LABELS, rules, &all).await?;
+            let halves = DIRECTION_SHARDS.map(String::from);
+            let alone: &[String] = match increase {
+                Increase::Joined => &halves,
+                Increase::Pure => &all,
+            };
+            let mut bytes = ask(FLOW_IO, FLOW_LABELS, rules, alone).await?;
             if rules && bytes.series == 0 {
-                bytes = ask(FLOW_IO, FLOW_LABELS, false, &all).await?;
+                bytes = ask(FLOW_IO, FLOW_LABELS, false, alone).await?;
                 rules = false;
             }
             bytes_first = Some(bytes.series);

@@ -6,8 +6,7 @@
 //! For each request, the metrics the pages read are asked of the storage
 //! all at once (the Map and Analytics: the bytes first, below), with one
 //! instant query each (one range query each for time
-//! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`, and
-//! for Prometheus the bytes in two, by direction),
+//! series; a histogram's buckets in two, `promql::HISTOGRAM_SHARDS`),
 //! aggregated there: `sum by (<labels the page needs>)` of the increase of
 //! each counter in the time range. The answer holds one series per
 //! dependency and peer address, never the agents' raw series (process ids,
@@ -17,7 +16,8 @@
 //!
 //! # Only what a page shows
 //! The Map and Analytics show the 2,000 dependencies with the most bytes
-//! (ties by name). For them the bytes are asked first, alone; the
+//! (ties by name). For them the bytes are asked first, alone (of
+//! Prometheus in two queries, by direction, `promql::DIRECTION_SHARDS`); the
 //! dependencies are ranked from a store of that answer, made as the page's
 //! own is, and the other metrics (the RTT buckets above all) are asked
 //! only for series that can belong to a shown one ([`Shown`]). Every

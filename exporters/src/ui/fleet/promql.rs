@@ -75,27 +75,24 @@ pub fn expr_offset(
 /// RTT buckets are 110,000 of the Map's 190,000 series (#18).
 pub(super) const HISTOGRAM_SHARDS: [&str; 2] = [r#"le=~".*5""#, r#"le!~".*5""#];
 
-/// The bytes asked as two queries, split by direction, for the same
-/// reason, from an engine that evaluates a query on one core
-/// ([`Increase::Joined`]: Prometheus): the Map and Analytics ask the bytes
-/// alone, first (module documentation, "Only what a page shows"), and at
-/// 100 simulated nodes Prometheus took 0.40 s for all of them, 0.24 s for
-/// the two halves at once. VictoriaMetrics spreads one query over the
-/// cores already (0.20 - 0.27 s whole, 0.14 - 0.25 s in halves), and is
-/// asked for them whole.
+/// The bytes asked as two queries, split by direction, when the Map and
+/// Analytics ask them alone, first (module documentation, "Only what a
+/// page shows"), from an engine that evaluates a query on one core
+/// ([`Increase::Joined`]: Prometheus): at 100 simulated nodes Prometheus
+/// took 0.40 s for all of them, 0.24 s for the two halves at once.
+/// VictoriaMetrics spreads one query over the cores already (0.20 - 0.27 s
+/// whole, 0.14 - 0.25 s in halves); and asked with the other metrics, the
+/// cores are busy anyway.
 pub(super) const DIRECTION_SHARDS: [&str; 2] = [
     r#"network_io_direction="transmit""#,
     r#"network_io_direction!="transmit""#,
 ];
 
-/// The queries `metric` is asked in from a storage that `increase` says
-/// how to ask: each selects the series of one matcher list, every series
-/// in one.
-pub(super) fn shards(metric: MetricId, increase: Increase) -> &'static [&'static str] {
+/// The queries `metric` is asked in: each selects the series of one
+/// matcher list, every series in one.
+pub(super) fn shards(metric: MetricId) -> &'static [&'static str] {
     if metric.kind() == Kind::Histogram {
         &HISTOGRAM_SHARDS
-    } else if metric == FLOW_IO && increase == Increase::Joined {
-        &DIRECTION_SHARDS
     } else {
         &[""]
     }
