@@ -17,10 +17,9 @@
 //! largest bound below 100 ms, never one that may have lasted longer.
 
 use flowscope_model::Histogram;
-use flowscope_model::metrics::TCP_DURATION;
 use flowscope_otel_config::exporters::UiHealthConfig;
 
-use super::query::{self, Cidr, Finding, Selection};
+use super::query::{self, Finding};
 use super::store::Store;
 
 /// A connection that lasted at most this long (seconds) is short.
@@ -78,12 +77,15 @@ impl Churn {
     }
 }
 
-/// The churn findings of `(from, to]`.
+/// The churn findings of `(from, to]`, from its edges read with the
+/// connection durations (`query::edges_reading` with
+/// [`TCP_DURATION`](flowscope_model::metrics::TCP_DURATION): the
+/// Health page reads them once for its other findings too).
 pub fn findings(
     store: &Store,
+    edges: &[query::Edge],
     from: u64,
     to: u64,
-    cidr: Option<Cidr>,
     th: &UiHealthConfig,
 ) -> Vec<Finding> {
     // The part of the range the store has data for: an agent that started
@@ -91,9 +93,8 @@ pub fn findings(
     let held_from = from.max(store.oldest());
     let held_to = to.min(store.latest());
     let seconds = held_to.saturating_sub(held_from) as f64 / NS_PER_S;
-    let sel = Selection::services(from, to, cidr);
     let mut out = Vec::new();
-    for e in query::edges_reading(store, &sel, false, &[TCP_DURATION]) {
+    for e in edges {
         let c = Churn::new(e.totals.opened, seconds, e.totals.durations.as_ref());
         if !c.is_churn(th) {
             continue;
@@ -132,7 +133,9 @@ mod tests {
     use std::sync::Arc;
 
     use flowscope_model::hist::DURATION_BOUNDS;
-    use flowscope_model::metrics::TCP_OPENED;
+    use flowscope_model::metrics::{TCP_DURATION, TCP_OPENED};
+
+    use super::query::Selection;
     use flowscope_model::names::{attr, resource};
     use flowscope_model::{Attrs, MetricBatch, Point, PointValue, Role};
 
@@ -219,7 +222,10 @@ mod tests {
             }
             st.insert(&b);
         }
-        let f = findings(&st, t0, t0 + 60 * S, None, &UiHealthConfig::default());
+        let (from, to) = (t0, t0 + 60 * S);
+        let sel = Selection::services(from, to, None);
+        let edges = query::edges_reading(&st, &sel, false, &[TCP_DURATION]);
+        let f = findings(&st, &edges, from, to, &UiHealthConfig::default());
         assert_eq!(f.len(), 1, "{f:#?}");
         assert_eq!(f[0].kind, "connection_churn");
         assert_eq!(

@@ -397,4 +397,44 @@ mod tests {
         assert_eq!(f[0].error_type.as_deref(), Some("refused"));
         assert_eq!(f[0].runbook, runbook("connection_failure"));
     }
+
+    /// The churn finding's connection durations are read with the other
+    /// findings' dependencies, but a pair that only they name is no
+    /// dependency: even when every dependency is a resets finding
+    /// (`min_failures` 0), it is none.
+    #[test]
+    fn health_makes_no_dependency_of_durations_alone() {
+        let mut st = store();
+        let mut b = MetricBatch::new(0, 10 * S);
+        let mut h = Histogram::new(Arc::from(&[0.1][..]));
+        h.record(0.05);
+        b.points.push(Point {
+            resource: svc("lonely"),
+            metric: flowscope_model::metrics::TCP_DURATION,
+            attrs: flow(Role::Client, "198.18.0.20", Some("db")),
+            value: PointValue::Histogram(h),
+        });
+        st.insert(&b);
+        let th = UiHealthConfig {
+            min_failures: 0,
+            ..Default::default()
+        };
+        let f = health(&st, 0, u64::MAX, None, &th);
+        let mut resets: Vec<(&str, &str)> = f
+            .iter()
+            .filter(|f| f.kind == "resets")
+            .map(|f| (f.client.as_str(), f.server.as_str()))
+            .collect();
+        resets.sort();
+        assert_eq!(
+            resets,
+            [
+                ("203.0.113.5", "api"),
+                ("api", "198.18.0.3"),
+                ("cli", "198.18.0.9"),
+                ("web", "api"),
+            ],
+            "{f:#?}"
+        );
+    }
 }

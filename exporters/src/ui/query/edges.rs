@@ -21,6 +21,10 @@ pub struct Edge {
     pub server: String,
     pub client_unresolved: bool,
     pub server_unresolved: bool,
+    /// Whether a flow metric's series is part of it: false for an edge
+    /// that only an `extra` metric of [`edges_reading`] made, which
+    /// [`edges`] would not have.
+    pub flow: bool,
     pub totals: Totals,
     /// Per bucket end (unix ns), when asked for.
     pub buckets: BTreeMap<u64, Totals>,
@@ -126,6 +130,7 @@ pub fn edges_reading(
                 server_unresolved: su,
                 ..Default::default()
             });
+        e.flow |= is_flow_metric(m);
         match slots {
             SeriesSlots::Values(values) => {
                 for v in values {

@@ -11,7 +11,7 @@ use flowscope_model::{MetricId, PointValue};
 use flowscope_otel_config::exporters::UiHealthConfig;
 
 use super::totals::{count, is};
-use super::{Cidr, Finding, NONE, Selection, UNKNOWN, dns_failure, edges, finding, is_dns_client};
+use super::{Cidr, Edge, Finding, NONE, Selection, UNKNOWN, dns_failure, finding, is_dns_client};
 use crate::ui::store::Store;
 
 #[derive(Default)]
@@ -46,7 +46,16 @@ pub fn health(
     let mut out = Vec::new();
     let servers = ServerSeries::read(store, from, to, cidr);
     servers.dns_findings(th, &mut out);
-    connection_findings(store, from, to, cidr, th, &mut out);
+    // The dependencies once, with the connection durations that only the
+    // churn finding reads: each is a pass over every flow series.
+    let sel = Selection::services(from, to, cidr);
+    let edges = super::edges_reading(
+        store,
+        &sel,
+        false,
+        &[flowscope_model::metrics::TCP_DURATION],
+    );
+    connection_findings(&edges, th, &mut out);
     servers.path_findings(th, &mut out);
     // What the other pages find: kernel drops, route changes,
     // certificates, rises over the baseline and connection churn.
@@ -66,7 +75,7 @@ pub fn health(
         th.certificate_warning,
     ));
     out.extend(crate::ui::baseline::findings(store, from, to, cidr, th));
-    out.extend(crate::ui::churn::findings(store, from, to, cidr, th));
+    out.extend(crate::ui::churn::findings(store, &edges, from, to, th));
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -218,16 +227,10 @@ impl ServerSeries {
 }
 
 /// Connections: failures, resets and retransmits per service pair.
-fn connection_findings(
-    store: &Store,
-    from: u64,
-    to: u64,
-    cidr: Option<Cidr>,
-    th: &UiHealthConfig,
-    out: &mut Vec<Finding>,
-) {
-    let sel = Selection::services(from, to, cidr);
-    for e in edges(store, &sel, false) {
+fn connection_findings(edges: &[Edge], th: &UiHealthConfig, out: &mut Vec<Finding>) {
+    // An edge of connection durations alone is no dependency of the
+    // other pages.
+    for e in edges.iter().filter(|e| e.flow) {
         let t = &e.totals;
         for (kind, n) in &t.failed_by_type {
             if *n < th.min_failures {
