@@ -189,7 +189,9 @@ pub fn metric_name(m: MetricId, o: &Options) -> String {
     name
 }
 
-fn escape(v: &str) -> String {
+/// A label value as Prometheus' text format and PromQL's double-quoted
+/// strings both write it: backslash, quote and newline escaped.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', r"\\")
         .replace('"', "\\\"")
         .replace('\n', r"\n")

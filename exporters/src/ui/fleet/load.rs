@@ -458,15 +458,13 @@ pub(super) fn fill(
 ) -> std::collections::BTreeMap<u64, Directory> {
     let mut batches: std::collections::BTreeMap<u64, MetricBatch> =
         std::collections::BTreeMap::new();
-    for answer in answers {
-        for (t, b) in answer.batches {
-            match batches.entry(t) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(b);
-                }
-                std::collections::btree_map::Entry::Occupied(mut e) => {
-                    e.get_mut().points.extend(b.points)
-                }
+    for (t, b) in answers.into_iter().flat_map(|a| a.batches) {
+        match batches.entry(t) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(b);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.get_mut().points.extend(b.points)
             }
         }
     }
@@ -480,7 +478,6 @@ pub(super) fn fill(
 
 /// One metric's answer as points: how many samples it held, and their
 /// points by timestamp.
-#[derive(Clone)]
 pub(super) struct Answer {
     metric: MetricId,
     series: usize,

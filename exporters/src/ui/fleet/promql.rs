@@ -98,12 +98,12 @@ pub(super) fn shards(metric: MetricId) -> &'static [&'static str] {
     }
 }
 
-/// The selector of `metric`'s series that `matchers` (a comma-separated
-/// list such as `le=~".*5"`, or nothing) select.
-fn selector(metric: MetricId, matchers: &str) -> String {
+/// The selector of the series named `name` that `matchers` (a
+/// comma-separated list such as `le=~".*5"`, or nothing) select.
+fn selector(name: String, matchers: &str) -> String {
     match matchers {
-        "" => prom_name(metric),
-        m => format!("{}{{{m}}}", prom_name(metric)),
+        "" => name,
+        m => format!("{name}{{{m}}}"),
     }
 }
 
@@ -144,20 +144,11 @@ pub(super) fn regex_literal(s: &str) -> String {
     out
 }
 
-/// `s` as a double-quoted PromQL (and MetricsQL) string: backslashes and
-/// quotes escaped. `s` holds no control character ([`regex_literal`]
-/// escapes them), so nothing else needs it.
+/// `s` as a double-quoted PromQL (and MetricsQL) string, escaped as the
+/// `prometheus` exporter escapes a label value (`s` holds no other control
+/// character: [`regex_literal`] escapes them).
 pub(super) fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '\\' || c == '"' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
+    format!("\"{}\"", crate::prometheus::escape(s))
 }
 
 /// [`expr_offset`] over the series `matchers` (a list such as
@@ -170,7 +161,7 @@ pub(super) fn expr_shard(
     matchers: &str,
     increase: Increase,
 ) -> String {
-    let name = selector(metric, matchers);
+    let name = selector(prom_name(metric), matchers);
     let mut by: Vec<&str> = by.iter().map(String::as_str).collect();
     if metric.kind() == Kind::Histogram {
         by.push("le");
@@ -270,10 +261,7 @@ pub(super) fn rule_query(
     if metric.kind() == Kind::Histogram {
         by.push("le");
     }
-    let name = match matchers {
-        "" => rule_name(metric),
-        m => format!("{}{{{m}}}", rule_name(metric)),
-    };
+    let name = selector(rule_name(metric), matchers);
     format!(
         "sum by ({}) (sum_over_time({name}[{}s]))",
         by.join(", "),

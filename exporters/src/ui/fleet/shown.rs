@@ -143,15 +143,13 @@ impl Plan {
             })
             .collect();
         let (mut all, mut read) = (0usize, 0usize);
-        for ((res, m, attrs), _) in st.series_values(sel.from, sel.to, |(_, m, _)| *m == FLOW_IO) {
-            if *m != FLOW_IO {
-                continue;
-            }
+        for ((res, _, attrs), _) in st.series_values(sel.from, sel.to, |(_, m, _)| *m == FLOW_IO) {
             all += 1;
             let role = attrs.get_str(attr::FLOW_ROLE);
-            let side = self.sides.iter().zip(&selected);
-            let Some((side, values)) = side
-                .into_iter()
+            let Some((side, values)) = self
+                .sides
+                .iter()
+                .zip(&selected)
                 .find(|(s, _)| Some(s.role.as_str()) == role)
             else {
                 continue;
