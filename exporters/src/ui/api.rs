@@ -234,8 +234,14 @@ fn colour(metric: &str, t: &Totals, ui: &Ui) -> (f64, u8) {
 
 const COLOURS: [&str; 3] = ["#2e7d32", "#f9a825", "#c62828"];
 
+/// The server side's key when a request names none: the Map groups both
+/// ends by service, Analytics and the time series name the server as its
+/// client calls it.
+const MAP_SERVER_KEY: &str = resource::SERVICE_NAME;
+const ANALYTICS_SERVER_KEY: &str = flowscope_model::names::attr::PEER_SERVICE_NAME;
+
 fn map(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
-    let sel = selection(p, st, resource::SERVICE_NAME)?;
+    let sel = selection(p, st, MAP_SERVER_KEY)?;
     let metric = p.get("metric").unwrap_or("retransmit_ratio");
     if !["retransmit_ratio", "rtt", "failed", "resets"].contains(&metric) {
         return Err(bad(
@@ -318,7 +324,7 @@ fn map(ui: &Ui, st: &Store, p: &Params) -> Result<Json, Bad> {
 }
 
 fn analytics_rows(st: &Store, p: &Params) -> Result<(Selection, Vec<Edge>, f64), Bad> {
-    let sel = selection(p, st, flowscope_model::names::attr::PEER_SERVICE_NAME)?;
+    let sel = selection(p, st, ANALYTICS_SERVER_KEY)?;
     let mut rows = query::edges(st, &sel, false);
     rows.truncate(MAX_ROWS);
     let seconds = covered_seconds(st, sel.from, sel.to);
@@ -386,7 +392,7 @@ fn analytics_csv(st: &Store, p: &Params) -> Result<String, Bad> {
 }
 
 fn timeseries(st: &Store, p: &Params) -> Result<Json, Bad> {
-    let sel = selection(p, st, flowscope_model::names::attr::PEER_SERVICE_NAME)?;
+    let sel = selection(p, st, ANALYTICS_SERVER_KEY)?;
     let edges = query::edges(st, &sel, true);
     let buckets = if let Some(node) = p.get("node") {
         query::merged_buckets(
@@ -425,7 +431,7 @@ fn keys(ui: &Ui, st: &Store) -> Json {
         "defaults": {
             "group": resource::SERVICE_NAME,
             "client_key": resource::SERVICE_NAME,
-            "server_key": flowscope_model::names::attr::PEER_SERVICE_NAME,
+            "server_key": ANALYTICS_SERVER_KEY,
         },
         "status": status(ui, st),
     })
@@ -608,8 +614,8 @@ fn fleet_store(
     // The Map and Analytics show their MAX_ROWS busiest dependencies, in
     // the selection their own parameters make.
     let default_server = match rest {
-        "map" => Some(resource::SERVICE_NAME),
-        "analytics" | "analytics.csv" => Some(flowscope_model::names::attr::PEER_SERVICE_NAME),
+        "map" => Some(MAP_SERVER_KEY),
+        "analytics" | "analytics.csv" => Some(ANALYTICS_SERVER_KEY),
         _ => None,
     };
     let select = |st: &Store| selection(p, st, default_server?).ok();

@@ -39,7 +39,8 @@ pub use totals::{Totals, quantile};
 
 /// The peer's `host.name`: never emitted by an agent (an agent does not
 /// know the other node's name); set by the fleet view when it joins a flow
-/// to the node that reports its other end ([`super::fleet::join`]).
+/// to the node that reports its other end (the fleet module's documentation, "Joined across nodes, counted
+/// once").
 pub const PEER_HOST_NAME: &str = "flowscope.peer.host.name";
 /// The peer's `k8s.node.name`, likewise.
 pub const PEER_K8S_NODE_NAME: &str = "flowscope.peer.k8s.node.name";

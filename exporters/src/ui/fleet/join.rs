@@ -36,15 +36,10 @@ fn role(p: &Point) -> Option<bool> {
     }
 }
 
-/// Names the ends of flow points that another agent's reports identify
-/// (module documentation, "Joined across nodes, counted once"), from what
-/// the points themselves say ([`Directory::of`]).
-pub fn join(points: &mut [Point]) {
-    Directory::of(points).name(points);
-}
-
-/// Which workload has which address: (address, port) -> server workload;
-/// address -> client workload.
+/// Which workload has which address, to name the ends of flow points that
+/// another agent's reports identify (module documentation, "Joined across
+/// nodes, counted once"): (address, port) -> server workload; address ->
+/// client workload.
 #[derive(Default)]
 pub(super) struct Directory {
     servers: HashMap<(Arc<str>, Arc<str>), Workload>,

@@ -121,7 +121,6 @@ mod shown;
 
 use answer::*;
 use join::Directory;
-pub use join::join;
 pub use paths::path_expr;
 use paths::*;
 use promql::*;
@@ -812,7 +811,7 @@ mod tests {
             // A server port nobody reports.
             flow("web", "n1", Role::Client, "198.18.0.1", "198.18.0.2", 81),
         ];
-        join(&mut p);
+        Directory::of(&p).name(&mut p);
         let peer = |i: usize, k: &str| p[i].attrs.get_str(k).map(str::to_string);
         assert_eq!(peer(0, attr::PEER_SERVICE_NAME).as_deref(), Some("api"));
         assert_eq!(
