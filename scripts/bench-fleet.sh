@@ -101,7 +101,7 @@ if [ "$engine" = prometheus ]; then
   prom_start
 else
   victoria-metrics -storageDataPath="$TMP/data" -httpListenAddr="127.0.0.1:$sport" \
-    -retentionPeriod=30d -search.disableCache -search.maxUniqueTimeseries="$max_series" \
+    -retentionPeriod=30d -search.disableCache -search.maxUniqueTimeseries="$max_series" -search.maxSeries="$max_series" \
     -maxInsertRequestSize=1073741824 \
     >>"$TMP/victoria-metrics.log" 2>&1 &
   STORE_PID=$!
