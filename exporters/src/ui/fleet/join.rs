@@ -47,18 +47,20 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    /// The directory of a batch of points, learned from its bytes' points
-    /// alone when there are any (every connection that carried data has
-    /// them), so that a flow is named the same whichever other metrics are
-    /// read with them: the Map and Analytics read the rest only for the
-    /// dependencies they show (module documentation, "Only what a page
-    /// shows"). Points without bytes (the Health page's baseline spans,
-    /// which read packets, retransmits and failures) are named from all of
-    /// theirs.
+    /// The directory of a batch of points, learned from one metric's
+    /// points alone, so that a flow is named the same whichever other
+    /// metrics are read with them: the bytes when there are any (every
+    /// connection that carried data has them; the Map and Analytics read
+    /// the rest only for the dependencies they show, module documentation,
+    /// "Only what a page shows"), else the packets (the Health page and its
+    /// baseline spans, which read no bytes: a connection with bytes has
+    /// packets both ways), else all of them.
     pub(super) fn of(points: &[Point]) -> Self {
         let mut d = Directory::default();
-        let bytes = points.iter().any(|p| p.metric == FLOW_IO);
-        for p in points.iter().filter(|p| !bytes || p.metric == FLOW_IO) {
+        let from = [FLOW_IO, FLOW_PACKETS]
+            .into_iter()
+            .find(|m| points.iter().any(|p| p.metric == *m));
+        for p in points.iter().filter(|p| from.is_none_or(|m| p.metric == m)) {
             let Some(local) = p.attrs.get(attr::LOCAL_ADDRESS) else {
                 continue;
             };

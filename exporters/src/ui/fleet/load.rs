@@ -259,11 +259,20 @@ impl Fleet {
         };
         let (mut answers, routes, (baselines, held_from)) =
             futures_util::future::try_join3(reads, routes, baselines).await?;
-        // No bytes from the rules in the range (they are not loaded): the
-        // metrics they cover again, from the raw series; the others' answers
-        // stand. A query of a name the storage does not hold costs it
-        // nothing.
-        if rules && answers.iter().any(|a| a.metric == FLOW_IO && a.series == 0) {
+        // Nothing from the rules in the range for the first flow metric the
+        // page reads (the bytes, or Health's packets): the rules are not
+        // loaded, so the metrics they cover again, from the raw series; the
+        // others' answers stand. A query of a name the storage does not
+        // hold costs it nothing.
+        let probe = wanted
+            .iter()
+            .map(|(m, _)| *m)
+            .find(|m| RULE_METRICS.contains(m));
+        if rules
+            && answers
+                .iter()
+                .any(|a| Some(a.metric) == probe && a.series == 0)
+        {
             let raw = futures_util::future::try_join_all(
                 wanted
                     .iter()

@@ -347,8 +347,10 @@ pub enum Need {
     Keys,
     /// The dependency metrics with RTT (Map, Analytics, time series).
     Dependencies,
-    /// The dependency counts without RTT, with the connection durations
-    /// (churn), DNS and paths (Health), and the baseline spans' counts.
+    /// The dependency counts without RTT and bytes (no finding reads
+    /// either; the ends are named from the packets, [`Directory::of`]), with
+    /// the connection durations (churn), DNS and paths (Health), and the
+    /// baseline spans' counts.
     Health,
     /// Every Network Path metric per test and hop, one slot per step (the
     /// Paths page: [`Fleet::load_paths`]).
@@ -370,7 +372,7 @@ impl Need {
                 HOST_DROPS,
             ]
             .contains(&m),
-            Need::Health => m != TCP_RTT,
+            Need::Health => m != TCP_RTT && m != FLOW_IO,
             Need::Paths => false,
         }
     }
@@ -821,5 +823,49 @@ mod tests {
         assert_eq!(peer(1, attr::PEER_SERVICE_NAME).as_deref(), Some("web"));
         assert_eq!(peer(2, attr::PEER_SERVICE_NAME), None);
         assert_eq!(peer(3, attr::PEER_SERVICE_NAME), None);
+    }
+
+    /// The directory is learned from the bytes when the batch has them
+    /// (what the Map and Analytics read first), else from the packets (the
+    /// Health page reads no bytes), never from the other metrics: a flow
+    /// is named the same on every page.
+    #[test]
+    fn ends_are_named_from_the_bytes_else_the_packets() {
+        let with = |m: MetricId, p: Point| Point { metric: m, ..p };
+        let client = || flow("web", "n1", Role::Client, "198.18.0.1", "198.18.0.2", 80);
+        let server =
+            |service: &str| flow(service, "n2", Role::Server, "198.18.0.2", "198.18.0.1", 80);
+        let named = |mut p: Vec<Point>| {
+            Directory::of(&p).name(&mut p);
+            p[0].attrs
+                .get_str(attr::PEER_SERVICE_NAME)
+                .map(str::to_string)
+        };
+        // Health: packets and retransmits, no bytes. The retransmits' server
+        // (another workload on the same address and port) is not asked.
+        let health = vec![
+            with(FLOW_PACKETS, client()),
+            with(FLOW_PACKETS, server("api")),
+            with(TCP_RETRANSMITS, server("other")),
+        ];
+        assert_eq!(named(health).as_deref(), Some("api"));
+        // With bytes, only the bytes name: the packets' server is not asked.
+        let map = vec![
+            with(FLOW_IO, client()),
+            with(FLOW_IO, server("api")),
+            with(FLOW_PACKETS, server("other")),
+        ];
+        assert_eq!(named(map).as_deref(), Some("api"));
+        // Neither: any metric names.
+        let other = vec![with(TCP_OPENED, client()), with(TCP_OPENED, server("api"))];
+        assert_eq!(named(other).as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn health_reads_neither_bytes_nor_rtt() {
+        assert!(!Need::Health.reads(FLOW_IO));
+        assert!(!Need::Health.reads(TCP_RTT));
+        assert!(Need::Health.reads(FLOW_PACKETS));
+        assert!(Need::Dependencies.reads(FLOW_IO));
     }
 }
