@@ -70,8 +70,12 @@ impl NetnsScanner {
         let mut out: HashMap<u32, (PathBuf, Option<u32>)> = HashMap::new();
         if let Ok(dir) = std::fs::read_dir("/run/netns") {
             for e in dir.flatten() {
-                if let Ok(m) = std::fs::metadata(e.path()) {
-                    out.entry(m.ino() as u32).or_insert((e.path(), None));
+                let path = e.path();
+                if !is_namespace_file(&path) {
+                    continue;
+                }
+                if let Ok(m) = std::fs::metadata(&path) {
+                    out.entry(m.ino() as u32).or_insert((path, None));
                 }
             }
         }
@@ -97,6 +101,27 @@ impl NetnsScanner {
         self.pids = pids;
         out
     }
+}
+
+/// `statfs(2)`'s `f_type` of nsfs, the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` is a namespace now. `ip netns add` creates
+/// `/run/netns/NAME` as an empty file on the tmpfs and bind-mounts the new
+/// namespace over it only afterwards, and `ip netns delete` unmounts it
+/// before it unlinks the file: a scan in between finds a plain file, whose
+/// inode is no namespace's, and setns(2) on it fails with EINVAL. Only a
+/// path on nsfs is a namespace.
+fn is_namespace_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data, and c a valid NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == NSFS_MAGIC
 }
 
 /// The sockets of every watched namespace, polled together by one thread
@@ -241,5 +266,19 @@ mod tests {
         assert_eq!(seen, Some(me));
         // A wrong inode is refused, not entered.
         assert!(in_namespace::<_, NetnsError>(&path, me ^ 1, "fs-test-ns", || Ok(())).is_err());
+    }
+
+    /// What `ip netns add` leaves for a moment before its mount: a plain
+    /// file, which is no namespace; a process's `ns/net` is one.
+    #[test]
+    fn only_nsfs_paths_are_namespaces() {
+        assert!(is_namespace_file(Path::new("/proc/self/ns/net")));
+        let dir = std::env::temp_dir().join(format!("flowscope-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("placeholder");
+        std::fs::write(&plain, b"").unwrap();
+        assert!(!is_namespace_file(&plain));
+        assert!(!is_namespace_file(&dir.join("absent")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
