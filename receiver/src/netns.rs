@@ -103,9 +103,6 @@ impl NetnsScanner {
     }
 }
 
-/// `statfs(2)`'s `f_type` of nsfs, the file system of namespace files.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// Whether `path` is a namespace now. `ip netns add` creates
 /// `/run/netns/NAME` as an empty file on the tmpfs and bind-mounts the new
 /// namespace over it only afterwards, and `ip netns delete` unmounts it
@@ -113,15 +110,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// inode is no namespace's, and setns(2) on it fails with EINVAL. Only a
 /// path on nsfs is a namespace.
 fn is_namespace_file(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain old data, and c a valid NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == NSFS_MAGIC
+    crate::mount::is_on(path, crate::mount::NSFS_MAGIC)
 }
 
 /// The sockets of every watched namespace, polled together by one thread

@@ -31,7 +31,6 @@
 //! connections still open at the kill since their last report (the
 //! connection table is not pinned).
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use std::borrow::{Borrow, BorrowMut};
@@ -39,10 +38,6 @@ use std::borrow::{Borrow, BorrowMut};
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuValues};
 use flowscope_common::counter;
 use thiserror::Error;
-
-/// The statfs magic of the BPF file system (`BPF_FS_MAGIC`,
-/// include/uapi/linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Why the pinned counters could not be used.
 #[derive(Debug, Error)]
@@ -85,13 +80,7 @@ const BPFFS: &str = "/sys/fs/bpf";
 
 /// Whether `path` is on the BPF file system.
 fn on_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `st` is plain data the call fills in.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` outlives the call.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    crate::mount::is_on(path, crate::mount::BPF_FS_MAGIC)
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that it is on bpffs,
