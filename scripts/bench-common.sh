@@ -1,5 +1,6 @@
 # Shared by the benchmark scripts (sourced, not run): the two-namespace
-# veth pair they load, and a process's CPU ticks.
+# veth pair they load, a process's CPU ticks, a free loopback port and the
+# wait for a server to go idle.
 
 # bench_pair CLIENT_NS SERVER_NS CLIENT_IP SERVER_IP TAG: two network
 # namespaces joined by a veth pair (interfaces TAG-c and TAG-s, /24
@@ -27,6 +28,26 @@ CLK_TCK=$(getconf CLK_TCK)
 # utime+stime of a process, in clock ticks (fields after the comm).
 proc_ticks() {
   sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_idle PID NAME: returns once the process used under 0.1 s of CPU in
+# 2 s (a storage compacting or merging what was just loaded shares the
+# cores with whatever is measured next); after 10 minutes says so, naming
+# NAME (the calling script), and returns.
+wait_idle() {
+  local before after
+  for _ in $(seq 300); do
+    before=$(proc_ticks "$1")
+    sleep 2
+    after=$(proc_ticks "$1")
+    [ $(( (after - before) * 10 )) -lt "$CLK_TCK" ] && return 0
+  done
+  echo "$2: process $1 stayed busy for 10 minutes; measuring anyway" >&2
 }
 
 # agent_start NAME INTERVAL READY [RECEIVER_LINE]: runs $BIN/flowscope with

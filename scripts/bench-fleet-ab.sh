@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of the fleet view compared back to back: one Prometheus and
-# one VictoriaMetrics, each holding the same 100 simulated nodes
-# (scripts/fleet-series.py, 200,000 series, one hour), and four
+# one VictoriaMetrics, each holding the same NODES simulated nodes (100
+# unless set: 200,000 series; scripts/fleet-series.py, one hour), and four
 # `flowscope ui --prometheus` (each build over each engine) asked for the
 # same fixed hour (`from`/`to`) in turn, after one warm-up request each,
 # ROUNDS times per API. Prints one row per request (wall time by curl, the
@@ -15,6 +15,7 @@ set -euo pipefail
 [ $# -ge 4 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2") ROUNDS=$3; shift 3; APIS=("$@")
 cd "$(dirname "$0")/.."
+source scripts/bench-common.sh
 for tool in prometheus promtool victoria-metrics; do
   command -v "$tool" >/dev/null || { echo "bench-fleet-ab: needs $tool (scripts/bootstrap.sh --test)" >&2; exit 1; }
 done
@@ -22,11 +23,10 @@ TMP=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 end=$(( $(date +%s) - 60 ))
 from=$(( end - 3600 ))
 pp=$(free_port); vp=$(free_port)
-python3 scripts/fleet-series.py 100 1 60 "$end" > "$TMP/fleet.om"
+python3 scripts/fleet-series.py "${NODES:-100}" 1 60 "$end" > "$TMP/fleet.om"
 mkdir -p "$TMP/pdata" "$TMP/vdata"
 promtool tsdb create-blocks-from openmetrics "$TMP/fleet.om" "$TMP/pdata" >/dev/null
 printf 'global:\n  scrape_interval: 1h\n' > "$TMP/prometheus.yml"
@@ -41,10 +41,7 @@ sed -E '/^#/d; s/ ([0-9]+)$/ \1000/' "$TMP/fleet.om" | curl -sf -X POST -T - "ht
 curl -sf "http://127.0.0.1:$vp/internal/force_flush" >/dev/null
 rm -f "$TMP/fleet.om"
 until curl -sf "http://127.0.0.1:$pp/-/ready" >/dev/null; do sleep 0.2; done
-hz=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-settle() { for _ in $(seq 150); do b=$(cpu "$1"); sleep 2; a=$(cpu "$1"); [ $(( (a - b) * 10 )) -lt "$hz" ] && return 0; done; }
-settle $PROM; settle $VM
+wait_idle $PROM bench-fleet-ab; wait_idle $VM bench-fleet-ab
 declare -A UIPORT UIPID STPID
 for eng in prom vm; do
   for build in A B; do
@@ -66,12 +63,12 @@ for api in "${APIS[@]}"; do
   for r in $(seq "$ROUNDS"); do
     for eng in prom vm; do for build in A B; do
       k=$eng$build
-      s0=$(cpu ${STPID[$eng]}); u0=$(cpu ${UIPID[$k]})
+      s0=$(proc_ticks ${STPID[$eng]}); u0=$(proc_ticks ${UIPID[$k]})
       out=$(curl -s -o "$TMP/ans" -w '%{time_total}' "http://127.0.0.1:${UIPORT[$k]}$q")
-      s1=$(cpu ${STPID[$eng]}); u1=$(cpu ${UIPID[$k]})
+      s1=$(proc_ticks ${STPID[$eng]}); u1=$(proc_ticks ${UIPID[$k]})
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $eng $build $api $r "$out" \
-        "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
-        "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
+        "$(awk -v a="$s0" -v b="$s1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
+        "$(awk -v a="$u0" -v b="$u1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
         "$(stat -c %s "$TMP/ans")" "$(sha256sum "$TMP/ans" | cut -c1-12)"
     done; done
   done
@@ -91,7 +88,9 @@ def q(v, p):
 print("api\tengine\tbuild\tp50_s\tp95_s\tstorage_cpu_s\tui_cpu_s\tanswers")
 for (api, eng, build), v in sorted(g.items()):
     w = [x[0] for x in v]
+    # Every round of both builds should give the same bytes.
+    both = {x[3] for b in ("A", "B") for x in g[(api, eng, b)]}
     print(f"{api}\t{eng}\t{build}\t{q(w, .5):.2f}\t{q(w, .95):.2f}\t"
           f"{statistics.median(x[1] for x in v):.2f}\t{statistics.median(x[2] for x in v):.2f}\t"
-          f"{len(set(x[3] for x in v))} distinct")
+          + ("same in every round of both builds" if len(both) == 1 else f"{len(both)} different answers"))
 PY

@@ -19,6 +19,7 @@
 #        [--max-series 1000000] [--engine prometheus|victoriametrics]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-common.sh
 
 nodes=100 rounds=20 step=60 max_series=1000000 engine=prometheus
 while [ $# -gt 0 ]; do
@@ -54,7 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The newest sample a minute ago, so the last hour is all history.
 end=$(( $(date +%s) - 60 ))
@@ -62,19 +62,8 @@ sport=$(free_port)
 # Waits until the storage is idle: after a start Prometheus compacts the
 # backfilled blocks (the rules' blocks overlap the raw block's hour, which
 # it merges), VictoriaMetrics merges the imported parts, and requests
-# measured during that share the two cores with it. Idle means under 0.1 s
-# of CPU in 2 s; at most 10 minutes.
-settle() {
-  local hz before after
-  hz=$(getconf CLK_TCK)
-  for _ in $(seq 300); do
-    before=$(awk '{print $14 + $15}' "/proc/$STORE_PID/stat")
-    sleep 2
-    after=$(awk '{print $14 + $15}' "/proc/$STORE_PID/stat")
-    [ $(( (after - before) * 10 )) -lt "$hz" ] && return 0
-  done
-  echo "bench-fleet: the storage stayed busy for 10 minutes; measuring anyway" >&2
-}
+# measured during that share the two cores with it.
+settle() { wait_idle "$STORE_PID" bench-fleet; }
 wait_ready() {
   for _ in $(seq 1200); do
     curl -sf "http://127.0.0.1:$sport/$1" >/dev/null && return 0
