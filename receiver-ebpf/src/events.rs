@@ -8,8 +8,6 @@
 //! records in the order they were reserved. Submitting may wake user
 //! space (an irq_work per wake-up); see [`wakeup`] for when it does.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use flowscope_common::{Conn, Event, counter, event_kind};
 use flowscope_ebpf::{map_value, now_ns, zero_words};
@@ -29,34 +27,10 @@ const WAKE_BYTES: u64 = 64 * 1024;
 /// to 8 bytes.
 const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
 
-// Records built and copied word by word (#24). `Conn::default()` and a
-// struct assignment compile to calls of the object's `memset`/`memmove`
-// subprograms, which move one byte per instruction (120 and 144 bytes
-// here): `perf record` put them at about a tenth of the flow programs'
-// samples. Volatile 8-byte stores are not turned back into those calls.
-// `Conn` and `Event` are 8-aligned and multiples of 8 bytes long.
-
-/// A zeroed `Conn` in `slot` (what `Conn::default()` is, without the call).
-#[inline(always)]
-pub(crate) fn zero_conn(slot: &mut MaybeUninit<Conn>) -> &mut Conn {
-    // SAFETY: the slot holds a whole `Conn`, which is plain integers; after
-    // the call every byte is written.
-    unsafe {
-        zero_words(slot.as_mut_ptr());
-        slot.assume_init_mut()
-    }
-}
-
-/// `*dst = *src`, word by word.
-#[inline(always)]
-fn copy_conn(dst: *mut Conn, src: *const Conn) {
-    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
-    for i in 0..core::mem::size_of::<Conn>() / 8 {
-        // SAFETY: both point at a whole `Conn` (8-aligned, a multiple of
-        // 8 bytes long): a ring buffer record and a map value or stack.
-        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
-    }
-}
+// Records are zeroed word by word in place (#24): `Event::default()` or a
+// struct assignment compiles to calls of the object's `memset`/`memmove`
+// subprograms, which move one byte per instruction. `Event` is 8-aligned
+// and a multiple of 8 bytes long.
 
 #[inline(always)]
 pub(crate) fn set_process(c: &mut Conn) {
@@ -124,29 +98,37 @@ fn wakeup() -> u64 {
     }
 }
 
-/// Sends a ring buffer event for `sk`, copying `conn` and letting `fill`
-/// adjust it. A full ring buffer is counted, never silent.
+/// Sends a ring buffer event for `sk` built in place: the record is
+/// zeroed, given its kind, socket and time, and `fill` writes the rest
+/// into it (no copy through the stack). `fill` returning false (a kernel
+/// read failed) discards the record. A full ring buffer is counted.
 #[inline(always)]
-pub(crate) fn emit(kind: u32, sk: u64, conn: *const Conn, fill: impl FnOnce(&mut Event)) {
+pub(crate) fn emit_in_place(kind: u32, sk: u64, fill: impl FnOnce(&mut Event) -> bool) -> bool {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` is the reserved record, a whole `Event`, ours
-            // until submitted; `conn` points at a whole `Conn`.
-            unsafe {
-                (*ev).kind = kind;
-                (*ev).errno = 0;
-                (*ev).sk = sk;
-                (*ev).ts_ns = now_ns();
-                copy_conn(&mut (*ev).conn, conn);
-                fill(&mut *ev);
+            // until submitted or discarded; all zeroes is an `Event`.
+            let ev = unsafe {
+                zero_words(ev);
+                &mut *ev
+            };
+            ev.kind = kind;
+            ev.sk = sk;
+            ev.ts_ns = now_ns();
+            if !fill(ev) {
+                entry.discard(0);
+                return false;
             }
             entry.submit(wakeup());
-            // `kind` is a constant at every call: no branch remains.
             if kind == event_kind::CLOSE || kind == event_kind::FAILED {
                 bump(counter::CONNS_ENDED);
             }
+            true
         }
-        None => bump(counter::RINGBUF_FULL),
+        None => {
+            bump(counter::RINGBUF_FULL);
+            false
+        }
     }
 }
