@@ -42,7 +42,7 @@ use flowscope_ebpf::off;
 use crate::events::{emit_in_place, set_process};
 use crate::sock::{Direct, Mem, Probe, fill_tuple};
 use crate::udp::{udp_length, udp_owner};
-use crate::{SETTINGS, bump, o, proto_add, setting};
+use crate::{PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
 
 /// `PROTO_SUMS` counts only connections to or from this port, the server
 /// port of scripts/bench-load.sh, so that other traffic on the host does
@@ -199,7 +199,7 @@ fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
     c.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
     c.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
     c.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
-    if c.lport != CHECK_PORT && c.rport != CHECK_PORT {
+    if !PROTO_SUMS_ON || (c.lport != CHECK_PORT && c.rport != CHECK_PORT) {
         return true;
     }
     proto_add(proto_sum::CLOSES, 1);
@@ -214,6 +214,9 @@ fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
 /// Whether socket `sk` is one `PROTO_SUMS` counts (see [`CHECK_PORT`]).
 #[inline(always)]
 fn checked_port<M: Mem>(sk: u64) -> bool {
+    if !PROTO_SUMS_ON {
+        return false;
+    }
     let offs = o();
     let local: u16 = M::read(sk, off(&offs.sk_num)).unwrap_or(0);
     let peer = u16::from_be(M::read(sk, off(&offs.sk_dport)).unwrap_or(0));
