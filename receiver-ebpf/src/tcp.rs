@@ -23,8 +23,10 @@
 //!   naming the same address is that socket's CLOSE. (Free: the
 //!   tracepoint passes it; the cookie would be a helper call in the
 //!   BTF-typed set, and is 0 on a socket nobody asked it of.)
-//! - `sock:sock_send_length`/`sock_recv_length`: TCP leaves after the
-//!   protocol check; UDP goes to [`crate::udp`] as before.
+//! - `sock:sock_send_length`/`sock_recv_length`: TCP sends leave after the
+//!   protocol check, TCP receives after one more load (the socket's state:
+//!   a read from a socket already in CLOSE sends a `LATE` record); UDP goes
+//!   to [`crate::udp`] as before.
 //! - `tcp:tcp_send_reset`/`tcp_receive_reset`: a `RESET` record (resets are
 //!   rare); `tcp:tcp_retransmit_skb` does nothing (`total_retrans` is read
 //!   at the close).
@@ -34,7 +36,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, proto_sum, role,
+    AF_INET, AF_INET6, Conn, Event, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, proto_sum, role,
     tcp_state,
 };
 use flowscope_ebpf::off;
@@ -42,7 +44,7 @@ use flowscope_ebpf::off;
 use crate::events::{emit_in_place, set_process};
 use crate::sock::{Direct, Mem, Probe, fill_tuple};
 use crate::udp::{udp_length, udp_owner};
-use crate::{PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
+use crate::{MSG_PEEK, PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
 
 /// `PROTO_SUMS` counts only connections to or from this port, the server
 /// port of scripts/bench-load.sh, so that other traffic on the host does
@@ -174,21 +176,11 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
 fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
     let c = &mut ev.conn;
     c.established = 1;
-    if fill_tuple::<M>(sk, c).is_err() {
-        return false;
-    }
     let tp = M::tcp_sock(sk);
-    if tp == 0 {
+    if tp == 0 || fill_tuple_closed::<M>(sk, tp, c).is_err() {
         return false;
     }
     let offs = o();
-    // `inet_num` is 0 here unless the port was bound explicitly (and an
-    // accepted socket never inherits that lock): `tcp_set_state()` calls
-    // `inet_put_port()` before the tracepoint. `inet_sport` stays.
-    let Ok(sport) = M::read::<u16>(tp, off(&offs.inet_sport)) else {
-        return false;
-    };
-    c.lport = u16::from_be(sport);
     let Ok(b) = close_bytes::<M>(sk, tp, old) else {
         return false;
     };
@@ -209,6 +201,17 @@ fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
     proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
     proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
     true
+}
+
+/// The tuple of socket `sk` (whose `struct tcp_sock` is `tp`) in CLOSE:
+/// `inet_num` is 0 there unless the port was bound explicitly (and an
+/// accepted socket never inherits that lock): `tcp_set_state()` calls
+/// `inet_put_port()` before the tracepoint. `inet_sport` stays.
+#[inline(always)]
+fn fill_tuple_closed<M: Mem>(sk: u64, tp: u64, c: &mut Conn) -> Result<(), i32> {
+    fill_tuple::<M>(sk, c)?;
+    c.lport = u16::from_be(M::read::<u16>(tp, off(&o().inet_sport))?);
+    Ok(())
 }
 
 /// Whether socket `sk` is one `PROTO_SUMS` counts (see [`CHECK_PORT`]).
@@ -323,24 +326,56 @@ fn btf_length(ctx: &BtfTracePointContext, transmit: bool) {
         if setting(&SETTINGS.udp) {
             let _ = udp_length(sk, ret, transmit, ctx.arg(2));
         }
+        return;
     }
-    // TCP: the close reads what the calls moved from tcp_sock.
+    // TCP: the close reads what the calls moved from tcp_sock; only a read
+    // after it is left (see `late_read`).
+    if !transmit && ret > 0 && protocol == IPPROTO_TCP {
+        late_read::<Direct>(sk, ret, || ctx.arg(2));
+    }
+}
+
+/// A TCP recvmsg that moved `ret` > 0 bytes: if the socket is already in
+/// CLOSE, its CLOSE record did not count them (an application reading
+/// what arrived before the peer's FIN after the socket moved to CLOSE:
+/// FIN_WAIT2 goes to CLOSE when the FIN arrives, LAST_ACK when its FIN is
+/// acknowledged, whether or not the application has read everything), so
+/// they go in a `LATE` record. Sends on a closed socket fail. The state is
+/// one more load per receive; nothing else runs unless it is CLOSE.
+#[inline(always)]
+fn late_read<M: Mem>(sk: u64, ret: i32, flags: impl FnOnce() -> i32) {
+    let state = i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0));
+    if state != tcp_state::CLOSE || !setting(&SETTINGS.tcp) || flags() & MSG_PEEK != 0 {
+        return;
+    }
+    let bytes = ret as u64;
+    let sent = emit_in_place(event_kind::LATE, sk, |ev| {
+        let c = &mut ev.conn;
+        c.bytes_rx = bytes;
+        let tp = M::tcp_sock(sk);
+        tp != 0 && fill_tuple_closed::<M>(sk, tp, c).is_ok()
+    });
+    if sent && checked_port::<M>(sk) {
+        proto_add(proto_sum::LATE_BYTES, bytes);
+    }
 }
 
 #[inline(always)]
 fn tp_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
     let offs = o();
-    let (sk_field, proto_field, ret_field) = if transmit {
+    let (sk_field, proto_field, ret_field, flags_field) = if transmit {
         (
             &offs.send_len_sk,
             &offs.send_len_protocol,
             &offs.send_len_ret,
+            &offs.send_len_flags,
         )
     } else {
         (
             &offs.recv_len_sk,
             &offs.recv_len_protocol,
             &offs.recv_len_ret,
+            &offs.recv_len_flags,
         )
     };
     let ret: i32 = tp_read(ctx, ret_field)?;
@@ -348,8 +383,16 @@ fn tp_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         return Ok(());
     }
     let protocol: u16 = tp_read(ctx, proto_field)?;
+    if protocol == IPPROTO_TCP {
+        // The close reads what the calls moved from tcp_sock; only a read
+        // after it is left.
+        if !transmit {
+            let sk: u64 = tp_read(ctx, sk_field)?;
+            late_read::<Probe>(sk, ret, || tp_read::<i32>(ctx, flags_field).unwrap_or(0));
+        }
+        return Ok(());
+    }
     if protocol != IPPROTO_UDP {
-        // TCP: the close reads what the calls moved from tcp_sock.
         return Ok(());
     }
     let sk: u64 = tp_read(ctx, sk_field)?;

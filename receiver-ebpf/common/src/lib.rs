@@ -395,7 +395,9 @@ pub mod proto_sum {
     pub const FIN_READ: u32 = 7;
     /// CLOSE records of sockets that had received a FIN (`SOCK_DONE`).
     pub const FIN_RECEIVED: u32 = 8;
-    pub const SLOTS: u32 = 9;
+    /// Bytes read from sockets already in CLOSE (`LATE` records).
+    pub const LATE_BYTES: u32 = 9;
+    pub const SLOTS: u32 = 10;
 }
 
 /// Indexes of the per-CPU `COUNTERS` array.
