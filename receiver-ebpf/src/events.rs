@@ -10,7 +10,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use flowscope_common::{Conn, Event, counter, event_kind};
-use flowscope_ebpf::{map_value, now_ns, zero_words};
+use flowscope_ebpf::{jiffies, map_value, zero_words};
 
 use crate::{EVENTS, LAST_SEEN_PID, SEEN_PIDS, bump};
 
@@ -115,7 +115,11 @@ pub(crate) fn emit_in_place(kind: u32, sk: u64, fill: impl FnOnce(&mut Event) ->
             };
             ev.kind = kind;
             ev.sk = sk;
-            ev.ts_ns = now_ns();
+            // Variant (tcp-counters-proto2): the tick, not bpf_ktime_get_ns.
+            // On a 64-bit JIT the verifier inlines bpf_jiffies64 as one load;
+            // user space would turn ticks into time (HZ, and an offset it
+            // measures once).
+            ev.ts_ns = jiffies();
             if !fill(ev) {
                 entry.discard(0);
                 return false;
