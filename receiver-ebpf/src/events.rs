@@ -44,6 +44,22 @@ pub(crate) fn set_process(c: &mut Conn) {
 /// their executable name and service name.
 #[inline(always)]
 pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
+    announce_with(tgid, || *comm);
+}
+
+/// The calling process's id into `c`, its name only into the `PROCESS`
+/// record that announces it (user space names the connection from that):
+/// `bpf_get_current_comm` runs once per process instead of once per
+/// connection.
+#[inline(always)]
+pub(crate) fn set_process_id(c: &mut Conn) {
+    c.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    announce_with(c.tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
+}
+
+/// [`announce`], asking for the name only when the process is announced.
+#[inline(always)]
+fn announce_with(tgid: u32, comm: impl FnOnce() -> [u8; 16]) {
     if tgid == 0 {
         return;
     }
@@ -68,7 +84,7 @@ pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
                 zero_words(ev);
                 (*ev).kind = event_kind::PROCESS;
                 (*ev).conn.tgid = tgid;
-                (*ev).conn.comm = *comm;
+                (*ev).conn.comm = comm();
             }
             // Forced: records submitted without a wakeup may be pending, and
             // the adaptive default would then not wake user space at all.

@@ -41,7 +41,7 @@ use flowscope_common::{
 };
 use flowscope_ebpf::off;
 
-use crate::events::{emit_in_place, set_process};
+use crate::events::{emit_in_place, set_process_id};
 use crate::sock::{Direct, Mem, Probe, fill_tuple};
 use crate::udp::{udp_length, udp_owner};
 use crate::{MSG_PEEK, PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
@@ -134,7 +134,7 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
             let c = &mut ev.conn;
             c.role = role::CLIENT;
             c.opened_ns = ev.ts_ns;
-            set_process(c);
+            set_process_id(c);
             fill_tuple::<M>(sk, c).is_ok()
         });
         if sent && checked_port::<M>(sk) {
@@ -147,7 +147,7 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
         let sent = emit_in_place(event_kind::LISTEN, sk, |ev| {
             let c = &mut ev.conn;
             c.role = role::SERVER;
-            set_process(c);
+            set_process_id(c);
             fill_tuple::<M>(sk, c).is_ok()
         });
         if sent && checked_port::<M>(sk) {
