@@ -2,7 +2,7 @@
 # Runs bench-load for each "label:dir" argument in order, under the caller's lock;
 # HOOKS env (btf|tracepoint), OUTROOT env. Watches PROTO_SUMS during each run.
 set -u
-cd /work/wt-proto
+cd "$(dirname "$0")/../.."
 for spec in "$@"; do
   label=${spec%%:*}; dir=${spec#*:}
   out=$OUTROOT/$label-$(date -u +%H%M%S)
