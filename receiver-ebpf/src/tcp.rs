@@ -135,7 +135,9 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
             c.role = role::CLIENT;
             c.opened_ns = ev.ts_ns;
             set_process_id(c);
-            fill_tuple::<M>(sk, c).is_ok()
+            // Variant C (tcp-counters-proto2): no tuple. The record is the
+            // socket, the process and the tick; the tuple comes with CLOSE.
+            true
         });
         if sent && checked_port::<M>(sk) {
             proto_add(proto_sum::CONNECTS, 1);
