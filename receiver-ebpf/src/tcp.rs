@@ -71,9 +71,7 @@ const FIN_QUEUED_STATES: u32 = (1 << tcp_state::FIN_WAIT1)
 /// (connect), LISTEN (listen) or CLOSE (end or failure).
 #[inline(always)]
 fn state_matters(new: i32) -> bool {
-    // Variant N (tcp-counters-proto2): no CONNECT record; SYN_SENT is not
-    // acted on (the lower bound with CLOSE and LISTEN records only).
-    new == tcp_state::CLOSE || new == tcp_state::LISTEN
+    new == tcp_state::SYN_SENT || new == tcp_state::CLOSE || new == tcp_state::LISTEN
 }
 
 #[tracepoint]
