@@ -57,6 +57,15 @@ pub(crate) fn set_process_id(c: &mut Conn) {
     announce_with(c.tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
 }
 
+/// Variant D: the calling process's tgid, announced as
+/// [`set_process_id`] does.
+#[inline(always)]
+pub(crate) fn process_id() -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    announce_with(tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
+    tgid
+}
+
 /// [`announce`], asking for the name only when the process is announced.
 #[inline(always)]
 fn announce_with(tgid: u32, comm: impl FnOnce() -> [u8; 16]) {
@@ -111,6 +120,34 @@ fn wakeup() -> u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Variant D (tcp-counters-proto2): sends a record of type `T`, its own
+/// size, built in place by `fill`, which must write every byte (nothing is
+/// zeroed first); `fill` returning false discards it. `ends` counts it as
+/// a connection's end.
+#[inline(always)]
+pub(crate) fn emit_rec<T: 'static>(ends: bool, fill: impl FnOnce(&mut T) -> bool) -> bool {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            // SAFETY: the reserved record, a whole `T`, ours until submitted
+            // or discarded; `fill` writes all of it before it is read.
+            let r = unsafe { &mut *entry.as_mut_ptr() };
+            if !fill(r) {
+                entry.discard(0);
+                return false;
+            }
+            entry.submit(wakeup());
+            if ends {
+                bump(counter::CONNS_ENDED);
+            }
+            true
+        }
+        None => {
+            bump(counter::RINGBUF_FULL);
+            false
+        }
     }
 }
 

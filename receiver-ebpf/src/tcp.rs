@@ -36,13 +36,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, Conn, Event, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, proto_sum, role,
+    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, Event, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, proto_sum, role,
     tcp_state,
 };
-use flowscope_ebpf::off;
+use flowscope_ebpf::{jiffies, off};
 
-use crate::events::{emit_in_place, set_process_id};
-use crate::sock::{Direct, Mem, Probe, fill_tuple};
+use crate::events::{emit_in_place, emit_rec, process_id, set_process_id};
+use crate::sock::{Direct, Mem, Probe, fill_tuple, netns_of};
 use crate::udp::{udp_length, udp_owner};
 use crate::{MSG_PEEK, PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
 
@@ -130,13 +130,12 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
         // connect(), in the caller's context. The addresses and the peer's
         // port are set; the local port is picked right after this change
         // (inet_hash_connect()), so the CLOSE record carries it.
-        let sent = emit_in_place(event_kind::CONNECT, sk, |ev| {
-            let c = &mut ev.conn;
-            c.role = role::CLIENT;
-            c.opened_ns = ev.ts_ns;
-            set_process_id(c);
-            // Variant C (tcp-counters-proto2): no tuple. The record is the
-            // socket, the process and the tick; the tuple comes with CLOSE.
+        // Variant D (tcp-counters-proto2): a 24-byte ConnectRec.
+        let sent = emit_rec::<ConnectRec>(false, |r| {
+            r.kind = event_kind::CONNECT_MIN;
+            r.tgid = process_id();
+            r.sk = sk;
+            r.ts = jiffies();
             true
         });
         if sent && checked_port::<M>(sk) {
@@ -168,7 +167,8 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
         }
     } else if old != tcp_state::LISTEN {
         // The end: the final counters, read once.
-        let _ = emit_in_place(event_kind::CLOSE, sk, |ev| close_record::<M>(sk, old, ev));
+        // Variant D: a 96-byte CloseRec, every field written.
+        let _ = emit_rec::<CloseRec>(true, |r| close_rec::<M>(sk, old, r));
     }
 }
 
@@ -194,6 +194,81 @@ fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
     c.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
     c.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
     if !PROTO_SUMS_ON || (c.lport != CHECK_PORT && c.rport != CHECK_PORT) {
+        return true;
+    }
+    proto_add(proto_sum::CLOSES, 1);
+    proto_add(proto_sum::BYTES_SENT, b.sent);
+    proto_add(proto_sum::BYTES_RECEIVED, b.received);
+    proto_add(proto_sum::FIN_QUEUED, u64::from(b.fin_queued));
+    proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
+    proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
+    true
+}
+
+/// Variant D: fills a [`CloseRec`] (every byte: the record is not zeroed)
+/// from the socket and its `struct tcp_sock`; returns whether every read
+/// succeeded.
+#[inline(always)]
+fn close_rec<M: Mem>(sk: u64, old: i32, r: &mut CloseRec) -> bool {
+    let tp = M::tcp_sock(sk);
+    if tp == 0 {
+        return false;
+    }
+    let offs = o();
+    let Ok(family) = M::read::<u16>(sk, off(&offs.sk_family)) else {
+        return false;
+    };
+    let (Ok(lport), Ok(rport)) = (
+        M::read::<u16>(tp, off(&offs.inet_sport)),
+        M::read::<u16>(sk, off(&offs.sk_dport)),
+    ) else {
+        return false;
+    };
+    r.kind = event_kind::CLOSE_MIN;
+    r.family = family;
+    r.lport = u16::from_be(lport);
+    r.rport = u16::from_be(rport);
+    r._pad = 0;
+    r.netns = netns_of::<M>(sk);
+    r.sk = sk;
+    if family == AF_INET {
+        let (Ok(l), Ok(p)) = (
+            M::read::<u32>(sk, off(&offs.sk_rcv_saddr)),
+            M::read::<u32>(sk, off(&offs.sk_daddr)),
+        ) else {
+            return false;
+        };
+        // SAFETY: 16-byte arrays at 8-aligned offsets of the record.
+        unsafe {
+            let la = r.laddr.as_mut_ptr().cast::<u64>();
+            let ra = r.raddr.as_mut_ptr().cast::<u64>();
+            core::ptr::write(la, u64::from(l));
+            core::ptr::write(la.add(1), 0);
+            core::ptr::write(ra, u64::from(p));
+            core::ptr::write(ra.add(1), 0);
+        }
+    } else {
+        let (Ok(l), Ok(p)) = (
+            M::read16(sk, off(&offs.sk_v6_rcv_saddr)),
+            M::read16(sk, off(&offs.sk_v6_daddr)),
+        ) else {
+            return false;
+        };
+        r.laddr = l;
+        r.raddr = p;
+    }
+    let Ok(b) = close_bytes::<M>(sk, tp, old) else {
+        return false;
+    };
+    r.bytes_tx = b.sent;
+    r.bytes_rx = b.received;
+    r.segs_in = M::read(tp, off(&offs.tcp_segs_in)).unwrap_or(0);
+    r.segs_out = M::read(tp, off(&offs.tcp_segs_out)).unwrap_or(0);
+    r.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
+    r.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
+    r.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
+    r._pad2 = 0;
+    if !PROTO_SUMS_ON || (r.lport != CHECK_PORT && r.rport != CHECK_PORT) {
         return true;
     }
     proto_add(proto_sum::CLOSES, 1);

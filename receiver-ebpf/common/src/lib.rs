@@ -205,6 +205,49 @@ pub mod event_kind {
     /// Prototype: a reset sent (`resets_tx` 1) or received (`resets_rx` 1)
     /// on socket `sk`, with its tuple.
     pub const RESET: u32 = 7;
+    /// Variant D (tcp-counters-proto2): a [`ConnectRec`], CONNECT in 24
+    /// bytes instead of an [`Event`].
+    pub const CONNECT_MIN: u32 = 8;
+    /// Variant D: a [`CloseRec`], CLOSE in 96 bytes instead of an [`Event`]
+    /// (no time: user space stamps it when it drains the ring).
+    pub const CLOSE_MIN: u32 = 9;
+}
+
+/// Variant D: a connect() as a record of its own size (see
+/// `event_kind::CONNECT_MIN`): every field is written, so nothing is
+/// zeroed first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectRec {
+    pub kind: u32,
+    pub tgid: u32,
+    pub sk: u64,
+    /// jiffies at the connect.
+    pub ts: u64,
+}
+
+/// Variant D: a connection's end as a record of its own size (see
+/// `event_kind::CLOSE_MIN`), the fields the contract needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseRec {
+    pub kind: u32,
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad: u16,
+    pub netns: u32,
+    pub sk: u64,
+    pub bytes_tx: u64,
+    pub bytes_rx: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub _pad2: u32,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
 }
 
 /// A ring buffer record.
