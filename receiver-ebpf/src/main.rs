@@ -157,7 +157,7 @@ fn bump(index: u32) {
 
 /// Whether the programs fill `PROTO_SUMS` (false: a build that measures the
 /// prototype without its check).
-const PROTO_SUMS_ON: bool = false;
+const PROTO_SUMS_ON: bool = true;
 
 /// Adds `n` to slot `index` of this CPU's `PROTO_SUMS`.
 #[inline(always)]
