@@ -36,8 +36,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, Event, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, proto_sum, role,
-    tcp_state,
+    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, Event, IPPROTO_TCP, IPPROTO_UDP, counter,
+    event_kind, proto_sum, role, tcp_state,
 };
 use flowscope_ebpf::{jiffies, off};
 

@@ -520,7 +520,9 @@ fn drain(
         if item.len() < std::mem::size_of::<Event>() {
             // Variant D (tcp-counters-proto2): the compact TCP records are
             // not read by this prototype's user space.
-            let kind = item.get(..4).map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]]));
+            let kind = item
+                .get(..4)
+                .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]]));
             if matches!(kind, Some(event_kind::CONNECT_MIN | event_kind::CLOSE_MIN)) {
                 continue;
             }
