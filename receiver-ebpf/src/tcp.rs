@@ -268,6 +268,8 @@ fn close_rec<M: Mem>(sk: u64, old: i32, r: &mut CloseRec) -> bool {
     r.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
     r.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
     r._pad2 = 0;
+    // Variant G (tcp-counters-proto2): the tick in CLOSE too, for durations.
+    r.ts = jiffies();
     if !PROTO_SUMS_ON || (r.lport != CHECK_PORT && r.rport != CHECK_PORT) {
         return true;
     }

@@ -248,6 +248,8 @@ pub struct CloseRec {
     pub _pad2: u32,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
+    /// Variant G: jiffies at the close.
+    pub ts: u64,
 }
 
 /// A ring buffer record.
