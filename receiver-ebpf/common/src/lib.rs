@@ -494,6 +494,8 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ConnectRec {}
+    unsafe impl aya::Pod for super::CloseRec {}
     unsafe impl aya::Pod for super::UdpKey {}
     unsafe impl aya::Pod for super::UdpStats {}
     unsafe impl aya::Pod for super::Owner {}
