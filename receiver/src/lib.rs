@@ -38,6 +38,7 @@ pub mod path;
 pub mod process;
 pub mod resume;
 pub mod source_addr;
+pub mod tcp_join;
 pub mod tracefs;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
