@@ -58,6 +58,24 @@
 //!
 //! The records carry `jiffies` (HZ per second), not ns; [`TickClock`]
 //! turns them into the clock of main's events.
+//!
+//! # What the records do not give (yet)
+//!
+//! - An accepted socket's open: no record marks it, so its CLOSE
+//!   [`Event`] has `opened_ns` 0, and the collector counts no `opened`
+//!   and no duration for servers (main counts both from ESTABLISHED). A
+//!   record at SYN_RECV -> ESTABLISHED, or the first walk that sees the
+//!   socket, would give it.
+//! - Open connections' interval figures: nothing reaches user space before
+//!   the CLOSE (`Collector::on_conn` has no source; `iter/tcp` would be
+//!   one).
+//! - Connections older than the agent: no CONNECT, so a client among them
+//!   keeps its SYN in the sent bytes and has no process; unless a known
+//!   listener names it, its role is left to the collector's port rule
+//!   ([`DropReason::CloseUnattributed`]).
+//! - A listener's end: see [`ListenKey`].
+//! - A process renamed by exec keeps the name of its PROCESS record, which
+//!   the kernel sends once per tgid.
 
 mod decode;
 mod table;
@@ -177,22 +195,26 @@ impl DropReason {
         DropReason::ResetOnListener,
     ];
 
-    /// The `flowscope.events.lost` reason the agent would report it under.
-    pub fn loss_reason(self) -> LossReason {
-        match self {
+    /// The `flowscope.events.lost` reason the agent would report it under;
+    /// `None` for what main does not count as lost either.
+    pub fn loss_reason(self) -> Option<LossReason> {
+        Some(match self {
             DropReason::ConnectEvicted
             | DropReason::ListenEvicted
             | DropReason::NameEvicted
             | DropReason::RecentEvicted => LossReason::TableFull,
-            // The ring dropped the record that would have matched.
+            // The record that would have matched was lost (the ring was
+            // full), or came before the agent started.
             DropReason::ConnectOrphaned
             | DropReason::NameUnknown
             | DropReason::CloseUnattributed
             | DropReason::FailedUnattributed
             | DropReason::LateUnmatched
             | DropReason::ResetUnmatched => LossReason::RingbufFull,
-            DropReason::ListenWithoutPort | DropReason::ResetOnListener => LossReason::ParseError,
-        }
+            // The kernel side read the port before listen() had one.
+            DropReason::ListenWithoutPort => LossReason::ReadError,
+            DropReason::ResetOnListener => return None,
+        })
     }
 }
 
@@ -448,7 +470,10 @@ impl TcpJoin {
                 event_kind::PROCESS => {
                     let (_, evicted) = self.names.insert(ev.conn.tgid, ev.conn.comm);
                     self.drops.add(DropReason::NameEvicted, evicted);
-                    Ok(Some(*ev))
+                    Ok(Some(Event {
+                        ts_ns: self.clock.ns(ev.ts_ns),
+                        ..*ev
+                    }))
                 }
                 kind => Err(JoinError::UnknownKind {
                     index,

@@ -634,6 +634,12 @@ fn case_refused() {
     let mut j = join();
     let out = run(&mut j, &recs);
     assert_eq!(out.len(), 2); // PROCESS, FAILED
+    // The PROCESS record goes on to the collector (it reads /proc then),
+    // its tick turned into ns.
+    assert_eq!(
+        (out[0].kind, out[0].conn.tgid, out[0].ts_ns),
+        (event_kind::PROCESS, CLIENT_PID, 10_000_000_000)
+    );
     let f = of_kind(&out, event_kind::FAILED);
     assert_eq!(f.len(), 1);
     assert_eq!(
@@ -961,7 +967,7 @@ fn tables_are_bounded_and_count_drops() {
     assert_eq!(j.drops().get(DropReason::ResetUnmatched), 1);
     assert_eq!(
         DropReason::ConnectEvicted.loss_reason(),
-        flowscope_model::internal_events::LossReason::TableFull
+        Some(flowscope_model::internal_events::LossReason::TableFull)
     );
 }
 
@@ -1150,4 +1156,202 @@ fn feed_bytes_runs_a_case() {
     }
     let c = closed(&out, CLIENT_SK);
     assert_eq!((c.bytes_tx, c.bytes_rx, c.tgid), (100, 100, CLIENT_PID));
+}
+
+// ---------------------------------------------------------------------
+// Through main's collector: the join's events against main's.
+
+/// What main's kernel side sends for a connection end (a `CONNS` entry's
+/// final `Conn`): bytes summed by the length tracepoints, the process from
+/// the connect (client) or the first read or write (server), the open
+/// time at SYN_SENT (client) or ESTABLISHED (server), and the same TCP
+/// counters the CLOSE record reads.
+fn main_event(
+    kind: u32,
+    sk: u64,
+    t: &Conn,
+    who: (u8, u32, &str),
+    opened_ns: u64,
+    ts_ns: u64,
+) -> Event {
+    let mut c = *t;
+    (c.role, c.tgid, c.comm) = (who.0, who.1, name(who.2));
+    c.opened_ns = opened_ns;
+    if kind == event_kind::CLOSE {
+        c.established = 1;
+        (
+            c.segs_in,
+            c.segs_out,
+            c.total_retrans,
+            c.srtt_us,
+            c.rttvar_us,
+        ) = (7, 9, 2, 55, 27);
+    }
+    Event {
+        kind,
+        errno: 0,
+        sk,
+        ts_ns,
+        conn: c,
+    }
+}
+
+fn collect(events: &[Event]) -> Vec<flowscope_model::Flow> {
+    use crate::collector::{Collector, CollectorSettings, Granularity};
+    use flowscope_model::{Attrs, Telemetry};
+    let settings = CollectorSettings {
+        max_tracked: 100,
+        granularity: Granularity::Process,
+        include_command_line: false,
+        rtt_bounds: std::sync::Arc::from(flowscope_model::hist::RTT_BOUNDS),
+        duration_bounds: std::sync::Arc::from(flowscope_model::hist::DURATION_BOUNDS),
+        ephemeral: (32768, 60999),
+        host: Attrs::new().with("host.name", "h"),
+    };
+    let mut col = Collector::new(settings, Telemetry::new());
+    for ev in events {
+        col.on_event(ev);
+    }
+    let mut flows = col.finish(0, 1).flows;
+    flows.sort_by_key(|f| (f.role == flowscope_model::Role::Server, f.local, f.peer));
+    flows
+}
+
+/// Three of the cases in one stream (SO_LINGER 0 with resets both sides
+/// of the CLOSE, the half-close with late bytes, the refused connect), fed
+/// to main's collector once as the join's events and once as the events
+/// main's kernel side sends for the same connections: the same flows with
+/// the same figures. The one difference is the accepted socket's open: no
+/// G record marks it, so its flow has no `opened` and no duration.
+#[test]
+fn collector_gets_what_main_sends() {
+    let c2 = tuple(AF_INET, v4(LO), 40_001, v4(LO), 7_000);
+    let s2 = tuple(AF_INET, v4(LO), 7_000, v4(LO), 40_001);
+    // The failed socket's port was released before the tracepoint.
+    let refused = tuple(AF_INET, v4(LO), 0, v4(LO), 7_001);
+    let (csk2, ssk2, rsk) = (CLIENT_SK + 0x100, SERVER_SK + 0x100, CLIENT_SK + 0x200);
+    let mut server_after = server_tuple();
+    server_after.lport = 0;
+
+    let mut recs = opening();
+    // SO_LINGER 0 (see case_linger_zero).
+    recs.push(close(SERVER_SK, &server_tuple(), (50, 100), 1_010));
+    recs.push(reset(SERVER_SK, &server_after, true, 1_010));
+    recs.push(reset(CLIENT_SK, &client_tuple(), false, 1_010));
+    recs.push(close(CLIENT_SK, &client_tuple(), (101, 50), 1_010));
+    // The half-close (see case_client_half_close), connected at tick 1,020.
+    recs.push(connect(csk2, CLIENT_PID, 1_020));
+    recs.push(close(csk2, &c2, (101, 0), 1_030));
+    recs.push(close(ssk2, &s2, (70, 100), 1_030));
+    recs.push(late(csk2, &c2, 70, 1_031));
+    // Refused, to another port.
+    recs.push(connect(rsk, CLIENT_PID, 1_040));
+    recs.push(reset(rsk, &refused, false, 1_040));
+    recs.push(failed(rsk, &refused, 111, 1_041));
+    let mut j = join();
+    let joined = collect(&run(&mut j, &recs));
+
+    let ns = |tick: u64| clock().ns(tick);
+    let client = (role::CLIENT, CLIENT_PID, "client");
+    let server = (role::SERVER, SERVER_PID, "server");
+    let with = |mut e: Event, f: &dyn Fn(&mut Conn)| {
+        f(&mut e.conn);
+        e
+    };
+    let mut late_reset = main_event(event_kind::LATE, SERVER_SK, &server_after, (0, 0, ""), 0, 0);
+    late_reset.conn.resets_tx = 1;
+    let mut main_failed = main_event(
+        event_kind::FAILED,
+        rsk,
+        &refused,
+        client,
+        ns(1_040),
+        ns(1_041),
+    );
+    main_failed.errno = 111;
+    main_failed.conn.resets_rx = 1;
+    let main_events = [
+        with(
+            main_event(
+                event_kind::CLOSE,
+                SERVER_SK,
+                &server_tuple(),
+                server,
+                ns(1_001),
+                ns(1_010),
+            ),
+            &|c| (c.bytes_tx, c.bytes_rx) = (50, 100),
+        ),
+        late_reset,
+        with(
+            main_event(
+                event_kind::CLOSE,
+                CLIENT_SK,
+                &client_tuple(),
+                client,
+                ns(1_000),
+                ns(1_010),
+            ),
+            &|c| (c.bytes_tx, c.bytes_rx, c.resets_rx) = (100, 50, 1),
+        ),
+        with(
+            main_event(event_kind::CLOSE, csk2, &c2, client, ns(1_020), ns(1_030)),
+            &|c| (c.bytes_tx, c.bytes_rx) = (100, 0),
+        ),
+        with(
+            main_event(event_kind::CLOSE, ssk2, &s2, server, ns(1_021), ns(1_030)),
+            &|c| (c.bytes_tx, c.bytes_rx) = (70, 100),
+        ),
+        // main's late read: the reader's process, the tuple, the bytes.
+        with(
+            main_event(event_kind::LATE, csk2, &c2, (0, CLIENT_PID, "client"), 0, 0),
+            &|c| c.bytes_rx = 70,
+        ),
+        main_failed,
+    ];
+    let mains = collect(&main_events);
+
+    assert_eq!(
+        joined.len(),
+        3,
+        "client to 7000, client to 7001, server on 7000"
+    );
+    assert_eq!(joined.len(), mains.len());
+    for (j, m) in joined.iter().zip(&mains) {
+        assert_eq!(
+            (j.role, j.local, j.peer, j.pid, j.netns),
+            (m.role, m.local, m.peer, m.pid, m.netns)
+        );
+        assert_eq!(j.resource, m.resource);
+        assert_eq!(j.attrs, m.attrs);
+        let mut expect = m.stats.clone();
+        if m.role == flowscope_model::Role::Server {
+            assert_eq!(
+                (m.stats.opened, m.stats.duration.as_ref().map(|d| d.count)),
+                (2, Some(2))
+            );
+            expect.opened = 0;
+            expect.duration = None;
+        }
+        assert_eq!(j.stats, expect, "{:?} {}", j.role, j.peer);
+    }
+    // The figures themselves: the client flow to 7000 holds both cases'
+    // client ends, the server flow both server ends.
+    let s = &joined[0].stats;
+    assert_eq!(
+        (s.bytes_tx, s.bytes_rx, s.resets_rx, s.closed, s.opened),
+        (200, 120, 1, 2, 2)
+    );
+    assert_eq!(s.duration.as_ref().map(|d| d.count), Some(2));
+    let f = &joined[1].stats;
+    assert_eq!(
+        (f.failed(flowscope_model::FailReason::Refused), f.closed),
+        (1, 0)
+    );
+    let s = &joined[2].stats;
+    assert_eq!(
+        (s.bytes_tx, s.bytes_rx, s.resets_tx, s.closed, s.opened),
+        (120, 200, 1, 2, 0)
+    );
+    assert_eq!(j.drops().iter().count(), 0);
 }
