@@ -74,6 +74,12 @@
 //!   listener names it, its role is left to the collector's port rule
 //!   ([`DropReason::CloseUnattributed`]).
 //! - A listener's end: see [`ListenKey`].
+//! - A lost CLOSE (the ring full) leaves its CONNECT waiting. If the next
+//!   socket at that address is a client, its CONNECT shows the loss
+//!   ([`DropReason::ConnectOrphaned`]); if it is an accepted socket, its
+//!   CLOSE is taken for the lost client's (a SYN taken off, the client's
+//!   process). The CONNECT record has no tuple to check against; the
+//!   kernel's `RINGBUF_FULL` counter says when this can have happened.
 //! - A process renamed by exec keeps the name of its PROCESS record, which
 //!   the kernel sends once per tgid.
 
@@ -106,6 +112,9 @@ pub enum Record {
 }
 
 /// Why [`TcpJoin`] could not take a record, or could not be built.
+///
+/// `index` is where the record was in the stream fed to the join: the first
+/// record fed is 0, and a record that failed counts too.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum JoinError {
     /// A record whose kind the join does not know (an [`Event`] of a kind
@@ -172,7 +181,10 @@ pub enum DropReason {
     /// its own tuple and no process.
     LateUnmatched,
     /// RESET records of a socket that never closed while the join waited
-    /// (expired, forgotten at the limit, or its address reused).
+    /// (expired, forgotten at the limit, or its address reused). Besides
+    /// lost CLOSE records, these are resets sent for a TIME_WAIT socket,
+    /// which the record does not tell apart (main ignores those: their state
+    /// is not CLOSE); the record would need the socket's state.
     ResetUnmatched,
     /// A RESET naming a listening socket (a reset answering a segment the
     /// listener could not take): main does not count those either.
@@ -302,7 +314,8 @@ impl Limits {
     /// - `connects`: CONNECTs waiting for their CLOSE (one per open client
     ///   connection: as large as the collector's `max_tracked`);
     /// - `listens`: listening sockets;
-    /// - `names`: process names by tgid (as the process cache);
+    /// - `names`: process names by tgid; at least the kernel's `SEEN_PIDS`
+    ///   (16,384), which decides when a process is announced again;
     /// - `recent`: closed connections waiting for late bytes or resets, and
     ///   sockets with resets waiting for their CLOSE, each;
     /// - `late_window_ticks`: how long a closed connection waits (main keeps
@@ -581,10 +594,16 @@ impl TcpJoin {
             .map(|l| l.tgid)
     }
 
-    /// The name of process `tgid`, counted when unknown.
+    /// The name of process `tgid`, counted when unknown. A name in use
+    /// becomes the newest entry: the kernel announces a process once, until
+    /// its LRU (`SEEN_PIDS`) forgets it, and a busy process stays there
+    /// however old its announcement.
     fn name_of(&mut self, tgid: u32) -> [u8; 16] {
-        match self.names.get(&tgid) {
-            Some(n) => *n,
+        match self.names.remove(&tgid) {
+            Some(n) => {
+                self.names.insert(tgid, n);
+                n
+            }
             None => {
                 self.drops.add(DropReason::NameUnknown, 1);
                 [0; 16]

@@ -1355,3 +1355,26 @@ fn collector_gets_what_main_sends() {
     );
     assert_eq!(j.drops().iter().count(), 0);
 }
+
+/// A name in use stays: the oldest announcement is not the one to forget
+/// when its process still connects.
+#[test]
+fn names_in_use_stay() {
+    let mut j = TcpJoin::new(Limits::new(8, 1, 2, 8, 500).unwrap(), clock());
+    j.feed(&process(1, "a")).unwrap();
+    j.feed(&process(2, "b")).unwrap();
+    j.feed(&connect(0x1, 1, 1_000)).unwrap();
+    j.feed(&close(0x1, &client_tuple(), (1, 0), 1_001)).unwrap();
+    // 1 was used after 2 was announced: 2 goes.
+    j.feed(&process(3, "c")).unwrap();
+    for (sk, tgid, comm) in [(0x2, 1, name("a")), (0x3, 2, [0; 16])] {
+        j.feed(&connect(sk, tgid, 1_002)).unwrap();
+        let e = j
+            .feed(&close(sk, &client_tuple(), (1, 0), 1_003))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.conn.comm, comm);
+    }
+    assert_eq!(j.drops().get(DropReason::NameEvicted), 1);
+    assert_eq!(j.drops().get(DropReason::NameUnknown), 1);
+}
