@@ -297,6 +297,14 @@ impl TickClock {
         let ns = i128::from(self.anchor_ns) + dt * 1_000_000_000 / i128::from(self.hz);
         ns.clamp(0, i128::from(u64::MAX)) as u64
     }
+
+    /// The tick at `ns` of the anchor's clock (the last whole tick): what
+    /// the agent passes to [`TcpJoin::expire`] from its own clock.
+    pub fn tick(&self, ns: u64) -> u64 {
+        let dns = i128::from(ns) - i128::from(self.anchor_ns);
+        let ticks = (dns * i128::from(self.hz)).div_euclid(1_000_000_000);
+        (i128::from(self.anchor_tick) + ticks).clamp(0, i128::from(u64::MAX)) as u64
+    }
 }
 
 /// The size of each table of the join, and how long a closed connection
@@ -368,6 +376,10 @@ impl Limits {
 /// reused keeps its entry until the table's limit forgets it. To end it
 /// exactly, the kernel side needs one more rare record at LISTEN -> CLOSE
 /// carrying the socket address (the LISTEN record's `sk`).
+///
+/// The process is the one that called listen(). For a pre-forking server
+/// that is the parent, where main names the worker that first read or
+/// wrote the accepted socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenKey {
     pub netns: u32,
@@ -498,8 +510,8 @@ impl TcpJoin {
     }
 
     /// Forgets closed connections and waiting resets older than the late
-    /// window at `now` (a tick). Call it every interval; the records are
-    /// the join's only clock.
+    /// window at tick `now` ([`TickClock::tick`] of the agent's clock).
+    /// Call it every interval.
     pub fn expire(&mut self, now: u64) {
         let window = self.late_window_ticks;
         let old = |tick: u64| tick.saturating_add(window) < now;

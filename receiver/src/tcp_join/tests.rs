@@ -1061,6 +1061,14 @@ fn tick_clock() {
     let c = TickClock::new(300, 4_294_892_296, 0).unwrap();
     assert_eq!(c.ns(4_294_892_296 + 300), 1_000_000_000);
     assert_eq!(c.ns(4_294_892_296 + 1), 3_333_333);
+    // And back: the last whole tick at a time.
+    assert_eq!(c.tick(1_000_000_000), 4_294_892_296 + 300);
+    assert_eq!(c.tick(3_333_334), 4_294_892_296 + 1);
+    assert_eq!(c.tick(3_333_332), 4_294_892_296);
+    let c = clock();
+    assert_eq!(c.tick(10_003_999_999), 1_000);
+    assert_eq!(c.tick(10_004_000_000), 1_001);
+    assert_eq!(c.tick(9_999_999_999), 999);
 }
 
 // ---------------------------------------------------------------------
