@@ -107,7 +107,8 @@ pub enum Record {
     /// `event_kind::CLOSE_MIN`.
     Close(CloseRec),
     /// The rare records, still whole [`Event`]s: `LISTEN`, `FAILED`,
-    /// `LATE`, `RESET` and `PROCESS`. Their `ts_ns` holds a tick.
+    /// `LATE`, `RESET` and `PROCESS`. Their `ts_ns` holds a tick, but for
+    /// PROCESS, which has no time (0).
     Event(Event),
 }
 
@@ -477,7 +478,8 @@ impl TcpJoin {
     /// Takes the next record in ring order. Returns the [`Event`] main's
     /// kernel side would have sent for it, if any: `CLOSE` for a CLOSE,
     /// `FAILED` for a FAILED, `LATE` for late bytes or a reset after the
-    /// close, `PROCESS` for a PROCESS (the collector reads `/proc` then).
+    /// close, and the PROCESS record itself, unchanged (the collector reads
+    /// `/proc` then).
     pub fn feed(&mut self, rec: &Record) -> Result<Option<Event>, JoinError> {
         let index = self.index;
         self.index += 1;
@@ -495,10 +497,7 @@ impl TcpJoin {
                 event_kind::PROCESS => {
                     let (_, evicted) = self.names.insert(ev.conn.tgid, ev.conn.comm);
                     self.drops.add(DropReason::NameEvicted, evicted);
-                    Ok(Some(Event {
-                        ts_ns: self.clock.ns(ev.ts_ns),
-                        ..*ev
-                    }))
+                    Ok(Some(*ev))
                 }
                 kind => Err(JoinError::UnknownKind {
                     index,
@@ -626,6 +625,9 @@ impl TcpJoin {
     fn close(&mut self, index: u64, r: &CloseRec) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&r.sk);
         let early = self.resets.remove(&r.sk).unwrap_or_default();
+        // An earlier socket closed at this address is gone for good, even
+        // if this record cannot be read.
+        self.closed.remove(&r.sk);
         self.listener_gone(r.sk);
         known_family(index, "CLOSE", r.sk, r.family)?;
         let mut c = Conn {
