@@ -8,11 +8,9 @@
 //! records in the order they were reserved. Submitting may wake user
 //! space (an irq_work per wake-up); see [`wakeup`] for when it does.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use flowscope_common::{Conn, Event, counter, event_kind};
-use flowscope_ebpf::{map_value, now_ns, zero_words};
+use flowscope_ebpf::{jiffies, map_value, zero_words};
 
 use crate::{EVENTS, LAST_SEEN_PID, SEEN_PIDS, bump};
 
@@ -29,34 +27,10 @@ const WAKE_BYTES: u64 = 64 * 1024;
 /// to 8 bytes.
 const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
 
-// Records built and copied word by word (#24). `Conn::default()` and a
-// struct assignment compile to calls of the object's `memset`/`memmove`
-// subprograms, which move one byte per instruction (120 and 144 bytes
-// here): `perf record` put them at about a tenth of the flow programs'
-// samples. Volatile 8-byte stores are not turned back into those calls.
-// `Conn` and `Event` are 8-aligned and multiples of 8 bytes long.
-
-/// A zeroed `Conn` in `slot` (what `Conn::default()` is, without the call).
-#[inline(always)]
-pub(crate) fn zero_conn(slot: &mut MaybeUninit<Conn>) -> &mut Conn {
-    // SAFETY: the slot holds a whole `Conn`, which is plain integers; after
-    // the call every byte is written.
-    unsafe {
-        zero_words(slot.as_mut_ptr());
-        slot.assume_init_mut()
-    }
-}
-
-/// `*dst = *src`, word by word.
-#[inline(always)]
-fn copy_conn(dst: *mut Conn, src: *const Conn) {
-    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
-    for i in 0..core::mem::size_of::<Conn>() / 8 {
-        // SAFETY: both point at a whole `Conn` (8-aligned, a multiple of
-        // 8 bytes long): a ring buffer record and a map value or stack.
-        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
-    }
-}
+// Records are zeroed word by word in place (#24): `Event::default()` or a
+// struct assignment compiles to calls of the object's `memset`/`memmove`
+// subprograms, which move one byte per instruction. `Event` is 8-aligned
+// and a multiple of 8 bytes long.
 
 #[inline(always)]
 pub(crate) fn set_process(c: &mut Conn) {
@@ -70,6 +44,31 @@ pub(crate) fn set_process(c: &mut Conn) {
 /// their executable name and service name.
 #[inline(always)]
 pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
+    announce_with(tgid, || *comm);
+}
+
+/// The calling process's id into `c`, its name only into the `PROCESS`
+/// record that announces it (user space names the connection from that):
+/// `bpf_get_current_comm` runs once per process instead of once per
+/// connection.
+#[inline(always)]
+pub(crate) fn set_process_id(c: &mut Conn) {
+    c.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    announce_with(c.tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
+}
+
+/// Variant D: the calling process's tgid, announced as
+/// [`set_process_id`] does.
+#[inline(always)]
+pub(crate) fn process_id() -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    announce_with(tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
+    tgid
+}
+
+/// [`announce`], asking for the name only when the process is announced.
+#[inline(always)]
+fn announce_with(tgid: u32, comm: impl FnOnce() -> [u8; 16]) {
     if tgid == 0 {
         return;
     }
@@ -94,7 +93,7 @@ pub(crate) fn announce(tgid: u32, comm: &[u8; 16]) {
                 zero_words(ev);
                 (*ev).kind = event_kind::PROCESS;
                 (*ev).conn.tgid = tgid;
-                (*ev).conn.comm = *comm;
+                (*ev).conn.comm = comm();
             }
             // Forced: records submitted without a wakeup may be pending, and
             // the adaptive default would then not wake user space at all.
@@ -124,29 +123,73 @@ fn wakeup() -> u64 {
     }
 }
 
-/// Sends a ring buffer event for `sk`, copying `conn` and letting `fill`
-/// adjust it. A full ring buffer is counted, never silent.
+/// Variant D (tcp-counters-proto2): sends a record of type `T`, its own
+/// size, built in place by `fill`, which must write every byte (nothing is
+/// zeroed first); `fill` returning false discards it. `ends` counts it as
+/// a connection's end.
 #[inline(always)]
-pub(crate) fn emit(kind: u32, sk: u64, conn: *const Conn, fill: impl FnOnce(&mut Event)) {
+pub(crate) fn emit_rec<T: 'static>(ends: bool, fill: impl FnOnce(&mut T) -> bool) -> bool {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            // SAFETY: the reserved record, a whole `T`, ours until submitted
+            // or discarded; `fill` writes all of it before it is read.
+            let r = unsafe { &mut *entry.as_mut_ptr() };
+            if !fill(r) {
+                entry.discard(0);
+                return false;
+            }
+            // Variant E (tcp-counters-proto2): no wake-up and no
+            // bpf_ringbuf_query; user space drains on its 100 ms timer (a
+            // 1 MiB ring holds 100 ms of 40,000 connections a second in
+            // these records).
+            entry.submit(BPF_RB_NO_WAKEUP);
+            if ends {
+                bump(counter::CONNS_ENDED);
+            }
+            true
+        }
+        None => {
+            bump(counter::RINGBUF_FULL);
+            false
+        }
+    }
+}
+
+/// Sends a ring buffer event for `sk` built in place: the record is
+/// zeroed, given its kind, socket and time, and `fill` writes the rest
+/// into it (no copy through the stack). `fill` returning false (a kernel
+/// read failed) discards the record. A full ring buffer is counted.
+#[inline(always)]
+pub(crate) fn emit_in_place(kind: u32, sk: u64, fill: impl FnOnce(&mut Event) -> bool) -> bool {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` is the reserved record, a whole `Event`, ours
-            // until submitted; `conn` points at a whole `Conn`.
-            unsafe {
-                (*ev).kind = kind;
-                (*ev).errno = 0;
-                (*ev).sk = sk;
-                (*ev).ts_ns = now_ns();
-                copy_conn(&mut (*ev).conn, conn);
-                fill(&mut *ev);
+            // until submitted or discarded; all zeroes is an `Event`.
+            let ev = unsafe {
+                zero_words(ev);
+                &mut *ev
+            };
+            ev.kind = kind;
+            ev.sk = sk;
+            // Variant (tcp-counters-proto2): the tick, not bpf_ktime_get_ns.
+            // On a 64-bit JIT the verifier inlines bpf_jiffies64 as one load;
+            // user space would turn ticks into time (HZ, and an offset it
+            // measures once).
+            ev.ts_ns = jiffies();
+            if !fill(ev) {
+                entry.discard(0);
+                return false;
             }
             entry.submit(wakeup());
-            // `kind` is a constant at every call: no branch remains.
             if kind == event_kind::CLOSE || kind == event_kind::FAILED {
                 bump(counter::CONNS_ENDED);
             }
+            true
         }
-        None => bump(counter::RINGBUF_FULL),
+        None => {
+            bump(counter::RINGBUF_FULL);
+            false
+        }
     }
 }

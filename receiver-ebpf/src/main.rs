@@ -22,9 +22,10 @@
 //! - a classic tracepoint, which gets the event record and reads the socket
 //!   with one `bpf_probe_read_kernel` call per field: the fallback.
 //!
-//! The state of a connection lives in `CONNS` keyed by its `struct sock *`;
-//! user space iterates it every interval for deltas and gets the final
-//! counters of closed connections through the `EVENTS` ring buffer.
+//! Prototype (branch tcp-counters-proto, issue 24): the TCP programs keep
+//! nothing per connection and do nothing on sends and receives; see
+//! [`tcp`] for what replaces the list above. `CONNS` stays empty (user
+//! space still creates and walks it).
 //!
 //! UDP is counted per (socket cookie, peer) in `UDP_FLOWS`, two ways:
 //! - with the BTF-typed programs, at the socket: the send/recv length
@@ -80,7 +81,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpPeer, UdpStats, counter};
+use flowscope_common::{
+    Conn, Offsets, Owner, Settings, UdpKey, UdpPeer, UdpStats, counter, proto_sum,
+};
 use flowscope_ebpf::{frozen, map_value};
 
 /// Filled by user space before load (read-only data).
@@ -128,6 +131,11 @@ static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 
 /// its thread is inside one syscall (or between the parts of a corked
 /// datagram), so 4,096 entries (about 400 KiB, preallocated) leave room
 /// for that many threads sending or receiving at the same moment.
+/// Prototype (branch tcp-counters-proto): what the TCP close records
+/// carried, summed per CPU (`flowscope_common::proto_sum`), to check the
+/// byte derivation against a load run's known totals with bpftool.
+#[map]
+static PROTO_SUMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(proto_sum::SLOTS, 0);
 #[map]
 static UDP_PEERS: LruHashMap<u64, UdpPeer> = LruHashMap::with_max_entries(4096, 0);
 
@@ -144,6 +152,21 @@ fn setting(field: &u32) -> bool {
 fn bump(index: u32) {
     if let Some(v) = COUNTERS.get_ptr_mut(index) {
         *map_value(v) += 1;
+    }
+}
+
+/// Whether the programs fill `PROTO_SUMS` (false: a build that measures the
+/// prototype without its check).
+const PROTO_SUMS_ON: bool = true;
+
+/// Adds `n` to slot `index` of this CPU's `PROTO_SUMS`.
+#[inline(always)]
+fn proto_add(index: u32, n: u64) {
+    if !PROTO_SUMS_ON {
+        return;
+    }
+    if let Some(v) = PROTO_SUMS.get_ptr_mut(index) {
+        *map_value(v) += n;
     }
 }
 

@@ -8,7 +8,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock;
 use flowscope_common::{AF_INET, Conn, counter};
-use flowscope_ebpf::{jiffies, off, probe_read};
+use flowscope_ebpf::{off, probe_read};
 
 use crate::{bump, o};
 
@@ -132,57 +132,4 @@ pub(crate) fn fill_tuple<M: Mem>(sk: u64, c: &mut Conn) -> Result<(), i32> {
 #[inline(always)]
 pub(crate) fn local_port<M: Mem>(sk: u64) -> Result<u16, i32> {
     M::read(sk, off(&o().sk_num))
-}
-
-/// Segment, retransmit and RTT counters of `struct tcp_sock` into `c`, and
-/// the tick they were read in (`snap_jiffies`).
-#[inline(always)]
-pub(crate) fn snapshot<M: Mem>(sk: u64, c: &mut Conn) {
-    snapshot_at::<M>(sk, c, jiffies() as u32);
-}
-
-/// [`snapshot`], unless one was already taken in this tick: a send or
-/// receive calls this, and on a busy connection the counters it would
-/// read have barely moved since the last one (the close and every
-/// retransmit take a full snapshot, so the final counts are exact). The
-/// reads are most of what a send or receive costs besides the `CONNS`
-/// lookup (a helper call and five loads, or five `bpf_probe_read_kernel`
-/// calls in the classic set), while reading the tick is one load.
-#[inline(always)]
-pub(crate) fn snapshot_per_tick<M: Mem>(sk: u64, c: &mut Conn) {
-    let now = jiffies() as u32;
-    if c.snap_jiffies != now {
-        snapshot_at::<M>(sk, c, now);
-    }
-}
-
-#[inline(always)]
-fn snapshot_at<M: Mem>(sk: u64, c: &mut Conn, now: u32) {
-    c.snap_jiffies = now;
-    let tp = M::tcp_sock(sk);
-    if tp == 0 {
-        return;
-    }
-    let offs = o();
-    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_segs_in)) {
-        c.segs_in = v;
-    }
-    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_segs_out)) {
-        c.segs_out = v;
-    }
-    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_total_retrans)) {
-        c.total_retrans = v;
-    }
-    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_srtt_us)) {
-        c.srtt_us = v >> 3;
-    }
-    if let Ok(v) = M::read::<u32>(tp, off(&offs.tcp_mdev_us)) {
-        c.rttvar_us = v >> 2;
-    }
-}
-
-/// The TCP state of socket `sk` (`skc_state`).
-#[inline(always)]
-pub(crate) fn sk_state<M: Mem>(sk: u64) -> i32 {
-    i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0))
 }

@@ -1,47 +1,77 @@
 //! The TCP programs, each twice: a BTF-typed raw tracepoint (`btf_*`,
 //! the default) and a classic tracepoint (the fallback), one body.
 //!
+//! **Prototype (branch tcp-counters-proto, issue 24): no map operation per
+//! connection.** Nothing is kept per connection in the kernel; TCP's own
+//! counters in `struct tcp_sock` are read once, when the socket closes.
+//!
 //! - `sock:inet_sock_set_state` fires on every TCP state change, in the
-//!   context that made it: CLOSE->SYN_SENT runs inside connect() (the
-//!   calling process owns the socket), SYN_RECV->ESTABLISHED in the
-//!   softirq that completed the handshake of a connection accept() will
-//!   return (no process yet), SYN_SENT->CLOSE when a connect fails
-//!   (`sk_err` holds why) and any ->CLOSE at the end. A connection lives
-//!   in `CONNS` from its open to its CLOSE, which sends its final counters
-//!   to user space.
-//! - `sock:sock_send_length`/`sock_recv_length` fire after each sendmsg
-//!   and recvmsg with the bytes it moved, in the calling process. For TCP
-//!   they add to the connection (and adopt a connection opened before the
-//!   agent started) and refresh its segment/RTT snapshot, at most once per
-//!   jiffy; a UDP socket goes to [`crate::udp`].
-//! - `tcp:tcp_send_reset`/`tcp_receive_reset` count resets;
-//!   `tcp:tcp_retransmit_skb` refreshes the segment/retransmit/RTT
-//!   snapshot.
-
-use core::mem::MaybeUninit;
+//!   context that made it:
+//!   - CLOSE->SYN_SENT runs inside connect(): a `CONNECT` record with the
+//!     calling process, the tuple as far as it is known (the local port is
+//!     picked just after) and the time;
+//!   - ->LISTEN runs inside listen(): a `LISTEN` record with the process
+//!     and the local port, which names the server of every connection
+//!     accepted on that port;
+//!   - SYN_SENT->CLOSE is a failed connect (`sk_err` holds why): `FAILED`;
+//!   - any other ->CLOSE is the end: a `CLOSE` record with the tuple and
+//!     the final counters, bytes included (see [`close_bytes`]).
+//!
+//!   The socket's address (`Event::sk`) joins a CONNECT record with the
+//!   CLOSE record of the same socket: a socket is freed only after its
+//!   CLOSE record was reserved, so in the ring's order the next record
+//!   naming the same address is that socket's CLOSE. (Free: the
+//!   tracepoint passes it; the cookie would be a helper call in the
+//!   BTF-typed set, and is 0 on a socket nobody asked it of.)
+//! - `sock:sock_send_length`/`sock_recv_length`: TCP sends leave after the
+//!   protocol check, TCP receives after one more load (the socket's state:
+//!   a read from a socket already in CLOSE sends a `LATE` record); UDP goes
+//!   to [`crate::udp`] as before.
+//! - `tcp:tcp_send_reset`/`tcp_receive_reset`: a `RESET` record (resets are
+//!   rare); `tcp:tcp_retransmit_skb` does nothing (`total_retrans` is read
+//!   at the close).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind, role, tcp_state,
+    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, Event, IPPROTO_TCP, IPPROTO_UDP, counter,
+    event_kind, proto_sum, role, tcp_state,
 };
-use flowscope_ebpf::{atomic_add, map_value, now_ns, off};
+use flowscope_ebpf::{jiffies, off};
 
-use crate::events::{emit, set_process, zero_conn};
-use crate::sock::{
-    Direct, Mem, Probe, fill_tuple, local_port, sk_state, snapshot, snapshot_per_tick,
-};
+use crate::events::{emit_in_place, emit_rec, process_id, set_process_id};
+use crate::sock::{Direct, Mem, Probe, fill_tuple, netns_of};
 use crate::udp::{udp_length, udp_owner};
-use crate::{CONNS, MSG_PEEK, SETTINGS, bump, o, setting};
+use crate::{MSG_PEEK, PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
+
+/// `PROTO_SUMS` counts only connections to or from this port, the server
+/// port of scripts/bench-load.sh, so that other traffic on the host does
+/// not enter the check.
+const CHECK_PORT: u16 = 7000;
+
+/// `enum sock_flags` bit `SOCK_DONE`: set by `tcp_fin()` when the peer's FIN
+/// arrives (in order), and cleared only by `tcp_disconnect()` and
+/// `tcp_connect_init()`, after or before a connection's CLOSE.
+const SOCK_DONE: u64 = 1 << 1;
+
+/// The states from which a socket that moves to CLOSE has queued its FIN:
+/// `tcp_close_state()` moves ESTABLISHED to FIN_WAIT1 and CLOSE_WAIT to
+/// LAST_ACK just before `tcp_send_fin()`; FIN_WAIT2, CLOSING and TIME_WAIT
+/// come after those. A socket closed from any other state (a reset, an
+/// abortive close, data left unread) sent no FIN.
+const FIN_QUEUED_STATES: u32 = (1 << tcp_state::FIN_WAIT1)
+    | (1 << tcp_state::FIN_WAIT2)
+    | (1 << tcp_state::TIME_WAIT)
+    | (1 << tcp_state::LAST_ACK)
+    | (1 << tcp_state::CLOSING);
 
 /// Whether a state change is one flowscope acts on: into SYN_SENT
-/// (connect), ESTABLISHED (open) or CLOSE (end or failure).
+/// (connect), LISTEN (listen) or CLOSE (end or failure).
 #[inline(always)]
 fn state_matters(new: i32) -> bool {
-    new == tcp_state::SYN_SENT || new == tcp_state::ESTABLISHED || new == tcp_state::CLOSE
+    new == tcp_state::SYN_SENT || new == tcp_state::CLOSE || new == tcp_state::LISTEN
 }
 
 #[tracepoint]
@@ -64,7 +94,7 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    let _ = set_state::<Direct>(sk, ctx.arg(1), new);
+    set_state::<Direct>(sk, ctx.arg(1), new);
     0
 }
 
@@ -88,66 +118,253 @@ fn tp_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let sk: u64 = tp_read(ctx, &offs.set_state_skaddr)?;
     let old: i32 = tp_read(ctx, &offs.set_state_oldstate)?;
-    set_state::<Probe>(sk, old, new)
+    set_state::<Probe>(sk, old, new);
+    Ok(())
 }
 
 /// A TCP state change flowscope acts on (see [`state_matters`]).
 #[inline(always)]
-fn set_state<M: Mem>(sk: u64, old: i32, new: i32) -> Result<(), i32> {
+fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
     bump(counter::TCP_EVENTS);
     if new == tcp_state::SYN_SENT {
-        // connect(): runs in the caller's context. The addresses and the
-        // peer's port are set; the local port may not be yet (connect()
-        // picks it in inet_hash_connect(), after this state change, so it
-        // is read again at ESTABLISHED).
-        let mut slot = MaybeUninit::uninit();
-        let c = zero_conn(&mut slot);
-        c.role = role::CLIENT;
-        c.opened_ns = now_ns();
-        set_process(c);
-        fill_tuple::<M>(sk, c)?;
-        if CONNS.insert(&sk, c, 0).is_err() {
-            bump(counter::TCP_MAP_FULL);
+        // connect(), in the caller's context. The addresses and the peer's
+        // port are set; the local port is picked right after this change
+        // (inet_hash_connect()), so the CLOSE record carries it.
+        // Variant D (tcp-counters-proto2): a 24-byte ConnectRec.
+        let sent = emit_rec::<ConnectRec>(false, |r| {
+            r.kind = event_kind::CONNECT_MIN;
+            r.tgid = process_id();
+            r.sk = sk;
+            r.ts = jiffies();
+            true
+        });
+        if sent && checked_port::<M>(sk) {
+            proto_add(proto_sum::CONNECTS, 1);
         }
-    } else if new == tcp_state::ESTABLISHED {
-        if old == tcp_state::SYN_SENT {
-            if let Some(c) = CONNS.get_ptr_mut(&sk) {
-                let c = map_value(c);
-                c.established = 1;
-                // Only the local port can have changed since SYN_SENT.
-                c.lport = local_port::<M>(sk)?;
-                snapshot::<M>(sk, c);
-            }
-        } else if old == tcp_state::SYN_RECV {
-            // The child socket of an accept()ed connection, in softirq: the
-            // owning process is recorded on its first read or write.
-            let mut slot = MaybeUninit::uninit();
-            let c = zero_conn(&mut slot);
+    } else if new == tcp_state::LISTEN {
+        // listen(), in the caller's context: bind() set the local address
+        // and port (a listen() without bind() picks the port just after
+        // this change; not handled by the prototype).
+        let sent = emit_in_place(event_kind::LISTEN, sk, |ev| {
+            let c = &mut ev.conn;
             c.role = role::SERVER;
-            c.established = 1;
-            c.opened_ns = now_ns();
-            fill_tuple::<M>(sk, c)?;
-            snapshot::<M>(sk, c);
-            if CONNS.insert(&sk, c, 0).is_err() {
-                bump(counter::TCP_MAP_FULL);
-            }
+            set_process_id(c);
+            fill_tuple::<M>(sk, c).is_ok()
+        });
+        if sent && checked_port::<M>(sk) {
+            proto_add(proto_sum::LISTENS, 1);
         }
-    } else if new == tcp_state::CLOSE
-        && let Some(c) = CONNS.get_ptr_mut(&sk)
-    {
-        let c = map_value(c);
-        snapshot::<M>(sk, c);
-        if old == tcp_state::SYN_SENT && c.established == 0 {
-            // tcp_done_with_error() stores sk_err before tcp_done()
-            // moves the socket to CLOSE, so it is readable here.
-            let err: i32 = M::read(sk, off(&o().sk_err)).unwrap_or(0);
-            emit(event_kind::FAILED, sk, c, |ev| ev.errno = err);
-        } else {
-            emit(event_kind::CLOSE, sk, c, |_| {});
+    } else if old == tcp_state::SYN_SENT {
+        // A failed connect: tcp_done_with_error() stores sk_err before
+        // tcp_done() moves the socket to CLOSE. Nothing was sent or read.
+        let err: i32 = M::read(sk, off(&o().sk_err)).unwrap_or(0);
+        let sent = emit_in_place(event_kind::FAILED, sk, |ev| {
+            ev.errno = err;
+            fill_tuple::<M>(sk, &mut ev.conn).is_ok()
+        });
+        if sent && checked_port::<M>(sk) {
+            proto_add(proto_sum::FAILED, 1);
         }
-        let _ = CONNS.remove(&sk);
+    } else if old != tcp_state::LISTEN {
+        // The end: the final counters, read once.
+        // Variant D: a 96-byte CloseRec, every field written.
+        let _ = emit_rec::<CloseRec>(true, |r| close_rec::<M>(sk, old, r));
     }
+}
+
+/// Fills a CLOSE record from the socket's `struct tcp_sock`; returns
+/// whether every read succeeded.
+#[inline(always)]
+fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
+    let c = &mut ev.conn;
+    c.established = 1;
+    let tp = M::tcp_sock(sk);
+    if tp == 0 || fill_tuple_closed::<M>(sk, tp, c).is_err() {
+        return false;
+    }
+    let offs = o();
+    let Ok(b) = close_bytes::<M>(sk, tp, old) else {
+        return false;
+    };
+    c.bytes_tx = b.sent;
+    c.bytes_rx = b.received;
+    c.segs_in = M::read(tp, off(&offs.tcp_segs_in)).unwrap_or(0);
+    c.segs_out = M::read(tp, off(&offs.tcp_segs_out)).unwrap_or(0);
+    c.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
+    c.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
+    c.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
+    if !PROTO_SUMS_ON || (c.lport != CHECK_PORT && c.rport != CHECK_PORT) {
+        return true;
+    }
+    proto_add(proto_sum::CLOSES, 1);
+    proto_add(proto_sum::BYTES_SENT, b.sent);
+    proto_add(proto_sum::BYTES_RECEIVED, b.received);
+    proto_add(proto_sum::FIN_QUEUED, u64::from(b.fin_queued));
+    proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
+    proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
+    true
+}
+
+/// Variant D: fills a [`CloseRec`] (every byte: the record is not zeroed)
+/// from the socket and its `struct tcp_sock`; returns whether every read
+/// succeeded.
+#[inline(always)]
+fn close_rec<M: Mem>(sk: u64, old: i32, r: &mut CloseRec) -> bool {
+    let tp = M::tcp_sock(sk);
+    if tp == 0 {
+        return false;
+    }
+    let offs = o();
+    let Ok(family) = M::read::<u16>(sk, off(&offs.sk_family)) else {
+        return false;
+    };
+    let (Ok(lport), Ok(rport)) = (
+        M::read::<u16>(tp, off(&offs.inet_sport)),
+        M::read::<u16>(sk, off(&offs.sk_dport)),
+    ) else {
+        return false;
+    };
+    r.kind = event_kind::CLOSE_MIN;
+    r.family = family;
+    r.lport = u16::from_be(lport);
+    r.rport = u16::from_be(rport);
+    r._pad = 0;
+    r.netns = netns_of::<M>(sk);
+    r.sk = sk;
+    if family == AF_INET {
+        let (Ok(l), Ok(p)) = (
+            M::read::<u32>(sk, off(&offs.sk_rcv_saddr)),
+            M::read::<u32>(sk, off(&offs.sk_daddr)),
+        ) else {
+            return false;
+        };
+        // SAFETY: 16-byte arrays at 8-aligned offsets of the record.
+        unsafe {
+            let la = r.laddr.as_mut_ptr().cast::<u64>();
+            let ra = r.raddr.as_mut_ptr().cast::<u64>();
+            core::ptr::write(la, u64::from(l));
+            core::ptr::write(la.add(1), 0);
+            core::ptr::write(ra, u64::from(p));
+            core::ptr::write(ra.add(1), 0);
+        }
+    } else {
+        let (Ok(l), Ok(p)) = (
+            M::read16(sk, off(&offs.sk_v6_rcv_saddr)),
+            M::read16(sk, off(&offs.sk_v6_daddr)),
+        ) else {
+            return false;
+        };
+        r.laddr = l;
+        r.raddr = p;
+    }
+    let Ok(b) = close_bytes::<M>(sk, tp, old) else {
+        return false;
+    };
+    r.bytes_tx = b.sent;
+    r.bytes_rx = b.received;
+    r.segs_in = M::read(tp, off(&offs.tcp_segs_in)).unwrap_or(0);
+    r.segs_out = M::read(tp, off(&offs.tcp_segs_out)).unwrap_or(0);
+    r.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
+    r.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
+    r.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
+    r._pad2 = 0;
+    // Variant G (tcp-counters-proto2): the tick in CLOSE too, for durations.
+    r.ts = jiffies();
+    if !PROTO_SUMS_ON || (r.lport != CHECK_PORT && r.rport != CHECK_PORT) {
+        return true;
+    }
+    proto_add(proto_sum::CLOSES, 1);
+    proto_add(proto_sum::BYTES_SENT, b.sent);
+    proto_add(proto_sum::BYTES_RECEIVED, b.received);
+    proto_add(proto_sum::FIN_QUEUED, u64::from(b.fin_queued));
+    proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
+    proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
+    true
+}
+
+/// The tuple of socket `sk` (whose `struct tcp_sock` is `tp`) in CLOSE:
+/// `inet_num` is 0 there unless the port was bound explicitly (and an
+/// accepted socket never inherits that lock): `tcp_set_state()` calls
+/// `inet_put_port()` before the tracepoint. `inet_sport` stays.
+#[inline(always)]
+fn fill_tuple_closed<M: Mem>(sk: u64, tp: u64, c: &mut Conn) -> Result<(), i32> {
+    fill_tuple::<M>(sk, c)?;
+    c.lport = u16::from_be(M::read::<u16>(tp, off(&o().inet_sport))?);
     Ok(())
+}
+
+/// Whether socket `sk` is one `PROTO_SUMS` counts (see [`CHECK_PORT`]).
+#[inline(always)]
+fn checked_port<M: Mem>(sk: u64) -> bool {
+    if !PROTO_SUMS_ON {
+        return false;
+    }
+    let offs = o();
+    let local: u16 = M::read(sk, off(&offs.sk_num)).unwrap_or(0);
+    let peer = u16::from_be(M::read(sk, off(&offs.sk_dport)).unwrap_or(0));
+    local == CHECK_PORT || peer == CHECK_PORT
+}
+
+/// A closing connection's bytes, from TCP's own counters.
+struct CloseBytes {
+    /// What the application's sendmsg calls handed to TCP, plus 1 for a
+    /// client (its SYN, which user space takes off for the sockets it saw
+    /// connect: the kernel cannot tell a client from an accepted socket
+    /// here without a per-connection record).
+    sent: u64,
+    /// What the application's recvmsg calls read.
+    received: u64,
+    fin_queued: bool,
+    fin_read: bool,
+    fin_received: bool,
+}
+
+/// The bytes of a connection that is moving to CLOSE, read at that
+/// tracepoint (before `tcp_disconnect()` clears the counters after it).
+///
+/// Sent: `bytes_acked` counts every advance of `snd_una` (64 bits, so no
+/// wrap), and `write_seq - snd_una` is what was queued and never
+/// acknowledged (sent or not; `tcp_write_queue_purge()` on a reset frees
+/// the queue but moves neither). Their sum is every sequence number the
+/// socket queued after `snd_una`'s first value: the data each sendmsg
+/// copied (`write_seq += copy`), the FIN if one was queued (state, see
+/// [`FIN_QUEUED_STATES`]) and, for a client, its SYN (`tcp_connect_init()`
+/// sets `snd_una` to the ISN, the SYN-ACK acknowledges ISN+1); an accepted
+/// socket starts with `snd_una = write_seq = ISN + 1`
+/// (`tcp_create_openreq_child()`).
+///
+/// Received: `bytes_received` counts every advance of `rcv_nxt` past the
+/// peer's SYN (64 bits): the data that arrived in order and the FIN if it
+/// came. `rcv_nxt - copied_seq` is what arrived and was not read. Their
+/// difference is what the reads consumed: the data recvmsg copied and the
+/// FIN if the application read up to it (recvmsg returning 0 advances
+/// `copied_seq` over it). A FIN arrived iff `SOCK_DONE` is set, and it is
+/// the last sequence number, so it was read iff `copied_seq == rcv_nxt`.
+/// Data left unread at close (`__tcp_close()` frees it) never reached
+/// `copied_seq`, so it is not counted, as the length tracepoints did not.
+#[inline(always)]
+fn close_bytes<M: Mem>(sk: u64, tp: u64, old: i32) -> Result<CloseBytes, i32> {
+    let offs = o();
+    let acked: u64 = M::read(tp, off(&offs.tcp_bytes_acked))?;
+    let arrived: u64 = M::read(tp, off(&offs.tcp_bytes_received))?;
+    let write_seq: u32 = M::read(tp, off(&offs.tcp_write_seq))?;
+    let snd_una: u32 = M::read(tp, off(&offs.tcp_snd_una))?;
+    let rcv_nxt: u32 = M::read(tp, off(&offs.tcp_rcv_nxt))?;
+    let copied_seq: u32 = M::read(tp, off(&offs.tcp_copied_seq))?;
+    let flags: u64 = M::read(sk, off(&offs.sk_flags))?;
+
+    let fin_queued = old >= 0 && old < 32 && FIN_QUEUED_STATES & (1 << old) != 0;
+    let fin_received = flags & SOCK_DONE != 0;
+    let fin_read = fin_received && copied_seq == rcv_nxt;
+    let queued = acked + u64::from(write_seq.wrapping_sub(snd_una));
+    let consumed = arrived.saturating_sub(u64::from(rcv_nxt.wrapping_sub(copied_seq)));
+    Ok(CloseBytes {
+        sent: queued.saturating_sub(u64::from(fin_queued)),
+        received: consumed.saturating_sub(u64::from(fin_read)),
+        fin_queued,
+        fin_read,
+        fin_received,
+    })
 }
 
 #[tracepoint]
@@ -190,10 +407,36 @@ fn btf_length(ctx: &BtfTracePointContext, transmit: bool) {
         }
         return;
     }
-    if ret <= 0 {
+    // TCP: the close reads what the calls moved from tcp_sock; only a read
+    // after it is left (see `late_read`).
+    if !transmit && ret > 0 && protocol == IPPROTO_TCP {
+        late_read::<Direct>(sk, ret, || ctx.arg(2));
+    }
+}
+
+/// A TCP recvmsg that moved `ret` > 0 bytes: if the socket is already in
+/// CLOSE, its CLOSE record did not count them (an application reading
+/// what arrived before the peer's FIN after the socket moved to CLOSE:
+/// FIN_WAIT2 goes to CLOSE when the FIN arrives, LAST_ACK when its FIN is
+/// acknowledged, whether or not the application has read everything), so
+/// they go in a `LATE` record. Sends on a closed socket fail. The state is
+/// one more load per receive; nothing else runs unless it is CLOSE.
+#[inline(always)]
+fn late_read<M: Mem>(sk: u64, ret: i32, flags: impl FnOnce() -> i32) {
+    let state = i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0));
+    if state != tcp_state::CLOSE || !setting(&SETTINGS.tcp) || flags() & MSG_PEEK != 0 {
         return;
     }
-    let _ = on_length::<Direct>(sk, ret, protocol, transmit, || ctx.arg(2));
+    let bytes = ret as u64;
+    let sent = emit_in_place(event_kind::LATE, sk, |ev| {
+        let c = &mut ev.conn;
+        c.bytes_rx = bytes;
+        let tp = M::tcp_sock(sk);
+        tp != 0 && fill_tuple_closed::<M>(sk, tp, c).is_ok()
+    });
+    if sent && checked_port::<M>(sk) {
+        proto_add(proto_sum::LATE_BYTES, bytes);
+    }
 }
 
 #[inline(always)]
@@ -219,69 +462,27 @@ fn tp_length(ctx: &TracePointContext, transmit: bool) -> Result<(), i32> {
         return Ok(());
     }
     let protocol: u16 = tp_read(ctx, proto_field)?;
+    if protocol == IPPROTO_TCP {
+        // The close reads what the calls moved from tcp_sock; only a read
+        // after it is left.
+        if !transmit {
+            let sk: u64 = tp_read(ctx, sk_field)?;
+            late_read::<Probe>(sk, ret, || tp_read::<i32>(ctx, flags_field).unwrap_or(0));
+        }
+        return Ok(());
+    }
+    if protocol != IPPROTO_UDP {
+        return Ok(());
+    }
     let sk: u64 = tp_read(ctx, sk_field)?;
-    on_length::<Probe>(sk, ret, protocol, transmit, || {
-        tp_read::<i32>(ctx, flags_field).unwrap_or(0)
-    })
+    udp_length_owner::<Probe>(sk)
 }
 
-/// One sendmsg/recvmsg that moved `ret` > 0 bytes; `flags` is read only
-/// for TCP receives.
+/// One UDP sendmsg/recvmsg that moved bytes, in the classic set: the
+/// cgroup_skb programs count the datagram; this records its owner.
 #[inline(always)]
-fn on_length<M: Mem>(
-    sk: u64,
-    ret: i32,
-    protocol: u16,
-    transmit: bool,
-    flags: impl FnOnce() -> i32,
-) -> Result<(), i32> {
-    if protocol == IPPROTO_TCP && setting(&SETTINGS.tcp) {
-        if !transmit && flags() & MSG_PEEK != 0 {
-            return Ok(());
-        }
-        bump(counter::TCP_EVENTS);
-        let bytes = ret as u64;
-        if let Some(c) = CONNS.get_ptr_mut(&sk) {
-            let c = map_value(c);
-            // Two threads may write one socket at once: add atomically.
-            let counter = if transmit {
-                &mut c.bytes_tx
-            } else {
-                &mut c.bytes_rx
-            };
-            atomic_add(counter, bytes);
-            if c.tgid == 0 {
-                set_process(c);
-            }
-            snapshot_per_tick::<M>(sk, c);
-            return Ok(());
-        }
-        let mut slot = MaybeUninit::uninit();
-        let c = zero_conn(&mut slot);
-        fill_tuple::<M>(sk, c)?;
-        if c.family != AF_INET && c.family != AF_INET6 {
-            return Ok(());
-        }
-        set_process(c);
-        if transmit {
-            c.bytes_tx = bytes;
-        } else {
-            c.bytes_rx = bytes;
-        }
-        if sk_state::<M>(sk) == tcp_state::CLOSE {
-            // Closed and already reported: an application still reading
-            // what arrived before the FIN. User space adds these bytes to
-            // the closed connection's record.
-            emit(event_kind::LATE, sk, c, |_| {});
-        } else {
-            // A connection that predates the agent (its open was not seen).
-            c.established = 1;
-            snapshot::<M>(sk, c);
-            if CONNS.insert(&sk, c, BPF_NOEXIST as u64).is_err() {
-                bump(counter::TCP_MAP_FULL);
-            }
-        }
-    } else if protocol == IPPROTO_UDP && !M::SOCKET_UDP && setting(&SETTINGS.udp) {
+fn udp_length_owner<M: Mem>(sk: u64) -> Result<(), i32> {
+    if !M::SOCKET_UDP && setting(&SETTINGS.udp) {
         bump(counter::UDP_EVENTS);
         // The cgroup_skb program asked for this socket's cookie when the
         // datagram passed (before this tracepoint fires), so it is set.
@@ -301,7 +502,7 @@ fn on_length<M: Mem>(
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     if let Ok(sk) = tp_read::<u64>(&ctx, &o().send_reset_skaddr) {
-        let _ = on_reset::<Probe>(sk, true);
+        on_reset::<Probe>(sk, true);
     }
     0
 }
@@ -309,7 +510,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     if let Ok(sk) = tp_read::<u64>(&ctx, &o().recv_reset_skaddr) {
-        let _ = on_reset::<Probe>(sk, false);
+        on_reset::<Probe>(sk, false);
     }
     0
 }
@@ -317,71 +518,45 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(const struct sock *sk, const struct sk_buff *skb, reason)
-    let _ = on_reset::<Direct>(ctx.arg(0), true);
+    on_reset::<Direct>(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_recv_reset(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(struct sock *sk)
-    let _ = on_reset::<Direct>(ctx.arg(0), false);
+    on_reset::<Direct>(ctx.arg(0), false);
     0
 }
 
+/// A reset sent or received on socket `sk`: a `RESET` record for user
+/// space to add to the connection it joins by `sk` (before or after its
+/// CLOSE record: an abortive close moves the socket to CLOSE before the
+/// reset goes out).
 #[inline(always)]
-fn on_reset<M: Mem>(sk: u64, transmit: bool) -> Result<(), i32> {
-    if !setting(&SETTINGS.tcp) {
-        return Ok(());
-    }
-    if sk == 0 {
-        // A reset answering a segment no socket owns (a closed port).
-        return Ok(());
+fn on_reset<M: Mem>(sk: u64, transmit: bool) {
+    if !setting(&SETTINGS.tcp) || sk == 0 {
+        // sk 0: a reset answering a segment no socket owns (a closed port).
+        return;
     }
     bump(counter::TCP_EVENTS);
-    if let Some(c) = CONNS.get_ptr_mut(&sk) {
-        let c = map_value(c);
+    let _ = emit_in_place(event_kind::RESET, sk, |ev| {
         if transmit {
-            c.resets_tx += 1;
+            ev.conn.resets_tx = 1;
         } else {
-            c.resets_rx += 1;
+            ev.conn.resets_rx = 1;
         }
-        return Ok(());
-    }
-    // An abortive close (SO_LINGER 0) moves the socket to CLOSE before the
-    // reset goes out, so its record is gone: report the reset late.
-    if sk_state::<M>(sk) == tcp_state::CLOSE {
-        let mut slot = MaybeUninit::uninit();
-        let c = zero_conn(&mut slot);
-        fill_tuple::<M>(sk, c)?;
-        if transmit {
-            c.resets_tx = 1;
-        } else {
-            c.resets_rx = 1;
-        }
-        emit(event_kind::LATE, sk, c, |_| {});
-    }
-    Ok(())
+        fill_tuple::<M>(sk, &mut ev.conn).is_ok()
+    });
 }
 
 #[tracepoint]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    if let Ok(sk) = tp_read::<u64>(&ctx, &o().retransmit_skaddr) {
-        on_retransmit::<Probe>(sk);
-    }
+pub fn tcp_retransmit_skb(_ctx: TracePointContext) -> u32 {
     0
 }
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
-    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb)
-    on_retransmit::<Direct>(ctx.arg(0));
+pub fn btf_retransmit(_ctx: BtfTracePointContext) -> u32 {
+    // total_retrans is read at the close.
     0
-}
-
-#[inline(always)]
-fn on_retransmit<M: Mem>(sk: u64) {
-    if let Some(c) = CONNS.get_ptr_mut(&sk) {
-        bump(counter::TCP_EVENTS);
-        snapshot::<M>(sk, map_value(c));
-    }
 }

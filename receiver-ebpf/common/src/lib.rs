@@ -44,6 +44,27 @@ pub struct Offsets {
     pub tcp_segs_in: u32,
     pub tcp_segs_out: u32,
     pub tcp_total_retrans: u32,
+    /// `struct sock_common.skc_flags` (`sk_flags`, an `unsigned long` of
+    /// `enum sock_flags` bits): bit `SOCK_DONE` says a FIN arrived.
+    pub sk_flags: u32,
+    /// `tcp_sock.bytes_acked` (u64): how far `snd_una` has advanced since
+    /// the socket's send sequence began (the client's SYN included).
+    pub tcp_bytes_acked: u32,
+    /// `tcp_sock.bytes_received` (u64): how far `rcv_nxt` has advanced past
+    /// the peer's SYN (a FIN that arrived included).
+    pub tcp_bytes_received: u32,
+    /// `tcp_sock.write_seq`, `snd_una`, `rcv_nxt`, `copied_seq` (u32
+    /// sequence numbers): what is queued but not acknowledged, and what
+    /// arrived but was not read, at the close.
+    pub tcp_write_seq: u32,
+    pub tcp_snd_una: u32,
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
+    /// `inet_sock.inet_sport` (network order), read through the socket's
+    /// `struct tcp_sock`: the local port at CLOSE, where `inet_num` may
+    /// already be 0 (`tcp_set_state()` releases an unlocked port with
+    /// `inet_put_port()` before the state change is traced).
+    pub inet_sport: u32,
     // Tracepoint record fields.
     pub set_state_skaddr: u32,
     pub set_state_oldstate: u32,
@@ -103,7 +124,13 @@ pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
     pub const SYN_RECV: i32 = 3;
+    pub const FIN_WAIT1: i32 = 4;
+    pub const FIN_WAIT2: i32 = 5;
+    pub const TIME_WAIT: i32 = 6;
     pub const CLOSE: i32 = 7;
+    pub const LAST_ACK: i32 = 9;
+    pub const LISTEN: i32 = 10;
+    pub const CLOSING: i32 = 11;
 }
 
 pub const AF_INET: u16 = 2;
@@ -166,6 +193,63 @@ pub mod event_kind {
     /// user space reads /proc for it while it still runs. `conn` carries
     /// only `tgid` and `comm`.
     pub const PROCESS: u32 = 4;
+    /// Prototype (branch tcp-counters-proto): a connect() reached SYN_SENT;
+    /// `conn` has the process, the tuple as known then (the local port may
+    /// still be 0) and `opened_ns`; `sk` names the socket until its CLOSE
+    /// record, which comes later in the ring.
+    pub const CONNECT: u32 = 5;
+    /// Prototype: a socket began listening; `conn` has the process, the
+    /// family, local address and port and the netns: a server's accepted
+    /// connections are named by their local port.
+    pub const LISTEN: u32 = 6;
+    /// Prototype: a reset sent (`resets_tx` 1) or received (`resets_rx` 1)
+    /// on socket `sk`, with its tuple.
+    pub const RESET: u32 = 7;
+    /// Variant D (tcp-counters-proto2): a [`ConnectRec`], CONNECT in 24
+    /// bytes instead of an [`Event`].
+    pub const CONNECT_MIN: u32 = 8;
+    /// Variant D: a [`CloseRec`], CLOSE in 96 bytes instead of an [`Event`]
+    /// (no time: user space stamps it when it drains the ring).
+    pub const CLOSE_MIN: u32 = 9;
+}
+
+/// Variant D: a connect() as a record of its own size (see
+/// `event_kind::CONNECT_MIN`): every field is written, so nothing is
+/// zeroed first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectRec {
+    pub kind: u32,
+    pub tgid: u32,
+    pub sk: u64,
+    /// jiffies at the connect.
+    pub ts: u64,
+}
+
+/// Variant D: a connection's end as a record of its own size (see
+/// `event_kind::CLOSE_MIN`), the fields the contract needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseRec {
+    pub kind: u32,
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad: u16,
+    pub netns: u32,
+    pub sk: u64,
+    pub bytes_tx: u64,
+    pub bytes_rx: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub _pad2: u32,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    /// Variant G: jiffies at the close.
+    pub ts: u64,
 }
 
 /// A ring buffer record.
@@ -332,6 +416,35 @@ pub mod dns_counter {
     pub const COUNT: u32 = 2;
 }
 
+/// Prototype (branch tcp-counters-proto): indexes of the per-CPU
+/// `PROTO_SUMS` array, what the CLOSE and FAILED records carried, summed in
+/// the kernel so that a load run can be checked with bpftool.
+pub mod proto_sum {
+    /// CLOSE records.
+    pub const CLOSES: u32 = 0;
+    /// FAILED records.
+    pub const FAILED: u32 = 1;
+    /// CONNECT records.
+    pub const CONNECTS: u32 = 2;
+    /// LISTEN records.
+    pub const LISTENS: u32 = 3;
+    /// Bytes sent as the CLOSE records give them: the client's SYN is still
+    /// in (user space takes it off for sockets it saw connect).
+    pub const BYTES_SENT: u32 = 4;
+    /// Bytes the application read, as the CLOSE records give them.
+    pub const BYTES_RECEIVED: u32 = 5;
+    /// CLOSE records of sockets that had queued a FIN (taken off).
+    pub const FIN_QUEUED: u32 = 6;
+    /// CLOSE records of sockets whose application read the peer's FIN
+    /// (taken off).
+    pub const FIN_READ: u32 = 7;
+    /// CLOSE records of sockets that had received a FIN (`SOCK_DONE`).
+    pub const FIN_RECEIVED: u32 = 8;
+    /// Bytes read from sockets already in CLOSE (`LATE` records).
+    pub const LATE_BYTES: u32 = 9;
+    pub const SLOTS: u32 = 10;
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// TCP tracepoint hits handled.
@@ -381,6 +494,8 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ConnectRec {}
+    unsafe impl aya::Pod for super::CloseRec {}
     unsafe impl aya::Pod for super::UdpKey {}
     unsafe impl aya::Pod for super::UdpStats {}
     unsafe impl aya::Pod for super::Owner {}

@@ -236,6 +236,9 @@ impl Collector {
                 s.resets_tx += u64::from(c.resets_tx);
                 s.resets_rx += u64::from(c.resets_rx);
             }
+            // Prototype (tcp-counters-proto): the kernel side sends these,
+            // and the join by socket that would use them is not built.
+            event_kind::CONNECT | event_kind::LISTEN | event_kind::RESET => {}
             _ => self
                 .telemetry
                 .emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1)),
