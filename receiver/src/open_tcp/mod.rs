@@ -138,18 +138,21 @@ pub enum OpenTcpError {
 
 impl OpenTcpError {
     /// The namespace went away between the scan and the read (its last
-    /// process exited): nothing to report, not a failure.
+    /// process exited, or its pid now names another namespace): nothing
+    /// to report, not a failure.
     pub fn is_gone(&self) -> bool {
         matches!(
             self,
             OpenTcpError::Netns {
-                source: NetnsError::Open { .. },
+                source: NetnsError::Open { source, .. },
                 ..
-            }
+            } if source.kind() == io::ErrorKind::NotFound
         )
     }
 }
 
+/// For [`netns::in_namespace`], which knows the namespace only once it
+/// entered it; [`read_namespace`] fills in the inode where it is 0.
 impl From<NetnsError> for OpenTcpError {
     fn from(source: NetnsError) -> Self {
         let netns = match &source {
@@ -405,6 +408,10 @@ fn read_namespace(
     netns::in_namespace(path, netns, "fs-open-tcp", move || {
         read_here(link.as_fd(), netns)
     })
+    .map_err(|e| match e {
+        OpenTcpError::Netns { netns: 0, source } => OpenTcpError::Netns { netns, source },
+        e => e,
+    })
 }
 
 fn read_all(link: &Arc<OwnedFd>, own: Option<u32>, scanner: &mut NetnsScanner) -> OpenTcpSnapshot {
@@ -422,4 +429,30 @@ fn read_all(link: &Arc<OwnedFd>, own: Option<u32>, scanner: &mut NetnsScanner) -
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_error(kind: io::ErrorKind) -> OpenTcpError {
+        OpenTcpError::from(NetnsError::Open {
+            path: "/proc/1234/ns/net".into(),
+            source: io::Error::from(kind),
+        })
+    }
+
+    /// Only a namespace whose file is gone counts as gone; a namespace the
+    /// reader may not open is a failure to report.
+    #[test]
+    fn gone_is_only_a_missing_namespace() {
+        assert!(open_error(io::ErrorKind::NotFound).is_gone());
+        assert!(!open_error(io::ErrorKind::PermissionDenied).is_gone());
+        let setns = OpenTcpError::from(NetnsError::Setns {
+            netns: 7,
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+        assert!(!setns.is_gone());
+        assert!(matches!(setns, OpenTcpError::Netns { netns: 7, .. }));
+    }
 }
