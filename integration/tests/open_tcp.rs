@@ -241,7 +241,8 @@ fn half_closed_connection_counts_no_fin() {
 /// The kernel's TCP iterator walks only the namespace of the task that
 /// created it: made in `a` it returns the server end and not the client
 /// end (in `b`), and made in the test's own namespace neither. Every
-/// record names the namespace it was read in.
+/// record names the namespace it was read in; a read of every namespace
+/// finds each end once, under its own.
 #[test]
 fn an_iterator_sees_only_its_own_namespace() {
     require_root();
@@ -278,5 +279,24 @@ fn an_iterator_sees_only_its_own_namespace() {
         !host.iter().any(ours),
         "the host's iterator saw a's or b's socket"
     );
+
+    // The async read (tokio's blocking pool) reads every namespace: each
+    // end once, under its own namespace.
+    let mut reader = reader;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let snap = rt.block_on(reader.read()).unwrap();
+    assert!(snap.failed.is_empty(), "{:?}", snap.failed);
+    let mut mine: Vec<(SocketAddr, u32)> = snap
+        .sockets
+        .iter()
+        .filter(|s| ours(s))
+        .map(|s| (s.local, s.netns))
+        .collect();
+    mine.sort();
+    let mut want = vec![(server_addr, a), (conn.client_addr, b)];
+    want.sort();
+    assert_eq!(mine, want);
     drop(conn);
 }

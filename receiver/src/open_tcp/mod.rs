@@ -172,7 +172,9 @@ pub struct OpenTcpSnapshot {
     pub sockets: Vec<OpenSocket>,
     /// The namespaces read (inodes).
     pub namespaces: Vec<u32>,
-    /// Namespaces gone between the scan and their read.
+    /// Namespaces gone between the scan and their read, and `/run/netns`
+    /// entries that were not a namespace when read (see
+    /// [`is_namespace_file`]).
     pub gone: usize,
     /// Namespaces that could not be read, and why.
     pub failed: Vec<OpenTcpError>,
@@ -414,11 +416,38 @@ fn read_namespace(
     })
 }
 
+/// `statfs(2)`'s `f_type` of the namespace filesystem (nsfs).
+const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+
+/// Whether `path` is a namespace file now. `ip netns add` creates
+/// `/run/netns/NAME` as an empty file and only then bind-mounts the new
+/// namespace over it, and `ip netns del` unmounts before it unlinks: in
+/// between, the path is a plain file, which a scan takes for a namespace
+/// of the file's own inode, and `setns(2)` on it fails with EINVAL (seen
+/// while other tests added and deleted namespaces during a read). Such an
+/// entry is skipped; if it becomes a namespace right after, the next read
+/// has it.
+fn is_namespace_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: all zeroes is a valid statfs; statfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid statfs.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type == NSFS_MAGIC
+}
+
 fn read_all(link: &Arc<OwnedFd>, own: Option<u32>, scanner: &mut NetnsScanner) -> OpenTcpSnapshot {
     let mut out = OpenTcpSnapshot::default();
     let mut namespaces: Vec<_> = scanner.scan().into_iter().collect();
     namespaces.sort_unstable_by_key(|(ino, _)| *ino);
     for (netns, (path, _)) in namespaces {
+        if !is_namespace_file(&path) {
+            out.gone += 1;
+            continue;
+        }
         match read_namespace(link, own, &path, netns) {
             Ok(sockets) => {
                 out.sockets.extend(sockets);
@@ -440,6 +469,14 @@ mod tests {
             path: "/proc/1234/ns/net".into(),
             source: io::Error::from(kind),
         })
+    }
+
+    #[test]
+    fn tells_namespace_files_from_plain_files() {
+        assert!(is_namespace_file(Path::new("/proc/self/ns/net")));
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        assert!(!is_namespace_file(plain.path()));
+        assert!(!is_namespace_file(Path::new("/nonexistent/ns")));
     }
 
     /// Only a namespace whose file is gone counts as gone; a namespace the
