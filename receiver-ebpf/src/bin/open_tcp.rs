@@ -76,10 +76,10 @@ fn offsets() -> &'static OpenTcpOffsets {
     &OPEN_TCP_OFFSETS
 }
 
-/// Runs once per socket of the iterator's namespace; returns 0 (go on).
-///
-/// # Safety
-/// Called by the kernel only, with its `struct bpf_iter__tcp`.
+/// Runs once per socket of the iterator's namespace, called by the kernel
+/// with its `struct bpf_iter__tcp`. Returns 0, go on: the only other value
+/// the verifier allows an iterator, 1, asks for the same socket again
+/// (`bpf_iter_run_prog()` turns it into EAGAIN from `read()`).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub extern "C" fn open_tcp(ctx: *mut c_void) -> i32 {
