@@ -34,6 +34,7 @@ pub mod loader;
 mod mount;
 pub mod netns;
 pub mod offsets;
+pub mod open_tcp;
 pub mod path;
 pub mod process;
 pub mod resume;

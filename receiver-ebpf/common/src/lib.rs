@@ -6,7 +6,9 @@
 #![no_std]
 
 mod drops;
+mod open_tcp;
 pub use drops::{DropKey, DropOffsets, drop_counter};
+pub use open_tcp::{OpenTcp, OpenTcpOffsets, open_tcp_flags};
 
 /// Kernel struct member offsets and tracepoint field offsets.
 ///
