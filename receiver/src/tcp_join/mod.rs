@@ -388,6 +388,20 @@ pub struct ListenKey {
     pub port: u16,
 }
 
+/// Who an open socket belongs to, as far as the records tell: what the
+/// walk of open sockets (`crate::open_tcp`) needs to make a connection's
+/// interval figures out of a socket's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `role::CLIENT` for a socket that connected, `role::SERVER` for one a
+    /// known listener accepted.
+    pub role: u8,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+    /// When it opened, in the clock of [`TickClock::ns`]; 0 when unknown.
+    pub opened_ns: u64,
+}
+
 /// What the join keeps of a CONNECT until its CLOSE.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -461,6 +475,30 @@ impl TcpJoin {
     /// CONNECTs waiting for their CLOSE.
     pub fn waiting(&self) -> usize {
         self.connects.len()
+    }
+
+    /// The owner of open socket `sk`, whose local address is `local`: the
+    /// client that connected it, else the process listening on `local`.
+    /// `None` when the records name neither (a connection older than the
+    /// agent, or its CONNECT or LISTEN lost). Changes nothing, counts
+    /// nothing: the walk asks every interval.
+    pub fn owner(&self, sk: u64, local: ListenKey) -> Option<Owner> {
+        let comm = |tgid: u32| self.names.get(&tgid).copied().unwrap_or([0; 16]);
+        if let Some(p) = self.connects.get(&sk) {
+            return Some(Owner {
+                role: role::CLIENT,
+                tgid: p.tgid,
+                comm: comm(p.tgid),
+                opened_ns: self.clock.ns(p.tick),
+            });
+        }
+        self.server_of(local.netns, local.ip, local.port)
+            .map(|tgid| Owner {
+                role: role::SERVER,
+                tgid,
+                comm: comm(tgid),
+                opened_ns: 0,
+            })
     }
 
     /// Decodes one ring-buffer record ([`decode`]) and feeds it.
