@@ -96,8 +96,12 @@ pub struct EbpfReceiverConfig {
     /// in `flowscope.flows.overflow` and dropped. Default 65536, at least 1.
     #[serde(deserialize_with = "max_tracked_flows")]
     pub max_tracked_flows: usize,
-    /// Size of the kernel-to-user ring buffer in bytes. Default 1 MiB; must be
+    /// Size of the kernel-to-user ring buffer in bytes. Default 4 MiB; must be
     /// a power of two and at least 4096 (one page), as the kernel requires.
+    /// The TCP programs write their frequent records without waking the
+    /// agent, which drains every 100 ms: the ring must hold 100 ms of the
+    /// host's peak rate, 248 bytes per TCP connection (4 MiB: 160,000
+    /// connections a second).
     #[serde(deserialize_with = "ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
     /// Record TCP flows. Default `true`.
@@ -225,8 +229,9 @@ impl EbpfReceiverConfig {
     /// Largest accepted `max_tracked_flows`: the kernel maps are sized by it,
     /// and a map's size is a `u32`.
     pub const MAX_TRACKED_FLOWS: usize = u32::MAX as usize;
-    /// Default `ring_buffer_bytes` (1 MiB).
-    pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
+    /// Default `ring_buffer_bytes` (4 MiB: 100 ms of 160,000 TCP
+    /// connections a second, or the agent's drain 400 ms late at 40,000).
+    pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
     /// Smallest accepted `ring_buffer_bytes` (one page).
     pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
 

@@ -55,7 +55,7 @@ fn default_config_loads_with_documented_values() {
     let ebpf = ebpf(&c.receivers[0]);
     assert_eq!(ebpf.collection_interval, Duration::from_secs(10));
     assert_eq!(ebpf.max_tracked_flows, 65_536);
-    assert_eq!(ebpf.ring_buffer_bytes, 1_048_576);
+    assert_eq!(ebpf.ring_buffer_bytes, 4_194_304);
     assert_eq!(
         c.exporters.get(&id("console")),
         Some(&ExporterConfig::Console(ConsoleExporterConfig {

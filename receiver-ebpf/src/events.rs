@@ -1,12 +1,14 @@
 //! What the flow programs tell user space through the `EVENTS` ring
-//! buffer: a connection's final counters (close, failed connect), late
-//! bytes or resets of a connection already reported, and processes seen
-//! for the first time.
+//! buffer: TCP connections' starts and ends (records of their own size,
+//! [`emit_rec`]), and the rare records as whole `Event`s ([`emit_in_place`]):
+//! failed connects, listeners, late bytes, resets, and processes seen for
+//! the first time.
 //!
 //! The kernel's ring buffer is shared by all CPUs: a program reserves a
 //! record, fills it in place and submits it, and user space reads the
 //! records in the order they were reserved. Submitting may wake user
-//! space (an irq_work per wake-up); see [`wakeup`] for when it does.
+//! space (an irq_work per wake-up): the frequent records never do, the
+//! rare ones see [`wakeup`].
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use flowscope_common::{Conn, Event, counter, event_kind};
@@ -32,13 +34,6 @@ const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) &
 // subprograms, which move one byte per instruction. `Event` is 8-aligned
 // and a multiple of 8 bytes long.
 
-#[inline(always)]
-pub(crate) fn set_process(c: &mut Conn) {
-    c.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    announce(c.tgid, &c.comm);
-}
-
 /// Tells user space about a process the first time it owns a socket, so
 /// /proc is read while the process still runs: short-lived clients keep
 /// their executable name and service name.
@@ -57,8 +52,7 @@ pub(crate) fn set_process_id(c: &mut Conn) {
     announce_with(c.tgid, || bpf_get_current_comm().unwrap_or([0; 16]));
 }
 
-/// Variant D: the calling process's tgid, announced as
-/// [`set_process_id`] does.
+/// The calling process's tgid, announced as [`set_process_id`] does.
 #[inline(always)]
 pub(crate) fn process_id() -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -123,10 +117,10 @@ fn wakeup() -> u64 {
     }
 }
 
-/// Variant D (tcp-counters-proto2): sends a record of type `T`, its own
-/// size, built in place by `fill`, which must write every byte (nothing is
-/// zeroed first); `fill` returning false discards it. `ends` counts it as
-/// a connection's end.
+/// Sends a record of type `T`, its own size, built in place by `fill`,
+/// which must write every byte (nothing is zeroed first); `fill` returning
+/// false discards it. `ends` counts it as a connection's end
+/// (`CONNS_ENDED`). No wake-up (see the body).
 #[inline(always)]
 pub(crate) fn emit_rec<T: 'static>(ends: bool, fill: impl FnOnce(&mut T) -> bool) -> bool {
     match EVENTS.reserve::<T>(0) {
@@ -138,10 +132,9 @@ pub(crate) fn emit_rec<T: 'static>(ends: bool, fill: impl FnOnce(&mut T) -> bool
                 entry.discard(0);
                 return false;
             }
-            // Variant E (tcp-counters-proto2): no wake-up and no
-            // bpf_ringbuf_query; user space drains on its 100 ms timer (a
-            // 1 MiB ring holds 100 ms of 40,000 connections a second in
-            // these records).
+            // No wake-up and no bpf_ringbuf_query: user space drains on its
+            // 100 ms timer, and the ring holds 100 ms of the peak rate (4 MiB
+            // by default: 160,000 connections a second at 248 bytes each).
             entry.submit(BPF_RB_NO_WAKEUP);
             if ends {
                 bump(counter::CONNS_ENDED);
@@ -172,17 +165,16 @@ pub(crate) fn emit_in_place(kind: u32, sk: u64, fill: impl FnOnce(&mut Event) ->
             };
             ev.kind = kind;
             ev.sk = sk;
-            // Variant (tcp-counters-proto2): the tick, not bpf_ktime_get_ns.
-            // On a 64-bit JIT the verifier inlines bpf_jiffies64 as one load;
-            // user space would turn ticks into time (HZ, and an offset it
-            // measures once).
+            // The tick, not bpf_ktime_get_ns: on a 64-bit JIT the verifier
+            // inlines bpf_jiffies64 as one load; user space turns ticks into
+            // time (crate::clock).
             ev.ts_ns = jiffies();
             if !fill(ev) {
                 entry.discard(0);
                 return false;
             }
             entry.submit(wakeup());
-            if kind == event_kind::CLOSE || kind == event_kind::FAILED {
+            if kind == event_kind::FAILED {
                 bump(counter::CONNS_ENDED);
             }
             true

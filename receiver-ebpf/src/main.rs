@@ -8,10 +8,15 @@
 //!   The other transitions (FIN_WAIT1, CLOSE_WAIT, LAST_ACK, ...) carry
 //!   nothing flowscope reports and leave after one comparison.
 //! - `sock:sock_send_length`/`sock_recv_length` fire after every sendmsg and
-//!   recvmsg with the byte count the call moved: the application's bytes,
-//!   exactly, and the calling process.
-//! - `tcp:tcp_send_reset`/`tcp_receive_reset` count resets,
-//!   `tcp:tcp_retransmit_skb` refreshes the retransmit snapshot.
+//!   recvmsg with the byte count the call moved; for TCP only a read from a
+//!   socket already in CLOSE matters (TCP's own counters, read at the
+//!   close, cover everything else).
+//! - `tcp:tcp_send_reset`/`tcp_receive_reset` report resets.
+//!
+//! Nothing is kept per TCP connection in the kernel (issue 24: a hash map
+//! insert, delete and lookups per connection cost more than the programs'
+//! whole budget); [`tcp`] says which ring-buffer records replace it, and
+//! user space joins them (receiver/src/tcp_join).
 //!
 //! Every tracepoint has two programs with one body:
 //! - a BTF-typed raw tracepoint (`tp_btf/...`, the `btf_*` programs), which
@@ -21,11 +26,6 @@
 //!   these when the kernel accepts them;
 //! - a classic tracepoint, which gets the event record and reads the socket
 //!   with one `bpf_probe_read_kernel` call per field: the fallback.
-//!
-//! Prototype (branch tcp-counters-proto, issue 24): the TCP programs keep
-//! nothing per connection and do nothing on sends and receives; see
-//! [`tcp`] for what replaces the list above. `CONNS` stays empty (user
-//! space still creates and walks it).
 //!
 //! UDP is counted per (socket cookie, peer) in `UDP_FLOWS`, two ways:
 //! - with the BTF-typed programs, at the socket: the send/recv length
@@ -51,8 +51,8 @@
 //!
 //! ## Where each part lives
 //!
-//! - [`tcp`]: the TCP programs (state changes, send/recv lengths, resets,
-//!   retransmits), in both sets;
+//! - [`tcp`]: the TCP programs (state changes, send/recv lengths, resets),
+//!   in both sets;
 //! - [`udp`]: UDP counting at the socket (BTF-typed set) and the flow
 //!   and owner maps both UDP paths update;
 //! - [`sock_addr`]: the `cgroup/sendmsg4/6`, `cgroup/recvmsg4/6` programs
@@ -60,7 +60,9 @@
 //! - [`skb`]: the cgroup_skb programs that count UDP in the fallback set;
 //! - [`sock`]: how the programs read `struct sock` (plain loads or probe
 //!   reads);
-//! - [`events`]: the ring buffer records and process announcements.
+//! - [`events`]: the ring buffer records and process announcements;
+//! - [`clock`]: the program user space runs once to relate the records'
+//!   ticks to the monotonic clock.
 //!
 //! Maps and the read-only data user space fills are here, loaded by these
 //! names (receiver/src/loader.rs). Helpers several eBPF objects share
@@ -69,6 +71,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod events;
 mod skb;
 mod sock;
@@ -79,11 +82,9 @@ mod udp;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use flowscope_common::{
-    Conn, Offsets, Owner, Settings, UdpKey, UdpPeer, UdpStats, counter, proto_sum,
-};
+use flowscope_common::{ClockStamp, Offsets, Owner, Settings, UdpKey, UdpPeer, UdpStats, counter};
 use flowscope_ebpf::{frozen, map_value};
 
 /// Filled by user space before load (read-only data).
@@ -97,14 +98,13 @@ static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings { tcp: 1, udp: 1 };
 
-// Sizes are defaults; user space sizes CONNS, UDP_FLOWS and UDP_OWNERS from
-// the configured flow limit. The two hash maps are not preallocated: an
-// entry's memory is taken when a connection or flow appears and given back
-// when it goes, so an idle host does not pay for the configured maximum.
+// Sizes are defaults; user space sizes EVENTS from `ring_buffer_bytes` and
+// UDP_FLOWS and UDP_OWNERS from the configured flow limit. UDP_FLOWS is not
+// preallocated: an entry's memory is taken when a flow appears and given
+// back when it goes, so an idle host does not pay for the configured
+// maximum.
 #[map]
-static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 #[map]
@@ -131,13 +131,11 @@ static UDP_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 
 /// its thread is inside one syscall (or between the parts of a corked
 /// datagram), so 4,096 entries (about 400 KiB, preallocated) leave room
 /// for that many threads sending or receiving at the same moment.
-/// Prototype (branch tcp-counters-proto): what the TCP close records
-/// carried, summed per CPU (`flowscope_common::proto_sum`), to check the
-/// byte derivation against a load run's known totals with bpftool.
-#[map]
-static PROTO_SUMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(proto_sum::SLOTS, 0);
 #[map]
 static UDP_PEERS: LruHashMap<u64, UdpPeer> = LruHashMap::with_max_entries(4096, 0);
+/// What [`clock::clock_stamp`] read, for user space.
+#[map]
+static CLOCK: Array<ClockStamp> = Array::with_max_entries(1, 0);
 
 /// recvmsg(MSG_PEEK) looks at data and leaves it to the next read.
 const MSG_PEEK: i32 = 2;
@@ -152,21 +150,6 @@ fn setting(field: &u32) -> bool {
 fn bump(index: u32) {
     if let Some(v) = COUNTERS.get_ptr_mut(index) {
         *map_value(v) += 1;
-    }
-}
-
-/// Whether the programs fill `PROTO_SUMS` (false: a build that measures the
-/// prototype without its check).
-const PROTO_SUMS_ON: bool = true;
-
-/// Adds `n` to slot `index` of this CPU's `PROTO_SUMS`.
-#[inline(always)]
-fn proto_add(index: u32, n: u64) {
-    if !PROTO_SUMS_ON {
-        return;
-    }
-    if let Some(v) = PROTO_SUMS.get_ptr_mut(index) {
-        *map_value(v) += n;
     }
 }
 

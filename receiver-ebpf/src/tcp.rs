@@ -1,55 +1,66 @@
 //! The TCP programs, each twice: a BTF-typed raw tracepoint (`btf_*`,
 //! the default) and a classic tracepoint (the fallback), one body.
 //!
-//! **Prototype (branch tcp-counters-proto, issue 24): no map operation per
-//! connection.** Nothing is kept per connection in the kernel; TCP's own
-//! counters in `struct tcp_sock` are read once, when the socket closes.
+//! **Nothing is kept per connection in the kernel** (issue 24): a hash map
+//! insert at the open, a delete at the close and a lookup in every send and
+//! receive cost more than twice what empty programs on these hooks do.
+//! TCP's own counters in `struct tcp_sock` are read once, when the socket
+//! closes, and user space joins the records below by socket address
+//! (receiver/src/tcp_join).
 //!
 //! - `sock:inet_sock_set_state` fires on every TCP state change, in the
-//!   context that made it:
-//!   - CLOSE->SYN_SENT runs inside connect(): a `CONNECT` record with the
-//!     calling process, the tuple as far as it is known (the local port is
-//!     picked just after) and the time;
+//!   context that made it. It acts on these:
+//!   - CLOSE->SYN_SENT runs inside connect(): a 24-byte `CONNECT_MIN`
+//!     record (socket, tgid, tick). The tuple is not complete yet (the
+//!     local port is picked just after this change), so the CLOSE record
+//!     carries it. The process's name goes in a `PROCESS` record, once per
+//!     process ([`crate::events`]);
+//!   - SYN_RECV->ESTABLISHED is an accepted socket's handshake ending
+//!     (`tcp_rcv_state_process()` on the final ACK, in softirq, so no
+//!     process): an `ACCEPT` record, the same 24 bytes (socket, tick; tgid
+//!     0), which gives a server's open and its duration. A client's
+//!     SYN_SENT->ESTABLISHED leaves after the old state's comparison;
 //!   - ->LISTEN runs inside listen(): a `LISTEN` record with the process
-//!     and the local port, which names the server of every connection
-//!     accepted on that port;
+//!     and the local address and port, which names the server of every
+//!     connection accepted there;
 //!   - SYN_SENT->CLOSE is a failed connect (`sk_err` holds why): `FAILED`;
-//!   - any other ->CLOSE is the end: a `CLOSE` record with the tuple and
-//!     the final counters, bytes included (see [`close_bytes`]).
+//!   - LISTEN->CLOSE is a listener's end (`__tcp_close()` or
+//!     `tcp_disconnect()` stop it): a `LISTEN_CLOSE` record naming the
+//!     socket, so user space ends that listener's entry exactly;
+//!   - any other ->CLOSE is a connection's end: a 104-byte `CLOSE_MIN`
+//!     record with the tuple, the netns, the final counters, bytes included
+//!     (see [`close_bytes`]), and the tick.
 //!
-//!   The socket's address (`Event::sk`) joins a CONNECT record with the
-//!   CLOSE record of the same socket: a socket is freed only after its
-//!   CLOSE record was reserved, so in the ring's order the next record
-//!   naming the same address is that socket's CLOSE. (Free: the
-//!   tracepoint passes it; the cookie would be a helper call in the
-//!   BTF-typed set, and is 0 on a socket nobody asked it of.)
-//! - `sock:sock_send_length`/`sock_recv_length`: TCP sends leave after the
-//!   protocol check, TCP receives after one more load (the socket's state:
-//!   a read from a socket already in CLOSE sends a `LATE` record); UDP goes
-//!   to [`crate::udp`] as before.
+//!   The two frequent records (CONNECT_MIN and CLOSE_MIN, and ACCEPT) are
+//!   submitted without a wake-up: user space drains the ring on its own
+//!   timer. The socket's address (`sk`) joins them: a socket is freed only
+//!   after its CLOSE record was reserved, so in the ring's order the next
+//!   record naming the same address after a CONNECT or ACCEPT is that
+//!   socket's end. (The address is free: the tracepoint passes it; the
+//!   cookie would be a helper call in the BTF-typed set, and is 0 on a
+//!   socket nobody asked it of.)
+//! - `sock:sock_send_length`/`sock_recv_length`: a TCP send leaves after
+//!   the protocol check; a TCP receive does one more load (the socket's
+//!   state): a read from a socket already in CLOSE sends a `LATE` record
+//!   with the bytes. UDP goes to [`crate::udp`].
 //! - `tcp:tcp_send_reset`/`tcp_receive_reset`: a `RESET` record (resets are
-//!   rare); `tcp:tcp_retransmit_skb` does nothing (`total_retrans` is read
-//!   at the close).
+//!   rare). `tcp:tcp_retransmit_skb` is not attached: `total_retrans` is
+//!   read at the close.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use flowscope_common::{
-    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, Event, IPPROTO_TCP, IPPROTO_UDP, counter,
-    event_kind, proto_sum, role, tcp_state,
+    AF_INET, AF_INET6, CloseRec, Conn, ConnectRec, IPPROTO_TCP, IPPROTO_UDP, counter, event_kind,
+    role, tcp_state,
 };
 use flowscope_ebpf::{jiffies, off};
 
 use crate::events::{emit_in_place, emit_rec, process_id, set_process_id};
 use crate::sock::{Direct, Mem, Probe, fill_tuple, netns_of};
 use crate::udp::{udp_length, udp_owner};
-use crate::{MSG_PEEK, PROTO_SUMS_ON, SETTINGS, bump, o, proto_add, setting};
-
-/// `PROTO_SUMS` counts only connections to or from this port, the server
-/// port of scripts/bench-load.sh, so that other traffic on the host does
-/// not enter the check.
-const CHECK_PORT: u16 = 7000;
+use crate::{MSG_PEEK, SETTINGS, bump, o, setting};
 
 /// `enum sock_flags` bit `SOCK_DONE`: set by `tcp_fin()` when the peer's FIN
 /// arrives (in order), and cleared only by `tcp_disconnect()` and
@@ -67,11 +78,15 @@ const FIN_QUEUED_STATES: u32 = (1 << tcp_state::FIN_WAIT1)
     | (1 << tcp_state::LAST_ACK)
     | (1 << tcp_state::CLOSING);
 
-/// Whether a state change is one flowscope acts on: into SYN_SENT
-/// (connect), LISTEN (listen) or CLOSE (end or failure).
+/// Whether a change into state `new` may be one flowscope acts on: into
+/// SYN_SENT (connect), ESTABLISHED (an accept, when the old state is
+/// SYN_RECV), LISTEN (listen) or CLOSE (an end).
 #[inline(always)]
 fn state_matters(new: i32) -> bool {
-    new == tcp_state::SYN_SENT || new == tcp_state::CLOSE || new == tcp_state::LISTEN
+    new == tcp_state::SYN_SENT
+        || new == tcp_state::CLOSE
+        || new == tcp_state::LISTEN
+        || new == tcp_state::ESTABLISHED
 }
 
 #[tracepoint]
@@ -87,6 +102,10 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     if !state_matters(new) || !setting(&SETTINGS.tcp) {
         return 0;
     }
+    let old: i32 = ctx.arg(1);
+    if new == tcp_state::ESTABLISHED && old != tcp_state::SYN_RECV {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     let Ok(protocol) = Direct::read::<u16>(sk, off(&o().sk_protocol)) else {
         return 0;
@@ -94,7 +113,7 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    set_state::<Direct>(sk, ctx.arg(1), new);
+    set_state::<Direct>(sk, old, new);
     0
 }
 
@@ -112,17 +131,21 @@ fn tp_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     if !state_matters(new) || !setting(&SETTINGS.tcp) {
         return Ok(());
     }
+    let old: i32 = tp_read(ctx, &offs.set_state_oldstate)?;
+    if new == tcp_state::ESTABLISHED && old != tcp_state::SYN_RECV {
+        return Ok(());
+    }
     let protocol: u16 = tp_read(ctx, &offs.set_state_protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
     let sk: u64 = tp_read(ctx, &offs.set_state_skaddr)?;
-    let old: i32 = tp_read(ctx, &offs.set_state_oldstate)?;
     set_state::<Probe>(sk, old, new);
     Ok(())
 }
 
-/// A TCP state change flowscope acts on (see [`state_matters`]).
+/// A TCP state change flowscope acts on (see [`state_matters`]; a change
+/// into ESTABLISHED reaches here only from SYN_RECV).
 #[inline(always)]
 fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
     bump(counter::TCP_EVENTS);
@@ -130,82 +153,63 @@ fn set_state<M: Mem>(sk: u64, old: i32, new: i32) {
         // connect(), in the caller's context. The addresses and the peer's
         // port are set; the local port is picked right after this change
         // (inet_hash_connect()), so the CLOSE record carries it.
-        // Variant D (tcp-counters-proto2): a 24-byte ConnectRec.
-        let sent = emit_rec::<ConnectRec>(false, |r| {
+        let _ = emit_rec::<ConnectRec>(false, |r| {
             r.kind = event_kind::CONNECT_MIN;
             r.tgid = process_id();
             r.sk = sk;
             r.ts = jiffies();
             true
         });
-        if sent && checked_port::<M>(sk) {
-            proto_add(proto_sum::CONNECTS, 1);
-        }
+    } else if new == tcp_state::ESTABLISHED {
+        // An accepted socket's handshake completed, in softirq (the task
+        // running is not the socket's owner): the open, for the server's
+        // open count and duration. The process comes from the listener.
+        let _ = emit_rec::<ConnectRec>(false, |r| {
+            r.kind = event_kind::ACCEPT;
+            r.tgid = 0;
+            r.sk = sk;
+            r.ts = jiffies();
+            true
+        });
     } else if new == tcp_state::LISTEN {
         // listen(), in the caller's context: bind() set the local address
         // and port (a listen() without bind() picks the port just after
-        // this change; not handled by the prototype).
-        let sent = emit_in_place(event_kind::LISTEN, sk, |ev| {
+        // this change: user space counts such a record and skips it).
+        let _ = emit_in_place(event_kind::LISTEN, sk, |ev| {
             let c = &mut ev.conn;
             c.role = role::SERVER;
             set_process_id(c);
             fill_tuple::<M>(sk, c).is_ok()
         });
-        if sent && checked_port::<M>(sk) {
-            proto_add(proto_sum::LISTENS, 1);
-        }
     } else if old == tcp_state::SYN_SENT {
         // A failed connect: tcp_done_with_error() stores sk_err before
         // tcp_done() moves the socket to CLOSE. Nothing was sent or read.
         let err: i32 = M::read(sk, off(&o().sk_err)).unwrap_or(0);
-        let sent = emit_in_place(event_kind::FAILED, sk, |ev| {
+        let _ = emit_in_place(event_kind::FAILED, sk, |ev| {
             ev.errno = err;
             fill_tuple::<M>(sk, &mut ev.conn).is_ok()
         });
-        if sent && checked_port::<M>(sk) {
-            proto_add(proto_sum::FAILED, 1);
-        }
-    } else if old != tcp_state::LISTEN {
-        // The end: the final counters, read once.
-        // Variant D: a 96-byte CloseRec, every field written.
+    } else if old == tcp_state::LISTEN {
+        // The listener's end. `sk` is what user space needs; the tuple is
+        // for the reader of a dump (a port bound without the lock reads 0
+        // here, see `fill_tuple_closed`), so a failed read still sends it.
+        let _ = emit_in_place(event_kind::LISTEN_CLOSE, sk, |ev| {
+            let c = &mut ev.conn;
+            c.role = role::SERVER;
+            let tp = M::tcp_sock(sk);
+            if tp != 0 {
+                let _ = fill_tuple_closed::<M>(sk, tp, c);
+            }
+            true
+        });
+    } else {
+        // The end: the final counters, read once, into a record every
+        // field of which is written.
         let _ = emit_rec::<CloseRec>(true, |r| close_rec::<M>(sk, old, r));
     }
 }
 
-/// Fills a CLOSE record from the socket's `struct tcp_sock`; returns
-/// whether every read succeeded.
-#[inline(always)]
-fn close_record<M: Mem>(sk: u64, old: i32, ev: &mut Event) -> bool {
-    let c = &mut ev.conn;
-    c.established = 1;
-    let tp = M::tcp_sock(sk);
-    if tp == 0 || fill_tuple_closed::<M>(sk, tp, c).is_err() {
-        return false;
-    }
-    let offs = o();
-    let Ok(b) = close_bytes::<M>(sk, tp, old) else {
-        return false;
-    };
-    c.bytes_tx = b.sent;
-    c.bytes_rx = b.received;
-    c.segs_in = M::read(tp, off(&offs.tcp_segs_in)).unwrap_or(0);
-    c.segs_out = M::read(tp, off(&offs.tcp_segs_out)).unwrap_or(0);
-    c.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
-    c.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
-    c.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
-    if !PROTO_SUMS_ON || (c.lport != CHECK_PORT && c.rport != CHECK_PORT) {
-        return true;
-    }
-    proto_add(proto_sum::CLOSES, 1);
-    proto_add(proto_sum::BYTES_SENT, b.sent);
-    proto_add(proto_sum::BYTES_RECEIVED, b.received);
-    proto_add(proto_sum::FIN_QUEUED, u64::from(b.fin_queued));
-    proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
-    proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
-    true
-}
-
-/// Variant D: fills a [`CloseRec`] (every byte: the record is not zeroed)
+/// Fills a [`CloseRec`] (every byte: the record is not zeroed)
 /// from the socket and its `struct tcp_sock`; returns whether every read
 /// succeeded.
 #[inline(always)]
@@ -268,17 +272,8 @@ fn close_rec<M: Mem>(sk: u64, old: i32, r: &mut CloseRec) -> bool {
     r.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
     r.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
     r._pad2 = 0;
-    // Variant G (tcp-counters-proto2): the tick in CLOSE too, for durations.
+    // The tick, for the connection's duration (an inlined load).
     r.ts = jiffies();
-    if !PROTO_SUMS_ON || (r.lport != CHECK_PORT && r.rport != CHECK_PORT) {
-        return true;
-    }
-    proto_add(proto_sum::CLOSES, 1);
-    proto_add(proto_sum::BYTES_SENT, b.sent);
-    proto_add(proto_sum::BYTES_RECEIVED, b.received);
-    proto_add(proto_sum::FIN_QUEUED, u64::from(b.fin_queued));
-    proto_add(proto_sum::FIN_READ, u64::from(b.fin_read));
-    proto_add(proto_sum::FIN_RECEIVED, u64::from(b.fin_received));
     true
 }
 
@@ -293,18 +288,6 @@ fn fill_tuple_closed<M: Mem>(sk: u64, tp: u64, c: &mut Conn) -> Result<(), i32> 
     Ok(())
 }
 
-/// Whether socket `sk` is one `PROTO_SUMS` counts (see [`CHECK_PORT`]).
-#[inline(always)]
-fn checked_port<M: Mem>(sk: u64) -> bool {
-    if !PROTO_SUMS_ON {
-        return false;
-    }
-    let offs = o();
-    let local: u16 = M::read(sk, off(&offs.sk_num)).unwrap_or(0);
-    let peer = u16::from_be(M::read(sk, off(&offs.sk_dport)).unwrap_or(0));
-    local == CHECK_PORT || peer == CHECK_PORT
-}
-
 /// A closing connection's bytes, from TCP's own counters.
 struct CloseBytes {
     /// What the application's sendmsg calls handed to TCP, plus 1 for a
@@ -314,9 +297,6 @@ struct CloseBytes {
     sent: u64,
     /// What the application's recvmsg calls read.
     received: u64,
-    fin_queued: bool,
-    fin_read: bool,
-    fin_received: bool,
 }
 
 /// The bytes of a connection that is moving to CLOSE, read at that
@@ -361,9 +341,6 @@ fn close_bytes<M: Mem>(sk: u64, tp: u64, old: i32) -> Result<CloseBytes, i32> {
     Ok(CloseBytes {
         sent: queued.saturating_sub(u64::from(fin_queued)),
         received: consumed.saturating_sub(u64::from(fin_read)),
-        fin_queued,
-        fin_read,
-        fin_received,
     })
 }
 
@@ -428,15 +405,12 @@ fn late_read<M: Mem>(sk: u64, ret: i32, flags: impl FnOnce() -> i32) {
         return;
     }
     let bytes = ret as u64;
-    let sent = emit_in_place(event_kind::LATE, sk, |ev| {
+    let _ = emit_in_place(event_kind::LATE, sk, |ev| {
         let c = &mut ev.conn;
         c.bytes_rx = bytes;
         let tp = M::tcp_sock(sk);
         tp != 0 && fill_tuple_closed::<M>(sk, tp, c).is_ok()
     });
-    if sent && checked_port::<M>(sk) {
-        proto_add(proto_sum::LATE_BYTES, bytes);
-    }
 }
 
 #[inline(always)]
@@ -548,15 +522,4 @@ fn on_reset<M: Mem>(sk: u64, transmit: bool) {
         }
         fill_tuple::<M>(sk, &mut ev.conn).is_ok()
     });
-}
-
-#[tracepoint]
-pub fn tcp_retransmit_skb(_ctx: TracePointContext) -> u32 {
-    0
-}
-
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn btf_retransmit(_ctx: BtfTracePointContext) -> u32 {
-    // total_retrans is read at the close.
-    0
 }

@@ -19,7 +19,7 @@ static FLOOR_OBJECT: &[u8] =
 
 /// (BTF-typed program, classic program, category, tracepoint): the hooks
 /// of [`crate::loader`]'s table, in the same order.
-const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
+const TRACEPOINTS: [(&str, &str, &str, &str); 5] = [
     (
         "floor_set_state",
         "floor_tp_state",
@@ -44,12 +44,6 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
         "floor_tp_rcvrst",
         "tcp",
         "tcp_receive_reset",
-    ),
-    (
-        "floor_retrans",
-        "floor_tp_retx",
-        "tcp",
-        "tcp_retransmit_skb",
     ),
 ];
 

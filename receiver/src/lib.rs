@@ -15,15 +15,17 @@
 //! then sends one [`FlowBatch`] per interval down a bounded channel until
 //! shutdown, when it sends the last, partial interval.
 //!
-//! The collection itself (draining the ring buffer, walking `CONNS` and
-//! `UDP_FLOWS` with one syscall per entry, reading `/proc`, scanning
-//! network namespaces for wildcard sources) is blocking work that takes
+//! The collection itself (draining the ring buffer and joining its TCP
+//! records ([`tcp_join`]), walking `UDP_FLOWS` with one syscall per entry,
+//! reading `/proc`, scanning network namespaces for wildcard sources) is
+//! blocking work that takes
 //! milliseconds to seconds with the table size, so it runs on a thread of
 //! its own (`flowscope-ebpf`), as conntrack and DNS capture do, and never
 //! holds an async runtime worker that exporters and pipelines need.
 
 pub mod btf;
 pub mod capabilities;
+pub mod clock;
 pub mod collector;
 pub mod component;
 pub mod conntrack;
@@ -47,7 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flowscope_common::{Event, counter, event_kind};
+use flowscope_common::{counter, event_kind};
 use flowscope_model::destinations::{DestinationSink, Destinations, ObservedDestination};
 use flowscope_model::internal_events::{
     EventsLost, EventsReceived, FlowsTracked, LossReason, Source,
@@ -65,6 +67,8 @@ use loader::Loaded;
 
 #[derive(Debug, Error)]
 pub enum RunError {
+    #[error("sizing the TCP record join")]
+    Join(#[source] tcp_join::JoinError),
     #[error("waiting on the eBPF ring buffer")]
     RingBuffer(#[source] std::io::Error),
     #[error("starting the eBPF collection thread")]
@@ -83,9 +87,70 @@ pub enum StartError {
     Nat(#[source] conntrack::ConntrackError),
 }
 
-/// The ring buffer is drained at least this often: the kernel side wakes
-/// user space only for process announcements and each 64 KiB of records.
+/// The ring buffer is drained at least this often: the kernel side never
+/// wakes user space for its frequent TCP records, and for the rare ones
+/// only at process announcements and each 64 KiB. The ring must hold this
+/// long's records at the peak rate (`ring_buffer_bytes`).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// The TCP record join's table sizes ([`tcp_join::Limits`]), from the
+/// receiver's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinSettings {
+    /// CONNECTs (and ACCEPTs) waiting for their CLOSE: one per open
+    /// connection, so the collector's `max_tracked`.
+    pub connects: usize,
+    /// Listening sockets.
+    pub listens: usize,
+    /// Process names by tgid: at least the kernel's `SEEN_PIDS` (16,384
+    /// entries, an LRU), which decides when a process is announced again.
+    pub names: usize,
+    /// Closed connections waiting for late bytes or resets (as the
+    /// collector's closed table: `max_tracked`).
+    pub recent: usize,
+    /// How long they wait: two intervals, as the collector keeps closed
+    /// connections' keys.
+    pub late_window: Duration,
+}
+
+impl JoinSettings {
+    /// Listening sockets the join names servers by: far more than a host
+    /// has; what a lost LISTEN_CLOSE leaves goes at this limit.
+    pub const LISTENS: usize = 4096;
+    /// The kernel's `SEEN_PIDS` size (receiver-ebpf/src/main.rs).
+    pub const NAMES: usize = 16_384;
+
+    /// The join's sizes for a collector of `max_tracked` entries that
+    /// reports every `interval`.
+    pub fn new(max_tracked: usize, interval: Duration) -> Self {
+        Self {
+            connects: max_tracked,
+            listens: Self::LISTENS,
+            names: Self::NAMES,
+            recent: max_tracked,
+            late_window: 2 * interval,
+        }
+    }
+
+    /// The limits in ticks of `clock`.
+    pub fn limits(
+        &self,
+        clock: &tcp_join::TickClock,
+    ) -> Result<tcp_join::Limits, tcp_join::JoinError> {
+        let window_ticks = self
+            .late_window
+            .as_nanos()
+            .saturating_mul(u128::from(clock.hz()))
+            .div_ceil(1_000_000_000);
+        tcp_join::Limits::new(
+            self.connects,
+            self.listens,
+            self.names,
+            self.recent,
+            u64::try_from(window_ticks).unwrap_or(u64::MAX),
+        )
+    }
+}
 
 /// What the `ebpf` receiver runs with: its configuration
 /// ([`EbpfReceiverConfig`], validated when the config was loaded; defaults
@@ -96,6 +161,8 @@ pub struct ReceiverSettings {
     pub interval: Duration,
     pub load: LoadOptions,
     pub collector: CollectorSettings,
+    /// The TCP record join's sizes.
+    pub join: JoinSettings,
     /// The drop program's settings; `None` when `drops.enabled` is off.
     pub drops: Option<drops::DropSettings>,
 }
@@ -137,6 +204,7 @@ impl ReceiverSettings {
                 ephemeral: host.ephemeral_ports,
                 host: host.attrs.clone(),
             },
+            join: JoinSettings::new(config.max_tracked_flows, config.collection_interval),
             drops: config.drops.enabled.then(|| drops::DropSettings {
                 ignore: config.drops.ignore.clone(),
                 ephemeral: host.ephemeral_ports,
@@ -158,6 +226,7 @@ pub struct EbpfReceiver {
     collector: Collector,
     telemetry: Telemetry,
     interval: Duration,
+    join: JoinSettings,
     counters_last: [u64; counter::COUNT as usize],
     /// Where outgoing client flows' servers go for dynamic path tests
     /// (offered only once a `path` receiver subscribed).
@@ -243,6 +312,7 @@ impl EbpfReceiver {
                 .with_memory(ctx.memory.clone()),
             telemetry,
             interval: settings.interval,
+            join: settings.join,
             counters_last,
             destinations: ctx.destinations.clone(),
             drops,
@@ -291,6 +361,7 @@ impl EbpfReceiver {
             mut collector,
             telemetry,
             interval,
+            join: join_settings,
             mut counters_last,
             destinations,
             mut drops,
@@ -299,14 +370,18 @@ impl EbpfReceiver {
         } = self;
         let Loaded {
             ebpf: _ebpf,
-            conns,
             mut udp_flows,
             udp_owners,
             events: mut ring,
             mut counters,
             hooks: _,
+            clock,
             handover: _,
         } = loaded;
+        let limits = join_settings.limits(&clock).map_err(RunError::Join)?;
+        let mut join = tcp_join::TcpJoin::new(limits, clock);
+        // What the join had dropped at the last report, by reason.
+        let mut join_drops_last = tcp_join::Drops::default();
         // Connection ends read from the ring buffer so far.
         let mut ended: u64 = 0;
         let wake = RingWake::new(ring.as_raw_fd()).map_err(RunError::RingBuffer)?;
@@ -322,7 +397,7 @@ impl EbpfReceiver {
                 }
                 wake.wait((next - now).min(DRAIN_EVERY))
                     .map_err(RunError::RingBuffer)?;
-                ended += drain(&mut ring, &mut collector, &telemetry);
+                ended += drain(&mut ring, &mut join, &mut collector, &telemetry);
                 last = stop.load(Ordering::Acquire);
             }
             // The next interval ends one interval after this one's planned
@@ -336,17 +411,10 @@ impl EbpfReceiver {
             // Close events that precede this read belong to this interval;
             // the NAT entries of what the maps hold now are read first.
             collector.catch_up_nat();
-            ended += drain(&mut ring, &mut collector, &telemetry);
-            for item in conns.iter() {
-                match item {
-                    Ok((sk, c)) => collector.on_conn(sk, &c),
-                    Err(_) => telemetry.emit(EventsLost::new(
-                        Source::EbpfTcp,
-                        LossReason::MapReadError,
-                        1,
-                    )),
-                }
-            }
+            ended += drain(&mut ring, &mut join, &mut collector, &telemetry);
+            // open sockets: the iter/tcp walk (branch g-open) goes here
+            report_join_drops(&join, &mut join_drops_last, &telemetry);
+            join.expire(clock.tick(clock::monotonic_ns()));
             let mut idle = Vec::new();
             let mut udp = Vec::new();
             for item in udp_flows.iter() {
@@ -509,37 +577,71 @@ fn offer_destinations(sink: &DestinationSink, batch: &FlowBatch) {
     }
 }
 
-/// Reads every waiting record into the collector; returns how many were
-/// connection ends (`CLOSE`, `FAILED`: what the kernel counts as
-/// `CONNS_ENDED`).
+/// Reads every waiting record, joins the TCP ones ([`tcp_join`]) and
+/// passes each event the join makes to the collector. Returns how many
+/// records were connection ends (`CLOSE`, `FAILED`: what the kernel counts
+/// as `CONNS_ENDED`), including those that could not be read: each of
+/// those is reported lost here, so a restarted agent must not count it
+/// again.
+///
+/// A record the join cannot take is counted in `flowscope.events.lost`
+/// (`ebpf.tcp`, `parse_error`); the first of each drain is logged with how
+/// many followed it.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    join: &mut tcp_join::TcpJoin,
     collector: &mut Collector,
     telemetry: &Telemetry,
 ) -> u64 {
     let mut ended = 0;
+    let mut failed = 0u64;
+    let mut first: Option<tcp_join::JoinError> = None;
     while let Some(item) = ring.next() {
-        if item.len() < std::mem::size_of::<Event>() {
-            // Variant D (tcp-counters-proto2): the compact TCP records are
-            // not read by this prototype's user space.
-            let kind = item
-                .get(..4)
-                .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]]));
-            if matches!(kind, Some(event_kind::CONNECT_MIN | event_kind::CLOSE_MIN)) {
-                continue;
-            }
-            telemetry.emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1));
-            continue;
-        }
-        // SAFETY: the kernel side writes whole `Event`s (repr(C), integers
-        // only); the length was checked; read_unaligned copes with alignment.
-        let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        if ev.kind == event_kind::CLOSE || ev.kind == event_kind::FAILED {
+        let kind = item
+            .first_chunk::<4>()
+            .map(|k| u32::from_ne_bytes(*k))
+            .unwrap_or(0);
+        if kind == event_kind::CLOSE_MIN || kind == event_kind::FAILED {
             ended += 1;
         }
-        collector.on_event(&ev);
+        match join.feed_bytes(&item) {
+            Ok(Some(ev)) => collector.on_event(&ev),
+            Ok(None) => {}
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first {
+        tracing::warn!(
+            "a TCP record from the kernel could not be joined ({} in this drain, counted as lost, parse_error): {}",
+            failed,
+            flowscope_model::errors::error_chain(&e)
+        );
+        telemetry.emit(EventsLost::new(
+            Source::EbpfTcp,
+            LossReason::ParseError,
+            failed,
+        ));
     }
     ended
+}
+
+/// Reports what the join dropped since `last`, by
+/// [`tcp_join::DropReason::loss_reason`] (the reasons main does not count
+/// as lost are left out).
+fn report_join_drops(join: &tcp_join::TcpJoin, last: &mut tcp_join::Drops, telemetry: &Telemetry) {
+    let now = join.drops();
+    for reason in tcp_join::DropReason::ALL {
+        let delta = now.get(reason).saturating_sub(last.get(reason));
+        if let Some(loss) = reason.loss_reason()
+            && delta > 0
+        {
+            telemetry.emit(EventsLost::new(Source::EbpfTcp, loss, delta));
+        }
+    }
+    *last = now.clone();
 }
 
 /// Turns the kernel's per-CPU counters into self-telemetry deltas.

@@ -29,7 +29,7 @@ use aya::programs::{
     ProgramError, TracePoint,
 };
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
-use flowscope_common::{Conn, Offsets, Owner, Settings, UdpKey, UdpStats};
+use flowscope_common::{Offsets, Owner, Settings, UdpKey, UdpStats};
 use flowscope_model::errors::error_chain;
 use thiserror::Error;
 
@@ -45,6 +45,8 @@ pub enum LoadError {
     Privileges(#[from] crate::capabilities::MissingCapabilities),
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
+    #[error("cannot relate the kernel's tick to the monotonic clock")]
+    Clock(#[from] crate::clock::ClockError),
     #[error("cannot read the kernel layout flowscope relies on")]
     Offsets(#[from] OffsetsError),
     #[error("the kernel rejected flowscope's eBPF object")]
@@ -103,7 +105,7 @@ pub enum LoadError {
 pub struct LoadOptions {
     pub tcp: bool,
     pub udp: bool,
-    /// Entries of the kernel's connection and UDP flow maps.
+    /// Entries of the kernel's UDP flow and owner maps.
     pub max_flows: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
@@ -115,13 +117,14 @@ pub struct LoadOptions {
 pub struct Loaded {
     /// Keeps programs and links alive.
     pub ebpf: Ebpf,
-    pub conns: HashMap<MapData, u64, Conn>,
     pub udp_flows: HashMap<MapData, UdpKey, UdpStats>,
     pub udp_owners: HashMap<MapData, u64, Owner>,
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Which tracepoint programs are attached.
     pub hooks: Hooks,
+    /// The records' ticks on the monotonic clock ([`crate::clock`]).
+    pub clock: crate::tcp_join::TickClock,
     /// With a `pin_directory`: what the previous agent left in the pinned
     /// counters, read before this agent's programs were attached.
     pub handover: Option<crate::resume::Handover>,
@@ -140,7 +143,7 @@ pub enum Hooks {
 pub const HOOKS_ENV: &str = "FLOWSCOPE_EBPF_HOOKS";
 
 /// (classic program, BTF-typed program, category, tracepoint).
-const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
+const TRACEPOINTS: [(&str, &str, &str, &str); 5] = [
     (
         "inet_sock_set_state",
         "btf_set_state",
@@ -165,12 +168,6 @@ const TRACEPOINTS: [(&str, &str, &str, &str); 6] = [
         "btf_recv_reset",
         "tcp",
         "tcp_receive_reset",
-    ),
-    (
-        "tcp_retransmit_skb",
-        "btf_retransmit",
-        "tcp",
-        "tcp_retransmit_skb",
     ),
 ];
 
@@ -219,7 +216,6 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     loader
         .override_global("OFFSETS", &offsets, true)
         .override_global("SETTINGS", &settings, true)
-        .map_max_entries("CONNS", opts.max_flows)
         .map_max_entries("UDP_FLOWS", opts.max_flows)
         .map_max_entries("UDP_OWNERS", opts.max_flows)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes);
@@ -229,6 +225,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         loader.map_pin_path("COUNTERS", crate::resume::pin_path(dir));
     }
     let mut ebpf = loader.load(FLOWS_OBJECT).map_err(LoadError::Load)?;
+    let clock = crate::clock::measure(&mut ebpf)?;
     // Before any program is attached: no connection end is counted while
     // the previous agent's leftovers are read.
     let handover = match &opts.pin_directory {
@@ -284,12 +281,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
 
     Ok(Loaded {
-        conns: take(&mut ebpf, "CONNS")?,
         udp_flows: take(&mut ebpf, "UDP_FLOWS")?,
         udp_owners: take(&mut ebpf, "UDP_OWNERS")?,
         events: take(&mut ebpf, "EVENTS")?,
         counters: take(&mut ebpf, "COUNTERS")?,
         hooks,
+        clock,
         handover,
         ebpf,
     })

@@ -42,7 +42,6 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
     let recv_len = Format::read(&root, "sock", "sock_recv_length")?;
     let send_reset = Format::read(&root, "tcp", "tcp_send_reset")?;
     let recv_reset = Format::read(&root, "tcp", "tcp_receive_reset")?;
-    let retransmit = Format::read(&root, "tcp", "tcp_retransmit_skb")?;
 
     Ok(Offsets {
         sk_family: member(&btf, "sock", "__sk_common.skc_family", 2)?,
@@ -85,7 +84,6 @@ pub fn discover() -> Result<Offsets, OffsetsError> {
         recv_len_flags: recv_len.offset("flags", 4)?,
         send_reset_skaddr: send_reset.offset("skaddr", 8)?,
         recv_reset_skaddr: recv_reset.offset("skaddr", 8)?,
-        retransmit_skaddr: retransmit.offset("skaddr", 8)?,
         udp_pending: member(&btf, "udp_sock", "pending", 4)?,
         udp_gso_size: member(&btf, "udp_sock", "gso_size", 2)?,
         task_group_leader: member(&btf, "task_struct", "group_leader", 8)?,

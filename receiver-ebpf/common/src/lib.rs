@@ -82,7 +82,6 @@ pub struct Offsets {
     pub recv_len_flags: u32,
     pub send_reset_skaddr: u32,
     pub recv_reset_skaddr: u32,
-    pub retransmit_skaddr: u32,
     /// `struct udp_sock.pending`: nonzero while a corked datagram (MSG_MORE,
     /// UDP_CORK) waits for more data.
     pub udp_pending: u32,
@@ -140,13 +139,12 @@ pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const IPPROTO_UDP: u16 = 17;
 
-/// One TCP connection, keyed in the `CONNS` map by its `struct sock *`.
+/// One TCP connection's figures as an [`Event`] carries them (and as the
+/// collector takes them).
 ///
-/// Byte counts are summed from `sock:sock_send_length`/`sock_recv_length`
-/// (what the application wrote and read); segment, retransmit and RTT
-/// fields are snapshots of `struct tcp_sock`, taken when the connection
-/// opens, closes and retransmits, and by its sends and receives at most
-/// once per jiffy (see `snap_jiffies`).
+/// Bytes are what the applications wrote and read; segment, retransmit
+/// and RTT fields are `struct tcp_sock`'s own, read when the connection
+/// closes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conn {
@@ -176,14 +174,15 @@ pub struct Conn {
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
-    /// The eBPF side's own: the low 32 bits of `jiffies` when the snapshot
-    /// fields were last read. User space ignores it.
+    /// Unused (was the kernel side's snapshot tick); keeps the layout.
     pub snap_jiffies: u32,
 }
 
 /// What a ring buffer [`Event`] reports.
 pub mod event_kind {
-    /// The connection closed; `conn` holds its final counters.
+    /// The connection closed; `conn` holds its final counters. The kernel
+    /// side sends a [`CloseRec`] (`CLOSE_MIN`) instead; user space's join
+    /// makes this `Event` of it.
     pub const CLOSE: u32 = 1;
     /// A connect failed before ESTABLISHED; `errno` is sk_err.
     pub const FAILED: u32 = 2;
@@ -195,41 +194,48 @@ pub mod event_kind {
     /// user space reads /proc for it while it still runs. `conn` carries
     /// only `tgid` and `comm`.
     pub const PROCESS: u32 = 4;
-    /// Prototype (branch tcp-counters-proto): a connect() reached SYN_SENT;
-    /// `conn` has the process, the tuple as known then (the local port may
-    /// still be 0) and `opened_ns`; `sk` names the socket until its CLOSE
-    /// record, which comes later in the ring.
-    pub const CONNECT: u32 = 5;
-    /// Prototype: a socket began listening; `conn` has the process, the
-    /// family, local address and port and the netns: a server's accepted
-    /// connections are named by their local port.
+    /// A socket began listening (listen(), in the caller's context): `conn`
+    /// has the process, the family, local address and port and the netns;
+    /// it names the server of every connection accepted there.
     pub const LISTEN: u32 = 6;
-    /// Prototype: a reset sent (`resets_tx` 1) or received (`resets_rx` 1)
-    /// on socket `sk`, with its tuple.
+    /// A reset sent (`resets_tx` 1) or received (`resets_rx` 1) on socket
+    /// `sk`, with its tuple.
     pub const RESET: u32 = 7;
-    /// Variant D (tcp-counters-proto2): a [`ConnectRec`], CONNECT in 24
-    /// bytes instead of an [`Event`].
+    /// A [`ConnectRec`]: connect() moved socket `sk` to SYN_SENT, in the
+    /// caller's context (tgid set). The socket's CLOSE or FAILED comes
+    /// later in the ring, naming the same `sk`.
     pub const CONNECT_MIN: u32 = 8;
-    /// Variant D: a [`CloseRec`], CLOSE in 96 bytes instead of an [`Event`]
-    /// (no time: user space stamps it when it drains the ring).
+    /// A [`CloseRec`]: socket `sk` (not a listener, not a failed connect)
+    /// moved to CLOSE; TCP's own final counters.
     pub const CLOSE_MIN: u32 = 9;
+    /// A [`ConnectRec`]: an accepted socket moved from SYN_RECV to
+    /// ESTABLISHED (the handshake's last ACK, in softirq: `tgid` is 0).
+    /// Its CLOSE comes later in the ring, naming the same `sk`.
+    pub const ACCEPT: u32 = 10;
+    /// A listening socket `sk` moved to CLOSE (close() or shutdown() of
+    /// the listener): an [`Event`] with its tuple as far as it is left
+    /// (the local port may be 0, see the flow programs' tcp.rs); `sk` is
+    /// what ends the LISTEN it pairs with.
+    pub const LISTEN_CLOSE: u32 = 11;
 }
 
-/// Variant D: a connect() as a record of its own size (see
-/// `event_kind::CONNECT_MIN`): every field is written, so nothing is
-/// zeroed first.
+/// A connection's start as a record of its own size
+/// (`event_kind::CONNECT_MIN`, `event_kind::ACCEPT`): every field is
+/// written, so nothing is zeroed first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectRec {
     pub kind: u32,
+    /// The connecting process; 0 for an ACCEPT.
     pub tgid: u32,
     pub sk: u64,
-    /// jiffies at the connect.
+    /// jiffies at the state change.
     pub ts: u64,
 }
 
-/// Variant D: a connection's end as a record of its own size (see
-/// `event_kind::CLOSE_MIN`), the fields the contract needs.
+/// A connection's end as a record of its own size
+/// (`event_kind::CLOSE_MIN`): the tuple, the netns and TCP's own counters
+/// at the change to CLOSE. Every field is written.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CloseRec {
@@ -250,8 +256,20 @@ pub struct CloseRec {
     pub _pad2: u32,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
-    /// Variant G: jiffies at the close.
+    /// jiffies at the close.
     pub ts: u64,
+}
+
+/// The two clocks read at one moment by the flow object's `clock_stamp`
+/// program (value of its one-entry `CLOCK` array): user space turns the
+/// records' ticks into `bpf_ktime_get_ns()` time with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockStamp {
+    /// `bpf_jiffies64()`.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
 }
 
 /// A ring buffer record.
@@ -260,9 +278,11 @@ pub struct CloseRec {
 pub struct Event {
     pub kind: u32,
     pub errno: i32,
-    /// The `struct sock *`, to match [`Conn`]s seen by map iteration.
+    /// The `struct sock *`: what joins a socket's records.
     pub sk: u64,
-    /// bpf_ktime_get_ns() at the event.
+    /// When it happened. The kernel side writes `jiffies` (a tick) into the
+    /// records it sends (0 in PROCESS); the join's `Event`s carry
+    /// `bpf_ktime_get_ns()` time, as the collector expects.
     pub ts_ns: u64,
     pub conn: Conn,
 }
@@ -418,35 +438,6 @@ pub mod dns_counter {
     pub const COUNT: u32 = 2;
 }
 
-/// Prototype (branch tcp-counters-proto): indexes of the per-CPU
-/// `PROTO_SUMS` array, what the CLOSE and FAILED records carried, summed in
-/// the kernel so that a load run can be checked with bpftool.
-pub mod proto_sum {
-    /// CLOSE records.
-    pub const CLOSES: u32 = 0;
-    /// FAILED records.
-    pub const FAILED: u32 = 1;
-    /// CONNECT records.
-    pub const CONNECTS: u32 = 2;
-    /// LISTEN records.
-    pub const LISTENS: u32 = 3;
-    /// Bytes sent as the CLOSE records give them: the client's SYN is still
-    /// in (user space takes it off for sockets it saw connect).
-    pub const BYTES_SENT: u32 = 4;
-    /// Bytes the application read, as the CLOSE records give them.
-    pub const BYTES_RECEIVED: u32 = 5;
-    /// CLOSE records of sockets that had queued a FIN (taken off).
-    pub const FIN_QUEUED: u32 = 6;
-    /// CLOSE records of sockets whose application read the peer's FIN
-    /// (taken off).
-    pub const FIN_READ: u32 = 7;
-    /// CLOSE records of sockets that had received a FIN (`SOCK_DONE`).
-    pub const FIN_RECEIVED: u32 = 8;
-    /// Bytes read from sockets already in CLOSE (`LATE` records).
-    pub const LATE_BYTES: u32 = 9;
-    pub const SLOTS: u32 = 10;
-}
-
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// TCP tracepoint hits handled.
@@ -455,7 +446,8 @@ pub mod counter {
     pub const UDP_EVENTS: u32 = 1;
     /// Ring buffer full: an Event was not written.
     pub const RINGBUF_FULL: u32 = 2;
-    /// CONNS full: a connection was not tracked.
+    /// No longer written: the TCP programs keep no per-connection map
+    /// (issue 24). The slot stays so that the pinned layout does not change.
     pub const TCP_MAP_FULL: u32 = 3;
     /// UDP_FLOWS full: a UDP flow was not tracked.
     pub const UDP_MAP_FULL: u32 = 4;
@@ -498,6 +490,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::ConnectRec {}
     unsafe impl aya::Pod for super::CloseRec {}
+    unsafe impl aya::Pod for super::ClockStamp {}
     unsafe impl aya::Pod for super::UdpKey {}
     unsafe impl aya::Pod for super::UdpStats {}
     unsafe impl aya::Pod for super::Owner {}

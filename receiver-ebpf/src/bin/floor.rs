@@ -56,11 +56,6 @@ pub fn floor_recv_rst(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn floor_retrans(_ctx: BtfTracePointContext) -> u32 {
-    0
-}
-
 // The drop program's hook (both sets).
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -114,11 +109,6 @@ pub fn floor_tp_sndrst(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn floor_tp_rcvrst(_ctx: TracePointContext) -> u32 {
-    0
-}
-
-#[tracepoint]
-pub fn floor_tp_retx(_ctx: TracePointContext) -> u32 {
     0
 }
 

@@ -14,22 +14,12 @@ use flowscope_model::{Role, Transport};
 
 use super::Collector;
 use super::key::{Addr, FlowKey, NatPeer, PendKey, ip_from};
+use crate::clock::monotonic_ns;
 use crate::conntrack::{PROTO_TCP, PROTO_UDP, Resolution};
 
 /// How long a close event waits for the conntrack service to catch up
 /// before it is settled as it resolves then.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(20);
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec of ours.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 impl Collector {
     /// What conntrack says about a socket sending `local -> peer`.

@@ -1,5 +1,7 @@
-//! TCP connections: the kernel keeps running totals per socket (`CONNS`);
-//! the table remembers the totals it last reported for each socket, so
+//! TCP connections: a live socket's running totals come once per interval
+//! (from the walk of open sockets), a closed one's final totals with its
+//! close event (from the TCP record join, `crate::tcp_join`); the table
+//! remembers the totals it last reported for each socket, so
 //! every interval's delta is `now - last`, and a connection's final delta
 //! comes with its close event. Closed connections' keys are kept two
 //! intervals for the bytes and resets the kernel reports late.
@@ -101,7 +103,7 @@ impl Collector {
         }
     }
 
-    /// A live connection from the `CONNS` map, read once per interval.
+    /// A live connection's running totals, read once per interval.
     pub fn on_conn(&mut self, sk: u64, c: &Conn) {
         // The answer an earlier interval found; only NAT resolution needs
         // this extra lookup, so without it there is none.
@@ -236,9 +238,6 @@ impl Collector {
                 s.resets_tx += u64::from(c.resets_tx);
                 s.resets_rx += u64::from(c.resets_rx);
             }
-            // Prototype (tcp-counters-proto): the kernel side sends these,
-            // and the join by socket that would use them is not built.
-            event_kind::CONNECT | event_kind::LISTEN | event_kind::RESET => {}
             _ => self
                 .telemetry
                 .emit(EventsLost::new(Source::EbpfTcp, LossReason::ParseError, 1)),

@@ -1,8 +1,8 @@
 //! G's ring-buffer records from their bytes.
 //!
 //! Three layouts share the `EVENTS` ring, told apart by the `u32` kind
-//! each begins with: the 24-byte [`ConnectRec`], the 104-byte
-//! [`CloseRec`] and the whole [`Event`] of the rare records. The kernel
+//! each begins with: the 24-byte [`ConnectRec`] (CONNECT and ACCEPT), the
+//! 104-byte [`CloseRec`] and the whole [`Event`] of the rare records. The kernel
 //! writes every byte of each (the records of their own size are filled
 //! field by field, the `Event`s are zeroed first), so reading one is a
 //! copy once its length is checked.
@@ -38,8 +38,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     };
     match u32::from_ne_bytes([a, b, c, d]) {
         event_kind::CONNECT_MIN => decode_connect(bytes).map(Record::Connect),
+        event_kind::ACCEPT => read("ACCEPT", bytes).map(Record::Accept),
         event_kind::CLOSE_MIN => decode_close(bytes).map(Record::Close),
         event_kind::LISTEN
+        | event_kind::LISTEN_CLOSE
         | event_kind::FAILED
         | event_kind::LATE
         | event_kind::RESET
@@ -61,7 +63,7 @@ pub fn decode_close(bytes: &[u8]) -> Result<CloseRec, DecodeError> {
     read("CLOSE", bytes)
 }
 
-/// A rare record: LISTEN, FAILED, LATE, RESET or PROCESS.
+/// A rare record: LISTEN, LISTEN_CLOSE, FAILED, LATE, RESET or PROCESS.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     read("Event", bytes)
 }

@@ -20,10 +20,13 @@
 //! the join forgets the CONNECT at its CLOSE, and a later CONNECT of the
 //! same address is a new connection.
 //!
-//! A CLOSE without a CONNECT is an accepted socket: it has no record
-//! before its CLOSE (the prototype writes none at SYN_RECV ->
-//! ESTABLISHED). Its process is the one that listened on its local address
-//! and port: see [`ListenKey`].
+//! An accepted socket has an `ACCEPT` record instead (socket address,
+//! tick; no process: the handshake ends in softirq), written when it moves
+//! from SYN_RECV to ESTABLISHED; it gives the server's open time, and it
+//! too is forgotten at the socket's CLOSE or when its address is reused.
+//! A CLOSE without a CONNECT is an accepted socket (or one older than the
+//! agent). Its process is the one that listened on its local address and
+//! port: see [`ListenKey`].
 //!
 //! # Bytes
 //!
@@ -61,25 +64,26 @@
 //!
 //! # What the records do not give (yet)
 //!
-//! - An accepted socket's open: no record marks it, so its CLOSE
-//!   [`Event`] has `opened_ns` 0, and the collector counts no `opened`
-//!   and no duration for servers (main counts both from ESTABLISHED). A
-//!   record at SYN_RECV -> ESTABLISHED, or the first walk that sees the
-//!   socket, would give it.
 //! - Open connections' interval figures: nothing reaches user space before
-//!   the CLOSE (`Collector::on_conn` has no source; `iter/tcp` would be
-//!   one).
+//!   the CLOSE. The walk of open sockets (`crate::open_tcp`, `iter/tcp`)
+//!   gives them, with [`TcpJoin::owner`] naming each socket.
 //! - Connections older than the agent: no CONNECT, so a client among them
 //!   keeps its SYN in the sent bytes and has no process; unless a known
 //!   listener names it, its role is left to the collector's port rule
 //!   ([`DropReason::CloseUnattributed`]).
-//! - A listener's end: see [`ListenKey`].
-//! - A lost CLOSE (the ring full) leaves its CONNECT waiting. If the next
-//!   socket at that address is a client, its CONNECT shows the loss
-//!   ([`DropReason::ConnectOrphaned`]); if it is an accepted socket, its
-//!   CLOSE is taken for the lost client's (a SYN taken off, the client's
-//!   process). The CONNECT record has no tuple to check against; the
-//!   kernel's `RINGBUF_FULL` counter says when this can have happened.
+//! - A lost CLOSE (the ring full) leaves its CONNECT or ACCEPT waiting.
+//!   The next socket at that address shows the loss with its own CONNECT,
+//!   ACCEPT or LISTEN ([`DropReason::ConnectOrphaned`]). Only if that
+//!   record was lost as well is the next CLOSE taken for the lost
+//!   socket's (for a lost client: a SYN taken off, the client's process);
+//!   the kernel's `RINGBUF_FULL` counter says when this can have happened.
+//! - A lost LISTEN_CLOSE leaves the listener's entry until another
+//!   listener takes its address, a record reuses its socket address, or the
+//!   table's limit forgets it (see [`ListenKey`]).
+//! - An accepted socket's process when its listener is unknown (a listener
+//!   older than the agent, or its LISTEN lost): the CLOSE goes out as a
+//!   server's, with its open time, without a process
+//!   ([`DropReason::CloseUnattributed`]).
 //! - A process renamed by exec keeps the name of its PROCESS record, which
 //!   the kernel sends once per tgid.
 
@@ -104,10 +108,12 @@ pub use decode::{DecodeError, decode, decode_close, decode_connect, decode_event
 pub enum Record {
     /// `event_kind::CONNECT_MIN`.
     Connect(ConnectRec),
+    /// `event_kind::ACCEPT`: the [`ConnectRec`] layout, tgid 0.
+    Accept(ConnectRec),
     /// `event_kind::CLOSE_MIN`.
     Close(CloseRec),
-    /// The rare records, still whole [`Event`]s: `LISTEN`, `FAILED`,
-    /// `LATE`, `RESET` and `PROCESS`. Their `ts_ns` holds a tick, but for
+    /// The rare records, still whole [`Event`]s: `LISTEN`,
+    /// `LISTEN_CLOSE`, `FAILED`, `LATE`, `RESET` and `PROCESS`. Their `ts_ns` holds a tick, but for
     /// PROCESS, which has no time (0).
     Event(Event),
 }
@@ -155,10 +161,13 @@ pub enum DropReason {
     /// The CONNECT table was full and its oldest entry was forgotten: that
     /// socket's CLOSE will count as [`DropReason::CloseUnattributed`].
     ConnectEvicted,
-    /// A CONNECT or LISTEN named the address of a socket whose CONNECT was
-    /// still waiting: the older socket was freed, so its CLOSE or FAILED
-    /// record was lost (the ring was full).
+    /// A CONNECT, ACCEPT or LISTEN named the address of a socket whose
+    /// CONNECT or ACCEPT was still waiting: the older socket was freed, so
+    /// its CLOSE or FAILED record was lost (the ring was full).
     ConnectOrphaned,
+    /// The ACCEPT table was full and its oldest entry was forgotten: that
+    /// socket's CLOSE goes out without its open time.
+    AcceptEvicted,
     /// The LISTEN table was full and its oldest entry was forgotten.
     ListenEvicted,
     /// A LISTEN record with local port 0: a listen() without bind() picks
@@ -173,8 +182,9 @@ pub enum DropReason {
     /// before its late bytes or resets could come.
     RecentEvicted,
     /// A CLOSE with no CONNECT and no listener for its local address: no
-    /// process, and the role is left to the collector's port rule (a
-    /// connection older than the agent, or a lost CONNECT or LISTEN).
+    /// process (a connection older than the agent, or a lost CONNECT or
+    /// LISTEN). With its ACCEPT seen it is a server's; without, the role is
+    /// left to the collector's port rule.
     CloseUnattributed,
     /// A FAILED with no CONNECT: no process.
     FailedUnattributed,
@@ -193,9 +203,10 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::ConnectEvicted,
         DropReason::ConnectOrphaned,
+        DropReason::AcceptEvicted,
         DropReason::ListenEvicted,
         DropReason::ListenWithoutPort,
         DropReason::NameEvicted,
@@ -213,6 +224,7 @@ impl DropReason {
     pub fn loss_reason(self) -> Option<LossReason> {
         Some(match self {
             DropReason::ConnectEvicted
+            | DropReason::AcceptEvicted
             | DropReason::ListenEvicted
             | DropReason::NameEvicted
             | DropReason::RecentEvicted => LossReason::TableFull,
@@ -260,13 +272,10 @@ impl Drops {
 /// events carry `bpf_ktime_get_ns()`, the clock is CLOCK_MONOTONIC; an
 /// anchor read against CLOCK_REALTIME gives wall-clock ns instead.
 ///
-/// How the agent would measure them: `/proc/timer_list` (root) prints
-/// `now at N nsecs` (CLOCK_MONOTONIC) and, per tick device, `jiffies: J`;
-/// one read gives the anchor, and two reads a second apart give HZ
-/// (rounded to the kernel's choices, 100, 250, 300 or 1,000;
-/// `sysconf(_SC_CLK_TCK)` is USER_HZ, not HZ). The kernel side could
-/// instead stamp its rare PROCESS record with both `bpf_jiffies64()` and
-/// `bpf_ktime_get_ns()`. jiffies follow the monotonic clock (the tick
+/// The agent measures them once at start-up (`crate::clock`): HZ from the
+/// coarse clock's resolution, and the anchor from an eBPF program that
+/// reads `bpf_jiffies64()` and `bpf_ktime_get_ns()` back to back.
+/// jiffies follow the monotonic clock (the tick
 /// updates them from it), so the anchor does not drift, and a tick is read
 /// up to one tick late: durations are exact to 1/HZ (4 ms at HZ 250).
 /// jiffies do not start at 0 (`INITIAL_JIFFIES` is 5 minutes before the
@@ -289,6 +298,11 @@ impl TickClock {
             anchor_tick,
             anchor_ns,
         })
+    }
+
+    /// Ticks a second.
+    pub fn hz(&self) -> u32 {
+        self.hz
     }
 
     /// The time of `tick` in the anchor's clock, ns (clamped at 0 and
@@ -321,7 +335,8 @@ pub struct Limits {
 
 impl Limits {
     /// - `connects`: CONNECTs waiting for their CLOSE (one per open client
-    ///   connection: as large as the collector's `max_tracked`);
+    ///   connection: as large as the collector's `max_tracked`), and as many
+    ///   ACCEPTs (one per open accepted connection);
     /// - `listens`: listening sockets;
     /// - `names`: process names by tgid; at least the kernel's `SEEN_PIDS`
     ///   (16,384), which decides when a process is announced again;
@@ -366,17 +381,15 @@ impl Limits {
 /// accepts IPv4 as v4-mapped addresses, which [`ip_from`] turns into IPv4;
 /// the record does not say whether `IPV6_V6ONLY` is set).
 ///
-/// **When the entry ends.** G's programs write nothing when a listener
-/// closes (`set_state` skips LISTEN -> CLOSE), so the records cannot say
-/// it directly. The join ends an entry when it must have ended: when
-/// another listener takes the same address and port (the newest wins,
-/// which also covers two `SO_REUSEPORT` listeners, only approximately),
-/// and when any CONNECT, LISTEN, CLOSE or FAILED record names the
-/// listener's socket address (the kernel reuses an address only after
-/// freeing the socket). A listener that closes and whose memory is not
-/// reused keeps its entry until the table's limit forgets it. To end it
-/// exactly, the kernel side needs one more rare record at LISTEN -> CLOSE
-/// carrying the socket address (the LISTEN record's `sk`).
+/// **When the entry ends.** The kernel side writes a `LISTEN_CLOSE` record
+/// naming the socket when a listener moves to CLOSE, and the join ends
+/// the entry of that socket there. It also ends an entry when it must have
+/// ended: when another listener takes the same address and port (the
+/// newest wins, which also covers two `SO_REUSEPORT` listeners, only
+/// approximately), and when any CONNECT, ACCEPT, LISTEN, CLOSE or FAILED
+/// record names the listener's socket address (the kernel reuses an
+/// address only after freeing the socket): what a lost LISTEN_CLOSE
+/// leaves goes then, or at the table's limit.
 ///
 /// The process is the one that called listen(). For a pre-forking server
 /// that is the parent, where main names the worker that first read or
@@ -439,6 +452,8 @@ pub struct TcpJoin {
     clock: TickClock,
     late_window_ticks: u64,
     connects: Fifo<u64, Pending>,
+    /// Accepted sockets' ACCEPT tick, until their CLOSE.
+    accepts: Fifo<u64, u64>,
     listens: Fifo<ListenKey, Listener>,
     /// Listener socket address -> its key, to end the entry when the
     /// address is reused. Bounded with `listens` (removed with it).
@@ -457,6 +472,7 @@ impl TcpJoin {
             clock,
             late_window_ticks: limits.late_window_ticks,
             connects: Fifo::new(limits.connects),
+            accepts: Fifo::new(limits.connects),
             listens: Fifo::new(limits.listens),
             listen_socks: hashbrown::HashMap::new(),
             names: Fifo::new(limits.names),
@@ -478,10 +494,12 @@ impl TcpJoin {
     }
 
     /// The owner of open socket `sk`, whose local address is `local`: the
-    /// client that connected it, else the process listening on `local`.
-    /// `None` when the records name neither (a connection older than the
-    /// agent, or its CONNECT or LISTEN lost). Changes nothing, counts
-    /// nothing: the walk asks every interval.
+    /// client that connected it, else the process listening on `local`
+    /// (with the open time when the socket's ACCEPT was seen; tgid 0 for
+    /// an accepted socket of an unknown listener). `None` when the records
+    /// name neither (a connection older than the agent, or its CONNECT,
+    /// ACCEPT and LISTEN lost). Changes nothing, counts nothing: the walk
+    /// asks every interval.
     pub fn owner(&self, sk: u64, local: ListenKey) -> Option<Owner> {
         let comm = |tgid: u32| self.names.get(&tgid).copied().unwrap_or([0; 16]);
         if let Some(p) = self.connects.get(&sk) {
@@ -492,13 +510,21 @@ impl TcpJoin {
                 opened_ns: self.clock.ns(p.tick),
             });
         }
-        self.server_of(local.netns, local.ip, local.port)
-            .map(|tgid| Owner {
+        let accepted = self.accepts.get(&sk).map(|&tick| self.clock.ns(tick));
+        match self.server_of(local.netns, local.ip, local.port) {
+            Some(tgid) => Some(Owner {
                 role: role::SERVER,
                 tgid,
                 comm: comm(tgid),
-                opened_ns: 0,
-            })
+                opened_ns: accepted.unwrap_or(0),
+            }),
+            None => accepted.map(|opened_ns| Owner {
+                role: role::SERVER,
+                tgid: 0,
+                comm: [0; 16],
+                opened_ns,
+            }),
+        }
     }
 
     /// Decodes one ring-buffer record ([`decode`]) and feeds it.
@@ -514,7 +540,8 @@ impl TcpJoin {
     }
 
     /// Takes the next record in ring order. Returns the [`Event`] main's
-    /// kernel side would have sent for it, if any: `CLOSE` for a CLOSE,
+    /// kernel side would have sent for it, if any (none for CONNECT, ACCEPT,
+    /// LISTEN, LISTEN_CLOSE and a RESET before its CLOSE): `CLOSE` for a CLOSE,
     /// `FAILED` for a FAILED, `LATE` for late bytes or a reset after the
     /// close, and the PROCESS record itself, unchanged (the collector reads
     /// `/proc` then).
@@ -526,9 +553,17 @@ impl TcpJoin {
                 self.connect(c);
                 Ok(None)
             }
+            Record::Accept(a) => {
+                self.accept(a);
+                Ok(None)
+            }
             Record::Close(c) => self.close(index, c).map(Some),
             Record::Event(ev) => match ev.kind {
                 event_kind::LISTEN => self.listen(index, ev).map(|()| None),
+                event_kind::LISTEN_CLOSE => {
+                    self.listener_gone(ev.sk);
+                    Ok(None)
+                }
                 event_kind::FAILED => self.failed(index, ev).map(Some),
                 event_kind::LATE => self.late(index, ev).map(Some),
                 event_kind::RESET => self.reset(index, ev),
@@ -558,10 +593,13 @@ impl TcpJoin {
         }
     }
 
-    /// A socket began a new life at address `sk` (CONNECT or LISTEN): every
-    /// earlier socket there was freed.
+    /// A socket began a new life at address `sk` (CONNECT, ACCEPT or
+    /// LISTEN): every earlier socket there was freed.
     fn address_reused(&mut self, sk: u64) {
         if self.connects.remove(&sk).is_some() {
+            self.drops.add(DropReason::ConnectOrphaned, 1);
+        }
+        if self.accepts.remove(&sk).is_some() {
             self.drops.add(DropReason::ConnectOrphaned, 1);
         }
         self.closed.remove(&sk);
@@ -592,6 +630,12 @@ impl TcpJoin {
             },
         );
         self.drops.add(DropReason::ConnectEvicted, evicted);
+    }
+
+    fn accept(&mut self, a: &ConnectRec) {
+        self.address_reused(a.sk);
+        let (_, evicted) = self.accepts.insert(a.sk, a.ts);
+        self.drops.add(DropReason::AcceptEvicted, evicted);
     }
 
     fn listen(&mut self, index: u64, ev: &Event) -> Result<(), JoinError> {
@@ -662,6 +706,7 @@ impl TcpJoin {
 
     fn close(&mut self, index: u64, r: &CloseRec) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&r.sk);
+        let accepted = self.accepts.remove(&r.sk);
         let early = self.resets.remove(&r.sk).unwrap_or_default();
         // An earlier socket closed at this address is gone for good, even
         // if this record cannot be read.
@@ -698,17 +743,24 @@ impl TcpJoin {
                 c.tgid = p.tgid;
                 c.comm = self.name_of(p.tgid);
             }
-            None => match self.server_of(r.netns, ip_from(r.family, &r.laddr), r.lport) {
-                Some(tgid) => {
-                    c.role = role::SERVER;
-                    c.tgid = tgid;
-                    c.comm = self.name_of(tgid);
+            None => {
+                c.opened_ns = accepted.map_or(0, |tick| self.clock.ns(tick));
+                match self.server_of(r.netns, ip_from(r.family, &r.laddr), r.lport) {
+                    Some(tgid) => {
+                        c.role = role::SERVER;
+                        c.tgid = tgid;
+                        c.comm = self.name_of(tgid);
+                    }
+                    None => {
+                        c.role = if accepted.is_some() {
+                            role::SERVER
+                        } else {
+                            role::UNKNOWN
+                        };
+                        self.drops.add(DropReason::CloseUnattributed, 1);
+                    }
                 }
-                None => {
-                    c.role = role::UNKNOWN;
-                    self.drops.add(DropReason::CloseUnattributed, 1);
-                }
-            },
+            }
         }
         let (_, evicted) = self.closed.insert(
             r.sk,
@@ -729,6 +781,7 @@ impl TcpJoin {
 
     fn failed(&mut self, index: u64, ev: &Event) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&ev.sk);
+        self.accepts.remove(&ev.sk);
         let early = self.resets.remove(&ev.sk).unwrap_or_default();
         self.closed.remove(&ev.sk);
         self.listener_gone(ev.sk);

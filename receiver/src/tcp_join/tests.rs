@@ -82,6 +82,23 @@ fn connect(sk: u64, tgid: u32, tick: u64) -> Record {
     })
 }
 
+/// An ACCEPT record: the accepted socket's handshake ended (no process).
+fn accept(sk: u64, tick: u64) -> Record {
+    Record::Accept(ConnectRec {
+        kind: event_kind::ACCEPT,
+        tgid: 0,
+        sk,
+        ts: tick,
+    })
+}
+
+/// A LISTEN_CLOSE record: listener `sk` moved to CLOSE.
+fn listen_close(sk: u64, port: u16) -> Record {
+    let mut c = tuple(AF_INET, v4(LO), port, [0; 16], 0);
+    c.role = role::SERVER;
+    event(event_kind::LISTEN_CLOSE, sk, ANCHOR_TICK + 50, c)
+}
+
 /// A CLOSE record with `sent` / `received` as the kernel derives them
 /// (see [`AtClose`]), and fixed segment, retransmit and RTT figures.
 fn close(sk: u64, t: &Conn, (sent, received): (u64, u64), tick: u64) -> Record {
@@ -333,7 +350,7 @@ fn assert_client(c: &Conn) {
 fn assert_server(c: &Conn) {
     assert_eq!(c.role, role::SERVER);
     assert_eq!((c.tgid, c.comm), (SERVER_PID, name("server")));
-    // No record marks an accepted socket's open.
+    // The cases' streams have no ACCEPT (see accept_gives_the_servers_open).
     assert_eq!(c.opened_ns, 0);
     assert_eq!((c.lport, c.rport), (7_000, 40_000));
 }
@@ -1080,6 +1097,15 @@ fn bytes_of<T: aya::Pod>(v: &T) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
 }
 
+/// A record's bytes as the kernel writes them into the ring.
+fn record_bytes(rec: &Record) -> Vec<u8> {
+    match rec {
+        Record::Connect(r) | Record::Accept(r) => bytes_of(r),
+        Record::Close(r) => bytes_of(r),
+        Record::Event(e) => bytes_of(e),
+    }
+}
+
 #[test]
 fn decodes_each_layout() {
     // The layouts G's programs write: 24, 104 and the whole Event.
@@ -1087,18 +1113,16 @@ fn decodes_each_layout() {
     assert_eq!(size_of::<CloseRec>(), 104);
     for rec in [
         connect(CLIENT_SK, CLIENT_PID, 1_000),
+        accept(SERVER_SK, 1_000),
         close(SERVER_SK, &server_tuple(), (100, 40), 1_001),
         listen(LISTEN_SK, SERVER_PID, AF_INET6, [0; 16], 443),
+        listen_close(LISTEN_SK, 443),
         failed(CLIENT_SK, &client_tuple(), 111, 1_002),
         late(CLIENT_SK, &client_tuple(), 70, 1_003),
         reset(CLIENT_SK, &client_tuple(), true, 1_004),
         process(CLIENT_PID, "client"),
     ] {
-        let bytes = match &rec {
-            Record::Connect(r) => bytes_of(r),
-            Record::Close(r) => bytes_of(r),
-            Record::Event(e) => bytes_of(e),
-        };
+        let bytes = record_bytes(&rec);
         assert_eq!(decode(&bytes), Ok(rec));
         // One byte short of its layout.
         assert!(matches!(
@@ -1124,6 +1148,14 @@ fn decodes_each_layout() {
             layout: "CONNECT",
             need: 24,
             got: 4
+        })
+    );
+    assert_eq!(
+        decode(&[10, 0, 0, 0, 1, 2]),
+        Err(DecodeError::Short {
+            layout: "ACCEPT",
+            need: 24,
+            got: 6
         })
     );
     assert_eq!(
@@ -1156,12 +1188,7 @@ fn feed_bytes_runs_a_case() {
     let mut recs = opening();
     recs.push(close(CLIENT_SK, &client_tuple(), (101, 100), 1_010));
     for rec in &recs {
-        let bytes = match rec {
-            Record::Connect(r) => bytes_of(r),
-            Record::Close(r) => bytes_of(r),
-            Record::Event(e) => bytes_of(e),
-        };
-        out.extend(j.feed_bytes(&bytes).unwrap());
+        out.extend(j.feed_bytes(&record_bytes(rec)).unwrap());
     }
     let c = closed(&out, CLIENT_SK);
     assert_eq!((c.bytes_tx, c.bytes_rx, c.tgid), (100, 100, CLIENT_PID));
@@ -1230,8 +1257,8 @@ fn collect(events: &[Event]) -> Vec<flowscope_model::Flow> {
 /// of the CLOSE, the half-close with late bytes, the refused connect), fed
 /// to main's collector once as the join's events and once as the events
 /// main's kernel side sends for the same connections: the same flows with
-/// the same figures. The one difference is the accepted socket's open: no
-/// G record marks it, so its flow has no `opened` and no duration.
+/// the same figures, the server's opens and durations included (from the
+/// ACCEPT records, as main counts them from ESTABLISHED).
 #[test]
 fn collector_gets_what_main_sends() {
     let c2 = tuple(AF_INET, v4(LO), 40_001, v4(LO), 7_000);
@@ -1243,6 +1270,7 @@ fn collector_gets_what_main_sends() {
     server_after.lport = 0;
 
     let mut recs = opening();
+    recs.push(accept(SERVER_SK, 1_001));
     // SO_LINGER 0 (see case_linger_zero).
     recs.push(close(SERVER_SK, &server_tuple(), (50, 100), 1_010));
     recs.push(reset(SERVER_SK, &server_after, true, 1_010));
@@ -1250,6 +1278,7 @@ fn collector_gets_what_main_sends() {
     recs.push(close(CLIENT_SK, &client_tuple(), (101, 50), 1_010));
     // The half-close (see case_client_half_close), connected at tick 1,020.
     recs.push(connect(csk2, CLIENT_PID, 1_020));
+    recs.push(accept(ssk2, 1_021));
     recs.push(close(csk2, &c2, (101, 0), 1_030));
     recs.push(close(ssk2, &s2, (70, 100), 1_030));
     recs.push(late(csk2, &c2, 70, 1_031));
@@ -1333,16 +1362,7 @@ fn collector_gets_what_main_sends() {
         );
         assert_eq!(j.resource, m.resource);
         assert_eq!(j.attrs, m.attrs);
-        let mut expect = m.stats.clone();
-        if m.role == flowscope_model::Role::Server {
-            assert_eq!(
-                (m.stats.opened, m.stats.duration.as_ref().map(|d| d.count)),
-                (2, Some(2))
-            );
-            expect.opened = 0;
-            expect.duration = None;
-        }
-        assert_eq!(j.stats, expect, "{:?} {}", j.role, j.peer);
+        assert_eq!(j.stats, m.stats, "{:?} {}", j.role, j.peer);
     }
     // The figures themselves: the client flow to 7000 holds both cases'
     // client ends, the server flow both server ends.
@@ -1360,8 +1380,11 @@ fn collector_gets_what_main_sends() {
     let s = &joined[2].stats;
     assert_eq!(
         (s.bytes_tx, s.bytes_rx, s.resets_tx, s.closed, s.opened),
-        (120, 200, 1, 2, 0)
+        (120, 200, 1, 2, 2)
     );
+    // Both server ends lived 9 ticks (36 ms each).
+    let d = s.duration.as_ref().unwrap();
+    assert_eq!((d.count, d.sum), (2, 0.072));
     assert_eq!(j.drops().iter().count(), 0);
 }
 
@@ -1385,5 +1408,159 @@ fn names_in_use_stay() {
         assert_eq!(e.conn.comm, comm);
     }
     assert_eq!(j.drops().get(DropReason::NameEvicted), 1);
+    assert_eq!(j.drops().get(DropReason::NameUnknown), 1);
+}
+
+// ---------------------------------------------------------------------
+// ACCEPT and LISTEN_CLOSE.
+
+/// An ACCEPT gives the accepted socket's CLOSE, and the walk's owner, the
+/// open time; it is forgotten at the CLOSE, at a FAILED and when the
+/// address is reused, and its table is bounded.
+#[test]
+fn accept_gives_the_servers_open() {
+    let key = ListenKey {
+        netns: NETNS,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 7_000,
+    };
+    let mut j = join();
+    run(&mut j, &opening());
+    assert_eq!(j.feed(&accept(SERVER_SK, 1_001)), Ok(None));
+    // Open: the listener's process, the ACCEPT's time (tick 1,001: 4 ms
+    // after the anchor).
+    let open = Owner {
+        role: role::SERVER,
+        tgid: SERVER_PID,
+        comm: name("server"),
+        opened_ns: 10_004_000_000,
+    };
+    assert_eq!(j.owner(SERVER_SK, key), Some(open));
+    let e = j
+        .feed(&close(SERVER_SK, &server_tuple(), (100, 100), 1_026))
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.conn.role, e.conn.tgid), (role::SERVER, SERVER_PID));
+    assert_eq!(
+        (e.conn.opened_ns, e.ts_ns),
+        (10_004_000_000, 10_104_000_000)
+    );
+    // Nothing is taken off a server's sent bytes.
+    assert_eq!((e.conn.bytes_tx, e.conn.bytes_rx), (100, 100));
+    // Forgotten at the CLOSE: the listener still names the address, with
+    // no open time.
+    assert_eq!(
+        j.owner(SERVER_SK, key),
+        Some(Owner {
+            opened_ns: 0,
+            ..open
+        })
+    );
+
+    // An accepted socket of an unknown listener: a server, no process.
+    let other = tuple(AF_INET, v4(LO), 8_000, v4(LO), 41_000);
+    let other_key = ListenKey { port: 8_000, ..key };
+    j.feed(&accept(0x900, 1_100)).unwrap();
+    assert_eq!(
+        j.owner(0x900, other_key),
+        Some(Owner {
+            role: role::SERVER,
+            tgid: 0,
+            comm: [0; 16],
+            opened_ns: 10_400_000_000,
+        })
+    );
+    let e = j
+        .feed(&close(0x900, &other, (5, 6), 1_101))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.conn.role, e.conn.tgid, e.conn.opened_ns),
+        (role::SERVER, 0, 10_400_000_000)
+    );
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
+    assert_eq!(j.owner(0x900, other_key), None);
+
+    // Its CLOSE lost: the next socket at the address shows it, and is a
+    // client of its own.
+    j.feed(&accept(0x910, 1_200)).unwrap();
+    j.feed(&connect(0x910, CLIENT_PID, 1_201)).unwrap();
+    assert_eq!(j.drops().get(DropReason::ConnectOrphaned), 1);
+    let e = j
+        .feed(&close(0x910, &client_tuple(), (11, 0), 1_202))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.conn.role, e.conn.bytes_tx, e.conn.opened_ns),
+        (role::CLIENT, 10, 10_804_000_000)
+    );
+
+    // A FAILED at the address forgets it too.
+    j.feed(&accept(0x920, 1_300)).unwrap();
+    j.feed(&failed(0x920, &client_tuple(), 111, 1_301)).unwrap();
+    assert_eq!(j.owner(0x920, other_key), None);
+
+    // Bounded with the CONNECT limit (2 here): the oldest goes, counted,
+    // and its CLOSE has no open time.
+    let mut j = TcpJoin::new(Limits::new(2, 8, 64, 64, 500).unwrap(), clock());
+    run(&mut j, &opening());
+    for (i, sk) in [0xa00, 0xa10, 0xa20].into_iter().enumerate() {
+        j.feed(&accept(sk, 1_000 + i as u64)).unwrap();
+    }
+    assert_eq!(j.drops().get(DropReason::AcceptEvicted), 1);
+    assert_eq!(
+        DropReason::AcceptEvicted.loss_reason(),
+        Some(LossReason::TableFull)
+    );
+    let opened = |j: &mut TcpJoin, sk| {
+        let e = j
+            .feed(&close(sk, &server_tuple(), (1, 1), 1_010))
+            .unwrap()
+            .unwrap();
+        (e.conn.role, e.conn.opened_ns)
+    };
+    assert_eq!(opened(&mut j, 0xa00), (role::SERVER, 0));
+    assert_eq!(opened(&mut j, 0xa10), (role::SERVER, 10_004_000_000));
+    assert_eq!(opened(&mut j, 0xa20), (role::SERVER, 10_008_000_000));
+}
+
+/// LISTEN_CLOSE ends the entry of exactly its listener: the accepted
+/// sockets closed after it are no longer named by it, and a closed older
+/// listener does not end the newer one on the same port.
+#[test]
+fn listen_close_ends_the_listener() {
+    let role_of = |j: &mut TcpJoin, sk| {
+        let e = j
+            .feed(&close(sk, &server_tuple(), (1, 1), 1_001))
+            .unwrap()
+            .unwrap();
+        (e.conn.role, e.conn.tgid)
+    };
+    let mut j = join();
+    j.feed(&listen(LISTEN_SK, SERVER_PID, AF_INET, v4(LO), 7_000))
+        .unwrap();
+    assert_eq!(role_of(&mut j, SERVER_SK), (role::SERVER, SERVER_PID));
+    assert_eq!(j.feed(&listen_close(LISTEN_SK, 7_000)), Ok(None));
+    assert_eq!(role_of(&mut j, SERVER_SK + 8), (role::UNKNOWN, 0));
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
+    // A reset at the closed listener's address is no longer the
+    // listener's: it waits for a CLOSE there.
+    j.feed(&reset(LISTEN_SK, &server_tuple(), true, 1_002))
+        .unwrap();
+    assert_eq!(j.drops().get(DropReason::ResetOnListener), 0);
+
+    // Two listeners on the port in turn: the older's close leaves the newer.
+    let mut j = join();
+    j.feed(&listen(LISTEN_SK, SERVER_PID, AF_INET, v4(LO), 7_000))
+        .unwrap();
+    j.feed(&listen(LISTEN_SK + 8, 201, AF_INET, v4(LO), 7_000))
+        .unwrap();
+    j.feed(&listen_close(LISTEN_SK, 7_000)).unwrap();
+    assert_eq!(role_of(&mut j, SERVER_SK), (role::SERVER, 201));
+    j.feed(&listen_close(LISTEN_SK + 8, 7_000)).unwrap();
+    assert_eq!(role_of(&mut j, SERVER_SK + 16), (role::UNKNOWN, 0));
+    // The two closes of unknown servers; no PROCESS records here, so the
+    // two named ones' names are unknown.
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
     assert_eq!(j.drops().get(DropReason::NameUnknown), 1);
 }
