@@ -1,6 +1,7 @@
-//! The connection table: turns what the kernel side reports (live
-//! connections in `CONNS`, UDP flows in `UDP_FLOWS`, close/fail/late events
-//! from the ring buffer) into per-interval flow deltas.
+//! The connection table: turns what the kernel side reports (live TCP
+//! connections from the walk of open sockets, UDP flows in `UDP_FLOWS`,
+//! close/fail/late events from the TCP record join) into per-interval flow
+//! deltas.
 //!
 //! The kernel keeps running totals per socket; this table remembers the
 //! totals it last reported for each socket, so every interval's delta is
@@ -252,8 +253,8 @@ impl Collector {
             self.closed_order.pop_front();
         }
         self.closed_pending.retain(|sk, _| closed.contains_key(sk));
-        // A socket not seen in CONNS for three rounds and never closed was
-        // freed without a CLOSE we saw (map entry lost): forget it.
+        // A socket not seen by the walk for three rounds and never closed
+        // was freed without a CLOSE we saw (its record lost): forget it.
         self.tcp
             .retain(|_, t| round.saturating_sub(t.seen_round) < 3);
         self.refused.retain(|_, r| round.saturating_sub(*r) < 3);
