@@ -36,7 +36,7 @@ use thiserror::Error;
 use crate::offsets::{self, OffsetsError};
 
 /// The flow programs, built by build.rs for the bpf target.
-static FLOWS_OBJECT: &[u8] =
+pub static FLOWS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowscope-flows"));
 
 #[derive(Debug, Error)]
