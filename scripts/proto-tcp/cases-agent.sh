@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# cases-agent.sh LABEL...: for each build, starts its agent, runs the seven cases (inside netns p2cases, on its lo), stops it.
-set -u
-BINS=${BINS:-/work/bins}   # LABEL directories, each with flowscope and a COMMIT file
-T=/tmp/p2cases; mkdir -p $T
-printf 'receivers:\n  ebpf:\n    collection_interval: 10s\nexporters:\n  file:\n    path: %s\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n' $T/m.jsonl > $T/agent.yaml
-ip netns add p2cases 2>/dev/null; ip -n p2cases link set lo up
-for l in "$@"; do
-  RUST_LOG=info $BINS/$l/flowscope run --config $T/agent.yaml > /dev/null 2> $T/agent-$l.log & pid=$!
-  for _ in $(seq 300); do grep -q running $T/agent-$l.log && break; sleep 0.1; done
-  echo "== cases $l ($(cat $BINS/$l/COMMIT | paste -sd' ')) $(date -u +%T)"
-  ip netns exec p2cases python3 "$(dirname "$0")"/cases.py
-  kill -TERM $pid; wait $pid
-done
-ip netns del p2cases
+# cases-agent.sh [FLOWSCOPE]: starts the agent (default: this tree's
+# target/debug/flowscope), runs the seven byte cases of cases.py inside
+# netns p2cases on its lo, stops the agent (SIGTERM flushes the last
+# interval) and checks each case's bytes in the agent's output.
+# FLOWSCOPE_EBPF_HOOKS=tracepoint checks the classic set.
+set -eu
+BIN=${1:-$(dirname "$0")/../../target/debug/flowscope}
+T=$(mktemp -d /tmp/p2cases.XXXXXX)
+printf 'receivers:\n  ebpf:\n    collection_interval: 1s\nexporters:\n  file:\n    path: %s\nservice:\n  pipelines:\n    metrics:\n      receivers: [ebpf]\n      exporters: [file]\n' $T/m.jsonl > $T/agent.yaml
+ip netns add p2cases; trap 'ip netns del p2cases' EXIT
+ip -n p2cases link set lo up
+RUST_LOG=info "$BIN" run --config $T/agent.yaml > /dev/null 2> $T/agent.log & pid=$!
+for _ in $(seq 300); do grep -q running $T/agent.log && break; sleep 0.1; done
+echo "== cases $(date -u +%T) ${FLOWSCOPE_EBPF_HOOKS:-btf}"
+ip netns exec p2cases python3 "$(dirname "$0")"/cases.py run $T/expect.json
+kill -TERM $pid; wait $pid
+python3 "$(dirname "$0")"/cases.py check $T/expect.json $T/m.jsonl
