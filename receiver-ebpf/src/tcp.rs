@@ -31,12 +31,12 @@
 //!     record with the tuple, the netns, the final counters, bytes included
 //!     (see [`close_bytes`]), and the tick.
 //!
-//!   The two frequent records (CONNECT_MIN and CLOSE_MIN, and ACCEPT) are
-//!   submitted without a wake-up: user space drains the ring on its own
-//!   timer. The socket's address (`sk`) joins them: a socket is freed only
-//!   after its CLOSE record was reserved, so in the ring's order the next
-//!   record naming the same address after a CONNECT or ACCEPT is that
-//!   socket's end. (The address is free: the tracepoint passes it; the
+//!   The frequent records (CONNECT_MIN, ACCEPT, CLOSE_MIN) are submitted
+//!   without a wake-up: user space drains the ring on its own timer. The
+//!   socket's address (`sk`) joins them: a socket is freed only after its
+//!   CLOSE record was reserved, so in the ring's order the first CLOSE or
+//!   FAILED naming the address after a CONNECT or ACCEPT is that socket's
+//!   end. (The address is free: the tracepoint passes it; the
 //!   cookie would be a helper call in the BTF-typed set, and is 0 on a
 //!   socket nobody asked it of.)
 //! - `sock:sock_send_length`/`sock_recv_length`: a TCP send leaves after
