@@ -375,11 +375,11 @@ impl EbpfReceiver {
             events: mut ring,
             mut counters,
             hooks: _,
-            clock,
+            clock: ticks,
             handover: _,
         } = loaded;
-        let limits = join_settings.limits(&clock).map_err(RunError::Join)?;
-        let mut join = tcp_join::TcpJoin::new(limits, clock);
+        let limits = join_settings.limits(&ticks).map_err(RunError::Join)?;
+        let mut join = tcp_join::TcpJoin::new(limits, ticks);
         // What the join had dropped at the last report, by reason.
         let mut join_drops_last = tcp_join::Drops::default();
         // Connection ends read from the ring buffer so far.
@@ -414,7 +414,7 @@ impl EbpfReceiver {
             ended += drain(&mut ring, &mut join, &mut collector, &telemetry);
             // open sockets: the iter/tcp walk (branch g-open) goes here
             report_join_drops(&join, &mut join_drops_last, &telemetry);
-            join.expire(clock.tick(clock::monotonic_ns()));
+            join.expire(ticks.tick(clock::monotonic_ns()));
             let mut idle = Vec::new();
             let mut udp = Vec::new();
             for item in udp_flows.iter() {
@@ -675,4 +675,35 @@ fn report_counters(
     }
     // UDP_OWNERS is an LRU cache backed by /proc: eviction loses no count.
     let _ = read(counter::OWNER_MAP_FULL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_limits_from_the_configuration() {
+        let s = JoinSettings::new(65_536, Duration::from_secs(10));
+        // HZ 250: two 10 s intervals are 5,000 ticks.
+        let ticks = tcp_join::TickClock::new(250, 4_295_000_000, 1_000_000_000).unwrap();
+        assert_eq!(
+            s.limits(&ticks).unwrap(),
+            tcp_join::Limits::new(65_536, 4_096, 16_384, 65_536, 5_000).unwrap()
+        );
+        // HZ 300, a 1.5 s interval: 900 ticks; a part tick rounds up.
+        let s = JoinSettings::new(2, Duration::from_millis(1_501));
+        let ticks = tcp_join::TickClock::new(300, 0, 0).unwrap();
+        assert_eq!(
+            s.limits(&ticks).unwrap(),
+            tcp_join::Limits::new(2, 4_096, 16_384, 2, 901).unwrap()
+        );
+        // A collector of no entries is refused, naming the table.
+        let e = JoinSettings::new(0, Duration::from_secs(1))
+            .limits(&ticks)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the CONNECT table needs a limit of at least 1"
+        );
+    }
 }
