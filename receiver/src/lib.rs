@@ -15,12 +15,13 @@
 //! then sends one [`FlowBatch`] per interval down a bounded channel until
 //! shutdown, when it sends the last, partial interval.
 //!
-//! The collection itself (draining the ring buffer, walking the open TCP
-//! sockets of every namespace and `UDP_FLOWS` with one syscall per entry, reading `/proc`, scanning
-//! network namespaces for wildcard sources) is blocking work that takes
-//! milliseconds to seconds with the table size, so it runs on a thread of
-//! its own (`flowscope-ebpf`), as conntrack and DNS capture do, and never
-//! holds an async runtime worker that exporters and pipelines need.
+//! The collection itself (draining the ring buffer, reading the open TCP
+//! sockets of every namespace, walking `UDP_FLOWS` with one syscall per
+//! entry, reading `/proc`, scanning network namespaces for wildcard
+//! sources) is blocking work that takes milliseconds to seconds with the
+//! table size, so it runs on a thread of its own (`flowscope-ebpf`), as
+//! conntrack and DNS capture do, and never holds an async runtime worker
+//! that exporters and pipelines need.
 
 pub mod btf;
 pub mod capabilities;

@@ -19,7 +19,8 @@
 //!   answered and the handshake's last ACK has not come. It has moved no
 //!   data (a Fast Open server's child is a full socket in SYN_RECV,
 //!   written). When the ACK comes, `tcp_v4_syn_recv_sock()` hashes the new
-//!   full socket, in ESTABLISHED, before any `accept()`: a connection
+//!   full socket in place of the request, and processing the same ACK
+//!   moves it to ESTABLISHED, all before any `accept()`: a connection
 //!   waiting in the accept queue is walked.
 //!
 //! Listeners were never reported as connections (main's `CONNS` never held
