@@ -10,9 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use flowscope_common::{AF_INET, Conn as KernelConn, ConnectRec, Event, event_kind, role};
 use flowscope_integration::{NetPair, require_root};
 use flowscope_receiver::netns::in_namespace;
+use flowscope_receiver::open_tcp::walk::{listen_key, open_conn};
 use flowscope_receiver::open_tcp::{OpenSocket, OpenTcpReader, TcpState};
+use flowscope_receiver::tcp_join::{Limits, Record, TcpJoin, TickClock};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -280,13 +283,9 @@ fn an_iterator_sees_only_its_own_namespace() {
         "the host's iterator saw a's or b's socket"
     );
 
-    // The async read (tokio's blocking pool) reads every namespace: each
-    // end once, under its own namespace.
+    // A read of every namespace: each end once, under its own namespace.
     let mut reader = reader;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let snap = rt.block_on(reader.read()).unwrap();
+    let snap = reader.read_all();
     assert!(snap.failed.is_empty(), "{:?}", snap.failed);
     let mut mine: Vec<(SocketAddr, u32)> = snap
         .sockets
@@ -299,4 +298,173 @@ fn an_iterator_sees_only_its_own_namespace() {
     want.sort();
     assert_eq!(mine, want);
     drop(conn);
+}
+
+fn comm(s: &str) -> [u8; 16] {
+    let mut n = [0; 16];
+    n[..s.len()].copy_from_slice(s.as_bytes());
+    n
+}
+
+/// The TCP states in `/proc/thread-self/net/tcp` of namespace `path` for
+/// local port `port` (hex state numbers, as the file gives them).
+fn proc_states(path: &std::path::Path, netns: u32, port: u16) -> Vec<String> {
+    in_namespace::<_, anyhow::Error>(path, netns, "t-proc-tcp", move || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/tcp")?;
+        let want = format!(":{port:04X}");
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(1)?.ends_with(&want)).then(|| f.get(3).map(|s| s.to_string()))?
+            })
+            .collect())
+    })
+    .expect("read /proc/net/tcp in the namespace")
+}
+
+/// An open connection through the conversion the agent's walk uses
+/// (`open_conn`), with the owners a join gives from real socket addresses:
+/// the client's (its CONNECT) sheds its SYN, the server's (its listener's
+/// LISTEN) sheds nothing, and both carry exactly what their application
+/// wrote and read, their namespace, tuple and process. Then the client
+/// closes first: its end goes to TIME_WAIT and the server's to CLOSE, and
+/// the walk writes neither (a TIME_WAIT socket is not a full socket).
+#[test]
+fn open_connection_as_the_collector_gets_it() {
+    let net = NetPair::new().unwrap();
+    let mut reader = OpenTcpReader::load().expect("load the iterator");
+    let server_addr = SocketAddr::new(net.a_v4().parse().unwrap(), 7315);
+    let mut conn = Conn::open(&net, server_addr);
+    conn.client.write_all(&pattern(4_000)).unwrap();
+    let mut got = vec![0; 4_000];
+    conn.server.read_exact(&mut got).unwrap();
+    conn.server.write_all(&pattern(3_000)).unwrap();
+    let mut got = vec![0; 3_000];
+    conn.client.read_exact(&mut got).unwrap();
+    let (c, s) = conn.ends(&mut reader);
+
+    let pid = std::process::id();
+    let mut join = TcpJoin::new(
+        Limits::new(16, 16, 16, 16, 500).unwrap(),
+        TickClock::new(250, 1_000, 4_000_000_000).unwrap(),
+    );
+    let process = Event {
+        kind: event_kind::PROCESS,
+        conn: KernelConn {
+            tgid: pid,
+            comm: comm("open_tcp-test"),
+            ..KernelConn::default()
+        },
+        ..Event::default()
+    };
+    // The listener's LISTEN record: its address and port.
+    let std::net::IpAddr::V4(server_ip) = server_addr.ip() else {
+        unreachable!("an IPv4 server address")
+    };
+    let mut laddr = [0; 16];
+    laddr[..4].copy_from_slice(&server_ip.octets());
+    let listen = Event {
+        kind: event_kind::LISTEN,
+        sk: 0x1,
+        ts_ns: 900,
+        conn: KernelConn {
+            tgid: pid,
+            family: AF_INET,
+            lport: server_addr.port(),
+            netns: conn.a,
+            laddr,
+            ..KernelConn::default()
+        },
+        ..Event::default()
+    };
+    for r in [
+        Record::Event(process),
+        Record::Event(listen),
+        Record::Connect(ConnectRec {
+            kind: event_kind::CONNECT_MIN,
+            tgid: pid,
+            sk: c.sk,
+            ts: 1_250,
+        }),
+    ] {
+        join.feed(&r).unwrap();
+    }
+    let client = open_conn(&c, join.owner(c.sk, listen_key(&c)));
+    let server = open_conn(&s, join.owner(s.sk, listen_key(&s)));
+    assert_eq!(
+        (
+            client.bytes_tx,
+            client.bytes_rx,
+            server.bytes_tx,
+            server.bytes_rx
+        ),
+        (4_000, 3_000, 3_000, 4_000)
+    );
+    assert_eq!((client.role, server.role), (role::CLIENT, role::SERVER));
+    assert_eq!((client.tgid, server.tgid), (pid, pid));
+    assert_eq!(
+        (client.comm, server.comm),
+        (comm("open_tcp-test"), comm("open_tcp-test"))
+    );
+    // The client opened at tick 1,250: 1 s after the clock's anchor.
+    assert_eq!((client.opened_ns, server.opened_ns), (5_000_000_000, 0));
+    assert_eq!((client.established, server.established), (1, 1));
+    assert_eq!((client.netns, server.netns), (conn.b, conn.a));
+    assert_eq!((client.family, server.family), (AF_INET, AF_INET));
+    assert_eq!(
+        (client.lport, client.rport),
+        (conn.client_addr.port(), server_addr.port())
+    );
+    assert_eq!(
+        (server.lport, server.rport),
+        (server_addr.port(), conn.client_addr.port())
+    );
+    assert_eq!(&client.raddr[..4], &server.laddr[..4]);
+    assert_eq!(&client.laddr[..4], &server.raddr[..4]);
+    assert_eq!(
+        (client.segs_out, client.segs_in, client.srtt_us),
+        (c.segs_out, c.segs_in, c.srtt_us)
+    );
+    assert!(
+        client.segs_out >= 3 && server.segs_in >= 3,
+        "{client:?} {server:?}"
+    );
+    // Without owners: the client keeps its SYN, as its CLOSE would.
+    assert_eq!(open_conn(&c, None).bytes_tx, 4_001);
+
+    // The client closes first, the server after reading its FIN.
+    let Conn {
+        client: client_stream,
+        server: mut server_stream,
+        client_addr,
+        a,
+        b,
+        ..
+    } = conn;
+    drop(client_stream);
+    let mut rest = Vec::new();
+    server_stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(server_stream);
+    let (b_path, _) = ns(&net.b);
+    let start = Instant::now();
+    loop {
+        // 06: TIME_WAIT, in include/net/tcp_states.h's numbering.
+        if proc_states(&b_path, b, client_addr.port()) == ["06"] {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the client never reached TIME_WAIT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let snap = reader.read_all();
+    assert!(snap.failed.is_empty(), "{:?}", snap.failed);
+    assert!(snap.namespaces.contains(&a) && snap.namespaces.contains(&b));
+    let ours: Vec<_> = snap
+        .sockets
+        .iter()
+        .filter(|x| x.local == client_addr || x.peer == client_addr)
+        .collect();
+    assert!(ours.is_empty(), "walked after the close: {ours:?}");
 }

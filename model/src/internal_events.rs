@@ -71,7 +71,9 @@ pub enum LossReason {
     MapFull,
     /// Reading an entry of a kernel map failed.
     MapReadError,
-    /// The kernel side failed to read socket or task memory.
+    /// The kernel side failed to read socket or task memory, or user
+    /// space failed to read the kernel's open sockets (a namespace's
+    /// `iter/tcp` read).
     ReadError,
     /// A record or packet could not be parsed.
     ParseError,

@@ -368,6 +368,62 @@ mod tests {
         assert!(col.finish(2, 3).flows.is_empty());
     }
 
+    /// A connection older than the agent: the baseline counts nothing and
+    /// shows no flow; the next read and the close count only what came
+    /// after it (1,000 + 234 bytes sent, 50 read, 12 segments each way), and
+    /// no open.
+    #[test]
+    fn baseline_counts_only_what_follows() {
+        let mut col = Collector::new(settings(), Telemetry::new());
+        let mut c = conn(role::UNKNOWN, 40000, 5432);
+        c.opened_ns = 0;
+        (c.bytes_tx, c.bytes_rx, c.segs_out, c.segs_in) = (1_000_000, 7_000, 900, 800);
+        c.total_retrans = 3;
+        col.on_conn_baseline(1, &c);
+        assert_eq!(col.tracked(), 1);
+        assert!(col.finish(0, 1).flows.is_empty(), "the baseline counted");
+
+        (c.bytes_tx, c.bytes_rx, c.segs_out, c.segs_in) = (1_001_000, 7_050, 910, 805);
+        col.on_conn(1, &c);
+        let b = col.finish(1, 2);
+        let s = &b.flows[0].stats;
+        assert_eq!(
+            (
+                s.bytes_tx,
+                s.bytes_rx,
+                s.packets_tx,
+                s.packets_rx,
+                s.retransmits
+            ),
+            (1_000, 50, 10, 5, 0)
+        );
+        assert_eq!((s.opened, s.active), (0, 1));
+
+        (c.bytes_tx, c.segs_out, c.segs_in) = (1_001_234, 912, 812);
+        c.total_retrans = 4;
+        col.on_event(&Event {
+            kind: event_kind::CLOSE,
+            errno: 0,
+            sk: 1,
+            ts_ns: 9,
+            conn: c,
+        });
+        let b = col.finish(2, 3);
+        let s = &b.flows[0].stats;
+        assert_eq!(
+            (
+                s.bytes_tx,
+                s.bytes_rx,
+                s.packets_tx,
+                s.packets_rx,
+                s.retransmits
+            ),
+            (234, 0, 2, 7, 1)
+        );
+        assert_eq!((s.opened, s.closed), (0, 1));
+        assert!(s.duration.is_none(), "no open time, no duration");
+    }
+
     #[test]
     fn u32_counters_wrap_instead_of_saturating() {
         assert_eq!(u32_delta(10, u32::MAX - 5), 16);

@@ -16,12 +16,13 @@
 //! shutdown, when it sends the last, partial interval.
 //!
 //! The collection itself (draining the ring buffer and joining its TCP
-//! records ([`tcp_join`]), walking `UDP_FLOWS` with one syscall per entry,
-//! reading `/proc`, scanning network namespaces for wildcard sources) is
-//! blocking work that takes
-//! milliseconds to seconds with the table size, so it runs on a thread of
-//! its own (`flowscope-ebpf`), as conntrack and DNS capture do, and never
-//! holds an async runtime worker that exporters and pipelines need.
+//! records ([`tcp_join`]), reading the open TCP sockets of every namespace
+//! ([`open_tcp`]), walking `UDP_FLOWS` with one syscall per entry, reading
+//! `/proc`, scanning network namespaces for wildcard sources) is blocking
+//! work that takes milliseconds to seconds with the table size, so it runs
+//! on a thread of its own (`flowscope-ebpf`), as conntrack and DNS capture
+//! do, and never holds an async runtime worker that exporters and
+//! pipelines need.
 
 pub mod btf;
 pub mod capabilities;
@@ -238,6 +239,8 @@ pub struct EbpfReceiver {
     conntrack: Option<Arc<conntrack::Conntrack>>,
     /// With a `pin_directory`: where each delivered interval is recorded.
     checkpoint: Option<resume::Checkpoint>,
+    /// With `tcp`: the walk of open TCP connections, once an interval.
+    open_tcp: Option<open_tcp::walk::OpenWalk>,
 }
 
 impl EbpfReceiver {
@@ -266,7 +269,7 @@ impl EbpfReceiver {
     /// and tests that pick their own).
     pub fn start_with(settings: ReceiverSettings, ctx: &Context) -> Result<Self, LoadError> {
         let telemetry = ctx.telemetry.clone();
-        let loaded = loader::load(&settings.load)?;
+        let mut loaded = loader::load(&settings.load)?;
         let mut counters_last = [0; counter::COUNT as usize];
         let mut checkpoint = None;
         if let (Some(dir), Some(h)) = (&settings.load.pin_directory, &loaded.handover) {
@@ -306,10 +309,22 @@ impl EbpfReceiver {
                     None
                 }
             });
+        let mut collector =
+            Collector::new(settings.collector, telemetry.clone()).with_memory(ctx.memory.clone());
+        // Right after the programs attached: what the open connections did
+        // before this agent is not counted (see open_tcp::walk).
+        let open_tcp = loaded.open_tcp.take().map(|reader| {
+            let mut walk = open_tcp::walk::OpenWalk::new(reader);
+            let b = walk.baseline(&mut collector, &telemetry);
+            tracing::info!(
+                "{} open TCP connections predate the agent: counted from now on",
+                b.reported
+            );
+            walk
+        });
         Ok(Self {
             loaded,
-            collector: Collector::new(settings.collector, telemetry.clone())
-                .with_memory(ctx.memory.clone()),
+            collector,
             telemetry,
             interval: settings.interval,
             join: settings.join,
@@ -318,6 +333,7 @@ impl EbpfReceiver {
             drops,
             conntrack: None,
             checkpoint,
+            open_tcp,
         })
     }
 
@@ -367,6 +383,7 @@ impl EbpfReceiver {
             mut drops,
             conntrack: _conntrack,
             checkpoint,
+            mut open_tcp,
         } = self;
         let Loaded {
             ebpf: _ebpf,
@@ -377,6 +394,7 @@ impl EbpfReceiver {
             hooks: _,
             clock: ticks,
             handover: _,
+            open_tcp: _,
         } = loaded;
         let limits = join_settings.limits(&ticks).map_err(RunError::Join)?;
         let mut join = tcp_join::TcpJoin::new(limits, ticks);
@@ -412,7 +430,11 @@ impl EbpfReceiver {
             // the NAT entries of what the maps hold now are read first.
             collector.catch_up_nat();
             ended += drain(&mut ring, &mut join, &mut collector, &telemetry);
-            // open sockets: the iter/tcp walk (branch g-open) goes here
+            // Open sockets: the iter/tcp walk, after the drain (the join
+            // has the interval's CONNECTs and ACCEPTs).
+            if let Some(open) = open_tcp.as_mut() {
+                open.walk(&join, &mut collector, &telemetry);
+            }
             report_join_drops(&join, &mut join_drops_last, &telemetry);
             join.expire(ticks.tick(clock::monotonic_ns()));
             let mut idle = Vec::new();

@@ -91,6 +91,8 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("loading the open-socket iterator (iter/tcp), which reads open TCP connections")]
+    OpenTcp(#[source] crate::open_tcp::OpenTcpError),
     #[error("attaching cgroup program `{program}` to {path}")]
     AttachCgroup {
         program: &'static str,
@@ -128,6 +130,10 @@ pub struct Loaded {
     /// With a `pin_directory`: what the previous agent left in the pinned
     /// counters, read before this agent's programs were attached.
     pub handover: Option<crate::resume::Handover>,
+    /// With `tcp`: the iterator that reads open TCP connections once an
+    /// interval ([`crate::open_tcp`]), loaded after the flow programs
+    /// attached.
+    pub open_tcp: Option<crate::open_tcp::OpenTcpReader>,
 }
 
 /// The kind of tracepoint programs attached.
@@ -266,6 +272,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
 
     tracing::info!(?hooks, "TCP tracepoint programs attached");
+    // Open connections are read from the kernel's socket tables, nothing
+    // the tracepoints keep: a program of its own (see crate::open_tcp).
+    let open_tcp = if opts.tcp {
+        Some(crate::open_tcp::OpenTcpReader::load().map_err(LoadError::OpenTcp)?)
+    } else {
+        None
+    };
 
     if opts.udp {
         let root = cgroup2_root()?;
@@ -288,6 +301,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         hooks,
         clock,
         handover,
+        open_tcp,
         ebpf,
     })
 }

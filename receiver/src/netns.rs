@@ -109,7 +109,7 @@ impl NetnsScanner {
 /// before it unlinks the file: a scan in between finds a plain file, whose
 /// inode is no namespace's, and setns(2) on it fails with EINVAL. Only a
 /// path on nsfs is a namespace.
-fn is_namespace_file(path: &Path) -> bool {
+pub(crate) fn is_namespace_file(path: &Path) -> bool {
     crate::mount::is_on(path, crate::mount::NSFS_MAGIC)
 }
 

@@ -28,8 +28,14 @@
 //!
 //! **Not counted.** Connections that begin and end while no agent runs
 //! (no program is attached: the kernel sees nothing), and the bytes of
-//! connections still open at the kill since their last report (the
-//! connection table is not pinned).
+//! connections still open at the kill since their last report: the agent
+//! reads open connections from the kernel's own socket tables
+//! (`crate::open_tcp`), which hold each socket's whole history, so a
+//! starting agent takes every open socket's counters as its baseline
+//! right after its programs attach (`open_tcp::walk`) and counts only
+//! what follows. A connection that lives across a restart is therefore
+//! never counted twice; what it did between the killed agent's last
+//! report and the new agent's baseline is not counted at all.
 
 use std::path::{Path, PathBuf};
 

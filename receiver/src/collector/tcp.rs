@@ -1,7 +1,7 @@
 //! TCP connections: a live socket's running totals come once per interval
-//! (from the walk of open sockets), a closed one's final totals with its
-//! close event (from the TCP record join, `crate::tcp_join`); the table
-//! remembers the totals it last reported for each socket, so
+//! (the `iter/tcp` walk, [`crate::open_tcp::walk`]), a closed one's final
+//! totals with its close event (the TCP record join, [`crate::tcp_join`]);
+//! the table remembers the totals it last reported for each socket, so
 //! every interval's delta is `now - last`, and a connection's final delta
 //! comes with its close event. Closed connections' keys are kept two
 //! intervals for the bytes and resets the kernel reports late.
@@ -103,8 +103,26 @@ impl Collector {
         }
     }
 
-    /// A live connection's running totals, read once per interval.
+    /// A live connection, read once per interval: its counters since the
+    /// last read (or since its open) are counted.
     pub fn on_conn(&mut self, sk: u64, c: &Conn) {
+        self.conn_seen(sk, c, true);
+    }
+
+    /// A live connection that opened before the agent started: its counters
+    /// so far become the last ones seen, and nothing is counted (not its
+    /// bytes, segments or retransmits, and never an open), so that its
+    /// later reads and its close count only what it did after this.
+    ///
+    /// A read of the kernel's socket tables ([`crate::open_tcp`]) sees a
+    /// socket's whole history, where main's per-socket map began counting
+    /// at the first send or receive it saw; the agent takes this baseline
+    /// of every open socket right after its programs attach.
+    pub fn on_conn_baseline(&mut self, sk: u64, c: &Conn) {
+        self.conn_seen(sk, c, false);
+    }
+
+    fn conn_seen(&mut self, sk: u64, c: &Conn, count: bool) {
         // The answer an earlier interval found; only NAT resolution needs
         // this extra lookup, so without it there is none.
         let cached = match self.nat {
@@ -152,13 +170,16 @@ impl Collector {
                 let open = c.established == 1 && c.opened_ns != 0;
                 v.insert(TcpTrack {
                     last: TcpLast::of(c),
-                    opened_counted: open,
+                    opened_counted: open || !count,
                     seen_round: round,
                     nat: resolved.map(Box::new),
                 });
                 (TcpLast::default(), open)
             }
         };
+        if !count {
+            return;
+        }
         // One lookup of the flow's stats per connection and interval.
         let bounds = self.settings.rtt_bounds.clone();
         let s = self.target(key, pend);

@@ -43,11 +43,19 @@
 //! ## Cost
 //!
 //! A read is blocking work (thread creation and `setns` per namespace, the
-//! kernel's walk under each socket's lock): [`OpenTcpReader::read`] runs it
-//! with `spawn_blocking`, never on an async worker.
+//! kernel's walk under each socket's lock): [`OpenTcpReader::read_all`] is
+//! synchronous, for the receiver's collection thread (`flowscope-ebpf`),
+//! which does only blocking work; it never runs on an async worker.
+//!
+//! ## From sockets to connections
+//!
+//! [`walk`] turns the records into the [`flowscope_common::Conn`]s the
+//! collector takes, with the owner the TCP record join knows, and holds
+//! the rules for sockets older than the agent.
 
 pub mod bytes;
 pub mod record;
+pub mod walk;
 
 use std::fs::File;
 use std::io::{self, Read as _};
@@ -58,6 +66,7 @@ use std::sync::Arc;
 use aya::programs::{Iter, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowscope_common::{OpenTcp, OpenTcpOffsets};
+use flowscope_model::internal_events::LossReason;
 use thiserror::Error;
 
 use crate::btf::{Btf, BtfError};
@@ -132,8 +141,6 @@ pub enum OpenTcpError {
         #[source]
         source: NetnsError,
     },
-    #[error("the thread reading the TCP iterators panicked")]
-    Join(#[source] tokio::task::JoinError),
 }
 
 impl OpenTcpError {
@@ -148,6 +155,31 @@ impl OpenTcpError {
                 ..
             } if source.kind() == io::ErrorKind::NotFound
         )
+    }
+
+    /// The namespace whose read failed, when the error is about one.
+    pub fn netns(&self) -> Option<u32> {
+        match self {
+            OpenTcpError::Create { netns, .. }
+            | OpenTcpError::Read { netns, .. }
+            | OpenTcpError::Record { netns, .. }
+            | OpenTcpError::ForeignSocket { netns, .. }
+            | OpenTcpError::Netns { netns, .. } => Some(*netns).filter(|n| *n != 0),
+            _ => None,
+        }
+    }
+
+    /// How a namespace's failed read is counted in
+    /// `flowscope.events.lost`: records the reader refuses are
+    /// `parse_error`, a read the kernel or a thread failed is
+    /// `read_error`.
+    pub fn loss_reason(&self) -> LossReason {
+        match self {
+            OpenTcpError::Record { .. } | OpenTcpError::ForeignSocket { .. } => {
+                LossReason::ParseError
+            }
+            _ => LossReason::ReadError,
+        }
     }
 }
 
@@ -174,7 +206,7 @@ pub struct OpenTcpSnapshot {
     pub namespaces: Vec<u32>,
     /// Namespaces gone between the scan and their read, and `/run/netns`
     /// entries that were not a namespace when read (see
-    /// [`is_namespace_file`]).
+    /// [`netns::is_namespace_file`]).
     pub gone: usize,
     /// Namespaces that could not be read, and why.
     pub failed: Vec<OpenTcpError>,
@@ -376,24 +408,11 @@ impl OpenTcpReader {
     }
 
     /// Every open socket of every namespace on the host, one namespace at
-    /// a time: blocking (see [`OpenTcpReader::read`]).
+    /// a time, blocking. The namespaces are scanned again at each read
+    /// ([`NetnsScanner`], shared with DNS capture and conntrack), so the
+    /// reader follows namespaces as they come and go.
     pub fn read_all(&mut self) -> OpenTcpSnapshot {
         read_all(&self.link, self.own, &mut self.scanner)
-    }
-
-    /// [`OpenTcpReader::read_all`] on tokio's blocking pool.
-    pub async fn read(&mut self) -> Result<OpenTcpSnapshot, OpenTcpError> {
-        let link = Arc::clone(&self.link);
-        let own = self.own;
-        let mut scanner = std::mem::take(&mut self.scanner);
-        let (snapshot, scanner) = tokio::task::spawn_blocking(move || {
-            let snapshot = read_all(&link, own, &mut scanner);
-            (snapshot, scanner)
-        })
-        .await
-        .map_err(OpenTcpError::Join)?;
-        self.scanner = scanner;
-        Ok(snapshot)
     }
 }
 
@@ -416,35 +435,14 @@ fn read_namespace(
     })
 }
 
-/// `statfs(2)`'s `f_type` of the namespace filesystem (nsfs).
-const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
-
-/// Whether `path` is a namespace file now. `ip netns add` creates
-/// `/run/netns/NAME` as an empty file and only then bind-mounts the new
-/// namespace over it, and `ip netns del` unmounts before it unlinks: in
-/// between, the path is a plain file, which a scan takes for a namespace
-/// of the file's own inode, and `setns(2)` on it fails with EINVAL (seen
-/// while other tests added and deleted namespaces during a read). Such an
-/// entry is skipped; if it becomes a namespace right after, the next read
-/// has it.
-fn is_namespace_file(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: all zeroes is a valid statfs; statfs fills it.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid statfs.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r == 0 && st.f_type == NSFS_MAGIC
-}
-
 fn read_all(link: &Arc<OwnedFd>, own: Option<u32>, scanner: &mut NetnsScanner) -> OpenTcpSnapshot {
     let mut out = OpenTcpSnapshot::default();
     let mut namespaces: Vec<_> = scanner.scan().into_iter().collect();
     namespaces.sort_unstable_by_key(|(ino, _)| *ino);
     for (netns, (path, _)) in namespaces {
-        if !is_namespace_file(&path) {
+        // The scan checked it too; checked again because reading the
+        // namespaces before this one gives `ip netns del` time to unmount it.
+        if !netns::is_namespace_file(&path) {
             out.gone += 1;
             continue;
         }
@@ -469,14 +467,6 @@ mod tests {
             path: "/proc/1234/ns/net".into(),
             source: io::Error::from(kind),
         })
-    }
-
-    #[test]
-    fn tells_namespace_files_from_plain_files() {
-        assert!(is_namespace_file(Path::new("/proc/self/ns/net")));
-        let plain = tempfile::NamedTempFile::new().unwrap();
-        assert!(!is_namespace_file(plain.path()));
-        assert!(!is_namespace_file(Path::new("/nonexistent/ns")));
     }
 
     /// Only a namespace whose file is gone counts as gone; a namespace the
