@@ -742,9 +742,12 @@ fn sigterm_flushes_the_last_interval() {
 }
 
 #[test]
-fn full_kernel_map_is_counted_not_fatal() {
+fn full_connection_table_is_counted_not_fatal() {
     let net = NetPair::new().unwrap();
-    // Room for two connections in the kernel; twenty will be open at once.
+    // Room for two connections in the agent's table; twenty will be open at
+    // once. (The kernel keeps nothing per TCP connection: the table that
+    // fills is the collector's, and the join's CONNECT table, both sized by
+    // max_tracked_flows.)
     let agent = Agent::start_with(
         "receivers:\n  ebpf:\n    collection_interval: 1s\n    max_tracked_flows: 2\n\
          exporters:\n  file:\n    path: OUTPUT\n\
@@ -781,15 +784,16 @@ fn full_kernel_map_is_counted_not_fatal() {
                     "flowscope.events.lost",
                     &[
                         ("flowscope.source", "ebpf.tcp"),
-                        ("flowscope.reason", "map_full"),
+                        ("flowscope.reason", "table_full"),
                     ],
                 )
             })
     });
     // Every connection either was tracked or was counted as lost: 20 client
-    // and 20 server sockets competed for 2 slots (other host traffic may
-    // take slots too, and a refused socket is refused again on each send
-    // or receive, so at least 36 refusals).
+    // and 20 server sockets competed for 2 slots of the collector's table
+    // (other host traffic may take slots too), so at least 36 refusals,
+    // each socket counted once; the join's table of accepted sockets, as
+    // large, forgets the servers' opens beyond it and counts those too.
     assert!(lost >= 36.0, "only {lost} connections counted as lost");
     // And the agent keeps exporting.
     let before = agent.points().len();

@@ -688,7 +688,6 @@ fn report_counters(
             LossReason::RingbufFull,
             counter::RINGBUF_FULL,
         ),
-        (Source::EbpfTcp, LossReason::MapFull, counter::TCP_MAP_FULL),
         (Source::EbpfUdp, LossReason::MapFull, counter::UDP_MAP_FULL),
         (Source::EbpfUdp, LossReason::MapFull, counter::PEER_MAP_FULL),
         (Source::Ebpf, LossReason::ReadError, counter::READ_ERROR),

@@ -223,19 +223,26 @@ impl DropReason {
     /// `None` for what main does not count as lost either.
     pub fn loss_reason(self) -> Option<LossReason> {
         Some(match self {
+            // A forgotten entry loses something only if a record needs it
+            // later, and that record counts the loss where it shows (a
+            // CLOSE without its process, a LATE without its connection):
+            // counting the eviction too would count one loss twice.
             DropReason::ConnectEvicted
-            | DropReason::AcceptEvicted
             | DropReason::ListenEvicted
             | DropReason::NameEvicted
-            | DropReason::RecentEvicted => LossReason::TableFull,
-            // The record that would have matched was lost (the ring was
-            // full), or came before the agent started.
-            DropReason::ConnectOrphaned
-            | DropReason::NameUnknown
+            | DropReason::RecentEvicted => return None,
+            // A server's open and duration: nothing later says they are
+            // missing.
+            DropReason::AcceptEvicted => LossReason::TableFull,
+            // Reported, but without the process (the record that would
+            // name it was forgotten, lost, or came before the agent).
+            DropReason::NameUnknown
             | DropReason::CloseUnattributed
             | DropReason::FailedUnattributed
-            | DropReason::LateUnmatched
-            | DropReason::ResetUnmatched => LossReason::RingbufFull,
+            | DropReason::LateUnmatched => LossReason::OwnerUnknown,
+            // Not reported: the record that would have matched was lost
+            // (the ring was full).
+            DropReason::ConnectOrphaned | DropReason::ResetUnmatched => LossReason::RingbufFull,
             // The kernel side read the port before listen() had one.
             DropReason::ListenWithoutPort => LossReason::ReadError,
             DropReason::ResetOnListener => return None,

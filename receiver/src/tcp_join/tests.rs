@@ -983,9 +983,12 @@ fn tables_are_bounded_and_count_drops() {
     j.feed(&reset(0x200, &server_tuple(), false, 1_004))
         .unwrap();
     assert_eq!(j.drops().get(DropReason::ResetUnmatched), 1);
+    // An eviction is not a loss by itself: the CLOSE that misses the
+    // CONNECT counts it, as a connection reported without its owner.
+    assert_eq!(DropReason::ConnectEvicted.loss_reason(), None);
     assert_eq!(
-        DropReason::ConnectEvicted.loss_reason(),
-        Some(flowscope_model::internal_events::LossReason::TableFull)
+        DropReason::CloseUnattributed.loss_reason(),
+        Some(flowscope_model::internal_events::LossReason::OwnerUnknown)
     );
 }
 
