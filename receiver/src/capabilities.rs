@@ -91,9 +91,9 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "CAP_SYS_ADMIN",
         bit: 21,
-        features: &[Dns, Path, Nat],
-        why: "setns(2) into each network namespace (containers, pods) to capture DNS, to read its conntrack table and to probe from there",
-        without: "DNS is captured and NAT resolved in the agent's own network namespace only",
+        features: &[Flows, Dns, Path, Nat],
+        why: "setns(2) into each network namespace (containers, pods) to read its open TCP connections (iter/tcp sees only the namespace it was created in), to capture DNS, to read its conntrack table and to probe from there",
+        without: "the eBPF receiver does not start (open connections in containers would be reported only when they close); DNS is captured and NAT resolved in the agent's own network namespace only",
     },
     Capability {
         name: "CAP_PERFMON",
@@ -199,10 +199,13 @@ mod tests {
         let bpf_only = 1u64 << 39;
         let e = check_set(bpf_only, &[Feature::Flows]).unwrap_err();
         let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_PERFMON"]);
+        assert_eq!(
+            names,
+            ["CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_PERFMON"]
+        );
         let text = e.to_string();
         assert!(
-            text.starts_with("flowscope lacks CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON (effective capabilities 0x8000000000)"),
+            text.starts_with("flowscope lacks CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON (effective capabilities 0x8000000000)"),
             "{text}"
         );
         let all: u64 = CAPABILITIES.iter().map(|c| 1u64 << c.bit).sum();
@@ -211,17 +214,15 @@ mod tests {
             &[Feature::Flows, Feature::Dns, Feature::Path, Feature::Nat],
         )
         .unwrap();
-        // NAT needs setns on top of flows.
-        let e = check_set(
-            required(&[Feature::Flows])
-                .iter()
-                .map(|c| 1u64 << c.bit)
-                .sum(),
-            &[Feature::Flows, Feature::Nat],
-        )
-        .unwrap_err();
+        // NAT needs nothing beyond flows (setns too, since issue 24), and
+        // the eBPF programs need more than NAT's netlink and /proc reads.
+        let nat: u64 = required(&[Feature::Nat])
+            .iter()
+            .map(|c| 1u64 << c.bit)
+            .sum();
+        let e = check_set(nat, &[Feature::Flows, Feature::Nat]).unwrap_err();
         let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["CAP_SYS_ADMIN"]);
+        assert_eq!(names, ["CAP_PERFMON", "CAP_BPF"]);
         // DNS needs more than flows.
         let flows: u64 = required(&[Feature::Flows])
             .iter()
@@ -230,10 +231,7 @@ mod tests {
         check_set(flows, &[Feature::Flows]).unwrap();
         let e = check_set(flows, &[Feature::Dns]).unwrap_err();
         let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
-        assert_eq!(
-            names,
-            ["CAP_DAC_READ_SEARCH", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
-        );
+        assert_eq!(names, ["CAP_DAC_READ_SEARCH", "CAP_NET_RAW"]);
     }
 
     #[test]
