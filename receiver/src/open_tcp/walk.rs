@@ -41,8 +41,10 @@
 //! ## Sockets the records do not name
 //!
 //! [`TcpJoin::owner`] gives no owner for a connection older than the
-//! agent, for a socket a listener older than the agent accepted, and for
-//! a client whose CONNECT is still in the ring: `connect()` writes its
+//! agent whose process was not found at start-up ([`super::seed`]), for a
+//! socket a listener accepted when neither a LISTEN record nor start-up
+//! named that listener, and for a client whose CONNECT is still in the
+//! ring: `connect()` writes its
 //! CONNECT before `inet_hash_connect()` hashes the socket, but the ring is
 //! drained before the walk, so a connection made in between is walked
 //! before the join has its CONNECT. Reported then, it would carry its SYN

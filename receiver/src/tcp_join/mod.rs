@@ -25,8 +25,9 @@
 //! from SYN_RECV to ESTABLISHED; it gives the server's open time, and it
 //! too is forgotten at the socket's CLOSE or when its address is reused.
 //! A CLOSE without a CONNECT is an accepted socket (or one older than the
-//! agent). Its process is the one that listened on its local address and
-//! port: see [`ListenKey`].
+//! agent, named from `/proc` at start-up: [`TcpJoin::seed_owner`]). Its
+//! process is the one that listened on its local address and port: see
+//! [`ListenKey`].
 //!
 //! # Bytes
 //!
@@ -87,10 +88,10 @@
 //! - A lost LISTEN_CLOSE leaves the listener's entry until another
 //!   listener takes its address, a record reuses its socket address, or the
 //!   table's limit forgets it (see [`ListenKey`]).
-//! - An accepted socket's process when its listener is unknown (a listener
-//!   older than the agent, or its LISTEN lost): the CLOSE goes out as a
-//!   server's, with its open time, without a process
-//!   ([`DropReason::CloseUnattributed`]).
+//! - An accepted socket's process when its listener is unknown (its
+//!   LISTEN lost, or a listener older than the agent whose process was not
+//!   found at start-up): the CLOSE goes out as a server's, with its open
+//!   time, without a process ([`DropReason::CloseUnattributed`]).
 //! - A process renamed by exec keeps the name of its PROCESS record, which
 //!   the kernel sends once per tgid.
 
@@ -189,8 +190,8 @@ pub enum DropReason {
     /// before its late bytes or resets could come.
     RecentEvicted,
     /// A CLOSE with no CONNECT and no listener for its local address: no
-    /// process (a connection older than the agent, or a lost CONNECT or
-    /// LISTEN). With its ACCEPT seen it is a server's; without, the role is
+    /// process (a connection older than the agent whose process was not
+    /// found at start-up, or a lost CONNECT or LISTEN). With its ACCEPT seen it is a server's; without, the role is
     /// left to the collector's port rule.
     CloseUnattributed,
     /// A FAILED with no CONNECT: no process.
@@ -389,11 +390,13 @@ impl Limits {
 /// connection accepted on it.
 ///
 /// A LISTEN record gives it (the address and port bind() set) with the
-/// netns. An accepted socket has the listener's port and one of the host's
-/// addresses: an exact listener wins, then one on the family's wildcard
-/// (0.0.0.0 or ::), then, for IPv4, one on `::` (a dual-stack listener
-/// accepts IPv4 as v4-mapped addresses, which [`ip_from`] turns into IPv4;
-/// the record does not say whether `IPV6_V6ONLY` is set).
+/// netns; for a listener older than the agent, the walk of open sockets at
+/// start-up does ([`TcpJoin::seed_listener`]). An accepted socket has
+/// the listener's port and one of the host's addresses: an exact listener
+/// wins, then one on the family's wildcard (0.0.0.0 or ::), then, for
+/// IPv4, one on `::` (a dual-stack listener accepts IPv4 as v4-mapped
+/// addresses, which [`ip_from`] turns into IPv4; the record does not say
+/// whether `IPV6_V6ONLY` is set).
 ///
 /// **When the entry ends.** The kernel side writes a `LISTEN_CLOSE` record
 /// naming the socket when a listener moves to CLOSE, and the join ends
@@ -524,11 +527,12 @@ impl TcpJoin {
     }
 
     /// The owner of open socket `sk`, whose local address is `local`: the
-    /// client that connected it, else the process listening on `local`
+    /// client that connected it, else the owner `/proc` gave at start-up
+    /// ([`TcpJoin::seed_owner`]), else the process listening on `local`
     /// (with the open time when the socket's ACCEPT was seen; tgid 0 for
-    /// an accepted socket of an unknown listener). `None` when the records
-    /// name neither (a connection older than the agent, or its CONNECT,
-    /// ACCEPT and LISTEN lost). Changes nothing, counts nothing: the walk
+    /// an accepted socket of an unknown listener). `None` when none of
+    /// these names it (a connection older than the agent whose process was
+    /// not found, or its CONNECT, ACCEPT and LISTEN lost). Changes nothing, counts nothing: the walk
     /// asks every interval.
     pub fn owner(&self, sk: u64, local: ListenKey) -> Option<Owner> {
         let comm = |tgid: u32| self.names.get(&tgid).copied().unwrap_or([0; 16]);
