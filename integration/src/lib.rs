@@ -7,7 +7,7 @@
 //! privileges they fail and say so.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -580,6 +580,14 @@ impl Held {
             child,
             out,
         }
+    }
+
+    /// Writes `line` and a newline to the process's stdin (a step that
+    /// waits for one, like `tcp-client-gated`'s gate).
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("write to the held process");
+        stdin.flush().expect("flush the held process's stdin");
     }
 
     /// The lines printed before `line`; fails with the process's stderr

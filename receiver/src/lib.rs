@@ -398,6 +398,18 @@ impl EbpfReceiver {
         } = loaded;
         let limits = join_settings.limits(&ticks).map_err(RunError::Join)?;
         let mut join = tcp_join::TcpJoin::new(limits, ticks);
+        // Before the first record: who held the sockets and listeners the
+        // baseline found (see open_tcp::seed).
+        if let Some(open) = open_tcp.as_mut() {
+            let s = open.seed(&mut join);
+            tracing::info!(
+                "named from /proc what predates the agent: {} listeners, {} client and {} server connections; {} sockets without a process found",
+                s.listeners,
+                s.clients,
+                s.servers,
+                s.unowned
+            );
+        }
         // What the join had dropped at the last report, by reason.
         let mut join_drops_last = tcp_join::Drops::default();
         // Connection ends read from the ring buffer so far.

@@ -9,7 +9,7 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`, then `DD_SERVICE`, else the executable name.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,70 @@ impl ProcessCache {
     }
 }
 
+/// The kernel's name of process `pid` (`/proc/<pid>/comm`, what
+/// `bpf_get_current_comm()` gives its threads, so what a PROCESS record
+/// carries), NUL-padded to 16 bytes; `None` when it cannot be read (the
+/// process is gone). A name longer than the kernel's 15 bytes cannot come
+/// from the kernel; it is cut.
+pub fn read_comm(proc_root: &Path, pid: u32) -> Option<[u8; 16]> {
+    let raw = std::fs::read(proc_root.join(pid.to_string()).join("comm")).ok()?;
+    let name = raw.strip_suffix(b"\n").unwrap_or(&raw);
+    let mut comm = [0u8; 16];
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    Some(comm)
+}
+
+/// The inodes of the sockets process `pid` holds open: each descriptor of
+/// `/proc/<pid>/fd` whose link reads `socket:[INODE]`. A process gone, or
+/// one whose descriptors the agent may not read, holds none as far as this
+/// can tell; a link of another shape is not a socket.
+pub fn socket_inodes(proc_root: &Path, pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| socket_inode(target.as_os_str().as_encoded_bytes()))
+        .collect()
+}
+
+/// The inode of a descriptor's link text `socket:[INODE]`.
+fn socket_inode(link: &[u8]) -> Option<u64> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The pids under `proc_root`, in ascending order (entries that are not a
+/// number, like `self` or `sys`, left out).
+pub fn pids(proc_root: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// One pass over every process's descriptors: socket inode -> the lowest
+/// pid holding it. Socket inodes are one numbering for the whole host (one
+/// sockfs), so the map serves every network namespace. A socket several
+/// processes hold (a server that forked after listen() or accept()) goes
+/// to the lowest pid, which for a server that forks its workers is the
+/// parent that made the socket.
+pub fn socket_holders(proc_root: &Path) -> HashMap<u64, u32> {
+    let mut holders = HashMap::new();
+    for pid in pids(proc_root) {
+        for ino in socket_inodes(proc_root, pid) {
+            holders.entry(ino).or_insert(pid);
+        }
+    }
+    holders
+}
+
 /// The service name a process declares in its environment (NUL-separated
 /// `KEY=VALUE` pairs, as /proc/<pid>/environ holds them).
 pub fn service_from_environ(environ: &[u8]) -> Option<String> {
@@ -305,6 +369,35 @@ mod tests {
             container_id_from_cgroup("0::/user.slice/session-1.scope"),
             None
         );
+    }
+
+    /// A made-up /proc: two processes share socket 500 (the lower pid gets
+    /// it), one holds 600, and links of other shapes or garbage are not
+    /// sockets; a pid directory without `fd` holds nothing.
+    #[test]
+    fn socket_holders_take_the_lowest_pid() {
+        let root = tempfile::tempdir().unwrap();
+        let fd = |pid: &str, n: &str, target: &str| {
+            let dir = root.path().join(pid).join("fd");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(target, dir.join(n)).unwrap();
+        };
+        fd("30", "3", "socket:[500]");
+        fd("30", "4", "socket:[600]");
+        fd("7", "5", "socket:[500]");
+        fd("7", "6", "pipe:[700]");
+        fd("7", "7", "socket:[x]");
+        fd("7", "8", "socket:[800");
+        std::fs::create_dir_all(root.path().join("9")).unwrap();
+        std::fs::create_dir_all(root.path().join("self")).unwrap();
+        std::fs::write(root.path().join("30").join("comm"), "nginx\n").unwrap();
+        let holders = socket_holders(root.path());
+        assert_eq!(holders.len(), 2, "{holders:?}");
+        assert_eq!(holders.get(&500), Some(&7));
+        assert_eq!(holders.get(&600), Some(&30));
+        assert_eq!(pids(root.path()), vec![7, 9, 30]);
+        assert_eq!(&read_comm(root.path(), 30).unwrap()[..6], b"nginx\0");
+        assert_eq!(read_comm(root.path(), 7), None);
     }
 
     #[test]

@@ -21,6 +21,13 @@
 //! flowscope-traffic tcp-serve-each ADDR COUNT EXPECT REPLY  (COUNT connections, one after another)
 //! flowscope-traffic tcp-client-each ADDR COUNT SEND  (prints each reply's size, one a line)
 //! flowscope-traffic tcp-listen ADDR           (accepts and closes, forever)
+//! flowscope-traffic tcp-server-twice ADDR UP1 DOWN1 UP2 DOWN2
+//!                   (one connection, two rounds: reads UP1, writes DOWN1,
+//!                   then reads UP2, writes DOWN2)
+//! flowscope-traffic tcp-client-gated ADDR UP1 DOWN1 UP2 DOWN2
+//!                   (the client of tcp-server-twice: after the first round
+//!                   it prints `ready` and waits for a line on stdin before
+//!                   the second, so a test can start the agent in between)
 //! flowscope-traffic udp-spray FIRST_IP COUNT PORT (one datagram to each of
 //!                                              COUNT consecutive addresses)
 //! flowscope-traffic dns-query SERVER NAME  (one A query over UDP; prints the response code)
@@ -143,6 +150,64 @@ fn tcp_client(args: &[String]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
         Err(e) => Err(format!("reading the end: {e}")),
     }
+}
+
+/// The sizes of [`tcp_server_twice`] and [`tcp_client_gated`]: two
+/// rounds of (up, down) bytes.
+fn rounds(args: &[String]) -> Result<[(u64, u64); 2]> {
+    Ok([
+        (arg(args, 1, "UP1")?, arg(args, 2, "DOWN1")?),
+        (arg(args, 3, "UP2")?, arg(args, 4, "DOWN2")?),
+    ])
+}
+
+fn tcp_server_twice(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let rounds = rounds(args)?;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("listening");
+    std::io::stdout().flush().ok();
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    for (up, down) in rounds {
+        read_exact_count(&mut s, up)?;
+        write_count(&mut s, down)?;
+    }
+    s.shutdown(std::net::Shutdown::Write).ok();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .map_err(|e| format!("draining: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} unexpected extra bytes", rest.len()));
+    }
+    Ok(())
+}
+
+fn tcp_client_gated(args: &[String]) -> Result<()> {
+    let addr: SocketAddr = arg(args, 0, "ADDR")?;
+    let [(up1, down1), (up2, down2)] = rounds(args)?;
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    write_count(&mut s, up1)?;
+    // The server read all of round one before it answered: once the answer
+    // is read, neither end moves a byte until the gate opens.
+    read_exact_count(&mut s, down1)?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let mut gate = String::new();
+    std::io::stdin()
+        .read_line(&mut gate)
+        .map_err(|e| format!("reading the gate: {e}"))?;
+    if gate.is_empty() {
+        return Err("stdin closed before the gate opened".into());
+    }
+    write_count(&mut s, up2)?;
+    read_exact_count(&mut s, down2)?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .map_err(|e| format!("reading the end: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} unexpected extra bytes", rest.len()));
+    }
+    Ok(())
 }
 
 fn tcp_hold(args: &[String]) -> Result<()> {
@@ -651,6 +716,8 @@ fn run(args: &[String], rest: &[String]) -> Result<()> {
         Some("tcp-serve-each") => tcp_serve_each(rest),
         Some("tcp-client-each") => tcp_client_each(rest),
         Some("tcp-listen") => tcp_listen(rest),
+        Some("tcp-server-twice") => tcp_server_twice(rest),
+        Some("tcp-client-gated") => tcp_client_gated(rest),
         Some("udp-spray") => udp_spray(rest),
         Some("dns-query") => dns_query(rest),
         _ => Err("usage: see the doc comment of integration/src/bin/flowscope-traffic.rs".into()),

@@ -30,6 +30,17 @@ pub struct OpenTcpOffsets {
     pub skc_flags: u32,
     /// `struct net.ns.inum`: the namespace's inode number.
     pub net_ns_inum: u32,
+    // The socket's inode: `tcp_sock` -> `sock.sk_socket` -> `socket.file`
+    // -> `file.f_inode` -> `inode.i_ino`.
+    /// `sk_socket` inside `struct tcp_sock` (its `struct sock` is at the
+    /// start, `inet_conn.icsk_inet.sk`).
+    pub sk_socket: u32,
+    /// `struct socket.file`.
+    pub socket_file: u32,
+    /// `struct file.f_inode`.
+    pub file_inode: u32,
+    /// `struct inode.i_ino`.
+    pub inode_ino: u32,
     // struct tcp_sock.
     pub bytes_acked: u32,
     pub bytes_received: u32,
@@ -59,7 +70,9 @@ pub mod open_tcp_flags {
 /// that arrives meanwhile waits in the socket's backlog).
 ///
 /// Written for every full TCP socket of the iterator's network namespace
-/// except those in LISTEN (a listener moves no bytes) and CLOSE. TIME_WAIT
+/// except those in CLOSE. A listener (LISTEN) is written too, though it
+/// moves no bytes: at start-up its address and inode tell which process
+/// listens there (`receiver/src/open_tcp/seed.rs`). TIME_WAIT
 /// (`struct inet_timewait_sock`) and request sockets (`struct
 /// request_sock`, state NEW_SYN_RECV) are not full sockets and are never
 /// written: their connection's counters are gone, or it has none yet.
@@ -118,7 +131,13 @@ pub struct OpenTcp {
     pub state: u8,
     /// [`open_tcp_flags`].
     pub flags: u8,
-    pub _pad: [u8; 4],
+    /// The inode of the socket's file (`sk->sk_socket->file->f_inode->i_ino`),
+    /// the number `/proc/PID/fd` shows as `socket:[INODE]`; 0 for a socket
+    /// no file holds (an accepted socket not yet accept()ed, or one whose
+    /// process closed it while the kernel ends the connection). sockfs
+    /// numbers its inodes with `get_next_ino()`, an `unsigned int`, so 32
+    /// bits hold it.
+    pub ino: u32,
 }
 
 impl OpenTcp {

@@ -30,8 +30,9 @@
 //!   socket (`bpf_iter_tcp_seq_stop()`): it writes nothing then.
 //!
 //! The record is [`OpenTcp`], written with `bpf_seq_write` into the
-//! iterator's buffer; a listener (nothing to count) and a socket in CLOSE
-//! (not in the hashes in practice) are left out. The program reads raw
+//! iterator's buffer; a socket in CLOSE (not in the hashes in practice) is
+//! left out. Listeners are written (user space learns at start-up who
+//! listens where from them, and leaves them out of the counts). The program reads raw
 //! counters only; user space derives the bytes (receiver/src/open_tcp.rs).
 //! Offsets come from the kernel's BTF ([`OpenTcpOffsets`]), so every load
 //! below is one instruction the verifier checks against the BTF type of
@@ -58,9 +59,8 @@ use flowscope_ebpf::{btf_load, btf_load16, frozen, off, zero_words};
 // value.
 static OPEN_TCP_OFFSETS: OpenTcpOffsets = unsafe { core::mem::zeroed() };
 
-/// TCP states the record leaves out (include/net/tcp_states.h).
+/// The TCP state the record leaves out (include/net/tcp_states.h).
 const TCP_CLOSE: u8 = 7;
-const TCP_LISTEN: u8 = 10;
 
 /// The program's context, `struct bpf_iter__tcp`: three 8-byte slots.
 /// Slot 0 is `struct bpf_iter_meta *meta`, slot 1 `struct sock_common
@@ -98,7 +98,7 @@ pub extern "C" fn open_tcp(ctx: *mut c_void) -> i32 {
     }
     let o = offsets();
     let state: u8 = btf_load(sk, off(&o.skc_state));
-    if state == TCP_LISTEN || state == TCP_CLOSE {
+    if state == TCP_CLOSE {
         return 0;
     }
     let mut slot = MaybeUninit::<OpenTcp>::uninit();
@@ -142,6 +142,23 @@ pub extern "C" fn open_tcp(ctx: *mut c_void) -> i32 {
     r.total_retrans = btf_load(tp, off(&o.total_retrans));
     r.srtt_us = btf_load(tp, off(&o.srtt_us));
     r.mdev_us = btf_load(tp, off(&o.mdev_us));
+    // The socket's inode, through three pointers any of which may be NULL
+    // (no `struct socket` yet for a socket waiting in the accept queue, no
+    // file once the process closed it): each is BTF-typed, and a load
+    // through NULL reads 0 (see `btf_load`), so the chain needs no checks
+    // for safety, only to stop early.
+    let socket: u64 = btf_load(tp, off(&o.sk_socket));
+    if socket != 0 {
+        let file: u64 = btf_load(socket, off(&o.socket_file));
+        if file != 0 {
+            let inode: u64 = btf_load(file, off(&o.file_inode));
+            if inode != 0 {
+                let ino: u64 = btf_load(inode, off(&o.inode_ino));
+                // sockfs inode numbers are 32-bit (see `OpenTcp::ino`).
+                r.ino = ino as u32;
+            }
+        }
+    }
     // SAFETY: slot 0 of the context is the `struct bpf_iter_meta *`.
     let meta = unsafe { core::ptr::read_volatile(slots.add(CTX_META)) };
     // `meta->seq`, the iterator's `struct seq_file *`, its first member.

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,10 @@ use flowscope_model::names::resource;
 use flowscope_model::{Attrs, Telemetry, Transport};
 
 use super::engine::{OwnerResolver, SOURCE};
-use crate::process::{ProcessCache, comm_str, container_id_from_cgroup, service_from_environ};
+use crate::process::{
+    ProcessCache, comm_str, container_id_from_cgroup, pids, read_comm, service_from_environ,
+    socket_inodes,
+};
 
 pub const OWNER_TTL: Duration = Duration::from_secs(5);
 pub const SCAN_MIN_AGE: Duration = Duration::from_millis(2);
@@ -148,12 +151,7 @@ impl ProcOwners {
 
     /// The Resource of live process `pid`, from /proc.
     fn resource_of(&mut self, pid: u32) -> Arc<Attrs> {
-        let mut comm = [0u8; 16];
-        if let Ok(c) = std::fs::read(format!("/proc/{pid}/comm")) {
-            let c = c.strip_suffix(b"\n").unwrap_or(&c);
-            let n = c.len().min(16);
-            comm[..n].copy_from_slice(&c[..n]);
-        }
+        let comm = read_comm(Path::new("/proc"), pid).unwrap_or([0; 16]);
         let info = self.procs.get(pid, &comm);
         self.resources.get(
             info.service_name.clone(),
@@ -591,36 +589,19 @@ pub fn parse_table(text: &str, transport: Transport, out: &mut HashMap<(Transpor
 
 /// The pids of the processes in network namespace `netns`.
 fn pids_in(netns: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let want = format!("net:[{netns}]");
-    let mut pids = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("ns/net"))
-            .is_ok_and(|l| l.as_os_str() == want.as_str())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    pids(Path::new("/proc"))
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|l| l.as_os_str() == want.as_str())
+        })
+        .collect()
 }
 
 /// Whether process `pid` has socket `inode` open.
 fn holds_socket(pid: u32, inode: u64) -> bool {
-    let want = format!("socket:[{inode}]");
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
+    socket_inodes(Path::new("/proc"), pid).contains(&inode)
 }
 
 #[cfg(test)]

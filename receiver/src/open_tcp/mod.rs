@@ -55,6 +55,7 @@
 
 pub mod bytes;
 pub mod record;
+pub mod seed;
 pub mod walk;
 
 use std::fs::File;
@@ -200,8 +201,11 @@ impl From<NetnsError> for OpenTcpError {
 /// What one [`OpenTcpReader::read_all`] found.
 #[derive(Debug, Default)]
 pub struct OpenTcpSnapshot {
-    /// Every open socket of the namespaces read.
+    /// Every open connection of the namespaces read (every socket but the
+    /// listeners).
     pub sockets: Vec<OpenSocket>,
+    /// The listeners of the namespaces read ([`TcpState::Listen`]).
+    pub listeners: Vec<OpenSocket>,
     /// The namespaces read (inodes).
     pub namespaces: Vec<u32>,
     /// Namespaces gone between the scan and their read, and `/run/netns`
@@ -268,6 +272,10 @@ pub fn discover_offsets(btf: &Btf) -> Result<OpenTcpOffsets, OpenTcpError> {
         skc_net: sc("skc_net.net", 8)?,
         skc_flags: sc("skc_flags", 8)?,
         net_ns_inum: member(btf, "net", "ns.inum", 4)?,
+        sk_socket: tcp("inet_conn.icsk_inet.sk.sk_socket", 8)?,
+        socket_file: member(btf, "socket", "file", 8)?,
+        file_inode: member(btf, "file", "f_inode", 8)?,
+        inode_ino: member(btf, "inode", "i_ino", 8)?,
         bytes_acked: tcp("bytes_acked", 8)?,
         bytes_received: tcp("bytes_received", 8)?,
         write_seq: tcp("write_seq", 4)?,
@@ -402,7 +410,8 @@ impl OpenTcpReader {
     }
 
     /// Every open socket of namespace `netns` (reached at `path`, a
-    /// `/proc/PID/ns/net` or `/run/netns` file): blocking.
+    /// `/proc/PID/ns/net` or `/run/netns` file), listeners included:
+    /// blocking.
     pub fn read_namespace(&self, path: &Path, netns: u32) -> Result<Vec<OpenSocket>, OpenTcpError> {
         read_namespace(&self.link, self.own, path, netns)
     }
@@ -448,7 +457,12 @@ fn read_all(link: &Arc<OwnedFd>, own: Option<u32>, scanner: &mut NetnsScanner) -
         }
         match read_namespace(link, own, &path, netns) {
             Ok(sockets) => {
-                out.sockets.extend(sockets);
+                for s in sockets {
+                    match s.state {
+                        TcpState::Listen => out.listeners.push(s),
+                        _ => out.sockets.push(s),
+                    }
+                }
                 out.namespaces.push(netns);
             }
             Err(e) if e.is_gone() => out.gone += 1,

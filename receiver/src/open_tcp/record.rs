@@ -23,8 +23,8 @@ pub enum RecordError {
 }
 
 /// The TCP states of the sockets the iterator writes (every state of a
-/// full socket but LISTEN and CLOSE; TIME_WAIT sockets are not full
-/// sockets). Numbered as in include/net/tcp_states.h.
+/// full socket but CLOSE; TIME_WAIT sockets are not full sockets).
+/// Numbered as in include/net/tcp_states.h.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TcpState {
     Established,
@@ -38,11 +38,14 @@ pub enum TcpState {
     CloseWait,
     LastAck,
     Closing,
+    /// A listener: no connection, no bytes; read for its address and
+    /// inode ([`super::seed`]).
+    Listen,
 }
 
 impl TcpState {
-    /// The state numbered `n` by the kernel; `None` for LISTEN, CLOSE,
-    /// TIME_WAIT, NEW_SYN_RECV and numbers outside the list.
+    /// The state numbered `n` by the kernel; `None` for CLOSE, TIME_WAIT,
+    /// NEW_SYN_RECV and numbers outside the list.
     pub fn from_kernel(n: u8) -> Option<TcpState> {
         Some(match n {
             1 => TcpState::Established,
@@ -52,6 +55,7 @@ impl TcpState {
             5 => TcpState::FinWait2,
             8 => TcpState::CloseWait,
             9 => TcpState::LastAck,
+            10 => TcpState::Listen,
             11 => TcpState::Closing,
             _ => return None,
         })
@@ -80,6 +84,9 @@ pub struct OpenSocket {
     pub state: TcpState,
     /// The socket's owner (`sk_uid`).
     pub uid: u32,
+    /// The inode of the socket's file, as `/proc/PID/fd` links name it
+    /// (`socket:[INODE]`); 0 when no file holds the socket.
+    pub ino: u32,
     /// The peer's FIN arrived (`SOCK_DONE`).
     pub fin_received: bool,
     /// Bytes so far ([`TcpBytes::derive`]).
@@ -126,6 +133,7 @@ impl OpenSocket {
             peer: SocketAddr::new(ip(&r.raddr)?, r.rport),
             state,
             uid: r.uid,
+            ino: r.ino,
             fin_received,
             bytes: TcpBytes::derive(&counters, state.fin_queued(), fin_received),
             counters,
@@ -249,15 +257,17 @@ mod tests {
                 family: 1
             }
         );
+        let mut time_wait = record();
+        time_wait.state = 6;
+        assert_eq!(
+            parse(&bytes_of(&[time_wait])).unwrap_err(),
+            RecordError::State { index: 0, state: 6 }
+        );
         let mut listen = record();
         listen.state = 10;
-        assert_eq!(
-            parse(&bytes_of(&[listen])).unwrap_err(),
-            RecordError::State {
-                index: 0,
-                state: 10
-            }
-        );
+        listen.ino = 4242;
+        let l = parse(&bytes_of(&[listen])).unwrap()[0];
+        assert_eq!((l.state, l.ino), (TcpState::Listen, 4242));
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //! Through [`TcpBytes::derive`](super::TcpBytes::derive), the derivation
 //! the CLOSE record's figures come from, and the client's SYN comes off
 //! exactly when the join takes it off at CLOSE: for a socket whose
-//! CONNECT it saw ([`Owner::role`] is `role::CLIENT`). So a connection's
+//! CONNECT it saw ([`Owner::connected`]). So a connection's
 //! walks and its CLOSE give one cumulative series, and the deltas the
 //! collector counts add up to the CLOSE figure. A socket the records
 //! never named keeps its SYN in both.
@@ -41,8 +41,10 @@
 //! ## Sockets the records do not name
 //!
 //! [`TcpJoin::owner`] gives no owner for a connection older than the
-//! agent, for a socket a listener older than the agent accepted, and for
-//! a client whose CONNECT is still in the ring: `connect()` writes its
+//! agent whose process was not found at start-up ([`super::seed`]), for a
+//! socket a listener accepted when neither a LISTEN record nor start-up
+//! named that listener, and for a client whose CONNECT is still in the
+//! ring: `connect()` writes its
 //! CONNECT before `inet_hash_connect()` hashes the socket, but the ring is
 //! drained before the walk, so a connection made in between is walked
 //! before the join has its CONNECT. Reported then, it would carry its SYN
@@ -65,6 +67,11 @@
 //! its first read that succeeds. Connections opened between the attach and
 //! the baseline walk (its few milliseconds) are counted from the baseline,
 //! as main counted a connection only from the first send or receive it saw.
+//!
+//! The baseline walk also finds who holds each socket, listeners included
+//! ([`super::seed`]); [`OpenWalk::seed`] gives that to the join before it
+//! takes its first record, so that connections older than the agent, and
+//! those accepted later on listeners older than it, are named.
 
 use flowscope_common::{AF_INET, AF_INET6, Conn, role};
 use flowscope_model::Telemetry;
@@ -72,6 +79,7 @@ use flowscope_model::errors::error_chain;
 use flowscope_model::internal_events::{EventsLost, Source};
 use hashbrown::HashSet;
 
+use super::seed::{Seeded, Seeds};
 use super::{OpenSocket, OpenTcpError, OpenTcpReader, OpenTcpSnapshot, TcpState};
 use crate::collector::Collector;
 use crate::tcp_join::{ListenKey, Owner, TcpJoin};
@@ -92,7 +100,7 @@ pub fn listen_key(s: &OpenSocket) -> ListenKey {
 /// (`role::UNKNOWN`, the collector's port rule decides), no process, no
 /// open time. See the module's documentation for the bytes.
 pub fn open_conn(s: &OpenSocket, owner: Option<Owner>) -> Conn {
-    let connected = owner.is_some_and(|o| o.role == role::CLIENT);
+    let connected = owner.is_some_and(|o| o.connected);
     let (family, laddr, raddr) = match (s.local.ip(), s.peer.ip()) {
         (std::net::IpAddr::V4(l), std::net::IpAddr::V4(p)) => {
             let (mut laddr, mut raddr) = ([0; 16], [0; 16]);
@@ -152,6 +160,8 @@ pub struct Walked {
 pub struct OpenWalk {
     reader: OpenTcpReader,
     state: WalkState,
+    /// The owners the baseline found, until [`OpenWalk::seed`].
+    seeds: Option<Seeds>,
 }
 
 impl OpenWalk {
@@ -159,14 +169,27 @@ impl OpenWalk {
         OpenWalk {
             reader,
             state: WalkState::default(),
+            seeds: None,
         }
     }
 
     /// The first walk, right after the programs attach: every open socket's
-    /// counters become its baseline ([`Collector::on_conn_baseline`]).
+    /// counters become its baseline ([`Collector::on_conn_baseline`]), and
+    /// the processes holding the sockets and listeners are looked up in
+    /// `/proc` for [`OpenWalk::seed`].
     pub fn baseline(&mut self, collector: &mut Collector, telemetry: &Telemetry) -> Walked {
         let snap = self.reader.read_all();
+        self.seeds = Some(Seeds::find(&snap, std::path::Path::new("/proc")));
         self.state.baseline(&snap, collector, telemetry)
+    }
+
+    /// Gives the owners the baseline found to `join` (once; later calls
+    /// give nothing). Call it before the join takes its first record.
+    pub fn seed(&mut self, join: &mut TcpJoin) -> Seeded {
+        self.seeds
+            .take()
+            .map(|seeds| seeds.seed(join))
+            .unwrap_or_default()
     }
 
     /// An interval's walk: every open socket with an owner, or without one

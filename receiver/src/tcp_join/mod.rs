@@ -25,8 +25,9 @@
 //! from SYN_RECV to ESTABLISHED; it gives the server's open time, and it
 //! too is forgotten at the socket's CLOSE or when its address is reused.
 //! A CLOSE without a CONNECT is an accepted socket (or one older than the
-//! agent). Its process is the one that listened on its local address and
-//! port: see [`ListenKey`].
+//! agent, named from `/proc` at start-up: [`TcpJoin::seed_owner`]). Its
+//! process is the one that listened on its local address and port: see
+//! [`ListenKey`].
 //!
 //! # Bytes
 //!
@@ -67,9 +68,16 @@
 //! - Open connections' interval figures: nothing reaches user space before
 //!   the CLOSE. The walk of open sockets (`crate::open_tcp`, `iter/tcp`)
 //!   gives them, with [`TcpJoin::owner`] naming each socket.
-//! - Connections older than the agent: no CONNECT, so a client among them
-//!   keeps its SYN in the sent bytes and has no process; unless a known
-//!   listener names it, its role is left to the collector's port rule
+//! - Connections and listeners older than the agent: no CONNECT, ACCEPT or
+//!   LISTEN. At start-up the agent learns their owners from `/proc`
+//!   instead (`crate::open_tcp::seed`) and tells the join:
+//!   [`TcpJoin::seed_listener`] for a listener, which then names what it
+//!   accepts as a LISTEN record would have, and [`TcpJoin::seed_owner`] for
+//!   an open connection, which its walks and its CLOSE are named by (no
+//!   open time; a client keeps its SYN in the sent bytes, as the baseline
+//!   of its counters did). A socket whose process was not found (gone, or
+//!   not readable) is left as before: unless a known listener names it,
+//!   its role is left to the collector's port rule
 //!   ([`DropReason::CloseUnattributed`]).
 //! - A lost CLOSE (the ring full) leaves its CONNECT or ACCEPT waiting.
 //!   The next socket at that address shows the loss with its own CONNECT,
@@ -80,10 +88,10 @@
 //! - A lost LISTEN_CLOSE leaves the listener's entry until another
 //!   listener takes its address, a record reuses its socket address, or the
 //!   table's limit forgets it (see [`ListenKey`]).
-//! - An accepted socket's process when its listener is unknown (a listener
-//!   older than the agent, or its LISTEN lost): the CLOSE goes out as a
-//!   server's, with its open time, without a process
-//!   ([`DropReason::CloseUnattributed`]).
+//! - An accepted socket's process when its listener is unknown (its
+//!   LISTEN lost, or a listener older than the agent whose process was not
+//!   found at start-up): the CLOSE goes out as a server's, with its open
+//!   time, without a process ([`DropReason::CloseUnattributed`]).
 //! - A process renamed by exec keeps the name of its PROCESS record, which
 //!   the kernel sends once per tgid.
 
@@ -182,8 +190,8 @@ pub enum DropReason {
     /// before its late bytes or resets could come.
     RecentEvicted,
     /// A CLOSE with no CONNECT and no listener for its local address: no
-    /// process (a connection older than the agent, or a lost CONNECT or
-    /// LISTEN). With its ACCEPT seen it is a server's; without, the role is
+    /// process (a connection older than the agent whose process was not
+    /// found at start-up, or a lost CONNECT or LISTEN). With its ACCEPT seen it is a server's; without, the role is
     /// left to the collector's port rule.
     CloseUnattributed,
     /// A FAILED with no CONNECT: no process.
@@ -382,11 +390,13 @@ impl Limits {
 /// connection accepted on it.
 ///
 /// A LISTEN record gives it (the address and port bind() set) with the
-/// netns. An accepted socket has the listener's port and one of the host's
-/// addresses: an exact listener wins, then one on the family's wildcard
-/// (0.0.0.0 or ::), then, for IPv4, one on `::` (a dual-stack listener
-/// accepts IPv4 as v4-mapped addresses, which [`ip_from`] turns into IPv4;
-/// the record does not say whether `IPV6_V6ONLY` is set).
+/// netns; for a listener older than the agent, the walk of open sockets at
+/// start-up does ([`TcpJoin::seed_listener`]). An accepted socket has
+/// the listener's port and one of the host's addresses: an exact listener
+/// wins, then one on the family's wildcard (0.0.0.0 or ::), then, for
+/// IPv4, one on `::` (a dual-stack listener accepts IPv4 as v4-mapped
+/// addresses, which [`ip_from`] turns into IPv4; the record does not say
+/// whether `IPV6_V6ONLY` is set).
 ///
 /// **When the entry ends.** The kernel side writes a `LISTEN_CLOSE` record
 /// naming the socket when a listener moves to CLOSE, and the join ends
@@ -420,6 +430,19 @@ pub struct Owner {
     pub comm: [u8; 16],
     /// When it opened, in the clock of [`TickClock::ns`]; 0 when unknown.
     pub opened_ns: u64,
+    /// The join saw the socket's CONNECT: it is a client whose SYN is in
+    /// the kernel's sent figure, and comes off (as at its CLOSE). False for
+    /// a client older than the agent ([`TcpJoin::seed_owner`]), whose SYN
+    /// stays in every figure of it, the baseline's included.
+    pub connected: bool,
+}
+
+/// The owner of a socket older than the agent, from `/proc`
+/// ([`TcpJoin::seed_owner`]).
+#[derive(Clone, Copy, Debug)]
+struct Seeded {
+    role: u8,
+    tgid: u32,
 }
 
 /// What the join keeps of a CONNECT until its CLOSE.
@@ -461,6 +484,8 @@ pub struct TcpJoin {
     connects: Fifo<u64, Pending>,
     /// Accepted sockets' ACCEPT tick, until their CLOSE.
     accepts: Fifo<u64, u64>,
+    /// Owners of sockets older than the agent, until their CLOSE.
+    seeded: Fifo<u64, Seeded>,
     listens: Fifo<ListenKey, Listener>,
     /// Listener socket address -> its key, to end the entry when the
     /// address is reused. Bounded with `listens` (removed with it).
@@ -480,6 +505,7 @@ impl TcpJoin {
             late_window_ticks: limits.late_window_ticks,
             connects: Fifo::new(limits.connects),
             accepts: Fifo::new(limits.connects),
+            seeded: Fifo::new(limits.connects),
             listens: Fifo::new(limits.listens),
             listen_socks: hashbrown::HashMap::new(),
             names: Fifo::new(limits.names),
@@ -501,11 +527,12 @@ impl TcpJoin {
     }
 
     /// The owner of open socket `sk`, whose local address is `local`: the
-    /// client that connected it, else the process listening on `local`
+    /// client that connected it, else the owner `/proc` gave at start-up
+    /// ([`TcpJoin::seed_owner`]), else the process listening on `local`
     /// (with the open time when the socket's ACCEPT was seen; tgid 0 for
-    /// an accepted socket of an unknown listener). `None` when the records
-    /// name neither (a connection older than the agent, or its CONNECT,
-    /// ACCEPT and LISTEN lost). Changes nothing, counts nothing: the walk
+    /// an accepted socket of an unknown listener). `None` when none of
+    /// these names it (a connection older than the agent whose process was
+    /// not found, or its CONNECT, ACCEPT and LISTEN lost). Changes nothing, counts nothing: the walk
     /// asks every interval.
     pub fn owner(&self, sk: u64, local: ListenKey) -> Option<Owner> {
         let comm = |tgid: u32| self.names.get(&tgid).copied().unwrap_or([0; 16]);
@@ -515,6 +542,16 @@ impl TcpJoin {
                 tgid: p.tgid,
                 comm: comm(p.tgid),
                 opened_ns: self.clock.ns(p.tick),
+                connected: true,
+            });
+        }
+        if let Some(s) = self.seeded.get(&sk) {
+            return Some(Owner {
+                role: s.role,
+                tgid: s.tgid,
+                comm: comm(s.tgid),
+                opened_ns: 0,
+                connected: false,
             });
         }
         let accepted = self.accepts.get(&sk).map(|&tick| self.clock.ns(tick));
@@ -524,14 +561,54 @@ impl TcpJoin {
                 tgid,
                 comm: comm(tgid),
                 opened_ns: accepted.unwrap_or(0),
+                connected: false,
             }),
             None => accepted.map(|opened_ns| Owner {
                 role: role::SERVER,
                 tgid: 0,
                 comm: [0; 16],
                 opened_ns,
+                connected: false,
             }),
         }
+    }
+
+    /// Whether a known listener would have accepted a socket whose local
+    /// address is `local` (the matching of [`ListenKey`]): the rule that
+    /// tells an open socket older than the agent a server's from a
+    /// client's (`crate::open_tcp::seed`).
+    pub fn is_listening(&self, local: ListenKey) -> bool {
+        self.server_of(local.netns, local.ip, local.port).is_some()
+    }
+
+    /// A listener older than the agent, found at start-up at socket
+    /// address `sk` and local address `key`, held by process `tgid` named
+    /// `comm` (its `/proc/PID/comm`, what a PROCESS record carries): kept
+    /// as a LISTEN record would have kept it, so that the sockets it
+    /// accepts are named by it, and ended as such an entry ends. Call it
+    /// before the first record is fed: a record already fed is newer.
+    pub fn seed_listener(&mut self, key: ListenKey, sk: u64, tgid: u32, comm: [u8; 16]) {
+        self.add_listener(key, sk, tgid);
+        self.seed_name(tgid, comm);
+    }
+
+    /// An open connection older than the agent, at socket address `sk`,
+    /// held by process `tgid` named `comm`, in role `role` (`role::CLIENT`
+    /// or `role::SERVER`, see `crate::open_tcp::seed` for the rule): its
+    /// walks and its CLOSE (or FAILED) are named by it, without an open
+    /// time, and a client's SYN stays in its sent bytes ([`Owner::connected`]
+    /// is false). The entry ends at the socket's CLOSE or FAILED, or when a
+    /// record names the address for a new socket. Call it before the first
+    /// record is fed.
+    pub fn seed_owner(&mut self, sk: u64, role: u8, tgid: u32, comm: [u8; 16]) {
+        let (_, evicted) = self.seeded.insert(sk, Seeded { role, tgid });
+        self.drops.add(DropReason::ConnectEvicted, evicted);
+        self.seed_name(tgid, comm);
+    }
+
+    fn seed_name(&mut self, tgid: u32, comm: [u8; 16]) {
+        let (_, evicted) = self.names.insert(tgid, comm);
+        self.drops.add(DropReason::NameEvicted, evicted);
     }
 
     /// Decodes one ring-buffer record ([`decode`]) and feeds it.
@@ -609,6 +686,9 @@ impl TcpJoin {
         if self.accepts.remove(&sk).is_some() {
             self.drops.add(DropReason::ConnectOrphaned, 1);
         }
+        if self.seeded.remove(&sk).is_some() {
+            self.drops.add(DropReason::ConnectOrphaned, 1);
+        }
         self.closed.remove(&sk);
         if self.resets.remove(&sk).is_some() {
             self.drops.add(DropReason::ResetUnmatched, 1);
@@ -658,18 +738,18 @@ impl TcpJoin {
             ip: ip_from(c.family, &c.laddr),
             port: c.lport,
         };
-        let (old, evicted) = self.listens.insert(
-            key,
-            Listener {
-                tgid: c.tgid,
-                sk: ev.sk,
-            },
-        );
+        self.add_listener(key, ev.sk, c.tgid);
+        Ok(())
+    }
+
+    /// Listener `sk` on `key`, of process `tgid`: the newest on its key.
+    fn add_listener(&mut self, key: ListenKey, sk: u64, tgid: u32) {
+        let (old, evicted) = self.listens.insert(key, Listener { tgid, sk });
         if let Some(old) = old {
             self.listen_socks.remove(&old.sk);
         }
         self.drops.add(DropReason::ListenEvicted, evicted);
-        self.listen_socks.insert(ev.sk, key);
+        self.listen_socks.insert(sk, key);
         // Entries the limit forgot leave their socket here: sweep them
         // when they outnumber the live ones.
         if self.listen_socks.len() > 2 * self.listens.len() + 16 {
@@ -677,7 +757,6 @@ impl TcpJoin {
             self.listen_socks
                 .retain(|sk, key| listens.get(key).is_some_and(|l| l.sk == *sk));
         }
-        Ok(())
     }
 
     /// The listener whose accepted sockets have local address `ip:port`.
@@ -714,6 +793,7 @@ impl TcpJoin {
     fn close(&mut self, index: u64, r: &CloseRec) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&r.sk);
         let accepted = self.accepts.remove(&r.sk);
+        let seeded = self.seeded.remove(&r.sk);
         let early = self.resets.remove(&r.sk).unwrap_or_default();
         // An earlier socket closed at this address is gone for good, even
         // if this record cannot be read.
@@ -739,8 +819,8 @@ impl TcpJoin {
             raddr: r.raddr,
             ..Conn::default()
         };
-        match pending {
-            Some(p) => {
+        match (pending, seeded) {
+            (Some(p), _) => {
                 // The client's SYN is in the kernel's sent figure.
                 c.bytes_tx = c.bytes_tx.saturating_sub(1);
                 c.role = role::CLIENT;
@@ -750,7 +830,14 @@ impl TcpJoin {
                 c.tgid = p.tgid;
                 c.comm = self.name_of(p.tgid);
             }
-            None => {
+            // Older than the agent: no open time, and a client's SYN stays
+            // in (its baseline held it).
+            (None, Some(s)) => {
+                c.role = s.role;
+                c.tgid = s.tgid;
+                c.comm = self.name_of(s.tgid);
+            }
+            (None, None) => {
                 c.opened_ns = accepted.map_or(0, |tick| self.clock.ns(tick));
                 match self.server_of(r.netns, ip_from(r.family, &r.laddr), r.lport) {
                     Some(tgid) => {
@@ -789,6 +876,7 @@ impl TcpJoin {
     fn failed(&mut self, index: u64, ev: &Event) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&ev.sk);
         self.accepts.remove(&ev.sk);
+        let seeded = self.seeded.remove(&ev.sk);
         let early = self.resets.remove(&ev.sk).unwrap_or_default();
         self.closed.remove(&ev.sk);
         self.listener_gone(ev.sk);
@@ -806,15 +894,19 @@ impl TcpJoin {
             raddr: f.raddr,
             ..Conn::default()
         };
-        match pending {
-            Some(p) => {
+        match (pending, seeded) {
+            (Some(p), _) => {
                 c.opened_ns = self.clock.ns(p.tick);
                 c.resets_tx += p.resets_tx;
                 c.resets_rx += p.resets_rx;
                 c.tgid = p.tgid;
                 c.comm = self.name_of(p.tgid);
             }
-            None => self.drops.add(DropReason::FailedUnattributed, 1),
+            (None, Some(s)) => {
+                c.tgid = s.tgid;
+                c.comm = self.name_of(s.tgid);
+            }
+            (None, None) => self.drops.add(DropReason::FailedUnattributed, 1),
         }
         Ok(Event {
             kind: event_kind::FAILED,

@@ -1437,6 +1437,7 @@ fn accept_gives_the_servers_open() {
         tgid: SERVER_PID,
         comm: name("server"),
         opened_ns: 10_004_000_000,
+        connected: false,
     };
     assert_eq!(j.owner(SERVER_SK, key), Some(open));
     let e = j
@@ -1471,6 +1472,7 @@ fn accept_gives_the_servers_open() {
             tgid: 0,
             comm: [0; 16],
             opened_ns: 10_400_000_000,
+            connected: false,
         })
     );
     let e = j
@@ -1566,4 +1568,144 @@ fn listen_close_ends_the_listener() {
     // two named ones' names are unknown.
     assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
     assert_eq!(j.drops().get(DropReason::NameUnknown), 1);
+}
+
+/// A listener older than the agent, seeded from /proc: a connection it
+/// accepts after the agent started closes as its server, named by it,
+/// with the ACCEPT's open time, as a LISTEN record would have named it.
+/// Its entry ends with its LISTEN_CLOSE like any listener's.
+#[test]
+fn seeded_listener_names_what_it_accepts() {
+    let key = ListenKey {
+        netns: NETNS,
+        ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: 7_000,
+    };
+    let mut j = join();
+    j.seed_listener(key, LISTEN_SK, SERVER_PID, name("nginx"));
+    assert!(j.is_listening(ListenKey {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..key
+    }));
+    assert!(!j.is_listening(ListenKey { port: 7_001, ..key }));
+    j.feed(&accept(SERVER_SK, 1_001)).unwrap();
+    let e = j
+        .feed(&close(SERVER_SK, &server_tuple(), (300, 200), 1_026))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.conn.role, e.conn.tgid, e.conn.comm),
+        (role::SERVER, SERVER_PID, name("nginx"))
+    );
+    assert_eq!((e.conn.bytes_tx, e.conn.bytes_rx), (300, 200));
+    assert_eq!(
+        (e.conn.opened_ns, e.ts_ns),
+        (10_004_000_000, 10_104_000_000)
+    );
+    // The listener closes: the next accepted socket is nobody's.
+    j.feed(&listen_close(LISTEN_SK, 7_000)).unwrap();
+    let e = j
+        .feed(&close(SERVER_SK + 8, &server_tuple(), (1, 1), 1_030))
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.conn.role, e.conn.tgid), (role::UNKNOWN, 0));
+    // Only that last one went out without its process.
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
+    assert_eq!(j.drops().get(DropReason::NameUnknown), 0);
+}
+
+/// Connections older than the agent, seeded from /proc: the walk and the
+/// CLOSE name them by the process and role found; no open time, and the
+/// client's SYN stays in its sent bytes (its baseline held it), so
+/// nothing is taken off. Nothing is counted as unattributed.
+#[test]
+fn seeded_connections_are_named_at_close() {
+    let client_key = ListenKey {
+        netns: NETNS,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 40_000,
+    };
+    let server_key = ListenKey {
+        port: 7_000,
+        ..client_key
+    };
+    let mut j = join();
+    j.seed_owner(CLIENT_SK, role::CLIENT, CLIENT_PID, name("psql"));
+    j.seed_owner(SERVER_SK, role::SERVER, SERVER_PID, name("postgres"));
+    assert_eq!(
+        j.owner(CLIENT_SK, client_key),
+        Some(Owner {
+            role: role::CLIENT,
+            tgid: CLIENT_PID,
+            comm: name("psql"),
+            opened_ns: 0,
+            connected: false,
+        })
+    );
+    assert_eq!(
+        j.owner(SERVER_SK, server_key),
+        Some(Owner {
+            role: role::SERVER,
+            tgid: SERVER_PID,
+            comm: name("postgres"),
+            opened_ns: 0,
+            connected: false,
+        })
+    );
+    let out = run(
+        &mut j,
+        &[
+            close(CLIENT_SK, &client_tuple(), (1_001, 500), 1_010),
+            close(SERVER_SK, &server_tuple(), (500, 1_000), 1_011),
+        ],
+    );
+    let c = closed(&out, CLIENT_SK);
+    assert_eq!(
+        (c.role, c.tgid, c.comm, c.opened_ns),
+        (role::CLIENT, CLIENT_PID, name("psql"), 0)
+    );
+    assert_eq!((c.bytes_tx, c.bytes_rx), (1_001, 500));
+    let s = closed(&out, SERVER_SK);
+    assert_eq!(
+        (s.role, s.tgid, s.comm, s.opened_ns),
+        (role::SERVER, SERVER_PID, name("postgres"), 0)
+    );
+    assert_eq!((s.bytes_tx, s.bytes_rx), (500, 1_000));
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 0);
+    assert_eq!(j.drops().get(DropReason::NameUnknown), 0);
+    // Forgotten at the CLOSE: the addresses' next sockets are new ones.
+    assert_eq!(j.owner(CLIENT_SK, client_key), None);
+    let e = j
+        .feed(&close(CLIENT_SK, &client_tuple(), (1, 1), 1_020))
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.conn.role, e.conn.tgid), (role::UNKNOWN, 0));
+    assert_eq!(j.drops().get(DropReason::CloseUnattributed), 1);
+}
+
+/// A seeded socket whose address a CONNECT reuses was freed without its
+/// CLOSE reaching the join (the ring was full): counted as orphaned, and
+/// the new socket is the CONNECT's. A seeded client that fails is named.
+#[test]
+fn seeded_owner_ends_with_its_socket() {
+    let mut j = join();
+    j.seed_owner(CLIENT_SK, role::CLIENT, 300, name("old"));
+    j.feed(&connect(CLIENT_SK, CLIENT_PID, 1_000)).unwrap();
+    assert_eq!(j.drops().get(DropReason::ConnectOrphaned), 1);
+    let e = j
+        .feed(&close(CLIENT_SK, &client_tuple(), (11, 0), 1_001))
+        .unwrap()
+        .unwrap();
+    // The CONNECT's client: its SYN off.
+    assert_eq!((e.conn.tgid, e.conn.bytes_tx), (CLIENT_PID, 10));
+    j.seed_owner(0x700, role::CLIENT, 300, name("old"));
+    let e = j
+        .feed(&failed(0x700, &client_tuple(), 111, 1_002))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.conn.role, e.conn.tgid, e.conn.comm),
+        (role::CLIENT, 300, name("old"))
+    );
+    assert_eq!(j.drops().get(DropReason::FailedUnattributed), 0);
 }

@@ -82,6 +82,7 @@ fn owner(role: u8) -> Owner {
         tgid: 4_242,
         comm: name("psql"),
         opened_ns: 1_000_000_000,
+        connected: role == role::CLIENT,
     }
 }
 
