@@ -201,7 +201,12 @@ mod tests {
         let names: Vec<_> = e.missing.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
-            ["CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_PERFMON"]
+            [
+                "CAP_NET_ADMIN",
+                "CAP_SYS_PTRACE",
+                "CAP_SYS_ADMIN",
+                "CAP_PERFMON"
+            ]
         );
         let text = e.to_string();
         assert!(
