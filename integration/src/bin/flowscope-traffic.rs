@@ -125,13 +125,20 @@ fn tcp_server(args: &[String]) -> Result<()> {
     }
     s.shutdown(std::net::Shutdown::Write).ok();
     // Wait for the client's FIN so both sides close cleanly.
+    expect_end(&mut s, "draining")
+}
+
+/// Reads `s` to its end (the peer's FIN): an error if the peer sent more
+/// than the exchange expected. `what` names the read in the error.
+fn expect_end(s: &mut TcpStream, what: &str) -> Result<()> {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest)
-        .map_err(|e| format!("draining: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} unexpected extra bytes", rest.len()));
+        .map_err(|e| format!("{what}: {e}"))?;
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} unexpected extra bytes", rest.len()))
     }
-    Ok(())
 }
 
 fn tcp_client(args: &[String]) -> Result<()> {
@@ -173,13 +180,7 @@ fn tcp_server_twice(args: &[String]) -> Result<()> {
         write_count(&mut s, down)?;
     }
     s.shutdown(std::net::Shutdown::Write).ok();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest)
-        .map_err(|e| format!("draining: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} unexpected extra bytes", rest.len()));
-    }
-    Ok(())
+    expect_end(&mut s, "draining")
 }
 
 fn tcp_client_gated(args: &[String]) -> Result<()> {
@@ -201,13 +202,7 @@ fn tcp_client_gated(args: &[String]) -> Result<()> {
     }
     write_count(&mut s, up2)?;
     read_exact_count(&mut s, down2)?;
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest)
-        .map_err(|e| format!("reading the end: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} unexpected extra bytes", rest.len()));
-    }
-    Ok(())
+    expect_end(&mut s, "reading the end")
 }
 
 fn tcp_hold(args: &[String]) -> Result<()> {
@@ -293,12 +288,7 @@ fn tcp_serve_each(args: &[String]) -> Result<()> {
         read_exact_count(&mut s, expect)?;
         write_count(&mut s, reply)?;
         s.shutdown(std::net::Shutdown::Write).ok();
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest)
-            .map_err(|e| format!("draining {i}: {e}"))?;
-        if !rest.is_empty() {
-            return Err(format!("{} unexpected extra bytes", rest.len()));
-        }
+        expect_end(&mut s, &format!("draining {i}"))?;
     }
     Ok(())
 }

@@ -790,6 +790,16 @@ impl TcpJoin {
         }
     }
 
+    /// What a socket's CONNECT gives its end: the open time, the resets
+    /// it received before its CLOSE or FAILED, and the process.
+    fn connected(&mut self, c: &mut Conn, p: &Pending) {
+        c.opened_ns = self.clock.ns(p.tick);
+        c.resets_tx += p.resets_tx;
+        c.resets_rx += p.resets_rx;
+        c.tgid = p.tgid;
+        c.comm = self.name_of(p.tgid);
+    }
+
     fn close(&mut self, index: u64, r: &CloseRec) -> Result<Event, JoinError> {
         let pending = self.connects.remove(&r.sk);
         let accepted = self.accepts.remove(&r.sk);
@@ -824,11 +834,7 @@ impl TcpJoin {
                 // The client's SYN is in the kernel's sent figure.
                 c.bytes_tx = c.bytes_tx.saturating_sub(1);
                 c.role = role::CLIENT;
-                c.opened_ns = self.clock.ns(p.tick);
-                c.resets_tx += p.resets_tx;
-                c.resets_rx += p.resets_rx;
-                c.tgid = p.tgid;
-                c.comm = self.name_of(p.tgid);
+                self.connected(&mut c, &p);
             }
             // Older than the agent: no open time, and a client's SYN stays
             // in (its baseline held it).
@@ -895,13 +901,7 @@ impl TcpJoin {
             ..Conn::default()
         };
         match (pending, seeded) {
-            (Some(p), _) => {
-                c.opened_ns = self.clock.ns(p.tick);
-                c.resets_tx += p.resets_tx;
-                c.resets_rx += p.resets_rx;
-                c.tgid = p.tgid;
-                c.comm = self.name_of(p.tgid);
-            }
+            (Some(p), _) => self.connected(&mut c, &p),
             (None, Some(s)) => {
                 c.tgid = s.tgid;
                 c.comm = self.name_of(s.tgid);
