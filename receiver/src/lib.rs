@@ -446,6 +446,10 @@ impl EbpfReceiver {
             // has the interval's CONNECTs and ACCEPTs).
             if let Some(open) = open_tcp.as_mut() {
                 open.walk(&join, &mut collector, &telemetry);
+                // Connections made while the walk ran: their CONNECTs are
+                // in the ring now.
+                ended += drain(&mut ring, &mut join, &mut collector, &telemetry);
+                open.claim(&join, &mut collector);
             }
             report_join_drops(&join, &mut join_drops_last, &telemetry);
             join.expire(ticks.tick(clock::monotonic_ns()));

@@ -52,7 +52,12 @@
 //! is reported only from the second walk that finds it without one (the
 //! drain in between has fed its CONNECT to the join if there was one).
 //! Leaving a socket out of a walk loses nothing: the next walk, or its
-//! CLOSE, counts everything since the last walk that did report it.
+//! CLOSE, counts everything since the last walk that did report it. And
+//! the collection loop drains the ring once more right after the walk:
+//! [`OpenWalk::claim`] then reports, in the same interval, the sockets
+//! left out whose CONNECT or ACCEPT that drain brought (a connection made
+//! while the walk ran), so that the interval's kernel drops, matched to
+//! the interval's flows, find them.
 //!
 //! ## Connections older than the agent
 //!
@@ -208,6 +213,14 @@ impl OpenWalk {
         let snap = self.reader.read_all();
         self.state.walk(&snap, join, collector, telemetry)
     }
+
+    /// Call it right after draining the ring again after [`OpenWalk::walk`]:
+    /// the sockets that walk left out because their CONNECT or ACCEPT was
+    /// still in the ring (made while the walk ran) are reported in this
+    /// interval after all. Returns how many.
+    pub fn claim(&mut self, join: &TcpJoin, collector: &mut Collector) -> usize {
+        self.state.claim(join, collector)
+    }
 }
 
 /// What [`OpenWalk`] remembers, apart from the reader (so that the rules
@@ -216,6 +229,10 @@ impl OpenWalk {
 struct WalkState {
     /// Sockets the last walk found without an owner.
     unnamed: HashSet<u64>,
+    /// The sockets the last walk left out (first seen without an owner),
+    /// as it read them: [`WalkState::claim`] reports those whose CONNECT
+    /// the drain after the walk brought.
+    deferred: Vec<OpenSocket>,
     /// Namespaces whose baseline read failed: their sockets get their
     /// baseline at the first read that succeeds.
     unread: HashSet<u32>,
@@ -254,6 +271,7 @@ impl WalkState {
             ..Walked::default()
         };
         let mut unnamed = HashSet::with_capacity(self.unnamed.len());
+        self.deferred.clear();
         for s in &snap.sockets {
             let owner = join.owner(s.sk, listen_key(s));
             let c = open_conn(s, owner);
@@ -264,6 +282,7 @@ impl WalkState {
             } else {
                 walked.deferred += 1;
                 unnamed.insert(s.sk);
+                self.deferred.push(*s);
                 continue;
             }
             walked.reported += 1;
@@ -276,6 +295,39 @@ impl WalkState {
         }
         self.unnamed = unnamed;
         walked
+    }
+}
+
+impl WalkState {
+    /// After the drain that follows a walk: the sockets that walk left out
+    /// for want of an owner and that the join now names as a connecting
+    /// client (their CONNECT was still in the ring) or an accepted socket
+    /// go to the collector with the walk's figures; returns how many.
+    ///
+    /// Safe against a close in that drain: the join forgets a CONNECT or
+    /// ACCEPT at the socket's CLOSE or FAILED, so a socket that ended is
+    /// not named here, and its close event, already counted, carries all
+    /// of it. Without this the socket would first count at the next walk,
+    /// and an interval's kernel drops (matched to the interval's flows)
+    /// would miss it.
+    fn claim(&mut self, join: &TcpJoin, collector: &mut Collector) -> usize {
+        let mut claimed = 0;
+        for s in std::mem::take(&mut self.deferred) {
+            let Some(owner) = join.owner(s.sk, listen_key(&s)) else {
+                continue;
+            };
+            // Only a CONNECT or ACCEPT the join still holds proves the
+            // socket has not ended since the walk read it: a listener's
+            // name outlives the connections it accepted.
+            let open = owner.connected || (owner.role == role::SERVER && owner.opened_ns != 0);
+            if !open {
+                continue;
+            }
+            collector.on_conn(s.sk, &open_conn(&s, Some(owner)));
+            self.unnamed.remove(&s.sk);
+            claimed += 1;
+        }
+        claimed
     }
 }
 

@@ -503,3 +503,62 @@ fn failed_reads_are_counted() {
     };
     assert_eq!((lost("read_error"), lost("parse_error")), (1, 1));
 }
+
+/// Two clients the walk read before their CONNECTs left the ring: both
+/// left out. The drain after the walk brings both CONNECTs, and one
+/// client's CLOSE too: the open one is claimed in the same interval (its
+/// SYN off, its process, opened once); the closed one is not, since its
+/// CLOSE, already given to the collector, carries all of it.
+#[test]
+fn a_client_made_during_the_walk_is_claimed_after_the_next_drain() {
+    let mut col = collector();
+    let mut j = join();
+    let mut state = WalkState::default();
+    let t = Telemetry::new();
+    let open = client_record();
+    let closed = OpenTcp {
+        sk: 0xffff_8880_0000_5000,
+        lport: 40_002,
+        ..client_record()
+    };
+    let w = state.walk(&snapshot(&[open, closed]), &j, &mut col, &t);
+    assert_eq!(
+        w,
+        Walked {
+            reported: 0,
+            deferred: 2,
+            failed: 0
+        }
+    );
+    for sk in [open.sk, closed.sk] {
+        j.feed(&Record::Connect(ConnectRec {
+            kind: event_kind::CONNECT_MIN,
+            tgid: 4_242,
+            sk,
+            ts: 1_250,
+        }))
+        .unwrap();
+    }
+    let end = j.feed(&close_of(&closed, 1_300)).unwrap().unwrap();
+    col.on_event(&end);
+    assert_eq!(state.claim(&j, &mut col), 1);
+    let b = col.finish(0, 1);
+    let flows: Vec<_> = b
+        .flows
+        .iter()
+        .map(|f| {
+            (
+                f.local.port(),
+                f.stats.bytes_tx,
+                f.stats.opened,
+                f.stats.closed,
+            )
+        })
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    // Both clients share one flow key (same service, same server): the
+    // open one's 12,345 and the closed one's 12,345, each once.
+    assert_eq!((flows[0].1, flows[0].2, flows[0].3), (2 * 12_345, 2, 1));
+    // Claimed once: the next claim has nothing left.
+    assert_eq!(state.claim(&j, &mut col), 0);
+}
