@@ -73,10 +73,11 @@
 //! the baseline walk (its few milliseconds) are counted from the baseline,
 //! as main counted a connection only from the first send or receive it saw.
 //!
-//! The baseline walk also finds who holds each socket, listeners included
-//! ([`super::seed`]); [`OpenWalk::seed`] gives that to the join before it
-//! takes its first record, so that connections older than the agent, and
-//! those accepted later on listeners older than it, are named.
+//! The baseline walk keeps its sockets, listeners included;
+//! [`OpenWalk::seed`], on the collection thread, finds in `/proc` who holds
+//! each ([`super::seed`]) and gives that to the join before it takes its
+//! first record, so that connections older than the agent, and those
+//! accepted later on listeners older than it, are named.
 
 use flowscope_common::{AF_INET, AF_INET6, Conn, role};
 use flowscope_model::Telemetry;
@@ -165,8 +166,9 @@ pub struct Walked {
 pub struct OpenWalk {
     reader: OpenTcpReader,
     state: WalkState,
-    /// The owners the baseline found, until [`OpenWalk::seed`].
-    seeds: Option<Seeds>,
+    /// The baseline's sockets, until [`OpenWalk::seed`] looks up who holds
+    /// them.
+    baseline: Option<OpenTcpSnapshot>,
 }
 
 impl OpenWalk {
@@ -174,26 +176,29 @@ impl OpenWalk {
         OpenWalk {
             reader,
             state: WalkState::default(),
-            seeds: None,
+            baseline: None,
         }
     }
 
     /// The first walk, right after the programs attach: every open socket's
-    /// counters become its baseline ([`Collector::on_conn_baseline`]), and
-    /// the processes holding the sockets and listeners are looked up in
-    /// `/proc` for [`OpenWalk::seed`].
+    /// counters become its baseline ([`Collector::on_conn_baseline`]); the
+    /// sockets and listeners are kept for [`OpenWalk::seed`].
     pub fn baseline(&mut self, collector: &mut Collector, telemetry: &Telemetry) -> Walked {
         let snap = self.reader.read_all();
-        self.seeds = Some(Seeds::find(&snap, std::path::Path::new("/proc")));
-        self.state.baseline(&snap, collector, telemetry)
+        let walked = self.state.baseline(&snap, collector, telemetry);
+        self.baseline = Some(snap);
+        walked
     }
 
-    /// Gives the owners the baseline found to `join` (once; later calls
-    /// give nothing). Call it before the join takes its first record.
+    /// Looks up in `/proc` which processes hold the baseline's sockets and
+    /// listeners, and gives those owners to `join` (once; later calls give
+    /// nothing). Call it on the collection thread (one pass over every
+    /// process's descriptors: blocking work, kept off the runtime that
+    /// builds the receiver), before the join takes its first record.
     pub fn seed(&mut self, join: &mut TcpJoin) -> Seeded {
-        self.seeds
+        self.baseline
             .take()
-            .map(|seeds| seeds.seed(join))
+            .map(|snap| Seeds::find(&snap, std::path::Path::new("/proc")).seed(join))
             .unwrap_or_default()
     }
 
