@@ -218,19 +218,28 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         tcp: u32::from(opts.tcp),
         udp: u32::from(opts.udp),
     };
-    let mut loader = EbpfLoader::new();
-    loader
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("SETTINGS", &settings, true)
-        .map_max_entries("UDP_FLOWS", opts.max_flows)
-        .map_max_entries("UDP_OWNERS", opts.max_flows)
-        .map_max_entries("EVENTS", opts.ring_buffer_bytes);
-    if let Some(dir) = &opts.pin_directory {
-        crate::resume::prepare(dir)?;
-        // Opened when pinned already, else created and pinned.
-        loader.map_pin_path("COUNTERS", crate::resume::pin_path(dir));
-    }
-    let mut ebpf = loader.load(FLOWS_OBJECT).map_err(LoadError::Load)?;
+    // The loader parses the kernel's BTF for itself (12 - 14 MB of heap);
+    // it is dropped once the object is loaded, before the programs are
+    // given a copy of their own (`load_btf_tracepoints`) and the iterator
+    // and the drop program parse theirs. Kept alive to the end of this
+    // function, as it was, it put up to four copies in memory at once and
+    // made the agent's peak memory at start 2.5 times its steady size
+    // (docs/benchmarks.md, "Peak memory at start").
+    let mut ebpf = {
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("SETTINGS", &settings, true)
+            .map_max_entries("UDP_FLOWS", opts.max_flows)
+            .map_max_entries("UDP_OWNERS", opts.max_flows)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        if let Some(dir) = &opts.pin_directory {
+            crate::resume::prepare(dir)?;
+            // Opened when pinned already, else created and pinned.
+            loader.map_pin_path("COUNTERS", crate::resume::pin_path(dir));
+        }
+        loader.load(FLOWS_OBJECT).map_err(LoadError::Load)?
+    };
     let clock = crate::clock::measure(&mut ebpf)?;
     // Before any program is attached: no connection end is counted while
     // the previous agent's leftovers are read.

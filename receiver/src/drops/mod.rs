@@ -132,8 +132,17 @@ impl DropsProgram {
     /// Loads and attaches the program (privileges were checked with the
     /// flow programs').
     pub fn load(settings: &DropSettings) -> Result<Self, DropsError> {
-        let btf = Btf::from_sys_fs()?;
-        let reasons = DropReasons::from_btf(&btf)?;
+        // The kernel's types are freed before the object is loaded: each
+        // parsed copy of its BTF takes 12 - 14 MB, and two alive at once
+        // set the agent's peak memory (see crate::loader::load).
+        let (reasons, skb_head, skb_network_header) = {
+            let btf = Btf::from_sys_fs()?;
+            (
+                DropReasons::from_btf(&btf)?,
+                member(&btf, "head", 8)?,
+                member(&btf, "network_header", 2)?,
+            )
+        };
         let mut ignore = [0u32; 8];
         for name in &settings.ignore {
             match reasons.value(name) {
@@ -147,8 +156,8 @@ impl DropsProgram {
             }
         }
         let offsets = DropOffsets {
-            skb_head: member(&btf, "head", 8)?,
-            skb_network_header: member(&btf, "network_header", 2)?,
+            skb_head,
+            skb_network_header,
             ignore,
             ephemeral_low: settings.ephemeral.0,
             ephemeral_high: settings.ephemeral.1,

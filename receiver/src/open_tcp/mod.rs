@@ -385,8 +385,11 @@ impl OpenTcpReader {
     /// it (root, or CAP_BPF with CAP_PERFMON and CAP_SYS_ADMIN for
     /// `setns`).
     pub fn load() -> Result<Self, OpenTcpError> {
-        let btf = Btf::from_sys_fs()?;
-        let offsets = discover_offsets(&btf)?;
+        // Each parsed copy of the kernel's BTF is freed before the next one
+        // is made (see crate::loader::load): flowscope's, here; the
+        // loader's own, at the end of the statement that loads the object;
+        // then the one the iterator is attached with.
+        let offsets = discover_offsets(&Btf::from_sys_fs()?)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS, &offsets, true)
             .load(OPEN_TCP_OBJECT)
