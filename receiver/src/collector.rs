@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use flowscope_common::UdpKey;
+use flowscope_model::internal_events::{EventsLost, LossReason, Source};
 use flowscope_model::metrics::HOST_DROPS;
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, FlowBatch, FlowStats, MemoryPressure, Telemetry};
@@ -100,6 +101,10 @@ pub struct Collector {
     /// socket address reused) and is skipped.
     closed_order: VecDeque<(u64, u64)>,
     closed_serial: u64,
+    /// `closed`'s entries forgotten for room this interval, reported once
+    /// at its end: counted per close, the report would cost a telemetry
+    /// lookup for every connection while the table is full.
+    closed_evicted: u64,
     udp: HashMap<UdpKey, UdpTrack>,
     acc: HashMap<FlowKey, FlowStats>,
     round: u64,
@@ -138,6 +143,7 @@ impl Collector {
             closed: HashMap::new(),
             closed_order: VecDeque::new(),
             closed_serial: 0,
+            closed_evicted: 0,
             udp: HashMap::new(),
             acc: HashMap::new(),
             round: 0,
@@ -215,6 +221,11 @@ impl Collector {
         carry: bool,
     ) -> FlowBatch {
         self.settle_pending(carry);
+        self.telemetry.emit(EventsLost::new(
+            Source::EbpfTcp,
+            LossReason::TableFull,
+            std::mem::take(&mut self.closed_evicted),
+        ));
         let mut acc = std::mem::take(&mut self.acc);
         // Every flow seen this interval (live connections, ended ones, UDP
         // flows) has its entry in `acc`, even without new counts.
@@ -529,20 +540,22 @@ mod tests {
         }
         let full = Attrs::new().with(attr::REASON, "table_full");
         let lost = || t.total_matching(flowscope_model::telemetry::EVENTS_LOST, &full);
-        assert_eq!(lost(), 5);
+        // Counted at the interval's end, once.
+        assert_eq!((lost(), col.closed_evicted), (0, 5));
         let mut kept: Vec<u64> = col.closed.keys().copied().collect();
         kept.sort_unstable();
         assert_eq!(kept, vec![6, 7, 8], "the oldest went first");
         // A socket address reused by a later close replaces its entry: no
         // eviction, and the older slot in the order is skipped.
         close(&mut col, 7, 41007);
-        assert_eq!((lost(), col.closed.len()), (5, 3));
+        assert_eq!((col.closed_evicted, col.closed.len()), (5, 3));
         close(&mut col, 9, 40009);
         let mut kept: Vec<u64> = col.closed.keys().copied().collect();
         kept.sort_unstable();
-        assert_eq!((lost(), kept), (6, vec![7, 8, 9]));
+        assert_eq!((col.closed_evicted, kept), (6, vec![7, 8, 9]));
         // Age still applies: kept through the next interval, gone after.
         col.finish(0, 1);
+        assert_eq!((lost(), col.closed_evicted), (6, 0));
         col.finish(1, 2);
         // The replaced slot of socket 7 was at the front: trimmed.
         assert_eq!((col.closed.len(), col.closed_order.len()), (3, 3));

@@ -270,7 +270,8 @@ impl Collector {
     /// come, are then reported under the key the late event itself gives
     /// (without the process, which the kernel no longer knows), so each
     /// entry that goes is counted in
-    /// `flowscope.events.lost{source=ebpf.tcp, reason=table_full}`.
+    /// `flowscope.events.lost{source=ebpf.tcp, reason=table_full}`, at the
+    /// interval's end.
     fn remember_closed(&mut self, sk: u64, key: FlowKey) {
         let max = self.settings.max_tracked.max(1);
         let mut evicted = 0;
@@ -284,11 +285,7 @@ impl Collector {
                 evicted += 1;
             }
         }
-        self.telemetry.emit(EventsLost::new(
-            Source::EbpfTcp,
-            LossReason::TableFull,
-            evicted,
-        ));
+        self.closed_evicted += evicted;
         self.closed_serial += 1;
         let serial = self.closed_serial;
         self.closed.insert(sk, (key, self.round, serial));
