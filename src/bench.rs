@@ -1,16 +1,33 @@
 //! `flowscope bench`: throughput of the user-space pipeline, without the
 //! kernel.
 //!
-//! Each simulated interval synthesizes what the eBPF side would hand user
-//! space for many short TCP connections and some UDP flows: a `Conn`
-//! snapshot per live connection (the `CONNS` map walk), a `CLOSE` event per
-//! connection and a `PROCESS` event per process (the ring buffer), and a
-//! `UdpKey`/`UdpStats` pair per UDP flow (the `UDP_FLOWS` map walk). These
-//! go through the same code the agent runs: [`Collector`] (`on_conn`,
-//! `on_event`, `on_udp`, `finish`), the default processor chain (no
-//! processors: every key kept, default cardinality limits) and the `file`
-//! exporter's encoding (OTLP `ExportMetricsServiceRequest`, one line of
-//! OTLP JSON). Every stage is timed on its own.
+//! Each simulated 10 s interval synthesizes what the eBPF side hands user
+//! space for many short TCP connections and some UDP flows, as the kernel
+//! side writes it now that it keeps nothing per connection (issue 24):
+//!
+//! - the ring buffer's records, as bytes: per TCP connection a 24-byte
+//!   `CONNECT_MIN` [`ConnectRec`] (a client, at connect()) or `ACCEPT` (a
+//!   server's accepted socket, one in four), then a 104-byte `CLOSE_MIN`
+//!   [`CloseRec`] with TCP's final counters; in the first interval also a
+//!   `PROCESS` [`Event`] per process (the kernel announces a tgid once) and
+//!   a `LISTEN` [`Event`] per process that accepts connections (its own
+//!   port), which is how the join names a server's process;
+//! - a `UdpKey`/`UdpStats` pair per UDP flow (the `UDP_FLOWS` map walk).
+//!
+//! The connections open and close within the interval, a few dozen open at
+//! a time, so the agent's walk of open sockets (`iter/tcp`, which feeds
+//! `Collector::on_conn` once an interval) never sees them, and the bench
+//! has no such walk. The records go through the same code the agent runs:
+//! the TCP record join ([`TcpJoin`], built from [`JoinSettings`] on a
+//! [`TickClock`] as the agent builds it, fed with `feed_bytes` as the
+//! receiver's `drain()` feeds it and expired at each interval's end), the
+//! [`Collector`] (`on_event` with each event the join makes, `on_udp`,
+//! `finish`), the default processor chain (no processors: every key kept,
+//! default cardinality limits) and the `file` exporter's encoding (OTLP
+//! `ExportMetricsServiceRequest`, one line of OTLP JSON). Every stage is
+//! timed on its own; the join is part of the collector stage
+//! (`events_per_sec`). The ring's bytes are written before the clock starts
+//! (that is the kernel's work).
 //!
 //! The processes are real: the bench's own pid and other live pids from
 //! /proc with their real `comm`, so process attribution reads /proc
@@ -25,19 +42,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use flowscope_common::{AF_INET, Conn, Event, UdpKey, UdpStats, event_kind, role};
+use flowscope_common::{AF_INET, CloseRec, Conn, ConnectRec, Event, UdpKey, UdpStats, event_kind};
 use flowscope_model::telemetry::FLOWS_OVERFLOW;
 use flowscope_model::{Attrs, Context, FlowBatch, HostFacts};
 use flowscope_processors::Chain;
+use flowscope_receiver::JoinSettings;
 use flowscope_receiver::collector::{Collector, CollectorSettings, Granularity};
+use flowscope_receiver::tcp_join::{TcpJoin, TickClock};
 use serde_json::json;
 
 /// Options of `flowscope bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel records per simulated interval: a CONNS snapshot and a CLOSE
-    /// event per TCP connection, a PROCESS event per process, and UDP flows
-    /// (a tenth of the records).
+    /// Kernel records per simulated interval: UDP flows (a tenth), and TCP
+    /// connections with a CONNECT or ACCEPT and a CLOSE record each (the
+    /// rest, less one per process: the first interval also has a PROCESS
+    /// and maybe a LISTEN record per process).
     #[arg(long, default_value_t = 100_000)]
     events: u64,
     /// Distinct processes owning the connections (real pids from /proc,
@@ -177,9 +197,149 @@ fn ms(d: Duration, n: u64) -> f64 {
     (d.as_secs_f64() * 1e3 / n as f64 * 100.0).round() / 100.0
 }
 
+/// The kernel tick rate of the synthetic records (`bpf_jiffies64()`): at
+/// 1,000 a tick is a millisecond, so the short connections' durations keep
+/// the range (1 - 10 ms) they had when the records carried ns.
+const HZ: u32 = 1000;
+/// The tick the records' clock reads at monotonic time 0: as in a real
+/// kernel, jiffies do not start at 0 (`INITIAL_JIFFIES`, five minutes
+/// before the 32-bit wrap); the [`TickClock`]'s anchor absorbs it.
+const ANCHOR_TICK: u64 = (1 << 32) - 300 * HZ as u64;
+/// A simulated interval, as `JoinSettings` takes it (the agent's default
+/// `collection_interval`): the join keeps closed connections two of these.
+const INTERVAL: Duration = Duration::from_secs(10);
+/// Connections open at once: the ring holds a connection's CONNECT (or
+/// ACCEPT), then this many connections later its CLOSE.
+const OPEN_AT_ONCE: u64 = 64;
+/// Where the listening sockets' addresses start (apart from the
+/// connections' socket addresses, which count up from 0).
+const LISTENER_SK: u64 = 0xffff_8880_0000_0000;
+/// The network namespace of every socket (the host's, `/proc/self/ns/net`
+/// of init on most kernels).
+const NETNS: u32 = 4_026_531_840;
+
+/// One interval's ring-buffer bytes, record after record, as the kernel's
+/// programs write them (native byte order, every byte written) and as
+/// `drain()` hands them to [`TcpJoin::feed_bytes`]: each record is one
+/// slice of exactly its layout's size.
+#[derive(Default)]
+struct Ring {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Ring {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn len(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let r = &self.bytes[start..end];
+            start = end;
+            r
+        })
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        self.bytes.extend_from_slice(b);
+    }
+
+    fn end_record(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+
+    /// A [`ConnectRec`]: `event_kind::CONNECT_MIN` or `event_kind::ACCEPT`.
+    fn connect(&mut self, r: &ConnectRec) {
+        self.put(&r.kind.to_ne_bytes());
+        self.put(&r.tgid.to_ne_bytes());
+        self.put(&r.sk.to_ne_bytes());
+        self.put(&r.ts.to_ne_bytes());
+        self.end_record();
+    }
+
+    /// A [`CloseRec`] (`event_kind::CLOSE_MIN`).
+    fn close(&mut self, r: &CloseRec) {
+        self.put(&r.kind.to_ne_bytes());
+        self.put(&r.family.to_ne_bytes());
+        self.put(&r.lport.to_ne_bytes());
+        self.put(&r.rport.to_ne_bytes());
+        self.put(&r._pad.to_ne_bytes());
+        self.put(&r.netns.to_ne_bytes());
+        self.put(&r.sk.to_ne_bytes());
+        self.put(&r.bytes_tx.to_ne_bytes());
+        self.put(&r.bytes_rx.to_ne_bytes());
+        self.put(&r.segs_in.to_ne_bytes());
+        self.put(&r.segs_out.to_ne_bytes());
+        self.put(&r.total_retrans.to_ne_bytes());
+        self.put(&r.srtt_us.to_ne_bytes());
+        self.put(&r.rttvar_us.to_ne_bytes());
+        self.put(&r._pad2.to_ne_bytes());
+        self.put(&r.laddr);
+        self.put(&r.raddr);
+        self.put(&r.ts.to_ne_bytes());
+        self.end_record();
+    }
+
+    /// A whole [`Event`] (PROCESS, LISTEN).
+    fn event(&mut self, ev: &Event) {
+        self.put(&ev.kind.to_ne_bytes());
+        self.put(&ev.errno.to_ne_bytes());
+        self.put(&ev.sk.to_ne_bytes());
+        self.put(&ev.ts_ns.to_ne_bytes());
+        let c = &ev.conn;
+        self.put(&c.opened_ns.to_ne_bytes());
+        self.put(&c.bytes_tx.to_ne_bytes());
+        self.put(&c.bytes_rx.to_ne_bytes());
+        for v in [
+            c.segs_out,
+            c.segs_in,
+            c.total_retrans,
+            c.srtt_us,
+            c.rttvar_us,
+            c.resets_tx,
+            c.resets_rx,
+            c.tgid,
+            c.netns,
+        ] {
+            self.put(&v.to_ne_bytes());
+        }
+        self.put(&c.family.to_ne_bytes());
+        self.put(&c.lport.to_ne_bytes());
+        self.put(&c.rport.to_ne_bytes());
+        self.put(&[c.role, c.established]);
+        self.put(&c.laddr);
+        self.put(&c.raddr);
+        self.put(&c.comm);
+        self.put(&c.snap_jiffies.to_ne_bytes());
+        self.end_record();
+    }
+}
+
+/// The TCP record join as the agent builds it (`EbpfReceiver::collect`):
+/// sized by [`JoinSettings`] for the collector's `max_tracked` and the
+/// interval, on a [`TickClock`] of [`HZ`] anchored at monotonic time 0.
+fn new_join(max_tracked: usize) -> anyhow::Result<(TcpJoin, TickClock)> {
+    let clock = TickClock::new(HZ, ANCHOR_TICK, 0).context("the bench's tick clock")?;
+    let limits = JoinSettings::new(max_tracked, INTERVAL)
+        .limits(&clock)
+        .context("sizing the TCP record join")?;
+    Ok((TcpJoin::new(limits, clock), clock))
+}
+
 /// What one interval feeds the collector.
 struct Workload {
     procs: Vec<Proc>,
+    /// Whether process `k` accepts connections (one in four connections is
+    /// a server's, so with an even number of processes only some do): it
+    /// then listens on port `8080 + k`.
+    serves: Vec<bool>,
     peers: u32,
     connections: u64,
     udp_flows: u64,
@@ -194,16 +354,25 @@ impl Workload {
     fn with_processes(procs: Vec<Proc>, events: u64, peers: u32) -> Self {
         let udp_flows = events / 10;
         let rest = events.saturating_sub(udp_flows + procs.len() as u64);
+        let connections = (rest / 2).max(1);
+        let nprocs = procs.len() as u64;
+        let mut serves = vec![false; procs.len()];
+        for i in (3..connections).step_by(4) {
+            serves[(i % nprocs) as usize] = true;
+        }
         Workload {
-            connections: (rest / 2).max(1),
+            connections,
             udp_flows,
             peers: peers.max(1),
             procs,
+            serves,
         }
     }
 
+    /// Records of a steady interval: a CONNECT or ACCEPT and a CLOSE per
+    /// connection, and the UDP map walk's entries.
     fn records(&self) -> u64 {
-        self.connections * 2 + self.procs.len() as u64 + self.udp_flows
+        self.connections * 2 + self.udp_flows
     }
 
     fn peer(&self, i: u64) -> [u8; 16] {
@@ -214,78 +383,160 @@ impl Workload {
         raw
     }
 
-    /// Connection `i` of interval `round`: process `i % P`, peer
-    /// `(i / P) % peers`; one in four is a server connection.
-    fn conn(&self, round: u64, i: u64) -> Conn {
-        let nprocs = self.procs.len() as u64;
-        let p = &self.procs[(i % nprocs) as usize];
+    /// The port process `k` listens on.
+    fn server_port(k: usize) -> u16 {
+        8080 + (k % 20_000) as u16
+    }
+
+    /// Socket address of connection `i` of interval `round`: every
+    /// connection has its own (none is reused while the join remembers it).
+    fn sk(&self, round: u64, i: u64) -> u64 {
+        (round * (self.connections + 1) + i) * 64
+    }
+
+    /// The tick connection `i` of interval `round` opens at: the
+    /// connections open one after the other over 8 s of the interval's
+    /// 10, from 1 s in.
+    fn open_tick(&self, round: u64, i: u64) -> u64 {
+        let hz = u64::from(HZ);
+        ANCHOR_TICK + round * INTERVAL.as_secs() * hz + hz + i * 8 * hz / self.connections
+    }
+
+    /// Connection `i`'s CONNECT (a client) or ACCEPT (a server; one in
+    /// four): process `i % P`.
+    fn open(&self, round: u64, i: u64) -> ConnectRec {
+        let p = &self.procs[(i % self.procs.len() as u64) as usize];
         let server = i % 4 == 3;
-        let mut c = Conn {
-            opened_ns: 1_000_000_000 * (round + 1) + i,
-            bytes_tx: 100 + i % 1000,
-            bytes_rx: 200 + i % 5000,
-            segs_out: 4,
-            segs_in: 5,
-            total_retrans: u32::from(i.is_multiple_of(50)),
-            srtt_us: 50 + (i % 400) as u32,
-            rttvar_us: 10 + (i % 40) as u32,
-            tgid: p.pid,
-            netns: 4_026_531_840,
+        ConnectRec {
+            kind: if server {
+                event_kind::ACCEPT
+            } else {
+                event_kind::CONNECT_MIN
+            },
+            // The handshake of an accepted socket ends in softirq.
+            tgid: if server { 0 } else { p.pid },
+            sk: self.sk(round, i),
+            ts: self.open_tick(round, i),
+        }
+    }
+
+    /// Connection `i`'s CLOSE after 2 to 8 ticks, with TCP's final
+    /// counters: peer `(i / P) % peers`; a server's local port is its
+    /// process's listening port, a client's an ephemeral one. A client's
+    /// sent bytes hold its SYN, as the kernel's figure does (the join
+    /// takes it off).
+    fn close(&self, round: u64, i: u64) -> CloseRec {
+        let nprocs = self.procs.len() as u64;
+        let k = (i % nprocs) as usize;
+        let server = i % 4 == 3;
+        let ephemeral = 32768 + (i % 28000) as u16;
+        let bytes_tx = 150 + i % 1000;
+        let mut r = CloseRec {
+            kind: event_kind::CLOSE_MIN,
             family: AF_INET,
             lport: if server {
-                8080
+                Self::server_port(k)
             } else {
-                32768 + (i % 28000) as u16
+                ephemeral
             },
             rport: if server {
-                32768 + (i % 28000) as u16
+                ephemeral
             } else {
                 [443, 5432, 6379, 80][(i % 4) as usize]
             },
-            role: if server { role::SERVER } else { role::CLIENT },
-            established: 1,
-            comm: p.comm,
-            ..Conn::default()
+            netns: NETNS,
+            sk: self.sk(round, i),
+            bytes_tx: if server { bytes_tx } else { bytes_tx + 1 },
+            bytes_rx: 200 + i % 5000,
+            segs_in: 7,
+            segs_out: 6,
+            total_retrans: u32::from(i.is_multiple_of(50)),
+            srtt_us: 50 + (i % 400) as u32,
+            rttvar_us: 10 + (i % 40) as u32,
+            ts: self.open_tick(round, i) + 2 + i % 7,
+            ..CloseRec::default()
         };
-        c.laddr[..4].copy_from_slice(&[198, 19, 0, 1]);
-        c.raddr = self.peer(i / nprocs);
-        c
+        r.laddr[..4].copy_from_slice(&[198, 19, 0, 1]);
+        r.raddr = self.peer(i / nprocs);
+        r
     }
 
-    /// One interval through the collector: a map walk that sees every
-    /// connection live, then their CLOSE events (final counters), the
-    /// PROCESS events and the UDP map walk.
-    fn feed(&self, col: &mut Collector, round: u64) {
-        let base_sk = round * (self.connections + 1) * 64;
-        for p in &self.procs {
-            let conn = Conn {
-                tgid: p.pid,
-                comm: p.comm,
-                ..Conn::default()
-            };
-            col.on_event(&Event {
-                kind: event_kind::PROCESS,
-                errno: 0,
-                sk: 0,
-                ts_ns: 0,
-                conn,
-            });
+    /// What the kernel's programs write to the ring in interval `round`.
+    /// The first interval begins with a PROCESS record per process (the
+    /// kernel announces a tgid once, until its `SEEN_PIDS` LRU forgets
+    /// it) and a LISTEN record per process that accepts connections (its
+    /// listen(), on the wildcard address). Then every connection's CONNECT
+    /// or ACCEPT and its CLOSE, in the order they happen: up to
+    /// [`OPEN_AT_ONCE`] connections are open at a time, and all of them
+    /// close within the interval, so the walk of open sockets never sees
+    /// them.
+    fn fill_ring(&self, ring: &mut Ring, round: u64) {
+        ring.clear();
+        if round == 0 {
+            for p in &self.procs {
+                ring.event(&Event {
+                    kind: event_kind::PROCESS,
+                    conn: Conn {
+                        tgid: p.pid,
+                        comm: p.comm,
+                        ..Conn::default()
+                    },
+                    ..Event::default()
+                });
+            }
+            let tick = ANCHOR_TICK + u64::from(HZ) / 2;
+            for (k, p) in self.procs.iter().enumerate() {
+                if !self.serves[k] {
+                    continue;
+                }
+                ring.event(&Event {
+                    kind: event_kind::LISTEN,
+                    sk: LISTENER_SK + k as u64 * 4096,
+                    ts_ns: tick,
+                    conn: Conn {
+                        tgid: p.pid,
+                        netns: NETNS,
+                        family: AF_INET,
+                        lport: Self::server_port(k),
+                        comm: p.comm,
+                        ..Conn::default()
+                    },
+                    ..Event::default()
+                });
+            }
         }
-        for i in 0..self.connections {
-            let mut c = self.conn(round, i);
-            col.on_conn(base_sk + i * 64, &c);
-            c.bytes_tx += 50;
-            c.segs_out += 2;
-            c.segs_in += 2;
-            let ts_ns = c.opened_ns + 1_000_000 + i % 1_000_000;
-            col.on_event(&Event {
-                kind: event_kind::CLOSE,
-                errno: 0,
-                sk: base_sk + i * 64,
-                ts_ns,
-                conn: c,
-            });
+        let n = self.connections;
+        for i in 0..n + OPEN_AT_ONCE {
+            if i < n {
+                ring.connect(&self.open(round, i));
+            }
+            if i >= OPEN_AT_ONCE {
+                ring.close(&self.close(round, i - OPEN_AT_ONCE));
+            }
         }
+    }
+
+    /// One interval through the join and the collector, as the agent's
+    /// `drain()` and its interval end run them: every ring record through
+    /// [`TcpJoin::feed_bytes`], each event it makes to
+    /// [`Collector::on_event`], the join's expiry at the interval's end,
+    /// then the UDP map walk. Returns the records read.
+    fn feed(
+        &self,
+        ring: &Ring,
+        join: &mut TcpJoin,
+        clock: &TickClock,
+        col: &mut Collector,
+        round: u64,
+    ) -> anyhow::Result<u64> {
+        for rec in ring.records() {
+            match join.feed_bytes(rec) {
+                Ok(Some(ev)) => col.on_event(&ev),
+                Ok(None) => {}
+                Err(e) => return Err(e).context("a synthetic ring record"),
+            }
+        }
+        join.expire(clock.tick((round + 1) * INTERVAL.as_nanos() as u64));
         let nprocs = self.procs.len() as u64;
         for i in 0..self.udp_flows {
             let key = UdpKey {
@@ -308,24 +559,71 @@ impl Workload {
             let p = &self.procs[(i % nprocs) as usize];
             let owner = flowscope_common::Owner {
                 tgid: p.pid,
-                netns: 4_026_531_840,
+                netns: NETNS,
                 comm: p.comm,
             };
             col.on_udp(&key, &st, Some(&owner));
         }
+        Ok(ring.len() + self.udp_flows)
+    }
+}
+
+/// The agent's side of one run: the join and its clock, the collector,
+/// and the ring buffer's bytes of the interval.
+struct Agent {
+    join: TcpJoin,
+    clock: TickClock,
+    col: Collector,
+    ring: Ring,
+}
+
+impl Agent {
+    fn new(
+        settings: CollectorSettings,
+        telemetry: flowscope_model::Telemetry,
+    ) -> anyhow::Result<Self> {
+        let (join, clock) = new_join(settings.max_tracked)?;
+        Ok(Agent {
+            join,
+            clock,
+            col: Collector::new(settings, telemetry),
+            ring: Ring::default(),
+        })
+    }
+
+    /// Writes interval `round`'s ring records (the kernel's work: not in
+    /// what the bench times).
+    fn prepare(&mut self, w: &Workload, round: u64) {
+        w.fill_ring(&mut self.ring, round);
+    }
+
+    /// Interval `round`'s records through the join and the collector: the
+    /// records read, and the interval's batch.
+    fn collect(&mut self, w: &Workload, round: u64) -> anyhow::Result<(u64, FlowBatch)> {
+        let records = w.feed(
+            &self.ring,
+            &mut self.join,
+            &self.clock,
+            &mut self.col,
+            round,
+        )?;
+        let batch = self
+            .col
+            .finish(round * 10_000_000_000, (round + 1) * 10_000_000_000);
+        Ok((records, batch))
     }
 }
 
 fn one_interval(
     w: &Workload,
-    col: &mut Collector,
+    agent: &mut Agent,
     chain: &mut Chain,
     round: u64,
 ) -> anyhow::Result<Totals> {
     use prost::Message as _;
+    agent.prepare(w, round);
     let t0 = Instant::now();
-    w.feed(col, round);
-    let batch: FlowBatch = col.finish(round * 10_000_000_000, (round + 1) * 10_000_000_000);
+    let (records, batch) = agent.collect(w, round)?;
     let t1 = Instant::now();
     let flows = batch.flows.len() as u64;
     let metrics = chain.process(batch);
@@ -337,7 +635,7 @@ fn one_interval(
     let t4 = Instant::now();
     Ok(Totals {
         intervals: 1,
-        records: w.records(),
+        records,
         flows,
         points: enc.points,
         json_bytes: line.len() as u64 + 1,
@@ -374,16 +672,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ephemeral: ctx.host.ephemeral_ports,
         host: ctx.host.attrs.clone(),
     };
-    let mut col = Collector::new(settings, telemetry.clone());
+    let mut agent = Agent::new(settings, telemetry.clone())?;
     let mut chain = Chain::new(Vec::new(), telemetry.clone());
 
     let started = Instant::now();
-    let first = one_interval(&w, &mut col, &mut chain, 0)?;
+    let first = one_interval(&w, &mut agent, &mut chain, 0)?;
     let mut steady = Totals::default();
     let mut round = 1;
     while round < u64::from(args.intervals.max(2)) || started.elapsed().as_secs_f64() < args.seconds
     {
-        steady.add(&one_interval(&w, &mut col, &mut chain, round)?);
+        steady.add(&one_interval(&w, &mut agent, &mut chain, round)?);
         round += 1;
     }
     let overflow = telemetry.total_matching(FLOWS_OVERFLOW, &Attrs::new());
@@ -463,12 +761,12 @@ mod tests {
                 .with("host.name", "bench-host")
                 .with("os.type", "linux"),
         };
-        let mut col = Collector::new(settings, telemetry.clone());
+        let mut agent = Agent::new(settings, telemetry.clone()).unwrap();
         let mut chain = Chain::new(Vec::new(), telemetry.clone());
         let mut out = Vec::new();
         for round in 0..intervals {
-            w.feed(&mut col, round);
-            let mut batch = col.finish(round * 10_000_000_000, (round + 1) * 10_000_000_000);
+            agent.prepare(&w, round);
+            let (_, mut batch) = agent.collect(&w, round).unwrap();
             batch.flows.sort_by(|a, b| {
                 (&*a.resource, &a.attrs, a.transport).cmp(&(&*b.resource, &b.attrs, b.transport))
             });
@@ -478,8 +776,99 @@ mod tests {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
         }
+        // The join named every connection: it dropped nothing but the
+        // closed connections it stops waiting on at its table's limit.
+        for (reason, n) in agent.join.drops().iter() {
+            assert_eq!(
+                reason,
+                flowscope_receiver::tcp_join::DropReason::RecentEvicted,
+                "{n} dropped"
+            );
+        }
         let overflow = telemetry.total_matching(FLOWS_OVERFLOW, &Attrs::new());
         (out, overflow)
+    }
+
+    /// The ring's bytes are the layouts the join decodes: every field of
+    /// each kind written where `repr(C)` puts it.
+    #[test]
+    fn ring_records_decode_to_what_was_written() {
+        use flowscope_receiver::tcp_join::{Record, decode};
+        let w = Workload::with_processes(synthetic_processes(3), 400, 2);
+        let mut ring = Ring::default();
+        w.fill_ring(&mut ring, 1);
+        let got: Vec<Record> = ring.records().map(|r| decode(r).unwrap()).collect();
+        assert_eq!(got[0], Record::Connect(w.open(1, 0)));
+        assert_eq!(got[3], Record::Accept(w.open(1, 3)));
+        assert_eq!(got[65], Record::Close(w.close(1, 0)));
+        let mut ev = Event {
+            kind: event_kind::LISTEN,
+            errno: -3,
+            sk: 7,
+            ts_ns: 8,
+            conn: Conn {
+                opened_ns: 1,
+                bytes_tx: 2,
+                bytes_rx: 3,
+                segs_out: 4,
+                segs_in: 5,
+                total_retrans: 6,
+                srtt_us: 7,
+                rttvar_us: 8,
+                resets_tx: 9,
+                resets_rx: 10,
+                tgid: 11,
+                netns: 12,
+                family: 13,
+                lport: 14,
+                rport: 15,
+                role: 16,
+                established: 17,
+                laddr: [18; 16],
+                raddr: [19; 16],
+                comm: [20; 16],
+                snap_jiffies: 21,
+            },
+        };
+        ev.conn.laddr[0] = 1;
+        ring.clear();
+        ring.event(&ev);
+        let one: Vec<&[u8]> = ring.records().collect();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), size_of::<Event>());
+        assert_eq!(decode(one[0]).unwrap(), Record::Event(ev));
+        // A close: its counters differ field by field.
+        let mut c = w.close(1, 5);
+        c._pad = 0x1234;
+        c._pad2 = 0x5678;
+        ring.clear();
+        ring.close(&c);
+        let one: Vec<&[u8]> = ring.records().collect();
+        assert_eq!(one[0].len(), size_of::<CloseRec>());
+        assert_eq!(decode(one[0]).unwrap(), Record::Close(c));
+        // The first interval announces the processes and listeners first.
+        w.fill_ring(&mut ring, 0);
+        let first: Vec<Record> = ring.records().map(|r| decode(r).unwrap()).collect();
+        let kinds: Vec<u32> = first[..5]
+            .iter()
+            .map(|r| match r {
+                Record::Event(e) => e.kind,
+                _ => 0,
+            })
+            .collect();
+        // 3 processes; 178 connections, servers at i = 3, 7, 11, ...: every
+        // process accepts some.
+        assert_eq!(
+            kinds,
+            [
+                event_kind::PROCESS,
+                event_kind::PROCESS,
+                event_kind::PROCESS,
+                event_kind::LISTEN,
+                event_kind::LISTEN
+            ]
+        );
+        assert_eq!(first.len() as u64, 3 + 3 + 2 * w.connections);
     }
 
     /// FNV-1a, 64 bits: enough to tell two outputs apart, with no
@@ -512,13 +901,13 @@ mod tests {
     }
 
     /// The bench's default workload, which overflows the default series
-    /// limit: its 3 intervals (about 18 MB of JSON) held by length and hash.
+    /// limit: its 3 intervals (about 17 MB of JSON) held by length and hash.
     #[test]
     fn default_workload_output_is_unchanged() {
         let (out, overflow) = fixed_output(100_000, 50, 20, 3);
         assert_eq!(
             (out.len(), fnv1a(&out), overflow),
-            (18_345_580, 6_585_357_855_065_474_152, 12_000)
+            (16_840_304, 7_382_326_375_314_827_101, 12_000)
         );
     }
 }

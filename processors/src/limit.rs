@@ -18,31 +18,145 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use flowscope_model::attr::prefetch;
 use flowscope_model::internal_events::FlowsOverflow;
 use flowscope_model::names::attr;
 use flowscope_model::{Attrs, Point, Telemetry};
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 /// Default series per metric.
 pub const DEFAULT_MAX_SERIES: usize = 2_000;
 
-/// One series holding a slot. The series is known by a 128-bit
-/// fingerprint of its Resource and attributes (two independently seeded
-/// 64-bit hashes of the two sets' own fingerprints) rather than by a copy
-/// of them: a slot then costs a few dozen bytes instead of a copy of every
-/// attribute, and even with millions of series the chance that two share a
-/// fingerprint is below 10^-25.
-struct Slot {
-    fingerprint: (u64, u64),
-    /// The last interval it reported in.
-    last: u64,
+/// A series' fingerprint: 128 bits of its Resource and attributes (two
+/// independently seeded 64-bit hashes of the two sets' own fingerprints).
+/// A series is known by it rather than by a copy of its sets: a slot then
+/// costs 16 bytes instead of a copy of every attribute, and even with
+/// millions of series the chance that two share a fingerprint is below
+/// 10^-25.
+type Fingerprint = (u64, u64);
+
+/// The fingerprint that marks a free entry of [`Slots`]; a series whose
+/// fingerprint it would be is given [`NOT_FREE`] instead (a chance of
+/// 2^-128, and then it merely shares that fingerprint).
+const FREE: Fingerprint = (0, 0);
+const NOT_FREE: Fingerprint = (0, 1);
+
+/// The series holding a slot of one metric: an open-addressing table of
+/// their fingerprints (linear probing from the first lane's low bits, at
+/// most half full), and a bit per entry saying whether its series reported
+/// in the batch being limited.
+///
+/// Its own table rather than a `HashTable` so that [`Limiter::apply`] can
+/// prefetch the entry each series of a chunk of points starts at before it
+/// looks any of them up.
+#[derive(Default)]
+struct Slots {
+    /// A power of two entries, or none.
+    entries: Vec<Fingerprint>,
+    seen: Vec<u64>,
+    len: usize,
+    /// Entries whose `seen` bit is set.
+    reported: usize,
+}
+
+impl Slots {
+    /// Where the probe for `fp` starts; `None` for a table of no entries.
+    fn home(&self, fp: Fingerprint) -> Option<usize> {
+        let n = self.entries.len();
+        (n > 0).then(|| fp.0 as usize & (n - 1))
+    }
+
+    /// The entry holding `fp` (`Ok`) or the free entry its probe reached
+    /// (`Err`), probing from `i`.
+    fn probe(&self, fp: Fingerprint, mut i: usize) -> Result<usize, usize> {
+        let mask = self.entries.len() - 1;
+        loop {
+            match self.entries[i] {
+                e if e == fp => return Ok(i),
+                FREE => return Err(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The entry holding `fp`, or the free entry where it would go.
+    fn find(&self, fp: Fingerprint) -> Result<usize, usize> {
+        match self.home(fp) {
+            Some(i) => self.probe(fp, i),
+            None => Err(usize::MAX),
+        }
+    }
+
+    /// Marks entry `i`'s series as reported in this batch.
+    fn report(&mut self, i: usize) {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.seen[word] & bit == 0 {
+            self.seen[word] |= bit;
+            self.reported += 1;
+        }
+    }
+
+    /// Gives `fp`, found free at `at` ([`Slots::find`]), a slot.
+    fn insert(&mut self, fp: Fingerprint, at: usize) {
+        if (self.len + 1) * 2 > self.entries.len() {
+            self.rebuild((self.entries.len() * 2).max(16), false);
+            let Err(at) = self.find(fp) else {
+                unreachable!("a series without a slot has none after growing")
+            };
+            self.entries[at] = fp;
+        } else {
+            self.entries[at] = fp;
+        }
+        self.len += 1;
+    }
+
+    /// Releases the slots of series that did not report, and clears the
+    /// marks for the next batch.
+    fn release_unreported(&mut self) {
+        if self.reported < self.len {
+            if self.reported == 0 {
+                *self = Slots::default();
+                return;
+            }
+            self.rebuild(self.entries.len(), true);
+        }
+        self.seen.fill(0);
+        self.reported = 0;
+    }
+
+    /// The table again with `capacity` entries, keeping every series or,
+    /// with `reported_only`, those marked as reported.
+    fn rebuild(&mut self, capacity: usize, reported_only: bool) {
+        let old = std::mem::replace(
+            self,
+            Slots {
+                entries: vec![FREE; capacity],
+                seen: vec![0; capacity.div_ceil(64)],
+                len: 0,
+                reported: 0,
+            },
+        );
+        for (i, &fp) in old.entries.iter().enumerate() {
+            let kept = old.seen[i / 64] & (1 << (i % 64)) != 0;
+            if fp != FREE && (kept || !reported_only) {
+                let Err(at) = self.find(fp) else {
+                    unreachable!("each series holds one slot")
+                };
+                self.entries[at] = fp;
+                self.len += 1;
+                if kept {
+                    self.report(at);
+                }
+            }
+        }
+    }
 }
 
 /// The slots of one metric.
 struct Table {
     /// Series allowed to hold a slot.
     max: usize,
-    held: HashTable<Slot>,
+    held: Slots,
     /// Series that took a slot in the batch being limited.
     admitted: usize,
 }
@@ -60,7 +174,6 @@ pub struct Limiter {
     /// Two independently seeded hashers for the fingerprint; the first
     /// also places the slot in its table.
     state: (DefaultHashBuilder, DefaultHashBuilder),
-    interval: u64,
     telemetry: Telemetry,
 }
 
@@ -98,7 +211,6 @@ impl Limiter {
             by_name: hashbrown::HashMap::new(),
             by_address: hashbrown::HashMap::new(),
             state: (DefaultHashBuilder::default(), DefaultHashBuilder::default()),
-            interval: 0,
             telemetry,
         }
     }
@@ -107,7 +219,7 @@ impl Limiter {
     pub fn held(&self, metric: &str) -> usize {
         self.by_name
             .get(metric)
-            .map_or(0, |&t| self.tables[t].held.len())
+            .map_or(0, |&t| self.tables[t].held.len)
     }
 
     /// The table of metric `name`, made on first sight.
@@ -125,7 +237,7 @@ impl Limiter {
                         .get(name)
                         .copied()
                         .unwrap_or(self.default_max),
-                    held: HashTable::new(),
+                    held: Slots::default(),
                     admitted: 0,
                 });
                 self.by_name.insert(name, self.tables.len() - 1);
@@ -139,40 +251,50 @@ impl Limiter {
     /// A point's fingerprint: two hashes of its Resource's and its
     /// attributes' fingerprints (each set keeps its own, see [`Attrs`]),
     /// one per lane.
-    fn fingerprint(state: &(DefaultHashBuilder, DefaultHashBuilder), p: &Point) -> (u64, u64) {
+    fn fingerprint(state: &(DefaultHashBuilder, DefaultHashBuilder), p: &Point) -> Fingerprint {
         let (r, t) = (p.resource.fingerprint(), p.attrs.fingerprint());
-        (
+        match (
             state.0.hash_one((r[0], t[0])),
             state.1.hash_one((r[1], t[1])),
-        )
+        ) {
+            FREE => NOT_FREE,
+            fp => fp,
+        }
     }
 
     /// Applies the limits to one interval's points (already coalesced, so
     /// one point per series).
     pub fn apply(&mut self, mut points: Vec<Point>) -> Vec<Point> {
-        self.interval += 1;
-        let now = self.interval;
-
         // 1. Series that hold a slot keep it. Each point's table, with
-        // `KEPT` when it keeps its slot. Fingerprints are read a chunk of
-        // points ahead of the lookups, so that the reads of sets and slots
-        // not in cache overlap.
+        // `KEPT` when it keeps its slot. The tables and the points' sets
+        // are cold at each interval (the collector ran in between): a
+        // chunk's sets are prefetched, then its fingerprints read and the
+        // entry each series' probe starts at prefetched, then the chunk
+        // looked up, so that the reads not in cache overlap.
         let mut tables = Vec::with_capacity(points.len());
         for chunk in points.chunks(CHUNK) {
-            let mut series = [(0, (0, 0)); CHUNK];
-            for (s, p) in series.iter_mut().zip(chunk) {
-                *s = (
-                    self.table(p.metric.name()),
-                    Self::fingerprint(&self.state, p),
-                );
+            // Each point's sets, then each series' first entry, are
+            // prefetched for the whole chunk before any is read.
+            for p in chunk {
+                p.resource.prefetch();
+                p.attrs.prefetch();
             }
-            for &(t, hash) in &series[..chunk.len()] {
-                let kept = match self.tables[t]
-                    .held
-                    .find_mut(hash.0, |s| s.fingerprint == hash)
-                {
-                    Some(slot) => {
-                        slot.last = now;
+            let mut series = [(0, FREE, None); CHUNK];
+            for (s, p) in series.iter_mut().zip(chunk) {
+                let t = self.table(p.metric.name());
+                let fp = Self::fingerprint(&self.state, p);
+                let home = self.tables[t].held.home(fp);
+                if let Some(i) = home {
+                    prefetch(&self.tables[t].held.entries[i]);
+                }
+                *s = (t, fp, home);
+            }
+            for &(t, fp, home) in &series[..chunk.len()] {
+                let held = &mut self.tables[t].held;
+                let found = home.and_then(|i| held.probe(fp, i).ok());
+                let kept = match found {
+                    Some(i) => {
+                        held.report(i);
                         KEPT
                     }
                     None => 0,
@@ -182,10 +304,7 @@ impl Limiter {
         }
         // 2. Slots of series that did not report are released.
         for t in &mut self.tables {
-            t.held.retain(|slot| slot.last == now);
-            if t.held.is_empty() {
-                t.held = HashTable::new();
-            }
+            t.held.release_unreported();
             t.admitted = 0;
         }
 
@@ -203,22 +322,18 @@ impl Limiter {
             }
             let t = t as usize;
             let table = &mut all[t];
-            let hash = Self::fingerprint(state, p);
-            // A duplicate of a series admitted earlier in this batch.
-            if table.admitted > 0
-                && let Some(slot) = table.held.find_mut(hash.0, |s| s.fingerprint == hash)
-            {
-                slot.last = now;
-                return true;
-            }
-            if table.held.len() < table.max {
-                let slot = Slot {
-                    fingerprint: hash,
-                    last: now,
-                };
-                table.held.insert_unique(hash.0, slot, |s| s.fingerprint.0);
-                table.admitted += 1;
-                return true;
+            if table.admitted > 0 || table.held.len < table.max {
+                let fp = Self::fingerprint(state, p);
+                match table.held.find(fp) {
+                    // A duplicate of a series admitted earlier in this batch.
+                    Ok(_) => return true,
+                    Err(at) if table.held.len < table.max => {
+                        table.held.insert(fp, at);
+                        table.admitted += 1;
+                        return true;
+                    }
+                    Err(_) => {}
+                }
             }
             match overflow.iter_mut().find(|o| o.table == t) {
                 Some(o) => {
@@ -268,4 +383,49 @@ fn common(a: &Attrs, b: &Attrs) -> Attrs {
         .filter(|(k, v)| b.get(k) == Some(*v))
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(i: u64) -> Fingerprint {
+        // Crowded homes: every fourth series starts at the same entry.
+        (i / 4, i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    #[test]
+    fn slots_grow_keep_and_release_their_series() {
+        let mut s = Slots::default();
+        assert_eq!(s.find(fp(1)), Err(usize::MAX));
+        for i in 0..1000 {
+            let Err(at) = s.find(fp(i)) else {
+                panic!("{i} found before it was added")
+            };
+            s.insert(fp(i), at);
+        }
+        assert_eq!(s.len, 1000);
+        assert!(s.entries.len() >= 2000);
+        for i in 0..1000 {
+            assert!(s.find(fp(i)).is_ok(), "{i}");
+        }
+        assert!(s.find(fp(1000)).is_err());
+        // The even series report (twice: counted once); the odd ones go.
+        for _ in 0..2 {
+            for i in (0..1000).step_by(2) {
+                let at = s.find(fp(i)).unwrap();
+                s.report(at);
+            }
+        }
+        assert_eq!(s.reported, 500);
+        s.release_unreported();
+        assert_eq!((s.len, s.reported), (500, 0));
+        for i in 0..1000 {
+            assert_eq!(s.find(fp(i)).is_ok(), i % 2 == 0, "{i}");
+        }
+        // None reports: every slot is released, and the memory with them.
+        s.release_unreported();
+        assert_eq!(s.len, 0);
+        assert!(s.entries.is_empty());
+    }
 }
