@@ -211,6 +211,14 @@ const INTERVAL: Duration = Duration::from_secs(10);
 /// Connections open at once: the ring holds a connection's CONNECT (or
 /// ACCEPT), then this many connections later its CLOSE.
 const OPEN_AT_ONCE: u64 = 64;
+/// Socket addresses the connections take in turn, as the kernel's socket
+/// slab hands a freed socket's memory to the next one: connection `i` has
+/// address `i % SOCKET_SLOTS` (times 2,048, a TCP socket's size rounded
+/// up). More than [`OPEN_AT_ONCE`], so no two open connections share one.
+/// The join and the collector key their tables by this address, so a reuse
+/// replaces an entry instead of adding one, as in the agent (a host at
+/// 10,000 connections a second reuses a few hundred addresses).
+const SOCKET_SLOTS: u64 = 4096;
 /// Where the listening sockets' addresses start (apart from the
 /// connections' socket addresses, which count up from 0).
 const LISTENER_SK: u64 = 0xffff_8880_0000_0000;
@@ -388,10 +396,10 @@ impl Workload {
         8080 + (k % 20_000) as u16
     }
 
-    /// Socket address of connection `i` of interval `round`: every
-    /// connection has its own (none is reused while the join remembers it).
+    /// Socket address of connection `i` of interval `round`: a slot of
+    /// [`SOCKET_SLOTS`], taken in turn across intervals.
     fn sk(&self, round: u64, i: u64) -> u64 {
-        (round * (self.connections + 1) + i) * 64
+        ((round * self.connections + i) % SOCKET_SLOTS) * 2048
     }
 
     /// The tick connection `i` of interval `round` opens at: the
