@@ -288,7 +288,7 @@ impl Ring {
         self.put(&r.total_retrans.to_ne_bytes());
         self.put(&r.srtt_us.to_ne_bytes());
         self.put(&r.rttvar_us.to_ne_bytes());
-        self.put(&r._pad2.to_ne_bytes());
+        self.put(&r.copied_seq.to_ne_bytes());
         self.put(&r.laddr);
         self.put(&r.raddr);
         self.put(&r.ts.to_ne_bytes());
@@ -848,7 +848,7 @@ mod tests {
         // A close: its counters differ field by field.
         let mut c = w.close(1, 5);
         c._pad = 0x1234;
-        c._pad2 = 0x5678;
+        c.copied_seq = 0x5678;
         ring.clear();
         ring.close(&c);
         let one: Vec<&[u8]> = ring.records().collect();

@@ -271,7 +271,7 @@ fn close_rec<M: Mem>(sk: u64, old: i32, r: &mut CloseRec) -> bool {
     r.total_retrans = M::read(tp, off(&offs.tcp_total_retrans)).unwrap_or(0);
     r.srtt_us = M::read::<u32>(tp, off(&offs.tcp_srtt_us)).unwrap_or(0) >> 3;
     r.rttvar_us = M::read::<u32>(tp, off(&offs.tcp_mdev_us)).unwrap_or(0) >> 2;
-    r._pad2 = 0;
+    r.copied_seq = b.copied_seq;
     // The tick, for the connection's duration (an inlined load).
     r.ts = jiffies();
     true
@@ -297,6 +297,8 @@ struct CloseBytes {
     sent: u64,
     /// What the application's recvmsg calls read.
     received: u64,
+    /// `copied_seq`: where those reads ended (see `CloseRec::copied_seq`).
+    copied_seq: u32,
 }
 
 /// The bytes of a connection that is moving to CLOSE, read at that
@@ -341,6 +343,7 @@ fn close_bytes<M: Mem>(sk: u64, tp: u64, old: i32) -> Result<CloseBytes, i32> {
     Ok(CloseBytes {
         sent: queued.saturating_sub(u64::from(fin_queued)),
         received: consumed.saturating_sub(u64::from(fin_read)),
+        copied_seq,
     })
 }
 
@@ -392,12 +395,17 @@ fn btf_length(ctx: &BtfTracePointContext, transmit: bool) {
 }
 
 /// A TCP recvmsg that moved `ret` > 0 bytes: if the socket is already in
-/// CLOSE, its CLOSE record did not count them (an application reading
-/// what arrived before the peer's FIN after the socket moved to CLOSE:
-/// FIN_WAIT2 goes to CLOSE when the FIN arrives, LAST_ACK when its FIN is
-/// acknowledged, whether or not the application has read everything), so
-/// they go in a `LATE` record. Sends on a closed socket fail. The state is
-/// one more load per receive; nothing else runs unless it is CLOSE.
+/// CLOSE, its CLOSE record may not have counted them (an application
+/// reading what arrived before the peer's FIN after the socket moved to
+/// CLOSE: FIN_WAIT2 goes to CLOSE when the FIN arrives, LAST_ACK when its
+/// FIN is acknowledged, whether or not the application has read
+/// everything), so they go in a `LATE` record with the socket's
+/// `copied_seq`. A reset that arrived during the read waits in the
+/// socket's backlog and moves it to CLOSE when the read releases the lock,
+/// before this tracepoint: that CLOSE record counted the read already,
+/// and the join takes off what lies before the CLOSE's `copied_seq`.
+/// Sends on a closed socket fail. The state is one more load per receive;
+/// nothing else runs unless it is CLOSE.
 #[inline(always)]
 fn late_read<M: Mem>(sk: u64, ret: i32, flags: impl FnOnce() -> i32) {
     let state = i32::from(M::read::<u8>(sk, off(&o().sk_state)).unwrap_or(0));
@@ -406,10 +414,19 @@ fn late_read<M: Mem>(sk: u64, ret: i32, flags: impl FnOnce() -> i32) {
     }
     let bytes = ret as u64;
     let _ = emit_in_place(event_kind::LATE, sk, |ev| {
+        let tp = M::tcp_sock(sk);
+        if tp == 0 {
+            return false;
+        }
+        // Where this read ended: the join counts only what lies past the
+        // CLOSE record's `copied_seq`.
+        let Ok(copied) = M::read::<u32>(tp, off(&o().tcp_copied_seq)) else {
+            return false;
+        };
+        ev.errno = copied as i32;
         let c = &mut ev.conn;
         c.bytes_rx = bytes;
-        let tp = M::tcp_sock(sk);
-        tp != 0 && fill_tuple_closed::<M>(sk, tp, c).is_ok()
+        fill_tuple_closed::<M>(sk, tp, c).is_ok()
     });
 }
 

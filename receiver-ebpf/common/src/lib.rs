@@ -188,7 +188,10 @@ pub mod event_kind {
     pub const FAILED: u32 = 2;
     /// Bytes moved on a socket already closed and forgotten (an application
     /// reading what was buffered after the peer's FIN); `conn` carries the
-    /// tuple and the bytes.
+    /// tuple and the bytes, and `errno` the socket's `copied_seq` after the
+    /// read (its u32 bits): a read that was under way when the socket moved
+    /// to CLOSE (the change runs from the socket's backlog as the read
+    /// releases its lock) was partly counted by the CLOSE record already.
     pub const LATE: u32 = 3;
     /// A process was seen owning a socket for the first time (recently):
     /// user space reads /proc for it while it still runs. `conn` carries
@@ -253,7 +256,10 @@ pub struct CloseRec {
     pub total_retrans: u32,
     pub srtt_us: u32,
     pub rttvar_us: u32,
-    pub _pad2: u32,
+    /// `tcp_sock.copied_seq` at the close: how far the application had
+    /// read. A `LATE` record's read ends at its own `copied_seq`; the part
+    /// of it up to this one was counted here already.
+    pub copied_seq: u32,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     /// jiffies at the close.

@@ -466,6 +466,8 @@ struct Listener {
 struct Closed {
     conn: Conn,
     tick: u64,
+    /// The CLOSE record's `copied_seq`: where the reads it counted ended.
+    copied_seq: u32,
 }
 
 /// Resets of a socket the join knows nothing of yet (an accepted socket
@@ -867,6 +869,7 @@ impl TcpJoin {
             Closed {
                 conn: c,
                 tick: r.ts,
+                copied_seq: r.copied_seq,
             },
         );
         self.drops.add(DropReason::RecentEvicted, evicted);
@@ -963,7 +966,10 @@ impl TcpJoin {
         known_family(index, "LATE", ev.sk, ev.conn.family)?;
         let bytes = ev.conn.bytes_rx;
         Ok(match self.closed_match(ev.sk, &ev.conn) {
-            Some(closed) => self.late_of(ev.sk, &closed.conn, ev.ts_ns, |c| c.bytes_rx = bytes),
+            Some(closed) => {
+                let bytes = past_close(bytes, ev.errno as u32, closed.copied_seq);
+                self.late_of(ev.sk, &closed.conn, ev.ts_ns, |c| c.bytes_rx = bytes)
+            }
             None => {
                 self.drops.add(DropReason::LateUnmatched, 1);
                 self.late_of(ev.sk, &ev.conn, ev.ts_ns, |c| {
@@ -1030,4 +1036,16 @@ fn known_family(index: u64, record: &'static str, sk: u64, family: u16) -> Resul
             family,
         })
     }
+}
+
+/// Of a late read of `bytes` that ended at sequence `read_end` (the LATE
+/// record's `copied_seq`), what lies past `closed_at` (the CLOSE record's
+/// `copied_seq`): what the CLOSE record did not count. A read under way
+/// when the socket moved to CLOSE was counted by the CLOSE up to where it
+/// had copied (see receiver-ebpf's `late_read`); one that began after, not
+/// at all. Sequence numbers wrap, so the distance is taken modulo 2^32,
+/// and a read that ended at or before the CLOSE's position adds nothing.
+fn past_close(bytes: u64, read_end: u32, closed_at: u32) -> u64 {
+    let past = read_end.wrapping_sub(closed_at) as i32;
+    if past <= 0 { 0 } else { bytes.min(past as u64) }
 }

@@ -117,7 +117,7 @@ fn close(sk: u64, t: &Conn, (sent, received): (u64, u64), tick: u64) -> Record {
         total_retrans: 2,
         srtt_us: 55,
         rttvar_us: 27,
-        _pad2: 0,
+        copied_seq: 0,
         laddr: t.laddr,
         raddr: t.raddr,
         ts: tick,
@@ -157,10 +157,23 @@ fn listen(sk: u64, tgid: u32, family: u16, laddr: [u8; 16], port: u16) -> Record
     event(event_kind::LISTEN, sk, ANCHOR_TICK, c)
 }
 
+/// A LATE record of a read that began after the CLOSE (whose `copied_seq`
+/// these tests leave at 0): the read ends `bytes` past it.
 fn late(sk: u64, t: &Conn, bytes: u64, tick: u64) -> Record {
+    late_at(sk, t, bytes, bytes as u32, tick)
+}
+
+/// A LATE record of a read of `bytes` that ended at sequence `read_end`.
+fn late_at(sk: u64, t: &Conn, bytes: u64, read_end: u32, tick: u64) -> Record {
     let mut c = *t;
     c.bytes_rx = bytes;
-    event(event_kind::LATE, sk, tick, c)
+    match event(event_kind::LATE, sk, tick, c) {
+        Record::Event(mut ev) => {
+            ev.errno = read_end as i32;
+            Record::Event(ev)
+        }
+        other => other,
+    }
 }
 
 /// A RESET record: its local port is `inet_num`, 0 once an unbound port
@@ -835,6 +848,46 @@ fn failed_without_connect() {
 
 /// LATE bytes join the connection closed at their address only while it
 /// is the last socket there, and within the late window.
+/// A reset that arrives while the application reads waits in the socket's
+/// backlog and moves the socket to CLOSE as the read releases its lock,
+/// before the read's tracepoint: the CLOSE record counted that read (its
+/// `copied_seq` is past it), so the LATE record of the same read adds
+/// nothing. A read across the change adds what lies past the CLOSE's
+/// position. Sequence numbers wrap.
+#[test]
+fn a_read_the_close_counted_adds_nothing_late() {
+    let mut j = join();
+    run(&mut j, &opening());
+    let at_close: u32 = 0xffff_ff00;
+    let mut c = close(CLIENT_SK, &client_tuple(), (1, 500), 1_000);
+    if let Record::Close(r) = &mut c {
+        r.copied_seq = at_close;
+    }
+    let closed = j.feed(&c).unwrap().unwrap();
+    let same = j
+        .feed(&late_at(CLIENT_SK, &client_tuple(), 500, at_close, 1_000))
+        .unwrap()
+        .unwrap();
+    let across = j
+        .feed(&late_at(
+            CLIENT_SK,
+            &client_tuple(),
+            400,
+            at_close.wrapping_add(300),
+            1_001,
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            closed.conn.bytes_rx,
+            same.conn.bytes_rx,
+            across.conn.bytes_rx
+        ),
+        (500, 0, 300)
+    );
+}
+
 #[test]
 fn late_bytes_join_the_last_close() {
     let mut j = join();
