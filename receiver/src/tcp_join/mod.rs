@@ -46,7 +46,11 @@
 //! A socket can reach CLOSE with data still to read (FIN_WAIT2 gets the
 //! peer's FIN, LAST_ACK gets its FIN acknowledged, read or not); the
 //! receive program reports those reads as `LATE` records, which the join
-//! adds to the connection that closed at that address.
+//! adds to the connection that closed at that address. A read under way
+//! when the socket moved to CLOSE (a reset processed from the socket's
+//! backlog as the read releases its lock) was counted by the CLOSE record
+//! up to its `copied_seq`; each LATE record carries its own, and only what
+//! lies past the CLOSE's is added (`past_close`).
 //!
 //! # Resets
 //!
