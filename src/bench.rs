@@ -263,69 +263,16 @@ impl Ring {
         self.ends.push(self.bytes.len());
     }
 
-    /// A [`ConnectRec`]: `event_kind::CONNECT_MIN` or `event_kind::ACCEPT`.
-    fn connect(&mut self, r: &ConnectRec) {
-        self.put(&r.kind.to_ne_bytes());
-        self.put(&r.tgid.to_ne_bytes());
-        self.put(&r.sk.to_ne_bytes());
-        self.put(&r.ts.to_ne_bytes());
-        self.end_record();
-    }
-
-    /// A [`CloseRec`] (`event_kind::CLOSE_MIN`).
-    fn close(&mut self, r: &CloseRec) {
-        self.put(&r.kind.to_ne_bytes());
-        self.put(&r.family.to_ne_bytes());
-        self.put(&r.lport.to_ne_bytes());
-        self.put(&r.rport.to_ne_bytes());
-        self.put(&r._pad.to_ne_bytes());
-        self.put(&r.netns.to_ne_bytes());
-        self.put(&r.sk.to_ne_bytes());
-        self.put(&r.bytes_tx.to_ne_bytes());
-        self.put(&r.bytes_rx.to_ne_bytes());
-        self.put(&r.segs_in.to_ne_bytes());
-        self.put(&r.segs_out.to_ne_bytes());
-        self.put(&r.total_retrans.to_ne_bytes());
-        self.put(&r.srtt_us.to_ne_bytes());
-        self.put(&r.rttvar_us.to_ne_bytes());
-        self.put(&r.copied_seq.to_ne_bytes());
-        self.put(&r.laddr);
-        self.put(&r.raddr);
-        self.put(&r.ts.to_ne_bytes());
-        self.end_record();
-    }
-
-    /// A whole [`Event`] (PROCESS, LISTEN).
-    fn event(&mut self, ev: &Event) {
-        self.put(&ev.kind.to_ne_bytes());
-        self.put(&ev.errno.to_ne_bytes());
-        self.put(&ev.sk.to_ne_bytes());
-        self.put(&ev.ts_ns.to_ne_bytes());
-        let c = &ev.conn;
-        self.put(&c.opened_ns.to_ne_bytes());
-        self.put(&c.bytes_tx.to_ne_bytes());
-        self.put(&c.bytes_rx.to_ne_bytes());
-        for v in [
-            c.segs_out,
-            c.segs_in,
-            c.total_retrans,
-            c.srtt_us,
-            c.rttvar_us,
-            c.resets_tx,
-            c.resets_rx,
-            c.tgid,
-            c.netns,
-        ] {
-            self.put(&v.to_ne_bytes());
-        }
-        self.put(&c.family.to_ne_bytes());
-        self.put(&c.lport.to_ne_bytes());
-        self.put(&c.rport.to_ne_bytes());
-        self.put(&[c.role, c.established]);
-        self.put(&c.laddr);
-        self.put(&c.raddr);
-        self.put(&c.comm);
-        self.put(&c.snap_jiffies.to_ne_bytes());
+    /// One record as the kernel's programs write it: the bytes of `r`, a
+    /// [`ConnectRec`] (`CONNECT_MIN`, `ACCEPT`), a [`CloseRec`]
+    /// (`CLOSE_MIN`) or a whole [`Event`] (PROCESS, LISTEN).
+    fn record<T: aya::Pod>(&mut self, r: &T) {
+        // SAFETY: `T` is Pod: repr(C) integers and byte arrays with no
+        // padding, so all of its `size_of` bytes are initialized, and `r`
+        // is a live reference to one.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), size_of::<T>()) };
+        self.put(bytes);
         self.end_record();
     }
 }
@@ -482,7 +429,7 @@ impl Workload {
         ring.clear();
         if round == 0 {
             for p in &self.procs {
-                ring.event(&Event {
+                ring.record(&Event {
                     kind: event_kind::PROCESS,
                     conn: Conn {
                         tgid: p.pid,
@@ -497,7 +444,7 @@ impl Workload {
                 if !self.serves[k] {
                     continue;
                 }
-                ring.event(&Event {
+                ring.record(&Event {
                     kind: event_kind::LISTEN,
                     sk: LISTENER_SK + k as u64 * 4096,
                     ts_ns: tick,
@@ -516,10 +463,10 @@ impl Workload {
         let n = self.connections;
         for i in 0..n + OPEN_AT_ONCE {
             if i < n {
-                ring.connect(&self.open(round, i));
+                ring.record(&self.open(round, i));
             }
             if i >= OPEN_AT_ONCE {
-                ring.close(&self.close(round, i - OPEN_AT_ONCE));
+                ring.record(&self.close(round, i - OPEN_AT_ONCE));
             }
         }
     }
@@ -840,7 +787,7 @@ mod tests {
         };
         ev.conn.laddr[0] = 1;
         ring.clear();
-        ring.event(&ev);
+        ring.record(&ev);
         let one: Vec<&[u8]> = ring.records().collect();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].len(), size_of::<Event>());
@@ -850,7 +797,7 @@ mod tests {
         c._pad = 0x1234;
         c.copied_seq = 0x5678;
         ring.clear();
-        ring.close(&c);
+        ring.record(&c);
         let one: Vec<&[u8]> = ring.records().collect();
         assert_eq!(one[0].len(), size_of::<CloseRec>());
         assert_eq!(decode(one[0]).unwrap(), Record::Close(c));
