@@ -779,16 +779,13 @@ impl TcpJoin {
             .map(|l| l.tgid)
     }
 
-    /// The name of process `tgid`, counted when unknown. A name in use
-    /// becomes the newest entry: the kernel announces a process once, until
-    /// its LRU (`SEEN_PIDS`) forgets it, and a busy process stays there
-    /// however old its announcement.
+    /// The name of process `tgid`, counted when unknown. A name in use is
+    /// kept from going first ([`Fifo::touch`]): the kernel announces a
+    /// process once, until its LRU (`SEEN_PIDS`) forgets it, and a busy
+    /// process stays there however old its announcement.
     fn name_of(&mut self, tgid: u32) -> [u8; 16] {
-        match self.names.remove(&tgid) {
-            Some(n) => {
-                self.names.insert(tgid, n);
-                n
-            }
+        match self.names.touch(&tgid) {
+            Some(n) => *n,
             None => {
                 self.drops.add(DropReason::NameUnknown, 1);
                 [0; 16]

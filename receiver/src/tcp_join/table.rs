@@ -64,16 +64,38 @@ impl<K: Copy + Eq + Hash, V> Fifo<K, V> {
         self.serial += 1;
         self.map.insert(k, (v, self.serial));
         self.order.push_back((k, self.serial));
-        if self.order.len() > 2 * self.map.len() + 16 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, s)| map.get(k).is_some_and(|(_, live)| live == s));
-        }
+        self.compact();
         (old, evicted)
     }
 
     /// Removes and returns the oldest entry if `go` says it must go;
     /// `None` when the oldest is to stay, or when the table is empty.
+    /// The value of `k`, which becomes the newest entry if it is in the
+    /// older half of the table (by insertion order): a key in use is never
+    /// the next to go, and the common case (a key refreshed recently) is
+    /// one lookup, not a remove and an insert.
+    pub(super) fn touch(&mut self, k: &K) -> Option<&V> {
+        let half = (self.limit / 2) as u64;
+        let serial = self.serial;
+        let (_, s) = self.map.get_mut(k)?;
+        if serial.saturating_sub(*s) >= half {
+            self.serial += 1;
+            *s = self.serial;
+            self.order.push_back((*k, self.serial));
+            self.compact();
+        }
+        self.map.get(k).map(|(v, _)| v)
+    }
+
+    /// Drops the order's stale slots once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 16 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, s)| map.get(k).is_some_and(|(_, live)| live == s));
+        }
+    }
+
     pub(super) fn pop_oldest_if(&mut self, mut go: impl FnMut(&V) -> bool) -> Option<(K, V)> {
         while let Some(&(k, s)) = self.order.front() {
             match self.map.get(&k) {
@@ -124,6 +146,24 @@ mod tests {
             t.remove(&i);
         }
         assert_eq!(t.len(), 1);
+        assert!(t.order.len() <= 2 * t.len() + 17);
+    }
+
+    #[test]
+    fn touch_keeps_a_key_in_use_from_going_first() {
+        let mut t = Fifo::new(4);
+        for i in 0..4u64 {
+            t.insert(i, i);
+        }
+        // 0 is in the older half: touched, it becomes the newest.
+        assert_eq!(t.touch(&0), Some(&0));
+        // 3 is in the newer half: left where it is.
+        assert_eq!(t.touch(&3), Some(&3));
+        assert_eq!(t.touch(&9), None);
+        // Two more keys push out 1 and 2, not 0.
+        assert_eq!(t.insert(4, 4), (None, 1));
+        assert_eq!(t.insert(5, 5), (None, 1));
+        assert_eq!((t.get(&0), t.get(&1), t.get(&2)), (Some(&0), None, None));
         assert!(t.order.len() <= 2 * t.len() + 17);
     }
 
