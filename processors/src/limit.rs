@@ -97,16 +97,15 @@ impl Slots {
     }
 
     /// Gives `fp`, found free at `at` ([`Slots::find`]), a slot.
-    fn insert(&mut self, fp: Fingerprint, at: usize) {
+    fn insert(&mut self, fp: Fingerprint, mut at: usize) {
         if (self.len + 1) * 2 > self.entries.len() {
             self.rebuild((self.entries.len() * 2).max(16), false);
-            let Err(at) = self.find(fp) else {
+            let Err(free) = self.find(fp) else {
                 unreachable!("a series without a slot has none after growing")
             };
-            self.entries[at] = fp;
-        } else {
-            self.entries[at] = fp;
+            at = free;
         }
+        self.entries[at] = fp;
         self.len += 1;
     }
 

@@ -301,9 +301,7 @@ impl WalkState {
         self.unnamed = unnamed;
         walked
     }
-}
 
-impl WalkState {
     /// After the drain that follows a walk: the sockets that walk left out
     /// for want of an owner and that the join now names as a connecting
     /// client (their CONNECT was still in the ring) or an accepted socket

@@ -68,23 +68,22 @@ impl<K: Copy + Eq + Hash, V> Fifo<K, V> {
         (old, evicted)
     }
 
-    /// Removes and returns the oldest entry if `go` says it must go;
-    /// `None` when the oldest is to stay, or when the table is empty.
     /// The value of `k`, which becomes the newest entry if it is in the
     /// older half of the table (by insertion order): a key in use is never
     /// the next to go, and the common case (a key refreshed recently) is
     /// one lookup, not a remove and an insert.
     pub(super) fn touch(&mut self, k: &K) -> Option<&V> {
+        // Stale slots go first: the entry's borrow below lasts to the
+        // return (the next insert or touch trims what this one adds).
+        self.compact();
         let half = (self.limit / 2) as u64;
-        let serial = self.serial;
-        let (_, s) = self.map.get_mut(k)?;
-        if serial.saturating_sub(*s) >= half {
+        let (v, s) = self.map.get_mut(k)?;
+        if *s + half <= self.serial {
             self.serial += 1;
             *s = self.serial;
             self.order.push_back((*k, self.serial));
-            self.compact();
         }
-        self.map.get(k).map(|(v, _)| v)
+        Some(v)
     }
 
     /// Drops the order's stale slots once they outnumber the live ones.
@@ -96,6 +95,8 @@ impl<K: Copy + Eq + Hash, V> Fifo<K, V> {
         }
     }
 
+    /// Removes and returns the oldest entry if `go` says it must go;
+    /// `None` when the oldest is to stay, or when the table is empty.
     pub(super) fn pop_oldest_if(&mut self, mut go: impl FnMut(&V) -> bool) -> Option<(K, V)> {
         while let Some(&(k, s)) = self.order.front() {
             match self.map.get(&k) {
